@@ -1,0 +1,32 @@
+//! uncorreo's storage engine: the durable heart of the appliance.
+//!
+//! Everything that must survive a restart is a record in an append-only,
+//! segmented log (see `FORMAT.md` in this crate for the bytes on disk). Each
+//! log shard is owned by one writer thread that gathers appends into batches
+//! and makes each batch durable with one `pwrite` + one `fdatasync` (group
+//! commit). The in-memory index (mailbox → ordered message refs) is updated
+//! only after a batch is durable, and events are published to subscribers only
+//! after that: a reader or a subscriber never sees a message that a crash
+//! could take back.
+//!
+//! [`Engine::deliver`] is the single delivery entry point for every ingest path
+//! (SMTP, the SES webhook, anything later).
+//!
+//! Architecture invariant: this crate knows nothing about SMTP or HTTP. It
+//! speaks in mailboxes, messages, users and keys, and answers with typed errors
+//! that say what the caller should tell its client.
+
+#![deny(clippy::unwrap_used, clippy::expect_used)]
+
+mod api;
+mod clock;
+mod error;
+pub mod fanout;
+pub mod summary;
+mod types;
+
+pub use api::Engine;
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use error::{EngineError, OpenError, ResolveError};
+pub use fanout::Subscriber;
+pub use types::*;

@@ -1,0 +1,78 @@
+//! The listing summary (from, subject, date, attachment count) derived from
+//! raw bytes at delivery. Parsing hostile mail is where parsers panic, so the
+//! parser runs behind `catch_unwind` and on a bounded prefix for headers; a
+//! message that cannot be parsed still gets stored, with an empty summary.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+use crate::types::MessageSummary;
+
+/// Longest `from` / `subject` kept in a summary, in bytes (cut at a char boundary).
+pub const MAX_SUMMARY_FIELD: usize = 256;
+
+/// Derive the summary. Never panics; garbage in gives an empty summary.
+pub fn summarize(raw: &[u8]) -> MessageSummary {
+    catch_unwind(AssertUnwindSafe(|| summarize_inner(raw))).unwrap_or_default()
+}
+
+fn summarize_inner(raw: &[u8]) -> MessageSummary {
+    let Some(msg) = mail_parser::MessageParser::default().parse(raw) else {
+        return MessageSummary::default();
+    };
+    let from = msg
+        .from()
+        .and_then(|a| a.first())
+        .map(|a| match (a.name(), a.address()) {
+            (Some(n), Some(ad)) => format!("{n} <{ad}>"),
+            (None, Some(ad)) => ad.to_owned(),
+            (Some(n), None) => n.to_owned(),
+            (None, None) => String::new(),
+        })
+        .unwrap_or_default();
+    MessageSummary {
+        from: clip(from),
+        subject: clip(msg.subject().unwrap_or_default().to_owned()),
+        date: msg.date().map(|d| d.to_rfc3339()),
+        attachments: u16::try_from(msg.attachment_count()).unwrap_or(u16::MAX),
+    }
+}
+
+fn clip(mut s: String) -> String {
+    if s.len() > MAX_SUMMARY_FIELD {
+        let mut end = MAX_SUMMARY_FIELD;
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        s.truncate(end);
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn extracts_headers_and_counts_attachments() {
+        let raw = b"From: Ana <ana@example.com>\r\nSubject: Your code\r\nDate: Tue, 24 Nov 2026 10:00:00 +0000\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\nContent-Type: text/plain\r\n\r\nhi\r\n--b\r\nContent-Type: application/pdf\r\nContent-Disposition: attachment; filename=a.pdf\r\n\r\nPDF\r\n--b--\r\n";
+        let s = summarize(raw);
+        assert_eq!(s.from, "Ana <ana@example.com>");
+        assert_eq!(s.subject, "Your code");
+        assert_eq!(s.date.as_deref(), Some("2026-11-24T10:00:00Z"));
+        assert_eq!(s.attachments, 1);
+    }
+
+    #[test]
+    fn garbage_gives_empty_summary_not_panic() {
+        assert_eq!(summarize(b"").subject, "");
+        let _ = summarize(&[0xff; 4096]);
+    }
+
+    #[test]
+    fn long_subject_is_clipped_on_char_boundary() {
+        let raw = format!("Subject: {}\r\n\r\nx", "é".repeat(300));
+        let s = summarize(raw.as_bytes());
+        assert!(s.subject.len() <= MAX_SUMMARY_FIELD);
+        assert!(s.subject.chars().all(|c| c == 'é'));
+    }
+}

@@ -1,0 +1,154 @@
+//! The appliance's configuration: one TOML file, every key overridable from
+//! the environment, embedded defaults that serve on localhost.
+//!
+//! Environment overrides use `UNCORREO__` + the key path in upper case joined
+//! by `__`: `UNCORREO__SMTP__LISTEN=0.0.0.0:25` sets `[smtp] listen`. The value
+//! is read as a TOML value when it parses as one (numbers, booleans, arrays)
+//! and as a string otherwise.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+use uncorreo_api::HttpConfig;
+use uncorreo_engine::EngineConfig;
+use uncorreo_smtpd::SmtpConfig;
+
+/// Prefix of environment overrides.
+pub const ENV_PREFIX: &str = "UNCORREO__";
+
+/// Everything `uncorreo serve` needs.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Threads serving SMTP and HTTP, one per core; 0 means one per available core.
+    pub cores: usize,
+    /// `[engine]`: storage.
+    pub engine: EngineConfig,
+    /// `[smtp]`: the SMTP listener.
+    pub smtp: SmtpConfig,
+    /// `[http]`: the HTTP listener and API.
+    pub http: HttpConfig,
+}
+
+/// Why the configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("reading {path}: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The file or an override is not valid TOML / not a known key.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl Config {
+    /// Defaults, then the file (if any), then environment overrides from `env`.
+    pub fn load(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let mut tree = toml::Table::new();
+        if let Some(path) = file {
+            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                path: path.display().to_string(),
+                source,
+            })?;
+            tree = text
+                .parse::<toml::Table>()
+                .map_err(|e| ConfigError::Invalid(format!("{}: {e}", path.display())))?;
+        }
+        for (key, value) in env {
+            let Some(path) = key.strip_prefix(ENV_PREFIX) else {
+                continue;
+            };
+            let parts: Vec<String> = path.split("__").map(|p| p.to_ascii_lowercase()).collect();
+            set_path(&mut tree, &parts, parse_env_value(&value))
+                .map_err(|e| ConfigError::Invalid(format!("{key}: {e}")))?;
+        }
+        toml::Value::Table(tree)
+            .try_into()
+            .map_err(|e: toml::de::Error| ConfigError::Invalid(e.to_string()))
+    }
+}
+
+fn parse_env_value(raw: &str) -> toml::Value {
+    // Parse as the right-hand side of `v = …`; fall back to a plain string.
+    format!("v = {raw}")
+        .parse::<toml::Table>()
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(raw.to_owned()))
+}
+
+fn set_path(table: &mut toml::Table, path: &[String], value: toml::Value) -> Result<(), String> {
+    match path {
+        [] => Err("empty key".to_owned()),
+        [leaf] => {
+            table.insert(leaf.clone(), value);
+            Ok(())
+        }
+        [head, rest @ ..] => {
+            let entry = table
+                .entry(head.clone())
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            match entry {
+                toml::Value::Table(t) => set_path(t, rest, value),
+                _ => Err(format!("{head} is not a table")),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_serve_on_localhost_with_data_under_dot_data() {
+        let c = Config::load(None, []).unwrap();
+        assert_eq!(c.smtp.listen, "127.0.0.1:2525");
+        assert_eq!(c.http.listen, "127.0.0.1:8080");
+        assert_eq!(c.engine.data_dir, std::path::PathBuf::from("./data"));
+        assert_eq!(c.engine.durability, uncorreo_engine::Durability::Always);
+    }
+
+    #[test]
+    fn env_overrides_file_and_parses_typed_values() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("c.toml");
+        std::fs::write(&f, "cores = 3\n[smtp]\nlisten = \"127.0.0.1:1\"\n").unwrap();
+        let c = Config::load(
+            Some(&f),
+            [
+                (
+                    "UNCORREO__SMTP__LISTEN".to_owned(),
+                    "127.0.0.1:2".to_owned(),
+                ),
+                ("UNCORREO__ENGINE__SHARDS".to_owned(), "4".to_owned()),
+                (
+                    "UNCORREO__ENGINE__DOMAINS".to_owned(),
+                    "[\"a.test\", \"b.test\"]".to_owned(),
+                ),
+                ("UNRELATED".to_owned(), "x".to_owned()),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.cores, 3);
+        assert_eq!(c.smtp.listen, "127.0.0.1:2");
+        assert_eq!(c.engine.shards, 4);
+        assert_eq!(c.engine.domains, vec!["a.test", "b.test"]);
+    }
+
+    #[test]
+    fn unknown_keys_are_refused_with_their_name() {
+        let err = Config::load(None, [("UNCORREO__SMTP__LISTN".to_owned(), "x".to_owned())])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("listn"), "{err}");
+    }
+}

@@ -1,0 +1,193 @@
+//! The `uncorreo` appliance: wires the engine, the SMTP server and the HTTP
+//! API onto a thread-per-core runtime. The binary (`src/main.rs`) is a thin
+//! CLI over [`Appliance::start`]; integration tests start the same thing on
+//! port 0.
+
+pub mod config;
+pub mod cores;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use tokio_util::sync::CancellationToken;
+use uncorreo_engine::Engine;
+
+pub use config::Config;
+
+/// Why the appliance could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The engine could not open its data directory.
+    #[error("opening storage: {0}")]
+    Engine(#[from] uncorreo_engine::OpenError),
+    /// A listen address is not `host:port`.
+    #[error("listen address {0:?} is not ip:port")]
+    BadAddress(String),
+    /// Binding or setting up a socket, a thread or a runtime failed.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: &'static str,
+        /// The cause.
+        source: std::io::Error,
+    },
+}
+
+/// A running appliance: every core thread, the engine, and the addresses it answers on.
+pub struct Appliance {
+    /// Where SMTP answers (the real port, also when configured as 0).
+    pub smtp_addr: SocketAddr,
+    /// Where HTTP answers.
+    pub http_addr: SocketAddr,
+    /// The engine, for tests that look at storage directly.
+    pub engine: Engine,
+    shutdown: CancellationToken,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl Appliance {
+    /// Open storage, bind every listener (one per core per protocol), start one
+    /// thread per core, and return once all of them accept connections.
+    pub fn start(config: Config) -> Result<Self, StartError> {
+        let engine = Engine::open(config.engine.clone())?;
+        let cores = cores::effective_cores(config.cores);
+        let smtp_addr = parse_addr(&config.smtp.listen)?;
+        let http_addr = parse_addr(&config.http.listen)?;
+        let io = |what| move |source| StartError::Io { what, source };
+        let smtp_listeners =
+            cores::reuseport_listeners(smtp_addr, cores).map_err(io("binding SMTP"))?;
+        let http_listeners =
+            cores::reuseport_listeners(http_addr, cores).map_err(io("binding HTTP"))?;
+        let smtp_addr = local_addr(&smtp_listeners)?;
+        let http_addr = local_addr(&http_listeners)?;
+
+        let smtp_shared = uncorreo_smtpd::Shared::new(engine.clone(), config.smtp.clone())
+            .map_err(io("setting up SMTP"))?;
+        let app_state = uncorreo_api::AppState {
+            engine: engine.clone(),
+            config: config.http.clone(),
+        };
+        let shutdown = CancellationToken::new();
+        let mut threads = Vec::with_capacity(cores);
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), std::io::Error>>();
+        for (core, (smtp, http)) in smtp_listeners.into_iter().zip(http_listeners).enumerate() {
+            let smtp_shared = Arc::clone(&smtp_shared);
+            let app_state = app_state.clone();
+            let shutdown = shutdown.clone();
+            let ready_tx = ready_tx.clone();
+            let thread = std::thread::Builder::new()
+                .name(format!("core-{core}"))
+                .spawn(move || run_core(smtp, http, smtp_shared, app_state, shutdown, ready_tx))
+                .map_err(io("spawning a core thread"))?;
+            threads.push(thread);
+        }
+        drop(ready_tx);
+        for _ in 0..threads.len() {
+            match ready_rx.recv() {
+                Ok(Ok(())) => {}
+                Ok(Err(source)) => {
+                    shutdown.cancel();
+                    return Err(StartError::Io {
+                        what: "starting a core",
+                        source,
+                    });
+                }
+                Err(_) => {
+                    shutdown.cancel();
+                    return Err(StartError::Io {
+                        what: "starting a core",
+                        source: std::io::Error::other("core thread exited during start"),
+                    });
+                }
+            }
+        }
+        tracing::info!(%smtp_addr, %http_addr, cores, "uncorreo is serving");
+        Ok(Self {
+            smtp_addr,
+            http_addr,
+            engine,
+            shutdown,
+            threads,
+        })
+    }
+
+    /// A token that stops the appliance when cancelled (e.g. from a signal handler).
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    /// Stop accepting, let open sessions finish or be told `421`, flush the
+    /// engine and join every thread.
+    pub fn shutdown(self) {
+        self.shutdown.cancel();
+        self.wait();
+    }
+
+    /// Block until the appliance has stopped (after the token is cancelled).
+    pub fn wait(self) {
+        for t in self.threads {
+            let _ = t.join();
+        }
+        self.engine.shutdown();
+    }
+}
+
+fn parse_addr(s: &str) -> Result<SocketAddr, StartError> {
+    s.parse().map_err(|_| StartError::BadAddress(s.to_owned()))
+}
+
+fn local_addr(listeners: &[std::net::TcpListener]) -> Result<SocketAddr, StartError> {
+    listeners
+        .first()
+        .ok_or_else(|| StartError::BadAddress("no listener".to_owned()))?
+        .local_addr()
+        .map_err(|source| StartError::Io {
+            what: "reading a bound address",
+            source,
+        })
+}
+
+fn run_core(
+    smtp: std::net::TcpListener,
+    http: std::net::TcpListener,
+    smtp_shared: Arc<uncorreo_smtpd::Shared>,
+    app_state: uncorreo_api::AppState,
+    shutdown: CancellationToken,
+    ready: std::sync::mpsc::Sender<Result<(), std::io::Error>>,
+) {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            let _ = ready.send(Err(e));
+            return;
+        }
+    };
+    runtime.block_on(async move {
+        let listeners = tokio::net::TcpListener::from_std(smtp)
+            .and_then(|s| Ok((s, tokio::net::TcpListener::from_std(http)?)));
+        let (smtp, http) = match listeners {
+            Ok(pair) => pair,
+            Err(e) => {
+                let _ = ready.send(Err(e));
+                return;
+            }
+        };
+        let _ = ready.send(Ok(()));
+        let smtp_task = uncorreo_smtpd::serve(smtp, smtp_shared, shutdown.clone());
+        let app =
+            uncorreo_api::router(app_state).into_make_service_with_connect_info::<SocketAddr>();
+        let http_task = async {
+            let served = axum::serve(http, app)
+                .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+                .await;
+            if let Err(e) = served {
+                tracing::error!(error = %e, "HTTP server failed");
+            }
+        };
+        tokio::join!(smtp_task, http_task);
+    });
+}
