@@ -21,6 +21,7 @@
 mod api;
 mod clock;
 mod error;
+pub mod extract;
 pub mod fanout;
 pub mod summary;
 mod types;

@@ -29,11 +29,16 @@ fn summarize_inner(raw: &[u8]) -> MessageSummary {
             (None, None) => String::new(),
         })
         .unwrap_or_default();
+    let subject = msg.subject().unwrap_or_default();
+    let text = msg.body_text(0).unwrap_or_default();
+    let html = msg.body_html(0).unwrap_or_default();
     MessageSummary {
         from: clip(from),
-        subject: clip(msg.subject().unwrap_or_default().to_owned()),
+        subject: clip(subject.to_owned()),
         date: msg.date().map(|d| d.to_rfc3339()),
         attachments: u16::try_from(msg.attachment_count()).unwrap_or(u16::MAX),
+        links: crate::extract::links(&text, &html),
+        codes: crate::extract::codes(subject, &text),
     }
 }
 
@@ -60,6 +65,14 @@ mod tests {
         assert_eq!(s.subject, "Your code");
         assert_eq!(s.date.as_deref(), Some("2026-11-24T10:00:00Z"));
         assert_eq!(s.attachments, 1);
+    }
+
+    #[test]
+    fn carries_links_and_codes_from_the_body() {
+        let raw = b"Subject: Sign in\r\nContent-Type: text/plain\r\n\r\nYour code: 902211\r\nOr click https://a.test/login?t=Z\r\n";
+        let s = summarize(raw);
+        assert_eq!(s.codes, vec!["902211"]);
+        assert_eq!(s.links, vec!["https://a.test/login?t=Z"]);
     }
 
     #[test]

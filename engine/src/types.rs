@@ -328,6 +328,11 @@ pub struct MessageSummary {
     pub date: Option<String>,
     /// Number of attachments.
     pub attachments: u16,
+    /// Verification / sign-in / reset links found in the text or HTML body
+    /// (at most [`crate::extract::MAX_LINKS`]).
+    pub links: Vec<String>,
+    /// One-time codes found in the subject or text (at most [`crate::extract::MAX_CODES`]).
+    pub codes: Vec<String>,
 }
 
 /// A stored message, as listings show it.

@@ -1,0 +1,175 @@
+//! Finds what a CI job waits for in a message: verification links and
+//! one-time codes. Pure functions over text, bounded in input and output.
+
+/// Most links kept per message.
+pub const MAX_LINKS: usize = 8;
+/// Most codes kept per message.
+pub const MAX_CODES: usize = 4;
+/// Longest link kept, in bytes.
+pub const MAX_LINK_LEN: usize = 2048;
+/// Bytes of text scanned; a 25 MB body is not searched end to end.
+pub const MAX_SCAN: usize = 256 * 1024;
+
+/// Words in a URL that mark it as the link a sign-up or reset flow sends.
+const LINK_HINTS: &[&str] = &[
+    "verif",
+    "confirm",
+    "activat",
+    "reset",
+    "token",
+    "magic",
+    "login",
+    "signin",
+    "sign-in",
+    "auth",
+    "invite",
+    "unsubscribe",
+    "password",
+    "code=",
+    "otp",
+];
+
+/// Words that, just before a number, mark it as a one-time code.
+const CODE_HINTS: &[&str] = &[
+    "code",
+    "otp",
+    "pin",
+    "passcode",
+    "password",
+    "token",
+    "verification",
+    "código",
+    "codigo",
+];
+
+/// Links that look like verification / sign-in / reset links, in order of
+/// appearance, deduplicated. Scans `text` and `html` (HTML attribute values
+/// are found the same way, since `href="…"` contains the URL verbatim).
+pub fn links(text: &str, html: &str) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for source in [text, html] {
+        let source = prefix(source, MAX_SCAN);
+        let mut rest = source;
+        while let Some(pos) = find_url_start(rest) {
+            let tail = &rest[pos..];
+            let end = tail
+                .find(|c: char| c.is_whitespace() || matches!(c, '"' | '\'' | '<' | '>' | '`'))
+                .unwrap_or(tail.len());
+            let url = tail[..end].trim_end_matches(['.', ',', ';', ')', ']']);
+            let url = url.replace("&amp;", "&");
+            let lower = url.to_ascii_lowercase();
+            if url.len() <= MAX_LINK_LEN
+                && LINK_HINTS.iter().any(|h| lower.contains(h))
+                && !out.contains(&url)
+            {
+                out.push(url);
+                if out.len() == MAX_LINKS {
+                    return out;
+                }
+            }
+            rest = &tail[end.max(1).min(tail.len())..];
+        }
+    }
+    out
+}
+
+fn find_url_start(s: &str) -> Option<usize> {
+    match (s.find("https://"), s.find("http://")) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// One-time codes: runs of 4–8 digits (or 6–8 upper-case letters and digits
+/// with at least two digits) that stand alone and come within a few words
+/// after a hint such as "code" or "OTP". Subject first, then text.
+pub fn codes(subject: &str, text: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for source in [subject, text] {
+        let source = prefix(source, MAX_SCAN);
+        let words: Vec<&str> = source
+            .split(|c: char| c.is_whitespace() || matches!(c, ':' | ',' | ';' | '(' | ')' | '"'))
+            .filter(|w| !w.is_empty())
+            .collect();
+        for (i, word) in words.iter().enumerate() {
+            let candidate = word.trim_end_matches(['.', '!', '?']);
+            if !looks_like_code(candidate) {
+                continue;
+            }
+            let window = &words[i.saturating_sub(6)..i];
+            let hinted = window.iter().any(|w| {
+                let w = w.to_lowercase();
+                CODE_HINTS.iter().any(|h| w.contains(h))
+            });
+            if hinted && !out.iter().any(|c| c == candidate) {
+                out.push(candidate.to_owned());
+                if out.len() == MAX_CODES {
+                    return out;
+                }
+            }
+        }
+    }
+    out
+}
+
+fn looks_like_code(w: &str) -> bool {
+    let len = w.len();
+    if w.bytes().all(|b| b.is_ascii_digit()) {
+        return (4..=8).contains(&len);
+    }
+    let digits = w.bytes().filter(u8::is_ascii_digit).count();
+    (6..=8).contains(&len)
+        && digits >= 2
+        && w.bytes()
+            .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit())
+}
+
+fn prefix(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_verification_link_in_text_and_html_once() {
+        let text = "Welcome! Confirm here: https://app.example.com/verify?token=abc123.\nThanks";
+        let html = r#"<a href="https://app.example.com/verify?token=abc123">x</a> <a href="https://example.com/about">about</a>"#;
+        assert_eq!(
+            links(text, html),
+            vec!["https://app.example.com/verify?token=abc123"]
+        );
+    }
+
+    #[test]
+    fn html_entities_in_links_are_decoded() {
+        let html = r#"<a href="https://x.test/reset?a=1&amp;b=2">"#;
+        assert_eq!(links("", html), vec!["https://x.test/reset?a=1&b=2"]);
+    }
+
+    #[test]
+    fn finds_hinted_codes_but_not_years_or_prices() {
+        assert_eq!(codes("Your code is 482913", ""), vec!["482913"]);
+        assert_eq!(codes("", "Use OTP: 7731 to sign in."), vec!["7731"]);
+        assert_eq!(codes("", "Verification code: AB12CD"), vec!["AB12CD"]);
+        assert!(codes("Invoice 2026", "Total 1999 EUR, order 123456").is_empty());
+    }
+
+    #[test]
+    fn output_is_bounded() {
+        let text = (0..100)
+            .map(|i| format!("https://x.test/verify/{i} code {:06}", i))
+            .collect::<Vec<_>>()
+            .join(" ");
+        assert_eq!(links(&text, "").len(), MAX_LINKS);
+        assert_eq!(codes("", &text).len(), MAX_CODES);
+    }
+}

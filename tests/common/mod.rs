@@ -1,0 +1,98 @@
+//! Shared harness for the integration tests: a real appliance on 127.0.0.1
+//! port 0 with its own temporary data directory. Area-specific helpers live in
+//! their own test files, not here, so this file stays small and stable.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+
+use uncorreo::{Appliance, Config};
+use uncorreo_engine::{Address, Engine, MailboxInfo, NewMailbox, Owner};
+
+/// Domain every test appliance accepts mail for.
+pub const DOMAIN: &str = "uncorreo.test";
+
+/// A running appliance plus the temporary directory holding its log.
+pub struct TestServer {
+    pub appliance: Option<Appliance>,
+    pub smtp: SocketAddr,
+    pub http: SocketAddr,
+    pub engine: Engine,
+    pub data: tempfile::TempDir,
+}
+
+/// Test defaults: loopback, port 0, two cores, a fresh data dir.
+pub fn test_config(data: &std::path::Path) -> Config {
+    let mut c = Config::default();
+    c.cores = 2;
+    c.smtp.listen = "127.0.0.1:0".to_owned();
+    c.http.listen = "127.0.0.1:0".to_owned();
+    c.engine.data_dir = data.to_path_buf();
+    c.engine.domains = vec![DOMAIN.to_owned()];
+    // Tests run on small disks too; the free-space floor is tested on its own.
+    c.engine.min_free_bytes = 0;
+    c
+}
+
+impl TestServer {
+    /// Start with the test defaults.
+    pub fn start() -> Self {
+        Self::start_with(|_| {})
+    }
+
+    /// Start with the test defaults changed by `tweak`.
+    pub fn start_with(tweak: impl FnOnce(&mut Config)) -> Self {
+        let data = tempfile::tempdir().expect("tempdir");
+        let mut config = test_config(data.path());
+        tweak(&mut config);
+        let appliance = Appliance::start(config).expect("appliance starts");
+        Self {
+            smtp: appliance.smtp_addr,
+            http: appliance.http_addr,
+            engine: appliance.engine.clone(),
+            appliance: Some(appliance),
+            data,
+        }
+    }
+
+    /// `http://127.0.0.1:PORT` + `path`.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.http, path)
+    }
+
+    /// Create a mailbox straight in the engine (owned by an anonymous token
+    /// nobody knows), valid for an hour, with room for `max_messages`.
+    pub fn mailbox(&self, local: &str, max_messages: u32) -> MailboxInfo {
+        let engine = self.engine.clone();
+        let new = NewMailbox {
+            address: Address::from_parts(local, DOMAIN).expect("valid address"),
+            owner: Owner::Anonymous {
+                token_hash: [0u8; 32],
+            },
+            expires_at_ms: engine.now_ms() + 3_600_000,
+            max_messages,
+        };
+        block_on(engine.create_mailbox(new)).expect("mailbox created")
+    }
+
+    /// Stop the appliance and keep the data dir (for restart tests).
+    pub fn stop(&mut self) {
+        if let Some(a) = self.appliance.take() {
+            a.shutdown();
+        }
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Run a future to completion on a throwaway current-thread runtime.
+pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+        .block_on(f)
+}
