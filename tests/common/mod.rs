@@ -22,8 +22,10 @@ pub struct TestServer {
 
 /// Test defaults: loopback, port 0, two cores, a fresh data dir.
 pub fn test_config(data: &std::path::Path) -> Config {
-    let mut c = Config::default();
-    c.cores = 2;
+    let mut c = Config {
+        cores: 2,
+        ..Config::default()
+    };
     c.smtp.listen = "127.0.0.1:0".to_owned();
     c.http.listen = "127.0.0.1:0".to_owned();
     c.engine.data_dir = data.to_path_buf();
