@@ -4,6 +4,7 @@
 //! smtp-sink and an fsyncing aiosmtpd.
 
 mod burst;
+mod hold;
 mod idle;
 mod load;
 mod read;
@@ -36,6 +37,9 @@ enum Command {
     WsIdle(idle::IdleArgs),
     /// REST read latency (list a 1,000-message mailbox, get a message) during a burst.
     Read(read::ReadArgs),
+    /// Start uncorreo with the bench config, create mailboxes, print its
+    /// addresses and API key, and hold it until SIGTERM (for bench/compare.sh).
+    Spawn(hold::HoldArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -54,6 +58,7 @@ fn main() -> anyhow::Result<()> {
             Command::Burst(a) => burst::run(a).await,
             Command::WsIdle(a) => idle::run(a, nofile).await,
             Command::Read(a) => read::run(a).await,
+            Command::Spawn(a) => hold::run(a).await,
         }
     })
 }
