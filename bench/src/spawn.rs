@@ -99,7 +99,13 @@ listen = "127.0.0.1:0"
 max_mailboxes = 1000000
 max_messages_per_mailbox = 1000000
 max_ttl_minutes = 1440
-requests_per_minute = 100000000
+requests_per_minute = 4000000000
+
+[limits]
+# Every bench client comes from 127.0.0.1 (10k WebSocket upgrades in ws-idle).
+ip_requests_per_minute = 4000000000
+# `read` lists a 1,000-message mailbox in one page.
+max_page = 1000
 "#,
         cores = args.cores,
         data = data_dir.display(),
