@@ -205,7 +205,8 @@ pub async fn mailboxes(
     Ok(out)
 }
 
-async fn burst(args: &BurstArgs, target: &Resolved) -> anyhow::Result<BurstReport> {
+/// Run one burst against a resolved target.
+pub async fn burst(args: &BurstArgs, target: &Resolved) -> anyhow::Result<BurstReport> {
     if args.connections == 0 || args.mailboxes == 0 {
         bail!("need at least one connection and one mailbox");
     }

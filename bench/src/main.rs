@@ -3,18 +3,8 @@
 //! `bench/compare.sh` runs the side-by-side comparison with postfix's
 //! smtp-sink and an fsyncing aiosmtpd.
 
-mod burst;
-mod hold;
-mod idle;
-mod load;
-mod read;
-mod rest;
-mod smtp;
-mod spawn;
-mod stats;
-mod ws;
-
 use clap::{Parser, Subcommand};
+use uncorreo_bench::{burst, hold, idle, read};
 
 #[derive(Parser)]
 #[command(
