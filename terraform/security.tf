@@ -1,6 +1,7 @@
 # Instance: 25 from anywhere (MX; the NLB keeps client addresses, so the
-# same rule serves both ingress modes), 8080 only from the ALB (and
-# optional Prometheus CIDRs), 22 only from var.ssh_cidrs. Nothing else in.
+# same rule serves both ingress modes), 8080 only from the ALB (plus
+# 8080/9100 from optional Prometheus CIDRs), 22 only from var.ssh_cidrs.
+# Nothing else in.
 
 resource "aws_security_group" "instance" {
   name        = "${var.name}-instance"
@@ -28,15 +29,18 @@ resource "aws_vpc_security_group_ingress_rule" "http_from_alb" {
   referenced_security_group_id = aws_security_group.alb.id
 }
 
+# Prometheus: uncorreo's /metrics on 8080 and node_exporter on 9100.
 resource "aws_vpc_security_group_ingress_rule" "metrics" {
-  for_each = toset(var.metrics_cidrs)
+  for_each = {
+    for pair in setproduct(var.metrics_cidrs, [8080, 9100]) : "${pair[0]}:${pair[1]}" => pair
+  }
 
   security_group_id = aws_security_group.instance.id
   description       = "Prometheus scrape"
   ip_protocol       = "tcp"
-  from_port         = 8080
-  to_port           = 8080
-  cidr_ipv4         = each.value
+  from_port         = each.value[1]
+  to_port           = each.value[1]
+  cidr_ipv4         = each.value[0]
 }
 
 resource "aws_vpc_security_group_ingress_rule" "ssh" {

@@ -108,7 +108,7 @@ variable "ssh_key_name" {
 }
 
 variable "metrics_cidrs" {
-  description = "CIDRs of Prometheus servers allowed to scrape :8080/metrics directly (the ALB refuses /metrics)."
+  description = "CIDRs of Prometheus servers allowed to scrape :8080/metrics and node_exporter :9100 directly (the ALB refuses /metrics)."
   type        = list(string)
   default     = []
 }
