@@ -1,0 +1,98 @@
+//! Helpers shared by the engine's integration tests.
+#![allow(dead_code)]
+
+use std::path::Path;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use uncorreo_engine::*;
+
+pub const DOMAIN: &str = "uncorreo.test";
+
+pub fn config(dir: &Path) -> EngineConfig {
+    EngineConfig {
+        data_dir: dir.to_path_buf(),
+        shards: 2,
+        segment_bytes: 64 * 1024,
+        domains: vec![DOMAIN.to_owned()],
+        min_free_bytes: 0,
+        compaction_interval: std::time::Duration::from_secs(3600),
+        ..EngineConfig::default()
+    }
+}
+
+pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(f)
+}
+
+pub fn open(dir: &Path, clock: &Arc<ManualClock>) -> Engine {
+    Engine::open_with_clock(config(dir), clock.clone() as Arc<dyn Clock>).unwrap()
+}
+
+pub fn addr(local: &str) -> Address {
+    Address::from_parts(local, DOMAIN).unwrap()
+}
+
+pub fn mailbox(e: &Engine, local: &str, max: u32, ttl_ms: u64) -> MailboxInfo {
+    block_on(e.create_mailbox(NewMailbox {
+        address: addr(local),
+        owner: Owner::Anonymous {
+            token_hash: [7; 32],
+        },
+        expires_at_ms: e.now_ms() + ttl_ms,
+        max_messages: max,
+    }))
+    .unwrap()
+}
+
+pub fn raw(n: usize, tag: u64) -> Bytes {
+    let mut v = format!("From: a@b.test\r\nSubject: msg {tag} code 123456\r\n\r\n").into_bytes();
+    while v.len() < n {
+        v.extend_from_slice(format!("line {tag} {}\r\n", v.len()).as_bytes());
+    }
+    v.truncate(n.max(40));
+    Bytes::from(v)
+}
+
+pub fn deliver(e: &Engine, to: &[&str], body: Bytes) -> DeliveryOutcome {
+    block_on(e.deliver(Delivery {
+        raw: body,
+        envelope_from: "s@x.test".into(),
+        recipients: to.iter().map(|t| Recipient::parse(t).unwrap()).collect(),
+        dedupe_key: None,
+    }))
+    .unwrap()
+}
+
+pub fn stored(o: &DeliveryOutcome) -> Vec<MessageId> {
+    match o {
+        DeliveryOutcome::Delivered { stored, .. } => stored.clone(),
+        DeliveryOutcome::Duplicate => vec![],
+    }
+}
+
+/// Files of the data dir that are segments, with their sizes.
+pub fn segments(dir: &Path) -> Vec<(std::path::PathBuf, u64)> {
+    let mut v: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "seg"))
+        .map(|p| {
+            let l = std::fs::metadata(&p).unwrap().len();
+            (p, l)
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+pub fn dir_bytes(dir: &Path) -> u64 {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().metadata().unwrap().len())
+        .sum()
+}
