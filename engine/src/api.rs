@@ -109,7 +109,8 @@ impl Engine {
         let lock_file = recovery::lock_dir(&dir)?;
         let n = recovery::shard_count(&dir, config.shards)?;
         let now = clock.now_ms();
-        let (recs, meta_rec) = recovery::recover(&dir, n, now)?;
+        let (recs, meta_rec) =
+            recovery::recover(&dir, n, now, config.durability == Durability::Always)?;
 
         let mut shards = Vec::with_capacity(n);
         let mut rxs = Vec::with_capacity(n);

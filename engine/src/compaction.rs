@@ -339,7 +339,7 @@ pub(crate) fn rewrite_in_writer(
         data_len,
         entries: hints,
     };
-    if let Err(e) = crate::writer::write_hint(&shared.dir, &path, &hint) {
+    if let Err(e) = crate::writer::write_hint(&shared.dir, &path, &hint, true) {
         tracing::warn!(%e, "could not write hint for a compaction output");
     }
     let map = Map::new(&file, data_len as usize)?;

@@ -124,6 +124,7 @@ pub(crate) fn recover(
     dir: &Path,
     n: usize,
     now_ms: u64,
+    sync: bool,
 ) -> Result<(Vec<ShardRecovery>, MetaRecovery), OpenError> {
     let mut files: Vec<Vec<(u32, PathBuf)>> = vec![Vec::new(); n];
     for ent in std::fs::read_dir(dir)? {
@@ -149,7 +150,7 @@ pub(crate) fn recover(
         let hs: Vec<_> = files
             .into_iter()
             .enumerate()
-            .map(|(shard, f)| s.spawn(move || recover_shard(dir, shard, n, f)))
+            .map(|(shard, f)| s.spawn(move || recover_shard(dir, shard, n, f, sync)))
             .collect();
         hs.into_iter()
             .map(|h| {
@@ -176,6 +177,7 @@ fn recover_shard(
     shard: usize,
     n: usize,
     mut files: Vec<(u32, PathBuf)>,
+    sync: bool,
 ) -> Result<(ShardRecovery, Acc), OpenError> {
     files.sort_by_key(|(no, _)| *no);
     let mut out = ShardRecovery {
@@ -268,7 +270,7 @@ fn recover_shard(
                     data_len,
                     entries: entries.clone(),
                 };
-                if let Err(e) = crate::writer::write_hint(dir, &path, &hint) {
+                if let Err(e) = crate::writer::write_hint(dir, &path, &hint, sync) {
                     tracing::warn!(%e, "could not write hint file");
                 }
                 (data_len, entries)
@@ -467,7 +469,7 @@ fn resolve(
     shard: usize,
     n: usize,
     meta: &mut MetaRecovery,
-    _now_ms: u64,
+    now_ms: u64,
 ) {
     let n64 = n as u64;
     let mut max_id = acc.max_id;
@@ -489,7 +491,7 @@ fn resolve(
         let live = acc
             .mailboxes
             .get(mb)
-            .is_some_and(|(m, _)| newest.get(&m.address) == Some(mb));
+            .is_some_and(|(m, _)| newest.get(&m.address) == Some(mb) && m.expires_at_ms > now_ms);
         if !live || acc.deleted_msgs.contains(&(*mb, r.seq)) {
             if let Some(s) = rec.segs.get(&r.seg) {
                 s.add_dead(u64::from(r.len));
@@ -503,7 +505,9 @@ fn resolve(
             tracing::warn!(address = %m.address, "mailbox record with an unparsable address; ignored");
             continue;
         };
-        if newest.get(&m.address) != Some(id) {
+        // Superseded at its address, or expired: a restart reaps it (as a
+        // compaction pass would).
+        if newest.get(&m.address) != Some(id) || m.expires_at_ms <= now_ms {
             if let Some(s) = rec.segs.get(&loc.0) {
                 s.add_dead(u64::from(loc.2));
             }

@@ -809,7 +809,12 @@ impl Writer {
             data_len: self.write_off,
             entries: std::mem::take(&mut self.hints),
         };
-        if let Err(e) = write_hint(&self.shared.dir, &self.active.path, &hint) {
+        if let Err(e) = write_hint(
+            &self.shared.dir,
+            &self.active.path,
+            &hint,
+            self.shared.config.durability == Durability::Always,
+        ) {
             tracing::warn!(%e, seg = %self.active.path.display(), "could not write hint file");
         }
     }
@@ -876,8 +881,10 @@ pub(crate) fn create_segment(
         supersedes,
     };
     file.write_all_at(&hdr.encode(), 0)?;
-    file.sync_all()?;
-    crate::sys::fsync_dir(&shared.dir)?;
+    if shared.config.durability == Durability::Always {
+        file.sync_all()?;
+        crate::sys::fsync_dir(&shared.dir)?;
+    }
     let map = Map::new(&file, usize::try_from(cap).unwrap_or(usize::MAX))?;
     let seg = Arc::new(Segment::new(
         no,
@@ -894,17 +901,24 @@ pub(crate) fn create_segment(
 }
 
 /// Write a hint file atomically: temp file, fsync, rename, fsync the directory.
+/// `sync = false` (load-test mode) skips the fsyncs.
 pub(crate) fn write_hint(
     dir: &std::path::Path,
     seg_path: &std::path::Path,
     hint: &codec::Hint,
+    sync: bool,
 ) -> std::io::Result<()> {
     let final_path = segment::hint_path(seg_path);
     let tmp = final_path.with_extension("hint.tmp");
     std::fs::write(&tmp, hint.encode())?;
-    File::open(&tmp)?.sync_all()?;
+    if sync {
+        File::open(&tmp)?.sync_all()?;
+    }
     std::fs::rename(&tmp, &final_path)?;
-    crate::sys::fsync_dir(dir)
+    if sync {
+        crate::sys::fsync_dir(dir)?;
+    }
+    Ok(())
 }
 
 /// Mark a message ref corrupt (found by a read) so it is never served.

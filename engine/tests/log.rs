@@ -126,3 +126,16 @@ fn users_keys_subscriptions_and_deletions_survive_reopen() {
     let a = e.mailbox_by_id(mb_a.id).unwrap();
     assert_eq!((a.message_count, a.last_seq), (1, 2));
 }
+
+#[test]
+fn expired_mailbox_is_reaped_by_compaction() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = clock();
+    let e = open(dir.path(), &c);
+    mailbox(&e, "ana", 1, 2000);
+    c.advance(2000);
+    assert!(e.mailbox(&addr("ana")).is_none());
+    assert_eq!(e.stats().mailboxes, 1);
+    e.compact_now().unwrap();
+    assert_eq!(e.stats().mailboxes, 0);
+}

@@ -96,3 +96,38 @@ pub fn dir_bytes(dir: &Path) -> u64 {
         .map(|e| e.unwrap().metadata().unwrap().len())
         .sum()
 }
+
+/// Frame start offsets in a segment file (walks the documented framing:
+/// 64-byte header, then `len u32 | crc u32 | kind u8 | 3 bytes | payload`).
+pub fn frame_starts(bytes: &[u8]) -> Vec<(usize, u8)> {
+    let mut v = Vec::new();
+    let mut off = 64;
+    while off + 12 <= bytes.len() {
+        let len = u32::from_le_bytes(bytes[off..off + 4].try_into().unwrap()) as usize;
+        if len == 0 && bytes[off..off + 12].iter().all(|&b| b == 0) {
+            break;
+        }
+        v.push((off, bytes[off + 8]));
+        off += 12 + len;
+    }
+    v
+}
+
+/// Copy a data directory (without its LOCK holder) to a fresh temp dir.
+pub fn copy_dir(from: &Path) -> tempfile::TempDir {
+    let to = tempfile::tempdir().unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), to.path().join(e.file_name())).unwrap();
+    }
+    to
+}
+
+pub fn remove_hints(dir: &Path) {
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.extension().is_some_and(|x| x == "hint") {
+            std::fs::remove_file(p).unwrap();
+        }
+    }
+}
