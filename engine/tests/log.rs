@@ -139,3 +139,115 @@ fn expired_mailbox_is_reaped_by_compaction() {
     e.compact_now().unwrap();
     assert_eq!(e.stats().mailboxes, 0);
 }
+
+#[test]
+fn limits_answer_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = clock();
+    let mut cfg = config(dir.path());
+    cfg.max_message_bytes = 1000;
+    cfg.min_free_bytes = u64::MAX;
+    let e = Engine::open_with_clock(cfg, c.clone() as Arc<dyn Clock>).unwrap();
+    mailbox(&e, "a", 1, 3_600_000);
+    let d = |n: usize| Delivery {
+        raw: raw(n, 1),
+        envelope_from: String::new(),
+        recipients: vec![Recipient::parse("a@uncorreo.test").unwrap()],
+        dedupe_key: None,
+    };
+    assert!(matches!(
+        block_on(e.deliver(d(1001))),
+        Err(EngineError::Invalid(_))
+    ));
+    // Free space below the floor: a temporary refusal before anything is written.
+    assert!(matches!(
+        block_on(e.deliver(d(1000))),
+        Err(EngineError::DiskFull)
+    ));
+    e.shutdown();
+    assert!(matches!(
+        block_on(e.deliver(d(10))),
+        Err(EngineError::Closed)
+    ));
+    drop(e);
+
+    let mut cfg = config(dir.path());
+    cfg.max_message_bytes = 1000;
+    let e = Engine::open_with_clock(cfg, c.clone() as Arc<dyn Clock>).unwrap();
+    assert!(
+        matches!(block_on(e.deliver(d(1000))), Ok(DeliveryOutcome::Delivered { ref stored, .. }) if stored.len() == 1)
+    );
+    // Quota: the mailbox holds one message.
+    assert_eq!(e.resolve("a@uncorreo.test"), Err(ResolveError::MailboxFull));
+    match block_on(e.deliver(d(10))).unwrap() {
+        DeliveryOutcome::Delivered { stored, refused } => {
+            assert!(stored.is_empty());
+            assert_eq!(refused[0].1, ResolveError::MailboxFull);
+        }
+        o => panic!("{o:?}"),
+    }
+    assert_eq!(
+        e.resolve("x@elsewhere.test"),
+        Err(ResolveError::ForeignDomain)
+    );
+    assert_eq!(
+        e.resolve("nobody@uncorreo.test"),
+        Err(ResolveError::NoSuchMailbox)
+    );
+    let mut bad = config(dir.path());
+    bad.segment_bytes = 100;
+    assert!(matches!(Engine::open(bad), Err(OpenError::Config(_))));
+}
+
+#[test]
+fn dedupe_key_survives_restart_and_multi_shard_delivery_is_one_outcome() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = clock();
+    let names: Vec<String> = (0..6).map(|i| format!("m{i}")).collect();
+    {
+        let e = open(dir.path(), &c);
+        for n in &names {
+            mailbox(&e, n, 10, 3_600_000);
+        }
+        let d = Delivery {
+            raw: raw(300, 1),
+            envelope_from: String::new(),
+            recipients: names
+                .iter()
+                .map(|n| Recipient::parse(&format!("{n}@uncorreo.test")).unwrap())
+                .collect(),
+            dedupe_key: Some("sns-1".into()),
+        };
+        let o = block_on(e.deliver(d.clone())).unwrap();
+        assert_eq!(stored(&o).len(), 6);
+        assert_eq!(block_on(e.deliver(d)).unwrap(), DeliveryOutcome::Duplicate);
+        e.shutdown();
+    }
+    let e = open(dir.path(), &c);
+    let d = Delivery {
+        raw: raw(300, 1),
+        envelope_from: String::new(),
+        recipients: vec![Recipient::parse("m0@uncorreo.test").unwrap()],
+        dedupe_key: Some("sns-1".into()),
+    };
+    assert_eq!(block_on(e.deliver(d)).unwrap(), DeliveryOutcome::Duplicate);
+    for n in &names {
+        assert_eq!(e.mailbox(&addr(n)).unwrap().message_count, 1);
+    }
+}
+
+#[test]
+fn events_follow_commit_and_carry_the_sequence() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = clock();
+    let e = open(dir.path(), &c);
+    let mb = mailbox(&e, "a", 10, 3_600_000);
+    let mut sub = e.subscribe(mb.id).unwrap();
+    let id = stored(&deliver(&e, &["a@uncorreo.test"], raw(200, 3)))[0];
+    let ev = sub.try_recv().unwrap().unwrap();
+    assert_eq!(ev.id, id);
+    // By the time the event is seen, the message is readable.
+    assert_eq!(e.read_raw(ev.id).unwrap(), raw(200, 3));
+    block_on(e.delete_mailbox(mb.id)).unwrap();
+    assert_eq!(sub.try_recv().unwrap_err(), SubscriptionEnd::MailboxGone);
+}
