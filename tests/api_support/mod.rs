@@ -76,8 +76,15 @@ impl Api {
         Self::start_with(|_| {})
     }
 
+    /// Start with rate limits out of the way (tests of limits set their own).
     pub fn start_with(tweak: impl FnOnce(&mut uncorreo::Config)) -> Self {
-        let server = TestServer::start_with(tweak);
+        let server = TestServer::start_with(|c| {
+            for p in c.plans.0.values_mut() {
+                p.requests_per_minute = 1_000_000;
+            }
+            c.limits.ip_requests_per_minute = 1_000_000;
+            tweak(c);
+        });
         let client = Client::builder().no_proxy().build().unwrap();
         Self { server, client }
     }
