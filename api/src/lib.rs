@@ -1,5 +1,7 @@
 //! uncorreo's HTTP surface. PLACEHOLDER: liveness only, while the REST API is written.
 
+pub mod sns;
+
 use axum::routing::get;
 use axum::Router;
 use serde::{Deserialize, Serialize};
