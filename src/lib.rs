@@ -68,17 +68,34 @@ impl Appliance {
             engine: engine.clone(),
             config: config.http.clone(),
         };
+        let sns_state = uncorreo_api::sns::SnsState::new(
+            engine.clone(),
+            config.sns.clone(),
+            config.smtp.hostname.clone(),
+        )
+        .map_err(|e| io("setting up the SNS webhook")(std::io::Error::other(e)))?;
         let shutdown = CancellationToken::new();
         let mut threads = Vec::with_capacity(cores);
         let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), std::io::Error>>();
         for (core, (smtp, http)) in smtp_listeners.into_iter().zip(http_listeners).enumerate() {
             let smtp_shared = Arc::clone(&smtp_shared);
             let app_state = app_state.clone();
+            let sns_state = sns_state.clone();
             let shutdown = shutdown.clone();
             let ready_tx = ready_tx.clone();
             let thread = std::thread::Builder::new()
                 .name(format!("core-{core}"))
-                .spawn(move || run_core(smtp, http, smtp_shared, app_state, shutdown, ready_tx))
+                .spawn(move || {
+                    run_core(
+                        smtp,
+                        http,
+                        smtp_shared,
+                        app_state,
+                        sns_state,
+                        shutdown,
+                        ready_tx,
+                    )
+                })
                 .map_err(io("spawning a core thread"))?;
             threads.push(thread);
         }
@@ -153,6 +170,7 @@ fn run_core(
     http: std::net::TcpListener,
     smtp_shared: Arc<uncorreo_smtpd::Shared>,
     app_state: uncorreo_api::AppState,
+    sns_state: uncorreo_api::sns::SnsState,
     shutdown: CancellationToken,
     ready: std::sync::mpsc::Sender<Result<(), std::io::Error>>,
 ) {
@@ -178,8 +196,9 @@ fn run_core(
         };
         let _ = ready.send(Ok(()));
         let smtp_task = uncorreo_smtpd::serve(smtp, smtp_shared, shutdown.clone());
-        let app =
-            uncorreo_api::router(app_state).into_make_service_with_connect_info::<SocketAddr>();
+        let app = uncorreo_api::router(app_state)
+            .merge(uncorreo_api::sns::router(sns_state))
+            .into_make_service_with_connect_info::<SocketAddr>();
         let http_task = async {
             let served = axum::serve(http, app)
                 .with_graceful_shutdown(shutdown.clone().cancelled_owned())
