@@ -7,6 +7,7 @@
 //! one timeout and the body by a byte cap, and trusts the Mozilla root set
 //! from `webpki-roots` (no dependency on the host's CA files).
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -51,6 +52,7 @@ pub enum FetchError {
 pub struct HttpsClient {
     tls: tokio_rustls::TlsConnector,
     timeout: Duration,
+    connect_to: Option<SocketAddr>,
 }
 
 impl HttpsClient {
@@ -59,6 +61,11 @@ impl HttpsClient {
         let roots = rustls::RootCertStore {
             roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
         };
+        Self::with_roots(roots, timeout)
+    }
+
+    /// As [`HttpsClient::new`], trusting `roots` instead of the Mozilla set.
+    pub fn with_roots(roots: rustls::RootCertStore, timeout: Duration) -> Result<Self, FetchError> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let config = rustls::ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
@@ -68,7 +75,16 @@ impl HttpsClient {
         Ok(Self {
             tls: tokio_rustls::TlsConnector::from(Arc::new(config)),
             timeout,
+            connect_to: None,
         })
+    }
+
+    /// Open every TCP connection to `addr` instead of resolving the URL's host.
+    /// TLS still verifies the server's certificate for the SNS host name, so
+    /// this cannot widen what is trusted; tests use it to reach a local server.
+    pub fn connect_to(mut self, addr: SocketAddr) -> Self {
+        self.connect_to = Some(addr);
+        self
     }
 
     /// GET `url`; the body if the status is 200 and it is at most `max_bytes`.
@@ -81,9 +97,11 @@ impl HttpsClient {
     async fn get_inner(&self, url: &SnsUrl, max_bytes: usize) -> Result<Bytes, FetchError> {
         let connect = |e: &dyn std::fmt::Display| FetchError::Connect(e.to_string());
         let host = url.host().to_owned();
-        let tcp = tokio::net::TcpStream::connect((host.as_str(), 443))
-            .await
-            .map_err(|e| connect(&e))?;
+        let tcp = match self.connect_to {
+            Some(addr) => tokio::net::TcpStream::connect(addr).await,
+            None => tokio::net::TcpStream::connect((host.as_str(), 443)).await,
+        }
+        .map_err(|e| connect(&e))?;
         let name =
             rustls::pki_types::ServerName::try_from(host.clone()).map_err(|e| connect(&e))?;
         let tls = self.tls.connect(name, tcp).await.map_err(|e| connect(&e))?;

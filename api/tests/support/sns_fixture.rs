@@ -51,10 +51,11 @@ pub fn keys() -> &'static Keys {
     })
 }
 
-/// A profile with no extensions: subject and issuer only.
+/// A profile that adds exactly the given extensions.
 struct Plain {
     subject: Name,
     issuer: Name,
+    extensions: Vec<Extension>,
 }
 
 impl BuilderProfile for Plain {
@@ -70,9 +71,11 @@ impl BuilderProfile for Plain {
         _issuer_spk: SubjectPublicKeyInfoRef<'_>,
         _tbs: &TbsCertificate,
     ) -> x509_cert::builder::Result<Vec<Extension>> {
-        Ok(Vec::new())
+        Ok(self.extensions.clone())
     }
 }
+
+const CA_NAME: &str = "CN=uncorreo test CA";
 
 fn time(unix_secs: u64) -> Time {
     Time::GeneralTime(GeneralizedTime::from_date_time(
@@ -80,26 +83,97 @@ fn time(unix_secs: u64) -> Time {
     ))
 }
 
-/// A PEM certificate for `key`, issued by the test CA, valid in `[from, to]` (unix seconds).
-pub fn issue_cert(key: &rsa::PrivateKey, from: u64, to: u64) -> String {
-    let keys = keys();
+/// A certificate for `key` named `subject`, issued (signed) by the test CA.
+fn build(
+    key: &rsa::PrivateKey,
+    subject: &str,
+    from: u64,
+    to: u64,
+    extensions: Vec<Extension>,
+) -> x509_cert::Certificate {
     let public = SigningKey::<sha2::Sha256>::new(key.clone()).verifying_key();
     let spki = SubjectPublicKeyInfo::from_key(&public).unwrap();
     let profile = Plain {
-        subject: Name::from_str("CN=sns.amazonaws.com,O=uncorreo tests").unwrap(),
-        issuer: Name::from_str("CN=uncorreo test CA").unwrap(),
+        subject: Name::from_str(subject).unwrap(),
+        issuer: Name::from_str(CA_NAME).unwrap(),
+        extensions,
     };
-    let builder = CertificateBuilder::new(
-        profile,
-        SerialNumber::from(from as u32 | 1),
-        Validity::new(time(from), time(to)),
-        spki,
+    let serial = SerialNumber::from(u32::try_from(from % u64::from(u32::MAX)).unwrap() | 1);
+    CertificateBuilder::new(profile, serial, Validity::new(time(from), time(to)), spki)
+        .unwrap()
+        .build::<_, rsa::pkcs1v15::Signature>(&keys().ca)
+        .unwrap()
+}
+
+fn extension<T: x509_cert::der::Encode>(oid: &str, critical: bool, value: &T) -> Extension {
+    Extension {
+        extn_id: x509_cert::der::oid::ObjectIdentifier::new_unwrap(oid),
+        critical,
+        extn_value: x509_cert::der::asn1::OctetString::new(value.to_der().unwrap()).unwrap(),
+    }
+}
+
+/// A PEM certificate for `key`, issued by the test CA, valid in `[from, to]` (unix seconds).
+pub fn issue_cert(key: &rsa::PrivateKey, from: u64, to: u64) -> String {
+    build(
+        key,
+        "CN=sns.amazonaws.com,O=uncorreo tests",
+        from,
+        to,
+        Vec::new(),
     )
-    .unwrap();
-    let cert = builder
-        .build::<_, rsa::pkcs1v15::Signature>(&keys.ca)
-        .unwrap();
-    cert.to_pem(x509_cert::der::pem::LineEnding::LF).unwrap()
+    .to_pem(x509_cert::der::pem::LineEnding::LF)
+    .unwrap()
+}
+
+/// The test CA's own (self-signed) certificate, DER: a TLS trust anchor.
+pub fn ca_cert_der() -> Vec<u8> {
+    use x509_cert::der::Encode;
+    let now = now_secs();
+    let ca_key: &rsa::PrivateKey = keys().ca.as_ref();
+    let basic = x509_cert::ext::pkix::BasicConstraints {
+        ca: true,
+        path_len_constraint: None,
+    };
+    build(
+        ca_key,
+        CA_NAME,
+        now - 3600,
+        now + 86_400,
+        vec![extension("2.5.29.19", true, &basic)],
+    )
+    .to_der()
+    .unwrap()
+}
+
+/// A TLS server certificate for `host` issued by the test CA, and its key
+/// (PKCS#8), both DER.
+pub fn tls_server_cert(host: &str) -> (Vec<u8>, Vec<u8>) {
+    use rsa::pkcs8::EncodePrivateKey;
+    use x509_cert::der::Encode;
+    use x509_cert::ext::pkix::name::GeneralName;
+    let now = now_secs();
+    let key = &keys().other;
+    let san = x509_cert::ext::pkix::SubjectAltName(vec![GeneralName::DnsName(
+        x509_cert::der::asn1::Ia5String::new(host).unwrap(),
+    )]);
+    let eku = x509_cert::ext::pkix::ExtendedKeyUsage(vec![
+        x509_cert::der::oid::ObjectIdentifier::new_unwrap("1.3.6.1.5.5.7.3.1"),
+    ]);
+    let cert = build(
+        key,
+        &format!("CN={host}"),
+        now - 3600,
+        now + 86_400,
+        vec![
+            extension("2.5.29.17", false, &san),
+            extension("2.5.29.37", false, &eku),
+        ],
+    );
+    (
+        cert.to_der().unwrap(),
+        key.to_pkcs8_der().unwrap().as_bytes().to_vec(),
+    )
 }
 
 pub fn now_secs() -> u64 {
