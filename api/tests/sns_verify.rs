@@ -352,6 +352,76 @@ fn fetch_layer_fetches_once_per_url_and_stays_bounded() {
     });
 }
 
+/// Holds every fetch until the gate opens; counts fetches started.
+struct Gated {
+    pem: String,
+    gate: tokio::sync::Semaphore,
+    fetches: AtomicUsize,
+}
+
+impl CertSource for Gated {
+    fn fetch<'a>(&'a self, _url: &'a SnsUrl) -> BoxFuture<'a, Result<Bytes, FetchError>> {
+        self.fetches.fetch_add(1, Ordering::SeqCst);
+        Box::pin(async move {
+            let _open = self.gate.acquire().await;
+            Ok(Bytes::from(self.pem.clone()))
+        })
+    }
+}
+
+#[test]
+fn concurrent_misses_share_one_fetch_and_fetches_are_capped() {
+    let now = fx::now_secs();
+    let source = Arc::new(Gated {
+        pem: fx::issue_cert(&fx::keys().signer, now - 10, now + 3600),
+        gate: tokio::sync::Semaphore::new(0),
+        fetches: AtomicUsize::new(0),
+    });
+    let cache = Arc::new(CertCache::new(source.clone(), 64));
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        // Eight callers for one URL.
+        let tasks: Vec<_> = (0..8)
+            .map(|_| {
+                let cache = cache.clone();
+                tokio::spawn(async move { cache.get(&url("same"), now * 1000).await })
+            })
+            .collect();
+        for _ in 0..100 {
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(source.fetches.load(Ordering::SeqCst), 1);
+        source.gate.add_permits(1000);
+        for t in tasks {
+            t.await.unwrap().unwrap();
+        }
+        assert_eq!(source.fetches.load(Ordering::SeqCst), 1);
+
+        // Ten different URLs: at most MAX_CONCURRENT_FETCHES in flight.
+        source.gate.forget_permits(1000);
+        let tasks: Vec<_> = (0..10)
+            .map(|i| {
+                let cache = cache.clone();
+                tokio::spawn(async move { cache.get(&url(&format!("u{i}")), now * 1000).await })
+            })
+            .collect();
+        for _ in 0..100 {
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(
+            source.fetches.load(Ordering::SeqCst),
+            1 + uncorreo_api::sns::certs::MAX_CONCURRENT_FETCHES
+        );
+        source.gate.add_permits(1000);
+        for t in tasks {
+            t.await.unwrap().unwrap();
+        }
+        assert_eq!(source.fetches.load(Ordering::SeqCst), 11);
+    });
+}
+
 fn base64_decode(s: &str) -> Vec<u8> {
     use base64::Engine as _;
     base64::engine::general_purpose::STANDARD.decode(s).unwrap()

@@ -109,16 +109,25 @@ impl CertError {
     }
 }
 
+/// Certificate fetches in flight at once, across all cores. Real traffic
+/// needs one fetch per certificate rotation; this bounds what a flood of
+/// messages naming many different (SNS-host) certificate URLs can make us do.
+pub const MAX_CONCURRENT_FETCHES: usize = 4;
+
 /// Fetch-once, bounded cache of parsed signing certificates; shared by all cores.
 pub struct CertCache {
     source: Arc<dyn CertSource>,
     capacity: usize,
+    fetch_slots: tokio::sync::Semaphore,
     inner: Mutex<CacheInner>,
 }
 
+/// One URL's certificate: empty while (or until) its single fetch runs.
+type Slot = Arc<tokio::sync::OnceCell<Arc<SigningCert>>>;
+
 #[derive(Default)]
 struct CacheInner {
-    certs: HashMap<SnsUrl, Arc<SigningCert>>,
+    slots: HashMap<SnsUrl, Slot>,
     /// Insertion order, for evicting the oldest entry when full.
     order: VecDeque<SnsUrl>,
 }
@@ -129,35 +138,46 @@ impl CertCache {
         Self {
             source,
             capacity: capacity.max(1),
+            fetch_slots: tokio::sync::Semaphore::new(MAX_CONCURRENT_FETCHES),
             inner: Mutex::new(CacheInner::default()),
         }
     }
 
-    /// The certificate behind `url`, valid at `now_ms`.
+    /// The certificate behind `url`, valid at `now_ms`. Concurrent callers for
+    /// the same URL share one fetch; a failed fetch is not remembered.
     pub async fn get(&self, url: &SnsUrl, now_ms: u64) -> Result<Arc<SigningCert>, CertError> {
-        let now_secs = now_ms / 1000;
-        let cached = self.inner.lock().certs.get(url).cloned();
-        let cert = match cached {
-            Some(c) => c,
-            None => {
-                // Two concurrent misses on the same URL may both fetch; the
-                // result is the same and the cache stays bounded.
+        let slot = self.slot(url);
+        let fetched = slot
+            .get_or_try_init(|| async {
+                let _permit = self
+                    .fetch_slots
+                    .acquire()
+                    .await
+                    .map_err(|_| FetchError::Connect("fetcher closed".to_owned()))?;
                 let pem = self.source.fetch(url).await?;
-                let cert = Arc::new(SigningCert::from_pem(&pem)?);
-                self.insert(url.clone(), Arc::clone(&cert));
-                cert
+                Ok::<_, CertError>(Arc::new(SigningCert::from_pem(&pem)?))
+            })
+            .await;
+        let cert = match fetched {
+            Ok(c) => Arc::clone(c),
+            Err(e) => {
+                self.remove_if_empty(url);
+                return Err(e);
             }
         };
-        if !cert.valid_at(now_secs) {
+        if !cert.valid_at(now_ms / 1000) {
+            // Dropped so that a later message re-fetches (the URL may have
+            // been re-issued); until then every use is refused.
             self.remove(url);
             return Err(CertError::NotValidNow);
         }
         Ok(cert)
     }
 
-    /// How many certificates are cached.
+    /// How many certificates are cached (fetched and parsed).
     pub fn len(&self) -> usize {
-        self.inner.lock().certs.len()
+        let inner = self.inner.lock();
+        inner.slots.values().filter(|s| s.initialized()).count()
     }
 
     /// True when nothing is cached.
@@ -165,22 +185,34 @@ impl CertCache {
         self.len() == 0
     }
 
-    fn insert(&self, url: SnsUrl, cert: Arc<SigningCert>) {
+    fn slot(&self, url: &SnsUrl) -> Slot {
         let mut inner = self.inner.lock();
-        if inner.certs.insert(url.clone(), cert).is_none() {
-            inner.order.push_back(url);
+        if let Some(s) = inner.slots.get(url) {
+            return Arc::clone(s);
         }
-        while inner.certs.len() > self.capacity {
+        let slot = Slot::default();
+        inner.slots.insert(url.clone(), Arc::clone(&slot));
+        inner.order.push_back(url.clone());
+        while inner.slots.len() > self.capacity {
             let Some(oldest) = inner.order.pop_front() else {
                 break;
             };
-            inner.certs.remove(&oldest);
+            inner.slots.remove(&oldest);
         }
+        slot
     }
 
     fn remove(&self, url: &SnsUrl) {
         let mut inner = self.inner.lock();
-        if inner.certs.remove(url).is_some() {
+        if inner.slots.remove(url).is_some() {
+            inner.order.retain(|u| u != url);
+        }
+    }
+
+    fn remove_if_empty(&self, url: &SnsUrl) {
+        let mut inner = self.inner.lock();
+        if inner.slots.get(url).is_some_and(|s| !s.initialized()) {
+            inner.slots.remove(url);
             inner.order.retain(|u| u != url);
         }
     }
