@@ -347,6 +347,15 @@ fn forgeries_are_dropped_with_200_and_a_reason_and_store_nothing() {
         other_topic.topic_arn = Some("arn:aws:sns:us-east-1:999999999999:theirs".to_owned());
         fx::sign(&mut other_topic, "2");
 
+        let mut long_topic = good.clone();
+        long_topic.topic_arn = Some("x".repeat(100_000));
+        let (status, _, json) = w.post_raw(fx::to_json(&long_topic)).await;
+        assert_eq!(
+            (status, json["outcome"].as_str()),
+            (StatusCode::OK, Some("unknown_topic"))
+        );
+        assert!(json["detail"].as_str().unwrap().len() <= 512 + '…'.len_utf8());
+
         for (what, m, want) in [
             ("tampered", &tampered, "bad_signature"),
             ("unsigned", &unsigned, "bad_signature"),

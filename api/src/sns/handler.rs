@@ -103,7 +103,7 @@ pub(super) async fn inbound(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let answer = match body {
+    let mut answer = match body {
         Ok(body) => handle(&st, &headers, &body).await,
         Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
             count(Outcome::TooLarge, "");
@@ -121,6 +121,7 @@ pub(super) async fn inbound(
             format!("request body unreadable: {rejection}"),
         ),
     };
+    clip(&mut answer.detail);
     count(answer.outcome, &answer.detail);
     if answer.retry {
         return problem(
@@ -134,6 +135,20 @@ pub(super) async fn inbound(
         "detail": answer.detail,
     });
     (StatusCode::OK, axum::Json(body)).into_response()
+}
+
+/// Longest `detail` we log and answer; details quote request fields.
+const MAX_DETAIL: usize = 512;
+
+fn clip(detail: &mut String) {
+    if detail.len() > MAX_DETAIL {
+        let mut end = MAX_DETAIL;
+        while !detail.is_char_boundary(end) {
+            end -= 1;
+        }
+        detail.truncate(end);
+        detail.push('…');
+    }
 }
 
 fn count(outcome: Outcome, detail: &str) {
@@ -292,7 +307,16 @@ async fn notification(st: &SnsState, msg: &SnsMessage, now_ms: u64) -> Answer {
         recipients: ours,
         dedupe_key: Some(format!("sns:{message_id}")),
     };
-    match engine.deliver(delivery).await {
+    delivery_answer(message_id, engine.deliver(delivery).await)
+}
+
+/// What SNS is told about a delivery: a temporary storage failure is the one
+/// case worth a retry (503); everything else is final (200).
+fn delivery_answer(
+    message_id: &str,
+    result: Result<DeliveryOutcome, uncorreo_engine::EngineError>,
+) -> Answer {
+    match result {
         Ok(DeliveryOutcome::Duplicate) => Answer::done(
             Outcome::Duplicate,
             format!("MessageId {message_id} seen before"),
@@ -324,5 +348,39 @@ async fn notification(st: &SnsState, msg: &SnsMessage, now_ms: u64) -> Answer {
             Answer::done(Outcome::Malformed, e.to_string())
         }
         Err(e) => Answer::done(Outcome::StorageError, e.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use uncorreo_engine::EngineError;
+
+    #[test]
+    fn only_temporary_storage_failures_ask_for_a_retry() {
+        for e in [
+            EngineError::Saturated,
+            EngineError::DiskFull,
+            EngineError::Poisoned,
+            EngineError::Closed,
+            EngineError::Io(std::io::Error::other("eio")),
+        ] {
+            let a = delivery_answer("m", Err(e));
+            assert_eq!((a.outcome, a.retry), (Outcome::StorageError, true));
+        }
+        let a = delivery_answer("m", Err(EngineError::Corrupt));
+        assert_eq!((a.outcome, a.retry), (Outcome::StorageError, false));
+        let a = delivery_answer("m", Err(EngineError::Invalid("message too large")));
+        assert_eq!((a.outcome, a.retry), (Outcome::Malformed, false));
+        let a = delivery_answer("m", Ok(DeliveryOutcome::Duplicate));
+        assert_eq!((a.outcome, a.retry), (Outcome::Duplicate, false));
+    }
+
+    #[test]
+    fn details_are_clipped_on_a_char_boundary() {
+        let mut d = "é".repeat(MAX_DETAIL);
+        clip(&mut d);
+        assert!(d.len() <= MAX_DETAIL + '…'.len_utf8());
+        assert!(d.ends_with('…'));
     }
 }

@@ -16,6 +16,9 @@
 //! JSON body and the log say why, and
 //! `uncorreo_ses_notifications_total{outcome=…}` counts it.
 //!
+//! The subscription must not use SNS "raw message delivery": raw messages
+//! carry no signature and are dropped as `malformed`.
+//!
 //! Code map: [`url`] (which hosts we fetch from), [`message`] (envelope and
 //! string to sign), [`verify`] (pure signature check), [`certs`] (certificate
 //! sources and cache), [`https`] (the no-redirect HTTPS GET), [`ses`] (the SES
