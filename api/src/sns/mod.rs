@@ -20,7 +20,7 @@
 //! carry no signature and are dropped as `malformed`.
 //!
 //! Code map: [`url`] (which hosts we fetch from), [`message`] (envelope and
-//! string to sign), [`verify`] (pure signature check), [`certs`] (certificate
+//! string to sign), [`mod@verify`] (pure signature check), [`certs`] (certificate
 //! sources and cache), [`https`] (the no-redirect HTTPS GET), [`ses`] (the SES
 //! payload), [`time`] (date formats), `handler` (the route).
 
