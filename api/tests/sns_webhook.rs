@@ -393,6 +393,34 @@ fn forgeries_are_dropped_with_200_and_a_reason_and_store_nothing() {
 }
 
 #[test]
+fn sha1_signatures_can_be_refused() {
+    let w = world(Setup {
+        sns: SnsConfig {
+            allowed_topic_arns: vec![fx::TOPIC.to_owned()],
+            min_signature_version: 2,
+            ..SnsConfig::default()
+        },
+        ..Setup::default()
+    });
+    block_on(async {
+        let mb = w.mailbox("box").await;
+        let v1 = signed_mail(&w, "v-1", &["box@uncorreo.test"], true, "1");
+        assert_eq!(
+            w.post(&v1).await,
+            (StatusCode::OK, "bad_signature".to_owned())
+        );
+        assert_eq!(
+            w.certs.fetches.load(Ordering::SeqCst),
+            0,
+            "refused before any fetch"
+        );
+        let v2 = signed_mail(&w, "v-2", &["box@uncorreo.test"], true, "2");
+        assert_eq!(w.post(&v2).await, (StatusCode::OK, "delivered".to_owned()));
+        assert_eq!(w.stored(&mb).len(), 1);
+    });
+}
+
+#[test]
 fn message_type_header_must_agree_with_the_body() {
     let w = world(Setup::default());
     block_on(async {

@@ -223,6 +223,16 @@ async fn handle(st: &SnsState, headers: &HeaderMap, body: &[u8]) -> Answer {
         Ok(u) => u,
         Err(e) => return Answer::done(Outcome::BadSignature, e.to_string()),
     };
+    let version = msg.signature_version.as_deref().unwrap_or_default();
+    if version.parse::<u8>().unwrap_or(0) < cfg.min_signature_version {
+        return Answer::done(
+            Outcome::BadSignature,
+            format!(
+                "SignatureVersion {version} refused (min_signature_version = {})",
+                cfg.min_signature_version
+            ),
+        );
+    }
     let cert = match st.inner.certs.get(&cert_url, now_ms).await {
         Ok(c) => c,
         Err(e @ CertError::Fetch(_)) => {

@@ -70,6 +70,9 @@ pub struct SnsConfig {
     pub fetch_timeout_ms: u64,
     /// Signing certificates kept in memory (each fetched once per URL).
     pub cert_cache_entries: usize,
+    /// Lowest `SignatureVersion` accepted: 1 (SHA1withRSA, SNS's default) or
+    /// 2 (SHA256withRSA only; set the topic's `SignatureVersion` to 2 first).
+    pub min_signature_version: u8,
     /// OFFLINE/TEST USE ONLY: read signing certificates from this directory
     /// (file name = last path segment of `SigningCertURL`) instead of fetching
     /// them over HTTPS. The URL host rules still apply. Whoever can write to
@@ -87,6 +90,7 @@ impl Default for SnsConfig {
             max_body_bytes: 1024 * 1024,
             fetch_timeout_ms: 5000,
             cert_cache_entries: 32,
+            min_signature_version: 1,
             trusted_cert_dir: None,
         }
     }
