@@ -148,9 +148,18 @@ impl SnsState {
     pub fn new(engine: Engine, config: SnsConfig, hostname: String) -> Result<Self, SetupError> {
         let client = HttpsClient::new(Duration::from_millis(config.fetch_timeout_ms))?;
         let source: Arc<dyn CertSource> = match &config.trusted_cert_dir {
-            Some(dir) => Arc::new(DirCertSource::new(dir.clone())),
+            Some(dir) => {
+                tracing::warn!(
+                    dir = %dir.display(),
+                    "SNS signing certificates are read from a local directory, not fetched from AWS (offline/test mode)"
+                );
+                Arc::new(DirCertSource::new(dir.clone()))
+            }
             None => Arc::new(HttpsCertSource::new(client.clone())),
         };
+        if config.allowed_topic_arns.is_empty() {
+            tracing::info!("sns.allowed_topic_arns is empty: the SES webhook drops everything");
+        }
         let clock = Arc::new(EngineClock(engine.clone()));
         Ok(Self::with_parts(
             engine,
