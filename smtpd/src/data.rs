@@ -283,7 +283,13 @@ mod tests {
     fn ends_only_at_crlf_dot_crlf_and_unstuffs() {
         let (out, fed, err) = decode_all(b"a\r\n..b\r\n.\r\nNEXT", 100, 1000);
         assert_eq!(out, b"a\r\n.b\r\n");
-        assert_eq!(fed, Fed { consumed: 11, done: true });
+        assert_eq!(
+            fed,
+            Fed {
+                consumed: 11,
+                done: true
+            }
+        );
         assert_eq!(err, None);
     }
 
@@ -330,7 +336,10 @@ mod tests {
         let ok = [vec![b'x'; 998], b"\r\n.\r\n".to_vec()].concat();
         assert_eq!(decode_all(&ok, 1 << 20, 1000).2, None);
         let bad = [vec![b'x'; 999], b"\r\n.\r\n".to_vec()].concat();
-        assert_eq!(decode_all(&bad, 1 << 20, 1000).2, Some(DataError::LineTooLong));
+        assert_eq!(
+            decode_all(&bad, 1 << 20, 1000).2,
+            Some(DataError::LineTooLong)
+        );
     }
 
     #[test]
@@ -350,8 +359,12 @@ mod tests {
     fn crlf_body() -> impl Strategy<Value = Vec<u8>> {
         proptest::collection::vec(
             proptest::collection::vec(
-                prop_oneof![Just(b'.'), Just(b'a'), Just(b' '), any::<u8>()
-                    .prop_filter("no line ends", |b| *b != b'\r' && *b != b'\n')],
+                prop_oneof![
+                    Just(b'.'),
+                    Just(b'a'),
+                    Just(b' '),
+                    any::<u8>().prop_filter("no line ends", |b| *b != b'\r' && *b != b'\n')
+                ],
                 0..40,
             ),
             0..20,

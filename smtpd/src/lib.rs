@@ -176,8 +176,8 @@ fn load_tls(
     let read = |p: &std::path::Path| {
         std::fs::read(p).map_err(|e| Error::new(e.kind(), format!("{}: {e}", p.display())))
     };
-    let certs = rustls_pemfile::certs(&mut read(cert)?.as_slice())
-        .collect::<Result<Vec<_>, _>>()?;
+    let certs =
+        rustls_pemfile::certs(&mut read(cert)?.as_slice()).collect::<Result<Vec<_>, _>>()?;
     if certs.is_empty() {
         return Err(Error::new(
             ErrorKind::InvalidData,

@@ -179,7 +179,9 @@ fn hello_arg(rest: &str) -> Result<String, ParseError> {
     // sanitising); any single printable token is accepted.
     let name = rest.split([' ', '\t']).next().unwrap_or("");
     if name.is_empty() {
-        return Err(ParseError::Syntax("a domain or address literal is required"));
+        return Err(ParseError::Syntax(
+            "a domain or address literal is required",
+        ));
     }
     if name.len() > 255 {
         return Err(ParseError::Syntax("domain too long"));
@@ -223,9 +225,7 @@ fn parse_mail(rest: &str) -> Result<Command, ParseError> {
         } else if key.eq_ignore_ascii_case("BODY") {
             match value {
                 Some(v) if v.eq_ignore_ascii_case("7BIT") => out.body = BodyType::SevenBit,
-                Some(v) if v.eq_ignore_ascii_case("8BITMIME") => {
-                    out.body = BodyType::EightBitMime
-                }
+                Some(v) if v.eq_ignore_ascii_case("8BITMIME") => out.body = BodyType::EightBitMime,
                 _ => return Err(ParseError::BadParam),
             }
         } else if key.eq_ignore_ascii_case("SMTPUTF8") && value.is_none() {
@@ -366,11 +366,14 @@ fn is_local_part(s: &str) -> bool {
         }
         return !escaped;
     }
-    s.split('.').all(|atom| !atom.is_empty() && atom.chars().all(is_atext))
+    s.split('.')
+        .all(|atom| !atom.is_empty() && atom.chars().all(is_atext))
 }
 
 fn is_atext(c: char) -> bool {
-    c.is_ascii_alphanumeric() || "!#$%&'*+-/=?^_`{|}~".contains(c) || (!c.is_ascii() && !c.is_control())
+    c.is_ascii_alphanumeric()
+        || "!#$%&'*+-/=?^_`{|}~".contains(c)
+        || (!c.is_ascii() && !c.is_control())
 }
 
 fn is_domain(s: &str) -> bool {
@@ -381,9 +384,9 @@ fn is_domain(s: &str) -> bool {
                 && label.len() <= 63
                 && !label.starts_with('-')
                 && !label.ends_with('-')
-                && label
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || (!c.is_ascii() && !c.is_control()))
+                && label.chars().all(|c| {
+                    c.is_ascii_alphanumeric() || c == '-' || (!c.is_ascii() && !c.is_control())
+                })
         })
 }
 
@@ -407,7 +410,10 @@ mod tests {
 
     #[test]
     fn verbs_are_case_insensitive_and_eol_is_optional() {
-        assert_eq!(mail("ehlo client.example\r\n"), Ok(Command::Ehlo("client.example".into())));
+        assert_eq!(
+            mail("ehlo client.example\r\n"),
+            Ok(Command::Ehlo("client.example".into()))
+        );
         assert_eq!(mail("QuIt"), Ok(Command::Quit));
         assert_eq!(mail("NOOP whatever\n"), Ok(Command::Noop));
         assert_eq!(mail("STARTTLS\r\n"), Ok(Command::StartTls));
@@ -432,12 +438,17 @@ mod tests {
         };
         assert_eq!(from.address, "");
         assert_eq!(mail("MAIL FROM:<a@b> RET=HDRS"), Err(ParseError::BadParam));
-        assert_eq!(mail("MAIL FROM:<a@b> BODY=BINARYMIME"), Err(ParseError::BadParam));
+        assert_eq!(
+            mail("MAIL FROM:<a@b> BODY=BINARYMIME"),
+            Err(ParseError::BadParam)
+        );
         assert_eq!(mail("MAIL FROM:<a@b> SIZE=x"), Err(ParseError::BadParam));
         assert_eq!(mail("MAIL FROM:a@b"), Err(ParseError::BadPath));
-        assert_eq!(mail("MAIL TO:<a@b>"), Err(ParseError::Syntax("expected FROM:<address>")));
-        let Ok(Command::Mail { params, .. }) =
-            mail("MAIL FROM:<a@b> SIZE=999999999999999999999")
+        assert_eq!(
+            mail("MAIL TO:<a@b>"),
+            Err(ParseError::Syntax("expected FROM:<address>"))
+        );
+        let Ok(Command::Mail { params, .. }) = mail("MAIL FROM:<a@b> SIZE=999999999999999999999")
         else {
             panic!("huge size");
         };
@@ -462,8 +473,11 @@ mod tests {
         };
         assert_eq!(to.address, "\"a>b@c\"@uncorreo.test");
         assert_eq!(mail("RCPT TO:<>"), Err(ParseError::BadPath));
-        assert_eq!(mail("RCPT TO:<a@b> NOTIFY=NEVER"), Err(ParseError::BadParam));
-        assert_eq!(mail("RCPT TO:<a@[127.0.0.1]>").is_ok(), true);
+        assert_eq!(
+            mail("RCPT TO:<a@b> NOTIFY=NEVER"),
+            Err(ParseError::BadParam)
+        );
+        assert!(mail("RCPT TO:<a@[127.0.0.1]>").is_ok());
         assert_eq!(mail("RCPT TO:<a@[999.0.0.1]>"), Err(ParseError::BadPath));
         assert_eq!(mail("RCPT TO:<a b@c>"), Err(ParseError::BadPath));
         assert_eq!(mail("RCPT TO:<a@b>x"), Err(ParseError::BadPath));
@@ -478,18 +492,36 @@ mod tests {
             panic!()
         };
         assert!(from.is_utf8());
-        assert_eq!(parse_command(b"MAIL FROM:<\xff@b>"), Err(ParseError::BadBytes));
+        assert_eq!(
+            parse_command(b"MAIL FROM:<\xff@b>"),
+            Err(ParseError::BadBytes)
+        );
         assert_eq!(parse_command(b"NOOP \0"), Err(ParseError::BadBytes));
     }
 
     #[test]
     fn bdat() {
-        assert_eq!(mail("BDAT 100"), Ok(Command::Bdat { size: 100, last: false }));
-        assert_eq!(mail("bdat 0 last"), Ok(Command::Bdat { size: 0, last: true }));
+        assert_eq!(
+            mail("BDAT 100"),
+            Ok(Command::Bdat {
+                size: 100,
+                last: false
+            })
+        );
+        assert_eq!(
+            mail("bdat 0 last"),
+            Ok(Command::Bdat {
+                size: 0,
+                last: true
+            })
+        );
         assert!(matches!(mail("BDAT"), Err(ParseError::Syntax(_))));
         assert!(matches!(mail("BDAT -1"), Err(ParseError::Syntax(_))));
         assert!(matches!(mail("BDAT 1 FIRST"), Err(ParseError::Syntax(_))));
-        assert!(matches!(mail("BDAT 99999999999999999999999"), Err(ParseError::Syntax(_))));
+        assert!(matches!(
+            mail("BDAT 99999999999999999999999"),
+            Err(ParseError::Syntax(_))
+        ));
     }
 
     proptest::proptest! {

@@ -113,7 +113,10 @@ mod tests {
     #[test]
     fn dates() {
         assert_eq!(rfc5322_date(0), "Thu, 01 Jan 1970 00:00:00 +0000");
-        assert_eq!(rfc5322_date(1_795_552_738), "Tue, 24 Nov 2026 20:38:58 +0000");
+        assert_eq!(
+            rfc5322_date(1_795_552_738),
+            "Tue, 24 Nov 2026 20:38:58 +0000"
+        );
         assert_eq!(rfc5322_date(951_782_400), "Tue, 29 Feb 2000 00:00:00 +0000");
     }
 

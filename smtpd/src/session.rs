@@ -418,8 +418,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         if !self.may_start_body() {
             return Flow::Continue;
         }
-        self.conn
-            .reply("354 End data with <CR><LF>.<CR><LF>");
+        self.conn.reply("354 End data with <CR><LF>.<CR><LF>");
         let id = self.shared.next_id();
         let mut body = self.trace_header(&id).into_bytes();
         let mut decoder = DataDecoder::new(self.max_message(), self.shared.config.max_line_bytes);
@@ -438,7 +437,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         match decoder.error() {
             Some(DataError::TooBig) | Some(DataError::LineTooLong) => {
                 let reply = match decoder.error() {
-                    Some(DataError::LineTooLong) => "552 5.3.4 Line too long (max 1000 octets incl. CRLF per RFC 5321)",
+                    Some(DataError::LineTooLong) => {
+                        "552 5.3.4 Line too long (max 1000 octets incl. CRLF per RFC 5321)"
+                    }
                     _ => "552 5.3.4 Message size exceeds fixed maximum message size",
                 };
                 self.tx = None;
@@ -542,7 +543,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         let reply: String = match result {
             Ok(DeliveryOutcome::Delivered { stored, refused }) if !stored.is_empty() => {
                 if !refused.is_empty() {
-                    tracing::warn!(id, refused = refused.len(), "some recipients refused at commit");
+                    tracing::warn!(
+                        id,
+                        refused = refused.len(),
+                        "some recipients refused at commit"
+                    );
                 }
                 metrics::histogram!("uncorreo_smtp_data_to_ack_seconds")
                     .record(started.elapsed().as_secs_f64());
@@ -556,7 +561,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                     Some((_, e)) => resolve_reply(*e),
                     None => "554 5.5.1 No valid recipients",
                 };
-                count_message(if reply.starts_with('4') { "tempfail" } else { "rejected" });
+                count_message(if reply.starts_with('4') {
+                    "tempfail"
+                } else {
+                    "rejected"
+                });
                 reply.to_owned()
             }
             Ok(_) => {
