@@ -150,7 +150,7 @@ impl Raw {
     /// True when the server has closed the connection (after reading any rest).
     pub fn closed(&mut self) -> bool {
         let mut rest = Vec::new();
-        matches!(self.reader.read_to_end(&mut rest), Ok(_))
+        self.reader.read_to_end(&mut rest).is_ok()
     }
 }
 
