@@ -196,3 +196,193 @@ fn smtplib_starttls_with_a_configured_certificate() {
     let h = assert_stored(&server.engine, &alice, &[BODY]);
     assert!(h[0].contains("with ESMTPS id "), "{}", h[0]);
 }
+
+fn swaks_base(server: &TestServer) -> Vec<String> {
+    vec![
+        "--server".into(),
+        server.smtp.ip().to_string(),
+        "--port".into(),
+        server.smtp.port().to_string(),
+        "--helo".into(),
+        "swaks.example".into(),
+        "--from".into(),
+        "s@sender.example".into(),
+        "--timeout".into(),
+        "30".into(),
+    ]
+}
+
+fn run_swaks(server: &TestServer, extra: &[&str], body: &[u8]) -> (i32, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("msg.eml");
+    std::fs::write(&file, body).unwrap();
+    let data = format!("@{}", file.display());
+    let mut args = swaks_base(server);
+    args.extend(extra.iter().map(|s| s.to_string()));
+    args.extend(["--data".to_owned(), data]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    swaks(&args)
+}
+
+#[test]
+fn swaks_pipelined_message_is_stored_byte_for_byte() {
+    let server = TestServer::start();
+    let alice = server.mailbox("alice", 10);
+    let bob = server.mailbox("bob", 10);
+    let to = format!("{},{}", addr("alice"), addr("bob"));
+    let (status, transcript) = run_swaks(&server, &["--to", &to, "--pipeline"], BODY);
+    assert_eq!(status, 0, "{transcript}");
+    assert!(
+        transcript.contains("250 2.0.0 Ok: queued as"),
+        "{transcript}"
+    );
+    let sent = with_client_terminator(BODY);
+    assert_stored(&server.engine, &alice, &[&sent]);
+    assert_stored(&server.engine, &bob, &[&sent]);
+}
+
+#[test]
+fn swaks_unknown_mailbox_and_foreign_domain_are_refused() {
+    let server = TestServer::start();
+    let (status, transcript) = run_swaks(&server, &["--to", &addr("ghost")], BODY);
+    assert_ne!(status, 0, "{transcript}");
+    assert!(transcript.contains("550 5.1.1"), "{transcript}");
+    let (status, transcript) = run_swaks(&server, &["--to", "x@elsewhere.example"], BODY);
+    assert_ne!(status, 0, "{transcript}");
+    assert!(transcript.contains("550 5.7.1"), "{transcript}");
+}
+
+#[test]
+fn swaks_starttls_verified_against_our_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let cert =
+        rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])
+            .unwrap();
+    let cert_path = dir.path().join("cert.pem");
+    let key_path = dir.path().join("key.pem");
+    std::fs::write(&cert_path, cert.cert.pem()).unwrap();
+    std::fs::write(&key_path, cert.signing_key.serialize_pem()).unwrap();
+    let server = TestServer::start_with(|c| {
+        c.smtp.tls_cert = Some(cert_path.clone());
+        c.smtp.tls_key = Some(key_path.clone());
+    });
+    let alice = server.mailbox("alice", 10);
+    let (status, transcript) = run_swaks(
+        &server,
+        &[
+            "--to",
+            &addr("alice"),
+            "--tls",
+            "--tls-verify",
+            "--tls-ca-path",
+            cert_path.to_str().unwrap(),
+            "--pipeline",
+        ],
+        BODY,
+    );
+    assert_eq!(status, 0, "{transcript}");
+    assert!(
+        transcript.contains("220 2.0.0 Ready to start TLS"),
+        "{transcript}"
+    );
+    let h = assert_stored(&server.engine, &alice, &[&with_client_terminator(BODY)]);
+    assert!(h[0].contains("with ESMTPS id "), "{}", h[0]);
+}
+
+/// swaks and lettre always send `<CRLF>.<CRLF>` after the body, also when it
+/// already ends in CRLF: what they sent (and we must store) is the body plus
+/// one empty line. (smtplib only adds the CRLF when it is missing.)
+fn with_client_terminator(body: &[u8]) -> Vec<u8> {
+    [body, b"\r\n"].concat()
+}
+
+mod with_lettre {
+    use super::*;
+    use lettre::message::header::ContentType;
+    use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
+    use lettre::transport::smtp::extension::ClientId;
+    use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+
+    fn transport(server: &TestServer, tls: Option<&str>) -> AsyncSmtpTransport<Tokio1Executor> {
+        let mut b =
+            AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(server.smtp.ip().to_string())
+                .port(server.smtp.port())
+                .hello_name(ClientId::Domain("lettre.example".to_owned()));
+        if let Some(pem) = tls {
+            let params = TlsParameters::builder("localhost".to_owned())
+                .add_root_certificate(Certificate::from_pem(pem.as_bytes()).unwrap())
+                .build_rustls()
+                .unwrap();
+            b = b.tls(Tls::Required(params));
+        }
+        b.build()
+    }
+
+    fn message(to: &[String]) -> Message {
+        let mut m = Message::builder()
+            .from("Sender <s@sender.example>".parse().unwrap())
+            .subject("lettre test")
+            .header(ContentType::TEXT_PLAIN);
+        for t in to {
+            m = m.to(t.parse().unwrap());
+        }
+        m.body(String::from(
+            "Hello from lettre.\n.a line that starts with a dot\n..two\nYour code is 123456\n",
+        ))
+        .unwrap()
+    }
+
+    #[test]
+    fn lettre_plain_and_several_recipients() {
+        let server = TestServer::start();
+        let a = server.mailbox("la", 10);
+        let b = server.mailbox("lb", 10);
+        let msg = message(&[addr("la"), addr("lb")]);
+        let formatted = with_client_terminator(&msg.formatted());
+        let t = transport(&server, None);
+        let resp = common::block_on(t.send(msg)).unwrap();
+        assert_eq!(resp.code().to_string(), "250");
+        assert!(resp
+            .message()
+            .next()
+            .unwrap()
+            .starts_with("2.0.0 Ok: queued as"));
+        assert_stored(&server.engine, &a, &[&formatted]);
+        assert_stored(&server.engine, &b, &[&formatted]);
+    }
+
+    #[test]
+    fn lettre_starttls_required() {
+        let dir = tempfile::tempdir().unwrap();
+        let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+        let cert_path = dir.path().join("cert.pem");
+        let key_path = dir.path().join("key.pem");
+        std::fs::write(&cert_path, cert.cert.pem()).unwrap();
+        std::fs::write(&key_path, cert.signing_key.serialize_pem()).unwrap();
+        let server = TestServer::start_with(|c| {
+            c.smtp.tls_cert = Some(cert_path.clone());
+            c.smtp.tls_key = Some(key_path.clone());
+        });
+        let a = server.mailbox("la", 10);
+        let msg = message(&[addr("la")]);
+        let formatted = with_client_terminator(&msg.formatted());
+        let t = transport(&server, Some(&cert.cert.pem()));
+        common::block_on(t.send(msg)).unwrap();
+        let h = assert_stored(&server.engine, &a, &[&formatted]);
+        assert!(
+            h[0].contains("from lettre.example ([127.0.0.1])"),
+            "{}",
+            h[0]
+        );
+        assert!(h[0].contains("with ESMTPS id "), "{}", h[0]);
+    }
+
+    #[test]
+    fn lettre_sees_permanent_refusals() {
+        let server = TestServer::start();
+        let t = transport(&server, None);
+        let err = common::block_on(t.send(message(&[addr("ghost")]))).unwrap_err();
+        assert!(err.is_permanent(), "{err}");
+        assert!(err.to_string().contains("5.1.1"), "{err}");
+    }
+}
