@@ -104,3 +104,31 @@ fn shutdown_answers_idle_sessions_421_4_3_2() {
     assert!(r.starts_with("421 4.3.2"), "{r}");
     assert!(c.closed());
 }
+
+/// Postfix's `smtp-source` (the load generator of the benchmarks) against
+/// the server: 20 parallel sessions, 4 KiB payloads, many messages per
+/// connection. Skipped with a note when Postfix's test tools are missing.
+#[test]
+fn postfix_smtp_source_load_is_fully_stored() {
+    let tool = "/usr/sbin/smtp-source";
+    if !std::path::Path::new(tool).exists() {
+        eprintln!("skipped: {tool} not installed (Debian package postfix)");
+        return;
+    }
+    let server = TestServer::start();
+    let mb = server.mailbox("sink", 1_000_000);
+    let out = std::process::Command::new(tool)
+        .args(["-s", "20", "-m", "1000", "-l", "4096", "-d", "-M", "source.example"])
+        .args(["-f", "load@sender.example", "-t", "sink@uncorreo.test"])
+        .arg(server.smtp.to_string())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let msgs = server.engine.list_messages(mb.id, 0, 10_000).unwrap();
+    assert_eq!(msgs.len(), 1000);
+    for m in msgs.iter().take(5) {
+        let raw = server.engine.read_raw(m.id).unwrap();
+        let (_, rest) = split_received(&raw);
+        assert!(rest.len() >= 4096, "payload truncated: {}", rest.len());
+    }
+}
