@@ -25,6 +25,13 @@ pub struct SmtpConfig {
     /// Longest line, in octets including CRLF, for commands and DATA text
     /// (RFC 5321 §4.5.3.1.4/6 give 512 and 1000; we use one limit).
     pub max_line_bytes: usize,
+    /// Octets of a message's header section (before the first empty line).
+    pub max_header_bytes: usize,
+    /// Lines in a message's header section.
+    pub max_header_lines: usize,
+    /// `Received:` fields in a message before it is refused as a mail loop
+    /// (RFC 5321 §6.3).
+    pub max_received_headers: usize,
     /// Recipients per transaction (RFC 5321 §4.5.3.1.8: at least 100).
     pub max_recipients: usize,
     /// Error replies (5xx) in one session before we answer `421 4.7.0` and close.
@@ -56,6 +63,9 @@ impl Default for SmtpConfig {
             tls_key: None,
             max_message_bytes: 0,
             max_line_bytes: 1000,
+            max_header_bytes: 256 * 1024,
+            max_header_lines: 2000,
+            max_received_headers: 100,
             max_recipients: 100,
             max_errors: 10,
             max_connections: 4096,

@@ -9,6 +9,7 @@
 //! * [`conn`] — bounded read/write buffers; replies are batched for pipelining.
 //! * [`session`] — the state machine, generic over `AsyncRead + AsyncWrite`.
 //! * [`received`] — our `Received:` trace header.
+//! * [`headers`] — header-section caps (size, lines, `Received:` loop).
 //! * this file — shared state (connection limits, TLS), the acceptor, STARTTLS.
 //!
 //! Architecture invariant: smtpd never touches storage files; it knows the
@@ -18,6 +19,7 @@
 pub mod config;
 pub mod conn;
 pub mod data;
+pub mod headers;
 pub mod parse;
 pub mod received;
 pub mod session;

@@ -30,9 +30,13 @@ use uncorreo_engine::{Delivery, DeliveryOutcome, EngineError, Recipient, Resolve
 
 use crate::conn::{Conn, Line, Stop, Wait};
 use crate::data::{DataDecoder, DataError};
+use crate::headers::{self, HeaderError, HeaderLimits};
 use crate::parse::{parse_command, Command, ParseError};
 use crate::received::{self, Trace};
 use crate::Shared;
+
+/// Initial room for a DATA body; it grows from there up to the size limit.
+const BODY_RESERVE: usize = 16 * 1024;
 
 /// How a session ended.
 pub enum End<S> {
@@ -421,6 +425,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         self.conn.reply("354 End data with <CR><LF>.<CR><LF>");
         let id = self.shared.next_id();
         let mut body = self.trace_header(&id).into_bytes();
+        body.reserve(self.max_message().min(BODY_RESERVE));
         let mut decoder = DataDecoder::new(self.max_message(), self.shared.config.max_line_bytes);
         loop {
             let fed = decoder.feed(self.conn.buffered(), &mut body);
@@ -526,6 +531,24 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             self.error("503 5.5.1 Need MAIL command");
             return Flow::Continue;
         };
+        let cfg = &self.shared.config;
+        let limits = HeaderLimits {
+            max_bytes: cfg.max_header_bytes,
+            max_lines: cfg.max_header_lines,
+            // Our own Received: line is in front and counts too.
+            max_received: cfg.max_received_headers.saturating_add(1),
+        };
+        let refusal = match headers::check(&body, limits) {
+            Ok(()) => None,
+            Err(HeaderError::TooBig) => Some("552 5.3.4 Message header too big"),
+            Err(HeaderError::TooManyLines) => Some("552 5.3.4 Too many header lines"),
+            Err(HeaderError::Loop) => Some("554 5.4.6 Too many Received headers: mail loop"),
+        };
+        if let Some(reply) = refusal {
+            count_message("rejected");
+            self.error(reply);
+            return Flow::Continue;
+        }
         let recipients: Vec<Recipient> = tx.rcpts.into_iter().map(|(_, r)| r).collect();
         let delivery = Delivery {
             raw: Bytes::from(body),

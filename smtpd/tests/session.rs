@@ -698,3 +698,27 @@ async fn starttls_resets_the_session_and_drops_injected_plaintext() {
     assert!(String::from_utf8_lossy(raw).contains("with ESMTPS id"));
     assert_eq!(strip_received(raw), b"secret\r\n");
 }
+
+#[tokio::test]
+async fn header_caps_and_mail_loops_are_refused() {
+    let e = env(|c| {
+        c.max_received_headers = 5;
+        c.max_header_lines = 50;
+        c.max_header_bytes = 4000;
+    });
+    let mb = e.mailbox("box", 10).await;
+    let (mut c, _) = e.ready().await;
+    let ok = "Received: from a\r\n".repeat(5) + "Subject: x\r\n\r\nbody\r\n.\r\n";
+    let r = data_transaction(&mut c, "box@uncorreo.test", ok.as_bytes()).await;
+    assert!(r.starts_with("250 2.0.0"), "{r}");
+    let looped = "Received: from a\r\n".repeat(6) + "Subject: x\r\n\r\nbody\r\n.\r\n";
+    let r = data_transaction(&mut c, "box@uncorreo.test", looped.as_bytes()).await;
+    assert!(r.starts_with("554 5.4.6"), "{r}");
+    let many = "X-A: b\r\n".repeat(51) + "\r\nbody\r\n.\r\n";
+    let r = data_transaction(&mut c, "box@uncorreo.test", many.as_bytes()).await;
+    assert!(r.starts_with("552 5.3.4"), "{r}");
+    let big = format!("X-A: {}\r\n", "b".repeat(900)).repeat(5) + "\r\nbody\r\n.\r\n";
+    let r = data_transaction(&mut c, "box@uncorreo.test", big.as_bytes()).await;
+    assert!(r.starts_with("552 5.3.4"), "{r}");
+    assert_eq!(e.stored(&mb).len(), 1);
+}
