@@ -118,12 +118,26 @@ fn postfix_smtp_source_load_is_fully_stored() {
     let server = TestServer::start();
     let mb = server.mailbox("sink", 1_000_000);
     let out = std::process::Command::new(tool)
-        .args(["-s", "20", "-m", "1000", "-l", "4096", "-d", "-M", "source.example"])
+        .args([
+            "-s",
+            "20",
+            "-m",
+            "1000",
+            "-l",
+            "4096",
+            "-d",
+            "-M",
+            "source.example",
+        ])
         .args(["-f", "load@sender.example", "-t", "sink@uncorreo.test"])
         .arg(server.smtp.to_string())
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let msgs = server.engine.list_messages(mb.id, 0, 10_000).unwrap();
     assert_eq!(msgs.len(), 1000);
     for m in msgs.iter().take(5) {
