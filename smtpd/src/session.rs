@@ -563,55 +563,67 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         }
         let started = Instant::now();
         let result = self.shared.engine.deliver(delivery).await;
-        let reply: String = match result {
-            Ok(DeliveryOutcome::Delivered { stored, refused }) if !stored.is_empty() => {
-                if !refused.is_empty() {
-                    tracing::warn!(
-                        id,
-                        refused = refused.len(),
-                        "some recipients refused at commit"
-                    );
-                }
-                metrics::histogram!("uncorreo_smtp_data_to_ack_seconds")
-                    .record(started.elapsed().as_secs_f64());
-                count_message("accepted");
-                format!("250 2.0.0 Ok: queued as {id}")
+        if let Ok(DeliveryOutcome::Delivered { stored, refused }) = &result {
+            if !stored.is_empty() && !refused.is_empty() {
+                tracing::warn!(
+                    id,
+                    refused = refused.len(),
+                    "some recipients refused at commit"
+                );
             }
-            Ok(DeliveryOutcome::Delivered { refused, .. }) => {
-                let temporary = refused.iter().any(|(_, e)| *e == ResolveError::MailboxFull);
-                let reply = match refused.first() {
-                    _ if temporary => resolve_reply(ResolveError::MailboxFull),
-                    Some((_, e)) => resolve_reply(*e),
-                    None => "554 5.5.1 No valid recipients",
-                };
-                count_message(if reply.starts_with('4') {
-                    "tempfail"
-                } else {
-                    "rejected"
-                });
-                reply.to_owned()
-            }
-            Ok(_) => {
-                // Duplicate (only with a dedupe key, which SMTP never sets):
-                // the message is already stored.
-                count_message("accepted");
-                format!("250 2.0.0 Ok: queued as {id}")
-            }
-            Err(EngineError::Invalid(why)) if why.contains("too large") => {
-                count_message("rejected");
-                "552 5.3.4 Message size exceeds fixed maximum message size".to_owned()
-            }
-            Err(e) => {
-                tracing::warn!(id, error = %e, "delivery failed; answered 451");
-                count_message("tempfail");
-                "451 4.3.0 Storage unavailable, try again later".to_owned()
-            }
-        };
+        }
+        if let Err(e) = &result {
+            tracing::warn!(id, error = %e, "delivery failed");
+        }
+        let (reply, outcome) = delivery_reply(&result, &id);
+        if outcome == "accepted" {
+            metrics::histogram!("uncorreo_smtp_data_to_ack_seconds")
+                .record(started.elapsed().as_secs_f64());
+        }
+        count_message(outcome);
         if reply.starts_with('5') {
             self.errors += 1;
         }
         self.conn.reply(&reply);
         Flow::Continue
+    }
+}
+
+/// The reply to the end of data for what `Engine::deliver` returned, and the
+/// `uncorreo_smtp_messages_total` outcome. `250` only when a copy is stored
+/// (durable); every error is a temporary `451` unless it is the size limit.
+pub fn delivery_reply(
+    result: &Result<DeliveryOutcome, EngineError>,
+    id: &str,
+) -> (String, &'static str) {
+    match result {
+        Ok(DeliveryOutcome::Delivered { stored, .. }) if !stored.is_empty() => {
+            (format!("250 2.0.0 Ok: queued as {id}"), "accepted")
+        }
+        Ok(DeliveryOutcome::Delivered { refused, .. }) => {
+            let temporary = refused.iter().any(|(_, e)| *e == ResolveError::MailboxFull);
+            let reply = match refused.first() {
+                _ if temporary => resolve_reply(ResolveError::MailboxFull),
+                Some((_, e)) => resolve_reply(*e),
+                None => "554 5.5.1 No valid recipients",
+            };
+            let outcome = if reply.starts_with('4') {
+                "tempfail"
+            } else {
+                "rejected"
+            };
+            (reply.to_owned(), outcome)
+        }
+        // Only with a dedupe key, which SMTP never sets: already stored.
+        Ok(DeliveryOutcome::Duplicate) => (format!("250 2.0.0 Ok: queued as {id}"), "accepted"),
+        Err(EngineError::Invalid(why)) if why.contains("too large") => (
+            "552 5.3.4 Message size exceeds fixed maximum message size".to_owned(),
+            "rejected",
+        ),
+        Err(_) => (
+            "451 4.3.0 Storage unavailable, try again later".to_owned(),
+            "tempfail",
+        ),
     }
 }
 
@@ -627,5 +639,64 @@ pub fn resolve_reply(e: ResolveError) -> &'static str {
         ResolveError::MailboxFull => "452 4.2.2 Mailbox full",
         ResolveError::BadAddress => "553 5.1.3 Bad recipient address syntax",
         _ => "550 5.1.1 Recipient refused",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use uncorreo_engine::{MailboxId, MessageId};
+
+    fn rcpt() -> Recipient {
+        Recipient::parse("a@uncorreo.test").unwrap()
+    }
+
+    #[test]
+    fn only_a_stored_copy_gets_250() {
+        let stored = MessageId {
+            mailbox: MailboxId(1),
+            seq: 1,
+        };
+        let ok = Ok(DeliveryOutcome::Delivered {
+            stored: vec![stored],
+            refused: vec![(rcpt(), ResolveError::NoSuchMailbox)],
+        });
+        assert_eq!(
+            delivery_reply(&ok, "X"),
+            ("250 2.0.0 Ok: queued as X".to_owned(), "accepted")
+        );
+        let full = Ok(DeliveryOutcome::Delivered {
+            stored: vec![],
+            refused: vec![
+                (rcpt(), ResolveError::NoSuchMailbox),
+                (rcpt(), ResolveError::MailboxFull),
+            ],
+        });
+        assert!(delivery_reply(&full, "X").0.starts_with("452 4.2.2"));
+        let gone = Ok(DeliveryOutcome::Delivered {
+            stored: vec![],
+            refused: vec![(rcpt(), ResolveError::NoSuchMailbox)],
+        });
+        assert!(delivery_reply(&gone, "X").0.starts_with("550 5.1.1"));
+        let none = Ok(DeliveryOutcome::Delivered {
+            stored: vec![],
+            refused: vec![],
+        });
+        assert!(delivery_reply(&none, "X").0.starts_with("554 5.5.1"));
+        let big = Err(EngineError::Invalid("message too large"));
+        assert!(delivery_reply(&big, "X").0.starts_with("552 5.3.4"));
+        for e in [
+            EngineError::Saturated,
+            EngineError::DiskFull,
+            EngineError::Poisoned,
+            EngineError::Closed,
+            EngineError::Corrupt,
+            EngineError::Io(std::io::Error::other("disk on fire")),
+            EngineError::Invalid("something else"),
+        ] {
+            let (reply, outcome) = delivery_reply(&Err(e), "X");
+            assert!(reply.starts_with("451 4.3.0"), "{reply}");
+            assert_eq!(outcome, "tempfail");
+        }
     }
 }
