@@ -80,6 +80,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         }
     }
 
+    /// Bound later writes to `timeout` (shortened once shutdown starts, so a
+    /// client that stops reading cannot hold shutdown up for long).
+    pub fn limit_write_timeout(&mut self, timeout: Duration) {
+        self.write_timeout = self.write_timeout.min(timeout);
+    }
+
     /// Give back the stream (for the TLS upgrade), dropping buffered input.
     pub fn into_inner(self) -> S {
         self.stream

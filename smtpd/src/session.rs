@@ -126,6 +126,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             self.conn.reply(&banner);
         }
         let end = loop {
+            if self.shutdown.is_cancelled() {
+                self.conn
+                    .limit_write_timeout(self.shared.config.shutdown_grace);
+            }
             if self.shutdown.is_cancelled() && self.tx.is_none() {
                 break self.close_with("421 4.3.2 Service shutting down", "shutdown");
             }
