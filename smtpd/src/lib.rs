@@ -12,6 +12,34 @@
 //! * [`headers`] — header-section caps (size, lines, `Received:` loop).
 //! * this file — shared state (connection limits, TLS), the acceptor, STARTTLS.
 //!
+//! ## Decisions worth knowing
+//!
+//! * **Bare CR / bare LF in DATA → `550 5.6.0`**, after draining to the real
+//!   `<CRLF>.<CRLF>` (SMTP smuggling; see [`data`]). BDAT chunks are
+//!   length-delimited and stored as sent.
+//! * **Limits → replies**: `SIZE=` over the limit at MAIL and a body over it
+//!   after DATA/BDAT → `552 5.3.4` (the body is drained, never buffered past
+//!   the limit); a DATA line over `max_line_bytes` (default 1000 incl. CRLF,
+//!   so a 4097-octet line) → `552 5.3.4`; a command line over it →
+//!   `500 5.5.2` and the session goes on; header section over its caps →
+//!   `552 5.3.4`; more than `max_received_headers` `Received:` → `554 5.4.6`;
+//!   recipient `max_recipients`+1 → `452 4.5.3`; `max_errors` 5xx replies →
+//!   `421 4.7.0` and close; connections over the global or per-IP cap →
+//!   `421 4.7.0` at connect; command timeout (whole line, so slowloris too)
+//!   and DATA block timeout → `421 4.4.2`; shutdown → `421 4.3.2` between
+//!   transactions, and after at most `shutdown_grace` inside one.
+//! * **Recipients** are checked at RCPT through `Engine::resolve`
+//!   (`550 5.7.1` foreign domain, `550 5.1.1` no mailbox, `452 4.2.2` full,
+//!   `553 5.1.3` syntax — `%`, `!` and quoted local parts land here); source
+//!   routes in RCPT are refused `550 5.7.1` (in MAIL they are stripped).
+//! * **250 means durable**: only after `Engine::deliver` returned a stored
+//!   copy; engine errors → `451 4.3.0`, "too large" → `552 5.3.4`; a refusal
+//!   of every recipient at commit time → its RCPT code; a partial refusal
+//!   still gets 250 (one reply per message; a 4xx would duplicate the copies
+//!   already stored). A poisoned engine gets `451 4.3.0` already at MAIL/DATA.
+//! * **STARTTLS** discards any plaintext pipelined after it (RFC 3207 §6) and
+//!   restarts the session before EHLO; `Received:` then says `ESMTPS`.
+//!
 //! Architecture invariant: smtpd never touches storage files; it knows the
 //! engine only through `resolve` (at RCPT), `deliver` (at the end of data)
 //! and `stats` (health before MAIL/DATA).
