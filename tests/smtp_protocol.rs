@@ -18,7 +18,7 @@ fn bdat_chunking_over_loopback() {
     assert_eq!(code(&greeting), "220");
     assert!(c.cmd("EHLO raw.example").contains("CHUNKING"));
     let part1 = b"Subject: chunks\r\n\r\nfirst part\r\n.\r\n";
-    let part2 = b"second part, with a bare\nLF kept as sent\r\n";
+    let part2 = b"second part\r\n.no unstuffing in BDAT\r\n";
     c.send(b"MAIL FROM:<s@sender.example> BODY=8BITMIME\r\nRCPT TO:<chunky@uncorreo.test>\r\n");
     c.send(format!("BDAT {}\r\n", part1.len()).as_bytes());
     c.send(part1);

@@ -23,7 +23,9 @@
 //! is never executed as commands either.
 //!
 //! BDAT chunks (RFC 3030) are length-delimited and are not passed through
-//! this decoder: they are stored as sent.
+//! this decoder (no dot-stuffing), but the same rule holds: a BDAT message
+//! with a bare CR or LF ([`has_bare_line_end`]) is refused `550 5.6.0`, so
+//! nothing we store can be split two ways by a later reader.
 //!
 //! ## Limits
 //!
@@ -247,6 +249,21 @@ impl DataDecoder {
     }
 }
 
+/// True when `body` holds a CR not followed by LF or an LF not preceded by CR.
+pub fn has_bare_line_end(body: &[u8]) -> bool {
+    let mut prev = 0u8;
+    let mut iter = body.iter().peekable();
+    while let Some(&b) = iter.next() {
+        match b {
+            b'\n' if prev != b'\r' => return true,
+            b'\r' if iter.peek() != Some(&&b'\n') => return true,
+            _ => {}
+        }
+        prev = b;
+    }
+    false
+}
+
 /// Dot-stuff `body` for sending with DATA and append the terminator: the
 /// inverse of [`DataDecoder`] for bodies whose lines all end in CRLF. Used by
 /// tests and benchmarks.
@@ -354,6 +371,17 @@ mod tests {
             assert!(b.done, "cut {cut}");
             assert_eq!(out, whole, "cut {cut}");
         }
+    }
+
+    #[test]
+    fn bare_line_ends_are_found() {
+        assert!(!has_bare_line_end(b"a\r\nb\r\n"));
+        assert!(!has_bare_line_end(b""));
+        assert!(has_bare_line_end(b"a\nb"));
+        assert!(has_bare_line_end(b"\n"));
+        assert!(has_bare_line_end(b"a\rb"));
+        assert!(has_bare_line_end(b"a\r"));
+        assert!(has_bare_line_end(b"a\r\r\n"));
     }
 
     fn crlf_body() -> impl Strategy<Value = Vec<u8>> {

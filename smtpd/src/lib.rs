@@ -15,8 +15,8 @@
 //! ## Decisions worth knowing
 //!
 //! * **Bare CR / bare LF in DATA → `550 5.6.0`**, after draining to the real
-//!   `<CRLF>.<CRLF>` (SMTP smuggling; see [`data`]). BDAT chunks are
-//!   length-delimited and stored as sent.
+//!   `<CRLF>.<CRLF>` (SMTP smuggling; see [`data`]). BDAT bodies are stored
+//!   as sent (no unstuffing), but a bare CR/LF in one is refused the same way.
 //! * **Limits → replies**: `SIZE=` over the limit at MAIL and a body over it
 //!   after DATA/BDAT → `552 5.3.4` (the body is drained, never buffered past
 //!   the limit); a DATA line over `max_line_bytes` (default 1000 incl. CRLF,

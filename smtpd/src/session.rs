@@ -527,6 +527,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             Some(t) => (std::mem::take(&mut t.id), t.bdat.take().unwrap_or_default()),
             None => (String::new(), Vec::new()),
         };
+        // Same rule as DATA (see `data`): nothing ambiguous is stored.
+        if crate::data::has_bare_line_end(&body) {
+            self.tx = None;
+            count_message("rejected");
+            self.error("550 5.6.0 Bare CR or LF in message; lines must end with CRLF");
+            return Flow::Continue;
+        }
         self.deliver(id, body).await
     }
 

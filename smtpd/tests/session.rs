@@ -395,10 +395,10 @@ async fn bdat_chunks_and_refusals() {
     c.send(b"BDAT 12\r\nNOOP\r\nNOOP\r\n").await;
     assert!(c.reply().await.starts_with("503 5.5.1"));
     c.expect("NOOP", "250").await;
-    // A pipelined BDAT transaction with a bare LF and a lone dot line (stored as sent).
+    // A pipelined BDAT transaction with a lone dot line (stored as sent: no stuffing in BDAT).
     c.send(b"MAIL FROM:<a@b.example>\r\nRCPT TO:<box@uncorreo.test>\r\nBDAT 12\r\nSubject: x")
         .await;
-    c.send(b"\r\nBDAT 9 LAST\r\n\r\n.\r\nok\nz").await;
+    c.send(b"\r\nBDAT 9 LAST\r\n\r\n.\r\nok\r\n").await;
     assert!(c.reply().await.starts_with("250 2.1.0"));
     assert!(c.reply().await.starts_with("250 2.1.5"));
     assert_eq!(c.reply().await, "250 2.0.0 12 octets received");
@@ -406,8 +406,14 @@ async fn bdat_chunks_and_refusals() {
     assert!(r.starts_with("250 2.0.0 Ok: queued as"), "{r}");
     assert_eq!(
         strip_received(&e.stored(&mb)[0]),
-        b"Subject: x\r\n\r\n.\r\nok\nz"
+        b"Subject: x\r\n\r\n.\r\nok\r\n"
     );
+    // A bare LF is refused in BDAT as in DATA, also across a chunk boundary (CR | x).
+    c.send(b"MAIL FROM:<a@b.example>\r\nRCPT TO:<box@uncorreo.test>\r\nBDAT 2\r\na\rBDAT 2 LAST\r\nb\n").await;
+    for want in ["250 2.1.0", "250 2.1.5", "250 2.0.0 2 octets", "550 5.6.0"] {
+        let r = c.reply().await;
+        assert!(r.starts_with(want), "{r}");
+    }
     // BDAT 0 LAST after a chunk.
     c.send(
         b"MAIL FROM:<a@b.example>\r\nRCPT TO:<box@uncorreo.test>\r\nBDAT 3\r\nabcBDAT 0 LAST\r\n",
