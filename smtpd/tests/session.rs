@@ -728,3 +728,103 @@ async fn header_caps_and_mail_loops_are_refused() {
     assert!(r.starts_with("552 5.3.4"), "{r}");
     assert_eq!(e.stored(&mb).len(), 1);
 }
+
+#[test]
+fn tls_settings_must_come_in_pairs_and_parse() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(EngineConfig {
+        data_dir: dir.path().to_path_buf(),
+        ..EngineConfig::default()
+    })
+    .unwrap();
+    let only_cert = SmtpConfig {
+        tls_cert: Some(dir.path().join("c.pem")),
+        ..SmtpConfig::default()
+    };
+    assert!(Shared::new(engine.clone(), only_cert).is_err());
+    let garbage = dir.path().join("garbage.pem");
+    std::fs::write(&garbage, "not a pem").unwrap();
+    let bad = SmtpConfig {
+        tls_cert: Some(garbage.clone()),
+        tls_key: Some(garbage),
+        ..SmtpConfig::default()
+    };
+    assert!(Shared::new(engine.clone(), bad).is_err());
+    let limited = SmtpConfig {
+        max_message_bytes: usize::MAX,
+        ..SmtpConfig::default()
+    };
+    // Never more than the engine stores, minus room for our Received: line.
+    let shared = Shared::new(engine.clone(), limited).unwrap();
+    assert_eq!(
+        shared.max_message_bytes,
+        engine.config().max_message_bytes - uncorreo_smtpd::received::MAX_RECEIVED_BYTES
+    );
+}
+
+mod fuzzish {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn fragment() -> impl Strategy<Value = Vec<u8>> {
+        prop_oneof![
+            Just(b"EHLO x\r\n".to_vec()),
+            Just(b"MAIL FROM:<a@b.example>\r\n".to_vec()),
+            Just(b"RCPT TO:<box@uncorreo.test>\r\n".to_vec()),
+            Just(b"DATA\r\n".to_vec()),
+            Just(b"BDAT 5\r\n".to_vec()),
+            Just(b"BDAT 3 LAST\r\n".to_vec()),
+            Just(b"\r\n.\r\n".to_vec()),
+            Just(b"RSET\r\n".to_vec()),
+            Just(b"STARTTLS\r\n".to_vec()),
+            Just(b"\n.\n".to_vec()),
+            proptest::collection::vec(any::<u8>(), 0..64),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+        /// Whatever a client sends, the session answers with well-formed
+        /// replies, never panics, and ends when the client hangs up.
+        #[test]
+        fn arbitrary_sessions_end_cleanly(parts in proptest::collection::vec(fragment(), 0..40)) {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            rt.block_on(async {
+                let e = env(|c| c.max_errors = 1000);
+                e.mailbox("box", 1000).await;
+                let (client, server) = tokio::io::duplex(1 << 20);
+                let task = tokio::spawn(handle_connection(
+                    server,
+                    "192.0.2.1".parse().unwrap(),
+                    Arc::clone(&e.shared),
+                    e.shutdown.clone(),
+                ));
+                let (r, mut w) = tokio::io::split(client);
+                let reader = tokio::spawn(async move {
+                    let mut r = BufReader::new(r);
+                    let mut lines = Vec::new();
+                    loop {
+                        let mut line = Vec::new();
+                        if r.read_until(b'\n', &mut line).await.unwrap_or(0) == 0 {
+                            return lines;
+                        }
+                        lines.push(line);
+                    }
+                });
+                for p in &parts {
+                    if w.write_all(p).await.is_err() {
+                        break;
+                    }
+                }
+                let _ = w.shutdown().await;
+                let outcome = task.await.unwrap();
+                let lines = reader.await.unwrap();
+                assert!(["client_closed", "quit", "too_many_errors", "io_error"].contains(&outcome), "{outcome}");
+                for l in lines {
+                    assert!(l.len() >= 5 && l.ends_with(b"\r\n"), "{l:?}");
+                    assert!(l[..3].iter().all(u8::is_ascii_digit) && (l[3] == b' ' || l[3] == b'-'), "{l:?}");
+                }
+            });
+        }
+    }
+}
