@@ -9,7 +9,7 @@
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
-use uncorreo_api::HttpConfig;
+use uncorreo_api::{HttpConfig, LimitsConfig, Plans};
 use uncorreo_engine::EngineConfig;
 use uncorreo_smtpd::SmtpConfig;
 
@@ -28,6 +28,10 @@ pub struct Config {
     pub smtp: SmtpConfig,
     /// `[http]`: the HTTP listener and API.
     pub http: HttpConfig,
+    /// `[plans.NAME]`: what each plan allows (embedded `anonymous`, `free`, `pro`).
+    pub plans: Plans,
+    /// `[limits]`: API bounds that are not per plan, and which plans apply by default.
+    pub limits: LimitsConfig,
 }
 
 /// Why the configuration could not be loaded.
@@ -142,6 +146,32 @@ mod tests {
         assert_eq!(c.smtp.listen, "127.0.0.1:2");
         assert_eq!(c.engine.shards, 4);
         assert_eq!(c.engine.domains, vec!["a.test", "b.test"]);
+    }
+
+    #[test]
+    fn plans_and_limits_come_from_defaults_file_and_env() {
+        let c = Config::load(None, []).unwrap();
+        assert!(c.plans.0.contains_key("anonymous"));
+        assert_eq!(c.limits.default_plan, "free");
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("c.toml");
+        std::fs::write(
+            &f,
+            "[plans.team]\nmax_mailboxes = 9\nmax_messages_per_mailbox = 8\nmax_ttl_minutes = 7\nrequests_per_minute = 6\n[limits]\ndefault_plan = \"team\"\n",
+        )
+        .unwrap();
+        let c = Config::load(
+            Some(&f),
+            [(
+                "UNCORREO__PLANS__FREE__MAX_MAILBOXES".to_owned(),
+                "3".to_owned(),
+            )],
+        )
+        .unwrap();
+        assert_eq!(c.plans.0["team"].max_ttl_minutes, 7);
+        assert_eq!(c.plans.0["free"].max_mailboxes, 3);
+        assert_eq!(c.plans.0["free"].max_messages_per_mailbox, 200);
+        assert_eq!(c.limits.default_plan, "team");
     }
 
     #[test]
