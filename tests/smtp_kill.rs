@@ -226,6 +226,12 @@ fn every_acknowledged_message_survives_sigkill() {
         lost.len(),
         &lost[..lost.len().min(10)]
     );
+    eprintln!(
+        "acknowledged {}, stored after restart {} (in flight at the kill: {})",
+        acked.len(),
+        found.len(),
+        found.len() - acked.len()
+    );
     // In flight at the kill: at most one per connection beyond the acked ones.
     assert!(found.len() <= acked.len() + CONNECTIONS);
     appliance.shutdown();
