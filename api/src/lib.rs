@@ -24,6 +24,7 @@ pub mod plans;
 pub mod problem;
 pub mod quota;
 pub mod ratelimit;
+pub mod sns;
 pub mod time;
 
 use std::sync::Arc;
@@ -79,11 +80,24 @@ struct Shared {
     limiter: ratelimit::RateLimiter,
     quotas: quota::Quotas,
     metrics: ::metrics_exporter_prometheus::PrometheusHandle,
+    sns: sns::SnsState,
+}
+
+impl axum::extract::FromRef<AppState> for sns::SnsState {
+    fn from_ref(state: &AppState) -> Self {
+        state.shared.sns.clone()
+    }
 }
 
 impl AppState {
     /// Check the configuration and build the state shared by every core.
-    pub fn new(engine: Engine, config: ApiConfig) -> Result<Self, plans::PlanConfigError> {
+    /// `sns` is the SES webhook's state (built by [`sns::SnsState::new`]),
+    /// reachable from handlers through `State<SnsState>`.
+    pub fn new(
+        engine: Engine,
+        config: ApiConfig,
+        sns: sns::SnsState,
+    ) -> Result<Self, plans::PlanConfigError> {
         plans::validate(&config.plans, &config.limits)?;
         let anonymous_plan = plans::named(&config.plans, &config.limits.anonymous_plan).ok_or(
             plans::PlanConfigError::MissingPlan {
@@ -99,6 +113,7 @@ impl AppState {
                 limiter: ratelimit::RateLimiter::new(entries),
                 quotas: quota::Quotas::new(entries),
                 metrics: metrics::install(),
+                sns,
                 config,
             }),
         })

@@ -28,6 +28,7 @@ one that does not exist (404 `not-found`).",
         (name = "mailboxes", description = "Mailboxes"),
         (name = "messages", description = "Messages in a mailbox"),
         (name = "keys", description = "API keys of the calling user"),
+        (name = "ses", description = "The SES → SNS inbound webhook"),
         (name = "operations", description = "Health, readiness, metrics, this document"),
     )
 )]
@@ -76,6 +77,7 @@ pub fn api_router() -> OpenApiRouter<AppState> {
         .routes(routes!(messages::get_attachment))
         .routes(routes!(keys::create_key, keys::list_keys))
         .routes(routes!(keys::revoke_key))
+        .routes(routes!(crate::sns::handler::inbound))
 }
 
 /// The axum router with `state`.
