@@ -11,7 +11,7 @@ use anyhow::{bail, Context};
 use serde::Serialize;
 
 use crate::load::{self, LoadPlan};
-use crate::rest::Rest;
+use crate::rest::{Mailbox, Rest};
 use crate::spawn::{Server, SpawnArgs};
 use crate::stats::{self, Summary};
 use crate::ws::{self, Arrivals};
@@ -173,12 +173,24 @@ pub async fn mailboxes(
     k: usize,
     domain: &str,
     ttl_minutes: u64,
-) -> anyhow::Result<Vec<String>> {
+) -> anyhow::Result<Vec<Mailbox>> {
     let locals: Vec<String> = (0..k).map(|i| format!("{prefix}{run}x{i}")).collect();
     let Some(http) = http else {
-        return Ok(locals.iter().map(|l| format!("{l}@{domain}")).collect());
+        return Ok(locals
+            .iter()
+            .map(|l| Mailbox {
+                address: format!("{l}@{domain}"),
+                token: key.to_owned(),
+            })
+            .collect());
     };
-    let mut out = vec![String::new(); k];
+    let mut out = vec![
+        Mailbox {
+            address: String::new(),
+            token: String::new()
+        };
+        k
+    ];
     let lanes = 8.min(k.max(1));
     let mut tasks = Vec::new();
     for lane in 0..lanes {
@@ -211,7 +223,7 @@ pub async fn burst(args: &BurstArgs, target: &Resolved) -> anyhow::Result<BurstR
         bail!("need at least one connection and one mailbox");
     }
     let run = run_id();
-    let rcpts = mailboxes(
+    let boxes = mailboxes(
         target.http.as_deref(),
         &target.api_key,
         &run,
@@ -226,11 +238,11 @@ pub async fn burst(args: &BurstArgs, target: &Resolved) -> anyhow::Result<BurstR
     let mut watchers = Vec::new();
     if let (Some(http), false) = (target.http.as_deref(), args.no_ws) {
         let mut conns = Vec::new();
-        for a in &rcpts {
-            let (http, key, a) = (http.to_owned(), target.api_key.clone(), a.clone());
-            conns.push(tokio::spawn(
-                async move { ws::connect(&http, &key, &a).await },
-            ));
+        for b in &boxes {
+            let (http, b) = (http.to_owned(), b.clone());
+            conns.push(tokio::spawn(async move {
+                ws::connect(&http, &b.token, &b.address).await
+            }));
         }
         for c in conns {
             let sock = c.await.context("ws task")??;
@@ -242,7 +254,7 @@ pub async fn burst(args: &BurstArgs, target: &Resolved) -> anyhow::Result<BurstR
         connections: args.connections,
         per_connection: args.messages,
         size: args.size,
-        rcpts: Arc::new(rcpts),
+        rcpts: Arc::new(boxes.into_iter().map(|b| b.address).collect()),
         from: "sender@example.com".to_owned(),
         timeout: Duration::from_secs(args.timeout_secs),
     };

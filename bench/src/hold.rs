@@ -33,10 +33,8 @@ async fn hold(args: &HoldArgs, server: &Server) -> anyhow::Result<()> {
     println!("key {}", server.api_key);
     println!("data {}", server.data_dir.display());
     for m in &args.mailboxes {
-        println!(
-            "mailbox {}",
-            rest.create_mailbox(m, args.ttl_minutes).await?
-        );
+        let b = rest.create_mailbox(m, args.ttl_minutes).await?;
+        println!("mailbox {} {}", b.address, b.token);
     }
     println!("ready");
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())

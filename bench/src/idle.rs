@@ -108,7 +108,7 @@ async fn idle(
         bail!("ws-idle needs --http (or --spawn)");
     };
     let run = run_id();
-    let rcpts = mailboxes(
+    let boxes = mailboxes(
         Some(&http),
         &target.api_key,
         &run,
@@ -120,6 +120,7 @@ async fn idle(
     .await?;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let rss_before = pid.and_then(rss_kib);
+    let rcpts: Vec<String> = boxes.iter().map(|b| b.address.clone()).collect();
     let arrivals = Arc::new(Arrivals::new(Instant::now(), &run, rcpts.len()));
     let gate = Arc::new(Semaphore::new(args.parallel_connects.max(1)));
     let started = Instant::now();
@@ -127,8 +128,8 @@ async fn idle(
     for i in 0..args.subscribers {
         let (http, key, addr) = (
             http.clone(),
-            target.api_key.clone(),
-            rcpts[i % rcpts.len()].clone(),
+            boxes[i % boxes.len()].token.clone(),
+            boxes[i % boxes.len()].address.clone(),
         );
         let (gate, arrivals) = (gate.clone(), arrivals.clone());
         tasks.push(tokio::spawn(async move {

@@ -135,7 +135,8 @@ async fn read(args: &ReadArgs, target: &crate::burst::Resolved) -> anyhow::Resul
         60,
     )
     .await?;
-    let address = boxes.first().context("no mailbox")?.clone();
+    let mb = boxes.first().context("no mailbox")?.clone();
+    let address = mb.address.clone();
     let fill_conns = 10.min(args.fill.max(1));
     let per = args.fill.div_ceil(fill_conns);
     let fill = load::run(
@@ -144,7 +145,7 @@ async fn read(args: &ReadArgs, target: &crate::burst::Resolved) -> anyhow::Resul
             connections: fill_conns,
             per_connection: per,
             size: args.size,
-            rcpts: Arc::new(boxes.clone()),
+            rcpts: Arc::new(vec![address.clone()]),
             from: "sender@example.com".to_owned(),
             timeout: Duration::from_secs(60),
         },
@@ -155,7 +156,7 @@ async fn read(args: &ReadArgs, target: &crate::burst::Resolved) -> anyhow::Resul
         )),
     )
     .await;
-    let mut rest = Rest::new(&http, &target.api_key);
+    let mut rest = Rest::new(&http, &mb.token);
     let list_path = args.list_path.replace("{address}", &address);
     let first = rest.request(Method::GET, &list_path, None).await?;
     if first.status != 200 {
@@ -190,7 +191,7 @@ async fn read(args: &ReadArgs, target: &crate::burst::Resolved) -> anyhow::Resul
                     connections: c,
                     per_connection: m,
                     size,
-                    rcpts: Arc::new(rcpts),
+                    rcpts: Arc::new(rcpts.into_iter().map(|b| b.address).collect()),
                     from: "sender@example.com".to_owned(),
                     timeout: Duration::from_secs(60),
                 },
@@ -210,7 +211,7 @@ async fn read(args: &ReadArgs, target: &crate::burst::Resolved) -> anyhow::Resul
     let clients = args.clients.max(1);
     let mut tasks = Vec::new();
     for c in 0..clients {
-        let (http, key, ids) = (http.clone(), target.api_key.clone(), ids.clone());
+        let (http, key, ids) = (http.clone(), mb.token.clone(), ids.clone());
         let (list_path, get_path, address) =
             (list_path.clone(), args.get_path.clone(), address.clone());
         let n = args.requests / clients + usize::from(c < args.requests % clients);

@@ -22,6 +22,13 @@ pub struct Rest {
     timeout: Duration,
 }
 
+/// A mailbox the bench created, with the credential that reads it.
+#[derive(Debug, Clone)]
+pub struct Mailbox {
+    pub address: String,
+    pub token: String,
+}
+
 /// Status and body of a response.
 pub struct Response {
     pub status: u16,
@@ -102,12 +109,13 @@ impl Rest {
         })
     }
 
-    /// `POST /api/v1/mailboxes` → the new address.
+    /// `POST /api/v1/mailboxes` → the new address, and the credential that
+    /// reads it (the client's API key, or the anonymous mailbox's session token).
     pub async fn create_mailbox(
         &mut self,
         local_part: &str,
         ttl_minutes: u64,
-    ) -> anyhow::Result<String> {
+    ) -> anyhow::Result<Mailbox> {
         let body = serde_json::json!({"local_part": local_part, "ttl_minutes": ttl_minutes});
         let r = self
             .request(Method::POST, "/api/v1/mailboxes", Some(body))
@@ -120,9 +128,15 @@ impl Rest {
             );
         }
         let v = r.json()?;
-        v.get("address")
+        let address = v
+            .get("address")
             .and_then(Value::as_str)
             .map(str::to_owned)
-            .with_context(|| format!("no address in {v}"))
+            .with_context(|| format!("no address in {v}"))?;
+        let token = match v.get("session_token").and_then(Value::as_str) {
+            Some(t) => t.to_owned(),
+            None => self.key.clone(),
+        };
+        Ok(Mailbox { address, token })
     }
 }
