@@ -104,7 +104,9 @@ run_uncorreo() {
   local bytes
   bytes=$(du -sb "$data" | cut -f1)
   stop "$pid"
-  record uncorreo "$secs" "log $(numfmt --to=iec "$bytes")"
+  local count
+  count=$(sed -n 's/^count [^ ]* //p' "$out")
+  record uncorreo "$secs" "${count:-?} in the mailbox, log $(numfmt --to=iec "$bytes")"
 }
 
 run_sink() {

@@ -26,15 +26,17 @@ pub async fn run(args: HoldArgs) -> anyhow::Result<()> {
 }
 
 async fn hold(args: &HoldArgs, server: &Server) -> anyhow::Result<()> {
-    let mut rest = Rest::new(&server.http, &server.api_key);
+    let mut created = Vec::new();
     println!("pid {}", server.pid);
     println!("smtp {}", server.smtp);
     println!("http {}", server.http);
     println!("key {}", server.api_key);
     println!("data {}", server.data_dir.display());
+    let mut rest = Rest::new(&server.http, &server.api_key);
     for m in &args.mailboxes {
         let b = rest.create_mailbox(m, args.ttl_minutes).await?;
         println!("mailbox {} {}", b.address, b.token);
+        created.push(b);
     }
     println!("ready");
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
@@ -42,6 +44,21 @@ async fn hold(args: &HoldArgs, server: &Server) -> anyhow::Result<()> {
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}
+    }
+    // What the server says it stored, so scripts can check every ack was kept.
+    for b in &created {
+        let mut rest = Rest::new(&server.http, &b.token);
+        let path = format!("/api/v1/mailboxes/{}", b.address);
+        let count = match rest.request(hyper::Method::GET, &path, None).await {
+            Ok(r) if r.status == 200 => r
+                .json()
+                .ok()
+                .and_then(|v| v.get("message_count").and_then(|c| c.as_u64()))
+                .map_or("?".to_owned(), |c| c.to_string()),
+            Ok(r) => format!("HTTP {}", r.status),
+            Err(e) => format!("{e:#}"),
+        };
+        println!("count {} {count}", b.address);
     }
     Ok(())
 }
