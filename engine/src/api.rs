@@ -186,7 +186,9 @@ impl Engine {
         }
         shared.count_corrupt(corrupt);
 
-        let mut threads = Vec::with_capacity(n + 1);
+        // Every active segment exists before any thread starts, so a failure
+        // here leaves no thread behind.
+        let mut writers = Vec::with_capacity(n);
         for (shard, (rx, (counter, next_seg))) in rxs.into_iter().zip(starts).enumerate() {
             let cap = shared.config.segment_bytes;
             let (file, active) = writer::create_segment(
@@ -198,7 +200,7 @@ impl Engine {
                 0,
                 codec::NO_SEGMENT,
             )?;
-            let w = Writer {
+            writers.push(Writer {
                 shard,
                 shared: Arc::clone(&shared),
                 rx,
@@ -209,9 +211,14 @@ impl Engine {
                 hints: Vec::new(),
                 counter,
                 next_seg: next_seg + 1,
-            };
+                recent: [0, 0],
+                last_sync: std::time::Duration::ZERO,
+            });
+        }
+        let mut threads = Vec::with_capacity(n + 1);
+        for w in writers {
             let h = std::thread::Builder::new()
-                .name(format!("log-writer-{shard}"))
+                .name(format!("log-writer-{}", w.shard))
                 .spawn(move || w.run())?;
             threads.push(h);
         }

@@ -14,7 +14,7 @@ use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use crossbeam_channel::Receiver;
@@ -210,7 +210,14 @@ pub(crate) struct Writer {
     /// Next value of the shard's id counter (id = counter * shards + shard).
     pub(crate) counter: u64,
     pub(crate) next_seg: u32,
+    /// Records in the last two committed batches (newest first).
+    pub(crate) recent: [u32; 2],
+    /// Duration of the last fdatasync.
+    pub(crate) last_sync: Duration,
 }
+
+/// Longest a writer holds a gathered batch back waiting for more appends.
+pub(crate) const MAX_COMMIT_DELAY: Duration = Duration::from_micros(250);
 
 impl Writer {
     fn n(&self) -> u64 {
@@ -244,6 +251,25 @@ impl Writer {
                 if let Some(exit) = self.handle(cmd, &mut batch) {
                     if exit {
                         return;
+                    }
+                }
+            }
+            // Closed-loop appenders acknowledged by the previous batch are
+            // about to come back; without a short wait for them, batches
+            // settle into two alternating halves and each appender waits for
+            // two syncs. Wait (bounded by half a sync, at most
+            // MAX_COMMIT_DELAY) only while recent batches were larger.
+            let target = self.recent[0] + self.recent[1];
+            if self.shared.config.durability == Durability::Always && self.recent[0] >= 2 {
+                let deadline = Instant::now() + (self.last_sync / 2).min(MAX_COMMIT_DELAY);
+                while batch.records > 0 && batch.records < target && batch.buf.len() < max {
+                    let Ok(cmd) = self.rx.recv_deadline(deadline) else {
+                        break;
+                    };
+                    if let Some(exit) = self.handle(cmd, &mut batch) {
+                        if exit {
+                            return;
+                        }
                     }
                 }
             }
@@ -642,7 +668,8 @@ impl Writer {
             if self.shared.config.durability == Durability::Always {
                 let t = Instant::now();
                 let r = self.file.sync_data();
-                metrics::histogram!("uncorreo_fsync_seconds").record(t.elapsed().as_secs_f64());
+                self.last_sync = t.elapsed();
+                metrics::histogram!("uncorreo_fsync_seconds").record(self.last_sync.as_secs_f64());
                 r
             } else {
                 Ok(())
@@ -752,6 +779,7 @@ impl Writer {
                 }
             }
         }
+        self.recent = [records, self.recent[0]];
         let c = &self.shared.counters;
         c.batches.fetch_add(1, Ordering::Relaxed);
         c.records.fetch_add(u64::from(records), Ordering::Relaxed);
