@@ -173,6 +173,7 @@ impl Engine {
             started: Instant::now(),
             disk_probe_at: u64::MAX.into(),
             disk_low: Default::default(),
+            fail_next_sync: Default::default(),
             config,
         });
         for (key, (at_ms, _, _)) in meta_rec.dedupe {
@@ -827,6 +828,13 @@ impl Engine {
             }
         }
         bytes
+    }
+
+    /// Fault injection for tests: make the next `fdatasync` of any writer
+    /// report failure (the engine must poison itself). Not for production use.
+    #[doc(hidden)]
+    pub fn fail_next_sync_for_tests(&self) {
+        self.shared().fail_next_sync.store(true, Ordering::Release);
     }
 
     /// Stop accepting appends, finish the batches in flight, sync, stop the

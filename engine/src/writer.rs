@@ -667,7 +667,11 @@ impl Writer {
         let res = self.file.write_all_at(&batch.buf, base).and_then(|()| {
             if self.shared.config.durability == Durability::Always {
                 let t = Instant::now();
-                let r = self.file.sync_data();
+                let r = if self.shared.fail_next_sync.swap(false, Ordering::AcqRel) {
+                    Err(std::io::Error::other("injected fdatasync failure"))
+                } else {
+                    self.file.sync_data()
+                };
                 self.last_sync = t.elapsed();
                 metrics::histogram!("uncorreo_fsync_seconds").record(self.last_sync.as_secs_f64());
                 r

@@ -255,3 +255,46 @@ fn events_follow_commit_and_carry_the_sequence() {
         SubscriptionEnd::MailboxGone
     );
 }
+
+#[test]
+fn a_failed_fdatasync_poisons_the_engine_until_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = clock();
+    let e = open(dir.path(), &c);
+    mailbox(&e, "a", 100, 3_600_000);
+    let kept = stored(&deliver(&e, &["a@uncorreo.test"], raw(300, 1)))[0];
+    e.fail_next_sync_for_tests();
+    let d = || Delivery {
+        raw: raw(300, 2),
+        envelope_from: String::new(),
+        recipients: vec![Recipient::parse("a@uncorreo.test").unwrap()],
+        dedupe_key: None,
+    };
+    assert!(matches!(
+        block_on(e.deliver(d())),
+        Err(EngineError::Poisoned)
+    ));
+    assert!(e.stats().poisoned);
+    // Never retried, never accepted again: every later write is refused.
+    assert!(matches!(
+        block_on(e.deliver(d())),
+        Err(EngineError::Poisoned)
+    ));
+    assert!(matches!(
+        block_on(e.create_user("x".into())),
+        Err(EngineError::Poisoned)
+    ));
+    assert!(EngineError::Poisoned.is_temporary());
+    // Reads of what was durable still work.
+    assert_eq!(e.read_raw(kept).unwrap(), raw(300, 1));
+    assert_eq!(e.mailbox(&addr("a")).unwrap().message_count, 1);
+    e.shutdown();
+    drop(e);
+    let e = open(dir.path(), &c);
+    assert!(!e.stats().poisoned);
+    assert_eq!(e.read_raw(kept).unwrap(), raw(300, 1));
+    assert_eq!(
+        stored(&deliver(&e, &["a@uncorreo.test"], raw(300, 3))).len(),
+        1
+    );
+}
