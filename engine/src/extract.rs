@@ -91,10 +91,7 @@ pub fn codes(subject: &str, text: &str) -> Vec<String> {
         // Every code holds a digit: jump from digit to digit instead of
         // splitting the whole text into words (most of a body has none).
         let mut from = 0;
-        while let Some(d) = bytes
-            .get(from..)
-            .and_then(|b| b.iter().position(u8::is_ascii_digit))
-        {
+        while let Some(d) = bytes.get(from..).and_then(find_digit) {
             let at = from + d;
             let (start, end) = word_around(source, at);
             from = end.max(at + 1);
@@ -118,6 +115,30 @@ pub fn codes(subject: &str, text: &str) -> Vec<String> {
         }
     }
     out
+}
+
+/// Position of the first ASCII digit, eight bytes at a time: XOR with '0'
+/// maps digits to 0..=9, and the classic "has a byte below n" test (valid
+/// for n <= 128) finds a word holding one.
+fn find_digit(b: &[u8]) -> Option<usize> {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGHS: u64 = 0x8080_8080_8080_8080;
+    let mut i = 0;
+    let mut chunks = b.chunks_exact(8);
+    for c in &mut chunks {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(c);
+        let x = u64::from_le_bytes(w) ^ (ONES * u64::from(b'0'));
+        if x.wrapping_sub(ONES * 10) & !x & HIGHS != 0 {
+            return c.iter().position(u8::is_ascii_digit).map(|p| i + p);
+        }
+        i += 8;
+    }
+    chunks
+        .remainder()
+        .iter()
+        .position(u8::is_ascii_digit)
+        .map(|p| i + p)
 }
 
 /// Word separators: whitespace (Unicode) and `:,;()"`.
@@ -231,6 +252,34 @@ mod tests {
         ];
         for t in texts {
             assert_eq!(codes("", t), reference(t), "{t:?}");
+        }
+    }
+
+    #[test]
+    fn find_digit_agrees_with_a_plain_scan() {
+        let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+        for len in 0..200usize {
+            for _ in 0..20 {
+                let v: Vec<u8> = (0..len)
+                    .map(|_| {
+                        x ^= x << 13;
+                        x ^= x >> 7;
+                        x ^= x << 17;
+                        // Mostly non-digits, including bytes just around '0'..='9'.
+                        match x % 40 {
+                            0 => b'0' + (x >> 8) as u8 % 10,
+                            1 => b'/',
+                            2 => b':',
+                            _ => (x >> 16) as u8,
+                        }
+                    })
+                    .collect();
+                assert_eq!(
+                    find_digit(&v),
+                    v.iter().position(u8::is_ascii_digit),
+                    "{v:?}"
+                );
+            }
         }
     }
 
