@@ -7,10 +7,32 @@ mod support;
 use hdrhistogram::Histogram;
 use uncorreo_engine::*;
 
+/// The disk's own cost: median of 200 × (pwrite 128 KiB at the end + fdatasync).
+fn fdatasync_p50_us() -> u64 {
+    use std::os::unix::fs::FileExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let f = std::fs::File::create(dir.path().join("probe")).expect("probe");
+    let buf = vec![7u8; 128 * 1024];
+    let mut v: Vec<u64> = (0..200u64)
+        .map(|i| {
+            f.write_all_at(&buf, i * buf.len() as u64).expect("write");
+            let t = std::time::Instant::now();
+            f.sync_data().expect("sync");
+            t.elapsed().as_micros() as u64
+        })
+        .collect();
+    v.sort_unstable();
+    v[v.len() / 2]
+}
+
 fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
     }
+    println!(
+        "disk: pwrite(128 KiB)+fdatasync p50_us={}",
+        fdatasync_p50_us()
+    );
     let per: usize = std::env::var("APPENDS_PER_APPENDER")
         .ok()
         .and_then(|s| s.parse().ok())
