@@ -298,3 +298,21 @@ fn a_failed_fdatasync_poisons_the_engine_until_restart() {
         1
     );
 }
+
+#[test]
+fn dropping_the_last_handle_stops_threads_and_keeps_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = clock();
+    let id;
+    {
+        let e = open(dir.path(), &c);
+        mailbox(&e, "a", 10, 3_600_000);
+        id = stored(&deliver(&e, &["a@uncorreo.test"], raw(500, 9)))[0];
+        let e2 = e.clone();
+        drop(e);
+        assert_eq!(e2.read_raw(id).unwrap(), raw(500, 9));
+        // No shutdown: dropping the last handle must release the lock.
+    }
+    let e = open(dir.path(), &c);
+    assert_eq!(e.read_raw(id).unwrap(), raw(500, 9));
+}
