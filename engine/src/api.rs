@@ -80,6 +80,27 @@ fn validate(c: &EngineConfig) -> Result<(), OpenError> {
 /// mailbox id), their positions in the delivery).
 type Group = (usize, Vec<(Recipient, u64)>, Vec<usize>);
 
+/// See [`Engine::deliver`]: settles a pending dedupe key on drop.
+struct DedupeGuard<'a> {
+    shared: &'a Shared,
+    key: Option<String>,
+    committed: bool,
+}
+
+impl Drop for DedupeGuard<'_> {
+    fn drop(&mut self) {
+        let Some(key) = self.key.take() else { return };
+        let mut stripe = self.shared.dedupe_stripe(&key).lock();
+        if self.committed {
+            if let Some(e) = stripe.get_mut(&key) {
+                e.pending = false;
+            }
+        } else {
+            stripe.remove(&key);
+        }
+    }
+}
+
 /// A slice of a mapped segment that keeps the mapping alive.
 struct MapSlice {
     map: Arc<Map>,
@@ -376,18 +397,17 @@ impl Engine {
                 }
             }
         }
-        let key = delivery.dedupe_key.clone();
+        // Settles the pending key however this future ends: committed on
+        // success; forgotten on error or if the caller drops the future
+        // (otherwise every retry would be told "saturated" forever).
+        let mut guard = DedupeGuard {
+            shared: sh,
+            key: delivery.dedupe_key.clone(),
+            committed: false,
+        };
         let r = self.deliver_inner(delivery).await;
-        if let Some(key) = key {
-            let mut stripe = sh.dedupe_stripe(&key).lock();
-            if r.is_ok() {
-                if let Some(e) = stripe.get_mut(&key) {
-                    e.pending = false;
-                }
-            } else {
-                stripe.remove(&key);
-            }
-        }
+        guard.committed = r.is_ok();
+        drop(guard);
         r
     }
 

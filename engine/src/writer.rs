@@ -642,6 +642,13 @@ impl Writer {
             }
             return;
         }
+        if self.shared.poisoned.load(Ordering::Acquire) {
+            // Another shard (or this one) failed a sync: write nothing more.
+            for s in batch.staged {
+                s.ack.fail(EngineError::Poisoned);
+            }
+            return;
+        }
         let records = batch.records;
         Record::BatchCommit { records }.encode_frame(&mut batch.buf);
         let need = batch.buf.len() as u64;

@@ -316,3 +316,34 @@ fn dropping_the_last_handle_stops_threads_and_keeps_data() {
     let e = open(dir.path(), &c);
     assert_eq!(e.read_raw(id).unwrap(), raw(500, 9));
 }
+
+#[test]
+fn a_cancelled_delivery_does_not_leave_its_dedupe_key_pending() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = clock();
+    let e = open(dir.path(), &c);
+    mailbox(&e, "a", 10, 3_600_000);
+    let d = Delivery {
+        raw: raw(300, 1),
+        envelope_from: String::new(),
+        recipients: vec![Recipient::parse("a@uncorreo.test").unwrap()],
+        dedupe_key: Some("sns-cancel".into()),
+    };
+    // Poll once (the append is queued), then drop the future.
+    {
+        use std::future::Future;
+        let fut = std::pin::pin!(e.deliver(d.clone()));
+        let waker = std::task::Waker::noop();
+        let _ = fut.poll(&mut std::task::Context::from_waker(waker));
+    }
+    // A retry is either stored or recognised as a duplicate; never "saturated" forever.
+    let r = block_on(e.deliver(d.clone()));
+    assert!(
+        matches!(
+            r,
+            Ok(DeliveryOutcome::Delivered { .. }) | Ok(DeliveryOutcome::Duplicate)
+        ),
+        "{r:?}"
+    );
+    assert_eq!(block_on(e.deliver(d)).unwrap(), DeliveryOutcome::Duplicate);
+}
