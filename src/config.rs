@@ -9,7 +9,8 @@
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
-use uncorreo_api::HttpConfig;
+use uncorreo_api::sns::SnsConfig;
+use uncorreo_api::{HttpConfig, LimitsConfig, Plans};
 use uncorreo_engine::EngineConfig;
 use uncorreo_smtpd::SmtpConfig;
 
@@ -28,6 +29,12 @@ pub struct Config {
     pub smtp: SmtpConfig,
     /// `[http]`: the HTTP listener and API.
     pub http: HttpConfig,
+    /// `[plans.NAME]`: what each plan allows (embedded `anonymous`, `free`, `pro`).
+    pub plans: Plans,
+    /// `[limits]`: API bounds that are not per plan, and which plans apply by default.
+    pub limits: LimitsConfig,
+    /// `[sns]`: the SES → SNS webhook (`POST /api/v1/ses/inbound`).
+    pub sns: SnsConfig,
 }
 
 /// Why the configuration could not be loaded.
@@ -115,6 +122,28 @@ mod tests {
         assert_eq!(c.http.listen, "127.0.0.1:8080");
         assert_eq!(c.engine.data_dir, std::path::PathBuf::from("./data"));
         assert_eq!(c.engine.durability, uncorreo_engine::Durability::Always);
+        assert!(
+            c.sns.allowed_topic_arns.is_empty(),
+            "no topic trusted by default"
+        );
+        assert_eq!(c.sns.trusted_cert_dir, None);
+    }
+
+    #[test]
+    fn sns_section_reads_topics_and_limits() {
+        let c = Config::load(
+            None,
+            [
+                (
+                    "UNCORREO__SNS__ALLOWED_TOPIC_ARNS".to_owned(),
+                    "[\"arn:aws:sns:us-east-1:1:t\"]".to_owned(),
+                ),
+                ("UNCORREO__SNS__MAX_AGE_SECS".to_owned(), "600".to_owned()),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.sns.allowed_topic_arns, vec!["arn:aws:sns:us-east-1:1:t"]);
+        assert_eq!(c.sns.max_age_secs, 600);
     }
 
     #[test]
@@ -142,6 +171,32 @@ mod tests {
         assert_eq!(c.smtp.listen, "127.0.0.1:2");
         assert_eq!(c.engine.shards, 4);
         assert_eq!(c.engine.domains, vec!["a.test", "b.test"]);
+    }
+
+    #[test]
+    fn plans_and_limits_come_from_defaults_file_and_env() {
+        let c = Config::load(None, []).unwrap();
+        assert!(c.plans.0.contains_key("anonymous"));
+        assert_eq!(c.limits.default_plan, "free");
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("c.toml");
+        std::fs::write(
+            &f,
+            "[plans.team]\nmax_mailboxes = 9\nmax_messages_per_mailbox = 8\nmax_ttl_minutes = 7\nrequests_per_minute = 6\n[limits]\ndefault_plan = \"team\"\n",
+        )
+        .unwrap();
+        let c = Config::load(
+            Some(&f),
+            [(
+                "UNCORREO__PLANS__FREE__MAX_MAILBOXES".to_owned(),
+                "3".to_owned(),
+            )],
+        )
+        .unwrap();
+        assert_eq!(c.plans.0["team"].max_ttl_minutes, 7);
+        assert_eq!(c.plans.0["free"].max_mailboxes, 3);
+        assert_eq!(c.plans.0["free"].max_messages_per_mailbox, 200);
+        assert_eq!(c.limits.default_plan, "team");
     }
 
     #[test]

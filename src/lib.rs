@@ -21,6 +21,9 @@ pub enum StartError {
     /// The engine could not open its data directory.
     #[error("opening storage: {0}")]
     Engine(#[from] uncorreo_engine::OpenError),
+    /// The configuration is inconsistent (e.g. `[limits]` names a missing plan).
+    #[error("configuration: {0}")]
+    Config(String),
     /// A listen address is not `host:port`.
     #[error("listen address {0:?} is not ip:port")]
     BadAddress(String),
@@ -50,6 +53,8 @@ impl Appliance {
     /// Open storage, bind every listener (one per core per protocol), start one
     /// thread per core, and return once all of them accept connections.
     pub fn start(config: Config) -> Result<Self, StartError> {
+        // Before anything emits metrics, so nothing is lost to the no-op recorder.
+        uncorreo_api::metrics::install();
         let engine = Engine::open(config.engine.clone())?;
         let cores = cores::effective_cores(config.cores);
         let smtp_addr = parse_addr(&config.smtp.listen)?;
@@ -64,10 +69,22 @@ impl Appliance {
 
         let smtp_shared = uncorreo_smtpd::Shared::new(engine.clone(), config.smtp.clone())
             .map_err(io("setting up SMTP"))?;
-        let app_state = uncorreo_api::AppState {
-            engine: engine.clone(),
-            config: config.http.clone(),
-        };
+        let sns_state = uncorreo_api::sns::SnsState::new(
+            engine.clone(),
+            config.sns.clone(),
+            config.smtp.hostname.clone(),
+        )
+        .map_err(|e| io("setting up the SNS webhook")(std::io::Error::other(e)))?;
+        let app_state = uncorreo_api::AppState::new(
+            engine.clone(),
+            uncorreo_api::ApiConfig {
+                http: config.http.clone(),
+                plans: config.plans.clone(),
+                limits: config.limits.clone(),
+            },
+            sns_state,
+        )
+        .map_err(|e| StartError::Config(e.to_string()))?;
         let shutdown = CancellationToken::new();
         let mut threads = Vec::with_capacity(cores);
         let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), std::io::Error>>();

@@ -1,9 +1,42 @@
-//! uncorreo's HTTP surface. PLACEHOLDER: liveness only, while the REST API is written.
+//! uncorreo's HTTP surface: the REST API for mailboxes, messages and keys,
+//! health, readiness and Prometheus metrics, all described by one OpenAPI
+//! 3.1 document served at `/api/v1/openapi.json`.
+//!
+//! Architecture invariant: every route is registered through
+//! `utoipa_axum::routes!`, so the router and the OpenAPI document cannot
+//! drift apart; a tidy test checks that every documented operation is also
+//! in the authorization matrix.
+//!
+//! Architecture invariant: the API never writes storage except through
+//! `Engine` methods, and never parses a message except through
+//! [`parse`] (size-capped, behind `catch_unwind`).
 
-use axum::routing::get;
+pub mod admin;
+pub mod auth;
+pub mod keys;
+pub mod mailboxes;
+pub mod messages;
+pub mod metrics;
+pub mod openapi;
+pub mod ops;
+pub mod parse;
+pub mod plans;
+pub mod problem;
+pub mod quota;
+pub mod ratelimit;
+pub mod sns;
+pub mod time;
+
+use std::sync::Arc;
+
+use axum::extract::DefaultBodyLimit;
 use axum::Router;
 use serde::{Deserialize, Serialize};
 use uncorreo_engine::Engine;
+
+pub use auth::{authorize_mailbox, Caller, Credential};
+pub use plans::{LimitsConfig, Plan, Plans};
+pub use problem::{Kind, Problem};
 
 /// HTTP settings (the `[http]` table of the config file).
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -21,18 +54,106 @@ impl Default for HttpConfig {
     }
 }
 
-/// What every handler can reach; cheap to clone (one per core).
+/// Everything the API reads from configuration.
+#[derive(Debug, Clone, Default)]
+pub struct ApiConfig {
+    /// `[http]`.
+    pub http: HttpConfig,
+    /// `[plans]`.
+    pub plans: Plans,
+    /// `[limits]`.
+    pub limits: LimitsConfig,
+}
+
+/// What every handler can reach; cheap to clone (one per core), one shared
+/// set of rate limits and quotas behind it.
 #[derive(Clone)]
 pub struct AppState {
     /// The storage engine.
     pub engine: Engine,
-    /// Settings.
-    pub config: HttpConfig,
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    config: ApiConfig,
+    anonymous_plan: plans::NamedPlan,
+    limiter: ratelimit::RateLimiter,
+    quotas: quota::Quotas,
+    metrics: ::metrics_exporter_prometheus::PrometheusHandle,
+    sns: sns::SnsState,
+}
+
+impl axum::extract::FromRef<AppState> for sns::SnsState {
+    fn from_ref(state: &AppState) -> Self {
+        state.shared.sns.clone()
+    }
+}
+
+impl AppState {
+    /// Check the configuration and build the state shared by every core.
+    /// `sns` is the SES webhook's state (built by [`sns::SnsState::new`]),
+    /// reachable from handlers through `State<SnsState>`.
+    pub fn new(
+        engine: Engine,
+        config: ApiConfig,
+        sns: sns::SnsState,
+    ) -> Result<Self, plans::PlanConfigError> {
+        plans::validate(&config.plans, &config.limits)?;
+        let anonymous_plan = plans::named(&config.plans, &config.limits.anonymous_plan).ok_or(
+            plans::PlanConfigError::MissingPlan {
+                key: "anonymous_plan",
+                name: config.limits.anonymous_plan.clone(),
+            },
+        )?;
+        let entries = config.limits.rate_limit_entries;
+        Ok(Self {
+            engine,
+            shared: Arc::new(Shared {
+                anonymous_plan,
+                limiter: ratelimit::RateLimiter::new(entries),
+                quotas: quota::Quotas::new(entries),
+                metrics: metrics::install(),
+                sns,
+                config,
+            }),
+        })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &ApiConfig {
+        &self.shared.config
+    }
+    /// `[plans]`.
+    pub fn plans(&self) -> &Plans {
+        &self.shared.config.plans
+    }
+    /// `[limits]`.
+    pub fn limits(&self) -> &LimitsConfig {
+        &self.shared.config.limits
+    }
+    /// The plan of callers without an API key.
+    pub fn anonymous_plan(&self) -> &plans::NamedPlan {
+        &self.shared.anonymous_plan
+    }
+    /// The shared rate limiter.
+    pub fn limiter(&self) -> &ratelimit::RateLimiter {
+        &self.shared.limiter
+    }
+    /// The shared mailbox-count bookkeeping.
+    pub fn quotas(&self) -> &quota::Quotas {
+        &self.shared.quotas
+    }
+    /// The Prometheus renderer.
+    pub fn metrics_handle(&self) -> &::metrics_exporter_prometheus::PrometheusHandle {
+        &self.shared.metrics
+    }
 }
 
 /// The whole router. Built once per core from the same state.
 pub fn router(state: AppState) -> Router {
-    Router::new()
-        .route("/health", get(|| async { "ok\n" }))
-        .with_state(state)
+    let (router, _doc) = openapi::split(state.clone());
+    router
+        .layer(DefaultBodyLimit::max(state.limits().json_body_bytes))
+        .layer(axum::middleware::from_fn(problem::ensure_problem_json))
+        .layer(axum::middleware::from_fn(metrics::track_requests))
 }

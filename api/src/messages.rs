@@ -1,0 +1,402 @@
+//! `/api/v1/mailboxes/{address}/messages…`: list (cursor by sequence,
+//! filter by plus tag), read parsed, read raw, download an attachment,
+//! delete.
+
+use std::str::FromStr;
+
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::{Deserialize, Serialize};
+use uncorreo_engine::{MailboxInfo, MessageId, MessageMeta};
+use utoipa::{IntoParams, ToSchema};
+
+use crate::auth::{authorize_mailbox, Caller};
+use crate::parse::{content_disposition, AddrView, AttachmentView, HeaderView};
+use crate::problem::{Kind, Problem, ProblemBody};
+use crate::time::rfc3339;
+use crate::AppState;
+
+/// Query of a listing.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ListQuery {
+    /// Only messages with a sequence number above this (default 0: from the start).
+    pub since: Option<u64>,
+    /// Page size, 1 ..= the configured `max_page` (default `default_page`).
+    pub limit: Option<usize>,
+    /// Only messages that arrived for `box+TAG@…` (ASCII case-insensitive).
+    pub tag: Option<String>,
+}
+
+/// A message as listed.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct MessageSummaryView {
+    /// Message id (`{mailbox:x}-{seq}`).
+    pub id: String,
+    /// Sequence number in the mailbox (the listing cursor and event resume point).
+    pub seq: u64,
+    /// `From:` as written (decoded).
+    pub from: String,
+    /// Envelope sender (empty for `<>`).
+    pub envelope_from: String,
+    /// `Subject:` decoded.
+    pub subject: String,
+    /// `Date:` as RFC 3339, if it parsed.
+    pub date: Option<String>,
+    /// When it was stored (RFC 3339).
+    pub received_at: String,
+    /// Raw size in bytes.
+    pub size: u32,
+    /// Number of attachments.
+    pub attachments: u16,
+    /// Plus tag it arrived for.
+    pub plus_tag: Option<String>,
+    /// Verification / sign-in links found in the body.
+    pub links: Vec<String>,
+    /// One-time codes found in the subject or text.
+    pub codes: Vec<String>,
+}
+
+impl From<&MessageMeta> for MessageSummaryView {
+    fn from(m: &MessageMeta) -> Self {
+        Self {
+            id: m.id.to_string(),
+            seq: m.id.seq,
+            from: m.summary.from.clone(),
+            envelope_from: m.envelope_from.clone(),
+            subject: m.summary.subject.clone(),
+            date: m.summary.date.clone(),
+            received_at: rfc3339(m.received_at_ms),
+            size: m.size,
+            attachments: m.summary.attachments,
+            plus_tag: m.plus_tag.clone(),
+            links: m.summary.links.clone(),
+            codes: m.summary.codes.clone(),
+        }
+    }
+}
+
+/// One page of a listing.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct MessagePage {
+    /// Ascending by sequence.
+    pub messages: Vec<MessageSummaryView>,
+    /// Pass as `since` for the next page (also to poll for new mail).
+    pub next_since: u64,
+    /// True if messages past `next_since` may exist now.
+    pub has_more: bool,
+}
+
+/// The parsed view of a message.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct MessageView {
+    /// Message id.
+    pub id: String,
+    /// Sequence number.
+    pub seq: u64,
+    /// When it was stored (RFC 3339).
+    pub received_at: String,
+    /// Raw size in bytes.
+    pub size: u32,
+    /// Plus tag it arrived for.
+    pub plus_tag: Option<String>,
+    /// Envelope sender.
+    pub envelope_from: String,
+    /// Headers in order, values as written (unfolded).
+    pub headers: Vec<HeaderView>,
+    /// `From:`.
+    pub from: Vec<AddrView>,
+    /// `To:`.
+    pub to: Vec<AddrView>,
+    /// `Cc:`.
+    pub cc: Vec<AddrView>,
+    /// `Subject:`.
+    pub subject: Option<String>,
+    /// `Date:` (RFC 3339).
+    pub date: Option<String>,
+    /// Text body. Untrusted content.
+    pub text: Option<String>,
+    /// HTML body. Untrusted content: render only sandboxed.
+    pub html: Option<String>,
+    /// Attachments (download with `…/attachments/{index}`).
+    pub attachments: Vec<AttachmentView>,
+    /// Verification / sign-in links.
+    pub links: Vec<String>,
+    /// One-time codes.
+    pub codes: Vec<String>,
+}
+
+/// Path of routes under one message.
+#[derive(Debug, Deserialize)]
+pub struct MessagePath {
+    /// Mailbox address.
+    pub address: String,
+    /// Message id.
+    pub id: String,
+}
+
+/// Path of an attachment download.
+#[derive(Debug, Deserialize)]
+pub struct AttachmentPath {
+    /// Mailbox address.
+    pub address: String,
+    /// Message id.
+    pub id: String,
+    /// Attachment index.
+    pub n: String,
+}
+
+/// The message `id` in mailbox `mb`, or not-found (also for ids of other mailboxes).
+fn message_in(state: &AppState, mb: &MailboxInfo, id: &str) -> Result<MessageMeta, Problem> {
+    let id = MessageId::from_str(id).map_err(|_| Problem::not_found())?;
+    if id.mailbox != mb.id {
+        return Err(Problem::not_found());
+    }
+    Ok(state.engine.message_meta(id)?)
+}
+
+/// List messages after a sequence number.
+#[utoipa::path(
+    get,
+    path = "/api/v1/mailboxes/{address}/messages",
+    tag = "messages",
+    params(("address" = String, Path, description = "`local@domain`"), ListQuery),
+    responses(
+        (status = 200, description = "A page of summaries", body = MessagePage),
+        (status = 400, description = "Malformed query", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 401, description = "No credential, or an unknown or revoked API key", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 404, description = "No such mailbox, or not visible with these credentials", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 422, description = "`limit` out of range", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 429, description = "Rate limited", body = ProblemBody, content_type = "application/problem+json"),
+    ),
+    security(("api_key" = []), ("session_token" = [])),
+)]
+pub async fn list_messages(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(address): Path<String>,
+    query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<MessagePage>, Problem> {
+    let mb = authorize_mailbox(&state, &caller, &address)?;
+    let Query(q) = query?;
+    let limits = state.limits();
+    let limit = q.limit.unwrap_or(limits.default_page);
+    if limit == 0 || limit > limits.max_page {
+        return Err(Problem::new(
+            Kind::InvalidRequest,
+            format!("limit must be between 1 and {}", limits.max_page),
+        ));
+    }
+    let since = q.since.unwrap_or(0);
+    let tag = q.tag.filter(|t| !t.is_empty());
+    let mut cursor = since;
+    let mut scanned = 0usize;
+    let mut out = Vec::new();
+    // True once the engine has nothing past `cursor` right now.
+    let mut exhausted = false;
+    'pages: while out.len() < limit && scanned < limits.max_scan {
+        let batch = state.engine.list_messages(mb.id, cursor, limit)?;
+        let short = batch.len() < limit;
+        for m in &batch {
+            cursor = m.id.seq;
+            scanned += 1;
+            let keep = match &tag {
+                None => true,
+                Some(t) => m
+                    .plus_tag
+                    .as_deref()
+                    .is_some_and(|p| p.eq_ignore_ascii_case(t)),
+            };
+            if keep {
+                out.push(MessageSummaryView::from(m));
+                if out.len() == limit {
+                    break 'pages;
+                }
+            }
+        }
+        if short {
+            exhausted = true;
+            break;
+        }
+    }
+    let has_more = !exhausted
+        && state
+            .engine
+            .mailbox_by_id(mb.id)
+            .is_some_and(|m| m.last_seq > cursor);
+    Ok(Json(MessagePage {
+        messages: out,
+        next_since: cursor,
+        has_more,
+    }))
+}
+
+/// Read a message, parsed.
+#[utoipa::path(
+    get,
+    path = "/api/v1/mailboxes/{address}/messages/{id}",
+    tag = "messages",
+    params(
+        ("address" = String, Path, description = "`local@domain`"),
+        ("id" = String, Path, description = "Message id"),
+    ),
+    responses(
+        (status = 200, description = "The parsed message", body = MessageView),
+        (status = 401, description = "No credential, or an unknown or revoked API key", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 404, description = "No such mailbox or message, or not visible with these credentials", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 422, description = "`message-too-large-to-parse` or `unparseable-message`: read it raw", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 429, description = "Rate limited", body = ProblemBody, content_type = "application/problem+json"),
+    ),
+    security(("api_key" = []), ("session_token" = [])),
+)]
+pub async fn get_message(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(p): Path<MessagePath>,
+) -> Result<Json<MessageView>, Problem> {
+    let mb = authorize_mailbox(&state, &caller, &p.address)?;
+    let meta = message_in(&state, &mb, &p.id)?;
+    let raw = state.engine.read_raw(meta.id)?;
+    let parsed = crate::parse::parse(raw, state.limits().parse_max_bytes).await?;
+    Ok(Json(MessageView {
+        id: meta.id.to_string(),
+        seq: meta.id.seq,
+        received_at: rfc3339(meta.received_at_ms),
+        size: meta.size,
+        plus_tag: meta.plus_tag,
+        envelope_from: meta.envelope_from,
+        headers: parsed.headers,
+        from: parsed.from,
+        to: parsed.to,
+        cc: parsed.cc,
+        subject: parsed.subject,
+        date: parsed.date,
+        text: parsed.text,
+        html: parsed.html,
+        attachments: parsed.attachments,
+        links: meta.summary.links,
+        codes: meta.summary.codes,
+    }))
+}
+
+/// Delete a message.
+#[utoipa::path(
+    delete,
+    path = "/api/v1/mailboxes/{address}/messages/{id}",
+    tag = "messages",
+    params(
+        ("address" = String, Path, description = "`local@domain`"),
+        ("id" = String, Path, description = "Message id"),
+    ),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 401, description = "No credential, or an unknown or revoked API key", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 404, description = "No such mailbox or message, or not visible with these credentials", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 429, description = "Rate limited", body = ProblemBody, content_type = "application/problem+json"),
+    ),
+    security(("api_key" = []), ("session_token" = [])),
+)]
+pub async fn delete_message(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(p): Path<MessagePath>,
+) -> Result<StatusCode, Problem> {
+    let mb = authorize_mailbox(&state, &caller, &p.address)?;
+    let meta = message_in(&state, &mb, &p.id)?;
+    state.engine.delete_message(meta.id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// The exact stored bytes (`.eml`), including our `Received:` line.
+#[utoipa::path(
+    get,
+    path = "/api/v1/mailboxes/{address}/messages/{id}/raw",
+    tag = "messages",
+    params(
+        ("address" = String, Path, description = "`local@domain`"),
+        ("id" = String, Path, description = "Message id"),
+    ),
+    responses(
+        (status = 200, description = "The raw message", body = Vec<u8>, content_type = "message/rfc822"),
+        (status = 401, description = "No credential, or an unknown or revoked API key", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 404, description = "No such mailbox or message, or not visible with these credentials", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 429, description = "Rate limited", body = ProblemBody, content_type = "application/problem+json"),
+    ),
+    security(("api_key" = []), ("session_token" = [])),
+)]
+pub async fn get_raw(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(p): Path<MessagePath>,
+) -> Result<Response, Problem> {
+    let mb = authorize_mailbox(&state, &caller, &p.address)?;
+    let meta = message_in(&state, &mb, &p.id)?;
+    // Zero copy: the body is the engine's `Bytes` (a slice of the log).
+    let raw = state.engine.read_raw(meta.id)?;
+    let disposition = content_disposition(None, &format!("{}.eml", meta.id));
+    Ok(binary(raw, "message/rfc822", &disposition))
+}
+
+/// Download an attachment, decoded.
+#[utoipa::path(
+    get,
+    path = "/api/v1/mailboxes/{address}/messages/{id}/attachments/{n}",
+    tag = "messages",
+    params(
+        ("address" = String, Path, description = "`local@domain`"),
+        ("id" = String, Path, description = "Message id"),
+        ("n" = usize, Path, description = "Attachment index (as listed in the parsed view)"),
+    ),
+    responses(
+        (status = 200, description = "The decoded attachment, with its content type and `Content-Disposition: attachment`",
+            body = Vec<u8>, content_type = "application/octet-stream"),
+        (status = 401, description = "No credential, or an unknown or revoked API key", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 404, description = "No such mailbox, message or attachment, or not visible with these credentials", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 422, description = "`message-too-large-to-parse` or `unparseable-message`", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 429, description = "Rate limited", body = ProblemBody, content_type = "application/problem+json"),
+    ),
+    security(("api_key" = []), ("session_token" = [])),
+)]
+pub async fn get_attachment(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(p): Path<AttachmentPath>,
+) -> Result<Response, Problem> {
+    let mb = authorize_mailbox(&state, &caller, &p.address)?;
+    let meta = message_in(&state, &mb, &p.id)?;
+    let n: usize = p.n.parse().map_err(|_| Problem::not_found())?;
+    let raw = state.engine.read_raw(meta.id)?;
+    let a = crate::parse::attachment(raw, state.limits().parse_max_bytes, n).await?;
+    let disposition = content_disposition(a.filename.as_deref(), &format!("attachment-{n}"));
+    Ok(binary(a.bytes, &a.content_type, &disposition))
+}
+
+/// A download that a browser will neither sniff nor render in our origin.
+fn binary(body: bytes::Bytes, content_type: &str, disposition: &str) -> Response {
+    let mut resp = Response::new(Body::from(body));
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_str(content_type)
+            .unwrap_or(HeaderValue::from_static("application/octet-stream")),
+    );
+    if let Ok(v) = HeaderValue::from_str(disposition) {
+        h.insert(header::CONTENT_DISPOSITION, v);
+    }
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static("sandbox; default-src 'none'"),
+    );
+    h.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("private, no-store"),
+    );
+    resp.into_response()
+}

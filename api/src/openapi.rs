@@ -1,0 +1,123 @@
+//! The route table and the OpenAPI 3.1 document, built from the same
+//! registrations (`utoipa_axum::routes!`), so a route cannot exist without
+//! being documented.
+
+use std::sync::OnceLock;
+
+use axum::Router;
+use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::{keys, mailboxes, messages, ops, AppState};
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "uncorreo",
+        description = "Disposable inboxes: create mailboxes, read what arrives over SMTP or SES. \
+Errors are application/problem+json (RFC 9457); clients switch on `type` \
+(`urn:uncorreo:problem:<slug>`). A resource the caller may not see answers exactly like \
+one that does not exist (404 `not-found`).",
+        license(name = "MIT OR Apache-2.0", identifier = "MIT OR Apache-2.0"),
+    ),
+    components(schemas(crate::problem::ProblemBody)),
+    modifiers(&Security),
+    tags(
+        (name = "mailboxes", description = "Mailboxes"),
+        (name = "messages", description = "Messages in a mailbox"),
+        (name = "keys", description = "API keys of the calling user"),
+        (name = "ses", description = "The SES → SNS inbound webhook"),
+        (name = "operations", description = "Health, readiness, metrics, this document"),
+    )
+)]
+struct Base;
+
+struct Security;
+
+impl Modify for Security {
+    fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
+        let components = doc.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "api_key",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("uct_<32 url-safe base64 characters>")
+                    .description(Some("A user's API key: `Authorization: Bearer uct_…`"))
+                    .build(),
+            ),
+        );
+        components.add_security_scheme(
+            "session_token",
+            SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::with_description(
+                "X-Session-Token",
+                "An anonymous mailbox's session token (also accepted as `Authorization: Bearer <token>`)",
+            ))),
+        );
+    }
+}
+
+/// Every route, registered with its documentation.
+pub fn api_router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(Base::openapi())
+        .routes(routes!(ops::health))
+        .routes(routes!(ops::ready))
+        .routes(routes!(ops::metrics))
+        .routes(routes!(ops::openapi))
+        .routes(routes!(
+            mailboxes::create_mailbox,
+            mailboxes::list_mailboxes
+        ))
+        .routes(routes!(mailboxes::get_mailbox, mailboxes::delete_mailbox))
+        .routes(routes!(messages::list_messages))
+        .routes(routes!(messages::get_message, messages::delete_message))
+        .routes(routes!(messages::get_raw))
+        .routes(routes!(messages::get_attachment))
+        .routes(routes!(keys::create_key, keys::list_keys))
+        .routes(routes!(keys::revoke_key))
+        .routes(routes!(crate::sns::handler::inbound))
+}
+
+/// The axum router with `state`.
+pub fn split(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
+    let (router, doc) = api_router().split_for_parts();
+    (router.with_state(state), doc)
+}
+
+/// The OpenAPI document.
+pub fn document() -> utoipa::openapi::OpenApi {
+    api_router().into_openapi()
+}
+
+/// The document as JSON, rendered once per process.
+pub fn json() -> String {
+    static JSON: OnceLock<String> = OnceLock::new();
+    JSON.get_or_init(|| document().to_json().unwrap_or_else(|_| "{}".to_owned()))
+        .clone()
+}
+
+/// `(METHOD, path template)` of every documented operation, sorted.
+pub fn operations() -> Vec<(String, String)> {
+    let doc = document();
+    let mut out = Vec::new();
+    for (path, item) in doc.paths.paths {
+        for (method, op) in [
+            ("GET", &item.get),
+            ("POST", &item.post),
+            ("PUT", &item.put),
+            ("DELETE", &item.delete),
+            ("PATCH", &item.patch),
+            ("HEAD", &item.head),
+            ("OPTIONS", &item.options),
+            ("TRACE", &item.trace),
+        ] {
+            if op.is_some() {
+                out.push((method.to_owned(), path.clone()));
+            }
+        }
+    }
+    out.sort();
+    out
+}

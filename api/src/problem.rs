@@ -1,0 +1,426 @@
+//! Every HTTP error as `application/problem+json` (RFC 9457): one type,
+//! [`Problem`], that handlers return, that axum's own rejections convert
+//! into, and that a last-resort middleware puts on any error response that
+//! left the router without a problem body (405, fallbacks, body limits).
+
+use axum::body::Body;
+use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use uncorreo_engine::EngineError;
+use utoipa::ToSchema;
+
+/// Media type of every error body.
+pub const PROBLEM_JSON: &str = "application/problem+json";
+
+/// Prefix of every problem `type` we define. URNs are absolute URIs that
+/// never need a web page to exist; the slug after the prefix is stable API.
+pub const TYPE_PREFIX: &str = "urn:uncorreo:problem:";
+
+/// The problem kinds this API answers with. The slug is part of the API
+/// contract (clients switch on it), so variants are only ever added.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Kind {
+    /// 404 for anything missing *or not visible to the caller*; one body for both.
+    NotFound,
+    /// 404 for a URL no route matches.
+    NoSuchRoute,
+    /// 405.
+    MethodNotAllowed,
+    /// 401: the endpoint needs credentials and none were given.
+    AuthenticationRequired,
+    /// 401: an API key that is unknown or revoked.
+    InvalidCredentials,
+    /// 403: the endpoint needs an API key (a session token is not enough).
+    ApiKeyRequired,
+    /// 400: malformed JSON, query or path.
+    BadRequest,
+    /// 415: a JSON body without a JSON content type.
+    UnsupportedMediaType,
+    /// 413.
+    PayloadTooLarge,
+    /// 422: a well-formed request asking for something invalid.
+    InvalidRequest,
+    /// 422: the requested TTL is above the plan's `max_ttl_minutes`.
+    TtlTooLong,
+    /// 403: the plan's `max_mailboxes` live mailboxes exist already.
+    MailboxLimit,
+    /// 403: the user holds `max_api_keys_per_user` active keys already.
+    KeyLimit,
+    /// 409: a live mailbox already has that address.
+    AddressTaken,
+    /// 429.
+    RateLimited,
+    /// 422: the stored message is too large to parse (read it raw instead).
+    MessageTooLargeToParse,
+    /// 422: the stored message could not be parsed (read it raw instead).
+    Unparseable,
+    /// 503: storage is busy or shutting down; retry.
+    Unavailable,
+    /// 503: storage failed and refuses writes until restarted.
+    StorageFailed,
+    /// 507: the data disk is full.
+    InsufficientStorage,
+    /// 500.
+    Internal,
+}
+
+impl Kind {
+    /// The stable slug after [`TYPE_PREFIX`].
+    pub fn slug(self) -> &'static str {
+        match self {
+            Self::NotFound => "not-found",
+            Self::NoSuchRoute => "no-such-route",
+            Self::MethodNotAllowed => "method-not-allowed",
+            Self::AuthenticationRequired => "authentication-required",
+            Self::InvalidCredentials => "invalid-credentials",
+            Self::ApiKeyRequired => "api-key-required",
+            Self::BadRequest => "bad-request",
+            Self::UnsupportedMediaType => "unsupported-media-type",
+            Self::PayloadTooLarge => "payload-too-large",
+            Self::InvalidRequest => "invalid-request",
+            Self::TtlTooLong => "ttl-too-long",
+            Self::MailboxLimit => "mailbox-limit",
+            Self::KeyLimit => "key-limit",
+            Self::AddressTaken => "address-taken",
+            Self::RateLimited => "rate-limited",
+            Self::MessageTooLargeToParse => "message-too-large-to-parse",
+            Self::Unparseable => "unparseable-message",
+            Self::Unavailable => "unavailable",
+            Self::StorageFailed => "storage-failed",
+            Self::InsufficientStorage => "insufficient-storage",
+            Self::Internal => "internal",
+        }
+    }
+
+    /// The HTTP status this kind is always sent with.
+    pub fn status(self) -> StatusCode {
+        match self {
+            Self::NotFound | Self::NoSuchRoute => StatusCode::NOT_FOUND,
+            Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Self::AuthenticationRequired | Self::InvalidCredentials => StatusCode::UNAUTHORIZED,
+            Self::ApiKeyRequired | Self::MailboxLimit | Self::KeyLimit => StatusCode::FORBIDDEN,
+            Self::BadRequest => StatusCode::BAD_REQUEST,
+            Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::InvalidRequest
+            | Self::TtlTooLong
+            | Self::MessageTooLargeToParse
+            | Self::Unparseable => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::AddressTaken => StatusCode::CONFLICT,
+            Self::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+            Self::Unavailable | Self::StorageFailed => StatusCode::SERVICE_UNAVAILABLE,
+            Self::InsufficientStorage => StatusCode::INSUFFICIENT_STORAGE,
+            Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// Short, fixed, human-readable summary (RFC 9457 `title`).
+    pub fn title(self) -> &'static str {
+        match self {
+            Self::NotFound => "Not found",
+            Self::NoSuchRoute => "No such route",
+            Self::MethodNotAllowed => "Method not allowed",
+            Self::AuthenticationRequired => "Authentication required",
+            Self::InvalidCredentials => "Invalid credentials",
+            Self::ApiKeyRequired => "API key required",
+            Self::BadRequest => "Bad request",
+            Self::UnsupportedMediaType => "Unsupported media type",
+            Self::PayloadTooLarge => "Payload too large",
+            Self::InvalidRequest => "Invalid request",
+            Self::TtlTooLong => "TTL above the plan's maximum",
+            Self::MailboxLimit => "Mailbox limit reached",
+            Self::KeyLimit => "API key limit reached",
+            Self::AddressTaken => "Address taken",
+            Self::RateLimited => "Too many requests",
+            Self::MessageTooLargeToParse => "Message too large to parse",
+            Self::Unparseable => "Message could not be parsed",
+            Self::Unavailable => "Service unavailable",
+            Self::StorageFailed => "Storage failed",
+            Self::InsufficientStorage => "Insufficient storage",
+            Self::Internal => "Internal error",
+        }
+    }
+
+    /// Every kind, for documentation and tests.
+    pub const ALL: &'static [Kind] = &[
+        Self::NotFound,
+        Self::NoSuchRoute,
+        Self::MethodNotAllowed,
+        Self::AuthenticationRequired,
+        Self::InvalidCredentials,
+        Self::ApiKeyRequired,
+        Self::BadRequest,
+        Self::UnsupportedMediaType,
+        Self::PayloadTooLarge,
+        Self::InvalidRequest,
+        Self::TtlTooLong,
+        Self::MailboxLimit,
+        Self::KeyLimit,
+        Self::AddressTaken,
+        Self::RateLimited,
+        Self::MessageTooLargeToParse,
+        Self::Unparseable,
+        Self::Unavailable,
+        Self::StorageFailed,
+        Self::InsufficientStorage,
+        Self::Internal,
+    ];
+}
+
+/// The body of every error response (RFC 9457).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ProblemBody {
+    /// `urn:uncorreo:problem:<slug>`; clients switch on this.
+    #[serde(rename = "type")]
+    pub type_: String,
+    /// Short summary of the problem type.
+    pub title: String,
+    /// The HTTP status code, repeated.
+    pub status: u16,
+    /// What went wrong with this request.
+    pub detail: String,
+}
+
+/// An error answer: a kind, a detail, and optional extra headers
+/// (`Retry-After`, `WWW-Authenticate`, `Allow`).
+#[derive(Debug, Clone)]
+pub struct Problem {
+    /// What kind of problem.
+    pub kind: Kind,
+    /// Request-specific explanation. Never includes secrets; for
+    /// [`Kind::NotFound`] it is fixed so "not yours" equals "not there".
+    pub detail: String,
+    /// Seconds after which a retry may succeed (sent as `Retry-After`).
+    pub retry_after: Option<u64>,
+}
+
+/// The one detail every invisible-or-missing resource answers with.
+pub const NOT_FOUND_DETAIL: &str =
+    "no such resource, or it is not visible with the credentials given";
+
+impl Problem {
+    /// A problem of `kind` with `detail`.
+    pub fn new(kind: Kind, detail: impl Into<String>) -> Self {
+        Self {
+            kind,
+            detail: detail.into(),
+            retry_after: None,
+        }
+    }
+
+    /// The single answer for "missing" and "not yours".
+    pub fn not_found() -> Self {
+        Self::new(Kind::NotFound, NOT_FOUND_DETAIL)
+    }
+
+    /// Add `Retry-After`.
+    pub fn retry_after(mut self, secs: u64) -> Self {
+        self.retry_after = Some(secs);
+        self
+    }
+
+    /// The JSON body.
+    pub fn body(&self) -> ProblemBody {
+        ProblemBody {
+            type_: format!("{TYPE_PREFIX}{}", self.kind.slug()),
+            title: self.kind.title().to_owned(),
+            status: self.kind.status().as_u16(),
+            detail: self.detail.clone(),
+        }
+    }
+
+    /// Map an engine error to what the client should be told. Internal
+    /// details (I/O error text) are logged, not sent.
+    pub fn from_engine(e: &EngineError) -> Self {
+        match e {
+            EngineError::NotFound => Self::not_found(),
+            EngineError::AlreadyExists => Self::new(
+                Kind::AddressTaken,
+                "a live mailbox already has this address",
+            ),
+            EngineError::QuotaExceeded => Self::new(Kind::MailboxLimit, "quota exceeded"),
+            EngineError::Invalid(why) => Self::new(Kind::InvalidRequest, *why),
+            EngineError::Saturated => {
+                Self::new(Kind::Unavailable, "storage is saturated; retry shortly").retry_after(1)
+            }
+            EngineError::Closed => {
+                Self::new(Kind::Unavailable, "the server is shutting down").retry_after(5)
+            }
+            EngineError::DiskFull => Self::new(Kind::InsufficientStorage, "storage is full"),
+            EngineError::Poisoned => Self::new(
+                Kind::StorageFailed,
+                "storage failed and refuses writes until the server is restarted",
+            ),
+            EngineError::Corrupt => {
+                tracing::error!("a stored record failed its checksum");
+                Self::new(Kind::Internal, "the stored record is corrupt")
+            }
+            other => {
+                tracing::error!(error = %other, "storage error");
+                Self::new(Kind::Internal, "storage error")
+            }
+        }
+    }
+}
+
+impl From<EngineError> for Problem {
+    fn from(e: EngineError) -> Self {
+        Self::from_engine(&e)
+    }
+}
+
+impl IntoResponse for Problem {
+    fn into_response(self) -> Response {
+        let status = self.kind.status();
+        let body = serde_json::to_vec(&self.body()).unwrap_or_default();
+        let mut resp = Response::new(Body::from(body));
+        *resp.status_mut() = status;
+        let h = resp.headers_mut();
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        if let Some(secs) = self.retry_after {
+            h.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        if status == StatusCode::UNAUTHORIZED {
+            h.insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"uncorreo\""),
+            );
+        }
+        resp
+    }
+}
+
+impl From<BytesRejection> for Problem {
+    fn from(r: BytesRejection) -> Self {
+        if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            Self::new(Kind::PayloadTooLarge, "request body is larger than allowed")
+        } else {
+            Self::new(Kind::BadRequest, r.body_text())
+        }
+    }
+}
+
+impl From<QueryRejection> for Problem {
+    fn from(r: QueryRejection) -> Self {
+        Self::new(Kind::BadRequest, r.body_text())
+    }
+}
+
+impl From<PathRejection> for Problem {
+    fn from(r: PathRejection) -> Self {
+        Self::new(Kind::BadRequest, r.body_text())
+    }
+}
+
+/// Parse a JSON request body. An empty body means "all defaults" (every
+/// field of our request types is optional); anything else must be JSON.
+pub fn json_body<T>(headers: &axum::http::HeaderMap, body: &[u8]) -> Result<T, Problem>
+where
+    T: serde::de::DeserializeOwned + Default,
+{
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    let is_json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .map(|m| {
+            let m = m.trim();
+            m.eq_ignore_ascii_case("application/json")
+                || (m.len() > 5 && m.to_ascii_lowercase().ends_with("+json"))
+        })
+        .unwrap_or(false);
+    if !is_json {
+        return Err(Problem::new(
+            Kind::UnsupportedMediaType,
+            "send the body as application/json",
+        ));
+    }
+    serde_json::from_slice(body).map_err(|e| {
+        if e.is_data() {
+            Problem::new(Kind::InvalidRequest, e.to_string())
+        } else {
+            Problem::new(Kind::BadRequest, format!("malformed JSON: {e}"))
+        }
+    })
+}
+
+/// Last-resort middleware: an error status leaving the router without a
+/// problem body (axum's 405 and fallbacks, limits from tower layers) gets
+/// one, keeping its status and headers such as `Allow`.
+pub async fn ensure_problem_json(
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let resp = next.run(req).await;
+    let status = resp.status();
+    if !(status.is_client_error() || status.is_server_error()) {
+        return resp;
+    }
+    let is_problem = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(PROBLEM_JSON.as_bytes()));
+    if is_problem {
+        return resp;
+    }
+    let kind = match status {
+        StatusCode::NOT_FOUND => Kind::NoSuchRoute,
+        StatusCode::METHOD_NOT_ALLOWED => Kind::MethodNotAllowed,
+        StatusCode::PAYLOAD_TOO_LARGE => Kind::PayloadTooLarge,
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => Kind::UnsupportedMediaType,
+        StatusCode::UNPROCESSABLE_ENTITY => Kind::InvalidRequest,
+        StatusCode::TOO_MANY_REQUESTS => Kind::RateLimited,
+        StatusCode::SERVICE_UNAVAILABLE => Kind::Unavailable,
+        s if s.is_client_error() => Kind::BadRequest,
+        _ => Kind::Internal,
+    };
+    let detail = match kind {
+        Kind::NoSuchRoute => "no route matches this path".to_owned(),
+        Kind::MethodNotAllowed => "this path does not accept that method".to_owned(),
+        _ => status
+            .canonical_reason()
+            .unwrap_or("request failed")
+            .to_owned(),
+    };
+    let (mut parts, _) = resp.into_parts();
+    let mut body = Problem::new(kind, detail).body();
+    // The original status stands (e.g. a 411 is reported as itself).
+    body.status = status.as_u16();
+    parts.headers.remove(header::CONTENT_LENGTH);
+    parts
+        .headers
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
+    parts
+        .headers
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    let bytes = serde_json::to_vec(&body).unwrap_or_default();
+    Response::from_parts(parts, Body::from(bytes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_kind_has_a_distinct_slug_and_an_error_status() {
+        let mut seen = std::collections::HashSet::new();
+        for k in Kind::ALL {
+            assert!(seen.insert(k.slug()), "duplicate slug {}", k.slug());
+            assert!(k.status().as_u16() >= 400);
+        }
+    }
+
+    #[test]
+    fn body_carries_type_title_status_detail() {
+        let b = Problem::new(Kind::TtlTooLong, "max 60").body();
+        assert_eq!(b.type_, "urn:uncorreo:problem:ttl-too-long");
+        assert_eq!(b.status, 422);
+        assert_eq!(b.detail, "max 60");
+    }
+}
