@@ -448,6 +448,8 @@ impl Engine {
             MessageSummary::default()
         });
         let parts = u8::try_from(groups.len()).unwrap_or(u8::MAX);
+        // One receive time for every copy of this delivery.
+        let at = self.now_ms();
         let mut waits = Vec::with_capacity(groups.len());
         for (shard, rcpts, slots) in groups {
             let (tx, rx) = oneshot::channel::<Result<RcptResults, EngineError>>();
@@ -460,6 +462,7 @@ impl Engine {
                     rcpts,
                     dedupe: delivery.dedupe_key.clone().map(|k| (k, parts)),
                     enq: Instant::now(),
+                    at,
                     reply: tx,
                 },
             )?;
@@ -494,6 +497,7 @@ impl Engine {
         self.call(shard, |reply| Cmd::CreateMailbox {
             new,
             enq: Instant::now(),
+            at: self.now_ms(),
             reply,
         })
         .await
@@ -701,6 +705,7 @@ impl Engine {
         self.call(0, |reply| Cmd::CreateUser {
             name,
             enq: Instant::now(),
+            at: self.now_ms(),
             reply,
         })
         .await
@@ -738,6 +743,7 @@ impl Engine {
             hash,
             prefix,
             enq: Instant::now(),
+            at: self.now_ms(),
             reply,
         })
         .await
@@ -748,6 +754,7 @@ impl Engine {
         self.call(0, |reply| Cmd::RevokeKey {
             id: id.0,
             enq: Instant::now(),
+            at: self.now_ms(),
             reply,
         })
         .await

@@ -41,11 +41,15 @@ pub(crate) enum Cmd {
         /// (key, number of shards the delivery went to)
         dedupe: Option<(String, u8)>,
         enq: Instant,
+        /// The caller's clock when it asked (timestamps in the record).
+        at: u64,
         reply: Reply<RcptResults>,
     },
     CreateMailbox {
         new: NewMailbox,
         enq: Instant,
+        /// The caller's clock when it asked (timestamps in the record).
+        at: u64,
         reply: Reply<MailboxInfo>,
     },
     DeleteMailbox {
@@ -61,6 +65,8 @@ pub(crate) enum Cmd {
     CreateUser {
         name: String,
         enq: Instant,
+        /// The caller's clock when it asked (timestamps in the record).
+        at: u64,
         reply: Reply<UserInfo>,
     },
     AddSubscription {
@@ -74,11 +80,15 @@ pub(crate) enum Cmd {
         hash: [u8; 32],
         prefix: String,
         enq: Instant,
+        /// The caller's clock when it asked (timestamps in the record).
+        at: u64,
         reply: Reply<ApiKeyInfo>,
     },
     RevokeKey {
         id: u64,
         enq: Instant,
+        /// The caller's clock when it asked (timestamps in the record).
+        at: u64,
         reply: Reply<()>,
     },
     /// Compaction: rewrite the live records of a sealed segment.
@@ -327,6 +337,7 @@ impl Writer {
                 rcpts,
                 dedupe,
                 enq,
+                at,
                 reply,
             } => {
                 let mut results = Vec::with_capacity(rcpts.len());
@@ -357,7 +368,7 @@ impl Writer {
                         summary: (*summary).clone(),
                     };
                     let start = codec::begin_frame(&mut b.buf, Kind::Message);
-                    codec::encode_message(&mut b.buf, id, seq, now, &meta, &raw);
+                    codec::encode_message(&mut b.buf, id, seq, at, &meta, &raw);
                     codec::finish_frame(&mut b.buf, start);
                     let (rel, len) = b.push_hint(start, Kind::Message, id, seq);
                     let mid = MessageId {
@@ -372,7 +383,7 @@ impl Writer {
                         event: Event {
                             address: mb.info.address.clone(),
                             id: mid,
-                            received_at_ms: now,
+                            received_at_ms: at,
                             size: raw.len() as u32,
                             plus_tag: meta.plus_tag,
                             summary: meta.summary,
@@ -389,7 +400,7 @@ impl Writer {
                     b.frame(
                         &Record::Dedupe {
                             key,
-                            at_ms: now,
+                            at_ms: at,
                             parts,
                         },
                         0,
@@ -404,7 +415,12 @@ impl Writer {
                     ack.ok();
                 }
             }
-            Cmd::CreateMailbox { new, enq, reply } => {
+            Cmd::CreateMailbox {
+                new,
+                enq,
+                at,
+                reply,
+            } => {
                 let idx = shard.index.read();
                 let live_old = idx
                     .by_address
@@ -423,7 +439,7 @@ impl Writer {
                     id: MailboxId(id),
                     address: new.address.clone(),
                     owner: new.owner.clone(),
-                    created_at_ms: now,
+                    created_at_ms: at,
                     expires_at_ms: new.expires_at_ms,
                     max_messages: new.max_messages,
                     message_count: 0,
@@ -432,7 +448,7 @@ impl Writer {
                 let (rel, len) = b.frame(
                     &Record::MailboxCreated(codec::MailboxRec {
                         id,
-                        created_at_ms: now,
+                        created_at_ms: at,
                         expires_at_ms: new.expires_at_ms,
                         max_messages: new.max_messages,
                         owner: new.owner,
@@ -506,18 +522,23 @@ impl Writer {
                     enq,
                 });
             }
-            Cmd::CreateUser { name, enq, reply } => {
+            Cmd::CreateUser {
+                name,
+                enq,
+                at,
+                reply,
+            } => {
                 let id = self.alloc_id();
                 let u = UserInfo {
                     id: UserId(id),
                     name: name.clone(),
-                    created_at_ms: now,
+                    created_at_ms: at,
                     subscriptions: Vec::new(),
                 };
                 b.frame(
                     &Record::UserCreated {
                         id,
-                        created_at_ms: now,
+                        created_at_ms: at,
                         name,
                     },
                     0,
@@ -560,6 +581,7 @@ impl Writer {
                 hash,
                 prefix,
                 enq,
+                at,
                 reply,
             } => {
                 let (user_ok, dup) = {
@@ -583,7 +605,7 @@ impl Writer {
                     user: UserId(user),
                     hash,
                     prefix: prefix.clone(),
-                    created_at_ms: now,
+                    created_at_ms: at,
                     revoked_at_ms: None,
                 };
                 b.frame(
@@ -592,7 +614,7 @@ impl Writer {
                         user,
                         hash,
                         prefix,
-                        created_at_ms: now,
+                        created_at_ms: at,
                     },
                     0,
                     0,
@@ -604,7 +626,7 @@ impl Writer {
                     enq,
                 });
             }
-            Cmd::RevokeKey { id, enq, reply } => {
+            Cmd::RevokeKey { id, enq, at, reply } => {
                 let state = self
                     .shared
                     .meta
@@ -620,8 +642,8 @@ impl Writer {
                         let _ = reply.send(Ok(()));
                     }
                     Some(None) => {
-                        b.frame(&Record::ApiKeyRevoked { id, at_ms: now }, 0, 0);
-                        b.applies.push(Apply::Revoke { id, at_ms: now });
+                        b.frame(&Record::ApiKeyRevoked { id, at_ms: at }, 0, 0);
+                        b.applies.push(Apply::Revoke { id, at_ms: at });
                         b.staged.push(Staged {
                             ack: Ack::Unit(reply),
                             enq,
