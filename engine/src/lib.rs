@@ -40,3 +40,13 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{EngineError, OpenError, ResolveError};
 pub use fanout::Subscriber;
 pub use types::*;
+
+/// Entry points for `fuzz/`; not part of the engine's API.
+#[doc(hidden)]
+pub mod fuzzing {
+    /// Decode `bytes` as a segment header, a hint file and a run of record
+    /// frames, as recovery would. Must never panic.
+    pub fn decode_log_bytes(bytes: &[u8]) -> usize {
+        crate::codec::decode_all_for_fuzzing(bytes)
+    }
+}
