@@ -31,6 +31,7 @@ use std::sync::Arc;
 use axum::extract::DefaultBodyLimit;
 use axum::Router;
 use serde::{Deserialize, Serialize};
+use tower_http::limit::RequestBodyLimitLayer;
 use uncorreo_engine::Engine;
 
 pub use auth::{authorize_mailbox, Caller, Credential};
@@ -135,10 +136,19 @@ impl AppState {
 }
 
 /// The whole router. Built once per core from the same state.
+///
+/// Request bodies of these routes are capped at `limits.json_body_bytes`,
+/// refused with `413` from `Content-Length` alone when it is declared. The
+/// cap is a route layer, so routes merged later (the SES webhook, whose
+/// notifications are larger) bring their own.
 pub fn router(state: AppState) -> Router {
-    let (router, _doc) = openapi::split(state.clone());
+    let limit = state.limits().json_body_bytes;
+    let (router, _doc) = openapi::api_router()
+        .route_layer(RequestBodyLimitLayer::new(limit))
+        .route_layer(DefaultBodyLimit::max(limit))
+        .split_for_parts();
     router
-        .layer(DefaultBodyLimit::max(state.limits().json_body_bytes))
+        .with_state(state)
         .layer(axum::middleware::from_fn(problem::ensure_problem_json))
         .layer(axum::middleware::from_fn(metrics::track_requests))
 }

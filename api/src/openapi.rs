@@ -4,7 +4,6 @@
 
 use std::sync::OnceLock;
 
-use axum::Router;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 use utoipa_axum::router::OpenApiRouter;
@@ -76,12 +75,6 @@ pub fn api_router() -> OpenApiRouter<AppState> {
         .routes(routes!(messages::get_attachment))
         .routes(routes!(keys::create_key, keys::list_keys))
         .routes(routes!(keys::revoke_key))
-}
-
-/// The axum router with `state`.
-pub fn split(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
-    let (router, doc) = api_router().split_for_parts();
-    (router.with_state(state), doc)
 }
 
 /// The OpenAPI document.
