@@ -332,7 +332,7 @@ fn credential_classes_get_their_documented_answers() {
         .iter()
         .map(|m| m["address"].as_str().unwrap().to_owned())
         .collect();
-    assert_eq!(listed, [w.anon_box.clone()]);
+    assert_eq!(listed, vec![w.anon_box.clone()]);
     // The token works as a bearer and as X-Session-Token alike.
     let a = api.get(
         &format!("/api/v1/mailboxes/{}", w.anon_box),
