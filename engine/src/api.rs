@@ -1,20 +1,34 @@
 //! The `Engine` handle: the only way other crates touch storage.
 //!
-//! PLACEHOLDER BODY: this first version keeps everything in one mutex in
-//! memory so the other crates can be built against the final signatures. It is
-//! not durable. The log-backed implementation replaces the internals without
-//! changing any signature below.
+//! Writes are routed to the shard that owns the mailbox (by address when it
+//! is created, by id afterwards; users, keys and subscriptions live in shard
+//! 0) and go through that shard's writer thread, which acknowledges them only
+//! once durable. Reads take the owning shard's index lock briefly and then
+//! read the memory-mapped segment, verifying checksums before handing bytes
+//! out. There is no engine-wide lock on either path.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::HashMap;
+use std::fs::File;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Instant;
 
 use bytes::Bytes;
-use parking_lot::Mutex;
+use crossbeam_channel::TrySendError;
+use parking_lot::{Mutex, RwLock};
+use tokio::sync::oneshot;
 
 use crate::clock::{Clock, SystemClock};
+use crate::codec;
 use crate::error::{EngineError, OpenError, ResolveError};
 use crate::fanout::{Hub, Subscriber};
+use crate::recovery;
+use crate::segment::Segment;
+use crate::state::*;
+use crate::sys::Map;
 use crate::types::*;
+use crate::writer::{self, Cmd, RcptResults, Writer};
 
 /// A cheap, cloneable handle to the open engine. All methods may be called
 /// from any thread or runtime; `async` ones wait for durability.
@@ -24,25 +38,62 @@ pub struct Engine {
 }
 
 struct Inner {
-    config: EngineConfig,
-    clock: Arc<dyn Clock>,
-    state: Mutex<State>,
-    hub: Hub,
+    shared: Arc<Shared>,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+    stop_compaction: Mutex<Option<crossbeam_channel::Sender<()>>>,
+    compaction_lock: Arc<Mutex<()>>,
+    lock_file: Mutex<Option<File>>,
 }
 
-#[derive(Default)]
-struct State {
-    next_id: u64,
-    by_address: HashMap<Address, MailboxId>,
-    mailboxes: HashMap<MailboxId, MailboxState>,
-    users: HashMap<UserId, UserInfo>,
-    keys: HashMap<ApiKeyId, ApiKeyInfo>,
-    dedupe: HashSet<String>,
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
 }
 
-struct MailboxState {
-    info: MailboxInfo,
-    messages: BTreeMap<u64, (MessageMeta, Bytes)>,
+/// Largest accepted `segment_bytes`: record offsets are 32-bit.
+const MAX_SEGMENT_BYTES: u64 = 1 << 31;
+/// Largest accepted `max_message_bytes` (a segment must hold one message).
+const MAX_MESSAGE_BYTES: usize = 1 << 30;
+
+fn validate(c: &EngineConfig) -> Result<(), OpenError> {
+    let bad = |s: &str| Err(OpenError::Config(s.to_owned()));
+    if c.segment_bytes < 4096 || c.segment_bytes > MAX_SEGMENT_BYTES {
+        return bad("segment_bytes must be between 4 KiB and 2 GiB");
+    }
+    if c.max_message_bytes == 0 || c.max_message_bytes > MAX_MESSAGE_BYTES {
+        return bad("max_message_bytes must be between 1 and 1 GiB");
+    }
+    if c.queue_depth == 0 || c.batch_max_bytes == 0 {
+        return bad("queue_depth and batch_max_bytes must be positive");
+    }
+    if c.shards > 256 {
+        return bad("at most 256 shards");
+    }
+    if !(0.0..=1.0).contains(&c.compaction_live_ratio) {
+        return bad("compaction_live_ratio must be within 0..=1");
+    }
+    Ok(())
+}
+
+/// Recipients of one delivery bound for one shard: (shard, (recipient,
+/// mailbox id), their positions in the delivery).
+type Group = (usize, Vec<(Recipient, u64)>, Vec<usize>);
+
+/// A slice of a mapped segment that keeps the mapping alive.
+struct MapSlice {
+    map: Arc<Map>,
+    start: usize,
+    end: usize,
+}
+
+impl AsRef<[u8]> for MapSlice {
+    fn as_ref(&self) -> &[u8] {
+        self.map
+            .bytes()
+            .get(self.start..self.end)
+            .unwrap_or_default()
+    }
 }
 
 impl Engine {
@@ -53,33 +104,157 @@ impl Engine {
 
     /// As [`Engine::open`], with an injected clock (tests drive expiry with it).
     pub fn open_with_clock(config: EngineConfig, clock: Arc<dyn Clock>) -> Result<Self, OpenError> {
+        validate(&config)?;
+        let dir = config.data_dir.clone();
+        let lock_file = recovery::lock_dir(&dir)?;
+        let n = recovery::shard_count(&dir, config.shards)?;
+        let now = clock.now_ms();
+        let (recs, meta_rec) =
+            recovery::recover(&dir, n, now, config.durability == Durability::Always)?;
+
+        let mut shards = Vec::with_capacity(n);
+        let mut rxs = Vec::with_capacity(n);
+        let mut starts = Vec::with_capacity(n);
+        let mut corrupt = 0;
+        for r in recs {
+            let (tx, rx) = crossbeam_channel::bounded(config.queue_depth);
+            rxs.push(rx);
+            corrupt += r.corrupt;
+            starts.push((r.counter, r.next_seg));
+            shards.push(Shard {
+                index: RwLock::new(r.index),
+                segs: RwLock::new(r.segs),
+                tx,
+            });
+        }
+        let mut meta = MetaState::default();
+        for (id, created_at_ms, name) in meta_rec.users {
+            meta.users.insert(
+                id,
+                UserInfo {
+                    id: UserId(id),
+                    name,
+                    created_at_ms,
+                    subscriptions: Vec::new(),
+                },
+            );
+        }
+        let mut subs = meta_rec.subs;
+        subs.sort_by_key(|(ord, _, _)| *ord);
+        subs.dedup_by_key(|(ord, _, _)| *ord);
+        for (_, user, sub) in subs {
+            if let Some(u) = meta.users.get_mut(&user) {
+                u.subscriptions.push(sub);
+            }
+        }
+        for k in meta_rec.keys {
+            meta.key_by_hash.insert(k.hash, k.id.0);
+            meta.keys.insert(k.id.0, k);
+        }
+        for (id, at) in meta_rec.revokes {
+            if let Some(k) = meta.keys.get_mut(&id) {
+                let r = k.revoked_at_ms.get_or_insert(at);
+                *r = (*r).min(at);
+            }
+        }
+        let dedupe: Vec<_> = (0..DEDUPE_STRIPES)
+            .map(|_| Mutex::new(HashMap::new()))
+            .collect();
+        let shared = Arc::new(Shared {
+            hub: Hub::new(config.subscriber_queue),
+            dir: dir.clone(),
+            clock,
+            shards,
+            meta: RwLock::new(meta),
+            dedupe,
+            poisoned: Default::default(),
+            closed: Default::default(),
+            counters: Counters::default(),
+            started: Instant::now(),
+            disk_probe_at: u64::MAX.into(),
+            disk_low: Default::default(),
+            config,
+        });
+        for (key, (at_ms, _, _)) in meta_rec.dedupe {
+            shared.dedupe_stripe(&key).lock().insert(
+                key,
+                DedupeEntry {
+                    at_ms,
+                    pending: false,
+                },
+            );
+        }
+        shared.count_corrupt(corrupt);
+
+        let mut threads = Vec::with_capacity(n + 1);
+        for (shard, (rx, (counter, next_seg))) in rxs.into_iter().zip(starts).enumerate() {
+            let cap = shared.config.segment_bytes;
+            let (file, active) = writer::create_segment(
+                &shared,
+                shard,
+                next_seg,
+                counter,
+                cap,
+                0,
+                codec::NO_SEGMENT,
+            )?;
+            let w = Writer {
+                shard,
+                shared: Arc::clone(&shared),
+                rx,
+                file,
+                active,
+                write_off: codec::SEG_HEADER_LEN as u64,
+                cap,
+                hints: Vec::new(),
+                counter,
+                next_seg: next_seg + 1,
+            };
+            let h = std::thread::Builder::new()
+                .name(format!("log-writer-{shard}"))
+                .spawn(move || w.run())?;
+            threads.push(h);
+        }
+        let compaction_lock = Arc::new(Mutex::new(()));
+        let (stop_tx, stop_rx) = crossbeam_channel::bounded(1);
+        {
+            let shared = Arc::clone(&shared);
+            let lock = Arc::clone(&compaction_lock);
+            threads.push(
+                std::thread::Builder::new()
+                    .name("compaction".into())
+                    .spawn(move || crate::compaction::run_owner(shared, stop_rx, lock))?,
+            );
+        }
+        shared.publish_disk_gauges();
         Ok(Self {
             inner: Arc::new(Inner {
-                hub: Hub::new(config.subscriber_queue),
-                config,
-                clock,
-                state: Mutex::new(State {
-                    next_id: 1,
-                    ..State::default()
-                }),
+                shared,
+                threads: Mutex::new(threads),
+                stop_compaction: Mutex::new(Some(stop_tx)),
+                compaction_lock,
+                lock_file: Mutex::new(Some(lock_file)),
             }),
         })
     }
 
+    fn shared(&self) -> &Shared {
+        &self.inner.shared
+    }
+
     /// The configuration it was opened with.
     pub fn config(&self) -> &EngineConfig {
-        &self.inner.config
+        &self.inner.shared.config
     }
 
     /// The engine's clock, in ms since the epoch.
     pub fn now_ms(&self) -> u64 {
-        self.inner.clock.now_ms()
+        self.shared().clock.now_ms()
     }
 
     /// True if `domain` (any case) is one we accept mail for.
     pub fn is_local_domain(&self, domain: &str) -> bool {
-        self.inner
-            .config
+        self.config()
             .domains
             .iter()
             .any(|d| d.eq_ignore_ascii_case(domain))
@@ -97,85 +272,186 @@ impl Engine {
         }
         let r = Recipient::parse(rcpt).map_err(|_| ResolveError::BadAddress)?;
         let now = self.now_ms();
-        let st = self.inner.state.lock();
-        let id = st
+        let sh = self.shared();
+        let idx = sh.shards[sh.shard_of_address(&r.address)].index.read();
+        let mb = idx
             .by_address
             .get(&r.address)
+            .and_then(|id| idx.mailboxes.get(id))
             .ok_or(ResolveError::NoSuchMailbox)?;
-        let mb = st.mailboxes.get(id).ok_or(ResolveError::NoSuchMailbox)?;
         if mb.info.expires_at_ms <= now {
             return Err(ResolveError::NoSuchMailbox);
         }
-        if mb.messages.len() as u32 >= mb.info.max_messages {
+        if mb.info.message_count >= mb.info.max_messages {
             return Err(ResolveError::MailboxFull);
         }
         Ok(r)
     }
 
+    fn writable(&self) -> Result<(), EngineError> {
+        let sh = self.shared();
+        if sh.closed.load(Ordering::Acquire) {
+            return Err(EngineError::Closed);
+        }
+        if sh.poisoned.load(Ordering::Acquire) {
+            return Err(EngineError::Poisoned);
+        }
+        Ok(())
+    }
+
+    fn send(&self, shard: usize, cmd: Cmd) -> Result<(), EngineError> {
+        self.writable()?;
+        match self.shared().shards[shard].tx.try_send(cmd) {
+            Ok(()) => Ok(()),
+            Err(TrySendError::Full(_)) => Err(EngineError::Saturated),
+            Err(TrySendError::Disconnected(_)) => Err(EngineError::Closed),
+        }
+    }
+
+    async fn call<T>(
+        &self,
+        shard: usize,
+        make: impl FnOnce(writer::Reply<T>) -> Cmd,
+    ) -> Result<T, EngineError> {
+        let (tx, rx) = oneshot::channel();
+        self.send(shard, make(tx))?;
+        rx.await.map_err(|_| EngineError::Closed)?
+    }
+
+    /// Free space above the floor? Probed at most once a second.
+    fn disk_ok(&self) -> bool {
+        let sh = self.shared();
+        let min = sh.config.min_free_bytes;
+        if min == 0 {
+            return true;
+        }
+        let now = sh.started.elapsed().as_millis() as u64;
+        let last = sh.disk_probe_at.load(Ordering::Relaxed);
+        if last == u64::MAX || now.saturating_sub(last) >= DISK_PROBE_EVERY_MS {
+            sh.disk_probe_at.store(now, Ordering::Relaxed);
+            let low = match crate::sys::free_bytes(&sh.dir) {
+                Ok(free) => free < min,
+                Err(e) => {
+                    tracing::warn!(%e, "statvfs on the data directory failed");
+                    false
+                }
+            };
+            sh.disk_low.store(low, Ordering::Relaxed);
+        }
+        !sh.disk_low.load(Ordering::Relaxed)
+    }
+
     /// THE delivery entry point: store `delivery.raw` once per recipient and
     /// return only when every stored copy is durable; then publish events.
     pub async fn deliver(&self, delivery: Delivery) -> Result<DeliveryOutcome, EngineError> {
-        if delivery.raw.len() > self.inner.config.max_message_bytes {
+        if delivery.raw.len() > self.config().max_message_bytes {
             return Err(EngineError::Invalid("message too large"));
         }
-        let now = self.now_ms();
-        let summary = crate::summary::summarize(&delivery.raw);
-        let mut st = self.inner.state.lock();
+        self.writable()?;
+        if !self.disk_ok() {
+            return Err(EngineError::DiskFull);
+        }
+        let sh = self.shared();
         if let Some(key) = &delivery.dedupe_key {
-            if !st.dedupe.insert(key.clone()) {
-                return Ok(DeliveryOutcome::Duplicate);
+            let mut stripe = sh.dedupe_stripe(key).lock();
+            match stripe.get(key) {
+                Some(e) if e.pending => return Err(EngineError::Saturated),
+                Some(_) => return Ok(DeliveryOutcome::Duplicate),
+                None => {
+                    stripe.insert(
+                        key.clone(),
+                        DedupeEntry {
+                            at_ms: self.now_ms(),
+                            pending: true,
+                        },
+                    );
+                }
+            }
+        }
+        let key = delivery.dedupe_key.clone();
+        let r = self.deliver_inner(delivery).await;
+        if let Some(key) = key {
+            let mut stripe = sh.dedupe_stripe(&key).lock();
+            if r.is_ok() {
+                if let Some(e) = stripe.get_mut(&key) {
+                    e.pending = false;
+                }
+            } else {
+                stripe.remove(&key);
+            }
+        }
+        r
+    }
+
+    async fn deliver_inner(&self, delivery: Delivery) -> Result<DeliveryOutcome, EngineError> {
+        let sh = self.shared();
+        let n = delivery.recipients.len();
+        let mut results: Vec<Option<(Recipient, Result<MessageId, ResolveError>)>> = vec![None; n];
+        let mut groups: Vec<Group> = Vec::new();
+        for (i, rcpt) in delivery.recipients.into_iter().enumerate() {
+            let shard = sh.shard_of_address(&rcpt.address);
+            let id = sh.shards[shard]
+                .index
+                .read()
+                .by_address
+                .get(&rcpt.address)
+                .copied();
+            let Some(id) = id else {
+                if let Some(slot) = results.get_mut(i) {
+                    *slot = Some((rcpt, Err(ResolveError::NoSuchMailbox)));
+                }
+                continue;
+            };
+            match groups.iter_mut().find(|g| g.0 == shard) {
+                Some(g) => {
+                    g.1.push((rcpt, id));
+                    g.2.push(i);
+                }
+                None => groups.push((shard, vec![(rcpt, id)], vec![i])),
+            }
+        }
+        if groups.is_empty() && delivery.dedupe_key.is_some() {
+            // Nothing to store, but the key must still be remembered durably.
+            groups.push((0, Vec::new(), Vec::new()));
+        }
+        let summary = Arc::new(if groups.iter().any(|g| !g.1.is_empty()) {
+            crate::summary::summarize(&delivery.raw)
+        } else {
+            MessageSummary::default()
+        });
+        let parts = u8::try_from(groups.len()).unwrap_or(u8::MAX);
+        let mut waits = Vec::with_capacity(groups.len());
+        for (shard, rcpts, slots) in groups {
+            let (tx, rx) = oneshot::channel::<Result<RcptResults, EngineError>>();
+            self.send(
+                shard,
+                Cmd::Deliver {
+                    raw: delivery.raw.clone(),
+                    envelope_from: delivery.envelope_from.clone(),
+                    summary: Arc::clone(&summary),
+                    rcpts,
+                    dedupe: delivery.dedupe_key.clone().map(|k| (k, parts)),
+                    enq: Instant::now(),
+                    reply: tx,
+                },
+            )?;
+            waits.push((rx, slots));
+        }
+        for (rx, slots) in waits {
+            let got = rx.await.map_err(|_| EngineError::Closed)??;
+            for (slot, r) in slots.into_iter().zip(got) {
+                if let Some(s) = results.get_mut(slot) {
+                    *s = Some(r);
+                }
             }
         }
         let mut stored = Vec::new();
         let mut refused = Vec::new();
-        let mut events = Vec::new();
-        for rcpt in delivery.recipients {
-            let Some(id) = st.by_address.get(&rcpt.address).copied() else {
-                refused.push((rcpt, ResolveError::NoSuchMailbox));
-                continue;
-            };
-            let Some(mb) = st.mailboxes.get_mut(&id) else {
-                refused.push((rcpt, ResolveError::NoSuchMailbox));
-                continue;
-            };
-            if mb.info.expires_at_ms <= now {
-                refused.push((rcpt, ResolveError::NoSuchMailbox));
-                continue;
+        for (rcpt, r) in results.into_iter().flatten() {
+            match r {
+                Ok(id) => stored.push(id),
+                Err(e) => refused.push((rcpt, e)),
             }
-            if mb.messages.len() as u32 >= mb.info.max_messages {
-                refused.push((rcpt, ResolveError::MailboxFull));
-                continue;
-            }
-            mb.info.last_seq += 1;
-            let mid = MessageId {
-                mailbox: id,
-                seq: mb.info.last_seq,
-            };
-            let meta = MessageMeta {
-                id: mid,
-                received_at_ms: now,
-                size: delivery.raw.len() as u32,
-                plus_tag: rcpt.plus_tag.clone(),
-                envelope_from: delivery.envelope_from.clone(),
-                summary: summary.clone(),
-            };
-            mb.messages
-                .insert(mid.seq, (meta.clone(), delivery.raw.clone()));
-            mb.info.message_count = mb.messages.len() as u32;
-            let ev = Event {
-                address: mb.info.address.clone(),
-                id: mid,
-                received_at_ms: now,
-                size: meta.size,
-                plus_tag: meta.plus_tag,
-                summary: meta.summary,
-            };
-            events.push(ev);
-            stored.push(mid);
-        }
-        drop(st);
-        for ev in &events {
-            self.inner.hub.publish(ev);
         }
         Ok(DeliveryOutcome::Delivered { stored, refused })
     }
@@ -186,159 +462,220 @@ impl Engine {
         if !self.is_local_domain(new.address.domain()) {
             return Err(EngineError::Invalid("domain not served here"));
         }
-        let now = self.now_ms();
-        let mut st = self.inner.state.lock();
-        if let Some(old) = st.by_address.get(&new.address).copied() {
-            if st
-                .mailboxes
-                .get(&old)
-                .is_some_and(|m| m.info.expires_at_ms > now)
-            {
-                return Err(EngineError::AlreadyExists);
-            }
-            st.mailboxes.remove(&old);
-        }
-        let id = MailboxId(st.next_id);
-        st.next_id += 1;
-        let info = MailboxInfo {
-            id,
-            address: new.address.clone(),
-            owner: new.owner,
-            created_at_ms: now,
-            expires_at_ms: new.expires_at_ms,
-            max_messages: new.max_messages,
-            message_count: 0,
-            last_seq: 0,
-        };
-        st.by_address.insert(new.address, id);
-        st.mailboxes.insert(
-            id,
-            MailboxState {
-                info: info.clone(),
-                messages: BTreeMap::new(),
-            },
-        );
-        Ok(info)
+        let shard = self.shared().shard_of_address(&new.address);
+        self.call(shard, |reply| Cmd::CreateMailbox {
+            new,
+            enq: Instant::now(),
+            reply,
+        })
+        .await
     }
 
     /// The live (not expired, not deleted) mailbox at `address`.
     pub fn mailbox(&self, address: &Address) -> Option<MailboxInfo> {
-        let st = self.inner.state.lock();
-        let id = st.by_address.get(address)?;
-        self.live_info(&st, *id)
+        let sh = self.shared();
+        let idx = sh.shards[sh.shard_of_address(address)].index.read();
+        let id = idx.by_address.get(address)?;
+        let mb = idx.mailboxes.get(id)?;
+        (mb.info.expires_at_ms > self.now_ms()).then(|| mb.info.clone())
     }
 
     /// The live mailbox with this id.
     pub fn mailbox_by_id(&self, id: MailboxId) -> Option<MailboxInfo> {
-        let st = self.inner.state.lock();
-        self.live_info(&st, id)
-    }
-
-    fn live_info(&self, st: &State, id: MailboxId) -> Option<MailboxInfo> {
-        let mb = st.mailboxes.get(&id)?;
+        let sh = self.shared();
+        let idx = sh.shards[sh.shard_of_id(id.0)].index.read();
+        let mb = idx.mailboxes.get(&id.0)?;
         (mb.info.expires_at_ms > self.now_ms()).then(|| mb.info.clone())
     }
 
     /// Live mailboxes with this owner, oldest first.
     pub fn mailboxes_owned_by(&self, owner: &Owner) -> Vec<MailboxInfo> {
         let now = self.now_ms();
-        let st = self.inner.state.lock();
-        let mut v: Vec<_> = st
-            .mailboxes
-            .values()
-            .filter(|m| &m.info.owner == owner && m.info.expires_at_ms > now)
-            .map(|m| m.info.clone())
-            .collect();
-        v.sort_by_key(|m| m.id);
+        let mut v = Vec::new();
+        for s in &self.shared().shards {
+            let idx = s.index.read();
+            v.extend(
+                idx.mailboxes
+                    .values()
+                    .filter(|m| &m.info.owner == owner && m.info.expires_at_ms > now)
+                    .map(|m| m.info.clone()),
+            );
+        }
+        v.sort_by_key(|m| (m.created_at_ms, m.id));
         v
     }
 
     /// Delete a mailbox and (logically, at once; physically at compaction) its messages.
     pub async fn delete_mailbox(&self, id: MailboxId) -> Result<(), EngineError> {
-        let mut st = self.inner.state.lock();
-        let mb = st.mailboxes.remove(&id).ok_or(EngineError::NotFound)?;
-        if st.by_address.get(&mb.info.address) == Some(&id) {
-            st.by_address.remove(&mb.info.address);
+        let shard = self.shared().shard_of_id(id.0);
+        self.call(shard, |reply| Cmd::DeleteMailbox {
+            id: id.0,
+            enq: Instant::now(),
+            reply,
+        })
+        .await
+    }
+
+    /// The refs (and their segments) of a live mailbox's messages with
+    /// `seq > since_seq`, at most `limit`.
+    fn refs(
+        &self,
+        mailbox: MailboxId,
+        since_seq: u64,
+        limit: usize,
+    ) -> Result<Vec<(MsgRef, Arc<Segment>)>, EngineError> {
+        let sh = self.shared();
+        let shard = &sh.shards[sh.shard_of_id(mailbox.0)];
+        let idx = shard.index.read();
+        let mb = idx.mailboxes.get(&mailbox.0).ok_or(EngineError::NotFound)?;
+        if mb.info.expires_at_ms <= self.now_ms() {
+            return Err(EngineError::NotFound);
         }
-        drop(st);
-        self.inner.hub.close_mailbox(id);
-        Ok(())
+        let start = mb.msgs.partition_point(|r| r.seq <= since_seq);
+        let segs = shard.segs.read();
+        Ok(mb
+            .msgs
+            .get(start..)
+            .unwrap_or_default()
+            .iter()
+            .take(limit)
+            .filter_map(|r| segs.get(&r.seg).map(|s| (*r, Arc::clone(s))))
+            .collect())
+    }
+
+    fn one_ref(&self, id: MessageId) -> Result<(MsgRef, Arc<Segment>), EngineError> {
+        let sh = self.shared();
+        let shard = &sh.shards[sh.shard_of_id(id.mailbox.0)];
+        let idx = shard.index.read();
+        let mb = idx
+            .mailboxes
+            .get(&id.mailbox.0)
+            .ok_or(EngineError::NotFound)?;
+        if mb.info.expires_at_ms <= self.now_ms() {
+            return Err(EngineError::NotFound);
+        }
+        let r = mb
+            .find(id.seq)
+            .and_then(|i| mb.msgs.get(i))
+            .ok_or(EngineError::NotFound)?;
+        let seg = shard
+            .segs
+            .read()
+            .get(&r.seg)
+            .cloned()
+            .ok_or(EngineError::NotFound)?;
+        Ok((*r, seg))
+    }
+
+    fn meta_of(
+        &self,
+        mailbox: MailboxId,
+        r: &MsgRef,
+        seg: &Segment,
+    ) -> Result<MessageMeta, EngineError> {
+        let id = MessageId {
+            mailbox,
+            seq: r.seq,
+        };
+        if r.flags & REF_CORRUPT != 0 {
+            return Err(EngineError::Corrupt);
+        }
+        let decoded = seg
+            .frame(r.off)
+            .ok()
+            .filter(|f| f.total_len() == r.len as usize)
+            .and_then(|f| {
+                let (head, meta) = codec::message_meta(f.payload).ok()?;
+                let (_, body_len) = codec::message_body_range(f.payload).ok()?;
+                Some((head, meta, body_len))
+            });
+        let Some((head, meta, body_len)) =
+            decoded.filter(|(h, ..)| h.mailbox == mailbox.0 && h.seq == r.seq)
+        else {
+            tracing::warn!(%id, seg = %seg.path.display(), off = r.off, "message metadata failed its checksum");
+            writer::quarantine(self.shared(), id);
+            return Err(EngineError::Corrupt);
+        };
+        Ok(MessageMeta {
+            id,
+            received_at_ms: head.received_at_ms,
+            size: body_len as u32,
+            plus_tag: meta.plus_tag,
+            envelope_from: meta.envelope_from,
+            summary: meta.summary,
+        })
     }
 
     /// Messages with `seq > since_seq`, ascending, at most `limit`.
+    /// Quarantined (corrupt) messages are left out.
     pub fn list_messages(
         &self,
         mailbox: MailboxId,
         since_seq: u64,
         limit: usize,
     ) -> Result<Vec<MessageMeta>, EngineError> {
-        let st = self.inner.state.lock();
-        let mb = st.mailboxes.get(&mailbox).ok_or(EngineError::NotFound)?;
-        if mb.info.expires_at_ms <= self.now_ms() {
-            return Err(EngineError::NotFound);
-        }
-        Ok(mb
-            .messages
-            .range(since_seq.saturating_add(1)..)
-            .take(limit)
-            .map(|(_, (m, _))| m.clone())
+        let refs = self.refs(mailbox, since_seq, limit)?;
+        Ok(refs
+            .iter()
+            .filter_map(|(r, seg)| self.meta_of(mailbox, r, seg).ok())
             .collect())
     }
 
     /// One message's listing view.
     pub fn message_meta(&self, id: MessageId) -> Result<MessageMeta, EngineError> {
-        let st = self.inner.state.lock();
-        let mb = st.mailboxes.get(&id.mailbox).ok_or(EngineError::NotFound)?;
-        if mb.info.expires_at_ms <= self.now_ms() {
-            return Err(EngineError::NotFound);
-        }
-        mb.messages
-            .get(&id.seq)
-            .map(|(m, _)| m.clone())
-            .ok_or(EngineError::NotFound)
+        let (r, seg) = self.one_ref(id)?;
+        self.meta_of(id.mailbox, &r, &seg)
     }
 
-    /// The raw bytes exactly as stored. Zero-copy in the log-backed engine
-    /// (a `Bytes` owning a slice of a memory-mapped segment); the checksum is
-    /// verified before the bytes are handed out.
+    /// The raw bytes exactly as stored. Zero-copy: a `Bytes` owning a slice of
+    /// a memory-mapped segment; the record's checksum is verified before the
+    /// bytes are handed out, and a corrupt record is never served.
     pub fn read_raw(&self, id: MessageId) -> Result<Bytes, EngineError> {
-        let st = self.inner.state.lock();
-        let mb = st.mailboxes.get(&id.mailbox).ok_or(EngineError::NotFound)?;
-        if mb.info.expires_at_ms <= self.now_ms() {
-            return Err(EngineError::NotFound);
+        let (r, seg) = self.one_ref(id)?;
+        if r.flags & REF_CORRUPT != 0 {
+            return Err(EngineError::Corrupt);
         }
-        mb.messages
-            .get(&id.seq)
-            .map(|(_, b)| b.clone())
-            .ok_or(EngineError::NotFound)
+        let ok = seg
+            .frame(r.off)
+            .ok()
+            .filter(|f| f.total_len() == r.len as usize && f.crc_ok())
+            .and_then(|f| {
+                let h = codec::message_head(f.payload).ok()?;
+                let (start, len) = codec::message_body_range(f.payload).ok()?;
+                (h.mailbox == id.mailbox.0 && h.seq == id.seq).then_some((start, len))
+            });
+        let Some((start, len)) = ok else {
+            tracing::warn!(%id, seg = %seg.path.display(), off = r.off, "message failed its checksum; not served");
+            writer::quarantine(self.shared(), id);
+            return Err(EngineError::Corrupt);
+        };
+        let abs = r.off as usize + codec::FRAME_HEADER_LEN + start;
+        Ok(Bytes::from_owner(MapSlice {
+            map: Arc::clone(&seg.map),
+            start: abs,
+            end: abs + len,
+        }))
     }
 
     /// Delete one message.
     pub async fn delete_message(&self, id: MessageId) -> Result<(), EngineError> {
-        let mut st = self.inner.state.lock();
-        let mb = st
-            .mailboxes
-            .get_mut(&id.mailbox)
-            .ok_or(EngineError::NotFound)?;
-        mb.messages.remove(&id.seq).ok_or(EngineError::NotFound)?;
-        mb.info.message_count = mb.messages.len() as u32;
-        Ok(())
+        let shard = self.shared().shard_of_id(id.mailbox.0);
+        self.call(shard, |reply| Cmd::DeleteMessage {
+            id,
+            enq: Instant::now(),
+            reply,
+        })
+        .await
     }
 
     /// Create a user.
     pub async fn create_user(&self, name: String) -> Result<UserInfo, EngineError> {
-        let now = self.now_ms();
-        let mut st = self.inner.state.lock();
-        let id = UserId(st.next_id);
-        st.next_id += 1;
-        let u = UserInfo {
-            id,
+        self.call(0, |reply| Cmd::CreateUser {
             name,
-            created_at_ms: now,
-            subscriptions: Vec::new(),
-        };
-        st.users.insert(id, u.clone());
-        Ok(u)
+            enq: Instant::now(),
+            reply,
+        })
+        .await
     }
 
     /// Record a subscription of `user` to a plan.
@@ -347,18 +684,18 @@ impl Engine {
         user: UserId,
         sub: Subscription,
     ) -> Result<(), EngineError> {
-        let mut st = self.inner.state.lock();
-        st.users
-            .get_mut(&user)
-            .ok_or(EngineError::NotFound)?
-            .subscriptions
-            .push(sub);
-        Ok(())
+        self.call(0, |reply| Cmd::AddSubscription {
+            user: user.0,
+            sub,
+            enq: Instant::now(),
+            reply,
+        })
+        .await
     }
 
     /// A user by id.
     pub fn user(&self, id: UserId) -> Option<UserInfo> {
-        self.inner.state.lock().users.get(&id).cloned()
+        self.shared().meta.read().users.get(&id.0).cloned()
     }
 
     /// Store a new API key (its hash and display prefix) for `user`.
@@ -368,58 +705,45 @@ impl Engine {
         hash: [u8; 32],
         prefix: String,
     ) -> Result<ApiKeyInfo, EngineError> {
-        let now = self.now_ms();
-        let mut st = self.inner.state.lock();
-        if !st.users.contains_key(&user) {
-            return Err(EngineError::NotFound);
-        }
-        if st.keys.values().any(|k| k.hash == hash) {
-            return Err(EngineError::AlreadyExists);
-        }
-        let id = ApiKeyId(st.next_id);
-        st.next_id += 1;
-        let k = ApiKeyInfo {
-            id,
-            user,
+        self.call(0, |reply| Cmd::CreateKey {
+            user: user.0,
             hash,
             prefix,
-            created_at_ms: now,
-            revoked_at_ms: None,
-        };
-        st.keys.insert(id, k.clone());
-        Ok(k)
+            enq: Instant::now(),
+            reply,
+        })
+        .await
     }
 
     /// Revoke a key; later lookups still find it, with `revoked_at_ms` set.
     pub async fn revoke_api_key(&self, id: ApiKeyId) -> Result<(), EngineError> {
-        let now = self.now_ms();
-        let mut st = self.inner.state.lock();
-        let k = st.keys.get_mut(&id).ok_or(EngineError::NotFound)?;
-        k.revoked_at_ms.get_or_insert(now);
-        Ok(())
+        self.call(0, |reply| Cmd::RevokeKey {
+            id: id.0,
+            enq: Instant::now(),
+            reply,
+        })
+        .await
     }
 
     /// The key with this SHA-256, revoked or not (the caller checks).
     pub fn api_key_by_hash(&self, hash: &[u8; 32]) -> Option<ApiKeyInfo> {
-        self.inner
-            .state
-            .lock()
-            .keys
-            .values()
-            .find(|k| &k.hash == hash)
+        let m = self.shared().meta.read();
+        m.key_by_hash
+            .get(hash)
+            .and_then(|id| m.keys.get(id))
             .cloned()
     }
 
     /// All keys of a user, oldest first.
     pub fn api_keys_of(&self, user: UserId) -> Vec<ApiKeyInfo> {
-        let st = self.inner.state.lock();
-        let mut v: Vec<_> = st
+        let m = self.shared().meta.read();
+        let mut v: Vec<_> = m
             .keys
             .values()
             .filter(|k| k.user == user)
             .cloned()
             .collect();
-        v.sort_by_key(|k| k.id);
+        v.sort_by_key(|k| (k.created_at_ms, k.id));
         v
     }
 
@@ -431,45 +755,109 @@ impl Engine {
         if self.mailbox_by_id(mailbox).is_none() {
             return Err(EngineError::NotFound);
         }
-        Ok(self.inner.hub.subscribe(mailbox))
+        Ok(self.shared().hub.subscribe(mailbox))
     }
 
     /// Run one compaction pass now (the background owner calls the same code).
     pub fn compact_now(&self) -> Result<CompactionReport, EngineError> {
-        let now = self.now_ms();
-        let mut st = self.inner.state.lock();
-        let expired: Vec<MailboxId> = st
-            .mailboxes
-            .values()
-            .filter(|m| m.info.expires_at_ms <= now)
-            .map(|m| m.info.id)
-            .collect();
-        for id in expired {
-            if let Some(mb) = st.mailboxes.remove(&id) {
-                if st.by_address.get(&mb.info.address) == Some(&id) {
-                    st.by_address.remove(&mb.info.address);
-                }
-                self.inner.hub.close_mailbox(id);
-            }
+        let _g = self.inner.compaction_lock.lock();
+        if self.shared().closed.load(Ordering::Acquire) {
+            return Err(EngineError::Closed);
         }
-        Ok(CompactionReport::default())
+        crate::compaction::pass(self.shared())
     }
 
     /// Numbers for metrics and readiness.
     pub fn stats(&self) -> EngineStats {
-        let st = self.inner.state.lock();
-        EngineStats {
-            mailboxes: st.mailboxes.len() as u64,
-            messages: st.mailboxes.values().map(|m| m.messages.len() as u64).sum(),
-            subscribers: self.inner.hub.subscriber_count(),
-            events_published: self.inner.hub.published(),
-            ..EngineStats::default()
+        let sh = self.shared();
+        let mut mailboxes = 0;
+        let mut messages = 0;
+        let mut queue_depth = 0;
+        for s in &sh.shards {
+            let idx = s.index.read();
+            mailboxes += idx.mailboxes.len() as u64;
+            messages += idx
+                .mailboxes
+                .values()
+                .map(|m| m.msgs.len() as u64)
+                .sum::<u64>();
+            queue_depth += s.tx.len() as u64;
         }
+        let (segments, disk_bytes) = sh.disk_usage();
+        let c = &sh.counters;
+        EngineStats {
+            mailboxes,
+            messages,
+            segments,
+            disk_bytes,
+            queue_depth,
+            batches_committed: c.batches.load(Ordering::Relaxed),
+            records_committed: c.records.load(Ordering::Relaxed),
+            compaction_runs: c.compaction_runs.load(Ordering::Relaxed),
+            compaction_reclaimed_bytes: c.reclaimed.load(Ordering::Relaxed),
+            corrupt_records: c.corrupt.load(Ordering::Relaxed),
+            subscribers: sh.hub.subscriber_count(),
+            events_published: sh.hub.published(),
+            poisoned: sh.poisoned.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Bytes held by the in-memory message index (the per-mailbox ref
+    /// vectors and map slots), for the memory budget of ≤ 100 bytes per
+    /// stored message. Mailbox records themselves are counted per mailbox.
+    pub fn index_bytes(&self) -> u64 {
+        let mut bytes = 0u64;
+        for s in &self.shared().shards {
+            let idx = s.index.read();
+            let slot = std::mem::size_of::<(u64, MailboxEntry)>() + 1;
+            bytes += (idx.mailboxes.capacity() * slot) as u64;
+            bytes +=
+                (idx.by_address.capacity() * (std::mem::size_of::<(Address, u64)>() + 1)) as u64;
+            for m in idx.mailboxes.values() {
+                bytes += (m.msgs.capacity() * std::mem::size_of::<MsgRef>()) as u64;
+                bytes +=
+                    (2 * (m.info.address.local().len() + m.info.address.domain().len())) as u64;
+            }
+        }
+        bytes
     }
 
     /// Stop accepting appends, finish the batches in flight, sync, stop the
     /// writer and compaction threads. Idempotent.
     pub fn shutdown(&self) {
-        self.inner.hub.close_all();
+        self.inner.shutdown();
+    }
+}
+
+impl Inner {
+    fn shutdown(&self) {
+        let sh = &self.shared;
+        if sh.closed.swap(true, Ordering::AcqRel) {
+            // Someone else shut down (or is doing so); wait for the threads.
+            let threads: Vec<_> = std::mem::take(&mut *self.threads.lock());
+            for t in threads {
+                let _ = t.join();
+            }
+            return;
+        }
+        drop(self.stop_compaction.lock().take());
+        let mut acks = Vec::new();
+        for s in &sh.shards {
+            let (tx, rx) = crossbeam_channel::bounded(1);
+            // Blocking send: the queue drains as the writer works; everything
+            // queued before the shutdown is committed first.
+            if s.tx.send(Cmd::Shutdown { reply: tx }).is_ok() {
+                acks.push(rx);
+            }
+        }
+        for rx in acks {
+            let _ = rx.recv();
+        }
+        let threads: Vec<_> = std::mem::take(&mut *self.threads.lock());
+        for t in threads {
+            let _ = t.join();
+        }
+        sh.hub.close_all();
+        drop(self.lock_file.lock().take());
     }
 }

@@ -20,11 +20,18 @@
 
 mod api;
 mod clock;
+mod codec;
+mod compaction;
 mod error;
 pub mod extract;
 pub mod fanout;
+mod recovery;
+mod segment;
+mod state;
 pub mod summary;
+mod sys;
 mod types;
+mod writer;
 
 pub use api::Engine;
 pub use clock::{Clock, ManualClock, SystemClock};

@@ -1,0 +1,388 @@
+//! Expiry and compaction: the single owner thread (and `compact_now`).
+//!
+//! A pass (1) removes expired mailboxes from the index, (2) forgets old
+//! dedupe keys, then (3) for every sealed segment whose estimated live
+//! fraction is under `compaction_live_ratio`, checks each record's liveness
+//! precisely: a segment with nothing live is unlinked; otherwise its owning
+//! shard's writer rewrites its live records into a new segment that
+//! *supersedes* it (see FORMAT.md), swaps the index refs and unlinks it.
+//! Running the rewrite on the writer thread means no append, delete or index
+//! change of that shard can interleave with it.
+
+use std::collections::HashSet;
+use std::os::unix::fs::FileExt;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crossbeam_channel::{Receiver, RecvTimeoutError};
+
+use crate::codec::{self, Dec, HintEntry, Kind, Record, SegHeader};
+use crate::error::EngineError;
+use crate::segment::{self, Segment};
+use crate::state::{ShardIndex, Shared, DEDUPE_TTL_MS};
+use crate::sys::Map;
+use crate::types::{CompactionReport, MailboxId};
+use crate::writer::{Cmd, Writer};
+
+/// What a writer's rewrite did.
+#[derive(Debug)]
+pub(crate) enum RewriteOutcome {
+    /// Nothing in the segment was live; the caller may drop it.
+    Empty,
+    /// Rewritten; the old file is gone. Bytes reclaimed.
+    Rewritten(u64),
+    /// Not eligible (unknown, or the active segment).
+    Skipped,
+}
+
+/// The owner thread: one pass every `interval` until `stop` says so.
+pub(crate) fn run_owner(
+    shared: Arc<Shared>,
+    stop: Receiver<()>,
+    lock: Arc<parking_lot::Mutex<()>>,
+) {
+    let interval = shared
+        .config
+        .compaction_interval
+        .max(Duration::from_millis(10));
+    loop {
+        match stop.recv_timeout(interval) {
+            Err(RecvTimeoutError::Timeout) => {}
+            _ => return,
+        }
+        let _g = lock.lock();
+        if shared.closed.load(Ordering::Acquire) {
+            return;
+        }
+        match pass(&shared) {
+            Ok(r) if r != CompactionReport::default() => tracing::info!(?r, "compaction pass"),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(%e, "compaction pass failed"),
+        }
+    }
+}
+
+/// One full pass.
+pub(crate) fn pass(shared: &Shared) -> Result<CompactionReport, EngineError> {
+    let now = shared.clock.now_ms();
+    let mut report = CompactionReport::default();
+    expire(shared, now);
+    for stripe in &shared.dedupe {
+        stripe
+            .lock()
+            .retain(|_, e| e.pending || now.saturating_sub(e.at_ms) < DEDUPE_TTL_MS);
+    }
+    let ratio = shared.config.compaction_live_ratio;
+    for shard in 0..shared.n() {
+        let candidates: Vec<Arc<Segment>> = shared.shards[shard]
+            .segs
+            .read()
+            .values()
+            .filter(|s| s.sealed.load(Ordering::Acquire) && s.live_ratio() < ratio)
+            .cloned()
+            .collect();
+        for seg in candidates {
+            let live = {
+                let idx = shared.shards[shard].index.read();
+                let segs: HashSet<u32> = shared.shards[shard].segs.read().keys().copied().collect();
+                live_bytes(&idx, &segs, &seg, now)
+            };
+            if live == 0 {
+                report.bytes_reclaimed += drop_segment(shared, shard, &seg)?;
+                report.segments_dropped += 1;
+                continue;
+            }
+            let (tx, rx) = crossbeam_channel::bounded(1);
+            shared.shards[shard]
+                .tx
+                .send(Cmd::Rewrite {
+                    seg: seg.no,
+                    reply: tx,
+                })
+                .map_err(|_| EngineError::Closed)?;
+            match rx.recv().map_err(|_| EngineError::Closed)?? {
+                RewriteOutcome::Empty => {
+                    report.bytes_reclaimed += drop_segment(shared, shard, &seg)?;
+                    report.segments_dropped += 1;
+                }
+                RewriteOutcome::Rewritten(b) => {
+                    report.bytes_reclaimed += b;
+                    report.segments_rewritten += 1;
+                }
+                RewriteOutcome::Skipped => {}
+            }
+        }
+    }
+    let c = &shared.counters;
+    c.compaction_runs.fetch_add(1, Ordering::Relaxed);
+    c.reclaimed
+        .fetch_add(report.bytes_reclaimed, Ordering::Relaxed);
+    metrics::counter!("uncorreo_compaction_runs_total").increment(1);
+    metrics::counter!("uncorreo_compaction_reclaimed_bytes_total")
+        .increment(report.bytes_reclaimed);
+    shared.publish_disk_gauges();
+    Ok(report)
+}
+
+/// Remove expired mailboxes from the index: their records become dead.
+fn expire(shared: &Shared, now: u64) {
+    for shard in 0..shared.n() {
+        let expired: Vec<u64> = shared.shards[shard]
+            .index
+            .read()
+            .mailboxes
+            .values()
+            .filter(|m| m.info.expires_at_ms <= now)
+            .map(|m| m.info.id.0)
+            .collect();
+        if expired.is_empty() {
+            continue;
+        }
+        let mut idx = shared.shards[shard].index.write();
+        for id in expired {
+            if let Some(m) = idx.mailboxes.remove(&id) {
+                if idx.by_address.get(&m.info.address) == Some(&id) {
+                    idx.by_address.remove(&m.info.address);
+                }
+                crate::writer::mark_mailbox_dead(shared, shard, &m);
+                shared.hub.close_mailbox(MailboxId(id));
+            }
+        }
+    }
+}
+
+/// Is the record at `off` of `seg` still needed? See FORMAT.md, "Liveness".
+fn is_live(
+    idx: &ShardIndex,
+    segs: &HashSet<u32>,
+    seg: u32,
+    off: u32,
+    kind: u8,
+    payload: &[u8],
+    now: u64,
+) -> bool {
+    let mut d = Dec::new(payload);
+    let target_ok = |t: u32| t != seg && segs.contains(&t);
+    match Kind::from_u8(kind) {
+        Some(Kind::Message) => {
+            let Ok(h) = codec::message_head(payload) else {
+                return false;
+            };
+            idx.mailboxes.get(&h.mailbox).is_some_and(|m| {
+                m.info.expires_at_ms > now
+                    && m.find(h.seq)
+                        .and_then(|i| m.msgs.get(i))
+                        .is_some_and(|r| r.seg == seg && r.off == off)
+            })
+        }
+        Some(Kind::MailboxCreated) => {
+            let Ok(id) = d.u64() else { return false };
+            idx.mailboxes.get(&id).is_some_and(|m| {
+                m.info.expires_at_ms > now && m.created.0 == seg && m.created.1 == off
+            })
+        }
+        Some(Kind::MailboxDeleted) => match codec::decode(kind, payload) {
+            Ok(Record::MailboxDeleted { target_seg, .. }) => target_ok(target_seg),
+            _ => false,
+        },
+        Some(Kind::MessageDeleted) => match codec::decode(kind, payload) {
+            Ok(Record::MessageDeleted {
+                mailbox,
+                seq,
+                target_seg,
+            }) => {
+                // Also kept while it names the mailbox's highest sequence, so
+                // that sequence is never handed out again after a restart.
+                target_ok(target_seg)
+                    || idx
+                        .mailboxes
+                        .get(&mailbox)
+                        .is_some_and(|m| m.info.expires_at_ms > now && m.info.last_seq == seq)
+            }
+            _ => false,
+        },
+        Some(
+            Kind::UserCreated | Kind::SubscriptionAdded | Kind::ApiKeyCreated | Kind::ApiKeyRevoked,
+        ) => true,
+        Some(Kind::Dedupe) => match codec::decode(kind, payload) {
+            Ok(Record::Dedupe { at_ms, .. }) => now.saturating_sub(at_ms) < DEDUPE_TTL_MS,
+            _ => false,
+        },
+        Some(Kind::BatchCommit) | None => false,
+    }
+}
+
+/// Walk the frames of a sealed segment: (offset, frame) for each readable one.
+fn frames(seg: &Segment) -> Vec<(u32, usize)> {
+    let mut out = Vec::new();
+    let mut off = codec::SEG_HEADER_LEN;
+    while let Ok(f) = seg.frame(off as u32) {
+        out.push((off as u32, f.total_len()));
+        off += f.total_len();
+    }
+    out
+}
+
+fn live_bytes(idx: &ShardIndex, segs: &HashSet<u32>, seg: &Segment, now: u64) -> u64 {
+    let mut live = 0;
+    for (off, _) in frames(seg) {
+        if let Ok(f) = seg.frame(off) {
+            if is_live(idx, segs, seg.no, off, f.kind, f.payload, now) {
+                live += f.total_len() as u64;
+            }
+        }
+    }
+    live
+}
+
+/// Unlink a segment with nothing live. Readers holding bytes from it keep
+/// its mapping alive (the `Bytes` own an `Arc` of it), so this is safe.
+fn drop_segment(shared: &Shared, shard: usize, seg: &Segment) -> Result<u64, EngineError> {
+    shared.shards[shard].segs.write().remove(&seg.no);
+    let bytes = segment::file_bytes(&seg.path);
+    std::fs::remove_file(&seg.path)?;
+    let _ = std::fs::remove_file(segment::hint_path(&seg.path));
+    crate::sys::fsync_dir(&shared.dir)?;
+    Ok(bytes)
+}
+
+/// Run on the shard's writer thread (so nothing of the shard interleaves).
+pub(crate) fn rewrite_in_writer(
+    w: &mut Writer,
+    seg_no: u32,
+) -> Result<RewriteOutcome, EngineError> {
+    let shared = Arc::clone(&w.shared);
+    let shard = w.shard;
+    let old = {
+        let segs = shared.shards[shard].segs.read();
+        match segs.get(&seg_no) {
+            Some(s) if s.sealed.load(Ordering::Acquire) && s.no != w.active.no => Arc::clone(s),
+            _ => return Ok(RewriteOutcome::Skipped),
+        }
+    };
+    let now = shared.clock.now_ms();
+    let mut buf = Vec::new();
+    let mut hints = Vec::new();
+    let mut moved: Vec<(u32, u32)> = Vec::new(); // (old off, new off)
+    let mut corrupt = 0;
+    {
+        let idx = shared.shards[shard].index.read();
+        let segs: HashSet<u32> = shared.shards[shard].segs.read().keys().copied().collect();
+        for (off, _) in frames(&old) {
+            let Ok(f) = old.frame(off) else { continue };
+            if !is_live(&idx, &segs, seg_no, off, f.kind, f.payload, now) {
+                continue;
+            }
+            if !f.crc_ok() {
+                corrupt += 1;
+                tracing::warn!(seg = %old.path.display(), off, "corrupt record dropped by compaction");
+                continue;
+            }
+            let new_off = (codec::SEG_HEADER_LEN + buf.len()) as u32;
+            let bytes = old
+                .map
+                .bytes()
+                .get(off as usize..off as usize + f.total_len())
+                .unwrap_or_default();
+            buf.extend_from_slice(bytes);
+            let (a, b) = if f.kind == Kind::Message as u8 {
+                codec::message_head(f.payload)
+                    .map(|h| (h.mailbox, h.seq))
+                    .unwrap_or((0, 0))
+            } else {
+                (0, 0)
+            };
+            hints.push(HintEntry {
+                off: new_off,
+                len: f.total_len() as u32,
+                kind: f.kind,
+                a,
+                b,
+            });
+            moved.push((off, new_off));
+        }
+    }
+    shared.count_corrupt(corrupt);
+    if buf.is_empty() {
+        return Ok(RewriteOutcome::Empty);
+    }
+    Record::BatchCommit {
+        records: hints.len() as u32,
+    }
+    .encode_frame(&mut buf);
+    let new_no = w.next_seg;
+    w.next_seg += 1;
+    let path = segment::seg_path(&shared.dir, shard, new_no);
+    let tmp = segment::tmp_path(&path);
+    let data_len = (codec::SEG_HEADER_LEN + buf.len()) as u64;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(&tmp)?;
+    let hdr = SegHeader {
+        flags: codec::SEG_FLAG_REWRITE,
+        shard: shard as u32,
+        seg_no: new_no,
+        id_floor: w.counter,
+        supersedes: seg_no,
+    };
+    file.write_all_at(&hdr.encode(), 0)?;
+    file.write_all_at(&buf, codec::SEG_HEADER_LEN as u64)?;
+    file.sync_all()?;
+    std::fs::rename(&tmp, &path)?;
+    crate::sys::fsync_dir(&shared.dir)?;
+    let hint = codec::Hint {
+        shard: shard as u32,
+        seg_no: new_no,
+        data_len,
+        entries: hints,
+    };
+    if let Err(e) = crate::writer::write_hint(&shared.dir, &path, &hint, true) {
+        tracing::warn!(%e, "could not write hint for a compaction output");
+    }
+    let map = Map::new(&file, data_len as usize)?;
+    let new = Arc::new(Segment::new(new_no, path, map, data_len, true));
+    shared.shards[shard]
+        .segs
+        .write()
+        .insert(new_no, Arc::clone(&new));
+    {
+        let moved: std::collections::HashMap<u32, u32> = moved.into_iter().collect();
+        let mut idx = shared.shards[shard].index.write();
+        for m in idx.mailboxes.values_mut() {
+            if m.created.0 == seg_no {
+                if let Some(&n) = moved.get(&m.created.1) {
+                    m.created.0 = new_no;
+                    m.created.1 = n;
+                }
+            }
+            let before = m.msgs.len();
+            m.msgs.retain_mut(|r| {
+                if r.seg != seg_no {
+                    return true;
+                }
+                match moved.get(&r.off) {
+                    Some(&n) => {
+                        r.seg = new_no;
+                        r.off = n;
+                        true
+                    }
+                    None => false,
+                }
+            });
+            if m.msgs.len() != before {
+                m.info.message_count = m.msgs.len() as u32;
+            }
+        }
+    }
+    let old_bytes = segment::file_bytes(&old.path);
+    shared.shards[shard].segs.write().remove(&seg_no);
+    std::fs::remove_file(&old.path)?;
+    let _ = std::fs::remove_file(segment::hint_path(&old.path));
+    crate::sys::fsync_dir(&shared.dir)?;
+    Ok(RewriteOutcome::Rewritten(
+        old_bytes.saturating_sub(data_len),
+    ))
+}

@@ -1,0 +1,572 @@
+//! Open: lock the data directory, find the segments, rebuild the in-memory
+//! state from hints and records, truncate a torn tail, and hand each shard's
+//! writer a fresh active segment.
+//!
+//! Recovery is order-independent within a shard: it gathers every record
+//! first and resolves afterwards (a mailbox is live iff created and not
+//! deleted; a message iff its mailbox is live and it was not deleted), because
+//! compaction outputs carry old records under newer segment numbers.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use crate::codec::{self, FrameError, HeaderError, Hint, HintEntry, Kind, Record, SegHeader};
+use crate::error::OpenError;
+use crate::segment::{self, Segment};
+use crate::state::{MailboxEntry, MsgRef, ShardIndex, DEDUPE_TTL_MS};
+use crate::sys::Map;
+use crate::types::*;
+
+/// File holding the shard count chosen when the directory was created.
+pub(crate) const SHARDS_FILE: &str = "SHARDS";
+
+/// Everything recovered for one shard.
+#[derive(Default)]
+pub(crate) struct ShardRecovery {
+    pub(crate) segs: BTreeMap<u32, Arc<Segment>>,
+    pub(crate) index: ShardIndex,
+    pub(crate) counter: u64,
+    pub(crate) next_seg: u32,
+    pub(crate) corrupt: u64,
+}
+
+#[derive(Default)]
+struct Acc {
+    mailboxes: HashMap<u64, (codec::MailboxRec, (u32, u32, u32))>,
+    deleted_mb: HashSet<u64>,
+    msgs: Vec<(u64, MsgRef)>,
+    deleted_msgs: HashSet<(u64, u64)>,
+    tomb_seq: HashMap<u64, u64>,
+    users: Vec<(u64, u64, String)>,
+    subs: Vec<(u64, u64, Subscription)>,
+    keys: Vec<ApiKeyInfo>,
+    revokes: Vec<(u64, u64)>,
+    dedupe: Vec<(String, u64, u8)>,
+    max_id: u64,
+    max_floor: u64,
+    corrupt: u64,
+}
+
+/// Users, keys and dedupe keys, gathered from all shards.
+#[derive(Default)]
+pub(crate) struct MetaRecovery {
+    pub(crate) users: Vec<(u64, u64, String)>,
+    pub(crate) subs: Vec<(u64, u64, Subscription)>,
+    pub(crate) keys: Vec<ApiKeyInfo>,
+    pub(crate) revokes: Vec<(u64, u64)>,
+    /// key → (latest time, parts declared, shards seen)
+    pub(crate) dedupe: HashMap<String, (u64, u8, HashSet<usize>)>,
+}
+
+pub(crate) fn lock_dir(dir: &Path) -> Result<File, OpenError> {
+    let dd = |source| OpenError::DataDir {
+        path: dir.to_path_buf(),
+        source,
+    };
+    std::fs::create_dir_all(dir).map_err(dd)?;
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .open(dir.join("LOCK"))
+        .map_err(dd)?;
+    if !crate::sys::try_lock_exclusive(&f).map_err(dd)? {
+        return Err(OpenError::Locked(dir.to_path_buf()));
+    }
+    Ok(f)
+}
+
+/// The shard count: the one stored in the directory, else the configured one
+/// (0 = one per core), stored now.
+pub(crate) fn shard_count(dir: &Path, configured: usize) -> Result<usize, OpenError> {
+    let p = dir.join(SHARDS_FILE);
+    if let Ok(s) = std::fs::read_to_string(&p) {
+        let n: usize = s
+            .trim()
+            .parse()
+            .map_err(|_| OpenError::Config(format!("{} is not a number", p.display())))?;
+        if n == 0 || n > 256 {
+            return Err(OpenError::Config(format!("{} holds {n}", p.display())));
+        }
+        let want = if configured == 0 { n } else { configured };
+        if want != n {
+            tracing::warn!(
+                stored = n,
+                configured,
+                "data directory keeps its shard count"
+            );
+        }
+        return Ok(n);
+    }
+    let n = if configured == 0 {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    } else {
+        configured
+    }
+    .clamp(1, 256);
+    let tmp = dir.join("SHARDS.tmp");
+    std::fs::write(&tmp, format!("{n}\n"))?;
+    File::open(&tmp)?.sync_all()?;
+    std::fs::rename(&tmp, &p)?;
+    crate::sys::fsync_dir(dir)?;
+    Ok(n)
+}
+
+/// Recover every shard (in parallel), then merge the metadata.
+pub(crate) fn recover(
+    dir: &Path,
+    n: usize,
+    now_ms: u64,
+    sync: bool,
+) -> Result<(Vec<ShardRecovery>, MetaRecovery), OpenError> {
+    let mut files: Vec<Vec<(u32, PathBuf)>> = vec![Vec::new(); n];
+    for ent in std::fs::read_dir(dir)? {
+        let ent = ent?;
+        let name = ent.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if name.ends_with(".seg.tmp") || name.ends_with(".hint.tmp") {
+            // An unfinished compaction output or hint: never renamed, never used.
+            let _ = std::fs::remove_file(ent.path());
+            continue;
+        }
+        if let Some((shard, no)) = segment::parse_seg_name(name) {
+            match files.get_mut(shard) {
+                Some(v) => v.push((no, ent.path())),
+                None => tracing::warn!(
+                    file = name,
+                    "segment of a shard beyond the shard count; ignored"
+                ),
+            }
+        }
+    }
+    let results: Vec<Result<(ShardRecovery, Acc), OpenError>> = std::thread::scope(|s| {
+        let hs: Vec<_> = files
+            .into_iter()
+            .enumerate()
+            .map(|(shard, f)| s.spawn(move || recover_shard(dir, shard, n, f, sync)))
+            .collect();
+        hs.into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(OpenError::Config("recovery thread panicked".into())))
+            })
+            .collect()
+    });
+    let mut shards = Vec::with_capacity(n);
+    let mut meta = MetaRecovery::default();
+    for (shard, r) in results.into_iter().enumerate() {
+        let (mut rec, acc) = r?;
+        resolve(&mut rec, &acc, shard, n, &mut meta, now_ms);
+        shards.push(rec);
+    }
+    meta.dedupe.retain(|_, (at, parts, seen)| {
+        seen.len() >= usize::from(*parts).max(1) && now_ms.saturating_sub(*at) < DEDUPE_TTL_MS
+    });
+    Ok((shards, meta))
+}
+
+fn recover_shard(
+    dir: &Path,
+    shard: usize,
+    n: usize,
+    mut files: Vec<(u32, PathBuf)>,
+    sync: bool,
+) -> Result<(ShardRecovery, Acc), OpenError> {
+    files.sort_by_key(|(no, _)| *no);
+    let mut out = ShardRecovery {
+        next_seg: files.last().map(|(no, _)| no + 1).unwrap_or(1),
+        ..ShardRecovery::default()
+    };
+    let mut acc = Acc::default();
+    // Headers first: learn what supersedes what.
+    let mut opened: Vec<(u32, PathBuf, File, SegHeader)> = Vec::new();
+    let last_no = files.last().map(|(no, _)| *no);
+    for (no, path) in files {
+        let file = segment::open_rw(&path)?;
+        let mut hb = [0u8; codec::SEG_HEADER_LEN];
+        let got = read_up_to(&file, &mut hb)?;
+        match SegHeader::decode(hb.get(..got).unwrap_or_default()) {
+            Ok(h) if h.seg_no == no && h.shard as usize == shard => {
+                opened.push((no, path, file, h))
+            }
+            Err(HeaderError::Version(version)) => {
+                return Err(OpenError::UnsupportedVersion { path, version })
+            }
+            _ => {
+                if Some(no) == last_no {
+                    // Created but its header never became durable: nothing
+                    // in it was ever acknowledged.
+                    tracing::warn!(seg = %path.display(), "dropping a segment with no valid header at the tail");
+                    std::fs::remove_file(&path)?;
+                    let _ = std::fs::remove_file(segment::hint_path(&path));
+                } else {
+                    tracing::error!(seg = %path.display(), "segment header invalid; quarantined as .corrupt");
+                    std::fs::rename(&path, path.with_extension("corrupt"))?;
+                    acc.corrupt += 1;
+                }
+                crate::sys::fsync_dir(dir)?;
+            }
+        }
+    }
+    let superseded: HashSet<u32> = opened
+        .iter()
+        .filter(|(_, _, _, h)| h.supersedes != codec::NO_SEGMENT)
+        .map(|(_, _, _, h)| h.supersedes)
+        .collect();
+    let mut removed = false;
+    opened.retain(|(no, path, _, _)| {
+        if superseded.contains(no) {
+            // A compaction output replacing this one was renamed into place
+            // before the crash; finish the unlink it could not.
+            let _ = std::fs::remove_file(path);
+            let _ = std::fs::remove_file(segment::hint_path(path));
+            removed = true;
+            false
+        } else {
+            true
+        }
+    });
+    if removed {
+        crate::sys::fsync_dir(dir)?;
+    }
+    let tail_no = opened
+        .iter()
+        .filter(|(_, _, _, h)| h.flags & codec::SEG_FLAG_REWRITE == 0)
+        .map(|(no, ..)| *no)
+        .max();
+    for (no, path, file, hdr) in opened {
+        acc.max_floor = acc.max_floor.max(hdr.id_floor);
+        let file_len = file.metadata()?.len();
+        let hint = std::fs::read(segment::hint_path(&path))
+            .ok()
+            .and_then(|b| Hint::decode(&b).ok())
+            .filter(|h| {
+                h.shard as usize == shard
+                    && h.seg_no == no
+                    && h.data_len <= file_len
+                    && h.data_len >= codec::SEG_HEADER_LEN as u64
+            });
+        let (data_len, entries) = match hint {
+            Some(h) => (h.data_len, h.entries),
+            None => {
+                let tail = Some(no) == tail_no;
+                let (data_len, entries, bad) = scan(&file, file_len, tail, &path)?;
+                acc.corrupt += bad;
+                if tail && data_len < file_len {
+                    tracing::warn!(seg = %path.display(), from = file_len, to = data_len, "truncating torn tail");
+                    file.set_len(data_len)?;
+                    file.sync_all()?;
+                }
+                let hint = Hint {
+                    shard: shard as u32,
+                    seg_no: no,
+                    data_len,
+                    entries: entries.clone(),
+                };
+                if let Err(e) = crate::writer::write_hint(dir, &path, &hint, sync) {
+                    tracing::warn!(%e, "could not write hint file");
+                }
+                (data_len, entries)
+            }
+        };
+        let map = Map::new(
+            &file,
+            usize::try_from(data_len.max(1)).unwrap_or(usize::MAX),
+        )?;
+        let seg = Arc::new(Segment::new(no, path, map, data_len, true));
+        index_entries(&seg, &entries, &mut acc);
+        out.segs.insert(no, seg);
+    }
+    out.corrupt = acc.corrupt;
+    let _ = n;
+    Ok((out, acc))
+}
+
+fn read_up_to(f: &File, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut got = 0;
+    while got < buf.len() {
+        let Some(rest) = buf.get_mut(got..) else {
+            break;
+        };
+        let k = f.read_at(rest, got as u64)?;
+        if k == 0 {
+            break;
+        }
+        got += k;
+    }
+    Ok(got)
+}
+
+/// Walk a segment without a hint, checking every record's CRC. Only records
+/// of whole batches (followed by their `BatchCommit`) count. In the tail
+/// segment the first bad record ends the log; elsewhere a bad record is
+/// counted, skipped and the walk goes on.
+fn scan(
+    file: &File,
+    file_len: u64,
+    tail: bool,
+    path: &Path,
+) -> std::io::Result<(u64, Vec<HintEntry>, u64)> {
+    let hdr = codec::SEG_HEADER_LEN as u64;
+    if file_len <= hdr {
+        return Ok((hdr.min(file_len).max(hdr), Vec::new(), 0));
+    }
+    let map = Map::new(file, usize::try_from(file_len).unwrap_or(usize::MAX))?;
+    let data = map.bytes();
+    let limit = file_len as usize;
+    let mut off = codec::SEG_HEADER_LEN;
+    let mut committed_end = off;
+    let mut entries = Vec::new();
+    let mut pending: Vec<HintEntry> = Vec::new();
+    let mut bad = 0u64;
+    loop {
+        let f = match codec::frame_at(data, off, limit) {
+            Ok(f) => f,
+            Err(FrameError::End) => break,
+            Err(FrameError::Torn) => {
+                if !tail {
+                    tracing::warn!(seg = %path.display(), off, "unreadable record framing in a sealed segment; rest of segment skipped");
+                    bad += 1;
+                }
+                break;
+            }
+        };
+        let total = f.total_len();
+        if !f.crc_ok() {
+            if tail {
+                break;
+            }
+            tracing::warn!(seg = %path.display(), off, "record checksum mismatch in a sealed segment; skipped");
+            bad += 1;
+            off += total;
+            continue;
+        }
+        match Kind::from_u8(f.kind) {
+            Some(Kind::BatchCommit) => {
+                entries.append(&mut pending);
+                committed_end = off + total;
+            }
+            Some(kind) => {
+                let (a, b) = if kind == Kind::Message {
+                    codec::message_head(f.payload)
+                        .map(|h| (h.mailbox, h.seq))
+                        .unwrap_or((0, 0))
+                } else {
+                    (0, 0)
+                };
+                pending.push(HintEntry {
+                    off: off as u32,
+                    len: total as u32,
+                    kind: f.kind,
+                    a,
+                    b,
+                });
+            }
+            None => {
+                tracing::warn!(seg = %path.display(), off, kind = f.kind, "unknown record kind; skipped");
+                bad += 1;
+            }
+        }
+        off += total;
+    }
+    if !pending.is_empty() {
+        tracing::warn!(seg = %path.display(), records = pending.len(), "dropping records of an unfinished batch");
+    }
+    Ok((committed_end as u64, entries, bad))
+}
+
+fn index_entries(seg: &Segment, entries: &[HintEntry], acc: &mut Acc) {
+    for e in entries {
+        let loc = (seg.no, e.off, e.len);
+        if e.kind == Kind::Message as u8 {
+            acc.msgs.push((
+                e.a,
+                MsgRef {
+                    seq: e.b,
+                    seg: seg.no,
+                    off: e.off,
+                    len: e.len,
+                    flags: 0,
+                },
+            ));
+            continue;
+        }
+        let frame = match seg.frame(e.off) {
+            Ok(f) if f.crc_ok() && f.total_len() == e.len as usize => f,
+            _ => {
+                tracing::warn!(seg = %seg.path.display(), off = e.off, "metadata record failed its checksum; skipped");
+                acc.corrupt += 1;
+                continue;
+            }
+        };
+        let rec = match codec::decode(frame.kind, frame.payload) {
+            Ok(r) => r,
+            Err(err) => {
+                tracing::warn!(seg = %seg.path.display(), off = e.off, %err, "undecodable record; skipped");
+                acc.corrupt += 1;
+                continue;
+            }
+        };
+        match rec {
+            Record::MailboxCreated(m) => {
+                acc.max_id = acc.max_id.max(m.id);
+                acc.mailboxes.insert(m.id, (m, loc));
+            }
+            Record::MailboxDeleted { id, .. } => {
+                acc.deleted_mb.insert(id);
+            }
+            Record::MessageDeleted { mailbox, seq, .. } => {
+                acc.deleted_msgs.insert((mailbox, seq));
+                let t = acc.tomb_seq.entry(mailbox).or_default();
+                *t = (*t).max(seq);
+            }
+            Record::UserCreated {
+                id,
+                created_at_ms,
+                name,
+            } => {
+                acc.max_id = acc.max_id.max(id);
+                acc.users.push((id, created_at_ms, name));
+            }
+            Record::SubscriptionAdded { user, ordinal, sub } => {
+                acc.max_id = acc.max_id.max(ordinal);
+                acc.subs.push((ordinal, user, sub));
+            }
+            Record::ApiKeyCreated {
+                id,
+                user,
+                hash,
+                prefix,
+                created_at_ms,
+            } => {
+                acc.max_id = acc.max_id.max(id);
+                acc.keys.push(ApiKeyInfo {
+                    id: ApiKeyId(id),
+                    user: UserId(user),
+                    hash,
+                    prefix,
+                    created_at_ms,
+                    revoked_at_ms: None,
+                });
+            }
+            Record::ApiKeyRevoked { id, at_ms } => acc.revokes.push((id, at_ms)),
+            Record::Dedupe { key, at_ms, parts } => acc.dedupe.push((key, at_ms, parts)),
+            Record::Message { .. } | Record::BatchCommit { .. } => {}
+        }
+    }
+}
+
+fn resolve(
+    rec: &mut ShardRecovery,
+    acc: &Acc,
+    shard: usize,
+    n: usize,
+    meta: &mut MetaRecovery,
+    now_ms: u64,
+) {
+    let n64 = n as u64;
+    let mut max_id = acc.max_id;
+    // Live mailboxes: created, not deleted, and the newest at their address.
+    let mut newest: HashMap<String, u64> = HashMap::new();
+    for (id, (m, _)) in &acc.mailboxes {
+        if acc.deleted_mb.contains(id) {
+            continue;
+        }
+        let e = newest.entry(m.address.clone()).or_insert(*id);
+        *e = (*e).max(*id);
+    }
+    let mut last_seq: HashMap<u64, u64> = acc.tomb_seq.clone();
+    let mut per_mb: HashMap<u64, Vec<MsgRef>> = HashMap::new();
+    for (mb, r) in &acc.msgs {
+        max_id = max_id.max(*mb);
+        let l = last_seq.entry(*mb).or_default();
+        *l = (*l).max(r.seq);
+        let live = acc
+            .mailboxes
+            .get(mb)
+            .is_some_and(|(m, _)| newest.get(&m.address) == Some(mb) && m.expires_at_ms > now_ms);
+        if !live || acc.deleted_msgs.contains(&(*mb, r.seq)) {
+            if let Some(s) = rec.segs.get(&r.seg) {
+                s.add_dead(u64::from(r.len));
+            }
+            continue;
+        }
+        per_mb.entry(*mb).or_default().push(*r);
+    }
+    for (id, (m, loc)) in &acc.mailboxes {
+        let Ok(address) = Address::parse(&m.address) else {
+            tracing::warn!(address = %m.address, "mailbox record with an unparsable address; ignored");
+            continue;
+        };
+        // Superseded at its address, or expired: a restart reaps it (as a
+        // compaction pass would).
+        if newest.get(&m.address) != Some(id) || m.expires_at_ms <= now_ms {
+            if let Some(s) = rec.segs.get(&loc.0) {
+                s.add_dead(u64::from(loc.2));
+            }
+            continue;
+        }
+        let mut msgs = per_mb.remove(id).unwrap_or_default();
+        if !msgs
+            .windows(2)
+            .all(|w| w.first().map(|a| a.seq) < w.get(1).map(|b| b.seq))
+        {
+            msgs.sort_by_key(|r| r.seq);
+            msgs.dedup_by_key(|r| r.seq);
+        }
+        msgs.shrink_to_fit();
+        let info = MailboxInfo {
+            id: MailboxId(*id),
+            address: address.clone(),
+            owner: m.owner.clone(),
+            created_at_ms: m.created_at_ms,
+            expires_at_ms: m.expires_at_ms,
+            max_messages: m.max_messages,
+            message_count: msgs.len() as u32,
+            last_seq: last_seq.get(id).copied().unwrap_or(0),
+        };
+        rec.index.by_address.insert(address, *id);
+        rec.index.mailboxes.insert(
+            *id,
+            MailboxEntry {
+                info,
+                created: *loc,
+                msgs,
+            },
+        );
+    }
+    // Messages whose mailbox record is gone altogether (orphans) are dead.
+    for refs in per_mb.values() {
+        for r in refs {
+            if let Some(s) = rec.segs.get(&r.seg) {
+                s.add_dead(u64::from(r.len));
+            }
+        }
+    }
+    let from_ids = if max_id == 0 { 1 } else { max_id / n64 + 1 };
+    rec.counter = acc.max_floor.max(from_ids).max(1);
+    let _ = shard;
+    meta.users.extend(acc.users.iter().cloned());
+    meta.subs.extend(acc.subs.iter().cloned());
+    meta.keys.extend(acc.keys.iter().cloned());
+    meta.revokes.extend(acc.revokes.iter().cloned());
+    for (k, at, parts) in &acc.dedupe {
+        let e = meta
+            .dedupe
+            .entry(k.clone())
+            .or_insert((*at, *parts, HashSet::new()));
+        e.0 = e.0.max(*at);
+        e.1 = e.1.max(*parts);
+        e.2.insert(shard);
+    }
+    for s in rec.segs.values() {
+        let _ = s.dead_bytes.load(Ordering::Relaxed);
+    }
+}

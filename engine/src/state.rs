@@ -1,0 +1,187 @@
+//! In-memory state shared by the handle, the writer threads and the
+//! compaction owner: per-shard index (mailbox → ordered message refs) and
+//! segment table, the users/keys table, the dedupe table and counters.
+//!
+//! Memory budget: a stored message costs one [`MsgRef`] (24 bytes) in its
+//! mailbox's `Vec`; summaries, senders and subjects stay on disk and are read
+//! from the mapped record when listing.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use crossbeam_channel::Sender;
+use parking_lot::{Mutex, RwLock};
+
+use crate::clock::Clock;
+use crate::fanout::Hub;
+use crate::segment::Segment;
+use crate::types::*;
+use crate::writer::Cmd;
+
+/// Dedupe keys are forgotten this long after they were recorded.
+pub(crate) const DEDUPE_TTL_MS: u64 = 7 * 24 * 3600 * 1000;
+/// Lock stripes of the dedupe table.
+pub(crate) const DEDUPE_STRIPES: usize = 16;
+/// The free-space probe runs at most this often.
+pub(crate) const DISK_PROBE_EVERY_MS: u64 = 1000;
+
+/// Where one stored message lives. 24 bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct MsgRef {
+    pub(crate) seq: u64,
+    pub(crate) seg: u32,
+    pub(crate) off: u32,
+    /// Whole frame length (header + payload).
+    pub(crate) len: u32,
+    /// [`REF_CORRUPT`] once a read found its checksum wrong.
+    pub(crate) flags: u32,
+}
+
+/// The record failed its checksum; never served again.
+pub(crate) const REF_CORRUPT: u32 = 1;
+
+/// Where a metadata record lives: (segment, offset, frame length).
+pub(crate) type Loc = (u32, u32, u32);
+
+pub(crate) struct MailboxEntry {
+    pub(crate) info: MailboxInfo,
+    /// The `MailboxCreated` record; compaction keeps exactly this one.
+    pub(crate) created: Loc,
+    /// Sorted by seq.
+    pub(crate) msgs: Vec<MsgRef>,
+}
+
+impl MailboxEntry {
+    pub(crate) fn find(&self, seq: u64) -> Option<usize> {
+        self.msgs.binary_search_by_key(&seq, |m| m.seq).ok()
+    }
+}
+
+#[derive(Default)]
+pub(crate) struct ShardIndex {
+    pub(crate) mailboxes: HashMap<u64, MailboxEntry>,
+    /// The newest mailbox at each address (it may have expired).
+    pub(crate) by_address: HashMap<Address, u64>,
+}
+
+pub(crate) struct Shard {
+    pub(crate) index: RwLock<ShardIndex>,
+    pub(crate) segs: RwLock<BTreeMap<u32, Arc<Segment>>>,
+    pub(crate) tx: Sender<Cmd>,
+}
+
+#[derive(Default)]
+pub(crate) struct MetaState {
+    pub(crate) users: HashMap<u64, UserInfo>,
+    pub(crate) keys: HashMap<u64, ApiKeyInfo>,
+    pub(crate) key_by_hash: HashMap<[u8; 32], u64>,
+}
+
+pub(crate) struct DedupeEntry {
+    pub(crate) at_ms: u64,
+    /// Still being written: a concurrent duplicate must retry, not be told
+    /// "duplicate" (the first attempt may yet fail).
+    pub(crate) pending: bool,
+}
+
+#[derive(Default)]
+pub(crate) struct Counters {
+    pub(crate) batches: AtomicU64,
+    pub(crate) records: AtomicU64,
+    pub(crate) corrupt: AtomicU64,
+    pub(crate) compaction_runs: AtomicU64,
+    pub(crate) reclaimed: AtomicU64,
+}
+
+pub(crate) struct Shared {
+    pub(crate) config: EngineConfig,
+    pub(crate) dir: PathBuf,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) hub: Hub,
+    pub(crate) shards: Vec<Shard>,
+    pub(crate) meta: RwLock<MetaState>,
+    pub(crate) dedupe: Vec<Mutex<HashMap<String, DedupeEntry>>>,
+    pub(crate) poisoned: AtomicBool,
+    pub(crate) closed: AtomicBool,
+    pub(crate) counters: Counters,
+    pub(crate) started: Instant,
+    /// Monotonic ms (since `started`) of the last free-space probe, and its verdict.
+    pub(crate) disk_probe_at: AtomicU64,
+    pub(crate) disk_low: AtomicBool,
+}
+
+impl Shared {
+    pub(crate) fn n(&self) -> usize {
+        self.shards.len()
+    }
+
+    pub(crate) fn shard_of_id(&self, id: u64) -> usize {
+        (id % self.n() as u64) as usize
+    }
+
+    pub(crate) fn shard_of_address(&self, a: &Address) -> usize {
+        shard_of_address(a, self.n())
+    }
+
+    pub(crate) fn dedupe_stripe(&self, key: &str) -> &Mutex<HashMap<String, DedupeEntry>> {
+        let i = (fnv1a(key.as_bytes()) % DEDUPE_STRIPES as u64) as usize;
+        &self.dedupe[i % self.dedupe.len()]
+    }
+
+    pub(crate) fn poison(&self, what: &str, err: &std::io::Error) {
+        if !self.poisoned.swap(true, Ordering::SeqCst) {
+            tracing::error!(%err, what, "storage write failed; engine poisoned, refusing writes until restart");
+        }
+    }
+
+    pub(crate) fn count_corrupt(&self, n: u64) {
+        if n > 0 {
+            self.counters.corrupt.fetch_add(n, Ordering::Relaxed);
+            metrics::counter!("uncorreo_corrupt_records_total").increment(n);
+        }
+    }
+
+    /// Segment files and their bytes, over all shards.
+    pub(crate) fn disk_usage(&self) -> (u64, u64) {
+        let mut n = 0;
+        let mut bytes = 0;
+        for s in &self.shards {
+            for seg in s.segs.read().values() {
+                n += 1;
+                bytes += seg.committed() as u64;
+            }
+        }
+        (n, bytes)
+    }
+
+    pub(crate) fn publish_disk_gauges(&self) {
+        let (n, bytes) = self.disk_usage();
+        metrics::gauge!("uncorreo_segments").set(n as f64);
+        metrics::gauge!("uncorreo_disk_bytes").set(bytes as f64);
+    }
+}
+
+/// Stable across processes and restarts (never `RandomState`): a mailbox's
+/// shard must not move when the engine is reopened.
+pub(crate) fn shard_of_address(a: &Address, n: usize) -> usize {
+    let mut h = fnv1a(a.local().as_bytes());
+    h ^= u64::from(b'@');
+    h = h.wrapping_mul(0x100000001b3);
+    for &b in a.domain().as_bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x100000001b3);
+    }
+    (h % n.max(1) as u64) as usize
+}
+
+pub(crate) fn fnv1a(b: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf29ce484222325;
+    for &x in b {
+        h ^= u64::from(x);
+        h = h.wrapping_mul(0x100000001b3);
+    }
+    h
+}

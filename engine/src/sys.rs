@@ -1,0 +1,91 @@
+//! The engine's only `unsafe` code: memory maps of segment files, the data
+//! directory lock and the free-space probe. Everything else in the crate is
+//! safe Rust over the handles this module returns.
+
+use std::fs::File;
+use std::io;
+use std::os::fd::AsRawFd;
+use std::path::Path;
+use std::sync::Arc;
+
+use memmap2::{Mmap, MmapOptions};
+
+/// A read-only mapping of (a prefix of) a segment file.
+///
+/// The mapping may be longer than the file: the active segment is mapped at
+/// its full capacity once and grows by `pwrite` underneath. Callers only read
+/// bytes below the committed length, which are always inside the file, so no
+/// page past end-of-file is ever touched (that would raise SIGBUS). The files
+/// are never truncated while mapped.
+pub(crate) struct Map {
+    map: Mmap,
+}
+
+impl Map {
+    /// Map `len` bytes of `file` read-only.
+    pub(crate) fn new(file: &File, len: usize) -> io::Result<Arc<Self>> {
+        if len == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "cannot map zero bytes",
+            ));
+        }
+        // SAFETY: the mapping is read-only and shared. Segment files are only
+        // ever appended to (pwrite past the committed length) or unlinked
+        // while mapped; they are never truncated or rewritten in place while a
+        // mapping exists, so bytes below the committed length never change
+        // under a reader, and readers never look past that length (see the
+        // type's doc for why a mapping longer than the file is sound).
+        let map = unsafe { MmapOptions::new().len(len).map(file)? };
+        Ok(Arc::new(Self { map }))
+    }
+
+    /// The mapped bytes (including any part past end-of-file: do not read
+    /// beyond the committed length).
+    pub(crate) fn bytes(&self) -> &[u8] {
+        &self.map
+    }
+}
+
+/// Take an exclusive, non-blocking `flock` on `file`. `Ok(false)` when another
+/// open file description (another process, or another `Engine` in this one)
+/// holds it.
+pub(crate) fn try_lock_exclusive(file: &File) -> io::Result<bool> {
+    // SAFETY: flock takes a valid open descriptor (borrowed from `file`, which
+    // outlives the call) and plain integer flags; it touches no memory of ours.
+    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if rc == 0 {
+        return Ok(true);
+    }
+    let err = io::Error::last_os_error();
+    if err.raw_os_error() == Some(libc::EWOULDBLOCK) {
+        Ok(false)
+    } else {
+        Err(err)
+    }
+}
+
+/// Bytes available to unprivileged users on the filesystem holding `path`.
+pub(crate) fn free_bytes(path: &Path) -> io::Result<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains NUL"))?;
+    let mut st = std::mem::MaybeUninit::<libc::statvfs>::zeroed();
+    // SAFETY: `c` is a valid NUL-terminated string for the duration of the
+    // call and `st` points to writable memory of the right type and size.
+    let rc = unsafe { libc::statvfs(c.as_ptr(), st.as_mut_ptr()) };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: statvfs returned 0, so it initialised the whole struct.
+    let st = unsafe { st.assume_init() };
+    #[allow(clippy::useless_conversion)] // the field types differ between platforms
+    let (avail, frsize) = (u64::from(st.f_bavail), u64::from(st.f_frsize));
+    Ok(avail.saturating_mul(frsize))
+}
+
+/// fsync a directory so that file creations, renames and unlinks in it are
+/// durable (a file's own fsync does not cover its directory entry).
+pub(crate) fn fsync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}

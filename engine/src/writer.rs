@@ -1,0 +1,938 @@
+//! A shard's writer thread: the only code that appends to the shard's
+//! segments and the only code that changes the shard's index.
+//!
+//! Group commit: the writer blocks for one command, then drains whatever else
+//! is queued (up to `batch_max_bytes`), encodes every record of the batch into
+//! one buffer, `pwrite`s it once and `fdatasync`s once. Only then does it make
+//! the records visible (committed length, index), acknowledge each append and
+//! publish events. Checks that depend on the committed state (quota, expiry,
+//! uniqueness) and the assignment of ids and sequence numbers happen here, in
+//! order, so one writer orders everything of a mailbox.
+
+use std::collections::{HashMap, HashSet};
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use crossbeam_channel::Receiver;
+use tokio::sync::oneshot;
+
+use crate::codec::{self, HintEntry, Kind, MessageMetaRec, Record, SegHeader};
+use crate::error::{EngineError, ResolveError};
+use crate::segment::{self, Segment};
+use crate::state::{MailboxEntry, MsgRef, Shared, REF_CORRUPT};
+use crate::sys::Map;
+use crate::types::*;
+
+pub(crate) type Reply<T> = oneshot::Sender<Result<T, EngineError>>;
+/// Per recipient: its new message id, or why it was refused.
+pub(crate) type RcptResults = Vec<(Recipient, Result<MessageId, ResolveError>)>;
+
+/// What a writer is asked to do.
+pub(crate) enum Cmd {
+    Deliver {
+        raw: Bytes,
+        envelope_from: String,
+        summary: Arc<MessageSummary>,
+        rcpts: Vec<(Recipient, u64)>,
+        /// (key, number of shards the delivery went to)
+        dedupe: Option<(String, u8)>,
+        enq: Instant,
+        reply: Reply<RcptResults>,
+    },
+    CreateMailbox {
+        new: NewMailbox,
+        enq: Instant,
+        reply: Reply<MailboxInfo>,
+    },
+    DeleteMailbox {
+        id: u64,
+        enq: Instant,
+        reply: Reply<()>,
+    },
+    DeleteMessage {
+        id: MessageId,
+        enq: Instant,
+        reply: Reply<()>,
+    },
+    CreateUser {
+        name: String,
+        enq: Instant,
+        reply: Reply<UserInfo>,
+    },
+    AddSubscription {
+        user: u64,
+        sub: Subscription,
+        enq: Instant,
+        reply: Reply<()>,
+    },
+    CreateKey {
+        user: u64,
+        hash: [u8; 32],
+        prefix: String,
+        enq: Instant,
+        reply: Reply<ApiKeyInfo>,
+    },
+    RevokeKey {
+        id: u64,
+        enq: Instant,
+        reply: Reply<()>,
+    },
+    /// Compaction: rewrite the live records of a sealed segment.
+    Rewrite {
+        seg: u32,
+        reply: crossbeam_channel::Sender<Result<crate::compaction::RewriteOutcome, EngineError>>,
+    },
+    /// Flush, seal, stop.
+    Shutdown {
+        reply: crossbeam_channel::Sender<()>,
+    },
+}
+
+/// What to do to the in-memory state once a batch is durable.
+enum Apply {
+    Message {
+        mailbox: u64,
+        seq: u64,
+        rel: usize,
+        len: u32,
+        event: Event,
+    },
+    MailboxCreated {
+        info: MailboxInfo,
+        rel: usize,
+        len: u32,
+    },
+    MailboxDeleted {
+        id: u64,
+    },
+    MessageDeleted {
+        mailbox: u64,
+        seq: u64,
+    },
+    User(UserInfo),
+    Sub {
+        user: u64,
+        sub: Subscription,
+    },
+    Key(ApiKeyInfo),
+    Revoke {
+        id: u64,
+        at_ms: u64,
+    },
+}
+
+enum Ack {
+    Deliver(Reply<RcptResults>, RcptResults),
+    Mailbox(Reply<MailboxInfo>, MailboxInfo),
+    Unit(Reply<()>),
+    User(Reply<UserInfo>, UserInfo),
+    Key(Reply<ApiKeyInfo>, ApiKeyInfo),
+}
+
+impl Ack {
+    fn fail(self, e: EngineError) {
+        match self {
+            Ack::Deliver(r, _) => drop(r.send(Err(e))),
+            Ack::Mailbox(r, _) => drop(r.send(Err(e))),
+            Ack::Unit(r) => drop(r.send(Err(e))),
+            Ack::User(r, _) => drop(r.send(Err(e))),
+            Ack::Key(r, _) => drop(r.send(Err(e))),
+        }
+    }
+    fn ok(self) {
+        match self {
+            Ack::Deliver(r, v) => drop(r.send(Ok(v))),
+            Ack::Mailbox(r, v) => drop(r.send(Ok(v))),
+            Ack::Unit(r) => drop(r.send(Ok(()))),
+            Ack::User(r, v) => drop(r.send(Ok(v))),
+            Ack::Key(r, v) => drop(r.send(Ok(v))),
+        }
+    }
+}
+
+struct Staged {
+    ack: Ack,
+    enq: Instant,
+}
+
+/// One batch being gathered: the bytes, what they mean, and the writer's
+/// view of state changes not yet committed.
+#[derive(Default)]
+struct Batch {
+    buf: Vec<u8>,
+    staged: Vec<Staged>,
+    applies: Vec<Apply>,
+    hints: Vec<HintEntry>,
+    records: u32,
+    /// mailbox → (last_seq, message_count) including this batch.
+    mb: HashMap<u64, (u64, u32)>,
+    new_addr: HashMap<Address, u64>,
+    deleted_mb: HashSet<u64>,
+    deleted_msgs: HashSet<(u64, u64)>,
+    key_hashes: HashSet<[u8; 32]>,
+}
+
+impl Batch {
+    fn frame(&mut self, rec: &Record<'_>, a: u64, b: u64) -> (usize, u32) {
+        let start = self.buf.len();
+        rec.encode_frame(&mut self.buf);
+        self.push_hint(start, rec.kind(), a, b)
+    }
+
+    fn push_hint(&mut self, start: usize, kind: Kind, a: u64, b: u64) -> (usize, u32) {
+        let len = (self.buf.len() - start) as u32;
+        self.records += 1;
+        self.hints.push(HintEntry {
+            off: start as u32,
+            len,
+            kind: kind as u8,
+            a,
+            b,
+        });
+        (start, len)
+    }
+}
+
+pub(crate) struct Writer {
+    pub(crate) shard: usize,
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) rx: Receiver<Cmd>,
+    pub(crate) file: File,
+    pub(crate) active: Arc<Segment>,
+    pub(crate) write_off: u64,
+    pub(crate) cap: u64,
+    /// Hint entries of the active segment (absolute offsets).
+    pub(crate) hints: Vec<HintEntry>,
+    /// Next value of the shard's id counter (id = counter * shards + shard).
+    pub(crate) counter: u64,
+    pub(crate) next_seg: u32,
+}
+
+impl Writer {
+    fn n(&self) -> u64 {
+        self.shared.n() as u64
+    }
+
+    pub(crate) fn alloc_id(&mut self) -> u64 {
+        let id = self.counter * self.n() + self.shard as u64;
+        self.counter += 1;
+        id
+    }
+
+    /// The thread body.
+    pub(crate) fn run(mut self) {
+        let max = self.shared.config.batch_max_bytes.max(1);
+        let mut batch = Batch::default();
+        loop {
+            let Ok(cmd) = self.rx.recv() else {
+                // Every sender is gone: the engine was dropped without shutdown.
+                self.commit(&mut batch);
+                self.seal();
+                return;
+            };
+            if let Some(exit) = self.handle(cmd, &mut batch) {
+                if exit {
+                    return;
+                }
+            }
+            while batch.buf.len() < max {
+                let Ok(cmd) = self.rx.try_recv() else { break };
+                if let Some(exit) = self.handle(cmd, &mut batch) {
+                    if exit {
+                        return;
+                    }
+                }
+            }
+            self.commit(&mut batch);
+        }
+    }
+
+    /// Stage `cmd` into `batch`, or run a control command. `Some(true)` = exit.
+    fn handle(&mut self, cmd: Cmd, batch: &mut Batch) -> Option<bool> {
+        if self.shared.poisoned.load(Ordering::Acquire) {
+            match cmd {
+                Cmd::Shutdown { reply } => {
+                    self.commit(batch);
+                    let _ = reply.send(());
+                    return Some(true);
+                }
+                Cmd::Rewrite { reply, .. } => {
+                    let _ = reply.send(Err(EngineError::Poisoned));
+                    return None;
+                }
+                other => {
+                    fail_cmd(other, EngineError::Poisoned);
+                    return None;
+                }
+            }
+        }
+        match cmd {
+            Cmd::Shutdown { reply } => {
+                self.commit(batch);
+                self.seal();
+                let _ = reply.send(());
+                Some(true)
+            }
+            Cmd::Rewrite { seg, reply } => {
+                self.commit(batch);
+                let r = crate::compaction::rewrite_in_writer(self, seg);
+                let _ = reply.send(r);
+                None
+            }
+            other => {
+                self.stage(other, batch);
+                None
+            }
+        }
+    }
+
+    fn stage(&mut self, cmd: Cmd, b: &mut Batch) {
+        let now = self.shared.clock.now_ms();
+        let shard = &self.shared.shards[self.shard];
+        match cmd {
+            Cmd::Deliver {
+                raw,
+                envelope_from,
+                summary,
+                rcpts,
+                dedupe,
+                enq,
+                reply,
+            } => {
+                let mut results = Vec::with_capacity(rcpts.len());
+                let mut wrote = false;
+                let idx = shard.index.read();
+                for (rcpt, id) in rcpts {
+                    let Some(mb) = idx.mailboxes.get(&id) else {
+                        results.push((rcpt, Err(ResolveError::NoSuchMailbox)));
+                        continue;
+                    };
+                    if b.deleted_mb.contains(&id) || mb.info.expires_at_ms <= now {
+                        results.push((rcpt, Err(ResolveError::NoSuchMailbox)));
+                        continue;
+                    }
+                    let (last_seq, count) = *b
+                        .mb
+                        .entry(id)
+                        .or_insert((mb.info.last_seq, mb.info.message_count));
+                    if count >= mb.info.max_messages {
+                        results.push((rcpt, Err(ResolveError::MailboxFull)));
+                        continue;
+                    }
+                    let seq = last_seq + 1;
+                    b.mb.insert(id, (seq, count + 1));
+                    let meta = MessageMetaRec {
+                        plus_tag: rcpt.plus_tag.clone(),
+                        envelope_from: envelope_from.clone(),
+                        summary: (*summary).clone(),
+                    };
+                    let start = codec::begin_frame(&mut b.buf, Kind::Message);
+                    codec::encode_message(&mut b.buf, id, seq, now, &meta, &raw);
+                    codec::finish_frame(&mut b.buf, start);
+                    let (rel, len) = b.push_hint(start, Kind::Message, id, seq);
+                    let mid = MessageId {
+                        mailbox: MailboxId(id),
+                        seq,
+                    };
+                    b.applies.push(Apply::Message {
+                        mailbox: id,
+                        seq,
+                        rel,
+                        len,
+                        event: Event {
+                            address: mb.info.address.clone(),
+                            id: mid,
+                            received_at_ms: now,
+                            size: raw.len() as u32,
+                            plus_tag: meta.plus_tag,
+                            summary: meta.summary,
+                        },
+                    });
+                    results.push((rcpt, Ok(mid)));
+                    wrote = true;
+                }
+                drop(idx);
+                if let Some((key, parts)) = dedupe {
+                    // Written in the same batch as the messages (atomic with
+                    // them), also when every recipient here was refused, so
+                    // that recovery sees one part per shard.
+                    b.frame(
+                        &Record::Dedupe {
+                            key,
+                            at_ms: now,
+                            parts,
+                        },
+                        0,
+                        0,
+                    );
+                    wrote = true;
+                }
+                let ack = Ack::Deliver(reply, results);
+                if wrote {
+                    b.staged.push(Staged { ack, enq });
+                } else {
+                    ack.ok();
+                }
+            }
+            Cmd::CreateMailbox { new, enq, reply } => {
+                let idx = shard.index.read();
+                let live_old = idx
+                    .by_address
+                    .get(&new.address)
+                    .and_then(|id| idx.mailboxes.get(id))
+                    .is_some_and(|m| {
+                        m.info.expires_at_ms > now && !b.deleted_mb.contains(&m.info.id.0)
+                    });
+                drop(idx);
+                if live_old || b.new_addr.contains_key(&new.address) {
+                    let _ = reply.send(Err(EngineError::AlreadyExists));
+                    return;
+                }
+                let id = self.alloc_id();
+                let info = MailboxInfo {
+                    id: MailboxId(id),
+                    address: new.address.clone(),
+                    owner: new.owner.clone(),
+                    created_at_ms: now,
+                    expires_at_ms: new.expires_at_ms,
+                    max_messages: new.max_messages,
+                    message_count: 0,
+                    last_seq: 0,
+                };
+                let (rel, len) = b.frame(
+                    &Record::MailboxCreated(codec::MailboxRec {
+                        id,
+                        created_at_ms: now,
+                        expires_at_ms: new.expires_at_ms,
+                        max_messages: new.max_messages,
+                        owner: new.owner,
+                        address: new.address.to_string(),
+                    }),
+                    0,
+                    0,
+                );
+                b.new_addr.insert(new.address, id);
+                b.applies.push(Apply::MailboxCreated {
+                    info: info.clone(),
+                    rel,
+                    len,
+                });
+                b.staged.push(Staged {
+                    ack: Ack::Mailbox(reply, info),
+                    enq,
+                });
+            }
+            Cmd::DeleteMailbox { id, enq, reply } => {
+                let target = {
+                    let idx = shard.index.read();
+                    idx.mailboxes.get(&id).map(|m| m.created.0)
+                };
+                let Some(target_seg) = target.filter(|_| !b.deleted_mb.contains(&id)) else {
+                    let _ = reply.send(Err(EngineError::NotFound));
+                    return;
+                };
+                b.frame(&Record::MailboxDeleted { id, target_seg }, 0, 0);
+                b.deleted_mb.insert(id);
+                b.applies.push(Apply::MailboxDeleted { id });
+                b.staged.push(Staged {
+                    ack: Ack::Unit(reply),
+                    enq,
+                });
+            }
+            Cmd::DeleteMessage { id, enq, reply } => {
+                let mbid = id.mailbox.0;
+                let target = {
+                    let idx = shard.index.read();
+                    idx.mailboxes
+                        .get(&mbid)
+                        .and_then(|m| m.find(id.seq).and_then(|i| m.msgs.get(i)))
+                        .map(|r| r.seg)
+                };
+                let Some(target_seg) = target.filter(|_| {
+                    !b.deleted_mb.contains(&mbid) && !b.deleted_msgs.contains(&(mbid, id.seq))
+                }) else {
+                    let _ = reply.send(Err(EngineError::NotFound));
+                    return;
+                };
+                b.frame(
+                    &Record::MessageDeleted {
+                        mailbox: mbid,
+                        seq: id.seq,
+                        target_seg,
+                    },
+                    0,
+                    0,
+                );
+                b.deleted_msgs.insert((mbid, id.seq));
+                if let Some(e) = b.mb.get_mut(&mbid) {
+                    e.1 = e.1.saturating_sub(1);
+                }
+                b.applies.push(Apply::MessageDeleted {
+                    mailbox: mbid,
+                    seq: id.seq,
+                });
+                b.staged.push(Staged {
+                    ack: Ack::Unit(reply),
+                    enq,
+                });
+            }
+            Cmd::CreateUser { name, enq, reply } => {
+                let id = self.alloc_id();
+                let u = UserInfo {
+                    id: UserId(id),
+                    name: name.clone(),
+                    created_at_ms: now,
+                    subscriptions: Vec::new(),
+                };
+                b.frame(
+                    &Record::UserCreated {
+                        id,
+                        created_at_ms: now,
+                        name,
+                    },
+                    0,
+                    0,
+                );
+                b.applies.push(Apply::User(u.clone()));
+                b.staged.push(Staged {
+                    ack: Ack::User(reply, u),
+                    enq,
+                });
+            }
+            Cmd::AddSubscription {
+                user,
+                sub,
+                enq,
+                reply,
+            } => {
+                if !self.shared.meta.read().users.contains_key(&user) {
+                    let _ = reply.send(Err(EngineError::NotFound));
+                    return;
+                }
+                let ordinal = self.alloc_id();
+                b.frame(
+                    &Record::SubscriptionAdded {
+                        user,
+                        ordinal,
+                        sub: sub.clone(),
+                    },
+                    0,
+                    0,
+                );
+                b.applies.push(Apply::Sub { user, sub });
+                b.staged.push(Staged {
+                    ack: Ack::Unit(reply),
+                    enq,
+                });
+            }
+            Cmd::CreateKey {
+                user,
+                hash,
+                prefix,
+                enq,
+                reply,
+            } => {
+                let (user_ok, dup) = {
+                    let m = self.shared.meta.read();
+                    (
+                        m.users.contains_key(&user),
+                        m.key_by_hash.contains_key(&hash),
+                    )
+                };
+                if !user_ok {
+                    let _ = reply.send(Err(EngineError::NotFound));
+                    return;
+                }
+                if dup || b.key_hashes.contains(&hash) {
+                    let _ = reply.send(Err(EngineError::AlreadyExists));
+                    return;
+                }
+                let id = self.alloc_id();
+                let k = ApiKeyInfo {
+                    id: ApiKeyId(id),
+                    user: UserId(user),
+                    hash,
+                    prefix: prefix.clone(),
+                    created_at_ms: now,
+                    revoked_at_ms: None,
+                };
+                b.frame(
+                    &Record::ApiKeyCreated {
+                        id,
+                        user,
+                        hash,
+                        prefix,
+                        created_at_ms: now,
+                    },
+                    0,
+                    0,
+                );
+                b.key_hashes.insert(hash);
+                b.applies.push(Apply::Key(k.clone()));
+                b.staged.push(Staged {
+                    ack: Ack::Key(reply, k),
+                    enq,
+                });
+            }
+            Cmd::RevokeKey { id, enq, reply } => {
+                let state = self
+                    .shared
+                    .meta
+                    .read()
+                    .keys
+                    .get(&id)
+                    .map(|k| k.revoked_at_ms);
+                match state {
+                    None => {
+                        let _ = reply.send(Err(EngineError::NotFound));
+                    }
+                    Some(Some(_)) => {
+                        let _ = reply.send(Ok(()));
+                    }
+                    Some(None) => {
+                        b.frame(&Record::ApiKeyRevoked { id, at_ms: now }, 0, 0);
+                        b.applies.push(Apply::Revoke { id, at_ms: now });
+                        b.staged.push(Staged {
+                            ack: Ack::Unit(reply),
+                            enq,
+                        });
+                    }
+                }
+            }
+            Cmd::Rewrite { .. } | Cmd::Shutdown { .. } => {}
+        }
+    }
+
+    /// Make the batch durable, then visible, then acknowledged, then published.
+    fn commit(&mut self, b: &mut Batch) {
+        let mut batch = std::mem::take(b);
+        if batch.buf.is_empty() {
+            for s in batch.staged {
+                s.ack.ok();
+            }
+            return;
+        }
+        let records = batch.records;
+        Record::BatchCommit { records }.encode_frame(&mut batch.buf);
+        let need = batch.buf.len() as u64;
+        if self.write_off + need > self.cap && self.write_off > codec::SEG_HEADER_LEN as u64 {
+            if let Err(e) = self.roll(need) {
+                self.shared.poison("starting a new segment", &e);
+                for s in batch.staged {
+                    s.ack.fail(EngineError::Poisoned);
+                }
+                return;
+            }
+        } else if self.write_off + need > self.cap {
+            // An empty segment too small for this batch: start one that fits.
+            if let Err(e) = self.roll(need) {
+                self.shared.poison("starting a new segment", &e);
+                for s in batch.staged {
+                    s.ack.fail(EngineError::Poisoned);
+                }
+                return;
+            }
+        }
+        let base = self.write_off;
+        let res = self.file.write_all_at(&batch.buf, base).and_then(|()| {
+            if self.shared.config.durability == Durability::Always {
+                let t = Instant::now();
+                let r = self.file.sync_data();
+                metrics::histogram!("uncorreo_fsync_seconds").record(t.elapsed().as_secs_f64());
+                r
+            } else {
+                Ok(())
+            }
+        });
+        if let Err(e) = res {
+            // Never retry an fsync: the kernel may have dropped the dirty
+            // pages already, so a second success would be a lie.
+            self.shared.poison("writing or syncing a batch", &e);
+            for s in batch.staged {
+                s.ack.fail(EngineError::Poisoned);
+            }
+            return;
+        }
+        self.write_off = base + need;
+        self.active.len.store(self.write_off, Ordering::Release);
+        for mut h in batch.hints {
+            h.off += base as u32;
+            self.hints.push(h);
+        }
+        let seg_no = self.active.no;
+        let mut events = Vec::new();
+        let mut closed = Vec::new();
+        {
+            let shard = &self.shared.shards[self.shard];
+            let mut idx = shard.index.write();
+            for a in batch.applies {
+                match a {
+                    Apply::Message {
+                        mailbox,
+                        seq,
+                        rel,
+                        len,
+                        event,
+                    } => {
+                        let off = (base as usize + rel) as u32;
+                        if let Some(mb) = idx.mailboxes.get_mut(&mailbox) {
+                            mb.msgs.push(MsgRef {
+                                seq,
+                                seg: seg_no,
+                                off,
+                                len,
+                                flags: 0,
+                            });
+                            mb.info.last_seq = mb.info.last_seq.max(seq);
+                            mb.info.message_count = mb.msgs.len() as u32;
+                            events.push(event);
+                        } else {
+                            // Expired and reaped between staging and commit.
+                            self.active.add_dead(u64::from(len));
+                        }
+                    }
+                    Apply::MailboxCreated { info, rel, len } => {
+                        let id = info.id.0;
+                        if let Some(old) = idx.by_address.insert(info.address.clone(), id) {
+                            // The old one had expired: it is gone for good.
+                            if let Some(m) = idx.mailboxes.remove(&old) {
+                                mark_mailbox_dead(&self.shared, self.shard, &m);
+                                closed.push(old);
+                            }
+                        }
+                        idx.mailboxes.insert(
+                            id,
+                            MailboxEntry {
+                                info,
+                                created: (seg_no, (base as usize + rel) as u32, len),
+                                msgs: Vec::new(),
+                            },
+                        );
+                    }
+                    Apply::MailboxDeleted { id } => {
+                        if let Some(m) = idx.mailboxes.remove(&id) {
+                            if idx.by_address.get(&m.info.address) == Some(&id) {
+                                idx.by_address.remove(&m.info.address);
+                            }
+                            mark_mailbox_dead(&self.shared, self.shard, &m);
+                            closed.push(id);
+                        }
+                    }
+                    Apply::MessageDeleted { mailbox, seq } => {
+                        if let Some(mb) = idx.mailboxes.get_mut(&mailbox) {
+                            if let Some(i) = mb.find(seq) {
+                                let r = mb.msgs.remove(i);
+                                mb.info.message_count = mb.msgs.len() as u32;
+                                mark_dead(&self.shared, self.shard, r.seg, r.len);
+                            }
+                        }
+                    }
+                    Apply::User(u) => {
+                        self.shared.meta.write().users.insert(u.id.0, u);
+                    }
+                    Apply::Sub { user, sub } => {
+                        if let Some(u) = self.shared.meta.write().users.get_mut(&user) {
+                            u.subscriptions.push(sub);
+                        }
+                    }
+                    Apply::Key(k) => {
+                        let mut m = self.shared.meta.write();
+                        m.key_by_hash.insert(k.hash, k.id.0);
+                        m.keys.insert(k.id.0, k);
+                    }
+                    Apply::Revoke { id, at_ms } => {
+                        if let Some(k) = self.shared.meta.write().keys.get_mut(&id) {
+                            k.revoked_at_ms.get_or_insert(at_ms);
+                        }
+                    }
+                }
+            }
+        }
+        let c = &self.shared.counters;
+        c.batches.fetch_add(1, Ordering::Relaxed);
+        c.records.fetch_add(u64::from(records), Ordering::Relaxed);
+        metrics::histogram!("uncorreo_batch_records").record(f64::from(records));
+        let commit_hist = metrics::histogram!("uncorreo_commit_seconds");
+        for s in batch.staged {
+            commit_hist.record(s.enq.elapsed().as_secs_f64());
+            s.ack.ok();
+        }
+        for ev in &events {
+            self.shared.hub.publish(ev);
+        }
+        for id in closed {
+            self.shared.hub.close_mailbox(MailboxId(id));
+        }
+    }
+
+    /// Seal the active segment and start a new one big enough for `need`.
+    pub(crate) fn roll(&mut self, need: u64) -> std::io::Result<()> {
+        self.seal();
+        let cap = self
+            .shared
+            .config
+            .segment_bytes
+            .max(need + codec::SEG_HEADER_LEN as u64);
+        let no = self.next_seg;
+        self.next_seg += 1;
+        let (file, seg) = create_segment(
+            &self.shared,
+            self.shard,
+            no,
+            self.counter,
+            cap,
+            0,
+            codec::NO_SEGMENT,
+        )?;
+        self.file = file;
+        self.active = seg;
+        self.write_off = codec::SEG_HEADER_LEN as u64;
+        self.cap = cap;
+        self.hints.clear();
+        self.shared.publish_disk_gauges();
+        Ok(())
+    }
+
+    /// Mark the active segment sealed and write its hint file (best effort:
+    /// without a hint, the next open scans the segment instead).
+    pub(crate) fn seal(&mut self) {
+        if self.active.sealed.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let hint = codec::Hint {
+            shard: self.shard as u32,
+            seg_no: self.active.no,
+            data_len: self.write_off,
+            entries: std::mem::take(&mut self.hints),
+        };
+        if let Err(e) = write_hint(
+            &self.shared.dir,
+            &self.active.path,
+            &hint,
+            self.shared.config.durability == Durability::Always,
+        ) {
+            tracing::warn!(%e, seg = %self.active.path.display(), "could not write hint file");
+        }
+    }
+}
+
+fn fail_cmd(cmd: Cmd, e: EngineError) {
+    let e2 = || match &e {
+        EngineError::Poisoned => EngineError::Poisoned,
+        _ => EngineError::Closed,
+    };
+    match cmd {
+        Cmd::Deliver { reply, .. } => drop(reply.send(Err(e2()))),
+        Cmd::CreateMailbox { reply, .. } => drop(reply.send(Err(e2()))),
+        Cmd::DeleteMailbox { reply, .. }
+        | Cmd::DeleteMessage { reply, .. }
+        | Cmd::AddSubscription { reply, .. }
+        | Cmd::RevokeKey { reply, .. } => drop(reply.send(Err(e2()))),
+        Cmd::CreateUser { reply, .. } => drop(reply.send(Err(e2()))),
+        Cmd::CreateKey { reply, .. } => drop(reply.send(Err(e2()))),
+        Cmd::Rewrite { reply, .. } => drop(reply.send(Err(e2()))),
+        Cmd::Shutdown { reply } => drop(reply.send(())),
+    }
+}
+
+pub(crate) fn mark_dead(shared: &Shared, shard: usize, seg: u32, len: u32) {
+    if let Some(s) = shared.shards[shard].segs.read().get(&seg) {
+        s.add_dead(u64::from(len));
+    }
+}
+
+pub(crate) fn mark_mailbox_dead(shared: &Shared, shard: usize, m: &MailboxEntry) {
+    let segs = shared.shards[shard].segs.read();
+    if let Some(s) = segs.get(&m.created.0) {
+        s.add_dead(u64::from(m.created.2));
+    }
+    for r in &m.msgs {
+        if let Some(s) = segs.get(&r.seg) {
+            s.add_dead(u64::from(r.len));
+        }
+    }
+}
+
+/// Create, header-write, sync and map a new segment; register it.
+pub(crate) fn create_segment(
+    shared: &Shared,
+    shard: usize,
+    no: u32,
+    id_floor: u64,
+    cap: u64,
+    flags: u32,
+    supersedes: u32,
+) -> std::io::Result<(File, Arc<Segment>)> {
+    let path = segment::seg_path(&shared.dir, shard, no);
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(&path)?;
+    let hdr = SegHeader {
+        flags,
+        shard: shard as u32,
+        seg_no: no,
+        id_floor,
+        supersedes,
+    };
+    file.write_all_at(&hdr.encode(), 0)?;
+    if shared.config.durability == Durability::Always {
+        file.sync_all()?;
+        crate::sys::fsync_dir(&shared.dir)?;
+    }
+    let map = Map::new(&file, usize::try_from(cap).unwrap_or(usize::MAX))?;
+    let seg = Arc::new(Segment::new(
+        no,
+        path,
+        map,
+        codec::SEG_HEADER_LEN as u64,
+        false,
+    ));
+    shared.shards[shard]
+        .segs
+        .write()
+        .insert(no, Arc::clone(&seg));
+    Ok((file, seg))
+}
+
+/// Write a hint file atomically: temp file, fsync, rename, fsync the directory.
+/// `sync = false` (load-test mode) skips the fsyncs.
+pub(crate) fn write_hint(
+    dir: &std::path::Path,
+    seg_path: &std::path::Path,
+    hint: &codec::Hint,
+    sync: bool,
+) -> std::io::Result<()> {
+    let final_path = segment::hint_path(seg_path);
+    let tmp = final_path.with_extension("hint.tmp");
+    std::fs::write(&tmp, hint.encode())?;
+    if sync {
+        File::open(&tmp)?.sync_all()?;
+    }
+    std::fs::rename(&tmp, &final_path)?;
+    if sync {
+        crate::sys::fsync_dir(dir)?;
+    }
+    Ok(())
+}
+
+/// Mark a message ref corrupt (found by a read) so it is never served.
+pub(crate) fn quarantine(shared: &Shared, id: MessageId) {
+    let shard = shared.shard_of_id(id.mailbox.0);
+    let mut idx = shared.shards[shard].index.write();
+    if let Some(mb) = idx.mailboxes.get_mut(&id.mailbox.0) {
+        if let Some(i) = mb.find(id.seq) {
+            if let Some(r) = mb.msgs.get_mut(i) {
+                if r.flags & REF_CORRUPT == 0 {
+                    r.flags |= REF_CORRUPT;
+                    shared.count_corrupt(1);
+                }
+            }
+        }
+    }
+}

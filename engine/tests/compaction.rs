@@ -1,0 +1,175 @@
+//! Compaction: live messages stay byte-identical, deleted and expired data
+//! leaves the disk, ids and sequences are never reused, metadata survives.
+
+mod common;
+
+use std::sync::Arc;
+
+use common::*;
+use uncorreo_engine::*;
+
+fn clock() -> Arc<ManualClock> {
+    Arc::new(ManualClock::new(1_700_000_000_000))
+}
+
+fn open_ratio(dir: &std::path::Path, c: &Arc<ManualClock>, ratio: f64) -> Engine {
+    let mut cfg = config(dir);
+    cfg.compaction_live_ratio = ratio;
+    Engine::open_with_clock(cfg, c.clone() as Arc<dyn Clock>).unwrap()
+}
+
+fn marker(i: u64) -> String {
+    format!("MARK{i:08}MARK")
+}
+
+fn body(i: u64) -> bytes::Bytes {
+    let mut v = format!("Subject: m{i}\r\n\r\n").into_bytes();
+    while v.len() < 3000 {
+        v.extend_from_slice(marker(i).as_bytes());
+    }
+    v.into()
+}
+
+fn disk_contains(dir: &std::path::Path, needle: &str) -> bool {
+    std::fs::read_dir(dir).unwrap().any(|e| {
+        let b = std::fs::read(e.unwrap().path()).unwrap();
+        b.windows(needle.len()).any(|w| w == needle.as_bytes())
+    })
+}
+
+#[test]
+fn compaction_keeps_live_bytes_identical_and_removes_dead_data_from_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = clock();
+    let e = open_ratio(dir.path(), &c, 0.9);
+    let user = block_on(e.create_user("u".into())).unwrap();
+    let key = block_on(e.create_api_key(user.id, [5; 32], "uct_k".into())).unwrap();
+    let keep = mailbox(&e, "keep", 10_000, 3_600_000);
+    let gone = mailbox(&e, "gone", 10_000, 3_600_000);
+    let brief = mailbox(&e, "brief", 10_000, 60_000);
+    let mut live = Vec::new();
+    let mut dead = Vec::new();
+    for i in 0..120u64 {
+        let to = match i % 3 {
+            0 => "keep@uncorreo.test",
+            1 => "gone@uncorreo.test",
+            _ => "brief@uncorreo.test",
+        };
+        let id = stored(&deliver(&e, &[to], body(i)))[0];
+        if i % 3 == 0 && i % 2 == 0 {
+            live.push((id, i));
+        } else {
+            dead.push((id, i));
+        }
+    }
+    // Delete every other message of `keep`, the whole of `gone`; let `brief` expire.
+    for (id, i) in &dead {
+        if i % 3 == 0 {
+            block_on(e.delete_message(*id)).unwrap();
+        }
+    }
+    block_on(e.delete_mailbox(gone.id)).unwrap();
+    c.advance(60_000);
+    e.shutdown();
+    drop(e);
+
+    let before = dir_bytes(dir.path());
+    let segs_before = segments(dir.path()).len();
+    let e = open_ratio(dir.path(), &c, 0.9);
+    let r = e.compact_now().unwrap();
+    assert!(r.segments_dropped + r.segments_rewritten > 0, "{r:?}");
+    assert!(r.bytes_reclaimed > 0);
+    let after = dir_bytes(dir.path());
+    assert!(
+        after * 2 < before,
+        "data dir went from {before} to {after} bytes"
+    );
+    assert!(segments(dir.path()).len() <= segs_before + 1);
+    for (id, i) in &live {
+        assert_eq!(e.read_raw(*id).unwrap(), body(*i));
+    }
+    for (id, i) in &dead {
+        assert!(e.read_raw(*id).is_err());
+        assert!(
+            !disk_contains(dir.path(), &marker(*i)),
+            "message {i} still on disk"
+        );
+    }
+    for (_, i) in &live {
+        assert!(disk_contains(dir.path(), &marker(*i)));
+    }
+    let st = e.stats();
+    assert_eq!(st.compaction_runs, 1);
+    assert_eq!(st.compaction_reclaimed_bytes, r.bytes_reclaimed);
+
+    // Everything survives another restart: metadata, sequences, ids.
+    e.shutdown();
+    drop(e);
+    let e = open_ratio(dir.path(), &c, 0.9);
+    assert_eq!(e.api_key_by_hash(&[5; 32]).unwrap(), key);
+    assert_eq!(e.user(user.id).unwrap().name, "u");
+    let k = e.mailbox_by_id(keep.id).unwrap();
+    assert_eq!(k.message_count as usize, live.len());
+    assert_eq!(k.last_seq, 40);
+    for (id, i) in &live {
+        assert_eq!(e.read_raw(*id).unwrap(), body(*i));
+    }
+    assert!(e.mailbox_by_id(brief.id).is_none());
+    // A new mailbox never reuses an id.
+    let fresh = mailbox(&e, "gone", 10, 3_600_000);
+    assert!(fresh.id != gone.id && fresh.id != brief.id && fresh.id != keep.id);
+    let id = stored(&deliver(&e, &["keep@uncorreo.test"], body(999)))[0];
+    assert_eq!(id.seq, 41);
+}
+
+#[test]
+fn deleting_the_newest_message_never_lets_its_sequence_come_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = clock();
+    let e = open_ratio(dir.path(), &c, 1.0);
+    mailbox(&e, "a", 100, 3_600_000);
+    let mut ids = Vec::new();
+    for i in 0..30 {
+        ids.push(stored(&deliver(&e, &["a@uncorreo.test"], body(i)))[0]);
+    }
+    for id in &ids {
+        block_on(e.delete_message(*id)).unwrap();
+    }
+    e.shutdown();
+    drop(e);
+    let e = open_ratio(dir.path(), &c, 1.0);
+    e.compact_now().unwrap();
+    e.shutdown();
+    drop(e);
+    let e = open_ratio(dir.path(), &c, 1.0);
+    assert_eq!(e.mailbox(&addr("a")).unwrap().last_seq, 30);
+    assert!(!disk_contains(dir.path(), &marker(5)));
+    let id = stored(&deliver(&e, &["a@uncorreo.test"], body(100)))[0];
+    assert_eq!(id.seq, 31);
+}
+
+#[test]
+fn the_background_owner_compacts_on_its_interval() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = clock();
+    let mut cfg = config(dir.path());
+    cfg.compaction_interval = std::time::Duration::from_millis(20);
+    let e = Engine::open_with_clock(cfg, c.clone() as Arc<dyn Clock>).unwrap();
+    mailbox(&e, "a", 10, 1000);
+    c.advance(1000);
+    // Wait (bounded) for the owner's pass to reap the expired mailbox.
+    let t = std::time::Instant::now();
+    while e.stats().compaction_runs == 0 {
+        assert!(
+            t.elapsed() < std::time::Duration::from_secs(30),
+            "owner never ran"
+        );
+        std::thread::yield_now();
+    }
+    while e.stats().mailboxes != 0 {
+        assert!(t.elapsed() < std::time::Duration::from_secs(30));
+        std::thread::yield_now();
+    }
+    e.shutdown();
+    e.shutdown();
+}

@@ -1,0 +1,253 @@
+//! The log-backed engine through its public API: durability across reopen,
+//! recovery from torn tails and corruption, compaction, limits.
+
+mod common;
+
+use std::sync::Arc;
+
+use common::*;
+use uncorreo_engine::*;
+
+fn clock() -> Arc<ManualClock> {
+    Arc::new(ManualClock::new(1_700_000_000_000))
+}
+
+#[test]
+fn delivered_messages_survive_reopen_byte_identical() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = clock();
+    let mut ids = Vec::new();
+    {
+        let e = open(dir.path(), &c);
+        mailbox(&e, "a", 100, 3_600_000);
+        mailbox(&e, "b", 100, 3_600_000);
+        for i in 0..20 {
+            let o = deliver(&e, &["a@uncorreo.test", "b+t@uncorreo.test"], raw(3000, i));
+            ids.extend(stored(&o).into_iter().map(|id| (id, raw(3000, i))));
+        }
+        for (id, body) in &ids {
+            assert_eq!(&e.read_raw(*id).unwrap(), body);
+        }
+        e.shutdown();
+    }
+    let e = open(dir.path(), &c);
+    for (id, body) in &ids {
+        assert_eq!(&e.read_raw(*id).unwrap(), body);
+    }
+    let a = e.mailbox(&addr("a")).unwrap();
+    assert_eq!(a.message_count, 20);
+    assert_eq!(a.last_seq, 20);
+    let b = e.mailbox(&addr("b")).unwrap();
+    let list = e.list_messages(b.id, 0, 100).unwrap();
+    assert_eq!(list.len(), 20);
+    assert_eq!(list[0].plus_tag.as_deref(), Some("t"));
+    assert_eq!(list[0].summary.codes, vec!["123456"]);
+    // Sequence numbers continue after restart, never reused.
+    let o = deliver(&e, &["a@uncorreo.test"], raw(100, 99));
+    assert_eq!(stored(&o)[0].seq, 21);
+}
+
+#[test]
+fn second_open_of_the_same_dir_is_refused_as_locked() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = clock();
+    let e = open(dir.path(), &c);
+    let r = Engine::open_with_clock(config(dir.path()), c.clone() as Arc<dyn Clock>);
+    assert!(matches!(r, Err(OpenError::Locked(_))));
+    e.shutdown();
+    drop(e);
+    let _again = open(dir.path(), &c);
+}
+
+#[test]
+fn users_keys_subscriptions_and_deletions_survive_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = clock();
+    let (user, key, mb_a, deleted_msg);
+    {
+        let e = open(dir.path(), &c);
+        user = block_on(e.create_user("ana".into())).unwrap();
+        block_on(e.add_subscription(
+            user.id,
+            Subscription {
+                plan: "pro".into(),
+                starts_at_ms: 1,
+                ends_at_ms: None,
+            },
+        ))
+        .unwrap();
+        block_on(e.add_subscription(
+            user.id,
+            Subscription {
+                plan: "team".into(),
+                starts_at_ms: 2,
+                ends_at_ms: Some(3),
+            },
+        ))
+        .unwrap();
+        key = block_on(e.create_api_key(user.id, [3; 32], "uct_abcdefgh".into())).unwrap();
+        let k2 = block_on(e.create_api_key(user.id, [4; 32], "uct_zzzzzzzz".into())).unwrap();
+        assert!(matches!(
+            block_on(e.create_api_key(user.id, [3; 32], "dup".into())),
+            Err(EngineError::AlreadyExists)
+        ));
+        block_on(e.revoke_api_key(k2.id)).unwrap();
+        mb_a = mailbox(&e, "a", 10, 3_600_000);
+        let gone = mailbox(&e, "gone", 10, 3_600_000);
+        let ids = stored(&deliver(
+            &e,
+            &["a@uncorreo.test", "gone@uncorreo.test"],
+            raw(500, 1),
+        ));
+        deliver(&e, &["a@uncorreo.test"], raw(500, 2));
+        deleted_msg = ids[0];
+        block_on(e.delete_message(deleted_msg)).unwrap();
+        block_on(e.delete_mailbox(gone.id)).unwrap();
+        e.shutdown();
+    }
+    let e = open(dir.path(), &c);
+    let u = e.user(user.id).unwrap();
+    assert_eq!(u.name, "ana");
+    assert_eq!(
+        u.subscriptions
+            .iter()
+            .map(|s| s.plan.as_str())
+            .collect::<Vec<_>>(),
+        ["pro", "team"]
+    );
+    assert_eq!(e.api_key_by_hash(&[3; 32]).unwrap(), key);
+    assert!(e.api_key_by_hash(&[4; 32]).unwrap().revoked_at_ms.is_some());
+    assert_eq!(e.api_keys_of(user.id).len(), 2);
+    assert!(e.mailbox(&addr("gone")).is_none());
+    assert!(matches!(
+        e.read_raw(deleted_msg),
+        Err(EngineError::NotFound)
+    ));
+    let a = e.mailbox_by_id(mb_a.id).unwrap();
+    assert_eq!((a.message_count, a.last_seq), (1, 2));
+}
+
+#[test]
+fn expired_mailbox_is_reaped_by_compaction() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = clock();
+    let e = open(dir.path(), &c);
+    mailbox(&e, "ana", 1, 2000);
+    c.advance(2000);
+    assert!(e.mailbox(&addr("ana")).is_none());
+    assert_eq!(e.stats().mailboxes, 1);
+    e.compact_now().unwrap();
+    assert_eq!(e.stats().mailboxes, 0);
+}
+
+#[test]
+fn limits_answer_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = clock();
+    let mut cfg = config(dir.path());
+    cfg.max_message_bytes = 1000;
+    cfg.min_free_bytes = u64::MAX;
+    let e = Engine::open_with_clock(cfg, c.clone() as Arc<dyn Clock>).unwrap();
+    mailbox(&e, "a", 1, 3_600_000);
+    let d = |n: usize| Delivery {
+        raw: raw(n, 1),
+        envelope_from: String::new(),
+        recipients: vec![Recipient::parse("a@uncorreo.test").unwrap()],
+        dedupe_key: None,
+    };
+    assert!(matches!(
+        block_on(e.deliver(d(1001))),
+        Err(EngineError::Invalid(_))
+    ));
+    // Free space below the floor: a temporary refusal before anything is written.
+    assert!(matches!(
+        block_on(e.deliver(d(1000))),
+        Err(EngineError::DiskFull)
+    ));
+    e.shutdown();
+    assert!(matches!(
+        block_on(e.deliver(d(10))),
+        Err(EngineError::Closed)
+    ));
+    drop(e);
+
+    let mut cfg = config(dir.path());
+    cfg.max_message_bytes = 1000;
+    let e = Engine::open_with_clock(cfg, c.clone() as Arc<dyn Clock>).unwrap();
+    assert!(
+        matches!(block_on(e.deliver(d(1000))), Ok(DeliveryOutcome::Delivered { ref stored, .. }) if stored.len() == 1)
+    );
+    // Quota: the mailbox holds one message.
+    assert_eq!(e.resolve("a@uncorreo.test"), Err(ResolveError::MailboxFull));
+    match block_on(e.deliver(d(10))).unwrap() {
+        DeliveryOutcome::Delivered { stored, refused } => {
+            assert!(stored.is_empty());
+            assert_eq!(refused[0].1, ResolveError::MailboxFull);
+        }
+        o => panic!("{o:?}"),
+    }
+    assert_eq!(
+        e.resolve("x@elsewhere.test"),
+        Err(ResolveError::ForeignDomain)
+    );
+    assert_eq!(
+        e.resolve("nobody@uncorreo.test"),
+        Err(ResolveError::NoSuchMailbox)
+    );
+    let mut bad = config(dir.path());
+    bad.segment_bytes = 100;
+    assert!(matches!(Engine::open(bad), Err(OpenError::Config(_))));
+}
+
+#[test]
+fn dedupe_key_survives_restart_and_multi_shard_delivery_is_one_outcome() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = clock();
+    let names: Vec<String> = (0..6).map(|i| format!("m{i}")).collect();
+    {
+        let e = open(dir.path(), &c);
+        for n in &names {
+            mailbox(&e, n, 10, 3_600_000);
+        }
+        let d = Delivery {
+            raw: raw(300, 1),
+            envelope_from: String::new(),
+            recipients: names
+                .iter()
+                .map(|n| Recipient::parse(&format!("{n}@uncorreo.test")).unwrap())
+                .collect(),
+            dedupe_key: Some("sns-1".into()),
+        };
+        let o = block_on(e.deliver(d.clone())).unwrap();
+        assert_eq!(stored(&o).len(), 6);
+        assert_eq!(block_on(e.deliver(d)).unwrap(), DeliveryOutcome::Duplicate);
+        e.shutdown();
+    }
+    let e = open(dir.path(), &c);
+    let d = Delivery {
+        raw: raw(300, 1),
+        envelope_from: String::new(),
+        recipients: vec![Recipient::parse("m0@uncorreo.test").unwrap()],
+        dedupe_key: Some("sns-1".into()),
+    };
+    assert_eq!(block_on(e.deliver(d)).unwrap(), DeliveryOutcome::Duplicate);
+    for n in &names {
+        assert_eq!(e.mailbox(&addr(n)).unwrap().message_count, 1);
+    }
+}
+
+#[test]
+fn events_follow_commit_and_carry_the_sequence() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = clock();
+    let e = open(dir.path(), &c);
+    let mb = mailbox(&e, "a", 10, 3_600_000);
+    let mut sub = e.subscribe(mb.id).unwrap();
+    let id = stored(&deliver(&e, &["a@uncorreo.test"], raw(200, 3)))[0];
+    let ev = sub.try_recv().unwrap().unwrap();
+    assert_eq!(ev.id, id);
+    // By the time the event is seen, the message is readable.
+    assert_eq!(e.read_raw(ev.id).unwrap(), raw(200, 3));
+    block_on(e.delete_mailbox(mb.id)).unwrap();
+    assert_eq!(sub.try_recv().unwrap_err(), SubscriptionEnd::MailboxGone);
+}
