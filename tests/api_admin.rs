@@ -55,7 +55,6 @@ fn refuses_an_unknown_plan_naming_the_known_ones() {
 }
 
 #[test]
-#[ignore = "needs the log-backed engine (directory lock, durable users); un-ignore when it is merged"]
 fn refuses_a_directory_a_server_holds_and_the_key_works_after_restart() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().to_path_buf();
