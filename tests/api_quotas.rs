@@ -42,7 +42,8 @@ fn minutes_between(created: &str, expires: &str) -> i64 {
         let day: i64 = s[8..10].parse().unwrap();
         (((day * 24 + h) * 60 + m) * 60 + sec) * 1000 + milli
     }
-    (ms(expires) - ms(created)) / 60_000
+    // Rounded: the expiry is computed just before the engine stamps creation.
+    (ms(expires) - ms(created) + 30_000) / 60_000
 }
 
 /// The mailbox-count, TTL and message quotas of one plan, for one caller.
