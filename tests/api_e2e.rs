@@ -295,3 +295,44 @@ fn listing_pages_by_sequence_and_filters_by_plus_tag() {
     );
     assert_eq!((r.status, r.problem().as_str()), (400, "bad-request"));
 }
+
+#[test]
+fn a_filtered_page_stops_at_max_scan_and_says_there_is_more() {
+    let api = Api::start_with(|c| {
+        c.limits.max_scan = 4;
+        c.limits.default_page = 3;
+    });
+    let (address, token) = api.mailbox(&Auth::None, json!({"local_part": "scan"}));
+    let auth = Auth::Bearer(token.unwrap());
+    for i in 0..6 {
+        let tag = if i == 5 { "hit" } else { "miss" };
+        let rcpt = api
+            .server
+            .engine
+            .resolve(&format!("scan+{tag}@{}", common::DOMAIN))
+            .unwrap();
+        common::block_on(api.server.engine.deliver(uncorreo_engine::Delivery {
+            raw: bytes::Bytes::from(format!("Subject: s{i}\r\n\r\nx\r\n")),
+            envelope_from: String::new(),
+            recipients: vec![rcpt],
+            dedupe_key: None,
+        }))
+        .unwrap();
+    }
+    let base = format!("/api/v1/mailboxes/{address}/messages");
+    // Default page size applies without `limit`.
+    let all = api.get(&base, &auth).json();
+    assert_eq!(all["messages"].as_array().unwrap().len(), 3);
+    // Scanning stops after exactly max_scan messages: nothing found yet, but
+    // the cursor moved past the four examined and there is more.
+    let first = api.get(&format!("{base}?tag=hit"), &auth).json();
+    assert_eq!(first["messages"], json!([]));
+    assert_eq!(first["next_since"], 4);
+    assert_eq!(first["has_more"], true);
+    let since = 4;
+    let second = api
+        .get(&format!("{base}?tag=hit&since={since}"), &auth)
+        .json();
+    assert_eq!(second["messages"][0]["subject"], "s5");
+    assert_eq!(second["has_more"], false);
+}
