@@ -194,7 +194,6 @@ fn anonymous_mailbox(api: &Api) -> (String, String) {
 }
 
 #[test]
-#[ignore = "needs smtpd (the placeholder on this branch answers 421); passes on a trial merge of smtpd — un-ignore when it is merged"]
 fn smtp_delivery_is_listed_read_parsed_raw_and_attachments_then_deleted() {
     let api = Api::start();
     let (address, token) = anonymous_mailbox(&api);

@@ -186,3 +186,28 @@ fn bad_ids_are_not_found() {
     let r = api.get("/api/v1/mailboxes/not-an-address/messages", &auth);
     assert_eq!((r.status, r.problem().as_str()), (404, "not-found"));
 }
+
+#[test]
+fn the_json_body_cap_does_not_apply_to_the_ses_webhook() {
+    let api = Api::start_with(|c| c.limits.json_body_bytes = 1024);
+    // SNS notifications carry whole messages; the webhook has its own cap.
+    let body = format!(
+        "{{\"Type\":\"Notification\",\"Message\":\"{}\"}}",
+        "x".repeat(100_000)
+    );
+    let r = api
+        .client
+        .post(api.server.url("/api/v1/ses/inbound"))
+        .header("content-type", "text/plain; charset=UTF-8")
+        .body(body)
+        .send()
+        .unwrap();
+    assert_ne!(r.status().as_u16(), 413);
+    let r = api.call(
+        "POST",
+        "/api/v1/mailboxes",
+        &Auth::None,
+        Some(json!({"local_part": "y".repeat(2000)})),
+    );
+    assert_eq!((r.status, r.problem().as_str()), (413, "payload-too-large"));
+}

@@ -24,14 +24,13 @@ pub mod plans;
 pub mod problem;
 pub mod quota;
 pub mod ratelimit;
+pub mod sns;
 pub mod time;
 
 use std::sync::Arc;
 
-use axum::extract::DefaultBodyLimit;
 use axum::Router;
 use serde::{Deserialize, Serialize};
-use tower_http::limit::RequestBodyLimitLayer;
 use uncorreo_engine::Engine;
 
 pub use auth::{authorize_mailbox, Caller, Credential};
@@ -80,11 +79,24 @@ struct Shared {
     limiter: ratelimit::RateLimiter,
     quotas: quota::Quotas,
     metrics: ::metrics_exporter_prometheus::PrometheusHandle,
+    sns: sns::SnsState,
+}
+
+impl axum::extract::FromRef<AppState> for sns::SnsState {
+    fn from_ref(state: &AppState) -> Self {
+        state.shared.sns.clone()
+    }
 }
 
 impl AppState {
     /// Check the configuration and build the state shared by every core.
-    pub fn new(engine: Engine, config: ApiConfig) -> Result<Self, plans::PlanConfigError> {
+    /// `sns` is the SES webhook's state (built by [`sns::SnsState::new`]),
+    /// reachable from handlers through `State<SnsState>`.
+    pub fn new(
+        engine: Engine,
+        config: ApiConfig,
+        sns: sns::SnsState,
+    ) -> Result<Self, plans::PlanConfigError> {
         plans::validate(&config.plans, &config.limits)?;
         let anonymous_plan = plans::named(&config.plans, &config.limits.anonymous_plan).ok_or(
             plans::PlanConfigError::MissingPlan {
@@ -100,6 +112,7 @@ impl AppState {
                 limiter: ratelimit::RateLimiter::new(entries),
                 quotas: quota::Quotas::new(entries),
                 metrics: metrics::install(),
+                sns,
                 config,
             }),
         })
@@ -136,17 +149,8 @@ impl AppState {
 }
 
 /// The whole router. Built once per core from the same state.
-///
-/// Request bodies of these routes are capped at `limits.json_body_bytes`,
-/// refused with `413` from `Content-Length` alone when it is declared. The
-/// cap is a route layer, so routes merged later (the SES webhook, whose
-/// notifications are larger) bring their own.
 pub fn router(state: AppState) -> Router {
-    let limit = state.limits().json_body_bytes;
-    let (router, _doc) = openapi::api_router()
-        .route_layer(RequestBodyLimitLayer::new(limit))
-        .route_layer(DefaultBodyLimit::max(limit))
-        .split_for_parts();
+    let (router, _doc) = openapi::api_router(state.limits().json_body_bytes).split_for_parts();
     router
         .with_state(state)
         .layer(axum::middleware::from_fn(problem::ensure_problem_json))

@@ -4,6 +4,8 @@
 
 use std::sync::OnceLock;
 
+use axum::extract::DefaultBodyLimit;
+use tower_http::limit::RequestBodyLimitLayer;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 use utoipa_axum::router::OpenApiRouter;
@@ -27,6 +29,7 @@ one that does not exist (404 `not-found`).",
         (name = "mailboxes", description = "Mailboxes"),
         (name = "messages", description = "Messages in a mailbox"),
         (name = "keys", description = "API keys of the calling user"),
+        (name = "ses", description = "The SES → SNS inbound webhook"),
         (name = "operations", description = "Health, readiness, metrics, this document"),
     )
 )]
@@ -57,8 +60,9 @@ impl Modify for Security {
     }
 }
 
-/// Every route, registered with its documentation.
-pub fn api_router() -> OpenApiRouter<AppState> {
+/// Every route, registered with its documentation; JSON request bodies
+/// capped at `json_body_bytes`.
+pub fn api_router(json_body_bytes: usize) -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(Base::openapi())
         .routes(routes!(ops::health))
         .routes(routes!(ops::ready))
@@ -75,11 +79,19 @@ pub fn api_router() -> OpenApiRouter<AppState> {
         .routes(routes!(messages::get_attachment))
         .routes(routes!(keys::create_key, keys::list_keys))
         .routes(routes!(keys::revoke_key))
+        // The bodies of every route above are small JSON: capped at
+        // `limits.json_body_bytes`, refused with 413 from `Content-Length`
+        // alone when declared. `route_layer` covers only the routes
+        // registered so far, so the routes below bring their own limits.
+        .route_layer(RequestBodyLimitLayer::new(json_body_bytes))
+        .route_layer(DefaultBodyLimit::max(json_body_bytes))
+        // SNS notifications carry whole messages: `sns.max_body_bytes`.
+        .routes(routes!(crate::sns::handler::inbound))
 }
 
 /// The OpenAPI document.
 pub fn document() -> utoipa::openapi::OpenApi {
-    api_router().into_openapi()
+    api_router(crate::LimitsConfig::default().json_body_bytes).into_openapi()
 }
 
 /// The document as JSON, rendered once per process.
