@@ -50,7 +50,8 @@ fn metrics_pass_promtool_after_traffic_and_histograms_are_histograms() {
     let api = Api::start_with(|c| {
         c.plans.0.get_mut("anonymous").unwrap().requests_per_minute = 3;
     });
-    // (The recorder is installed by the appliance's start.) What other crates emit through the facade must render as histograms too.
+    // The recorder is installed by the appliance's start. What other crates
+    // emit through the facade must render as histograms too.
     metrics::describe_histogram!("uncorreo_test_stage_seconds", "A stage latency.");
     metrics::histogram!("uncorreo_batch_records").record(17.0);
     metrics::histogram!("uncorreo_test_stage_seconds").record(0.003);
@@ -61,6 +62,12 @@ fn metrics_pass_promtool_after_traffic_and_histograms_are_histograms() {
         &api.server,
         &address,
         b"Subject: hi\r\n\r\nyour code is 1234\r\n",
+    );
+    api_support::smtp_send(
+        api.server.smtp,
+        "a@example.com",
+        &address,
+        b"Subject: by smtp\r\n\r\nhello\r\n",
     );
     assert_eq!(
         api.get(&format!("/api/v1/mailboxes/{address}/messages"), &auth)
@@ -101,8 +108,11 @@ fn metrics_pass_promtool_after_traffic_and_histograms_are_histograms() {
         "uncorreo_batch_records_bucket{le=\"32\"}",
         "# TYPE uncorreo_test_stage_seconds histogram",
         "# TYPE uncorreo_mailboxes gauge",
-        "uncorreo_messages 1",
         "uncorreo_engine_poisoned 0",
+        "uncorreo_messages 2",
+        "# TYPE uncorreo_smtp_data_to_ack_seconds histogram",
+        "# TYPE uncorreo_commit_seconds histogram",
+        "# TYPE uncorreo_fsync_seconds histogram",
         "# TYPE uncorreo_disk_bytes gauge",
         "# TYPE uncorreo_queue_depth gauge",
         "# TYPE uncorreo_subscribers gauge",
