@@ -17,6 +17,8 @@
 //! that say what the caller should tell its client.
 
 #![deny(clippy::unwrap_used, clippy::expect_used)]
+// Only `sys` (memory maps, flock, statvfs) may use unsafe code.
+#![deny(unsafe_code)]
 
 mod api;
 mod clock;
