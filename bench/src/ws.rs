@@ -9,6 +9,7 @@ use anyhow::Context;
 use futures_util::StreamExt;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
@@ -88,7 +89,10 @@ pub async fn connect(http: &str, key: &str, address: &str) -> anyhow::Result<Ws>
             HeaderValue::from_str(&format!("Bearer {key}")).context("bad key")?,
         );
     }
-    let (ws, _resp) = tokio_tungstenite::connect_async(req)
+    // tungstenite zero-fills its whole read buffer (128 KiB by default) per
+    // connection; events are small, and ws-idle holds 10k of these.
+    let config = WebSocketConfig::default().read_buffer_size(8 * 1024);
+    let (ws, _resp) = tokio_tungstenite::connect_async_with_config(req, Some(config), true)
         .await
         .with_context(|| format!("WebSocket {url}"))?;
     Ok(ws)
