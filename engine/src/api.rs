@@ -371,7 +371,7 @@ impl Engine {
     }
 
     /// THE delivery entry point: store `delivery.raw` once per recipient and
-    /// return only when every stored copy is durable; then publish events.
+    /// return only when every stored copy is durable, and its event is already queued for every subscriber.
     pub async fn deliver(&self, delivery: Delivery) -> Result<DeliveryOutcome, EngineError> {
         if delivery.raw.len() > self.config().max_message_bytes {
             return Err(EngineError::Invalid("message too large"));
