@@ -36,5 +36,5 @@ mod writer;
 pub use api::Engine;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{EngineError, OpenError, ResolveError};
-pub use fanout::Subscriber;
+pub use fanout::{SubscribeError, Subscriber, SubscriberLimits};
 pub use types::*;
