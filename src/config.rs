@@ -32,6 +32,8 @@ pub struct Config {
     pub plans: Plans,
     /// `[limits]`: API bounds that are not per plan, and which plans apply by default.
     pub limits: LimitsConfig,
+    /// `[realtime]`: WebSocket / SSE / long-poll pings, timeouts and subscriber limits.
+    pub realtime: uncorreo_api::realtime::RealtimeConfig,
 }
 
 /// Why the configuration could not be loaded.
