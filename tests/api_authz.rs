@@ -22,6 +22,10 @@ enum Class {
     Mailbox,
     /// Needs an API key; scoped to one key in the path.
     Key,
+    /// Scoped to one mailbox like [`Class::Mailbox`], but a long-lived
+    /// stream (WebSocket, SSE): refusals are checked here, the owner's
+    /// stream in tests/realtime_*.rs.
+    Stream,
 }
 
 /// Every route of the API: (method, path template, class).
@@ -62,6 +66,9 @@ const MATRIX: &[(&str, &str, Class)] = &[
     ("POST", "/api/v1/keys", Class::Own),
     ("GET", "/api/v1/keys", Class::Own),
     ("DELETE", "/api/v1/keys/{id}", Class::Key),
+    ("GET", "/ws/inbox/{address}", Class::Stream),
+    ("GET", "/api/v1/mailboxes/{address}/events", Class::Stream),
+    ("GET", "/api/v1/mailboxes/{address}/wait", Class::Mailbox),
 ];
 
 struct World {
@@ -175,7 +182,7 @@ fn every_route_refuses_every_wrong_credential_and_not_yours_looks_like_missing()
                     assert_eq!(r.status, 200, "{method} {template} as {who}");
                 }
             }
-            Class::Mailbox => {
+            Class::Mailbox | Class::Stream => {
                 for (victim_box, victim_msg) in
                     [(&w.victim_box, &w.victim_msg), (&w.anon_box, &w.anon_msg)]
                 {
@@ -332,7 +339,7 @@ fn credential_classes_get_their_documented_answers() {
         .iter()
         .map(|m| m["address"].as_str().unwrap().to_owned())
         .collect();
-    assert_eq!(listed, [w.anon_box.clone()]);
+    assert_eq!(listed, std::slice::from_ref(&w.anon_box));
     // The token works as a bearer and as X-Session-Token alike.
     let a = api.get(
         &format!("/api/v1/mailboxes/{}", w.anon_box),

@@ -85,17 +85,26 @@ fn the_token_query_parameter_opens_the_socket_and_wrong_credentials_are_refused(
         assert_eq!(next_seq(&mut ws).await, 1);
         // No credential: 401; a wrong one: the not-found answer, same as a missing mailbox.
         let (s, p) = ws_refused(&base).await;
-        assert_eq!((s, p["type"].as_str().unwrap()), (401, "urn:uncorreo:problem:authentication-required"));
+        assert_eq!(
+            (s, p["type"].as_str().unwrap()),
+            (401, "urn:uncorreo:problem:authentication-required")
+        );
         let (s, wrong) = ws_refused(&format!("{base}?token=not-the-token")).await;
         assert_eq!(s, 404);
-        let missing = format!("ws://{}/ws/inbox/nobody@{}?token=not-the-token", server.http, common::DOMAIN);
+        let missing = format!(
+            "ws://{}/ws/inbox/nobody@{}?token=not-the-token",
+            server.http,
+            common::DOMAIN
+        );
         assert_eq!(ws_refused(&missing).await.1, wrong);
         // A header credential wins over the query one.
-        let mut req = tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(
-            format!("{base}?token={TOKEN}"),
-        )
-        .unwrap();
-        req.headers_mut().insert("x-session-token", "wrong".parse().unwrap());
+        let mut req =
+            tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(
+                format!("{base}?token={TOKEN}"),
+            )
+            .unwrap();
+        req.headers_mut()
+            .insert("x-session-token", "wrong".parse().unwrap());
         assert!(tokio_tungstenite::connect_async(req).await.is_err());
     });
 }
@@ -131,9 +140,10 @@ fn a_slow_consumer_is_closed_with_4008_and_resumes_from_its_last_sequence() {
         sock.set_recv_buffer_size(1024).unwrap();
         let stream = sock.connect(server.http).await.unwrap();
         let url = format!("ws://{}/ws/inbox/{addr}?since=0&token={TOKEN}", server.http);
-        let (mut ws, _) = tokio_tungstenite::client_async(url, tokio_tungstenite::MaybeTlsStream::Plain(stream))
-            .await
-            .unwrap();
+        let (mut ws, _) =
+            tokio_tungstenite::client_async(url, tokio_tungstenite::MaybeTlsStream::Plain(stream))
+                .await
+                .unwrap();
         assert_eq!(e.stats().subscribers, 1);
         let mut delivered = 0u64;
         // Until the hub has cut the subscriber off (a fact, not a timing).
@@ -172,7 +182,10 @@ fn a_slow_consumer_is_closed_with_4008_and_resumes_from_its_last_sequence() {
             .text()
             .await
             .unwrap();
-        assert!(metrics.contains("uncorreo_ws_connections_total{reason=\"lagged\"} 1"), "{metrics}");
+        assert!(
+            metrics.contains("uncorreo_ws_connections_total{reason=\"lagged\"} 1"),
+            "{metrics}"
+        );
         assert!(metrics.contains("uncorreo_subscribers_lagged_total"));
         assert!(metrics.contains("uncorreo_events_published_total"));
     });
@@ -249,11 +262,17 @@ fn subscriber_limits_answer_429_per_mailbox_and_503_in_total() {
         let url = |addr: &str| format!("ws://{}/ws/inbox/{addr}?token={TOKEN}", server.http);
         let first = ws_connect(&server, &a, 0).await;
         let (s, p) = ws_refused(&url(&a)).await;
-        assert_eq!((s, p["type"].as_str().unwrap()), (429, "urn:uncorreo:problem:rate-limited"));
+        assert_eq!(
+            (s, p["type"].as_str().unwrap()),
+            (429, "urn:uncorreo:problem:rate-limited")
+        );
         assert!(p["detail"].as_str().unwrap().contains("1 live subscribers"));
         let _second = ws_connect(&server, &b, 0).await;
         let (s, p) = ws_refused(&url(&c)).await;
-        assert_eq!((s, p["type"].as_str().unwrap()), (503, "urn:uncorreo:problem:unavailable"));
+        assert_eq!(
+            (s, p["type"].as_str().unwrap()),
+            (503, "urn:uncorreo:problem:unavailable")
+        );
         // Closing frees the place.
         drop(first);
         let mut freed = None;

@@ -95,7 +95,8 @@ pub async fn ws_refused(url: &str) -> (u16, Value) {
         Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
             let status = resp.status().as_u16();
             assert_eq!(
-                resp.headers()["content-type"], "application/problem+json",
+                resp.headers()["content-type"],
+                "application/problem+json",
                 "{status}"
             );
             let body = resp.body().clone().unwrap_or_default();
@@ -143,11 +144,14 @@ pub async fn next_seq(ws: &mut Ws) -> u64 {
 
 /// Close politely.
 pub async fn bye(mut ws: Ws) {
-    let _ = ws.send(Message::Close(Some(tokio_tungstenite::tungstenite::protocol::CloseFrame {
-        code: CloseCode::Normal,
-        reason: "bye".into(),
-    })))
-    .await;
+    let _ = ws
+        .send(Message::Close(Some(
+            tokio_tungstenite::tungstenite::protocol::CloseFrame {
+                code: CloseCode::Normal,
+                reason: "bye".into(),
+            },
+        )))
+        .await;
 }
 
 /// One parsed SSE event.
@@ -166,7 +170,11 @@ pub struct Sse {
 
 impl Sse {
     /// GET the stream with `token` as a bearer and optional extra headers.
-    pub async fn open(url: &str, token: &str, last_event_id: Option<u64>) -> Result<Sse, (u16, Value)> {
+    pub async fn open(
+        url: &str,
+        token: &str,
+        last_event_id: Option<u64>,
+    ) -> Result<Sse, (u16, Value)> {
         let client = reqwest::Client::builder().no_proxy().build().unwrap();
         let mut req = client.get(url).bearer_auth(token);
         if let Some(id) = last_event_id {

@@ -340,7 +340,11 @@ impl Feed {
             }
             if self.replaying {
                 let page = self.state.realtime().config().replay_page.max(1);
-                let got = match self.state.engine.list_messages(self.mailbox.id, self.last, page) {
+                let got = match self
+                    .state
+                    .engine
+                    .list_messages(self.mailbox.id, self.last, page)
+                {
                     Ok(v) => v,
                     Err(EngineError::NotFound) => return Err(FeedEnd::MailboxGone),
                     Err(e) => {

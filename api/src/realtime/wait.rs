@@ -70,9 +70,10 @@ impl Matcher {
                 .as_ref()
                 .is_none_or(|n| hay.to_lowercase().contains(n.as_str()))
         };
-        let from_ok = self.from.as_ref().is_none_or(|_| {
-            has(&m.summary.from, &self.from) || has(&m.envelope_from, &self.from)
-        });
+        let from_ok = self
+            .from
+            .as_ref()
+            .is_none_or(|_| has(&m.summary.from, &self.from) || has(&m.envelope_from, &self.from));
         from_ok && has(&m.summary.subject, &self.subject)
     }
 }
@@ -121,7 +122,10 @@ pub async fn wait(
     if timeout > cfg.wait_max_timeout_secs {
         return Err(Problem::new(
             Kind::InvalidRequest,
-            format!("timeout must be between 0 and {}", cfg.wait_max_timeout_secs),
+            format!(
+                "timeout must be between 0 and {}",
+                cfg.wait_max_timeout_secs
+            ),
         ));
     }
     let count = q.count.unwrap_or(1);
@@ -186,8 +190,9 @@ pub async fn wait(
             }
             Some(Err(SubscriptionEnd::MailboxGone)) => return Err(Problem::not_found()),
             Some(Err(_)) => {
-                return Err(Problem::new(Kind::Unavailable, "the server is shutting down")
-                    .retry_after(5))
+                return Err(
+                    Problem::new(Kind::Unavailable, "the server is shutting down").retry_after(5),
+                )
             }
         }
     }
@@ -224,7 +229,11 @@ impl Waiter<'_> {
     async fn scan(&mut self) -> Result<(), Problem> {
         let page = self.state.realtime().config().replay_page.max(1);
         while self.found.len() < self.count {
-            let msgs = match self.state.engine.list_messages(self.mb.id, self.cursor, page) {
+            let msgs = match self
+                .state
+                .engine
+                .list_messages(self.mb.id, self.cursor, page)
+            {
                 Ok(v) => v,
                 Err(EngineError::NotFound) => return Err(Problem::not_found()),
                 Err(e) => return Err(e.into()),
