@@ -9,6 +9,7 @@
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
+use uncorreo_api::sns::SnsConfig;
 use uncorreo_api::{HttpConfig, LimitsConfig, Plans};
 use uncorreo_engine::EngineConfig;
 use uncorreo_smtpd::SmtpConfig;
@@ -34,6 +35,8 @@ pub struct Config {
     pub limits: LimitsConfig,
     /// `[realtime]`: WebSocket / SSE / long-poll pings, timeouts and subscriber limits.
     pub realtime: uncorreo_api::realtime::RealtimeConfig,
+    /// `[sns]`: the SES → SNS webhook (`POST /api/v1/ses/inbound`).
+    pub sns: SnsConfig,
 }
 
 /// Why the configuration could not be loaded.
@@ -121,6 +124,28 @@ mod tests {
         assert_eq!(c.http.listen, "127.0.0.1:8080");
         assert_eq!(c.engine.data_dir, std::path::PathBuf::from("./data"));
         assert_eq!(c.engine.durability, uncorreo_engine::Durability::Always);
+        assert!(
+            c.sns.allowed_topic_arns.is_empty(),
+            "no topic trusted by default"
+        );
+        assert_eq!(c.sns.trusted_cert_dir, None);
+    }
+
+    #[test]
+    fn sns_section_reads_topics_and_limits() {
+        let c = Config::load(
+            None,
+            [
+                (
+                    "UNCORREO__SNS__ALLOWED_TOPIC_ARNS".to_owned(),
+                    "[\"arn:aws:sns:us-east-1:1:t\"]".to_owned(),
+                ),
+                ("UNCORREO__SNS__MAX_AGE_SECS".to_owned(), "600".to_owned()),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.sns.allowed_topic_arns, vec!["arn:aws:sns:us-east-1:1:t"]);
+        assert_eq!(c.sns.max_age_secs, 600);
     }
 
     #[test]

@@ -69,6 +69,12 @@ impl Appliance {
 
         let smtp_shared = uncorreo_smtpd::Shared::new(engine.clone(), config.smtp.clone())
             .map_err(io("setting up SMTP"))?;
+        let sns_state = uncorreo_api::sns::SnsState::new(
+            engine.clone(),
+            config.sns.clone(),
+            config.smtp.hostname.clone(),
+        )
+        .map_err(|e| io("setting up the SNS webhook")(std::io::Error::other(e)))?;
         let app_state = uncorreo_api::AppState::new(
             engine.clone(),
             uncorreo_api::ApiConfig {
@@ -77,6 +83,7 @@ impl Appliance {
                 limits: config.limits.clone(),
                 realtime: config.realtime.clone(),
             },
+            sns_state,
         )
         .map_err(|e| StartError::Config(e.to_string()))?;
         // One token stops the listeners and ends the real-time streams, so SSE

@@ -1,7 +1,7 @@
 //! `uncorreo`: the appliance's command line. `uncorreo` alone (or `uncorreo
 //! serve`) runs the server with embedded defaults.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -25,6 +25,25 @@ enum Command {
         #[arg(long, env = "UNCORREO_CONFIG")]
         config: Option<PathBuf>,
     },
+    /// SES → SNS webhook tools.
+    Sns {
+        #[command(subcommand)]
+        command: SnsCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum SnsCommand {
+    /// Check an SNS message offline: prints "valid" and exits 0, or exits
+    /// non-zero with the reason (bad signature, unsupported version, bad
+    /// certificate URL host, malformed JSON, expired certificate, ...).
+    Verify {
+        /// The signing certificate (PEM) that the message's SigningCertURL serves.
+        #[arg(long)]
+        cert: PathBuf,
+        /// The SNS message: the JSON body SNS posts.
+        message: PathBuf,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -37,7 +56,56 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command.unwrap_or(Command::Serve { config: None }) {
         Command::Serve { config } => serve(config),
+        Command::Sns {
+            command: SnsCommand::Verify { cert, message },
+        } => sns_verify(&cert, &message),
     }
+}
+
+/// Largest SNS message file `sns verify` reads (SNS messages are ≤ 256 KiB).
+const MAX_SNS_MESSAGE_FILE: u64 = 1024 * 1024;
+
+fn sns_verify(cert: &Path, message: &Path) -> anyhow::Result<()> {
+    use uncorreo_api::sns::{self, verify::SigningCert, SnsMessage};
+    let pem = read_capped(cert, sns::verify::MAX_CERT_PEM_BYTES as u64)?;
+    let body = read_capped(message, MAX_SNS_MESSAGE_FILE)?;
+    let msg = SnsMessage::from_json(&body).map_err(|e| {
+        anyhow::anyhow!(
+            "{}: malformed JSON, not an SNS message: {e}",
+            message.display()
+        )
+    })?;
+    sns::verify(&msg, &pem).map_err(|e| anyhow::anyhow!("invalid SNS message: {e}"))?;
+    // `verify` is clock-free; a person checking a message also wants to know
+    // whether the webhook would accept the certificate today.
+    let parsed =
+        SigningCert::from_pem(&pem).map_err(|e| anyhow::anyhow!("invalid SNS message: {e}"))?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    if !parsed.valid_at(now) {
+        anyhow::bail!(
+            "invalid SNS message: the certificate is expired or not yet valid (valid from {} to {} unix time)",
+            parsed.not_before_secs,
+            parsed.not_after_secs
+        );
+    }
+    println!("valid");
+    Ok(())
+}
+
+fn read_capped(path: &Path, max: u64) -> anyhow::Result<Vec<u8>> {
+    use std::io::Read;
+    let file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let mut buf = Vec::new();
+    file.take(max + 1)
+        .read_to_end(&mut buf)
+        .with_context(|| format!("reading {}", path.display()))?;
+    if buf.len() as u64 > max {
+        anyhow::bail!("{} is larger than {max} bytes", path.display());
+    }
+    Ok(buf)
 }
 
 fn serve(config_file: Option<PathBuf>) -> anyhow::Result<()> {

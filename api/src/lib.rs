@@ -25,6 +25,7 @@ pub mod problem;
 pub mod quota;
 pub mod ratelimit;
 pub mod realtime;
+pub mod sns;
 pub mod time;
 
 use std::sync::Arc;
@@ -83,11 +84,24 @@ struct Shared {
     quotas: quota::Quotas,
     metrics: ::metrics_exporter_prometheus::PrometheusHandle,
     realtime: realtime::Realtime,
+    sns: sns::SnsState,
+}
+
+impl axum::extract::FromRef<AppState> for sns::SnsState {
+    fn from_ref(state: &AppState) -> Self {
+        state.shared.sns.clone()
+    }
 }
 
 impl AppState {
     /// Check the configuration and build the state shared by every core.
-    pub fn new(engine: Engine, config: ApiConfig) -> Result<Self, plans::PlanConfigError> {
+    /// `sns` is the SES webhook's state (built by [`sns::SnsState::new`]),
+    /// reachable from handlers through `State<SnsState>`.
+    pub fn new(
+        engine: Engine,
+        config: ApiConfig,
+        sns: sns::SnsState,
+    ) -> Result<Self, plans::PlanConfigError> {
         plans::validate(&config.plans, &config.limits)?;
         let anonymous_plan = plans::named(&config.plans, &config.limits.anonymous_plan).ok_or(
             plans::PlanConfigError::MissingPlan {
@@ -104,6 +118,7 @@ impl AppState {
                 quotas: quota::Quotas::new(entries),
                 metrics: metrics::install(),
                 realtime: realtime::Realtime::new(config.realtime.clone()),
+                sns,
                 config,
             }),
         })

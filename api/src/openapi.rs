@@ -29,6 +29,7 @@ one that does not exist (404 `not-found`).",
         (name = "messages", description = "Messages in a mailbox"),
         (name = "keys", description = "API keys of the calling user"),
         (name = "realtime", description = "WebSocket, Server-Sent Events and long-poll on one resumable per-mailbox sequence"),
+        (name = "ses", description = "The SES → SNS inbound webhook"),
         (name = "operations", description = "Health, readiness, metrics, this document"),
     )
 )]
@@ -87,6 +88,7 @@ pub fn api_router() -> OpenApiRouter<AppState> {
         .routes(routes!(realtime::ws::ws_inbox))
         .routes(routes!(realtime::sse::mailbox_events))
         .routes(routes!(realtime::wait::wait))
+        .routes(routes!(crate::sns::handler::inbound))
 }
 
 /// The axum router with `state`.

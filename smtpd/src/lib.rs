@@ -2,33 +2,74 @@
 //! the core that accepted them, every message goes through
 //! [`uncorreo_engine::Engine::deliver`], and `250` is sent only once it is durable.
 //!
-//! PLACEHOLDER: the session is being written; this version only greets and quits.
+//! Code map:
+//! * [`parse`] — pure command-line parser (fuzzable: [`parse_command`]).
+//! * [`data`] — pure DATA decoder: dot-unstuffing, `<CRLF>.<CRLF>` detection,
+//!   size and line limits, the bare-LF (smuggling) policy ([`DataDecoder`]).
+//! * [`conn`] — bounded read/write buffers; replies are batched for pipelining.
+//! * [`session`] — the state machine, generic over `AsyncRead + AsyncWrite`.
+//! * [`received`] — our `Received:` trace header.
+//! * [`headers`] — header-section caps (size, lines, `Received:` loop).
+//! * this file — shared state (connection limits, TLS), the acceptor, STARTTLS.
+//!
+//! ## Decisions worth knowing
+//!
+//! * **Bare CR / bare LF in DATA → `550 5.6.0`**, after draining to the real
+//!   `<CRLF>.<CRLF>` (SMTP smuggling; see [`data`]). BDAT bodies are stored
+//!   as sent (no unstuffing), but a bare CR/LF in one is refused the same way.
+//! * **Limits → replies**: `SIZE=` over the limit at MAIL and a body over it
+//!   after DATA/BDAT → `552 5.3.4` (the body is drained, never buffered past
+//!   the limit); a DATA line over `max_line_bytes` (default 1000 incl. CRLF,
+//!   so a 4097-octet line) → `552 5.3.4`; a command line over it →
+//!   `500 5.5.2` and the session goes on; header section over its caps →
+//!   `552 5.3.4`; more than `max_received_headers` `Received:` → `554 5.4.6`;
+//!   recipient `max_recipients`+1 → `452 4.5.3`; `max_errors` 5xx replies →
+//!   `421 4.7.0` and close; connections over the global or per-IP cap →
+//!   `421 4.7.0` at connect; command timeout (whole line, so slowloris too)
+//!   and DATA block timeout → `421 4.4.2`; shutdown → `421 4.3.2` between
+//!   transactions, and after at most `shutdown_grace` inside one.
+//! * **Recipients** are checked at RCPT through `Engine::resolve`
+//!   (`550 5.7.1` foreign domain, `550 5.1.1` no mailbox, `452 4.2.2` full,
+//!   `553 5.1.3` syntax — `%`, `!` and quoted local parts land here); source
+//!   routes in RCPT are refused `550 5.7.1` (in MAIL they are stripped).
+//! * **250 means durable**: only after `Engine::deliver` returned a stored
+//!   copy; engine errors → `451 4.3.0`, "too large" → `552 5.3.4`; a refusal
+//!   of every recipient at commit time → its RCPT code; a partial refusal
+//!   still gets 250 (one reply per message; a 4xx would duplicate the copies
+//!   already stored). A poisoned engine gets `451 4.3.0` already at MAIL/DATA.
+//! * **STARTTLS** discards any plaintext pipelined after it (RFC 3207 §6) and
+//!   restarts the session before EHLO; `Received:` then says `ESMTPS`.
+//!
+//! Architecture invariant: smtpd never touches storage files; it knows the
+//! engine only through `resolve` (at RCPT), `deliver` (at the end of data)
+//! and `stats` (health before MAIL/DATA).
 
-use std::sync::Arc;
+pub mod config;
+pub mod conn;
+pub mod data;
+pub mod headers;
+pub mod parse;
+pub mod received;
+pub mod session;
 
-use serde::{Deserialize, Serialize};
-use tokio::io::AsyncWriteExt;
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use uncorreo_engine::Engine;
 
-/// SMTP settings (the `[smtp]` table of the config file).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct SmtpConfig {
-    /// Where to listen.
-    pub listen: String,
-    /// Name we give in the greeting and `Received:` lines.
-    pub hostname: String,
-}
+pub use config::SmtpConfig;
+pub use data::{dot_stuff, DataDecoder, DataError};
+pub use parse::{parse_command, Command, ParseError};
+pub use session::{End, Session};
 
-impl Default for SmtpConfig {
-    fn default() -> Self {
-        Self {
-            listen: "127.0.0.1:2525".to_owned(),
-            hostname: "uncorreo.test".to_owned(),
-        }
-    }
-}
+/// How long the engine's health answer is reused before asking again.
+const HEALTH_CACHE_MS: u64 = 250;
 
 /// State shared by the acceptors on every core.
 pub struct Shared {
@@ -36,33 +77,240 @@ pub struct Shared {
     pub engine: Engine,
     /// Settings.
     pub config: SmtpConfig,
+    /// The largest message body we accept (advertised as SIZE).
+    pub max_message_bytes: usize,
+    /// Present when a certificate is configured: STARTTLS is offered.
+    pub tls: Option<tokio_rustls::TlsAcceptor>,
+    active: AtomicUsize,
+    per_ip: Mutex<HashMap<IpAddr, usize>>,
+    ids: AtomicU64,
+    id_prefix: u64,
+    health_checked_ms: AtomicU64,
+    healthy: AtomicBool,
+    started: std::time::Instant,
 }
 
 impl Shared {
-    /// Build from an open engine and settings.
+    /// Build from an open engine and settings; loads the TLS certificate if
+    /// one is configured.
     pub fn new(engine: Engine, config: SmtpConfig) -> Result<Arc<Self>, std::io::Error> {
-        Ok(Arc::new(Self { engine, config }))
+        let tls = match (&config.tls_cert, &config.tls_key) {
+            (Some(cert), Some(key)) => Some(load_tls(cert, key)?),
+            (None, None) => None,
+            _ => {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::InvalidInput,
+                    "smtp.tls_cert and smtp.tls_key must be set together",
+                ))
+            }
+        };
+        let engine_max = engine
+            .config()
+            .max_message_bytes
+            .saturating_sub(received::MAX_RECEIVED_BYTES);
+        let max_message_bytes = match config.max_message_bytes {
+            0 => engine_max,
+            n => n.min(engine_max),
+        };
+        Ok(Arc::new(Self {
+            engine,
+            max_message_bytes,
+            tls,
+            active: AtomicUsize::new(0),
+            per_ip: Mutex::new(HashMap::new()),
+            ids: AtomicU64::new(0),
+            id_prefix: received::now_unix() & 0xFFFF_FFFF,
+            health_checked_ms: AtomicU64::new(0),
+            healthy: AtomicBool::new(true),
+            started: std::time::Instant::now(),
+            config,
+        }))
+    }
+
+    /// A transaction id unique within this process run (and, by its time
+    /// prefix, practically across runs): used in `Received:` and `250`.
+    pub fn next_id(&self) -> String {
+        let n = self.ids.fetch_add(1, Ordering::Relaxed);
+        format!("{:08X}{:08X}", self.id_prefix, n)
+    }
+
+    /// False when the engine refuses writes (poisoned after a failed sync):
+    /// MAIL and DATA then get `451 4.3.0` before the client sends a body.
+    /// Cached for a moment so a burst does not ask the engine per message.
+    pub fn engine_healthy(&self) -> bool {
+        let now = self.started.elapsed().as_millis() as u64 + 1;
+        let last = self.health_checked_ms.load(Ordering::Relaxed);
+        if last == 0 || now.saturating_sub(last) >= HEALTH_CACHE_MS {
+            self.health_checked_ms.store(now, Ordering::Relaxed);
+            self.healthy
+                .store(!self.engine.stats().poisoned, Ordering::Relaxed);
+        }
+        self.healthy.load(Ordering::Relaxed)
+    }
+
+    /// Open sessions on all cores.
+    pub fn active_sessions(&self) -> usize {
+        self.active.load(Ordering::Relaxed)
+    }
+
+    /// Take a connection slot for `ip`, or `None` when a limit is reached.
+    pub fn admit(self: &Arc<Self>, ip: IpAddr) -> Option<Slot> {
+        let prev = self.active.fetch_add(1, Ordering::AcqRel);
+        if prev >= self.config.max_connections {
+            self.active.fetch_sub(1, Ordering::AcqRel);
+            return None;
+        }
+        let mut map = self.per_ip.lock().unwrap_or_else(|e| e.into_inner());
+        let n = map.entry(ip).or_insert(0);
+        if *n >= self.config.max_connections_per_ip {
+            drop(map);
+            self.active.fetch_sub(1, Ordering::AcqRel);
+            return None;
+        }
+        *n += 1;
+        drop(map);
+        metrics::gauge!("uncorreo_smtp_active_sessions").increment(1.0);
+        Some(Slot {
+            shared: Arc::clone(self),
+            ip,
+        })
     }
 }
 
+/// A connection slot; released when dropped.
+pub struct Slot {
+    shared: Arc<Shared>,
+    ip: IpAddr,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut map = self.shared.per_ip.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = map.get_mut(&self.ip) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                map.remove(&self.ip);
+            }
+        }
+        drop(map);
+        self.shared.active.fetch_sub(1, Ordering::AcqRel);
+        metrics::gauge!("uncorreo_smtp_active_sessions").decrement(1.0);
+    }
+}
+
+fn load_tls(
+    cert: &std::path::Path,
+    key: &std::path::Path,
+) -> Result<tokio_rustls::TlsAcceptor, std::io::Error> {
+    use std::io::{Error, ErrorKind};
+    let read = |p: &std::path::Path| {
+        std::fs::read(p).map_err(|e| Error::new(e.kind(), format!("{}: {e}", p.display())))
+    };
+    let certs =
+        rustls_pemfile::certs(&mut read(cert)?.as_slice()).collect::<Result<Vec<_>, _>>()?;
+    if certs.is_empty() {
+        return Err(Error::new(
+            ErrorKind::InvalidData,
+            format!("{}: no certificate found", cert.display()),
+        ));
+    }
+    let key = rustls_pemfile::private_key(&mut read(key)?.as_slice())?.ok_or_else(|| {
+        Error::new(
+            ErrorKind::InvalidData,
+            format!("{}: no private key found", key.display()),
+        )
+    })?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| Error::new(ErrorKind::InvalidData, e))?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| Error::new(ErrorKind::InvalidData, e))?;
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
+}
+
+/// Serve one connection from `peer` to its end: connection limits, the
+/// session, and the STARTTLS upgrade. Returns the outcome label.
+pub async fn handle_connection<S>(
+    mut stream: S,
+    peer: IpAddr,
+    shared: Arc<Shared>,
+    shutdown: CancellationToken,
+) -> &'static str
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let Some(slot) = shared.admit(peer) else {
+        let reply = format!(
+            "421 4.7.0 {} Too many connections, try again later\r\n",
+            shared.config.hostname
+        );
+        let _ = tokio::time::timeout(Duration::from_secs(5), async {
+            stream.write_all(reply.as_bytes()).await?;
+            stream.shutdown().await
+        })
+        .await;
+        return "too_many_connections";
+    };
+    let plain = Session::new(stream, Arc::clone(&shared), peer, shutdown.clone(), false);
+    let outcome = match plain.run(true).await {
+        End::Closed(why) => why,
+        End::StartTls(stream) => match shared.tls.clone() {
+            None => "tls_failed",
+            Some(acceptor) => {
+                let handshake = tokio::time::timeout(
+                    shared.config.tls_handshake_timeout,
+                    acceptor.accept(stream),
+                )
+                .await;
+                match handshake {
+                    Ok(Ok(tls)) => {
+                        let s = Session::new(tls, Arc::clone(&shared), peer, shutdown, true);
+                        match s.run(false).await {
+                            End::Closed(why) => why,
+                            End::StartTls(_) => "tls_failed",
+                        }
+                    }
+                    _ => "tls_failed",
+                }
+            }
+        },
+    };
+    drop(slot);
+    metrics::counter!("uncorreo_smtp_sessions_total", "outcome" => outcome).increment(1);
+    outcome
+}
+
 /// Accept connections on `listener` (this core's SO_REUSEPORT socket) until
-/// `shutdown` is cancelled. Runs on a current-thread runtime.
+/// `shutdown` is cancelled, then wait for this core's sessions: idle ones
+/// are told `421` at once, ones mid-transaction get `shutdown_grace` to finish.
+/// Runs on a current-thread runtime; sessions never leave it.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     shared: Arc<Shared>,
     shutdown: CancellationToken,
 ) {
+    let sessions = TaskTracker::new();
     loop {
         tokio::select! {
-            _ = shutdown.cancelled() => return,
-            accepted = listener.accept() => {
-                if let Ok((mut stream, _)) = accepted {
-                    let greeting = format!("421 4.3.2 {} not ready\r\n", shared.config.hostname);
-                    tokio::spawn(async move {
-                        let _ = stream.write_all(greeting.as_bytes()).await;
-                    });
+            _ = shutdown.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, addr)) => {
+                    let _ = stream.set_nodelay(true);
+                    let shared = Arc::clone(&shared);
+                    let shutdown = shutdown.clone();
+                    sessions.spawn(handle_connection(stream, addr.ip(), shared, shutdown));
+                }
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
                 }
             }
         }
     }
+    drop(listener);
+    sessions.close();
+    sessions.wait().await;
 }

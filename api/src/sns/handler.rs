@@ -1,0 +1,414 @@
+//! The `POST /api/v1/ses/inbound` handler: cheap checks first (so a forged
+//! request never makes us fetch anything for a topic we do not serve), then the
+//! signature, then the action for the message type. Each request ends in one
+//! [`Outcome`], which picks the status, is counted and is logged.
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use uncorreo_engine::{Delivery, DeliveryOutcome, Recipient};
+
+use super::certs::CertError;
+use super::message::{MessageType, SnsMessage};
+use super::ses::{self, SesEvent};
+use super::time::{parse_timestamp_ms, rfc5322_date};
+use super::url::SnsUrl;
+use super::verify::{check_before_fetch, verify_with};
+use super::SnsState;
+
+/// How a request ended; the `outcome` label of `uncorreo_ses_notifications_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Outcome {
+    /// Stored for at least one local mailbox (durable).
+    Delivered,
+    /// This `MessageId` was delivered before; nothing stored.
+    Duplicate,
+    /// Signature, signature version, certificate or certificate URL wrong.
+    BadSignature,
+    /// `TopicArn` not in `allowed_topic_arns`.
+    UnknownTopic,
+    /// No recipient is a live local mailbox with room.
+    NoLocalRecipient,
+    /// `Timestamp` too old or too far in the future.
+    Stale,
+    /// Not an SNS message we can read, or an unusable SES payload.
+    Malformed,
+    /// Subscription confirmed by visiting `SubscribeURL`.
+    SubscriptionConfirmed,
+    /// `UnsubscribeConfirmation` received (nothing to do).
+    Unsubscribed,
+    /// A valid SES notification that carries no mail (e.g. the setup notification).
+    Ignored,
+    /// Storage failed; `503` if temporary so SNS retries.
+    StorageError,
+    /// The signing certificate could not be fetched; `503` so SNS retries.
+    CertUnavailable,
+    /// Visiting `SubscribeURL` failed; `503` so SNS sends the confirmation again.
+    SubscriptionError,
+    /// Body over `max_body_bytes`; `413`.
+    TooLarge,
+}
+
+impl Outcome {
+    /// The metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Delivered => "delivered",
+            Self::Duplicate => "duplicate",
+            Self::BadSignature => "bad_signature",
+            Self::UnknownTopic => "unknown_topic",
+            Self::NoLocalRecipient => "no_local_recipient",
+            Self::Stale => "stale",
+            Self::Malformed => "malformed",
+            Self::SubscriptionConfirmed => "subscription_confirmed",
+            Self::Unsubscribed => "unsubscribed",
+            Self::Ignored => "ignored",
+            Self::StorageError => "storage_error",
+            Self::CertUnavailable => "cert_unavailable",
+            Self::SubscriptionError => "subscription_error",
+            Self::TooLarge => "too_large",
+        }
+    }
+}
+
+/// One finished request: its outcome, whether SNS should retry, and why.
+struct Answer {
+    outcome: Outcome,
+    retry: bool,
+    detail: String,
+}
+
+impl Answer {
+    fn done(outcome: Outcome, detail: impl Into<String>) -> Self {
+        Self {
+            outcome,
+            retry: false,
+            detail: detail.into(),
+        }
+    }
+    fn retry(outcome: Outcome, detail: impl Into<String>) -> Self {
+        Self {
+            outcome,
+            retry: true,
+            detail: detail.into(),
+        }
+    }
+}
+
+/// SES → SNS webhook. Authenticated by the SNS signature, not by
+/// credentials: anything unsigned, forged, stale, for an unknown topic or a
+/// duplicate is dropped with `200` (so SNS does not retry for days) and stores
+/// nothing; `503` only when storage failed temporarily, so SNS retries.
+#[utoipa::path(
+    post,
+    path = "/api/v1/ses/inbound",
+    tag = "ses",
+    request_body(content = String, content_type = "text/plain", description = "An SNS message (JSON; SNS sends it as text/plain)"),
+    responses(
+        (status = 200, description = "Handled or deliberately dropped; the body says which", content_type = "text/plain", body = String),
+        (status = 413, description = "Body over `sns.max_body_bytes`", content_type = "application/problem+json", body = crate::problem::ProblemBody),
+        (status = 503, description = "Storage failed temporarily; SNS retries", content_type = "application/problem+json", body = crate::problem::ProblemBody),
+    )
+)]
+pub(crate) async fn inbound(
+    State(st): State<SnsState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    // The route sets its own cap: SNS bodies are larger than the API's JSON
+    // limit, so the global DefaultBodyLimit does not apply to a raw Body.
+    let body = axum::body::to_bytes(body, st.inner.config.max_body_bytes).await;
+    let mut answer = match body {
+        Ok(body) => handle(&st, &headers, &body).await,
+        Err(e) if is_length_limit(&e) => {
+            count(Outcome::TooLarge, "");
+            return problem(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "Payload Too Large",
+                &format!(
+                    "request body is over the limit of {} bytes",
+                    st.inner.config.max_body_bytes
+                ),
+            );
+        }
+        Err(_) => Answer::done(Outcome::Malformed, "request body unreadable".to_owned()),
+    };
+    clip(&mut answer.detail);
+    count(answer.outcome, &answer.detail);
+    if answer.retry {
+        return problem(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Service Unavailable",
+            &format!("{}: {}", answer.outcome.as_str(), answer.detail),
+        );
+    }
+    let body = serde_json::json!({
+        "outcome": answer.outcome.as_str(),
+        "detail": answer.detail,
+    });
+    (StatusCode::OK, axum::Json(body)).into_response()
+}
+
+/// Longest `detail` we log and answer; details quote request fields.
+const MAX_DETAIL: usize = 512;
+
+fn clip(detail: &mut String) {
+    if detail.len() > MAX_DETAIL {
+        let mut end = MAX_DETAIL;
+        while !detail.is_char_boundary(end) {
+            end -= 1;
+        }
+        detail.truncate(end);
+        detail.push('…');
+    }
+}
+
+fn count(outcome: Outcome, detail: &str) {
+    metrics::counter!("uncorreo_ses_notifications_total", "outcome" => outcome.as_str())
+        .increment(1);
+    match outcome {
+        Outcome::Delivered
+        | Outcome::Duplicate
+        | Outcome::SubscriptionConfirmed
+        | Outcome::Unsubscribed
+        | Outcome::Ignored => {
+            tracing::info!(outcome = outcome.as_str(), detail, "SES webhook")
+        }
+        Outcome::StorageError | Outcome::CertUnavailable | Outcome::SubscriptionError => {
+            tracing::error!(outcome = outcome.as_str(), detail, "SES webhook")
+        }
+        _ => tracing::warn!(outcome = outcome.as_str(), detail, "SES webhook"),
+    }
+}
+
+fn problem(status: StatusCode, title: &str, detail: &str) -> Response {
+    let body = serde_json::json!({
+        "type": "about:blank",
+        "title": title,
+        "status": status.as_u16(),
+        "detail": detail,
+    });
+    let mut resp = (status, body.to_string()).into_response();
+    resp.headers_mut().insert(
+        axum::http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/problem+json"),
+    );
+    resp
+}
+
+async fn handle(st: &SnsState, headers: &HeaderMap, body: &[u8]) -> Answer {
+    let cfg = &st.inner.config;
+    let msg = match SnsMessage::from_json(body) {
+        Ok(m) => m,
+        Err(e) => return Answer::done(Outcome::Malformed, format!("not an SNS message: {e}")),
+    };
+    let kind = match msg.message_type() {
+        Ok(k) => k,
+        Err(e) => return Answer::done(Outcome::Malformed, e.to_string()),
+    };
+    if let Some(h) = headers.get("x-amz-sns-message-type") {
+        if h.as_bytes() != kind.as_str().as_bytes() {
+            return Answer::done(
+                Outcome::Malformed,
+                "x-amz-sns-message-type header disagrees with Type",
+            );
+        }
+    }
+    let topic = msg.topic_arn.as_deref().unwrap_or_default();
+    if !cfg.allowed_topic_arns.iter().any(|t| t == topic) {
+        return Answer::done(
+            Outcome::UnknownTopic,
+            format!("topic {topic:?} not allowed"),
+        );
+    }
+    let now_ms = st.inner.clock.now_ms();
+    let Some(ts) = msg.timestamp.as_deref().and_then(parse_timestamp_ms) else {
+        return Answer::done(Outcome::Malformed, "Timestamp missing or not ISO 8601 UTC");
+    };
+    if now_ms.saturating_sub(ts) > cfg.max_age_secs.saturating_mul(1000) {
+        return Answer::done(Outcome::Stale, "Timestamp older than max_age_secs");
+    }
+    if ts.saturating_sub(now_ms) > cfg.max_future_secs.saturating_mul(1000) {
+        return Answer::done(Outcome::Stale, "Timestamp in the future");
+    }
+    let cert_url = match check_before_fetch(&msg) {
+        Ok(u) => u,
+        Err(e) => return Answer::done(Outcome::BadSignature, e.to_string()),
+    };
+    let version = msg.signature_version.as_deref().unwrap_or_default();
+    if version.parse::<u8>().unwrap_or(0) < cfg.min_signature_version {
+        return Answer::done(
+            Outcome::BadSignature,
+            format!(
+                "SignatureVersion {version} refused (min_signature_version = {})",
+                cfg.min_signature_version
+            ),
+        );
+    }
+    let cert = match st.inner.certs.get(&cert_url, now_ms).await {
+        Ok(c) => c,
+        Err(e @ CertError::Fetch(_)) => {
+            return Answer::retry(Outcome::CertUnavailable, format!("{cert_url}: {e}"))
+        }
+        Err(e) => return Answer::done(Outcome::BadSignature, format!("{cert_url}: {e}")),
+    };
+    if let Err(e) = verify_with(&msg, &cert) {
+        return Answer::done(Outcome::BadSignature, e.to_string());
+    }
+    match kind {
+        MessageType::SubscriptionConfirmation => confirm(st, &msg).await,
+        MessageType::UnsubscribeConfirmation => {
+            Answer::done(Outcome::Unsubscribed, format!("unsubscribed from {topic}"))
+        }
+        MessageType::Notification => notification(st, &msg, now_ms).await,
+    }
+}
+
+async fn confirm(st: &SnsState, msg: &SnsMessage) -> Answer {
+    let raw = msg.subscribe_url.as_deref().unwrap_or_default();
+    let url = match SnsUrl::parse(raw) {
+        Ok(u) => u,
+        Err(e) => return Answer::done(Outcome::Malformed, format!("SubscribeURL: {e}")),
+    };
+    match st.inner.confirmer.confirm(&url).await {
+        Ok(()) => Answer::done(
+            Outcome::SubscriptionConfirmed,
+            format!(
+                "subscribed to {}",
+                msg.topic_arn.as_deref().unwrap_or_default()
+            ),
+        ),
+        Err(e) => Answer::retry(Outcome::SubscriptionError, format!("SubscribeURL: {e}")),
+    }
+}
+
+async fn notification(st: &SnsState, msg: &SnsMessage, now_ms: u64) -> Answer {
+    let engine = &st.inner.engine;
+    let message_id = msg.message_id.as_deref().unwrap_or_default();
+    if !ses::is_valid_message_id(message_id) {
+        return Answer::done(Outcome::Malformed, "MessageId has unexpected characters");
+    }
+    let event = match ses::parse(msg.message.as_deref().unwrap_or_default()) {
+        Ok(e) => e,
+        Err(e) => return Answer::done(Outcome::Malformed, e.to_string()),
+    };
+    let (recipients, source, content) = match event {
+        SesEvent::Received {
+            recipients,
+            source,
+            content,
+        } => (recipients, source, content),
+        SesEvent::Other(kind) => {
+            return Answer::done(Outcome::Ignored, format!("SES notification type {kind}"))
+        }
+    };
+    let mut ours: Vec<Recipient> = Vec::new();
+    let mut refused: Vec<String> = Vec::new();
+    for rcpt in &recipients {
+        match engine.resolve(rcpt) {
+            Ok(r) if ours.iter().any(|o| o.address == r.address) => {}
+            Ok(r) => ours.push(r),
+            Err(e) => refused.push(format!("{rcpt}: {e}")),
+        }
+    }
+    if ours.is_empty() {
+        return Answer::done(
+            Outcome::NoLocalRecipient,
+            format!("no local recipient ({})", refused.join("; ")),
+        );
+    }
+    let raw = ses::with_received_line(
+        &content,
+        &st.inner.hostname,
+        message_id,
+        &rfc5322_date(now_ms),
+    );
+    let delivery = Delivery {
+        raw: raw.into(),
+        envelope_from: source,
+        recipients: ours,
+        dedupe_key: Some(format!("sns:{message_id}")),
+    };
+    delivery_answer(message_id, engine.deliver(delivery).await)
+}
+
+/// What SNS is told about a delivery: a temporary storage failure is the one
+/// case worth a retry (503); everything else is final (200).
+fn delivery_answer(
+    message_id: &str,
+    result: Result<DeliveryOutcome, uncorreo_engine::EngineError>,
+) -> Answer {
+    match result {
+        Ok(DeliveryOutcome::Duplicate) => Answer::done(
+            Outcome::Duplicate,
+            format!("MessageId {message_id} seen before"),
+        ),
+        Ok(DeliveryOutcome::Delivered { stored, refused }) if stored.is_empty() => Answer::done(
+            Outcome::NoLocalRecipient,
+            format!(
+                "every recipient refused at commit: {}",
+                refused
+                    .iter()
+                    .map(|(r, e)| format!("{}: {e}", r.address))
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            ),
+        ),
+        Ok(DeliveryOutcome::Delivered { stored, .. }) => Answer::done(
+            Outcome::Delivered,
+            format!(
+                "stored as {}",
+                stored
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        ),
+        Err(e) if e.is_temporary() => Answer::retry(Outcome::StorageError, e.to_string()),
+        Err(e @ uncorreo_engine::EngineError::Invalid(_)) => {
+            Answer::done(Outcome::Malformed, e.to_string())
+        }
+        Err(e) => Answer::done(Outcome::StorageError, e.to_string()),
+    }
+}
+
+fn is_length_limit(e: &axum::Error) -> bool {
+    std::error::Error::source(e).is_some_and(|s| s.is::<http_body_util::LengthLimitError>())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use uncorreo_engine::EngineError;
+
+    #[test]
+    fn only_temporary_storage_failures_ask_for_a_retry() {
+        for e in [
+            EngineError::Saturated,
+            EngineError::DiskFull,
+            EngineError::Poisoned,
+            EngineError::Closed,
+            EngineError::Io(std::io::Error::other("eio")),
+        ] {
+            let a = delivery_answer("m", Err(e));
+            assert_eq!((a.outcome, a.retry), (Outcome::StorageError, true));
+        }
+        let a = delivery_answer("m", Err(EngineError::Corrupt));
+        assert_eq!((a.outcome, a.retry), (Outcome::StorageError, false));
+        let a = delivery_answer("m", Err(EngineError::Invalid("message too large")));
+        assert_eq!((a.outcome, a.retry), (Outcome::Malformed, false));
+        let a = delivery_answer("m", Ok(DeliveryOutcome::Duplicate));
+        assert_eq!((a.outcome, a.retry), (Outcome::Duplicate, false));
+    }
+
+    #[test]
+    fn details_are_clipped_on_a_char_boundary() {
+        let mut d = "é".repeat(MAX_DETAIL);
+        clip(&mut d);
+        assert!(d.len() <= MAX_DETAIL + '…'.len_utf8());
+        assert!(d.ends_with('…'));
+    }
+}

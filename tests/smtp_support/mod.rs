@@ -1,0 +1,160 @@
+//! Helpers shared by the `tests/smtp_*.rs` integration tests: reading stored
+//! messages back, checking our `Received:` line, running outside clients
+//! (Python smtplib, swaks) and a tiny raw-socket client for what no library
+//! client speaks (BDAT, smuggling attempts).
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::Command;
+use std::time::Duration;
+
+use uncorreo_engine::{Engine, MailboxInfo};
+
+/// Every stored message of `mailbox`, oldest first.
+pub fn stored(engine: &Engine, mailbox: &MailboxInfo) -> Vec<Vec<u8>> {
+    engine
+        .list_messages(mailbox.id, 0, 10_000)
+        .unwrap()
+        .into_iter()
+        .map(|m| engine.read_raw(m.id).unwrap().to_vec())
+        .collect()
+}
+
+/// Split our `Received:` header off the front of `raw`, asserting its shape;
+/// returns (header, rest).
+pub fn split_received(raw: &[u8]) -> (String, Vec<u8>) {
+    assert!(
+        raw.starts_with(b"Received: from "),
+        "no Received: line in front: {:?}",
+        String::from_utf8_lossy(&raw[..raw.len().min(200)])
+    );
+    // The header ends at the first CRLF not followed by folding white space.
+    let mut i = 0;
+    let end = loop {
+        let pos = raw[i..].windows(2).position(|w| w == b"\r\n").unwrap() + i;
+        match raw.get(pos + 2) {
+            Some(b' ') | Some(b'\t') => i = pos + 2,
+            _ => break pos + 2,
+        }
+    };
+    let header = String::from_utf8(raw[..end].to_vec()).unwrap();
+    assert!(header.contains("(uncorreo) with "), "{header}");
+    assert!(header.contains("[127.0.0.1]"), "{header}");
+    assert!(header.trim_end().ends_with("+0000"), "{header}");
+    (header, raw[end..].to_vec())
+}
+
+/// Assert `mailbox` holds exactly `bodies` (each after our Received line),
+/// and return the Received headers.
+pub fn assert_stored(engine: &Engine, mailbox: &MailboxInfo, bodies: &[&[u8]]) -> Vec<String> {
+    let got = stored(engine, mailbox);
+    assert_eq!(
+        got.len(),
+        bodies.len(),
+        "message count in {}",
+        mailbox.address
+    );
+    got.iter()
+        .zip(bodies)
+        .map(|(raw, want)| {
+            let (h, rest) = split_received(raw);
+            assert_eq!(
+                String::from_utf8_lossy(&rest),
+                String::from_utf8_lossy(want),
+                "stored body differs"
+            );
+            assert_eq!(&rest, want);
+            h
+        })
+        .collect()
+}
+
+/// Run a Python 3 script with arguments; return stdout (asserting success).
+pub fn python(script: &str, args: &[&str]) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("client.py");
+    std::fs::write(&path, script).unwrap();
+    let out = Command::new("python3")
+        .arg(&path)
+        .args(args)
+        .output()
+        .expect("python3 runs");
+    assert!(
+        out.status.success(),
+        "python failed: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// Run swaks; return (exit status, transcript).
+pub fn swaks(args: &[&str]) -> (i32, String) {
+    let out = Command::new("swaks")
+        .args(args)
+        .output()
+        .expect("swaks installed (.ci/deps)");
+    let mut s = String::from_utf8_lossy(&out.stdout).into_owned();
+    s.push_str(&String::from_utf8_lossy(&out.stderr));
+    (out.status.code().unwrap_or(-1), s)
+}
+
+/// A minimal line-oriented SMTP client for raw protocol tests.
+pub struct Raw {
+    reader: BufReader<TcpStream>,
+    writer: TcpStream,
+}
+
+impl Raw {
+    /// Connect and read the greeting (returned).
+    pub fn connect(addr: SocketAddr) -> (Self, String) {
+        let s = TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        let mut raw = Raw {
+            reader: BufReader::new(s.try_clone().unwrap()),
+            writer: s,
+        };
+        let greeting = raw.reply();
+        (raw, greeting)
+    }
+
+    /// Send bytes as they are.
+    pub fn send(&mut self, bytes: &[u8]) {
+        self.writer.write_all(bytes).unwrap();
+    }
+
+    /// Read one (possibly multi-line) reply; returns all its lines joined by "\n".
+    pub fn reply(&mut self) -> String {
+        let mut all = String::new();
+        loop {
+            let mut line = String::new();
+            let n = self.reader.read_line(&mut line).unwrap();
+            assert!(n > 0, "connection closed; so far: {all:?}");
+            assert!(line.ends_with("\r\n"), "reply line without CRLF: {line:?}");
+            all.push_str(line.trim_end());
+            if line.as_bytes().get(3) == Some(&b'-') {
+                all.push('\n');
+                continue;
+            }
+            return all;
+        }
+    }
+
+    /// Send a command line (CRLF added) and return its reply.
+    pub fn cmd(&mut self, line: &str) -> String {
+        self.send(format!("{line}\r\n").as_bytes());
+        self.reply()
+    }
+
+    /// True when the server has closed the connection (after reading any rest).
+    pub fn closed(&mut self) -> bool {
+        let mut rest = Vec::new();
+        self.reader.read_to_end(&mut rest).is_ok()
+    }
+}
+
+/// The code (first three characters) of a reply.
+pub fn code(reply: &str) -> &str {
+    &reply[..3]
+}
