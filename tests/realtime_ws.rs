@@ -129,7 +129,12 @@ fn a_plain_get_is_told_to_upgrade_with_a_problem() {
 
 #[test]
 fn a_slow_consumer_is_closed_with_4008_and_resumes_from_its_last_sequence() {
-    let server = server_with(|c| c.engine.subscriber_queue = 2);
+    let server = server_with(|c| {
+        c.engine.subscriber_queue = 2;
+        // This test is about the fan-out, not the disk: skip the syncs so
+        // filling the socket buffers takes hundreds of deliveries, not seconds.
+        c.engine.durability = uncorreo_engine::Durability::NeverUnsafeForLoadTests;
+    });
     rt().block_on(async {
         let e = &server.engine;
         let mb = mailbox(e, "slow", TOKEN, 1_000_000).await;
@@ -148,7 +153,16 @@ fn a_slow_consumer_is_closed_with_4008_and_resumes_from_its_last_sequence() {
         let mut delivered = 0u64;
         // Until the hub has cut the subscriber off (a fact, not a timing).
         while e.stats().subscribers == 1 {
-            delivered = deliver(e, &addr, message(&addr, &format!("m{delivered}"), "x")).await;
+            delivered = deliver(
+                e,
+                &addr,
+                message(
+                    &addr,
+                    &format!("m{delivered} {}", "padding ".repeat(100)),
+                    "x",
+                ),
+            )
+            .await;
             assert!(delivered < 200_000, "never cut off");
         }
         // Now read: a contiguous prefix, then 4008 naming its end.
