@@ -39,9 +39,14 @@ const END_CLOSED: u8 = 3;
 /// One stripe: the subscribers of the mailboxes that hash to it.
 type Stripe = Mutex<HashMap<MailboxId, Vec<Slot>>>;
 
+/// Events travel as `Arc`s: one allocation per publish however many
+/// subscribers, and an 8-byte queue slot each (tokio allocates a queue's slots
+/// in blocks of 32, so this keeps an idle subscriber small).
+type Shared = Arc<Event>;
+
 struct Slot {
     id: u64,
-    tx: mpsc::Sender<Event>,
+    tx: mpsc::Sender<Shared>,
     end: Arc<AtomicU8>,
 }
 
@@ -118,7 +123,7 @@ pub struct Hub {
 
 /// A live subscription to one mailbox's events. Dropping it unregisters it.
 pub struct Subscriber {
-    rx: mpsc::Receiver<Event>,
+    rx: mpsc::Receiver<Shared>,
     end: Arc<AtomicU8>,
     registry: Arc<Registry>,
     mailbox: MailboxId,
@@ -130,6 +135,11 @@ impl Subscriber {
     /// [`SubscriptionEnd::Lagged`] the caller resumes from the last sequence it
     /// saw by replaying the index.
     pub async fn recv(&mut self) -> Result<Event, SubscriptionEnd> {
+        self.recv_shared().await.map(Arc::unwrap_or_clone)
+    }
+
+    /// [`Subscriber::recv`] without copying the event out of its shared allocation.
+    pub async fn recv_shared(&mut self) -> Result<Arc<Event>, SubscriptionEnd> {
         match self.rx.recv().await {
             Some(ev) => Ok(ev),
             None => Err(end_reason(&self.end)),
@@ -139,7 +149,7 @@ impl Subscriber {
     /// Non-blocking [`Subscriber::recv`]: `Ok(None)` when nothing is queued.
     pub fn try_recv(&mut self) -> Result<Option<Event>, SubscriptionEnd> {
         match self.rx.try_recv() {
-            Ok(ev) => Ok(Some(ev)),
+            Ok(ev) => Ok(Some(Arc::unwrap_or_clone(ev))),
             Err(mpsc::error::TryRecvError::Empty) => Ok(None),
             Err(mpsc::error::TryRecvError::Disconnected) => Err(end_reason(&self.end)),
         }
@@ -276,7 +286,8 @@ impl Hub {
         };
         let before = slots.len();
         let mut lagged = 0u64;
-        slots.retain(|slot| match slot.tx.try_send(event.clone()) {
+        let shared = Arc::new(event.clone());
+        slots.retain(|slot| match slot.tx.try_send(Arc::clone(&shared)) {
             Ok(()) => true,
             Err(mpsc::error::TrySendError::Full(_)) => {
                 slot.end.store(END_LAGGED, Ordering::Release);

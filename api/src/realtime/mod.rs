@@ -236,19 +236,19 @@ impl EventView {
         }
     }
 
-    fn from_event(address: &str, e: Event) -> Self {
+    fn from_event(address: &str, e: &Event) -> Self {
         Self {
             event: "new_message".to_owned(),
             mailbox: address.to_owned(),
             seq: e.id.seq,
             message_id: e.id.to_string(),
-            from: e.summary.from,
-            subject: e.summary.subject,
+            from: e.summary.from.clone(),
+            subject: e.summary.subject.clone(),
             received_at: rfc3339(e.received_at_ms),
             size: e.size,
-            plus_tag: e.plus_tag,
-            links: e.summary.links,
-            codes: e.summary.codes,
+            plus_tag: e.plus_tag.clone(),
+            links: e.summary.links.clone(),
+            codes: e.summary.codes.clone(),
         }
     }
 
@@ -358,11 +358,11 @@ impl Feed {
                 self.pending.extend(got);
                 continue;
             }
-            match self.sub.recv().await {
+            match self.sub.recv_shared().await {
                 Ok(e) if e.id.seq <= self.last => continue,
                 Ok(e) => {
                     self.last = e.id.seq;
-                    return Ok(EventView::from_event(&self.address, e));
+                    return Ok(EventView::from_event(&self.address, &e));
                 }
                 Err(SubscriptionEnd::Lagged) => return Err(FeedEnd::Lagged { last: self.last }),
                 Err(SubscriptionEnd::MailboxGone) => return Err(FeedEnd::MailboxGone),

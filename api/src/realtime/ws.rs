@@ -43,6 +43,10 @@ pub const CLOSE_GOING_AWAY: u16 = 1001;
 pub const CLOSE_INTERNAL: u16 = 1011;
 /// Largest frame or message a client may send (it has nothing to say).
 pub const MAX_CLIENT_MESSAGE: usize = 4096;
+/// Read buffer per connection.
+const READ_BUFFER: usize = 4096;
+/// Bytes a connection may hold unsent when writes fail (one event is a few KiB at most).
+const MAX_WRITE_BUFFER: usize = 256 * 1024;
 
 /// Query of the WebSocket route.
 #[derive(Debug, Default, Deserialize, IntoParams)]
@@ -100,6 +104,12 @@ pub async fn ws_inbox(
     Ok(upgrade
         .max_message_size(MAX_CLIENT_MESSAGE)
         .max_frame_size(MAX_CLIENT_MESSAGE)
+        // tungstenite preallocates 128 KiB per direction by default; a client
+        // sends only pongs and closes, and every event is written (and
+        // flushed) as it comes, so small buffers keep 10k idle sockets cheap.
+        .read_buffer_size(READ_BUFFER)
+        .write_buffer_size(0)
+        .max_write_buffer_size(MAX_WRITE_BUFFER)
         .on_upgrade(move |socket| async move {
             let reason = run(socket, feed, &rt).await;
             metrics::counter!("uncorreo_ws_connections_total", "reason" => reason).increment(1);
