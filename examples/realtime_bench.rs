@@ -354,7 +354,7 @@ async fn redis(k: usize, m: usize, c: usize) -> Res<()> {
             // Each push: *3 / $7 / message / $N / chan / $L / payload.
             loop {
                 let mut hdr = String::new();
-                for _ in 0..5 {
+                for _ in 0..6 {
                     hdr.clear();
                     if s.read_line(&mut hdr).await.unwrap_or(0) == 0 {
                         return;
