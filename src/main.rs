@@ -1,5 +1,6 @@
 //! `uncorreo`: the appliance's command line. `uncorreo` alone (or `uncorreo
-//! serve`) runs the server with embedded defaults.
+//! serve`) runs the server with embedded defaults; `uncorreo admin …` acts
+//! on a stopped server's data directory.
 
 use std::path::{Path, PathBuf};
 
@@ -25,10 +26,58 @@ enum Command {
         #[arg(long, env = "UNCORREO_CONFIG")]
         config: Option<PathBuf>,
     },
+    /// Operator actions on the data directory (the server must be stopped:
+    /// they open storage themselves and refuse a directory a server holds).
+    Admin {
+        #[command(subcommand)]
+        action: AdminCommand,
+    },
     /// SES → SNS webhook tools.
     Sns {
         #[command(subcommand)]
         command: SnsCommand,
+    },
+    /// Configuration tools.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Print the embedded defaults as TOML (a complete starting file).
+    Defaults,
+    /// Load a file (plus UNCORREO__ environment overrides) and print the
+    /// effective configuration, or the first error, naming the key.
+    Check {
+        /// TOML configuration file.
+        file: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum AdminCommand {
+    /// Users and their API keys.
+    User {
+        #[command(subcommand)]
+        action: UserCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum UserCommand {
+    /// Create a user subscribed to a plan, with one API key (printed once).
+    Create {
+        /// Plan name, as in `[plans.NAME]`.
+        #[arg(long)]
+        plan: String,
+        /// Display name or e-mail.
+        #[arg(long, default_value = "")]
+        name: String,
+        /// TOML configuration file; environment variables UNCORREO__SECTION__KEY override it.
+        #[arg(long, env = "UNCORREO_CONFIG")]
+        config: Option<PathBuf>,
     },
 }
 
@@ -56,6 +105,22 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command.unwrap_or(Command::Serve { config: None }) {
         Command::Serve { config } => serve(config),
+        Command::Admin {
+            action:
+                AdminCommand::User {
+                    action: UserCommand::Create { plan, name, config },
+                },
+        } => admin_user_create(config, &plan, &name),
+        Command::Config {
+            command: ConfigCommand::Defaults,
+        } => print_config(&Config::default()),
+        Command::Config {
+            command: ConfigCommand::Check { file },
+        } => {
+            let config = Config::load(Some(&file), std::env::vars())
+                .with_context(|| format!("checking {}", file.display()))?;
+            print_config(&config)
+        }
         Command::Sns {
             command: SnsCommand::Verify { cert, message },
         } => sns_verify(&cert, &message),
@@ -108,6 +173,42 @@ fn read_capped(path: &Path, max: u64) -> anyhow::Result<Vec<u8>> {
     Ok(buf)
 }
 
+fn admin_user_create(config_file: Option<PathBuf>, plan: &str, name: &str) -> anyhow::Result<()> {
+    let config =
+        Config::load(config_file.as_deref(), std::env::vars()).context("loading configuration")?;
+    uncorreo_api::plans::validate(&config.plans, &config.limits).context("checking [plans]")?;
+    let data_dir = config.engine.data_dir.clone();
+    let engine = match uncorreo_engine::Engine::open(config.engine.clone()) {
+        Ok(e) => e,
+        Err(uncorreo_engine::OpenError::Locked(dir)) => anyhow::bail!(
+            "data directory {} is locked by a running server; stop it first \
+             (or create keys over HTTP with POST /api/v1/keys)",
+            dir.display()
+        ),
+        Err(e) => {
+            return Err(e).with_context(|| format!("opening storage in {}", data_dir.display()))
+        }
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting a runtime")?;
+    let created = rt.block_on(uncorreo_api::admin::create_user(
+        &engine,
+        &config.plans,
+        name,
+        plan,
+    ));
+    engine.shutdown();
+    let created = created?;
+    eprintln!(
+        "created user {} ({:?}) on plan {plan:?}; the key below is shown only now",
+        created.user.id.0, created.user.name
+    );
+    println!("{}", created.key);
+    Ok(())
+}
+
 fn serve(config_file: Option<PathBuf>) -> anyhow::Result<()> {
     let config =
         Config::load(config_file.as_deref(), std::env::vars()).context("loading configuration")?;
@@ -147,4 +248,12 @@ fn wait_for_signal(token: tokio_util::sync::CancellationToken) {
         tracing::info!("shutting down: no new connections, finishing open ones");
         token.cancel();
     });
+}
+
+fn print_config(config: &Config) -> anyhow::Result<()> {
+    print!(
+        "{}",
+        toml::to_string_pretty(config).context("rendering the configuration")?
+    );
+    Ok(())
 }

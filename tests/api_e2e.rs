@@ -6,60 +6,8 @@
 mod api_support;
 mod common;
 
-use std::io::{BufRead, BufReader, Write};
-use std::net::TcpStream;
-
-use api_support::{attachment_binary, signup_message, Api, Auth, ATTACHMENT_CSV};
+use api_support::{attachment_binary, signup_message, smtp_send, Api, Auth, ATTACHMENT_CSV};
 use serde_json::json;
-
-/// Read one SMTP reply (all continuation lines); return its code and text.
-fn reply(r: &mut BufReader<TcpStream>) -> (u16, String) {
-    let mut all = String::new();
-    loop {
-        let mut line = String::new();
-        r.read_line(&mut line).unwrap();
-        assert!(line.len() >= 4, "short SMTP reply line {line:?}");
-        all.push_str(&line);
-        if line.as_bytes()[3] == b' ' {
-            return (line[..3].parse().unwrap(), all);
-        }
-    }
-}
-
-fn expect(r: &mut BufReader<TcpStream>, code: u16) {
-    let (got, text) = reply(r);
-    assert_eq!(got, code, "{text}");
-}
-
-/// A plain SMTP client dialogue (RFC 5321), DATA with dot-stuffing.
-fn smtp_send(addr: std::net::SocketAddr, from: &str, to: &str, msg: &[u8]) {
-    let stream = TcpStream::connect(addr).unwrap();
-    let mut w = stream.try_clone().unwrap();
-    let mut r = BufReader::new(stream);
-    expect(&mut r, 220);
-    w.write_all(b"EHLO client.test\r\n").unwrap();
-    expect(&mut r, 250);
-    w.write_all(format!("MAIL FROM:<{from}>\r\n").as_bytes())
-        .unwrap();
-    expect(&mut r, 250);
-    w.write_all(format!("RCPT TO:<{to}>\r\n").as_bytes())
-        .unwrap();
-    expect(&mut r, 250);
-    w.write_all(b"DATA\r\n").unwrap();
-    expect(&mut r, 354);
-    let mut data = Vec::new();
-    for line in msg.split_inclusive(|&b| b == b'\n') {
-        if line.starts_with(b".") {
-            data.push(b'.');
-        }
-        data.extend_from_slice(line);
-    }
-    data.extend_from_slice(b".\r\n");
-    w.write_all(&data).unwrap();
-    expect(&mut r, 250);
-    w.write_all(b"QUIT\r\n").unwrap();
-    expect(&mut r, 221);
-}
 
 /// Everything after DATA is checked the same way for both ingest paths.
 fn read_back_and_delete(api: &Api, address: &str, token: &str, sent: &[u8]) {
@@ -293,4 +241,45 @@ fn listing_pages_by_sequence_and_filters_by_plus_tag() {
         &auth,
     );
     assert_eq!((r.status, r.problem().as_str()), (400, "bad-request"));
+}
+
+#[test]
+fn a_filtered_page_stops_at_max_scan_and_says_there_is_more() {
+    let api = Api::start_with(|c| {
+        c.limits.max_scan = 4;
+        c.limits.default_page = 3;
+    });
+    let (address, token) = api.mailbox(&Auth::None, json!({"local_part": "scan"}));
+    let auth = Auth::Bearer(token.unwrap());
+    for i in 0..6 {
+        let tag = if i == 5 { "hit" } else { "miss" };
+        let rcpt = api
+            .server
+            .engine
+            .resolve(&format!("scan+{tag}@{}", common::DOMAIN))
+            .unwrap();
+        common::block_on(api.server.engine.deliver(uncorreo_engine::Delivery {
+            raw: bytes::Bytes::from(format!("Subject: s{i}\r\n\r\nx\r\n")),
+            envelope_from: String::new(),
+            recipients: vec![rcpt],
+            dedupe_key: None,
+        }))
+        .unwrap();
+    }
+    let base = format!("/api/v1/mailboxes/{address}/messages");
+    // Default page size applies without `limit`.
+    let all = api.get(&base, &auth).json();
+    assert_eq!(all["messages"].as_array().unwrap().len(), 3);
+    // Scanning stops after exactly max_scan messages: nothing found yet, but
+    // the cursor moved past the four examined and there is more.
+    let first = api.get(&format!("{base}?tag=hit"), &auth).json();
+    assert_eq!(first["messages"], json!([]));
+    assert_eq!(first["next_since"], 4);
+    assert_eq!(first["has_more"], true);
+    let since = 4;
+    let second = api
+        .get(&format!("{base}?tag=hit&since={since}"), &auth)
+        .json();
+    assert_eq!(second["messages"][0]["subject"], "s5");
+    assert_eq!(second["has_more"], false);
 }

@@ -42,7 +42,8 @@ fn minutes_between(created: &str, expires: &str) -> i64 {
         let day: i64 = s[8..10].parse().unwrap();
         (((day * 24 + h) * 60 + m) * 60 + sec) * 1000 + milli
     }
-    (ms(expires) - ms(created)) / 60_000
+    // Rounded: the expiry is computed just before the engine stamps creation.
+    (ms(expires) - ms(created) + 30_000) / 60_000
 }
 
 /// The mailbox-count, TTL and message quotas of one plan, for one caller.
@@ -299,4 +300,74 @@ fn api_keys_per_user_are_capped() {
     let listed = api.get("/api/v1/keys", &key).json();
     assert!(listed["keys"][1]["revoked_at"].is_string());
     assert_eq!(api.call("POST", "/api/v1/keys", &key, None).status, 201);
+}
+
+#[test]
+fn concurrent_creations_never_exceed_the_mailbox_quota() {
+    let api = Api::start_with(|c| {
+        c.plans.0.get_mut("free").unwrap().max_mailboxes = 5;
+        c.plans.0.get_mut("anonymous").unwrap().max_mailboxes = 3;
+    });
+    let key = Auth::Bearer(api.user("free"));
+    for (auth, max) in [(key, 5usize), (Auth::None, 3)] {
+        let statuses: Vec<u16> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..24)
+                .map(|_| s.spawn(|| api.call("POST", "/api/v1/mailboxes", &auth, None).status))
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        let created = statuses.iter().filter(|&&s| s == 201).count();
+        let refused = statuses.iter().filter(|&&s| s == 403).count();
+        assert_eq!((created, refused), (max, 24 - max), "{statuses:?}");
+    }
+}
+
+#[test]
+fn client_ip_comes_from_the_proxy_only_when_trusted() {
+    let send = |api: &Api, xff: &str| {
+        api.client
+            .get(api.server.url("/api/v1/mailboxes"))
+            .header("x-forwarded-for", xff)
+            .send()
+            .unwrap()
+            .status()
+            .as_u16()
+    };
+    // Trusted: each forwarded client has its own bucket; only the last
+    // (proxy-appended) entry counts, so a forged first entry changes nothing.
+    let api = Api::start_with(|c| {
+        c.limits.ip_requests_per_minute = 2;
+        c.limits.trust_forwarded_for = true;
+    });
+    assert_eq!(send(&api, "203.0.113.1"), 401);
+    assert_eq!(send(&api, "198.51.100.7, 203.0.113.1"), 401);
+    assert_eq!(send(&api, "203.0.113.1"), 429);
+    assert_eq!(send(&api, "203.0.113.2"), 401);
+    // Untrusted (the default): the header is ignored, the socket peer counts.
+    let api = Api::start_with(|c| c.limits.ip_requests_per_minute = 2);
+    assert_eq!(send(&api, "203.0.113.1"), 401);
+    assert_eq!(send(&api, "203.0.113.2"), 401);
+    assert_eq!(send(&api, "203.0.113.3"), 429);
+}
+
+#[test]
+fn credential_length_is_capped() {
+    let api = Api::start();
+    let long = format!("uct_{}", "A".repeat(509));
+    let r = api.get("/api/v1/keys", &Auth::Bearer(long));
+    assert_eq!(
+        (r.status, r.problem().as_str()),
+        (401, "invalid-credentials")
+    );
+    let r = api.get("/api/v1/mailboxes", &Auth::Session("t".repeat(513)));
+    assert_eq!(
+        (r.status, r.problem().as_str()),
+        (401, "invalid-credentials")
+    );
+    // 512 is still looked at (and simply unknown).
+    let r = api.get(
+        "/api/v1/mailboxes/a@uncorreo.test",
+        &Auth::Session("t".repeat(512)),
+    );
+    assert_eq!((r.status, r.problem().as_str()), (404, "not-found"));
 }

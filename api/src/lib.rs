@@ -30,7 +30,6 @@ pub mod time;
 
 use std::sync::Arc;
 
-use axum::extract::DefaultBodyLimit;
 use axum::Router;
 use serde::{Deserialize, Serialize};
 use uncorreo_engine::Engine;
@@ -160,9 +159,9 @@ impl AppState {
 
 /// The whole router. Built once per core from the same state.
 pub fn router(state: AppState) -> Router {
-    let (router, _doc) = openapi::split(state.clone());
+    let (router, _doc) = openapi::api_router(state.limits().json_body_bytes).split_for_parts();
     router
-        .layer(DefaultBodyLimit::max(state.limits().json_body_bytes))
+        .with_state(state)
         .layer(axum::middleware::from_fn(problem::ensure_problem_json))
         .layer(axum::middleware::from_fn(metrics::track_requests))
 }

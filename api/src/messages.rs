@@ -198,8 +198,10 @@ pub async fn list_messages(
     // True once the engine has nothing past `cursor` right now.
     let mut exhausted = false;
     'pages: while out.len() < limit && scanned < limits.max_scan {
-        let batch = state.engine.list_messages(mb.id, cursor, limit)?;
-        let short = batch.len() < limit;
+        // Never examine more than `max_scan` in total, to the message.
+        let want = limit.min(limits.max_scan - scanned);
+        let batch = state.engine.list_messages(mb.id, cursor, want)?;
+        let short = batch.len() < want;
         for m in &batch {
             cursor = m.id.seq;
             scanned += 1;

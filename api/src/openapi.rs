@@ -4,7 +4,8 @@
 
 use std::sync::OnceLock;
 
-use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use tower_http::limit::RequestBodyLimitLayer;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 use utoipa_axum::router::OpenApiRouter;
@@ -67,8 +68,9 @@ impl Modify for Security {
     }
 }
 
-/// Every route, registered with its documentation.
-pub fn api_router() -> OpenApiRouter<AppState> {
+/// Every route, registered with its documentation; JSON request bodies
+/// capped at `json_body_bytes`.
+pub fn api_router(json_body_bytes: usize) -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(Base::openapi())
         .routes(routes!(ops::health))
         .routes(routes!(ops::ready))
@@ -88,18 +90,19 @@ pub fn api_router() -> OpenApiRouter<AppState> {
         .routes(routes!(realtime::ws::ws_inbox))
         .routes(routes!(realtime::sse::mailbox_events))
         .routes(routes!(realtime::wait::wait))
+        // The bodies of every route above are small JSON: capped at
+        // `limits.json_body_bytes`, refused with 413 from `Content-Length`
+        // alone when declared. `route_layer` covers only the routes
+        // registered so far, so the routes below bring their own limits.
+        .route_layer(RequestBodyLimitLayer::new(json_body_bytes))
+        .route_layer(DefaultBodyLimit::max(json_body_bytes))
+        // SNS notifications carry whole messages: `sns.max_body_bytes`.
         .routes(routes!(crate::sns::handler::inbound))
-}
-
-/// The axum router with `state`.
-pub fn split(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
-    let (router, doc) = api_router().split_for_parts();
-    (router.with_state(state), doc)
 }
 
 /// The OpenAPI document.
 pub fn document() -> utoipa::openapi::OpenApi {
-    api_router().into_openapi()
+    api_router(crate::LimitsConfig::default().json_body_bytes).into_openapi()
 }
 
 /// The document as JSON, rendered once per process.

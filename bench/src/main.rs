@@ -1,1 +1,2 @@
+//! Placeholder until the load generator lands.
 fn main() {}

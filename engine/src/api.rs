@@ -80,6 +80,27 @@ fn validate(c: &EngineConfig) -> Result<(), OpenError> {
 /// mailbox id), their positions in the delivery).
 type Group = (usize, Vec<(Recipient, u64)>, Vec<usize>);
 
+/// See [`Engine::deliver`]: settles a pending dedupe key on drop.
+struct DedupeGuard<'a> {
+    shared: &'a Shared,
+    key: Option<String>,
+    committed: bool,
+}
+
+impl Drop for DedupeGuard<'_> {
+    fn drop(&mut self) {
+        let Some(key) = self.key.take() else { return };
+        let mut stripe = self.shared.dedupe_stripe(&key).lock();
+        if self.committed {
+            if let Some(e) = stripe.get_mut(&key) {
+                e.pending = false;
+            }
+        } else {
+            stripe.remove(&key);
+        }
+    }
+}
+
 /// A slice of a mapped segment that keeps the mapping alive.
 struct MapSlice {
     map: Arc<Map>,
@@ -173,6 +194,7 @@ impl Engine {
             started: Instant::now(),
             disk_probe_at: u64::MAX.into(),
             disk_low: Default::default(),
+            fail_next_sync: Default::default(),
             config,
         });
         for (key, (at_ms, _, _)) in meta_rec.dedupe {
@@ -186,7 +208,9 @@ impl Engine {
         }
         shared.count_corrupt(corrupt);
 
-        let mut threads = Vec::with_capacity(n + 1);
+        // Every active segment exists before any thread starts, so a failure
+        // here leaves no thread behind.
+        let mut writers = Vec::with_capacity(n);
         for (shard, (rx, (counter, next_seg))) in rxs.into_iter().zip(starts).enumerate() {
             let cap = shared.config.segment_bytes;
             let (file, active) = writer::create_segment(
@@ -198,7 +222,7 @@ impl Engine {
                 0,
                 codec::NO_SEGMENT,
             )?;
-            let w = Writer {
+            writers.push(Writer {
                 shard,
                 shared: Arc::clone(&shared),
                 rx,
@@ -209,9 +233,14 @@ impl Engine {
                 hints: Vec::new(),
                 counter,
                 next_seg: next_seg + 1,
-            };
+                recent: [0, 0],
+                last_sync: std::time::Duration::ZERO,
+            });
+        }
+        let mut threads = Vec::with_capacity(n + 1);
+        for w in writers {
             let h = std::thread::Builder::new()
-                .name(format!("log-writer-{shard}"))
+                .name(format!("log-writer-{}", w.shard))
                 .spawn(move || w.run())?;
             threads.push(h);
         }
@@ -368,18 +397,17 @@ impl Engine {
                 }
             }
         }
-        let key = delivery.dedupe_key.clone();
+        // Settles the pending key however this future ends: committed on
+        // success; forgotten on error or if the caller drops the future
+        // (otherwise every retry would be told "saturated" forever).
+        let mut guard = DedupeGuard {
+            shared: sh,
+            key: delivery.dedupe_key.clone(),
+            committed: false,
+        };
         let r = self.deliver_inner(delivery).await;
-        if let Some(key) = key {
-            let mut stripe = sh.dedupe_stripe(&key).lock();
-            if r.is_ok() {
-                if let Some(e) = stripe.get_mut(&key) {
-                    e.pending = false;
-                }
-            } else {
-                stripe.remove(&key);
-            }
-        }
+        guard.committed = r.is_ok();
+        drop(guard);
         r
     }
 
@@ -420,6 +448,8 @@ impl Engine {
             MessageSummary::default()
         });
         let parts = u8::try_from(groups.len()).unwrap_or(u8::MAX);
+        // One receive time for every copy of this delivery.
+        let at = self.now_ms();
         let mut waits = Vec::with_capacity(groups.len());
         for (shard, rcpts, slots) in groups {
             let (tx, rx) = oneshot::channel::<Result<RcptResults, EngineError>>();
@@ -432,6 +462,7 @@ impl Engine {
                     rcpts,
                     dedupe: delivery.dedupe_key.clone().map(|k| (k, parts)),
                     enq: Instant::now(),
+                    at,
                     reply: tx,
                 },
             )?;
@@ -466,6 +497,7 @@ impl Engine {
         self.call(shard, |reply| Cmd::CreateMailbox {
             new,
             enq: Instant::now(),
+            at: self.now_ms(),
             reply,
         })
         .await
@@ -673,6 +705,7 @@ impl Engine {
         self.call(0, |reply| Cmd::CreateUser {
             name,
             enq: Instant::now(),
+            at: self.now_ms(),
             reply,
         })
         .await
@@ -710,6 +743,7 @@ impl Engine {
             hash,
             prefix,
             enq: Instant::now(),
+            at: self.now_ms(),
             reply,
         })
         .await
@@ -720,6 +754,7 @@ impl Engine {
         self.call(0, |reply| Cmd::RevokeKey {
             id: id.0,
             enq: Instant::now(),
+            at: self.now_ms(),
             reply,
         })
         .await
@@ -844,6 +879,13 @@ impl Engine {
             }
         }
         bytes
+    }
+
+    /// Fault injection for tests: make the next `fdatasync` of any writer
+    /// report failure (the engine must poison itself). Not for production use.
+    #[doc(hidden)]
+    pub fn fail_next_sync_for_tests(&self) {
+        self.shared().fail_next_sync.store(true, Ordering::Release);
     }
 
     /// Stop accepting appends, finish the batches in flight, sync, stop the

@@ -859,6 +859,31 @@ impl Hint {
     }
 }
 
+/// Decode everything a segment or hint file could hold, the way recovery
+/// reads it, for the fuzz targets: bytes from disk are hostile input too.
+/// Returns the number of frames whose checksum held and whose payload decoded.
+pub(crate) fn decode_all_for_fuzzing(bytes: &[u8]) -> usize {
+    let _ = SegHeader::decode(bytes);
+    let _ = Hint::decode(bytes);
+    let mut off = 0;
+    let mut good = 0;
+    while let Ok(frame) = frame_at(bytes, off, bytes.len()) {
+        if frame.crc_ok() && decode(frame.kind, frame.payload).is_ok() {
+            good += 1;
+        }
+        if frame.kind == Kind::Message as u8 {
+            let _ = message_meta(frame.payload);
+            let _ = message_body_range(frame.payload);
+        }
+        off += frame.total_len();
+    }
+    // The same payload bytes as every kind, without a valid frame around them.
+    for kind in 0..=u8::MAX {
+        let _ = decode(kind, bytes);
+    }
+    good
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -87,17 +87,22 @@ pub fn codes(subject: &str, text: &str) -> Vec<String> {
     let mut out = Vec::new();
     for source in [subject, text] {
         let source = prefix(source, MAX_SCAN);
-        let words: Vec<&str> = source
-            .split(|c: char| c.is_whitespace() || matches!(c, ':' | ',' | ';' | '(' | ')' | '"'))
-            .filter(|w| !w.is_empty())
-            .collect();
-        for (i, word) in words.iter().enumerate() {
+        let bytes = source.as_bytes();
+        // Every code holds a digit: jump from digit to digit instead of
+        // splitting the whole text into words (most of a body has none).
+        let mut from = 0;
+        while let Some(d) = bytes.get(from..).and_then(find_digit) {
+            let at = from + d;
+            let (start, end) = word_around(source, at);
+            from = end.max(at + 1);
+            let Some(word) = source.get(start..end) else {
+                break;
+            };
             let candidate = word.trim_end_matches(['.', '!', '?']);
             if !looks_like_code(candidate) {
                 continue;
             }
-            let window = &words[i.saturating_sub(6)..i];
-            let hinted = window.iter().any(|w| {
+            let hinted = words_before(source, start, 6).any(|w| {
                 let w = w.to_lowercase();
                 CODE_HINTS.iter().any(|h| w.contains(h))
             });
@@ -110,6 +115,57 @@ pub fn codes(subject: &str, text: &str) -> Vec<String> {
         }
     }
     out
+}
+
+/// Position of the first ASCII digit, eight bytes at a time: XOR with '0'
+/// maps digits to 0..=9, and the classic "has a byte below n" test (valid
+/// for n <= 128) finds a word holding one.
+fn find_digit(b: &[u8]) -> Option<usize> {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGHS: u64 = 0x8080_8080_8080_8080;
+    let mut i = 0;
+    let mut chunks = b.chunks_exact(8);
+    for c in &mut chunks {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(c);
+        let x = u64::from_le_bytes(w) ^ (ONES * u64::from(b'0'));
+        if x.wrapping_sub(ONES * 10) & !x & HIGHS != 0 {
+            return c.iter().position(u8::is_ascii_digit).map(|p| i + p);
+        }
+        i += 8;
+    }
+    chunks
+        .remainder()
+        .iter()
+        .position(u8::is_ascii_digit)
+        .map(|p| i + p)
+}
+
+/// Word separators: whitespace (Unicode) and `:,;()"`.
+fn is_sep(c: char) -> bool {
+    c.is_whitespace() || matches!(c, ':' | ',' | ';' | '(' | ')' | '"')
+}
+
+/// Byte range of the word containing byte `at` (an ASCII digit, so a char
+/// boundary).
+fn word_around(s: &str, at: usize) -> (usize, usize) {
+    let start = s
+        .get(..at)
+        .and_then(|h| h.char_indices().rev().find(|(_, c)| is_sep(*c)))
+        .map(|(i, c)| i + c.len_utf8())
+        .unwrap_or(0);
+    let end = s
+        .get(at..)
+        .and_then(|t| t.char_indices().find(|(_, c)| is_sep(*c)))
+        .map(|(i, _)| at + i)
+        .unwrap_or(s.len());
+    (start, end)
+}
+
+/// Up to `n` non-empty words ending before byte `end`, nearest first.
+fn words_before(s: &str, end: usize, n: usize) -> impl Iterator<Item = &str> {
+    let head = s.get(..end).unwrap_or_default();
+    head.rsplit(is_sep).filter(|w| !w.is_empty()).take(n)
 }
 
 fn looks_like_code(w: &str) -> bool {
@@ -161,6 +217,75 @@ mod tests {
         assert_eq!(codes("", "Use OTP: 7731 to sign in."), vec!["7731"]);
         assert_eq!(codes("", "Verification code: AB12CD"), vec!["AB12CD"]);
         assert!(codes("Invoice 2026", "Total 1999 EUR, order 123456").is_empty());
+    }
+
+    #[test]
+    fn codes_match_the_word_window_definition() {
+        // The definition: split into words, a code is hinted by one of the
+        // six words before it. Checked against a direct implementation.
+        fn reference(text: &str) -> Vec<String> {
+            let words: Vec<&str> = text.split(is_sep).filter(|w| !w.is_empty()).collect();
+            let mut out: Vec<String> = Vec::new();
+            for (i, word) in words.iter().enumerate() {
+                let c = word.trim_end_matches(['.', '!', '?']);
+                let hinted = words[i.saturating_sub(6)..i].iter().any(|w| {
+                    let w = w.to_lowercase();
+                    CODE_HINTS.iter().any(|h| w.contains(h))
+                });
+                if looks_like_code(c)
+                    && hinted
+                    && !out.iter().any(|o| o == c)
+                    && out.len() < MAX_CODES
+                {
+                    out.push(c.to_owned());
+                }
+            }
+            out
+        }
+        let texts = [
+            "a  b\tc\r\nd:e,f;g(h)i\"j code 1234",
+            "código: 123456 und\u{a0}PIN\u{2003}7788",
+            "code one two three four five six 123456 seven 654321",
+            "PIN:4455, otp(9911) ab12cd AB12CD.",
+            "1999 order 2020 code x1234 12345678901 code 00000000!",
+            "",
+        ];
+        for t in texts {
+            assert_eq!(codes("", t), reference(t), "{t:?}");
+        }
+    }
+
+    #[test]
+    fn find_digit_agrees_with_a_plain_scan() {
+        let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+        for len in 0..200usize {
+            for _ in 0..20 {
+                let v: Vec<u8> = (0..len)
+                    .map(|_| {
+                        x ^= x << 13;
+                        x ^= x >> 7;
+                        x ^= x << 17;
+                        // Mostly non-digits, including bytes just around '0'..='9'.
+                        match x % 40 {
+                            0 => b'0' + (x >> 8) as u8 % 10,
+                            1 => b'/',
+                            2 => b':',
+                            _ => (x >> 16) as u8,
+                        }
+                    })
+                    .collect();
+                assert_eq!(
+                    find_digit(&v),
+                    v.iter().position(u8::is_ascii_digit),
+                    "{v:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn unicode_whitespace_separates_hint_and_code() {
+        assert_eq!(codes("", "PIN\u{a0}7788"), vec!["7788"]);
     }
 
     #[test]

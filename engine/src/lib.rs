@@ -17,6 +17,8 @@
 //! that say what the caller should tell its client.
 
 #![deny(clippy::unwrap_used, clippy::expect_used)]
+// Only `sys` (memory maps, flock, statvfs) may use unsafe code.
+#![deny(unsafe_code)]
 
 mod api;
 mod clock;
@@ -38,3 +40,13 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{EngineError, OpenError, ResolveError};
 pub use fanout::{SubscribeError, Subscriber, SubscriberLimits};
 pub use types::*;
+
+/// Entry points for `fuzz/`; not part of the engine's API.
+#[doc(hidden)]
+pub mod fuzzing {
+    /// Decode `bytes` as a segment header, a hint file and a run of record
+    /// frames, as recovery would. Must never panic.
+    pub fn decode_log_bytes(bytes: &[u8]) -> usize {
+        crate::codec::decode_all_for_fuzzing(bytes)
+    }
+}

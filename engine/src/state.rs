@@ -111,6 +111,8 @@ pub(crate) struct Shared {
     /// Monotonic ms (since `started`) of the last free-space probe, and its verdict.
     pub(crate) disk_probe_at: AtomicU64,
     pub(crate) disk_low: AtomicBool,
+    /// Fault injection for tests: the next fdatasync reports failure.
+    pub(crate) fail_next_sync: AtomicBool,
 }
 
 impl Shared {

@@ -31,13 +31,18 @@ fn summarize_inner(raw: &[u8]) -> MessageSummary {
         .unwrap_or_default();
     let subject = msg.subject().unwrap_or_default();
     let text = msg.body_text(0).unwrap_or_default();
-    let html = msg.body_html(0).unwrap_or_default();
+    // Only a real HTML part: `body_html` would render a text-only message
+    // as HTML, costing time for links already found in the text.
+    let html = match msg.html_part(0).map(|p| &p.body) {
+        Some(mail_parser::PartType::Html(h)) => h.as_ref(),
+        _ => "",
+    };
     MessageSummary {
         from: clip(from),
         subject: clip(subject.to_owned()),
         date: msg.date().map(|d| d.to_rfc3339()),
         attachments: u16::try_from(msg.attachment_count()).unwrap_or(u16::MAX),
-        links: crate::extract::links(&text, &html),
+        links: crate::extract::links(&text, html),
         codes: crate::extract::codes(subject, &text),
     }
 }

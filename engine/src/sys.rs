@@ -1,6 +1,7 @@
 //! The engine's only `unsafe` code: memory maps of segment files, the data
 //! directory lock and the free-space probe. Everything else in the crate is
 //! safe Rust over the handles this module returns.
+#![allow(unsafe_code)]
 
 use std::fs::File;
 use std::io;

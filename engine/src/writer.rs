@@ -14,7 +14,7 @@ use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use crossbeam_channel::Receiver;
@@ -41,11 +41,15 @@ pub(crate) enum Cmd {
         /// (key, number of shards the delivery went to)
         dedupe: Option<(String, u8)>,
         enq: Instant,
+        /// The caller's clock when it asked (timestamps in the record).
+        at: u64,
         reply: Reply<RcptResults>,
     },
     CreateMailbox {
         new: NewMailbox,
         enq: Instant,
+        /// The caller's clock when it asked (timestamps in the record).
+        at: u64,
         reply: Reply<MailboxInfo>,
     },
     DeleteMailbox {
@@ -61,6 +65,8 @@ pub(crate) enum Cmd {
     CreateUser {
         name: String,
         enq: Instant,
+        /// The caller's clock when it asked (timestamps in the record).
+        at: u64,
         reply: Reply<UserInfo>,
     },
     AddSubscription {
@@ -74,11 +80,15 @@ pub(crate) enum Cmd {
         hash: [u8; 32],
         prefix: String,
         enq: Instant,
+        /// The caller's clock when it asked (timestamps in the record).
+        at: u64,
         reply: Reply<ApiKeyInfo>,
     },
     RevokeKey {
         id: u64,
         enq: Instant,
+        /// The caller's clock when it asked (timestamps in the record).
+        at: u64,
         reply: Reply<()>,
     },
     /// Compaction: rewrite the live records of a sealed segment.
@@ -210,7 +220,14 @@ pub(crate) struct Writer {
     /// Next value of the shard's id counter (id = counter * shards + shard).
     pub(crate) counter: u64,
     pub(crate) next_seg: u32,
+    /// Records in the last two committed batches (newest first).
+    pub(crate) recent: [u32; 2],
+    /// Duration of the last fdatasync.
+    pub(crate) last_sync: Duration,
 }
+
+/// Longest a writer holds a gathered batch back waiting for more appends.
+pub(crate) const MAX_COMMIT_DELAY: Duration = Duration::from_micros(250);
 
 impl Writer {
     fn n(&self) -> u64 {
@@ -244,6 +261,25 @@ impl Writer {
                 if let Some(exit) = self.handle(cmd, &mut batch) {
                     if exit {
                         return;
+                    }
+                }
+            }
+            // Closed-loop appenders acknowledged by the previous batch are
+            // about to come back; without a short wait for them, batches
+            // settle into two alternating halves and each appender waits for
+            // two syncs. Wait (bounded by half a sync, at most
+            // MAX_COMMIT_DELAY) only while recent batches were larger.
+            let target = self.recent[0] + self.recent[1];
+            if self.shared.config.durability == Durability::Always && self.recent[0] >= 2 {
+                let deadline = Instant::now() + (self.last_sync / 2).min(MAX_COMMIT_DELAY);
+                while batch.records > 0 && batch.records < target && batch.buf.len() < max {
+                    let Ok(cmd) = self.rx.recv_deadline(deadline) else {
+                        break;
+                    };
+                    if let Some(exit) = self.handle(cmd, &mut batch) {
+                        if exit {
+                            return;
+                        }
                     }
                 }
             }
@@ -301,6 +337,7 @@ impl Writer {
                 rcpts,
                 dedupe,
                 enq,
+                at,
                 reply,
             } => {
                 let mut results = Vec::with_capacity(rcpts.len());
@@ -331,7 +368,7 @@ impl Writer {
                         summary: (*summary).clone(),
                     };
                     let start = codec::begin_frame(&mut b.buf, Kind::Message);
-                    codec::encode_message(&mut b.buf, id, seq, now, &meta, &raw);
+                    codec::encode_message(&mut b.buf, id, seq, at, &meta, &raw);
                     codec::finish_frame(&mut b.buf, start);
                     let (rel, len) = b.push_hint(start, Kind::Message, id, seq);
                     let mid = MessageId {
@@ -346,7 +383,7 @@ impl Writer {
                         event: Event {
                             address: mb.info.address.clone(),
                             id: mid,
-                            received_at_ms: now,
+                            received_at_ms: at,
                             size: raw.len() as u32,
                             plus_tag: meta.plus_tag,
                             summary: meta.summary,
@@ -363,7 +400,7 @@ impl Writer {
                     b.frame(
                         &Record::Dedupe {
                             key,
-                            at_ms: now,
+                            at_ms: at,
                             parts,
                         },
                         0,
@@ -378,7 +415,12 @@ impl Writer {
                     ack.ok();
                 }
             }
-            Cmd::CreateMailbox { new, enq, reply } => {
+            Cmd::CreateMailbox {
+                new,
+                enq,
+                at,
+                reply,
+            } => {
                 let idx = shard.index.read();
                 let live_old = idx
                     .by_address
@@ -397,7 +439,7 @@ impl Writer {
                     id: MailboxId(id),
                     address: new.address.clone(),
                     owner: new.owner.clone(),
-                    created_at_ms: now,
+                    created_at_ms: at,
                     expires_at_ms: new.expires_at_ms,
                     max_messages: new.max_messages,
                     message_count: 0,
@@ -406,7 +448,7 @@ impl Writer {
                 let (rel, len) = b.frame(
                     &Record::MailboxCreated(codec::MailboxRec {
                         id,
-                        created_at_ms: now,
+                        created_at_ms: at,
                         expires_at_ms: new.expires_at_ms,
                         max_messages: new.max_messages,
                         owner: new.owner,
@@ -480,18 +522,23 @@ impl Writer {
                     enq,
                 });
             }
-            Cmd::CreateUser { name, enq, reply } => {
+            Cmd::CreateUser {
+                name,
+                enq,
+                at,
+                reply,
+            } => {
                 let id = self.alloc_id();
                 let u = UserInfo {
                     id: UserId(id),
                     name: name.clone(),
-                    created_at_ms: now,
+                    created_at_ms: at,
                     subscriptions: Vec::new(),
                 };
                 b.frame(
                     &Record::UserCreated {
                         id,
-                        created_at_ms: now,
+                        created_at_ms: at,
                         name,
                     },
                     0,
@@ -534,6 +581,7 @@ impl Writer {
                 hash,
                 prefix,
                 enq,
+                at,
                 reply,
             } => {
                 let (user_ok, dup) = {
@@ -557,7 +605,7 @@ impl Writer {
                     user: UserId(user),
                     hash,
                     prefix: prefix.clone(),
-                    created_at_ms: now,
+                    created_at_ms: at,
                     revoked_at_ms: None,
                 };
                 b.frame(
@@ -566,7 +614,7 @@ impl Writer {
                         user,
                         hash,
                         prefix,
-                        created_at_ms: now,
+                        created_at_ms: at,
                     },
                     0,
                     0,
@@ -578,7 +626,7 @@ impl Writer {
                     enq,
                 });
             }
-            Cmd::RevokeKey { id, enq, reply } => {
+            Cmd::RevokeKey { id, enq, at, reply } => {
                 let state = self
                     .shared
                     .meta
@@ -594,8 +642,8 @@ impl Writer {
                         let _ = reply.send(Ok(()));
                     }
                     Some(None) => {
-                        b.frame(&Record::ApiKeyRevoked { id, at_ms: now }, 0, 0);
-                        b.applies.push(Apply::Revoke { id, at_ms: now });
+                        b.frame(&Record::ApiKeyRevoked { id, at_ms: at }, 0, 0);
+                        b.applies.push(Apply::Revoke { id, at_ms: at });
                         b.staged.push(Staged {
                             ack: Ack::Unit(reply),
                             enq,
@@ -613,6 +661,13 @@ impl Writer {
         if batch.buf.is_empty() {
             for s in batch.staged {
                 s.ack.ok();
+            }
+            return;
+        }
+        if self.shared.poisoned.load(Ordering::Acquire) {
+            // Another shard (or this one) failed a sync: write nothing more.
+            for s in batch.staged {
+                s.ack.fail(EngineError::Poisoned);
             }
             return;
         }
@@ -641,8 +696,13 @@ impl Writer {
         let res = self.file.write_all_at(&batch.buf, base).and_then(|()| {
             if self.shared.config.durability == Durability::Always {
                 let t = Instant::now();
-                let r = self.file.sync_data();
-                metrics::histogram!("uncorreo_fsync_seconds").record(t.elapsed().as_secs_f64());
+                let r = if self.shared.fail_next_sync.swap(false, Ordering::AcqRel) {
+                    Err(std::io::Error::other("injected fdatasync failure"))
+                } else {
+                    self.file.sync_data()
+                };
+                self.last_sync = t.elapsed();
+                metrics::histogram!("uncorreo_fsync_seconds").record(self.last_sync.as_secs_f64());
                 r
             } else {
                 Ok(())
@@ -752,6 +812,7 @@ impl Writer {
                 }
             }
         }
+        self.recent = [records, self.recent[0]];
         let c = &self.shared.counters;
         c.batches.fetch_add(1, Ordering::Relaxed);
         c.records.fetch_add(u64::from(records), Ordering::Relaxed);

@@ -2,6 +2,9 @@
 //! HTTP client over real sockets, credentials, and a multipart test message.
 #![allow(dead_code)]
 
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpStream;
+
 use reqwest::blocking::Client;
 use reqwest::Method;
 use serde_json::Value;
@@ -236,4 +239,53 @@ pub fn fill(template: &str, address: &str, message_id: &str, key_id: &str) -> St
         .replace("{address}", address)
         .replace("{id}", id)
         .replace("{n}", "0")
+}
+
+/// Read one SMTP reply (all continuation lines); return its code and text.
+fn reply(r: &mut BufReader<TcpStream>) -> (u16, String) {
+    let mut all = String::new();
+    loop {
+        let mut line = String::new();
+        r.read_line(&mut line).unwrap();
+        assert!(line.len() >= 4, "short SMTP reply line {line:?}");
+        all.push_str(&line);
+        if line.as_bytes()[3] == b' ' {
+            return (line[..3].parse().unwrap(), all);
+        }
+    }
+}
+
+fn expect(r: &mut BufReader<TcpStream>, code: u16) {
+    let (got, text) = reply(r);
+    assert_eq!(got, code, "{text}");
+}
+
+/// A plain SMTP client dialogue (RFC 5321), DATA with dot-stuffing.
+pub fn smtp_send(addr: std::net::SocketAddr, from: &str, to: &str, msg: &[u8]) {
+    let stream = TcpStream::connect(addr).unwrap();
+    let mut w = stream.try_clone().unwrap();
+    let mut r = BufReader::new(stream);
+    expect(&mut r, 220);
+    w.write_all(b"EHLO client.test\r\n").unwrap();
+    expect(&mut r, 250);
+    w.write_all(format!("MAIL FROM:<{from}>\r\n").as_bytes())
+        .unwrap();
+    expect(&mut r, 250);
+    w.write_all(format!("RCPT TO:<{to}>\r\n").as_bytes())
+        .unwrap();
+    expect(&mut r, 250);
+    w.write_all(b"DATA\r\n").unwrap();
+    expect(&mut r, 354);
+    let mut data = Vec::new();
+    for line in msg.split_inclusive(|&b| b == b'\n') {
+        if line.starts_with(b".") {
+            data.push(b'.');
+        }
+        data.extend_from_slice(line);
+    }
+    data.extend_from_slice(b".\r\n");
+    w.write_all(&data).unwrap();
+    expect(&mut r, 250);
+    w.write_all(b"QUIT\r\n").unwrap();
+    expect(&mut r, 221);
 }

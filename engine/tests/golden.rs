@@ -1,0 +1,141 @@
+//! Golden on-disk fixture for format version 1: a data directory written by
+//! this engine (every record kind, several segments, hint files) is committed
+//! under `tests/fixtures/v1/`. Every future engine must open it and see the
+//! same state. Regenerate only for a NEW version directory:
+//! `UNCORREO_WRITE_FIXTURE=1 cargo test -p uncorreo-engine --test golden`.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use common::*;
+use uncorreo_engine::*;
+
+const T0: u64 = 1_764_000_000_000;
+
+fn fixture_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/v1")
+}
+
+fn cfg(dir: &Path) -> EngineConfig {
+    let mut c = config(dir);
+    c.shards = 1;
+    c.segment_bytes = 4096;
+    c
+}
+
+fn write_fixture(dir: &Path) {
+    let clock = Arc::new(ManualClock::new(T0));
+    let e = Engine::open_with_clock(cfg(dir), clock.clone() as Arc<dyn Clock>).unwrap();
+    let u = block_on(e.create_user("golden".into())).unwrap();
+    block_on(e.add_subscription(
+        u.id,
+        Subscription {
+            plan: "pro".into(),
+            starts_at_ms: T0,
+            ends_at_ms: None,
+        },
+    ))
+    .unwrap();
+    let k = block_on(e.create_api_key(u.id, [0xab; 32], "uct_golden12".into())).unwrap();
+    block_on(e.create_api_key(u.id, [0xcd; 32], "uct_revoked1".into())).unwrap();
+    block_on(e.revoke_api_key(ApiKeyId(k.id.0 + 1))).unwrap();
+    let keep = mailbox(&e, "keep", 100, 86_400_000 * 3650);
+    let gone = mailbox(&e, "gone", 100, 86_400_000 * 3650);
+    block_on(e.create_mailbox(NewMailbox {
+        address: addr("owned"),
+        owner: Owner::User(u.id),
+        expires_at_ms: T0 + 86_400_000 * 3650,
+        max_messages: 5,
+    }))
+    .unwrap();
+    for i in 0..12 {
+        clock.advance(1000);
+        deliver(
+            &e,
+            &["keep+t@uncorreo.test", "gone@uncorreo.test"],
+            raw(700, i),
+        );
+    }
+    block_on(e.delete_message(MessageId {
+        mailbox: keep.id,
+        seq: 3,
+    }))
+    .unwrap();
+    block_on(e.delete_mailbox(gone.id)).unwrap();
+    block_on(e.deliver(Delivery {
+        raw: raw(300, 99),
+        envelope_from: "sns@amazonses.com".into(),
+        recipients: vec![Recipient::parse("owned@uncorreo.test").unwrap()],
+        dedupe_key: Some("sns-golden".into()),
+    }))
+    .unwrap();
+    e.shutdown();
+    let _ = std::fs::remove_file(dir.join("LOCK"));
+}
+
+fn check(dir: &Path) {
+    let clock = Arc::new(ManualClock::new(T0 + 100_000));
+    let e = Engine::open_with_clock(cfg(dir), clock as Arc<dyn Clock>).unwrap();
+    let u = e
+        .user(UserId(0))
+        .or_else(|| e.user(UserId(1)))
+        .expect("user");
+    assert_eq!(u.name, "golden");
+    assert_eq!(
+        u.subscriptions,
+        vec![Subscription {
+            plan: "pro".into(),
+            starts_at_ms: T0,
+            ends_at_ms: None
+        }]
+    );
+    let keys = e.api_keys_of(u.id);
+    assert_eq!(keys.len(), 2);
+    assert_eq!(keys[0].prefix, "uct_golden12");
+    assert!(keys[0].revoked_at_ms.is_none());
+    assert!(keys[1].revoked_at_ms.is_some());
+    assert!(e.mailbox(&addr("gone")).is_none());
+    let keep = e.mailbox(&addr("keep")).unwrap();
+    assert_eq!((keep.message_count, keep.last_seq), (11, 12));
+    let list = e.list_messages(keep.id, 0, 100).unwrap();
+    let seqs: Vec<u64> = list.iter().map(|m| m.id.seq).collect();
+    assert_eq!(seqs, vec![1, 2, 4, 5, 6, 7, 8, 9, 10, 11, 12]);
+    for m in &list {
+        assert_eq!(e.read_raw(m.id).unwrap(), raw(700, m.id.seq - 1));
+        assert_eq!(m.plus_tag.as_deref(), Some("t"));
+        assert_eq!(m.received_at_ms, T0 + 1000 * m.id.seq);
+        assert_eq!(m.summary.codes, vec!["123456"]);
+    }
+    let owned = e.mailbox(&addr("owned")).unwrap();
+    assert_eq!(owned.owner, Owner::User(u.id));
+    let o = e.list_messages(owned.id, 0, 10).unwrap();
+    assert_eq!(o.len(), 1);
+    assert_eq!(o[0].envelope_from, "sns@amazonses.com");
+    let dup = block_on(e.deliver(Delivery {
+        raw: raw(300, 99),
+        envelope_from: String::new(),
+        recipients: vec![Recipient::parse("owned@uncorreo.test").unwrap()],
+        dedupe_key: Some("sns-golden".into()),
+    }))
+    .unwrap();
+    assert_eq!(dup, DeliveryOutcome::Duplicate);
+    assert_eq!(e.stats().corrupt_records, 0);
+}
+
+#[test]
+fn version_1_fixture_opens_with_the_same_state() {
+    if std::env::var("UNCORREO_WRITE_FIXTURE").is_ok() {
+        let d = fixture_dir();
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        write_fixture(&d);
+    }
+    // Work on copies: opening writes (a fresh segment, maybe hints).
+    let with_hints = copy_dir(&fixture_dir());
+    check(with_hints.path());
+    let scanned = copy_dir(&fixture_dir());
+    remove_hints(scanned.path());
+    check(scanned.path());
+}
