@@ -182,7 +182,9 @@ fn a_slow_consumer_is_closed_with_4008_and_resumes_from_its_last_sequence() {
             }
         };
         assert_eq!(reason, format!("lagged; resume with since={last}"));
-        assert!(last < delivered);
+        // The replay may have sent more than the queue held (it reads the
+        // index), never more than was delivered.
+        assert!(last <= delivered);
         let mut ws = ws_connect(&server, &addr, last).await;
         for want in last + 1..=delivered {
             assert_eq!(next_seq(&mut ws).await, want);
