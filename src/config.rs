@@ -33,6 +33,8 @@ pub struct Config {
     pub plans: Plans,
     /// `[limits]`: API bounds that are not per plan, and which plans apply by default.
     pub limits: LimitsConfig,
+    /// `[realtime]`: WebSocket / SSE / long-poll pings, timeouts and subscriber limits.
+    pub realtime: uncorreo_api::realtime::RealtimeConfig,
     /// `[sns]`: the SES → SNS webhook (`POST /api/v1/ses/inbound`).
     pub sns: SnsConfig,
 }
