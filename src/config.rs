@@ -33,6 +33,8 @@ pub struct Config {
     pub plans: Plans,
     /// `[limits]`: API bounds that are not per plan, and which plans apply by default.
     pub limits: LimitsConfig,
+    /// `[realtime]`: WebSocket / SSE / long-poll pings, timeouts and subscriber limits.
+    pub realtime: uncorreo_api::realtime::RealtimeConfig,
     /// `[sns]`: the SES → SNS webhook (`POST /api/v1/ses/inbound`).
     pub sns: SnsConfig,
 }
@@ -205,5 +207,38 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("listn"), "{err}");
+    }
+}
+
+#[cfg(test)]
+mod example_file {
+    use super::*;
+
+    /// The operator's example must stay loadable as the code changes: an
+    /// unknown or renamed key fails here, naming the key.
+    #[test]
+    fn ops_example_config_parses_and_keeps_durability_always() {
+        let path =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("ops/uncorreo.example.toml");
+        let c = Config::load(Some(&path), []).unwrap();
+        assert_eq!(c.engine.durability, uncorreo_engine::Durability::Always);
+        assert_eq!(
+            c.engine.data_dir,
+            std::path::PathBuf::from("/var/lib/uncorreo")
+        );
+    }
+
+    /// `uncorreo config defaults` prints TOML that loads back to the defaults.
+    #[test]
+    fn rendered_defaults_load_back() {
+        let text = toml::to_string_pretty(&Config::default()).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("d.toml");
+        std::fs::write(&f, text).unwrap();
+        let c = Config::load(Some(&f), []).unwrap();
+        assert_eq!(
+            toml::to_string(&c).unwrap(),
+            toml::to_string(&Config::default()).unwrap()
+        );
     }
 }

@@ -81,11 +81,14 @@ impl Appliance {
                 http: config.http.clone(),
                 plans: config.plans.clone(),
                 limits: config.limits.clone(),
+                realtime: config.realtime.clone(),
             },
             sns_state,
         )
         .map_err(|e| StartError::Config(e.to_string()))?;
-        let shutdown = CancellationToken::new();
+        // One token stops the listeners and ends the real-time streams, so SSE
+        // bodies finish and the HTTP server can drain.
+        let shutdown = app_state.realtime().shutdown_token();
         let mut threads = Vec::with_capacity(cores);
         let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), std::io::Error>>();
         for (core, (smtp, http)) in smtp_listeners.into_iter().zip(http_listeners).enumerate() {
@@ -195,6 +198,7 @@ fn run_core(
         };
         let _ = ready.send(Ok(()));
         let smtp_task = uncorreo_smtpd::serve(smtp, smtp_shared, shutdown.clone());
+        let realtime = app_state.realtime().clone();
         let app =
             uncorreo_api::router(app_state).into_make_service_with_connect_info::<SocketAddr>();
         let http_task = async {
@@ -204,6 +208,8 @@ fn run_core(
             if let Err(e) = served {
                 tracing::error!(error = %e, "HTTP server failed");
             }
+            // Upgraded WebSockets outlive their request: let them send 1001.
+            realtime.drained().await;
         };
         tokio::join!(smtp_task, http_task);
     });

@@ -37,6 +37,23 @@ enum Command {
         #[command(subcommand)]
         command: SnsCommand,
     },
+    /// Configuration tools.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Print the embedded defaults as TOML (a complete starting file).
+    Defaults,
+    /// Load a file (plus UNCORREO__ environment overrides) and print the
+    /// effective configuration, or the first error, naming the key.
+    Check {
+        /// TOML configuration file.
+        file: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -94,6 +111,16 @@ fn main() -> anyhow::Result<()> {
                     action: UserCommand::Create { plan, name, config },
                 },
         } => admin_user_create(config, &plan, &name),
+        Command::Config {
+            command: ConfigCommand::Defaults,
+        } => print_config(&Config::default()),
+        Command::Config {
+            command: ConfigCommand::Check { file },
+        } => {
+            let config = Config::load(Some(&file), std::env::vars())
+                .with_context(|| format!("checking {}", file.display()))?;
+            print_config(&config)
+        }
         Command::Sns {
             command: SnsCommand::Verify { cert, message },
         } => sns_verify(&cert, &message),
@@ -221,4 +248,12 @@ fn wait_for_signal(token: tokio_util::sync::CancellationToken) {
         tracing::info!("shutting down: no new connections, finishing open ones");
         token.cancel();
     });
+}
+
+fn print_config(config: &Config) -> anyhow::Result<()> {
+    print!(
+        "{}",
+        toml::to_string_pretty(config).context("rendering the configuration")?
+    );
+    Ok(())
 }

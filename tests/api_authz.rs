@@ -22,6 +22,10 @@ enum Class {
     Mailbox,
     /// Needs an API key; scoped to one key in the path.
     Key,
+    /// Scoped to one mailbox like [`Class::Mailbox`], but a long-lived
+    /// stream (WebSocket, SSE): refusals are checked here, the owner's
+    /// stream in tests/realtime_*.rs.
+    Stream,
 }
 
 /// Every route of the API: (method, path template, class).
@@ -65,6 +69,9 @@ const MATRIX: &[(&str, &str, Class)] = &[
     ("POST", "/api/v1/keys", Class::Own),
     ("GET", "/api/v1/keys", Class::Own),
     ("DELETE", "/api/v1/keys/{id}", Class::Key),
+    ("GET", "/ws/inbox/{address}", Class::Stream),
+    ("GET", "/api/v1/mailboxes/{address}/events", Class::Stream),
+    ("GET", "/api/v1/mailboxes/{address}/wait", Class::Mailbox),
 ];
 
 struct World {
@@ -178,7 +185,7 @@ fn every_route_refuses_every_wrong_credential_and_not_yours_looks_like_missing()
                     assert_eq!(r.status, 200, "{method} {template} as {who}");
                 }
             }
-            Class::Mailbox => {
+            Class::Mailbox | Class::Stream => {
                 for (victim_box, victim_msg) in
                     [(&w.victim_box, &w.victim_msg), (&w.anon_box, &w.anon_msg)]
                 {

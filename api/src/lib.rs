@@ -24,6 +24,7 @@ pub mod plans;
 pub mod problem;
 pub mod quota;
 pub mod ratelimit;
+pub mod realtime;
 pub mod sns;
 pub mod time;
 
@@ -62,6 +63,8 @@ pub struct ApiConfig {
     pub plans: Plans,
     /// `[limits]`.
     pub limits: LimitsConfig,
+    /// `[realtime]`.
+    pub realtime: realtime::RealtimeConfig,
 }
 
 /// What every handler can reach; cheap to clone (one per core), one shared
@@ -79,6 +82,7 @@ struct Shared {
     limiter: ratelimit::RateLimiter,
     quotas: quota::Quotas,
     metrics: ::metrics_exporter_prometheus::PrometheusHandle,
+    realtime: realtime::Realtime,
     sns: sns::SnsState,
 }
 
@@ -112,6 +116,7 @@ impl AppState {
                 limiter: ratelimit::RateLimiter::new(entries),
                 quotas: quota::Quotas::new(entries),
                 metrics: metrics::install(),
+                realtime: realtime::Realtime::new(config.realtime.clone()),
                 sns,
                 config,
             }),
@@ -141,6 +146,10 @@ impl AppState {
     /// The shared mailbox-count bookkeeping.
     pub fn quotas(&self) -> &quota::Quotas {
         &self.shared.quotas
+    }
+    /// WebSocket / SSE / long-poll settings and shutdown.
+    pub fn realtime(&self) -> &realtime::Realtime {
+        &self.shared.realtime
     }
     /// The Prometheus renderer.
     pub fn metrics_handle(&self) -> &::metrics_exporter_prometheus::PrometheusHandle {

@@ -14,7 +14,7 @@ use uncorreo_engine::{MailboxInfo, MessageId, MessageMeta};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::auth::{authorize_mailbox, Caller};
-use crate::parse::{content_disposition, AddrView, AttachmentView, HeaderView};
+use crate::parse::content_disposition;
 use crate::problem::{Kind, Problem, ProblemBody};
 use crate::time::rfc3339;
 use crate::AppState;
@@ -105,24 +105,11 @@ pub struct MessageView {
     pub plus_tag: Option<String>,
     /// Envelope sender.
     pub envelope_from: String,
-    /// Headers in order, values as written (unfolded).
-    pub headers: Vec<HeaderView>,
-    /// `From:`.
-    pub from: Vec<AddrView>,
-    /// `To:`.
-    pub to: Vec<AddrView>,
-    /// `Cc:`.
-    pub cc: Vec<AddrView>,
-    /// `Subject:`.
-    pub subject: Option<String>,
-    /// `Date:` (RFC 3339).
-    pub date: Option<String>,
-    /// Text body. Untrusted content.
-    pub text: Option<String>,
-    /// HTML body. Untrusted content: render only sandboxed.
-    pub html: Option<String>,
-    /// Attachments (download with `…/attachments/{index}`).
-    pub attachments: Vec<AttachmentView>,
+    /// Everything derived from the raw bytes: headers, addresses, subject,
+    /// date, text and HTML bodies (untrusted content: render HTML only
+    /// sandboxed), attachments (download with `…/attachments/{index}`).
+    #[serde(flatten)]
+    pub parsed: crate::parse::Parsed,
     /// Verification / sign-in links.
     pub links: Vec<String>,
     /// One-time codes.
@@ -270,15 +257,7 @@ pub async fn get_message(
         size: meta.size,
         plus_tag: meta.plus_tag,
         envelope_from: meta.envelope_from,
-        headers: parsed.headers,
-        from: parsed.from,
-        to: parsed.to,
-        cc: parsed.cc,
-        subject: parsed.subject,
-        date: parsed.date,
-        text: parsed.text,
-        html: parsed.html,
-        attachments: parsed.attachments,
+        parsed,
         links: meta.summary.links,
         codes: meta.summary.codes,
     }))

@@ -114,6 +114,7 @@ fn describe() {
         "uncorreo_message_parse_failures_total",
         "Stored messages the parsed view could not be built for (too large, unparseable, parser panic)."
     );
+    crate::realtime::describe_metrics();
     describe_gauge!("uncorreo_mailboxes", "Live mailboxes.");
     describe_gauge!("uncorreo_messages", "Live stored messages.");
     describe_gauge!("uncorreo_segments", "Log segment files on disk.");
@@ -233,6 +234,7 @@ pub fn refresh_engine_gauges(engine: &Engine) {
     gauge!("uncorreo_segments").set(s.segments as f64);
     gauge!("uncorreo_disk_bytes").set(s.disk_bytes as f64);
     gauge!("uncorreo_subscribers").set(s.subscribers as f64);
+    counter!("uncorreo_events_published_total").absolute(s.events_published);
     gauge!("uncorreo_queue_depth").set(s.queue_depth as f64);
     gauge!("uncorreo_engine_poisoned").set(if s.poisoned { 1.0 } else { 0.0 });
 }

@@ -11,7 +11,7 @@ use utoipa::{Modify, OpenApi};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::{keys, mailboxes, messages, ops, AppState};
+use crate::{keys, mailboxes, messages, ops, realtime, AppState};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -29,6 +29,7 @@ one that does not exist (404 `not-found`).",
         (name = "mailboxes", description = "Mailboxes"),
         (name = "messages", description = "Messages in a mailbox"),
         (name = "keys", description = "API keys of the calling user"),
+        (name = "realtime", description = "WebSocket, Server-Sent Events and long-poll on one resumable per-mailbox sequence"),
         (name = "ses", description = "The SES → SNS inbound webhook"),
         (name = "operations", description = "Health, readiness, metrics, this document"),
     )
@@ -57,6 +58,13 @@ impl Modify for Security {
                 "An anonymous mailbox's session token (also accepted as `Authorization: Bearer <token>`)",
             ))),
         );
+        components.add_security_scheme(
+            "query_token",
+            SecurityScheme::ApiKey(ApiKey::Query(ApiKeyValue::with_description(
+                "token",
+                "A session token or API key in the URL, for WebSocket and EventSource clients that cannot set headers (it may end up in access logs)",
+            ))),
+        );
     }
 }
 
@@ -79,6 +87,9 @@ pub fn api_router(json_body_bytes: usize) -> OpenApiRouter<AppState> {
         .routes(routes!(messages::get_attachment))
         .routes(routes!(keys::create_key, keys::list_keys))
         .routes(routes!(keys::revoke_key))
+        .routes(routes!(realtime::ws::ws_inbox))
+        .routes(routes!(realtime::sse::mailbox_events))
+        .routes(routes!(realtime::wait::wait))
         // The bodies of every route above are small JSON: capped at
         // `limits.json_body_bytes`, refused with 413 from `Content-Length`
         // alone when declared. `route_layer` covers only the routes

@@ -22,7 +22,7 @@ use tokio::sync::oneshot;
 use crate::clock::{Clock, SystemClock};
 use crate::codec;
 use crate::error::{EngineError, OpenError, ResolveError};
-use crate::fanout::{Hub, Subscriber};
+use crate::fanout::{Hub, SubscribeError, Subscriber, SubscriberLimits};
 use crate::recovery;
 use crate::segment::Segment;
 use crate::state::*;
@@ -371,7 +371,7 @@ impl Engine {
     }
 
     /// THE delivery entry point: store `delivery.raw` once per recipient and
-    /// return only when every stored copy is durable; then publish events.
+    /// return only when every stored copy is durable, and its event is already queued for every subscriber.
     pub async fn deliver(&self, delivery: Delivery) -> Result<DeliveryOutcome, EngineError> {
         if delivery.raw.len() > self.config().max_message_bytes {
             return Err(EngineError::Invalid("message too large"));
@@ -787,10 +787,34 @@ impl Engine {
     /// [`Engine::list_messages`] past the last seen sequence, then drop live
     /// events whose sequence was already replayed.
     pub fn subscribe(&self, mailbox: MailboxId) -> Result<Subscriber, EngineError> {
-        if self.mailbox_by_id(mailbox).is_none() {
-            return Err(EngineError::NotFound);
+        self.subscribe_within(mailbox, SubscriberLimits::UNLIMITED)
+            .map_err(|e| match e {
+                SubscribeError::Closed => EngineError::Closed,
+                _ => EngineError::NotFound,
+            })
+    }
+
+    /// [`Engine::subscribe`] within `limits` (per mailbox and in total), for
+    /// the network-facing subscribers that must not grow without bound.
+    pub fn subscribe_within(
+        &self,
+        mailbox: MailboxId,
+        limits: SubscriberLimits,
+    ) -> Result<Subscriber, SubscribeError> {
+        if self.shared().closed.load(Ordering::Acquire) {
+            return Err(SubscribeError::Closed);
         }
-        Ok(self.shared().hub.subscribe(mailbox))
+        if self.mailbox_by_id(mailbox).is_none() {
+            return Err(SubscribeError::NotFound);
+        }
+        let sub = self.shared().hub.try_subscribe(mailbox, limits)?;
+        // Registered first, checked again after: a delete that removed the
+        // mailbox from the index before this check closes its subscribers
+        // after it, so it either finds this one or this check fails.
+        if self.mailbox_by_id(mailbox).is_none() {
+            return Err(SubscribeError::NotFound);
+        }
+        Ok(sub)
     }
 
     /// Run one compaction pass now (the background owner calls the same code).

@@ -38,7 +38,7 @@ mod writer;
 pub use api::Engine;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{EngineError, OpenError, ResolveError};
-pub use fanout::Subscriber;
+pub use fanout::{SubscribeError, Subscriber, SubscriberLimits};
 pub use types::*;
 
 /// Entry points for `fuzz/`; not part of the engine's API.

@@ -655,7 +655,10 @@ impl Writer {
         }
     }
 
-    /// Make the batch durable, then visible, then acknowledged, then published.
+    /// Make the batch durable, then visible, then published, then acknowledged.
+    /// Publishing before acking means that when `deliver` returns, the event is
+    /// already queued for every subscriber (and a deleted mailbox's
+    /// subscriptions are already ended); both still follow the sync.
     fn commit(&mut self, b: &mut Batch) {
         let mut batch = std::mem::take(b);
         if batch.buf.is_empty() {
@@ -817,16 +820,16 @@ impl Writer {
         c.batches.fetch_add(1, Ordering::Relaxed);
         c.records.fetch_add(u64::from(records), Ordering::Relaxed);
         metrics::histogram!("uncorreo_batch_records").record(f64::from(records));
-        let commit_hist = metrics::histogram!("uncorreo_commit_seconds");
-        for s in batch.staged {
-            commit_hist.record(s.enq.elapsed().as_secs_f64());
-            s.ack.ok();
-        }
         for ev in &events {
             self.shared.hub.publish(ev);
         }
         for id in closed {
             self.shared.hub.close_mailbox(MailboxId(id));
+        }
+        let commit_hist = metrics::histogram!("uncorreo_commit_seconds");
+        for s in batch.staged {
+            commit_hist.record(s.enq.elapsed().as_secs_f64());
+            s.ack.ok();
         }
     }
 

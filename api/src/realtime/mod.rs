@@ -1,0 +1,373 @@
+//! Real-time delivery: WebSocket ([`ws`]), Server-Sent Events ([`sse`]) and
+//! long-poll ([`wait`]), all fed from the engine's fan-out and all speaking
+//! the one per-mailbox sequence, so a client resumes any of them from the
+//! last sequence it saw.
+//!
+//! Architecture invariant: every stream is built by [`Feed`], which
+//! subscribes FIRST, then replays the index past `since` in bounded pages,
+//! then forwards live events, dropping those whose sequence was already sent.
+//! A message committed before the subscription is in the index when the
+//! replay reads it (the engine updates the index before it publishes); one
+//! committed after it arrives as an event. So nothing falls between replay
+//! and live, and nothing is sent twice.
+//!
+//! Every subscriber is bounded: its queue (`[engine] subscriber_queue`), the
+//! subscribers per mailbox and in total (`[realtime]`), the replay page, and
+//! how long one write to a client may take.
+
+pub mod sse;
+pub mod wait;
+pub mod ws;
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use axum::extract::{FromRequestParts, Query};
+use axum::http::request::Parts;
+use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use uncorreo_engine::{
+    EngineError, Event, MailboxInfo, MessageMeta, SubscribeError, Subscriber, SubscriberLimits,
+    SubscriptionEnd,
+};
+use utoipa::ToSchema;
+
+use crate::auth::{client_ip, Caller, Credential};
+use crate::problem::{Kind, Problem};
+use crate::time::rfc3339;
+use crate::AppState;
+
+/// Real-time settings (the `[realtime]` table of the config file).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RealtimeConfig {
+    /// WebSocket ping and SSE keep-alive interval. A WebSocket client that
+    /// sends nothing (not even the pong) for two intervals is dropped.
+    pub ping_interval_secs: u64,
+    /// Longest one write to a client may take before the connection is dropped.
+    pub send_timeout_secs: u64,
+    /// Messages read from the index per replay step.
+    pub replay_page: usize,
+    /// Live subscribers (WebSocket, SSE, long-poll) per mailbox; past it `429`.
+    pub max_subscribers_per_mailbox: usize,
+    /// Live subscribers in the whole process; past it `503`.
+    pub max_subscribers: usize,
+    /// `wait` without `timeout`.
+    pub wait_default_timeout_secs: u64,
+    /// Largest `timeout` a `wait` may ask for.
+    pub wait_max_timeout_secs: u64,
+    /// Largest `count` a `wait` may ask for.
+    pub wait_max_count: usize,
+    /// Longest `from` / `subject` / `body` match string, in characters.
+    pub wait_max_pattern_chars: usize,
+    /// Most messages one `wait` reads and parses for a `body` match.
+    pub wait_max_body_scans: usize,
+}
+
+impl Default for RealtimeConfig {
+    fn default() -> Self {
+        Self {
+            ping_interval_secs: 30,
+            send_timeout_secs: 30,
+            replay_page: 256,
+            max_subscribers_per_mailbox: 100,
+            max_subscribers: 50_000,
+            wait_default_timeout_secs: 30,
+            wait_max_timeout_secs: 300,
+            wait_max_count: 100,
+            wait_max_pattern_chars: 256,
+            wait_max_body_scans: 1000,
+        }
+    }
+}
+
+impl RealtimeConfig {
+    fn limits(&self) -> SubscriberLimits {
+        SubscriberLimits {
+            per_mailbox: self.max_subscribers_per_mailbox,
+            total: self.max_subscribers,
+        }
+    }
+    fn ping(&self) -> Duration {
+        Duration::from_secs(self.ping_interval_secs.max(1))
+    }
+    fn send_timeout(&self) -> Duration {
+        Duration::from_secs(self.send_timeout_secs.max(1))
+    }
+}
+
+/// Shared by every core: the settings, the shutdown signal, and the tracker
+/// of upgraded WebSocket tasks (which outlive their HTTP request).
+#[derive(Debug, Clone)]
+pub struct Realtime {
+    config: RealtimeConfig,
+    shutdown: CancellationToken,
+    tasks: TaskTracker,
+}
+
+/// How long shutdown waits for WebSocket tasks to send their close frames.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
+
+impl Realtime {
+    /// New, not shut down.
+    pub fn new(config: RealtimeConfig) -> Self {
+        Self {
+            config,
+            shutdown: CancellationToken::new(),
+            tasks: TaskTracker::new(),
+        }
+    }
+    /// The settings.
+    pub fn config(&self) -> &RealtimeConfig {
+        &self.config
+    }
+    /// Cancelling this ends every stream: WebSockets close with 1001, SSE
+    /// streams end, waits answer 503. The appliance uses it as its own
+    /// shutdown token, so streams end before the HTTP server drains.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+    /// Wait (bounded) until every WebSocket task has sent its close frame.
+    pub async fn drained(&self) {
+        self.tasks.close();
+        let _ = tokio::time::timeout(DRAIN_TIMEOUT, self.tasks.wait()).await;
+    }
+}
+
+/// Register the descriptions of the real-time metrics.
+pub fn describe_metrics() {
+    metrics::describe_counter!(
+        "uncorreo_events_published_total",
+        "Events handed to the fan-out after commit (one per stored message)."
+    );
+    metrics::describe_counter!(
+        "uncorreo_subscribers_lagged_total",
+        "Subscribers cut off because their bounded queue overflowed."
+    );
+    metrics::describe_counter!(
+        "uncorreo_ws_connections_total",
+        "WebSocket connections ended, by close reason."
+    );
+    metrics::describe_counter!(
+        "uncorreo_sse_streams_total",
+        "SSE streams ended, by reason."
+    );
+    metrics::describe_counter!(
+        "uncorreo_waits_total",
+        "Long-poll waits answered, by outcome."
+    );
+    metrics::describe_counter!(
+        "uncorreo_realtime_events_sent_total",
+        "Events (replayed or live) written to WebSocket and SSE clients, by transport."
+    );
+}
+
+/// `?token=` for clients that cannot set headers (browsers' `WebSocket` and
+/// `EventSource`). Tokens in URLs end up in access logs and browser
+/// history; prefer the header wherever the client can set it.
+#[derive(Debug, Default, Deserialize)]
+struct TokenQuery {
+    token: Option<String>,
+}
+
+/// A [`Caller`] from the headers like every route, or else from `?token=`.
+pub struct StreamCaller(pub Caller);
+
+impl FromRequestParts<AppState> for StreamCaller {
+    type Rejection = Problem;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Problem> {
+        let ip = client_ip(state, parts);
+        let mut cred = Credential::from_headers(&parts.headers)?;
+        if cred == Credential::None {
+            let q = Query::<TokenQuery>::try_from_uri(&parts.uri)
+                .map(|Query(q)| q)
+                .unwrap_or_default();
+            if let Some(t) = q.token {
+                cred = Credential::from_token(&t)?;
+            }
+        }
+        Caller::authenticate(state, cred, ip).map(StreamCaller)
+    }
+}
+
+/// One event as every transport sends it (WebSocket text frame, SSE `data:`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct EventView {
+    /// Always `new_message`.
+    pub event: String,
+    /// The mailbox address.
+    pub mailbox: String,
+    /// The message's sequence in the mailbox: resume with `since=<seq>`.
+    pub seq: u64,
+    /// Message id, for `…/messages/{id}`.
+    pub message_id: String,
+    /// `From:` as written (decoded).
+    pub from: String,
+    /// `Subject:` decoded.
+    pub subject: String,
+    /// When it was stored (RFC 3339).
+    pub received_at: String,
+    /// Raw size in bytes.
+    pub size: u32,
+    /// Plus tag it arrived for.
+    pub plus_tag: Option<String>,
+    /// Verification / sign-in links found in the body.
+    pub links: Vec<String>,
+    /// One-time codes found in the subject or text.
+    pub codes: Vec<String>,
+}
+
+impl EventView {
+    fn from_meta(address: &str, m: &MessageMeta) -> Self {
+        Self {
+            event: "new_message".to_owned(),
+            mailbox: address.to_owned(),
+            seq: m.id.seq,
+            message_id: m.id.to_string(),
+            from: m.summary.from.clone(),
+            subject: m.summary.subject.clone(),
+            received_at: rfc3339(m.received_at_ms),
+            size: m.size,
+            plus_tag: m.plus_tag.clone(),
+            links: m.summary.links.clone(),
+            codes: m.summary.codes.clone(),
+        }
+    }
+
+    fn from_event(address: &str, e: &Event) -> Self {
+        Self {
+            event: "new_message".to_owned(),
+            mailbox: address.to_owned(),
+            seq: e.id.seq,
+            message_id: e.id.to_string(),
+            from: e.summary.from.clone(),
+            subject: e.summary.subject.clone(),
+            received_at: rfc3339(e.received_at_ms),
+            size: e.size,
+            plus_tag: e.plus_tag.clone(),
+            links: e.summary.links.clone(),
+            codes: e.summary.codes.clone(),
+        }
+    }
+
+    /// The JSON text sent on the wire.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
+    }
+}
+
+/// Why a feed stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FeedEnd {
+    /// The subscriber's queue overflowed; everything up to `last` was sent.
+    Lagged {
+        /// Last sequence sent: resume with `since=last`.
+        last: u64,
+    },
+    /// The mailbox was deleted or expired.
+    MailboxGone,
+    /// The engine is shutting down.
+    Closed,
+    /// The index could not be read.
+    Storage,
+}
+
+/// Subscribe-then-replay-then-live over one mailbox, skipping sequences
+/// already sent. See the module documentation for why there is no gap.
+pub struct Feed {
+    state: AppState,
+    mailbox: MailboxInfo,
+    address: String,
+    sub: Subscriber,
+    last: u64,
+    pending: VecDeque<MessageMeta>,
+    replaying: bool,
+}
+
+/// The refusal for a subscription the limits do not allow.
+pub fn subscribe_problem(e: SubscribeError) -> Problem {
+    match e {
+        SubscribeError::NotFound => Problem::not_found(),
+        SubscribeError::MailboxFull { limit } => Problem::new(
+            Kind::RateLimited,
+            format!("this mailbox has {limit} live subscribers already; close one or retry later"),
+        )
+        .retry_after(5),
+        SubscribeError::HubFull { .. } => Problem::new(
+            Kind::Unavailable,
+            "the server has as many live subscribers as it allows; retry later",
+        )
+        .retry_after(5),
+        _ => Problem::new(Kind::Unavailable, "the server is shutting down").retry_after(5),
+    }
+}
+
+impl Feed {
+    /// Subscribe to `mailbox` (counted against the limits) and start after `since`.
+    pub fn open(state: &AppState, mailbox: MailboxInfo, since: u64) -> Result<Self, Problem> {
+        let sub = state
+            .engine
+            .subscribe_within(mailbox.id, state.realtime().config().limits())
+            .map_err(subscribe_problem)?;
+        Ok(Self {
+            state: state.clone(),
+            address: mailbox.address.to_string(),
+            mailbox,
+            sub,
+            last: since,
+            pending: VecDeque::new(),
+            replaying: true,
+        })
+    }
+
+    /// Last sequence handed out.
+    pub fn last(&self) -> u64 {
+        self.last
+    }
+
+    /// The next event past everything handed out so far. Cancel-safe: the
+    /// only await is the subscription's `recv`, and state changes after it.
+    pub async fn next(&mut self) -> Result<EventView, FeedEnd> {
+        loop {
+            if let Some(m) = self.pending.pop_front() {
+                if m.id.seq <= self.last {
+                    continue;
+                }
+                self.last = m.id.seq;
+                return Ok(EventView::from_meta(&self.address, &m));
+            }
+            if self.replaying {
+                let page = self.state.realtime().config().replay_page.max(1);
+                let got = match self
+                    .state
+                    .engine
+                    .list_messages(self.mailbox.id, self.last, page)
+                {
+                    Ok(v) => v,
+                    Err(EngineError::NotFound) => return Err(FeedEnd::MailboxGone),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "replay failed");
+                        return Err(FeedEnd::Storage);
+                    }
+                };
+                // A short page means the index had nothing more at this
+                // moment; anything later arrives on the subscription.
+                self.replaying = got.len() >= page;
+                self.pending.extend(got);
+                continue;
+            }
+            match self.sub.recv_shared().await {
+                Ok(e) if e.id.seq <= self.last => continue,
+                Ok(e) => {
+                    self.last = e.id.seq;
+                    return Ok(EventView::from_event(&self.address, &e));
+                }
+                Err(SubscriptionEnd::Lagged) => return Err(FeedEnd::Lagged { last: self.last }),
+                Err(SubscriptionEnd::MailboxGone) => return Err(FeedEnd::MailboxGone),
+                Err(_) => return Err(FeedEnd::Closed),
+            }
+        }
+    }
+}

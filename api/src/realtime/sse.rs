@@ -1,0 +1,122 @@
+//! `GET /api/v1/mailboxes/{address}/events`: a mailbox's events as
+//! Server-Sent Events.
+//!
+//! Same replay-then-live [`Feed`] as the WebSocket. Every event carries
+//! `id: <seq>`, so a browser's `EventSource` resumes by itself after a drop
+//! (it sends `Last-Event-ID`, which wins over `?since=`). Keep-alive comments
+//! every `[realtime] ping_interval_secs`.
+//!
+//! How a stream ends (a last named event, then the end of the body):
+//! - `event: lagged`, data `{"event":"lagged","resume_since":N}`: the client
+//!   read too slowly; reconnect (EventSource does) from `N`.
+//! - `event: mailbox_gone`: deleted or expired.
+//! - `event: shutdown` (also after a storage error), data with `resume_since`.
+
+use std::convert::Infallible;
+
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::HeaderMap;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use futures_util::Stream;
+use serde::Deserialize;
+use utoipa::IntoParams;
+
+use super::{Feed, FeedEnd, StreamCaller};
+use crate::auth::authorize_mailbox;
+use crate::problem::{Kind, Problem, ProblemBody};
+use crate::AppState;
+
+/// Query of the SSE route.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct SseQuery {
+    /// Replay messages with a sequence above this first (default 0: all).
+    /// A `Last-Event-ID` header wins over it.
+    pub since: Option<u64>,
+    /// A session token or API key, for clients that cannot set headers
+    /// (`EventSource`). Ends up in access logs: prefer headers where possible.
+    pub token: Option<String>,
+}
+
+/// Watch a mailbox as Server-Sent Events.
+#[utoipa::path(
+    get,
+    path = "/api/v1/mailboxes/{address}/events",
+    tag = "realtime",
+    description = "A `text/event-stream` that first replays every message with `seq > since` \
+(or `> Last-Event-ID`), then streams each new message as it is committed: `event: new_message`, \
+`id: <seq>`, `data: <EventView JSON>`. Keep-alive comments every `ping_interval_secs`. The stream \
+ends with `event: lagged` (data `{\"event\":\"lagged\",\"resume_since\":N}`; reconnect with \
+`Last-Event-ID: N`), `event: mailbox_gone`, or `event: shutdown`.",
+    params(
+        ("address" = String, Path, description = "`local@domain`"),
+        ("Last-Event-ID" = Option<u64>, Header, description = "Resume after this sequence (wins over `since`)"),
+        SseQuery,
+    ),
+    responses(
+        (status = 200, description = "The event stream", body = String, content_type = "text/event-stream"),
+        (status = 400, description = "Malformed query or Last-Event-ID", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 401, description = "No credential, or an unknown or revoked API key", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 404, description = "No such mailbox, or not visible with these credentials", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 429, description = "Rate limited, or the mailbox has `max_subscribers_per_mailbox` live subscribers", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 503, description = "The server has `max_subscribers` live subscribers, or is shutting down", body = ProblemBody, content_type = "application/problem+json"),
+    ),
+    security(("api_key" = []), ("session_token" = []), ("query_token" = [])),
+)]
+pub async fn mailbox_events(
+    State(state): State<AppState>,
+    StreamCaller(caller): StreamCaller,
+    Path(address): Path<String>,
+    headers: HeaderMap,
+    query: Result<Query<SseQuery>, QueryRejection>,
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, Problem> {
+    let mb = authorize_mailbox(&state, &caller, &address)?;
+    let Query(q) = query?;
+    let since = match headers.get("last-event-id") {
+        Some(v) => v
+            .to_str()
+            .ok()
+            .and_then(|s| s.trim().parse::<u64>().ok())
+            .ok_or_else(|| {
+                Problem::new(Kind::BadRequest, "Last-Event-ID must be a sequence number")
+            })?,
+        None => q.since.unwrap_or(0),
+    };
+    let feed = Feed::open(&state, mb, since)?;
+    let rt = state.realtime().clone();
+    let keep_alive = KeepAlive::new().interval(rt.config().ping());
+    let shutdown = rt.shutdown_token();
+    let stream = futures_util::stream::unfold(Some(feed), move |feed| {
+        let shutdown = shutdown.clone();
+        async move {
+            let mut feed = feed?;
+            let next = tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => Err(FeedEnd::Closed),
+                n = feed.next() => n,
+            };
+            let out = match next {
+                Ok(ev) => {
+                    metrics::counter!("uncorreo_realtime_events_sent_total", "transport" => "sse")
+                        .increment(1);
+                    let ev = Event::default()
+                        .event("new_message")
+                        .id(ev.seq.to_string())
+                        .data(ev.to_json());
+                    return Some((Ok(ev), Some(feed)));
+                }
+                Err(FeedEnd::Lagged { last }) => ("lagged", "lagged", last),
+                Err(FeedEnd::MailboxGone) => ("mailbox_gone", "mailbox_gone", feed.last()),
+                Err(FeedEnd::Closed) => ("shutdown", "shutdown", feed.last()),
+                Err(FeedEnd::Storage) => ("shutdown", "storage_error", feed.last()),
+            };
+            let (name, reason, last) = out;
+            metrics::counter!("uncorreo_sse_streams_total", "reason" => reason).increment(1);
+            let data = serde_json::json!({ "event": name, "resume_since": last }).to_string();
+            // The last event; `None` ends the stream on the next poll.
+            Some((Ok(Event::default().event(name).data(data)), None))
+        }
+    });
+    Ok(Sse::new(stream).keep_alive(keep_alive))
+}

@@ -1,0 +1,289 @@
+//! `GET /api/v1/mailboxes/{address}/wait`: long-poll for the next message,
+//! for `count` messages, or for a match, past `since`.
+//!
+//! Subscribes first, then scans the index past `since`; each event only
+//! says "look again", and the scan continues from where it stopped, so a
+//! message committed at any moment is seen exactly once. Answers as soon as
+//! `count` matches exist (at once if they already do).
+//!
+//! On timeout the answer is `200` with `timed_out: true`, the matches found
+//! so far (fewer than `count`; none for the default `count=1`) and
+//! `next_since` unchanged unless something matched — a normal outcome for
+//! polling clients, so not an error status and not a bodiless 204.
+
+use std::time::Duration;
+
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
+use axum::Json;
+use serde::{Deserialize, Serialize};
+use uncorreo_engine::{EngineError, MailboxInfo, MessageMeta, SubscriptionEnd};
+use utoipa::{IntoParams, ToSchema};
+
+use super::subscribe_problem;
+use crate::auth::{authorize_mailbox, Caller};
+use crate::messages::MessageSummaryView;
+use crate::problem::{Kind, Problem, ProblemBody};
+use crate::AppState;
+
+/// Query of a wait.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct WaitQuery {
+    /// Only messages with a sequence above this (default 0).
+    pub since: Option<u64>,
+    /// Seconds to wait, 0 ..= `wait_max_timeout_secs` (300); default
+    /// `wait_default_timeout_secs` (30). 0 checks once and answers.
+    pub timeout: Option<u64>,
+    /// Answer once this many matching messages exist past `since`, 1 ..= `wait_max_count` (100). Default 1.
+    pub count: Option<usize>,
+    /// Match: `From:` header or envelope sender contains this (case-insensitive).
+    pub from: Option<String>,
+    /// Match: `Subject:` contains this (case-insensitive).
+    pub subject: Option<String>,
+    /// Match: the text body (or the HTML body if there is no text) contains this (case-insensitive).
+    pub body: Option<String>,
+}
+
+/// The answer of a wait.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct WaitResponse {
+    /// Matching messages past `since`, ascending, at most `count`.
+    pub messages: Vec<MessageSummaryView>,
+    /// The sequence of the last message returned, else `since`: pass it as
+    /// the next `since`.
+    pub next_since: u64,
+    /// True if the timeout passed before `count` matches existed.
+    pub timed_out: bool,
+}
+
+struct Matcher {
+    from: Option<String>,
+    subject: Option<String>,
+    body: Option<String>,
+}
+
+impl Matcher {
+    fn meta_matches(&self, m: &MessageMeta) -> bool {
+        let has = |hay: &str, needle: &Option<String>| {
+            needle
+                .as_ref()
+                .is_none_or(|n| hay.to_lowercase().contains(n.as_str()))
+        };
+        let from_ok = self
+            .from
+            .as_ref()
+            .is_none_or(|_| has(&m.summary.from, &self.from) || has(&m.envelope_from, &self.from));
+        from_ok && has(&m.summary.subject, &self.subject)
+    }
+}
+
+fn pattern(p: Option<String>, max: usize, name: &str) -> Result<Option<String>, Problem> {
+    match p {
+        Some(p) if p.chars().count() > max => Err(Problem::new(
+            Kind::InvalidRequest,
+            format!("{name} must be at most {max} characters"),
+        )),
+        Some(p) if p.is_empty() => Ok(None),
+        p => Ok(p.map(|p| p.to_lowercase())),
+    }
+}
+
+/// Wait for messages.
+#[utoipa::path(
+    get,
+    path = "/api/v1/mailboxes/{address}/wait",
+    tag = "realtime",
+    description = "Long-poll: answers as soon as `count` messages past `since` match (at once if \
+they already exist), or when `timeout` seconds pass (`200` with `timed_out: true`). Filters \
+(`from`, `subject`, `body`) are case-insensitive substrings; without any, every message matches.",
+    params(("address" = String, Path, description = "`local@domain`"), WaitQuery),
+    responses(
+        (status = 200, description = "Matches, or `timed_out: true`", body = WaitResponse),
+        (status = 400, description = "Malformed query", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 401, description = "No credential, or an unknown or revoked API key", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 404, description = "No such mailbox (or deleted while waiting), or not visible with these credentials", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 422, description = "`timeout`, `count` or a pattern out of range", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 429, description = "Rate limited, or the mailbox has `max_subscribers_per_mailbox` live subscribers", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 503, description = "The server has `max_subscribers` live subscribers, or is shutting down", body = ProblemBody, content_type = "application/problem+json"),
+    ),
+    security(("api_key" = []), ("session_token" = [])),
+)]
+pub async fn wait(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(address): Path<String>,
+    query: Result<Query<WaitQuery>, QueryRejection>,
+) -> Result<Json<WaitResponse>, Problem> {
+    let mb = authorize_mailbox(&state, &caller, &address)?;
+    let Query(q) = query?;
+    let cfg = state.realtime().config().clone();
+    let timeout = q.timeout.unwrap_or(cfg.wait_default_timeout_secs);
+    if timeout > cfg.wait_max_timeout_secs {
+        return Err(Problem::new(
+            Kind::InvalidRequest,
+            format!(
+                "timeout must be between 0 and {}",
+                cfg.wait_max_timeout_secs
+            ),
+        ));
+    }
+    let count = q.count.unwrap_or(1);
+    if count == 0 || count > cfg.wait_max_count {
+        return Err(Problem::new(
+            Kind::InvalidRequest,
+            format!("count must be between 1 and {}", cfg.wait_max_count),
+        ));
+    }
+    let max = cfg.wait_max_pattern_chars;
+    let matcher = Matcher {
+        from: pattern(q.from, max, "from")?,
+        subject: pattern(q.subject, max, "subject")?,
+        body: pattern(q.body, max, "body")?,
+    };
+    let since = q.since.unwrap_or(0);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(timeout);
+    let shutdown = state.realtime().shutdown_token();
+    let mut w = Waiter {
+        state: &state,
+        mb: &mb,
+        matcher,
+        cursor: since,
+        found: Vec::new(),
+        count,
+        body_scans: 0,
+    };
+    // Subscribe before the first scan, so nothing committed after the scan is missed.
+    let mut sub = state
+        .engine
+        .subscribe_within(mb.id, cfg.limits())
+        .map_err(subscribe_problem)?;
+    loop {
+        w.scan().await?;
+        if w.found.len() >= count {
+            return Ok(answer(since, w.found, false, "matched"));
+        }
+        let woke = tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => {
+                metrics::counter!("uncorreo_waits_total", "outcome" => "shutdown").increment(1);
+                return Err(Problem::new(Kind::Unavailable, "the server is shutting down").retry_after(5));
+            }
+            _ = tokio::time::sleep_until(deadline) => None,
+            ev = sub.recv() => Some(ev),
+        };
+        match woke {
+            None => {
+                // One last look: a message committed just before the deadline counts.
+                w.scan().await?;
+                let done = w.found.len() >= count;
+                let outcome = if done { "matched" } else { "timed_out" };
+                return Ok(answer(since, w.found, !done, outcome));
+            }
+            Some(Ok(_)) => {}
+            Some(Err(SubscriptionEnd::Lagged)) => {
+                // Only "look again" was lost; the scan reads the index anyway.
+                sub = state
+                    .engine
+                    .subscribe_within(mb.id, cfg.limits())
+                    .map_err(subscribe_problem)?;
+            }
+            Some(Err(SubscriptionEnd::MailboxGone)) => return Err(Problem::not_found()),
+            Some(Err(_)) => {
+                return Err(
+                    Problem::new(Kind::Unavailable, "the server is shutting down").retry_after(5),
+                )
+            }
+        }
+    }
+}
+
+fn answer(
+    since: u64,
+    found: Vec<MessageSummaryView>,
+    timed_out: bool,
+    outcome: &'static str,
+) -> Json<WaitResponse> {
+    metrics::counter!("uncorreo_waits_total", "outcome" => outcome).increment(1);
+    let next_since = found.last().map_or(since, |m| m.seq);
+    Json(WaitResponse {
+        messages: found,
+        next_since,
+        timed_out,
+    })
+}
+
+struct Waiter<'a> {
+    state: &'a AppState,
+    mb: &'a MailboxInfo,
+    matcher: Matcher,
+    /// Highest sequence examined.
+    cursor: u64,
+    found: Vec<MessageSummaryView>,
+    count: usize,
+    body_scans: usize,
+}
+
+impl Waiter<'_> {
+    /// Examine every message past the cursor until `count` matches exist.
+    async fn scan(&mut self) -> Result<(), Problem> {
+        let page = self.state.realtime().config().replay_page.max(1);
+        while self.found.len() < self.count {
+            let msgs = match self
+                .state
+                .engine
+                .list_messages(self.mb.id, self.cursor, page)
+            {
+                Ok(v) => v,
+                Err(EngineError::NotFound) => return Err(Problem::not_found()),
+                Err(e) => return Err(e.into()),
+            };
+            let short = msgs.len() < page;
+            for m in msgs {
+                self.cursor = m.id.seq;
+                if self.matches(&m).await? {
+                    self.found.push(MessageSummaryView::from(&m));
+                    if self.found.len() >= self.count {
+                        return Ok(());
+                    }
+                }
+            }
+            if short {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    async fn matches(&mut self, m: &MessageMeta) -> Result<bool, Problem> {
+        if !self.matcher.meta_matches(m) {
+            return Ok(false);
+        }
+        let Some(needle) = &self.matcher.body else {
+            return Ok(true);
+        };
+        let cfg = self.state.realtime().config();
+        if self.body_scans >= cfg.wait_max_body_scans {
+            return Err(Problem::new(
+                Kind::InvalidRequest,
+                format!(
+                    "a body match reads at most {} messages per wait; pass a later since",
+                    cfg.wait_max_body_scans
+                ),
+            ));
+        }
+        self.body_scans += 1;
+        let raw = match self.state.engine.read_raw(m.id) {
+            Ok(raw) => raw,
+            // Deleted meanwhile, or quarantined: not a match.
+            Err(EngineError::NotFound | EngineError::Corrupt) => return Ok(false),
+            Err(e) => return Err(e.into()),
+        };
+        // Too large or unparseable messages simply do not match by body.
+        let Ok(parsed) = crate::parse::parse(raw, self.state.limits().parse_max_bytes).await else {
+            return Ok(false);
+        };
+        let text = parsed.text.or(parsed.html).unwrap_or_default();
+        Ok(text.to_lowercase().contains(needle.as_str()))
+    }
+}
