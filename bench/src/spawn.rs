@@ -109,6 +109,11 @@ anonymous_plan = "bench"
 ip_requests_per_minute = 4000000000
 # `read` lists a 1,000-message mailbox in one page.
 max_page = 1000
+
+[realtime]
+# ws-idle holds 10k subscribers, 100+ per mailbox.
+max_subscribers_per_mailbox = 100000
+max_subscribers = 100000
 "#,
         cores = args.cores,
         data = data_dir.display(),
