@@ -16,6 +16,11 @@ pub fn engine(dir: &std::path::Path, durability: Durability, mailboxes: usize) -
         min_free_bytes: 0,
         durability,
         queue_depth: 16_384,
+        // BENCH_SHARDS=N compares shard counts (default: one per core).
+        shards: std::env::var("BENCH_SHARDS")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0),
         ..EngineConfig::default()
     };
     let e = Engine::open(cfg).expect("open");
