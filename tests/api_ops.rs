@@ -152,3 +152,61 @@ fn openapi_document_is_valid_3_1_and_served() {
     assert!(ok, "openapi-spec-validator failed:\n{out}");
     assert!(out.contains("OK"), "{out}");
 }
+
+/// After a failed fdatasync the engine is poisoned (no retry, PostgreSQL's
+/// "fsyncgate"): the sender whose message was in that batch gets a temporary
+/// failure, later senders get `451` instead of a false `250`, and `/ready`
+/// says 503 so a load balancer stops sending traffic.
+#[test]
+fn failed_fsync_makes_ready_503_and_smtp_answer_451() {
+    use std::io::{BufRead, BufReader};
+
+    let api = Api::start();
+    api.server.mailbox("victim", 10);
+    api.server.engine.fail_next_sync_for_tests();
+
+    let smtp = std::net::TcpStream::connect(api.server.smtp).unwrap();
+    let mut reader = BufReader::new(smtp.try_clone().unwrap());
+    let mut writer = smtp;
+    let mut reply = || {
+        let mut full = String::new();
+        loop {
+            let mut line = String::new();
+            reader.read_line(&mut line).unwrap();
+            full.push_str(&line);
+            if line.len() < 4 || line.as_bytes()[3] != b'-' {
+                return full;
+            }
+        }
+    };
+    let mut send = |w: &mut std::net::TcpStream, s: &str| w.write_all(s.as_bytes()).unwrap();
+    assert!(reply().starts_with("220"));
+    send(&mut writer, "EHLO client.test\r\n");
+    assert!(reply().starts_with("250"));
+    send(&mut writer, "MAIL FROM:<a@example.com>\r\n");
+    assert!(reply().starts_with("250"));
+    send(&mut writer, "RCPT TO:<victim@uncorreo.test>\r\n");
+    assert!(reply().starts_with("250"));
+    send(&mut writer, "DATA\r\n");
+    assert!(reply().starts_with("354"));
+    send(&mut writer, "Subject: lost?\r\n\r\nbody\r\n.\r\n");
+    let after_data = reply();
+    assert!(after_data.starts_with("451 4.3.0"), "{after_data}");
+    // The next transaction is refused up front.
+    send(&mut writer, "MAIL FROM:<a@example.com>\r\n");
+    let next = reply();
+    assert!(next.starts_with("451"), "{next}");
+
+    let r = api.get("/ready", &Auth::None);
+    assert_eq!(r.status, 503);
+    assert!(r.problem().ends_with("storage-failed"), "{}", r.problem());
+    // Liveness is not readiness: the process is up, it just refuses writes.
+    assert_eq!(api.get("/health", &Auth::None).status, 200);
+    // Nothing half-stored is served.
+    let mb = api
+        .server
+        .engine
+        .mailbox(&"victim@uncorreo.test".parse().unwrap())
+        .unwrap();
+    assert_eq!(mb.message_count, 0);
+}

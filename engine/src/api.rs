@@ -881,6 +881,12 @@ impl Engine {
         bytes
     }
 
+    /// True once a write or sync failed: the engine refuses writes until it
+    /// is restarted. One atomic load, cheap enough to ask per SMTP command.
+    pub fn is_poisoned(&self) -> bool {
+        self.shared().poisoned.load(Ordering::Acquire)
+    }
+
     /// Fault injection for tests: make the next `fdatasync` of any writer
     /// report failure (the engine must poison itself). Not for production use.
     #[doc(hidden)]

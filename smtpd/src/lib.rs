@@ -54,7 +54,7 @@ pub mod session;
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -69,7 +69,6 @@ pub use parse::{parse_command, Command, ParseError};
 pub use session::{End, Session};
 
 /// How long the engine's health answer is reused before asking again.
-const HEALTH_CACHE_MS: u64 = 250;
 
 /// State shared by the acceptors on every core.
 pub struct Shared {
@@ -85,9 +84,6 @@ pub struct Shared {
     per_ip: Mutex<HashMap<IpAddr, usize>>,
     ids: AtomicU64,
     id_prefix: u64,
-    health_checked_ms: AtomicU64,
-    healthy: AtomicBool,
-    started: std::time::Instant,
 }
 
 impl Shared {
@@ -120,9 +116,6 @@ impl Shared {
             per_ip: Mutex::new(HashMap::new()),
             ids: AtomicU64::new(0),
             id_prefix: received::now_unix() & 0xFFFF_FFFF,
-            health_checked_ms: AtomicU64::new(0),
-            healthy: AtomicBool::new(true),
-            started: std::time::Instant::now(),
             config,
         }))
     }
@@ -136,16 +129,8 @@ impl Shared {
 
     /// False when the engine refuses writes (poisoned after a failed sync):
     /// MAIL and DATA then get `451 4.3.0` before the client sends a body.
-    /// Cached for a moment so a burst does not ask the engine per message.
     pub fn engine_healthy(&self) -> bool {
-        let now = self.started.elapsed().as_millis() as u64 + 1;
-        let last = self.health_checked_ms.load(Ordering::Relaxed);
-        if last == 0 || now.saturating_sub(last) >= HEALTH_CACHE_MS {
-            self.health_checked_ms.store(now, Ordering::Relaxed);
-            self.healthy
-                .store(!self.engine.stats().poisoned, Ordering::Relaxed);
-        }
-        self.healthy.load(Ordering::Relaxed)
+        !self.engine.is_poisoned()
     }
 
     /// Open sessions on all cores.
