@@ -68,8 +68,6 @@ pub use data::{dot_stuff, DataDecoder, DataError};
 pub use parse::{parse_command, Command, ParseError};
 pub use session::{End, Session};
 
-/// How long the engine's health answer is reused before asking again.
-
 /// State shared by the acceptors on every core.
 pub struct Shared {
     /// The storage engine.
