@@ -122,13 +122,10 @@ fn every_acknowledged_message_survives_sigkill() {
         common::block_on(appliance.engine.create_mailbox(new)).unwrap();
     }
     appliance.shutdown();
-    if std::fs::read_dir(data.path()).unwrap().next().is_none() {
-        // The in-memory placeholder engine (before the log-backed engine is
-        // merged) writes nothing; there is nothing to kill-test. The
-        // log-backed engine always writes segments here.
-        eprintln!("skipped: the engine wrote nothing to its data dir (placeholder engine)");
-        return;
-    }
+    assert!(
+        std::fs::read_dir(data.path()).unwrap().next().is_some(),
+        "the engine wrote nothing to its data dir: mailboxes would not survive the kill"
+    );
 
     // 2. The real binary on the same directory.
     let child = Command::new(env!("CARGO_BIN_EXE_uncorreo"))
