@@ -179,7 +179,7 @@ fn failed_fsync_makes_ready_503_and_smtp_answer_451() {
             }
         }
     };
-    let mut send = |w: &mut std::net::TcpStream, s: &str| w.write_all(s.as_bytes()).unwrap();
+    let send = |w: &mut std::net::TcpStream, s: &str| w.write_all(s.as_bytes()).unwrap();
     assert!(reply().starts_with("220"));
     send(&mut writer, "EHLO client.test\r\n");
     assert!(reply().starts_with("250"));
