@@ -252,18 +252,7 @@ proptest! {
             let e = server.engine.clone();
             let addr = mailbox(&e, &format!("sseprop{case}"), TOKEN, 10_000).await.address.to_string();
             let total: u64 = deliverers.iter().map(|&n| u64::from(n)).sum();
-            let mut senders = Vec::new();
-            for (d, &n) in deliverers.iter().enumerate() {
-                let (e, addr, pace) = (e.clone(), addr.clone(), pace.clone());
-                senders.push(tokio::spawn(async move {
-                    for i in 0..n {
-                        for _ in 0..pace[(d + usize::from(i)) % pace.len()] {
-                            tokio::task::yield_now().await;
-                        }
-                        deliver(&e, &addr, message(&addr, &format!("d{d}-{i}"), "x")).await;
-                    }
-                }));
-            }
+            let senders = spawn_paced_deliverers(&e, &addr, &deliverers, &pace);
             let seen = tokio::time::timeout(HANG, async {
                 let mut seen = Vec::new();
                 let mut last = 0u64;

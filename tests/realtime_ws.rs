@@ -339,19 +339,7 @@ proptest! {
             let mb = mailbox(&e, &format!("prop{case}"), TOKEN, 10_000).await;
             let addr = mb.address.to_string();
             let total: u64 = s.deliverers.iter().map(|&n| u64::from(n)).sum();
-            let pace = Arc::new(s.pace.clone());
-            let mut senders = Vec::new();
-            for (d, &n) in s.deliverers.iter().enumerate() {
-                let (e, addr, pace) = (e.clone(), addr.clone(), pace.clone());
-                senders.push(tokio::spawn(async move {
-                    for i in 0..n {
-                        for _ in 0..pace[(d + usize::from(i)) % pace.len()] {
-                            tokio::task::yield_now().await;
-                        }
-                        deliver(&e, &addr, message(&addr, &format!("d{d}-{i}"), "x")).await;
-                    }
-                }));
-            }
+            let senders = spawn_paced_deliverers(&e, &addr, &s.deliverers, &s.pace);
             let mut readers = Vec::new();
             for cuts in s.cuts.clone() {
                 let addr = addr.clone();

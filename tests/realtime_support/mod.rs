@@ -234,3 +234,29 @@ impl Sse {
         seq
     }
 }
+
+/// Start one task per entry of `deliverers`, task `d` delivering
+/// `deliverers[d]` messages to `addr`, yielding `pace[…]` times between
+/// messages so that different cases interleave the tasks differently.
+pub fn spawn_paced_deliverers(
+    engine: &Engine,
+    addr: &str,
+    deliverers: &[u8],
+    pace: &[u8],
+) -> Vec<tokio::task::JoinHandle<()>> {
+    deliverers
+        .iter()
+        .enumerate()
+        .map(|(d, &n)| {
+            let (e, addr, pace) = (engine.clone(), addr.to_owned(), pace.to_vec());
+            tokio::spawn(async move {
+                for i in 0..n {
+                    for _ in 0..pace[(d + usize::from(i)) % pace.len()] {
+                        tokio::task::yield_now().await;
+                    }
+                    deliver(&e, &addr, message(&addr, &format!("d{d}-{i}"), "x")).await;
+                }
+            })
+        })
+        .collect()
+}
