@@ -6,7 +6,6 @@
 mod common;
 mod realtime_support;
 
-use std::sync::Arc;
 
 use proptest::prelude::*;
 use realtime_support::*;
