@@ -6,7 +6,6 @@
 mod common;
 mod realtime_support;
 
-
 use proptest::prelude::*;
 use realtime_support::*;
 
