@@ -169,21 +169,11 @@ fn smtplib_refusals_unknown_foreign_and_oversize() {
 
 #[test]
 fn smtplib_starttls_with_a_configured_certificate() {
-    let dir = tempfile::tempdir().unwrap();
-    let cert =
-        rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])
-            .unwrap();
-    let cert_path = dir.path().join("cert.pem");
-    let key_path = dir.path().join("key.pem");
-    std::fs::write(&cert_path, cert.cert.pem()).unwrap();
-    std::fs::write(&key_path, cert.signing_key.serialize_pem()).unwrap();
-    let server = TestServer::start_with(|c| {
-        c.smtp.tls_cert = Some(cert_path.clone());
-        c.smtp.tls_key = Some(key_path.clone());
-    });
+    let tls = tls_server(&["127.0.0.1", "localhost"]);
+    let (server, cert_path) = (&tls.server, &tls.cert_path);
     let alice = server.mailbox("alice", 10);
     let out = smtplib(
-        &server,
+        server,
         serde_json::json!({"from": "x@sender.example", "rcpts": [addr("alice")], "cafile": cert_path.to_str().unwrap()}),
         BODY,
     );
@@ -254,21 +244,11 @@ fn swaks_unknown_mailbox_and_foreign_domain_are_refused() {
 
 #[test]
 fn swaks_starttls_verified_against_our_certificate() {
-    let dir = tempfile::tempdir().unwrap();
-    let cert =
-        rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])
-            .unwrap();
-    let cert_path = dir.path().join("cert.pem");
-    let key_path = dir.path().join("key.pem");
-    std::fs::write(&cert_path, cert.cert.pem()).unwrap();
-    std::fs::write(&key_path, cert.signing_key.serialize_pem()).unwrap();
-    let server = TestServer::start_with(|c| {
-        c.smtp.tls_cert = Some(cert_path.clone());
-        c.smtp.tls_key = Some(key_path.clone());
-    });
+    let tls = tls_server(&["127.0.0.1", "localhost"]);
+    let (server, cert_path) = (&tls.server, &tls.cert_path);
     let alice = server.mailbox("alice", 10);
     let (status, transcript) = run_swaks(
-        &server,
+        server,
         &[
             "--to",
             &addr("alice"),
@@ -353,20 +333,12 @@ mod with_lettre {
 
     #[test]
     fn lettre_starttls_required() {
-        let dir = tempfile::tempdir().unwrap();
-        let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
-        let cert_path = dir.path().join("cert.pem");
-        let key_path = dir.path().join("key.pem");
-        std::fs::write(&cert_path, cert.cert.pem()).unwrap();
-        std::fs::write(&key_path, cert.signing_key.serialize_pem()).unwrap();
-        let server = TestServer::start_with(|c| {
-            c.smtp.tls_cert = Some(cert_path.clone());
-            c.smtp.tls_key = Some(key_path.clone());
-        });
+        let tls = tls_server(&["localhost"]);
+        let server = &tls.server;
         let a = server.mailbox("la", 10);
         let msg = message(&[addr("la")]);
         let formatted = with_client_terminator(&msg.formatted());
-        let t = transport(&server, Some(&cert.cert.pem()));
+        let t = transport(server, Some(&tls.cert_pem));
         common::block_on(t.send(msg)).unwrap();
         let h = assert_stored(&server.engine, &a, &[&formatted]);
         assert!(

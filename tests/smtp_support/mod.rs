@@ -158,3 +158,36 @@ impl Raw {
 pub fn code(reply: &str) -> &str {
     &reply[..3]
 }
+
+/// A test server with STARTTLS on, using a fresh self-signed certificate for
+/// `names`. The certificate's directory lives as long as this value.
+pub struct TlsServer {
+    pub server: crate::common::TestServer,
+    /// The certificate (PEM file), for clients to trust.
+    pub cert_path: std::path::PathBuf,
+    /// The same certificate as PEM text.
+    pub cert_pem: String,
+    _dir: tempfile::TempDir,
+}
+
+pub fn tls_server(names: &[&str]) -> TlsServer {
+    let dir = tempfile::tempdir().unwrap();
+    let cert = rcgen::generate_simple_self_signed(
+        names.iter().map(|n| (*n).to_owned()).collect::<Vec<_>>(),
+    )
+    .unwrap();
+    let cert_path = dir.path().join("cert.pem");
+    let key_path = dir.path().join("key.pem");
+    std::fs::write(&cert_path, cert.cert.pem()).unwrap();
+    std::fs::write(&key_path, cert.signing_key.serialize_pem()).unwrap();
+    let server = crate::common::TestServer::start_with(|c| {
+        c.smtp.tls_cert = Some(cert_path.clone());
+        c.smtp.tls_key = Some(key_path);
+    });
+    TlsServer {
+        server,
+        cert_path,
+        cert_pem: cert.cert.pem(),
+        _dir: dir,
+    }
+}
