@@ -74,6 +74,20 @@ impl Target {
     }
 }
 
+impl Target {
+    /// Resolve the target, run `f` on it, then stop a spawned server whatever
+    /// `f` returned (so a failed run never leaves a server behind).
+    pub async fn with<T>(
+        &self,
+        f: impl AsyncFnOnce(&Resolved) -> anyhow::Result<T>,
+    ) -> anyhow::Result<T> {
+        let target = self.resolve().await?;
+        let out = f(&target).await;
+        target.finish(self.spawn_args.keep_data).await;
+        out
+    }
+}
+
 impl Resolved {
     pub async fn finish(self, keep: bool) {
         if let Some(s) = self.server {
@@ -146,11 +160,7 @@ pub struct BurstReport {
 }
 
 pub async fn run(args: BurstArgs) -> anyhow::Result<()> {
-    let target = args.target.resolve().await?;
-    let keep = args.target.spawn_args.keep_data;
-    let out = burst(&args, &target).await;
-    target.finish(keep).await;
-    let report = out?;
+    let report = args.target.with(async |t| burst(&args, t).await).await?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {

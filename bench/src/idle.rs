@@ -60,12 +60,13 @@ pub struct IdleReport {
 }
 
 pub async fn run(args: IdleArgs, client_nofile: u64) -> anyhow::Result<()> {
-    let target = args.target.resolve().await?;
-    let keep = args.target.spawn_args.keep_data;
-    let pid = target.server.as_ref().map(|s| s.pid).or(args.pid);
-    let out = idle(&args, &target, pid, client_nofile).await;
-    target.finish(keep).await;
-    let r = out?;
+    let r = args
+        .target
+        .with(async |t| {
+            let pid = t.server.as_ref().map(|s| s.pid).or(args.pid);
+            idle(&args, t, pid, client_nofile).await
+        })
+        .await?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&r)?);
     } else {

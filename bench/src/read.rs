@@ -70,11 +70,7 @@ pub struct ReadReport {
 }
 
 pub async fn run(args: ReadArgs) -> anyhow::Result<()> {
-    let target = args.target.resolve().await?;
-    let keep = args.target.spawn_args.keep_data;
-    let out = read(&args, &target).await;
-    target.finish(keep).await;
-    let r = out?;
+    let r = args.target.with(async |t| read(&args, t).await).await?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&r)?);
     } else {
