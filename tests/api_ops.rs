@@ -159,42 +159,26 @@ fn openapi_document_is_valid_3_1_and_served() {
 /// says 503 so a load balancer stops sending traffic.
 #[test]
 fn failed_fsync_makes_ready_503_and_smtp_answer_451() {
-    use std::io::{BufRead, BufReader};
-
     let api = Api::start();
     api.server.mailbox("victim", 10);
     api.server.engine.fail_next_sync_for_tests();
 
-    let smtp = std::net::TcpStream::connect(api.server.smtp).unwrap();
-    let mut reader = BufReader::new(smtp.try_clone().unwrap());
-    let mut writer = smtp;
-    let mut reply = || {
-        let mut full = String::new();
-        loop {
-            let mut line = String::new();
-            reader.read_line(&mut line).unwrap();
-            full.push_str(&line);
-            if line.len() < 4 || line.as_bytes()[3] != b'-' {
-                return full;
-            }
-        }
-    };
-    let send = |w: &mut std::net::TcpStream, s: &str| w.write_all(s.as_bytes()).unwrap();
-    assert!(reply().starts_with("220"));
-    send(&mut writer, "EHLO client.test\r\n");
-    assert!(reply().starts_with("250"));
-    send(&mut writer, "MAIL FROM:<a@example.com>\r\n");
-    assert!(reply().starts_with("250"));
-    send(&mut writer, "RCPT TO:<victim@uncorreo.test>\r\n");
-    assert!(reply().starts_with("250"));
-    send(&mut writer, "DATA\r\n");
-    assert!(reply().starts_with("354"));
-    send(&mut writer, "Subject: lost?\r\n\r\nbody\r\n.\r\n");
-    let after_data = reply();
+    let (mut c, greeting) = common::Raw::connect(api.server.smtp);
+    assert!(greeting.starts_with("220"), "{greeting}");
+    for (cmd, want) in [
+        ("EHLO client.test", "250"),
+        ("MAIL FROM:<a@example.com>", "250"),
+        ("RCPT TO:<victim@uncorreo.test>", "250"),
+        ("DATA", "354"),
+    ] {
+        let reply = c.cmd(cmd);
+        assert_eq!(common::code(&reply), want, "{cmd}: {reply}");
+    }
+    c.send(b"Subject: lost?\r\n\r\nbody\r\n.\r\n");
+    let after_data = c.reply();
     assert!(after_data.starts_with("451 4.3.0"), "{after_data}");
     // The next transaction is refused up front.
-    send(&mut writer, "MAIL FROM:<a@example.com>\r\n");
-    let next = reply();
+    let next = c.cmd("MAIL FROM:<a@example.com>");
     assert!(next.starts_with("451"), "{next}");
 
     let r = api.get("/ready", &Auth::None);

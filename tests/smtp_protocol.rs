@@ -7,7 +7,7 @@ mod smtp_support;
 
 use std::time::Duration;
 
-use common::TestServer;
+use common::{code, Raw, TestServer};
 use smtp_support::*;
 
 #[test]

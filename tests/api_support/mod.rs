@@ -1,15 +1,11 @@
 //! Helpers for the HTTP API integration tests (tests/api_*.rs): a blocking
 //! HTTP client over real sockets, credentials, and a multipart test message.
 #![allow(dead_code)]
-
-use std::io::{BufRead, BufReader, Write};
-use std::net::TcpStream;
-
 use reqwest::blocking::Client;
 use reqwest::Method;
 use serde_json::Value;
 
-use crate::common::{block_on, TestServer};
+use crate::common::{block_on, code, Raw, TestServer};
 
 /// A credential to send.
 #[derive(Debug, Clone)]
@@ -241,41 +237,17 @@ pub fn fill(template: &str, address: &str, message_id: &str, key_id: &str) -> St
         .replace("{n}", "0")
 }
 
-/// Read one SMTP reply (all continuation lines); return its code and text.
-fn reply(r: &mut BufReader<TcpStream>) -> (u16, String) {
-    let mut all = String::new();
-    loop {
-        let mut line = String::new();
-        r.read_line(&mut line).unwrap();
-        assert!(line.len() >= 4, "short SMTP reply line {line:?}");
-        all.push_str(&line);
-        if line.as_bytes()[3] == b' ' {
-            return (line[..3].parse().unwrap(), all);
-        }
-    }
-}
-
-fn expect(r: &mut BufReader<TcpStream>, code: u16) {
-    let (got, text) = reply(r);
-    assert_eq!(got, code, "{text}");
-}
-
 /// A plain SMTP client dialogue (RFC 5321), DATA with dot-stuffing.
 pub fn smtp_send(addr: std::net::SocketAddr, from: &str, to: &str, msg: &[u8]) {
-    let stream = TcpStream::connect(addr).unwrap();
-    let mut w = stream.try_clone().unwrap();
-    let mut r = BufReader::new(stream);
-    expect(&mut r, 220);
-    w.write_all(b"EHLO client.test\r\n").unwrap();
-    expect(&mut r, 250);
-    w.write_all(format!("MAIL FROM:<{from}>\r\n").as_bytes())
-        .unwrap();
-    expect(&mut r, 250);
-    w.write_all(format!("RCPT TO:<{to}>\r\n").as_bytes())
-        .unwrap();
-    expect(&mut r, 250);
-    w.write_all(b"DATA\r\n").unwrap();
-    expect(&mut r, 354);
+    let (mut c, greeting) = Raw::connect(addr);
+    let expect = |reply: String, want: &str| assert_eq!(code(&reply), want, "{reply}");
+    expect(greeting, "220");
+    expect(c.cmd("EHLO client.test"), "250");
+    expect(c.cmd(&format!("MAIL FROM:<{from}>")), "250");
+    expect(c.cmd(&format!("RCPT TO:<{to}>")), "250");
+    expect(c.cmd("DATA"), "354");
+    // Dot-stuffing done here, not with smtpd's own `dot_stuff`: the client
+    // must not share code with the server it tests.
     let mut data = Vec::new();
     for line in msg.split_inclusive(|&b| b == b'\n') {
         if line.starts_with(b".") {
@@ -284,8 +256,7 @@ pub fn smtp_send(addr: std::net::SocketAddr, from: &str, to: &str, msg: &[u8]) {
         data.extend_from_slice(line);
     }
     data.extend_from_slice(b".\r\n");
-    w.write_all(&data).unwrap();
-    expect(&mut r, 250);
-    w.write_all(b"QUIT\r\n").unwrap();
-    expect(&mut r, 221);
+    c.send(&data);
+    expect(c.reply(), "250");
+    expect(c.cmd("QUIT"), "221");
 }

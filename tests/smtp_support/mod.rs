@@ -4,10 +4,7 @@
 //! client speaks (BDAT, smuggling attempts).
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpStream};
 use std::process::Command;
-use std::time::Duration;
 
 use uncorreo_engine::{Engine, MailboxInfo};
 
@@ -98,65 +95,6 @@ pub fn swaks(args: &[&str]) -> (i32, String) {
     let mut s = String::from_utf8_lossy(&out.stdout).into_owned();
     s.push_str(&String::from_utf8_lossy(&out.stderr));
     (out.status.code().unwrap_or(-1), s)
-}
-
-/// A minimal line-oriented SMTP client for raw protocol tests.
-pub struct Raw {
-    reader: BufReader<TcpStream>,
-    writer: TcpStream,
-}
-
-impl Raw {
-    /// Connect and read the greeting (returned).
-    pub fn connect(addr: SocketAddr) -> (Self, String) {
-        let s = TcpStream::connect(addr).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-        let mut raw = Raw {
-            reader: BufReader::new(s.try_clone().unwrap()),
-            writer: s,
-        };
-        let greeting = raw.reply();
-        (raw, greeting)
-    }
-
-    /// Send bytes as they are.
-    pub fn send(&mut self, bytes: &[u8]) {
-        self.writer.write_all(bytes).unwrap();
-    }
-
-    /// Read one (possibly multi-line) reply; returns all its lines joined by "\n".
-    pub fn reply(&mut self) -> String {
-        let mut all = String::new();
-        loop {
-            let mut line = String::new();
-            let n = self.reader.read_line(&mut line).unwrap();
-            assert!(n > 0, "connection closed; so far: {all:?}");
-            assert!(line.ends_with("\r\n"), "reply line without CRLF: {line:?}");
-            all.push_str(line.trim_end());
-            if line.as_bytes().get(3) == Some(&b'-') {
-                all.push('\n');
-                continue;
-            }
-            return all;
-        }
-    }
-
-    /// Send a command line (CRLF added) and return its reply.
-    pub fn cmd(&mut self, line: &str) -> String {
-        self.send(format!("{line}\r\n").as_bytes());
-        self.reply()
-    }
-
-    /// True when the server has closed the connection (after reading any rest).
-    pub fn closed(&mut self) -> bool {
-        let mut rest = Vec::new();
-        self.reader.read_to_end(&mut rest).is_ok()
-    }
-}
-
-/// The code (first three characters) of a reply.
-pub fn code(reply: &str) -> &str {
-    &reply[..3]
 }
 
 /// A test server with STARTTLS on, using a fresh self-signed certificate for
