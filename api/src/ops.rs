@@ -43,7 +43,7 @@ pub async fn health() -> Json<Status> {
     ),
 )]
 pub async fn ready(State(state): State<AppState>) -> Result<Json<Status>, Problem> {
-    if state.engine.stats().poisoned {
+    if state.engine.is_poisoned() {
         return Err(Problem::new(
             Kind::StorageFailed,
             "storage failed and refuses writes until the server is restarted",
