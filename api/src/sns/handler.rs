@@ -117,8 +117,10 @@ pub(crate) async fn inbound(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    // The route sets its own cap: SNS bodies are larger than the API's JSON
-    // limit, so the global DefaultBodyLimit does not apply to a raw Body.
+    // This route's only body cap (`sns.max_body_bytes`): SNS bodies carry
+    // whole messages, so the router's JSON limit layer does not cover it
+    // (see `openapi::api_router`), and reading the cap here lets the 413 be
+    // counted as a webhook outcome.
     let body = axum::body::to_bytes(body, st.inner.config.max_body_bytes).await;
     let mut answer = match body {
         Ok(body) => handle(&st, &headers, &body).await,
