@@ -218,6 +218,7 @@ pub async fn create_mailbox(
             None => Address::from_parts(&random_local_part(), &domain)
                 .map_err(|_| Problem::new(Kind::Internal, "generated an invalid address"))?,
         };
+        reservation.attempting(&address);
         created = engine
             .create_mailbox(NewMailbox {
                 address,
@@ -232,11 +233,10 @@ pub async fn create_mailbox(
     }
     let info = created.map_err(Problem::from)?;
     if token.is_some() {
-        state
-            .quotas()
-            .record_anonymous(engine, caller.ip(), info.id);
+        reservation.record_anonymous(state.quotas(), engine, caller.ip(), info.id);
+    } else {
+        drop(reservation);
     }
-    drop(reservation);
     ::metrics::counter!("uncorreo_mailboxes_created_total", "owner" => if token.is_some() { "anonymous" } else { "user" }).increment(1);
 
     let location = format!("/api/v1/mailboxes/{}", info.address);
