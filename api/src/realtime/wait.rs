@@ -117,6 +117,17 @@ pub async fn wait(
 ) -> Result<Json<WaitResponse>, Problem> {
     let mb = authorize_mailbox(&state, &caller, &address)?;
     let Query(q) = query?;
+    wait_for(&state, &mb, q).await.map(Json)
+}
+
+/// Wait for messages of `mb` past `q.since`: the one mechanism behind the
+/// long-poll route and MCP's `wait_for_message` / `wait_for_code`. Dropping
+/// the future ends the wait and its subscription.
+pub async fn wait_for(
+    state: &AppState,
+    mb: &MailboxInfo,
+    q: WaitQuery,
+) -> Result<WaitResponse, Problem> {
     let cfg = state.realtime().config().clone();
     let timeout = q.timeout.unwrap_or(cfg.wait_default_timeout_secs);
     if timeout > cfg.wait_max_timeout_secs {
@@ -145,8 +156,8 @@ pub async fn wait(
     let deadline = tokio::time::Instant::now() + Duration::from_secs(timeout);
     let shutdown = state.realtime().shutdown_token();
     let mut w = Waiter {
-        state: &state,
-        mb: &mb,
+        state,
+        mb,
         matcher,
         cursor: since,
         found: Vec::new(),
@@ -203,14 +214,14 @@ fn answer(
     found: Vec<MessageSummaryView>,
     timed_out: bool,
     outcome: &'static str,
-) -> Json<WaitResponse> {
+) -> WaitResponse {
     metrics::counter!("uncorreo_waits_total", "outcome" => outcome).increment(1);
     let next_since = found.last().map_or(since, |m| m.seq);
-    Json(WaitResponse {
+    WaitResponse {
         messages: found,
         next_since,
         timed_out,
-    })
+    }
 }
 
 struct Waiter<'a> {
