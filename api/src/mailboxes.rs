@@ -151,10 +151,9 @@ pub async fn create(
     let domain = match &req.domain {
         Some(d) if engine.is_local_domain(d) => d.to_ascii_lowercase(),
         Some(_) => {
-            return Err(Problem::new(
-                Kind::InvalidRequest,
-                "domain is not served here",
-            ))
+            return Err(
+                Problem::new(Kind::InvalidRequest, "domain is not served here").for_field("domain"),
+            )
         }
         None => engine
             .config()
@@ -165,10 +164,10 @@ pub async fn create(
     };
     let ttl = match req.ttl_minutes {
         Some(0) => {
-            return Err(Problem::new(
-                Kind::InvalidRequest,
-                "ttl_minutes must be at least 1",
-            ))
+            return Err(
+                Problem::new(Kind::InvalidRequest, "ttl_minutes must be at least 1")
+                    .for_field("ttl_minutes"),
+            )
         }
         Some(t) if t > plan.max_ttl_minutes => {
             return Err(Problem::new(
@@ -177,7 +176,8 @@ pub async fn create(
                     "ttl_minutes may be at most {} on this plan",
                     plan.max_ttl_minutes
                 ),
-            ))
+            )
+            .for_field("ttl_minutes"))
         }
         Some(t) => t,
         None => state.limits().default_ttl_minutes.min(plan.max_ttl_minutes),
@@ -191,6 +191,7 @@ pub async fn create(
                     _ => "local_part may only hold a-z, 0-9, '.', '_' and '-' (no '+', no leading, trailing or double dot)",
                 },
             )
+            .for_field("local_part")
         })?),
         None => None,
     };

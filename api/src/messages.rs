@@ -181,7 +181,8 @@ pub fn list(state: &AppState, mb: &MailboxInfo, q: ListQuery) -> Result<MessageP
         return Err(Problem::new(
             Kind::InvalidRequest,
             format!("limit must be between 1 and {}", limits.max_page),
-        ));
+        )
+        .for_field("limit"));
     }
     let since = q.since.unwrap_or(0);
     let tag = q.tag.filter(|t| !t.is_empty());
