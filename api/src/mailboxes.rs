@@ -9,7 +9,7 @@ use axum::response::IntoResponse;
 use axum::Json;
 use rand::Rng;
 use serde::{Deserialize, Serialize};
-use uncorreo_engine::{Address, AddressError, EngineError, MailboxInfo, NewMailbox, Owner};
+use uncorreo_engine::{Address, AddressError, CreateMailboxError, MailboxInfo, NewMailbox, Owner};
 use utoipa::ToSchema;
 
 use crate::auth::{authorize_mailbox, new_session_token, Caller};
@@ -229,7 +229,7 @@ pub async fn create(
         .now_ms()
         .saturating_add(u64::from(ttl).saturating_mul(60_000));
     let attempts = if chosen.is_some() { 1 } else { RANDOM_ATTEMPTS };
-    let mut created = Err(EngineError::AlreadyExists);
+    let mut created = Err(CreateMailboxError::AlreadyExists);
     for _ in 0..attempts {
         let address = match &chosen {
             Some(a) => a.clone(),
@@ -245,7 +245,7 @@ pub async fn create(
                 max_messages: plan.max_messages_per_mailbox,
             })
             .await;
-        if !matches!(created, Err(EngineError::AlreadyExists)) {
+        if !matches!(created, Err(CreateMailboxError::AlreadyExists)) {
             break;
         }
     }

@@ -28,6 +28,7 @@ mod compaction;
 mod error;
 pub mod extract;
 pub mod fanout;
+mod poison;
 mod recovery;
 mod segment;
 mod state;
@@ -39,7 +40,10 @@ mod writer;
 pub use api::Engine;
 pub use backup::{verify, BackupError, BackupReport, VerifyReport};
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use error::{EngineError, OpenError, ResolveError};
+pub use error::{
+    CreateMailboxError, DeliverError, LookupError, OpenError, ResolveError, StorageError,
+    WriteError,
+};
 pub use fanout::{SubscribeError, Subscriber, SubscriberLimits};
 pub use types::*;
 

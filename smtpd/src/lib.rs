@@ -33,7 +33,7 @@
 //!   `553 5.1.3` syntax — `%`, `!` and quoted local parts land here); source
 //!   routes in RCPT are refused `550 5.7.1` (in MAIL they are stripped).
 //! * **250 means durable**: only after `Engine::deliver` returned a stored
-//!   copy; engine errors → `451 4.3.0`, "too large" → `552 5.3.4`; a refusal
+//!   copy; engine errors → `451 4.3.0`, `TooLarge` → `552 5.3.4`, `DiskFull` → `452 4.3.1`; a refusal
 //!   of every recipient at commit time → its RCPT code; a partial refusal
 //!   still gets 250 (one reply per message; a 4xx would duplicate the copies
 //!   already stored). A poisoned engine gets `451 4.3.0` already at MAIL/DATA.

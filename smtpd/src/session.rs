@@ -26,7 +26,7 @@ use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use uncorreo_engine::{Delivery, DeliveryOutcome, EngineError, Recipient, ResolveError};
+use uncorreo_engine::{DeliverError, Delivery, DeliveryOutcome, Recipient, ResolveError};
 
 use crate::conn::{Conn, Line, Stop, Wait};
 use crate::data::{DataDecoder, DataError};
@@ -604,7 +604,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
 /// `uncorreo_smtp_messages_total` outcome. `250` only when a copy is stored
 /// (durable); every error is a temporary `451` unless it is the size limit.
 pub fn delivery_reply(
-    result: &Result<DeliveryOutcome, EngineError>,
+    result: &Result<DeliveryOutcome, DeliverError>,
     id: &str,
 ) -> (String, &'static str) {
     match result {
@@ -627,9 +627,14 @@ pub fn delivery_reply(
         }
         // Only with a dedupe key, which SMTP never sets: already stored.
         Ok(DeliveryOutcome::Duplicate) => (format!("250 2.0.0 Ok: queued as {id}"), "accepted"),
-        Err(EngineError::Invalid(why)) if why.contains("too large") => (
+        Err(DeliverError::TooLarge { .. }) => (
             "552 5.3.4 Message size exceeds fixed maximum message size".to_owned(),
             "rejected",
+        ),
+        // RFC 3463 X.3.1 "mail system full": temporary, the sender retries.
+        Err(DeliverError::DiskFull) => (
+            "452 4.3.1 Insufficient system storage, try again later".to_owned(),
+            "tempfail",
         ),
         Err(_) => (
             "451 4.3.0 Storage unavailable, try again later".to_owned(),
@@ -656,7 +661,7 @@ pub fn resolve_reply(e: ResolveError) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use uncorreo_engine::{MailboxId, MessageId};
+    use uncorreo_engine::{MailboxId, MessageId, StorageError};
 
     fn rcpt() -> Recipient {
         Recipient::parse("a@uncorreo.test").unwrap()
@@ -694,16 +699,17 @@ mod tests {
             refused: vec![],
         });
         assert!(delivery_reply(&none, "X").0.starts_with("554 5.5.1"));
-        let big = Err(EngineError::Invalid("message too large"));
+        let big = Err(DeliverError::TooLarge { limit: 10 });
         assert!(delivery_reply(&big, "X").0.starts_with("552 5.3.4"));
+        let (reply, outcome) = delivery_reply(&Err(DeliverError::DiskFull), "X");
+        assert!(reply.starts_with("452 4.3.1"), "{reply}");
+        assert_eq!(outcome, "tempfail");
         for e in [
-            EngineError::Saturated,
-            EngineError::DiskFull,
-            EngineError::Poisoned,
-            EngineError::Closed,
-            EngineError::Corrupt,
-            EngineError::Io(std::io::Error::other("disk on fire")),
-            EngineError::Invalid("something else"),
+            DeliverError::Saturated,
+            DeliverError::Storage(StorageError::Poisoned),
+            DeliverError::Storage(StorageError::Closed),
+            DeliverError::Storage(StorageError::Corrupt),
+            DeliverError::Storage(StorageError::Io(std::io::Error::other("disk on fire"))),
         ] {
             let (reply, outcome) = delivery_reply(&Err(e), "X");
             assert!(reply.starts_with("451 4.3.0"), "{reply}");

@@ -28,7 +28,7 @@ use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use uncorreo_engine::{
-    EngineError, Event, MailboxInfo, MessageMeta, SubscribeError, Subscriber, SubscriberLimits,
+    Event, LookupError, MailboxInfo, MessageMeta, SubscribeError, Subscriber, SubscriberLimits,
     SubscriptionEnd,
 };
 use utoipa::ToSchema;
@@ -346,7 +346,7 @@ impl Feed {
                     .list_messages(self.mailbox.id, self.last, page)
                 {
                     Ok(v) => v,
-                    Err(EngineError::NotFound) => return Err(FeedEnd::MailboxGone),
+                    Err(LookupError::NotFound) => return Err(FeedEnd::MailboxGone),
                     Err(e) => {
                         tracing::warn!(error = %e, "replay failed");
                         return Err(FeedEnd::Storage);
