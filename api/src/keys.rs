@@ -13,8 +13,8 @@ use utoipa::ToSchema;
 
 use crate::auth::{new_api_key, Caller};
 use crate::problem::{json_body, Kind, Problem, ProblemBody};
-use crate::time::rfc3339;
 use crate::AppState;
+use uncorreo_mail::date::rfc3339_millis as rfc3339;
 
 /// Body of `POST /api/v1/keys` (empty: no options yet).
 #[derive(Debug, Default, Deserialize, ToSchema)]

@@ -26,7 +26,6 @@ pub mod quota;
 pub mod ratelimit;
 pub mod realtime;
 pub mod sns;
-pub mod time;
 
 use std::sync::Arc;
 

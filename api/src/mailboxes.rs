@@ -15,8 +15,8 @@ use utoipa::ToSchema;
 use crate::auth::{authorize_mailbox, new_session_token, Caller};
 use crate::problem::{json_body, Kind, Problem, ProblemBody};
 use crate::quota::{anonymous_key, QuotaKey};
-use crate::time::rfc3339;
 use crate::AppState;
+use uncorreo_mail::date::rfc3339_millis as rfc3339;
 
 /// Length of generated local parts.
 pub const RANDOM_LOCAL_LEN: usize = 10;

@@ -16,8 +16,8 @@ use utoipa::{IntoParams, ToSchema};
 use crate::auth::{authorize_mailbox, Caller};
 use crate::parse::content_disposition;
 use crate::problem::{Kind, Problem, ProblemBody};
-use crate::time::rfc3339;
 use crate::AppState;
+use uncorreo_mail::date::rfc3339_millis as rfc3339;
 
 /// Query of a listing.
 #[derive(Debug, Default, Deserialize, IntoParams)]

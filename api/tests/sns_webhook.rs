@@ -233,7 +233,7 @@ fn a_signed_notification_is_delivered_once_with_our_received_line() {
             let raw = stored.last().unwrap();
             let expected_line = format!(
                 "Received: from amazonses.com by mx.uncorreo.test (uncorreo) with SNS id {id}; {}\r\n",
-                uncorreo_api::sns::time::rfc5322_date(w.clock_now())
+                uncorreo_mail::date::rfc5322_date(w.clock_now() / 1000)
             );
             assert_eq!(&raw[..expected_line.len()], expected_line.as_bytes());
             assert_eq!(&raw[expected_line.len()..], EMAIL, "raw bytes kept exactly");

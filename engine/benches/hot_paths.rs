@@ -1,5 +1,5 @@
 //! Criterion micro-benchmarks for the engine's CPU hot paths (issue #7):
-//! the listing summary (`summary::summarize`), link/code extraction, and
+//! the listing summary (`uncorreo_mail::summarize`), link/code extraction, and
 //! the index lookups done per SMTP `RCPT` and per REST read
 //! (`Engine::resolve`, `Engine::mailbox`, `Engine::message_meta`).
 //! `cargo bench -p uncorreo-engine --bench hot_paths`
@@ -90,41 +90,44 @@ fn summary(c: &mut Criterion) {
     let multi = multipart_message();
     // Guard against benchmarking a parse failure.
     assert_eq!(summarize_codes(&plain), vec!["493021"]);
-    let s = summary::summarize(&multi);
+    let s = uncorreo_mail::summarize(&multi);
     assert_eq!(s.attachments, 2);
     assert!(!s.links.is_empty() && !s.codes.is_empty());
 
     let mut g = c.benchmark_group("summary");
     g.throughput(Throughput::Bytes(plain.len() as u64));
     g.bench_function("summarize_plain_4KiB", |b| {
-        b.iter(|| summary::summarize(black_box(&plain)))
+        b.iter(|| uncorreo_mail::summarize(black_box(&plain)))
     });
     g.throughput(Throughput::Bytes(multi.len() as u64));
     g.bench_function(format!("summarize_multipart_{}B", multi.len()), |b| {
-        b.iter(|| summary::summarize(black_box(&multi)))
+        b.iter(|| uncorreo_mail::summarize(black_box(&multi)))
     });
     g.finish();
 }
 
 fn summarize_codes(raw: &[u8]) -> Vec<String> {
-    summary::summarize(raw).codes
+    uncorreo_mail::summarize(raw).codes
 }
 
 fn extraction(c: &mut Criterion) {
     let subject = "Confirm your Example account";
-    assert_eq!(extract::links(TEXT_BODY, HTML_BODY).len(), 2);
-    assert_eq!(extract::codes(subject, TEXT_BODY), vec!["493021"]);
+    assert_eq!(uncorreo_mail::extract::links(TEXT_BODY, HTML_BODY).len(), 2);
+    assert_eq!(
+        uncorreo_mail::extract::codes(subject, TEXT_BODY),
+        vec!["493021"]
+    );
 
     let mut g = c.benchmark_group("extract");
     g.throughput(Throughput::Bytes(
         (TEXT_BODY.len() + HTML_BODY.len()) as u64,
     ));
     g.bench_function("links_text_and_html", |b| {
-        b.iter(|| extract::links(black_box(TEXT_BODY), black_box(HTML_BODY)))
+        b.iter(|| uncorreo_mail::extract::links(black_box(TEXT_BODY), black_box(HTML_BODY)))
     });
     g.throughput(Throughput::Bytes((subject.len() + TEXT_BODY.len()) as u64));
     g.bench_function("codes_subject_and_text", |b| {
-        b.iter(|| extract::codes(black_box(subject), black_box(TEXT_BODY)))
+        b.iter(|| uncorreo_mail::extract::codes(black_box(subject), black_box(TEXT_BODY)))
     });
     g.finish();
 }

@@ -475,8 +475,11 @@ impl Engine {
             // Nothing to store, but the key must still be remembered durably.
             groups.push((0, Vec::new(), Vec::new()));
         }
+        // Parsed on the summary pool, not on this (SMTP or HTTP) core thread.
         let summary = Arc::new(if groups.iter().any(|g| !g.1.is_empty()) {
-            crate::summary::summarize(&delivery.raw)
+            crate::summary_pool::global()?
+                .summarize(delivery.raw.clone())
+                .await?
         } else {
             MessageSummary::default()
         });

@@ -317,23 +317,8 @@ pub struct MailboxInfo {
 }
 
 /// The listing view of a message, extracted once at delivery and stored in
-/// the log next to the raw bytes (it is derived, and can be recomputed).
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
-pub struct MessageSummary {
-    /// `From:` as written (decoded), empty if absent.
-    pub from: String,
-    /// `Subject:` decoded, empty if absent.
-    pub subject: String,
-    /// `Date:` as RFC 3339 if it parsed.
-    pub date: Option<String>,
-    /// Number of attachments.
-    pub attachments: u16,
-    /// Verification / sign-in / reset links found in the text or HTML body
-    /// (at most [`crate::extract::MAX_LINKS`]).
-    pub links: Vec<String>,
-    /// One-time codes found in the subject or text (at most [`crate::extract::MAX_CODES`]).
-    pub codes: Vec<String>,
-}
+/// the log next to the raw bytes; defined by `uncorreo-mail`, which derives it.
+pub use uncorreo_mail::Summary as MessageSummary;
 
 /// A stored message, as listings show it.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -35,8 +35,8 @@ use utoipa::ToSchema;
 
 use crate::auth::{client_ip, Caller, Credential};
 use crate::problem::{Kind, Problem};
-use crate::time::rfc3339;
 use crate::AppState;
+use uncorreo_mail::date::rfc3339_millis as rfc3339;
 
 /// Real-time settings (the `[realtime]` table of the config file).
 #[derive(Debug, Clone, Serialize, Deserialize)]

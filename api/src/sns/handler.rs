@@ -12,7 +12,7 @@ use uncorreo_engine::{Delivery, DeliveryOutcome, Recipient};
 use super::certs::CertError;
 use super::message::{MessageType, SnsMessage};
 use super::ses::{self, SesEvent};
-use super::time::{parse_timestamp_ms, rfc5322_date};
+use super::time::parse_timestamp_ms;
 use super::url::SnsUrl;
 use super::verify::{check_before_fetch, verify_with};
 use super::SnsState;
@@ -157,12 +157,7 @@ pub(crate) async fn inbound(
 const MAX_DETAIL: usize = 512;
 
 fn clip(detail: &mut String) {
-    if detail.len() > MAX_DETAIL {
-        let mut end = MAX_DETAIL;
-        while !detail.is_char_boundary(end) {
-            end -= 1;
-        }
-        detail.truncate(end);
+    if uncorreo_mail::text::clip(detail, MAX_DETAIL) {
         detail.push('…');
     }
 }
@@ -325,7 +320,7 @@ async fn notification(st: &SnsState, msg: &SnsMessage, now_ms: u64) -> Answer {
         &content,
         &st.inner.hostname,
         message_id,
-        &rfc5322_date(now_ms),
+        &uncorreo_mail::date::rfc5322_date(now_ms / 1000),
     );
     let delivery = Delivery {
         raw: raw.into(),

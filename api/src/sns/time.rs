@@ -1,9 +1,6 @@
-//! The two date formats the webhook meets: SNS `Timestamp` (ISO 8601 UTC,
-//! `2026-11-24T20:38:57.123Z`) in, RFC 5322 dates for our `Received:` line out.
-//! Calendar arithmetic is `der::DateTime`'s (already a dependency through
-//! x509-cert); only the text formats are here.
-
-use std::time::Duration;
+//! SNS `Timestamp`s (ISO 8601 UTC, `2026-11-24T20:38:57.123Z`) in. Calendar
+//! arithmetic is `der::DateTime`'s (already a dependency through x509-cert);
+//! the RFC 5322 date of our `Received:` line is `uncorreo_mail::date`'s.
 
 use x509_cert::der::DateTime;
 
@@ -51,36 +48,6 @@ pub fn parse_timestamp_ms(s: &str) -> Option<u64> {
     secs.checked_mul(1000)?.checked_add(millis)
 }
 
-/// Format milliseconds since the epoch as an RFC 5322 date in UTC:
-/// `Tue, 24 Nov 2026 20:38:57 +0000`.
-pub fn rfc5322_date(ms: u64) -> String {
-    const DAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
-    const MONTHS: [&str; 12] = [
-        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-    ];
-    let secs = ms / 1000;
-    let Ok(dt) = DateTime::from_unix_duration(Duration::from_secs(secs)) else {
-        // Past 9999: not a date a clock will give us; keep the header well-formed.
-        return "Thu, 01 Jan 1970 00:00:00 +0000".to_owned();
-    };
-    let weekday = DAYS
-        .get(((secs / 86_400) % 7) as usize)
-        .copied()
-        .unwrap_or("Thu");
-    let month = MONTHS
-        .get(usize::from(dt.month().saturating_sub(1)))
-        .copied()
-        .unwrap_or("Jan");
-    format!(
-        "{weekday}, {:02} {month} {} {:02}:{:02}:{:02} +0000",
-        dt.day(),
-        dt.year(),
-        dt.hour(),
-        dt.minutes(),
-        dt.seconds()
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -118,18 +85,5 @@ mod tests {
         ] {
             assert_eq!(parse_timestamp_ms(bad), None, "{bad}");
         }
-    }
-
-    #[test]
-    fn formats_rfc5322_dates() {
-        assert_eq!(rfc5322_date(0), "Thu, 01 Jan 1970 00:00:00 +0000");
-        assert_eq!(
-            rfc5322_date(1_335_390_565_719),
-            "Wed, 25 Apr 2012 21:49:25 +0000"
-        );
-        assert_eq!(
-            rfc5322_date(1_795_552_737_000),
-            "Tue, 24 Nov 2026 20:38:57 +0000"
-        );
     }
 }

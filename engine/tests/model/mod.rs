@@ -118,7 +118,7 @@ impl Model {
             });
         }
         let now = self.now_ms();
-        let summary = uncorreo_engine::summary::summarize(&delivery.raw);
+        let summary = uncorreo_mail::summarize(&delivery.raw);
         let mut st = self.inner.state.lock();
         if let Some(key) = &delivery.dedupe_key {
             if !st.dedupe.insert(key.clone()) {

@@ -5,19 +5,38 @@
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
-use crate::types::MessageSummary;
+use serde::{Deserialize, Serialize};
 
 /// Longest `from` / `subject` kept in a summary, in bytes (cut at a char boundary).
 pub const MAX_SUMMARY_FIELD: usize = 256;
 
+/// The listing view of a message, extracted once at delivery and stored in
+/// the log next to the raw bytes (it is derived, and can be recomputed).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Summary {
+    /// `From:` as written (decoded), empty if absent.
+    pub from: String,
+    /// `Subject:` decoded, empty if absent.
+    pub subject: String,
+    /// `Date:` as RFC 3339 if it parsed.
+    pub date: Option<String>,
+    /// Number of attachments.
+    pub attachments: u16,
+    /// Verification / sign-in / reset links found in the text or HTML body
+    /// (at most [`crate::extract::MAX_LINKS`]).
+    pub links: Vec<String>,
+    /// One-time codes found in the subject or text (at most [`crate::extract::MAX_CODES`]).
+    pub codes: Vec<String>,
+}
+
 /// Derive the summary. Never panics; garbage in gives an empty summary.
-pub fn summarize(raw: &[u8]) -> MessageSummary {
+pub fn summarize(raw: &[u8]) -> Summary {
     catch_unwind(AssertUnwindSafe(|| summarize_inner(raw))).unwrap_or_default()
 }
 
-fn summarize_inner(raw: &[u8]) -> MessageSummary {
+fn summarize_inner(raw: &[u8]) -> Summary {
     let Some(msg) = mail_parser::MessageParser::default().parse(raw) else {
-        return MessageSummary::default();
+        return Summary::default();
     };
     let from = msg
         .from()
@@ -37,7 +56,7 @@ fn summarize_inner(raw: &[u8]) -> MessageSummary {
         Some(mail_parser::PartType::Html(h)) => h.as_ref(),
         _ => "",
     };
-    MessageSummary {
+    Summary {
         from: clip(from),
         subject: clip(subject.to_owned()),
         date: msg.date().map(|d| d.to_rfc3339()),
@@ -48,13 +67,7 @@ fn summarize_inner(raw: &[u8]) -> MessageSummary {
 }
 
 fn clip(mut s: String) -> String {
-    if s.len() > MAX_SUMMARY_FIELD {
-        let mut end = MAX_SUMMARY_FIELD;
-        while !s.is_char_boundary(end) {
-            end -= 1;
-        }
-        s.truncate(end);
-    }
+    crate::text::clip(&mut s, MAX_SUMMARY_FIELD);
     s
 }
 

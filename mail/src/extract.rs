@@ -48,7 +48,7 @@ const CODE_HINTS: &[&str] = &[
 pub fn links(text: &str, html: &str) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
     for source in [text, html] {
-        let source = prefix(source, MAX_SCAN);
+        let source = crate::text::prefix(source, MAX_SCAN);
         let mut rest = source;
         while let Some(pos) = find_url_start(rest) {
             let tail = &rest[pos..];
@@ -86,7 +86,7 @@ fn find_url_start(s: &str) -> Option<usize> {
 pub fn codes(subject: &str, text: &str) -> Vec<String> {
     let mut out = Vec::new();
     for source in [subject, text] {
-        let source = prefix(source, MAX_SCAN);
+        let source = crate::text::prefix(source, MAX_SCAN);
         let bytes = source.as_bytes();
         // Every code holds a digit: jump from digit to digit instead of
         // splitting the whole text into words (most of a body has none).
@@ -178,17 +178,6 @@ fn looks_like_code(w: &str) -> bool {
         && digits >= 2
         && w.bytes()
             .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit())
-}
-
-fn prefix(s: &str, max: usize) -> &str {
-    if s.len() <= max {
-        return s;
-    }
-    let mut end = max;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    &s[..end]
 }
 
 #[cfg(test)]

@@ -1,0 +1,159 @@
+//! Where listing summaries are derived: a small, fixed set of threads of
+//! their own, fed through a bounded queue. `Engine::deliver` runs on the
+//! SMTP and HTTP core threads, and MIME parsing there would stall every
+//! session on that core for the length of a 25 MB parse (and a parser panic
+//! would unwind through it). A full queue is answered `Saturated` (SMTP
+//! `451`), like a full shard queue, instead of growing without bound.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::OnceLock;
+
+use bytes::Bytes;
+use crossbeam_channel::{Sender, TrySendError};
+use tokio::sync::oneshot;
+
+use crate::{EngineError, MessageSummary};
+
+/// Most summary threads; one per core up to this.
+const MAX_THREADS: usize = 4;
+/// Messages waiting for a summary thread, process-wide.
+pub(crate) const QUEUE_DEPTH: usize = 4096;
+
+struct Job {
+    raw: Bytes,
+    reply: oneshot::Sender<MessageSummary>,
+}
+
+/// A bounded pool deriving summaries with `derive`.
+pub(crate) struct SummaryPool {
+    jobs: Sender<Job>,
+}
+
+impl SummaryPool {
+    /// Start `threads` workers behind a queue of `depth` jobs. The workers end
+    /// when the pool is dropped.
+    pub(crate) fn start(
+        threads: usize,
+        depth: usize,
+        derive: fn(&[u8]) -> MessageSummary,
+    ) -> std::io::Result<Self> {
+        let (jobs, queue) = crossbeam_channel::bounded::<Job>(depth);
+        for i in 0..threads.max(1) {
+            let queue = queue.clone();
+            std::thread::Builder::new()
+                .name(format!("uncorreo-summary-{i}"))
+                .spawn(move || {
+                    for job in queue {
+                        // A panic costs this message its summary, never the
+                        // message: the caller stores the raw bytes either way.
+                        let summary = catch_unwind(AssertUnwindSafe(|| derive(&job.raw)))
+                            .unwrap_or_else(|_| {
+                                metrics::counter!(
+                                    "uncorreo_message_parse_failures_total",
+                                    "reason" => "panic"
+                                )
+                                .increment(1);
+                                MessageSummary::default()
+                            });
+                        // The delivery may have been abandoned; nothing to tell.
+                        let _ = job.reply.send(summary);
+                    }
+                })?;
+        }
+        Ok(Self { jobs })
+    }
+
+    /// Queue `raw` for a summary; `Saturated` when the queue is full.
+    fn submit(&self, raw: Bytes) -> Result<oneshot::Receiver<MessageSummary>, EngineError> {
+        let (reply, answer) = oneshot::channel();
+        match self.jobs.try_send(Job { raw, reply }) {
+            Ok(()) => Ok(answer),
+            Err(TrySendError::Full(_)) => Err(EngineError::Saturated),
+            Err(TrySendError::Disconnected(_)) => Err(EngineError::Closed),
+        }
+    }
+
+    /// The summary of `raw`, derived on a pool thread.
+    pub(crate) async fn summarize(&self, raw: Bytes) -> Result<MessageSummary, EngineError> {
+        self.submit(raw)?.await.map_err(|_| EngineError::Closed)
+    }
+}
+
+/// The process-wide pool, started on first use. Summaries depend on nothing
+/// but the bytes, so every engine in the process can share it.
+pub(crate) fn global() -> Result<&'static SummaryPool, EngineError> {
+    static POOL: OnceLock<Option<SummaryPool>> = OnceLock::new();
+    POOL.get_or_init(|| {
+        let threads = std::thread::available_parallelism()
+            .map_or(1, usize::from)
+            .min(MAX_THREADS);
+        SummaryPool::start(threads, QUEUE_DEPTH, uncorreo_mail::summarize).ok()
+    })
+    .as_ref()
+    .ok_or(EngineError::Closed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use parking_lot::Mutex;
+
+    fn subject_only(raw: &[u8]) -> MessageSummary {
+        MessageSummary {
+            subject: String::from_utf8_lossy(raw).into_owned(),
+            ..MessageSummary::default()
+        }
+    }
+
+    fn panics_on_boom(raw: &[u8]) -> MessageSummary {
+        assert!(raw != b"boom", "injected parser panic");
+        subject_only(raw)
+    }
+
+    static GATE: Mutex<()> = Mutex::new(());
+
+    fn waits_for_gate(raw: &[u8]) -> MessageSummary {
+        let _open = GATE.lock();
+        subject_only(raw)
+    }
+
+    #[tokio::test]
+    async fn derives_off_the_calling_thread() {
+        fn thread_name(_: &[u8]) -> MessageSummary {
+            MessageSummary {
+                subject: std::thread::current().name().unwrap_or("").to_owned(),
+                ..MessageSummary::default()
+            }
+        }
+        let pool = SummaryPool::start(1, 4, thread_name).unwrap();
+        let s = pool.summarize(Bytes::from_static(b"x")).await.unwrap();
+        assert_eq!(s.subject, "uncorreo-summary-0");
+    }
+
+    #[tokio::test]
+    async fn a_parser_panic_gives_an_empty_summary_and_the_pool_survives() {
+        let pool = SummaryPool::start(1, 4, panics_on_boom).unwrap();
+        let s = pool.summarize(Bytes::from_static(b"boom")).await.unwrap();
+        assert_eq!(s, MessageSummary::default());
+        let s = pool.summarize(Bytes::from_static(b"fine")).await.unwrap();
+        assert_eq!(s.subject, "fine");
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_is_saturated_not_unbounded() {
+        let held = GATE.lock();
+        let pool = SummaryPool::start(1, 1, waits_for_gate).unwrap();
+        // One worker and one queue slot hold at most two jobs, however the
+        // worker is scheduled: of three, at least one must be refused.
+        let answers: Vec<_> = (0..3)
+            .map(|i| pool.submit(Bytes::from(format!("m{i}"))))
+            .collect();
+        assert!(answers
+            .iter()
+            .any(|a| matches!(a, Err(EngineError::Saturated))));
+        drop(held);
+        for answer in answers.into_iter().flatten() {
+            assert!(answer.await.unwrap().subject.starts_with('m'));
+        }
+    }
+}

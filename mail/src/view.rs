@@ -1,0 +1,250 @@
+//! The parsed view of a stored message, derived from its raw bytes with
+//! mail-parser: headers as written, decoded addresses, subject and date, the
+//! first text and HTML bodies, and the attachments. Pure and synchronous;
+//! callers cap the input size and run it off the core threads behind
+//! `catch_unwind`, because mail parsers have panicked on hostile input.
+
+use bytes::Bytes;
+use mail_parser::{MessageParser, MimeHeaders};
+use serde::{Deserialize, Serialize};
+
+/// Most headers listed in the parsed view (the raw message has them all).
+pub const MAX_HEADERS: usize = 1000;
+/// Longest filename reported or sent in `Content-Disposition`, in characters.
+pub const MAX_FILENAME_CHARS: usize = 200;
+
+/// One header as written (value unfolded, not decoded).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct HeaderView {
+    /// Field name as written.
+    pub name: String,
+    /// Value as written, folding removed.
+    pub value: String,
+}
+
+/// One mailbox of an address header.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct AddrView {
+    /// Display name, decoded.
+    pub name: Option<String>,
+    /// `local@domain`.
+    pub address: Option<String>,
+}
+
+/// An attachment as listed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct AttachmentView {
+    /// Position, for `…/attachments/{index}`.
+    pub index: usize,
+    /// Filename as the sender gave it (decoded), if any.
+    pub filename: Option<String>,
+    /// `type/subtype`.
+    pub content_type: String,
+    /// Decoded size in bytes.
+    pub size: usize,
+}
+
+/// Everything derived from the raw bytes.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Parsed {
+    /// Headers in order.
+    pub headers: Vec<HeaderView>,
+    /// `From:`.
+    pub from: Vec<AddrView>,
+    /// `To:`.
+    pub to: Vec<AddrView>,
+    /// `Cc:`.
+    pub cc: Vec<AddrView>,
+    /// `Subject:` decoded.
+    pub subject: Option<String>,
+    /// `Date:` as RFC 3339.
+    pub date: Option<String>,
+    /// First text body (converted from HTML when there is only HTML).
+    pub text: Option<String>,
+    /// First HTML body (converted from text when there is only text). Untrusted: render sandboxed.
+    pub html: Option<String>,
+    /// Attachments.
+    pub attachments: Vec<AttachmentView>,
+}
+
+/// Decoded attachment bytes and how to label them.
+#[derive(Debug, Clone)]
+pub struct Attachment {
+    /// Decoded bytes.
+    pub bytes: Bytes,
+    /// Sanitized `type/subtype` (`application/octet-stream` if odd).
+    pub content_type: String,
+    /// Sanitized filename, if any.
+    pub filename: Option<String>,
+}
+
+/// The parsed view of `raw`. No size cap and no unwind guard: the caller adds both.
+pub fn parse(raw: &[u8]) -> Parsed {
+    let Some(msg) = MessageParser::default().parse(raw) else {
+        return Parsed::default();
+    };
+    let headers = msg
+        .headers()
+        .iter()
+        .take(MAX_HEADERS)
+        .map(|h| HeaderView {
+            name: h.name().to_owned(),
+            value: raw_value(raw, h.offset_start(), h.offset_end()),
+        })
+        .collect();
+    let addrs = |a: Option<&mail_parser::Address<'_>>| -> Vec<AddrView> {
+        a.map(|a| {
+            a.iter()
+                .map(|x| AddrView {
+                    name: x.name().map(str::to_owned),
+                    address: x.address().map(str::to_owned),
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+    };
+    let attachments = msg
+        .attachments()
+        .enumerate()
+        .map(|(index, part)| AttachmentView {
+            index,
+            filename: part.attachment_name().map(clip_filename),
+            content_type: content_type_of(part),
+            size: part.contents().len(),
+        })
+        .collect();
+    Parsed {
+        headers,
+        from: addrs(msg.from()),
+        to: addrs(msg.to()),
+        cc: addrs(msg.cc()),
+        subject: msg.subject().map(str::to_owned),
+        date: msg.date().map(|d| d.to_rfc3339()),
+        text: msg.body_text(0).map(|t| t.into_owned()),
+        html: msg.body_html(0).map(|t| t.into_owned()),
+        attachments,
+    }
+}
+
+/// Attachment `index` of `raw`, decoded; `None` if there is no such attachment.
+pub fn attachment(raw: &[u8], index: usize) -> Option<Attachment> {
+    let msg = MessageParser::default().parse(raw)?;
+    let part = msg.attachments().nth(index)?;
+    Some(Attachment {
+        bytes: Bytes::copy_from_slice(part.contents()),
+        content_type: content_type_of(part),
+        filename: part.attachment_name().map(clip_filename),
+    })
+}
+
+fn raw_value(raw: &[u8], start: u32, end: u32) -> String {
+    let slice = raw.get(start as usize..end as usize).unwrap_or_default();
+    let text = String::from_utf8_lossy(slice);
+    // Unfold: CRLF followed by whitespace is one space (RFC 5322 §2.2.3).
+    let mut out = String::with_capacity(text.len());
+    for (i, line) in text.split('\n').enumerate() {
+        let line = line.strip_suffix('\r').unwrap_or(line);
+        if i > 0 && !line.is_empty() {
+            out.push(' ');
+        }
+        out.push_str(line.trim());
+    }
+    out.trim().to_owned()
+}
+
+fn content_type_of(part: &mail_parser::MessagePart<'_>) -> String {
+    let Some(ct) = part.content_type() else {
+        return "application/octet-stream".to_owned();
+    };
+    let main = ct.ctype();
+    let sub = ct.subtype().unwrap_or("octet-stream");
+    let token = |s: &str| {
+        !s.is_empty()
+            && s.len() <= 64
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"!#$&-^_.+".contains(&b))
+    };
+    if token(main) && token(sub) {
+        format!("{}/{}", main.to_ascii_lowercase(), sub.to_ascii_lowercase())
+    } else {
+        "application/octet-stream".to_owned()
+    }
+}
+
+/// Strip path parts and control characters and cap the length.
+fn clip_filename(name: &str) -> String {
+    let base = name.rsplit(['/', '\\']).next().unwrap_or(name);
+    base.chars()
+        .filter(|c| !c.is_control())
+        .take(MAX_FILENAME_CHARS)
+        .collect()
+}
+
+/// A `Content-Disposition: attachment` value that cannot break out of its
+/// quotes: an ASCII fallback plus the exact name as RFC 5987 `filename*`.
+pub fn content_disposition(filename: Option<&str>, fallback: &str) -> String {
+    let name = filename
+        .filter(|n| !n.trim().is_empty())
+        .unwrap_or(fallback);
+    let ascii: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_graphic() && c != '"' && c != '\\' || c == ' ' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let mut encoded = String::new();
+    for b in name.bytes() {
+        if b.is_ascii_alphanumeric() || b"!#$&+-.^_`|~".contains(&b) {
+            encoded.push(char::from(b));
+        } else {
+            encoded.push_str(&format!("%{b:02X}"));
+        }
+    }
+    format!("attachment; filename=\"{ascii}\"; filename*=UTF-8''{encoded}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MSG: &[u8] = b"From: Ana <ana@example.com>\r\nTo: a@uncorreo.test, B <b@uncorreo.test>\r\nSubject: Hi\r\n there\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\nContent-Type: text/plain\r\n\r\nhello\r\n--b\r\nContent-Type: application/pdf\r\nContent-Disposition: attachment; filename=\"../../etc/a.pdf\"\r\nContent-Transfer-Encoding: base64\r\n\r\nUERG\r\n--b--\r\n";
+
+    #[test]
+    fn parses_headers_addresses_bodies_and_attachments() {
+        let p = parse(MSG);
+        assert_eq!(p.headers[2].name, "Subject");
+        assert_eq!(p.headers[2].value, "Hi there");
+        assert_eq!(p.from[0].address.as_deref(), Some("ana@example.com"));
+        assert_eq!(p.to.len(), 2);
+        assert_eq!(p.text.as_deref().map(str::trim), Some("hello"));
+        assert_eq!(p.attachments.len(), 1);
+        assert_eq!(p.attachments[0].filename.as_deref(), Some("a.pdf"));
+        assert_eq!(p.attachments[0].content_type, "application/pdf");
+        let a = attachment(MSG, 0).unwrap();
+        assert_eq!(&a.bytes[..], b"PDF");
+        assert!(attachment(MSG, 1).is_none());
+    }
+
+    #[test]
+    fn content_disposition_cannot_be_broken_out_of() {
+        let v = content_disposition(Some("a\"; x=\"y\r\n.pdf"), "f");
+        assert!(!v.contains('\r') && !v.contains('\n'));
+        assert_eq!(v.matches('"').count(), 2, "{v}");
+        assert!(
+            v.contains("filename*=UTF-8''a%22%3B%20x%3D%22y%0D%0A.pdf"),
+            "{v}"
+        );
+        assert_eq!(
+            content_disposition(Some("résumé.pdf"), "f"),
+            "attachment; filename=\"r_sum_.pdf\"; filename*=UTF-8''r%C3%A9sum%C3%A9.pdf"
+        );
+    }
+}
