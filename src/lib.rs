@@ -199,8 +199,8 @@ fn run_core(
         let _ = ready.send(Ok(()));
         let smtp_task = uncorreo_smtpd::serve(smtp, smtp_shared, shutdown.clone());
         let realtime = app_state.realtime().clone();
-        let app =
-            uncorreo_api::router(app_state).into_make_service_with_connect_info::<SocketAddr>();
+        let app = uncorreo_ui::mount(uncorreo_api::router(app_state))
+            .into_make_service_with_connect_info::<SocketAddr>();
         let http_task = async {
             let served = axum::serve(http, app)
                 .with_graceful_shutdown(shutdown.clone().cancelled_owned())
