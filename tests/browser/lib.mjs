@@ -75,7 +75,9 @@ export async function smtpSession() {
   return {
     async send(mail) {
       const { to, from = 'app@example.com' } = mail;
-      await command(`MAIL FROM:<${from}>`, 250);
+      // `From:` may be `Name <addr>`; the envelope takes the address alone.
+      const envelope = (from.match(/<([^>]*)>/) || [null, from])[1];
+      await command(`MAIL FROM:<${envelope}>`, 250);
       await command(`RCPT TO:<${to}>`, 250);
       await command('DATA', 354);
       socket.write(`${message({ ...mail, from }).replace(/\r?\n/g, '\r\n').replace(/\r\n\./g, '\r\n..')}\r\n.\r\n`);

@@ -264,6 +264,11 @@ async function thousandMessageInbox() {
       firstPaintMs: paint ? paint.startTime : null,
       uiBytes: nav.encodedBodySize + sum(ui, 'encodedBodySize'),
       uiFiles: 1 + ui.length,
+      domContentLoadedMs: nav.domContentLoadedEventEnd,
+      apiDoneMs: Math.max(0, ...api.filter((r) => r.responseEnd <= (mark ? mark.startTime : Infinity)).map((r) => r.responseEnd)),
+      apiTimeline: api
+        .filter((r) => r.responseEnd <= (mark ? mark.startTime : Infinity))
+        .map((r) => `${new URL(r.name).pathname.split('/').pop()}${new URL(r.name).search} ${r.startTime.toFixed(0)}..${r.responseEnd.toFixed(0)} ms`),
       apiBytesBeforeRender: sum(api.filter((r) => r.responseEnd <= (mark ? mark.startTime : Infinity)), 'encodedBodySize'),
     };
   });
@@ -279,6 +284,8 @@ async function thousandMessageInbox() {
   console.log(`BENCH ui.inbox1000.rendered_ms=${timing.renderedMs.toFixed(1)}`);
   console.log(`BENCH ui.inbox1000.first_contentful_paint_ms=${timing.firstPaintMs === null ? 'n/a' : timing.firstPaintMs.toFixed(1)}`);
   console.log(`BENCH ui.inbox1000.wall_ms=${wallMs}`);
+  console.log(`BENCH ui.inbox1000.client_render_ms=${(timing.renderedMs - timing.apiDoneMs).toFixed(1)} (last API byte to rows in the DOM)`);
+  console.log(`   DOMContentLoaded ${timing.domContentLoadedMs.toFixed(1)} ms; API before render: ${timing.apiTimeline.join('; ')}`);
   console.log(`BENCH ui.page_weight_bytes=${timing.uiBytes} (${timing.uiFiles} files)`);
   console.log(`BENCH ui.inbox1000.api_bytes_before_render=${timing.apiBytesBeforeRender}`);
   await context.close();

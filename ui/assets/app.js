@@ -22,7 +22,9 @@ function route() {
   if (leave) leave();
   leave = null;
   main.replaceChildren();
-  document.getElementById('live').textContent = '';
+  const live = document.getElementById('live');
+  live.textContent = '';
+  delete live.dataset.state;
   const where = parse(location.hash);
   const view = where.page === 'inbox' ? inboxPage : where.page === 'message' ? messagePage : startPage;
   leave = view(main, where) || null;

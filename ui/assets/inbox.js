@@ -168,6 +168,12 @@ function normalize(m) {
   };
 }
 
+// `Name <addr>` → `Name`; a bare address stays as it is.
+function senderName(from) {
+  const named = /^\s*"?([^"<]*?)"?\s*<[^>]*>\s*$/.exec(from);
+  return named && named[1] ? named[1] : from;
+}
+
 function haystack(m) {
   if (!m.haystack) m.haystack = [m.from, m.subject, m.plus_tag || '', ...m.codes].join('\n').toLowerCase();
   return m.haystack;
@@ -181,7 +187,7 @@ function row(address, m) {
     h(
       'a',
       { class: 'open', href },
-      h('span', { class: 'from' }, m.from || '(no sender)'),
+      h('span', { class: 'from', title: m.from }, senderName(m.from) || '(no sender)'),
       h('span', { class: 'subject' }, m.subject || '(no subject)'),
       h(
         'span',
@@ -189,7 +195,7 @@ function row(address, m) {
         h('time', { datetime: m.received_at }, formatTime(m.received_at)),
         ' · ',
         formatSize(m.size),
-        m.attachments > 0 ? h('span', { class: 'clip', title: `${m.attachments} attachment(s)` }, ` · 📎 ${m.attachments}`) : null,
+        m.attachments > 0 ? h('span', { class: 'clip' }, ` · ${m.attachments} ${m.attachments === 1 ? 'attachment' : 'attachments'}`) : null,
         m.plus_tag ? h('span', { class: 'tag' }, ` · +${m.plus_tag}`) : null,
       ),
     ),
