@@ -89,16 +89,24 @@ impl Appliance {
         // One token stops the listeners and ends the real-time streams, so SSE
         // bodies finish and the HTTP server can drain.
         let shutdown = app_state.realtime().shutdown_token();
+        // One MCP endpoint (one session table) for every core: a client's
+        // requests may arrive on different connections, so on different cores.
+        let mcp = config.mcp.enabled.then(|| {
+            uncorreo_mcp::Mcp::new(app_state.clone(), config.mcp.clone(), shutdown.clone())
+        });
         let mut threads = Vec::with_capacity(cores);
         let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), std::io::Error>>();
         for (core, (smtp, http)) in smtp_listeners.into_iter().zip(http_listeners).enumerate() {
             let smtp_shared = Arc::clone(&smtp_shared);
             let app_state = app_state.clone();
+            let mcp = mcp.clone();
             let shutdown = shutdown.clone();
             let ready_tx = ready_tx.clone();
             let thread = std::thread::Builder::new()
                 .name(format!("core-{core}"))
-                .spawn(move || run_core(smtp, http, smtp_shared, app_state, shutdown, ready_tx))
+                .spawn(move || {
+                    run_core(smtp, http, smtp_shared, app_state, mcp, shutdown, ready_tx)
+                })
                 .map_err(io("spawning a core thread"))?;
             threads.push(thread);
         }
@@ -173,6 +181,7 @@ fn run_core(
     http: std::net::TcpListener,
     smtp_shared: Arc<uncorreo_smtpd::Shared>,
     app_state: uncorreo_api::AppState,
+    mcp: Option<uncorreo_mcp::Mcp>,
     shutdown: CancellationToken,
     ready: std::sync::mpsc::Sender<Result<(), std::io::Error>>,
 ) {
@@ -199,8 +208,11 @@ fn run_core(
         let _ = ready.send(Ok(()));
         let smtp_task = uncorreo_smtpd::serve(smtp, smtp_shared, shutdown.clone());
         let realtime = app_state.realtime().clone();
-        let app = uncorreo_ui::mount(uncorreo_api::router(app_state))
-            .into_make_service_with_connect_info::<SocketAddr>();
+        let mut router = uncorreo_ui::mount(uncorreo_api::router(app_state));
+        if let Some(mcp) = &mcp {
+            router = router.merge(mcp.router());
+        }
+        let app = router.into_make_service_with_connect_info::<SocketAddr>();
         let http_task = async {
             let served = axum::serve(http, app)
                 .with_graceful_shutdown(shutdown.clone().cancelled_owned())

@@ -7,7 +7,7 @@ import { chromium } from 'playwright-core';
 export const HTTP = process.env.UNCORREO_HTTP; // http://127.0.0.1:PORT
 export const SMTP = process.env.UNCORREO_SMTP; // 127.0.0.1:PORT
 if (!HTTP || !SMTP) {
-  console.error('set UNCORREO_HTTP and UNCORREO_SMTP (tests/ui_browser.rs does)');
+  console.error('set UNCORREO_HTTP and UNCORREO_SMTP (tests/it/ui.rs does)');
   process.exit(2);
 }
 

@@ -1,5 +1,5 @@
 // Screenshots of the three pages, light and dark, for the README. Run by
-// `cargo test --test ui_browser -- --ignored` (which starts the appliance);
+// `cargo test --test it -- --ignored ui::screenshots` (which starts the appliance);
 // writes SCREENSHOTS_DIR/{start,inbox,message}-{light,dark}.png.
 
 import path from 'node:path';

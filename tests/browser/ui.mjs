@@ -1,5 +1,5 @@
 // The web UI in headless Chromium against a real appliance (started by
-// tests/ui_browser.rs, which passes its URLs). Exits non-zero on the first
+// tests/it/ui.rs, which passes its URLs). Exits non-zero on the first
 // failed check. Prints `BENCH name=value` lines for BENCHMARKS.md.
 
 import { HTTP, launch, sendMail, sendMany, createMailbox, rememberInContext, assert } from './lib.mjs';

@@ -4,12 +4,10 @@
 //! mail sent over SMTP arrive live, read it, render hostile HTML safely,
 //! resume a dropped WebSocket, and time a 1,000-message inbox.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::TestServer;
+use crate::support::TestServer;
 
 const CHROMIUM: &str = "/usr/bin/chromium";
 
@@ -67,7 +65,7 @@ fn web_ui_in_headless_chromium() {
 }
 
 #[test]
-#[ignore = "rewrites docs/screenshots/*.png; run by hand: cargo test --test ui_browser -- --ignored"]
+#[ignore = "rewrites docs/screenshots/*.png; run by hand: cargo test --test it -- --ignored ui::screenshots"]
 fn screenshots_of_the_three_pages() {
     let server = server();
     let out = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/screenshots");
