@@ -109,9 +109,12 @@ pub fn router<S: Clone + Send + Sync + 'static>() -> Router<S> {
         .route("/ui/{name}", get(file))
 }
 
-/// `api` with the UI merged in at `/`: the one line the binary calls.
+/// The UI at `/` and `/ui/…`, and everything else handed to `api` whole:
+/// the one line the binary calls. `api` as the fallback (rather than a
+/// merge) keeps its own fallback and layers, so an unknown path still gets
+/// the API's problem+json 404 and is counted in its metrics.
 pub fn mount(api: Router) -> Router {
-    api.merge(router())
+    router().fallback_service(api)
 }
 
 async fn index(headers: HeaderMap) -> Response {
