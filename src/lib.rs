@@ -208,7 +208,7 @@ fn run_core(
         let _ = ready.send(Ok(()));
         let smtp_task = uncorreo_smtpd::serve(smtp, smtp_shared, shutdown.clone());
         let realtime = app_state.realtime().clone();
-        let mut router = uncorreo_api::router(app_state);
+        let mut router = uncorreo_ui::mount(uncorreo_api::router(app_state));
         if let Some(mcp) = &mcp {
             router = router.merge(mcp.router());
         }

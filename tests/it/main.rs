@@ -9,3 +9,4 @@ mod ses;
 mod smtp;
 mod support;
 mod tidy;
+mod ui;

@@ -211,6 +211,8 @@ pub struct EventView {
     pub received_at: String,
     /// Raw size in bytes.
     pub size: u32,
+    /// Number of attachments.
+    pub attachments: u16,
     /// Plus tag it arrived for.
     pub plus_tag: Option<String>,
     /// Verification / sign-in links found in the body.
@@ -230,6 +232,7 @@ impl EventView {
             subject: m.summary.subject.clone(),
             received_at: rfc3339(m.received_at_ms),
             size: m.size,
+            attachments: m.summary.attachments,
             plus_tag: m.plus_tag.clone(),
             links: m.summary.links.clone(),
             codes: m.summary.codes.clone(),
@@ -246,6 +249,7 @@ impl EventView {
             subject: e.summary.subject.clone(),
             received_at: rfc3339(e.received_at_ms),
             size: e.size,
+            attachments: e.summary.attachments,
             plus_tag: e.plus_tag.clone(),
             links: e.summary.links.clone(),
             codes: e.summary.codes.clone(),

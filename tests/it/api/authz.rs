@@ -60,6 +60,11 @@ const MATRIX: &[(&str, &str, Class)] = &[
     ),
     (
         "GET",
+        "/api/v1/mailboxes/{address}/messages/{id}/html",
+        Class::Mailbox,
+    ),
+    (
+        "GET",
         "/api/v1/mailboxes/{address}/messages/{id}/attachments/{n}",
         Class::Mailbox,
     ),
