@@ -105,6 +105,11 @@ impl Appliance {
         // One token stops the listeners and ends the real-time streams, so SSE
         // bodies finish and the HTTP server can drain.
         let shutdown = app_state.realtime().shutdown_token();
+        // One MCP endpoint (one session table) for every core: a client's
+        // requests may arrive on different connections, so on different cores.
+        let mcp = config.mcp.enabled.then(|| {
+            uncorreo_mcp::Mcp::new(app_state.clone(), config.mcp.clone(), shutdown.clone())
+        });
         let mut threads = Vec::with_capacity(cores);
         let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), std::io::Error>>();
         let listeners = smtp_listeners
@@ -114,6 +119,7 @@ impl Appliance {
         for (core, ((smtp, smtps), http)) in listeners.enumerate() {
             let smtp_shared = Arc::clone(&smtp_shared);
             let app_state = app_state.clone();
+            let mcp = mcp.clone();
             let shutdown = shutdown.clone();
             let ready_tx = ready_tx.clone();
             let thread = std::thread::Builder::new()
@@ -123,6 +129,7 @@ impl Appliance {
                         CoreListeners { smtp, smtps, http },
                         smtp_shared,
                         app_state,
+                        mcp,
                         shutdown,
                         ready_tx,
                     )
@@ -209,6 +216,7 @@ fn run_core(
     listeners: CoreListeners,
     smtp_shared: Arc<uncorreo_smtpd::Shared>,
     app_state: uncorreo_api::AppState,
+    mcp: Option<uncorreo_mcp::Mcp>,
     shutdown: CancellationToken,
     ready: std::sync::mpsc::Sender<Result<(), std::io::Error>>,
 ) {
@@ -248,8 +256,11 @@ fn run_core(
         };
         let smtp_task = uncorreo_smtpd::serve(smtp, Arc::clone(&smtp_shared), shutdown.clone());
         let realtime = app_state.realtime().clone();
-        let app =
-            uncorreo_api::router(app_state).into_make_service_with_connect_info::<SocketAddr>();
+        let mut router = uncorreo_api::router(app_state);
+        if let Some(mcp) = &mcp {
+            router = router.merge(mcp.router());
+        }
+        let app = router.into_make_service_with_connect_info::<SocketAddr>();
         let http_task = async {
             let served = axum::serve(http, app)
                 .with_graceful_shutdown(shutdown.clone().cancelled_owned())

@@ -42,6 +42,16 @@ enum Command {
         #[command(subcommand)]
         command: ConfigCommand,
     },
+    /// Speak MCP on stdin/stdout for an agent host, bridged to a running
+    /// appliance's `/mcp` (logs go to stderr).
+    Mcp {
+        /// The appliance's base URL.
+        #[arg(long, env = "UNCORREO_URL", default_value = uncorreo_mcp::bridge::DEFAULT_URL)]
+        url: String,
+        /// Act as this user (`uct_…`); anonymous when unset.
+        #[arg(long, env = "UNCORREO_API_KEY", hide_env_values = true)]
+        api_key: Option<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -96,15 +106,21 @@ enum SnsCommand {
 }
 
 fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .init();
     let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    if let Some(Command::Mcp { .. }) = &cli.command {
+        // stdout carries the protocol; nothing else may be written there.
+        tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .init();
+    } else {
+        tracing_subscriber::fmt().with_env_filter(filter).init();
+    }
     match cli.command.unwrap_or(Command::Serve { config: None }) {
         Command::Serve { config } => serve(config),
+        Command::Mcp { url, api_key } => mcp_bridge(&url, api_key),
         Command::Admin {
             action:
                 AdminCommand::User {
@@ -248,6 +264,16 @@ fn wait_for_signal(token: tokio_util::sync::CancellationToken) {
         tracing::info!("shutting down: no new connections, finishing open ones");
         token.cancel();
     });
+}
+
+fn mcp_bridge(url: &str, api_key: Option<String>) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    runtime
+        .block_on(uncorreo_mcp::bridge::run(url, api_key))
+        .context("MCP bridge")
 }
 
 fn print_config(config: &Config) -> anyhow::Result<()> {

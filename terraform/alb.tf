@@ -43,6 +43,16 @@ resource "aws_lb" "api" {
   # silent for minutes: keep idle connections longer than the default 60 s.
   idle_timeout               = 300
   drop_invalid_header_fields = true
+  enable_deletion_protection = var.lb_deletion_protection
+
+  #checkov:skip=CKV2_AWS_76:the web ACL has the Log4j rules (AWSManagedRulesKnownBadInputsRuleSet); the check also wants AWSManagedRulesAnonymousIpList, whose hosting-provider list would block SNS deliveries and CI runners in clouds, our main clients
+
+  #checkov:skip=CKV_AWS_91:access logs are opt-in (var.lb_access_logs_bucket): they need a bucket with the ELB delivery policy, which this module does not own; uncorreo logs every request itself
+  access_logs {
+    enabled = var.lb_access_logs_bucket != ""
+    bucket  = var.lb_access_logs_bucket
+    prefix  = "${var.name}-api"
+  }
 }
 
 resource "aws_lb_target_group" "api" {

@@ -26,6 +26,7 @@ resource "aws_network_interface" "host" {
 }
 
 resource "aws_eip" "host" {
+  #checkov:skip=CKV2_AWS_19:attached to the instance through its primary network interface (aws_network_interface.host, device_index 0), which checkov does not follow
   domain            = "vpc"
   network_interface = aws_network_interface.host.id
 
@@ -39,6 +40,8 @@ resource "aws_instance" "host" {
   instance_type        = var.instance_type
   iam_instance_profile = aws_iam_instance_profile.instance.name
   key_name             = var.ssh_key_name
+  ebs_optimized        = true
+  monitoring           = var.detailed_monitoring
 
   network_interface {
     network_interface_id = aws_network_interface.host.id
@@ -54,6 +57,7 @@ resource "aws_instance" "host" {
     volume_type = "gp3"
     volume_size = var.root_volume_gb
     encrypted   = true
+    kms_key_id  = local.kms_key_arn
   }
 
   user_data = templatefile("${path.module}/user_data.sh.tftpl", {
@@ -87,6 +91,7 @@ resource "aws_ebs_volume" "log" {
   iops              = var.data_volume_iops
   throughput        = var.data_volume_throughput
   encrypted         = true
+  kms_key_id        = local.kms_key_arn
 
   tags = { Name = "${var.name}-log" }
 

@@ -5,6 +5,11 @@ resource "aws_ecr_repository" "uncorreo" {
   name                 = var.name
   image_tag_mutability = "IMMUTABLE"
 
+  encryption_configuration {
+    encryption_type = "KMS"
+    kms_key         = local.kms_key_arn
+  }
+
   image_scanning_configuration {
     scan_on_push = true
   }

@@ -18,6 +18,14 @@ resource "aws_lb" "smtp" {
   internal                         = false
   subnets                          = aws_subnet.public[*].id
   enable_cross_zone_load_balancing = true
+  enable_deletion_protection       = var.lb_deletion_protection
+
+  #checkov:skip=CKV_AWS_91:access logs are opt-in (var.lb_access_logs_bucket), as on the ALB; every SMTP session is logged by uncorreo itself
+  access_logs {
+    enabled = var.lb_access_logs_bucket != ""
+    bucket  = var.lb_access_logs_bucket
+    prefix  = "${var.name}-smtp"
+  }
 }
 
 resource "aws_lb_target_group" "smtp" {

@@ -41,7 +41,8 @@ resource "aws_route53_record" "dkim" {
 # The topic exists in both modes so its ARN can sit in uncorreo's
 # sns.allowed_topic_arns from day one.
 resource "aws_sns_topic" "inbound" {
-  name = "${var.name}-inbound"
+  name              = "${var.name}-inbound"
+  kms_master_key_id = local.kms_key_arn
 }
 
 locals {

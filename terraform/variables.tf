@@ -136,3 +136,56 @@ variable "enable_cloudwatch_agent" {
   type        = bool
   default     = false
 }
+
+variable "availability_zones" {
+  description = "The two Availability Zones for the subnets (the host uses the first). Empty = \"<region>a\" and \"<region>b\"; set it in regions where those names do not exist for your account."
+  type        = list(string)
+  default     = []
+
+  validation {
+    condition     = length(var.availability_zones) == 0 || length(var.availability_zones) == 2
+    error_message = "availability_zones takes exactly two zone names (or none for the default)."
+  }
+}
+
+variable "kms_key_arn" {
+  description = "ARN of an existing customer-managed KMS key for the log volume, the root volume, ECR, SNS and the CloudWatch log groups. Empty = this module creates one (with rotation)."
+  type        = string
+  default     = ""
+}
+
+variable "enable_waf" {
+  description = "Put an AWS WAF web ACL (AWS managed common + known-bad-inputs rules, logged to CloudWatch) in front of the ALB. ~USD 6/month + requests."
+  type        = bool
+  default     = true
+}
+
+variable "enable_flow_logs" {
+  description = "Send VPC flow logs (all traffic) to a KMS-encrypted CloudWatch log group."
+  type        = bool
+  default     = true
+}
+
+variable "log_retention_days" {
+  description = "Retention of the flow-log and WAF log groups."
+  type        = number
+  default     = 365
+}
+
+variable "lb_access_logs_bucket" {
+  description = "Existing S3 bucket (with the ELB log-delivery bucket policy) for ALB/NLB access logs. Empty = no access logs."
+  type        = string
+  default     = ""
+}
+
+variable "lb_deletion_protection" {
+  description = "Deletion protection on the load balancers (turn off before a deliberate `terraform destroy`)."
+  type        = bool
+  default     = true
+}
+
+variable "detailed_monitoring" {
+  description = "1-minute CloudWatch metrics for the instance (~USD 2/month)."
+  type        = bool
+  default     = true
+}

@@ -19,6 +19,13 @@ provider "aws" {
 
 data "aws_caller_identity" "current" {}
 
+# Pinned by name: the subnets (and the log volume, which must stay in the
+# host's zone) never move when AWS adds a zone to the region.
 data "aws_availability_zones" "available" {
   state = "available"
+
+  filter {
+    name   = "zone-name"
+    values = length(var.availability_zones) > 0 ? var.availability_zones : ["${var.region}a", "${var.region}b"]
+  }
 }

@@ -128,16 +128,32 @@ pub async fn create_mailbox(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<impl IntoResponse, Problem> {
     let req: CreateMailbox = json_body(&headers, &body?)?;
+    let created = create(&state, &caller, req).await?;
+    let location = format!("/api/v1/mailboxes/{}", created.address);
+    let mut h = HeaderMap::new();
+    if let Ok(v) = HeaderValue::from_str(&location) {
+        h.insert(header::LOCATION, v);
+    }
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok((StatusCode::CREATED, h, Json(created)))
+}
+
+/// Create a mailbox for `caller` under its plan: the policy behind
+/// `POST /api/v1/mailboxes` and MCP's `create_mailbox`, free of HTTP types.
+pub async fn create(
+    state: &AppState,
+    caller: &Caller,
+    req: CreateMailbox,
+) -> Result<MailboxCreated, Problem> {
     let engine = &state.engine;
-    let plan = caller.plan(&state).plan;
+    let plan = caller.plan(state).plan;
 
     let domain = match &req.domain {
         Some(d) if engine.is_local_domain(d) => d.to_ascii_lowercase(),
         Some(_) => {
-            return Err(Problem::new(
-                Kind::InvalidRequest,
-                "domain is not served here",
-            ))
+            return Err(
+                Problem::new(Kind::InvalidRequest, "domain is not served here").for_field("domain"),
+            )
         }
         None => engine
             .config()
@@ -148,10 +164,10 @@ pub async fn create_mailbox(
     };
     let ttl = match req.ttl_minutes {
         Some(0) => {
-            return Err(Problem::new(
-                Kind::InvalidRequest,
-                "ttl_minutes must be at least 1",
-            ))
+            return Err(
+                Problem::new(Kind::InvalidRequest, "ttl_minutes must be at least 1")
+                    .for_field("ttl_minutes"),
+            )
         }
         Some(t) if t > plan.max_ttl_minutes => {
             return Err(Problem::new(
@@ -160,7 +176,8 @@ pub async fn create_mailbox(
                     "ttl_minutes may be at most {} on this plan",
                     plan.max_ttl_minutes
                 ),
-            ))
+            )
+            .for_field("ttl_minutes"))
         }
         Some(t) => t,
         None => state.limits().default_ttl_minutes.min(plan.max_ttl_minutes),
@@ -174,6 +191,7 @@ pub async fn create_mailbox(
                     _ => "local_part may only hold a-z, 0-9, '.', '_' and '-' (no '+', no leading, trailing or double dot)",
                 },
             )
+            .for_field("local_part")
         })?),
         None => None,
     };
@@ -239,23 +257,13 @@ pub async fn create_mailbox(
     drop(reservation);
     ::metrics::counter!("uncorreo_mailboxes_created_total", "owner" => if token.is_some() { "anonymous" } else { "user" }).increment(1);
 
-    let location = format!("/api/v1/mailboxes/{}", info.address);
-    let mut h = HeaderMap::new();
-    if let Ok(v) = HeaderValue::from_str(&location) {
-        h.insert(header::LOCATION, v);
-    }
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    Ok((
-        StatusCode::CREATED,
-        h,
-        Json(MailboxCreated {
-            address: info.address.to_string(),
-            created_at: rfc3339(info.created_at_ms),
-            expires_at: rfc3339(info.expires_at_ms),
-            max_messages: info.max_messages,
-            session_token: token,
-        }),
-    ))
+    Ok(MailboxCreated {
+        address: info.address.to_string(),
+        created_at: rfc3339(info.created_at_ms),
+        expires_at: rfc3339(info.expires_at_ms),
+        max_messages: info.max_messages,
+        session_token: token,
+    })
 }
 
 /// `RANDOM_LOCAL_LEN` characters from `[a-z0-9]` (about 51 bits).
@@ -283,6 +291,11 @@ pub async fn list_mailboxes(
     State(state): State<AppState>,
     caller: Caller,
 ) -> Result<Json<MailboxList>, Problem> {
+    list(&state, &caller).map(Json)
+}
+
+/// The caller's live mailboxes, oldest first (REST and MCP).
+pub fn list(state: &AppState, caller: &Caller) -> Result<MailboxList, Problem> {
     let owner = caller.owner().ok_or_else(|| {
         Problem::new(
             Kind::AuthenticationRequired,
@@ -295,7 +308,7 @@ pub async fn list_mailboxes(
         .iter()
         .map(MailboxView::from)
         .collect();
-    Ok(Json(MailboxList { mailboxes }))
+    Ok(MailboxList { mailboxes })
 }
 
 /// One mailbox.
@@ -340,7 +353,13 @@ pub async fn delete_mailbox(
     caller: Caller,
     Path(address): Path<String>,
 ) -> Result<StatusCode, Problem> {
-    let mb = authorize_mailbox(&state, &caller, &address)?;
-    state.engine.delete_mailbox(mb.id).await?;
+    delete(&state, &caller, &address).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Delete a mailbox the caller may see (REST and MCP).
+pub async fn delete(state: &AppState, caller: &Caller, address: &str) -> Result<(), Problem> {
+    let mb = authorize_mailbox(state, caller, address)?;
+    state.engine.delete_mailbox(mb.id).await?;
+    Ok(())
 }

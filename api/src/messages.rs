@@ -169,13 +169,20 @@ pub async fn list_messages(
 ) -> Result<Json<MessagePage>, Problem> {
     let mb = authorize_mailbox(&state, &caller, &address)?;
     let Query(q) = query?;
+    list(&state, &mb, q).map(Json)
+}
+
+/// A page of summaries of `mb` past `q.since` (REST and MCP); `mb` comes
+/// from [`authorize_mailbox`].
+pub fn list(state: &AppState, mb: &MailboxInfo, q: ListQuery) -> Result<MessagePage, Problem> {
     let limits = state.limits();
     let limit = q.limit.unwrap_or(limits.default_page);
     if limit == 0 || limit > limits.max_page {
         return Err(Problem::new(
             Kind::InvalidRequest,
             format!("limit must be between 1 and {}", limits.max_page),
-        ));
+        )
+        .for_field("limit"));
     }
     let since = q.since.unwrap_or(0);
     let tag = q.tag.filter(|t| !t.is_empty());
@@ -216,11 +223,11 @@ pub async fn list_messages(
             .engine
             .mailbox_by_id(mb.id)
             .is_some_and(|m| m.last_seq > cursor);
-    Ok(Json(MessagePage {
+    Ok(MessagePage {
         messages: out,
         next_since: cursor,
         has_more,
-    }))
+    })
 }
 
 /// Read a message, parsed.
@@ -247,10 +254,15 @@ pub async fn get_message(
     Path(p): Path<MessagePath>,
 ) -> Result<Json<MessageView>, Problem> {
     let mb = authorize_mailbox(&state, &caller, &p.address)?;
-    let meta = message_in(&state, &mb, &p.id)?;
+    read(&state, &mb, &p.id).await.map(Json)
+}
+
+/// The parsed view of message `id` of `mb` (REST and MCP).
+pub async fn read(state: &AppState, mb: &MailboxInfo, id: &str) -> Result<MessageView, Problem> {
+    let meta = message_in(state, mb, id)?;
     let raw = state.engine.read_raw(meta.id)?;
     let parsed = crate::parse::parse(raw, state.limits().parse_max_bytes).await?;
-    Ok(Json(MessageView {
+    Ok(MessageView {
         id: meta.id.to_string(),
         seq: meta.id.seq,
         received_at: rfc3339(meta.received_at_ms),
@@ -260,7 +272,7 @@ pub async fn get_message(
         parsed,
         links: meta.summary.links,
         codes: meta.summary.codes,
-    }))
+    })
 }
 
 /// Delete a message.
@@ -314,9 +326,7 @@ pub async fn get_raw(
     Path(p): Path<MessagePath>,
 ) -> Result<Response, Problem> {
     let mb = authorize_mailbox(&state, &caller, &p.address)?;
-    let meta = message_in(&state, &mb, &p.id)?;
-    // Zero copy: the body is the engine's `Bytes` (a slice of the log).
-    let raw = state.engine.read_raw(meta.id)?;
+    let (meta, raw) = read_raw(&state, &mb, &p.id)?;
     let disposition = content_disposition(None, &format!("{}.eml", meta.id));
     Ok(binary(raw, "message/rfc822", &disposition))
 }
@@ -353,6 +363,18 @@ pub async fn get_attachment(
     let a = crate::parse::attachment(raw, state.limits().parse_max_bytes, n).await?;
     let disposition = content_disposition(a.filename.as_deref(), &format!("attachment-{n}"));
     Ok(binary(a.bytes, &a.content_type, &disposition))
+}
+
+/// The exact stored bytes of message `id` of `mb` (REST and MCP). Zero
+/// copy: the engine's `Bytes` is a slice of the log.
+pub fn read_raw(
+    state: &AppState,
+    mb: &MailboxInfo,
+    id: &str,
+) -> Result<(MessageMeta, bytes::Bytes), Problem> {
+    let meta = message_in(state, mb, id)?;
+    let raw = state.engine.read_raw(meta.id)?;
+    Ok((meta, raw))
 }
 
 /// A download that a browser will neither sniff nor render in our origin.

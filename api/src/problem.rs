@@ -195,6 +195,9 @@ pub struct Problem {
     pub detail: String,
     /// Seconds after which a retry may succeed (sent as `Retry-After`).
     pub retry_after: Option<u64>,
+    /// The request field at fault, for callers that name it structurally
+    /// (MCP's `-32602` `data.field`); the REST body keeps it in `detail`.
+    pub field: Option<&'static str>,
 }
 
 /// The one detail every invisible-or-missing resource answers with.
@@ -208,7 +211,14 @@ impl Problem {
             kind,
             detail: detail.into(),
             retry_after: None,
+            field: None,
         }
+    }
+
+    /// Name the request field at fault.
+    pub fn for_field(mut self, field: &'static str) -> Self {
+        self.field = Some(field);
+        self
     }
 
     /// The single answer for "missing" and "not yours".

@@ -19,6 +19,7 @@ use crossbeam_channel::TrySendError;
 use parking_lot::{Mutex, RwLock};
 use tokio::sync::oneshot;
 
+use crate::backup::{BackupError, BackupReport};
 use crate::clock::{Clock, SystemClock};
 use crate::codec;
 use crate::error::{EngineError, OpenError, ResolveError};
@@ -177,6 +178,15 @@ impl Engine {
                 let r = k.revoked_at_ms.get_or_insert(at);
                 *r = (*r).min(at);
             }
+        }
+        for (id, at) in meta_rec.disabled {
+            let d = meta.disabled.entry(id).or_insert(at);
+            *d = (*d).min(at);
+        }
+        let mut audit = meta_rec.audit;
+        audit.sort_by_key(|a| a.at_ms);
+        for entry in audit {
+            meta.push_audit(entry);
         }
         let dedupe: Vec<_> = (0..DEDUPE_STRIPES)
             .map(|_| Mutex::new(HashMap::new()))
@@ -782,6 +792,68 @@ impl Engine {
         v
     }
 
+    /// Every user, oldest first.
+    pub fn users(&self) -> Vec<UserInfo> {
+        let mut v: Vec<_> = self.shared().meta.read().users.values().cloned().collect();
+        v.sort_by_key(|u| (u.created_at_ms, u.id));
+        v
+    }
+
+    /// When `user` was disabled, if it was. A disabled user stays on record
+    /// (its mailboxes too) but every key of it is refused.
+    pub fn user_disabled_at(&self, user: UserId) -> Option<u64> {
+        self.shared().meta.read().disabled.get(&user.0).copied()
+    }
+
+    /// Record that `user` is disabled (durable before this returns).
+    /// Idempotent; [`EngineError::NotFound`] for an unknown user.
+    pub async fn disable_user(&self, user: UserId) -> Result<(), EngineError> {
+        self.call(0, |reply| Cmd::DisableUser {
+            id: user.0,
+            enq: Instant::now(),
+            at: self.now_ms(),
+            reply,
+        })
+        .await
+    }
+
+    /// The key with this id, revoked or not.
+    pub fn api_key(&self, id: ApiKeyId) -> Option<ApiKeyInfo> {
+        self.shared().meta.read().keys.get(&id.0).cloned()
+    }
+
+    /// Append an operator action to the audit trail (durable before this returns).
+    pub async fn record_audit(&self, entry: AuditEntry) -> Result<(), EngineError> {
+        self.call(0, |reply| Cmd::Audit {
+            entry,
+            enq: Instant::now(),
+            reply,
+        })
+        .await
+    }
+
+    /// The newest operator actions (up to 1000), oldest first.
+    pub fn audit_trail(&self) -> Vec<AuditEntry> {
+        self.shared().meta.read().audit.iter().cloned().collect()
+    }
+
+    /// Every live mailbox, oldest first.
+    pub fn all_mailboxes(&self) -> Vec<MailboxInfo> {
+        let now = self.now_ms();
+        let mut v = Vec::new();
+        for s in &self.shared().shards {
+            let idx = s.index.read();
+            v.extend(
+                idx.mailboxes
+                    .values()
+                    .filter(|m| m.info.expires_at_ms > now)
+                    .map(|m| m.info.clone()),
+            );
+        }
+        v.sort_by_key(|m| (m.created_at_ms, m.id));
+        v
+    }
+
     /// Subscribe to a mailbox's events. Events are only for messages committed
     /// after this call; to resume, subscribe first, then replay
     /// [`Engine::list_messages`] past the last seen sequence, then drop live
@@ -824,6 +896,15 @@ impl Engine {
             return Err(EngineError::Closed);
         }
         crate::compaction::pass(self.shared())
+    }
+
+    /// Copy a consistent snapshot of the log into the new or empty directory
+    /// `dest` while ingest goes on: every append acknowledged before this
+    /// call is in the copy, and starting an engine on `dest` restores it.
+    /// Compaction waits until the copy is done. See `backup.rs`.
+    pub fn backup(&self, dest: &std::path::Path) -> Result<BackupReport, BackupError> {
+        let _g = self.inner.compaction_lock.lock();
+        crate::backup::snapshot(self.shared(), dest)
     }
 
     /// Numbers for metrics and readiness.

@@ -7,7 +7,7 @@
 //! [`DecodeError`], never a panic: every read goes through [`Dec`], which
 //! checks bounds.
 
-use crate::types::{MessageSummary, Owner, Subscription};
+use crate::types::{AuditEntry, MessageSummary, Owner, Subscription};
 
 /// First 8 bytes of every segment file.
 pub(crate) const SEG_MAGIC: [u8; 8] = *b"UNCORSEG";
@@ -60,6 +60,8 @@ pub(crate) enum Kind {
     ApiKeyRevoked = 8,
     Dedupe = 9,
     BatchCommit = 10,
+    UserDisabled = 11,
+    AdminAudit = 12,
 }
 
 impl Kind {
@@ -75,6 +77,8 @@ impl Kind {
             8 => Self::ApiKeyRevoked,
             9 => Self::Dedupe,
             10 => Self::BatchCommit,
+            11 => Self::UserDisabled,
+            12 => Self::AdminAudit,
             _ => return None,
         })
     }
@@ -455,6 +459,11 @@ pub(crate) enum Record<'a> {
     BatchCommit {
         records: u32,
     },
+    UserDisabled {
+        id: u64,
+        at_ms: u64,
+    },
+    AdminAudit(AuditEntry),
 }
 
 impl Record<'_> {
@@ -470,6 +479,8 @@ impl Record<'_> {
             Self::ApiKeyRevoked { .. } => Kind::ApiKeyRevoked,
             Self::Dedupe { .. } => Kind::Dedupe,
             Self::BatchCommit { .. } => Kind::BatchCommit,
+            Self::UserDisabled { .. } => Kind::UserDisabled,
+            Self::AdminAudit(_) => Kind::AdminAudit,
         }
     }
 
@@ -562,6 +573,18 @@ impl Record<'_> {
                 e.u8(*parts);
             }
             Self::BatchCommit { records } => Enc(buf).u32(*records),
+            Self::UserDisabled { id, at_ms } => {
+                let mut e = Enc(buf);
+                e.u64(*id);
+                e.u64(*at_ms);
+            }
+            Self::AdminAudit(a) => {
+                let mut e = Enc(buf);
+                e.u64(a.at_ms);
+                e.str(&a.actor);
+                e.str(&a.action);
+                e.str(&a.target);
+            }
         }
     }
 }
@@ -763,6 +786,16 @@ pub(crate) fn decode(kind: u8, payload: &[u8]) -> Result<Record<'_>, DecodeError
             parts: d.u8()?,
         },
         Kind::BatchCommit => Record::BatchCommit { records: d.u32()? },
+        Kind::UserDisabled => Record::UserDisabled {
+            id: d.u64()?,
+            at_ms: d.u64()?,
+        },
+        Kind::AdminAudit => Record::AdminAudit(AuditEntry {
+            at_ms: d.u64()?,
+            actor: d.str()?,
+            action: d.str()?,
+            target: d.str()?,
+        }),
     };
     d.finish()?;
     Ok(r)
@@ -968,6 +1001,13 @@ mod tests {
                 parts: 2,
             },
             Record::BatchCommit { records: 4 },
+            Record::UserDisabled { id: 5, at_ms: 77 },
+            Record::AdminAudit(AuditEntry {
+                at_ms: 78,
+                actor: "uid:0 root".into(),
+                action: "user disable".into(),
+                target: "user 5".into(),
+            }),
         ]
     }
 

@@ -203,7 +203,12 @@ fn is_live(
             _ => false,
         },
         Some(
-            Kind::UserCreated | Kind::SubscriptionAdded | Kind::ApiKeyCreated | Kind::ApiKeyRevoked,
+            Kind::UserCreated
+            | Kind::SubscriptionAdded
+            | Kind::ApiKeyCreated
+            | Kind::ApiKeyRevoked
+            | Kind::UserDisabled
+            | Kind::AdminAudit,
         ) => true,
         Some(Kind::Dedupe) => match codec::decode(kind, payload) {
             Ok(Record::Dedupe { at_ms, .. }) => now.saturating_sub(at_ms) < DEDUPE_TTL_MS,

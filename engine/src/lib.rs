@@ -21,6 +21,7 @@
 #![deny(unsafe_code)]
 
 mod api;
+mod backup;
 mod clock;
 mod codec;
 mod compaction;
@@ -36,6 +37,7 @@ mod types;
 mod writer;
 
 pub use api::Engine;
+pub use backup::{verify, BackupError, BackupReport, VerifyReport};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{EngineError, OpenError, ResolveError};
 pub use fanout::{SubscribeError, Subscriber, SubscriberLimits};

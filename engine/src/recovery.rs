@@ -45,6 +45,8 @@ struct Acc {
     subs: Vec<(u64, u64, Subscription)>,
     keys: Vec<ApiKeyInfo>,
     revokes: Vec<(u64, u64)>,
+    disabled: Vec<(u64, u64)>,
+    audit: Vec<AuditEntry>,
     dedupe: Vec<(String, u64, u8)>,
     max_id: u64,
     max_floor: u64,
@@ -58,6 +60,9 @@ pub(crate) struct MetaRecovery {
     pub(crate) subs: Vec<(u64, u64, Subscription)>,
     pub(crate) keys: Vec<ApiKeyInfo>,
     pub(crate) revokes: Vec<(u64, u64)>,
+    /// (user, disabled at)
+    pub(crate) disabled: Vec<(u64, u64)>,
+    pub(crate) audit: Vec<AuditEntry>,
     /// key → (latest time, parts declared, shards seen)
     pub(crate) dedupe: HashMap<String, (u64, u8, HashSet<usize>)>,
 }
@@ -458,6 +463,8 @@ fn index_entries(seg: &Segment, entries: &[HintEntry], acc: &mut Acc) {
             }
             Record::ApiKeyRevoked { id, at_ms } => acc.revokes.push((id, at_ms)),
             Record::Dedupe { key, at_ms, parts } => acc.dedupe.push((key, at_ms, parts)),
+            Record::UserDisabled { id, at_ms } => acc.disabled.push((id, at_ms)),
+            Record::AdminAudit(entry) => acc.audit.push(entry),
             Record::Message { .. } | Record::BatchCommit { .. } => {}
         }
     }
@@ -557,6 +564,8 @@ fn resolve(
     meta.subs.extend(acc.subs.iter().cloned());
     meta.keys.extend(acc.keys.iter().cloned());
     meta.revokes.extend(acc.revokes.iter().cloned());
+    meta.disabled.extend(acc.disabled.iter().cloned());
+    meta.audit.extend(acc.audit.iter().cloned());
     for (k, at, parts) in &acc.dedupe {
         let e = meta
             .dedupe

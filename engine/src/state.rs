@@ -78,6 +78,23 @@ pub(crate) struct MetaState {
     pub(crate) users: HashMap<u64, UserInfo>,
     pub(crate) keys: HashMap<u64, ApiKeyInfo>,
     pub(crate) key_by_hash: HashMap<[u8; 32], u64>,
+    /// user → when it was disabled.
+    pub(crate) disabled: HashMap<u64, u64>,
+    /// The newest operator actions, oldest first, at most [`AUDIT_IN_MEMORY`]
+    /// (all of them stay in the log).
+    pub(crate) audit: std::collections::VecDeque<AuditEntry>,
+}
+
+/// Operator actions kept in memory for `admin audit`; older ones are only in the log.
+pub(crate) const AUDIT_IN_MEMORY: usize = 1000;
+
+impl MetaState {
+    pub(crate) fn push_audit(&mut self, entry: AuditEntry) {
+        if self.audit.len() >= AUDIT_IN_MEMORY {
+            self.audit.pop_front();
+        }
+        self.audit.push_back(entry);
+    }
 }
 
 pub(crate) struct DedupeEntry {

@@ -399,6 +399,20 @@ pub struct UserInfo {
     pub subscriptions: Vec<Subscription>,
 }
 
+/// One operator action as the audit trail keeps it (an `AdminAudit`
+/// record, FORMAT.md kind 12): who did what to which thing, and when.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditEntry {
+    /// When it was done (ms since epoch).
+    pub at_ms: u64,
+    /// Who: the operator channel's view of the caller (e.g. `uid 0 (root)`).
+    pub actor: String,
+    /// What, as the command names it (e.g. `key revoke`).
+    pub action: String,
+    /// To what (e.g. `user 3`, `key 7`, `mailbox a@b.test`).
+    pub target: String,
+}
+
 /// A user's subscription to a plan (plans themselves live in configuration).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Subscription {

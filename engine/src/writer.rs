@@ -91,6 +91,20 @@ pub(crate) enum Cmd {
         at: u64,
         reply: Reply<()>,
     },
+    /// Mark a user disabled (operator action; shard 0).
+    DisableUser {
+        id: u64,
+        enq: Instant,
+        /// The caller's clock when it asked (timestamps in the record).
+        at: u64,
+        reply: Reply<()>,
+    },
+    /// Record an operator action in the audit trail (shard 0).
+    Audit {
+        entry: AuditEntry,
+        enq: Instant,
+        reply: Reply<()>,
+    },
     /// Compaction: rewrite the live records of a sealed segment.
     Rewrite {
         seg: u32,
@@ -133,6 +147,11 @@ enum Apply {
         id: u64,
         at_ms: u64,
     },
+    Disable {
+        id: u64,
+        at_ms: u64,
+    },
+    Audit(AuditEntry),
 }
 
 enum Ack {
@@ -651,6 +670,32 @@ impl Writer {
                     }
                 }
             }
+            Cmd::DisableUser { id, enq, at, reply } => {
+                let state = {
+                    let m = self.shared.meta.read();
+                    (m.users.contains_key(&id), m.disabled.contains_key(&id))
+                };
+                match state {
+                    (false, _) => drop(reply.send(Err(EngineError::NotFound))),
+                    (true, true) => drop(reply.send(Ok(()))),
+                    (true, false) => {
+                        b.frame(&Record::UserDisabled { id, at_ms: at }, 0, 0);
+                        b.applies.push(Apply::Disable { id, at_ms: at });
+                        b.staged.push(Staged {
+                            ack: Ack::Unit(reply),
+                            enq,
+                        });
+                    }
+                }
+            }
+            Cmd::Audit { entry, enq, reply } => {
+                b.frame(&Record::AdminAudit(entry.clone()), 0, 0);
+                b.applies.push(Apply::Audit(entry));
+                b.staged.push(Staged {
+                    ack: Ack::Unit(reply),
+                    enq,
+                });
+            }
             Cmd::Rewrite { .. } | Cmd::Shutdown { .. } => {}
         }
     }
@@ -812,6 +857,10 @@ impl Writer {
                             k.revoked_at_ms.get_or_insert(at_ms);
                         }
                     }
+                    Apply::Disable { id, at_ms } => {
+                        self.shared.meta.write().disabled.entry(id).or_insert(at_ms);
+                    }
+                    Apply::Audit(entry) => self.shared.meta.write().push_audit(entry),
                 }
             }
         }
@@ -895,7 +944,9 @@ fn fail_cmd(cmd: Cmd, e: EngineError) {
         Cmd::DeleteMailbox { reply, .. }
         | Cmd::DeleteMessage { reply, .. }
         | Cmd::AddSubscription { reply, .. }
-        | Cmd::RevokeKey { reply, .. } => drop(reply.send(Err(e2()))),
+        | Cmd::RevokeKey { reply, .. }
+        | Cmd::DisableUser { reply, .. }
+        | Cmd::Audit { reply, .. } => drop(reply.send(Err(e2()))),
         Cmd::CreateUser { reply, .. } => drop(reply.send(Err(e2()))),
         Cmd::CreateKey { reply, .. } => drop(reply.send(Err(e2()))),
         Cmd::Rewrite { reply, .. } => drop(reply.send(Err(e2()))),

@@ -78,12 +78,13 @@ impl Matcher {
     }
 }
 
-fn pattern(p: Option<String>, max: usize, name: &str) -> Result<Option<String>, Problem> {
+fn pattern(p: Option<String>, max: usize, name: &'static str) -> Result<Option<String>, Problem> {
     match p {
         Some(p) if p.chars().count() > max => Err(Problem::new(
             Kind::InvalidRequest,
             format!("{name} must be at most {max} characters"),
-        )),
+        )
+        .for_field(name)),
         Some(p) if p.is_empty() => Ok(None),
         p => Ok(p.map(|p| p.to_lowercase())),
     }
@@ -117,6 +118,21 @@ pub async fn wait(
 ) -> Result<Json<WaitResponse>, Problem> {
     let mb = authorize_mailbox(&state, &caller, &address)?;
     let Query(q) = query?;
+    wait_for(&state, &mb, q, || ()).await.map(Json)
+}
+
+/// Wait for messages of `mb` past `q.since`: the one mechanism behind the
+/// long-poll route and MCP's `wait_for_message` / `wait_for_code`. Dropping
+/// the future ends the wait and its subscription. `subscribed` runs once the
+/// subscription exists, before the first scan: from then on no commit can be
+/// missed, so a client may trigger the mail (MCP tells its client through a
+/// progress notification).
+pub async fn wait_for(
+    state: &AppState,
+    mb: &MailboxInfo,
+    q: WaitQuery,
+    subscribed: impl FnOnce(),
+) -> Result<WaitResponse, Problem> {
     let cfg = state.realtime().config().clone();
     let timeout = q.timeout.unwrap_or(cfg.wait_default_timeout_secs);
     if timeout > cfg.wait_max_timeout_secs {
@@ -126,14 +142,16 @@ pub async fn wait(
                 "timeout must be between 0 and {}",
                 cfg.wait_max_timeout_secs
             ),
-        ));
+        )
+        .for_field("timeout"));
     }
     let count = q.count.unwrap_or(1);
     if count == 0 || count > cfg.wait_max_count {
         return Err(Problem::new(
             Kind::InvalidRequest,
             format!("count must be between 1 and {}", cfg.wait_max_count),
-        ));
+        )
+        .for_field("count"));
     }
     let max = cfg.wait_max_pattern_chars;
     let matcher = Matcher {
@@ -145,8 +163,8 @@ pub async fn wait(
     let deadline = tokio::time::Instant::now() + Duration::from_secs(timeout);
     let shutdown = state.realtime().shutdown_token();
     let mut w = Waiter {
-        state: &state,
-        mb: &mb,
+        state,
+        mb,
         matcher,
         cursor: since,
         found: Vec::new(),
@@ -158,6 +176,7 @@ pub async fn wait(
         .engine
         .subscribe_within(mb.id, cfg.limits())
         .map_err(subscribe_problem)?;
+    subscribed();
     loop {
         w.scan().await?;
         if w.found.len() >= count {
@@ -203,14 +222,14 @@ fn answer(
     found: Vec<MessageSummaryView>,
     timed_out: bool,
     outcome: &'static str,
-) -> Json<WaitResponse> {
+) -> WaitResponse {
     metrics::counter!("uncorreo_waits_total", "outcome" => outcome).increment(1);
     let next_since = found.last().map_or(since, |m| m.seq);
-    Json(WaitResponse {
+    WaitResponse {
         messages: found,
         next_since,
         timed_out,
-    })
+    }
 }
 
 struct Waiter<'a> {

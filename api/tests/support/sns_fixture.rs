@@ -3,7 +3,7 @@
 //! as SNS signs (string to sign from the production code is NOT used: the
 //! string is rebuilt here from the AWS description, so a bug there shows).
 //!
-//! Shared by `api/tests/sns_verify.rs` and the root `tests/ses_webhook.rs`
+//! Shared by `api/tests/sns_verify.rs` and the root `tests/it/ses/`
 //! (through `#[path]`). Keys are generated once per test binary.
 #![allow(dead_code)]
 

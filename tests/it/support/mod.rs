@@ -1,8 +1,7 @@
 //! Shared harness for the integration tests: a real appliance on 127.0.0.1
 //! port 0 with its own temporary data directory, and a raw SMTP client that
-//! tests of every area use. Area-specific helpers live in their own support
-//! modules, not here, so this file stays small and stable.
-#![allow(dead_code)]
+//! tests of every area use. Area-specific helpers live in their area's
+//! `mod.rs`, not here, so this file stays small and stable.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};

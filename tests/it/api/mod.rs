@@ -1,11 +1,20 @@
-//! Helpers for the HTTP API integration tests (tests/api_*.rs): a blocking
-//! HTTP client over real sockets, credentials, and a multipart test message.
-#![allow(dead_code)]
+//! The HTTP API through real sockets (one submodule per concern), and what
+//! those tests share: a blocking HTTP client, credentials, delivery through
+//! the engine, and a multipart test message.
+
+mod admin;
+mod authz;
+mod e2e;
+mod errors;
+mod health;
+mod ops;
+mod quotas;
+
 use reqwest::blocking::Client;
 use reqwest::Method;
 use serde_json::Value;
 
-use crate::common::{block_on, code, Raw, TestServer};
+use crate::support::{block_on, code, Raw, TestServer};
 
 /// A credential to send.
 #[derive(Debug, Clone)]

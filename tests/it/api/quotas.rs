@@ -4,10 +4,7 @@
 //! (`429 rate-limited` + `Retry-After`), plus the per-IP limit and the
 //! per-user API key limit.
 
-mod api_support;
-mod common;
-
-use api_support::{Api, Auth};
+use super::{Api, Auth};
 use serde_json::json;
 use uncorreo::Config;
 use uncorreo_api::Plan;
@@ -118,7 +115,7 @@ fn check_plan_edges(api: &Api, who: &str, auth: &Auth, p: Plan) {
 
     // Messages per mailbox: the engine stores max, then refuses the recipient.
     for i in 0..p.max_messages_per_mailbox {
-        api_support::deliver(
+        super::deliver(
             &api.server,
             last_addr,
             format!("Subject: {i}\r\n\r\nx\r\n").as_bytes(),
@@ -156,8 +153,8 @@ fn effective_plan_follows_active_subscriptions() {
     let api = Api::start_with(small_plans);
     let engine = &api.server.engine;
     // A user whose pro subscription has ended is on the default (free) plan.
-    let user = common::block_on(engine.create_user("lapsed".into())).unwrap();
-    common::block_on(engine.add_subscription(
+    let user = crate::support::block_on(engine.create_user("lapsed".into())).unwrap();
+    crate::support::block_on(engine.add_subscription(
         user.id,
         uncorreo_engine::Subscription {
             plan: "pro".into(),
@@ -166,7 +163,7 @@ fn effective_plan_follows_active_subscriptions() {
         },
     ))
     .unwrap();
-    let (_, key) = common::block_on(uncorreo_api::keys::mint(engine, user.id)).unwrap();
+    let (_, key) = crate::support::block_on(uncorreo_api::keys::mint(engine, user.id)).unwrap();
     let r = api.call(
         "POST",
         "/api/v1/mailboxes",
@@ -179,7 +176,7 @@ fn effective_plan_follows_active_subscriptions() {
         "free allows 20"
     );
     // Adding an active pro subscription lifts it to pro at once.
-    common::block_on(engine.add_subscription(
+    crate::support::block_on(engine.add_subscription(
         user.id,
         uncorreo_engine::Subscription {
             plan: "pro".into(),
@@ -197,7 +194,7 @@ fn effective_plan_follows_active_subscriptions() {
     assert_eq!(r.status, 201);
 }
 
-fn assert_limited(r: &api_support::Resp, per_minute: u64, what: &str) {
+fn assert_limited(r: &super::Resp, per_minute: u64, what: &str) {
     assert_eq!(
         (r.status, r.problem().as_str()),
         (429, "rate-limited"),

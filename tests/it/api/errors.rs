@@ -2,12 +2,9 @@
 //! type, including axum's own rejections (bad JSON, bad query, unknown
 //! route, wrong method, body too large) and parser trouble.
 
-mod api_support;
-mod common;
-
 use std::io::{Read, Write};
 
-use api_support::{Api, Auth};
+use super::{Api, Auth};
 use serde_json::json;
 
 fn raw_request(api: &Api, req: &str) -> (u16, String) {
@@ -45,7 +42,7 @@ fn axum_rejections_and_fallbacks_are_problems() {
             .body(body.to_owned())
             .send()
             .unwrap();
-        api_support::Resp {
+        super::Resp {
             status: r.status().as_u16(),
             headers: r.headers().clone(),
             body: r.bytes().unwrap().to_vec(),
@@ -147,7 +144,7 @@ fn unparseable_and_oversize_messages_still_serve_raw() {
     let (address, token) = api.mailbox(&Auth::None, json!({}));
     let auth = Auth::Bearer(token.unwrap());
     let big = format!("Subject: big\r\n\r\n{}\r\n", "y".repeat(2000));
-    let id = api_support::deliver(&api.server, &address, big.as_bytes());
+    let id = super::deliver(&api.server, &address, big.as_bytes());
     let base = format!("/api/v1/mailboxes/{address}/messages/{id}");
     let r = api.get(&base, &auth);
     assert_eq!(
@@ -163,7 +160,7 @@ fn unparseable_and_oversize_messages_still_serve_raw() {
     assert_eq!((r.status, r.body), (200, big.into_bytes()));
 
     // Garbage parses into an empty view rather than an error.
-    let id = api_support::deliver(&api.server, &address, b"\x00\xff\r\n\r\n\xfe");
+    let id = super::deliver(&api.server, &address, b"\x00\xff\r\n\r\n\xfe");
     let r = api.get(&format!("/api/v1/mailboxes/{address}/messages/{id}"), &auth);
     assert_eq!(r.status, 200);
     assert_eq!(r.json()["attachments"], json!([]));

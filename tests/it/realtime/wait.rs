@@ -4,11 +4,8 @@
 //! `timed_out: true`, and refuses out-of-range parameters with their exact
 //! limits.
 
-mod common;
-mod realtime_support;
-
+use super::*;
 use proptest::prelude::*;
-use realtime_support::*;
 use serde_json::Value;
 
 const TOKEN: &str = "test-session-token-for-wait";
@@ -20,7 +17,7 @@ fn rt() -> tokio::runtime::Runtime {
         .unwrap()
 }
 
-async fn wait(server: &common::TestServer, addr: &str, query: &str) -> (u16, Value) {
+async fn wait(server: &crate::support::TestServer, addr: &str, query: &str) -> (u16, Value) {
     let client = reqwest::Client::builder().no_proxy().build().unwrap();
     let r = tokio::time::timeout(
         HANG,
@@ -53,7 +50,7 @@ fn seqs(v: &Value) -> Vec<u64> {
 
 /// Start `wait`, then (only once the wait is subscribed) run `then`.
 async fn wait_then<F: std::future::Future<Output = ()>>(
-    server: &common::TestServer,
+    server: &crate::support::TestServer,
     addr: &str,
     query: &str,
     then: F,
@@ -291,5 +288,5 @@ proptest! {
     }
 }
 
-static SERVER: std::sync::OnceLock<common::TestServer> = std::sync::OnceLock::new();
+static SERVER: std::sync::OnceLock<crate::support::TestServer> = std::sync::OnceLock::new();
 static CASE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);

@@ -3,10 +3,7 @@
 //! which is then listed, read parsed, read raw, its attachments downloaded
 //! byte for byte, deleted, and gone.
 
-mod api_support;
-mod common;
-
-use api_support::{attachment_binary, signup_message, smtp_send, Api, Auth, ATTACHMENT_CSV};
+use super::{attachment_binary, signup_message, smtp_send, Api, Auth, ATTACHMENT_CSV};
 use serde_json::json;
 
 /// Everything after DATA is checked the same way for both ingest paths.
@@ -126,7 +123,7 @@ fn anonymous_mailbox(api: &Api) -> (String, String) {
     let j = r.json();
     let address = j["address"].as_str().unwrap().to_owned();
     let (local, domain) = address.split_once('@').unwrap();
-    assert_eq!(domain, common::DOMAIN);
+    assert_eq!(domain, crate::support::DOMAIN);
     assert_eq!(local.len(), 10);
     assert!(local
         .bytes()
@@ -160,7 +157,7 @@ fn engine_delivery_is_listed_read_parsed_raw_and_attachments_then_deleted() {
         b"Received: from client.test by uncorreo.test; Tue, 24 Nov 2026 10:00:01 +0000\r\n"
             .to_vec();
     stored.extend_from_slice(&sent);
-    api_support::deliver(&api.server, &address, &stored);
+    super::deliver(&api.server, &address, &stored);
     read_back_and_delete(&api, &address, &token, &sent);
 }
 
@@ -173,9 +170,9 @@ fn listing_pages_by_sequence_and_filters_by_plus_tag() {
     assert!(token.is_none(), "users get no session token");
     for i in 0..5 {
         let tag = if i % 2 == 0 { "even" } else { "odd" };
-        let rcpt = format!("pages+{tag}@{}", common::DOMAIN);
+        let rcpt = format!("pages+{tag}@{}", crate::support::DOMAIN);
         let rcpt = api.server.engine.resolve(&rcpt).unwrap();
-        common::block_on(api.server.engine.deliver(uncorreo_engine::Delivery {
+        crate::support::block_on(api.server.engine.deliver(uncorreo_engine::Delivery {
             raw: bytes::Bytes::from(format!("Subject: m{i}\r\n\r\nbody\r\n")),
             envelope_from: String::new(),
             recipients: vec![rcpt],
@@ -256,9 +253,9 @@ fn a_filtered_page_stops_at_max_scan_and_says_there_is_more() {
         let rcpt = api
             .server
             .engine
-            .resolve(&format!("scan+{tag}@{}", common::DOMAIN))
+            .resolve(&format!("scan+{tag}@{}", crate::support::DOMAIN))
             .unwrap();
-        common::block_on(api.server.engine.deliver(uncorreo_engine::Delivery {
+        crate::support::block_on(api.server.engine.deliver(uncorreo_engine::Delivery {
             raw: bytes::Bytes::from(format!("Subject: s{i}\r\n\r\nx\r\n")),
             envelope_from: String::new(),
             recipients: vec![rcpt],

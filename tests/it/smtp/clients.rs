@@ -4,11 +4,8 @@
 //! dot-unstuffing) with what was sent, with exactly our `Received:` line in
 //! front.
 
-mod common;
-mod smtp_support;
-
-use common::{TestServer, DOMAIN};
-use smtp_support::*;
+use super::*;
+use crate::support::{TestServer, DOMAIN};
 
 /// smtplib client: `send.py HOST PORT SPEC_JSON` where the spec says from,
 /// rcpts, mail options, the message file, and optional STARTTLS CA file.
@@ -320,7 +317,7 @@ mod with_lettre {
         let msg = message(&[addr("la"), addr("lb")]);
         let formatted = with_client_terminator(&msg.formatted());
         let t = transport(&server, None);
-        let resp = common::block_on(t.send(msg)).unwrap();
+        let resp = crate::support::block_on(t.send(msg)).unwrap();
         assert_eq!(resp.code().to_string(), "250");
         assert!(resp
             .message()
@@ -339,7 +336,7 @@ mod with_lettre {
         let msg = message(&[addr("la")]);
         let formatted = with_client_terminator(&msg.formatted());
         let t = transport(server, Some(&tls.cert_pem));
-        common::block_on(t.send(msg)).unwrap();
+        crate::support::block_on(t.send(msg)).unwrap();
         let h = assert_stored(&server.engine, &a, &[&formatted]);
         assert!(
             h[0].contains("from lettre.example ([127.0.0.1])"),
@@ -353,7 +350,7 @@ mod with_lettre {
     fn lettre_sees_permanent_refusals() {
         let server = TestServer::start();
         let t = transport(&server, None);
-        let err = common::block_on(t.send(message(&[addr("ghost")]))).unwrap_err();
+        let err = crate::support::block_on(t.send(message(&[addr("ghost")]))).unwrap_err();
         assert!(err.is_permanent(), "{err}");
         assert!(err.to_string().contains("5.1.1"), "{err}");
     }

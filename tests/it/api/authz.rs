@@ -3,12 +3,9 @@
 //! (same status, same body). Plus the tidy check that the matrix, the
 //! router and the OpenAPI document list the same routes.
 
-mod api_support;
-mod common;
-
 use std::collections::BTreeSet;
 
-use api_support::{fill, Api, Auth, Resp};
+use super::{fill, Api, Auth, Resp};
 use serde_json::json;
 
 /// How a route treats callers.
@@ -24,7 +21,7 @@ enum Class {
     Key,
     /// Scoped to one mailbox like [`Class::Mailbox`], but a long-lived
     /// stream (WebSocket, SSE): refusals are checked here, the owner's
-    /// stream in tests/realtime_*.rs.
+    /// stream in the `realtime` tests.
     Stream,
 }
 
@@ -97,19 +94,19 @@ fn world() -> World {
     let victim_key = api.user("free");
     let va = Auth::Bearer(victim_key.clone());
     let (victim_box, _) = api.mailbox(&va, json!({"local_part": "victim"}));
-    let raw = api_support::signup_message(&victim_box);
-    let victim_msg = api_support::deliver(&api.server, &victim_box, &raw).to_string();
+    let raw = super::signup_message(&victim_box);
+    let victim_msg = super::deliver(&api.server, &victim_box, &raw).to_string();
     let keys = api.get("/api/v1/keys", &va).json();
     let victim_key_id = keys["keys"][0]["id"].to_string();
 
     let (anon_box, anon_token) = api.mailbox(&Auth::None, json!({"local_part": "anonvictim"}));
     let anon_token = anon_token.unwrap();
-    let anon_msg = api_support::deliver(&api.server, &anon_box, &raw).to_string();
+    let anon_msg = super::deliver(&api.server, &anon_box, &raw).to_string();
 
     let other_key = api.user("free");
     let (other_box, other_token) = api.mailbox(&Auth::None, json!({"local_part": "attacker"}));
     let other_token = other_token.unwrap();
-    api_support::deliver(&api.server, &other_box, &raw);
+    super::deliver(&api.server, &other_box, &raw);
 
     let revoked_key = api.user("free");
     let ra = Auth::Bearer(revoked_key.clone());
@@ -173,7 +170,7 @@ fn every_route_refuses_every_wrong_credential_and_not_yours_looks_like_missing()
         ),
     ];
     // Ids that look right but name nothing.
-    let missing_box = format!("nobody@{}", common::DOMAIN);
+    let missing_box = format!("nobody@{}", crate::support::DOMAIN);
     let missing_msg = "ffff-1".to_owned();
     let missing_key_id = "999999".to_owned();
 

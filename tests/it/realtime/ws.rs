@@ -3,11 +3,8 @@
 //! slow consumers cut off with 4008 and resuming, 4004 on delete, 1001 on
 //! shutdown, credentials (header and `?token=`), subscriber limits.
 
-mod common;
-mod realtime_support;
-
+use super::*;
 use proptest::prelude::*;
-use realtime_support::*;
 
 const TOKEN: &str = "test-session-token-for-realtime";
 
@@ -92,7 +89,7 @@ fn the_token_query_parameter_opens_the_socket_and_wrong_credentials_are_refused(
         let missing = format!(
             "ws://{}/ws/inbox/nobody@{}?token=not-the-token",
             server.http,
-            common::DOMAIN
+            crate::support::DOMAIN
         );
         assert_eq!(ws_refused(&missing).await.1, wrong);
         // A header credential wins over the query one.
@@ -110,9 +107,10 @@ fn the_token_query_parameter_opens_the_socket_and_wrong_credentials_are_refused(
 #[test]
 fn a_plain_get_is_told_to_upgrade_with_a_problem() {
     let server = server_with(|_| {});
-    let addr = common::block_on(async { mailbox(&server.engine, "plain", TOKEN, 10).await })
-        .address
-        .to_string();
+    let addr =
+        crate::support::block_on(async { mailbox(&server.engine, "plain", TOKEN, 10).await })
+            .address
+            .to_string();
     let r = reqwest::blocking::Client::builder()
         .no_proxy()
         .build()
@@ -205,7 +203,7 @@ fn a_slow_consumer_is_closed_with_4008_and_resumes_from_its_last_sequence() {
     });
 }
 
-async fn ws_connect(server: &common::TestServer, addr: &str, since: u64) -> Ws {
+async fn ws_connect(server: &crate::support::TestServer, addr: &str, since: u64) -> Ws {
     ws(server, addr, TOKEN, since).await
 }
 
@@ -380,5 +378,5 @@ proptest! {
     }
 }
 
-static SERVER: std::sync::OnceLock<common::TestServer> = std::sync::OnceLock::new();
+static SERVER: std::sync::OnceLock<crate::support::TestServer> = std::sync::OnceLock::new();
 static CASE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);

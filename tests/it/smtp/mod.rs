@@ -1,8 +1,11 @@
-//! Helpers shared by the `tests/smtp_*.rs` integration tests: reading stored
-//! messages back, checking our `Received:` line, running outside clients
-//! (Python smtplib, swaks) and a tiny raw-socket client for what no library
-//! client speaks (BDAT, smuggling attempts).
-#![allow(dead_code)]
+//! The SMTP server over real sockets, and what those tests share: reading
+//! stored messages back, checking our `Received:` line, running outside
+//! clients (Python smtplib, swaks) and a TLS-enabled test server. Raw protocol
+//! dialogues use `support::Raw`.
+
+mod clients;
+mod kill;
+mod protocol;
 
 use std::process::Command;
 
@@ -100,7 +103,7 @@ pub fn swaks(args: &[&str]) -> (i32, String) {
 /// A test server with STARTTLS on, using a fresh self-signed certificate for
 /// `names`. The certificate's directory lives as long as this value.
 pub struct TlsServer {
-    pub server: crate::common::TestServer,
+    pub server: crate::support::TestServer,
     /// The certificate (PEM file), for clients to trust.
     pub cert_path: std::path::PathBuf,
     /// The same certificate as PEM text.
@@ -118,7 +121,7 @@ pub fn tls_server(names: &[&str]) -> TlsServer {
     let key_path = dir.path().join("key.pem");
     std::fs::write(&cert_path, cert.cert.pem()).unwrap();
     std::fs::write(&key_path, cert.signing_key.serialize_pem()).unwrap();
-    let server = crate::common::TestServer::start_with(|c| {
+    let server = crate::support::TestServer::start_with(|c| {
         c.smtp.tls_cert = Some(cert_path.clone());
         c.smtp.tls_key = Some(key_path);
     });

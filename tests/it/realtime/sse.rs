@@ -3,11 +3,8 @@
 //! `?since=`) exactly once under random interleavings, the `lagged` end for
 //! a slow reader, `mailbox_gone`, shutdown, and the subscriber limit.
 
-mod common;
-mod realtime_support;
-
+use super::*;
 use proptest::prelude::*;
-use realtime_support::*;
 
 const TOKEN: &str = "test-session-token-for-sse";
 
@@ -18,7 +15,7 @@ fn rt() -> tokio::runtime::Runtime {
         .unwrap()
 }
 
-fn url(server: &common::TestServer, addr: &str, query: &str) -> String {
+fn url(server: &crate::support::TestServer, addr: &str, query: &str) -> String {
     format!(
         "http://{}/api/v1/mailboxes/{addr}/events{query}",
         server.http
@@ -282,5 +279,5 @@ proptest! {
     }
 }
 
-static SERVER: std::sync::OnceLock<common::TestServer> = std::sync::OnceLock::new();
+static SERVER: std::sync::OnceLock<crate::support::TestServer> = std::sync::OnceLock::new();
 static CASE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);

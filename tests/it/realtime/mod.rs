@@ -1,7 +1,11 @@
-//! Helpers for the real-time tests (tests/realtime_*.rs): mailboxes whose
-//! session token the test knows, async delivery through the engine, a
-//! WebSocket client (tokio-tungstenite) and a minimal SSE reader.
-#![allow(dead_code)]
+//! Real-time delivery (WebSocket, SSE, long-poll wait), and what those tests
+//! share: mailboxes whose session token the test knows, async delivery
+//! through the engine, a WebSocket client (tokio-tungstenite) and a minimal
+//! SSE reader.
+
+mod sse;
+mod wait;
+mod ws;
 
 use std::time::Duration;
 
@@ -14,7 +18,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use uncorreo_engine::{Address, Delivery, DeliveryOutcome, Engine, MailboxInfo, NewMailbox, Owner};
 
-use crate::common::{TestServer, DOMAIN};
+use crate::support::{TestServer, DOMAIN};
 
 /// Failsafe against a hang; never an assertion about speed.
 pub const HANG: Duration = Duration::from_secs(60);

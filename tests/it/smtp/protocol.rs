@@ -2,13 +2,10 @@
 //! produces: BDAT/CHUNKING, a pipelined burst in one write, SMTP smuggling
 //! attempts, the idle timeout, and graceful shutdown.
 
-mod common;
-mod smtp_support;
-
 use std::time::Duration;
 
-use common::{code, Raw, TestServer};
-use smtp_support::*;
+use super::*;
+use crate::support::{code, Raw, TestServer};
 
 #[test]
 fn bdat_chunking_over_loopback() {

@@ -1,12 +1,9 @@
 //! `uncorreo admin user create`: the operator's way to mint the first API
 //! key, run as the real binary against a data directory.
 
-mod api_support;
-mod common;
-
 use std::process::Command;
 
-use api_support::{Api, Auth};
+use super::{Api, Auth};
 
 fn admin(data: &std::path::Path, args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_uncorreo"))

@@ -4,9 +4,6 @@
 //! stored and byte-identical, and that nothing we never sent appears.
 //! Messages that were in flight (no reply seen) may be either present or not.
 
-mod common;
-mod smtp_support;
-
 use std::collections::{HashMap, HashSet};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -106,20 +103,20 @@ fn burst(addr: SocketAddr, conn: usize, acked: Arc<Acked>) {
 #[test]
 fn every_acknowledged_message_survives_sigkill() {
     let data = tempfile::tempdir().unwrap();
-    let config = common::test_config(data.path());
+    let config = crate::support::test_config(data.path());
 
     // 1. Create the mailboxes in-process, then stop (the binary needs the dir lock).
     let appliance = Appliance::start(config.clone()).unwrap();
     for i in 0..CONNECTIONS {
         let new = NewMailbox {
-            address: Address::from_parts(&format!("k{i}"), common::DOMAIN).unwrap(),
+            address: Address::from_parts(&format!("k{i}"), crate::support::DOMAIN).unwrap(),
             owner: Owner::Anonymous {
                 token_hash: [0; 32],
             },
             expires_at_ms: appliance.engine.now_ms() + 3_600_000,
             max_messages: 1_000_000,
         };
-        common::block_on(appliance.engine.create_mailbox(new)).unwrap();
+        crate::support::block_on(appliance.engine.create_mailbox(new)).unwrap();
     }
     appliance.shutdown();
     assert!(
@@ -134,7 +131,7 @@ fn every_acknowledged_message_survives_sigkill() {
         .env("UNCORREO__ENGINE__DATA_DIR", data.path())
         .env(
             "UNCORREO__ENGINE__DOMAINS",
-            format!("[\"{}\"]", common::DOMAIN),
+            format!("[\"{}\"]", crate::support::DOMAIN),
         )
         .env("UNCORREO__ENGINE__MIN_FREE_BYTES", "0")
         .env("UNCORREO__CORES", "2")
@@ -197,13 +194,13 @@ fn every_acknowledged_message_survives_sigkill() {
     let appliance = Appliance::start(config).unwrap();
     let mut found: HashMap<(usize, usize), Vec<u8>> = HashMap::new();
     for i in 0..CONNECTIONS {
-        let address = Address::from_parts(&format!("k{i}"), common::DOMAIN).unwrap();
+        let address = Address::from_parts(&format!("k{i}"), crate::support::DOMAIN).unwrap();
         let mb = appliance
             .engine
             .mailbox(&address)
             .expect("mailbox survived");
-        for raw in smtp_support::stored(&appliance.engine, &mb) {
-            let (_, rest) = smtp_support::split_received(&raw);
+        for raw in super::stored(&appliance.engine, &mb) {
+            let (_, rest) = super::split_received(&raw);
             let text = String::from_utf8_lossy(&rest).into_owned();
             let id = text
                 .lines()

@@ -6,17 +6,14 @@
 //! The signing certificate reaches the appliance through `[sns]
 //! trusted_cert_dir` (the offline certificate source), so no network is used.
 
-mod common;
-
-#[path = "../api/tests/support/sns_fixture.rs"]
-mod fx;
+use super::fixture as fx;
 
 use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::Command;
 
-use common::TestServer;
+use crate::support::TestServer;
 use uncorreo::{Appliance, Config};
 
 const EMAIL: &[u8] =
@@ -62,7 +59,7 @@ fn signed_notification(id: &str) -> String {
 }
 
 fn assert_stored_once(engine: &uncorreo_engine::Engine, id: &str) {
-    let address = uncorreo_engine::Address::from_parts("box", common::DOMAIN).unwrap();
+    let address = uncorreo_engine::Address::from_parts("box", crate::support::DOMAIN).unwrap();
     let mb = engine.mailbox(&address).expect("mailbox exists");
     let list = engine.list_messages(mb.id, 0, 100).unwrap();
     assert_eq!(list.len(), 1, "exactly one stored copy");
@@ -118,7 +115,7 @@ fn a_redelivered_notification_is_a_duplicate_after_a_restart() {
     assert_eq!((status, json["outcome"].as_str()), (200, Some("delivered")));
 
     server.stop();
-    let mut config = common::test_config(server.data.path());
+    let mut config = crate::support::test_config(server.data.path());
     sns_config(&mut config, certs.path());
     let appliance = Appliance::start(config).expect("restarts on the same data dir");
     let (status, json) = post(appliance.http_addr, &body);

@@ -1,0 +1,11 @@
+//! The appliance's integration tests, in one binary: each area is a module
+//! (its tests plus the helpers only it uses), `support` is the harness all of
+//! them share (`TestServer` on 127.0.0.1 port 0, a raw SMTP client). One
+//! binary links the appliance once instead of once per test file.
+
+mod api;
+mod realtime;
+mod ses;
+mod smtp;
+mod support;
+mod tidy;
