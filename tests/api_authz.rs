@@ -47,6 +47,11 @@ const MATRIX: &[(&str, &str, Class)] = &[
         Class::Mailbox,
     ),
     (
+        "POST",
+        "/api/v1/mailboxes/{address}/messages",
+        Class::Mailbox,
+    ),
+    (
         "GET",
         "/api/v1/mailboxes/{address}/messages/{id}",
         Class::Mailbox,

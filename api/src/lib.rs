@@ -25,6 +25,7 @@ pub mod problem;
 pub mod quota;
 pub mod ratelimit;
 pub mod realtime;
+pub mod send;
 pub mod sns;
 pub mod time;
 
@@ -150,6 +151,10 @@ impl AppState {
     /// WebSocket / SSE / long-poll settings and shutdown.
     pub fn realtime(&self) -> &realtime::Realtime {
         &self.shared.realtime
+    }
+    /// The name our `Received:` lines give.
+    pub fn hostname(&self) -> &str {
+        self.shared.sns.hostname()
     }
     /// The Prometheus renderer.
     pub fn metrics_handle(&self) -> &::metrics_exporter_prometheus::PrometheusHandle {
