@@ -51,6 +51,8 @@ pub enum Kind {
     KeyLimit,
     /// 409: a live mailbox already has that address.
     AddressTaken,
+    /// 409: the mailbox holds its plan's maximum of messages (HTTP send).
+    MailboxFull,
     /// 429.
     RateLimited,
     /// 422: the stored message is too large to parse (read it raw instead).
@@ -85,6 +87,7 @@ impl Kind {
             Self::MailboxLimit => "mailbox-limit",
             Self::KeyLimit => "key-limit",
             Self::AddressTaken => "address-taken",
+            Self::MailboxFull => "mailbox-full",
             Self::RateLimited => "rate-limited",
             Self::MessageTooLargeToParse => "message-too-large-to-parse",
             Self::Unparseable => "unparseable-message",
@@ -109,7 +112,7 @@ impl Kind {
             | Self::TtlTooLong
             | Self::MessageTooLargeToParse
             | Self::Unparseable => StatusCode::UNPROCESSABLE_ENTITY,
-            Self::AddressTaken => StatusCode::CONFLICT,
+            Self::AddressTaken | Self::MailboxFull => StatusCode::CONFLICT,
             Self::RateLimited => StatusCode::TOO_MANY_REQUESTS,
             Self::Unavailable | Self::StorageFailed => StatusCode::SERVICE_UNAVAILABLE,
             Self::InsufficientStorage => StatusCode::INSUFFICIENT_STORAGE,
@@ -134,6 +137,7 @@ impl Kind {
             Self::MailboxLimit => "Mailbox limit reached",
             Self::KeyLimit => "API key limit reached",
             Self::AddressTaken => "Address taken",
+            Self::MailboxFull => "Mailbox full",
             Self::RateLimited => "Too many requests",
             Self::MessageTooLargeToParse => "Message too large to parse",
             Self::Unparseable => "Message could not be parsed",
@@ -160,6 +164,7 @@ impl Kind {
         Self::MailboxLimit,
         Self::KeyLimit,
         Self::AddressTaken,
+        Self::MailboxFull,
         Self::RateLimited,
         Self::MessageTooLargeToParse,
         Self::Unparseable,

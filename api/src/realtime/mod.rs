@@ -83,16 +83,16 @@ impl Default for RealtimeConfig {
 }
 
 impl RealtimeConfig {
-    fn limits(&self) -> SubscriberLimits {
+    pub(crate) fn limits(&self) -> SubscriberLimits {
         SubscriberLimits {
             per_mailbox: self.max_subscribers_per_mailbox,
             total: self.max_subscribers,
         }
     }
-    fn ping(&self) -> Duration {
+    pub(crate) fn ping(&self) -> Duration {
         Duration::from_secs(self.ping_interval_secs.max(1))
     }
-    fn send_timeout(&self) -> Duration {
+    pub(crate) fn send_timeout(&self) -> Duration {
         Duration::from_secs(self.send_timeout_secs.max(1))
     }
 }
