@@ -27,7 +27,15 @@ pub enum StartError {
     /// A listen address is not `host:port`.
     #[error("listen address {0:?} is not ip:port")]
     BadAddress(String),
-    /// Binding or setting up a socket, a thread or a runtime failed.
+    /// A listen address could not be bound (e.g. another process holds it).
+    #[error("{what}: {source}")]
+    Bind {
+        /// Which listener.
+        what: &'static str,
+        /// The cause, naming the address.
+        source: cores::BindError,
+    },
+    /// Setting up a socket, a thread or a runtime failed.
     #[error("{what}: {source}")]
     Io {
         /// What was being done.
@@ -62,10 +70,11 @@ impl Appliance {
         let smtp_addr = parse_addr(&config.smtp.listen)?;
         let http_addr = parse_addr(&config.http.listen)?;
         let io = |what| move |source| StartError::Io { what, source };
+        let bind = |what| move |source| StartError::Bind { what, source };
         let smtp_listeners =
-            cores::reuseport_listeners(smtp_addr, cores).map_err(io("binding SMTP"))?;
+            cores::reuseport_listeners(smtp_addr, cores).map_err(bind("binding SMTP"))?;
         let http_listeners =
-            cores::reuseport_listeners(http_addr, cores).map_err(io("binding HTTP"))?;
+            cores::reuseport_listeners(http_addr, cores).map_err(bind("binding HTTP"))?;
         let smtp_addr = local_addr(&smtp_listeners)?;
         let http_addr = local_addr(&http_listeners)?;
         let mut smtps_listeners: Vec<Option<std::net::TcpListener>> = match &config.smtp.tls_listen
