@@ -56,8 +56,8 @@ fn claim(addr: SocketAddr) -> Result<SocketAddr, BindError> {
         io::ErrorKind::AddrInUse => BindError::InUse(addr),
         _ => BindError::Io { addr, source },
     };
-    let probe = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))
-        .map_err(fail)?;
+    let probe =
+        Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP)).map_err(fail)?;
     // SO_REUSEADDR only lets the probe past our own closed connections in
     // TIME_WAIT; it never lets two sockets share a listening port on Linux.
     probe.set_reuse_address(true).map_err(fail)?;
@@ -66,7 +66,11 @@ fn claim(addr: SocketAddr) -> Result<SocketAddr, BindError> {
         .local_addr()
         .map_err(fail)?
         .as_socket()
-        .ok_or_else(|| fail(io::Error::other("bound address is not an IP socket address")))
+        .ok_or_else(|| {
+            fail(io::Error::other(
+                "bound address is not an IP socket address",
+            ))
+        })
 }
 
 fn bind_group(addr: SocketAddr, cores: usize) -> io::Result<Vec<TcpListener>> {

@@ -80,7 +80,7 @@ impl Appliance {
         let mut smtps_listeners: Vec<Option<std::net::TcpListener>> = match &config.smtp.tls_listen
         {
             Some(listen) => cores::reuseport_listeners(parse_addr(listen)?, cores)
-                .map_err(io("binding SMTPS"))?
+                .map_err(bind("binding SMTPS"))?
                 .into_iter()
                 .map(Some)
                 .collect(),

@@ -265,7 +265,7 @@ fn received_line(state: &AppState, client: IpAddr, raw: &[u8]) -> String {
         Some(i) if i == 0 || raw.get(i - 1) != Some(&b'\r') => "\n",
         _ => "\r\n",
     };
-    let date = crate::sns::time::rfc5322_date(state.engine.now_ms());
+    let date = uncorreo_mail::date::rfc5322_date(state.engine.now_ms() / 1000);
     format!(
         "Received: from [{client}] by {} (uncorreo) with HTTP; {date}{eol}",
         state.hostname()

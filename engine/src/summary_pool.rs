@@ -75,7 +75,8 @@ impl SummaryPool {
 
     /// The summary of `raw`, derived on a pool thread.
     pub(crate) async fn summarize(&self, raw: Bytes) -> Result<MessageSummary, DeliverError> {
-        self.submit(raw)?.await
+        self.submit(raw)?
+            .await
             .map_err(|_| DeliverError::from(StorageError::Closed))
     }
 }

@@ -4,6 +4,8 @@
 //! binary links the appliance once instead of once per test file.
 
 mod api;
+mod mailpit;
+mod mcp;
 mod realtime;
 mod ses;
 mod smtp;

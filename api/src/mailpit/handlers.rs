@@ -301,7 +301,7 @@ pub async fn delete_search(
 async fn delete_ids(state: &AppState, ids: &[MessageId]) -> Result<(), MailpitError> {
     for id in ids {
         match state.engine.delete_message(*id).await {
-            Ok(()) | Err(uncorreo_engine::EngineError::NotFound) => {}
+            Ok(()) | Err(uncorreo_engine::WriteError::NotFound) => {}
             Err(e) => return Err(e.into()),
         }
         state.mailpit().marks.forget(*id);

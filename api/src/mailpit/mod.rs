@@ -106,11 +106,22 @@ impl From<Problem> for MailpitError {
     }
 }
 
-impl From<uncorreo_engine::EngineError> for MailpitError {
-    fn from(e: uncorreo_engine::EngineError) -> Self {
-        Problem::from_engine(&e).into()
-    }
+/// Engine errors answer as the REST API would, in Mailpit's shape.
+macro_rules! from_engine_error {
+    ($($error:ty),*) => {$(
+        impl From<$error> for MailpitError {
+            fn from(e: $error) -> Self {
+                Problem::from(e).into()
+            }
+        }
+    )*};
 }
+from_engine_error!(
+    uncorreo_engine::StorageError,
+    uncorreo_engine::DeliverError,
+    uncorreo_engine::WriteError,
+    uncorreo_engine::LookupError
+);
 
 impl IntoResponse for MailpitError {
     fn into_response(self) -> Response {
@@ -317,7 +328,7 @@ pub fn instance_messages(
             }
         }
     }
-    out.sort_by(|a, b| (b.0.received_at_ms, b.0.id).cmp(&(a.0.received_at_ms, a.0.id)));
+    out.sort_by_key(|m| std::cmp::Reverse((m.0.received_at_ms, m.0.id)));
     Ok(out)
 }
 

@@ -200,6 +200,9 @@ fn split_args(input: &str) -> Vec<String> {
     out
 }
 
+/// A filter built from the text after its `prefix:`.
+type MakeFilter = fn(String) -> Filter;
+
 fn filter_of(word: &str) -> Option<Filter> {
     let lower = word.to_lowercase();
     let value = |prefix: &str| -> Option<String> {
@@ -212,7 +215,7 @@ fn filter_of(word: &str) -> Option<Filter> {
         let v = v.strip_suffix('>').unwrap_or(v);
         (!v.is_empty()).then(|| v.to_owned())
     };
-    let prefixed: &[(&str, fn(String) -> Filter)] = &[
+    let prefixed: &[(&str, MakeFilter)] = &[
         ("to:", Filter::To),
         ("from:", Filter::From),
         ("cc:", Filter::Cc),
@@ -322,7 +325,7 @@ pub fn parse_size(s: &str) -> Option<u64> {
         _ => return None,
     };
     let bytes = n * mult;
-    (bytes.is_finite() && bytes >= 1.0 && bytes < 1e15).then_some(bytes as u64)
+    (bytes.is_finite() && (1.0..1e15).contains(&bytes)).then_some(bytes as u64)
 }
 
 #[cfg(test)]

@@ -112,8 +112,12 @@ async fn send_inner(state: &AppState, inst: &Instance, body: Body) -> Result<Str
         .map_err(|e| error(StatusCode::BAD_REQUEST, e.to_string()))?;
     let now = state.engine.now_ms();
     let message_id = format!("{}@{}", random_token(), state.hostname());
-    let raw = build(&req, &crate::sns::time::rfc5322_date(now), &message_id)
-        .map_err(|e| error(StatusCode::BAD_REQUEST, e))?;
+    let raw = build(
+        &req,
+        &uncorreo_mail::date::rfc5322_date(now / 1000),
+        &message_id,
+    )
+    .map_err(|e| error(StatusCode::BAD_REQUEST, e))?;
     let mut rcpts: Vec<Recipient> = Vec::new();
     let all = req
         .to
@@ -329,7 +333,7 @@ pub fn build(req: &SendRequest, date: &str, message_id: &str) -> Result<Vec<u8>,
                 ));
             }
             let cid = clean(&a.content_id, "ContentID")?;
-            let quoted = name.replace('\\', "_").replace('"', "_");
+            let quoted = name.replace(['\\', '"'], "_");
             let disposition_name = if quoted.is_ascii() {
                 format!("\"{quoted}\"")
             } else {

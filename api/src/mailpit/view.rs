@@ -246,7 +246,7 @@ pub fn summary(meta: &MessageMeta, address: &str, x: &Extracted, marks: &Flags) 
         bcc: x.bcc.clone(),
         reply_to: x.reply_to.clone(),
         subject: x.subject.clone(),
-        created: crate::time::rfc3339(meta.received_at_ms),
+        created: uncorreo_mail::date::rfc3339_millis(meta.received_at_ms),
         username: String::new(),
         tags: marks.tags.clone(),
         size: u64::from(meta.size),
@@ -274,7 +274,7 @@ pub fn message(meta: &MessageMeta, address: &str, x: &Extracted, marks: &Flags) 
         date: x
             .date
             .clone()
-            .unwrap_or_else(|| crate::time::rfc3339(meta.received_at_ms)),
+            .unwrap_or_else(|| uncorreo_mail::date::rfc3339_millis(meta.received_at_ms)),
         tags: marks.tags.clone(),
         username: String::new(),
         text: x.text.clone(),

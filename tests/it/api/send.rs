@@ -3,23 +3,14 @@
 //! line in front and the bytes otherwise as sent, announced to subscribers,
 //! and every limit answered with its own problem type.
 
-mod api_support;
-mod common;
-
-use api_support::{Api, Auth};
+use crate::api::{Api, Auth, Resp};
 use reqwest::blocking::Body;
 use serde_json::json;
 
 const MESSAGE: &[u8] =
     b"From: App <app@example.com>\r\nTo: box@uncorreo.test\r\nSubject: Sent over HTTP\r\n\r\nYour code is 314159.\r\n";
 
-fn post_raw(
-    api: &Api,
-    path: &str,
-    auth: &Auth,
-    content_type: &str,
-    body: Vec<u8>,
-) -> api_support::Resp {
+fn post_raw(api: &Api, path: &str, auth: &Auth, content_type: &str, body: Vec<u8>) -> Resp {
     let mut req = api
         .client
         .post(api.server.url(path))
@@ -31,7 +22,7 @@ fn post_raw(
         Auth::Session(s) => req.header("x-session-token", s),
     };
     let r = req.send().unwrap();
-    api_support::Resp {
+    Resp {
         status: r.status().as_u16(),
         headers: r.headers().clone(),
         body: r.bytes().unwrap().to_vec(),

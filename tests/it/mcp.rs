@@ -4,13 +4,11 @@
 //! HTTP at `/mcp`, and stdio through `uncorreo mcp`), with mail sent over
 //! real SMTP. Limits the SDK cannot provoke are checked with raw HTTP.
 
-mod common;
-
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::TestServer;
+use crate::support::TestServer;
 
 fn python() -> String {
     std::env::var("PYTHON").unwrap_or_else(|_| "python3".to_owned())

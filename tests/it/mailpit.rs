@@ -3,12 +3,9 @@
 //! (tests/mailpit/suite.mjs), and the routes' authentication, error shapes
 //! and events WebSocket are checked from Rust.
 
-mod api_support;
-mod common;
-
 use std::process::Command;
 
-use api_support::{Api, Auth};
+use crate::api::{self as api_support, Api, Auth};
 use base64::Engine as _;
 use futures_util::StreamExt;
 use serde_json::json;
