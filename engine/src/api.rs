@@ -58,6 +58,11 @@ impl Drop for Inner {
 
 /// Largest accepted `segment_bytes`: record offsets are 32-bit.
 const MAX_SEGMENT_BYTES: u64 = 1 << 31;
+/// Longest key of a [`Engine::put_state`] entry, in bytes.
+pub const MAX_STATE_KEY_BYTES: usize = 256;
+/// Largest value of a [`Engine::put_state`] entry, in bytes.
+pub const MAX_STATE_VALUE_BYTES: usize = 64 * 1024;
+
 /// Largest accepted `max_message_bytes` (a segment must hold one message).
 const MAX_MESSAGE_BYTES: usize = 1 << 30;
 
@@ -858,6 +863,45 @@ impl Engine {
             reply,
         })
         .await
+    }
+
+    /// Set (`Some`) or delete (`None`) a small durable entry for the crates
+    /// above the engine (webhook endpoints, delivery cursors): the engine
+    /// stores and replays them, it does not interpret them. Durable before
+    /// this returns; the last write of a key wins. Bounded:
+    /// [`MAX_STATE_KEY_BYTES`], [`MAX_STATE_VALUE_BYTES`] and 100,000 live
+    /// keys, past which it answers [`WriteError::LimitReached`].
+    pub async fn put_state(&self, key: &str, value: Option<&str>) -> Result<(), WriteError> {
+        if key.len() > MAX_STATE_KEY_BYTES || value.is_some_and(|v| v.len() > MAX_STATE_VALUE_BYTES)
+        {
+            return Err(WriteError::LimitReached);
+        }
+        self.call(0, |reply| Cmd::PutState {
+            key: key.to_owned(),
+            value: value.map(str::to_owned),
+            enq: Instant::now(),
+            reply,
+        })
+        .await
+    }
+
+    /// The value of a [`Engine::put_state`] entry.
+    pub fn state(&self, key: &str) -> Option<String> {
+        let idx = self.shared().shards.first()?.index.read();
+        idx.states.get(key).map(|e| e.value.clone())
+    }
+
+    /// Every [`Engine::put_state`] entry whose key starts with `prefix`, by key.
+    pub fn states_with_prefix(&self, prefix: &str) -> Vec<(String, String)> {
+        let Some(shard) = self.shared().shards.first() else {
+            return Vec::new();
+        };
+        let idx = shard.index.read();
+        idx.states
+            .range(prefix.to_owned()..)
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .map(|(k, e)| (k.clone(), e.value.clone()))
+            .collect()
     }
 
     /// The newest operator actions (up to 1000), oldest first.

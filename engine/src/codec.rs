@@ -62,6 +62,7 @@ pub(crate) enum Kind {
     BatchCommit = 10,
     UserDisabled = 11,
     AdminAudit = 12,
+    State = 13,
 }
 
 impl Kind {
@@ -79,6 +80,7 @@ impl Kind {
             10 => Self::BatchCommit,
             11 => Self::UserDisabled,
             12 => Self::AdminAudit,
+            13 => Self::State,
             _ => return None,
         })
     }
@@ -464,6 +466,13 @@ pub(crate) enum Record<'a> {
         at_ms: u64,
     },
     AdminAudit(AuditEntry),
+    /// A durable key-value entry of the crates above the engine (`value`
+    /// none = deleted); the highest `version` of a key wins.
+    State {
+        key: String,
+        version: u64,
+        value: Option<String>,
+    },
 }
 
 impl Record<'_> {
@@ -481,6 +490,7 @@ impl Record<'_> {
             Self::BatchCommit { .. } => Kind::BatchCommit,
             Self::UserDisabled { .. } => Kind::UserDisabled,
             Self::AdminAudit(_) => Kind::AdminAudit,
+            Self::State { .. } => Kind::State,
         }
     }
 
@@ -584,6 +594,16 @@ impl Record<'_> {
                 e.str(&a.actor);
                 e.str(&a.action);
                 e.str(&a.target);
+            }
+            Self::State {
+                key,
+                version,
+                value,
+            } => {
+                let mut e = Enc(buf);
+                e.str(key);
+                e.u64(*version);
+                e.opt_str(value.as_deref());
             }
         }
     }
@@ -796,6 +816,11 @@ pub(crate) fn decode(kind: u8, payload: &[u8]) -> Result<Record<'_>, DecodeError
             action: d.str()?,
             target: d.str()?,
         }),
+        Kind::State => Record::State {
+            key: d.str()?,
+            version: d.u64()?,
+            value: d.opt_str()?,
+        },
     };
     d.finish()?;
     Ok(r)
@@ -1008,6 +1033,16 @@ mod tests {
                 action: "user disable".into(),
                 target: "user 5".into(),
             }),
+            Record::State {
+                key: "webhook/endpoint/ab".into(),
+                version: 14,
+                value: Some("{}".into()),
+            },
+            Record::State {
+                key: "webhook/endpoint/ab".into(),
+                version: 15,
+                value: None,
+            },
         ]
     }
 

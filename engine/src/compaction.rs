@@ -216,6 +216,18 @@ fn is_live(
             Ok(Record::Dedupe { at_ms, .. }) => now.saturating_sub(at_ms) < DEDUPE_TTL_MS,
             _ => false,
         },
+        // A value is live while it is its key's newest version; a deletion
+        // is always kept, so an older value in another segment cannot come
+        // back at the next open (one small record per deleted key).
+        Some(Kind::State) => match codec::decode(kind, payload) {
+            Ok(Record::State {
+                key,
+                version,
+                value: Some(_),
+            }) => idx.states.get(&key).is_some_and(|e| e.version == version),
+            Ok(Record::State { value: None, .. }) => true,
+            _ => false,
+        },
         Some(Kind::BatchCommit) | None => false,
     }
 }

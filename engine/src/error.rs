@@ -107,6 +107,10 @@ pub enum WriteError {
     /// The thing to create exists already (an API key with this hash).
     #[error("already exists")]
     AlreadyExists,
+    /// A fixed bound of the engine would be exceeded (e.g. the number or
+    /// size of `State` entries). Permanent for this request.
+    #[error("a storage limit was reached")]
+    LimitReached,
     /// The shard's queue is full. Temporary.
     #[error("storage is saturated; try again shortly")]
     Saturated,

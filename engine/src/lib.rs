@@ -36,7 +36,7 @@ mod sys;
 mod types;
 mod writer;
 
-pub use api::Engine;
+pub use api::{Engine, MAX_STATE_KEY_BYTES, MAX_STATE_VALUE_BYTES};
 pub use backup::{verify, BackupError, BackupReport, VerifyReport};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{

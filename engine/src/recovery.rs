@@ -17,7 +17,7 @@ use std::sync::Arc;
 use crate::codec::{self, FrameError, HeaderError, Hint, HintEntry, Kind, Record, SegHeader};
 use crate::error::OpenError;
 use crate::segment::{self, Segment};
-use crate::state::{MailboxEntry, MsgRef, ShardIndex, DEDUPE_TTL_MS};
+use crate::state::{MailboxEntry, MsgRef, ShardIndex, StateValue, DEDUPE_TTL_MS};
 use crate::sys::Map;
 use crate::types::*;
 
@@ -48,6 +48,8 @@ struct Acc {
     disabled: Vec<(u64, u64)>,
     audit: Vec<AuditEntry>,
     dedupe: Vec<(String, u64, u8)>,
+    /// (key, version, value, segment, record length)
+    states: Vec<(String, u64, Option<String>, u32, u32)>,
     max_id: u64,
     max_floor: u64,
     corrupt: u64,
@@ -465,6 +467,14 @@ fn index_entries(seg: &Segment, entries: &[HintEntry], acc: &mut Acc) {
             Record::Dedupe { key, at_ms, parts } => acc.dedupe.push((key, at_ms, parts)),
             Record::UserDisabled { id, at_ms } => acc.disabled.push((id, at_ms)),
             Record::AdminAudit(entry) => acc.audit.push(entry),
+            Record::State {
+                key,
+                version,
+                value,
+            } => {
+                acc.max_id = acc.max_id.max(version);
+                acc.states.push((key, version, value, seg.no, e.len));
+            }
             Record::Message { .. } | Record::BatchCommit { .. } => {}
         }
     }
@@ -555,6 +565,27 @@ fn resolve(
             if let Some(s) = rec.segs.get(&r.seg) {
                 s.add_dead(u64::from(r.len));
             }
+        }
+    }
+    // The newest version of each key wins, whatever order compaction left
+    // the records in; older values count as dead bytes.
+    let mut states = acc.states.clone();
+    states.sort_by_key(|(_, version, ..)| *version);
+    for (key, version, value, seg, len) in states {
+        max_id = max_id.max(version);
+        if let Some(old) = rec.index.states.remove(&key) {
+            if let Some(s) = rec.segs.get(&old.seg) {
+                s.add_dead(u64::from(old.len));
+            }
+        }
+        if let Some(value) = value {
+            let entry = StateValue {
+                version,
+                value,
+                seg,
+                len,
+            };
+            rec.index.states.insert(key, entry);
         }
     }
     let from_ids = if max_id == 0 { 1 } else { max_id / n64 + 1 };

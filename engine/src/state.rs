@@ -65,6 +65,19 @@ pub(crate) struct ShardIndex {
     pub(crate) mailboxes: HashMap<u64, MailboxEntry>,
     /// The newest mailbox at each address (it may have expired).
     pub(crate) by_address: HashMap<Address, u64>,
+    /// Live `State` entries by key (shard 0 only; see [`crate::Engine::put_state`]).
+    pub(crate) states: BTreeMap<String, StateValue>,
+}
+
+/// Most live `State` entries (the API bounds its own use far below this).
+pub(crate) const MAX_STATE_ENTRIES: usize = 100_000;
+
+/// The newest version of one `State` key and where its record is.
+pub(crate) struct StateValue {
+    pub(crate) version: u64,
+    pub(crate) value: String,
+    pub(crate) seg: u32,
+    pub(crate) len: u32,
 }
 
 pub(crate) struct Shard {

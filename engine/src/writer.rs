@@ -26,7 +26,7 @@ use crate::error::{
 };
 use crate::poison::PoisonDart;
 use crate::segment::{self, Segment};
-use crate::state::{MailboxEntry, MsgRef, Shared, REF_CORRUPT};
+use crate::state::{MailboxEntry, MsgRef, Shared, StateValue, MAX_STATE_ENTRIES, REF_CORRUPT};
 use crate::sys::Map;
 use crate::types::*;
 
@@ -108,6 +108,13 @@ pub(crate) enum Cmd {
         enq: Instant,
         reply: Reply<(), WriteError>,
     },
+    /// Set or delete a `State` entry (shard 0).
+    PutState {
+        key: String,
+        value: Option<String>,
+        enq: Instant,
+        reply: Reply<(), WriteError>,
+    },
     /// Compaction: rewrite the live records of a sealed segment.
     Rewrite {
         seg: u32,
@@ -160,6 +167,12 @@ enum Apply {
         at_ms: u64,
     },
     Audit(AuditEntry),
+    State {
+        key: String,
+        version: u64,
+        value: Option<String>,
+        len: u32,
+    },
 }
 
 enum Ack {
@@ -211,6 +224,8 @@ struct Batch {
     deleted_mb: HashSet<u64>,
     deleted_msgs: HashSet<(u64, u64)>,
     key_hashes: HashSet<[u8; 32]>,
+    /// `State` keys this batch sets, for the entry limit.
+    new_states: HashSet<String>,
 }
 
 impl Batch {
@@ -710,6 +725,50 @@ impl Writer {
                     enq,
                 });
             }
+            Cmd::PutState {
+                key,
+                value,
+                enq,
+                reply,
+            } => {
+                let (exists, live) = {
+                    let idx = self.shared.shards[self.shard].index.read();
+                    (idx.states.contains_key(&key), idx.states.len())
+                };
+                let staged_new = b.new_states.iter().filter(|k| **k != key).count();
+                if value.is_none() && !exists && !b.new_states.contains(&key) {
+                    // Nothing to delete: no record, so a retried delete stays cheap.
+                    drop(reply.send(Ok(())));
+                    return;
+                }
+                if value.is_some() && !exists && live + staged_new >= MAX_STATE_ENTRIES {
+                    drop(reply.send(Err(WriteError::LimitReached)));
+                    return;
+                }
+                if value.is_some() {
+                    b.new_states.insert(key.clone());
+                }
+                let version = self.alloc_id();
+                let (_, len) = b.frame(
+                    &Record::State {
+                        key: key.clone(),
+                        version,
+                        value: value.clone(),
+                    },
+                    version,
+                    0,
+                );
+                b.applies.push(Apply::State {
+                    key,
+                    version,
+                    value,
+                    len,
+                });
+                b.staged.push(Staged {
+                    ack: Ack::Unit(reply),
+                    enq,
+                });
+            }
             Cmd::Rewrite { .. } | Cmd::Shutdown { .. } | Cmd::PanicForTests { .. } => {}
         }
     }
@@ -876,6 +935,30 @@ impl Writer {
                         self.shared.meta.write().disabled.entry(id).or_insert(at_ms);
                     }
                     Apply::Audit(entry) => self.shared.meta.write().push_audit(entry),
+                    Apply::State {
+                        key,
+                        version,
+                        value,
+                        len,
+                    } => {
+                        if let Some(old) = idx.states.get(&key) {
+                            mark_dead(&self.shared, self.shard, old.seg, old.len);
+                        }
+                        match value {
+                            Some(value) => {
+                                let entry = StateValue {
+                                    version,
+                                    value,
+                                    seg: seg_no,
+                                    len,
+                                };
+                                idx.states.insert(key, entry);
+                            }
+                            None => {
+                                idx.states.remove(&key);
+                            }
+                        }
+                    }
                 }
             }
         }
@@ -957,7 +1040,8 @@ fn fail_cmd(cmd: Cmd, e: BatchFailure) {
         | Cmd::AddSubscription { reply, .. }
         | Cmd::RevokeKey { reply, .. }
         | Cmd::DisableUser { reply, .. }
-        | Cmd::Audit { reply, .. } => drop(reply.send(Err(e.into()))),
+        | Cmd::Audit { reply, .. }
+        | Cmd::PutState { reply, .. } => drop(reply.send(Err(e.into()))),
         Cmd::CreateUser { reply, .. } => drop(reply.send(Err(e.into()))),
         Cmd::CreateKey { reply, .. } => drop(reply.send(Err(e.into()))),
         Cmd::Rewrite { reply, .. } => drop(reply.send(Err(e.into()))),
