@@ -37,6 +37,8 @@ pub struct Config {
     pub realtime: uncorreo_api::realtime::RealtimeConfig,
     /// `[sns]`: the SES → SNS webhook (`POST /api/v1/ses/inbound`).
     pub sns: SnsConfig,
+    /// `[webhooks]`: outbound webhooks (SSRF policy, retries, timeouts, limits).
+    pub webhooks: uncorreo_api::webhooks::WebhooksConfig,
     /// `[mcp]`: the MCP endpoint (`/mcp`): sessions, waits, allowed hosts.
     pub mcp: uncorreo_mcp::McpConfig,
 }

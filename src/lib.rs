@@ -107,6 +107,7 @@ impl Appliance {
                 plans: config.plans.clone(),
                 limits: config.limits.clone(),
                 realtime: config.realtime.clone(),
+                webhooks: config.webhooks.clone(),
             },
             sns_state,
         )
@@ -147,6 +148,12 @@ impl Appliance {
             threads.push(thread);
         }
         drop(ready_tx);
+        if let Some(t) =
+            uncorreo_api::webhooks::spawn(engine.clone(), app_state.webhooks(), shutdown.clone())
+                .map_err(io("starting the webhook dispatcher"))?
+        {
+            threads.push(t);
+        }
         for _ in 0..threads.len() {
             match ready_rx.recv() {
                 Ok(Ok(())) => {}

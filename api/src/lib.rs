@@ -28,6 +28,7 @@ pub mod ratelimit;
 pub mod realtime;
 pub mod send;
 pub mod sns;
+pub mod webhooks;
 
 use std::sync::Arc;
 
@@ -66,6 +67,8 @@ pub struct ApiConfig {
     pub limits: LimitsConfig,
     /// `[realtime]`.
     pub realtime: realtime::RealtimeConfig,
+    /// `[webhooks]`.
+    pub webhooks: webhooks::WebhooksConfig,
 }
 
 /// What every handler can reach; cheap to clone (one per core), one shared
@@ -86,6 +89,7 @@ struct Shared {
     realtime: realtime::Realtime,
     sns: sns::SnsState,
     mailpit: mailpit::MailpitState,
+    webhooks: webhooks::Webhooks,
 }
 
 impl axum::extract::FromRef<AppState> for sns::SnsState {
@@ -121,6 +125,7 @@ impl AppState {
                 realtime: realtime::Realtime::new(config.realtime.clone()),
                 sns,
                 mailpit: mailpit::MailpitState::default(),
+                webhooks: webhooks::Webhooks::new(config.webhooks.clone()),
                 config,
             }),
         })
@@ -157,6 +162,10 @@ impl AppState {
     /// The Mailpit-compatible API's cache and marks.
     pub fn mailpit(&self) -> &mailpit::MailpitState {
         &self.shared.mailpit
+    }
+    /// Outbound webhook settings and the dispatcher's wake-up.
+    pub fn webhooks(&self) -> &webhooks::Webhooks {
+        &self.shared.webhooks
     }
     /// The name our `Received:` lines give.
     pub fn hostname(&self) -> &str {

@@ -43,6 +43,12 @@ pub const BATCH_BUCKETS: &[f64] = &[
     1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0, 2048.0, 4096.0,
 ];
 
+/// Webhook attempts and events by `outcome`: `delivered` (a 2xx), `failed`
+/// (an attempt that will be retried or was the last), `refused` (the host
+/// resolved to an address webhooks may not reach), `exhausted` (retry budget
+/// spent, event dropped), `dropped` (over the per-endpoint queue bound).
+pub const WEBHOOK_DELIVERIES_TOTAL: &str = "uncorreo_webhook_deliveries_total";
+
 /// How often histogram samples are folded into buckets even without a scrape,
 /// so memory stays bounded when nobody scrapes.
 const UPKEEP_EVERY: Duration = Duration::from_secs(5);
@@ -115,6 +121,10 @@ fn describe() {
         "Stored messages the parsed view could not be built for (too large, unparseable, parser panic)."
     );
     crate::realtime::describe_metrics();
+    describe_counter!(
+        WEBHOOK_DELIVERIES_TOTAL,
+        "Outbound webhook attempts and events, by outcome (delivered, failed, refused, exhausted, dropped)."
+    );
     describe_gauge!("uncorreo_mailboxes", "Live mailboxes.");
     describe_gauge!("uncorreo_messages", "Live stored messages.");
     describe_gauge!("uncorreo_segments", "Log segment files on disk.");

@@ -11,7 +11,7 @@ use utoipa::{Modify, OpenApi};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::{keys, mailboxes, messages, ops, realtime, AppState};
+use crate::{keys, mailboxes, messages, ops, realtime, webhooks, AppState};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -30,6 +30,7 @@ one that does not exist (404 `not-found`).",
         (name = "messages", description = "Messages in a mailbox"),
         (name = "keys", description = "API keys of the calling user"),
         (name = "realtime", description = "WebSocket, Server-Sent Events and long-poll on one resumable per-mailbox sequence"),
+        (name = "webhooks", description = "Outbound webhooks: every committed message POSTed to your URL, signed per Standard Webhooks, retried with backoff"),
         (name = "ses", description = "The SES → SNS inbound webhook"),
         (name = "operations", description = "Health, readiness, metrics, this document"),
     )
@@ -91,6 +92,16 @@ pub fn api_router(json_body_bytes: usize) -> OpenApiRouter<AppState> {
         .routes(routes!(realtime::ws::ws_inbox))
         .routes(routes!(realtime::sse::mailbox_events))
         .routes(routes!(realtime::wait::wait))
+        .routes(routes!(
+            webhooks::create_mailbox_webhook,
+            webhooks::list_mailbox_webhooks
+        ))
+        .routes(routes!(webhooks::delete_mailbox_webhook))
+        .routes(routes!(
+            webhooks::create_user_webhook,
+            webhooks::list_user_webhooks
+        ))
+        .routes(routes!(webhooks::delete_user_webhook))
         // The bodies of every route above are small JSON: capped at
         // `limits.json_body_bytes`, refused with 413 from `Content-Length`
         // alone when declared. `route_layer` covers only the routes

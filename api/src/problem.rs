@@ -49,6 +49,10 @@ pub enum Kind {
     MailboxLimit,
     /// 403: the user holds `max_api_keys_per_user` active keys already.
     KeyLimit,
+    /// 403: the mailbox, user or appliance holds as many webhooks as allowed.
+    WebhookLimit,
+    /// 422: a webhook URL whose host is private, loopback, link-local, metadata… or does not resolve.
+    WebhookUrlRefused,
     /// 409: a live mailbox already has that address.
     AddressTaken,
     /// 409: the mailbox holds its plan's maximum of messages (HTTP send).
@@ -86,6 +90,8 @@ impl Kind {
             Self::TtlTooLong => "ttl-too-long",
             Self::MailboxLimit => "mailbox-limit",
             Self::KeyLimit => "key-limit",
+            Self::WebhookLimit => "webhook-limit",
+            Self::WebhookUrlRefused => "webhook-url-refused",
             Self::AddressTaken => "address-taken",
             Self::MailboxFull => "mailbox-full",
             Self::RateLimited => "rate-limited",
@@ -104,11 +110,14 @@ impl Kind {
             Self::NotFound | Self::NoSuchRoute => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::AuthenticationRequired | Self::InvalidCredentials => StatusCode::UNAUTHORIZED,
-            Self::ApiKeyRequired | Self::MailboxLimit | Self::KeyLimit => StatusCode::FORBIDDEN,
+            Self::ApiKeyRequired | Self::MailboxLimit | Self::KeyLimit | Self::WebhookLimit => {
+                StatusCode::FORBIDDEN
+            }
             Self::BadRequest => StatusCode::BAD_REQUEST,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::InvalidRequest
+            | Self::WebhookUrlRefused
             | Self::TtlTooLong
             | Self::MessageTooLargeToParse
             | Self::Unparseable => StatusCode::UNPROCESSABLE_ENTITY,
@@ -136,6 +145,8 @@ impl Kind {
             Self::TtlTooLong => "TTL above the plan's maximum",
             Self::MailboxLimit => "Mailbox limit reached",
             Self::KeyLimit => "API key limit reached",
+            Self::WebhookLimit => "Webhook limit reached",
+            Self::WebhookUrlRefused => "Webhook URL refused",
             Self::AddressTaken => "Address taken",
             Self::MailboxFull => "Mailbox full",
             Self::RateLimited => "Too many requests",
@@ -163,6 +174,8 @@ impl Kind {
         Self::TtlTooLong,
         Self::MailboxLimit,
         Self::KeyLimit,
+        Self::WebhookLimit,
+        Self::WebhookUrlRefused,
         Self::AddressTaken,
         Self::MailboxFull,
         Self::RateLimited,

@@ -12,3 +12,4 @@ mod smtp;
 mod support;
 mod tidy;
 mod ui;
+mod webhooks;

@@ -222,7 +222,7 @@ pub struct EventView {
 }
 
 impl EventView {
-    fn from_meta(address: &str, m: &MessageMeta) -> Self {
+    pub(crate) fn from_meta(address: &str, m: &MessageMeta) -> Self {
         Self {
             event: "new_message".to_owned(),
             mailbox: address.to_owned(),

@@ -79,6 +79,24 @@ const MATRIX: &[(&str, &str, Class)] = &[
     ("GET", "/ws/inbox/{address}", Class::Stream),
     ("GET", "/api/v1/mailboxes/{address}/events", Class::Stream),
     ("GET", "/api/v1/mailboxes/{address}/wait", Class::Mailbox),
+    (
+        "POST",
+        "/api/v1/mailboxes/{address}/webhooks",
+        Class::Mailbox,
+    ),
+    (
+        "GET",
+        "/api/v1/mailboxes/{address}/webhooks",
+        Class::Mailbox,
+    ),
+    (
+        "DELETE",
+        "/api/v1/mailboxes/{address}/webhooks/{webhook}",
+        Class::Mailbox,
+    ),
+    ("POST", "/api/v1/webhooks", Class::Own),
+    ("GET", "/api/v1/webhooks", Class::Own),
+    ("DELETE", "/api/v1/webhooks/{webhook}", Class::Own),
 ];
 
 struct World {
