@@ -148,12 +148,6 @@ impl Appliance {
             threads.push(thread);
         }
         drop(ready_tx);
-        if let Some(t) =
-            uncorreo_api::webhooks::spawn(engine.clone(), app_state.webhooks(), shutdown.clone())
-                .map_err(io("starting the webhook dispatcher"))?
-        {
-            threads.push(t);
-        }
         for _ in 0..threads.len() {
             match ready_rx.recv() {
                 Ok(Ok(())) => {}
@@ -171,6 +165,19 @@ impl Appliance {
                         source: std::io::Error::other("core thread exited during start"),
                     });
                 }
+            }
+        }
+        // After the cores are ready: the loop above counts core threads only.
+        match uncorreo_api::webhooks::spawn(engine.clone(), app_state.webhooks(), shutdown.clone())
+        {
+            Ok(Some(t)) => threads.push(t),
+            Ok(None) => {}
+            Err(source) => {
+                shutdown.cancel();
+                return Err(StartError::Io {
+                    what: "starting the webhook dispatcher",
+                    source,
+                });
             }
         }
         tracing::info!(%smtp_addr, %http_addr, cores, "uncorreo is serving");

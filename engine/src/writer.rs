@@ -755,7 +755,7 @@ impl Writer {
                         version,
                         value: value.clone(),
                     },
-                    version,
+                    0,
                     0,
                 );
                 b.applies.push(Apply::State {

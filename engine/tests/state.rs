@@ -49,6 +49,11 @@ fn newest_value_wins_and_deletions_stick_across_restart_and_compaction() {
     // A key written again after a restart gets a newer version than any before.
     block_on(e.put_state("hook/b", Some("again"))).unwrap();
     e.compact_now().unwrap();
+    // Offline verification accepts the kind (and its hint entries).
+    let copy = tempfile::tempdir().unwrap();
+    e.backup(&copy.path().join("b")).unwrap();
+    let v = verify(&copy.path().join("b"), c.now_ms()).unwrap();
+    assert!(v.ok(), "{v:?}");
     e.shutdown();
     drop(e);
     remove_hints(dir.path());
