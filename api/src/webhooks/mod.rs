@@ -268,9 +268,12 @@ async fn create(
     let config = state.webhooks().config();
     let target = client::Target::parse(&req.url)
         .map_err(|e| Problem::new(Kind::InvalidRequest, format!("url: {e}")).for_field("url"))?;
-    address::resolve_checked(&target.host, target.port, config.allow_private)
+    // Bounded like an attempt: a resolver that hangs must not hold the request.
+    let lookup = address::resolve_checked(&target.host, target.port, config.allow_private);
+    let checked = tokio::time::timeout(std::time::Duration::from_millis(config.timeout_ms), lookup)
         .await
-        .map_err(|e| Problem::new(Kind::WebhookUrlRefused, e.to_string()).for_field("url"))?;
+        .unwrap_or_else(|_| Err(address::AddressError::Unresolvable(target.host.clone())));
+    checked.map_err(|e| Problem::new(Kind::WebhookUrlRefused, e.to_string()).for_field("url"))?;
     let all = endpoints(&state.engine);
     let mine = all.iter().filter(|e| e.scope == scope).count();
     if mine >= config.max_endpoints_per_owner {
