@@ -25,7 +25,7 @@ pub mod problem;
 pub mod quota;
 pub mod ratelimit;
 pub mod realtime;
-pub mod sns;
+pub mod ses;
 pub mod time;
 
 use std::sync::Arc;
@@ -83,23 +83,24 @@ struct Shared {
     quotas: quota::Quotas,
     metrics: ::metrics_exporter_prometheus::PrometheusHandle,
     realtime: realtime::Realtime,
-    sns: sns::SnsState,
+    ses: uncorreo_ses::Ingest,
 }
 
-impl axum::extract::FromRef<AppState> for sns::SnsState {
+impl axum::extract::FromRef<AppState> for uncorreo_ses::Ingest {
     fn from_ref(state: &AppState) -> Self {
-        state.shared.sns.clone()
+        state.shared.ses.clone()
     }
 }
 
 impl AppState {
     /// Check the configuration and build the state shared by every core.
-    /// `sns` is the SES webhook's state (built by [`sns::SnsState::new`]),
-    /// reachable from handlers through `State<SnsState>`.
+    /// `ses` is the SES webhook's ingest (built by
+    /// [`uncorreo_ses::Ingest::new`]), reachable from handlers through
+    /// `State<Ingest>`.
     pub fn new(
         engine: Engine,
         config: ApiConfig,
-        sns: sns::SnsState,
+        ses: uncorreo_ses::Ingest,
     ) -> Result<Self, plans::PlanConfigError> {
         plans::validate(&config.plans, &config.limits)?;
         let anonymous_plan = plans::named(&config.plans, &config.limits.anonymous_plan).ok_or(
@@ -117,7 +118,7 @@ impl AppState {
                 quotas: quota::Quotas::new(entries),
                 metrics: metrics::install(),
                 realtime: realtime::Realtime::new(config.realtime.clone()),
-                sns,
+                ses,
                 config,
             }),
         })

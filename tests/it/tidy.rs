@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-const CRATE_SOURCES: &[&str] = &["src", "engine/src", "smtpd/src", "api/src", "bench/src"];
+const CRATE_SOURCES: &[&str] = &["src", "engine/src", "smtpd/src", "api/src", "ses/src", "bench/src"];
 
 /// The one module allowed to contain `unsafe` (mmap reads, flock, statvfs).
 const UNSAFE_HOME: &str = "engine/src/sys.rs";
