@@ -98,7 +98,7 @@ pub fn api_router(json_body_bytes: usize) -> OpenApiRouter<AppState> {
         .route_layer(RequestBodyLimitLayer::new(json_body_bytes))
         .route_layer(DefaultBodyLimit::max(json_body_bytes))
         // SNS notifications carry whole messages: `sns.max_body_bytes`.
-        .routes(routes!(crate::sns::handler::inbound))
+        .routes(routes!(crate::ses::inbound))
         // HTTP send reads its body itself, bounded by `engine.max_message_bytes`.
         .routes(routes!(crate::send::send_message))
 }

@@ -10,6 +10,7 @@ const CRATE_SOURCES: &[&str] = &[
     "engine/src",
     "smtpd/src",
     "api/src",
+    "ses/src",
     "ui/src",
     "mcp/src",
     "bench/src",
