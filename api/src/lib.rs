@@ -86,6 +86,8 @@ struct Shared {
     realtime: realtime::Realtime,
     ses: uncorreo_ses::Ingest,
     mailpit: mailpit::MailpitState,
+    /// `/api/v1/openapi.json`, rendered once.
+    openapi_json: bytes::Bytes,
 }
 
 impl axum::extract::FromRef<AppState> for uncorreo_ses::Ingest {
@@ -122,6 +124,7 @@ impl AppState {
                 realtime: realtime::Realtime::new(config.realtime.clone()),
                 ses,
                 mailpit: mailpit::MailpitState::default(),
+                openapi_json: bytes::Bytes::from(openapi::json()),
                 config,
             }),
         })
@@ -162,6 +165,10 @@ impl AppState {
     /// The name our `Received:` lines give.
     pub fn hostname(&self) -> &str {
         self.shared.ses.hostname()
+    }
+    /// The OpenAPI document as JSON.
+    pub fn openapi_json(&self) -> &bytes::Bytes {
+        &self.shared.openapi_json
     }
     /// The Prometheus renderer.
     pub fn metrics_handle(&self) -> &::metrics_exporter_prometheus::PrometheusHandle {

@@ -9,6 +9,10 @@ use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use uncorreo_ses::{Answer, Ingest, Outcome};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::AppState;
 
 /// The webhook's path.
 pub const INBOUND_PATH: &str = "/api/v1/ses/inbound";
@@ -99,4 +103,9 @@ pub fn router<S: Clone + Send + Sync + 'static>(ingest: Ingest) -> axum::Router<
         .routes(utoipa_axum::routes!(inbound))
         .split_for_parts();
     router.with_state(ingest)
+}
+
+/// This module's routes, each registered with its documentation.
+pub(crate) fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(inbound))
 }
