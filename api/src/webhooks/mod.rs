@@ -507,3 +507,13 @@ pub async fn delete_user_webhook(
     let user = caller.require_user()?;
     delete(&state, &Scope::User { user: user.0 }, &webhook).await
 }
+
+/// This module's routes, each registered with its documentation.
+pub(crate) fn routes() -> utoipa_axum::router::OpenApiRouter<AppState> {
+    use utoipa_axum::routes;
+    utoipa_axum::router::OpenApiRouter::new()
+        .routes(routes!(create_mailbox_webhook, list_mailbox_webhooks))
+        .routes(routes!(delete_mailbox_webhook))
+        .routes(routes!(create_user_webhook, list_user_webhooks))
+        .routes(routes!(delete_user_webhook))
+}
