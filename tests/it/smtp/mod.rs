@@ -6,6 +6,7 @@
 mod auth;
 mod clients;
 mod kill;
+mod postfix;
 mod protocol;
 
 use std::process::Command;
