@@ -24,14 +24,14 @@ const MECHANISMS: [&str; 2] = ["PLAIN", "LOGIN"];
 
 /// A TLS test server with the implicit-TLS listener on and `mode`, plus
 /// an HTTP client for its API.
-struct AuthServer {
-    api: Api,
-    /// The server's certificate, for swaks to verify against.
-    cert_path: std::path::PathBuf,
+pub(super) struct AuthServer {
+    pub(super) api: Api,
+    /// The server's certificate, for clients to verify against.
+    pub(super) cert_path: std::path::PathBuf,
     _cert_dir: tempfile::TempDir,
 }
 
-fn auth_server(mode: &str) -> AuthServer {
+pub(super) fn auth_server(mode: &str) -> AuthServer {
     let mode: uncorreo_smtpd::config::AuthMode =
         serde_json::from_value(serde_json::Value::from(mode)).unwrap();
     let TlsServer {
@@ -58,6 +58,17 @@ fn auth_server(mode: &str) -> AuthServer {
 }
 
 impl AuthServer {
+    /// The implicit-TLS (SMTPS) port.
+    pub(super) fn smtps_port(&self) -> u16 {
+        self.api
+            .server
+            .appliance
+            .as_ref()
+            .and_then(|a| a.smtps_addr)
+            .expect("tls_listen is set")
+            .port()
+    }
+
     /// swaks with `--auth mechanism` as `user` / `password`, sending one
     /// message to `to` over `transport`. Returns (exit status, transcript).
     fn swaks(
@@ -70,13 +81,7 @@ impl AuthServer {
     ) -> (i32, String) {
         let server = &self.api.server;
         let port = match transport {
-            Transport::Implicit => server
-                .appliance
-                .as_ref()
-                .unwrap()
-                .smtps_addr
-                .expect("tls_listen is set")
-                .port(),
+            Transport::Implicit => self.smtps_port(),
             Transport::StartTls | Transport::Plain => server.smtp.port(),
         };
         let ca = self.cert_path.to_str().unwrap().to_owned();

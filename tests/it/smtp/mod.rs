@@ -5,6 +5,7 @@
 
 mod auth;
 mod clients;
+mod frameworks;
 mod kill;
 mod postfix;
 mod protocol;
