@@ -332,3 +332,85 @@ fn postfix_relays_into_uncorreo_and_retries_after_a_temporary_refusal() {
     );
     assert!(log.contains("status=sent"), "{log}");
 }
+
+/// Storage fails under Postfix: the sync of its message fails, so it is
+/// answered `451 4.3.0` (never `250`) and stays in Postfix's queue. The
+/// operator restarts uncorreo on the same data directory and port; Postfix
+/// retries and the message arrives.
+///
+/// "Never lost" is the promise, not "never twice": the failed batch's bytes
+/// may have reached the disk anyway, and a restart recovers what is on disk
+/// (engine/FORMAT.md, "fsync failure poisons its shard"), so the sender's
+/// retry can add a second copy. Every copy is the whole message.
+#[test]
+fn postfix_retries_after_451_from_failed_storage_and_a_restart() {
+    const TOKEN: &str = "postfix-451-test-token";
+    let mut server = TestServer::start();
+    let mailbox =
+        crate::support::block_on(crate::realtime::mailbox(&server.engine, "relay", TOKEN, 10));
+    let address = mailbox.address.to_string();
+    let smtp = server.smtp;
+    let postfix = Postfix::start(smtp);
+
+    server.engine.fail_next_sync_for_tests();
+    postfix.sendmail("app@relay.example", &address, &message("after a restart"));
+    postfix.wait_for_queue("the message deferred with 451 4.3.0", |q| {
+        q.len() == 1
+            && q[0]["queue_name"] == "deferred"
+            && q[0]["recipients"][0]["delay_reason"]
+                .as_str()
+                .is_some_and(|r| r.contains("451 4.3.0"))
+    });
+
+    // Restart on the same data directory and the same SMTP address (the
+    // relayhost Postfix knows).
+    server.stop();
+    let data = std::mem::replace(&mut server.data, tempfile::tempdir().unwrap());
+    let mut config = crate::support::test_config(data.path());
+    config.smtp.listen = smtp.to_string();
+    let appliance = uncorreo::Appliance::start(config).expect("restarts on the same port");
+    let restarted = TestServer {
+        smtp: appliance.smtp_addr,
+        http: appliance.http_addr,
+        engine: appliance.engine.clone(),
+        appliance: Some(appliance),
+        data,
+    };
+
+    postfix.flush();
+    postfix.wait_for_queue("empty after the retry", |q| q.is_empty());
+    // The id Postfix was given in the 250 names the retried copy.
+    let log = postfix.log_text();
+    let id = log
+        .lines()
+        .find_map(|l| l.split("status=sent (250 2.0.0 Ok: stored as ").nth(1))
+        .and_then(|rest| rest.strip_suffix(')'))
+        .unwrap_or_else(|| panic!("no 250 in the Postfix log:\n{log}"));
+    let client = reqwest::blocking::Client::builder()
+        .no_proxy()
+        .build()
+        .unwrap();
+    let view: serde_json::Value = client
+        .get(restarted.url(&format!("/api/v1/mailboxes/{address}/messages/{id}")))
+        .bearer_auth(TOKEN)
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(view["subject"], "after a restart", "{view}");
+    let mailbox = restarted
+        .engine
+        .mailbox(&uncorreo_engine::Address::parse(&address).unwrap())
+        .unwrap();
+    let copies = stored(&restarted.engine, &mailbox);
+    assert!((1..=2).contains(&copies.len()), "{} copies", copies.len());
+    for raw in &copies {
+        let (_, rest) = split_received(raw);
+        assert!(
+            String::from_utf8_lossy(&rest)
+                .ends_with("\r\n\r\nYour code is 482913.\r\n.\r\n..a dotted line\r\n"),
+            "{:?}",
+            String::from_utf8_lossy(&rest)
+        );
+    }
+}
