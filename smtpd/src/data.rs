@@ -451,6 +451,18 @@ mod tests {
     }
 
     #[test]
+    fn progress_is_reported_while_feeding() {
+        let mut d = DataDecoder::new(100, 1000);
+        let mut out = Vec::new();
+        d.feed(b"ab\r\n..c\r\n", &mut out);
+        assert_eq!((d.size(), d.raw_len(), d.is_done()), (8, 9, false));
+        let fed = d.feed(b".\r\nNEXT", &mut out);
+        assert_eq!(fed.consumed, 3);
+        assert_eq!((d.size(), d.raw_len(), d.is_done()), (8, 12, true));
+        assert_eq!(out, b"ab\r\n.c\r\n");
+    }
+
+    #[test]
     fn empty_body() {
         let (out, fed, err) = decode_all(b".\r\n", 100, 1000);
         assert!(out.is_empty() && fed.done && err.is_none());

@@ -69,8 +69,8 @@ impl AuthServer {
             .port()
     }
 
-    /// swaks with `--auth mechanism` as `user` / `password`, sending one
-    /// message to `to` over `transport`. Returns (exit status, transcript).
+    /// swaks with `--auth mechanism` as `user` / `password` (no AUTH when
+    /// `mechanism` is empty), sending one message to `to` over `transport`. Returns (exit status, transcript).
     fn swaks(
         &self,
         transport: Transport,
@@ -100,15 +100,20 @@ impl AuthServer {
             to,
             "--timeout",
             "30",
-            "--auth",
-            mechanism,
-            "--auth-user",
-            user,
-            "--auth-password",
-            password,
             "--header",
             &subject,
         ];
+        // An empty mechanism: send without AUTH.
+        if !mechanism.is_empty() {
+            args.extend([
+                "--auth",
+                mechanism,
+                "--auth-user",
+                user,
+                "--auth-password",
+                password,
+            ]);
+        }
         match transport {
             Transport::StartTls => args.push("--tls"),
             Transport::Implicit => args.push("--tlsc"),
@@ -267,4 +272,13 @@ fn swaks_auth_keys_takes_api_keys_and_session_tokens_for_their_own_mailboxes() {
     assert_eq!(s.stored(&owned).len(), 4);
     assert_eq!(s.stored(&anon).len(), 4);
     assert!(s.stored(&stranger).is_empty());
+    // Without AUTH the port is still the MX: mail for any existing mailbox.
+    let (status, transcript) = s.swaks(Transport::StartTls, "", "", "", &stranger);
+    assert_eq!(status, 0, "{transcript}");
+    assert!(!transcript.contains(" ~> AUTH"), "{transcript}");
+    assert!(
+        transcript.contains("250 2.0.0 Ok: stored as"),
+        "{transcript}"
+    );
+    assert_eq!(s.stored(&stranger).len(), 1);
 }
