@@ -195,8 +195,11 @@ mod tests {
         assert_eq!(decode_plain("="), Err(SaslError::Malformed));
         assert_eq!(decode_plain("not base64!"), Err(SaslError::NotBase64));
         assert_eq!(decode_plain(&b64(b"\0a\0\xff")), Err(SaslError::NotUtf8));
+        // Debug output names the user (for logs) and never the password.
+        let shown = format!("{:?}", decode_plain(&b64(b"\0alice\0s3cret")).unwrap());
         assert!(
-            !format!("{:?}", decode_plain(&b64(b"\0alice\0s3cret")).unwrap()).contains("s3cret")
+            shown.contains("alice") && !shown.contains("s3cret"),
+            "{shown}"
         );
     }
 
@@ -227,6 +230,28 @@ mod tests {
         let later = t0 + Duration::from_secs(60);
         assert!(!counter.blocked(ip, later));
         assert_eq!(counter.fail(ip, later), 1);
+    }
+
+    #[test]
+    fn a_full_table_forgets_expired_ips_and_keeps_live_blocks() {
+        let window = Duration::from_secs(60);
+        let counter = FailureCounter::new(3, window);
+        let t0 = Instant::now();
+        let now = t0 + window;
+        for i in 0..(MAX_TRACKED_IPS as u32 - 1) {
+            counter.fail(IpAddr::from(i.to_be_bytes()), t0);
+        }
+        let live: IpAddr = "198.51.100.1".parse().unwrap();
+        for _ in 0..3 {
+            counter.fail(live, now);
+        }
+        assert_eq!(counter.tracked(), MAX_TRACKED_IPS);
+        // A new IP while full: the expired entries go, the live block stays.
+        let newcomer: IpAddr = "198.51.100.2".parse().unwrap();
+        assert_eq!(counter.fail(newcomer, now), 1);
+        assert_eq!(counter.tracked(), 2);
+        assert!(counter.blocked(live, now));
+        assert!(!counter.blocked(newcomer, now));
     }
 
     #[test]

@@ -327,6 +327,34 @@ impl DataDecoder {
     }
 }
 
+/// The published SMTP smuggling end-of-data variants (SEC Consult 2023,
+/// Postfix's smtp-smuggling page, the smtpsmug and smtp_smuggling_checker
+/// tools): every way a lax server might read the end of data before the
+/// real `<CRLF>.<CRLF>`. None of them ends data here; the tests put each
+/// between a body and a complete smuggled transaction and assert one stored
+/// message or a refusal, never two.
+pub const SMUGGLING_VARIANTS: &[&[u8]] = &[
+    b"\n.\n",
+    b"\n.\r\n",
+    b"\n.\r",
+    b"\r.\r",
+    b"\r.\r\n",
+    b"\r.\n",
+    b"\r\n.\r",
+    b"\r\n.\n",
+    b".\n",
+    b".\r\n",
+    b"\n..\n",
+    b"\n\n.\r\n",
+    b"\r\n\x00.\r\n",
+    b"\r\n\x00.\r",
+    b"\r\n\x00.\n",
+    b"\r\n.\x00\r\n",
+    b"\n\x00.\n",
+    b"\r\n.\x00\n",
+    b"\n.\x00\r\n",
+];
+
 /// True when `body` holds a CR not followed by LF or an LF not preceded by CR.
 pub fn has_bare_line_end(body: &[u8]) -> bool {
     let mut prev = 0u8;
@@ -423,9 +451,39 @@ mod tests {
     }
 
     #[test]
+    fn progress_is_reported_while_feeding() {
+        let mut d = DataDecoder::new(100, 1000);
+        let mut out = Vec::new();
+        d.feed(b"ab\r\n..c\r\n", &mut out);
+        assert_eq!((d.size(), d.raw_len(), d.is_done()), (8, 9, false));
+        let fed = d.feed(b".\r\nNEXT", &mut out);
+        assert_eq!(fed.consumed, 3);
+        assert_eq!((d.size(), d.raw_len(), d.is_done()), (8, 12, true));
+        assert_eq!(out, b"ab\r\n.c\r\n");
+    }
+
+    #[test]
     fn empty_body() {
         let (out, fed, err) = decode_all(b".\r\n", 100, 1000);
         assert!(out.is_empty() && fed.done && err.is_none());
+    }
+
+    #[test]
+    fn no_published_smuggling_variant_ends_the_data() {
+        for policy in [BareLf::Normalize, BareLf::Reject] {
+            for variant in SMUGGLING_VARIANTS {
+                let input = [&b"a"[..], variant, b"MAIL FROM:<x@y>\r\n.\r\n"].concat();
+                let mut d = DataDecoder::new(1000, 1000).with_bare_lf(policy);
+                let mut out = Vec::new();
+                let fed = d.feed(&input, &mut out);
+                assert_eq!(
+                    fed.consumed,
+                    input.len(),
+                    "{policy:?} {variant:?} ended early"
+                );
+                assert!(fed.done, "{policy:?} {variant:?}");
+            }
+        }
     }
 
     #[test]

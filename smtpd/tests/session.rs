@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 use uncorreo_engine::{
     Address, Delivery, Engine, EngineConfig, MailboxInfo, NewMailbox, Owner, Recipient,
 };
+use uncorreo_smtpd::data::SMUGGLING_VARIANTS;
 use uncorreo_smtpd::{handle_connection, Shared, SmtpConfig};
 
 const DOMAIN: &str = "uncorreo.test";
@@ -839,26 +840,8 @@ mod fuzzish {
     }
 }
 
-/// The SMTP smuggling list (SEC Consult 2023 and follow-ups): every way a
-/// lax server might read the end of data before the real `<CRLF>.<CRLF>`.
-/// Each goes between a body and a complete smuggled transaction.
-const SMUGGLING_VARIANTS: &[&[u8]] = &[
-    b"\n.\n",
-    b"\n.\r\n",
-    b"\r.\r",
-    b"\r.\r\n",
-    b"\r\n.\r",
-    b"\r\n.\n",
-    b".\n",
-    b".\r\n",
-    b"\n..\n",
-    b"\r\n\x00.\r\n",
-    b"\r\n.\x00\r\n",
-    b"\n\x00.\n",
-    b"\r\n.\x00\n",
-    b"\n.\x00\r\n",
-];
-
+/// Every published smuggling variant ([`SMUGGLING_VARIANTS`]) between a body
+/// and a complete smuggled transaction, in both bare-LF modes.
 #[tokio::test]
 async fn smuggling_variants_are_one_message_or_refused_never_two() {
     for strict in [false, true] {

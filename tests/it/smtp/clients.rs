@@ -184,6 +184,125 @@ fn smtplib_starttls_with_a_configured_certificate() {
     assert!(h[0].contains("with ESMTPS id "), "{}", h[0]);
 }
 
+/// smtplib sending a file read in binary, as scripts do: `lf.py HOST PORT
+/// FROM TO FILE`. smtplib sends bytes as they are (only dot-stuffing, also
+/// after a bare LF, and a CRLF before the final dot), so the LF endings reach
+/// the server. Prints the reply to DATA and what Python's own `email`
+/// package decodes from the file: the reference the REST API must match.
+const SEND_LF_FILE_PY: &str = r#"
+import email, email.policy, json, smtplib, sys
+host, port, sender, rcpt, path = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5]
+raw = open(path, "rb").read()
+assert b"\r" not in raw
+with smtplib.SMTP(host, port, timeout=30) as s:
+    s.ehlo("script.example")
+    s.mail(sender)
+    s.rcpt(rcpt)
+    code, text = s.data(raw)
+msg = email.message_from_bytes(raw, policy=email.policy.default)
+print(json.dumps({
+    "code": code,
+    "reply": text.decode(),
+    "subject": str(msg["subject"]),
+    "text": msg.get_body(preferencelist=("plain",)).get_content(),
+}))
+"#;
+
+/// LF-only mail files, as an editor or a template engine writes them: a
+/// quoted-printable one with an encoded subject and lines smtplib must
+/// dot-stuff, and a multipart/alternative one.
+const LF_FILES: &[&str] = &[
+    "From: Ana <ana@sender.example>\n\
+     To: lf@uncorreo.test\n\
+     Subject: =?utf-8?q?R=C3=A9initialiser_votre_mot_de_passe?=\n\
+     Date: Tue, 01 Dec 2026 10:00:00 +0000\n\
+     Message-ID: <lf-1@sender.example>\n\
+     MIME-Version: 1.0\n\
+     Content-Type: text/plain; charset=utf-8\n\
+     Content-Transfer-Encoding: quoted-printable\n\
+     \n\
+     Bonjour,\n\
+     .a line that starts with a dot\n\
+     .\n\
+     Votre code : 482913\n\
+     Caf=C3=A9 cr=C3=A8me\n",
+    "From: App <app@sender.example>\n\
+     To: lf@uncorreo.test\n\
+     Subject: Welcome, =?utf-8?b?Sm9zw6k=?=\n\
+     MIME-Version: 1.0\n\
+     Content-Type: multipart/alternative; boundary=\"b1\"\n\
+     \n\
+     --b1\n\
+     Content-Type: text/plain; charset=utf-8\n\
+     \n\
+     Hello Jos\u{e9},\n\
+     confirm: https://app.example/confirm?t=abc\n\
+     --b1\n\
+     Content-Type: text/html; charset=utf-8\n\
+     \n\
+     <p>Hello Jos\u{e9}</p>\n\
+     --b1--\n",
+];
+
+#[test]
+fn smtplib_lf_only_files_are_stored_with_crlf_and_read_back_the_same() {
+    let api = crate::api::Api::start();
+    let (address, token) = api.mailbox(
+        &crate::api::Auth::None,
+        serde_json::json!({"local_part": "lf"}),
+    );
+    let auth = crate::api::Auth::Bearer(token.unwrap());
+    let dir = tempfile::tempdir().unwrap();
+    for (n, file) in LF_FILES.iter().enumerate() {
+        let path = dir.path().join(format!("mail{n}.txt"));
+        std::fs::write(&path, file).unwrap();
+        let out = python(
+            SEND_LF_FILE_PY,
+            &[
+                &api.server.smtp.ip().to_string(),
+                &api.server.smtp.port().to_string(),
+                "script@sender.example",
+                &address,
+                path.to_str().unwrap(),
+            ],
+        );
+        let sent: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+        assert_eq!(sent["code"], 250, "file {n}: {sent}");
+        let reply = sent["reply"].as_str().unwrap();
+        let id = reply
+            .strip_prefix("2.0.0 Ok: stored as ")
+            .unwrap_or_else(|| panic!("file {n}: {reply}"));
+
+        // Stored with CRLF: the file's lines, plus the empty line smtplib
+        // adds when the data does not end in CRLF.
+        let raw = api.get(
+            &format!("/api/v1/mailboxes/{address}/messages/{id}/raw"),
+            &auth,
+        );
+        assert_eq!(raw.status, 200);
+        let (received, rest) = split_received(&raw.body);
+        let want = format!("{}\r\n", file.replace('\n', "\r\n"));
+        assert_eq!(String::from_utf8_lossy(&rest), want, "file {n}");
+        let lf_count = file.matches('\n').count();
+        assert!(
+            received.contains(&format!("(normalized {lf_count} bare LF to CRLF)")),
+            "file {n}: {received}"
+        );
+
+        // The API decodes what Python's email package decodes from the file.
+        let view = api
+            .get(&format!("/api/v1/mailboxes/{address}/messages/{id}"), &auth)
+            .json();
+        assert_eq!(view["subject"], sent["subject"], "file {n}: {view}");
+        let normal = |s: &str| s.replace("\r\n", "\n").trim_end().to_owned();
+        assert_eq!(
+            normal(view["text"].as_str().unwrap()),
+            normal(sent["text"].as_str().unwrap()),
+            "file {n}"
+        );
+    }
+}
+
 fn swaks_base(server: &TestServer) -> Vec<String> {
     vec![
         "--server".into(),

@@ -3,8 +3,11 @@
 //! clients (Python smtplib, swaks) and a TLS-enabled test server. Raw protocol
 //! dialogues use `support::Raw`.
 
+mod auth;
 mod clients;
+mod frameworks;
 mod kill;
+mod postfix;
 mod protocol;
 
 use std::process::Command;
@@ -112,6 +115,12 @@ pub struct TlsServer {
 }
 
 pub fn tls_server(names: &[&str]) -> TlsServer {
+    tls_server_with(names, |_| {})
+}
+
+/// [`tls_server`] with the config changed by `tweak` (after the certificate
+/// is set, so `tweak` may add `smtp.tls_listen`).
+pub fn tls_server_with(names: &[&str], tweak: impl FnOnce(&mut uncorreo::Config)) -> TlsServer {
     let dir = tempfile::tempdir().unwrap();
     let cert = rcgen::generate_simple_self_signed(
         names.iter().map(|n| (*n).to_owned()).collect::<Vec<_>>(),
@@ -124,6 +133,7 @@ pub fn tls_server(names: &[&str]) -> TlsServer {
     let server = crate::support::TestServer::start_with(|c| {
         c.smtp.tls_cert = Some(cert_path.clone());
         c.smtp.tls_key = Some(key_path);
+        tweak(c);
     });
     TlsServer {
         server,

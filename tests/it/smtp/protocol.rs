@@ -81,6 +81,85 @@ fn bare_lf_smuggling_attempt_is_refused_and_nothing_is_injected() {
     assert!(stored(&server.engine, &victim).is_empty());
 }
 
+/// Every published smuggling variant over a real socket, in both bare-LF
+/// modes: the body, the variant, then a complete transaction for another
+/// mailbox, then the real end. Each is one stored message holding the
+/// smuggled text, or a refusal; the victim never gets mail and the next
+/// reply is our own NOOP's, so nothing inside was run as a command.
+#[test]
+fn smuggling_variants_over_a_socket_are_one_message_or_refused_never_two() {
+    for bare_lf in [
+        uncorreo_smtpd::config::BareLf::Normalize,
+        uncorreo_smtpd::config::BareLf::Reject,
+    ] {
+        let server = TestServer::start_with(|c| {
+            c.smtp.bare_lf = bare_lf;
+            c.smtp.max_errors = 1000;
+        });
+        let target = server.mailbox("target", 1000);
+        let victim = server.mailbox("victim", 1000);
+        let (mut c, _) = Raw::connect(server.smtp);
+        c.cmd("EHLO raw.example");
+        let (mut accepted, mut refused) = (0, 0);
+        for variant in uncorreo_smtpd::data::SMUGGLING_VARIANTS {
+            for eol in [&b"\r\n"[..], b"\n"] {
+                let case = format!("{bare_lf:?} {variant:?} smuggled with {eol:?}");
+                let smuggled = [
+                    &b"MAIL FROM:<ceo@uncorreo.test>"[..],
+                    b"RCPT TO:<victim@uncorreo.test>",
+                    b"DATA",
+                    b"Subject: forged",
+                    b"",
+                    b"wire money",
+                ]
+                .join(eol);
+                let before = stored(&server.engine, &target).len();
+                assert_eq!(code(&c.cmd("MAIL FROM:<s@sender.example>")), "250");
+                assert_eq!(code(&c.cmd("RCPT TO:<target@uncorreo.test>")), "250");
+                assert_eq!(code(&c.cmd("DATA")), "354");
+                c.send(
+                    &[
+                        &b"Subject: outer\r\n\r\nhello"[..],
+                        variant,
+                        &smuggled,
+                        b"\r\n.\r\n",
+                    ]
+                    .concat(),
+                );
+                let r = c.reply();
+                assert_eq!(c.cmd("NOOP"), "250 2.0.0 Ok", "{case}");
+                let after = stored(&server.engine, &target);
+                if r.starts_with("250 2.0.0 Ok: stored as") {
+                    assert_eq!(after.len(), before + 1, "{case}");
+                    let (_, body) = split_received(after.last().unwrap());
+                    let body = String::from_utf8_lossy(&body);
+                    assert!(
+                        body.contains("RCPT TO:<victim@uncorreo.test>")
+                            && body.contains("wire money"),
+                        "{case}: the smuggled part is not in the one message: {body:?}"
+                    );
+                    accepted += 1;
+                } else {
+                    assert!(r.starts_with("550 5.6.0"), "{case}: {r}");
+                    assert_eq!(after.len(), before, "{case}");
+                    refused += 1;
+                }
+                assert!(
+                    stored(&server.engine, &victim).is_empty(),
+                    "{case}: victim got mail"
+                );
+            }
+        }
+        // Both outcomes occur in each mode (a server refusing everything
+        // would pass the loop above): the NUL and `.\r\n` rows hold no bare
+        // line end and are stored even in strict mode.
+        assert!(
+            accepted > 0 && refused > 0,
+            "{bare_lf:?}: {accepted} {refused}"
+        );
+    }
+}
+
 #[test]
 fn idle_connection_gets_421_4_4_2() {
     let server = TestServer::start_with(|c| c.smtp.command_timeout = Duration::from_millis(200));
