@@ -231,6 +231,8 @@ struct Evidence {
     code_before: Option<usize>,
     code_after: Option<usize>,
     decoy: bool,
+    /// A decoy word further away in the window.
+    far_decoy: bool,
     weak: bool,
     month: bool,
     currency: bool,
@@ -261,6 +263,8 @@ fn look(ws: &[Word<'_>], indices: impl Iterator<Item = usize>, before: bool, ev:
                 }
             }
             Hint::Decoy if dist <= if before { 2 } else { 1 } => ev.decoy = true,
+            Hint::Decoy => ev.far_decoy = true,
+            Hint::SoftDecoy if dist == 1 && before => ev.decoy = true,
             Hint::Weak => ev.weak = true,
             Hint::Month if dist <= 2 => ev.month = true,
             Hint::Currency if dist == 1 => ev.currency = true,
@@ -272,12 +276,22 @@ fn look(ws: &[Word<'_>], indices: impl Iterator<Item = usize>, before: bool, ev:
 /// Bytes of a neighbouring line looked at for its hints.
 const NEIGHBOUR_BYTES: usize = 240;
 
+/// What a neighbouring line says.
+#[derive(Default)]
+struct LineHints {
+    code: bool,
+    /// A decoy word in a short label line ("Order number:", "Meeting ID:");
+    /// in a sentence a decoy word is usually just a noun ("…your account:").
+    decoy_label: bool,
+    weak: bool,
+}
+
 /// Code, decoy and weak words among the last (or first) few words of a
 /// neighbouring line; only a bounded end of it is read.
-fn line_hints(line: Option<&Line>, from_end: bool) -> (bool, bool, bool) {
-    let (mut code, mut decoy, mut weak) = (false, false, false);
+fn line_hints(line: Option<&Line>, from_end: bool) -> LineHints {
+    let mut out = LineHints::default();
     let Some(text) = line.map(|l| l.text.as_str()) else {
-        return (code, decoy, weak);
+        return out;
     };
     let part = if from_end {
         let mut from = text.len().saturating_sub(NEIGHBOUR_BYTES);
@@ -294,15 +308,19 @@ fn line_hints(line: Option<&Line>, from_end: bool) -> (bool, bool, bool) {
     } else {
         Box::new(ws.iter())
     };
+    let mut decoy = false;
+    let mut count = 0;
     for w in pick.filter(|w| !is_filler(w.raw)).take(8) {
+        count += 1;
         match hint(w.raw) {
-            Hint::Code => code = true,
+            Hint::Code => out.code = true,
             Hint::Decoy => decoy = true,
-            Hint::Weak => weak = true,
+            Hint::Weak => out.weak = true,
             _ => {}
         }
     }
-    (code, decoy, weak)
+    out.decoy_label = decoy && count <= 4;
+    out
 }
 
 fn score(
@@ -345,22 +363,22 @@ fn score(
             let Some(i) = line_index.checked_sub(back) else {
                 break;
             };
-            let (c, d, w) = line_hints(ctx.lines.get(i), true);
+            let h = line_hints(ctx.lines.get(i), true);
             if back == 1 {
-                prev_decoy |= d;
+                prev_decoy |= h.decoy_label;
             }
-            prev_code |= c;
-            weak |= w;
+            prev_code |= h.code;
+            weak |= h.weak;
         }
-        let (next_code, next_decoy, next_weak) = line_hints(ctx.lines.get(line_index + 1), false);
-        weak |= next_weak;
+        let next = line_hints(ctx.lines.get(line_index + 1), false);
+        weak |= next.weak;
         if prev_decoy && standalone {
             s -= 40;
         } else if prev_code {
-            s += if standalone { 30 } else { 15 };
+            s += if standalone { 30 } else { 8 };
             evidence = true;
-        } else if next_code && !next_decoy {
-            s += if standalone { 25 } else { 10 };
+        } else if next.code && !next.decoy_label {
+            s += if standalone { 25 } else { 8 };
             evidence = true;
         }
         ev.weak |= weak;
@@ -391,6 +409,8 @@ fn score(
     // Decoys.
     if ev.decoy {
         s -= 60;
+    } else if ev.far_decoy && code_near == 0 {
+        s -= 15;
     }
     let is_year = matches!(shape, Shape::Digits(4))
         && w0

@@ -12,6 +12,9 @@ pub enum Hint {
     Weak,
     /// "order", "invoice", "phone", "zip", "meeting": the number is something else.
     Decoy,
+    /// "account", "customer", "card": a decoy only right before the number
+    /// ("Account 12345678"); in a sentence it is just a noun ("…your account:").
+    SoftDecoy,
     /// A month name: the number is part of a date.
     Month,
     /// A currency: the number is a price.
@@ -42,11 +45,6 @@ const DECOY_STEMS: &[&str] = &[
     "quittung",
     "reçu",
     "ricevuta",
-    "account",
-    "cuenta",
-    "konto",
-    "compte",
-    "conto",
     "iban",
     "tracking",
     "seguimiento",
@@ -106,14 +104,6 @@ const DECOY_STEMS: &[&str] = &[
     "caso",
     "dossier",
     "pratica",
-    "customer",
-    "cliente",
-    "kunden",
-    "client",
-    "member",
-    "mitglied",
-    "socio",
-    "membre",
     "card",
     "tarjeta",
     "karte",
@@ -196,6 +186,12 @@ const DECOY_STEMS: &[&str] = &[
     "lizenz",
     "licence",
     "licenza",
+];
+
+/// Stems of nouns that are decoys only right before a number.
+const SOFT_DECOY_STEMS: &[&str] = &[
+    "account", "cuenta", "konto", "compte", "conto", "customer", "cliente", "kunden", "client",
+    "member", "mitglied", "socio", "membre",
 ];
 
 /// Whole words that mark a decoy (too short or too common to match inside words).
@@ -519,6 +515,9 @@ pub fn hint(word: &str) -> Hint {
     if CURRENCY.contains(&w) {
         return Hint::Currency;
     }
+    if SOFT_DECOY_STEMS.iter().any(|s| w.contains(s)) {
+        return Hint::SoftDecoy;
+    }
     if DECOY_EXACT.contains(&w) || DECOY_STEMS.iter().any(|s| w.contains(s)) {
         return Hint::Decoy;
     }
@@ -580,10 +579,10 @@ mod tests {
             "ID:",
             "PLZ",
             "Gutscheincode",
-            "Kundennummer",
         ] {
             assert_eq!(hint(w), Hint::Decoy, "{w}");
         }
+        assert_eq!(hint("Kundennummer"), Hint::SoftDecoy);
         assert_eq!(hint("November"), Hint::Month);
         assert_eq!(hint("EUR"), Hint::Currency);
         assert_eq!(hint("banana"), Hint::None);
