@@ -11,11 +11,12 @@
 //! Each candidate looks at a fixed window of words, so the cost is linear.
 
 use super::doc::Line;
-use super::words::{has_currency_sign, hint, is_filler, Hint};
+use super::words::{has_currency_sign, hint, Hint, Vocabulary};
 
 /// Lowest score that counts as a code.
 pub const THRESHOLD: i32 = 25;
-/// Candidates scored per body; a body of nothing but numbers stops here.
+/// Candidates above the threshold kept per body; a body of nothing but
+/// hinted numbers stops here.
 const MAX_CANDIDATES: usize = 2000;
 /// Words looked at before a candidate for a code word.
 const WINDOW_BEFORE: usize = 10;
@@ -142,8 +143,8 @@ pub struct Context<'a> {
     pub is_subject: bool,
 }
 
-/// All candidates in `ctx.lines` with their scores (unfiltered, unsorted).
-pub fn candidates(ctx: &Context<'_>) -> Vec<Candidate> {
+/// The candidates in `ctx.lines` that score at least [`THRESHOLD`], in order.
+pub fn candidates(ctx: &Context<'_>, vocabulary: &mut Vocabulary) -> Vec<Candidate> {
     let mut out = Vec::new();
     for (index, line) in ctx.lines.iter().enumerate() {
         if !line.text.bytes().any(|b| b.is_ascii_digit()) {
@@ -157,7 +158,11 @@ pub fn candidates(ctx: &Context<'_>) -> Vec<Candidate> {
             }
             let (span, found) = candidate_at(&line.text, &ws, i);
             if let Some((shape, end)) = found {
-                let score = score(ctx, index, &ws, i, end, shape);
+                let score = score(ctx, vocabulary, index, &ws, i, end, shape);
+                if score < THRESHOLD {
+                    i += span.max(1);
+                    continue;
+                }
                 let original = line
                     .text
                     .get(ws[i].start + ws[i].pre.len()..ws[end - 1].end - ws[end - 1].post.len())
@@ -238,20 +243,26 @@ struct Evidence {
     currency: bool,
 }
 
-fn look(ws: &[Word<'_>], indices: impl Iterator<Item = usize>, before: bool, ev: &mut Evidence) {
+fn look(
+    vocabulary: &mut Vocabulary,
+    ws: &[Word<'_>],
+    indices: impl Iterator<Item = usize>,
+    before: bool,
+    ev: &mut Evidence,
+) {
     let mut dist = 0;
     let limit = if before { WINDOW_BEFORE } else { WINDOW_AFTER };
     // Fillers do not count towards the window, so bound the words inspected too.
     for k in indices.take(4 * limit) {
-        let w = ws[k];
-        if is_filler(w.raw) {
+        let (hint, filler) = vocabulary.lookup(ws[k].raw);
+        if filler {
             continue;
         }
         dist += 1;
         if dist > limit {
             break;
         }
-        match hint(w.raw) {
+        match hint {
             Hint::Code => {
                 let slot = if before {
                     &mut ev.code_before
@@ -288,7 +299,7 @@ struct LineHints {
 
 /// Code, decoy and weak words among the last (or first) few words of a
 /// neighbouring line; only a bounded end of it is read.
-fn line_hints(line: Option<&Line>, from_end: bool) -> LineHints {
+fn line_hints(vocabulary: &mut Vocabulary, line: Option<&Line>, from_end: bool) -> LineHints {
     let mut out = LineHints::default();
     let Some(text) = line.map(|l| l.text.as_str()) else {
         return out;
@@ -310,9 +321,16 @@ fn line_hints(line: Option<&Line>, from_end: bool) -> LineHints {
     };
     let mut decoy = false;
     let mut count = 0;
-    for w in pick.filter(|w| !is_filler(w.raw)).take(8) {
+    for w in pick {
+        let (hint, filler) = vocabulary.lookup(w.raw);
+        if filler {
+            continue;
+        }
+        if count == 8 {
+            break;
+        }
         count += 1;
-        match hint(w.raw) {
+        match hint {
             Hint::Code => out.code = true,
             Hint::Decoy => decoy = true,
             Hint::Weak => out.weak = true,
@@ -325,6 +343,7 @@ fn line_hints(line: Option<&Line>, from_end: bool) -> LineHints {
 
 fn score(
     ctx: &Context<'_>,
+    vocabulary: &mut Vocabulary,
     line_index: usize,
     ws: &[Word<'_>],
     first: usize,
@@ -333,8 +352,8 @@ fn score(
 ) -> i32 {
     let line = &ctx.lines[line_index];
     let mut ev = Evidence::default();
-    look(ws, (0..first).rev(), true, &mut ev);
-    look(ws, end..ws.len(), false, &mut ev);
+    look(vocabulary, ws, (0..first).rev(), true, &mut ev);
+    look(vocabulary, ws, end..ws.len(), false, &mut ev);
     let standalone = first == 0 && end == ws.len();
     let (w0, wl) = (ws[first], ws[end - 1]);
     let mut s: i32 = match shape {
@@ -363,14 +382,14 @@ fn score(
             let Some(i) = line_index.checked_sub(back) else {
                 break;
             };
-            let h = line_hints(ctx.lines.get(i), true);
+            let h = line_hints(vocabulary, ctx.lines.get(i), true);
             if back == 1 {
                 prev_decoy |= h.decoy_label;
             }
             prev_code |= h.code;
             weak |= h.weak;
         }
-        let next = line_hints(ctx.lines.get(line_index + 1), false);
+        let next = line_hints(vocabulary, ctx.lines.get(line_index + 1), false);
         weak |= next.weak;
         if prev_decoy && standalone {
             s -= 40;
@@ -471,7 +490,7 @@ mod tests {
             subject_hinted: false,
             is_subject: false,
         };
-        let mut c = candidates(&ctx);
+        let mut c = candidates(&ctx, &mut Vocabulary::default());
         c.retain(|c| c.score >= THRESHOLD);
         c.sort_by_key(|c| std::cmp::Reverse(c.score));
         c.first().map(|c| c.code.clone())

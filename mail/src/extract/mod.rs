@@ -95,6 +95,7 @@ pub fn extract(subject: &str, text: &str, html: &str) -> Extraction {
         .any(|w| words::hint(w) == words::Hint::Code);
 
     let mut found: Vec<codes::Candidate> = Vec::new();
+    let mut vocabulary = words::Vocabulary::default();
     let sources: [(&[doc::Line], bool); 3] = [
         (&subject_lines, true),
         (&html_doc.lines, false),
@@ -106,7 +107,7 @@ pub fn extract(subject: &str, text: &str, html: &str) -> Extraction {
             subject_hinted: subject_hinted && !is_subject,
             is_subject,
         };
-        found.extend(codes::candidates(&ctx));
+        found.extend(codes::candidates(&ctx, &mut vocabulary));
     }
     Extraction {
         codes: best_codes(found),
@@ -117,14 +118,19 @@ pub fn extract(subject: &str, text: &str, html: &str) -> Extraction {
 /// Merge candidates by what is typed, keep those above the threshold, best first.
 fn best_codes(found: Vec<codes::Candidate>) -> Vec<Code> {
     let mut merged: Vec<(usize, codes::Candidate)> = Vec::new();
+    let mut at: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
     for (order, c) in found.into_iter().enumerate() {
-        match merged.iter_mut().find(|(_, m)| m.code == c.code) {
-            Some((_, m)) if c.score > m.score => {
-                m.score = c.score;
-                m.original = c.original;
+        match at.get(&c.code).and_then(|&i| merged.get_mut(i)) {
+            Some((_, m)) => {
+                if c.score > m.score {
+                    m.score = c.score;
+                    m.original = c.original;
+                }
             }
-            Some(_) => {}
-            None => merged.push((order, c)),
+            None => {
+                at.insert(c.code.clone(), merged.len());
+                merged.push((order, c));
+            }
         }
     }
     merged.retain(|(_, c)| c.score >= codes::THRESHOLD);
@@ -287,5 +293,82 @@ mod tests {
         assert_eq!(codes("", &text).len(), MAX_CODES);
         let html = "<a href=\"https://x.test/a\">a</a>".repeat(1000);
         assert!(extract("", "", &html).links.len() <= MAX_VIEW_LINKS);
+    }
+
+    fn check(e: &Extraction) {
+        assert!(e.codes.len() <= MAX_CODES);
+        assert!(e.links.len() <= MAX_VIEW_LINKS);
+        assert!(e.action_links.len() <= MAX_LINKS);
+        for c in &e.codes {
+            assert!((4..=10).contains(&c.code.len()), "{c:?}");
+            assert!(c.code.bytes().all(|b| b.is_ascii_alphanumeric()), "{c:?}");
+            assert!(c.score >= codes::THRESHOLD);
+        }
+        for url in &e.action_links {
+            assert!(e.links.iter().any(|l| &l.url == url && l.kind.is_action()));
+        }
+    }
+
+    /// Fragments mail is made of, so random sequences reach deep paths.
+    const PIECES: &[&str] = &[
+        "<a href=\"https://x.test/verify?t=1\">",
+        "</a>",
+        "<b>",
+        "</b>",
+        "<td style=\"font-size:30px\">",
+        "</td>",
+        "<div style=\"display:none\">",
+        "</div>",
+        "<p>",
+        "<br>",
+        "<img src=\"https://x.test/o.gif\" width=1>",
+        "<!--",
+        "-->",
+        "<script>",
+        "</script>",
+        "&amp;",
+        "&#x41;",
+        "&nbsp;",
+        "code",
+        "Order",
+        "PIN:",
+        " ",
+        "\n",
+        "482913",
+        "718-204",
+        "3 9 1 6",
+        "G-1234",
+        "ABX-92K",
+        "$",
+        "+1",
+        "#",
+        "https://t.test/c/x ",
+        "Unsubscribe",
+        "click here",
+        "Verify",
+        "é",
+        "\u{200c}",
+        "<",
+        ">",
+        "\"",
+        "=",
+    ];
+
+    proptest::proptest! {
+        #[test]
+        fn arbitrary_text_stays_within_bounds(subject in "\\PC{0,40}", text in "\\PC{0,400}", html in "\\PC{0,400}") {
+            check(&extract(&subject, &text, &html));
+        }
+
+        #[test]
+        fn mail_shaped_input_stays_within_bounds(picks in proptest::collection::vec(0..PIECES.len(), 0..200)) {
+            let s: String = picks.iter().map(|&i| PIECES[i]).collect();
+            check(&extract(&s, &s, &s));
+        }
+
+        #[test]
+        fn raw_bytes_never_panic(raw in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..600)) {
+            check(&extract_message(&raw));
+        }
     }
 }

@@ -501,11 +501,41 @@ const FILLER: &[&str] = &[
     "following:",
 ];
 
+/// Most distinct words remembered per message.
+const MAX_MEMO: usize = 8192;
+
+/// What words say, each distinct word classified once: mail repeats its
+/// words, and a hostile body of distinct words is bounded by [`MAX_MEMO`]
+/// plus the fixed cost of classifying the rest.
+#[derive(Default)]
+pub struct Vocabulary {
+    seen: std::collections::HashMap<String, (Hint, bool)>,
+}
+
+impl Vocabulary {
+    /// The hint of `word` and whether it is a filler word.
+    pub fn lookup(&mut self, word: &str) -> (Hint, bool) {
+        if let Some(v) = self.seen.get(word) {
+            return *v;
+        }
+        let v = (hint(word), is_filler(word));
+        if self.seen.len() < MAX_MEMO {
+            self.seen.insert(word.to_owned(), v);
+        }
+        v
+    }
+}
+
 /// What `word` (any case, punctuation around it allowed) says.
 pub fn hint(word: &str) -> Hint {
     let core = word.trim_matches(|c: char| !c.is_alphanumeric());
     if core.is_empty() {
         return Hint::None;
+    }
+    if core.bytes().any(|b| b.is_ascii_digit()) {
+        // Numbers and codes say nothing; "2FA" is the one word with a digit.
+        let two_factor = core.eq_ignore_ascii_case("2fa") || core.eq_ignore_ascii_case("2sv");
+        return if two_factor { Hint::Code } else { Hint::None };
     }
     let lower = core.to_lowercase();
     let w = lower.as_str();
@@ -532,6 +562,9 @@ pub fn hint(word: &str) -> Hint {
 
 /// Whether `word` carries no meaning between a label and its value.
 pub fn is_filler(word: &str) -> bool {
+    if word.bytes().any(|b| b.is_ascii_digit()) {
+        return false;
+    }
     let lower = word.to_lowercase();
     let core = lower.trim_matches(|c: char| !c.is_alphanumeric());
     core.is_empty() || FILLER.contains(&core) || FILLER.contains(&lower.as_str())
