@@ -76,8 +76,12 @@ fn words(text: &str) -> Vec<Word<'_>> {
 
 fn word(text: &str, start: usize, end: usize) -> Word<'_> {
     let raw = text.get(start..end).unwrap_or_default();
-    let core = raw.trim_matches(|c: char| !c.is_alphanumeric());
-    let pre_len = raw.find(core).unwrap_or(0);
+    let not_alphanumeric = |c: char| !c.is_alphanumeric();
+    let pre_len = raw.len() - raw.trim_start_matches(not_alphanumeric).len();
+    let core = raw
+        .get(pre_len..)
+        .unwrap_or_default()
+        .trim_end_matches(not_alphanumeric);
     Word {
         start,
         end,
@@ -288,13 +292,33 @@ fn look(
 const NEIGHBOUR_BYTES: usize = 240;
 
 /// What a neighbouring line says.
-#[derive(Default)]
-struct LineHints {
+#[derive(Debug, Default, Clone, Copy)]
+pub(super) struct LineHints {
     code: bool,
     /// A decoy word in a short label line ("Order number:", "Meeting ID:");
     /// in a sentence a decoy word is usually just a noun ("…your account:").
     decoy_label: bool,
     weak: bool,
+}
+
+/// [`line_hints`] of line `index`, remembered: consecutive candidates ask
+/// about the same few neighbouring lines.
+fn neighbour(
+    vocabulary: &mut Vocabulary,
+    ctx: &Context<'_>,
+    index: usize,
+    from_end: bool,
+) -> LineHints {
+    let key = (index, from_end);
+    if let Some(h) = vocabulary.lines.get(&key) {
+        return *h;
+    }
+    let h = line_hints(vocabulary, ctx.lines.get(index), from_end);
+    if vocabulary.lines.len() >= 64 {
+        vocabulary.lines.clear();
+    }
+    vocabulary.lines.insert(key, h);
+    h
 }
 
 /// Code, decoy and weak words among the last (or first) few words of a
@@ -382,14 +406,14 @@ fn score(
             let Some(i) = line_index.checked_sub(back) else {
                 break;
             };
-            let h = line_hints(vocabulary, ctx.lines.get(i), true);
+            let h = neighbour(vocabulary, ctx, i, true);
             if back == 1 {
                 prev_decoy |= h.decoy_label;
             }
             prev_code |= h.code;
             weak |= h.weak;
         }
-        let next = line_hints(vocabulary, ctx.lines.get(line_index + 1), false);
+        let next = neighbour(vocabulary, ctx, line_index + 1, false);
         weak |= next.weak;
         if prev_decoy && standalone {
             s -= 40;

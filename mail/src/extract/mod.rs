@@ -107,6 +107,7 @@ pub fn extract(subject: &str, text: &str, html: &str) -> Extraction {
             subject_hinted: subject_hinted && !is_subject,
             is_subject,
         };
+        vocabulary.next_body();
         found.extend(codes::candidates(&ctx, &mut vocabulary));
     }
     Extraction {

@@ -510,6 +510,16 @@ const MAX_MEMO: usize = 8192;
 #[derive(Default)]
 pub struct Vocabulary {
     seen: std::collections::HashMap<String, (Hint, bool)>,
+    /// What neighbouring lines say, by (line index, read from its end); the
+    /// scorer's own memo, cleared per body.
+    pub(super) lines: std::collections::HashMap<(usize, bool), super::codes::LineHints>,
+}
+
+impl Vocabulary {
+    /// Forget the per-body line memo (line indices restart in the next body).
+    pub fn next_body(&mut self) {
+        self.lines.clear();
+    }
 }
 
 impl Vocabulary {
