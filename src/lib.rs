@@ -27,7 +27,15 @@ pub enum StartError {
     /// A listen address is not `host:port`.
     #[error("listen address {0:?} is not ip:port")]
     BadAddress(String),
-    /// Binding or setting up a socket, a thread or a runtime failed.
+    /// A listen address could not be bound (e.g. another process holds it).
+    #[error("{what}: {source}")]
+    Bind {
+        /// Which listener.
+        what: &'static str,
+        /// The cause, naming the address.
+        source: cores::BindError,
+    },
+    /// Setting up a socket, a thread or a runtime failed.
     #[error("{what}: {source}")]
     Io {
         /// What was being done.
@@ -41,6 +49,8 @@ pub enum StartError {
 pub struct Appliance {
     /// Where SMTP answers (the real port, also when configured as 0).
     pub smtp_addr: SocketAddr,
+    /// Where SMTP over implicit TLS answers, when `smtp.tls_listen` is set.
+    pub smtps_addr: Option<SocketAddr>,
     /// Where HTTP answers.
     pub http_addr: SocketAddr,
     /// The engine, for tests that look at storage directly.
@@ -60,12 +70,27 @@ impl Appliance {
         let smtp_addr = parse_addr(&config.smtp.listen)?;
         let http_addr = parse_addr(&config.http.listen)?;
         let io = |what| move |source| StartError::Io { what, source };
+        let bind = |what| move |source| StartError::Bind { what, source };
         let smtp_listeners =
-            cores::reuseport_listeners(smtp_addr, cores).map_err(io("binding SMTP"))?;
+            cores::reuseport_listeners(smtp_addr, cores).map_err(bind("binding SMTP"))?;
         let http_listeners =
-            cores::reuseport_listeners(http_addr, cores).map_err(io("binding HTTP"))?;
+            cores::reuseport_listeners(http_addr, cores).map_err(bind("binding HTTP"))?;
         let smtp_addr = local_addr(&smtp_listeners)?;
         let http_addr = local_addr(&http_listeners)?;
+        let mut smtps_listeners: Vec<Option<std::net::TcpListener>> = match &config.smtp.tls_listen
+        {
+            Some(listen) => cores::reuseport_listeners(parse_addr(listen)?, cores)
+                .map_err(bind("binding SMTPS"))?
+                .into_iter()
+                .map(Some)
+                .collect(),
+            None => Vec::new(),
+        };
+        let smtps_addr = match smtps_listeners.first() {
+            Some(Some(l)) => Some(l.local_addr().map_err(io("reading a bound address"))?),
+            _ => None,
+        };
+        smtps_listeners.resize_with(cores.max(1), || None);
 
         let smtp_shared = uncorreo_smtpd::Shared::new(engine.clone(), config.smtp.clone())
             .map_err(io("setting up SMTP"))?;
@@ -96,7 +121,11 @@ impl Appliance {
         });
         let mut threads = Vec::with_capacity(cores);
         let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), std::io::Error>>();
-        for (core, (smtp, http)) in smtp_listeners.into_iter().zip(http_listeners).enumerate() {
+        let listeners = smtp_listeners
+            .into_iter()
+            .zip(smtps_listeners)
+            .zip(http_listeners);
+        for (core, ((smtp, smtps), http)) in listeners.enumerate() {
             let smtp_shared = Arc::clone(&smtp_shared);
             let app_state = app_state.clone();
             let mcp = mcp.clone();
@@ -105,7 +134,14 @@ impl Appliance {
             let thread = std::thread::Builder::new()
                 .name(format!("core-{core}"))
                 .spawn(move || {
-                    run_core(smtp, http, smtp_shared, app_state, mcp, shutdown, ready_tx)
+                    run_core(
+                        CoreListeners { smtp, smtps, http },
+                        smtp_shared,
+                        app_state,
+                        mcp,
+                        shutdown,
+                        ready_tx,
+                    )
                 })
                 .map_err(io("spawning a core thread"))?;
             threads.push(thread);
@@ -133,6 +169,7 @@ impl Appliance {
         tracing::info!(%smtp_addr, %http_addr, cores, "uncorreo is serving");
         Ok(Self {
             smtp_addr,
+            smtps_addr,
             http_addr,
             engine,
             shutdown,
@@ -176,9 +213,16 @@ fn local_addr(listeners: &[std::net::TcpListener]) -> Result<SocketAddr, StartEr
         })
 }
 
-fn run_core(
+/// One core's sockets.
+struct CoreListeners {
     smtp: std::net::TcpListener,
+    /// The implicit-TLS listener, when configured.
+    smtps: Option<std::net::TcpListener>,
     http: std::net::TcpListener,
+}
+
+fn run_core(
+    listeners: CoreListeners,
     smtp_shared: Arc<uncorreo_smtpd::Shared>,
     app_state: uncorreo_api::AppState,
     mcp: Option<uncorreo_mcp::Mcp>,
@@ -196,9 +240,12 @@ fn run_core(
         }
     };
     runtime.block_on(async move {
-        let listeners = tokio::net::TcpListener::from_std(smtp)
-            .and_then(|s| Ok((s, tokio::net::TcpListener::from_std(http)?)));
-        let (smtp, http) = match listeners {
+        let CoreListeners { smtp, smtps, http } = listeners;
+        let listeners = tokio::net::TcpListener::from_std(smtp).and_then(|s| {
+            let smtps = smtps.map(tokio::net::TcpListener::from_std).transpose()?;
+            Ok((s, smtps, tokio::net::TcpListener::from_std(http)?))
+        });
+        let (smtp, smtps, http) = match listeners {
             Ok(pair) => pair,
             Err(e) => {
                 let _ = ready.send(Err(e));
@@ -206,9 +253,19 @@ fn run_core(
             }
         };
         let _ = ready.send(Ok(()));
-        let smtp_task = uncorreo_smtpd::serve(smtp, smtp_shared, shutdown.clone());
+        let smtps_task = async {
+            if let Some(listener) = smtps {
+                uncorreo_smtpd::serve_implicit_tls(
+                    listener,
+                    Arc::clone(&smtp_shared),
+                    shutdown.clone(),
+                )
+                .await;
+            }
+        };
+        let smtp_task = uncorreo_smtpd::serve(smtp, Arc::clone(&smtp_shared), shutdown.clone());
         let realtime = app_state.realtime().clone();
-        let mut router = uncorreo_api::router(app_state);
+        let mut router = uncorreo_ui::mount(uncorreo_api::router(app_state));
         if let Some(mcp) = &mcp {
             router = router.merge(mcp.router());
         }
@@ -223,6 +280,6 @@ fn run_core(
             // Upgraded WebSockets outlive their request: let them send 1001.
             realtime.drained().await;
         };
-        tokio::join!(smtp_task, http_task);
+        tokio::join!(smtp_task, smtps_task, http_task);
     });
 }

@@ -1,7 +1,7 @@
 //! Operator actions shared by the `uncorreo admin` CLI and tests: create a
 //! user on a plan with a first API key.
 
-use uncorreo_engine::{Engine, EngineError, Subscription, UserInfo};
+use uncorreo_engine::{Engine, Subscription, UserInfo, WriteError};
 
 use crate::plans::Plans;
 
@@ -19,7 +19,7 @@ pub enum AdminError {
     },
     /// Storage refused.
     #[error("storage: {0}")]
-    Engine(#[from] EngineError),
+    Engine(#[from] WriteError),
 }
 
 /// A user created with a first key.

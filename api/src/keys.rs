@@ -8,7 +8,7 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::IntoResponse;
 use axum::Json;
 use serde::{Deserialize, Serialize};
-use uncorreo_engine::{ApiKeyInfo, Engine, EngineError, UserId};
+use uncorreo_engine::{ApiKeyInfo, Engine, UserId, WriteError};
 use utoipa::ToSchema;
 
 use crate::auth::{new_api_key, Caller};
@@ -66,15 +66,15 @@ pub struct KeyList {
 }
 
 /// Mint and store a key for `user`. Used by the HTTP route and the admin CLI.
-pub async fn mint(engine: &Engine, user: UserId) -> Result<(ApiKeyInfo, String), EngineError> {
+pub async fn mint(engine: &Engine, user: UserId) -> Result<(ApiKeyInfo, String), WriteError> {
     // A collision of 192 random bits does not happen; retrying keeps the
     // code honest about `AlreadyExists` anyway.
-    let mut last = EngineError::AlreadyExists;
+    let mut last = WriteError::AlreadyExists;
     for _ in 0..3 {
         let (secret, prefix) = new_api_key();
         match engine.create_api_key(user, secret.hash, prefix).await {
             Ok(info) => return Ok((info, secret.secret)),
-            Err(EngineError::AlreadyExists) => last = EngineError::AlreadyExists,
+            Err(WriteError::AlreadyExists) => last = WriteError::AlreadyExists,
             Err(e) => return Err(e),
         }
     }

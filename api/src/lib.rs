@@ -15,6 +15,7 @@ pub mod admin;
 pub mod auth;
 pub mod keys;
 pub mod mailboxes;
+pub mod mailpit;
 pub mod messages;
 pub mod metrics;
 pub mod openapi;
@@ -25,6 +26,7 @@ pub mod problem;
 pub mod quota;
 pub mod ratelimit;
 pub mod realtime;
+pub mod send;
 pub mod sns;
 
 use std::sync::Arc;
@@ -83,6 +85,7 @@ struct Shared {
     metrics: ::metrics_exporter_prometheus::PrometheusHandle,
     realtime: realtime::Realtime,
     sns: sns::SnsState,
+    mailpit: mailpit::MailpitState,
 }
 
 impl axum::extract::FromRef<AppState> for sns::SnsState {
@@ -117,6 +120,7 @@ impl AppState {
                 metrics: metrics::install(),
                 realtime: realtime::Realtime::new(config.realtime.clone()),
                 sns,
+                mailpit: mailpit::MailpitState::default(),
                 config,
             }),
         })
@@ -150,6 +154,14 @@ impl AppState {
     pub fn realtime(&self) -> &realtime::Realtime {
         &self.shared.realtime
     }
+    /// The Mailpit-compatible API's cache and marks.
+    pub fn mailpit(&self) -> &mailpit::MailpitState {
+        &self.shared.mailpit
+    }
+    /// The name our `Received:` lines give.
+    pub fn hostname(&self) -> &str {
+        self.shared.sns.hostname()
+    }
     /// The Prometheus renderer.
     pub fn metrics_handle(&self) -> &::metrics_exporter_prometheus::PrometheusHandle {
         &self.shared.metrics
@@ -159,8 +171,9 @@ impl AppState {
 /// The whole router. Built once per core from the same state.
 pub fn router(state: AppState) -> Router {
     let (router, _doc) = openapi::api_router(state.limits().json_body_bytes).split_for_parts();
-    router
-        .with_state(state)
-        .layer(axum::middleware::from_fn(problem::ensure_problem_json))
-        .layer(axum::middleware::from_fn(metrics::track_requests))
+    let api = router
+        .with_state(state.clone())
+        .layer(axum::middleware::from_fn(problem::ensure_problem_json));
+    // Mailpit's errors are plain text, so its routes join after the problem+json layer.
+    mailpit::mount(api, state).layer(axum::middleware::from_fn(metrics::track_requests))
 }

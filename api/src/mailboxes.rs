@@ -9,7 +9,7 @@ use axum::response::IntoResponse;
 use axum::Json;
 use rand::Rng;
 use serde::{Deserialize, Serialize};
-use uncorreo_engine::{Address, AddressError, EngineError, MailboxInfo, NewMailbox, Owner};
+use uncorreo_engine::{Address, AddressError, CreateMailboxError, MailboxInfo, NewMailbox, Owner};
 use utoipa::ToSchema;
 
 use crate::auth::{authorize_mailbox, new_session_token, Caller};
@@ -229,13 +229,14 @@ pub async fn create(
         .now_ms()
         .saturating_add(u64::from(ttl).saturating_mul(60_000));
     let attempts = if chosen.is_some() { 1 } else { RANDOM_ATTEMPTS };
-    let mut created = Err(EngineError::AlreadyExists);
+    let mut created = Err(CreateMailboxError::AlreadyExists);
     for _ in 0..attempts {
         let address = match &chosen {
             Some(a) => a.clone(),
             None => Address::from_parts(&random_local_part(), &domain)
                 .map_err(|_| Problem::new(Kind::Internal, "generated an invalid address"))?,
         };
+        reservation.attempting(&address);
         created = engine
             .create_mailbox(NewMailbox {
                 address,
@@ -244,17 +245,16 @@ pub async fn create(
                 max_messages: plan.max_messages_per_mailbox,
             })
             .await;
-        if !matches!(created, Err(EngineError::AlreadyExists)) {
+        if !matches!(created, Err(CreateMailboxError::AlreadyExists)) {
             break;
         }
     }
     let info = created.map_err(Problem::from)?;
     if token.is_some() {
-        state
-            .quotas()
-            .record_anonymous(engine, caller.ip(), info.id);
+        reservation.record_anonymous(state.quotas(), engine, caller.ip(), info.id);
+    } else {
+        drop(reservation);
     }
-    drop(reservation);
     ::metrics::counter!("uncorreo_mailboxes_created_total", "owner" => if token.is_some() { "anonymous" } else { "user" }).increment(1);
 
     Ok(MailboxCreated {

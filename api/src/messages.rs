@@ -1,6 +1,6 @@
 //! `/api/v1/mailboxes/{address}/messages…`: list (cursor by sequence,
-//! filter by plus tag), read parsed, read raw, download an attachment,
-//! delete.
+//! filter by plus tag), read parsed, read raw, read the HTML body as a
+//! sandboxed document, download an attachment, delete.
 
 use std::str::FromStr;
 
@@ -16,6 +16,7 @@ use utoipa::{IntoParams, ToSchema};
 use crate::auth::{authorize_mailbox, Caller};
 use crate::parse::content_disposition;
 use crate::problem::{Kind, Problem, ProblemBody};
+use crate::realtime::StreamCaller;
 use crate::AppState;
 use uncorreo_mail::date::rfc3339_millis as rfc3339;
 
@@ -409,4 +410,154 @@ fn binary(body: bytes::Bytes, content_type: &str, disposition: &str) -> Response
         HeaderValue::from_static("private, no-store"),
     );
     resp.into_response()
+}
+
+/// Query of the sandboxed HTML view.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct HtmlQuery {
+    /// Let the document load images from other hosts (default false: only
+    /// `data:` images; a remote image tells the sender the mail was opened).
+    pub remote_images: Option<bool>,
+    /// A session token or API key, for an `<iframe src>`, which cannot set
+    /// headers. Ends up in access logs: prefer `Authorization` where possible.
+    pub token: Option<String>,
+}
+
+/// Policy of the HTML view with remote images blocked. `sandbox` without
+/// `allow-scripts` or `allow-same-origin` holds even when the URL is opened
+/// on its own, outside our frame; `allow-popups` lets links open a new tab
+/// (they get `target=_blank`, so the new tab has no opener).
+pub const HTML_CSP: &str = "sandbox allow-popups allow-popups-to-escape-sandbox; \
+default-src 'none'; style-src 'unsafe-inline'; img-src data:; font-src data:; \
+base-uri 'none'; form-action 'none'; frame-ancestors 'self'";
+/// The same with images from any host allowed.
+pub const HTML_CSP_REMOTE_IMAGES: &str = "sandbox allow-popups allow-popups-to-escape-sandbox; \
+default-src 'none'; style-src 'unsafe-inline'; img-src data: http: https:; font-src data:; \
+base-uri 'none'; form-action 'none'; frame-ancestors 'self'";
+
+/// Put before the message's own markup (after its doctype, if any): links
+/// open in a new tab, and no request from the document carries a referrer.
+const HTML_PREAMBLE: &str =
+    "<meta charset=\"utf-8\"><meta name=\"referrer\" content=\"no-referrer\"><base target=\"_blank\">";
+
+/// The HTML body as a document for a sandboxed frame.
+#[utoipa::path(
+    get,
+    path = "/api/v1/mailboxes/{address}/messages/{id}/html",
+    tag = "messages",
+    description = "The message's HTML body (untrusted) as a document meant for an \
+`<iframe sandbox>`, served with its own Content-Security-Policy: `sandbox` (no scripts, an opaque \
+origin), no script, no connections, no remote stylesheets, no forms, and no remote images unless \
+`remote_images=true`. Links open in a new tab without a referrer. Framable only by this origin. \
+Credentials as for every route, or `?token=` (an iframe cannot set headers).",
+    params(
+        ("address" = String, Path, description = "`local@domain`"),
+        ("id" = String, Path, description = "Message id"),
+        HtmlQuery,
+    ),
+    responses(
+        (status = 200, description = "The HTML body, with the policy in `Content-Security-Policy`",
+            body = String, content_type = "text/html"),
+        (status = 400, description = "Malformed query", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 401, description = "No credential, or an unknown or revoked API key", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 404, description = "No such mailbox or message, no HTML body, or not visible with these credentials", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 422, description = "`message-too-large-to-parse` or `unparseable-message`: read it raw", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 429, description = "Rate limited", body = ProblemBody, content_type = "application/problem+json"),
+    ),
+    security(("api_key" = []), ("session_token" = []), ("query_token" = [])),
+)]
+pub async fn get_html(
+    State(state): State<AppState>,
+    StreamCaller(caller): StreamCaller,
+    Path(p): Path<MessagePath>,
+    query: Result<Query<HtmlQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, Problem> {
+    let mb = authorize_mailbox(&state, &caller, &p.address)?;
+    let meta = message_in(&state, &mb, &p.id)?;
+    let Query(q) = query?;
+    let raw = state.engine.read_raw(meta.id)?;
+    let parsed = crate::parse::parse(raw, state.limits().parse_max_bytes).await?;
+    let html = parsed.html.ok_or_else(Problem::not_found)?;
+    let csp = if q.remote_images.unwrap_or(false) {
+        HTML_CSP_REMOTE_IMAGES
+    } else {
+        HTML_CSP
+    };
+    let mut resp = Response::new(Body::from(sandbox_document(&html)));
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(csp),
+    );
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(
+        header::X_FRAME_OPTIONS,
+        HeaderValue::from_static("SAMEORIGIN"),
+    );
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    h.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("private, no-store"),
+    );
+    Ok(resp)
+}
+
+/// `html` with [`HTML_PREAMBLE`] after its doctype (so a standards-mode
+/// mail stays in standards mode), or at the start.
+fn sandbox_document(html: &str) -> String {
+    let start = html.len() - html.trim_start().len();
+    let rest = &html[start..];
+    let doctype_end = rest
+        .get(..9)
+        .filter(|head| head.eq_ignore_ascii_case("<!doctype"))
+        .and_then(|_| rest.find('>'))
+        .map_or(0, |end| start + end + 1);
+    let mut out = String::with_capacity(html.len() + HTML_PREAMBLE.len());
+    out.push_str(&html[..doctype_end]);
+    out.push_str(HTML_PREAMBLE);
+    out.push_str(&html[doctype_end..]);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_preamble_goes_after_a_doctype_and_before_everything_else() {
+        assert_eq!(
+            sandbox_document("<p>hi</p>"),
+            format!("{HTML_PREAMBLE}<p>hi</p>")
+        );
+        assert_eq!(
+            sandbox_document("\n<!DOCTYPE html><html><p>x</p></html>"),
+            format!("\n<!DOCTYPE html>{HTML_PREAMBLE}<html><p>x</p></html>")
+        );
+        // Multi-byte text right at the start does not split a character.
+        assert_eq!(sandbox_document("ñandú"), format!("{HTML_PREAMBLE}ñandú"));
+    }
+
+    #[test]
+    fn the_html_policies_forbid_script_and_same_origin() {
+        for csp in [HTML_CSP, HTML_CSP_REMOTE_IMAGES] {
+            let sandbox = csp.split(';').next().unwrap_or("");
+            assert!(sandbox.starts_with("sandbox"));
+            assert!(!sandbox.contains("allow-scripts"));
+            assert!(!sandbox.contains("allow-same-origin"));
+            assert!(csp.contains("default-src 'none'"));
+            assert!(!csp.contains("script-src"));
+        }
+        assert!(!HTML_CSP.contains("http"));
+    }
 }

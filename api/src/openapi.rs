@@ -84,6 +84,7 @@ pub fn api_router(json_body_bytes: usize) -> OpenApiRouter<AppState> {
         .routes(routes!(messages::list_messages))
         .routes(routes!(messages::get_message, messages::delete_message))
         .routes(routes!(messages::get_raw))
+        .routes(routes!(messages::get_html))
         .routes(routes!(messages::get_attachment))
         .routes(routes!(keys::create_key, keys::list_keys))
         .routes(routes!(keys::revoke_key))
@@ -98,6 +99,8 @@ pub fn api_router(json_body_bytes: usize) -> OpenApiRouter<AppState> {
         .route_layer(DefaultBodyLimit::max(json_body_bytes))
         // SNS notifications carry whole messages: `sns.max_body_bytes`.
         .routes(routes!(crate::sns::handler::inbound))
+        // HTTP send reads its body itself, bounded by `engine.max_message_bytes`.
+        .routes(routes!(crate::send::send_message))
 }
 
 /// The OpenAPI document.

@@ -44,9 +44,23 @@ pub async fn health() -> Json<Status> {
 )]
 pub async fn ready(State(state): State<AppState>) -> Result<Json<Status>, Problem> {
     if state.engine.is_poisoned() {
+        // Which part failed, so an operator knows where to look; the
+        // one-atomic check above keeps the healthy path cheap.
+        let health = state.engine.health();
+        let mut parts: Vec<String> = health
+            .failed_shards
+            .iter()
+            .map(|s| format!("log shard {s}"))
+            .collect();
+        if health.compaction_failed {
+            parts.push("the compaction thread".to_owned());
+        }
         return Err(Problem::new(
             Kind::StorageFailed,
-            "storage failed and refuses writes until the server is restarted",
+            format!(
+                "storage failed ({}) and refuses writes until the server is restarted",
+                parts.join(", ")
+            ),
         ));
     }
     Ok(Json(Status {

@@ -8,7 +8,7 @@ use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
-use uncorreo_engine::EngineError;
+use uncorreo_engine::{CreateMailboxError, DeliverError, LookupError, StorageError, WriteError};
 use utoipa::ToSchema;
 
 /// Media type of every error body.
@@ -51,6 +51,8 @@ pub enum Kind {
     KeyLimit,
     /// 409: a live mailbox already has that address.
     AddressTaken,
+    /// 409: the mailbox holds its plan's maximum of messages (HTTP send).
+    MailboxFull,
     /// 429.
     RateLimited,
     /// 422: the stored message is too large to parse (read it raw instead).
@@ -85,6 +87,7 @@ impl Kind {
             Self::MailboxLimit => "mailbox-limit",
             Self::KeyLimit => "key-limit",
             Self::AddressTaken => "address-taken",
+            Self::MailboxFull => "mailbox-full",
             Self::RateLimited => "rate-limited",
             Self::MessageTooLargeToParse => "message-too-large-to-parse",
             Self::Unparseable => "unparseable-message",
@@ -109,7 +112,7 @@ impl Kind {
             | Self::TtlTooLong
             | Self::MessageTooLargeToParse
             | Self::Unparseable => StatusCode::UNPROCESSABLE_ENTITY,
-            Self::AddressTaken => StatusCode::CONFLICT,
+            Self::AddressTaken | Self::MailboxFull => StatusCode::CONFLICT,
             Self::RateLimited => StatusCode::TOO_MANY_REQUESTS,
             Self::Unavailable | Self::StorageFailed => StatusCode::SERVICE_UNAVAILABLE,
             Self::InsufficientStorage => StatusCode::INSUFFICIENT_STORAGE,
@@ -134,6 +137,7 @@ impl Kind {
             Self::MailboxLimit => "Mailbox limit reached",
             Self::KeyLimit => "API key limit reached",
             Self::AddressTaken => "Address taken",
+            Self::MailboxFull => "Mailbox full",
             Self::RateLimited => "Too many requests",
             Self::MessageTooLargeToParse => "Message too large to parse",
             Self::Unparseable => "Message could not be parsed",
@@ -160,6 +164,7 @@ impl Kind {
         Self::MailboxLimit,
         Self::KeyLimit,
         Self::AddressTaken,
+        Self::MailboxFull,
         Self::RateLimited,
         Self::MessageTooLargeToParse,
         Self::Unparseable,
@@ -242,29 +247,18 @@ impl Problem {
         }
     }
 
-    /// Map an engine error to what the client should be told. Internal
+    /// Map a storage failure to what the client should be told. Internal
     /// details (I/O error text) are logged, not sent.
-    pub fn from_engine(e: &EngineError) -> Self {
+    pub fn from_storage(e: &StorageError) -> Self {
         match e {
-            EngineError::NotFound => Self::not_found(),
-            EngineError::AlreadyExists => Self::new(
-                Kind::AddressTaken,
-                "a live mailbox already has this address",
-            ),
-            EngineError::QuotaExceeded => Self::new(Kind::MailboxLimit, "quota exceeded"),
-            EngineError::Invalid(why) => Self::new(Kind::InvalidRequest, *why),
-            EngineError::Saturated => {
-                Self::new(Kind::Unavailable, "storage is saturated; retry shortly").retry_after(1)
-            }
-            EngineError::Closed => {
+            StorageError::Closed => {
                 Self::new(Kind::Unavailable, "the server is shutting down").retry_after(5)
             }
-            EngineError::DiskFull => Self::new(Kind::InsufficientStorage, "storage is full"),
-            EngineError::Poisoned => Self::new(
+            StorageError::Poisoned => Self::new(
                 Kind::StorageFailed,
                 "storage failed and refuses writes until the server is restarted",
             ),
-            EngineError::Corrupt => {
+            StorageError::Corrupt => {
                 tracing::error!("a stored record failed its checksum");
                 Self::new(Kind::Internal, "the stored record is corrupt")
             }
@@ -274,11 +268,86 @@ impl Problem {
             }
         }
     }
+
+    fn saturated() -> Self {
+        Self::new(Kind::Unavailable, "storage is saturated; retry shortly").retry_after(1)
+    }
+
+    fn disk_full() -> Self {
+        Self::new(Kind::InsufficientStorage, "storage is full")
+    }
 }
 
-impl From<EngineError> for Problem {
-    fn from(e: EngineError) -> Self {
-        Self::from_engine(&e)
+impl From<StorageError> for Problem {
+    fn from(e: StorageError) -> Self {
+        Self::from_storage(&e)
+    }
+}
+
+impl From<DeliverError> for Problem {
+    fn from(e: DeliverError) -> Self {
+        match e {
+            DeliverError::TooLarge { limit } => Self::new(
+                Kind::PayloadTooLarge,
+                format!("the message is larger than {limit} bytes"),
+            ),
+            DeliverError::Saturated => Self::saturated(),
+            DeliverError::DiskFull => Self::disk_full(),
+            DeliverError::Storage(e) => Self::from_storage(&e),
+            other => {
+                tracing::error!(error = %other, "delivery error");
+                Self::new(Kind::Internal, "storage error")
+            }
+        }
+    }
+}
+
+impl From<CreateMailboxError> for Problem {
+    fn from(e: CreateMailboxError) -> Self {
+        match e {
+            CreateMailboxError::ForeignDomain => {
+                Self::new(Kind::InvalidRequest, "domain not served here")
+            }
+            CreateMailboxError::AlreadyExists => Self::new(
+                Kind::AddressTaken,
+                "a live mailbox already has this address",
+            ),
+            CreateMailboxError::Saturated => Self::saturated(),
+            CreateMailboxError::DiskFull => Self::disk_full(),
+            CreateMailboxError::Storage(e) => Self::from_storage(&e),
+            other => {
+                tracing::error!(error = %other, "mailbox creation error");
+                Self::new(Kind::Internal, "storage error")
+            }
+        }
+    }
+}
+
+impl From<WriteError> for Problem {
+    fn from(e: WriteError) -> Self {
+        match e {
+            WriteError::NotFound => Self::not_found(),
+            WriteError::Saturated => Self::saturated(),
+            WriteError::DiskFull => Self::disk_full(),
+            WriteError::Storage(e) => Self::from_storage(&e),
+            other => {
+                tracing::error!(error = %other, "storage write error");
+                Self::new(Kind::Internal, "storage error")
+            }
+        }
+    }
+}
+
+impl From<LookupError> for Problem {
+    fn from(e: LookupError) -> Self {
+        match e {
+            LookupError::NotFound => Self::not_found(),
+            LookupError::Storage(e) => Self::from_storage(&e),
+            other => {
+                tracing::error!(error = %other, "storage read error");
+                Self::new(Kind::Internal, "storage error")
+            }
+        }
     }
 }
 

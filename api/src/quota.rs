@@ -5,6 +5,14 @@
 //! lock together with the creations still in flight, and a slot is reserved
 //! until the engine has the new mailbox (a [`Reservation`] releases on drop).
 //!
+//! A creation becomes visible in the count (the engine's index, or the
+//! anonymous map) before its reservation is dropped. Counting it in both
+//! places would refuse a request that fits, so a reservation only counts
+//! while its creation is not yet visible: for owners, while the engine has no
+//! mailbox of that owner at the address the reservation is attempting; for
+//! anonymous clients, until [`Reservation::record_anonymous`] moves it into
+//! the map under the same lock.
+//!
 //! Users' mailboxes are counted in the engine. Anonymous callers have no
 //! identity, so their mailboxes are counted per client IP (IPv6 /64) in a
 //! bounded in-memory map of the mailboxes each created; it is a best-effort
@@ -15,7 +23,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use parking_lot::Mutex;
-use uncorreo_engine::{Engine, MailboxId, Owner};
+use uncorreo_engine::{Address, Engine, MailboxId, Owner};
 
 use crate::ratelimit::client_key;
 
@@ -49,8 +57,20 @@ impl QuotaKey {
 
 #[derive(Default)]
 struct Inner {
-    pending: HashMap<QuotaKey, u32>,
+    /// Creations in flight per key: ticket → the address being attempted.
+    pending: HashMap<QuotaKey, HashMap<u64, Option<Address>>>,
     anonymous: HashMap<IpAddr, Vec<MailboxId>>,
+    next_ticket: u64,
+}
+
+impl QuotaKey {
+    fn engine_owner(&self) -> Option<Owner> {
+        match self {
+            Self::Owner(OwnerKey::User(u)) => Some(Owner::User(uncorreo_engine::UserId(*u))),
+            Self::Owner(OwnerKey::Token(t)) => Some(Owner::Anonymous { token_hash: *t }),
+            Self::Ip(_) => None,
+        }
+    }
 }
 
 /// Mailbox-count bookkeeping shared by every core.
@@ -63,6 +83,7 @@ pub struct Quotas {
 pub struct Reservation {
     inner: Arc<Mutex<Inner>>,
     key: QuotaKey,
+    ticket: u64,
 }
 
 /// The quota is used up.
@@ -89,14 +110,11 @@ impl Quotas {
         max: u32,
     ) -> Result<Reservation, Exhausted> {
         let mut inner = self.inner.lock();
+        let owner = key.engine_owner();
         let live = match &key {
-            QuotaKey::Owner(o) => {
-                let owner = match o {
-                    OwnerKey::User(u) => Owner::User(uncorreo_engine::UserId(*u)),
-                    OwnerKey::Token(t) => Owner::Anonymous { token_hash: *t },
-                };
-                u32::try_from(engine.mailboxes_owned_by(&owner).len()).unwrap_or(u32::MAX)
-            }
+            QuotaKey::Owner(_) => owner.as_ref().map_or(0, |owner| {
+                u32::try_from(engine.mailboxes_owned_by(owner).len()).unwrap_or(u32::MAX)
+            }),
             QuotaKey::Ip(ip) => match inner.anonymous.get_mut(ip) {
                 Some(ids) => {
                     ids.retain(|id| engine.mailbox_by_id(*id).is_some());
@@ -105,51 +123,208 @@ impl Quotas {
                 None => 0,
             },
         };
-        let pending = inner.pending.get(&key).copied().unwrap_or(0);
-        let used = live.saturating_add(pending);
+        let in_flight = inner.pending.get(&key).map_or(0, |tickets| {
+            tickets
+                .values()
+                .filter(|attempt| !visible(engine, owner.as_ref(), attempt.as_ref()))
+                .count()
+        });
+        let used = live.saturating_add(u32::try_from(in_flight).unwrap_or(u32::MAX));
         if used >= max {
             return Err(Exhausted { live: used });
         }
-        *inner.pending.entry(key.clone()).or_insert(0) += 1;
+        let ticket = inner.next_ticket;
+        inner.next_ticket = inner.next_ticket.wrapping_add(1);
+        inner
+            .pending
+            .entry(key.clone())
+            .or_default()
+            .insert(ticket, None);
         Ok(Reservation {
             inner: Arc::clone(&self.inner),
             key,
+            ticket,
         })
     }
 
-    /// Record that `ip` created anonymous mailbox `id` (call before the
-    /// reservation is dropped).
-    pub fn record_anonymous(&self, engine: &Engine, ip: IpAddr, id: MailboxId) {
-        let ip = client_key(ip);
-        let mut inner = self.inner.lock();
-        if !inner.anonymous.contains_key(&ip) && inner.anonymous.len() >= self.max_ips {
-            inner
-                .anonymous
-                .retain(|_, ids| ids.iter().any(|id| engine.mailbox_by_id(*id).is_some()));
-            if inner.anonymous.len() >= self.max_ips {
-                // Still full of live clients: forget one (best effort, see module doc).
-                if let Some(k) = inner.anonymous.keys().next().copied() {
-                    inner.anonymous.remove(&k);
-                }
+    /// Forget clients none of whose mailboxes is live when the map is full,
+    /// then one more if it is still full (best effort, see module doc).
+    fn make_room(&self, inner: &mut Inner, engine: &Engine, ip: IpAddr) {
+        if inner.anonymous.contains_key(&ip) || inner.anonymous.len() < self.max_ips {
+            return;
+        }
+        inner
+            .anonymous
+            .retain(|_, ids| ids.iter().any(|id| engine.mailbox_by_id(*id).is_some()));
+        if inner.anonymous.len() >= self.max_ips {
+            if let Some(k) = inner.anonymous.keys().next().copied() {
+                inner.anonymous.remove(&k);
             }
         }
+    }
+}
+
+/// Whether an in-flight creation already shows in the owner's live count.
+/// Anonymous (per-IP) creations show only once recorded, which also ends
+/// their reservation, so an unrecorded one is never visible.
+fn visible(engine: &Engine, owner: Option<&Owner>, attempt: Option<&Address>) -> bool {
+    match (owner, attempt) {
+        (Some(owner), Some(address)) => engine
+            .mailbox(address)
+            .is_some_and(|info| &info.owner == owner),
+        _ => false,
+    }
+}
+
+impl Reservation {
+    /// Note the address the next creation attempt uses, before the engine is
+    /// asked, so the count can tell once that creation is visible.
+    pub fn attempting(&self, address: &Address) {
+        let mut inner = self.inner.lock();
+        if let Some(attempt) = inner
+            .pending
+            .get_mut(&self.key)
+            .and_then(|tickets| tickets.get_mut(&self.ticket))
+        {
+            *attempt = Some(address.clone());
+        }
+    }
+
+    /// Record that `ip` created anonymous mailbox `id`, and end the
+    /// reservation in the same step so the mailbox is never counted twice.
+    pub fn record_anonymous(self, quotas: &Quotas, engine: &Engine, ip: IpAddr, id: MailboxId) {
+        let ip = client_key(ip);
+        let mut inner = self.inner.lock();
+        quotas.make_room(&mut inner, engine, ip);
         inner.anonymous.entry(ip).or_default().push(id);
+        release(&mut inner, &self.key, self.ticket);
+        // Unlock before `self` drops: Drop takes the same (non-reentrant)
+        // lock, finds the ticket gone and does nothing.
+        drop(inner);
+    }
+}
+
+fn release(inner: &mut Inner, key: &QuotaKey, ticket: u64) {
+    if let Some(tickets) = inner.pending.get_mut(key) {
+        tickets.remove(&ticket);
+        if tickets.is_empty() {
+            inner.pending.remove(key);
+        }
     }
 }
 
 impl Drop for Reservation {
     fn drop(&mut self) {
-        let mut inner = self.inner.lock();
-        if let Some(n) = inner.pending.get_mut(&self.key) {
-            *n = n.saturating_sub(1);
-            if *n == 0 {
-                inner.pending.remove(&self.key);
-            }
-        }
+        release(&mut self.inner.lock(), &self.key, self.ticket);
     }
 }
 
 /// The quota key of an anonymous caller at `ip`.
 pub fn anonymous_key(ip: IpAddr) -> QuotaKey {
     QuotaKey::Ip(client_key(ip))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use uncorreo_engine::{EngineConfig, NewMailbox, UserId};
+
+    fn engine(dir: &std::path::Path) -> Engine {
+        Engine::open(EngineConfig {
+            data_dir: dir.to_path_buf(),
+            shards: 1,
+            min_free_bytes: 0,
+            ..EngineConfig::default()
+        })
+        .expect("engine opens")
+    }
+
+    fn address(local: &str) -> Address {
+        Address::from_parts(local, "uncorreo.test").expect("valid address")
+    }
+
+    async fn create(engine: &Engine, owner: &Owner, local: &str) -> MailboxId {
+        engine
+            .create_mailbox(NewMailbox {
+                address: address(local),
+                owner: owner.clone(),
+                expires_at_ms: engine.now_ms() + 60_000,
+                max_messages: 10,
+            })
+            .await
+            .expect("created")
+            .id
+    }
+
+    /// Regression: a creation that the engine already shows, whose
+    /// reservation is not yet dropped, was counted twice and refused a
+    /// request that fits (seen as 4 of 5 allowed mailboxes under load).
+    #[tokio::test]
+    async fn a_visible_creation_is_not_counted_twice_while_its_reservation_is_held() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = engine(dir.path());
+        let quotas = Quotas::new(16);
+        let owner = Owner::User(UserId(7));
+        let key = QuotaKey::owner(&owner);
+
+        let first = quotas.reserve(&engine, key.clone(), 2).expect("1 of 2");
+        first.attempting(&address("one"));
+        create(&engine, &owner, "one").await;
+        // `first` is still held: one mailbox exists, one slot is free.
+        let second = quotas.reserve(&engine, key.clone(), 2).expect("2 of 2");
+        // Not yet visible, so it counts: the quota is now full.
+        assert!(quotas.reserve(&engine, key.clone(), 2).is_err());
+        second.attempting(&address("two"));
+        create(&engine, &owner, "two").await;
+        drop((first, second));
+        assert_eq!(
+            quotas.reserve(&engine, key, 2).err(),
+            Some(Exhausted { live: 2 })
+        );
+    }
+
+    /// An address held by another owner is not this reservation's creation.
+    #[tokio::test]
+    async fn an_address_another_owner_holds_keeps_the_slot_counted() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = engine(dir.path());
+        let quotas = Quotas::new(16);
+        let stranger = Owner::User(UserId(8));
+        create(&engine, &stranger, "taken").await;
+        let key = QuotaKey::owner(&Owner::User(UserId(7)));
+        let held = quotas.reserve(&engine, key.clone(), 1).expect("1 of 1");
+        held.attempting(&address("taken"));
+        assert!(quotas.reserve(&engine, key.clone(), 1).is_err());
+        drop(held);
+        quotas
+            .reserve(&engine, key, 1)
+            .expect("slot back after drop");
+    }
+
+    /// Anonymous creations move from in-flight to recorded in one step.
+    #[tokio::test]
+    async fn recording_an_anonymous_creation_ends_its_reservation_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = engine(dir.path());
+        let quotas = Quotas::new(16);
+        let ip: IpAddr = [192, 0, 2, 1].into();
+        let key = anonymous_key(ip);
+        let owner = Owner::Anonymous {
+            token_hash: [1; 32],
+        };
+        let held = quotas.reserve(&engine, key.clone(), 2).expect("1 of 2");
+        let id = create(&engine, &owner, "anon").await;
+        // Visible in the engine but not recorded: still counted once.
+        assert_eq!(
+            quotas.reserve(&engine, key.clone(), 1).err(),
+            Some(Exhausted { live: 1 })
+        );
+        held.record_anonymous(&quotas, &engine, ip, id);
+        let again = quotas.reserve(&engine, key.clone(), 2).expect("2 of 2");
+        assert_eq!(
+            quotas.reserve(&engine, key, 2).err(),
+            Some(Exhausted { live: 2 })
+        );
+        drop(again);
+    }
 }

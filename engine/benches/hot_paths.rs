@@ -161,7 +161,7 @@ fn fill(e: &Engine, mailboxes: usize, per: usize) {
                             loop {
                                 match e.deliver(d.clone()).await {
                                     Ok(_) => break,
-                                    Err(EngineError::Saturated) => tokio::task::yield_now().await,
+                                    Err(DeliverError::Saturated) => tokio::task::yield_now().await,
                                     Err(err) => panic!("{err}"),
                                 }
                             }

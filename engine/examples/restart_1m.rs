@@ -91,7 +91,7 @@ fn fill(dir: &std::path::Path, n: u64) {
                                     };
                                     match e.deliver(d).await {
                                         Ok(_) => i += threads * tasks,
-                                        Err(EngineError::Saturated) => {
+                                        Err(DeliverError::Saturated) => {
                                             tokio::task::yield_now().await
                                         }
                                         Err(err) => panic!("{err}"),

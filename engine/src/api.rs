@@ -22,8 +22,12 @@ use tokio::sync::oneshot;
 use crate::backup::{BackupError, BackupReport};
 use crate::clock::{Clock, SystemClock};
 use crate::codec;
-use crate::error::{EngineError, OpenError, ResolveError};
+use crate::error::{
+    BatchFailure, CreateMailboxError, DeliverError, LookupError, OpenError, OperationError,
+    ResolveError, StorageError, WriteError,
+};
 use crate::fanout::{Hub, SubscribeError, Subscriber, SubscriberLimits};
+use crate::poison::{Guarded, PoisonDart};
 use crate::recovery;
 use crate::segment::Segment;
 use crate::state::*;
@@ -198,7 +202,7 @@ impl Engine {
             shards,
             meta: RwLock::new(meta),
             dedupe,
-            poisoned: Default::default(),
+            health: Health::new(n),
             closed: Default::default(),
             counters: Counters::default(),
             started: Instant::now(),
@@ -233,6 +237,7 @@ impl Engine {
                 codec::NO_SEGMENT,
             )?;
             writers.push(Writer {
+                dart: PoisonDart::new(Arc::clone(&shared), Guarded::Writer(shard)),
                 shard,
                 shared: Arc::clone(&shared),
                 rx,
@@ -327,34 +332,48 @@ impl Engine {
         Ok(r)
     }
 
-    fn writable(&self) -> Result<(), EngineError> {
+    /// Whether `shard` takes writes now: the engine is open and neither the
+    /// shard nor the engine as a whole has failed.
+    fn writable(&self, shard: usize) -> Result<(), BatchFailure> {
         let sh = self.shared();
         if sh.closed.load(Ordering::Acquire) {
-            return Err(EngineError::Closed);
+            return Err(BatchFailure::Closed);
         }
-        if sh.poisoned.load(Ordering::Acquire) {
-            return Err(EngineError::Poisoned);
+        if sh.shard_failed(shard) {
+            return Err(BatchFailure::Poisoned);
         }
         Ok(())
     }
 
-    fn send(&self, shard: usize, cmd: Cmd) -> Result<(), EngineError> {
-        self.writable()?;
+    fn send<E: OperationError>(&self, shard: usize, cmd: Cmd) -> Result<(), E> {
+        self.writable(shard)?;
         match self.shared().shards[shard].tx.try_send(cmd) {
             Ok(()) => Ok(()),
-            Err(TrySendError::Full(_)) => Err(EngineError::Saturated),
-            Err(TrySendError::Disconnected(_)) => Err(EngineError::Closed),
+            Err(TrySendError::Full(_)) => Err(E::saturated()),
+            Err(TrySendError::Disconnected(_)) => Err(self.gone(shard).into()),
         }
     }
 
-    async fn call<T>(
+    /// Why a writer that dropped its end of a channel is gone.
+    /// A writer ends only at shutdown; gone while the engine is open means it
+    /// died (its poison guard may not have run yet).
+    fn gone(&self, shard: usize) -> BatchFailure {
+        let sh = self.shared();
+        if sh.shard_failed(shard) || !sh.closed.load(Ordering::Acquire) {
+            BatchFailure::Poisoned
+        } else {
+            BatchFailure::Closed
+        }
+    }
+
+    async fn call<T, E: OperationError>(
         &self,
         shard: usize,
-        make: impl FnOnce(writer::Reply<T>) -> Cmd,
-    ) -> Result<T, EngineError> {
+        make: impl FnOnce(writer::Reply<T, E>) -> Cmd,
+    ) -> Result<T, E> {
         let (tx, rx) = oneshot::channel();
-        self.send(shard, make(tx))?;
-        rx.await.map_err(|_| EngineError::Closed)?
+        self.send::<E>(shard, make(tx))?;
+        rx.await.map_err(|_| E::from(self.gone(shard)))?
     }
 
     /// Free space above the floor? Probed at most once a second.
@@ -382,19 +401,23 @@ impl Engine {
 
     /// THE delivery entry point: store `delivery.raw` once per recipient and
     /// return only when every stored copy is durable, and its event is already queued for every subscriber.
-    pub async fn deliver(&self, delivery: Delivery) -> Result<DeliveryOutcome, EngineError> {
+    pub async fn deliver(&self, delivery: Delivery) -> Result<DeliveryOutcome, DeliverError> {
         if delivery.raw.len() > self.config().max_message_bytes {
-            return Err(EngineError::Invalid("message too large"));
+            return Err(DeliverError::TooLarge {
+                limit: self.config().max_message_bytes,
+            });
         }
-        self.writable()?;
+        if self.shared().closed.load(Ordering::Acquire) {
+            return Err(StorageError::Closed.into());
+        }
         if !self.disk_ok() {
-            return Err(EngineError::DiskFull);
+            return Err(DeliverError::DiskFull);
         }
         let sh = self.shared();
         if let Some(key) = &delivery.dedupe_key {
             let mut stripe = sh.dedupe_stripe(key).lock();
             match stripe.get(key) {
-                Some(e) if e.pending => return Err(EngineError::Saturated),
+                Some(e) if e.pending => return Err(DeliverError::Saturated),
                 Some(_) => return Ok(DeliveryOutcome::Duplicate),
                 None => {
                     stripe.insert(
@@ -421,7 +444,7 @@ impl Engine {
         r
     }
 
-    async fn deliver_inner(&self, delivery: Delivery) -> Result<DeliveryOutcome, EngineError> {
+    async fn deliver_inner(&self, delivery: Delivery) -> Result<DeliveryOutcome, DeliverError> {
         let sh = self.shared();
         let n = delivery.recipients.len();
         let mut results: Vec<Option<(Recipient, Result<MessageId, ResolveError>)>> = vec![None; n];
@@ -465,8 +488,8 @@ impl Engine {
         let at = self.now_ms();
         let mut waits = Vec::with_capacity(groups.len());
         for (shard, rcpts, slots) in groups {
-            let (tx, rx) = oneshot::channel::<Result<RcptResults, EngineError>>();
-            self.send(
+            let (tx, rx) = oneshot::channel::<Result<RcptResults, DeliverError>>();
+            self.send::<DeliverError>(
                 shard,
                 Cmd::Deliver {
                     raw: delivery.raw.clone(),
@@ -479,10 +502,12 @@ impl Engine {
                     reply: tx,
                 },
             )?;
-            waits.push((rx, slots));
+            waits.push((shard, rx, slots));
         }
-        for (rx, slots) in waits {
-            let got = rx.await.map_err(|_| EngineError::Closed)??;
+        for (shard, rx, slots) in waits {
+            let got = rx
+                .await
+                .map_err(|_| DeliverError::from(self.gone(shard)))??;
             for (slot, r) in slots.into_iter().zip(got) {
                 if let Some(s) = results.get_mut(slot) {
                     *s = Some(r);
@@ -500,11 +525,11 @@ impl Engine {
         Ok(DeliveryOutcome::Delivered { stored, refused })
     }
 
-    /// Create a mailbox. Fails with [`EngineError::AlreadyExists`] if a live
-    /// mailbox has that address, [`EngineError::Invalid`] for a foreign domain.
-    pub async fn create_mailbox(&self, new: NewMailbox) -> Result<MailboxInfo, EngineError> {
+    /// Create a mailbox. Fails with [`CreateMailboxError::AlreadyExists`] if a live
+    /// mailbox has that address, [`CreateMailboxError::ForeignDomain`] for a foreign domain.
+    pub async fn create_mailbox(&self, new: NewMailbox) -> Result<MailboxInfo, CreateMailboxError> {
         if !self.is_local_domain(new.address.domain()) {
-            return Err(EngineError::Invalid("domain not served here"));
+            return Err(CreateMailboxError::ForeignDomain);
         }
         let shard = self.shared().shard_of_address(&new.address);
         self.call(shard, |reply| Cmd::CreateMailbox {
@@ -551,7 +576,7 @@ impl Engine {
     }
 
     /// Delete a mailbox and (logically, at once; physically at compaction) its messages.
-    pub async fn delete_mailbox(&self, id: MailboxId) -> Result<(), EngineError> {
+    pub async fn delete_mailbox(&self, id: MailboxId) -> Result<(), WriteError> {
         let shard = self.shared().shard_of_id(id.0);
         self.call(shard, |reply| Cmd::DeleteMailbox {
             id: id.0,
@@ -568,13 +593,13 @@ impl Engine {
         mailbox: MailboxId,
         since_seq: u64,
         limit: usize,
-    ) -> Result<Vec<(MsgRef, Arc<Segment>)>, EngineError> {
+    ) -> Result<Vec<(MsgRef, Arc<Segment>)>, LookupError> {
         let sh = self.shared();
         let shard = &sh.shards[sh.shard_of_id(mailbox.0)];
         let idx = shard.index.read();
-        let mb = idx.mailboxes.get(&mailbox.0).ok_or(EngineError::NotFound)?;
+        let mb = idx.mailboxes.get(&mailbox.0).ok_or(LookupError::NotFound)?;
         if mb.info.expires_at_ms <= self.now_ms() {
-            return Err(EngineError::NotFound);
+            return Err(LookupError::NotFound);
         }
         let start = mb.msgs.partition_point(|r| r.seq <= since_seq);
         let segs = shard.segs.read();
@@ -588,27 +613,27 @@ impl Engine {
             .collect())
     }
 
-    fn one_ref(&self, id: MessageId) -> Result<(MsgRef, Arc<Segment>), EngineError> {
+    fn one_ref(&self, id: MessageId) -> Result<(MsgRef, Arc<Segment>), LookupError> {
         let sh = self.shared();
         let shard = &sh.shards[sh.shard_of_id(id.mailbox.0)];
         let idx = shard.index.read();
         let mb = idx
             .mailboxes
             .get(&id.mailbox.0)
-            .ok_or(EngineError::NotFound)?;
+            .ok_or(LookupError::NotFound)?;
         if mb.info.expires_at_ms <= self.now_ms() {
-            return Err(EngineError::NotFound);
+            return Err(LookupError::NotFound);
         }
         let r = mb
             .find(id.seq)
             .and_then(|i| mb.msgs.get(i))
-            .ok_or(EngineError::NotFound)?;
+            .ok_or(LookupError::NotFound)?;
         let seg = shard
             .segs
             .read()
             .get(&r.seg)
             .cloned()
-            .ok_or(EngineError::NotFound)?;
+            .ok_or(LookupError::NotFound)?;
         Ok((*r, seg))
     }
 
@@ -617,13 +642,13 @@ impl Engine {
         mailbox: MailboxId,
         r: &MsgRef,
         seg: &Segment,
-    ) -> Result<MessageMeta, EngineError> {
+    ) -> Result<MessageMeta, LookupError> {
         let id = MessageId {
             mailbox,
             seq: r.seq,
         };
         if r.flags & REF_CORRUPT != 0 {
-            return Err(EngineError::Corrupt);
+            return Err(StorageError::Corrupt.into());
         }
         let decoded = seg
             .frame(r.off)
@@ -639,7 +664,7 @@ impl Engine {
         else {
             tracing::warn!(%id, seg = %seg.path.display(), off = r.off, "message metadata failed its checksum");
             writer::quarantine(self.shared(), id);
-            return Err(EngineError::Corrupt);
+            return Err(StorageError::Corrupt.into());
         };
         Ok(MessageMeta {
             id,
@@ -658,7 +683,7 @@ impl Engine {
         mailbox: MailboxId,
         since_seq: u64,
         limit: usize,
-    ) -> Result<Vec<MessageMeta>, EngineError> {
+    ) -> Result<Vec<MessageMeta>, LookupError> {
         let refs = self.refs(mailbox, since_seq, limit)?;
         Ok(refs
             .iter()
@@ -667,7 +692,7 @@ impl Engine {
     }
 
     /// One message's listing view.
-    pub fn message_meta(&self, id: MessageId) -> Result<MessageMeta, EngineError> {
+    pub fn message_meta(&self, id: MessageId) -> Result<MessageMeta, LookupError> {
         let (r, seg) = self.one_ref(id)?;
         self.meta_of(id.mailbox, &r, &seg)
     }
@@ -675,10 +700,10 @@ impl Engine {
     /// The raw bytes exactly as stored. Zero-copy: a `Bytes` owning a slice of
     /// a memory-mapped segment; the record's checksum is verified before the
     /// bytes are handed out, and a corrupt record is never served.
-    pub fn read_raw(&self, id: MessageId) -> Result<Bytes, EngineError> {
+    pub fn read_raw(&self, id: MessageId) -> Result<Bytes, LookupError> {
         let (r, seg) = self.one_ref(id)?;
         if r.flags & REF_CORRUPT != 0 {
-            return Err(EngineError::Corrupt);
+            return Err(StorageError::Corrupt.into());
         }
         let ok = seg
             .frame(r.off)
@@ -692,7 +717,7 @@ impl Engine {
         let Some((start, len)) = ok else {
             tracing::warn!(%id, seg = %seg.path.display(), off = r.off, "message failed its checksum; not served");
             writer::quarantine(self.shared(), id);
-            return Err(EngineError::Corrupt);
+            return Err(StorageError::Corrupt.into());
         };
         let abs = r.off as usize + codec::FRAME_HEADER_LEN + start;
         Ok(Bytes::from_owner(MapSlice {
@@ -703,7 +728,7 @@ impl Engine {
     }
 
     /// Delete one message.
-    pub async fn delete_message(&self, id: MessageId) -> Result<(), EngineError> {
+    pub async fn delete_message(&self, id: MessageId) -> Result<(), WriteError> {
         let shard = self.shared().shard_of_id(id.mailbox.0);
         self.call(shard, |reply| Cmd::DeleteMessage {
             id,
@@ -714,7 +739,7 @@ impl Engine {
     }
 
     /// Create a user.
-    pub async fn create_user(&self, name: String) -> Result<UserInfo, EngineError> {
+    pub async fn create_user(&self, name: String) -> Result<UserInfo, WriteError> {
         self.call(0, |reply| Cmd::CreateUser {
             name,
             enq: Instant::now(),
@@ -729,7 +754,7 @@ impl Engine {
         &self,
         user: UserId,
         sub: Subscription,
-    ) -> Result<(), EngineError> {
+    ) -> Result<(), WriteError> {
         self.call(0, |reply| Cmd::AddSubscription {
             user: user.0,
             sub,
@@ -750,7 +775,7 @@ impl Engine {
         user: UserId,
         hash: [u8; 32],
         prefix: String,
-    ) -> Result<ApiKeyInfo, EngineError> {
+    ) -> Result<ApiKeyInfo, WriteError> {
         self.call(0, |reply| Cmd::CreateKey {
             user: user.0,
             hash,
@@ -763,7 +788,7 @@ impl Engine {
     }
 
     /// Revoke a key; later lookups still find it, with `revoked_at_ms` set.
-    pub async fn revoke_api_key(&self, id: ApiKeyId) -> Result<(), EngineError> {
+    pub async fn revoke_api_key(&self, id: ApiKeyId) -> Result<(), WriteError> {
         self.call(0, |reply| Cmd::RevokeKey {
             id: id.0,
             enq: Instant::now(),
@@ -809,8 +834,8 @@ impl Engine {
     }
 
     /// Record that `user` is disabled (durable before this returns).
-    /// Idempotent; [`EngineError::NotFound`] for an unknown user.
-    pub async fn disable_user(&self, user: UserId) -> Result<(), EngineError> {
+    /// Idempotent; [`WriteError::NotFound`] for an unknown user.
+    pub async fn disable_user(&self, user: UserId) -> Result<(), WriteError> {
         self.call(0, |reply| Cmd::DisableUser {
             id: user.0,
             enq: Instant::now(),
@@ -826,7 +851,7 @@ impl Engine {
     }
 
     /// Append an operator action to the audit trail (durable before this returns).
-    pub async fn record_audit(&self, entry: AuditEntry) -> Result<(), EngineError> {
+    pub async fn record_audit(&self, entry: AuditEntry) -> Result<(), WriteError> {
         self.call(0, |reply| Cmd::Audit {
             entry,
             enq: Instant::now(),
@@ -861,11 +886,11 @@ impl Engine {
     /// after this call; to resume, subscribe first, then replay
     /// [`Engine::list_messages`] past the last seen sequence, then drop live
     /// events whose sequence was already replayed.
-    pub fn subscribe(&self, mailbox: MailboxId) -> Result<Subscriber, EngineError> {
+    pub fn subscribe(&self, mailbox: MailboxId) -> Result<Subscriber, LookupError> {
         self.subscribe_within(mailbox, SubscriberLimits::UNLIMITED)
             .map_err(|e| match e {
-                SubscribeError::Closed => EngineError::Closed,
-                _ => EngineError::NotFound,
+                SubscribeError::Closed => StorageError::Closed.into(),
+                _ => LookupError::NotFound,
             })
     }
 
@@ -893,10 +918,10 @@ impl Engine {
     }
 
     /// Run one compaction pass now (the background owner calls the same code).
-    pub fn compact_now(&self) -> Result<CompactionReport, EngineError> {
+    pub fn compact_now(&self) -> Result<CompactionReport, StorageError> {
         let _g = self.inner.compaction_lock.lock();
         if self.shared().closed.load(Ordering::Acquire) {
-            return Err(EngineError::Closed);
+            return Err(StorageError::Closed);
         }
         crate::compaction::pass(self.shared())
     }
@@ -941,7 +966,7 @@ impl Engine {
             corrupt_records: c.corrupt.load(Ordering::Relaxed),
             subscribers: sh.hub.subscriber_count(),
             events_published: sh.hub.published(),
-            poisoned: sh.poisoned.load(Ordering::Relaxed),
+            poisoned: sh.health.any_failed(),
         }
     }
 
@@ -968,7 +993,27 @@ impl Engine {
     /// True once a write or sync failed: the engine refuses writes until it
     /// is restarted. One atomic load, cheap enough to ask per SMTP command.
     pub fn is_poisoned(&self) -> bool {
-        self.shared().poisoned.load(Ordering::Acquire)
+        self.shared().health.any_failed()
+    }
+
+    /// Which shards (or the compaction owner) have failed, for readiness
+    /// and operators: mail to other shards is still accepted.
+    pub fn health(&self) -> EngineHealth {
+        self.shared().health.report()
+    }
+
+    /// Fault injection for tests: make `shard`'s writer thread panic, and
+    /// return once its poison guard has marked it failed. Not for production use.
+    #[doc(hidden)]
+    pub fn panic_writer_for_tests(&self, shard: usize) {
+        let Some(s) = self.shared().shards.get(shard) else {
+            return;
+        };
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        if s.tx.send(Cmd::PanicForTests { notify: tx }).is_ok() {
+            // Disconnected (never a message) once the guard has run.
+            let _ = rx.recv();
+        }
     }
 
     /// Fault injection for tests: make the next `fdatasync` of any writer

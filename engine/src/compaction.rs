@@ -18,7 +18,8 @@ use std::time::Duration;
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 
 use crate::codec::{self, Dec, HintEntry, Kind, Record, SegHeader};
-use crate::error::EngineError;
+use crate::error::StorageError;
+use crate::poison::{Guarded, PoisonDart};
 use crate::segment::{self, Segment};
 use crate::state::{ShardIndex, Shared, DEDUPE_TTL_MS};
 use crate::sys::Map;
@@ -42,6 +43,7 @@ pub(crate) fn run_owner(
     stop: Receiver<()>,
     lock: Arc<parking_lot::Mutex<()>>,
 ) {
+    let _dart = PoisonDart::new(Arc::clone(&shared), Guarded::Compaction);
     let interval = shared
         .config
         .compaction_interval
@@ -64,7 +66,7 @@ pub(crate) fn run_owner(
 }
 
 /// One full pass.
-pub(crate) fn pass(shared: &Shared) -> Result<CompactionReport, EngineError> {
+pub(crate) fn pass(shared: &Shared) -> Result<CompactionReport, StorageError> {
     let now = shared.clock.now_ms();
     let mut report = CompactionReport::default();
     expire(shared, now);
@@ -100,8 +102,8 @@ pub(crate) fn pass(shared: &Shared) -> Result<CompactionReport, EngineError> {
                     seg: seg.no,
                     reply: tx,
                 })
-                .map_err(|_| EngineError::Closed)?;
-            match rx.recv().map_err(|_| EngineError::Closed)?? {
+                .map_err(|_| StorageError::Closed)?;
+            match rx.recv().map_err(|_| StorageError::Closed)?? {
                 RewriteOutcome::Empty => {
                     report.bytes_reclaimed += drop_segment(shared, shard, &seg)?;
                     report.segments_dropped += 1;
@@ -243,7 +245,7 @@ fn live_bytes(idx: &ShardIndex, segs: &HashSet<u32>, seg: &Segment, now: u64) ->
 
 /// Unlink a segment with nothing live. Readers holding bytes from it keep
 /// its mapping alive (the `Bytes` own an `Arc` of it), so this is safe.
-fn drop_segment(shared: &Shared, shard: usize, seg: &Segment) -> Result<u64, EngineError> {
+fn drop_segment(shared: &Shared, shard: usize, seg: &Segment) -> Result<u64, StorageError> {
     shared.shards[shard].segs.write().remove(&seg.no);
     let bytes = segment::file_bytes(&seg.path);
     std::fs::remove_file(&seg.path)?;
@@ -256,7 +258,7 @@ fn drop_segment(shared: &Shared, shard: usize, seg: &Segment) -> Result<u64, Eng
 pub(crate) fn rewrite_in_writer(
     w: &mut Writer,
     seg_no: u32,
-) -> Result<RewriteOutcome, EngineError> {
+) -> Result<RewriteOutcome, StorageError> {
     let shared = Arc::clone(&w.shared);
     let shard = w.shard;
     let old = {

@@ -27,6 +27,7 @@ mod codec;
 mod compaction;
 mod error;
 pub mod fanout;
+mod poison;
 mod recovery;
 mod segment;
 mod state;
@@ -38,7 +39,10 @@ mod writer;
 pub use api::Engine;
 pub use backup::{verify, BackupError, BackupReport, VerifyReport};
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use error::{EngineError, OpenError, ResolveError};
+pub use error::{
+    CreateMailboxError, DeliverError, LookupError, OpenError, ResolveError, StorageError,
+    WriteError,
+};
 pub use fanout::{SubscribeError, Subscriber, SubscriberLimits};
 pub use types::*;
 

@@ -121,7 +121,8 @@ pub(crate) struct Shared {
     pub(crate) shards: Vec<Shard>,
     pub(crate) meta: RwLock<MetaState>,
     pub(crate) dedupe: Vec<Mutex<HashMap<String, DedupeEntry>>>,
-    pub(crate) poisoned: AtomicBool,
+    /// Which parts have failed (a failed sync, a panicked thread).
+    pub(crate) health: Health,
     pub(crate) closed: AtomicBool,
     pub(crate) counters: Counters,
     pub(crate) started: Instant,
@@ -150,10 +151,17 @@ impl Shared {
         &self.dedupe[i % self.dedupe.len()]
     }
 
-    pub(crate) fn poison(&self, what: &str, err: &std::io::Error) {
-        if !self.poisoned.swap(true, Ordering::SeqCst) {
-            tracing::error!(%err, what, "storage write failed; engine poisoned, refusing writes until restart");
+    /// Mark `shard` failed after a write or sync error: it refuses writes
+    /// until restart (never retry a failed fsync). Other shards go on.
+    pub(crate) fn poison(&self, shard: usize, what: &str, err: &std::io::Error) {
+        if self.health.fail_shard(shard) {
+            tracing::error!(%err, what, shard, "storage write failed; shard poisoned, refusing writes until restart");
         }
+    }
+
+    /// True when `shard` refuses writes: it, or the engine as a whole, failed.
+    pub(crate) fn shard_failed(&self, shard: usize) -> bool {
+        self.health.shard_failed(shard)
     }
 
     pub(crate) fn count_corrupt(&self, n: u64) {
@@ -180,6 +188,67 @@ impl Shared {
         let (n, bytes) = self.disk_usage();
         metrics::gauge!("uncorreo_segments").set(n as f64);
         metrics::gauge!("uncorreo_disk_bytes").set(bytes as f64);
+    }
+}
+
+/// What has failed. Each flag only ever goes from false to true: recovery
+/// after a failure is a restart, which rebuilds everything from the log.
+pub(crate) struct Health {
+    /// Per shard: a write or sync failed, or its writer thread panicked.
+    shards: Vec<AtomicBool>,
+    /// The compaction owner panicked: expiry and compaction stopped, so the
+    /// whole engine counts as failed.
+    compaction: AtomicBool,
+    /// Any of the above (one load for the per-command readiness check).
+    any: AtomicBool,
+}
+
+impl Health {
+    pub(crate) fn new(shards: usize) -> Self {
+        Self {
+            shards: (0..shards).map(|_| AtomicBool::new(false)).collect(),
+            compaction: AtomicBool::new(false),
+            any: AtomicBool::new(false),
+        }
+    }
+
+    /// Mark `shard` failed; true if this call did it (log once).
+    pub(crate) fn fail_shard(&self, shard: usize) -> bool {
+        self.any.store(true, Ordering::Release);
+        self.shards
+            .get(shard)
+            .is_some_and(|f| !f.swap(true, Ordering::AcqRel))
+    }
+
+    /// Mark the compaction owner failed; true if this call did it.
+    pub(crate) fn fail_compaction(&self) -> bool {
+        self.any.store(true, Ordering::Release);
+        !self.compaction.swap(true, Ordering::AcqRel)
+    }
+
+    pub(crate) fn shard_failed(&self, shard: usize) -> bool {
+        self.compaction.load(Ordering::Acquire)
+            || self
+                .shards
+                .get(shard)
+                .is_none_or(|f| f.load(Ordering::Acquire))
+    }
+
+    pub(crate) fn any_failed(&self) -> bool {
+        self.any.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn report(&self) -> EngineHealth {
+        EngineHealth {
+            failed_shards: self
+                .shards
+                .iter()
+                .enumerate()
+                .filter(|(_, f)| f.load(Ordering::Acquire))
+                .map(|(i, _)| i)
+                .collect(),
+            compaction_failed: self.compaction.load(Ordering::Acquire),
+        }
     }
 }
 

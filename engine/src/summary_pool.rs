@@ -12,7 +12,7 @@ use bytes::Bytes;
 use crossbeam_channel::{Sender, TrySendError};
 use tokio::sync::oneshot;
 
-use crate::{EngineError, MessageSummary};
+use crate::{DeliverError, MessageSummary, StorageError};
 
 /// Most summary threads; one per core up to this.
 const MAX_THREADS: usize = 4;
@@ -64,24 +64,26 @@ impl SummaryPool {
     }
 
     /// Queue `raw` for a summary; `Saturated` when the queue is full.
-    fn submit(&self, raw: Bytes) -> Result<oneshot::Receiver<MessageSummary>, EngineError> {
+    fn submit(&self, raw: Bytes) -> Result<oneshot::Receiver<MessageSummary>, DeliverError> {
         let (reply, answer) = oneshot::channel();
         match self.jobs.try_send(Job { raw, reply }) {
             Ok(()) => Ok(answer),
-            Err(TrySendError::Full(_)) => Err(EngineError::Saturated),
-            Err(TrySendError::Disconnected(_)) => Err(EngineError::Closed),
+            Err(TrySendError::Full(_)) => Err(DeliverError::Saturated),
+            Err(TrySendError::Disconnected(_)) => Err(StorageError::Closed.into()),
         }
     }
 
     /// The summary of `raw`, derived on a pool thread.
-    pub(crate) async fn summarize(&self, raw: Bytes) -> Result<MessageSummary, EngineError> {
-        self.submit(raw)?.await.map_err(|_| EngineError::Closed)
+    pub(crate) async fn summarize(&self, raw: Bytes) -> Result<MessageSummary, DeliverError> {
+        self.submit(raw)?
+            .await
+            .map_err(|_| DeliverError::from(StorageError::Closed))
     }
 }
 
 /// The process-wide pool, started on first use. Summaries depend on nothing
 /// but the bytes, so every engine in the process can share it.
-pub(crate) fn global() -> Result<&'static SummaryPool, EngineError> {
+pub(crate) fn global() -> Result<&'static SummaryPool, DeliverError> {
     static POOL: OnceLock<Option<SummaryPool>> = OnceLock::new();
     POOL.get_or_init(|| {
         let threads = std::thread::available_parallelism()
@@ -90,7 +92,7 @@ pub(crate) fn global() -> Result<&'static SummaryPool, EngineError> {
         SummaryPool::start(threads, QUEUE_DEPTH, uncorreo_mail::summarize).ok()
     })
     .as_ref()
-    .ok_or(EngineError::Closed)
+    .ok_or(DeliverError::Storage(StorageError::Closed))
 }
 
 #[cfg(test)]
@@ -150,7 +152,7 @@ mod tests {
             .collect();
         assert!(answers
             .iter()
-            .any(|a| matches!(a, Err(EngineError::Saturated))));
+            .any(|a| matches!(a, Err(DeliverError::Saturated))));
         drop(held);
         for answer in answers.into_iter().flatten() {
             assert!(answer.await.unwrap().subject.starts_with('m'));

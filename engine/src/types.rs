@@ -35,14 +35,14 @@ pub struct EngineConfig {
     /// Upper bound on the bytes gathered into one write + sync.
     pub batch_max_bytes: usize,
     /// Appends waiting for a writer, per shard; past it appends fail with
-    /// [`crate::EngineError::Saturated`] instead of queueing without bound.
+    /// [`crate::DeliverError::Saturated`] instead of queueing without bound.
     pub queue_depth: usize,
     /// Domains we accept mail for (lower case). Anything else is foreign.
     pub domains: Vec<String>,
     /// Largest raw message the engine stores, in bytes.
     pub max_message_bytes: usize,
     /// Below this many free bytes on the data dir's filesystem, new mail is
-    /// refused with [`crate::EngineError::DiskFull`] (a temporary failure).
+    /// refused with [`crate::DeliverError::DiskFull`] (a temporary failure).
     pub min_free_bytes: u64,
     /// How often the single compaction owner looks for work.
     #[serde(with = "duration_secs")]
@@ -487,8 +487,26 @@ pub struct EngineStats {
     pub subscribers: u64,
     /// Events published since start.
     pub events_published: u64,
-    /// True once an fsync/write failed: the engine refuses writes until restarted.
+    /// True once an fsync/write failed or an engine thread panicked: some
+    /// or all shards refuse writes until restarted (see [`EngineHealth`]).
     pub poisoned: bool,
+}
+
+/// Which parts of the engine have failed and refuse work until a restart.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EngineHealth {
+    /// Shards whose write or sync failed, or whose writer thread panicked.
+    /// Mail for mailboxes in other shards is still accepted.
+    pub failed_shards: Vec<usize>,
+    /// The compaction owner thread panicked; every shard refuses writes.
+    pub compaction_failed: bool,
+}
+
+impl EngineHealth {
+    /// True when nothing has failed.
+    pub fn is_healthy(&self) -> bool {
+        self.failed_shards.is_empty() && !self.compaction_failed
+    }
 }
 
 /// What one compaction pass did.

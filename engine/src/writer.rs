@@ -21,13 +21,16 @@ use crossbeam_channel::Receiver;
 use tokio::sync::oneshot;
 
 use crate::codec::{self, HintEntry, Kind, MessageMetaRec, Record, SegHeader};
-use crate::error::{EngineError, ResolveError};
+use crate::error::{
+    BatchFailure, CreateMailboxError, DeliverError, ResolveError, StorageError, WriteError,
+};
+use crate::poison::PoisonDart;
 use crate::segment::{self, Segment};
 use crate::state::{MailboxEntry, MsgRef, Shared, REF_CORRUPT};
 use crate::sys::Map;
 use crate::types::*;
 
-pub(crate) type Reply<T> = oneshot::Sender<Result<T, EngineError>>;
+pub(crate) type Reply<T, E> = oneshot::Sender<Result<T, E>>;
 /// Per recipient: its new message id, or why it was refused.
 pub(crate) type RcptResults = Vec<(Recipient, Result<MessageId, ResolveError>)>;
 
@@ -43,37 +46,37 @@ pub(crate) enum Cmd {
         enq: Instant,
         /// The caller's clock when it asked (timestamps in the record).
         at: u64,
-        reply: Reply<RcptResults>,
+        reply: Reply<RcptResults, DeliverError>,
     },
     CreateMailbox {
         new: NewMailbox,
         enq: Instant,
         /// The caller's clock when it asked (timestamps in the record).
         at: u64,
-        reply: Reply<MailboxInfo>,
+        reply: Reply<MailboxInfo, CreateMailboxError>,
     },
     DeleteMailbox {
         id: u64,
         enq: Instant,
-        reply: Reply<()>,
+        reply: Reply<(), WriteError>,
     },
     DeleteMessage {
         id: MessageId,
         enq: Instant,
-        reply: Reply<()>,
+        reply: Reply<(), WriteError>,
     },
     CreateUser {
         name: String,
         enq: Instant,
         /// The caller's clock when it asked (timestamps in the record).
         at: u64,
-        reply: Reply<UserInfo>,
+        reply: Reply<UserInfo, WriteError>,
     },
     AddSubscription {
         user: u64,
         sub: Subscription,
         enq: Instant,
-        reply: Reply<()>,
+        reply: Reply<(), WriteError>,
     },
     CreateKey {
         user: u64,
@@ -82,14 +85,14 @@ pub(crate) enum Cmd {
         enq: Instant,
         /// The caller's clock when it asked (timestamps in the record).
         at: u64,
-        reply: Reply<ApiKeyInfo>,
+        reply: Reply<ApiKeyInfo, WriteError>,
     },
     RevokeKey {
         id: u64,
         enq: Instant,
         /// The caller's clock when it asked (timestamps in the record).
         at: u64,
-        reply: Reply<()>,
+        reply: Reply<(), WriteError>,
     },
     /// Mark a user disabled (operator action; shard 0).
     DisableUser {
@@ -97,18 +100,23 @@ pub(crate) enum Cmd {
         enq: Instant,
         /// The caller's clock when it asked (timestamps in the record).
         at: u64,
-        reply: Reply<()>,
+        reply: Reply<(), WriteError>,
     },
     /// Record an operator action in the audit trail (shard 0).
     Audit {
         entry: AuditEntry,
         enq: Instant,
-        reply: Reply<()>,
+        reply: Reply<(), WriteError>,
     },
     /// Compaction: rewrite the live records of a sealed segment.
     Rewrite {
         seg: u32,
-        reply: crossbeam_channel::Sender<Result<crate::compaction::RewriteOutcome, EngineError>>,
+        reply: crossbeam_channel::Sender<Result<crate::compaction::RewriteOutcome, StorageError>>,
+    },
+    /// Test-only fault injection: panic on the writer thread, so that its
+    /// poison guard runs (`notify` is dropped after that).
+    PanicForTests {
+        notify: crossbeam_channel::Sender<()>,
     },
     /// Flush, seal, stop.
     Shutdown {
@@ -155,21 +163,21 @@ enum Apply {
 }
 
 enum Ack {
-    Deliver(Reply<RcptResults>, RcptResults),
-    Mailbox(Reply<MailboxInfo>, MailboxInfo),
-    Unit(Reply<()>),
-    User(Reply<UserInfo>, UserInfo),
-    Key(Reply<ApiKeyInfo>, ApiKeyInfo),
+    Deliver(Reply<RcptResults, DeliverError>, RcptResults),
+    Mailbox(Reply<MailboxInfo, CreateMailboxError>, MailboxInfo),
+    Unit(Reply<(), WriteError>),
+    User(Reply<UserInfo, WriteError>, UserInfo),
+    Key(Reply<ApiKeyInfo, WriteError>, ApiKeyInfo),
 }
 
 impl Ack {
-    fn fail(self, e: EngineError) {
+    fn fail(self, e: BatchFailure) {
         match self {
-            Ack::Deliver(r, _) => drop(r.send(Err(e))),
-            Ack::Mailbox(r, _) => drop(r.send(Err(e))),
-            Ack::Unit(r) => drop(r.send(Err(e))),
-            Ack::User(r, _) => drop(r.send(Err(e))),
-            Ack::Key(r, _) => drop(r.send(Err(e))),
+            Ack::Deliver(r, _) => drop(r.send(Err(e.into()))),
+            Ack::Mailbox(r, _) => drop(r.send(Err(e.into()))),
+            Ack::Unit(r) => drop(r.send(Err(e.into()))),
+            Ack::User(r, _) => drop(r.send(Err(e.into()))),
+            Ack::Key(r, _) => drop(r.send(Err(e.into()))),
         }
     }
     fn ok(self) {
@@ -227,6 +235,8 @@ impl Batch {
 }
 
 pub(crate) struct Writer {
+    /// First field, so it is dropped first when the thread unwinds.
+    pub(crate) dart: PoisonDart,
     pub(crate) shard: usize,
     pub(crate) shared: Arc<Shared>,
     pub(crate) rx: Receiver<Cmd>,
@@ -308,7 +318,11 @@ impl Writer {
 
     /// Stage `cmd` into `batch`, or run a control command. `Some(true)` = exit.
     fn handle(&mut self, cmd: Cmd, batch: &mut Batch) -> Option<bool> {
-        if self.shared.poisoned.load(Ordering::Acquire) {
+        if let Cmd::PanicForTests { notify } = cmd {
+            self.dart.notify_on_drop(notify);
+            panic!("writer of shard {} panics on request of a test", self.shard);
+        }
+        if self.shared.shard_failed(self.shard) {
             match cmd {
                 Cmd::Shutdown { reply } => {
                     self.commit(batch);
@@ -316,11 +330,11 @@ impl Writer {
                     return Some(true);
                 }
                 Cmd::Rewrite { reply, .. } => {
-                    let _ = reply.send(Err(EngineError::Poisoned));
+                    let _ = reply.send(Err(StorageError::Poisoned));
                     return None;
                 }
                 other => {
-                    fail_cmd(other, EngineError::Poisoned);
+                    fail_cmd(other, BatchFailure::Poisoned);
                     return None;
                 }
             }
@@ -450,7 +464,7 @@ impl Writer {
                     });
                 drop(idx);
                 if live_old || b.new_addr.contains_key(&new.address) {
-                    let _ = reply.send(Err(EngineError::AlreadyExists));
+                    let _ = reply.send(Err(CreateMailboxError::AlreadyExists));
                     return;
                 }
                 let id = self.alloc_id();
@@ -493,7 +507,7 @@ impl Writer {
                     idx.mailboxes.get(&id).map(|m| m.created.0)
                 };
                 let Some(target_seg) = target.filter(|_| !b.deleted_mb.contains(&id)) else {
-                    let _ = reply.send(Err(EngineError::NotFound));
+                    let _ = reply.send(Err(WriteError::NotFound));
                     return;
                 };
                 b.frame(&Record::MailboxDeleted { id, target_seg }, 0, 0);
@@ -516,7 +530,7 @@ impl Writer {
                 let Some(target_seg) = target.filter(|_| {
                     !b.deleted_mb.contains(&mbid) && !b.deleted_msgs.contains(&(mbid, id.seq))
                 }) else {
-                    let _ = reply.send(Err(EngineError::NotFound));
+                    let _ = reply.send(Err(WriteError::NotFound));
                     return;
                 };
                 b.frame(
@@ -576,7 +590,7 @@ impl Writer {
                 reply,
             } => {
                 if !self.shared.meta.read().users.contains_key(&user) {
-                    let _ = reply.send(Err(EngineError::NotFound));
+                    let _ = reply.send(Err(WriteError::NotFound));
                     return;
                 }
                 let ordinal = self.alloc_id();
@@ -611,11 +625,11 @@ impl Writer {
                     )
                 };
                 if !user_ok {
-                    let _ = reply.send(Err(EngineError::NotFound));
+                    let _ = reply.send(Err(WriteError::NotFound));
                     return;
                 }
                 if dup || b.key_hashes.contains(&hash) {
-                    let _ = reply.send(Err(EngineError::AlreadyExists));
+                    let _ = reply.send(Err(WriteError::AlreadyExists));
                     return;
                 }
                 let id = self.alloc_id();
@@ -655,7 +669,7 @@ impl Writer {
                     .map(|k| k.revoked_at_ms);
                 match state {
                     None => {
-                        let _ = reply.send(Err(EngineError::NotFound));
+                        let _ = reply.send(Err(WriteError::NotFound));
                     }
                     Some(Some(_)) => {
                         let _ = reply.send(Ok(()));
@@ -676,7 +690,7 @@ impl Writer {
                     (m.users.contains_key(&id), m.disabled.contains_key(&id))
                 };
                 match state {
-                    (false, _) => drop(reply.send(Err(EngineError::NotFound))),
+                    (false, _) => drop(reply.send(Err(WriteError::NotFound))),
                     (true, true) => drop(reply.send(Ok(()))),
                     (true, false) => {
                         b.frame(&Record::UserDisabled { id, at_ms: at }, 0, 0);
@@ -696,7 +710,7 @@ impl Writer {
                     enq,
                 });
             }
-            Cmd::Rewrite { .. } | Cmd::Shutdown { .. } => {}
+            Cmd::Rewrite { .. } | Cmd::Shutdown { .. } | Cmd::PanicForTests { .. } => {}
         }
     }
 
@@ -712,10 +726,10 @@ impl Writer {
             }
             return;
         }
-        if self.shared.poisoned.load(Ordering::Acquire) {
-            // Another shard (or this one) failed a sync: write nothing more.
+        if self.shared.shard_failed(self.shard) {
+            // This shard failed a sync (or the engine failed): write nothing more.
             for s in batch.staged {
-                s.ack.fail(EngineError::Poisoned);
+                s.ack.fail(BatchFailure::Poisoned);
             }
             return;
         }
@@ -724,18 +738,18 @@ impl Writer {
         let need = batch.buf.len() as u64;
         if self.write_off + need > self.cap && self.write_off > codec::SEG_HEADER_LEN as u64 {
             if let Err(e) = self.roll(need) {
-                self.shared.poison("starting a new segment", &e);
+                self.shared.poison(self.shard, "starting a new segment", &e);
                 for s in batch.staged {
-                    s.ack.fail(EngineError::Poisoned);
+                    s.ack.fail(BatchFailure::Poisoned);
                 }
                 return;
             }
         } else if self.write_off + need > self.cap {
             // An empty segment too small for this batch: start one that fits.
             if let Err(e) = self.roll(need) {
-                self.shared.poison("starting a new segment", &e);
+                self.shared.poison(self.shard, "starting a new segment", &e);
                 for s in batch.staged {
-                    s.ack.fail(EngineError::Poisoned);
+                    s.ack.fail(BatchFailure::Poisoned);
                 }
                 return;
             }
@@ -759,9 +773,10 @@ impl Writer {
         if let Err(e) = res {
             // Never retry an fsync: the kernel may have dropped the dirty
             // pages already, so a second success would be a lie.
-            self.shared.poison("writing or syncing a batch", &e);
+            self.shared
+                .poison(self.shard, "writing or syncing a batch", &e);
             for s in batch.staged {
-                s.ack.fail(EngineError::Poisoned);
+                s.ack.fail(BatchFailure::Poisoned);
             }
             return;
         }
@@ -933,24 +948,21 @@ impl Writer {
     }
 }
 
-fn fail_cmd(cmd: Cmd, e: EngineError) {
-    let e2 = || match &e {
-        EngineError::Poisoned => EngineError::Poisoned,
-        _ => EngineError::Closed,
-    };
+fn fail_cmd(cmd: Cmd, e: BatchFailure) {
     match cmd {
-        Cmd::Deliver { reply, .. } => drop(reply.send(Err(e2()))),
-        Cmd::CreateMailbox { reply, .. } => drop(reply.send(Err(e2()))),
+        Cmd::Deliver { reply, .. } => drop(reply.send(Err(e.into()))),
+        Cmd::CreateMailbox { reply, .. } => drop(reply.send(Err(e.into()))),
         Cmd::DeleteMailbox { reply, .. }
         | Cmd::DeleteMessage { reply, .. }
         | Cmd::AddSubscription { reply, .. }
         | Cmd::RevokeKey { reply, .. }
         | Cmd::DisableUser { reply, .. }
-        | Cmd::Audit { reply, .. } => drop(reply.send(Err(e2()))),
-        Cmd::CreateUser { reply, .. } => drop(reply.send(Err(e2()))),
-        Cmd::CreateKey { reply, .. } => drop(reply.send(Err(e2()))),
-        Cmd::Rewrite { reply, .. } => drop(reply.send(Err(e2()))),
+        | Cmd::Audit { reply, .. } => drop(reply.send(Err(e.into()))),
+        Cmd::CreateUser { reply, .. } => drop(reply.send(Err(e.into()))),
+        Cmd::CreateKey { reply, .. } => drop(reply.send(Err(e.into()))),
+        Cmd::Rewrite { reply, .. } => drop(reply.send(Err(e.into()))),
         Cmd::Shutdown { reply } => drop(reply.send(())),
+        Cmd::PanicForTests { notify } => drop(notify),
     }
 }
 

@@ -125,7 +125,7 @@ fn audit_entries_and_disabled_users_survive_reopen() {
         .unwrap();
         assert!(matches!(
             block_on(e.disable_user(UserId(999_999))),
-            Err(EngineError::NotFound)
+            Err(WriteError::NotFound)
         ));
         e.shutdown();
     }

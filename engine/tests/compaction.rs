@@ -224,7 +224,7 @@ fn crash_during_compaction_before_and_after_the_rename() {
             assert_eq!(e.read_raw(*id).unwrap(), body(*i));
         }
         for (id, _) in &deleted {
-            assert!(matches!(e.read_raw(*id), Err(EngineError::NotFound)));
+            assert!(matches!(e.read_raw(*id), Err(LookupError::NotFound)));
         }
         assert_eq!(
             e.mailbox(&addr("keep")).unwrap().message_count as usize,

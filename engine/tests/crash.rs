@@ -84,7 +84,7 @@ fn crash_child() {
                         max_messages: 1_000_000,
                     })
                     .await;
-                assert!(matches!(r, Ok(_) | Err(EngineError::AlreadyExists)));
+                assert!(matches!(r, Ok(_) | Err(CreateMailboxError::AlreadyExists)));
             }
         }
         let tasks: Vec<_> = (0..TASKS)

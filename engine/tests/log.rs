@@ -89,7 +89,7 @@ fn users_keys_subscriptions_and_deletions_survive_reopen() {
         let k2 = block_on(e.create_api_key(user.id, [4; 32], "uct_zzzzzzzz".into())).unwrap();
         assert!(matches!(
             block_on(e.create_api_key(user.id, [3; 32], "dup".into())),
-            Err(EngineError::AlreadyExists)
+            Err(WriteError::AlreadyExists)
         ));
         block_on(e.revoke_api_key(k2.id)).unwrap();
         mb_a = mailbox(&e, "a", 10, 3_600_000);
@@ -121,7 +121,7 @@ fn users_keys_subscriptions_and_deletions_survive_reopen() {
     assert!(e.mailbox(&addr("gone")).is_none());
     assert!(matches!(
         e.read_raw(deleted_msg),
-        Err(EngineError::NotFound)
+        Err(LookupError::NotFound)
     ));
     let a = e.mailbox_by_id(mb_a.id).unwrap();
     assert_eq!((a.message_count, a.last_seq), (1, 2));
@@ -157,17 +157,17 @@ fn limits_answer_exactly() {
     };
     assert!(matches!(
         block_on(e.deliver(d(1001))),
-        Err(EngineError::Invalid(_))
+        Err(DeliverError::TooLarge { limit: 1000 })
     ));
     // Free space below the floor: a temporary refusal before anything is written.
     assert!(matches!(
         block_on(e.deliver(d(1000))),
-        Err(EngineError::DiskFull)
+        Err(DeliverError::DiskFull)
     ));
     e.shutdown();
     assert!(matches!(
         block_on(e.deliver(d(10))),
-        Err(EngineError::Closed)
+        Err(DeliverError::Storage(StorageError::Closed))
     ));
     drop(e);
 
@@ -273,19 +273,31 @@ fn a_failed_fdatasync_poisons_the_engine_until_restart() {
     };
     assert!(matches!(
         block_on(e.deliver(d())),
-        Err(EngineError::Poisoned)
+        Err(DeliverError::Storage(StorageError::Poisoned))
     ));
     assert!(e.stats().poisoned);
-    // Never retried, never accepted again: every later write is refused.
+    let failed = e.health().failed_shards;
+    assert_eq!(failed.len(), 1, "only the shard that failed its sync");
+    // Never retried, never accepted again: every later write to that shard is refused.
     assert!(matches!(
         block_on(e.deliver(d())),
-        Err(EngineError::Poisoned)
+        Err(DeliverError::Storage(StorageError::Poisoned))
     ));
     assert!(matches!(
-        block_on(e.create_user("x".into())),
-        Err(EngineError::Poisoned)
+        block_on(e.delete_mailbox(e.mailbox(&addr("a")).unwrap().id)),
+        Err(WriteError::Storage(StorageError::Poisoned))
     ));
-    assert!(EngineError::Poisoned.is_temporary());
+    // The other shard goes on (users live in shard 0).
+    let user = block_on(e.create_user("x".into()));
+    if failed == [0] {
+        assert!(matches!(
+            user,
+            Err(WriteError::Storage(StorageError::Poisoned))
+        ));
+    } else {
+        user.unwrap();
+    }
+    assert!(StorageError::Poisoned.is_temporary());
     // Reads of what was durable still work.
     assert_eq!(e.read_raw(kept).unwrap(), raw(300, 1));
     assert_eq!(e.mailbox(&addr("a")).unwrap().message_count, 1);

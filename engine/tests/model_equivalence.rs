@@ -131,7 +131,10 @@ impl World {
                         self.last.insert(*name, m.id);
                         assert_eq!(self.map_info(m), e);
                     }
-                    (Err(EngineError::AlreadyExists), Err(EngineError::AlreadyExists)) => {}
+                    (
+                        Err(CreateMailboxError::AlreadyExists),
+                        Err(CreateMailboxError::AlreadyExists),
+                    ) => {}
                     (m, e) => panic!("create: model {m:?} engine {e:?}"),
                 }
             }
@@ -257,7 +260,7 @@ impl World {
                         assert!(tail.iter().all(|x| x.id.seq > mid_seq) && tail.len() <= 2);
                     }
                 }
-                (Err(EngineError::NotFound), Err(EngineError::NotFound)) => {}
+                (Err(LookupError::NotFound), Err(LookupError::NotFound)) => {}
                 (m, e) => panic!("list: model {m:?} engine {e:?}"),
             }
         }

@@ -76,7 +76,7 @@ fn truncating_the_last_record_at_every_byte_keeps_every_earlier_record() {
             assert_eq!(last.unwrap(), ids[4].1);
         } else {
             assert!(
-                matches!(last, Err(EngineError::NotFound)),
+                matches!(last, Err(LookupError::NotFound)),
                 "cut at {cut}: {last:?}"
             );
         }
@@ -135,8 +135,14 @@ fn flipped_byte_in_a_sealed_segment_is_detected_never_served_and_open_succeeds()
         0,
         "bodies are checked lazily, on read"
     );
-    assert!(matches!(e.read_raw(ids[2].0), Err(EngineError::Corrupt)));
-    assert!(matches!(e.read_raw(ids[2].0), Err(EngineError::Corrupt)));
+    assert!(matches!(
+        e.read_raw(ids[2].0),
+        Err(LookupError::Storage(StorageError::Corrupt))
+    ));
+    assert!(matches!(
+        e.read_raw(ids[2].0),
+        Err(LookupError::Storage(StorageError::Corrupt))
+    ));
     assert_eq!(e.stats().corrupt_records, 1);
     for (i, (id, body)) in ids.iter().enumerate() {
         if i != 2 {

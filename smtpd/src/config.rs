@@ -7,6 +7,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::auth::AuthMode;
+pub use crate::data::BareLf;
+
 /// SMTP settings (the `[smtp]` table of the config file).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -19,6 +22,21 @@ pub struct SmtpConfig {
     pub tls_cert: Option<PathBuf>,
     /// PEM private key for `tls_cert`.
     pub tls_key: Option<PathBuf>,
+    /// A second listener speaking TLS from the first byte (SMTPS, RFC 8314;
+    /// e.g. `0.0.0.0:465`), with the same certificate. Off when unset.
+    pub tls_listen: Option<String>,
+    /// Bare LF in DATA/BDAT: `normalize` (stored as CRLF) or `reject` (`550 5.6.0`).
+    pub bare_lf: BareLf,
+    /// SMTP AUTH: `off`, `accept_any` or `keys` (see [`AuthMode`]).
+    pub auth: AuthMode,
+    /// Offer AUTH on unencrypted connections too (for loopback test setups).
+    pub auth_allow_plaintext: bool,
+    /// Failed AUTH attempts from one IP per `auth_failure_window` before
+    /// AUTH from it gets `421 4.7.0`.
+    pub max_auth_failures: u32,
+    /// The window of `max_auth_failures`.
+    #[serde(with = "secs")]
+    pub auth_failure_window: Duration,
     /// Largest message body we accept, in octets (advertised as `SIZE`).
     /// 0 = the engine's `max_message_bytes` minus room for our `Received:` line.
     pub max_message_bytes: usize,
@@ -61,6 +79,12 @@ impl Default for SmtpConfig {
             hostname: "uncorreo.test".to_owned(),
             tls_cert: None,
             tls_key: None,
+            tls_listen: None,
+            bare_lf: BareLf::Normalize,
+            auth: AuthMode::Off,
+            auth_allow_plaintext: false,
+            max_auth_failures: 10,
+            auth_failure_window: Duration::from_secs(300),
             max_message_bytes: 0,
             max_line_bytes: 1000,
             max_header_bytes: 256 * 1024,

@@ -9,23 +9,34 @@
 //! A bare LF or a bare CR anywhere in the body (`\n.\n`, `\r.\r`,
 //! `\n.\r\n`, `\r\n.\n`, …) never ends the data.
 //!
-//! **Decision: a message containing a bare CR or bare LF is rejected**
-//! (`550 5.6.0`) once its real end arrives, instead of being "fixed up".
-//! Why: SMTP smuggling works by making two servers disagree about where a
-//! message ends. If we repaired bare line ends into CRLF, the stored message
-//! would contain a `.` line that another hop could read as an end; if we kept
-//! them, a downstream reader of our raw `.eml` could be fooled the same way.
-//! Rejecting means nothing that could have been parsed two ways is ever
-//! stored, and an honest client (every mainstream library converts line
-//! ends to CRLF) never sends one. Postfix 3.9 made the same call
-//! (`smtpd_forbid_bare_newline`). The rest of the input up to the real
-//! `<CRLF>.<CRLF>` is drained and discarded, so the "second message" inside
-//! is never executed as commands either.
+//! **Decision: a bare LF is a line end, stored as CRLF; a bare CR is
+//! refused** ([`BareLf::Normalize`], the default; Postfix 3.9's
+//! `smtpd_forbid_bare_newline = normalize`). Why: scripts that send a file
+//! with LF endings are common and honest, while SMTP smuggling needs two
+//! servers to disagree about where a message *ends*, and here the end is
+//! never anything but a real `<CRLF>.<CRLF>`. The lines around it are
+//! treated so that nothing we store can be read two ways:
+//!
+//! * a line holding only `.` after a bare LF (`\n.\r\n`, `\n.\n`), or a `.`
+//!   ended by a bare LF (`\r\n.\n`), is what a sloppy server would take as
+//!   the end: the message is refused with `550 5.6.0`
+//!   ([`DataError::AmbiguousEnd`]) once the real end arrives;
+//! * a bare CR (`\r.\r`, `\r.\r\n`, `\r\n.\r`) is refused `550 5.6.0`
+//!   ([`DataError::BareLineEnd`]) in every mode: no client sends one by
+//!   accident;
+//! * otherwise the message is stored with every bare LF turned into CRLF,
+//!   and dot-unstuffing applies after a bare LF as after a CRLF (clients
+//!   that send LF lines, like `smtplib`, stuff those lines too).
+//!
+//! [`BareLf::Reject`] (the strict mode, by config) refuses any bare LF with
+//! `550 5.6.0` instead. Either way the rest of the input up to the real
+//! `<CRLF>.<CRLF>` is drained, so a "second message" inside is never
+//! executed as commands.
 //!
 //! BDAT chunks (RFC 3030) are length-delimited and are not passed through
-//! this decoder (no dot-stuffing), but the same rule holds: a BDAT message
-//! with a bare CR or LF ([`has_bare_line_end`]) is refused `550 5.6.0`, so
-//! nothing we store can be split two ways by a later reader.
+//! this decoder (no dot-stuffing, so no end to disagree on); the session
+//! applies the same line-end policy to the whole body with
+//! [`normalize_line_ends`].
 //!
 //! ## Limits
 //!
@@ -37,15 +48,35 @@
 //!   the same "message too big for system" class as the size limit); the
 //!   line is drained, not buffered.
 
+use std::borrow::Cow;
+
+/// What to do with a bare LF (an LF not preceded by CR) in a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BareLf {
+    /// Treat it as a line end and store CRLF (the default).
+    #[default]
+    Normalize,
+    /// Refuse the message with `550 5.6.0` (strict mode).
+    Reject,
+}
+
 /// Where the decoder is inside the CRLF . CRLF grammar.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
     /// At the start of a line that followed a real CRLF.
     LineStart,
+    /// At the start of a line that followed a bare LF (normalising only):
+    /// a `.` here is stuffing or text, never the end.
+    SoftLineStart,
     /// Saw `.` at a line start (held back: it is either stuffing or the end).
     Dot,
     /// Saw `.` `CR` at a line start.
     DotCr,
+    /// Saw `.` at a soft line start.
+    SoftDot,
+    /// Saw `.` `CR` at a soft line start.
+    SoftDotCr,
     /// Inside a line.
     Text,
     /// Saw a CR inside a line (held back until we know if LF follows).
@@ -61,14 +92,18 @@ pub enum DataError {
     TooBig,
     /// A line exceeded the line limit: `552 5.3.4`.
     LineTooLong,
-    /// A bare CR or LF was seen: `550 5.6.0`.
+    /// A bare CR was seen, or a bare LF in strict mode: `550 5.6.0`.
     BareLineEnd,
+    /// A lone `.` line next to a bare LF — an end of data to a sloppy
+    /// server, so a smuggling attempt: `550 5.6.0`.
+    AmbiguousEnd,
 }
 
 /// Incremental DATA decoder. Feed it input as it arrives.
 #[derive(Debug, Clone)]
 pub struct DataDecoder {
     state: State,
+    bare_lf: BareLf,
     max_size: usize,
     max_line: usize,
     line_len: usize,
@@ -76,6 +111,8 @@ pub struct DataDecoder {
     size: u64,
     /// Raw octets consumed, including the terminator.
     raw: u64,
+    /// Bare LFs stored as CRLF.
+    normalized: u64,
     error: Option<DataError>,
 }
 
@@ -90,18 +127,26 @@ pub struct Fed {
 }
 
 impl DataDecoder {
-    /// A decoder keeping at most `max_size` body octets and allowing lines of
-    /// at most `max_line` octets including CRLF.
+    /// A strict decoder ([`BareLf::Reject`]) keeping at most `max_size` body
+    /// octets and allowing lines of at most `max_line` octets including CRLF.
     pub fn new(max_size: usize, max_line: usize) -> Self {
         Self {
             state: State::LineStart,
+            bare_lf: BareLf::Reject,
             max_size,
             max_line: max_line.max(3),
             line_len: 0,
             size: 0,
             raw: 0,
+            normalized: 0,
             error: None,
         }
+    }
+
+    /// The same decoder with `policy` for bare LFs.
+    pub fn with_bare_lf(mut self, policy: BareLf) -> Self {
+        self.bare_lf = policy;
+        self
     }
 
     /// The first reason to refuse this message, if any.
@@ -117,6 +162,11 @@ impl DataDecoder {
     /// Raw octets consumed so far.
     pub fn raw_len(&self) -> u64 {
         self.raw
+    }
+
+    /// Bare LFs that were stored as CRLF so far (always 0 in strict mode).
+    pub fn normalized(&self) -> u64 {
+        self.normalized
     }
 
     /// True once the end marker was consumed.
@@ -183,17 +233,31 @@ impl DataDecoder {
 
     fn step(&mut self, b: u8, out: &mut Vec<u8>) {
         match self.state {
-            State::LineStart => match b {
+            State::LineStart | State::SoftLineStart => match b {
                 b'.' => {
                     self.count_line(1);
-                    self.state = State::Dot;
+                    self.state = if self.state == State::LineStart {
+                        State::Dot
+                    } else {
+                        State::SoftDot
+                    };
                 }
                 _ => self.text_byte(b, out),
             },
-            State::Dot => match b {
+            State::Dot | State::SoftDot => match b {
                 b'\r' => {
                     self.count_line(1);
-                    self.state = State::DotCr;
+                    self.state = if self.state == State::Dot {
+                        State::DotCr
+                    } else {
+                        State::SoftDotCr
+                    };
+                }
+                b'\n' if self.bare_lf == BareLf::Normalize => {
+                    // `.` LF: the end of data to a server that takes LF alone.
+                    self.fail(DataError::AmbiguousEnd);
+                    self.line_len = 0;
+                    self.state = State::SoftLineStart;
                 }
                 // Dot-stuffing: the leading dot is dropped (RFC 5321 §4.5.2).
                 _ => self.text_byte(b, out),
@@ -203,13 +267,16 @@ impl DataDecoder {
                     self.line_len = 0;
                     self.state = State::Done;
                 }
-                _ => {
-                    // `.` CR x: the CR was bare; the dot was stuffing.
-                    self.fail(DataError::BareLineEnd);
-                    self.emit(out, b"\r");
-                    self.state = State::Text;
-                    self.text_byte(b, out);
+                _ => self.bare_cr_then(b, out),
+            },
+            State::SoftDotCr => match b {
+                b'\n' => {
+                    // LF `.` CRLF: never the end, and refused as ambiguous.
+                    self.fail(DataError::AmbiguousEnd);
+                    self.line_len = 0;
+                    self.state = State::LineStart;
                 }
+                _ => self.bare_cr_then(b, out),
             },
             State::Text => self.text_byte(b, out),
             State::Cr => match b {
@@ -219,15 +286,18 @@ impl DataDecoder {
                     self.line_len = 0;
                     self.state = State::LineStart;
                 }
-                _ => {
-                    self.fail(DataError::BareLineEnd);
-                    self.emit(out, b"\r");
-                    self.state = State::Text;
-                    self.text_byte(b, out);
-                }
+                _ => self.bare_cr_then(b, out),
             },
             State::Done => {}
         }
+    }
+
+    /// The CR held back was bare; `b` follows it on the same line.
+    fn bare_cr_then(&mut self, b: u8, out: &mut Vec<u8>) {
+        self.fail(DataError::BareLineEnd);
+        self.emit(out, b"\r");
+        self.state = State::Text;
+        self.text_byte(b, out);
     }
 
     /// A byte in text position (also the first byte of a line).
@@ -235,12 +305,20 @@ impl DataDecoder {
         self.count_line(1);
         match b {
             b'\r' => self.state = State::Cr,
-            b'\n' => {
-                // Bare LF: never a line end for us, so the next "." is text.
-                self.fail(DataError::BareLineEnd);
-                self.emit(out, b"\n");
-                self.state = State::Text;
-            }
+            b'\n' => match self.bare_lf {
+                BareLf::Normalize => {
+                    self.normalized += 1;
+                    self.emit(out, b"\r\n");
+                    self.line_len = 0;
+                    self.state = State::SoftLineStart;
+                }
+                BareLf::Reject => {
+                    // Never a line end for us, so the next "." is text.
+                    self.fail(DataError::BareLineEnd);
+                    self.emit(out, b"\n");
+                    self.state = State::Text;
+                }
+            },
             _ => {
                 self.emit(out, &[b]);
                 self.state = State::Text;
@@ -262,6 +340,40 @@ pub fn has_bare_line_end(body: &[u8]) -> bool {
         prev = b;
     }
     false
+}
+
+/// Apply the line-end policy to a whole body (BDAT): a bare CR is refused,
+/// a bare LF is refused or (with [`BareLf::Normalize`]) turned into CRLF.
+/// Returns the body to store and how many bare LFs were normalised; the
+/// body is borrowed when nothing changed.
+pub fn normalize_line_ends(body: &[u8], policy: BareLf) -> Result<(Cow<'_, [u8]>, u64), DataError> {
+    let mut bare_lf = 0u64;
+    let mut prev = 0u8;
+    let mut iter = body.iter().peekable();
+    while let Some(&b) = iter.next() {
+        match b {
+            b'\n' if prev != b'\r' => bare_lf += 1,
+            b'\r' if iter.peek() != Some(&&b'\n') => return Err(DataError::BareLineEnd),
+            _ => {}
+        }
+        prev = b;
+    }
+    if bare_lf == 0 {
+        return Ok((Cow::Borrowed(body), 0));
+    }
+    if policy == BareLf::Reject {
+        return Err(DataError::BareLineEnd);
+    }
+    let mut out = Vec::with_capacity(body.len().saturating_add(bare_lf as usize));
+    let mut prev = 0u8;
+    for &b in body {
+        if b == b'\n' && prev != b'\r' {
+            out.push(b'\r');
+        }
+        out.push(b);
+        prev = b;
+    }
+    Ok((Cow::Owned(out), bare_lf))
 }
 
 /// Dot-stuff `body` for sending with DATA and append the terminator: the
@@ -384,6 +496,105 @@ mod tests {
         assert!(has_bare_line_end(b"a\r\r\n"));
     }
 
+    fn decode_normalizing(input: &[u8]) -> (Vec<u8>, Fed, Option<DataError>, u64) {
+        let mut d = DataDecoder::new(1000, 1000).with_bare_lf(BareLf::Normalize);
+        let mut out = Vec::new();
+        let fed = d.feed(input, &mut out);
+        (out, fed, d.error(), d.normalized())
+    }
+
+    #[test]
+    fn normalizing_stores_bare_lf_as_crlf_and_unstuffs_after_it() {
+        let (out, fed, err, n) = decode_normalizing(b"a\nb\r\n..c\n..\n.d\n\r\n.\r\nNEXT");
+        assert_eq!(out, b"a\r\nb\r\n.c\r\n.\r\nd\r\n\r\n");
+        assert_eq!((fed.done, err, n), (true, None, 4));
+        assert_eq!(fed.consumed, 20);
+        // A lone LF line is an empty line.
+        let (out, _, err, n) = decode_normalizing(b"\n\n\r\n.\r\n");
+        assert_eq!((out.as_slice(), err, n), (&b"\r\n\r\n\r\n"[..], None, 2));
+        // The same message in strict mode is refused and nothing is counted.
+        let mut d = DataDecoder::new(1000, 1000);
+        d.feed(b"a\nb\r\n.\r\n", &mut Vec::new());
+        assert_eq!(
+            (d.error(), d.normalized()),
+            (Some(DataError::BareLineEnd), 0)
+        );
+    }
+
+    #[test]
+    fn normalizing_refuses_lone_dots_next_to_bare_lf_and_bare_cr() {
+        for (input, want) in [
+            (&b"a\n.\nb\r\n.\r\n"[..], DataError::AmbiguousEnd),
+            (b"a\n.\r\nb\r\n.\r\n", DataError::AmbiguousEnd),
+            (b"a\r\n.\nb\r\n.\r\n", DataError::AmbiguousEnd),
+            (b".\nb\r\n.\r\n", DataError::AmbiguousEnd),
+            (b"a\r.\rb\r\n.\r\n", DataError::BareLineEnd),
+            (b"a\n.\rb\r\n.\r\n", DataError::BareLineEnd),
+            (b"a\r\n.\rb\r\n.\r\n", DataError::BareLineEnd),
+            (b"a\rb\r\n.\r\n", DataError::BareLineEnd),
+        ] {
+            let (_, fed, err, _) = decode_normalizing(input);
+            assert_eq!(fed.consumed, input.len(), "{input:?} ended early");
+            assert!(fed.done, "{input:?}");
+            assert_eq!(err, Some(want), "{input:?}");
+        }
+        // After `LF . CRLF` the next line start is a real one: `.` CRLF ends.
+        let (_, fed, err, _) = decode_normalizing(b"a\n.\r\n.\r\nrest");
+        assert_eq!((fed.consumed, err), (8, Some(DataError::AmbiguousEnd)));
+    }
+
+    #[test]
+    fn normalizing_counts_the_added_cr_against_the_size_limit() {
+        let mut d = DataDecoder::new(4, 1000).with_bare_lf(BareLf::Normalize);
+        let mut out = Vec::new();
+        d.feed(b"ab\nc\r\n.\r\n", &mut out);
+        assert_eq!(d.error(), Some(DataError::TooBig));
+        assert!(out.len() <= 4);
+        let mut d = DataDecoder::new(4, 1000).with_bare_lf(BareLf::Normalize);
+        d.feed(b"ab\n\r\n.\r\n", &mut Vec::new());
+        assert_eq!(d.error(), Some(DataError::TooBig));
+        let mut d = DataDecoder::new(4, 1000).with_bare_lf(BareLf::Normalize);
+        d.feed(b"a\nb\r\n.\r\n", &mut Vec::new());
+        assert_eq!(d.error(), Some(DataError::TooBig));
+        let mut d = DataDecoder::new(6, 1000).with_bare_lf(BareLf::Normalize);
+        d.feed(b"a\nb\r\n.\r\n", &mut Vec::new());
+        assert_eq!(d.error(), None);
+    }
+
+    #[test]
+    fn normalizing_resets_the_line_length_at_a_bare_lf() {
+        let line = vec![b'x'; 998];
+        let input = [&line[..], b"\n", &line, b"\r\n.\r\n"].concat();
+        let mut d = DataDecoder::new(1 << 20, 1000).with_bare_lf(BareLf::Normalize);
+        d.feed(&input, &mut Vec::new());
+        assert_eq!(d.error(), None);
+        let long = [&line[..], b"xx\n\r\n.\r\n"].concat();
+        let mut d = DataDecoder::new(1 << 20, 1000).with_bare_lf(BareLf::Normalize);
+        d.feed(&long, &mut Vec::new());
+        assert_eq!(d.error(), Some(DataError::LineTooLong));
+    }
+
+    #[test]
+    fn whole_bodies_follow_the_same_policy() {
+        let (body, n) = normalize_line_ends(b"a\r\nb", BareLf::Normalize).unwrap();
+        assert!(matches!(body, Cow::Borrowed(_)));
+        assert_eq!((&*body, n), (&b"a\r\nb"[..], 0));
+        let (body, n) = normalize_line_ends(b"\na\r\nb\n\n", BareLf::Normalize).unwrap();
+        assert_eq!((&*body, n), (&b"\r\na\r\nb\r\n\r\n"[..], 3));
+        assert_eq!(
+            normalize_line_ends(b"a\nb", BareLf::Reject).err(),
+            Some(DataError::BareLineEnd)
+        );
+        assert!(normalize_line_ends(b"a\r\nb", BareLf::Reject).is_ok());
+        for bad in [&b"a\rb"[..], b"a\r", b"\r\r\n", b"\n\r"] {
+            assert_eq!(
+                normalize_line_ends(bad, BareLf::Normalize).err(),
+                Some(DataError::BareLineEnd),
+                "{bad:?}"
+            );
+        }
+    }
+
     fn crlf_body() -> impl Strategy<Value = Vec<u8>> {
         proptest::collection::vec(
             proptest::collection::vec(
@@ -421,6 +632,35 @@ mod tests {
             prop_assert_eq!(a.consumed + b.consumed, wire.len());
             prop_assert_eq!(out, body);
             prop_assert_eq!(d.error(), None);
+        }
+
+        #[test]
+        fn normalizing_ends_only_at_crlf_dot_crlf_and_stores_no_bare_line_end(
+            input in proptest::collection::vec(prop_oneof![Just(b'\r'), Just(b'\n'), Just(b'.'), Just(b'a'), Just(0u8)], 0..200),
+            cut in 0usize..200,
+        ) {
+            let mut d = DataDecoder::new(1 << 20, 1000).with_bare_lf(BareLf::Normalize);
+            let mut out = Vec::new();
+            let cut = cut.min(input.len());
+            let a = d.feed(&input[..cut], &mut out);
+            let b = if a.done { Fed { consumed: 0, done: true } } else { d.feed(&input[a.consumed..], &mut out) };
+            let consumed = a.consumed + b.consumed;
+            if b.done {
+                let head = &input[..consumed];
+                prop_assert!(head.ends_with(b"\r\n.\r\n") || head == b".\r\n");
+                if d.error().is_none() {
+                    prop_assert!(!has_bare_line_end(&out), "{:?} -> {:?}", input, out);
+                }
+            }
+            // Whole-input and split feeding agree.
+            let mut whole = DataDecoder::new(1 << 20, 1000).with_bare_lf(BareLf::Normalize);
+            let mut whole_out = Vec::new();
+            let w = whole.feed(&input, &mut whole_out);
+            prop_assert_eq!(w.consumed, consumed);
+            prop_assert_eq!(whole.error(), d.error());
+            if d.error().is_none() {
+                prop_assert_eq!(whole_out, out);
+            }
         }
 
         #[test]

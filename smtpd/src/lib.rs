@@ -33,7 +33,7 @@
 //!   `553 5.1.3` syntax — `%`, `!` and quoted local parts land here); source
 //!   routes in RCPT are refused `550 5.7.1` (in MAIL they are stripped).
 //! * **250 means durable**: only after `Engine::deliver` returned a stored
-//!   copy; engine errors → `451 4.3.0`, "too large" → `552 5.3.4`; a refusal
+//!   copy; engine errors → `451 4.3.0`, `TooLarge` → `552 5.3.4`, `DiskFull` → `452 4.3.1`; a refusal
 //!   of every recipient at commit time → its RCPT code; a partial refusal
 //!   still gets 250 (one reply per message; a 4xx would duplicate the copies
 //!   already stored). A poisoned engine gets `451 4.3.0` already at MAIL/DATA.
@@ -44,6 +44,7 @@
 //! engine only through `resolve` (at RCPT), `deliver` (at the end of data)
 //! and `stats` (health before MAIL/DATA).
 
+pub mod auth;
 pub mod config;
 pub mod conn;
 pub mod data;
@@ -78,6 +79,8 @@ pub struct Shared {
     pub max_message_bytes: usize,
     /// Present when a certificate is configured: STARTTLS is offered.
     pub tls: Option<tokio_rustls::TlsAcceptor>,
+    /// Failed AUTH attempts per client IP.
+    pub auth_failures: auth::FailureCounter,
     active: AtomicUsize,
     per_ip: Mutex<HashMap<IpAddr, usize>>,
     ids: AtomicU64,
@@ -98,6 +101,12 @@ impl Shared {
                 ))
             }
         };
+        if config.tls_listen.is_some() && tls.is_none() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "smtp.tls_listen needs smtp.tls_cert and smtp.tls_key",
+            ));
+        }
         let engine_max = engine
             .config()
             .max_message_bytes
@@ -110,6 +119,10 @@ impl Shared {
             engine,
             max_message_bytes,
             tls,
+            auth_failures: auth::FailureCounter::new(
+                config.max_auth_failures,
+                config.auth_failure_window,
+            ),
             active: AtomicUsize::new(0),
             per_ip: Mutex::new(HashMap::new()),
             ids: AtomicU64::new(0),
@@ -236,8 +249,60 @@ where
         .await;
         return "too_many_connections";
     };
-    let plain = Session::new(stream, Arc::clone(&shared), peer, shutdown.clone(), false);
-    let outcome = match plain.run(true).await {
+    let outcome = session_with_starttls(stream, peer, &shared, shutdown).await;
+    drop(slot);
+    metrics::counter!("uncorreo_smtp_sessions_total", "outcome" => outcome).increment(1);
+    outcome
+}
+
+/// Serve one connection of the implicit-TLS listener (SMTPS, RFC 8314
+/// §3.3): the TLS handshake comes first, then the session (greeting
+/// included) runs encrypted, with STARTTLS not offered.
+pub async fn handle_implicit_tls_connection<S>(
+    mut stream: S,
+    peer: IpAddr,
+    shared: Arc<Shared>,
+    shutdown: CancellationToken,
+) -> &'static str
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let Some(acceptor) = shared.tls.clone() else {
+        return "tls_failed";
+    };
+    let Some(slot) = shared.admit(peer) else {
+        // Nothing can be said in clear text to a TLS client: just close.
+        let _ = tokio::time::timeout(Duration::from_secs(5), stream.shutdown()).await;
+        return "too_many_connections";
+    };
+    let handshake =
+        tokio::time::timeout(shared.config.tls_handshake_timeout, acceptor.accept(stream)).await;
+    let outcome = match handshake {
+        Ok(Ok(tls)) => {
+            let session = Session::new(tls, Arc::clone(&shared), peer, shutdown, true);
+            match session.run(true).await {
+                End::Closed(why) => why,
+                End::StartTls(_) => "tls_failed",
+            }
+        }
+        _ => "tls_failed",
+    };
+    drop(slot);
+    metrics::counter!("uncorreo_smtp_sessions_total", "outcome" => outcome).increment(1);
+    outcome
+}
+
+async fn session_with_starttls<S>(
+    stream: S,
+    peer: IpAddr,
+    shared: &Arc<Shared>,
+    shutdown: CancellationToken,
+) -> &'static str
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let plain = Session::new(stream, Arc::clone(shared), peer, shutdown.clone(), false);
+    match plain.run(true).await {
         End::Closed(why) => why,
         End::StartTls(stream) => match shared.tls.clone() {
             None => "tls_failed",
@@ -249,7 +314,7 @@ where
                 .await;
                 match handshake {
                     Ok(Ok(tls)) => {
-                        let s = Session::new(tls, Arc::clone(&shared), peer, shutdown, true);
+                        let s = Session::new(tls, Arc::clone(shared), peer, shutdown, true);
                         match s.run(false).await {
                             End::Closed(why) => why,
                             End::StartTls(_) => "tls_failed",
@@ -259,10 +324,7 @@ where
                 }
             }
         },
-    };
-    drop(slot);
-    metrics::counter!("uncorreo_smtp_sessions_total", "outcome" => outcome).increment(1);
-    outcome
+    }
 }
 
 /// Accept connections on `listener` (this core's SO_REUSEPORT socket) until
@@ -274,6 +336,24 @@ pub async fn serve(
     shared: Arc<Shared>,
     shutdown: CancellationToken,
 ) {
+    accept_loop(listener, shared, shutdown, false).await
+}
+
+/// [`serve`] for the implicit-TLS listener (`smtp.tls_listen`).
+pub async fn serve_implicit_tls(
+    listener: tokio::net::TcpListener,
+    shared: Arc<Shared>,
+    shutdown: CancellationToken,
+) {
+    accept_loop(listener, shared, shutdown, true).await
+}
+
+async fn accept_loop(
+    listener: tokio::net::TcpListener,
+    shared: Arc<Shared>,
+    shutdown: CancellationToken,
+    implicit_tls: bool,
+) {
     let sessions = TaskTracker::new();
     loop {
         tokio::select! {
@@ -283,7 +363,11 @@ pub async fn serve(
                     let _ = stream.set_nodelay(true);
                     let shared = Arc::clone(&shared);
                     let shutdown = shutdown.clone();
-                    sessions.spawn(handle_connection(stream, addr.ip(), shared, shutdown));
+                    if implicit_tls {
+                        sessions.spawn(handle_implicit_tls_connection(stream, addr.ip(), shared, shutdown));
+                    } else {
+                        sessions.spawn(handle_connection(stream, addr.ip(), shared, shutdown));
+                    }
                 }
                 Err(e) => {
                     // EMFILE and friends: back off instead of spinning.

@@ -33,6 +33,8 @@ pub enum Command {
     Rcpt {
         /// The forward path.
         to: Path,
+        /// ESMTP parameters.
+        params: RcptParams,
     },
     /// `DATA`.
     Data,
@@ -57,8 +59,24 @@ pub enum Command {
     Help,
     /// `STARTTLS` (RFC 3207).
     StartTls,
-    /// `AUTH …`: recognised so that the reply says "not available" rather than "unknown".
-    Auth,
+    /// `AUTH <mechanism> [initial-response]` (RFC 4954).
+    Auth {
+        /// The SASL mechanism named.
+        mechanism: Mechanism,
+        /// The initial response, still base64 (`=` for an empty one).
+        initial: Option<String>,
+    },
+}
+
+/// A SASL mechanism named in `AUTH`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mechanism {
+    /// `PLAIN` (RFC 4616).
+    Plain,
+    /// `LOGIN` (the de-facto username/password exchange).
+    Login,
+    /// Anything else: `504 5.5.4`.
+    Other,
 }
 
 /// An address in angle brackets, as written, minus any source route.
@@ -88,6 +106,15 @@ pub enum BodyType {
     EightBitMime,
 }
 
+/// `RET=` of `MAIL FROM` (RFC 3461 §4.3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ret {
+    /// `RET=FULL`.
+    Full,
+    /// `RET=HDRS`.
+    Headers,
+}
+
 /// Parameters of `MAIL FROM` we understand.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct MailParams {
@@ -97,7 +124,41 @@ pub struct MailParams {
     pub body: BodyType,
     /// `SMTPUTF8` (RFC 6531).
     pub smtputf8: bool,
+    /// `RET=` (DSN, RFC 3461).
+    pub ret: Option<Ret>,
+    /// `ENVID=` (DSN), still xtext-encoded.
+    pub envid: Option<String>,
+    /// `AUTH=` (RFC 4954 §5), still xtext-encoded; informational.
+    pub auth: Option<String>,
 }
+
+/// `NOTIFY=` of `RCPT TO` (RFC 3461 §4.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Notify {
+    /// `NEVER`: no other keyword may be present.
+    pub never: bool,
+    /// `SUCCESS`.
+    pub success: bool,
+    /// `FAILURE`.
+    pub failure: bool,
+    /// `DELAY`.
+    pub delay: bool,
+}
+
+/// Parameters of `RCPT TO` we understand (DSN only; we deliver, so they
+/// are checked and kept but change nothing).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct RcptParams {
+    /// `NOTIFY=`.
+    pub notify: Option<Notify>,
+    /// `ORCPT=addr-type;xtext`: the type and the still-encoded address.
+    pub orcpt: Option<(String, String)>,
+}
+
+/// Longest `ENVID` (RFC 3461 §4.4: 100 characters).
+pub const MAX_ENVID: usize = 100;
+/// Longest `ORCPT` value (RFC 3461 §4.2: 500 characters).
+pub const MAX_ORCPT: usize = 500;
 
 /// Why a command line could not be parsed. Each variant maps to one reply.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -112,9 +173,19 @@ pub enum ParseError {
     /// `501 5.1.7` / `501 5.1.3`: the path in MAIL/RCPT is malformed.
     #[error("bad address syntax")]
     BadPath,
-    /// `555 5.5.4`: a MAIL/RCPT parameter we do not support or with a bad value.
+    /// `555 5.5.4`: a MAIL/RCPT parameter we have never heard of.
     #[error("parameter not recognized or not implemented")]
     BadParam,
+    /// `555 5.5.4`: a parameter we know by name and do not offer
+    /// (`REQUIRETLS`, `BODY=BINARYMIME`, …); the reply names it.
+    #[error("{0} not supported")]
+    Unsupported(&'static str),
+    /// `501 5.5.4`: a parameter we offer, with a malformed value.
+    #[error("bad value for {0}")]
+    BadValue(&'static str),
+    /// `501 5.5.4`: the same parameter twice.
+    #[error("duplicate {0} parameter")]
+    Duplicate(&'static str),
     /// `500 5.5.2`: the line contains a NUL or is not valid UTF-8.
     #[error("invalid characters in command")]
     BadBytes,
@@ -156,7 +227,7 @@ pub fn parse_command(line: &[u8]) -> Result<Command, ParseError> {
         b"EXPN" => Ok(Command::Expn),
         b"HELP" => Ok(Command::Help),
         b"STARTTLS" => no_args(rest_trim, Command::StartTls),
-        b"AUTH" => Ok(Command::Auth),
+        b"AUTH" => parse_auth(rest_trim),
         _ => Err(ParseError::Unknown),
     }
 }
@@ -215,21 +286,50 @@ fn parse_mail(rest: &str) -> Result<Command, ParseError> {
             Some((k, v)) => (k, Some(v)),
             None => (p, None),
         };
-        if key.eq_ignore_ascii_case("SIZE") {
-            let v = value.ok_or(ParseError::BadParam)?;
+        let is = |name: &str| key.eq_ignore_ascii_case(name);
+        if is("SIZE") {
+            let v = value.ok_or(ParseError::BadValue("SIZE"))?;
             if v.is_empty() || v.len() > 40 || !v.bytes().all(|b| b.is_ascii_digit()) {
-                return Err(ParseError::BadParam);
+                return Err(ParseError::BadValue("SIZE"));
             }
+            once(&out.size, "SIZE")?;
             // Saturate: a 30-digit SIZE is just "too big", answered at MAIL.
             out.size = Some(v.parse::<u64>().unwrap_or(u64::MAX));
-        } else if key.eq_ignore_ascii_case("BODY") {
-            match value {
-                Some(v) if v.eq_ignore_ascii_case("7BIT") => out.body = BodyType::SevenBit,
-                Some(v) if v.eq_ignore_ascii_case("8BITMIME") => out.body = BodyType::EightBitMime,
-                _ => return Err(ParseError::BadParam),
+        } else if is("BODY") {
+            out.body = match value {
+                Some(v) if v.eq_ignore_ascii_case("7BIT") => BodyType::SevenBit,
+                Some(v) if v.eq_ignore_ascii_case("8BITMIME") => BodyType::EightBitMime,
+                Some(v) if v.eq_ignore_ascii_case("BINARYMIME") => {
+                    return Err(ParseError::Unsupported("BODY=BINARYMIME"))
+                }
+                _ => return Err(ParseError::BadValue("BODY")),
+            };
+        } else if is("SMTPUTF8") {
+            if value.is_some() {
+                return Err(ParseError::BadValue("SMTPUTF8"));
             }
-        } else if key.eq_ignore_ascii_case("SMTPUTF8") && value.is_none() {
             out.smtputf8 = true;
+        } else if is("RET") {
+            once(&out.ret, "RET")?;
+            out.ret = Some(match value {
+                Some(v) if v.eq_ignore_ascii_case("FULL") => Ret::Full,
+                Some(v) if v.eq_ignore_ascii_case("HDRS") => Ret::Headers,
+                _ => return Err(ParseError::BadValue("RET")),
+            });
+        } else if is("ENVID") {
+            once(&out.envid, "ENVID")?;
+            let v = value
+                .filter(|v| !v.is_empty() && v.len() <= MAX_ENVID && is_xtext(v))
+                .ok_or(ParseError::BadValue("ENVID"))?;
+            out.envid = Some(v.to_owned());
+        } else if is("AUTH") {
+            once(&out.auth, "AUTH")?;
+            let v = value
+                .filter(|v| !v.is_empty() && v.len() <= MAX_PATH + 2 && is_xtext(v))
+                .ok_or(ParseError::BadValue("AUTH"))?;
+            out.auth = Some(v.to_owned());
+        } else if let Some(name) = known_unsupported(key) {
+            return Err(ParseError::Unsupported(name));
         } else {
             return Err(ParseError::BadParam);
         }
@@ -243,11 +343,140 @@ fn parse_rcpt(rest: &str) -> Result<Command, ParseError> {
     if to.address.is_empty() {
         return Err(ParseError::BadPath);
     }
-    // We advertise no RCPT parameters (no DSN).
-    if params.split(' ').any(|p| !p.is_empty()) {
-        return Err(ParseError::BadParam);
+    let mut out = RcptParams::default();
+    for (i, p) in params.split(' ').filter(|p| !p.is_empty()).enumerate() {
+        if i >= MAX_PARAMS {
+            return Err(ParseError::BadParam);
+        }
+        let (key, value) = match p.split_once('=') {
+            Some((k, v)) => (k, Some(v)),
+            None => (p, None),
+        };
+        if key.eq_ignore_ascii_case("NOTIFY") {
+            once(&out.notify, "NOTIFY")?;
+            out.notify = Some(parse_notify(value.unwrap_or(""))?);
+        } else if key.eq_ignore_ascii_case("ORCPT") {
+            once(&out.orcpt, "ORCPT")?;
+            out.orcpt = Some(parse_orcpt(value.unwrap_or(""))?);
+        } else if let Some(name) = known_unsupported(key) {
+            return Err(ParseError::Unsupported(name));
+        } else {
+            return Err(ParseError::BadParam);
+        }
     }
-    Ok(Command::Rcpt { to })
+    Ok(Command::Rcpt { to, params: out })
+}
+
+/// Refuse a second occurrence of a parameter.
+fn once<T>(seen: &Option<T>, name: &'static str) -> Result<(), ParseError> {
+    match seen {
+        Some(_) => Err(ParseError::Duplicate(name)),
+        None => Ok(()),
+    }
+}
+
+/// Parameters of extensions we do not offer, by the name the reply uses.
+/// A client only sends them when we advertise them, so seeing one means a
+/// client that insists: it must learn exactly which one we lack.
+fn known_unsupported(key: &str) -> Option<&'static str> {
+    [
+        "REQUIRETLS",
+        "MT-PRIORITY",
+        "DELIVERBY",
+        "BY",
+        "HOLDFOR",
+        "HOLDUNTIL",
+        "FUTURERELEASE",
+        "MTRK",
+        "LIMITS",
+        "RRVS",
+        "CONPERM",
+        "CONNEG",
+        "BURL",
+    ]
+    .into_iter()
+    .find(|name| key.eq_ignore_ascii_case(name))
+}
+
+/// RFC 3461 §4: xtext is printable ASCII except `+` and `=`, with `+XX`
+/// (two upper-case hex digits) for anything else.
+fn is_xtext(s: &str) -> bool {
+    let b = s.as_bytes();
+    let mut i = 0;
+    while let Some(&c) = b.get(i) {
+        match c {
+            b'+' => {
+                let hex =
+                    |x: Option<&u8>| x.is_some_and(|x| matches!(x, b'0'..=b'9' | b'A'..=b'F'));
+                if !(hex(b.get(i + 1)) && hex(b.get(i + 2))) {
+                    return false;
+                }
+                i += 3;
+            }
+            b'!'..=b'~' if c != b'=' => i += 1,
+            _ => return false,
+        }
+    }
+    true
+}
+
+fn parse_notify(v: &str) -> Result<Notify, ParseError> {
+    let bad = ParseError::BadValue("NOTIFY");
+    let mut n = Notify::default();
+    if v.is_empty() {
+        return Err(bad);
+    }
+    for word in v.split(',') {
+        let flag = if word.eq_ignore_ascii_case("NEVER") {
+            &mut n.never
+        } else if word.eq_ignore_ascii_case("SUCCESS") {
+            &mut n.success
+        } else if word.eq_ignore_ascii_case("FAILURE") {
+            &mut n.failure
+        } else if word.eq_ignore_ascii_case("DELAY") {
+            &mut n.delay
+        } else {
+            return Err(bad);
+        };
+        if *flag {
+            return Err(bad);
+        }
+        *flag = true;
+    }
+    // NEVER stands alone (RFC 3461 §4.1).
+    if n.never && (n.success || n.failure || n.delay) {
+        return Err(bad);
+    }
+    Ok(n)
+}
+
+fn parse_orcpt(v: &str) -> Result<(String, String), ParseError> {
+    let bad = ParseError::BadValue("ORCPT");
+    let (kind, addr) = v.split_once(';').ok_or(bad)?;
+    let atom = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
+    if v.len() > MAX_ORCPT || !atom(kind) || addr.is_empty() || !is_xtext(addr) {
+        return Err(bad);
+    }
+    Ok((kind.to_owned(), addr.to_owned()))
+}
+
+fn parse_auth(rest: &str) -> Result<Command, ParseError> {
+    let mut parts = rest.split(' ').filter(|p| !p.is_empty());
+    let name = parts
+        .next()
+        .ok_or(ParseError::Syntax("AUTH needs a mechanism"))?;
+    let mechanism = if name.eq_ignore_ascii_case("PLAIN") {
+        Mechanism::Plain
+    } else if name.eq_ignore_ascii_case("LOGIN") {
+        Mechanism::Login
+    } else {
+        Mechanism::Other
+    };
+    let initial = parts.next().map(str::to_owned);
+    if parts.next().is_some() {
+        return Err(ParseError::Syntax("too many arguments"));
+    }
+    Ok(Command::Auth { mechanism, initial })
 }
 
 fn parse_bdat(rest: &str) -> Result<Command, ParseError> {
@@ -437,12 +666,31 @@ mod tests {
             panic!("null sender");
         };
         assert_eq!(from.address, "");
-        assert_eq!(mail("MAIL FROM:<a@b> RET=HDRS"), Err(ParseError::BadParam));
+        assert_eq!(mail("MAIL FROM:<a@b> XFOO=1"), Err(ParseError::BadParam));
         assert_eq!(
             mail("MAIL FROM:<a@b> BODY=BINARYMIME"),
-            Err(ParseError::BadParam)
+            Err(ParseError::Unsupported("BODY=BINARYMIME"))
         );
-        assert_eq!(mail("MAIL FROM:<a@b> SIZE=x"), Err(ParseError::BadParam));
+        assert_eq!(
+            mail("MAIL FROM:<a@b> BODY=9BIT"),
+            Err(ParseError::BadValue("BODY"))
+        );
+        assert_eq!(
+            mail("MAIL FROM:<a@b> SIZE=x"),
+            Err(ParseError::BadValue("SIZE"))
+        );
+        assert_eq!(
+            mail("MAIL FROM:<a@b> SIZE"),
+            Err(ParseError::BadValue("SIZE"))
+        );
+        assert_eq!(
+            mail("MAIL FROM:<a@b> SIZE=1 SIZE=2"),
+            Err(ParseError::Duplicate("SIZE"))
+        );
+        assert_eq!(
+            mail("MAIL FROM:<a@b> SMTPUTF8=yes"),
+            Err(ParseError::BadValue("SMTPUTF8"))
+        );
         assert_eq!(mail("MAIL FROM:a@b"), Err(ParseError::BadPath));
         assert_eq!(
             mail("MAIL TO:<a@b>"),
@@ -457,32 +705,186 @@ mod tests {
 
     #[test]
     fn rcpt_paths() {
-        let Ok(Command::Rcpt { to }) = mail("RCPT TO:<Box+Tag@uncorreo.test>") else {
+        let Ok(Command::Rcpt { to, .. }) = mail("RCPT TO:<Box+Tag@uncorreo.test>") else {
             panic!()
         };
         assert_eq!(to.address, "Box+Tag@uncorreo.test");
         assert!(!to.had_route);
-        let Ok(Command::Rcpt { to }) = mail("RCPT TO:<@relay.example,@x.example:u@c.example>")
+        let Ok(Command::Rcpt { to, .. }) = mail("RCPT TO:<@relay.example,@x.example:u@c.example>")
         else {
             panic!()
         };
         assert!(to.had_route);
         assert_eq!(to.address, "u@c.example");
-        let Ok(Command::Rcpt { to }) = mail("RCPT TO:<\"a>b@c\"@uncorreo.test>") else {
+        let Ok(Command::Rcpt { to, .. }) = mail("RCPT TO:<\"a>b@c\"@uncorreo.test>") else {
             panic!()
         };
         assert_eq!(to.address, "\"a>b@c\"@uncorreo.test");
         assert_eq!(mail("RCPT TO:<>"), Err(ParseError::BadPath));
-        assert_eq!(
-            mail("RCPT TO:<a@b> NOTIFY=NEVER"),
-            Err(ParseError::BadParam)
-        );
+        assert_eq!(mail("RCPT TO:<a@b> XFOO"), Err(ParseError::BadParam));
         assert!(mail("RCPT TO:<a@[127.0.0.1]>").is_ok());
         assert_eq!(mail("RCPT TO:<a@[999.0.0.1]>"), Err(ParseError::BadPath));
         assert_eq!(mail("RCPT TO:<a b@c>"), Err(ParseError::BadPath));
         assert_eq!(mail("RCPT TO:<a@b>x"), Err(ParseError::BadPath));
         let long = format!("RCPT TO:<{}@b.example>", "a".repeat(65));
         assert_eq!(mail(&long), Err(ParseError::BadPath));
+    }
+
+    fn rcpt_params(s: &str) -> Result<RcptParams, ParseError> {
+        match mail(s)? {
+            Command::Rcpt { params, .. } => Ok(params),
+            other => panic!("not RCPT: {other:?}"),
+        }
+    }
+
+    fn mail_params(s: &str) -> Result<MailParams, ParseError> {
+        match mail(s)? {
+            Command::Mail { params, .. } => Ok(params),
+            other => panic!("not MAIL: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn dsn_parameters_are_accepted_with_their_values() {
+        let p = mail_params("MAIL FROM:<a@b.example> RET=HDRS ENVID=QQ314159+2B1").unwrap();
+        assert_eq!(p.ret, Some(Ret::Headers));
+        assert_eq!(p.envid.as_deref(), Some("QQ314159+2B1"));
+        let p = mail_params("MAIL FROM:<a@b.example> ret=full AUTH=<>").unwrap();
+        assert_eq!(p.ret, Some(Ret::Full));
+        assert_eq!(p.auth.as_deref(), Some("<>"));
+        let p = rcpt_params(
+            "RCPT TO:<a@b.example> NOTIFY=SUCCESS,failure,DELAY ORCPT=rfc822;Bob+40b.example",
+        )
+        .unwrap();
+        assert_eq!(
+            p.notify,
+            Some(Notify {
+                never: false,
+                success: true,
+                failure: true,
+                delay: true
+            })
+        );
+        assert_eq!(
+            p.orcpt,
+            Some(("rfc822".to_owned(), "Bob+40b.example".to_owned()))
+        );
+        let p = rcpt_params("RCPT TO:<a@b.example> NOTIFY=NEVER").unwrap();
+        assert_eq!(
+            p.notify,
+            Some(Notify {
+                never: true,
+                ..Notify::default()
+            })
+        );
+        assert_eq!(
+            rcpt_params("RCPT TO:<a@b.example>"),
+            Ok(RcptParams::default())
+        );
+    }
+
+    #[test]
+    fn dsn_parameters_with_bad_values_are_refused_by_name() {
+        for (line, name) in [
+            ("MAIL FROM:<a@b> RET=ALL", "RET"),
+            ("MAIL FROM:<a@b> RET", "RET"),
+            ("MAIL FROM:<a@b> ENVID=", "ENVID"),
+            ("MAIL FROM:<a@b> ENVID=a=b", "ENVID"),
+            ("MAIL FROM:<a@b> ENVID=a+2", "ENVID"),
+            ("MAIL FROM:<a@b> ENVID=a+2g", "ENVID"),
+            ("MAIL FROM:<a@b> ENVID=a+2f", "ENVID"),
+            ("MAIL FROM:<a@b> AUTH=", "AUTH"),
+            ("RCPT TO:<a@b> NOTIFY=", "NOTIFY"),
+            ("RCPT TO:<a@b> NOTIFY", "NOTIFY"),
+            ("RCPT TO:<a@b> NOTIFY=SOMETIMES", "NOTIFY"),
+            ("RCPT TO:<a@b> NOTIFY=NEVER,SUCCESS", "NOTIFY"),
+            ("RCPT TO:<a@b> NOTIFY=DELAY,NEVER", "NOTIFY"),
+            ("RCPT TO:<a@b> NOTIFY=FAILURE,FAILURE", "NOTIFY"),
+            ("RCPT TO:<a@b> NOTIFY=SUCCESS,", "NOTIFY"),
+            ("RCPT TO:<a@b> ORCPT=rfc822", "ORCPT"),
+            ("RCPT TO:<a@b> ORCPT=;a@b", "ORCPT"),
+            ("RCPT TO:<a@b> ORCPT=rfc822;", "ORCPT"),
+            ("RCPT TO:<a@b> ORCPT=rfc 822;a", "ORCPT"),
+            ("RCPT TO:<a@b> ORCPT=rf.c;a@b", "ORCPT"),
+        ] {
+            assert_eq!(mail(line), Err(ParseError::BadValue(name)), "{line}");
+        }
+        let long = format!("MAIL FROM:<a@b> ENVID={}", "x".repeat(MAX_ENVID + 1));
+        assert_eq!(mail(&long), Err(ParseError::BadValue("ENVID")));
+        let ok = format!("MAIL FROM:<a@b> ENVID={}", "x".repeat(MAX_ENVID));
+        assert!(mail(&ok).is_ok());
+        let long = format!("RCPT TO:<a@b> ORCPT=rfc822;{}", "x".repeat(MAX_ORCPT));
+        assert_eq!(mail(&long), Err(ParseError::BadValue("ORCPT")));
+        let ok = format!("RCPT TO:<a@b> ORCPT=rfc822;{}", "x".repeat(MAX_ORCPT - 7));
+        assert!(mail(&ok).is_ok());
+        for (line, name) in [
+            ("MAIL FROM:<a@b> RET=FULL RET=HDRS", "RET"),
+            ("MAIL FROM:<a@b> ENVID=a ENVID=b", "ENVID"),
+            ("MAIL FROM:<a@b> AUTH=<> AUTH=<>", "AUTH"),
+            ("RCPT TO:<a@b> NOTIFY=NEVER NOTIFY=NEVER", "NOTIFY"),
+            ("RCPT TO:<a@b> ORCPT=rfc822;a ORCPT=rfc822;a", "ORCPT"),
+        ] {
+            assert_eq!(mail(line), Err(ParseError::Duplicate(name)), "{line}");
+        }
+    }
+
+    #[test]
+    fn parameters_we_do_not_offer_are_refused_by_name() {
+        assert_eq!(
+            mail("MAIL FROM:<a@b> REQUIRETLS"),
+            Err(ParseError::Unsupported("REQUIRETLS"))
+        );
+        assert_eq!(
+            mail("MAIL FROM:<a@b> mt-priority=3"),
+            Err(ParseError::Unsupported("MT-PRIORITY"))
+        );
+        assert_eq!(
+            mail("RCPT TO:<a@b> RRVS=2026-01-01T00:00:00Z"),
+            Err(ParseError::Unsupported("RRVS"))
+        );
+        assert_eq!(mail("RCPT TO:<a@b> RET=FULL"), Err(ParseError::BadParam));
+        assert_eq!(
+            mail("MAIL FROM:<a@b> NOTIFY=NEVER"),
+            Err(ParseError::BadParam)
+        );
+    }
+
+    #[test]
+    fn xtext() {
+        assert!(is_xtext("abc+2B+3D!~"));
+        assert!(!is_xtext("a b"));
+        assert!(!is_xtext("a=b"));
+        assert!(!is_xtext("+2"));
+        assert!(!is_xtext("+zz"));
+        assert!(!is_xtext("é"));
+        assert!(!is_xtext("a\x7f"));
+    }
+
+    #[test]
+    fn auth_mechanisms() {
+        assert_eq!(
+            mail("AUTH PLAIN AGEAYg=="),
+            Ok(Command::Auth {
+                mechanism: Mechanism::Plain,
+                initial: Some("AGEAYg==".into())
+            })
+        );
+        assert_eq!(
+            mail("auth login"),
+            Ok(Command::Auth {
+                mechanism: Mechanism::Login,
+                initial: None
+            })
+        );
+        assert_eq!(
+            mail("AUTH CRAM-MD5"),
+            Ok(Command::Auth {
+                mechanism: Mechanism::Other,
+                initial: None
+            })
+        );
+        assert!(matches!(mail("AUTH"), Err(ParseError::Syntax(_))));
+        assert!(matches!(mail("AUTH PLAIN a b"), Err(ParseError::Syntax(_))));
     }
 
     #[test]

@@ -22,8 +22,11 @@ pub struct Trace<'a> {
     pub hostname: &'a str,
     /// `SMTP`, `ESMTP`, `ESMTPS`, `ESMTPA`, … (RFC 3848).
     pub protocol: &'a str,
-    /// Our transaction id (also in the `250 … queued as` reply).
+    /// Our transaction id.
     pub id: &'a str,
+    /// Bare LFs we stored as CRLF: said in a comment, so the raw bytes
+    /// record that they are not exactly what the client sent.
+    pub bare_lf_normalized: u64,
     /// The recipient when there is exactly one.
     pub single_rcpt: Option<&'a str>,
     /// Seconds since the Unix epoch.
@@ -42,6 +45,13 @@ pub fn received(t: &Trace<'_>) -> String {
         t.protocol,
         t.id
     );
+    if t.bare_lf_normalized > 0 {
+        let _ = write!(
+            s,
+            "\r\n\t(normalized {} bare LF to CRLF)",
+            t.bare_lf_normalized
+        );
+    }
     if let Some(r) = t.single_rcpt {
         let _ = write!(s, "\r\n\tfor <{}>", sanitize(r, 320));
     }
@@ -96,11 +106,31 @@ mod tests {
             id: "ABC",
             single_rcpt: Some("box+t@uncorreo.test"),
             unix_secs: 0,
+            bare_lf_normalized: 0,
         });
         assert_eq!(
             h,
             "Received: from evil??x???y? ([127.0.0.1])\r\n\tby mx.test (uncorreo) with ESMTPS id ABC\r\n\tfor <box+t@uncorreo.test>;\r\n\tThu, 01 Jan 1970 00:00:00 +0000\r\n"
         );
         assert!(h.len() < MAX_RECEIVED_BYTES);
+    }
+
+    #[test]
+    fn normalisation_is_recorded() {
+        let h = received(&Trace {
+            helo: &"h".repeat(300),
+            peer: "::1".parse().unwrap(),
+            hostname: &"m".repeat(300),
+            protocol: "ESMTPSA",
+            id: "0123456789ABCDEF",
+            single_rcpt: Some(&"r".repeat(400)),
+            unix_secs: 0,
+            bare_lf_normalized: u64::MAX,
+        });
+        assert!(
+            h.contains("id 0123456789ABCDEF\r\n\t(normalized 18446744073709551615 bare LF to CRLF)\r\n\tfor <"),
+            "{h}"
+        );
+        assert!(h.len() < MAX_RECEIVED_BYTES, "{}", h.len());
     }
 }

@@ -7,9 +7,9 @@
 //! fresh session (before-EHLO, RFC 3207 §4.2) over TLS.
 //!
 //! Architecture invariant: the only reply that says a message was taken is
-//! `250 2.0.0 Ok: queued as …`, and it is sent only after
-//! `Engine::deliver` returned `Ok` with at least one stored copy — i.e. after
-//! the bytes are durable. Every engine error maps to a reply that makes the
+//! `250 2.0.0 Ok: stored as <id>[,<id>…]` (the message ids the API uses),
+//! and it is sent only after `Engine::deliver` returned `Ok` with at least
+//! one stored copy — i.e. after the bytes are durable. Every engine error maps to a reply that makes the
 //! client keep the message (`451 4.3.0`) or bounce it (`5xx`), never to 250.
 //!
 //! Partial refusals: when some recipients were refused at commit time (their
@@ -23,20 +23,33 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use uncorreo_engine::{Delivery, DeliveryOutcome, EngineError, Recipient, ResolveError};
+use uncorreo_engine::{
+    Address, DeliverError, Delivery, DeliveryOutcome, MessageId, Owner, Recipient, ResolveError,
+};
 
+use crate::auth::{self, AuthMode, Credentials};
 use crate::conn::{Conn, Line, Stop, Wait};
-use crate::data::{DataDecoder, DataError};
+use crate::data::{normalize_line_ends, BareLf, DataDecoder, DataError};
 use crate::headers::{self, HeaderError, HeaderLimits};
-use crate::parse::{parse_command, Command, ParseError};
+use crate::parse::{parse_command, Command, Mechanism, ParseError};
 use crate::received::{self, Trace};
 use crate::Shared;
 
 /// Initial room for a DATA body; it grows from there up to the size limit.
 const BODY_RESERVE: usize = 16 * 1024;
+
+/// The refusal of a lone `.` line next to a bare LF (see [`crate::data`]).
+const AMBIGUOUS_END_REPLY: &str =
+    "550 5.6.0 A line of only \".\" next to a bare LF is an ambiguous end of data (SMTP smuggling); message refused";
+
+/// Most message ids named in one `250 … stored as` reply; the rest are
+/// counted, so the reply stays far below 512 octets (RFC 5321 §4.5.3.1.5).
+const MAX_IDS_IN_REPLY: usize = 10;
 
 /// How a session ended.
 pub enum End<S> {
@@ -52,6 +65,8 @@ struct Transaction {
     /// Body collected from BDAT chunks so far (starts with our Received line
     /// once the first chunk arrives).
     bdat: Option<Vec<u8>>,
+    /// Octets of our Received line at the front of `bdat`.
+    bdat_header_len: usize,
     /// Octets of BDAT body seen, kept or not.
     bdat_size: u64,
     bdat_too_big: bool,
@@ -69,6 +84,15 @@ pub struct Session<S> {
     helo: Option<(String, bool)>,
     tx: Option<Transaction>,
     errors: u32,
+    /// Set by a successful AUTH; kept across RSET and EHLO (RFC 4954 §4).
+    authenticated: Option<Authenticated>,
+}
+
+/// Who a session authenticated as.
+struct Authenticated {
+    /// In `keys` mode, the owner whose mailboxes this session may send to;
+    /// `None` in `accept_any` mode (any mailbox).
+    owner: Option<Owner>,
 }
 
 enum Flow {
@@ -100,6 +124,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             helo: None,
             tx: None,
             errors: 0,
+            authenticated: None,
         }
     }
 
@@ -215,14 +240,25 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
 
     fn parse_error(&mut self, e: ParseError, is_mail: bool) {
         let reply = match e {
-            ParseError::Unknown => "500 5.5.1 Command not recognized",
-            ParseError::Syntax(_) => "501 5.5.4 Syntax error in parameters or arguments",
-            ParseError::BadPath if is_mail => "501 5.1.7 Bad sender address syntax",
-            ParseError::BadPath => "501 5.1.3 Bad recipient address syntax",
-            ParseError::BadParam => "555 5.5.4 Parameter not recognized or not implemented",
-            _ => "500 5.5.2 Invalid characters in command",
+            ParseError::Unknown => "500 5.5.1 Command not recognized".to_owned(),
+            ParseError::Syntax(_) => "501 5.5.4 Syntax error in parameters or arguments".to_owned(),
+            ParseError::BadPath if is_mail => "501 5.1.7 Bad sender address syntax".to_owned(),
+            ParseError::BadPath => "501 5.1.3 Bad recipient address syntax".to_owned(),
+            ParseError::BadParam => {
+                "555 5.5.4 Parameter not recognized or not implemented".to_owned()
+            }
+            ParseError::Unsupported(name) => format!("555 5.5.4 {name} not supported"),
+            ParseError::BadValue(name) => format!("501 5.5.4 Bad {name} value"),
+            ParseError::Duplicate(name) => format!("501 5.5.4 Duplicate {name} parameter"),
+            _ => "500 5.5.2 Invalid characters in command".to_owned(),
         };
-        self.error(reply);
+        self.error(&reply);
+    }
+
+    /// True when AUTH may be used on this connection now.
+    fn auth_offered(&self) -> bool {
+        self.shared.config.auth != AuthMode::Off
+            && (self.tls || self.shared.config.auth_allow_plaintext)
     }
 
     fn max_message(&self) -> usize {
@@ -242,7 +278,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                     "SMTPUTF8".to_owned(),
                     "ENHANCEDSTATUSCODES".to_owned(),
                     "CHUNKING".to_owned(),
+                    "DSN".to_owned(),
                 ];
+                if self.auth_offered() && self.authenticated.is_none() {
+                    lines.push("AUTH PLAIN LOGIN".to_owned());
+                }
                 if self.shared.tls.is_some() && !self.tls {
                     lines.push("STARTTLS".to_owned());
                 }
@@ -278,6 +318,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                         from: from.address,
                         rcpts: Vec::new(),
                         bdat: None,
+                        bdat_header_len: 0,
                         bdat_size: 0,
                         bdat_too_big: false,
                         id: String::new(),
@@ -286,7 +327,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 }
                 Flow::Continue
             }
-            Command::Rcpt { to } => {
+            // DSN parameters are checked by the parser and change nothing:
+            // we are the final hop and send no notices.
+            Command::Rcpt { to, .. } => {
                 let max = self.shared.config.max_recipients;
                 let Some(tx) = self.tx.as_mut() else {
                     self.error("503 5.5.1 Need MAIL before RCPT");
@@ -304,7 +347,25 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                     self.error("550 5.7.1 Source routes are not accepted; relay not permitted");
                     return Flow::Continue;
                 }
-                match self.shared.engine.resolve(&to.address) {
+                let resolved = self.shared.engine.resolve(&to.address);
+                if let (Ok(r), Some(Authenticated { owner: Some(owner) })) =
+                    (&resolved, &self.authenticated)
+                {
+                    let owns = self
+                        .shared
+                        .engine
+                        .mailbox(&r.address)
+                        .is_some_and(|m| m.owner == *owner);
+                    if !owns {
+                        self.error("550 5.7.1 Your credential does not own this mailbox");
+                        return Flow::Continue;
+                    }
+                }
+                let Some(tx) = self.tx.as_mut() else {
+                    self.error("503 5.5.1 Need MAIL before RCPT");
+                    return Flow::Continue;
+                };
+                match resolved {
                     Ok(r) => {
                         if !tx.rcpts.iter().any(|(_, have)| *have == r) {
                             tx.rcpts.push((to.address, r));
@@ -365,23 +426,183 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                     Flow::StartTls
                 }
             }
-            Command::Auth => {
-                self.error("502 5.5.1 AUTH not available");
-                Flow::Continue
-            }
+            Command::Auth { mechanism, initial } => self.auth(mechanism, initial).await,
         }
     }
 
-    fn trace_header(&self, id: &str) -> String {
+    /// One SASL response line, or the flow when the exchange cannot go on
+    /// (the reply is already queued).
+    async fn sasl_line(&mut self) -> Result<String, Flow> {
+        let wait = Wait {
+            deadline: Instant::now() + self.shared.config.command_timeout,
+            shutdown: &self.shutdown,
+            idle: true,
+            grace: self.shared.config.shutdown_grace,
+        };
+        match self.conn.read_line(wait).await {
+            Ok(Line::Ok { start, end }) => {
+                let line = String::from_utf8_lossy(self.conn.slice(start, end))
+                    .trim_end_matches(['\r', '\n'])
+                    .to_owned();
+                self.conn.settle();
+                if line == "*" {
+                    self.error("501 5.7.0 Authentication cancelled");
+                    return Err(Flow::Continue);
+                }
+                Ok(line)
+            }
+            Ok(Line::TooLong) => {
+                self.error("500 5.5.6 Authentication exchange line too long");
+                Err(Flow::Continue)
+            }
+            Err(stop) => Err(Flow::Close(self.stopped(stop))),
+        }
+    }
+
+    async fn auth(&mut self, mechanism: Mechanism, initial: Option<String>) -> Flow {
+        let mode = self.shared.config.auth;
+        if mode == AuthMode::Off {
+            self.error("502 5.5.1 AUTH not available");
+            return Flow::Continue;
+        }
+        if !self.auth_offered() {
+            self.error("538 5.7.11 Encryption required: use STARTTLS before AUTH");
+            return Flow::Continue;
+        }
+        if self.helo.is_none() {
+            self.error("503 5.5.1 Send EHLO first");
+            return Flow::Continue;
+        }
+        if self.authenticated.is_some() {
+            self.error("503 5.5.1 Already authenticated");
+            return Flow::Continue;
+        }
+        if self.tx.is_some() {
+            self.error("503 5.5.1 AUTH not permitted during a mail transaction");
+            return Flow::Continue;
+        }
+        if self
+            .shared
+            .auth_failures
+            .blocked(self.peer, std::time::Instant::now())
+        {
+            return Flow::Close(self.close_with(
+                "421 4.7.0 Too many failed AUTH attempts from your address, try later",
+                "auth_blocked",
+            ));
+        }
+        let credentials = match mechanism {
+            Mechanism::Other => {
+                self.error("504 5.5.4 Unrecognized authentication type; use PLAIN or LOGIN");
+                return Flow::Continue;
+            }
+            Mechanism::Plain => {
+                let response = match initial {
+                    Some(r) => r,
+                    None => {
+                        self.conn.reply("334 ");
+                        match self.sasl_line().await {
+                            Ok(line) => line,
+                            Err(flow) => return flow,
+                        }
+                    }
+                };
+                auth::decode_plain(&response)
+            }
+            Mechanism::Login => {
+                let username = match initial {
+                    Some(r) => r,
+                    None => {
+                        self.conn.reply(auth::LOGIN_USERNAME);
+                        match self.sasl_line().await {
+                            Ok(line) => line,
+                            Err(flow) => return flow,
+                        }
+                    }
+                };
+                self.conn.reply(auth::LOGIN_PASSWORD);
+                let password = match self.sasl_line().await {
+                    Ok(line) => line,
+                    Err(flow) => return flow,
+                };
+                auth::decode_text(&username).and_then(|username| {
+                    Ok(Credentials {
+                        authzid: String::new(),
+                        username,
+                        password: auth::decode_text(&password)?,
+                    })
+                })
+            }
+        };
+        let credentials = match credentials {
+            Ok(c) => c,
+            Err(_) => {
+                self.error("501 5.5.2 Cannot decode the authentication response");
+                return Flow::Continue;
+            }
+        };
+        let owner = match mode {
+            AuthMode::Keys => match self.owner_of(&credentials) {
+                Some(owner) => Some(owner),
+                None => {
+                    let failures = self
+                        .shared
+                        .auth_failures
+                        .fail(self.peer, std::time::Instant::now());
+                    metrics::counter!("uncorreo_smtp_auth_total", "outcome" => "failed")
+                        .increment(1);
+                    tracing::info!(peer = %self.peer, failures, "SMTP AUTH failed");
+                    self.error("535 5.7.8 Authentication credentials invalid");
+                    return Flow::Continue;
+                }
+            },
+            _ => None,
+        };
+        metrics::counter!("uncorreo_smtp_auth_total", "outcome" => "ok").increment(1);
+        self.authenticated = Some(Authenticated { owner });
+        self.conn.reply("235 2.7.0 Authentication successful");
+        Flow::Continue
+    }
+
+    /// `keys` mode: the owner a credential stands for. The password is an
+    /// API key (any user name), or a session token with its mailbox's
+    /// address as the user name — so checking one costs two lookups, never
+    /// a scan of every mailbox.
+    fn owner_of(&self, credentials: &Credentials) -> Option<Owner> {
+        if credentials.password.is_empty() || credentials.password.len() > auth::MAX_RESPONSE {
+            return None;
+        }
+        let engine = &self.shared.engine;
+        let hash: [u8; 32] = Sha256::digest(credentials.password.as_bytes()).into();
+        if let Some(key) = engine
+            .api_key_by_hash(&hash)
+            .filter(|k| k.revoked_at_ms.is_none())
+        {
+            return engine.user(key.user).map(|u| Owner::User(u.id));
+        }
+        let address = Address::parse(&credentials.username).ok()?;
+        let mailbox = engine.mailbox(&address)?;
+        match mailbox.owner {
+            Owner::Anonymous { token_hash } if bool::from(token_hash.ct_eq(&hash)) => {
+                Some(mailbox.owner)
+            }
+            _ => None,
+        }
+    }
+
+    fn trace_header(&self, id: &str, bare_lf_normalized: u64) -> String {
         let (helo, esmtp) = self
             .helo
             .as_ref()
             .map(|(h, e)| (h.as_str(), *e))
             .unwrap_or(("unknown", false));
-        let protocol = match (esmtp, self.tls) {
-            (_, true) => "ESMTPS",
-            (true, false) => "ESMTP",
-            (false, false) => "SMTP",
+        // RFC 3848: S for TLS, A for an authenticated session.
+        let protocol = match (esmtp, self.tls, self.authenticated.is_some()) {
+            (_, true, true) => "ESMTPSA",
+            (_, true, false) => "ESMTPS",
+            (_, false, true) => "ESMTPA",
+            (true, false, false) => "ESMTP",
+            (false, false, false) => "SMTP",
         };
         let single = match self.tx.as_ref().map(|t| t.rcpts.as_slice()) {
             Some([(written, _)]) => Some(written.as_str()),
@@ -395,6 +616,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             id,
             single_rcpt: single,
             unix_secs: received::now_unix(),
+            bare_lf_normalized,
         })
     }
 
@@ -428,9 +650,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         }
         self.conn.reply("354 End data with <CR><LF>.<CR><LF>");
         let id = self.shared.next_id();
-        let mut body = self.trace_header(&id).into_bytes();
+        let header = self.trace_header(&id, 0);
+        let mut body = header.clone().into_bytes();
         body.reserve(self.max_message().min(BODY_RESERVE));
-        let mut decoder = DataDecoder::new(self.max_message(), self.shared.config.max_line_bytes);
+        let mut decoder = DataDecoder::new(self.max_message(), self.shared.config.max_line_bytes)
+            .with_bare_lf(self.shared.config.bare_lf);
         loop {
             let fed = decoder.feed(self.conn.buffered(), &mut body);
             self.conn.consume(fed.consumed);
@@ -459,8 +683,22 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             Some(DataError::BareLineEnd) => {
                 self.tx = None;
                 count_message("rejected");
-                self.error("550 5.6.0 Bare CR or LF in message; lines must end with CRLF");
+                self.error(self.bare_line_end_reply());
                 Flow::Continue
+            }
+            Some(DataError::AmbiguousEnd) => {
+                self.tx = None;
+                count_message("rejected");
+                self.error(AMBIGUOUS_END_REPLY);
+                Flow::Continue
+            }
+            None if decoder.normalized() > 0 => {
+                // The header goes in front of the body, and only now do we
+                // know it must say the body was normalised (rare: one copy).
+                let mut with_note = self.trace_header(&id, decoder.normalized()).into_bytes();
+                with_note.extend_from_slice(body.get(header.len()..).unwrap_or(&[]));
+                metrics::counter!("uncorreo_smtp_bare_lf_normalized_total").increment(1);
+                self.deliver(id, with_note).await
             }
             None => self.deliver(id, body).await,
         }
@@ -477,8 +715,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         let max = self.max_message() as u64;
         if accept.is_ok() && self.tx.as_ref().is_some_and(|t| t.bdat.is_none()) {
             let id = self.shared.next_id();
-            let header = self.trace_header(&id);
+            let header = self.trace_header(&id, 0);
             if let Some(tx) = self.tx.as_mut() {
+                tx.bdat_header_len = header.len();
                 tx.bdat = Some(header.into_bytes());
                 tx.id = id;
             }
@@ -523,18 +762,40 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 .reply(&format!("250 2.0.0 {size} octets received"));
             return Flow::Continue;
         }
-        let (id, body) = match self.tx.as_mut() {
-            Some(t) => (std::mem::take(&mut t.id), t.bdat.take().unwrap_or_default()),
-            None => (String::new(), Vec::new()),
+        let (id, body, header_len) = match self.tx.as_mut() {
+            Some(t) => (
+                std::mem::take(&mut t.id),
+                t.bdat.take().unwrap_or_default(),
+                t.bdat_header_len,
+            ),
+            None => (String::new(), Vec::new(), 0),
         };
-        // Same rule as DATA (see `data`): nothing ambiguous is stored.
-        if crate::data::has_bare_line_end(&body) {
-            self.tx = None;
-            count_message("rejected");
-            self.error("550 5.6.0 Bare CR or LF in message; lines must end with CRLF");
-            return Flow::Continue;
+        // Same line-end rule as DATA (see `data`); our own header is CRLF
+        // throughout, so only the client's part can change.
+        let client_part = body.get(header_len..).unwrap_or(&[]);
+        match normalize_line_ends(client_part, self.shared.config.bare_lf) {
+            Err(_) => {
+                self.tx = None;
+                count_message("rejected");
+                self.error(self.bare_line_end_reply());
+                Flow::Continue
+            }
+            Ok((_, 0)) => self.deliver(id, body).await,
+            Ok((normalized, count)) => {
+                let mut with_note = self.trace_header(&id, count).into_bytes();
+                with_note.extend_from_slice(&normalized);
+                drop(normalized);
+                metrics::counter!("uncorreo_smtp_bare_lf_normalized_total").increment(1);
+                self.deliver(id, with_note).await
+            }
         }
-        self.deliver(id, body).await
+    }
+
+    fn bare_line_end_reply(&self) -> &'static str {
+        match self.shared.config.bare_lf {
+            BareLf::Normalize => "550 5.6.0 Bare CR in message; lines must end with CRLF or LF",
+            BareLf::Reject => "550 5.6.0 Bare CR or LF in message; lines must end with CRLF",
+        }
     }
 
     async fn deliver(&mut self, id: String, body: Vec<u8>) -> Flow {
@@ -604,12 +865,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
 /// `uncorreo_smtp_messages_total` outcome. `250` only when a copy is stored
 /// (durable); every error is a temporary `451` unless it is the size limit.
 pub fn delivery_reply(
-    result: &Result<DeliveryOutcome, EngineError>,
+    result: &Result<DeliveryOutcome, DeliverError>,
     id: &str,
 ) -> (String, &'static str) {
     match result {
         Ok(DeliveryOutcome::Delivered { stored, .. }) if !stored.is_empty() => {
-            (format!("250 2.0.0 Ok: queued as {id}"), "accepted")
+            (stored_reply(stored), "accepted")
         }
         Ok(DeliveryOutcome::Delivered { refused, .. }) => {
             let temporary = refused.iter().any(|(_, e)| *e == ResolveError::MailboxFull);
@@ -626,16 +887,41 @@ pub fn delivery_reply(
             (reply.to_owned(), outcome)
         }
         // Only with a dedupe key, which SMTP never sets: already stored.
-        Ok(DeliveryOutcome::Duplicate) => (format!("250 2.0.0 Ok: queued as {id}"), "accepted"),
-        Err(EngineError::Invalid(why)) if why.contains("too large") => (
+        Ok(DeliveryOutcome::Duplicate) => (
+            format!("250 2.0.0 Ok: already stored (transaction {id})"),
+            "accepted",
+        ),
+        Err(DeliverError::TooLarge { .. }) => (
             "552 5.3.4 Message size exceeds fixed maximum message size".to_owned(),
             "rejected",
+        ),
+        // RFC 3463 X.3.1 "mail system full": temporary, the sender retries.
+        Err(DeliverError::DiskFull) => (
+            "452 4.3.1 Insufficient system storage, try again later".to_owned(),
+            "tempfail",
         ),
         Err(_) => (
             "451 4.3.0 Storage unavailable, try again later".to_owned(),
             "tempfail",
         ),
     }
+}
+
+/// `250 2.0.0 Ok: stored as <id>[,<id>…]`: the ids `GET /api/v1/…/messages/{id}`
+/// takes, one per stored copy, at most [`MAX_IDS_IN_REPLY`] of them.
+pub fn stored_reply(stored: &[MessageId]) -> String {
+    use std::fmt::Write;
+    let mut reply = String::from("250 2.0.0 Ok: stored as ");
+    for (i, id) in stored.iter().take(MAX_IDS_IN_REPLY).enumerate() {
+        if i > 0 {
+            reply.push(',');
+        }
+        let _ = write!(reply, "{id}");
+    }
+    if stored.len() > MAX_IDS_IN_REPLY {
+        let _ = write!(reply, " and {} more", stored.len() - MAX_IDS_IN_REPLY);
+    }
+    reply
 }
 
 fn count_message(outcome: &'static str) {
@@ -656,10 +942,39 @@ pub fn resolve_reply(e: ResolveError) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use uncorreo_engine::{MailboxId, MessageId};
+    use uncorreo_engine::{MailboxId, MessageId, StorageError};
 
     fn rcpt() -> Recipient {
         Recipient::parse("a@uncorreo.test").unwrap()
+    }
+
+    #[test]
+    fn the_250_names_every_stored_id_up_to_a_bound() {
+        let ids: Vec<MessageId> = (1..=12)
+            .map(|n| MessageId {
+                mailbox: MailboxId(0x1a + n),
+                seq: n,
+            })
+            .collect();
+        assert_eq!(stored_reply(&ids[..1]), "250 2.0.0 Ok: stored as 1b-1");
+        assert_eq!(stored_reply(&ids[..2]), "250 2.0.0 Ok: stored as 1b-1,1c-2");
+        let ten = stored_reply(&ids[..10]);
+        assert!(ten.ends_with(",24-10"), "{ten}");
+        let all = stored_reply(&ids);
+        assert!(all.ends_with(",24-10 and 2 more"), "{all}");
+        let huge: Vec<MessageId> = (0..100)
+            .map(|n| MessageId {
+                mailbox: MailboxId(u64::MAX - n),
+                seq: u64::MAX,
+            })
+            .collect();
+        assert!(stored_reply(&huge).len() < 512);
+        for id in stored_reply(&ids[..10])
+            .trim_start_matches("250 2.0.0 Ok: stored as ")
+            .split(',')
+        {
+            assert!(id.parse::<MessageId>().is_ok(), "{id}");
+        }
     }
 
     #[test]
@@ -674,7 +989,7 @@ mod tests {
         });
         assert_eq!(
             delivery_reply(&ok, "X"),
-            ("250 2.0.0 Ok: queued as X".to_owned(), "accepted")
+            ("250 2.0.0 Ok: stored as 1-1".to_owned(), "accepted")
         );
         let full = Ok(DeliveryOutcome::Delivered {
             stored: vec![],
@@ -694,16 +1009,17 @@ mod tests {
             refused: vec![],
         });
         assert!(delivery_reply(&none, "X").0.starts_with("554 5.5.1"));
-        let big = Err(EngineError::Invalid("message too large"));
+        let big = Err(DeliverError::TooLarge { limit: 10 });
         assert!(delivery_reply(&big, "X").0.starts_with("552 5.3.4"));
+        let (reply, outcome) = delivery_reply(&Err(DeliverError::DiskFull), "X");
+        assert!(reply.starts_with("452 4.3.1"), "{reply}");
+        assert_eq!(outcome, "tempfail");
         for e in [
-            EngineError::Saturated,
-            EngineError::DiskFull,
-            EngineError::Poisoned,
-            EngineError::Closed,
-            EngineError::Corrupt,
-            EngineError::Io(std::io::Error::other("disk on fire")),
-            EngineError::Invalid("something else"),
+            DeliverError::Saturated,
+            DeliverError::Storage(StorageError::Poisoned),
+            DeliverError::Storage(StorageError::Closed),
+            DeliverError::Storage(StorageError::Corrupt),
+            DeliverError::Storage(StorageError::Io(std::io::Error::other("disk on fire"))),
         ] {
             let (reply, outcome) = delivery_reply(&Err(e), "X");
             assert!(reply.starts_with("451 4.3.0"), "{reply}");

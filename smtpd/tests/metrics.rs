@@ -43,7 +43,7 @@ async fn sessions_messages_bytes_latency_and_active_sessions_are_counted() {
         CancellationToken::new(),
     ));
     let (r, mut w) = tokio::io::split(client);
-    w.write_all(b"EHLO x\r\nMAIL FROM:<a@b.example>\r\nRCPT TO:<box@uncorreo.test>\r\nDATA\r\nhello\r\n.\r\nMAIL FROM:<a@b.example>\r\nRCPT TO:<box@uncorreo.test>\r\nDATA\r\nbare\nlf\r\n.\r\nQUIT\r\n").await.unwrap();
+    w.write_all(b"EHLO x\r\nMAIL FROM:<a@b.example>\r\nRCPT TO:<box@uncorreo.test>\r\nDATA\r\nhello\r\n.\r\nMAIL FROM:<a@b.example>\r\nRCPT TO:<box@uncorreo.test>\r\nDATA\r\nbare\rcr\r\n.\r\nQUIT\r\n").await.unwrap();
     let mut r = BufReader::new(r);
     let mut all = String::new();
     while r.read_line(&mut all).await.unwrap() > 0 {}
@@ -74,7 +74,7 @@ async fn sessions_messages_bytes_latency_and_active_sessions_are_counted() {
     assert_eq!(get("uncorreo_smtp_messages_total", "outcome=rejected"), 1.0);
     assert_eq!(get("uncorreo_smtp_sessions_total", "outcome=quit"), 1.0);
     assert_eq!(get("uncorreo_smtp_data_to_ack_seconds", ""), 1.0);
-    // Raw DATA octets incl. terminators: "hello\r\n.\r\n" + "bare\nlf\r\n.\r\n".
+    // Raw DATA octets incl. terminators: "hello\r\n.\r\n" + "bare\rcr\r\n.\r\n" (a bare CR is refused).
     assert_eq!(get("uncorreo_smtp_bytes_total", ""), 22.0);
     assert_eq!(get("uncorreo_smtp_active_sessions", ""), 0.0);
 }

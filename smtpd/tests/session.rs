@@ -204,11 +204,11 @@ async fn syntax_errors_have_their_codes() {
     let e = env(|c| c.max_errors = 100);
     let (mut c, _) = e.ready().await;
     c.expect("MAIL FROM:a@b", "501 5.1.7").await;
-    c.expect("MAIL FROM:<a@b> RET=FULL", "555 5.5.4").await;
+    c.expect("MAIL FROM:<a@b> XFORWARD=1", "555 5.5.4").await;
     c.expect("MAIL FROM:<jösé@b.example>", "553 5.6.7").await;
     c.expect("MAIL FROM:<a@b.example>", "250").await;
     c.expect("RCPT TO:<nobracket", "501 5.1.3").await;
-    c.expect("RCPT TO:<a@uncorreo.test> NOTIFY=NEVER", "555 5.5.4")
+    c.expect("RCPT TO:<a@uncorreo.test> XFOO=1", "555 5.5.4")
         .await;
     c.expect("BDAT x", "501 5.5.4").await;
     c.send(b"NOOP \0\r\n").await;
@@ -309,12 +309,13 @@ async fn data_is_unstuffed_and_stored_with_received_in_front() {
         b"Subject: x\r\n\r\n..dot\r\n.\r\n",
     )
     .await;
-    assert!(r.starts_with("250 2.0.0 Ok: queued as "), "{r}");
-    let id = r.rsplit(' ').next().unwrap();
+    // The reply names the id the API serves the message under.
+    let listed = e.engine.list_messages(mb.id, 0, 10).unwrap();
+    assert_eq!(r, format!("250 2.0.0 Ok: stored as {}", listed[0].id));
     let stored = e.stored(&mb);
     assert_eq!(strip_received(&stored[0]), b"Subject: x\r\n\r\n.dot\r\n");
     let header = String::from_utf8_lossy(&stored[0][..stored[0].len() - 22]);
-    assert!(header.contains(&format!("id {id}")), "{header}");
+    assert!(header.contains(" with ESMTP id "), "{header}");
     assert!(
         header.contains("from client.example ([192.0.2.1])"),
         "{header}"
@@ -403,12 +404,12 @@ async fn bdat_chunks_and_refusals() {
     assert!(c.reply().await.starts_with("250 2.1.5"));
     assert_eq!(c.reply().await, "250 2.0.0 12 octets received");
     let r = c.reply().await;
-    assert!(r.starts_with("250 2.0.0 Ok: queued as"), "{r}");
+    assert!(r.starts_with("250 2.0.0 Ok: stored as"), "{r}");
     assert_eq!(
         strip_received(&e.stored(&mb)[0]),
         b"Subject: x\r\n\r\n.\r\nok\r\n"
     );
-    // A bare LF is refused in BDAT as in DATA, also across a chunk boundary (CR | x).
+    // A bare CR is refused in BDAT as in DATA, also across a chunk boundary (CR | x).
     c.send(b"MAIL FROM:<a@b.example>\r\nRCPT TO:<box@uncorreo.test>\r\nBDAT 2\r\na\rBDAT 2 LAST\r\nb\n").await;
     for want in ["250 2.1.0", "250 2.1.5", "250 2.0.0 2 octets", "550 5.6.0"] {
         let r = c.reply().await;
@@ -423,7 +424,7 @@ async fn bdat_chunks_and_refusals() {
         "250 2.1.0",
         "250 2.1.5",
         "250 2.0.0 3 octets",
-        "250 2.0.0 Ok: queued",
+        "250 2.0.0 Ok: stored as",
     ] {
         let r = c.reply().await;
         assert!(r.starts_with(want), "{r}");
@@ -503,7 +504,7 @@ async fn pipelined_commands_are_answered_in_order_in_one_write() {
     // The greeting, then all six replies in a single write.
     assert_eq!(writes.load(Ordering::SeqCst), 2);
     c.send(b"hello\r\n.\r\nQUIT\r\n").await;
-    assert!(c.reply().await.starts_with("250 2.0.0 Ok: queued"));
+    assert!(c.reply().await.starts_with("250 2.0.0 Ok: stored as"));
     assert!(c.reply().await.starts_with("221"));
     assert_eq!(strip_received(&e.stored(&a)[0]), b"hello\r\n");
 }
@@ -609,7 +610,7 @@ async fn shutdown_tells_idle_sessions_421_and_lets_a_transaction_finish() {
     assert_eq!(ti.await.unwrap(), "shutdown");
     busy.expect("DATA", "354").await;
     busy.send(b"finished\r\n.\r\n").await;
-    assert!(busy.reply().await.starts_with("250 2.0.0 Ok: queued"));
+    assert!(busy.reply().await.starts_with("250 2.0.0 Ok: stored as"));
     assert!(busy.reply().await.starts_with("421 4.3.2"));
     assert_eq!(tb.await.unwrap(), "shutdown");
     assert_eq!(e.stored(&mb).len(), 1);
@@ -629,6 +630,12 @@ async fn shutdown_grace_bounds_a_stalled_transaction() {
 }
 
 fn tls_env() -> (Env, rustls::pki_types::CertificateDer<'static>) {
+    tls_env_with(|_| {})
+}
+
+fn tls_env_with(
+    tweak: impl FnOnce(&mut SmtpConfig),
+) -> (Env, rustls::pki_types::CertificateDer<'static>) {
     let dir = tempfile::tempdir().unwrap();
     let cert = rcgen::generate_simple_self_signed(vec!["mx.uncorreo.test".to_owned()]).unwrap();
     let cp = dir.path().join("c.pem");
@@ -638,6 +645,7 @@ fn tls_env() -> (Env, rustls::pki_types::CertificateDer<'static>) {
     let e = env(|c| {
         c.tls_cert = Some(cp.clone());
         c.tls_key = Some(kp.clone());
+        tweak(c);
     });
     drop(dir);
     (e, cert.cert.der().clone())
@@ -699,7 +707,9 @@ async fn starttls_resets_the_session_and_drops_injected_plaintext() {
     assert!(say("MAIL FROM:<a@b.example>").await.starts_with("250"));
     assert!(say("RCPT TO:<box@uncorreo.test>").await.starts_with("250"));
     assert!(say("DATA").await.starts_with("354"));
-    assert!(say("secret\r\n.").await.starts_with("250 2.0.0 Ok: queued"));
+    assert!(say("secret\r\n.")
+        .await
+        .starts_with("250 2.0.0 Ok: stored as"));
     let raw = &e.stored(&mb)[0];
     assert!(String::from_utf8_lossy(raw).contains("with ESMTPS id"));
     assert_eq!(strip_received(raw), b"secret\r\n");
@@ -827,4 +837,408 @@ mod fuzzish {
             });
         }
     }
+}
+
+/// The SMTP smuggling list (SEC Consult 2023 and follow-ups): every way a
+/// lax server might read the end of data before the real `<CRLF>.<CRLF>`.
+/// Each goes between a body and a complete smuggled transaction.
+const SMUGGLING_VARIANTS: &[&[u8]] = &[
+    b"\n.\n",
+    b"\n.\r\n",
+    b"\r.\r",
+    b"\r.\r\n",
+    b"\r\n.\r",
+    b"\r\n.\n",
+    b".\n",
+    b".\r\n",
+    b"\n..\n",
+    b"\r\n\x00.\r\n",
+    b"\r\n.\x00\r\n",
+    b"\n\x00.\n",
+    b"\r\n.\x00\n",
+    b"\n.\x00\r\n",
+];
+
+#[tokio::test]
+async fn smuggling_variants_are_one_message_or_refused_never_two() {
+    for strict in [false, true] {
+        let e = env(|c| {
+            c.max_errors = 1000;
+            if strict {
+                c.bare_lf = uncorreo_smtpd::config::BareLf::Reject;
+            }
+        });
+        let mb = e.mailbox("box", 100).await;
+        let victim = e.mailbox("victim", 100).await;
+        let (mut c, _) = e.ready().await;
+        for (row, variant) in SMUGGLING_VARIANTS.iter().enumerate() {
+            for smuggled_eol in [&b"\r\n"[..], b"\n"] {
+                let before = e.stored(&mb).len();
+                let smuggled = [
+                    &b"MAIL FROM:<x@y.example>"[..],
+                    b"RCPT TO:<victim@uncorreo.test>",
+                    b"DATA",
+                    b"Subject: smuggled",
+                    b"",
+                    b"forged",
+                ]
+                .join(smuggled_eol);
+                let wire = [
+                    &b"Subject: a\r\n\r\nbody"[..],
+                    variant,
+                    &smuggled,
+                    b"\r\n.\r\n",
+                ]
+                .concat();
+                let r = data_transaction(&mut c, "box@uncorreo.test", &wire).await;
+                let case = format!("strict={strict} row {row} {variant:?} eol {smuggled_eol:?}");
+                // Nothing smuggled was executed: the next reply is our NOOP's.
+                c.expect("NOOP", "250 2.0.0 Ok").await;
+                let stored = e.stored(&mb);
+                assert!(e.stored(&victim).is_empty(), "{case}: victim got mail");
+                if r.starts_with("250 2.0.0 Ok: stored as") {
+                    assert_eq!(stored.len(), before + 1, "{case}");
+                    let last = String::from_utf8_lossy(stored.last().unwrap()).into_owned();
+                    assert!(
+                        last.contains("RCPT TO:<victim@uncorreo.test>") && last.contains("forged"),
+                        "{case}: stored message lacks the smuggled part: {last:?}"
+                    );
+                    assert!(
+                        !uncorreo_smtpd::data::has_bare_line_end(stored.last().unwrap()),
+                        "{case}: stored a bare line end"
+                    );
+                } else {
+                    assert!(r.starts_with("550 5.6.0"), "{case}: {r}");
+                    assert_eq!(stored.len(), before, "{case}");
+                }
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn bare_lf_is_stored_as_crlf_and_the_trace_header_says_so() {
+    let e = env(|_| {});
+    let mb = e.mailbox("box", 10).await;
+    let (mut c, _) = e.ready().await;
+    let r = data_transaction(
+        &mut c,
+        "box@uncorreo.test",
+        b"Subject: lf\n\nline one\n..stuffed\nlast\r\n.\r\n",
+    )
+    .await;
+    assert!(r.starts_with("250 2.0.0 Ok: stored as"), "{r}");
+    let raw = &e.stored(&mb)[0];
+    assert_eq!(
+        strip_received(raw),
+        b"Subject: lf\r\n\r\nline one\r\n.stuffed\r\nlast\r\n"
+    );
+    let text = String::from_utf8_lossy(raw);
+    assert!(text.contains("(normalized 4 bare LF to CRLF)"), "{text}");
+    // A CRLF message gets no such note.
+    data_transaction(
+        &mut c,
+        "box@uncorreo.test",
+        b"Subject: crlf\r\n\r\nx\r\n.\r\n",
+    )
+    .await;
+    assert!(!String::from_utf8_lossy(&e.stored(&mb)[1]).contains("normalized"));
+    // BDAT: the same policy over the whole body.
+    c.send(
+        b"MAIL FROM:<a@b.example>\r\nRCPT TO:<box@uncorreo.test>\r\nBDAT 11 LAST\r\nSubject:\na\n",
+    )
+    .await;
+    for want in ["250 2.1.0", "250 2.1.5", "250 2.0.0 Ok: stored as"] {
+        let r = c.reply().await;
+        assert!(r.starts_with(want), "{r}");
+    }
+    let raw = &e.stored(&mb)[2];
+    assert_eq!(strip_received(raw), b"Subject:\r\na\r\n");
+    assert!(String::from_utf8_lossy(raw).contains("(normalized 2 bare LF to CRLF)"));
+    // A bare CR stays refused.
+    let r = data_transaction(&mut c, "box@uncorreo.test", b"a\rb\r\n.\r\n").await;
+    assert!(r.starts_with("550 5.6.0 Bare CR"), "{r}");
+}
+
+#[tokio::test]
+async fn strict_mode_refuses_bare_lf() {
+    let e = env(|c| c.bare_lf = uncorreo_smtpd::config::BareLf::Reject);
+    let mb = e.mailbox("box", 10).await;
+    let (mut c, _) = e.ready().await;
+    let r = data_transaction(&mut c, "box@uncorreo.test", b"Subject: lf\n\nx\r\n.\r\n").await;
+    assert!(r.starts_with("550 5.6.0 Bare CR or LF"), "{r}");
+    c.send(b"MAIL FROM:<a@b.example>\r\nRCPT TO:<box@uncorreo.test>\r\nBDAT 2 LAST\r\na\n")
+        .await;
+    for want in ["250 2.1.0", "250 2.1.5", "550 5.6.0"] {
+        let r = c.reply().await;
+        assert!(r.starts_with(want), "{r}");
+    }
+    assert!(e.stored(&mb).is_empty());
+}
+
+#[tokio::test]
+async fn dsn_parameters_are_accepted_or_refused_by_name() {
+    let e = env(|_| {});
+    let mb = e.mailbox("box", 10).await;
+    let (mut c, _) = e.ready().await;
+    let ehlo = c.cmd("EHLO client.example").await;
+    assert!(ehlo.lines().any(|l| l == "250-DSN"), "{ehlo}");
+    c.expect(
+        "MAIL FROM:<a@b.example> REQUIRETLS",
+        "555 5.5.4 REQUIRETLS not supported",
+    )
+    .await;
+    c.expect(
+        "MAIL FROM:<a@b.example> RET=MOST",
+        "501 5.5.4 Bad RET value",
+    )
+    .await;
+    c.expect(
+        "MAIL FROM:<a@b.example> RET=HDRS ENVID=abc+2B1",
+        "250 2.1.0",
+    )
+    .await;
+    c.expect(
+        "RCPT TO:<box@uncorreo.test> NOTIFY=NEVER,DELAY",
+        "501 5.5.4 Bad NOTIFY value",
+    )
+    .await;
+    c.expect(
+        "RCPT TO:<box@uncorreo.test> NOTIFY=SUCCESS NOTIFY=DELAY",
+        "501 5.5.4 Duplicate NOTIFY parameter",
+    )
+    .await;
+    c.expect(
+        "RCPT TO:<box@uncorreo.test> NOTIFY=SUCCESS,FAILURE ORCPT=rfc822;box+40uncorreo.test",
+        "250 2.1.5",
+    )
+    .await;
+    c.expect("DATA", "354").await;
+    c.send(b"Subject: dsn\r\n\r\nx\r\n.\r\n").await;
+    assert!(c.reply().await.starts_with("250 2.0.0 Ok: stored as"));
+    assert_eq!(e.stored(&mb).len(), 1);
+}
+
+async fn auth_cmd(c: &mut Client, mechanism: &str, user: &str, password: &str) -> String {
+    use base64::Engine as _;
+    let b64 = |s: &[u8]| base64::engine::general_purpose::STANDARD.encode(s);
+    match mechanism {
+        "PLAIN" => {
+            let blob = b64(format!("\0{user}\0{password}").as_bytes());
+            c.cmd(&format!("AUTH PLAIN {blob}")).await
+        }
+        _ => {
+            let r = c.cmd("AUTH LOGIN").await;
+            assert_eq!(r, "334 VXNlcm5hbWU6");
+            let r = c.cmd(&b64(user.as_bytes())).await;
+            assert_eq!(r, "334 UGFzc3dvcmQ6");
+            c.cmd(&b64(password.as_bytes())).await
+        }
+    }
+}
+
+#[tokio::test]
+async fn auth_off_is_not_advertised_and_plaintext_needs_the_switch() {
+    let e = env(|c| c.auth = uncorreo_smtpd::config::AuthMode::AcceptAny);
+    let (mut c, _) = e.ready().await;
+    let ehlo = c.cmd("EHLO client.example").await;
+    assert!(!ehlo.contains("AUTH"), "{ehlo}");
+    c.expect("AUTH PLAIN AGEAYg==", "538 5.7.11").await;
+    let e = env(|_| {});
+    let (mut c, _) = e.ready().await;
+    c.expect("AUTH PLAIN AGEAYg==", "502 5.5.1").await;
+}
+
+#[tokio::test]
+async fn auth_accept_any_takes_plain_and_login() {
+    let e = env(|c| {
+        c.auth = uncorreo_smtpd::config::AuthMode::AcceptAny;
+        c.auth_allow_plaintext = true;
+    });
+    let mb = e.mailbox("box", 10).await;
+    for mechanism in ["PLAIN", "LOGIN"] {
+        let (mut c, _) = e.ready().await;
+        let ehlo = c.cmd("EHLO client.example").await;
+        assert!(ehlo.lines().any(|l| l == "250-AUTH PLAIN LOGIN"), "{ehlo}");
+        c.expect("AUTH CRAM-MD5", "504 5.5.4").await;
+        c.expect("MAIL FROM:<a@b.example>", "250").await;
+        c.expect("AUTH PLAIN AGEAYg==", "503 5.5.1").await;
+        c.expect("RSET", "250").await;
+        let r = auth_cmd(&mut c, mechanism, "anyone", "anything").await;
+        assert!(r.starts_with("235 2.7.0"), "{mechanism}: {r}");
+        c.expect("AUTH PLAIN AGEAYg==", "503 5.5.1 Already").await;
+        let ehlo = c.cmd("EHLO client.example").await;
+        assert!(!ehlo.contains("AUTH"), "{ehlo}");
+        let r = data_transaction(&mut c, "box@uncorreo.test", b"x\r\n.\r\n").await;
+        assert!(r.starts_with("250 2.0.0 Ok: stored as"), "{r}");
+    }
+    for raw in e.stored(&mb) {
+        assert!(String::from_utf8_lossy(&raw).contains("with ESMTPA id"));
+    }
+    // PLAIN without an initial response, then cancelled; garbage is 501.
+    let (mut c, _) = e.ready().await;
+    assert_eq!(c.cmd("AUTH PLAIN").await, "334");
+    c.expect("*", "501 5.7.0").await;
+    c.expect("AUTH PLAIN !!!", "501 5.5.2").await;
+    c.expect("AUTH LOGIN", "334 VXNlcm5hbWU6").await;
+    c.expect("*", "501 5.7.0").await;
+    c.expect("NOOP", "250").await;
+}
+
+#[tokio::test]
+async fn auth_keys_takes_api_keys_and_session_tokens_and_limits_rcpt_to_owned_mailboxes() {
+    use sha2::{Digest, Sha256};
+    let e = env(|c| {
+        c.auth = uncorreo_smtpd::config::AuthMode::Keys;
+        c.auth_allow_plaintext = true;
+        c.max_auth_failures = 3;
+    });
+    let hash = |s: &str| -> [u8; 32] { Sha256::digest(s.as_bytes()).into() };
+    let user = e.engine.create_user("dev".into()).await.unwrap();
+    e.engine
+        .create_api_key(user.id, hash("uct_good_key"), "uct_good_key".into())
+        .await
+        .unwrap();
+    let create = |local: &str, owner: Owner| NewMailbox {
+        address: Address::from_parts(local, DOMAIN).unwrap(),
+        owner,
+        expires_at_ms: e.engine.now_ms() + 3_600_000,
+        max_messages: 10,
+    };
+    let users_box = e
+        .engine
+        .create_mailbox(create("mine", Owner::User(user.id)))
+        .await
+        .unwrap();
+    let token_box = e
+        .engine
+        .create_mailbox(create(
+            "anon",
+            Owner::Anonymous {
+                token_hash: hash("session-token"),
+            },
+        ))
+        .await
+        .unwrap();
+    let _other = e.mailbox("other", 10).await;
+
+    // An API key, any user name: only the user's mailboxes.
+    let (mut c, _) = e.ready().await;
+    let r = auth_cmd(&mut c, "PLAIN", "whoever", "uct_good_key").await;
+    assert!(r.starts_with("235 2.7.0"), "{r}");
+    c.expect("MAIL FROM:<a@b.example>", "250").await;
+    c.expect("RCPT TO:<other@uncorreo.test>", "550 5.7.1").await;
+    c.expect("RCPT TO:<anon@uncorreo.test>", "550 5.7.1").await;
+    c.expect("RCPT TO:<ghost@uncorreo.test>", "550 5.1.1").await;
+    c.expect("RCPT TO:<mine+tag@uncorreo.test>", "250").await;
+    c.expect("DATA", "354").await;
+    c.send(b"x\r\n.\r\n").await;
+    assert!(c.reply().await.starts_with("250 2.0.0 Ok: stored as"));
+    assert_eq!(e.stored(&users_box).len(), 1);
+
+    // A session token with its mailbox's address as the user name.
+    let (mut c, _) = e.ready().await;
+    let r = auth_cmd(&mut c, "LOGIN", "anon@uncorreo.test", "session-token").await;
+    assert!(r.starts_with("235 2.7.0"), "{r}");
+    c.expect("MAIL FROM:<a@b.example>", "250").await;
+    c.expect("RCPT TO:<mine@uncorreo.test>", "550 5.7.1").await;
+    c.expect("RCPT TO:<anon@uncorreo.test>", "250").await;
+    c.expect("RSET", "250").await;
+
+    // Wrong credentials: 535 5.7.8, counted per IP; then 421 even on a new connection.
+    let (mut c, _) = e.ready().await;
+    for (user, password) in [
+        ("anon@uncorreo.test", "wrong-token"),
+        ("other@uncorreo.test", "session-token"),
+        ("x", "uct_revoked_or_unknown"),
+    ] {
+        let r = auth_cmd(&mut c, "PLAIN", user, password).await;
+        assert!(r.starts_with("535 5.7.8"), "{user}: {r}");
+    }
+    c.expect("AUTH PLAIN AGEAYg==", "421 4.7.0").await;
+    assert_eq!(c.reply().await, "EOF");
+    let (mut c, _) = e.ready().await;
+    let r = auth_cmd(&mut c, "PLAIN", "whoever", "uct_good_key").await;
+    assert!(r.starts_with("421 4.7.0"), "{r}");
+    // Another IP is not affected.
+    let (mut c, _) = e.connect_from("192.0.2.9");
+    c.reply().await;
+    c.expect("EHLO client.example", "250").await;
+    let r = auth_cmd(&mut c, "PLAIN", "whoever", "uct_good_key").await;
+    assert!(r.starts_with("235"), "{r}");
+    assert_eq!(e.stored(&token_box).len(), 0);
+}
+
+#[tokio::test]
+async fn implicit_tls_greets_inside_tls_and_offers_auth_there() {
+    let (e, der) = tls_env_with(|c| c.auth = uncorreo_smtpd::config::AuthMode::AcceptAny);
+    let mb = e.mailbox("box", 10).await;
+    let (client, server) = tokio::io::duplex(64 * 1024);
+    let task = tokio::spawn(uncorreo_smtpd::handle_implicit_tls_connection(
+        server,
+        "192.0.2.1".parse().unwrap(),
+        Arc::clone(&e.shared),
+        e.shutdown.clone(),
+    ));
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(der).unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let cfg = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let tls = tokio_rustls::TlsConnector::from(Arc::new(cfg))
+        .connect("mx.uncorreo.test".try_into().unwrap(), client)
+        .await
+        .unwrap();
+    let (r, mut w) = tokio::io::split(tls);
+    let mut r = BufReader::new(r);
+    let mut greeting = String::new();
+    r.read_line(&mut greeting).await.unwrap();
+    assert!(greeting.starts_with("220 mx.uncorreo.test"), "{greeting}");
+    let mut say = async |line: &str| {
+        w.write_all(format!("{line}\r\n").as_bytes()).await.unwrap();
+        let mut all = String::new();
+        loop {
+            let mut l = String::new();
+            r.read_line(&mut l).await.unwrap();
+            all.push_str(&l);
+            if l.as_bytes().get(3) != Some(&b'-') {
+                return all;
+            }
+        }
+    };
+    let ehlo = say("EHLO x.example").await;
+    assert!(!ehlo.contains("STARTTLS"), "{ehlo}");
+    assert!(ehlo.contains("250-AUTH PLAIN LOGIN"), "{ehlo}");
+    assert!(say("AUTH PLAIN AGEAYg==").await.starts_with("235"));
+    assert!(say("MAIL FROM:<a@b.example>").await.starts_with("250"));
+    assert!(say("RCPT TO:<box@uncorreo.test>").await.starts_with("250"));
+    assert!(say("DATA").await.starts_with("354"));
+    assert!(say("over tls\r\n.")
+        .await
+        .starts_with("250 2.0.0 Ok: stored as"));
+    assert!(say("QUIT").await.starts_with("221"));
+    assert_eq!(task.await.unwrap(), "quit");
+    let raw = &e.stored(&mb)[0];
+    assert!(String::from_utf8_lossy(raw).contains("with ESMTPSA id"));
+}
+
+#[test]
+fn implicit_tls_needs_a_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(EngineConfig {
+        data_dir: dir.path().to_path_buf(),
+        domains: vec![DOMAIN.to_owned()],
+        min_free_bytes: 0,
+        ..EngineConfig::default()
+    })
+    .unwrap();
+    let config = SmtpConfig {
+        tls_listen: Some("127.0.0.1:0".into()),
+        ..SmtpConfig::default()
+    };
+    let err = Shared::new(engine, config).err().unwrap();
+    assert!(err.to_string().contains("tls_listen"), "{err}");
 }

@@ -4,8 +4,11 @@
 //! binary links the appliance once instead of once per test file.
 
 mod api;
+mod mailpit;
+mod mcp;
 mod realtime;
 mod ses;
 mod smtp;
 mod support;
 mod tidy;
+mod ui;

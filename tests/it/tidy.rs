@@ -10,6 +10,8 @@ const CRATE_SOURCES: &[&str] = &[
     "engine/src",
     "smtpd/src",
     "api/src",
+    "ui/src",
+    "mcp/src",
     "bench/src",
 ];
 

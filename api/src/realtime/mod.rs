@@ -28,7 +28,7 @@ use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use uncorreo_engine::{
-    EngineError, Event, MailboxInfo, MessageMeta, SubscribeError, Subscriber, SubscriberLimits,
+    Event, LookupError, MailboxInfo, MessageMeta, SubscribeError, Subscriber, SubscriberLimits,
     SubscriptionEnd,
 };
 use utoipa::ToSchema;
@@ -83,16 +83,16 @@ impl Default for RealtimeConfig {
 }
 
 impl RealtimeConfig {
-    fn limits(&self) -> SubscriberLimits {
+    pub(crate) fn limits(&self) -> SubscriberLimits {
         SubscriberLimits {
             per_mailbox: self.max_subscribers_per_mailbox,
             total: self.max_subscribers,
         }
     }
-    fn ping(&self) -> Duration {
+    pub(crate) fn ping(&self) -> Duration {
         Duration::from_secs(self.ping_interval_secs.max(1))
     }
-    fn send_timeout(&self) -> Duration {
+    pub(crate) fn send_timeout(&self) -> Duration {
         Duration::from_secs(self.send_timeout_secs.max(1))
     }
 }
@@ -211,6 +211,8 @@ pub struct EventView {
     pub received_at: String,
     /// Raw size in bytes.
     pub size: u32,
+    /// Number of attachments.
+    pub attachments: u16,
     /// Plus tag it arrived for.
     pub plus_tag: Option<String>,
     /// Verification / sign-in links found in the body.
@@ -230,6 +232,7 @@ impl EventView {
             subject: m.summary.subject.clone(),
             received_at: rfc3339(m.received_at_ms),
             size: m.size,
+            attachments: m.summary.attachments,
             plus_tag: m.plus_tag.clone(),
             links: m.summary.links.clone(),
             codes: m.summary.codes.clone(),
@@ -246,6 +249,7 @@ impl EventView {
             subject: e.summary.subject.clone(),
             received_at: rfc3339(e.received_at_ms),
             size: e.size,
+            attachments: e.summary.attachments,
             plus_tag: e.plus_tag.clone(),
             links: e.summary.links.clone(),
             codes: e.summary.codes.clone(),
@@ -346,7 +350,7 @@ impl Feed {
                     .list_messages(self.mailbox.id, self.last, page)
                 {
                     Ok(v) => v,
-                    Err(EngineError::NotFound) => return Err(FeedEnd::MailboxGone),
+                    Err(LookupError::NotFound) => return Err(FeedEnd::MailboxGone),
                     Err(e) => {
                         tracing::warn!(error = %e, "replay failed");
                         return Err(FeedEnd::Storage);

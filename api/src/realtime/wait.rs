@@ -17,7 +17,7 @@ use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::Json;
 use serde::{Deserialize, Serialize};
-use uncorreo_engine::{EngineError, MailboxInfo, MessageMeta, SubscriptionEnd};
+use uncorreo_engine::{LookupError, MailboxInfo, MessageMeta, StorageError, SubscriptionEnd};
 use utoipa::{IntoParams, ToSchema};
 
 use super::subscribe_problem;
@@ -254,7 +254,7 @@ impl Waiter<'_> {
                 .list_messages(self.mb.id, self.cursor, page)
             {
                 Ok(v) => v,
-                Err(EngineError::NotFound) => return Err(Problem::not_found()),
+                Err(LookupError::NotFound) => return Err(Problem::not_found()),
                 Err(e) => return Err(e.into()),
             };
             let short = msgs.len() < page;
@@ -295,7 +295,9 @@ impl Waiter<'_> {
         let raw = match self.state.engine.read_raw(m.id) {
             Ok(raw) => raw,
             // Deleted meanwhile, or quarantined: not a match.
-            Err(EngineError::NotFound | EngineError::Corrupt) => return Ok(false),
+            Err(LookupError::NotFound | LookupError::Storage(StorageError::Corrupt)) => {
+                return Ok(false)
+            }
             Err(e) => return Err(e.into()),
         };
         // Too large or unparseable messages simply do not match by body.

@@ -335,7 +335,7 @@ async fn notification(st: &SnsState, msg: &SnsMessage, now_ms: u64) -> Answer {
 /// case worth a retry (503); everything else is final (200).
 fn delivery_answer(
     message_id: &str,
-    result: Result<DeliveryOutcome, uncorreo_engine::EngineError>,
+    result: Result<DeliveryOutcome, uncorreo_engine::DeliverError>,
 ) -> Answer {
     match result {
         Ok(DeliveryOutcome::Duplicate) => Answer::done(
@@ -365,7 +365,7 @@ fn delivery_answer(
             ),
         ),
         Err(e) if e.is_temporary() => Answer::retry(Outcome::StorageError, e.to_string()),
-        Err(e @ uncorreo_engine::EngineError::Invalid(_)) => {
+        Err(e @ uncorreo_engine::DeliverError::TooLarge { .. }) => {
             Answer::done(Outcome::Malformed, e.to_string())
         }
         Err(e) => Answer::done(Outcome::StorageError, e.to_string()),
@@ -379,23 +379,23 @@ fn is_length_limit(e: &axum::Error) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use uncorreo_engine::EngineError;
+    use uncorreo_engine::{DeliverError, StorageError};
 
     #[test]
     fn only_temporary_storage_failures_ask_for_a_retry() {
         for e in [
-            EngineError::Saturated,
-            EngineError::DiskFull,
-            EngineError::Poisoned,
-            EngineError::Closed,
-            EngineError::Io(std::io::Error::other("eio")),
+            DeliverError::Saturated,
+            DeliverError::DiskFull,
+            DeliverError::Storage(StorageError::Poisoned),
+            DeliverError::Storage(StorageError::Closed),
+            DeliverError::Storage(StorageError::Io(std::io::Error::other("eio"))),
         ] {
             let a = delivery_answer("m", Err(e));
             assert_eq!((a.outcome, a.retry), (Outcome::StorageError, true));
         }
-        let a = delivery_answer("m", Err(EngineError::Corrupt));
+        let a = delivery_answer("m", Err(DeliverError::Storage(StorageError::Corrupt)));
         assert_eq!((a.outcome, a.retry), (Outcome::StorageError, false));
-        let a = delivery_answer("m", Err(EngineError::Invalid("message too large")));
+        let a = delivery_answer("m", Err(DeliverError::TooLarge { limit: 10 }));
         assert_eq!((a.outcome, a.retry), (Outcome::Malformed, false));
         let a = delivery_answer("m", Ok(DeliveryOutcome::Duplicate));
         assert_eq!((a.outcome, a.retry), (Outcome::Duplicate, false));

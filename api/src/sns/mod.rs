@@ -191,6 +191,11 @@ impl SnsState {
         }
     }
 
+    /// The name our `Received:` lines give (also those of HTTP send).
+    pub fn hostname(&self) -> &str {
+        &self.inner.hostname
+    }
+
     /// The settings in use.
     pub fn config(&self) -> &SnsConfig {
         &self.inner.config

@@ -92,7 +92,7 @@ pub fn run_appenders(e: &Engine, threads: usize, appenders: usize, per: usize) -
                                     loop {
                                         match e.deliver(delivery(msg.clone(), mb)).await {
                                             Ok(_) => break,
-                                            Err(EngineError::Saturated) => {
+                                            Err(DeliverError::Saturated) => {
                                                 tokio::task::yield_now().await
                                             }
                                             Err(err) => panic!("{err}"),

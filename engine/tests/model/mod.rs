@@ -111,9 +111,11 @@ impl Model {
 
     /// THE delivery entry point: store `delivery.raw` once per recipient and
     /// return only when every stored copy is durable; then publish events.
-    pub async fn deliver(&self, delivery: Delivery) -> Result<DeliveryOutcome, EngineError> {
+    pub async fn deliver(&self, delivery: Delivery) -> Result<DeliveryOutcome, DeliverError> {
         if delivery.raw.len() > self.inner.config.max_message_bytes {
-            return Err(EngineError::Invalid("message too large"));
+            return Err(DeliverError::TooLarge {
+                limit: self.inner.config.max_message_bytes,
+            });
         }
         let now = self.now_ms();
         let summary = uncorreo_mail::summarize(&delivery.raw);
@@ -177,11 +179,11 @@ impl Model {
         Ok(DeliveryOutcome::Delivered { stored, refused })
     }
 
-    /// Create a mailbox. Fails with [`EngineError::AlreadyExists`] if a live
-    /// mailbox has that address, [`EngineError::Invalid`] for a foreign domain.
-    pub async fn create_mailbox(&self, new: NewMailbox) -> Result<MailboxInfo, EngineError> {
+    /// Create a mailbox. Fails with [`DeliverError::AlreadyExists`] if a live
+    /// mailbox has that address, [`DeliverError::Invalid`] for a foreign domain.
+    pub async fn create_mailbox(&self, new: NewMailbox) -> Result<MailboxInfo, CreateMailboxError> {
         if !self.is_local_domain(new.address.domain()) {
-            return Err(EngineError::Invalid("domain not served here"));
+            return Err(CreateMailboxError::ForeignDomain);
         }
         let now = self.now_ms();
         let mut st = self.inner.state.lock();
@@ -191,7 +193,7 @@ impl Model {
                 .get(&old)
                 .is_some_and(|m| m.info.expires_at_ms > now)
             {
-                return Err(EngineError::AlreadyExists);
+                return Err(CreateMailboxError::AlreadyExists);
             }
             st.mailboxes.remove(&old);
         }
@@ -251,9 +253,9 @@ impl Model {
     }
 
     /// Delete a mailbox and (logically, at once; physically at compaction) its messages.
-    pub async fn delete_mailbox(&self, id: MailboxId) -> Result<(), EngineError> {
+    pub async fn delete_mailbox(&self, id: MailboxId) -> Result<(), WriteError> {
         let mut st = self.inner.state.lock();
-        let mb = st.mailboxes.remove(&id).ok_or(EngineError::NotFound)?;
+        let mb = st.mailboxes.remove(&id).ok_or(WriteError::NotFound)?;
         if st.by_address.get(&mb.info.address) == Some(&id) {
             st.by_address.remove(&mb.info.address);
         }
@@ -268,11 +270,11 @@ impl Model {
         mailbox: MailboxId,
         since_seq: u64,
         limit: usize,
-    ) -> Result<Vec<MessageMeta>, EngineError> {
+    ) -> Result<Vec<MessageMeta>, LookupError> {
         let st = self.inner.state.lock();
-        let mb = st.mailboxes.get(&mailbox).ok_or(EngineError::NotFound)?;
+        let mb = st.mailboxes.get(&mailbox).ok_or(LookupError::NotFound)?;
         if mb.info.expires_at_ms <= self.now_ms() {
-            return Err(EngineError::NotFound);
+            return Err(LookupError::NotFound);
         }
         Ok(mb
             .messages
@@ -283,47 +285,47 @@ impl Model {
     }
 
     /// One message's listing view.
-    pub fn message_meta(&self, id: MessageId) -> Result<MessageMeta, EngineError> {
+    pub fn message_meta(&self, id: MessageId) -> Result<MessageMeta, LookupError> {
         let st = self.inner.state.lock();
-        let mb = st.mailboxes.get(&id.mailbox).ok_or(EngineError::NotFound)?;
+        let mb = st.mailboxes.get(&id.mailbox).ok_or(LookupError::NotFound)?;
         if mb.info.expires_at_ms <= self.now_ms() {
-            return Err(EngineError::NotFound);
+            return Err(LookupError::NotFound);
         }
         mb.messages
             .get(&id.seq)
             .map(|(m, _)| m.clone())
-            .ok_or(EngineError::NotFound)
+            .ok_or(LookupError::NotFound)
     }
 
     /// The raw bytes exactly as stored. Zero-copy in the log-backed engine
     /// (a `Bytes` owning a slice of a memory-mapped segment); the checksum is
     /// verified before the bytes are handed out.
-    pub fn read_raw(&self, id: MessageId) -> Result<Bytes, EngineError> {
+    pub fn read_raw(&self, id: MessageId) -> Result<Bytes, LookupError> {
         let st = self.inner.state.lock();
-        let mb = st.mailboxes.get(&id.mailbox).ok_or(EngineError::NotFound)?;
+        let mb = st.mailboxes.get(&id.mailbox).ok_or(LookupError::NotFound)?;
         if mb.info.expires_at_ms <= self.now_ms() {
-            return Err(EngineError::NotFound);
+            return Err(LookupError::NotFound);
         }
         mb.messages
             .get(&id.seq)
             .map(|(_, b)| b.clone())
-            .ok_or(EngineError::NotFound)
+            .ok_or(LookupError::NotFound)
     }
 
     /// Delete one message.
-    pub async fn delete_message(&self, id: MessageId) -> Result<(), EngineError> {
+    pub async fn delete_message(&self, id: MessageId) -> Result<(), WriteError> {
         let mut st = self.inner.state.lock();
         let mb = st
             .mailboxes
             .get_mut(&id.mailbox)
-            .ok_or(EngineError::NotFound)?;
-        mb.messages.remove(&id.seq).ok_or(EngineError::NotFound)?;
+            .ok_or(WriteError::NotFound)?;
+        mb.messages.remove(&id.seq).ok_or(WriteError::NotFound)?;
         mb.info.message_count = mb.messages.len() as u32;
         Ok(())
     }
 
     /// Create a user.
-    pub async fn create_user(&self, name: String) -> Result<UserInfo, EngineError> {
+    pub async fn create_user(&self, name: String) -> Result<UserInfo, WriteError> {
         let now = self.now_ms();
         let mut st = self.inner.state.lock();
         let id = UserId(st.next_id);
@@ -343,11 +345,11 @@ impl Model {
         &self,
         user: UserId,
         sub: Subscription,
-    ) -> Result<(), EngineError> {
+    ) -> Result<(), WriteError> {
         let mut st = self.inner.state.lock();
         st.users
             .get_mut(&user)
-            .ok_or(EngineError::NotFound)?
+            .ok_or(WriteError::NotFound)?
             .subscriptions
             .push(sub);
         Ok(())
@@ -364,14 +366,14 @@ impl Model {
         user: UserId,
         hash: [u8; 32],
         prefix: String,
-    ) -> Result<ApiKeyInfo, EngineError> {
+    ) -> Result<ApiKeyInfo, WriteError> {
         let now = self.now_ms();
         let mut st = self.inner.state.lock();
         if !st.users.contains_key(&user) {
-            return Err(EngineError::NotFound);
+            return Err(WriteError::NotFound);
         }
         if st.keys.values().any(|k| k.hash == hash) {
-            return Err(EngineError::AlreadyExists);
+            return Err(WriteError::AlreadyExists);
         }
         let id = ApiKeyId(st.next_id);
         st.next_id += 1;
@@ -388,10 +390,10 @@ impl Model {
     }
 
     /// Revoke a key; later lookups still find it, with `revoked_at_ms` set.
-    pub async fn revoke_api_key(&self, id: ApiKeyId) -> Result<(), EngineError> {
+    pub async fn revoke_api_key(&self, id: ApiKeyId) -> Result<(), WriteError> {
         let now = self.now_ms();
         let mut st = self.inner.state.lock();
-        let k = st.keys.get_mut(&id).ok_or(EngineError::NotFound)?;
+        let k = st.keys.get_mut(&id).ok_or(WriteError::NotFound)?;
         k.revoked_at_ms.get_or_insert(now);
         Ok(())
     }
@@ -424,15 +426,15 @@ impl Model {
     /// after this call; to resume, subscribe first, then replay
     /// [`Engine::list_messages`] past the last seen sequence, then drop live
     /// events whose sequence was already replayed.
-    pub fn subscribe(&self, mailbox: MailboxId) -> Result<Subscriber, EngineError> {
+    pub fn subscribe(&self, mailbox: MailboxId) -> Result<Subscriber, LookupError> {
         if self.mailbox_by_id(mailbox).is_none() {
-            return Err(EngineError::NotFound);
+            return Err(LookupError::NotFound);
         }
         Ok(self.inner.hub.subscribe(mailbox))
     }
 
     /// Run one compaction pass now (the background owner calls the same code).
-    pub fn compact_now(&self) -> Result<CompactionReport, EngineError> {
+    pub fn compact_now(&self) -> Result<CompactionReport, StorageError> {
         let now = self.now_ms();
         let mut st = self.inner.state.lock();
         let expired: Vec<MailboxId> = st

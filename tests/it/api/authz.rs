@@ -44,6 +44,11 @@ const MATRIX: &[(&str, &str, Class)] = &[
         Class::Mailbox,
     ),
     (
+        "POST",
+        "/api/v1/mailboxes/{address}/messages",
+        Class::Mailbox,
+    ),
+    (
         "GET",
         "/api/v1/mailboxes/{address}/messages/{id}",
         Class::Mailbox,
@@ -56,6 +61,11 @@ const MATRIX: &[(&str, &str, Class)] = &[
     (
         "GET",
         "/api/v1/mailboxes/{address}/messages/{id}/raw",
+        Class::Mailbox,
+    ),
+    (
+        "GET",
+        "/api/v1/mailboxes/{address}/messages/{id}/html",
         Class::Mailbox,
     ),
     (
@@ -397,7 +407,10 @@ fn tidy_matrix_router_and_openapi_list_the_same_routes() {
     // the api crate adds routes only through `utoipa_axum::routes!`.
     let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("api/src");
     let mut offenders = Vec::new();
-    for entry in walk(&src) {
+    // The one exception: Mailpit's routes are Mailpit's contract (its
+    // swagger.json), not in our document; tests/mailpit.rs checks them.
+    let mailpit = src.join("mailpit");
+    for entry in walk(&src).into_iter().filter(|p| !p.starts_with(&mailpit)) {
         let text = std::fs::read_to_string(&entry).unwrap();
         for (i, line) in text.lines().enumerate() {
             let code = line.split("//").next().unwrap_or("");

@@ -9,6 +9,7 @@ mod errors;
 mod health;
 mod ops;
 mod quotas;
+mod send;
 
 use reqwest::blocking::Client;
 use reqwest::Method;

@@ -219,3 +219,29 @@ fn failed_fsync_makes_ready_503_and_smtp_answer_451() {
         .unwrap();
     assert_eq!(mb.message_count, 0);
 }
+
+/// A panic on a writer thread must not leave a shard silently answering
+/// "closed" while `/ready` stays 200: its poison guard marks the shard
+/// failed, `/ready` says 503 and names it, and SMTP answers `451` to the
+/// next MAIL instead of accepting mail it could not store.
+#[test]
+fn writer_thread_panic_makes_ready_503_and_smtp_answer_451() {
+    let api = Api::start();
+    api.server.mailbox("victim", 10);
+    let (mut c, greeting) = crate::support::Raw::connect(api.server.smtp);
+    assert!(greeting.starts_with("220"), "{greeting}");
+    assert_eq!(crate::support::code(&c.cmd("EHLO client.test")), "250");
+    assert_eq!(api.get("/ready", &Auth::None).status, 200);
+
+    api.server.engine.panic_writer_for_tests(0);
+
+    let next = c.cmd("MAIL FROM:<a@example.com>");
+    assert!(next.starts_with("451 4.3.0"), "{next}");
+    let r = api.get("/ready", &Auth::None);
+    assert_eq!(r.status, 503);
+    assert!(r.problem().ends_with("storage-failed"), "{}", r.problem());
+    let detail = r.json()["detail"].as_str().unwrap().to_owned();
+    assert!(detail.contains("log shard 0"), "{detail}");
+    assert_eq!(api.server.engine.health().failed_shards, vec![0]);
+    assert_eq!(api.get("/health", &Auth::None).status, 200);
+}

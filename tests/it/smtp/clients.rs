@@ -220,7 +220,7 @@ fn swaks_pipelined_message_is_stored_byte_for_byte() {
     let (status, transcript) = run_swaks(&server, &["--to", &to, "--pipeline"], BODY);
     assert_eq!(status, 0, "{transcript}");
     assert!(
-        transcript.contains("250 2.0.0 Ok: queued as"),
+        transcript.contains("250 2.0.0 Ok: stored as"),
         "{transcript}"
     );
     let sent = with_client_terminator(BODY);
@@ -323,7 +323,7 @@ mod with_lettre {
             .message()
             .next()
             .unwrap()
-            .starts_with("2.0.0 Ok: queued as"));
+            .starts_with("2.0.0 Ok: stored as"));
         assert_stored(&server.engine, &a, &[&formatted]);
         assert_stored(&server.engine, &b, &[&formatted]);
     }

@@ -27,7 +27,7 @@ fn bdat_chunking_over_loopback() {
         c.reply(),
         format!("250 2.0.0 {} octets received", part1.len())
     );
-    assert!(c.reply().starts_with("250 2.0.0 Ok: queued as "));
+    assert!(c.reply().starts_with("250 2.0.0 Ok: stored as "));
     assert_eq!(c.cmd("QUIT")[..3].to_owned(), "221");
     let want = [&part1[..], &part2[..]].concat();
     assert_stored(&server.engine, &mb, &[&want]);
@@ -52,7 +52,7 @@ fn pipelined_burst_in_one_write() {
         assert_eq!(code(&c.reply()), "250");
         assert_eq!(code(&c.reply()), "250");
         assert_eq!(code(&c.reply()), "354");
-        assert!(c.reply().starts_with("250 2.0.0 Ok: queued"));
+        assert!(c.reply().starts_with("250 2.0.0 Ok: stored as"));
     }
     assert_eq!(code(&c.reply()), "221");
     let want: Vec<Vec<u8>> = (0..20)
