@@ -799,6 +799,81 @@ const CORPUS: &[Mail] = &[
         html: "<p>Your order 112-3344556-7788990 has shipped.</p><p><a href=\"https://ship.example/track/1Z999AA10123456784\">Track package</a></p>",
         ..BASE
     },
+    // ---- written after the rules were tuned, and kept as they scored ----
+    Mail {
+        name: "blind-slack-style",
+        class: "alnum hyphen, large",
+        subject: "Slack confirmation code: QXK-7RT",
+        format: Format::Html,
+        html: "<h1>Confirm your email address</h1><p>Your confirmation code is below — enter it in your open browser window and we'll help you get signed in.</p><div style=\"font-size:40px;font-family:monospace;background:#f5f4f5\">QXK-7RT</div><p>If you didn't request this email, there's nothing to worry about — you can safely ignore it.</p>",
+        codes: &["QXK7RT"],
+        ..BASE
+    },
+    Mail {
+        name: "blind-bank-sms-style",
+        class: "decoy: amount, card",
+        subject: "Transaction approval",
+        text: "Use 482-119 to approve your payment of USD 120.50 at ACME STORE with card ending 7788. Never share this code.\n",
+        codes: &["482119"],
+        ..BASE
+    },
+    Mail {
+        name: "blind-es-reset-code",
+        lang: "es",
+        class: "digits",
+        subject: "Recupera tu cuenta",
+        format: Format::Alternative,
+        text: "Hola Lucía,\n\nIntroduce el siguiente código para restablecer tu contraseña:\n\n830 417\n\nEste código caduca en 30 minutos. Si no fuiste tú, ignora este mensaje.\n",
+        html: "<p>Hola Lucía,</p><p>Introduce el siguiente código para restablecer tu contraseña:</p><p style=\"font-size:26px;letter-spacing:4px\"><b>830 417</b></p><p>Este código caduca en 30 minutos. Si no fuiste tú, ignora este mensaje.</p>",
+        codes: &["830417"],
+        ..BASE
+    },
+    Mail {
+        name: "blind-de-newsletter-confirm",
+        lang: "de",
+        class: "double opt-in",
+        subject: "Bitte bestätigen Sie Ihre Anmeldung",
+        format: Format::Html,
+        html: "<p>Hallo,</p><p>bitte bestätigen Sie Ihre Anmeldung zu unserem Newsletter, indem Sie auf den folgenden Link klicken:</p><p><a href=\"https://news.example.de/doi/confirm?h=77aa\">Anmeldung bestätigen</a></p><p>Wenn Sie sich nicht angemeldet haben, ignorieren Sie diese E-Mail.</p><p><a href=\"https://news.example.de/impressum\">Impressum</a></p>",
+        links: &["https://news.example.de/doi/confirm?h=77aa"],
+        ..BASE
+    },
+    Mail {
+        name: "blind-fr-invoice-no-code",
+        lang: "fr",
+        class: "decoy: invoice",
+        subject: "Votre facture n° 2026-118",
+        text: "Bonjour,\n\nVeuillez trouver ci-joint votre facture n° 2026-118 d'un montant de 89,00 EUR.\nRéférence client : 440129\nÉchéance : 15/12/2026\n",
+        ..BASE
+    },
+    Mail {
+        name: "blind-github-style",
+        class: "digits, device",
+        subject: "[GitHub] Please verify your device",
+        text: "Hey octo!\n\nA sign in attempt requires further verification because we did not recognize your device. To complete the sign in, enter the verification code on the unrecognized device.\n\nDevice: Chrome on Windows\nVerification code: 309214\n\nIf you did not attempt to sign in to your account, your password may be compromised. Visit https://github.com/settings/security to create a new, strong password for your GitHub account.\n",
+        codes: &["309214"],
+        ..BASE
+    },
+    Mail {
+        name: "blind-it-magic-link",
+        lang: "it",
+        class: "magic sign-in",
+        subject: "Il tuo link di accesso",
+        format: Format::Html,
+        html: "<p>Ciao!</p><p>Clicca sul pulsante qui sotto per accedere.</p><p><a href=\"https://e.app.example.it/c/aGVsbG8\" style=\"background:#0a0;padding:10px\">Accedi</a></p><p>Il link scade tra 15 minuti.</p><p><a href=\"https://app.example.it/privacy\">Privacy</a></p>",
+        links: &["https://e.app.example.it/c/aGVsbG8"],
+        ..BASE
+    },
+    Mail {
+        name: "blind-pt-invite",
+        lang: "pt",
+        class: "invite",
+        subject: "Você foi convidado",
+        format: Format::Html,
+        html: "<p>Ana convidou você para o projeto Beta.</p><p><a href=\"https://equipe.example.com.br/convite/9a9a\">Aceitar convite</a></p><p><a href=\"https://equipe.example.com.br/descadastrar\">Descadastrar</a></p>",
+        links: &["https://equipe.example.com.br/convite/9a9a"],
+        ..BASE
+    },
 ];
 
 fn base64(data: &[u8]) -> String {
