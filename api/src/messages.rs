@@ -110,12 +110,15 @@ pub struct MessageView {
     pub envelope_from: String,
     /// Everything derived from the raw bytes: headers, addresses, subject,
     /// date, text and HTML bodies (untrusted content: render HTML only
-    /// sandboxed), attachments (download with `…/attachments/{index}`).
+    /// sandboxed), attachments (download with `…/attachments/{index}`), and
+    /// every link classified (`link_details`) and the codes with their
+    /// written form (`code_details`).
     #[serde(flatten)]
     pub parsed: crate::parse::Parsed,
-    /// Verification / sign-in links.
+    /// Action links (verify, reset, sign in, invite), best first; never
+    /// unsubscribe, tracking-pixel, logo or social links.
     pub links: Vec<String>,
-    /// One-time codes.
+    /// One-time codes as typed (`718204` for `718-204`), best first.
     pub codes: Vec<String>,
 }
 
@@ -265,6 +268,10 @@ pub async fn read(state: &AppState, mb: &MailboxInfo, id: &str) -> Result<Messag
     let meta = message_in(state, mb, id)?;
     let raw = state.engine.read_raw(meta.id)?;
     let parsed = crate::parse::parse(raw, state.limits().parse_max_bytes).await?;
+    // Derived from the raw bytes just now, so a message stored by an older
+    // extractor reads with the current one.
+    let links = parsed.action_links.clone();
+    let codes = parsed.code_details.iter().map(|c| c.code.clone()).collect();
     Ok(MessageView {
         id: meta.id.to_string(),
         seq: meta.id.seq,
@@ -273,8 +280,8 @@ pub async fn read(state: &AppState, mb: &MailboxInfo, id: &str) -> Result<Messag
         plus_tag: meta.plus_tag,
         envelope_from: meta.envelope_from,
         parsed,
-        links: meta.summary.links,
-        codes: meta.summary.codes,
+        links,
+        codes,
     })
 }
 

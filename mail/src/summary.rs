@@ -22,10 +22,12 @@ pub struct Summary {
     pub date: Option<String>,
     /// Number of attachments.
     pub attachments: u16,
-    /// Verification / sign-in / reset links found in the text or HTML body
-    /// (at most [`crate::extract::MAX_LINKS`]).
+    /// Action links (verify, reset, sign in, invite) found in the text or
+    /// HTML body, best first (at most [`crate::extract::MAX_LINKS`]); never
+    /// unsubscribe, tracking-pixel, logo or social links.
     pub links: Vec<String>,
-    /// One-time codes found in the subject or text (at most [`crate::extract::MAX_CODES`]).
+    /// One-time codes found in the subject or bodies, as typed (`718204`
+    /// for `718-204`), best first (at most [`crate::extract::MAX_CODES`]).
     pub codes: Vec<String>,
 }
 
@@ -49,20 +51,14 @@ fn summarize_inner(raw: &[u8]) -> Summary {
         })
         .unwrap_or_default();
     let subject = msg.subject().unwrap_or_default();
-    let text = msg.body_text(0).unwrap_or_default();
-    // Only a real HTML part: `body_html` would render a text-only message
-    // as HTML, costing time for links already found in the text.
-    let html = match msg.html_part(0).map(|p| &p.body) {
-        Some(mail_parser::PartType::Html(h)) => h.as_ref(),
-        _ => "",
-    };
+    let extraction = crate::extract::extract_parsed(&msg);
     Summary {
         from: clip(from),
         subject: clip(subject.to_owned()),
         date: msg.date().map(|d| d.to_rfc3339()),
         attachments: u16::try_from(msg.attachment_count()).unwrap_or(u16::MAX),
-        links: crate::extract::links(&text, html),
-        codes: crate::extract::codes(subject, &text),
+        codes: extraction.code_strings(),
+        links: extraction.action_links,
     }
 }
 

@@ -69,6 +69,18 @@ pub struct Parsed {
     pub html: Option<String>,
     /// Attachments.
     pub attachments: Vec<AttachmentView>,
+    /// Every link target in the bodies in order of appearance, classified by
+    /// purpose (`verify`, `reset`, `sign_in`, `invite`, `unsubscribe`,
+    /// `tracking_pixel`, `image`, `social`, `other`); URLs exactly as written,
+    /// tracking redirects not followed.
+    #[serde(default)]
+    pub link_details: Vec<crate::extract::Link>,
+    /// One-time codes best first, each as typed (`code`) and as written (`original`).
+    #[serde(default)]
+    pub code_details: Vec<crate::extract::Code>,
+    /// URLs of the action links, best first (what the summary's `links` holds).
+    #[serde(skip)]
+    pub action_links: Vec<String>,
 }
 
 /// Decoded attachment bytes and how to label them.
@@ -117,6 +129,7 @@ pub fn parse(raw: &[u8]) -> Parsed {
             size: part.contents().len(),
         })
         .collect();
+    let extraction = crate::extract::extract_parsed(&msg);
     Parsed {
         headers,
         from: addrs(msg.from()),
@@ -127,6 +140,9 @@ pub fn parse(raw: &[u8]) -> Parsed {
         text: msg.body_text(0).map(|t| t.into_owned()),
         html: msg.body_html(0).map(|t| t.into_owned()),
         attachments,
+        code_details: extraction.codes,
+        link_details: extraction.links,
+        action_links: extraction.action_links,
     }
 }
 

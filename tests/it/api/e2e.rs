@@ -41,6 +41,17 @@ fn read_back_and_delete(api: &Api, address: &str, token: &str, sent: &[u8]) {
     assert!(m["text"].as_str().unwrap().contains("Your code is 482913."));
     assert!(m["html"].as_str().unwrap().contains("<b>482913</b>"));
     assert_eq!(m["codes"], json!(["482913"]));
+    assert_eq!(
+        m["links"],
+        json!(["https://shop.example/verify?token=abc123"])
+    );
+    // The full classified list and the codes as written (issue #21).
+    assert_eq!(
+        m["link_details"],
+        json!([{"url": "https://shop.example/verify?token=abc123", "kind": "verify", "text": "Confirm"}])
+    );
+    assert_eq!(m["code_details"][0]["code"], "482913");
+    assert_eq!(m["code_details"][0]["original"], "482913");
     let headers = m["headers"].as_array().unwrap();
     assert!(headers
         .iter()
