@@ -82,8 +82,9 @@ fn agent_flow_over_stdio_with_the_python_sdk() {
     no_subscribers_left(&server);
 }
 
+/// Must-show 2. Over HTTP/1.1 each call in flight holds one connection, so
+/// the script gives httpx a pool larger than its default 100 (see client.py).
 #[test]
-#[ignore = "fails: not every one of 100 concurrent waits gets its first progress notification within 60 s; under investigation"]
 fn hundred_concurrent_waits_each_wake_for_their_own_mail_over_http() {
     let server = TestServer::start_with(roomy);
     let out = run_script(&server, "many.py", "http", &["--n", "100"]);
@@ -92,8 +93,10 @@ fn hundred_concurrent_waits_each_wake_for_their_own_mail_over_http() {
     no_subscribers_left(&server);
 }
 
+/// Must-show 2 through `uncorreo mcp`; also the regression test for the
+/// bridge deadlock (it awaited each send to the appliance inside the loop
+/// that drains the appliance's messages, which stalled at ~16 waits).
 #[test]
-#[ignore = "fails: not every one of 100 concurrent waits gets its first progress notification within 60 s; under investigation"]
 fn hundred_concurrent_waits_each_wake_for_their_own_mail_over_stdio() {
     let server = TestServer::start_with(roomy);
     let out = run_script(&server, "many.py", "stdio", &["--n", "100"]);
