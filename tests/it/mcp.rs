@@ -409,7 +409,7 @@ fn a_stdio_host_going_away_cancels_its_waits() {
         .expect("uncorreo mcp starts");
     let mut stdin = bridge.stdin.take().expect("stdin");
     let mut stdout = BufReader::new(bridge.stdout.take().expect("stdout"));
-    let mut send = |message: serde_json::Value| {
+    let send = |stdin: &mut std::process::ChildStdin, message: serde_json::Value| {
         writeln!(stdin, "{message}").expect("write to the bridge");
         stdin.flush().expect("flush");
     };
@@ -424,14 +424,19 @@ fn a_stdio_host_going_away_cancels_its_waits() {
         }
     };
     send(
+        &mut stdin,
         serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": "initialize",
         "params": {"protocolVersion": "2025-11-25", "capabilities": {},
                    "clientInfo": {"name": "raw", "version": "0"}}}),
     );
     let init = answer_to(1);
     assert_eq!(init["result"]["protocolVersion"], "2025-11-25", "{init}");
-    send(serde_json::json!({"jsonrpc": "2.0", "method": "notifications/initialized"}));
     send(
+        &mut stdin,
+        serde_json::json!({"jsonrpc": "2.0", "method": "notifications/initialized"}),
+    );
+    send(
+        &mut stdin,
         serde_json::json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call",
         "params": {"name": "create_mailbox", "arguments": {}}}),
     );
@@ -441,13 +446,13 @@ fn a_stdio_host_going_away_cancels_its_waits() {
         .unwrap_or_else(|| panic!("{created}"))
         .to_owned();
     send(
+        &mut stdin,
         serde_json::json!({"jsonrpc": "2.0", "id": 3, "method": "tools/call",
         "params": {"name": "wait_for_message",
                    "arguments": {"address": address, "timeout_seconds": 300}}}),
     );
     subscribers_reach(&server, 1);
     // The host exits: its end of the pipe closes.
-    drop(send);
     drop(stdin);
     let status = bridge.wait().expect("the bridge exits");
     assert!(
