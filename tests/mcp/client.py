@@ -7,9 +7,24 @@ import os
 import smtplib
 from email.message import EmailMessage
 
+import httpx
 from mcp import ClientSession, StdioServerParameters
 from mcp.client.stdio import stdio_client
 from mcp.client.streamable_http import streamablehttp_client
+
+# Over HTTP/1.1 every call in flight holds a connection for its SSE
+# response, plus one for the session's GET stream: 100 concurrent waits need
+# more than httpx's default pool of 100 (past it, httpx.PoolTimeout after 30 s).
+CONNECTIONS = 300
+
+
+def _http_client(headers=None, timeout=None, auth=None):
+    return httpx.AsyncClient(
+        headers=headers,
+        timeout=timeout,
+        auth=auth,
+        limits=httpx.Limits(max_connections=CONNECTIONS, max_keepalive_connections=CONNECTIONS),
+    )
 
 
 @contextlib.asynccontextmanager
@@ -20,7 +35,7 @@ async def session(transport, base_url, binary=None, api_key=None):
     with UNCORREO_URL=base_url, the way an agent host would."""
     if transport == "http":
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else None
-        cm = streamablehttp_client(f"{base_url}/mcp", headers=headers)
+        cm = streamablehttp_client(f"{base_url}/mcp", headers=headers, httpx_client_factory=_http_client)
     elif transport == "stdio":
         env = {"UNCORREO_URL": base_url, "PATH": os.environ.get("PATH", ""), "RUST_LOG": "warn"}
         if api_key:
