@@ -27,6 +27,7 @@ use crate::error::{
     ResolveError, StorageError, WriteError,
 };
 use crate::fanout::{Hub, SubscribeError, Subscriber, SubscriberLimits};
+use crate::files::{Io, RealIo};
 use crate::poison::{Guarded, PoisonDart};
 use crate::recovery;
 use crate::segment::Segment;
@@ -130,13 +131,30 @@ impl Engine {
 
     /// As [`Engine::open`], with an injected clock (tests drive expiry with it).
     pub fn open_with_clock(config: EngineConfig, clock: Arc<dyn Clock>) -> Result<Self, OpenError> {
+        Self::open_with_io(config, clock, Arc::new(RealIo))
+    }
+
+    /// As [`Engine::open_with_clock`], with every change to the data
+    /// directory going through `io`. [`RealIo`] is the only production
+    /// implementation; tests pass layers that simulate crashes or inject
+    /// faults.
+    pub fn open_with_io(
+        config: EngineConfig,
+        clock: Arc<dyn Clock>,
+        io: Arc<dyn Io>,
+    ) -> Result<Self, OpenError> {
         validate(&config)?;
         let dir = config.data_dir.clone();
         let lock_file = recovery::lock_dir(&dir)?;
-        let n = recovery::shard_count(&dir, config.shards)?;
+        let n = recovery::shard_count(io.as_ref(), &dir, config.shards)?;
         let now = clock.now_ms();
-        let (recs, meta_rec) =
-            recovery::recover(&dir, n, now, config.durability == Durability::Always)?;
+        let (recs, meta_rec) = recovery::recover(
+            io.as_ref(),
+            &dir,
+            n,
+            now,
+            config.durability == Durability::Always,
+        )?;
 
         let mut shards = Vec::with_capacity(n);
         let mut rxs = Vec::with_capacity(n);
@@ -198,6 +216,7 @@ impl Engine {
         let shared = Arc::new(Shared {
             hub: Hub::new(config.subscriber_queue),
             dir: dir.clone(),
+            io,
             clock,
             shards,
             meta: RwLock::new(meta),
@@ -227,15 +246,7 @@ impl Engine {
         let mut writers = Vec::with_capacity(n);
         for (shard, (rx, (counter, next_seg))) in rxs.into_iter().zip(starts).enumerate() {
             let cap = shared.config.segment_bytes;
-            let (file, active) = writer::create_segment(
-                &shared,
-                shard,
-                next_seg,
-                counter,
-                cap,
-                0,
-                codec::NO_SEGMENT,
-            )?;
+            let (file, active) = writer::create_segment(&shared, shard, next_seg, counter, cap)?;
             writers.push(Writer {
                 dart: PoisonDart::new(Arc::clone(&shared), Guarded::Writer(shard)),
                 shard,

@@ -116,6 +116,8 @@ pub(crate) struct Counters {
 pub(crate) struct Shared {
     pub(crate) config: EngineConfig,
     pub(crate) dir: PathBuf,
+    /// Every change to the data directory goes through this seam.
+    pub(crate) io: Arc<dyn crate::files::Io>,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) hub: Hub,
     pub(crate) shards: Vec<Shard>,

@@ -1,5 +1,5 @@
 //! The engine's only `unsafe` code: memory maps of segment files, the data
-//! directory lock and the free-space probe. Everything else in the crate is
+//! directory lock, the free-space probe and `fallocate`. Everything else in the crate is
 //! safe Rust over the handles this module returns.
 #![allow(unsafe_code)]
 
@@ -85,8 +85,31 @@ pub(crate) fn free_bytes(path: &Path) -> io::Result<u64> {
     Ok(avail.saturating_mul(frsize))
 }
 
-/// fsync a directory so that file creations, renames and unlinks in it are
-/// durable (a file's own fsync does not cover its directory entry).
-pub(crate) fn fsync_dir(dir: &Path) -> io::Result<()> {
-    File::open(dir)?.sync_all()
+/// Reserve blocks for the first `len` bytes of `file` (zero filled; the file
+/// grows to `len` if shorter). A filesystem without `fallocate` gets a plain
+/// (sparse) extension instead: the same bytes, without the reservation.
+pub(crate) fn allocate(file: &File, len: u64) -> io::Result<()> {
+    let len = libc::off_t::try_from(len)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "length beyond off_t"))?;
+    loop {
+        // SAFETY: fallocate takes a valid open descriptor (borrowed from
+        // `file`, which outlives the call) and plain integers; it touches no
+        // memory of ours.
+        let rc = unsafe { libc::fallocate(file.as_raw_fd(), 0, 0, len) };
+        if rc == 0 {
+            return Ok(());
+        }
+        let err = io::Error::last_os_error();
+        match err.raw_os_error() {
+            Some(libc::EINTR) => continue,
+            Some(libc::EOPNOTSUPP) => {
+                let now = file.metadata()?.len();
+                return match u64::try_from(len) {
+                    Ok(want) if want > now => file.set_len(want),
+                    _ => Ok(()),
+                };
+            }
+            _ => return Err(err),
+        }
+    }
 }
