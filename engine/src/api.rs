@@ -246,7 +246,8 @@ impl Engine {
         let mut writers = Vec::with_capacity(n);
         for (shard, (rx, (counter, next_seg))) in rxs.into_iter().zip(starts).enumerate() {
             let cap = shared.config.segment_bytes;
-            let (file, active) = writer::create_segment(&shared, shard, next_seg, counter, cap)?;
+            let (file, active) =
+                writer::create_segment(&shared, shard, next_seg, counter, cap, true)?;
             writers.push(Writer {
                 dart: PoisonDart::new(Arc::clone(&shared), Guarded::Writer(shard)),
                 shard,

@@ -140,6 +140,11 @@ pub(crate) struct NewSegment<'a> {
     pub(crate) header: &'a [u8; codec::SEG_HEADER_LEN],
     /// Bytes to preallocate (0 = none).
     pub(crate) preallocate: u64,
+    /// When the filesystem has no room for the preallocation, create the
+    /// segment without it (at open, so that the appliance starts on a full
+    /// disk and refuses appends with a temporary error until space is back)
+    /// instead of failing.
+    pub(crate) unreserved_if_full: bool,
     /// fsync the file and its directory (false only in load-test mode).
     pub(crate) sync: bool,
 }
@@ -161,7 +166,14 @@ pub(crate) fn create_segment_file(io: &dyn Io, new: &NewSegment<'_>) -> io::Resu
 
 fn lay_out_segment(io: &dyn Io, file: &DataFile, new: &NewSegment<'_>) -> io::Result<()> {
     if new.preallocate > 0 {
-        io.allocate(file, new.preallocate)?;
+        match io.allocate(file, new.preallocate) {
+            Err(e) if new.unreserved_if_full && is_out_of_space(&e) => {
+                tracing::warn!(seg = %new.path.display(), "no room to preallocate a segment; created without");
+                // A failed fallocate may leave blocks allocated: start empty.
+                io.set_len(file, 0)?;
+            }
+            other => other?,
+        }
     }
     io.write_all_at(file, new.header, 0)?;
     if new.sync {

@@ -204,7 +204,14 @@ fn recover_shard(
                 return Err(OpenError::UnsupportedVersion { path, version })
             }
             _ => {
-                if Some(no) == last_no {
+                if hb.get(..got).unwrap_or_default().iter().all(|&b| b == 0) {
+                    // Created (and maybe preallocated) but its header was
+                    // never written: a segment whose creation failed or
+                    // never became durable. Nothing in it was acknowledged.
+                    tracing::warn!(seg = %path.display(), "dropping a segment whose header was never written");
+                    drop(file);
+                    files::remove_segment(io, dir, &path)?;
+                } else if Some(no) == last_no {
                     // Created but its header never became durable: nothing
                     // in it was ever acknowledged.
                     tracing::warn!(seg = %path.display(), "dropping a segment with no valid header at the tail");

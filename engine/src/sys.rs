@@ -14,10 +14,12 @@ use memmap2::{Mmap, MmapOptions};
 /// A read-only mapping of (a prefix of) a segment file.
 ///
 /// The mapping may be longer than the file: the active segment is mapped at
-/// its full capacity once and grows by `pwrite` underneath. Callers only read
-/// bytes below the committed length, which are always inside the file, so no
-/// page past end-of-file is ever touched (that would raise SIGBUS). The files
-/// are never truncated while mapped.
+/// its full capacity once (preallocated to it when the filesystem can).
+/// Callers only read bytes below the committed length, which are always
+/// inside the file, so no page past end-of-file is ever touched (that would
+/// raise SIGBUS). A mapped file is only ever cut at or above its committed
+/// length (sealing gives back the preallocated tail; a failed batch write is
+/// cut back to where it started).
 pub(crate) struct Map {
     map: Mmap,
 }
@@ -31,12 +33,12 @@ impl Map {
                 "cannot map zero bytes",
             ));
         }
-        // SAFETY: the mapping is read-only and shared. Segment files are only
-        // ever appended to (pwrite past the committed length) or unlinked
-        // while mapped; they are never truncated or rewritten in place while a
-        // mapping exists, so bytes below the committed length never change
-        // under a reader, and readers never look past that length (see the
-        // type's doc for why a mapping longer than the file is sound).
+        // SAFETY: the mapping is read-only and shared. While mapped, segment
+        // files are only appended to (pwrite past the committed length), cut
+        // at or above the committed length, or unlinked; bytes below the
+        // committed length never change under a reader, and readers never
+        // look past that length (see the type's doc for why a mapping longer
+        // than the file is sound).
         let map = unsafe { MmapOptions::new().len(len).map(file)? };
         Ok(Arc::new(Self { map }))
     }

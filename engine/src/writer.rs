@@ -882,8 +882,15 @@ impl Writer {
         let io = Arc::clone(&self.shared.io);
         if let Err(e) = io.write_all_at(&self.file, buf, base) {
             if files::is_out_of_space(&e) {
-                if let Err(e) = files::truncate(io.as_ref(), &self.file, base) {
-                    return Err(self.fail(&e, "cutting back a batch that did not fit"));
+                // Not synced: the next batch's fdatasync makes the length
+                // durable with it, and until then recovery treats whatever
+                // of this batch reached the disk as a torn tail (it has no
+                // BatchCommit: that is the last byte of the write).
+                if let Err(e) = io.set_len(&self.file, base) {
+                    // The log's end is no longer known: never write past it.
+                    self.shared
+                        .poison(self.shard, "cutting back a batch that did not fit", &e);
+                    return Err(BatchFailure::Poisoned);
                 }
                 tracing::warn!(shard = self.shard, "data filesystem full; batch refused");
                 return Err(BatchFailure::DiskFull);
@@ -932,7 +939,7 @@ impl Writer {
         // Used up even on failure: a leftover file of a failed create must
         // not make the next attempt collide with it.
         self.next_seg += 1;
-        let (file, seg) = create_segment(&self.shared, self.shard, no, self.counter, cap)?;
+        let (file, seg) = create_segment(&self.shared, self.shard, no, self.counter, cap, false)?;
         self.seal();
         self.file = file;
         self.active = seg;
@@ -948,6 +955,12 @@ impl Writer {
     pub(crate) fn seal(&mut self) {
         if self.active.sealed.swap(true, Ordering::AcqRel) {
             return;
+        }
+        // Give back the preallocated tail (best effort: recovery finds the
+        // end inside a zero tail anyway). Readers never look past the
+        // committed length, which is where the cut is.
+        if let Err(e) = self.shared.io.set_len(&self.file, self.write_off) {
+            tracing::warn!(%e, seg = %self.active.path.display(), "could not trim a sealed segment");
         }
         let hint = codec::Hint {
             shard: self.shard as u32,
@@ -1010,6 +1023,7 @@ pub(crate) fn create_segment(
     no: u32,
     id_floor: u64,
     cap: u64,
+    at_open: bool,
 ) -> std::io::Result<(DataFile, Arc<Segment>)> {
     let path = segment::seg_path(&shared.dir, shard, no);
     let header = SegHeader {
@@ -1025,7 +1039,8 @@ pub(crate) fn create_segment(
         &files::NewSegment {
             path: &path,
             header: &header,
-            preallocate: 0,
+            preallocate: cap,
+            unreserved_if_full: at_open,
             sync: shared.config.durability == Durability::Always,
         },
     )?;

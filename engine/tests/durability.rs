@@ -1,7 +1,7 @@
 //! Crash-simulation property tests: "acknowledged means durable" against
 //! power loss, not only against `kill -9` (which keeps the page cache).
 //!
-//! Each case drives a real engine through [`simfs::crash::CrashIo`] with a
+//! Each case drives a real engine through [`crash_io::CrashIo`] with a
 //! seeded random mix of appends of every kind (mailboxes, messages, users,
 //! subscriptions, API keys, revocations, disables, audit entries), deletions,
 //! expiries, compactions and segment rolls; the power fails at a random sync
@@ -16,7 +16,8 @@
 //! many more (`UNCORREO_CRASH_SEEDS` sets how many seeds).
 
 mod common;
-mod simfs;
+#[path = "simfs/crash.rs"]
+mod crash_io;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -24,9 +25,9 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use common::{block_on, DOMAIN};
+use crash_io::{CrashIo, Tear};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use simfs::crash::{CrashIo, Tear};
 use uncorreo_engine::*;
 
 const START_MS: u64 = 1_700_000_000_000;

@@ -158,11 +158,6 @@ impl CrashIo {
         self.state.lock().rename_pending_at_crash
     }
 
-    /// Syncs seen so far (to choose crash points for a scenario).
-    pub fn syncs(&self) -> u64 {
-        self.state.lock().syncs
-    }
-
     /// Fail the power now if it has not failed yet.
     pub fn crash_now(&self) {
         let mut s = self.state.lock();

@@ -1,7 +1,9 @@
 //! A fault-countdown [`Io`] (SQLite's FAULTSIM is the model): the real
 //! calls, except that the k-th mutating call (counting every write, sync,
 //! create, rename, unlink, allocate and truncate from 1) fails with the
-//! chosen errno — once, or from then on until [`FaultIo::clear`].
+//! chosen errno — once, or from then on until [`FaultIo::clear`]. `ENOSPC`
+//! never hits a truncation or an unlink (they only free space, as on a real
+//! filesystem); those still count as calls.
 
 use std::io;
 use std::path::Path;
@@ -74,10 +76,16 @@ impl FaultIo {
             return Ok(());
         }
         let at = self.fail_at.load(Ordering::SeqCst);
-        let hit = at != 0 && (n == at || (self.sticky && n > at));
+        let frees_space = matches!(call, Call::SetLen | Call::Remove);
+        let hit = at != 0
+            && (n == at || (self.sticky && n > at))
+            && !(self.errno == libc::ENOSPC && frees_space);
         if hit {
             self.failed.fetch_add(1, Ordering::SeqCst);
             self.failed_kinds.lock().push(call);
+            if std::env::var_os("FAULT_DEBUG").is_some() {
+                eprintln!("FAULT at call {n}: {call:?}");
+            }
             return Err(io::Error::from_raw_os_error(self.errno));
         }
         Ok(())
