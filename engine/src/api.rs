@@ -107,6 +107,28 @@ impl Drop for DedupeGuard<'_> {
     }
 }
 
+/// Bytes of a delivery the free-space guard admitted, until it is answered
+/// (or its future dropped).
+struct InFlight<'a> {
+    shared: &'a Shared,
+    bytes: u64,
+}
+
+impl<'a> InFlight<'a> {
+    fn admit(shared: &'a Shared, bytes: u64) -> Self {
+        shared.bytes_in_flight.fetch_add(bytes, Ordering::Relaxed);
+        Self { shared, bytes }
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.shared
+            .bytes_in_flight
+            .fetch_sub(self.bytes, Ordering::Relaxed);
+    }
+}
+
 /// A slice of a mapped segment that keeps the mapping alive.
 struct MapSlice {
     map: Arc<Map>,
@@ -227,6 +249,9 @@ impl Engine {
             started: Instant::now(),
             disk_probe_at: u64::MAX.into(),
             disk_low: Default::default(),
+            free_at_probe: u64::MAX.into(),
+            written_since_probe: Default::default(),
+            bytes_in_flight: Default::default(),
             fail_next_sync: Default::default(),
             config,
         });
@@ -388,8 +413,12 @@ impl Engine {
         rx.await.map_err(|_| E::from(self.gone(shard)))?
     }
 
-    /// Free space above the floor? Probed at most once a second.
-    fn disk_ok(&self) -> bool {
+    /// Room for `extra` more bytes above the floor? The filesystem is probed
+    /// at most once a second; in between, the bytes the writers appended
+    /// since the probe and the deliveries admitted but not yet answered are
+    /// counted as used, so a burst of large messages cannot overshoot the
+    /// floor between two probes.
+    fn disk_ok(&self, extra: u64) -> bool {
         let sh = self.shared();
         let min = sh.config.min_free_bytes;
         if min == 0 {
@@ -399,16 +428,30 @@ impl Engine {
         let last = sh.disk_probe_at.load(Ordering::Relaxed);
         if last == u64::MAX || now.saturating_sub(last) >= DISK_PROBE_EVERY_MS {
             sh.disk_probe_at.store(now, Ordering::Relaxed);
-            let low = match crate::sys::free_bytes(&sh.dir) {
-                Ok(free) => free < min,
+            match crate::sys::free_bytes(&sh.dir) {
+                Ok(free) => {
+                    sh.free_at_probe.store(free, Ordering::Relaxed);
+                    sh.written_since_probe.store(0, Ordering::Relaxed);
+                    sh.disk_low.store(false, Ordering::Relaxed);
+                }
                 Err(e) => {
                     tracing::warn!(%e, "statvfs on the data directory failed");
-                    false
+                    sh.free_at_probe.store(u64::MAX, Ordering::Relaxed);
                 }
-            };
-            sh.disk_low.store(low, Ordering::Relaxed);
+            }
         }
-        !sh.disk_low.load(Ordering::Relaxed)
+        let used = sh
+            .written_since_probe
+            .load(Ordering::Relaxed)
+            .saturating_add(sh.bytes_in_flight.load(Ordering::Relaxed))
+            .saturating_add(extra);
+        let left = sh
+            .free_at_probe
+            .load(Ordering::Relaxed)
+            .saturating_sub(used);
+        let low = left < min;
+        sh.disk_low.store(low, Ordering::Relaxed);
+        !low
     }
 
     /// THE delivery entry point: store `delivery.raw` once per recipient and
@@ -422,10 +465,14 @@ impl Engine {
         if self.shared().closed.load(Ordering::Acquire) {
             return Err(StorageError::Closed.into());
         }
-        if !self.disk_ok() {
+        // Every copy plus its framing, as the guard counts it.
+        let bytes = (delivery.raw.len() as u64 + 256)
+            .saturating_mul(delivery.recipients.len().max(1) as u64);
+        if !self.disk_ok(bytes) {
             return Err(DeliverError::DiskFull);
         }
         let sh = self.shared();
+        let _in_flight = InFlight::admit(sh, bytes);
         if let Some(key) = &delivery.dedupe_key {
             let mut stripe = sh.dedupe_stripe(key).lock();
             match stripe.get(key) {

@@ -131,6 +131,13 @@ pub(crate) struct Shared {
     /// Monotonic ms (since `started`) of the last free-space probe, and its verdict.
     pub(crate) disk_probe_at: AtomicU64,
     pub(crate) disk_low: AtomicBool,
+    /// Free bytes the last probe saw, and what the writers have appended or
+    /// preallocated since (so a burst between two probes is counted).
+    pub(crate) free_at_probe: AtomicU64,
+    pub(crate) written_since_probe: AtomicU64,
+    /// Bytes of deliveries admitted by the free-space guard and not yet
+    /// answered: the guard counts them as already written.
+    pub(crate) bytes_in_flight: AtomicU64,
     /// Fault injection for tests: the next fdatasync reports failure.
     pub(crate) fail_next_sync: AtomicBool,
 }

@@ -736,7 +736,12 @@ impl Writer {
         Record::BatchCommit { records }.encode_frame(&mut batch.buf);
         let need = batch.buf.len() as u64;
         let base = match self.write_batch(&batch.buf) {
-            Ok(base) => base,
+            Ok(base) => {
+                self.shared
+                    .written_since_probe
+                    .fetch_add(need, Ordering::Relaxed);
+                base
+            }
             Err(failure) => {
                 for s in batch.staged {
                     s.ack.fail(failure);
@@ -940,6 +945,9 @@ impl Writer {
         // not make the next attempt collide with it.
         self.next_seg += 1;
         let (file, seg) = create_segment(&self.shared, self.shard, no, self.counter, cap, false)?;
+        self.shared
+            .written_since_probe
+            .fetch_add(cap, Ordering::Relaxed);
         self.seal();
         self.file = file;
         self.active = seg;

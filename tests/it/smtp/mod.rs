@@ -4,6 +4,7 @@
 //! dialogues use `support::Raw`.
 
 mod clients;
+mod disk_full;
 mod kill;
 mod protocol;
 
