@@ -59,8 +59,25 @@ impl Drop for Inner {
 
 /// Largest accepted `segment_bytes`: record offsets are 32-bit.
 const MAX_SEGMENT_BYTES: u64 = 1 << 31;
-/// Largest accepted `max_message_bytes` (a segment must hold one message).
-const MAX_MESSAGE_BYTES: usize = 1 << 30;
+/// Room a Message record needs besides the raw bytes: its fixed prefix and
+/// the meta (summary fields, links and codes are clipped to far less).
+const MESSAGE_HEADROOM: usize = 1 << 20;
+/// Largest accepted `max_message_bytes`: its record must stay within what
+/// the decoder accepts (the writer also refuses any record that would not).
+const MAX_MESSAGE_BYTES: usize = codec::MAX_PAYLOAD - MESSAGE_HEADROOM;
+/// Largest accepted `batch_max_bytes`.
+const MAX_BATCH_BYTES: usize = 1 << 28;
+// Record offsets are u32: the end of any batch in any segment must fit, and
+// a segment is at most `MAX_SEGMENT_BYTES`, or one batch (one message past
+// `batch_max_bytes` at most) plus its header when that is larger.
+const _: () = assert!(
+    MAX_SEGMENT_BYTES as u128
+        + MAX_BATCH_BYTES as u128
+        + codec::MAX_PAYLOAD as u128
+        + 2 * codec::FRAME_HEADER_LEN as u128
+        + codec::SEG_HEADER_LEN as u128
+        <= u32::MAX as u128
+);
 
 fn validate(c: &EngineConfig) -> Result<(), OpenError> {
     let bad = |s: &str| Err(OpenError::Config(s.to_owned()));
@@ -68,10 +85,13 @@ fn validate(c: &EngineConfig) -> Result<(), OpenError> {
         return bad("segment_bytes must be between 4 KiB and 2 GiB");
     }
     if c.max_message_bytes == 0 || c.max_message_bytes > MAX_MESSAGE_BYTES {
-        return bad("max_message_bytes must be between 1 and 1 GiB");
+        return bad("max_message_bytes must be between 1 byte and 1023 MiB (1 GiB less the record's headroom)");
     }
     if c.queue_depth == 0 || c.batch_max_bytes == 0 {
         return bad("queue_depth and batch_max_bytes must be positive");
+    }
+    if c.batch_max_bytes > MAX_BATCH_BYTES {
+        return bad("batch_max_bytes must be at most 256 MiB");
     }
     if c.shards > 256 {
         return bad("at most 256 shards");

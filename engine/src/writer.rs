@@ -372,6 +372,28 @@ impl Writer {
                 at,
                 reply,
             } => {
+                // A record the decoder would refuse must never be acknowledged
+                // (it would be unreadable, and after a crash its frame would
+                // look torn and cut off every later batch).
+                let largest = rcpts
+                    .iter()
+                    .map(|(rcpt, _)| {
+                        codec::message_payload_len(
+                            &MessageMetaRec {
+                                plus_tag: rcpt.plus_tag.clone(),
+                                envelope_from: envelope_from.clone(),
+                                summary: (*summary).clone(),
+                            },
+                            raw.len(),
+                        )
+                    })
+                    .max()
+                    .unwrap_or(0);
+                if largest > codec::MAX_PAYLOAD {
+                    let limit = self.shared.config.max_message_bytes;
+                    drop(reply.send(Err(DeliverError::TooLarge { limit })));
+                    return;
+                }
                 let mut results = Vec::with_capacity(rcpts.len());
                 let mut wrote = false;
                 let idx = shard.index.read();

@@ -743,3 +743,34 @@ fn soak_every_acknowledged_record_survives_power_loss() {
         .unwrap_or(5000);
     run_seeds(1_000_000..1_000_000 + seeds, 12);
 }
+
+#[test]
+fn recovery_finds_the_end_of_the_log_inside_a_preallocated_tail() {
+    let dir = scratch();
+    let cfg = sim_config(dir.path());
+    let clock = Arc::new(ManualClock::new(START_MS));
+    let io = Arc::new(CrashIo::new(dir.path(), 7, None, Tear::None).unwrap());
+    let e = Engine::open_with_io(cfg.clone(), clock.clone(), io.clone()).unwrap();
+    let mb = common::mailbox(&e, "tail", 100, 3_600_000);
+    let to = format!("tail@{DOMAIN}");
+    let ids: Vec<MessageId> = (0..3)
+        .flat_map(|n| common::stored(&common::deliver(&e, &[&to], common::raw(500, n))))
+        .collect();
+    // Power off without a clean shutdown: the active segment is never
+    // sealed, so it is still preallocated to its full capacity.
+    io.crash_now();
+    drop(e);
+    io.reboot().unwrap();
+    let full = common::segments(dir.path())
+        .into_iter()
+        .filter(|(_, len)| *len == cfg.segment_bytes)
+        .count();
+    assert!(full >= 1, "no preallocated segment left by the crash");
+    let e = Engine::open_with_clock(cfg, clock as Arc<dyn Clock>).unwrap();
+    for (n, id) in ids.iter().enumerate() {
+        assert_eq!(e.read_raw(*id).unwrap(), common::raw(500, n as u64));
+    }
+    let next = common::stored(&common::deliver(&e, &[&to], common::raw(500, 9)));
+    assert_eq!(next[0].seq, 4, "appends go on after the zero tail");
+    assert_eq!(e.mailbox_by_id(mb.id).unwrap().message_count, 4);
+}
