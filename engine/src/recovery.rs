@@ -204,10 +204,10 @@ fn recover_shard(
                 return Err(OpenError::UnsupportedVersion { path, version })
             }
             _ => {
-                if hb.get(..got).unwrap_or_default().iter().all(|&b| b == 0) {
-                    // Created (and maybe preallocated) but its header was
-                    // never written: a segment whose creation failed or
-                    // never became durable. Nothing in it was acknowledged.
+                if all_zero(file.file())? {
+                    // Created (and maybe preallocated) but never written: a
+                    // segment whose creation failed or never became durable.
+                    // Nothing in it was acknowledged.
                     tracing::warn!(seg = %path.display(), "dropping a segment whose header was never written");
                     drop(file);
                     files::remove_segment(io, dir, &path)?;
@@ -296,6 +296,24 @@ fn recover_shard(
     }
     out.corrupt = acc.corrupt;
     Ok((out, acc))
+}
+
+/// True if the file holds nothing but zero bytes (or nothing at all): a
+/// segment whose creation failed or never became durable. A segment whose
+/// header was damaged later still has records after it and is quarantined.
+fn all_zero(f: &File) -> std::io::Result<bool> {
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut off = 0u64;
+    loop {
+        let n = f.read_at(&mut buf, off)?;
+        if n == 0 {
+            return Ok(true);
+        }
+        if buf.get(..n).unwrap_or_default().iter().any(|&b| b != 0) {
+            return Ok(false);
+        }
+        off += n as u64;
+    }
 }
 
 fn read_up_to(f: &File, buf: &mut [u8]) -> std::io::Result<usize> {
