@@ -9,9 +9,9 @@
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
-use uncorreo_api::sns::SnsConfig;
 use uncorreo_api::{HttpConfig, LimitsConfig, Plans};
 use uncorreo_engine::EngineConfig;
+use uncorreo_ses::SnsConfig;
 use uncorreo_smtpd::SmtpConfig;
 
 /// Prefix of environment overrides.

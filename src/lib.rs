@@ -94,7 +94,7 @@ impl Appliance {
 
         let smtp_shared = uncorreo_smtpd::Shared::new(engine.clone(), config.smtp.clone())
             .map_err(io("setting up SMTP"))?;
-        let sns_state = uncorreo_api::sns::SnsState::new(
+        let ingest = uncorreo_ses::Ingest::new(
             engine.clone(),
             config.sns.clone(),
             config.smtp.hostname.clone(),
@@ -108,7 +108,7 @@ impl Appliance {
                 limits: config.limits.clone(),
                 realtime: config.realtime.clone(),
             },
-            sns_state,
+            ingest,
         )
         .map_err(|e| StartError::Config(e.to_string()))?;
         // One token stops the listeners and ends the real-time streams, so SSE

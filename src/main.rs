@@ -147,8 +147,8 @@ fn main() -> anyhow::Result<()> {
 const MAX_SNS_MESSAGE_FILE: u64 = 1024 * 1024;
 
 fn sns_verify(cert: &Path, message: &Path) -> anyhow::Result<()> {
-    use uncorreo_api::sns::{self, verify::SigningCert, SnsMessage};
-    let pem = read_capped(cert, sns::verify::MAX_CERT_PEM_BYTES as u64)?;
+    use uncorreo_ses::{verify::SigningCert, SnsMessage};
+    let pem = read_capped(cert, uncorreo_ses::verify::MAX_CERT_PEM_BYTES as u64)?;
     let body = read_capped(message, MAX_SNS_MESSAGE_FILE)?;
     let msg = SnsMessage::from_json(&body).map_err(|e| {
         anyhow::anyhow!(
@@ -156,7 +156,7 @@ fn sns_verify(cert: &Path, message: &Path) -> anyhow::Result<()> {
             message.display()
         )
     })?;
-    sns::verify(&msg, &pem).map_err(|e| anyhow::anyhow!("invalid SNS message: {e}"))?;
+    uncorreo_ses::verify(&msg, &pem).map_err(|e| anyhow::anyhow!("invalid SNS message: {e}"))?;
     // `verify` is clock-free; a person checking a message also wants to know
     // whether the webhook would accept the certificate today.
     let parsed =

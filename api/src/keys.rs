@@ -10,6 +10,8 @@ use axum::Json;
 use serde::{Deserialize, Serialize};
 use uncorreo_engine::{ApiKeyInfo, Engine, UserId, WriteError};
 use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::auth::{new_api_key, Caller};
 use crate::problem::{json_body, Kind, Problem, ProblemBody};
@@ -186,4 +188,11 @@ pub async fn revoke_key(
         .ok_or_else(Problem::not_found)?;
     state.engine.revoke_api_key(key.id).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// This module's routes, each registered with its documentation.
+pub(crate) fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(create_key, list_keys))
+        .routes(routes!(revoke_key))
 }

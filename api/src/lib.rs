@@ -27,7 +27,7 @@ pub mod quota;
 pub mod ratelimit;
 pub mod realtime;
 pub mod send;
-pub mod sns;
+pub mod ses;
 
 use std::sync::Arc;
 
@@ -84,24 +84,27 @@ struct Shared {
     quotas: quota::Quotas,
     metrics: ::metrics_exporter_prometheus::PrometheusHandle,
     realtime: realtime::Realtime,
-    sns: sns::SnsState,
+    ses: uncorreo_ses::Ingest,
     mailpit: mailpit::MailpitState,
+    /// `/api/v1/openapi.json`, rendered once.
+    openapi_json: bytes::Bytes,
 }
 
-impl axum::extract::FromRef<AppState> for sns::SnsState {
+impl axum::extract::FromRef<AppState> for uncorreo_ses::Ingest {
     fn from_ref(state: &AppState) -> Self {
-        state.shared.sns.clone()
+        state.shared.ses.clone()
     }
 }
 
 impl AppState {
     /// Check the configuration and build the state shared by every core.
-    /// `sns` is the SES webhook's state (built by [`sns::SnsState::new`]),
-    /// reachable from handlers through `State<SnsState>`.
+    /// `ses` is the SES webhook's ingest (built by
+    /// [`uncorreo_ses::Ingest::new`]), reachable from handlers through
+    /// `State<Ingest>`.
     pub fn new(
         engine: Engine,
         config: ApiConfig,
-        sns: sns::SnsState,
+        ses: uncorreo_ses::Ingest,
     ) -> Result<Self, plans::PlanConfigError> {
         plans::validate(&config.plans, &config.limits)?;
         let anonymous_plan = plans::named(&config.plans, &config.limits.anonymous_plan).ok_or(
@@ -119,8 +122,9 @@ impl AppState {
                 quotas: quota::Quotas::new(entries),
                 metrics: metrics::install(),
                 realtime: realtime::Realtime::new(config.realtime.clone()),
-                sns,
+                ses,
                 mailpit: mailpit::MailpitState::default(),
+                openapi_json: bytes::Bytes::from(openapi::json()),
                 config,
             }),
         })
@@ -160,7 +164,11 @@ impl AppState {
     }
     /// The name our `Received:` lines give.
     pub fn hostname(&self) -> &str {
-        self.shared.sns.hostname()
+        self.shared.ses.hostname()
+    }
+    /// The OpenAPI document as JSON.
+    pub fn openapi_json(&self) -> &bytes::Bytes {
+        &self.shared.openapi_json
     }
     /// The Prometheus renderer.
     pub fn metrics_handle(&self) -> &::metrics_exporter_prometheus::PrometheusHandle {

@@ -11,6 +11,8 @@ use rand::Rng;
 use serde::{Deserialize, Serialize};
 use uncorreo_engine::{Address, AddressError, CreateMailboxError, MailboxInfo, NewMailbox, Owner};
 use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::auth::{authorize_mailbox, new_session_token, Caller};
 use crate::problem::{json_body, Kind, Problem, ProblemBody};
@@ -362,4 +364,11 @@ pub async fn delete(state: &AppState, caller: &Caller, address: &str) -> Result<
     let mb = authorize_mailbox(state, caller, address)?;
     state.engine.delete_mailbox(mb.id).await?;
     Ok(())
+}
+
+/// This module's routes, each registered with its documentation.
+pub(crate) fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(create_mailbox, list_mailboxes))
+        .routes(routes!(get_mailbox, delete_mailbox))
 }

@@ -12,6 +12,8 @@ use axum::Json;
 use serde::{Deserialize, Serialize};
 use uncorreo_engine::{MailboxInfo, MessageId, MessageMeta};
 use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::auth::{authorize_mailbox, Caller};
 use crate::parse::content_disposition;
@@ -521,6 +523,16 @@ fn sandbox_document(html: &str) -> String {
     out.push_str(HTML_PREAMBLE);
     out.push_str(&html[doctype_end..]);
     out
+}
+
+/// This module's routes, each registered with its documentation.
+pub(crate) fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_messages))
+        .routes(routes!(get_message, delete_message))
+        .routes(routes!(get_raw))
+        .routes(routes!(get_html))
+        .routes(routes!(get_attachment))
 }
 
 #[cfg(test)]

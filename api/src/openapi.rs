@@ -2,16 +2,13 @@
 //! registrations (`utoipa_axum::routes!`), so a route cannot exist without
 //! being documented.
 
-use std::sync::OnceLock;
-
 use axum::extract::DefaultBodyLimit;
 use tower_http::limit::RequestBodyLimitLayer;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 use utoipa_axum::router::OpenApiRouter;
-use utoipa_axum::routes;
 
-use crate::{keys, mailboxes, messages, ops, realtime, AppState};
+use crate::{keys, mailboxes, messages, ops, realtime, send, ses, AppState};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -68,29 +65,16 @@ impl Modify for Security {
     }
 }
 
-/// Every route, registered with its documentation; JSON request bodies
+/// Every route, registered with its documentation: each module brings its
+/// own [`OpenApiRouter`], merged here in one place. JSON request bodies are
 /// capped at `json_body_bytes`.
 pub fn api_router(json_body_bytes: usize) -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(Base::openapi())
-        .routes(routes!(ops::health))
-        .routes(routes!(ops::ready))
-        .routes(routes!(ops::metrics))
-        .routes(routes!(ops::openapi))
-        .routes(routes!(
-            mailboxes::create_mailbox,
-            mailboxes::list_mailboxes
-        ))
-        .routes(routes!(mailboxes::get_mailbox, mailboxes::delete_mailbox))
-        .routes(routes!(messages::list_messages))
-        .routes(routes!(messages::get_message, messages::delete_message))
-        .routes(routes!(messages::get_raw))
-        .routes(routes!(messages::get_html))
-        .routes(routes!(messages::get_attachment))
-        .routes(routes!(keys::create_key, keys::list_keys))
-        .routes(routes!(keys::revoke_key))
-        .routes(routes!(realtime::ws::ws_inbox))
-        .routes(routes!(realtime::sse::mailbox_events))
-        .routes(routes!(realtime::wait::wait))
+        .merge(ops::routes())
+        .merge(mailboxes::routes())
+        .merge(messages::routes())
+        .merge(keys::routes())
+        .merge(realtime::routes())
         // The bodies of every route above are small JSON: capped at
         // `limits.json_body_bytes`, refused with 413 from `Content-Length`
         // alone when declared. `route_layer` covers only the routes
@@ -98,21 +82,20 @@ pub fn api_router(json_body_bytes: usize) -> OpenApiRouter<AppState> {
         .route_layer(RequestBodyLimitLayer::new(json_body_bytes))
         .route_layer(DefaultBodyLimit::max(json_body_bytes))
         // SNS notifications carry whole messages: `sns.max_body_bytes`.
-        .routes(routes!(crate::sns::handler::inbound))
+        .merge(ses::routes())
         // HTTP send reads its body itself, bounded by `engine.max_message_bytes`.
-        .routes(routes!(crate::send::send_message))
+        .merge(send::routes())
 }
 
-/// The OpenAPI document.
+/// The OpenAPI document (the same for every configuration: limits change
+/// layers, not routes).
 pub fn document() -> utoipa::openapi::OpenApi {
     api_router(crate::LimitsConfig::default().json_body_bytes).into_openapi()
 }
 
-/// The document as JSON, rendered once per process.
-pub fn json() -> String {
-    static JSON: OnceLock<String> = OnceLock::new();
-    JSON.get_or_init(|| document().to_json().unwrap_or_else(|_| "{}".to_owned()))
-        .clone()
+/// The document as JSON, for [`crate::AppState`] to build once and serve.
+pub(crate) fn json() -> String {
+    document().to_json().unwrap_or_else(|_| "{}".to_owned())
 }
 
 /// `(METHOD, path template)` of every documented operation, sorted.

@@ -19,6 +19,8 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use uncorreo_engine::{Delivery, DeliveryOutcome, MessageId, Recipient, ResolveError};
 use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::auth::{authorize_mailbox, Caller};
 use crate::problem::{Kind, Problem, ProblemBody};
@@ -270,6 +272,11 @@ fn received_line(state: &AppState, client: IpAddr, raw: &[u8]) -> String {
         "Received: from [{client}] by {} (uncorreo) with HTTP; {date}{eol}",
         state.hostname()
     )
+}
+
+/// This module's routes, each registered with its documentation.
+pub(crate) fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(send_message))
 }
 
 #[cfg(test)]

@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use uncorreo_api::sns::{verify::check_before_fetch, ses, SnsMessage, SnsUrl};
+use uncorreo_ses::{verify::check_before_fetch, ses, SnsMessage, SnsUrl};
 
 fuzz_target!(|body: &[u8]| {
     if let Ok(message) = SnsMessage::from_json(body) {

@@ -32,6 +32,8 @@ use uncorreo_engine::{
     SubscriptionEnd,
 };
 use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::auth::{client_ip, Caller, Credential};
 use crate::problem::{Kind, Problem};
@@ -374,4 +376,12 @@ impl Feed {
             }
         }
     }
+}
+
+/// This module's routes, each registered with its documentation.
+pub(crate) fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(ws::ws_inbox))
+        .routes(routes!(sse::mailbox_events))
+        .routes(routes!(wait::wait))
 }

@@ -404,7 +404,9 @@ fn tidy_matrix_router_and_openapi_list_the_same_routes() {
     }
 
     // And the router has no route outside the documented registrations:
-    // the api crate adds routes only through `utoipa_axum::routes!`.
+    // the api crate adds routes only through `utoipa_axum::routes!`, in each
+    // module's `routes()`, which `openapi::api_router` merges (an
+    // `OpenApiRouter` merges only another `OpenApiRouter`, docs included).
     let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("api/src");
     let mut offenders = Vec::new();
     // The one exception: Mailpit's routes are Mailpit's contract (its
@@ -414,6 +416,12 @@ fn tidy_matrix_router_and_openapi_list_the_same_routes() {
         let text = std::fs::read_to_string(&entry).unwrap();
         for (i, line) in text.lines().enumerate() {
             let code = line.split("//").next().unwrap_or("");
+            let merges_documented_module = code.trim().starts_with(".merge(")
+                && code.trim().ends_with("::routes())")
+                && entry.ends_with("openapi.rs");
+            if merges_documented_module {
+                continue;
+            }
             for bypass in [
                 ".route(",
                 ".route_service(",

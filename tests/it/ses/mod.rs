@@ -1,7 +1,8 @@
-//! SES → SNS ingest through the running appliance. The signing fixture (a
-//! test CA and SNS messages signed with it) is the one the `api` crate's own
-//! SNS tests use.
+//! SES → SNS ingest over HTTP: the webhook route in memory with injected
+//! certificates, confirmations and time (`route`), and the running appliance
+//! (`webhook`). Signing material comes from `uncorreo_ses::fixture`.
 
-#[path = "../../../api/tests/support/sns_fixture.rs"]
-mod fixture;
+mod route;
 mod webhook;
+
+use uncorreo_ses::fixture;

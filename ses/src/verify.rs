@@ -4,7 +4,7 @@
 //! `SignatureVersion` (1 = SHA1withRSA, 2 = SHA256withRSA), that the fields the
 //! type signs are present, and the RSA PKCS#1 v1.5 signature over the string
 //! to sign with the certificate's public key. Whether the certificate is
-//! within its validity period is the fetch layer's job ([`super::certs`]),
+//! within its validity period is the fetch layer's job ([`crate::certs`]),
 //! because that needs a clock; trust in the certificate itself comes from
 //! fetching it over HTTPS from an SNS host only.
 
@@ -15,8 +15,8 @@ use rsa::traits::PublicKeyParts;
 use x509_cert::der::referenced::OwnedToRef;
 use x509_cert::Certificate;
 
-use super::message::{FieldError, SnsMessage};
-use super::url::{SnsUrl, UrlError};
+use crate::message::{FieldError, SnsMessage};
+use crate::url::{SnsUrl, UrlError};
 
 /// Smallest RSA modulus we accept, in bits (SNS uses 2048).
 pub const MIN_RSA_BITS: usize = 2048;

@@ -3,8 +3,7 @@
 //! (never followed), other statuses, oversize bodies and a silent server end in
 //! their exact errors, and a server certificate for another name is refused.
 
-#[path = "support/sns_fixture.rs"]
-mod fx;
+use uncorreo_ses::fixture as fx;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -13,7 +12,7 @@ use std::time::Duration;
 use parking_lot::Mutex;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_rustls::rustls;
-use uncorreo_api::sns::{
+use uncorreo_ses::{
     CertSource, FetchError, HttpsCertSource, HttpsClient, SnsUrl, SubscribeConfirmer,
 };
 

@@ -17,9 +17,9 @@ use std::sync::Arc;
 use bytes::Bytes;
 use parking_lot::Mutex;
 
-use super::https::{FetchError, HttpsClient};
-use super::url::SnsUrl;
-use super::verify::{SigningCert, VerifyError, MAX_CERT_PEM_BYTES};
+use crate::https::{FetchError, HttpsClient};
+use crate::url::SnsUrl;
+use crate::verify::{SigningCert, VerifyError, MAX_CERT_PEM_BYTES};
 
 /// A boxed, sendable future (what [`CertSource::fetch`] returns).
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;

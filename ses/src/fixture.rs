@@ -1,20 +1,20 @@
-//! Test-time SNS: a locally made CA, signing certificates it issues (with any
-//! validity window), and SNS messages of every type signed with them exactly
-//! as SNS signs (string to sign from the production code is NOT used: the
-//! string is rebuilt here from the AWS description, so a bug there shows).
+//! Test-time SNS (the `fixture` feature; never in the binary): a locally made
+//! CA, signing certificates it issues (with any validity window), and SNS
+//! messages of every type signed with them exactly as SNS signs. The string to
+//! sign is rebuilt here from the AWS description, not taken from
+//! [`crate::SnsMessage::string_to_sign`], so a bug there shows. Keys are
+//! generated once per process.
 //!
-//! Shared by `api/tests/sns_verify.rs` and the root `tests/it/ses/`
-//! (through `#[path]`). Keys are generated once per test binary.
-#![allow(dead_code)]
+//! Used by this crate's tests and the appliance's webhook tests.
 
 use std::str::FromStr;
 use std::sync::OnceLock;
 use std::time::Duration;
 
+use crate::SnsMessage;
 use base64::Engine as _;
 use rsa::pkcs1v15::SigningKey;
 use rsa::signature::{Keypair, SignatureEncoding, Signer};
-use uncorreo_api::sns::SnsMessage;
 use x509_cert::builder::profile::BuilderProfile;
 use x509_cert::builder::{Builder, CertificateBuilder};
 use x509_cert::der::asn1::GeneralizedTime;

@@ -18,7 +18,7 @@ use hyper::{Request, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio_rustls::rustls;
 
-use super::url::SnsUrl;
+use crate::url::SnsUrl;
 
 /// Why a fetch failed. All of these are worth retrying later.
 #[derive(Debug, thiserror::Error)]

@@ -1,21 +1,19 @@
-//! The `POST /api/v1/ses/inbound` handler: cheap checks first (so a forged
-//! request never makes us fetch anything for a topic we do not serve), then the
-//! signature, then the action for the message type. Each request ends in one
-//! [`Outcome`], which picks the status, is counted and is logged.
+//! The webhook's logic without HTTP: [`Ingest::handle`] takes the
+//! `x-amz-sns-message-type` header and the body and returns one [`Answer`].
+//! Cheap checks come first (so a forged request never makes us fetch anything
+//! for a topic we do not serve), then the signature, then the action for the
+//! message type. Every answer is counted and logged here, so a front end only
+//! maps it to its own status codes.
 
-use axum::body::Body;
-use axum::extract::State;
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
-use axum::response::{IntoResponse, Response};
 use uncorreo_engine::{Delivery, DeliveryOutcome, Recipient};
 
-use super::certs::CertError;
-use super::message::{MessageType, SnsMessage};
-use super::ses::{self, SesEvent};
-use super::time::parse_timestamp_ms;
-use super::url::SnsUrl;
-use super::verify::{check_before_fetch, verify_with};
-use super::SnsState;
+use crate::certs::CertError;
+use crate::message::{MessageType, SnsMessage};
+use crate::ses::{self, SesEvent};
+use crate::time::parse_timestamp_ms;
+use crate::url::SnsUrl;
+use crate::verify::{check_before_fetch, verify_with};
+use crate::Ingest;
 
 /// How a request ended; the `outcome` label of `uncorreo_ses_notifications_total`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -73,11 +71,15 @@ impl Outcome {
     }
 }
 
-/// One finished request: its outcome, whether SNS should retry, and why.
-struct Answer {
-    outcome: Outcome,
-    retry: bool,
-    detail: String,
+/// How one request ended: its outcome, whether SNS should retry, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Answer {
+    /// What happened.
+    pub outcome: Outcome,
+    /// True when retrying can help (a front end answers so that SNS retries).
+    pub retry: bool,
+    /// Why, for the log and the response body (clipped to a bounded length).
+    pub detail: String,
 }
 
 impl Answer {
@@ -97,60 +99,37 @@ impl Answer {
     }
 }
 
-/// SES → SNS webhook. Authenticated by the SNS signature, not by
-/// credentials: anything unsigned, forged, stale, for an unknown topic or a
-/// duplicate is dropped with `200` (so SNS does not retry for days) and stores
-/// nothing; `503` only when storage failed temporarily, so SNS retries.
-#[utoipa::path(
-    post,
-    path = "/api/v1/ses/inbound",
-    tag = "ses",
-    request_body(content = String, content_type = "text/plain", description = "An SNS message (JSON; SNS sends it as text/plain)"),
-    responses(
-        (status = 200, description = "Handled or deliberately dropped; the body says which", content_type = "text/plain", body = String),
-        (status = 413, description = "Body over `sns.max_body_bytes`", content_type = "application/problem+json", body = crate::problem::ProblemBody),
-        (status = 503, description = "Storage failed temporarily; SNS retries", content_type = "application/problem+json", body = crate::problem::ProblemBody),
-    )
-)]
-pub(crate) async fn inbound(
-    State(st): State<SnsState>,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
-    // This route's only body cap (`sns.max_body_bytes`): SNS bodies carry
-    // whole messages, so the router's JSON limit layer does not cover it
-    // (see `openapi::api_router`), and reading the cap here lets the 413 be
-    // counted as a webhook outcome.
-    let body = axum::body::to_bytes(body, st.inner.config.max_body_bytes).await;
-    let mut answer = match body {
-        Ok(body) => handle(&st, &headers, &body).await,
-        Err(e) if is_length_limit(&e) => {
-            count(Outcome::TooLarge, "");
-            return problem(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "Payload Too Large",
-                &format!(
-                    "request body is over the limit of {} bytes",
-                    st.inner.config.max_body_bytes
-                ),
-            );
-        }
-        Err(_) => Answer::done(Outcome::Malformed, "request body unreadable".to_owned()),
-    };
-    clip(&mut answer.detail);
-    count(answer.outcome, &answer.detail);
-    if answer.retry {
-        return problem(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "Service Unavailable",
-            &format!("{}: {}", answer.outcome.as_str(), answer.detail),
-        );
+impl Ingest {
+    /// Handle one SNS post: `message_type_header` is the
+    /// `x-amz-sns-message-type` header when present, `body` the whole request
+    /// body (already capped at `max_body_bytes` by the caller). Delivery, when
+    /// there is one, is durable before this returns.
+    pub async fn handle(&self, message_type_header: Option<&[u8]>, body: &[u8]) -> Answer {
+        let mut answer = handle(self, message_type_header, body).await;
+        clip(&mut answer.detail);
+        count(answer.outcome, &answer.detail);
+        answer
     }
-    let body = serde_json::json!({
-        "outcome": answer.outcome.as_str(),
-        "detail": answer.detail,
-    });
-    (StatusCode::OK, axum::Json(body)).into_response()
+
+    /// The answer for a body over `max_body_bytes`, counted like every other.
+    pub fn too_large(&self) -> Answer {
+        let answer = Answer::done(
+            Outcome::TooLarge,
+            format!(
+                "request body is over the limit of {} bytes",
+                self.inner.config.max_body_bytes
+            ),
+        );
+        count(answer.outcome, "");
+        answer
+    }
+
+    /// The answer for a body that could not be read at all.
+    pub fn unreadable(&self) -> Answer {
+        let answer = Answer::done(Outcome::Malformed, "request body unreadable");
+        count(answer.outcome, &answer.detail);
+        answer
+    }
 }
 
 /// Longest `detail` we log and answer; details quote request fields.
@@ -180,22 +159,7 @@ fn count(outcome: Outcome, detail: &str) {
     }
 }
 
-fn problem(status: StatusCode, title: &str, detail: &str) -> Response {
-    let body = serde_json::json!({
-        "type": "about:blank",
-        "title": title,
-        "status": status.as_u16(),
-        "detail": detail,
-    });
-    let mut resp = (status, body.to_string()).into_response();
-    resp.headers_mut().insert(
-        axum::http::header::CONTENT_TYPE,
-        HeaderValue::from_static("application/problem+json"),
-    );
-    resp
-}
-
-async fn handle(st: &SnsState, headers: &HeaderMap, body: &[u8]) -> Answer {
+async fn handle(st: &Ingest, message_type_header: Option<&[u8]>, body: &[u8]) -> Answer {
     let cfg = &st.inner.config;
     let msg = match SnsMessage::from_json(body) {
         Ok(m) => m,
@@ -205,8 +169,8 @@ async fn handle(st: &SnsState, headers: &HeaderMap, body: &[u8]) -> Answer {
         Ok(k) => k,
         Err(e) => return Answer::done(Outcome::Malformed, e.to_string()),
     };
-    if let Some(h) = headers.get("x-amz-sns-message-type") {
-        if h.as_bytes() != kind.as_str().as_bytes() {
+    if let Some(h) = message_type_header {
+        if h != kind.as_str().as_bytes() {
             return Answer::done(
                 Outcome::Malformed,
                 "x-amz-sns-message-type header disagrees with Type",
@@ -263,7 +227,7 @@ async fn handle(st: &SnsState, headers: &HeaderMap, body: &[u8]) -> Answer {
     }
 }
 
-async fn confirm(st: &SnsState, msg: &SnsMessage) -> Answer {
+async fn confirm(st: &Ingest, msg: &SnsMessage) -> Answer {
     let raw = msg.subscribe_url.as_deref().unwrap_or_default();
     let url = match SnsUrl::parse(raw) {
         Ok(u) => u,
@@ -281,7 +245,7 @@ async fn confirm(st: &SnsState, msg: &SnsMessage) -> Answer {
     }
 }
 
-async fn notification(st: &SnsState, msg: &SnsMessage, now_ms: u64) -> Answer {
+async fn notification(st: &Ingest, msg: &SnsMessage, now_ms: u64) -> Answer {
     let engine = &st.inner.engine;
     let message_id = msg.message_id.as_deref().unwrap_or_default();
     if !ses::is_valid_message_id(message_id) {
@@ -370,10 +334,6 @@ fn delivery_answer(
         }
         Err(e) => Answer::done(Outcome::StorageError, e.to_string()),
     }
-}
-
-fn is_length_limit(e: &axum::Error) -> bool {
-    std::error::Error::source(e).is_some_and(|s| s.is::<http_body_util::LengthLimitError>())
 }
 
 #[cfg(test)]

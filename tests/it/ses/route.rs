@@ -2,9 +2,6 @@
 //! certificate source, confirmer and clock: every outcome, its status and body,
 //! each limit at its exact boundary, and the metric it counts.
 
-#[path = "support/sns_fixture.rs"]
-mod fx;
-
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
@@ -13,14 +10,15 @@ use axum::http::{Request, StatusCode};
 use bytes::Bytes;
 use parking_lot::Mutex;
 use tower::ServiceExt;
-use uncorreo_api::sns::certs::BoxFuture;
-use uncorreo_api::sns::{
-    self, CertSource, FetchError, SnsConfig, SnsMessage, SnsState, SnsUrl, SubscribeConfirmer,
-    INBOUND_PATH,
+use uncorreo_api::ses::{router, INBOUND_PATH};
+use uncorreo_ses::certs::BoxFuture;
+use uncorreo_ses::{
+    CertSource, FetchError, Ingest, SnsConfig, SnsMessage, SnsUrl, SubscribeConfirmer,
 };
-use uncorreo_engine::{Address, Engine, EngineConfig, MailboxInfo, ManualClock, NewMailbox, Owner};
 
-const DOMAIN: &str = "uncorreo.test";
+use super::fixture as fx;
+use crate::support::{block_on, DOMAIN};
+use uncorreo_engine::{Address, Engine, EngineConfig, MailboxInfo, ManualClock, NewMailbox, Owner};
 
 /// Serves one PEM for the fixture's certificate URL, or fails every fetch.
 struct OneCert {
@@ -115,7 +113,7 @@ fn world(setup: Setup) -> World {
         fail: setup.confirm_fails,
         ..Confirms::default()
     });
-    let state = SnsState::with_parts(
+    let ingest = Ingest::with_parts(
         engine.clone(),
         setup.sns,
         "mx.uncorreo.test".to_owned(),
@@ -124,7 +122,7 @@ fn world(setup: Setup) -> World {
         clock.clone(),
     );
     World {
-        app: sns::router(state),
+        app: router(ingest),
         engine,
         clock,
         certs,
@@ -187,14 +185,6 @@ impl World {
             .map(|m| self.engine.read_raw(m.id).unwrap())
             .collect()
     }
-}
-
-fn block_on<F: std::future::Future>(f: F) -> F::Output {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-        .block_on(f)
 }
 
 const EMAIL: &[u8] = b"From: Sender <s@example.com>\r\nTo: box@uncorreo.test\r\nSubject: Your code 123456\r\n\r\nHello \xc3\xa9\r\n";

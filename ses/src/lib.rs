@@ -1,20 +1,28 @@
-//! SES → SNS webhook: `POST /api/v1/ses/inbound`.
+//! SES → SNS ingest: everything behind the webhook `POST /api/v1/ses/inbound`
+//! except HTTP itself, which stays a thin route in `uncorreo-api`.
 //!
 //! SES receives mail for our domains, its receipt rule's SNS action publishes
-//! the whole message to a topic, and SNS posts it here. This module checks that
+//! the whole message to a topic, and SNS posts it to the webhook, which hands
+//! the header and body to [`Ingest::handle`]. This crate checks that
 //! the post really comes from SNS (signature over the documented string, with a
 //! certificate fetched only from an SNS host), that it is for a topic we
 //! subscribed to and recent, then hands the message to
 //! [`uncorreo_engine::Engine::deliver`] — the same entry point as SMTP — with
 //! the SNS `MessageId` as dedupe key, and answers only after that is durable.
 //!
-//! Every request gets `200` unless retrying can help: a `503` when storage
-//! failed temporarily or a certificate / confirmation fetch failed, so SNS
-//! tries again; a `413` when the body is over the limit. Everything dropped on
-//! purpose (bad signature, unknown topic, stale, duplicate, no local
-//! recipient, malformed) is still a `200`, or SNS would retry it for days; the
-//! JSON body and the log say why, and
+//! Every request ends in one [`Answer`]: `retry` only when retrying can help
+//! (storage failed temporarily, or a certificate / confirmation fetch
+//! failed), which the route answers `503` so SNS tries again; a body over the
+//! limit is [`Outcome::TooLarge`] (`413`). Everything dropped on purpose (bad
+//! signature, unknown topic, stale, duplicate, no local recipient, malformed)
+//! is final, which the route answers `200`, or SNS would retry it for days;
+//! the detail and the log say why, and
 //! `uncorreo_ses_notifications_total{outcome=…}` counts it.
+//!
+//! Architecture invariant: this crate is the only one that depends on rsa,
+//! x509-cert and the outgoing HTTPS client; it knows no HTTP server
+//! framework. Mail goes to storage only through
+//! [`uncorreo_engine::Engine::deliver`].
 //!
 //! The subscription must not use SNS "raw message delivery": raw messages
 //! carry no signature and are dropped as `malformed`.
@@ -22,11 +30,13 @@
 //! Code map: [`url`] (which hosts we fetch from), [`message`] (envelope and
 //! string to sign), [`mod@verify`] (pure signature check), [`certs`] (certificate
 //! sources and cache), [`https`] (the no-redirect HTTPS GET), [`ses`] (the SES
-//! payload), [`time`] (date formats), `handler` (the route).
+//! payload), [`time`] (date formats), [`ingest`] (one request, start to end).
 
 pub mod certs;
-pub(crate) mod handler;
+#[cfg(feature = "fixture")]
+pub mod fixture;
 pub mod https;
+pub mod ingest;
 pub mod message;
 pub mod ses;
 pub mod time;
@@ -41,14 +51,11 @@ use serde::{Deserialize, Serialize};
 use uncorreo_engine::{Clock, Engine};
 
 pub use certs::{CertCache, CertError, CertSource, DirCertSource, HttpsCertSource};
-pub use handler::Outcome;
 pub use https::{FetchError, HttpsClient};
+pub use ingest::{Answer, Outcome};
 pub use message::{MessageType, SnsMessage};
 pub use url::{SnsUrl, UrlError};
 pub use verify::{verify, VerifyError};
-
-/// The webhook's path.
-pub const INBOUND_PATH: &str = "/api/v1/ses/inbound";
 
 /// Settings of the SES webhook (the `[sns]` table of the config file).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -121,7 +128,7 @@ impl Clock for EngineClock {
 
 /// Everything the webhook needs; cheap to clone, shared by all cores.
 #[derive(Clone)]
-pub struct SnsState {
+pub struct Ingest {
     inner: Arc<Inner>,
 }
 
@@ -139,7 +146,7 @@ struct Inner {
 #[error("setting up the SNS webhook: {0}")]
 pub struct SetupError(#[from] FetchError);
 
-impl SnsState {
+impl Ingest {
     /// Production wiring: certificates over HTTPS (or from `trusted_cert_dir`
     /// when set), confirmations over HTTPS, the engine's clock. `hostname` is
     /// the name our `Received:` lines give.
@@ -205,14 +212,4 @@ impl SnsState {
     pub fn cert_cache(&self) -> &CertCache {
         &self.inner.certs
     }
-}
-
-/// The webhook route alone, with its state applied (for tests that serve
-/// only the webhook). The appliance registers the same handler in
-/// [`crate::openapi::api_router`], documented like every other route.
-pub fn router<S: Clone + Send + Sync + 'static>(state: SnsState) -> axum::Router<S> {
-    let (router, _doc) = utoipa_axum::router::OpenApiRouter::new()
-        .routes(utoipa_axum::routes!(handler::inbound))
-        .split_for_parts();
-    router.with_state(state)
 }

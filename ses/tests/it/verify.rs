@@ -5,17 +5,16 @@
 //! refuses expired and not-yet-valid certificates, fetches once per URL and
 //! stays bounded.
 
-#[path = "support/sns_fixture.rs"]
-mod fx;
+use uncorreo_ses::fixture as fx;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
-use uncorreo_api::sns::certs::BoxFuture;
-use uncorreo_api::sns::message::FieldError;
-use uncorreo_api::sns::{
+use uncorreo_ses::certs::BoxFuture;
+use uncorreo_ses::message::FieldError;
+use uncorreo_ses::{
     verify, CertCache, CertError, CertSource, FetchError, SnsMessage, SnsUrl, UrlError, VerifyError,
 };
 
@@ -412,7 +411,7 @@ fn concurrent_misses_share_one_fetch_and_fetches_are_capped() {
         }
         assert_eq!(
             source.fetches.load(Ordering::SeqCst),
-            1 + uncorreo_api::sns::certs::MAX_CONCURRENT_FETCHES
+            1 + uncorreo_ses::certs::MAX_CONCURRENT_FETCHES
         );
         source.gate.add_permits(1000);
         for t in tasks {

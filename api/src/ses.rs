@@ -1,0 +1,111 @@
+//! `POST /api/v1/ses/inbound`: the thin HTTP face of [`uncorreo_ses`]. Reads
+//! the body under `sns.max_body_bytes`, hands it with the
+//! `x-amz-sns-message-type` header to [`Ingest::handle`], and turns the
+//! [`Answer`] into a status: `413` for a body over the limit, `503` when SNS
+//! should retry, `200` for everything else (handled or dropped on purpose).
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use uncorreo_ses::{Answer, Ingest, Outcome};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::AppState;
+
+/// The webhook's path.
+pub const INBOUND_PATH: &str = "/api/v1/ses/inbound";
+
+/// SES → SNS webhook. Authenticated by the SNS signature, not by
+/// credentials: anything unsigned, forged, stale, for an unknown topic or a
+/// duplicate is dropped with `200` (so SNS does not retry for days) and stores
+/// nothing; `503` only when storage failed temporarily, so SNS retries.
+#[utoipa::path(
+    post,
+    path = "/api/v1/ses/inbound",
+    tag = "ses",
+    request_body(content = String, content_type = "text/plain", description = "An SNS message (JSON; SNS sends it as text/plain)"),
+    responses(
+        (status = 200, description = "Handled or deliberately dropped; the body says which", content_type = "text/plain", body = String),
+        (status = 413, description = "Body over `sns.max_body_bytes`", content_type = "application/problem+json", body = crate::problem::ProblemBody),
+        (status = 503, description = "Storage failed temporarily; SNS retries", content_type = "application/problem+json", body = crate::problem::ProblemBody),
+    )
+)]
+pub(crate) async fn inbound(
+    State(ingest): State<Ingest>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    // This route's only body cap (`sns.max_body_bytes`): SNS bodies carry
+    // whole messages, so the router's JSON limit layer does not cover it
+    // (see `openapi::api_router`), and reading the cap here lets the 413 be
+    // counted as a webhook outcome.
+    let answer = match axum::body::to_bytes(body, ingest.config().max_body_bytes).await {
+        Ok(body) => {
+            let message_type = headers.get("x-amz-sns-message-type");
+            ingest
+                .handle(message_type.map(HeaderValue::as_bytes), &body)
+                .await
+        }
+        Err(e) if is_length_limit(&e) => ingest.too_large(),
+        Err(_) => ingest.unreadable(),
+    };
+    respond(&answer)
+}
+
+fn respond(answer: &Answer) -> Response {
+    if answer.outcome == Outcome::TooLarge {
+        return problem(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "Payload Too Large",
+            &answer.detail,
+        );
+    }
+    if answer.retry {
+        return problem(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Service Unavailable",
+            &format!("{}: {}", answer.outcome.as_str(), answer.detail),
+        );
+    }
+    let body = serde_json::json!({
+        "outcome": answer.outcome.as_str(),
+        "detail": answer.detail,
+    });
+    (StatusCode::OK, axum::Json(body)).into_response()
+}
+
+fn problem(status: StatusCode, title: &str, detail: &str) -> Response {
+    let body = serde_json::json!({
+        "type": "about:blank",
+        "title": title,
+        "status": status.as_u16(),
+        "detail": detail,
+    });
+    let mut resp = (status, body.to_string()).into_response();
+    resp.headers_mut().insert(
+        axum::http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/problem+json"),
+    );
+    resp
+}
+
+fn is_length_limit(e: &axum::Error) -> bool {
+    std::error::Error::source(e).is_some_and(|s| s.is::<http_body_util::LengthLimitError>())
+}
+
+/// The webhook route alone, with its state applied (for tests that serve
+/// only the webhook). The appliance registers the same handler in
+/// [`crate::openapi::api_router`], documented like every other route.
+pub fn router<S: Clone + Send + Sync + 'static>(ingest: Ingest) -> axum::Router<S> {
+    let (router, _doc) = utoipa_axum::router::OpenApiRouter::new()
+        .routes(utoipa_axum::routes!(inbound))
+        .split_for_parts();
+    router.with_state(ingest)
+}
+
+/// This module's routes, each registered with its documentation.
+pub(crate) fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(inbound))
+}
