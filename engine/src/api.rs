@@ -27,6 +27,7 @@ use crate::error::{
     ResolveError, StorageError, WriteError,
 };
 use crate::fanout::{Hub, SubscribeError, Subscriber, SubscriberLimits};
+use crate::files::{Io, RealIo};
 use crate::poison::{Guarded, PoisonDart};
 use crate::recovery;
 use crate::segment::Segment;
@@ -63,8 +64,25 @@ pub const MAX_STATE_KEY_BYTES: usize = 256;
 /// Largest value of a [`Engine::put_state`] entry, in bytes.
 pub const MAX_STATE_VALUE_BYTES: usize = 64 * 1024;
 
-/// Largest accepted `max_message_bytes` (a segment must hold one message).
-const MAX_MESSAGE_BYTES: usize = 1 << 30;
+/// Room a Message record needs besides the raw bytes: its fixed prefix and
+/// the meta (summary fields, links and codes are clipped to far less).
+const MESSAGE_HEADROOM: usize = 1 << 20;
+/// Largest accepted `max_message_bytes`: its record must stay within what
+/// the decoder accepts (the writer also refuses any record that would not).
+const MAX_MESSAGE_BYTES: usize = codec::MAX_PAYLOAD - MESSAGE_HEADROOM;
+/// Largest accepted `batch_max_bytes`.
+const MAX_BATCH_BYTES: usize = 1 << 28;
+// Record offsets are u32: the end of any batch in any segment must fit, and
+// a segment is at most `MAX_SEGMENT_BYTES`, or one batch (one message past
+// `batch_max_bytes` at most) plus its header when that is larger.
+const _: () = assert!(
+    MAX_SEGMENT_BYTES as u128
+        + MAX_BATCH_BYTES as u128
+        + codec::MAX_PAYLOAD as u128
+        + 2 * codec::FRAME_HEADER_LEN as u128
+        + codec::SEG_HEADER_LEN as u128
+        <= u32::MAX as u128
+);
 
 fn validate(c: &EngineConfig) -> Result<(), OpenError> {
     let bad = |s: &str| Err(OpenError::Config(s.to_owned()));
@@ -72,10 +90,13 @@ fn validate(c: &EngineConfig) -> Result<(), OpenError> {
         return bad("segment_bytes must be between 4 KiB and 2 GiB");
     }
     if c.max_message_bytes == 0 || c.max_message_bytes > MAX_MESSAGE_BYTES {
-        return bad("max_message_bytes must be between 1 and 1 GiB");
+        return bad("max_message_bytes must be between 1 byte and 1023 MiB (1 GiB less the record's headroom)");
     }
     if c.queue_depth == 0 || c.batch_max_bytes == 0 {
         return bad("queue_depth and batch_max_bytes must be positive");
+    }
+    if c.batch_max_bytes > MAX_BATCH_BYTES {
+        return bad("batch_max_bytes must be at most 256 MiB");
     }
     if c.shards > 256 {
         return bad("at most 256 shards");
@@ -111,6 +132,28 @@ impl Drop for DedupeGuard<'_> {
     }
 }
 
+/// Bytes of a delivery the free-space guard admitted, until it is answered
+/// (or its future dropped).
+struct InFlight<'a> {
+    shared: &'a Shared,
+    bytes: u64,
+}
+
+impl<'a> InFlight<'a> {
+    fn admit(shared: &'a Shared, bytes: u64) -> Self {
+        shared.bytes_in_flight.fetch_add(bytes, Ordering::Relaxed);
+        Self { shared, bytes }
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.shared
+            .bytes_in_flight
+            .fetch_sub(self.bytes, Ordering::Relaxed);
+    }
+}
+
 /// A slice of a mapped segment that keeps the mapping alive.
 struct MapSlice {
     map: Arc<Map>,
@@ -135,13 +178,30 @@ impl Engine {
 
     /// As [`Engine::open`], with an injected clock (tests drive expiry with it).
     pub fn open_with_clock(config: EngineConfig, clock: Arc<dyn Clock>) -> Result<Self, OpenError> {
+        Self::open_with_io(config, clock, Arc::new(RealIo))
+    }
+
+    /// As [`Engine::open_with_clock`], with every change to the data
+    /// directory going through `io`. [`RealIo`] is the only production
+    /// implementation; tests pass layers that simulate crashes or inject
+    /// faults.
+    pub fn open_with_io(
+        config: EngineConfig,
+        clock: Arc<dyn Clock>,
+        io: Arc<dyn Io>,
+    ) -> Result<Self, OpenError> {
         validate(&config)?;
         let dir = config.data_dir.clone();
         let lock_file = recovery::lock_dir(&dir)?;
-        let n = recovery::shard_count(&dir, config.shards)?;
+        let n = recovery::shard_count(io.as_ref(), &dir, config.shards)?;
         let now = clock.now_ms();
-        let (recs, meta_rec) =
-            recovery::recover(&dir, n, now, config.durability == Durability::Always)?;
+        let (recs, meta_rec) = recovery::recover(
+            io.as_ref(),
+            &dir,
+            n,
+            now,
+            config.durability == Durability::Always,
+        )?;
 
         let mut shards = Vec::with_capacity(n);
         let mut rxs = Vec::with_capacity(n);
@@ -203,6 +263,7 @@ impl Engine {
         let shared = Arc::new(Shared {
             hub: Hub::new(config.subscriber_queue),
             dir: dir.clone(),
+            io,
             clock,
             shards,
             meta: RwLock::new(meta),
@@ -213,6 +274,9 @@ impl Engine {
             started: Instant::now(),
             disk_probe_at: u64::MAX.into(),
             disk_low: Default::default(),
+            free_at_probe: u64::MAX.into(),
+            written_since_probe: Default::default(),
+            bytes_in_flight: Default::default(),
             fail_next_sync: Default::default(),
             config,
         });
@@ -232,15 +296,8 @@ impl Engine {
         let mut writers = Vec::with_capacity(n);
         for (shard, (rx, (counter, next_seg))) in rxs.into_iter().zip(starts).enumerate() {
             let cap = shared.config.segment_bytes;
-            let (file, active) = writer::create_segment(
-                &shared,
-                shard,
-                next_seg,
-                counter,
-                cap,
-                0,
-                codec::NO_SEGMENT,
-            )?;
+            let (file, active) =
+                writer::create_segment(&shared, shard, next_seg, counter, cap, true)?;
             writers.push(Writer {
                 dart: PoisonDart::new(Arc::clone(&shared), Guarded::Writer(shard)),
                 shard,
@@ -381,8 +438,12 @@ impl Engine {
         rx.await.map_err(|_| E::from(self.gone(shard)))?
     }
 
-    /// Free space above the floor? Probed at most once a second.
-    fn disk_ok(&self) -> bool {
+    /// Room for `extra` more bytes above the floor? The filesystem is probed
+    /// at most once a second; in between, the bytes the writers appended
+    /// since the probe and the deliveries admitted but not yet answered are
+    /// counted as used, so a burst of large messages cannot overshoot the
+    /// floor between two probes.
+    fn disk_ok(&self, extra: u64) -> bool {
         let sh = self.shared();
         let min = sh.config.min_free_bytes;
         if min == 0 {
@@ -392,16 +453,30 @@ impl Engine {
         let last = sh.disk_probe_at.load(Ordering::Relaxed);
         if last == u64::MAX || now.saturating_sub(last) >= DISK_PROBE_EVERY_MS {
             sh.disk_probe_at.store(now, Ordering::Relaxed);
-            let low = match crate::sys::free_bytes(&sh.dir) {
-                Ok(free) => free < min,
+            match crate::sys::free_bytes(&sh.dir) {
+                Ok(free) => {
+                    sh.free_at_probe.store(free, Ordering::Relaxed);
+                    sh.written_since_probe.store(0, Ordering::Relaxed);
+                    sh.disk_low.store(false, Ordering::Relaxed);
+                }
                 Err(e) => {
                     tracing::warn!(%e, "statvfs on the data directory failed");
-                    false
+                    sh.free_at_probe.store(u64::MAX, Ordering::Relaxed);
                 }
-            };
-            sh.disk_low.store(low, Ordering::Relaxed);
+            }
         }
-        !sh.disk_low.load(Ordering::Relaxed)
+        let used = sh
+            .written_since_probe
+            .load(Ordering::Relaxed)
+            .saturating_add(sh.bytes_in_flight.load(Ordering::Relaxed))
+            .saturating_add(extra);
+        let left = sh
+            .free_at_probe
+            .load(Ordering::Relaxed)
+            .saturating_sub(used);
+        let low = left < min;
+        sh.disk_low.store(low, Ordering::Relaxed);
+        !low
     }
 
     /// THE delivery entry point: store `delivery.raw` once per recipient and
@@ -415,10 +490,14 @@ impl Engine {
         if self.shared().closed.load(Ordering::Acquire) {
             return Err(StorageError::Closed.into());
         }
-        if !self.disk_ok() {
+        // Every copy plus its framing, as the guard counts it.
+        let bytes = (delivery.raw.len() as u64 + 256)
+            .saturating_mul(delivery.recipients.len().max(1) as u64);
+        if !self.disk_ok(bytes) {
             return Err(DeliverError::DiskFull);
         }
         let sh = self.shared();
+        let _in_flight = InFlight::admit(sh, bytes);
         if let Some(key) = &delivery.dedupe_key {
             let mut stripe = sh.dedupe_stripe(key).lock();
             match stripe.get(key) {

@@ -638,6 +638,16 @@ pub(crate) fn encode_message(
     buf.extend_from_slice(body);
 }
 
+/// The payload length of a Message record with this meta and a body of
+/// `body_len` bytes (to refuse one the decoder would not accept).
+pub(crate) fn message_payload_len(meta: &MessageMetaRec, body_len: usize) -> usize {
+    let mut scratch = Vec::new();
+    encode_meta(&mut scratch, meta);
+    MESSAGE_PREFIX_LEN
+        .saturating_add(scratch.len())
+        .saturating_add(body_len)
+}
+
 fn encode_meta(buf: &mut Vec<u8>, m: &MessageMetaRec) {
     let mut e = Enc(buf);
     e.opt_str(m.plus_tag.as_deref());

@@ -10,7 +10,6 @@
 //! change of that shard can interleave with it.
 
 use std::collections::HashSet;
-use std::os::unix::fs::FileExt;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,6 +18,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError};
 
 use crate::codec::{self, Dec, HintEntry, Kind, Record, SegHeader};
 use crate::error::StorageError;
+use crate::files;
 use crate::poison::{Guarded, PoisonDart};
 use crate::segment::{self, Segment};
 use crate::state::{ShardIndex, Shared, DEDUPE_TTL_MS};
@@ -260,9 +260,7 @@ fn live_bytes(idx: &ShardIndex, segs: &HashSet<u32>, seg: &Segment, now: u64) ->
 fn drop_segment(shared: &Shared, shard: usize, seg: &Segment) -> Result<u64, StorageError> {
     shared.shards[shard].segs.write().remove(&seg.no);
     let bytes = segment::file_bytes(&seg.path);
-    std::fs::remove_file(&seg.path)?;
-    let _ = std::fs::remove_file(segment::hint_path(&seg.path));
-    crate::sys::fsync_dir(&shared.dir)?;
+    files::remove_segment(shared.io.as_ref(), &shared.dir, &seg.path)?;
     Ok(bytes)
 }
 
@@ -333,13 +331,7 @@ pub(crate) fn rewrite_in_writer(
     let new_no = w.next_seg;
     w.next_seg += 1;
     let path = segment::seg_path(&shared.dir, shard, new_no);
-    let tmp = segment::tmp_path(&path);
     let data_len = (codec::SEG_HEADER_LEN + buf.len()) as u64;
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create_new(true)
-        .open(&tmp)?;
     let hdr = SegHeader {
         flags: codec::SEG_FLAG_REWRITE,
         shard: shard as u32,
@@ -347,21 +339,18 @@ pub(crate) fn rewrite_in_writer(
         id_floor: w.counter,
         supersedes: seg_no,
     };
-    file.write_all_at(&hdr.encode(), 0)?;
-    file.write_all_at(&buf, codec::SEG_HEADER_LEN as u64)?;
-    file.sync_all()?;
-    std::fs::rename(&tmp, &path)?;
-    crate::sys::fsync_dir(&shared.dir)?;
+    let file =
+        files::write_rewrite_file(shared.io.as_ref(), &shared.dir, &path, &hdr.encode(), &buf)?;
     let hint = codec::Hint {
         shard: shard as u32,
         seg_no: new_no,
         data_len,
         entries: hints,
     };
-    if let Err(e) = crate::writer::write_hint(&shared.dir, &path, &hint, true) {
+    if let Err(e) = files::write_hint(shared.io.as_ref(), &shared.dir, &path, &hint, true) {
         tracing::warn!(%e, "could not write hint for a compaction output");
     }
-    let map = Map::new(&file, data_len as usize)?;
+    let map = Map::new(file.file(), data_len as usize)?;
     let new = Arc::new(Segment::new(new_no, path, map, data_len, true));
     shared.shards[shard]
         .segs
@@ -398,9 +387,7 @@ pub(crate) fn rewrite_in_writer(
     }
     let old_bytes = segment::file_bytes(&old.path);
     shared.shards[shard].segs.write().remove(&seg_no);
-    std::fs::remove_file(&old.path)?;
-    let _ = std::fs::remove_file(segment::hint_path(&old.path));
-    crate::sys::fsync_dir(&shared.dir)?;
+    files::remove_segment(shared.io.as_ref(), &shared.dir, &old.path)?;
     Ok(RewriteOutcome::Rewritten(
         old_bytes.saturating_sub(data_len),
     ))

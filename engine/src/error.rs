@@ -142,6 +142,8 @@ pub enum LookupError {
 pub(crate) enum BatchFailure {
     /// The shard is poisoned (a failed sync, or its thread died).
     Poisoned,
+    /// No space for the batch; nothing of it is in the log. Temporary.
+    DiskFull,
     /// The engine is shutting down.
     Closed,
 }
@@ -151,25 +153,35 @@ impl From<BatchFailure> for StorageError {
         match f {
             BatchFailure::Poisoned => Self::Poisoned,
             BatchFailure::Closed => Self::Closed,
+            BatchFailure::DiskFull => Self::Io(io::ErrorKind::StorageFull.into()),
         }
     }
 }
 
 impl From<BatchFailure> for DeliverError {
     fn from(f: BatchFailure) -> Self {
-        Self::Storage(f.into())
+        match f {
+            BatchFailure::DiskFull => Self::DiskFull,
+            other => Self::Storage(other.into()),
+        }
     }
 }
 
 impl From<BatchFailure> for CreateMailboxError {
     fn from(f: BatchFailure) -> Self {
-        Self::Storage(f.into())
+        match f {
+            BatchFailure::DiskFull => Self::DiskFull,
+            other => Self::Storage(other.into()),
+        }
     }
 }
 
 impl From<BatchFailure> for WriteError {
     fn from(f: BatchFailure) -> Self {
-        Self::Storage(f.into())
+        match f {
+            BatchFailure::DiskFull => Self::DiskFull,
+            other => Self::Storage(other.into()),
+        }
     }
 }
 

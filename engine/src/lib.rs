@@ -27,6 +27,7 @@ mod codec;
 mod compaction;
 mod error;
 pub mod fanout;
+mod files;
 mod poison;
 mod recovery;
 mod segment;
@@ -44,6 +45,7 @@ pub use error::{
     WriteError,
 };
 pub use fanout::{SubscribeError, Subscriber, SubscriberLimits};
+pub use files::{DataFile, Io, RealIo};
 pub use types::*;
 
 /// Entry points for `fuzz/`; not part of the engine's API.

@@ -16,6 +16,7 @@ use std::sync::Arc;
 
 use crate::codec::{self, FrameError, HeaderError, Hint, HintEntry, Kind, Record, SegHeader};
 use crate::error::OpenError;
+use crate::files::{self, DataFile, Io};
 use crate::segment::{self, Segment};
 use crate::state::{MailboxEntry, MsgRef, ShardIndex, StateValue, DEDUPE_TTL_MS};
 use crate::sys::Map;
@@ -90,7 +91,7 @@ pub(crate) fn lock_dir(dir: &Path) -> Result<File, OpenError> {
 
 /// The shard count: the one stored in the directory, else the configured one
 /// (0 = one per core), stored now.
-pub(crate) fn shard_count(dir: &Path, configured: usize) -> Result<usize, OpenError> {
+pub(crate) fn shard_count(io: &dyn Io, dir: &Path, configured: usize) -> Result<usize, OpenError> {
     let p = dir.join(SHARDS_FILE);
     if let Ok(s) = std::fs::read_to_string(&p) {
         let n: usize = s
@@ -119,15 +120,13 @@ pub(crate) fn shard_count(dir: &Path, configured: usize) -> Result<usize, OpenEr
     }
     .clamp(1, 256);
     let tmp = dir.join("SHARDS.tmp");
-    std::fs::write(&tmp, format!("{n}\n"))?;
-    File::open(&tmp)?.sync_all()?;
-    std::fs::rename(&tmp, &p)?;
-    crate::sys::fsync_dir(dir)?;
+    files::write_atomically(io, dir, &p, &tmp, format!("{n}\n").as_bytes(), true)?;
     Ok(n)
 }
 
 /// Recover every shard (in parallel), then merge the metadata.
 pub(crate) fn recover(
+    io: &dyn Io,
     dir: &Path,
     n: usize,
     now_ms: u64,
@@ -140,7 +139,7 @@ pub(crate) fn recover(
         let Some(name) = name.to_str() else { continue };
         if name.ends_with(".seg.tmp") || name.ends_with(".hint.tmp") {
             // An unfinished compaction output or hint: never renamed, never used.
-            let _ = std::fs::remove_file(ent.path());
+            let _ = io.remove_file(&ent.path());
             continue;
         }
         if let Some((shard, no)) = segment::parse_seg_name(name) {
@@ -157,7 +156,7 @@ pub(crate) fn recover(
         let hs: Vec<_> = files
             .into_iter()
             .enumerate()
-            .map(|(shard, f)| s.spawn(move || recover_shard(dir, shard, n, f, sync)))
+            .map(|(shard, f)| s.spawn(move || recover_shard(io, dir, shard, f, sync)))
             .collect();
         hs.into_iter()
             .map(|h| {
@@ -180,9 +179,9 @@ pub(crate) fn recover(
 }
 
 fn recover_shard(
+    io: &dyn Io,
     dir: &Path,
     shard: usize,
-    n: usize,
     mut files: Vec<(u32, PathBuf)>,
     sync: bool,
 ) -> Result<(ShardRecovery, Acc), OpenError> {
@@ -193,12 +192,12 @@ fn recover_shard(
     };
     let mut acc = Acc::default();
     // Headers first: learn what supersedes what.
-    let mut opened: Vec<(u32, PathBuf, File, SegHeader)> = Vec::new();
+    let mut opened: Vec<(u32, PathBuf, DataFile, SegHeader)> = Vec::new();
     let last_no = files.last().map(|(no, _)| *no);
     for (no, path) in files {
-        let file = segment::open_rw(&path)?;
+        let file = io.open(&path)?;
         let mut hb = [0u8; codec::SEG_HEADER_LEN];
-        let got = read_up_to(&file, &mut hb)?;
+        let got = read_up_to(file.file(), &mut hb)?;
         match SegHeader::decode(hb.get(..got).unwrap_or_default()) {
             Ok(h) if h.seg_no == no && h.shard as usize == shard => {
                 opened.push((no, path, file, h))
@@ -207,18 +206,25 @@ fn recover_shard(
                 return Err(OpenError::UnsupportedVersion { path, version })
             }
             _ => {
-                if Some(no) == last_no {
+                if all_zero(file.file())? {
+                    // Created (and maybe preallocated) but never written: a
+                    // segment whose creation failed or never became durable.
+                    // Nothing in it was acknowledged.
+                    tracing::warn!(seg = %path.display(), "dropping a segment whose header was never written");
+                    drop(file);
+                    files::remove_segment(io, dir, &path)?;
+                } else if Some(no) == last_no {
                     // Created but its header never became durable: nothing
                     // in it was ever acknowledged.
                     tracing::warn!(seg = %path.display(), "dropping a segment with no valid header at the tail");
-                    std::fs::remove_file(&path)?;
-                    let _ = std::fs::remove_file(segment::hint_path(&path));
+                    drop(file);
+                    files::remove_segment(io, dir, &path)?;
                 } else {
                     tracing::error!(seg = %path.display(), "segment header invalid; quarantined as .corrupt");
-                    std::fs::rename(&path, path.with_extension("corrupt"))?;
+                    drop(file);
+                    files::quarantine_segment(io, dir, &path)?;
                     acc.corrupt += 1;
                 }
-                crate::sys::fsync_dir(dir)?;
             }
         }
     }
@@ -232,8 +238,8 @@ fn recover_shard(
         if superseded.contains(no) {
             // A compaction output replacing this one was renamed into place
             // before the crash; finish the unlink it could not.
-            let _ = std::fs::remove_file(path);
-            let _ = std::fs::remove_file(segment::hint_path(path));
+            let _ = io.remove_file(path);
+            let _ = io.remove_file(&segment::hint_path(path));
             removed = true;
             false
         } else {
@@ -241,7 +247,7 @@ fn recover_shard(
         }
     });
     if removed {
-        crate::sys::fsync_dir(dir)?;
+        io.sync_dir(dir)?;
     }
     let tail_no = opened
         .iter()
@@ -250,7 +256,7 @@ fn recover_shard(
         .max();
     for (no, path, file, hdr) in opened {
         acc.max_floor = acc.max_floor.max(hdr.id_floor);
-        let file_len = file.metadata()?.len();
+        let file_len = file.file().metadata()?.len();
         let hint = std::fs::read(segment::hint_path(&path))
             .ok()
             .and_then(|b| Hint::decode(&b).ok())
@@ -264,12 +270,11 @@ fn recover_shard(
             Some(h) => (h.data_len, h.entries),
             None => {
                 let tail = Some(no) == tail_no;
-                let (data_len, entries, bad) = scan(&file, file_len, tail, &path)?;
+                let (data_len, entries, bad) = scan(file.file(), file_len, tail, &path)?;
                 acc.corrupt += bad;
                 if tail && data_len < file_len {
                     tracing::warn!(seg = %path.display(), from = file_len, to = data_len, "truncating torn tail");
-                    file.set_len(data_len)?;
-                    file.sync_all()?;
+                    files::truncate(io, &file, data_len)?;
                 }
                 let hint = Hint {
                     shard: shard as u32,
@@ -277,14 +282,14 @@ fn recover_shard(
                     data_len,
                     entries: entries.clone(),
                 };
-                if let Err(e) = crate::writer::write_hint(dir, &path, &hint, sync) {
+                if let Err(e) = files::write_hint(io, dir, &path, &hint, sync) {
                     tracing::warn!(%e, "could not write hint file");
                 }
                 (data_len, entries)
             }
         };
         let map = Map::new(
-            &file,
+            file.file(),
             usize::try_from(data_len.max(1)).unwrap_or(usize::MAX),
         )?;
         let seg = Arc::new(Segment::new(no, path, map, data_len, true));
@@ -292,8 +297,25 @@ fn recover_shard(
         out.segs.insert(no, seg);
     }
     out.corrupt = acc.corrupt;
-    let _ = n;
     Ok((out, acc))
+}
+
+/// True if the file holds nothing but zero bytes (or nothing at all): a
+/// segment whose creation failed or never became durable. A segment whose
+/// header was damaged later still has records after it and is quarantined.
+fn all_zero(f: &File) -> std::io::Result<bool> {
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut off = 0u64;
+    loop {
+        let n = f.read_at(&mut buf, off)?;
+        if n == 0 {
+            return Ok(true);
+        }
+        if buf.get(..n).unwrap_or_default().iter().any(|&b| b != 0) {
+            return Ok(false);
+        }
+        off += n as u64;
+    }
 }
 
 fn read_up_to(f: &File, buf: &mut [u8]) -> std::io::Result<usize> {

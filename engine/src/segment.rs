@@ -3,7 +3,6 @@
 //! `s{shard:03}-{seg:010}.seg`, hints `….hint`; a compaction output is
 //! written as `….seg.tmp` and renamed into place.
 
-use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -84,14 +83,6 @@ pub(crate) fn parse_seg_name(name: &str) -> Option<(usize, u32)> {
         return None;
     }
     Some((shard.parse().ok()?, no.parse().ok()?))
-}
-
-/// Open a segment file read-write (the writer appends to the active one).
-pub(crate) fn open_rw(path: &Path) -> std::io::Result<File> {
-    std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(path)
 }
 
 /// File size on disk (allocated blocks), for `disk_bytes`.

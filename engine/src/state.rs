@@ -129,6 +129,8 @@ pub(crate) struct Counters {
 pub(crate) struct Shared {
     pub(crate) config: EngineConfig,
     pub(crate) dir: PathBuf,
+    /// Every change to the data directory goes through this seam.
+    pub(crate) io: Arc<dyn crate::files::Io>,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) hub: Hub,
     pub(crate) shards: Vec<Shard>,
@@ -142,6 +144,13 @@ pub(crate) struct Shared {
     /// Monotonic ms (since `started`) of the last free-space probe, and its verdict.
     pub(crate) disk_probe_at: AtomicU64,
     pub(crate) disk_low: AtomicBool,
+    /// Free bytes the last probe saw, and what the writers have appended or
+    /// preallocated since (so a burst between two probes is counted).
+    pub(crate) free_at_probe: AtomicU64,
+    pub(crate) written_since_probe: AtomicU64,
+    /// Bytes of deliveries admitted by the free-space guard and not yet
+    /// answered: the guard counts them as already written.
+    pub(crate) bytes_in_flight: AtomicU64,
     /// Fault injection for tests: the next fdatasync reports failure.
     pub(crate) fail_next_sync: AtomicBool,
 }

@@ -1,5 +1,5 @@
 //! The engine's only `unsafe` code: memory maps of segment files, the data
-//! directory lock and the free-space probe. Everything else in the crate is
+//! directory lock, the free-space probe and `fallocate`. Everything else in the crate is
 //! safe Rust over the handles this module returns.
 #![allow(unsafe_code)]
 
@@ -14,10 +14,12 @@ use memmap2::{Mmap, MmapOptions};
 /// A read-only mapping of (a prefix of) a segment file.
 ///
 /// The mapping may be longer than the file: the active segment is mapped at
-/// its full capacity once and grows by `pwrite` underneath. Callers only read
-/// bytes below the committed length, which are always inside the file, so no
-/// page past end-of-file is ever touched (that would raise SIGBUS). The files
-/// are never truncated while mapped.
+/// its full capacity once (preallocated to it when the filesystem can).
+/// Callers only read bytes below the committed length, which are always
+/// inside the file, so no page past end-of-file is ever touched (that would
+/// raise SIGBUS). A mapped file is only ever cut at or above its committed
+/// length (sealing gives back the preallocated tail; a failed batch write is
+/// cut back to where it started).
 pub(crate) struct Map {
     map: Mmap,
 }
@@ -31,12 +33,12 @@ impl Map {
                 "cannot map zero bytes",
             ));
         }
-        // SAFETY: the mapping is read-only and shared. Segment files are only
-        // ever appended to (pwrite past the committed length) or unlinked
-        // while mapped; they are never truncated or rewritten in place while a
-        // mapping exists, so bytes below the committed length never change
-        // under a reader, and readers never look past that length (see the
-        // type's doc for why a mapping longer than the file is sound).
+        // SAFETY: the mapping is read-only and shared. While mapped, segment
+        // files are only appended to (pwrite past the committed length), cut
+        // at or above the committed length, or unlinked; bytes below the
+        // committed length never change under a reader, and readers never
+        // look past that length (see the type's doc for why a mapping longer
+        // than the file is sound).
         let map = unsafe { MmapOptions::new().len(len).map(file)? };
         Ok(Arc::new(Self { map }))
     }
@@ -85,8 +87,31 @@ pub(crate) fn free_bytes(path: &Path) -> io::Result<u64> {
     Ok(avail.saturating_mul(frsize))
 }
 
-/// fsync a directory so that file creations, renames and unlinks in it are
-/// durable (a file's own fsync does not cover its directory entry).
-pub(crate) fn fsync_dir(dir: &Path) -> io::Result<()> {
-    File::open(dir)?.sync_all()
+/// Reserve blocks for the first `len` bytes of `file` (zero filled; the file
+/// grows to `len` if shorter). A filesystem without `fallocate` gets a plain
+/// (sparse) extension instead: the same bytes, without the reservation.
+pub(crate) fn allocate(file: &File, len: u64) -> io::Result<()> {
+    let len = libc::off_t::try_from(len)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "length beyond off_t"))?;
+    loop {
+        // SAFETY: fallocate takes a valid open descriptor (borrowed from
+        // `file`, which outlives the call) and plain integers; it touches no
+        // memory of ours.
+        let rc = unsafe { libc::fallocate(file.as_raw_fd(), 0, 0, len) };
+        if rc == 0 {
+            return Ok(());
+        }
+        let err = io::Error::last_os_error();
+        match err.raw_os_error() {
+            Some(libc::EINTR) => continue,
+            Some(libc::EOPNOTSUPP) => {
+                let now = file.metadata()?.len();
+                return match u64::try_from(len) {
+                    Ok(want) if want > now => file.set_len(want),
+                    _ => Ok(()),
+                };
+            }
+            _ => return Err(err),
+        }
+    }
 }

@@ -10,8 +10,6 @@
 //! order, so one writer orders everything of a mailbox.
 
 use std::collections::{HashMap, HashSet};
-use std::fs::File;
-use std::os::unix::fs::FileExt;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -24,6 +22,7 @@ use crate::codec::{self, HintEntry, Kind, MessageMetaRec, Record, SegHeader};
 use crate::error::{
     BatchFailure, CreateMailboxError, DeliverError, ResolveError, StorageError, WriteError,
 };
+use crate::files::{self, DataFile};
 use crate::poison::PoisonDart;
 use crate::segment::{self, Segment};
 use crate::state::{MailboxEntry, MsgRef, Shared, StateValue, MAX_STATE_ENTRIES, REF_CORRUPT};
@@ -255,7 +254,7 @@ pub(crate) struct Writer {
     pub(crate) shard: usize,
     pub(crate) shared: Arc<Shared>,
     pub(crate) rx: Receiver<Cmd>,
-    pub(crate) file: File,
+    pub(crate) file: DataFile,
     pub(crate) active: Arc<Segment>,
     pub(crate) write_off: u64,
     pub(crate) cap: u64,
@@ -388,6 +387,28 @@ impl Writer {
                 at,
                 reply,
             } => {
+                // A record the decoder would refuse must never be acknowledged
+                // (it would be unreadable, and after a crash its frame would
+                // look torn and cut off every later batch).
+                let largest = rcpts
+                    .iter()
+                    .map(|(rcpt, _)| {
+                        codec::message_payload_len(
+                            &MessageMetaRec {
+                                plus_tag: rcpt.plus_tag.clone(),
+                                envelope_from: envelope_from.clone(),
+                                summary: (*summary).clone(),
+                            },
+                            raw.len(),
+                        )
+                    })
+                    .max()
+                    .unwrap_or(0);
+                if largest > codec::MAX_PAYLOAD {
+                    let limit = self.shared.config.max_message_bytes;
+                    drop(reply.send(Err(DeliverError::TooLarge { limit })));
+                    return;
+                }
                 let mut results = Vec::with_capacity(rcpts.len());
                 let mut wrote = false;
                 let idx = shard.index.read();
@@ -795,50 +816,20 @@ impl Writer {
         let records = batch.records;
         Record::BatchCommit { records }.encode_frame(&mut batch.buf);
         let need = batch.buf.len() as u64;
-        if self.write_off + need > self.cap && self.write_off > codec::SEG_HEADER_LEN as u64 {
-            if let Err(e) = self.roll(need) {
-                self.shared.poison(self.shard, "starting a new segment", &e);
+        let base = match self.write_batch(&batch.buf) {
+            Ok(base) => {
+                self.shared
+                    .written_since_probe
+                    .fetch_add(need, Ordering::Relaxed);
+                base
+            }
+            Err(failure) => {
                 for s in batch.staged {
-                    s.ack.fail(BatchFailure::Poisoned);
+                    s.ack.fail(failure);
                 }
                 return;
             }
-        } else if self.write_off + need > self.cap {
-            // An empty segment too small for this batch: start one that fits.
-            if let Err(e) = self.roll(need) {
-                self.shared.poison(self.shard, "starting a new segment", &e);
-                for s in batch.staged {
-                    s.ack.fail(BatchFailure::Poisoned);
-                }
-                return;
-            }
-        }
-        let base = self.write_off;
-        let res = self.file.write_all_at(&batch.buf, base).and_then(|()| {
-            if self.shared.config.durability == Durability::Always {
-                let t = Instant::now();
-                let r = if self.shared.fail_next_sync.swap(false, Ordering::AcqRel) {
-                    Err(std::io::Error::other("injected fdatasync failure"))
-                } else {
-                    self.file.sync_data()
-                };
-                self.last_sync = t.elapsed();
-                metrics::histogram!("uncorreo_fsync_seconds").record(self.last_sync.as_secs_f64());
-                r
-            } else {
-                Ok(())
-            }
-        });
-        if let Err(e) = res {
-            // Never retry an fsync: the kernel may have dropped the dirty
-            // pages already, so a second success would be a lie.
-            self.shared
-                .poison(self.shard, "writing or syncing a batch", &e);
-            for s in batch.staged {
-                s.ack.fail(BatchFailure::Poisoned);
-            }
-            return;
-        }
+        };
         self.write_off = base + need;
         self.active.len.store(self.write_off, Ordering::Release);
         for mut h in batch.hints {
@@ -980,25 +971,89 @@ impl Writer {
         }
     }
 
-    /// Seal the active segment and start a new one big enough for `need`.
+    /// Append `buf` (a whole batch, ending in its `BatchCommit`) to the active
+    /// segment, rolling to a new one if it does not fit, and make it durable.
+    /// Returns the offset it was written at.
+    ///
+    /// No space (creating a segment, or writing into one) is temporary: the
+    /// segment is cut back to its last durable batch and the shard goes on.
+    /// Any other failure poisons the shard, and so does a failed sync, always:
+    /// the kernel may have dropped the dirty pages already, so a retried
+    /// `fdatasync` that succeeds would be a lie.
+    fn write_batch(&mut self, buf: &[u8]) -> Result<u64, BatchFailure> {
+        let need = buf.len() as u64;
+        if self.write_off + need > self.cap {
+            // Full, or an empty segment too small for this batch: start one that fits.
+            if let Err(e) = self.roll(need) {
+                return Err(self.fail(&e, "starting a new segment"));
+            }
+        }
+        let base = self.write_off;
+        let io = Arc::clone(&self.shared.io);
+        if let Err(e) = io.write_all_at(&self.file, buf, base) {
+            if files::is_out_of_space(&e) {
+                // Not synced: the next batch's fdatasync makes the length
+                // durable with it, and until then recovery treats whatever
+                // of this batch reached the disk as a torn tail (it has no
+                // BatchCommit: that is the last byte of the write).
+                if let Err(e) = io.set_len(&self.file, base) {
+                    // The log's end is no longer known: never write past it.
+                    self.shared
+                        .poison(self.shard, "cutting back a batch that did not fit", &e);
+                    return Err(BatchFailure::Poisoned);
+                }
+                tracing::warn!(shard = self.shard, "data filesystem full; batch refused");
+                return Err(BatchFailure::DiskFull);
+            }
+            return Err(self.fail(&e, "writing a batch"));
+        }
+        if self.shared.config.durability == Durability::Always {
+            let t = Instant::now();
+            let synced = if self.shared.fail_next_sync.swap(false, Ordering::AcqRel) {
+                Err(std::io::Error::other("injected fdatasync failure"))
+            } else {
+                io.sync_data(&self.file)
+            };
+            self.last_sync = t.elapsed();
+            metrics::histogram!("uncorreo_fsync_seconds").record(self.last_sync.as_secs_f64());
+            if let Err(e) = synced {
+                self.shared.poison(self.shard, "syncing a batch", &e);
+                return Err(BatchFailure::Poisoned);
+            }
+        }
+        Ok(base)
+    }
+
+    /// A failed write or segment creation: temporary when out of space,
+    /// else the shard is poisoned.
+    fn fail(&self, e: &std::io::Error, what: &str) -> BatchFailure {
+        if files::is_out_of_space(e) {
+            tracing::warn!(%e, shard = self.shard, what, "data filesystem full; batch refused");
+            BatchFailure::DiskFull
+        } else {
+            self.shared.poison(self.shard, what, e);
+            BatchFailure::Poisoned
+        }
+    }
+
+    /// Start a new segment big enough for `need`, then seal the old one. The
+    /// new one is made first so that a failure (a full disk) leaves the
+    /// active segment as it was, still open for appends.
     pub(crate) fn roll(&mut self, need: u64) -> std::io::Result<()> {
-        self.seal();
         let cap = self
             .shared
             .config
             .segment_bytes
             .max(need + codec::SEG_HEADER_LEN as u64);
         let no = self.next_seg;
+        // Used up even on failure: a leftover file of a failed create must
+        // not make the next attempt collide with it.
         self.next_seg += 1;
-        let (file, seg) = create_segment(
-            &self.shared,
-            self.shard,
-            no,
-            self.counter,
-            cap,
-            0,
-            codec::NO_SEGMENT,
-        )?;
+        let (file, seg) = create_segment(&self.shared, self.shard, no, self.counter, cap, false)?;
+        self.shared
+            .written_since_probe
+            .fetch_add(cap, Ordering::Relaxed);
+        self.seal();
         self.file = file;
         self.active = seg;
         self.write_off = codec::SEG_HEADER_LEN as u64;
@@ -1014,13 +1069,20 @@ impl Writer {
         if self.active.sealed.swap(true, Ordering::AcqRel) {
             return;
         }
+        // Give back the preallocated tail (best effort: recovery finds the
+        // end inside a zero tail anyway). Readers never look past the
+        // committed length, which is where the cut is.
+        if let Err(e) = self.shared.io.set_len(&self.file, self.write_off) {
+            tracing::warn!(%e, seg = %self.active.path.display(), "could not trim a sealed segment");
+        }
         let hint = codec::Hint {
             shard: self.shard as u32,
             seg_no: self.active.no,
             data_len: self.write_off,
             entries: std::mem::take(&mut self.hints),
         };
-        if let Err(e) = write_hint(
+        if let Err(e) = files::write_hint(
+            self.shared.io.as_ref(),
             &self.shared.dir,
             &self.active.path,
             &hint,
@@ -1075,28 +1137,35 @@ pub(crate) fn create_segment(
     no: u32,
     id_floor: u64,
     cap: u64,
-    flags: u32,
-    supersedes: u32,
-) -> std::io::Result<(File, Arc<Segment>)> {
+    at_open: bool,
+) -> std::io::Result<(DataFile, Arc<Segment>)> {
     let path = segment::seg_path(&shared.dir, shard, no);
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create_new(true)
-        .open(&path)?;
-    let hdr = SegHeader {
-        flags,
+    let header = SegHeader {
+        flags: 0,
         shard: shard as u32,
         seg_no: no,
         id_floor,
-        supersedes,
-    };
-    file.write_all_at(&hdr.encode(), 0)?;
-    if shared.config.durability == Durability::Always {
-        file.sync_all()?;
-        crate::sys::fsync_dir(&shared.dir)?;
+        supersedes: codec::NO_SEGMENT,
     }
-    let map = Map::new(&file, usize::try_from(cap).unwrap_or(usize::MAX))?;
+    .encode();
+    let file = files::create_segment_file(
+        shared.io.as_ref(),
+        &files::NewSegment {
+            path: &path,
+            header: &header,
+            preallocate: cap,
+            unreserved_if_full: at_open,
+            sync: shared.config.durability == Durability::Always,
+        },
+    )?;
+    let map = match Map::new(file.file(), usize::try_from(cap).unwrap_or(usize::MAX)) {
+        Ok(map) => map,
+        Err(e) => {
+            drop(file);
+            let _ = shared.io.remove_file(&path);
+            return Err(e);
+        }
+    };
     let seg = Arc::new(Segment::new(
         no,
         path,
@@ -1109,27 +1178,6 @@ pub(crate) fn create_segment(
         .write()
         .insert(no, Arc::clone(&seg));
     Ok((file, seg))
-}
-
-/// Write a hint file atomically: temp file, fsync, rename, fsync the directory.
-/// `sync = false` (load-test mode) skips the fsyncs.
-pub(crate) fn write_hint(
-    dir: &std::path::Path,
-    seg_path: &std::path::Path,
-    hint: &codec::Hint,
-    sync: bool,
-) -> std::io::Result<()> {
-    let final_path = segment::hint_path(seg_path);
-    let tmp = final_path.with_extension("hint.tmp");
-    std::fs::write(&tmp, hint.encode())?;
-    if sync {
-        File::open(&tmp)?.sync_all()?;
-    }
-    std::fs::rename(&tmp, &final_path)?;
-    if sync {
-        crate::sys::fsync_dir(dir)?;
-    }
-    Ok(())
 }
 
 /// Mark a message ref corrupt (found by a read) so it is never served.

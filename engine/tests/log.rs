@@ -257,18 +257,43 @@ fn events_follow_commit_and_carry_the_sequence() {
     assert_eq!(sub.try_recv().unwrap_err(), SubscriptionEnd::MailboxGone);
 }
 
+/// The local part of an address whose mailbox lives in `shard` (of the
+/// test config's two): routing is by a stable hash of the address.
+fn local_in_shard(e: &Engine, shard: u64) -> String {
+    (0..)
+        .map(|i| format!("box{i}"))
+        .find(|local| {
+            let info = mailbox(e, local, 100, 3_600_000);
+            if info.id.0 % 2 == shard {
+                return true;
+            }
+            block_on(e.delete_mailbox(info.id)).unwrap();
+            false
+        })
+        .unwrap()
+}
+
 #[test]
 fn a_failed_fdatasync_poisons_the_engine_until_restart() {
+    // Once with the failing sync on shard 0 (which also holds the users) and
+    // once on shard 1: exactly that shard refuses writes, the other goes on.
+    for failing in [0u64, 1] {
+        poisons_only_the_shard_whose_sync_failed(failing);
+    }
+}
+
+fn poisons_only_the_shard_whose_sync_failed(failing: u64) {
     let dir = tempfile::tempdir().unwrap();
     let c = clock();
     let e = open(dir.path(), &c);
-    mailbox(&e, "a", 100, 3_600_000);
-    let kept = stored(&deliver(&e, &["a@uncorreo.test"], raw(300, 1)))[0];
+    let local = local_in_shard(&e, failing);
+    let to = format!("{local}@uncorreo.test");
+    let kept = stored(&deliver(&e, &[&to], raw(300, 1)))[0];
     e.fail_next_sync_for_tests();
     let d = || Delivery {
         raw: raw(300, 2),
         envelope_from: String::new(),
-        recipients: vec![Recipient::parse("a@uncorreo.test").unwrap()],
+        recipients: vec![Recipient::parse(&to).unwrap()],
         dedupe_key: None,
     };
     assert!(matches!(
@@ -276,20 +301,23 @@ fn a_failed_fdatasync_poisons_the_engine_until_restart() {
         Err(DeliverError::Storage(StorageError::Poisoned))
     ));
     assert!(e.stats().poisoned);
-    let failed = e.health().failed_shards;
-    assert_eq!(failed.len(), 1, "only the shard that failed its sync");
+    assert_eq!(
+        e.health().failed_shards,
+        [failing as usize],
+        "only the shard that failed its sync"
+    );
     // Never retried, never accepted again: every later write to that shard is refused.
     assert!(matches!(
         block_on(e.deliver(d())),
         Err(DeliverError::Storage(StorageError::Poisoned))
     ));
     assert!(matches!(
-        block_on(e.delete_mailbox(e.mailbox(&addr("a")).unwrap().id)),
+        block_on(e.delete_mailbox(e.mailbox(&addr(&local)).unwrap().id)),
         Err(WriteError::Storage(StorageError::Poisoned))
     ));
-    // The other shard goes on (users live in shard 0).
+    // Users live in shard 0: refused exactly when shard 0 is the failed one.
     let user = block_on(e.create_user("x".into()));
-    if failed == [0] {
+    if failing == 0 {
         assert!(matches!(
             user,
             Err(WriteError::Storage(StorageError::Poisoned))
@@ -300,16 +328,13 @@ fn a_failed_fdatasync_poisons_the_engine_until_restart() {
     assert!(StorageError::Poisoned.is_temporary());
     // Reads of what was durable still work.
     assert_eq!(e.read_raw(kept).unwrap(), raw(300, 1));
-    assert_eq!(e.mailbox(&addr("a")).unwrap().message_count, 1);
+    assert_eq!(e.mailbox(&addr(&local)).unwrap().message_count, 1);
     e.shutdown();
     drop(e);
     let e = open(dir.path(), &c);
     assert!(!e.stats().poisoned);
     assert_eq!(e.read_raw(kept).unwrap(), raw(300, 1));
-    assert_eq!(
-        stored(&deliver(&e, &["a@uncorreo.test"], raw(300, 3))).len(),
-        1
-    );
+    assert_eq!(stored(&deliver(&e, &[&to], raw(300, 3))).len(), 1);
 }
 
 #[test]
@@ -359,4 +384,27 @@ fn a_cancelled_delivery_does_not_leave_its_dedupe_key_pending() {
         "{r:?}"
     );
     assert_eq!(block_on(e.deliver(d)).unwrap(), DeliveryOutcome::Duplicate);
+}
+
+#[test]
+fn config_limits_keep_every_record_decodable() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = clock();
+    let with = |tweak: &dyn Fn(&mut EngineConfig)| {
+        let mut cfg = config(dir.path());
+        tweak(&mut cfg);
+        Engine::open_with_clock(cfg, c.clone() as Arc<dyn Clock>)
+    };
+    // A message at the decoder's own limit would be stored in a frame the
+    // decoder refuses (the record adds its prefix and meta): not accepted.
+    assert!(matches!(
+        with(&|cfg| cfg.max_message_bytes = 1 << 30),
+        Err(OpenError::Config(_))
+    ));
+    assert!(matches!(
+        with(&|cfg| cfg.batch_max_bytes = (1 << 28) + 1),
+        Err(OpenError::Config(_))
+    ));
+    let e = with(&|cfg| cfg.max_message_bytes = (1 << 30) - (1 << 20)).unwrap();
+    e.shutdown();
 }

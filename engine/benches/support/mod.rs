@@ -23,7 +23,14 @@ pub fn engine(dir: &std::path::Path, durability: Durability, mailboxes: usize) -
             .unwrap_or(0),
         ..EngineConfig::default()
     };
-    let e = Engine::open(cfg).expect("open");
+    // BENCH_PREALLOCATE=0 measures the engine as it was before segments
+    // were preallocated: the real calls, with `fallocate` left out.
+    let e = if std::env::var("BENCH_PREALLOCATE").is_ok_and(|v| v == "0") {
+        Engine::open_with_io(cfg, Arc::new(SystemClock), Arc::new(NoPreallocation))
+    } else {
+        Engine::open(cfg)
+    }
+    .expect("open");
     let rt = tokio::runtime::Builder::new_current_thread()
         .build()
         .expect("rt");
@@ -39,6 +46,42 @@ pub fn engine(dir: &std::path::Path, durability: Durability, mailboxes: usize) -
         .expect("mailbox");
     }
     e
+}
+
+/// The real I/O without preallocation (for the before/after comparison).
+struct NoPreallocation;
+
+impl Io for NoPreallocation {
+    fn create_new(&self, path: &std::path::Path) -> std::io::Result<DataFile> {
+        RealIo.create_new(path)
+    }
+    fn open(&self, path: &std::path::Path) -> std::io::Result<DataFile> {
+        RealIo.open(path)
+    }
+    fn write_all_at(&self, file: &DataFile, bytes: &[u8], offset: u64) -> std::io::Result<()> {
+        RealIo.write_all_at(file, bytes, offset)
+    }
+    fn sync_data(&self, file: &DataFile) -> std::io::Result<()> {
+        RealIo.sync_data(file)
+    }
+    fn sync_all(&self, file: &DataFile) -> std::io::Result<()> {
+        RealIo.sync_all(file)
+    }
+    fn allocate(&self, _file: &DataFile, _len: u64) -> std::io::Result<()> {
+        Ok(())
+    }
+    fn set_len(&self, file: &DataFile, len: u64) -> std::io::Result<()> {
+        RealIo.set_len(file, len)
+    }
+    fn rename(&self, from: &std::path::Path, to: &std::path::Path) -> std::io::Result<()> {
+        RealIo.rename(from, to)
+    }
+    fn remove_file(&self, path: &std::path::Path) -> std::io::Result<()> {
+        RealIo.remove_file(path)
+    }
+    fn sync_dir(&self, dir: &std::path::Path) -> std::io::Result<()> {
+        RealIo.sync_dir(dir)
+    }
 }
 
 pub fn message(i: u64) -> Bytes {

@@ -90,10 +90,19 @@ pub fn segments(dir: &Path) -> Vec<(std::path::PathBuf, u64)> {
     v
 }
 
+/// Bytes of data in the data dir's files: each file's length without its
+/// zero-filled tail (a fresh active segment is preallocated to its full
+/// capacity; that reservation holds no data).
 pub fn dir_bytes(dir: &Path) -> u64 {
     std::fs::read_dir(dir)
         .unwrap()
-        .map(|e| e.unwrap().metadata().unwrap().len())
+        .map(|e| {
+            let bytes = std::fs::read(e.unwrap().path()).unwrap();
+            bytes
+                .iter()
+                .rposition(|&b| b != 0)
+                .map_or(0, |i| i as u64 + 1)
+        })
         .sum()
 }
 

@@ -5,6 +5,7 @@
 
 mod auth;
 mod clients;
+mod disk_full;
 mod frameworks;
 mod kill;
 mod postfix;
