@@ -157,7 +157,8 @@ pub fn attachment(raw: &[u8], index: usize) -> Option<Attachment> {
     })
 }
 
-fn raw_value(raw: &[u8], start: u32, end: u32) -> String {
+/// A header's value as it stands in `raw[start..end]`, unfolded, trimmed.
+pub fn raw_value(raw: &[u8], start: u32, end: u32) -> String {
     let slice = raw.get(start as usize..end as usize).unwrap_or_default();
     let text = String::from_utf8_lossy(slice);
     // Unfold: CRLF followed by whitespace is one space (RFC 5322 §2.2.3).
@@ -172,7 +173,9 @@ fn raw_value(raw: &[u8], start: u32, end: u32) -> String {
     out.trim().to_owned()
 }
 
-fn content_type_of(part: &mail_parser::MessagePart<'_>) -> String {
+/// A part's `type/subtype`, lowercased; `application/octet-stream` when
+/// missing or not made of RFC 2045 tokens.
+pub fn content_type_of(part: &mail_parser::MessagePart<'_>) -> String {
     let Some(ct) = part.content_type() else {
         return "application/octet-stream".to_owned();
     };

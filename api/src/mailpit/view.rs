@@ -14,6 +14,7 @@ use mail_parser::{MessageParser, MimeHeaders};
 use serde::{Deserialize, Serialize};
 use sha1::Digest as _;
 use uncorreo_engine::MessageMeta;
+use uncorreo_mail::view::{content_type_of, raw_value};
 
 use super::search::Doc;
 
@@ -508,39 +509,6 @@ pub fn part(raw: &[u8], part_id: &str) -> Option<(Bytes, String, String)> {
         content_type_of(part),
         name,
     ))
-}
-
-fn content_type_of(part: &mail_parser::MessagePart<'_>) -> String {
-    let Some(ct) = part.content_type() else {
-        return "application/octet-stream".to_owned();
-    };
-    let token = |s: &str| {
-        !s.is_empty()
-            && s.len() <= 64
-            && s.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"!#$&-^_.+".contains(&b))
-    };
-    let main = ct.ctype();
-    let sub = ct.subtype().unwrap_or("octet-stream");
-    if token(main) && token(sub) {
-        format!("{}/{}", main.to_ascii_lowercase(), sub.to_ascii_lowercase())
-    } else {
-        "application/octet-stream".to_owned()
-    }
-}
-
-fn raw_value(raw: &[u8], start: u32, end: u32) -> String {
-    let slice = raw.get(start as usize..end as usize).unwrap_or_default();
-    let text = String::from_utf8_lossy(slice);
-    let mut out = String::with_capacity(text.len());
-    for (i, line) in text.split('\n').enumerate() {
-        let line = line.strip_suffix('\r').unwrap_or(line);
-        if i > 0 && !line.is_empty() {
-            out.push(' ');
-        }
-        out.push_str(line.trim());
-    }
-    out.trim().to_owned()
 }
 
 /// A header name as Go's `textproto` canonicalizes it (what Mailpit's
