@@ -449,10 +449,17 @@ pub async fn ensure_problem_json(
     req: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
-    let resp = next.run(req).await;
+    let mut resp = next.run(req).await;
     let status = resp.status();
     if !(status.is_client_error() || status.is_server_error()) {
         return resp;
+    }
+    if status == StatusCode::PAYLOAD_TOO_LARGE {
+        // A refused body is left unread, so the connection cannot carry
+        // another request: say so, or a client reuses it and its next
+        // request dies on the close (RFC 9112 section 9.6).
+        resp.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
     let is_problem = resp
         .headers()
