@@ -32,6 +32,11 @@ pub struct ListQuery {
     pub limit: Option<usize>,
     /// Only messages that arrived for `box+TAG@…` (ASCII case-insensitive).
     pub tag: Option<String>,
+    /// Start `limit` sequence numbers before the newest, so one request
+    /// gets the newest page (fewer messages if some were deleted); the
+    /// page is still oldest first and `next_since` resumes after it. Not
+    /// with `since`.
+    pub latest: Option<bool>,
 }
 
 /// A message as listed.
@@ -162,7 +167,7 @@ fn message_in(state: &AppState, mb: &MailboxInfo, id: &str) -> Result<MessageMet
         (status = 400, description = "Malformed query", body = ProblemBody, content_type = "application/problem+json"),
         (status = 401, description = "No credential, or an unknown or revoked API key", body = ProblemBody, content_type = "application/problem+json"),
         (status = 404, description = "No such mailbox, or not visible with these credentials", body = ProblemBody, content_type = "application/problem+json"),
-        (status = 422, description = "`limit` out of range", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 422, description = "`limit` out of range, or both `since` and `latest`", body = ProblemBody, content_type = "application/problem+json"),
         (status = 429, description = "Rate limited", body = ProblemBody, content_type = "application/problem+json"),
     ),
     security(("api_key" = []), ("session_token" = [])),
@@ -190,7 +195,17 @@ pub fn list(state: &AppState, mb: &MailboxInfo, q: ListQuery) -> Result<MessageP
         )
         .for_field("limit"));
     }
-    let since = q.since.unwrap_or(0);
+    let since = match (q.latest.unwrap_or(false), q.since) {
+        (false, since) => since.unwrap_or(0),
+        (true, None) => mb.last_seq.saturating_sub(limit as u64),
+        (true, Some(_)) => {
+            return Err(Problem::new(
+                Kind::InvalidRequest,
+                "give either since or latest=true, not both",
+            )
+            .for_field("latest"))
+        }
+    };
     let tag = q.tag.filter(|t| !t.is_empty());
     let mut cursor = since;
     let mut scanned = 0usize;

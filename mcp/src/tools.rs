@@ -206,6 +206,7 @@ impl Session {
                 since: a.since,
                 limit: a.limit,
                 tag: None,
+                latest: None,
             },
         )
         .map_err(as_argument_error)?;
@@ -397,6 +398,7 @@ impl Session {
                     since: Some(cursor),
                     limit: Some(limits.max_page),
                     tag: None,
+                    latest: None,
                 },
             )?;
             scanned += page.messages.len();

@@ -59,7 +59,8 @@ function watchConsole(page, into) {
 const { browser, close } = await launch();
 let failed = false;
 try {
-  await liveInboxAndHostileMail();
+  // bench/ui.sh sets UI_STEPS=timing to time the first render alone.
+  if (process.env.UI_STEPS !== 'timing') await liveInboxAndHostileMail();
   await thousandMessageInbox();
 } catch (error) {
   failed = true;
@@ -244,7 +245,13 @@ async function thousandMessageInbox() {
 
   const context = await browser.newContext();
   await rememberInContext(context, created);
-  const requests = await watchRequests(context);
+  // Watched, not routed: routing would hold every request of the page for a
+  // round trip through this script, which no user's browser pays. Any
+  // off-host request the page even attempts is listed and fails the check.
+  const offHost = [];
+  context.on('request', (request) => {
+    if (!isLocal(request.url())) offHost.push(request.url());
+  });
   const page = await context.newPage();
   // A first visit: nothing cached.
   const navigated = Date.now();
@@ -280,7 +287,7 @@ async function thousandMessageInbox() {
   await page.fill('#filter', '100999');
   await page.locator('.message', { hasText: 'Load message 1000' }).waitFor();
   assert((await page.locator('.message').count()) === 1, 'the filter finds one message by its code');
-  assert(requests.offHost.length === 0, `no off-host request: ${requests.offHost}`);
+  assert(offHost.length === 0, `no off-host request: ${offHost}`);
   console.log(`BENCH ui.inbox1000.rendered_ms=${timing.renderedMs.toFixed(1)}`);
   console.log(`BENCH ui.inbox1000.first_contentful_paint_ms=${timing.firstPaintMs === null ? 'n/a' : timing.firstPaintMs.toFixed(1)}`);
   console.log(`BENCH ui.inbox1000.wall_ms=${wallMs}`);

@@ -94,6 +94,12 @@ export const api = {
       credential: store.credential(address),
     });
   },
+  // The newest `limit` sequence numbers, oldest first.
+  latestMessages(address, limit) {
+    return call('GET', `${box(address)}/messages?latest=true&limit=${limit}`, {
+      credential: store.credential(address),
+    });
+  },
   message(address, id) {
     return call('GET', `${box(address)}/messages/${encodeURIComponent(id)}`, {
       credential: store.credential(address),

@@ -1,8 +1,9 @@
 // Inbox page: the newest messages first, live over the WebSocket.
 //
-// First paint needs two small requests: the mailbox (for its last
-// sequence) and the newest page of summaries. Then the feed opens with
-// `since` = the end of that page, and older pages load in the background.
+// First paint needs two small requests, sent together: the mailbox (its
+// TTL) and the newest page of summaries (`latest=true`). Then the feed
+// opens with `since` = the end of that page, and older pages load in the
+// background.
 // Every summary is keyed by its sequence, so a message reaching us twice
 // (replay after a reconnect, a page that overlaps the feed) shows once. The
 // list renders at most `shown` rows, so a 1,000-message inbox costs the
@@ -94,9 +95,15 @@ export function inboxPage(main, { address }) {
   }
 
   (async () => {
+    // Both at once: the newest page does not need the mailbox's last
+    // sequence first, so first paint costs one round trip, not two.
+    const mailboxRequest = api.mailbox(address);
+    const pageRequest = api.latestMessages(address, PAGE);
+    // Neither rejection may go unhandled while the other is awaited.
+    pageRequest.catch(() => {});
     let mailbox;
     try {
-      mailbox = await api.mailbox(address);
+      mailbox = await mailboxRequest;
     } catch (error) {
       notice.replaceChildren(errorPanel(error, 'This inbox cannot be opened'));
       return;
@@ -104,17 +111,23 @@ export function inboxPage(main, { address }) {
     if (!alive) return;
     ttl.dataset.expires = mailbox.expires_at;
     ttl.textContent = formatCountdown(mailbox.expires_at);
-    const since = Math.max(0, mailbox.last_seq - PAGE);
     let page;
     try {
-      page = await api.messages(address, since, PAGE);
+      page = await pageRequest;
     } catch (error) {
       notice.replaceChildren(errorPanel(error, 'Could not list messages'));
       return;
     }
     if (!alive) return;
+    // Where the newest page starts: everything up to it loads in the
+    // background, everything after it comes over the feed.
+    const since = page.messages.length ? page.messages[0].seq - 1 : page.next_since;
     for (const m of page.messages) add(normalize(m), false);
-    schedule();
+    // The first page goes into the DOM now, not at the next animation
+    // frame: a frame can come after the background pages below have been
+    // fetched and parsed, which would hold the first paint for them.
+    if (frame) cancelAnimationFrame(frame);
+    render();
     feed = new Feed(address, Math.max(page.next_since, since), {
       onMessage: (event) => add(normalize(event), true),
       onState: (state) => {

@@ -224,6 +224,21 @@ fn listing_pages_by_sequence_and_filters_by_plus_tag() {
         (Some(5), Some(false))
     );
 
+    // The newest page in one request (what the web UI's first paint uses),
+    // oldest first within it, resuming after it.
+    let newest = page("latest=true&limit=2");
+    assert_eq!(subjects(&newest), ["m3", "m4"]);
+    assert_eq!(
+        (newest["next_since"].as_u64(), newest["has_more"].as_bool()),
+        (Some(5), Some(false))
+    );
+    assert_eq!(subjects(&page("latest=true&limit=9")).len(), 5);
+    let r = api.get(
+        &format!("/api/v1/mailboxes/{address}/messages?latest=true&since=1"),
+        &auth,
+    );
+    assert_eq!((r.status, r.problem().as_str()), (422, "invalid-request"));
+
     let even = page("tag=even");
     assert_eq!(subjects(&even), ["m0", "m2", "m4"]);
     assert_eq!(even["messages"][0]["plus_tag"], "even");
