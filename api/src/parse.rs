@@ -14,49 +14,72 @@ pub use uncorreo_mail::view::{
 
 use crate::problem::{Kind, Problem};
 
-/// Run `f` on the blocking pool behind `catch_unwind`, refusing messages
-/// above `max_bytes`.
-async fn guarded<T: Send + 'static>(
+/// Why a stored message has no parsed view.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ParseError {
+    /// Above `limits.parse_max_bytes`.
+    #[error("message too large to parse; read it from /raw")]
+    TooLarge,
+    /// The parser panicked.
+    #[error("message could not be parsed; read it from /raw")]
+    Unparseable,
+}
+
+/// Run `f` over `raw` on the blocking pool behind `catch_unwind`, refusing
+/// messages above `max_bytes`: the one guard of every parsed view (REST,
+/// MCP, Mailpit).
+pub async fn guarded<T: Send + 'static>(
     raw: Bytes,
     max_bytes: usize,
-    f: impl FnOnce(&[u8]) -> Option<T> + Send + 'static,
-) -> Result<T, Problem> {
+    f: impl FnOnce(&[u8]) -> T + Send + 'static,
+) -> Result<T, ParseError> {
     if raw.len() > max_bytes {
         metrics::counter!("uncorreo_message_parse_failures_total", "reason" => "too_large")
             .increment(1);
-        return Err(Problem::new(
-            Kind::MessageTooLargeToParse,
-            format!("messages above {max_bytes} bytes are not parsed; read them from …/raw"),
-        ));
+        return Err(ParseError::TooLarge);
     }
     let joined =
         tokio::task::spawn_blocking(move || catch_unwind(AssertUnwindSafe(|| f(&raw)))).await;
     match joined {
-        Ok(Ok(Some(v))) => Ok(v),
-        Ok(Ok(None)) => Err(Problem::new(
-            Kind::NotFound,
-            crate::problem::NOT_FOUND_DETAIL,
-        )),
+        Ok(Ok(v)) => Ok(v),
         Ok(Err(_)) | Err(_) => {
             metrics::counter!("uncorreo_message_parse_failures_total", "reason" => "panic")
                 .increment(1);
             tracing::warn!("the mail parser panicked on a stored message");
-            Err(Problem::new(
-                Kind::Unparseable,
-                "the message could not be parsed; read it from …/raw",
-            ))
+            Err(ParseError::Unparseable)
         }
+    }
+}
+
+/// [`guarded`] for REST: failures as problems, `None` as not-found.
+async fn guarded_problem<T: Send + 'static>(
+    raw: Bytes,
+    max_bytes: usize,
+    f: impl FnOnce(&[u8]) -> Option<T> + Send + 'static,
+) -> Result<T, Problem> {
+    match guarded(raw, max_bytes, f).await {
+        Ok(Some(v)) => Ok(v),
+        Ok(None) => Err(Problem::not_found()),
+        Err(ParseError::TooLarge) => Err(Problem::new(
+            Kind::MessageTooLargeToParse,
+            format!("messages above {max_bytes} bytes are not parsed; read them from …/raw"),
+        )),
+        Err(ParseError::Unparseable) => Err(Problem::new(
+            Kind::Unparseable,
+            "the message could not be parsed; read it from …/raw",
+        )),
     }
 }
 
 /// The parsed view of `raw`.
 pub async fn parse(raw: Bytes, max_bytes: usize) -> Result<Parsed, Problem> {
-    guarded(raw, max_bytes, |raw| Some(view::parse(raw))).await
+    guarded_problem(raw, max_bytes, |raw| Some(view::parse(raw))).await
 }
 
 /// Attachment `index` of `raw`, decoded; `404` if there is no such attachment.
 pub async fn attachment(raw: Bytes, max_bytes: usize, index: usize) -> Result<Attachment, Problem> {
-    guarded(raw, max_bytes, move |raw| view::attachment(raw, index)).await
+    guarded_problem(raw, max_bytes, move |raw| view::attachment(raw, index)).await
 }
 
 #[cfg(test)]

@@ -99,26 +99,8 @@ pub fn parse(raw: &[u8]) -> Parsed {
     let Some(msg) = MessageParser::default().parse(raw) else {
         return Parsed::default();
     };
-    let headers = msg
-        .headers()
-        .iter()
-        .take(MAX_HEADERS)
-        .map(|h| HeaderView {
-            name: h.name().to_owned(),
-            value: raw_value(raw, h.offset_start(), h.offset_end()),
-        })
-        .collect();
-    let addrs = |a: Option<&mail_parser::Address<'_>>| -> Vec<AddrView> {
-        a.map(|a| {
-            a.iter()
-                .map(|x| AddrView {
-                    name: x.name().map(str::to_owned),
-                    address: x.address().map(str::to_owned),
-                })
-                .collect()
-        })
-        .unwrap_or_default()
-    };
+    let headers = headers(&msg, raw);
+    let addrs = |a| addresses(a, usize::MAX);
     let attachments = msg
         .attachments()
         .enumerate()
@@ -155,6 +137,149 @@ pub fn attachment(raw: &[u8], index: usize) -> Option<Attachment> {
         content_type: content_type_of(part),
         filename: part.attachment_name().map(clip_filename),
     })
+}
+
+/// Most addresses kept per address header, and most parts listed, in a
+/// [`Structure`].
+pub const MAX_STRUCTURE_ITEMS: usize = 256;
+
+/// A part a client may fetch on its own: an attachment, or an inline part
+/// (one with a Content-ID, such as an image the HTML shows).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartView {
+    /// mail-parser's part number, stable for the same bytes: the id of
+    /// [`part_by_id`].
+    pub part_id: u32,
+    /// Filename as the sender gave it (decoded, path and control characters
+    /// removed, clipped), if any.
+    pub filename: Option<String>,
+    /// Sanitized `type/subtype`.
+    pub content_type: String,
+    /// Content-ID without angle brackets (empty if none).
+    pub content_id: String,
+    /// `Content-Disposition: attachment` was given.
+    pub marked_attachment: bool,
+    /// The decoded bytes.
+    pub contents: Bytes,
+}
+
+/// The message's structure, for clients that show more than [`Parsed`]
+/// (the Mailpit-compatible API): every address header, Message-ID, and the
+/// parts with their Content-IDs and decoded bytes.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Structure {
+    /// `Message-ID:` without angle brackets.
+    pub message_id: Option<String>,
+    /// `From:`.
+    pub from: Vec<AddrView>,
+    /// `To:`.
+    pub to: Vec<AddrView>,
+    /// `Cc:`.
+    pub cc: Vec<AddrView>,
+    /// `Bcc:` (rare in received mail).
+    pub bcc: Vec<AddrView>,
+    /// `Reply-To:`.
+    pub reply_to: Vec<AddrView>,
+    /// `Subject:` decoded.
+    pub subject: Option<String>,
+    /// `Date:` as RFC 3339.
+    pub date: Option<String>,
+    /// First text body (converted from HTML when there is only HTML).
+    pub text: Option<String>,
+    /// First HTML body, only when the message has one (never converted from text).
+    pub html: Option<String>,
+    /// Headers in order (at most [`MAX_HEADERS`]).
+    pub headers: Vec<HeaderView>,
+    /// Attachments and inline parts in order (at most [`MAX_STRUCTURE_ITEMS`]).
+    pub parts: Vec<PartView>,
+}
+
+/// The structure of `raw`. No size cap and no unwind guard: the caller adds both.
+pub fn structure(raw: &[u8]) -> Structure {
+    let Some(msg) = MessageParser::default().parse(raw) else {
+        return Structure::default();
+    };
+    let parts = msg
+        .attachments
+        .iter()
+        .take(MAX_STRUCTURE_ITEMS)
+        .filter_map(|&part_id| {
+            let part = msg.part(part_id)?;
+            Some(PartView {
+                part_id,
+                filename: part.attachment_name().map(clip_filename),
+                content_type: content_type_of(part),
+                content_id: part
+                    .content_id()
+                    .map(|c| c.trim_matches(['<', '>']).to_owned())
+                    .unwrap_or_default(),
+                marked_attachment: part
+                    .content_disposition()
+                    .is_some_and(|d| d.is_attachment()),
+                contents: Bytes::copy_from_slice(part.contents()),
+            })
+        })
+        .collect();
+    Structure {
+        message_id: msg.message_id().map(str::to_owned),
+        from: addresses(msg.from(), MAX_STRUCTURE_ITEMS),
+        to: addresses(msg.to(), MAX_STRUCTURE_ITEMS),
+        cc: addresses(msg.cc(), MAX_STRUCTURE_ITEMS),
+        bcc: addresses(msg.bcc(), MAX_STRUCTURE_ITEMS),
+        reply_to: addresses(msg.reply_to(), MAX_STRUCTURE_ITEMS),
+        subject: msg.subject().map(str::to_owned),
+        date: msg.date().map(|d| d.to_rfc3339()),
+        text: msg.body_text(0).map(|t| t.into_owned()),
+        // mail-parser lists a text part as the HTML body too (converting it
+        // on read); only a real text/html part counts here.
+        html: msg
+            .html_part(0)
+            .filter(|p| matches!(p.body, mail_parser::PartType::Html(_)))
+            .and_then(|_| msg.body_html(0))
+            .map(|t| t.into_owned()),
+        headers: headers(&msg, raw),
+        parts,
+    }
+}
+
+/// Part `part_id` of `raw` (an id from [`Structure::parts`]), decoded;
+/// `None` for any other part, the message itself included.
+pub fn part_by_id(raw: &[u8], part_id: u32) -> Option<Attachment> {
+    let msg = MessageParser::default().parse(raw)?;
+    if !msg.attachments.contains(&part_id) {
+        return None;
+    }
+    let part = msg.part(part_id)?;
+    Some(Attachment {
+        bytes: Bytes::copy_from_slice(part.contents()),
+        content_type: content_type_of(part),
+        filename: part.attachment_name().map(clip_filename),
+    })
+}
+
+fn headers(msg: &mail_parser::Message<'_>, raw: &[u8]) -> Vec<HeaderView> {
+    msg.headers()
+        .iter()
+        .take(MAX_HEADERS)
+        .map(|h| HeaderView {
+            name: h.name().to_owned(),
+            value: raw_value(raw, h.offset_start(), h.offset_end()),
+        })
+        .collect()
+}
+
+fn addresses(header: Option<&mail_parser::Address<'_>>, max: usize) -> Vec<AddrView> {
+    header
+        .map(|a| {
+            a.iter()
+                .take(max)
+                .map(|x| AddrView {
+                    name: x.name().map(str::to_owned),
+                    address: x.address().map(str::to_owned),
+                })
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// A header's value as it stands in `raw[start..end]`, unfolded, trimmed.
@@ -250,6 +375,44 @@ mod tests {
         let a = attachment(MSG, 0).unwrap();
         assert_eq!(&a.bytes[..], b"PDF");
         assert!(attachment(MSG, 1).is_none());
+    }
+
+    #[test]
+    fn structure_lists_attachments_and_inline_parts_with_their_bytes() {
+        const RICH: &[u8] = b"From: Shop <noreply@shop.example>\r\nTo: a@uncorreo.test\r\nBcc: hidden@uncorreo.test\r\nReply-To: help@shop.example\r\nMessage-ID: <m1@shop.example>\r\nSubject: Hi\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\nContent-Type: text/plain\r\n\r\nhello\r\n--b\r\nContent-Type: image/png\r\nContent-ID: <logo>\r\nContent-Disposition: inline\r\n\r\nPNG\r\n--b\r\nContent-Type: application/pdf\r\nContent-Disposition: attachment; filename=\"../a.pdf\"\r\n\r\nPDF\r\n--b--\r\n";
+        let s = structure(RICH);
+        assert_eq!(s.message_id.as_deref(), Some("m1@shop.example"));
+        assert_eq!(s.bcc[0].address.as_deref(), Some("hidden@uncorreo.test"));
+        assert_eq!(s.reply_to[0].address.as_deref(), Some("help@shop.example"));
+        assert_eq!(s.html, None, "a text-only message has no HTML body");
+        assert_eq!(s.headers[4].name, "Message-ID");
+        let [inline, pdf] = &s.parts[..] else {
+            panic!("two parts: {:?}", s.parts)
+        };
+        assert_eq!(
+            (
+                inline.content_id.as_str(),
+                inline.marked_attachment,
+                &inline.contents[..]
+            ),
+            ("logo", false, &b"PNG"[..])
+        );
+        assert_eq!(
+            (
+                pdf.filename.as_deref(),
+                pdf.marked_attachment,
+                pdf.content_type.as_str()
+            ),
+            (Some("a.pdf"), true, "application/pdf")
+        );
+        let fetched = part_by_id(RICH, pdf.part_id).unwrap();
+        assert_eq!(&fetched.bytes[..], b"PDF");
+        assert!(
+            part_by_id(RICH, 0).is_none(),
+            "the message itself is not a part"
+        );
+        let html = structure(b"Content-Type: text/html\r\n\r\n<p>hi</p>\r\n");
+        assert_eq!(html.html.as_deref().map(str::trim), Some("<p>hi</p>"));
     }
 
     #[test]

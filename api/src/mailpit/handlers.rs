@@ -476,7 +476,7 @@ pub async fn part(
 ) -> Result<Response, MailpitError> {
     let meta = raw_meta(&state, &inst, &id)?;
     let raw = state.engine.read_raw(meta.id)?;
-    let found = view::guarded(raw, state.limits().parse_max_bytes, move |raw| {
+    let found = crate::parse::guarded(raw, state.limits().parse_max_bytes, move |raw| {
         view::part(raw, &part_id)
     })
     .await

@@ -286,7 +286,7 @@ pub async fn load(
         });
     }
     let raw = state.engine.read_raw(meta.id)?;
-    let x = match view::guarded(raw, state.limits().parse_max_bytes, view::extract).await {
+    let x = match crate::parse::guarded(raw, state.limits().parse_max_bytes, view::extract).await {
         Ok(x) => x,
         Err(_) => view::Extracted {
             subject: meta.summary.subject.clone(),

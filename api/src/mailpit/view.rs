@@ -1,29 +1,22 @@
 //! What the Mailpit API shows of a message, in Mailpit's JSON field names
 //! and shapes (`MessageSummary`, `Message`, `Address`, `Attachment` of its
-//! swagger.json), derived from the raw bytes with mail-parser. Parsing runs
-//! on the blocking pool behind `catch_unwind` and a size cap, like
-//! [`crate::parse`]; the raw bytes stay the source of truth.
+//! swagger.json), mapped from `uncorreo_mail::view::structure`. Parsing runs
+//! on the blocking pool behind `catch_unwind` and a size cap
+//! ([`crate::parse::guarded`]); the raw bytes stay the source of truth.
 //!
 //! Our additions (`Codes`, `Links`, `Mailbox`) are extra fields; no Mailpit
 //! field is renamed or retyped.
 
-use std::panic::{catch_unwind, AssertUnwindSafe};
-
 use bytes::Bytes;
-use mail_parser::{MessageParser, MimeHeaders};
 use serde::{Deserialize, Serialize};
 use sha1::Digest as _;
 use uncorreo_engine::MessageMeta;
-use uncorreo_mail::view::{content_type_of, raw_value};
+use uncorreo_mail::view::{self, AddrView, PartView};
 
 use super::search::Doc;
 
 /// Characters of text in a summary's `Snippet` (Mailpit: 250).
 pub const SNIPPET_CHARS: usize = 250;
-/// Most headers kept per message.
-pub const MAX_HEADERS: usize = 1000;
-/// Most parts listed as attachments or inline.
-pub const MAX_PARTS: usize = 256;
 /// Most `X-Tags` tags taken from one message.
 pub const MAX_HEADER_TAGS: usize = 32;
 
@@ -341,64 +334,20 @@ fn snippet(text: &str) -> String {
     out.chars().take(SNIPPET_CHARS).collect()
 }
 
-/// Why a message could not be parsed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum ParseError {
-    /// Above `limits.parse_max_bytes`.
-    #[error("message too large to parse; read it from /raw")]
-    TooLarge,
-    /// The parser panicked.
-    #[error("message could not be parsed; read it from /raw")]
-    Unparseable,
-}
-
-/// Run `f` over `raw` on the blocking pool, size-capped, behind `catch_unwind`.
-pub async fn guarded<T: Send + 'static>(
-    raw: Bytes,
-    max_bytes: usize,
-    f: impl FnOnce(&[u8]) -> T + Send + 'static,
-) -> Result<T, ParseError> {
-    if raw.len() > max_bytes {
-        return Err(ParseError::TooLarge);
-    }
-    match tokio::task::spawn_blocking(move || catch_unwind(AssertUnwindSafe(|| f(&raw)))).await {
-        Ok(Ok(v)) => Ok(v),
-        _ => {
-            tracing::warn!("the mail parser panicked on a stored message (Mailpit view)");
-            Err(ParseError::Unparseable)
-        }
-    }
-}
-
-/// Parse `raw` (synchronously; callers go through [`guarded`]).
+/// Mailpit's fields of `raw` (synchronously; callers go through
+/// [`crate::parse::guarded`]), from the one structural parse of
+/// `uncorreo_mail::view`.
 pub fn extract(raw: &[u8]) -> Extracted {
-    let Some(msg) = MessageParser::default().parse(raw) else {
-        return Extracted::default();
+    let s = view::structure(raw);
+    let addrs = |list: Vec<AddrView>| -> Vec<Addr> {
+        list.into_iter()
+            .map(|a| Addr {
+                name: a.name.unwrap_or_default(),
+                address: a.address.unwrap_or_default(),
+            })
+            .collect()
     };
-    let addrs = |a: Option<&mail_parser::Address<'_>>| -> Vec<Addr> {
-        a.map(|a| {
-            a.iter()
-                .take(MAX_PARTS)
-                .map(|x| Addr {
-                    name: x.name().unwrap_or_default().to_owned(),
-                    address: x.address().unwrap_or_default().to_owned(),
-                })
-                .collect()
-        })
-        .unwrap_or_default()
-    };
-    let headers: Vec<(String, String)> = msg
-        .headers()
-        .iter()
-        .take(MAX_HEADERS)
-        .map(|h| {
-            (
-                h.name().to_owned(),
-                raw_value(raw, h.offset_start(), h.offset_end()),
-            )
-        })
-        .collect();
+    let headers: Vec<(String, String)> = s.headers.into_iter().map(|h| (h.name, h.value)).collect();
     let header = |name: &str| {
         headers
             .iter()
@@ -427,37 +376,24 @@ pub fn extract(raw: &[u8]) -> Extracted {
         .collect();
     let mut attachments = Vec::new();
     let mut inline = Vec::new();
-    for &id in msg.attachments.iter().take(MAX_PARTS) {
-        let Some(part) = msg.part(id) else { continue };
-        let content_id = part
-            .content_id()
-            .map(|c| c.trim_matches(['<', '>']).to_owned())
-            .unwrap_or_default();
-        let marked_attachment = part
-            .content_disposition()
-            .is_some_and(|d| d.is_attachment());
-        let info = part_info(id, part);
-        if !content_id.is_empty() && !marked_attachment {
-            inline.push(Part { content_id, ..info });
+    for p in &s.parts {
+        if !p.content_id.is_empty() && !p.marked_attachment {
+            inline.push(part_info(p));
         } else {
-            attachments.push(Part { content_id, ..info });
+            attachments.push(part_info(p));
         }
     }
     Extracted {
-        message_id: msg.message_id().unwrap_or_default().to_owned(),
-        from: addrs(msg.from()).into_iter().next(),
-        to: addrs(msg.to()),
-        cc: addrs(msg.cc()),
-        bcc: addrs(msg.bcc()),
-        reply_to: addrs(msg.reply_to()),
-        subject: msg.subject().unwrap_or_default().to_owned(),
-        date: msg.date().map(|d| d.to_rfc3339()),
-        text: msg.body_text(0).map(|t| t.into_owned()).unwrap_or_default(),
-        html: if msg.html_body.is_empty() {
-            String::new()
-        } else {
-            msg.body_html(0).map(|t| t.into_owned()).unwrap_or_default()
-        },
+        message_id: s.message_id.unwrap_or_default(),
+        from: addrs(s.from).into_iter().next(),
+        to: addrs(s.to),
+        cc: addrs(s.cc),
+        bcc: addrs(s.bcc),
+        reply_to: addrs(s.reply_to),
+        subject: s.subject.unwrap_or_default(),
+        date: s.date,
+        text: s.text.unwrap_or_default(),
+        html: s.html.unwrap_or_default(),
         list_unsubscribe: ListUnsubscribe {
             header: unsubscribe,
             header_post: header("List-Unsubscribe-Post"),
@@ -471,16 +407,13 @@ pub fn extract(raw: &[u8]) -> Extracted {
     }
 }
 
-fn part_info(id: u32, part: &mail_parser::MessagePart<'_>) -> Part {
-    let bytes = part.contents();
+fn part_info(part: &PartView) -> Part {
+    let bytes = &part.contents[..];
     Part {
-        part_id: id.to_string(),
-        file_name: part
-            .attachment_name()
-            .map(|n| n.chars().filter(|c| !c.is_control()).take(200).collect())
-            .unwrap_or_default(),
-        content_type: content_type_of(part),
-        content_id: String::new(),
+        part_id: part.part_id.to_string(),
+        file_name: part.filename.clone().unwrap_or_default(),
+        content_type: part.content_type.clone(),
+        content_id: part.content_id.clone(),
         size: bytes.len() as u64,
         checksums: Checksums {
             md5: format!("{:x}", md5::compute(bytes)),
@@ -494,20 +427,14 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// A part's decoded bytes, content type and file name.
+/// A part's decoded bytes, content type and file name; only parts listed
+/// as attachments or inline are served.
 pub fn part(raw: &[u8], part_id: &str) -> Option<(Bytes, String, String)> {
-    let id: u32 = part_id.parse().ok()?;
-    let msg = MessageParser::default().parse(raw)?;
-    // Only parts listed as attachments or inline are served.
-    if !msg.attachments.contains(&id) {
-        return None;
-    }
-    let part = msg.part(id)?;
-    let name = part.attachment_name().unwrap_or_default().to_owned();
+    let part = view::part_by_id(raw, part_id.parse().ok()?)?;
     Some((
-        Bytes::copy_from_slice(part.contents()),
-        content_type_of(part),
-        name,
+        part.bytes,
+        part.content_type,
+        part.filename.unwrap_or_default(),
     ))
 }
 
