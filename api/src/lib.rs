@@ -18,6 +18,7 @@ pub mod mailboxes;
 pub mod messages;
 pub mod metrics;
 pub mod openapi;
+pub mod operator;
 pub mod ops;
 pub mod parse;
 pub mod plans;

@@ -62,6 +62,7 @@ pub(crate) enum Kind {
     BatchCommit = 10,
     UserDisabled = 11,
     AdminAudit = 12,
+    SubscriptionsEnded = 13,
 }
 
 impl Kind {
@@ -79,6 +80,7 @@ impl Kind {
             10 => Self::BatchCommit,
             11 => Self::UserDisabled,
             12 => Self::AdminAudit,
+            13 => Self::SubscriptionsEnded,
             _ => return None,
         })
     }
@@ -464,6 +466,13 @@ pub(crate) enum Record<'a> {
         at_ms: u64,
     },
     AdminAudit(AuditEntry),
+    /// Every subscription of `user` with an ordinal below `before_ordinal`
+    /// ends at `at_ms` (if it had not ended earlier).
+    SubscriptionsEnded {
+        user: u64,
+        before_ordinal: u64,
+        at_ms: u64,
+    },
 }
 
 impl Record<'_> {
@@ -481,6 +490,7 @@ impl Record<'_> {
             Self::BatchCommit { .. } => Kind::BatchCommit,
             Self::UserDisabled { .. } => Kind::UserDisabled,
             Self::AdminAudit(_) => Kind::AdminAudit,
+            Self::SubscriptionsEnded { .. } => Kind::SubscriptionsEnded,
         }
     }
 
@@ -584,6 +594,16 @@ impl Record<'_> {
                 e.str(&a.actor);
                 e.str(&a.action);
                 e.str(&a.target);
+            }
+            Self::SubscriptionsEnded {
+                user,
+                before_ordinal,
+                at_ms,
+            } => {
+                let mut e = Enc(buf);
+                e.u64(*user);
+                e.u64(*before_ordinal);
+                e.u64(*at_ms);
             }
         }
     }
@@ -796,6 +816,11 @@ pub(crate) fn decode(kind: u8, payload: &[u8]) -> Result<Record<'_>, DecodeError
             action: d.str()?,
             target: d.str()?,
         }),
+        Kind::SubscriptionsEnded => Record::SubscriptionsEnded {
+            user: d.u64()?,
+            before_ordinal: d.u64()?,
+            at_ms: d.u64()?,
+        },
     };
     d.finish()?;
     Ok(r)
@@ -1008,6 +1033,11 @@ mod tests {
                 action: "user disable".into(),
                 target: "user 5".into(),
             }),
+            Record::SubscriptionsEnded {
+                user: 5,
+                before_ordinal: 12,
+                at_ms: 79,
+            },
         ]
     }
 

@@ -47,6 +47,7 @@ struct Acc {
     revokes: Vec<(u64, u64)>,
     disabled: Vec<(u64, u64)>,
     audit: Vec<AuditEntry>,
+    sub_ends: Vec<(u64, u64, u64)>,
     dedupe: Vec<(String, u64, u8)>,
     max_id: u64,
     max_floor: u64,
@@ -63,6 +64,8 @@ pub(crate) struct MetaRecovery {
     /// (user, disabled at)
     pub(crate) disabled: Vec<(u64, u64)>,
     pub(crate) audit: Vec<AuditEntry>,
+    /// (user, before ordinal, at)
+    pub(crate) sub_ends: Vec<(u64, u64, u64)>,
     /// key → (latest time, parts declared, shards seen)
     pub(crate) dedupe: HashMap<String, (u64, u8, HashSet<usize>)>,
 }
@@ -465,6 +468,11 @@ fn index_entries(seg: &Segment, entries: &[HintEntry], acc: &mut Acc) {
             Record::Dedupe { key, at_ms, parts } => acc.dedupe.push((key, at_ms, parts)),
             Record::UserDisabled { id, at_ms } => acc.disabled.push((id, at_ms)),
             Record::AdminAudit(entry) => acc.audit.push(entry),
+            Record::SubscriptionsEnded {
+                user,
+                before_ordinal,
+                at_ms,
+            } => acc.sub_ends.push((user, before_ordinal, at_ms)),
             Record::Message { .. } | Record::BatchCommit { .. } => {}
         }
     }
@@ -566,6 +574,7 @@ fn resolve(
     meta.revokes.extend(acc.revokes.iter().cloned());
     meta.disabled.extend(acc.disabled.iter().cloned());
     meta.audit.extend(acc.audit.iter().cloned());
+    meta.sub_ends.extend(acc.sub_ends.iter().cloned());
     for (k, at, parts) in &acc.dedupe {
         let e = meta
             .dedupe
