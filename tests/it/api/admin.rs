@@ -278,6 +278,44 @@ fn refuses_a_request_line_over_the_limit_on_the_operator_socket() {
     );
 }
 
+#[test]
+fn answers_invalid_to_a_client_that_sends_no_whole_request_in_time() {
+    use std::io::{Read, Write};
+    let api = Api::start();
+    let socket = api.server.appliance.as_ref().unwrap().admin_socket.clone();
+    let mut s = std::os::unix::net::UnixStream::connect(&socket).unwrap();
+    // Half a request and no newline: the server must not wait for ever.
+    s.write_all(b"{\"request\":").unwrap();
+    let limit = uncorreo_api::operator::REQUEST_TIMEOUT;
+    s.set_read_timeout(Some(limit * 6)).unwrap();
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).unwrap();
+    let j: Value = serde_json::from_str(answer.trim()).unwrap();
+    assert_eq!(j["status"], "error", "{j}");
+    assert_eq!(j["code"], "invalid", "{j}");
+    assert!(j["message"].as_str().unwrap().contains("time limit"), "{j}");
+}
+
+#[test]
+fn refuses_a_user_name_over_the_limit_and_records_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let long = "n".repeat(uncorreo_api::admin::MAX_USER_NAME + 1);
+    let out = admin(dir.path(), &["--plan", "free", "--name", &long]);
+    assert!(!out.status.success(), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("(invalid)") && err.contains("longer than"),
+        "{err}"
+    );
+    let fits = "n".repeat(uncorreo_api::admin::MAX_USER_NAME);
+    let out = admin(dir.path(), &["--plan", "free", "--name", &fits]);
+    assert!(out.status.success(), "{out:?}");
+    let users = cli_json(dir.path(), &["user", "list"]);
+    assert_eq!(users["users"].as_array().unwrap().len(), 1, "{users}");
+    let audit = cli_json(dir.path(), &["audit"]);
+    assert_eq!(audit["audit"].as_array().unwrap().len(), 1, "{audit}");
+}
+
 const BURST_CONNECTIONS: usize = 50;
 const BURST_PER_CONNECTION: usize = 200;
 const BURST_MAILBOXES: usize = 100;
