@@ -191,8 +191,10 @@ pub enum CallError {
 }
 
 /// Send one request to the server listening on `socket` and wait for its
-/// answer (blocking; for the CLI). `timeout` bounds the whole exchange
-/// except the action itself, which may be a long backup.
+/// answer (blocking; for the CLI). No timeout on the answer: the action
+/// may be a long backup, and the server bounds the request side itself
+/// ([`REQUEST_TIMEOUT`], [`MAX_REQUEST_BYTES`]); the answer is read up to
+/// [`MAX_ANSWER_BYTES`].
 pub fn call(socket: &Path, envelope: &Envelope) -> Result<Answer, CallError> {
     let shown = socket.display().to_string();
     let io = |source| CallError::Io {
