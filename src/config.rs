@@ -6,7 +6,7 @@
 //! is read as a TOML value when it parses as one (numbers, booleans, arrays)
 //! and as a string otherwise.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 use uncorreo_api::{HttpConfig, LimitsConfig, Plans};
@@ -41,6 +41,32 @@ pub struct Config {
     pub webhooks: uncorreo_api::webhooks::WebhooksConfig,
     /// `[mcp]`: the MCP endpoint (`/mcp`): sessions, waits, allowed hosts.
     pub mcp: uncorreo_mcp::McpConfig,
+    /// `[admin]`: the operator socket `uncorreo admin …` talks to.
+    pub admin: AdminConfig,
+}
+
+/// The operator socket's file name inside the data directory, by default.
+pub const ADMIN_SOCKET_NAME: &str = "admin.sock";
+
+/// `[admin]`: the operator channel of a running server.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AdminConfig {
+    /// Path of the operator socket (a Unix-domain socket, mode 0600). Empty
+    /// means `admin.sock` inside `engine.data_dir`: the one directory the
+    /// hardened systemd unit lets the service write, already owner-only,
+    /// and found by the CLI from the same configuration.
+    pub socket: PathBuf,
+}
+
+impl Config {
+    /// Where the operator socket is (see [`AdminConfig::socket`]).
+    pub fn admin_socket(&self) -> PathBuf {
+        if !self.admin.socket.as_os_str().is_empty() {
+            return self.admin.socket.clone();
+        }
+        self.engine.data_dir.join(ADMIN_SOCKET_NAME)
+    }
 }
 
 /// Why the configuration could not be loaded.
@@ -203,6 +229,21 @@ mod tests {
         assert_eq!(c.plans.0["free"].max_mailboxes, 3);
         assert_eq!(c.plans.0["free"].max_messages_per_mailbox, 200);
         assert_eq!(c.limits.default_plan, "team");
+    }
+
+    #[test]
+    fn admin_socket_sits_beside_the_data_dir_unless_configured() {
+        let c = Config::load(None, []).unwrap();
+        assert_eq!(c.admin_socket(), PathBuf::from("./data/admin.sock"));
+        let c = Config::load(
+            None,
+            [(
+                "UNCORREO__ADMIN__SOCKET".to_owned(),
+                "/run/uncorreo/admin.sock".to_owned(),
+            )],
+        )
+        .unwrap();
+        assert_eq!(c.admin_socket(), PathBuf::from("/run/uncorreo/admin.sock"));
     }
 
     #[test]

@@ -7,6 +7,7 @@ pub mod config;
 pub mod cores;
 
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
@@ -53,6 +54,8 @@ pub struct Appliance {
     pub smtps_addr: Option<SocketAddr>,
     /// Where HTTP answers.
     pub http_addr: SocketAddr,
+    /// The operator socket (`uncorreo admin …` talks to it).
+    pub admin_socket: PathBuf,
     /// The engine, for tests that look at storage directly.
     pub engine: Engine,
     shutdown: CancellationToken,
@@ -91,6 +94,8 @@ impl Appliance {
             _ => None,
         };
         smtps_listeners.resize_with(cores.max(1), || None);
+        let admin_socket = config.admin_socket();
+        let admin_listener = bind_operator_socket(&admin_socket)?;
 
         let smtp_shared = uncorreo_smtpd::Shared::new(engine.clone(), config.smtp.clone())
             .map_err(io("setting up SMTP"))?;
@@ -147,6 +152,21 @@ impl Appliance {
                 .map_err(io("spawning a core thread"))?;
             threads.push(thread);
         }
+        let operator = uncorreo_api::operator::OperatorState {
+            engine: engine.clone(),
+            plans: config.plans.clone(),
+            limits: config.limits.clone(),
+        };
+        {
+            let shutdown = shutdown.clone();
+            let ready_tx = ready_tx.clone();
+            threads.push(
+                std::thread::Builder::new()
+                    .name("operator".to_owned())
+                    .spawn(move || run_operator(admin_listener, operator, shutdown, ready_tx))
+                    .map_err(io("spawning the operator thread"))?,
+            );
+        }
         drop(ready_tx);
         for _ in 0..threads.len() {
             match ready_rx.recv() {
@@ -180,11 +200,12 @@ impl Appliance {
                 });
             }
         }
-        tracing::info!(%smtp_addr, %http_addr, cores, "uncorreo is serving");
+        tracing::info!(%smtp_addr, %http_addr, admin_socket = %admin_socket.display(), cores, "uncorreo is serving");
         Ok(Self {
             smtp_addr,
             smtps_addr,
             http_addr,
+            admin_socket,
             engine,
             shutdown,
             threads,
@@ -209,7 +230,86 @@ impl Appliance {
             let _ = t.join();
         }
         self.engine.shutdown();
+        // Gone with the server, so `uncorreo admin` knows to open storage itself.
+        let _ = std::fs::remove_file(&self.admin_socket);
     }
+}
+
+/// Bind the operator socket with mode 0600 before anyone can connect: bound,
+/// then restricted, then listening (a plain bind-and-listen would accept
+/// connections under the umask's mode for a moment).
+fn bind_operator_socket(path: &Path) -> Result<std::os::unix::net::UnixListener, StartError> {
+    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+    let io = |what| move |source| StartError::Io { what, source };
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_socket() => {
+            if std::os::unix::net::UnixStream::connect(path).is_ok() {
+                return Err(StartError::Config(format!(
+                    "another server answers on the operator socket {}; give each server its own [admin] socket",
+                    path.display()
+                )));
+            }
+            // Left by a server that was killed: nobody answers on it.
+            std::fs::remove_file(path).map_err(io("removing a stale operator socket"))?;
+        }
+        Ok(_) => {
+            return Err(StartError::Config(format!(
+                "[admin] socket {} exists and is not a socket",
+                path.display()
+            )))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(source) => {
+            return Err(StartError::Io {
+                what: "checking the operator socket path",
+                source,
+            })
+        }
+    }
+    let socket = socket2::Socket::new(socket2::Domain::UNIX, socket2::Type::STREAM, None)
+        .map_err(io("creating the operator socket"))?;
+    let address = socket2::SockAddr::unix(path).map_err(io("naming the operator socket"))?;
+    socket
+        .bind(&address)
+        .map_err(io("binding the operator socket"))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .map_err(io("restricting the operator socket to its owner"))?;
+    socket
+        .listen(64)
+        .map_err(io("listening on the operator socket"))?;
+    socket
+        .set_nonblocking(true)
+        .map_err(io("setting up the operator socket"))?;
+    Ok(socket.into())
+}
+
+fn run_operator(
+    listener: std::os::unix::net::UnixListener,
+    state: uncorreo_api::operator::OperatorState,
+    shutdown: CancellationToken,
+    ready: std::sync::mpsc::Sender<Result<(), std::io::Error>>,
+) {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            let _ = ready.send(Err(e));
+            return;
+        }
+    };
+    runtime.block_on(async move {
+        let listener = match tokio::net::UnixListener::from_std(listener) {
+            Ok(l) => l,
+            Err(e) => {
+                let _ = ready.send(Err(e));
+                return;
+            }
+        };
+        let _ = ready.send(Ok(()));
+        uncorreo_api::operator::serve(listener, state, shutdown).await;
+    });
 }
 
 fn parse_addr(s: &str) -> Result<SocketAddr, StartError> {

@@ -1,6 +1,7 @@
 //! `uncorreo`: the appliance's command line. `uncorreo` alone (or `uncorreo
-//! serve`) runs the server with embedded defaults; `uncorreo admin …` acts
-//! on a stopped server's data directory.
+//! serve`) runs the server with embedded defaults; `uncorreo admin …` asks
+//! a running server over its operator socket, or opens the data directory
+//! itself when no server runs.
 
 use std::path::{Path, PathBuf};
 
@@ -26,9 +27,12 @@ enum Command {
         #[arg(long, env = "UNCORREO_CONFIG")]
         config: Option<PathBuf>,
     },
-    /// Operator actions on the data directory (the server must be stopped:
-    /// they open storage themselves and refuse a directory a server holds).
+    /// Operator actions: sent to the running server over its operator socket
+    /// (no downtime); with no server running, done on the data directory.
     Admin {
+        /// TOML configuration file; environment variables UNCORREO__SECTION__KEY override it.
+        #[arg(long, env = "UNCORREO_CONFIG", global = true)]
+        config: Option<PathBuf>,
         #[command(subcommand)]
         action: AdminCommand,
     },
@@ -68,10 +72,37 @@ enum ConfigCommand {
 
 #[derive(Subcommand)]
 enum AdminCommand {
-    /// Users and their API keys.
+    /// Users.
     User {
         #[command(subcommand)]
         action: UserCommand,
+    },
+    /// API keys.
+    Key {
+        #[command(subcommand)]
+        action: KeyCommand,
+    },
+    /// Mailboxes.
+    Mailbox {
+        #[command(subcommand)]
+        action: MailboxCommand,
+    },
+    /// Storage and fan-out numbers.
+    Stats,
+    /// The newest operator actions (who, what, when).
+    Audit,
+    /// Write a consistent snapshot of the log into DEST (new or empty), while
+    /// the server keeps serving. Restore = start a server on the copy.
+    Backup {
+        /// Destination directory; the server writes it, so it must be
+        /// writable by the service user.
+        dest: PathBuf,
+    },
+    /// Check a data directory or a backup offline: every checksum, every
+    /// hint, and the index rebuilt from the records. Exits non-zero on any problem.
+    Verify {
+        /// The directory.
+        dir: PathBuf,
     },
 }
 
@@ -85,9 +116,70 @@ enum UserCommand {
         /// Display name or e-mail.
         #[arg(long, default_value = "")]
         name: String,
-        /// TOML configuration file; environment variables UNCORREO__SECTION__KEY override it.
-        #[arg(long, env = "UNCORREO_CONFIG")]
-        config: Option<PathBuf>,
+    },
+    /// Every user.
+    List,
+    /// One user: plan, subscriptions, keys, mailboxes.
+    Show {
+        /// User id.
+        user: u64,
+    },
+    /// Put a user on PLAN from now on (earlier subscriptions end now).
+    SetPlan {
+        /// User id.
+        user: u64,
+        /// Plan name.
+        plan: String,
+    },
+    /// Disable a user: every key revoked, no new ones.
+    Disable {
+        /// User id.
+        user: u64,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeyCommand {
+    /// Mint another API key for a user (printed once).
+    Create {
+        /// User id.
+        #[arg(long)]
+        user: u64,
+    },
+    /// A user's keys (display prefixes, never the keys).
+    List {
+        /// User id.
+        #[arg(long)]
+        user: u64,
+    },
+    /// Revoke a key; the next request with it gets 401.
+    Revoke {
+        /// Key id (from `key list`).
+        key: u64,
+    },
+}
+
+#[derive(Subcommand)]
+enum MailboxCommand {
+    /// Live mailboxes, all or one user's.
+    List {
+        /// Only this user's.
+        #[arg(long)]
+        user: Option<u64>,
+    },
+    /// One mailbox.
+    Show {
+        /// Its address.
+        address: String,
+    },
+    /// Delete a mailbox by address, or every mailbox of --user.
+    Delete {
+        /// Its address.
+        #[arg(required_unless_present = "user", conflicts_with = "user")]
+        address: Option<String>,
+        /// Every mailbox of this user.
+        #[arg(long)]
+        user: Option<u64>,
     },
 }
 
@@ -121,12 +213,7 @@ fn main() -> anyhow::Result<()> {
     match cli.command.unwrap_or(Command::Serve { config: None }) {
         Command::Serve { config } => serve(config),
         Command::Mcp { url, api_key } => mcp_bridge(&url, api_key),
-        Command::Admin {
-            action:
-                AdminCommand::User {
-                    action: UserCommand::Create { plan, name, config },
-                },
-        } => admin_user_create(config, &plan, &name),
+        Command::Admin { config, action } => admin(config, action),
         Command::Config {
             command: ConfigCommand::Defaults,
         } => print_config(&Config::default()),
@@ -189,39 +276,162 @@ fn read_capped(path: &Path, max: u64) -> anyhow::Result<Vec<u8>> {
     Ok(buf)
 }
 
-fn admin_user_create(config_file: Option<PathBuf>, plan: &str, name: &str) -> anyhow::Result<()> {
+fn admin(config_file: Option<PathBuf>, action: AdminCommand) -> anyhow::Result<()> {
+    use uncorreo_api::admin::AdminRequest as R;
     let config =
         Config::load(config_file.as_deref(), std::env::vars()).context("loading configuration")?;
     uncorreo_api::plans::validate(&config.plans, &config.limits).context("checking [plans]")?;
+    let request = match action {
+        AdminCommand::Verify { dir } => return admin_verify(&dir),
+        AdminCommand::User { action } => match action {
+            UserCommand::Create { plan, name } => R::UserCreate { plan, name },
+            UserCommand::List => R::UserList,
+            UserCommand::Show { user } => R::UserShow { user },
+            UserCommand::SetPlan { user, plan } => R::UserSetPlan { user, plan },
+            UserCommand::Disable { user } => R::UserDisable { user },
+        },
+        AdminCommand::Key { action } => match action {
+            KeyCommand::Create { user } => R::KeyCreate { user },
+            KeyCommand::List { user } => R::KeyList { user },
+            KeyCommand::Revoke { key } => R::KeyRevoke { key },
+        },
+        AdminCommand::Mailbox { action } => match action {
+            MailboxCommand::List { user } => R::MailboxList { user },
+            MailboxCommand::Show { address } => R::MailboxShow { address },
+            MailboxCommand::Delete { address, user } => R::MailboxDelete { address, user },
+        },
+        AdminCommand::Stats => R::Stats,
+        AdminCommand::Audit => R::Audit,
+        AdminCommand::Backup { dest } => R::Backup {
+            // The server resolves nothing relative to our working directory.
+            dest: std::path::absolute(&dest)
+                .with_context(|| format!("resolving {}", dest.display()))?,
+        },
+    };
+    let shows_key = matches!(request, R::UserCreate { .. } | R::KeyCreate { .. });
+    let envelope = uncorreo_api::operator::Envelope {
+        operator: operator_name(),
+        request,
+    };
+    let socket = config.admin_socket();
+    let answer = match uncorreo_api::operator::call(&socket, &envelope) {
+        Ok(answer) => answer,
+        Err(uncorreo_api::operator::CallError::NoServer(_)) => admin_offline(&config, envelope)?,
+        Err(e) => return Err(e.into()),
+    };
+    match answer {
+        uncorreo_api::operator::Answer::Ok { result } => print_admin_result(&result, shows_key),
+        uncorreo_api::operator::Answer::Error { code, message } => {
+            anyhow::bail!("{message} ({code})")
+        }
+    }
+}
+
+/// Who runs the CLI, as the audit trail shows it next to the uid.
+fn operator_name() -> String {
+    ["SUDO_USER", "USER", "LOGNAME"]
+        .iter()
+        .find_map(|v| std::env::var(v).ok().filter(|s| !s.is_empty()))
+        .unwrap_or_default()
+}
+
+/// No server answers: do the action on the data directory ourselves.
+fn admin_offline(
+    config: &Config,
+    envelope: uncorreo_api::operator::Envelope,
+) -> anyhow::Result<uncorreo_api::operator::Answer> {
+    use std::os::unix::fs::MetadataExt;
     let data_dir = config.engine.data_dir.clone();
     let engine = match uncorreo_engine::Engine::open(config.engine.clone()) {
         Ok(e) => e,
         Err(uncorreo_engine::OpenError::Locked(dir)) => anyhow::bail!(
-            "data directory {} is locked by a running server; stop it first \
-             (or create keys over HTTP with POST /api/v1/keys)",
-            dir.display()
+            "data directory {} is locked by a running server, but nothing answers on its \
+             operator socket {}; give `uncorreo admin` the server's configuration ([admin] socket)",
+            dir.display(),
+            config.admin_socket().display()
         ),
         Err(e) => {
             return Err(e).with_context(|| format!("opening storage in {}", data_dir.display()))
         }
     };
+    let uid = std::fs::metadata("/proc/self")
+        .map(|m| m.uid().to_string())
+        .unwrap_or_else(|_| "unknown".to_owned());
+    let actor = match envelope.operator.as_str() {
+        "" => format!("uid {uid} (offline)"),
+        who => format!("uid {uid} ({who}, offline)"),
+    };
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("starting a runtime")?;
-    let created = rt.block_on(uncorreo_api::admin::create_user(
-        &engine,
-        &config.plans,
-        name,
-        plan,
-    ));
+    let ctx = uncorreo_api::admin::AdminContext {
+        engine: &engine,
+        plans: &config.plans,
+        limits: &config.limits,
+        actor,
+    };
+    let done = rt.block_on(uncorreo_api::admin::execute(&ctx, envelope.request));
     engine.shutdown();
-    let created = created?;
-    eprintln!(
-        "created user {} ({:?}) on plan {plan:?}; the key below is shown only now",
-        created.user.id.0, created.user.name
+    Ok(match done {
+        Ok(result) => uncorreo_api::operator::Answer::Ok { result },
+        Err(e) => uncorreo_api::operator::Answer::Error {
+            code: e.code().to_owned(),
+            message: e.to_string(),
+        },
+    })
+}
+
+/// JSON on stdout; a freshly minted key alone on the last line, so scripts
+/// can take it with `tail -n1`.
+fn print_admin_result(result: &serde_json::Value, shows_key: bool) -> anyhow::Result<()> {
+    let key = result
+        .get("key")
+        .and_then(|k| k.as_str())
+        .filter(|_| shows_key);
+    if let Some(key) = key {
+        let mut shown = result.clone();
+        if let Some(o) = shown.as_object_mut() {
+            o.remove("key");
+        }
+        eprintln!(
+            "{}\nthe key below is shown only now",
+            serde_json::to_string_pretty(&shown)?
+        );
+        println!("{key}");
+        return Ok(());
+    }
+    println!("{}", serde_json::to_string_pretty(result)?);
+    Ok(())
+}
+
+fn admin_verify(dir: &Path) -> anyhow::Result<()> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    let r = uncorreo_engine::verify(dir, now)
+        .with_context(|| format!("verifying {}", dir.display()))?;
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&serde_json::json!({
+            "dir": dir.display().to_string(),
+            "shards": r.shards,
+            "segments": r.segments,
+            "records": r.records,
+            "batches": r.batches,
+            "hints_ok": r.hints_ok,
+            "mailboxes": r.mailboxes,
+            "messages": r.messages,
+            "users": r.users,
+            "api_keys": r.api_keys,
+            "problems": r.problems,
+        }))?
     );
-    println!("{}", created.key);
+    if !r.ok() {
+        anyhow::bail!("{} problem(s) in {}", r.problems.len(), dir.display());
+    }
+    eprintln!("ok: every checksum matches and the index rebuilds");
     Ok(())
 }
 

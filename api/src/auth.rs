@@ -175,6 +175,9 @@ impl Caller {
                     .engine
                     .api_key_by_hash(&sha256(k.as_bytes()))
                     .filter(|k| k.revoked_at_ms.is_none())
+                    // A disabled user's keys are revoked too; this also
+                    // covers a key minted in the moment before.
+                    .filter(|k| state.engine.user_disabled_at(k.user).is_none())
                     .ok_or_else(|| invalid("unknown or revoked API key"))?;
                 let user = state
                     .engine

@@ -19,6 +19,7 @@ pub mod mailpit;
 pub mod messages;
 pub mod metrics;
 pub mod openapi;
+pub mod operator;
 pub mod ops;
 pub mod parse;
 pub mod plans;

@@ -233,7 +233,15 @@ impl Engine {
         let mut subs = meta_rec.subs;
         subs.sort_by_key(|(ord, _, _)| *ord);
         subs.dedup_by_key(|(ord, _, _)| *ord);
-        for (_, user, sub) in subs {
+        for (ordinal, user, mut sub) in subs {
+            for (_, _, at) in meta_rec
+                .sub_ends
+                .iter()
+                .filter(|(u, before, _)| *u == user && ordinal < *before)
+            {
+                let end = sub.ends_at_ms.get_or_insert(*at);
+                *end = (*end).min(*at);
+            }
             if let Some(u) = meta.users.get_mut(&user) {
                 u.subscriptions.push(sub);
             }
@@ -840,6 +848,22 @@ impl Engine {
         sub: Subscription,
     ) -> Result<(), WriteError> {
         self.call(0, |reply| Cmd::AddSubscription {
+            user: user.0,
+            sub,
+            enq: Instant::now(),
+            reply,
+        })
+        .await
+    }
+
+    /// Put `user` on `sub.plan` alone: every earlier subscription ends at
+    /// `sub.starts_at_ms` and `sub` is added, in one durable batch.
+    pub async fn replace_subscriptions(
+        &self,
+        user: UserId,
+        sub: Subscription,
+    ) -> Result<(), WriteError> {
+        self.call(0, |reply| Cmd::ReplaceSubscriptions {
             user: user.0,
             sub,
             enq: Instant::now(),

@@ -63,6 +63,7 @@ pub(crate) enum Kind {
     UserDisabled = 11,
     AdminAudit = 12,
     State = 13,
+    SubscriptionsEnded = 14,
 }
 
 impl Kind {
@@ -81,6 +82,7 @@ impl Kind {
             11 => Self::UserDisabled,
             12 => Self::AdminAudit,
             13 => Self::State,
+            14 => Self::SubscriptionsEnded,
             _ => return None,
         })
     }
@@ -473,6 +475,13 @@ pub(crate) enum Record<'a> {
         version: u64,
         value: Option<String>,
     },
+    /// Every subscription of `user` with an ordinal below `before_ordinal`
+    /// ends at `at_ms` (if it had not ended earlier).
+    SubscriptionsEnded {
+        user: u64,
+        before_ordinal: u64,
+        at_ms: u64,
+    },
 }
 
 impl Record<'_> {
@@ -491,6 +500,7 @@ impl Record<'_> {
             Self::UserDisabled { .. } => Kind::UserDisabled,
             Self::AdminAudit(_) => Kind::AdminAudit,
             Self::State { .. } => Kind::State,
+            Self::SubscriptionsEnded { .. } => Kind::SubscriptionsEnded,
         }
     }
 
@@ -604,6 +614,16 @@ impl Record<'_> {
                 e.str(key);
                 e.u64(*version);
                 e.opt_str(value.as_deref());
+            }
+            Self::SubscriptionsEnded {
+                user,
+                before_ordinal,
+                at_ms,
+            } => {
+                let mut e = Enc(buf);
+                e.u64(*user);
+                e.u64(*before_ordinal);
+                e.u64(*at_ms);
             }
         }
     }
@@ -831,6 +851,11 @@ pub(crate) fn decode(kind: u8, payload: &[u8]) -> Result<Record<'_>, DecodeError
             version: d.u64()?,
             value: d.opt_str()?,
         },
+        Kind::SubscriptionsEnded => Record::SubscriptionsEnded {
+            user: d.u64()?,
+            before_ordinal: d.u64()?,
+            at_ms: d.u64()?,
+        },
     };
     d.finish()?;
     Ok(r)
@@ -1053,6 +1078,11 @@ mod tests {
                 version: 15,
                 value: None,
             },
+            Record::SubscriptionsEnded {
+                user: 5,
+                before_ordinal: 12,
+                at_ms: 79,
+            },
         ]
     }
 
@@ -1139,7 +1169,7 @@ mod tests {
 
     proptest::proptest! {
         #[test]
-        fn decoding_random_bytes_never_panics(kind in 0u8..12, bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..300)) {
+        fn decoding_random_bytes_never_panics(kind in 0u8..16, bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..300)) {
             let _ = decode(kind, &bytes);
             let _ = message_meta(&bytes);
             let _ = Hint::decode(&bytes);

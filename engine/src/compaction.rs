@@ -210,7 +210,8 @@ fn is_live(
             | Kind::ApiKeyCreated
             | Kind::ApiKeyRevoked
             | Kind::UserDisabled
-            | Kind::AdminAudit,
+            | Kind::AdminAudit
+            | Kind::SubscriptionsEnded,
         ) => true,
         Some(Kind::Dedupe) => match codec::decode(kind, payload) {
             Ok(Record::Dedupe { at_ms, .. }) => now.saturating_sub(at_ms) < DEDUPE_TTL_MS,

@@ -48,6 +48,7 @@ struct Acc {
     revokes: Vec<(u64, u64)>,
     disabled: Vec<(u64, u64)>,
     audit: Vec<AuditEntry>,
+    sub_ends: Vec<(u64, u64, u64)>,
     dedupe: Vec<(String, u64, u8)>,
     /// (key, version, value, segment, record length)
     states: Vec<(String, u64, Option<String>, u32, u32)>,
@@ -66,6 +67,8 @@ pub(crate) struct MetaRecovery {
     /// (user, disabled at)
     pub(crate) disabled: Vec<(u64, u64)>,
     pub(crate) audit: Vec<AuditEntry>,
+    /// (user, before ordinal, at)
+    pub(crate) sub_ends: Vec<(u64, u64, u64)>,
     /// key → (latest time, parts declared, shards seen)
     pub(crate) dedupe: HashMap<String, (u64, u8, HashSet<usize>)>,
 }
@@ -497,6 +500,11 @@ fn index_entries(seg: &Segment, entries: &[HintEntry], acc: &mut Acc) {
                 acc.max_id = acc.max_id.max(version);
                 acc.states.push((key, version, value, seg.no, e.len));
             }
+            Record::SubscriptionsEnded {
+                user,
+                before_ordinal,
+                at_ms,
+            } => acc.sub_ends.push((user, before_ordinal, at_ms)),
             Record::Message { .. } | Record::BatchCommit { .. } => {}
         }
     }
@@ -619,6 +627,7 @@ fn resolve(
     meta.revokes.extend(acc.revokes.iter().cloned());
     meta.disabled.extend(acc.disabled.iter().cloned());
     meta.audit.extend(acc.audit.iter().cloned());
+    meta.sub_ends.extend(acc.sub_ends.iter().cloned());
     for (k, at, parts) in &acc.dedupe {
         let e = meta
             .dedupe

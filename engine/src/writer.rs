@@ -93,6 +93,13 @@ pub(crate) enum Cmd {
         at: u64,
         reply: Reply<(), WriteError>,
     },
+    /// End every subscription of a user and add one (operator action; shard 0).
+    ReplaceSubscriptions {
+        user: u64,
+        sub: Subscription,
+        enq: Instant,
+        reply: Reply<(), WriteError>,
+    },
     /// Mark a user disabled (operator action; shard 0).
     DisableUser {
         id: u64,
@@ -164,6 +171,10 @@ enum Apply {
     Disable {
         id: u64,
         at_ms: u64,
+    },
+    ReplaceSubs {
+        user: u64,
+        sub: Subscription,
     },
     Audit(AuditEntry),
     State {
@@ -720,6 +731,41 @@ impl Writer {
                     }
                 }
             }
+            Cmd::ReplaceSubscriptions {
+                user,
+                sub,
+                enq,
+                reply,
+            } => {
+                if !self.shared.meta.read().users.contains_key(&user) {
+                    let _ = reply.send(Err(WriteError::NotFound));
+                    return;
+                }
+                let ordinal = self.alloc_id();
+                b.frame(
+                    &Record::SubscriptionsEnded {
+                        user,
+                        before_ordinal: ordinal,
+                        at_ms: sub.starts_at_ms,
+                    },
+                    0,
+                    0,
+                );
+                b.frame(
+                    &Record::SubscriptionAdded {
+                        user,
+                        ordinal,
+                        sub: sub.clone(),
+                    },
+                    0,
+                    0,
+                );
+                b.applies.push(Apply::ReplaceSubs { user, sub });
+                b.staged.push(Staged {
+                    ack: Ack::Unit(reply),
+                    enq,
+                });
+            }
             Cmd::DisableUser { id, enq, at, reply } => {
                 let state = {
                     let m = self.shared.meta.read();
@@ -922,6 +968,15 @@ impl Writer {
                             k.revoked_at_ms.get_or_insert(at_ms);
                         }
                     }
+                    Apply::ReplaceSubs { user, sub } => {
+                        if let Some(u) = self.shared.meta.write().users.get_mut(&user) {
+                            for old in &mut u.subscriptions {
+                                let end = old.ends_at_ms.get_or_insert(sub.starts_at_ms);
+                                *end = (*end).min(sub.starts_at_ms);
+                            }
+                            u.subscriptions.push(sub);
+                        }
+                    }
                     Apply::Disable { id, at_ms } => {
                         self.shared.meta.write().disabled.entry(id).or_insert(at_ms);
                     }
@@ -1103,6 +1158,7 @@ fn fail_cmd(cmd: Cmd, e: BatchFailure) {
         | Cmd::RevokeKey { reply, .. }
         | Cmd::DisableUser { reply, .. }
         | Cmd::Audit { reply, .. }
+        | Cmd::ReplaceSubscriptions { reply, .. }
         | Cmd::PutState { reply, .. } => drop(reply.send(Err(e.into()))),
         Cmd::CreateUser { reply, .. } => drop(reply.send(Err(e.into()))),
         Cmd::CreateKey { reply, .. } => drop(reply.send(Err(e.into()))),

@@ -136,3 +136,30 @@ fn audit_entries_and_disabled_users_survive_reopen() {
     assert_eq!(trail[0].action, "user disable");
     assert_eq!(e.users().len(), 1);
 }
+
+#[test]
+fn replacing_subscriptions_ends_the_old_ones_also_after_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = clock();
+    let user;
+    {
+        let e = open(dir.path(), &c);
+        user = block_on(e.create_user("ana".into())).unwrap();
+        let sub = |plan: &str, at| Subscription {
+            plan: plan.into(),
+            starts_at_ms: at,
+            ends_at_ms: None,
+        };
+        block_on(e.add_subscription(user.id, sub("pro", 1))).unwrap();
+        block_on(e.replace_subscriptions(user.id, sub("free", 10))).unwrap();
+        let subs = e.user(user.id).unwrap().subscriptions;
+        assert_eq!(subs[0].ends_at_ms, Some(10));
+        assert_eq!((subs[1].plan.as_str(), subs[1].ends_at_ms), ("free", None));
+        e.shutdown();
+    }
+    let e = open(dir.path(), &c);
+    let subs = e.user(user.id).unwrap().subscriptions;
+    assert_eq!(subs.len(), 2);
+    assert_eq!(subs[0].ends_at_ms, Some(10));
+    assert_eq!((subs[1].plan.as_str(), subs[1].ends_at_ms), ("free", None));
+}

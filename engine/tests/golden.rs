@@ -1,8 +1,12 @@
-//! Golden on-disk fixture for format version 1: a data directory written by
-//! this engine (every record kind, several segments, hint files) is committed
-//! under `tests/fixtures/v1/`. Every future engine must open it and see the
-//! same state. Regenerate only for a NEW version directory:
-//! `UNCORREO_WRITE_FIXTURE=1 cargo test -p uncorreo-engine --test golden`.
+//! Golden on-disk fixtures for format version 1: data directories written by
+//! this engine are committed under `tests/fixtures/`: `v1/` (mailboxes,
+//! messages, users, subscriptions, keys, deletions, dedupe; several segments,
+//! hint files) and `v1-operator/` (the kinds added within version 1, 11–14:
+//! UserDisabled, AdminAudit, State, SubscriptionsEnded). Every future engine
+//! must open them and see the same state, with no record skipped as unknown,
+//! so a renumbered kind fails here. Regenerate only for a NEW version
+//! directory, naming it: `UNCORREO_WRITE_FIXTURE=v2 cargo test -p
+//! uncorreo-engine --test golden` (after adding that directory's test).
 
 mod common;
 
@@ -126,7 +130,7 @@ fn check(dir: &Path) {
 
 #[test]
 fn version_1_fixture_opens_with_the_same_state() {
-    if std::env::var("UNCORREO_WRITE_FIXTURE").is_ok() {
+    if std::env::var("UNCORREO_WRITE_FIXTURE").as_deref() == Ok("v1") {
         let d = fixture_dir();
         let _ = std::fs::remove_dir_all(&d);
         std::fs::create_dir_all(&d).unwrap();
@@ -138,4 +142,102 @@ fn version_1_fixture_opens_with_the_same_state() {
     let scanned = copy_dir(&fixture_dir());
     remove_hints(scanned.path());
     check(scanned.path());
+}
+
+fn operator_fixture_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/v1-operator")
+}
+
+fn write_operator_fixture(dir: &Path) {
+    let clock = Arc::new(ManualClock::new(T0));
+    let e = Engine::open_with_clock(cfg(dir), clock.clone() as Arc<dyn Clock>).unwrap();
+    let u = block_on(e.create_user("operated".into())).unwrap();
+    let sub = |plan: &str, at| Subscription {
+        plan: plan.into(),
+        starts_at_ms: at,
+        ends_at_ms: None,
+    };
+    block_on(e.add_subscription(u.id, sub("pro", T0))).unwrap();
+    clock.advance(1000);
+    block_on(e.replace_subscriptions(u.id, sub("free", T0 + 1000))).unwrap();
+    clock.advance(1000);
+    block_on(e.disable_user(u.id)).unwrap();
+    block_on(e.record_audit(AuditEntry {
+        at_ms: T0 + 2000,
+        actor: "uid 0 (root)".into(),
+        action: "user disable".into(),
+        target: format!("user {}", u.id.0),
+    }))
+    .unwrap();
+    block_on(e.put_state(
+        "webhook/endpoint/kept",
+        Some("{\"url\":\"https://hook.example/\"}"),
+    ))
+    .unwrap();
+    block_on(e.put_state("webhook/endpoint/gone", Some("{}"))).unwrap();
+    block_on(e.put_state("webhook/endpoint/gone", None)).unwrap();
+    e.shutdown();
+    let _ = std::fs::remove_file(dir.join("LOCK"));
+}
+
+fn check_operator(dir: &Path) {
+    let clock = Arc::new(ManualClock::new(T0 + 100_000));
+    let e = Engine::open_with_clock(cfg(dir), clock as Arc<dyn Clock>).unwrap();
+    let users = e.users();
+    assert_eq!(users.len(), 1);
+    let u = &users[0];
+    assert_eq!(u.name, "operated");
+    assert_eq!(
+        u.subscriptions,
+        vec![
+            Subscription {
+                plan: "pro".into(),
+                starts_at_ms: T0,
+                ends_at_ms: Some(T0 + 1000),
+            },
+            Subscription {
+                plan: "free".into(),
+                starts_at_ms: T0 + 1000,
+                ends_at_ms: None,
+            },
+        ]
+    );
+    assert_eq!(e.user_disabled_at(u.id), Some(T0 + 2000));
+    let trail = e.audit_trail();
+    assert_eq!(trail.len(), 1);
+    assert_eq!(
+        (
+            trail[0].at_ms,
+            trail[0].actor.as_str(),
+            trail[0].action.as_str()
+        ),
+        (T0 + 2000, "uid 0 (root)", "user disable")
+    );
+    assert_eq!(
+        e.states_with_prefix("webhook/"),
+        vec![(
+            "webhook/endpoint/kept".to_owned(),
+            "{\"url\":\"https://hook.example/\"}".to_owned()
+        )]
+    );
+    assert_eq!(
+        e.stats().corrupt_records,
+        0,
+        "a record kind was not recognized"
+    );
+}
+
+#[test]
+fn version_1_operator_fixture_opens_with_the_same_state() {
+    if std::env::var("UNCORREO_WRITE_FIXTURE").as_deref() == Ok("v1-operator") {
+        let d = operator_fixture_dir();
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        write_operator_fixture(&d);
+    }
+    let with_hints = copy_dir(&operator_fixture_dir());
+    check_operator(with_hints.path());
+    let scanned = copy_dir(&operator_fixture_dir());
+    remove_hints(scanned.path());
+    check_operator(scanned.path());
 }

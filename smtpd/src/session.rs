@@ -577,6 +577,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         if let Some(key) = engine
             .api_key_by_hash(&hash)
             .filter(|k| k.revoked_at_ms.is_none())
+            // As for REST: a disabled user's keys are refused even if one
+            // escaped revocation.
+            .filter(|k| engine.user_disabled_at(k.user).is_none())
         {
             return engine.user(key.user).map(|u| Owner::User(u.id));
         }

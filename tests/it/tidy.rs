@@ -1,7 +1,7 @@
 //! House rules that a reviewer would otherwise have to remember: every source
 //! file says what it is for, `unsafe` lives only where it buys something
-//! measured (the engine's memory maps, in one module), and ARCHITECTURE.md
-//! names only files that exist.
+//! measured (the engine's memory maps, in one module), ARCHITECTURE.md
+//! names only files that exist, and the runbook covers every alert rule.
 
 use std::path::{Path, PathBuf};
 
@@ -159,5 +159,28 @@ fn architecture_names_only_files_that_exist() {
     assert!(
         missing.is_empty(),
         "ARCHITECTURE.md names paths that do not exist: {missing:#?}"
+    );
+}
+
+/// Every `- alert: NAME` in `ops/prometheus/alerts.yml` has its own
+/// paragraph (`**NAME.**`) in the runbook, so an alert added without saying
+/// what to do about it fails here.
+#[test]
+fn runbook_says_what_to_do_for_every_alert_rule() {
+    let rules = std::fs::read_to_string(root().join("ops/prometheus/alerts.yml")).unwrap();
+    let runbook = std::fs::read_to_string(root().join("ops/README.md")).unwrap();
+    let alerts: Vec<&str> = rules
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("- alert:"))
+        .map(str::trim)
+        .collect();
+    assert!(alerts.len() >= 10, "alert rules not found: {alerts:?}");
+    let missing: Vec<&&str> = alerts
+        .iter()
+        .filter(|a| !runbook.contains(&format!("**{a}.**")))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "ops/README.md has no \"**NAME.**\" paragraph for {missing:?}"
     );
 }
