@@ -6,7 +6,7 @@
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 runs=${RUNS:-3}
-(cd "$root" && cargo build --release -q --locked --bin uncorreo)
+[ -n "${NO_BUILD:-}" ] || (cd "$root" && cargo build --release -q --locked --bin uncorreo)
 for run in $(seq 1 "$runs"); do
   dir=$(mktemp -d)
   http_port=$((20000 + RANDOM % 20000))
