@@ -1,8 +1,10 @@
-//! Real-time delivery (WebSocket, SSE, long-poll wait), and what those tests
+//! Real-time delivery (WebSocket, SSE, long-poll wait, and the `gap` a
+//! corrupt stored message leaves in each of them), and what those tests
 //! share: mailboxes whose session token the test knows, async delivery
 //! through the engine, a WebSocket client (tokio-tungstenite) and a minimal
 //! SSE reader.
 
+mod gap;
 mod sse;
 mod wait;
 mod ws;
@@ -26,12 +28,17 @@ pub const HANG: Duration = Duration::from_secs(60);
 /// Rate limits out of the way; `tweak` for the rest.
 pub fn server_with(tweak: impl FnOnce(&mut uncorreo::Config)) -> TestServer {
     TestServer::start_with(|c| {
-        for p in c.plans.0.values_mut() {
-            p.requests_per_minute = 1_000_000;
-        }
-        c.limits.ip_requests_per_minute = 1_000_000;
+        no_rate_limits(c);
         tweak(c);
     })
+}
+
+/// Rate limits so high that no test meets them.
+pub fn no_rate_limits(c: &mut uncorreo::Config) {
+    for p in c.plans.0.values_mut() {
+        p.requests_per_minute = 1_000_000;
+    }
+    c.limits.ip_requests_per_minute = 1_000_000;
 }
 
 /// A mailbox owned by session token `token`.
