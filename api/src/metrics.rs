@@ -123,7 +123,7 @@ fn describe() {
     crate::realtime::describe_metrics();
     describe_counter!(
         WEBHOOK_DELIVERIES_TOTAL,
-        "Outbound webhook attempts and events, by outcome (delivered, failed, refused, exhausted, dropped)."
+        "Outbound webhook attempts and events, by outcome (delivered, failed, refused, exhausted, dropped, quarantined)."
     );
     describe_gauge!("uncorreo_mailboxes", "Live mailboxes.");
     describe_gauge!("uncorreo_messages", "Live stored messages.");

@@ -180,7 +180,11 @@ fn sealed_fixture(
     dir: &std::path::Path,
     c: &Arc<ManualClock>,
     n: u64,
-) -> (Vec<(MessageId, bytes::Bytes)>, std::path::PathBuf, Vec<usize>) {
+) -> (
+    Vec<(MessageId, bytes::Bytes)>,
+    std::path::PathBuf,
+    Vec<usize>,
+) {
     let (ids, seg) = fixture(dir, c, n);
     one_shard(dir, c).shutdown();
     let msgs = frame_starts(&std::fs::read(&seg).unwrap())

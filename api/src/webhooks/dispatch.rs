@@ -200,7 +200,12 @@ fn next_message(
     dirty: &mut bool,
 ) -> Option<MessageMeta> {
     loop {
-        match engine.list_entries(mb.id, from, 1).ok()?.into_iter().next()? {
+        match engine
+            .list_entries(mb.id, from, 1)
+            .ok()?
+            .into_iter()
+            .next()?
+        {
             ListEntry::Message(meta) => return Some(meta),
             ListEntry::Gap { seq } => {
                 counter!(WEBHOOK_DELIVERIES_TOTAL, "outcome" => "quarantined").increment(1);

@@ -51,32 +51,12 @@ fn server_with_a_corrupt_third_message() -> (TestServer, String) {
     (server, addr)
 }
 
-/// Flip one bit of the first occurrence of `needle` in the segment files.
-fn flip_first(dir: &std::path::Path, needle: &[u8]) {
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let path = entry.unwrap().path();
-        if path.extension().is_none_or(|x| x != "seg") {
-            continue;
-        }
-        let mut bytes = std::fs::read(&path).unwrap();
-        if let Some(at) = bytes.windows(needle.len()).position(|w| w == needle) {
-            bytes[at + 1] ^= 0x20;
-            std::fs::write(&path, bytes).unwrap();
-            return;
-        }
-    }
-    panic!("{} not found in any segment", String::from_utf8_lossy(needle));
-}
-
 async fn get(server: &TestServer, path: &str) -> Value {
     let client = reqwest::Client::builder().no_proxy().build().unwrap();
-    let r = tokio::time::timeout(
-        HANG,
-        client.get(server.url(path)).bearer_auth(TOKEN).send(),
-    )
-    .await
-    .expect("hung")
-    .unwrap();
+    let r = tokio::time::timeout(HANG, client.get(server.url(path)).bearer_auth(TOKEN).send())
+        .await
+        .expect("hung")
+        .unwrap();
     assert_eq!(r.status().as_u16(), 200);
     serde_json::from_slice(&r.bytes().await.unwrap()).unwrap()
 }
@@ -149,7 +129,10 @@ fn websocket_resuming_before_the_gap_gets_a_gap_event_then_the_later_messages() 
         // And live mail goes on after it.
         deliver(&server.engine, &addr, message(&addr, "live", "x")).await;
         match next(&mut ws).await {
-            Got::Event(v) => assert_eq!((v["event"].as_str(), v["seq"].as_u64()), (Some("new_message"), Some(6))),
+            Got::Event(v) => assert_eq!(
+                (v["event"].as_str(), v["seq"].as_u64()),
+                (Some("new_message"), Some(6))
+            ),
             other => panic!("{other:?}"),
         }
         bye(ws).await;

@@ -271,3 +271,29 @@ pub fn spawn_paced_deliverers(
         })
         .collect()
 }
+
+/// Flip one bit of the first occurrence of `needle` in the data directory's
+/// segment files: a stored record damaged on disk. The engine reads
+/// segments through shared maps, so a running server sees it too.
+pub fn flip_first(dir: &std::path::Path, needle: &[u8]) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_none_or(|x| x != "seg") {
+            continue;
+        }
+        let bytes = std::fs::read(&path).unwrap();
+        if let Some(at) = bytes.windows(needle.len()).position(|w| w == needle) {
+            // One byte in place: the file keeps its size, so no map of it
+            // ever points past its end.
+            use std::os::unix::fs::FileExt;
+            let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+            file.write_all_at(&[bytes[at + 1] ^ 0x20], (at + 1) as u64)
+                .unwrap();
+            return;
+        }
+    }
+    panic!(
+        "{} not found in any segment",
+        String::from_utf8_lossy(needle)
+    );
+}
