@@ -118,12 +118,7 @@ fn flipped_byte_in_a_sealed_segment_is_detected_never_served_and_open_succeeds()
     let c = clock();
     let (ids, seg) = fixture(dir.path(), &c, 5);
     let mut bytes = std::fs::read(&seg).unwrap();
-    let frames = frame_starts(&bytes);
-    let msgs: Vec<usize> = frames
-        .iter()
-        .filter(|(_, k)| *k == KIND_MESSAGE)
-        .map(|(o, _)| *o)
-        .collect();
+    let msgs = message_starts(&bytes);
     // Last byte of the third message's body.
     let at = msgs[3] - 16 - 1;
     bytes[at] ^= 0x20;
@@ -187,11 +182,7 @@ fn sealed_fixture(
 ) {
     let (ids, seg) = fixture(dir, c, n);
     one_shard(dir, c).shutdown();
-    let msgs = frame_starts(&std::fs::read(&seg).unwrap())
-        .iter()
-        .filter(|(_, k)| *k == KIND_MESSAGE)
-        .map(|(o, _)| *o)
-        .collect();
+    let msgs = message_starts(&std::fs::read(&seg).unwrap());
     remove_hints(dir);
     (ids, seg, msgs)
 }
@@ -201,10 +192,8 @@ fn a_damaged_newest_message_in_a_scanned_segment_keeps_its_sequence() {
     let dir = tempfile::tempdir().unwrap();
     let c = clock();
     let (ids, seg, msgs) = sealed_fixture(dir.path(), &c, 3);
-    let mut bytes = std::fs::read(&seg).unwrap();
     // A body byte of the newest message: no sound record names seq 3.
-    bytes[msgs[2] + 12 + 40] ^= 0x01;
-    std::fs::write(&seg, &bytes).unwrap();
+    flip(&seg, msgs[2] + 12 + 40, 0x01);
     let e = one_shard(dir.path(), &c);
     let mb = e.mailbox(&addr("a")).unwrap();
     assert_eq!(e.stats().corrupt_records, 1);
@@ -221,11 +210,9 @@ fn a_damaged_sequence_number_is_not_believed() {
     let dir = tempfile::tempdir().unwrap();
     let c = clock();
     let (_, seg, msgs) = sealed_fixture(dir.path(), &c, 3);
-    let mut bytes = std::fs::read(&seg).unwrap();
     // The top byte of the second message's seq (payload bytes 8..16): the
     // record now claims seq 2 + 2^62, which nothing else vouches for.
-    bytes[msgs[1] + 12 + 15] ^= 0x40;
-    std::fs::write(&seg, &bytes).unwrap();
+    flip(&seg, msgs[1] + 12 + 15, 0x40);
     let e = one_shard(dir.path(), &c);
     let mb = e.mailbox(&addr("a")).unwrap();
     assert_eq!(e.stats().corrupt_records, 1);
@@ -238,11 +225,10 @@ fn unreadable_framing_ends_the_scan_of_a_sealed_segment_counted_and_never_trunca
     let dir = tempfile::tempdir().unwrap();
     let c = clock();
     let (ids, seg, msgs) = sealed_fixture(dir.path(), &c, 3);
-    let mut bytes = std::fs::read(&seg).unwrap();
-    let len_before = bytes.len();
-    // The second message's length field beyond the 1 GiB frame limit.
-    bytes[msgs[1] + 3] = 0xff;
-    std::fs::write(&seg, &bytes).unwrap();
+    let len_before = std::fs::metadata(&seg).unwrap().len() as usize;
+    // The second message's length field beyond the 1 GiB frame limit (its
+    // top byte was 0: lengths here are far below 16 MiB).
+    flip(&seg, msgs[1] + 3, 0xff);
     for _ in 0..2 {
         let e = one_shard(dir.path(), &c);
         let mb = e.mailbox(&addr("a")).unwrap();
@@ -251,6 +237,35 @@ fn unreadable_framing_ends_the_scan_of_a_sealed_segment_counted_and_never_trunca
         assert_eq!(e.read_raw(ids[0].0).unwrap(), ids[0].1);
         e.shutdown();
         assert_eq!(std::fs::metadata(&seg).unwrap().len() as usize, len_before);
+    }
+}
+
+/// XOR the byte at `at` of a segment file with `mask`.
+fn flip(seg: &std::path::Path, at: usize, mask: u8) {
+    let mut bytes = std::fs::read(seg).unwrap();
+    bytes[at] ^= mask;
+    std::fs::write(seg, &bytes).unwrap();
+}
+
+/// Where each Message frame of a segment starts.
+fn message_starts(segment: &[u8]) -> Vec<usize> {
+    frame_starts(segment)
+        .iter()
+        .filter(|(_, k)| *k == KIND_MESSAGE)
+        .map(|(o, _)| *o)
+        .collect()
+}
+
+/// `ids[bad]` is refused as corrupt, every other message is served intact.
+fn only_corrupt_is(e: &Engine, ids: &[(MessageId, bytes::Bytes)], bad: usize) {
+    assert!(matches!(
+        e.read_raw(ids[bad].0),
+        Err(LookupError::Storage(StorageError::Corrupt))
+    ));
+    for (i, (id, body)) in ids.iter().enumerate() {
+        if i != bad {
+            assert_eq!(&e.read_raw(*id).unwrap(), body);
+        }
     }
 }
 
@@ -272,16 +287,10 @@ fn a_message_whose_metadata_is_corrupt_is_a_gap_and_pages_fill_past_it() {
     let dir = tempfile::tempdir().unwrap();
     let c = clock();
     let (ids, seg) = fixture(dir.path(), &c, 5);
-    let mut bytes = std::fs::read(&seg).unwrap();
-    let msgs: Vec<usize> = frame_starts(&bytes)
-        .iter()
-        .filter(|(_, k)| *k == KIND_MESSAGE)
-        .map(|(o, _)| *o)
-        .collect();
+    let msgs = message_starts(&std::fs::read(&seg).unwrap());
     // A byte of the third message's meta section (frame header 12 bytes,
     // message prefix 32), which listings verify with its own checksum.
-    bytes[msgs[2] + 12 + 32 + 2] ^= 0x20;
-    std::fs::write(&seg, &bytes).unwrap();
+    flip(&seg, msgs[2] + 12 + 32 + 2, 0x20);
 
     let e = one_shard(dir.path(), &c);
     let mb = e.mailbox(&addr("a")).unwrap().id;
@@ -295,16 +304,8 @@ fn a_message_whose_metadata_is_corrupt_is_a_gap_and_pages_fill_past_it() {
         e.message_meta(ids[2].0),
         Err(LookupError::Storage(StorageError::Corrupt))
     ));
-    assert!(matches!(
-        e.read_raw(ids[2].0),
-        Err(LookupError::Storage(StorageError::Corrupt))
-    ));
+    only_corrupt_is(&e, &ids, 2);
     assert_eq!(e.stats().corrupt_records, 1);
-    for (i, (id, body)) in ids.iter().enumerate() {
-        if i != 2 {
-            assert_eq!(&e.read_raw(*id).unwrap(), body);
-        }
-    }
     // Still a gap after a restart: the sequence is never reused.
     e.shutdown();
     drop(e);
@@ -319,15 +320,9 @@ fn a_message_whose_body_is_corrupt_is_a_gap_once_a_read_found_it() {
     let dir = tempfile::tempdir().unwrap();
     let c = clock();
     let (ids, seg) = fixture(dir.path(), &c, 3);
-    let mut bytes = std::fs::read(&seg).unwrap();
-    let msgs: Vec<usize> = frame_starts(&bytes)
-        .iter()
-        .filter(|(_, k)| *k == KIND_MESSAGE)
-        .map(|(o, _)| *o)
-        .collect();
+    let msgs = message_starts(&std::fs::read(&seg).unwrap());
     // Last body byte of the second message (its batch's commit frame follows).
-    bytes[msgs[2] - 16 - 1] ^= 0x20;
-    std::fs::write(&seg, &bytes).unwrap();
+    flip(&seg, msgs[2] - 16 - 1, 0x20);
 
     let e = one_shard(dir.path(), &c);
     let mb = e.mailbox(&addr("a")).unwrap().id;

@@ -259,6 +259,17 @@ impl<'a> RawSession<'a> {
         (session, init)
     }
 
+    /// A session (protocol 2025-11-25) and the address of a mailbox it created.
+    fn with_mailbox(server: &'a TestServer) -> (Self, String) {
+        let (mut session, _) = Self::open(server, "2025-11-25");
+        let created = session.call("create_mailbox", serde_json::json!({}));
+        let address = created["result"]["structuredContent"]["address"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{created}"))
+            .to_owned();
+        (session, address)
+    }
+
     fn post(&self, message: &serde_json::Value) -> reqwest::blocking::Response {
         self.client
             .post(self.server.url("/mcp"))
@@ -340,12 +351,7 @@ fn protocol_versions_2025_03_26_through_2025_11_25_are_negotiated() {
 #[test]
 fn closing_an_http_session_cancels_its_waits() {
     let server = TestServer::start_with(roomy);
-    let (mut session, _) = RawSession::open(&server, "2025-11-25");
-    let created = session.call("create_mailbox", serde_json::json!({}));
-    let address = created["result"]["structuredContent"]["address"]
-        .as_str()
-        .unwrap_or_else(|| panic!("{created}"))
-        .to_owned();
+    let (mut session, address) = RawSession::with_mailbox(&server);
     let (running, _) = session.start_call(
         "wait_for_message",
         serde_json::json!({"address": address, "timeout_seconds": 300}),
@@ -362,12 +368,7 @@ fn waits_past_max_waits_per_session_are_a_tool_error() {
         roomy(c);
         c.mcp.max_waits_per_session = 2;
     });
-    let (mut session, _) = RawSession::open(&server, "2025-11-25");
-    let created = session.call("create_mailbox", serde_json::json!({}));
-    let address = created["result"]["structuredContent"]["address"]
-        .as_str()
-        .unwrap_or_else(|| panic!("{created}"))
-        .to_owned();
+    let (mut session, address) = RawSession::with_mailbox(&server);
     let wait = serde_json::json!({"address": address, "timeout_seconds": 300});
     let running: Vec<_> = (0..2)
         .map(|_| session.start_call("wait_for_message", wait.clone()))
@@ -465,12 +466,7 @@ fn a_stdio_host_going_away_cancels_its_waits() {
 #[test]
 fn list_messages_and_wait_for_message_name_a_corrupt_message_in_gaps() {
     let server = TestServer::start_with(roomy);
-    let (mut session, _) = RawSession::open(&server, "2025-11-25");
-    let created = session.call("create_mailbox", serde_json::json!({}));
-    let address = created["result"]["structuredContent"]["address"]
-        .as_str()
-        .unwrap_or_else(|| panic!("{created}"))
-        .to_owned();
+    let (mut session, address) = RawSession::with_mailbox(&server);
     crate::support::block_on(async {
         for subject in ["first", "Zq2marker", "third"] {
             let raw = crate::realtime::message(&address, subject, "x");

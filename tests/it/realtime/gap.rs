@@ -15,13 +15,6 @@ const TOKEN: &str = "test-session-token-for-gaps";
 /// metadata (listing summary), stored before its raw bytes.
 const MARKER: &str = "Zq3marker";
 
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
 /// Five messages; the third one's metadata flipped on disk while stopped;
 /// restarted on the same data directory. Returns the mailbox address.
 fn server_with_a_corrupt_third_message() -> (TestServer, String) {

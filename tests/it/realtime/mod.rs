@@ -25,6 +25,14 @@ use crate::support::{TestServer, DOMAIN};
 /// Failsafe against a hang; never an assertion about speed.
 pub const HANG: Duration = Duration::from_secs(60);
 
+/// A runtime for one test's client side.
+pub fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
 /// Rate limits out of the way; `tweak` for the rest.
 pub fn server_with(tweak: impl FnOnce(&mut uncorreo::Config)) -> TestServer {
     TestServer::start_with(|c| {

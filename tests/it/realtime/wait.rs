@@ -10,13 +10,6 @@ use serde_json::Value;
 
 const TOKEN: &str = "test-session-token-for-wait";
 
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
 async fn wait(server: &crate::support::TestServer, addr: &str, query: &str) -> (u16, Value) {
     let client = reqwest::Client::builder().no_proxy().build().unwrap();
     let r = tokio::time::timeout(
