@@ -286,6 +286,7 @@ impl Engine {
             written_since_probe: Default::default(),
             bytes_in_flight: Default::default(),
             fail_next_sync: Default::default(),
+            rederived: Default::default(),
             config,
         });
         for (key, (at_ms, _, _)) in meta_rec.dedupe {
@@ -764,8 +765,24 @@ impl Engine {
             size: body_len as u32,
             plus_tag: meta.plus_tag,
             envelope_from: meta.envelope_from,
-            summary: meta.summary,
+            summary: self.current_summary(id, meta.summary),
         })
+    }
+
+    /// `stored` if this build's extractor derived it; otherwise the summary
+    /// derived again from the raw bytes once the summary pool has done so
+    /// (queued on first sight, off this thread), and `stored` until then.
+    fn current_summary(&self, id: MessageId, stored: MessageSummary) -> MessageSummary {
+        if !stored.is_stale() {
+            return stored;
+        }
+        let Ok(pool) = crate::summary_pool::global() else {
+            return stored;
+        };
+        self.shared()
+            .rederived
+            .get_or_queue(pool, (id.mailbox.0, id.seq), || self.read_raw(id).ok())
+            .map_or(stored, |fresh| MessageSummary::clone(&fresh))
     }
 
     /// Messages with `seq > since_seq`, ascending, at most `limit`.
@@ -827,7 +844,9 @@ impl Engine {
             enq: Instant::now(),
             reply,
         })
-        .await
+        .await?;
+        self.shared().rederived.forget((id.mailbox.0, id.seq));
+        Ok(())
     }
 
     /// Create a user.

@@ -153,6 +153,8 @@ pub(crate) struct Shared {
     pub(crate) bytes_in_flight: AtomicU64,
     /// Fault injection for tests: the next fdatasync reports failure.
     pub(crate) fail_next_sync: AtomicBool,
+    /// Summaries of messages stored by older extraction rules, derived again.
+    pub(crate) rederived: Arc<crate::summary_pool::Rederived>,
 }
 
 impl Shared {
