@@ -119,6 +119,7 @@ impl AppState {
             },
         )?;
         let entries = config.limits.rate_limit_entries;
+        let openapi_json = bytes::Bytes::from(openapi::json(&engine.config().domains));
         Ok(Self {
             engine,
             shared: Arc::new(Shared {
@@ -130,7 +131,7 @@ impl AppState {
                 ses,
                 mailpit: mailpit::MailpitState::default(),
                 webhooks: webhooks::Webhooks::new(config.webhooks.clone()),
-                openapi_json: bytes::Bytes::from(openapi::json()),
+                openapi_json,
                 config,
             }),
         })

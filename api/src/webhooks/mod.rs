@@ -196,7 +196,10 @@ fn scope_mailboxes(engine: &Engine, scope: &Scope) -> Vec<MailboxInfo> {
 pub struct CreateWebhook {
     /// `https://…` (or `http://…`) to POST events to. Its host must resolve
     /// to public addresses only, unless the operator allows private ones.
-    #[serde(default)]
+    #[schema(
+        pattern = r"^https?://[A-Za-z0-9.-]+(:[0-9]{1,4})?(/[A-Za-z0-9._~/?=&-]*)?$",
+        max_length = 2048
+    )]
     pub url: String,
 }
 
@@ -370,10 +373,12 @@ fn mailbox_scope(mb: &MailboxInfo) -> Scope {
     request_body(content = CreateWebhook, content_type = "application/json"),
     responses(
         (status = 201, description = "Created; `secret` is shown only now", body = WebhookCreated),
+        (status = 400, description = "Malformed JSON", body = ProblemBody, content_type = "application/problem+json"),
         (status = 401, description = "No credential", body = ProblemBody, content_type = "application/problem+json"),
-        (status = 403, description = "`webhook-limit`", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 403, description = "`webhook-limit`, or `webhook-url-refused` (its host is private, loopback, link-local… or does not resolve)", body = ProblemBody, content_type = "application/problem+json"),
         (status = 404, description = "No such mailbox, or not the caller's", body = ProblemBody, content_type = "application/problem+json"),
-        (status = 422, description = "`invalid-request` (not an http(s) URL) or `webhook-url-refused` (its host is private, loopback, link-local… or does not resolve)", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 422, description = "`invalid-request` (not an http(s) URL)", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 429, description = "Rate limited", body = ProblemBody, content_type = "application/problem+json"),
     ),
     security(("session_token" = []), ("api_key" = [])),
 )]
@@ -399,6 +404,7 @@ pub async fn create_mailbox_webhook(
         (status = 200, description = "The mailbox's webhooks", body = WebhookList),
         (status = 401, description = "No credential", body = ProblemBody, content_type = "application/problem+json"),
         (status = 404, description = "No such mailbox, or not the caller's", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 429, description = "Rate limited", body = ProblemBody, content_type = "application/problem+json"),
     ),
     security(("session_token" = []), ("api_key" = [])),
 )]
@@ -426,6 +432,7 @@ pub async fn list_mailbox_webhooks(
         (status = 204, description = "Deleted"),
         (status = 401, description = "No credential", body = ProblemBody, content_type = "application/problem+json"),
         (status = 404, description = "No such mailbox or webhook, or not the caller's", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 429, description = "Rate limited", body = ProblemBody, content_type = "application/problem+json"),
     ),
     security(("session_token" = []), ("api_key" = [])),
 )]
@@ -446,9 +453,11 @@ pub async fn delete_mailbox_webhook(
     request_body(content = CreateWebhook, content_type = "application/json"),
     responses(
         (status = 201, description = "Created; `secret` is shown only now", body = WebhookCreated),
+        (status = 400, description = "Malformed JSON", body = ProblemBody, content_type = "application/problem+json"),
         (status = 401, description = "No credential, or an unknown or revoked API key", body = ProblemBody, content_type = "application/problem+json"),
-        (status = 403, description = "`api-key-required` or `webhook-limit`", body = ProblemBody, content_type = "application/problem+json"),
-        (status = 422, description = "`invalid-request` or `webhook-url-refused`", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 403, description = "`api-key-required`, `webhook-limit`, or `webhook-url-refused` (its host is private, loopback, link-local… or does not resolve)", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 422, description = "`invalid-request` (not an http(s) URL)", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 429, description = "Rate limited", body = ProblemBody, content_type = "application/problem+json"),
     ),
     security(("api_key" = [])),
 )]
@@ -472,6 +481,7 @@ pub async fn create_user_webhook(
         (status = 200, description = "The caller's per-user webhooks", body = WebhookList),
         (status = 401, description = "No credential, or an unknown or revoked API key", body = ProblemBody, content_type = "application/problem+json"),
         (status = 403, description = "`api-key-required`", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 429, description = "Rate limited", body = ProblemBody, content_type = "application/problem+json"),
     ),
     security(("api_key" = [])),
 )]
@@ -496,6 +506,7 @@ pub async fn list_user_webhooks(
         (status = 401, description = "No credential, or an unknown or revoked API key", body = ProblemBody, content_type = "application/problem+json"),
         (status = 403, description = "`api-key-required`", body = ProblemBody, content_type = "application/problem+json"),
         (status = 404, description = "No such webhook, or not the caller's", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 429, description = "Rate limited", body = ProblemBody, content_type = "application/problem+json"),
     ),
     security(("api_key" = [])),
 )]

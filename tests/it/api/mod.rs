@@ -4,6 +4,7 @@
 
 mod admin;
 mod authz;
+mod contract;
 mod e2e;
 mod errors;
 mod health;
