@@ -4,6 +4,7 @@
 
 mod admin;
 mod authz;
+mod credentials;
 mod e2e;
 mod errors;
 mod health;
