@@ -4,6 +4,7 @@
 
 mod admin;
 mod authz;
+mod connections;
 mod credentials;
 mod e2e;
 mod errors;
