@@ -384,7 +384,10 @@ impl IntoResponse for Problem {
             } else {
                 "Bearer realm=\"uncorreo\""
             };
-            h.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(challenge));
+            h.insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static(challenge),
+            );
         }
         resp
     }

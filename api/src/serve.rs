@@ -243,7 +243,8 @@ pub async fn serve(
             }
         };
         if timeouts.send_buffer_bytes > 0 {
-            let _ = socket2::SockRef::from(&stream).set_send_buffer_size(timeouts.send_buffer_bytes);
+            let _ =
+                socket2::SockRef::from(&stream).set_send_buffer_size(timeouts.send_buffer_bytes);
         }
         tracker.spawn(connection(
             stream,
@@ -547,7 +548,11 @@ impl Guarded {
         Poll::Pending
     }
 
-    fn progressed<T>(&mut self, done: Poll<io::Result<T>>, cx: &mut Context<'_>) -> Poll<io::Result<T>> {
+    fn progressed<T>(
+        &mut self,
+        done: Poll<io::Result<T>>,
+        cx: &mut Context<'_>,
+    ) -> Poll<io::Result<T>> {
         match done {
             Poll::Pending => self.stall(cx),
             ready => {

@@ -48,11 +48,24 @@ fn second_serve(smtp: &str, http: &str) -> (bool, String) {
 fn a_second_server_on_the_same_port_fails_to_start_naming_the_address() {
     let first = TestServer::start();
     for (what, smtp, http, taken) in [
-        ("HTTP", "127.0.0.1:0".to_owned(), first.http.to_string(), first.http),
-        ("SMTP", first.smtp.to_string(), "127.0.0.1:0".to_owned(), first.smtp),
+        (
+            "HTTP",
+            "127.0.0.1:0".to_owned(),
+            first.http.to_string(),
+            first.http,
+        ),
+        (
+            "SMTP",
+            first.smtp.to_string(),
+            "127.0.0.1:0".to_owned(),
+            first.smtp,
+        ),
     ] {
         let (ok, stderr) = second_serve(&smtp, &http);
-        assert!(!ok, "{what}: the second server exited successfully: {stderr}");
+        assert!(
+            !ok,
+            "{what}: the second server exited successfully: {stderr}"
+        );
         assert!(
             stderr.contains(&format!("address {taken} is already in use")),
             "{what}: the error does not name {taken}: {stderr}"

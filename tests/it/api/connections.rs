@@ -66,9 +66,7 @@ fn read_response(stream: &mut TcpStream) -> String {
 /// A connection from `source` (a loopback address of the 127/8 range).
 fn connect_from(source: [u8; 4], to: SocketAddr) -> TcpStream {
     let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-    socket
-        .bind(&SocketAddr::from((source, 0)).into())
-        .unwrap();
+    socket.bind(&SocketAddr::from((source, 0)).into()).unwrap();
     socket.connect(&to.into()).unwrap();
     socket.into()
 }
@@ -79,8 +77,14 @@ fn assert_refused(stream: &mut TcpStream, what: &str) {
     assert!(text.starts_with("HTTP/1.1 503"), "{what}: {text}");
     let head = text.to_ascii_lowercase();
     assert!(head.contains("retry-after: 1\r\n"), "{what}: {text}");
-    assert!(head.contains("content-type: application/problem+json"), "{what}: {text}");
-    assert!(closed_within(stream, BOUND), "{what}: still open after the 503");
+    assert!(
+        head.contains("content-type: application/problem+json"),
+        "{what}: {text}"
+    );
+    assert!(
+        closed_within(stream, BOUND),
+        "{what}: still open after the 503"
+    );
 }
 
 /// Poll (bounded) until a new connection from `source` is served again.
@@ -91,7 +95,10 @@ fn served_again(source: [u8; 4], to: SocketAddr) {
         if get(&mut s, "/health").starts_with("HTTP/1.1 200") {
             return;
         }
-        assert!(Instant::now() < deadline, "the freed place was never reused");
+        assert!(
+            Instant::now() < deadline,
+            "the freed place was never reused"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
 }
@@ -104,11 +111,15 @@ fn a_client_trickling_its_request_head_is_cut_off() {
         c.http.idle_timeout_secs = 3600;
     });
     let mut slow = TcpStream::connect(api.server.http).unwrap();
-    slow.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\nX-Slow: ").unwrap();
+    slow.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+        .unwrap();
     // One header byte at a time, never the line end that would finish it.
     let deadline = Instant::now() + BOUND;
     loop {
-        assert!(Instant::now() < deadline, "a trickling client was never cut off");
+        assert!(
+            Instant::now() < deadline,
+            "a trickling client was never cut off"
+        );
         if slow.write_all(b"a").is_err() || closed_within(&mut slow, Duration::from_millis(100)) {
             break;
         }
@@ -133,7 +144,10 @@ fn an_idle_keep_alive_connection_is_closed() {
     assert!(get(&mut idle, "/health").starts_with("HTTP/1.1 200"));
     let deadline = Instant::now() + BOUND;
     while !closed_within(&mut idle, Duration::from_millis(100)) {
-        assert!(Instant::now() < deadline, "an idle connection was never closed");
+        assert!(
+            Instant::now() < deadline,
+            "an idle connection was never closed"
+        );
     }
 }
 

@@ -23,6 +23,9 @@ const PUBLIC: &[(&str, &str, &str)] = &[
     ),
 ];
 
+/// Request headers to send, by name.
+type Headers = Vec<(&'static str, String)>;
+
 /// One operation of the served document.
 struct Operation {
     method: String,
@@ -67,7 +70,7 @@ fn fill(template: &str, mailbox: &str, message: &str) -> String {
         .replace("{webhook}", "1")
 }
 
-fn send(api: &Api, method: &str, path: &str, headers: &[(&str, String)]) -> Resp {
+fn send(api: &Api, method: &str, path: &str, headers: &[(&'static str, String)]) -> Resp {
     let mut req = api.client.request(
         reqwest::Method::from_bytes(method.as_bytes()).unwrap(),
         api.server.url(path),
@@ -117,8 +120,11 @@ fn every_operation_answers_401_to_a_credential_that_matches_nothing() {
     let (_, live_token) = api.mailbox(&Auth::None, json!({}));
     let live_token = live_token.unwrap();
 
-    let bogus: Vec<(&str, Vec<(&str, String)>)> = vec![
-        ("a random bearer", vec![("authorization", "Bearer xyz".into())]),
+    let bogus: Vec<(&str, Headers)> = vec![
+        (
+            "a random bearer",
+            vec![("authorization", "Bearer xyz".into())],
+        ),
         (
             "a made-up API key",
             vec![("authorization", format!("Bearer uct_{}", "A".repeat(32)))],
@@ -162,17 +168,26 @@ fn every_operation_answers_401_to_a_credential_that_matches_nothing() {
 
     for op in &operations {
         let path = fill(&op.template, &mailbox, &message);
-        let mut tries: Vec<(String, String, Vec<(&str, String)>)> = bogus
+        let mut tries: Vec<(String, String, Headers)> = bogus
             .iter()
             .map(|(who, headers)| (who.to_string(), path.clone(), headers.clone()))
             .collect();
         if op.query_token {
-            tries.push(("a random ?token=".into(), format!("{path}?token=xyz"), vec![]));
+            tries.push((
+                "a random ?token=".into(),
+                format!("{path}?token=xyz"),
+                vec![],
+            ));
         }
         for (who, path, headers) in tries {
             let r = send(&api, &op.method, &path, &headers);
             let what = format!("{} {} with {who}", op.method, op.template);
-            assert_eq!(r.status, 401, "{what}: {}", String::from_utf8_lossy(&r.body));
+            assert_eq!(
+                r.status,
+                401,
+                "{what}: {}",
+                String::from_utf8_lossy(&r.body)
+            );
             assert_eq!(r.problem(), "invalid-credentials", "{what}");
             let challenge = r.header("www-authenticate").unwrap_or_default();
             assert!(
@@ -185,8 +200,15 @@ fn every_operation_answers_401_to_a_credential_that_matches_nothing() {
         if op.template.contains("{address}") {
             let headers = [("authorization", format!("Bearer {live_token}"))];
             let r = send(&api, &op.method, &path, &headers);
-            let what = format!("{} {} with another mailbox's live token", op.method, op.template);
-            assert_eq!((r.status, r.problem().as_str()), (404, "not-found"), "{what}");
+            let what = format!(
+                "{} {} with another mailbox's live token",
+                op.method, op.template
+            );
+            assert_eq!(
+                (r.status, r.problem().as_str()),
+                (404, "not-found"),
+                "{what}"
+            );
         }
     }
 
@@ -196,6 +218,9 @@ fn every_operation_answers_401_to_a_credential_that_matches_nothing() {
     // And the live credentials still work.
     let r = api.get("/api/v1/mailboxes", &Auth::Bearer(live_token));
     assert_eq!(r.status, 200);
-    let r = api.get(&format!("/api/v1/mailboxes/{mailbox}"), &Auth::Bearer(owner_key));
+    let r = api.get(
+        &format!("/api/v1/mailboxes/{mailbox}"),
+        &Auth::Bearer(owner_key),
+    );
     assert_eq!(r.status, 200);
 }
