@@ -2,7 +2,7 @@
 //! a running server holds refuses to start, naming the address, instead of
 //! joining its SO_REUSEPORT group and taking part of its connections.
 
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use crate::support::TestServer;
@@ -11,18 +11,7 @@ use crate::support::TestServer;
 /// run to its end; returns (exit status success, stderr).
 fn second_serve(smtp: &str, http: &str) -> (bool, String) {
     let data = tempfile::tempdir().unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_uncorreo"))
-        .arg("serve")
-        .env("UNCORREO__SMTP__LISTEN", smtp)
-        .env("UNCORREO__HTTP__LISTEN", http)
-        .env("UNCORREO__ENGINE__DATA_DIR", data.path())
-        .env(
-            "UNCORREO__ENGINE__DOMAINS",
-            format!("[\"{}\"]", crate::support::DOMAIN),
-        )
-        .env("UNCORREO__ENGINE__MIN_FREE_BYTES", "0")
-        .env("UNCORREO__CORES", "2")
-        .env("RUST_LOG", "warn")
+    let mut child = crate::support::serve_command(data.path(), smtp, http)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()

@@ -81,12 +81,7 @@ fn send(api: &Api, method: &str, path: &str, headers: &[(&'static str, String)])
     if method == "POST" {
         req = req.json(&json!({}));
     }
-    let r = req.send().unwrap();
-    Resp {
-        status: r.status().as_u16(),
-        headers: r.headers().clone(),
-        body: r.bytes().unwrap().to_vec(),
-    }
+    Resp::read(req.send().unwrap())
 }
 
 #[test]
