@@ -92,7 +92,7 @@ pub async fn mint(engine: &Engine, user: UserId) -> Result<(ApiKeyInfo, String),
     responses(
         (status = 201, description = "Created; `key` is shown only now", body = KeyCreated),
         (status = 400, description = "Malformed JSON", body = ProblemBody, content_type = "application/problem+json"),
-        (status = 401, description = "No credential, or an unknown or revoked API key", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 401, description = "No credential, or one that matches nothing (unknown or revoked API key, unknown or expired session token, malformed Authorization)", body = ProblemBody, content_type = "application/problem+json"),
         (status = 403, description = "`api-key-required` (a session token is not enough) or `key-limit`", body = ProblemBody, content_type = "application/problem+json"),
         (status = 413, description = "Body too large", body = ProblemBody, content_type = "application/problem+json"),
         (status = 415, description = "Body is not JSON", body = ProblemBody, content_type = "application/problem+json"),
@@ -142,7 +142,7 @@ pub async fn create_key(
     tag = "keys",
     responses(
         (status = 200, description = "The caller's keys", body = KeyList),
-        (status = 401, description = "No credential, or an unknown or revoked API key", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 401, description = "No credential, or one that matches nothing (unknown or revoked API key, unknown or expired session token, malformed Authorization)", body = ProblemBody, content_type = "application/problem+json"),
         (status = 403, description = "`api-key-required`", body = ProblemBody, content_type = "application/problem+json"),
         (status = 429, description = "Rate limited", body = ProblemBody, content_type = "application/problem+json"),
     ),
@@ -170,7 +170,7 @@ pub async fn list_keys(
     params(("id" = u64, Path, description = "Key id")),
     responses(
         (status = 204, description = "Revoked"),
-        (status = 401, description = "No credential, or an unknown or revoked API key", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 401, description = "No credential, or one that matches nothing (unknown or revoked API key, unknown or expired session token, malformed Authorization)", body = ProblemBody, content_type = "application/problem+json"),
         (status = 403, description = "`api-key-required`", body = ProblemBody, content_type = "application/problem+json"),
         (status = 404, description = "No such key, or not the caller's", body = ProblemBody, content_type = "application/problem+json"),
         (status = 429, description = "Rate limited", body = ProblemBody, content_type = "application/problem+json"),

@@ -142,7 +142,7 @@ where
         (status = 201, description = "Created; `session_token` only for anonymous callers",
             body = MailboxCreated, headers(("Location" = String, description = "The mailbox URL"))),
         (status = 400, description = "Malformed JSON", body = ProblemBody, content_type = "application/problem+json"),
-        (status = 401, description = "Unknown or revoked API key", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 401, description = "A credential that matches nothing (unknown or revoked API key, unknown or expired session token, malformed Authorization)", body = ProblemBody, content_type = "application/problem+json"),
         (status = 403, description = "`mailbox-limit`: the plan's `max_mailboxes` are live; `ttl-too-long`: above the plan's `max_ttl_minutes`", body = ProblemBody, content_type = "application/problem+json"),
         (status = 409, description = "`address-taken`", body = ProblemBody, content_type = "application/problem+json"),
         (status = 413, description = "Body too large", body = ProblemBody, content_type = "application/problem+json"),
@@ -313,7 +313,7 @@ pub fn random_local_part() -> String {
     tag = "mailboxes",
     responses(
         (status = 200, description = "Live mailboxes, oldest first", body = MailboxList),
-        (status = 401, description = "No credential, or an unknown or revoked API key", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 401, description = "No credential, or one that matches nothing (unknown or revoked API key, unknown or expired session token, malformed Authorization)", body = ProblemBody, content_type = "application/problem+json"),
         (status = 429, description = "Rate limited", body = ProblemBody, content_type = "application/problem+json"),
     ),
     security(("api_key" = []), ("session_token" = [])),
@@ -350,7 +350,7 @@ pub fn list(state: &AppState, caller: &Caller) -> Result<MailboxList, Problem> {
     params(("address" = String, Path, description = "`local@domain`")),
     responses(
         (status = 200, description = "The mailbox", body = MailboxView),
-        (status = 401, description = "No credential, or an unknown or revoked API key", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 401, description = "No credential, or one that matches nothing (unknown or revoked API key, unknown or expired session token, malformed Authorization)", body = ProblemBody, content_type = "application/problem+json"),
         (status = 404, description = "No such mailbox, or not visible with these credentials (one answer for both)", body = ProblemBody, content_type = "application/problem+json"),
         (status = 429, description = "Rate limited", body = ProblemBody, content_type = "application/problem+json"),
     ),
@@ -373,7 +373,7 @@ pub async fn get_mailbox(
     params(("address" = String, Path, description = "`local@domain`")),
     responses(
         (status = 204, description = "Deleted"),
-        (status = 401, description = "No credential, or an unknown or revoked API key", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 401, description = "No credential, or one that matches nothing (unknown or revoked API key, unknown or expired session token, malformed Authorization)", body = ProblemBody, content_type = "application/problem+json"),
         (status = 404, description = "No such mailbox, or not visible with these credentials", body = ProblemBody, content_type = "application/problem+json"),
         (status = 429, description = "Rate limited", body = ProblemBody, content_type = "application/problem+json"),
     ),

@@ -121,6 +121,7 @@ fn describe() {
         "Stored messages the parsed view could not be built for (too large, unparseable, parser panic)."
     );
     crate::realtime::describe_metrics();
+    crate::serve::describe_metrics();
     describe_counter!(
         WEBHOOK_DELIVERIES_TOTAL,
         "Outbound webhook attempts and events, by outcome (delivered, failed, refused, exhausted, dropped)."

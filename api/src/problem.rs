@@ -381,9 +381,16 @@ impl IntoResponse for Problem {
             h.insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
         if status == StatusCode::UNAUTHORIZED {
+            // RFC 6750 §3.1: a credential that was sent but matched nothing
+            // says so, so a client can tell "log in" from "your key is gone".
+            let challenge = if self.kind == Kind::InvalidCredentials {
+                "Bearer realm=\"uncorreo\", error=\"invalid_token\""
+            } else {
+                "Bearer realm=\"uncorreo\""
+            };
             h.insert(
                 header::WWW_AUTHENTICATE,
-                HeaderValue::from_static("Bearer realm=\"uncorreo\""),
+                HeaderValue::from_static(challenge),
             );
         }
         resp

@@ -651,8 +651,25 @@ impl Engine {
         (mb.info.expires_at_ms > self.now_ms()).then(|| mb.info.clone())
     }
 
+    /// The live anonymous mailbox whose session token has this SHA-256
+    /// (a token opens exactly one mailbox). One lookup per shard, no scan.
+    pub fn mailbox_by_token_hash(&self, token_hash: &[u8; 32]) -> Option<MailboxInfo> {
+        let now = self.now_ms();
+        self.shared().shards.iter().find_map(|s| {
+            let idx = s.index.read();
+            let id = idx.by_token.get(token_hash)?;
+            idx.mailboxes
+                .get(id)
+                .filter(|m| m.info.expires_at_ms > now)
+                .map(|m| m.info.clone())
+        })
+    }
+
     /// Live mailboxes with this owner, oldest first.
     pub fn mailboxes_owned_by(&self, owner: &Owner) -> Vec<MailboxInfo> {
+        if let Owner::Anonymous { token_hash } = owner {
+            return self.mailbox_by_token_hash(token_hash).into_iter().collect();
+        }
         let now = self.now_ms();
         let mut v = Vec::new();
         for s in &self.shared().shards {

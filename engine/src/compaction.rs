@@ -143,10 +143,7 @@ fn expire(shared: &Shared, now: u64) {
         }
         let mut idx = shared.shards[shard].index.write();
         for id in expired {
-            if let Some(m) = idx.mailboxes.remove(&id) {
-                if idx.by_address.get(&m.info.address) == Some(&id) {
-                    idx.by_address.remove(&m.info.address);
-                }
+            if let Some(m) = idx.remove_mailbox(id) {
                 crate::writer::mark_mailbox_dead(shared, shard, &m);
                 shared.hub.close_mailbox(MailboxId(id));
             }

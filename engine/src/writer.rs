@@ -915,28 +915,19 @@ impl Writer {
                         }
                     }
                     Apply::MailboxCreated { info, rel, len } => {
-                        let id = info.id.0;
-                        if let Some(old) = idx.by_address.insert(info.address.clone(), id) {
-                            // The old one had expired: it is gone for good.
-                            if let Some(m) = idx.mailboxes.remove(&old) {
-                                mark_mailbox_dead(&self.shared, self.shard, &m);
-                                closed.push(old);
-                            }
+                        let replaced = idx.insert_mailbox(MailboxEntry {
+                            info,
+                            created: (seg_no, (base as usize + rel) as u32, len),
+                            msgs: Vec::new(),
+                        });
+                        // The old one had expired: it is gone for good.
+                        if let Some(m) = replaced {
+                            mark_mailbox_dead(&self.shared, self.shard, &m);
+                            closed.push(m.info.id.0);
                         }
-                        idx.mailboxes.insert(
-                            id,
-                            MailboxEntry {
-                                info,
-                                created: (seg_no, (base as usize + rel) as u32, len),
-                                msgs: Vec::new(),
-                            },
-                        );
                     }
                     Apply::MailboxDeleted { id } => {
-                        if let Some(m) = idx.mailboxes.remove(&id) {
-                            if idx.by_address.get(&m.info.address) == Some(&id) {
-                                idx.by_address.remove(&m.info.address);
-                            }
+                        if let Some(m) = idx.remove_mailbox(id) {
                             mark_mailbox_dead(&self.shared, self.shard, &m);
                             closed.push(id);
                         }

@@ -374,7 +374,7 @@ fn mailbox_scope(mb: &MailboxInfo) -> Scope {
     responses(
         (status = 201, description = "Created; `secret` is shown only now", body = WebhookCreated),
         (status = 400, description = "Malformed JSON", body = ProblemBody, content_type = "application/problem+json"),
-        (status = 401, description = "No credential", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 401, description = "No credential, or one that matches nothing (unknown or revoked API key, unknown or expired session token, malformed Authorization)", body = ProblemBody, content_type = "application/problem+json"),
         (status = 403, description = "`webhook-limit`, or `webhook-url-refused` (its host is private, loopback, link-local… or does not resolve)", body = ProblemBody, content_type = "application/problem+json"),
         (status = 404, description = "No such mailbox, or not the caller's", body = ProblemBody, content_type = "application/problem+json"),
         (status = 422, description = "`invalid-request` (not an http(s) URL)", body = ProblemBody, content_type = "application/problem+json"),
@@ -402,7 +402,7 @@ pub async fn create_mailbox_webhook(
     params(("address" = String, Path, description = "Mailbox address")),
     responses(
         (status = 200, description = "The mailbox's webhooks", body = WebhookList),
-        (status = 401, description = "No credential", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 401, description = "No credential, or one that matches nothing (unknown or revoked API key, unknown or expired session token, malformed Authorization)", body = ProblemBody, content_type = "application/problem+json"),
         (status = 404, description = "No such mailbox, or not the caller's", body = ProblemBody, content_type = "application/problem+json"),
         (status = 429, description = "Rate limited", body = ProblemBody, content_type = "application/problem+json"),
     ),
@@ -430,7 +430,7 @@ pub async fn list_mailbox_webhooks(
     ),
     responses(
         (status = 204, description = "Deleted"),
-        (status = 401, description = "No credential", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 401, description = "No credential, or one that matches nothing (unknown or revoked API key, unknown or expired session token, malformed Authorization)", body = ProblemBody, content_type = "application/problem+json"),
         (status = 404, description = "No such mailbox or webhook, or not the caller's", body = ProblemBody, content_type = "application/problem+json"),
         (status = 429, description = "Rate limited", body = ProblemBody, content_type = "application/problem+json"),
     ),
@@ -454,7 +454,7 @@ pub async fn delete_mailbox_webhook(
     responses(
         (status = 201, description = "Created; `secret` is shown only now", body = WebhookCreated),
         (status = 400, description = "Malformed JSON", body = ProblemBody, content_type = "application/problem+json"),
-        (status = 401, description = "No credential, or an unknown or revoked API key", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 401, description = "No credential, or one that matches nothing (unknown or revoked API key, unknown or expired session token, malformed Authorization)", body = ProblemBody, content_type = "application/problem+json"),
         (status = 403, description = "`api-key-required`, `webhook-limit`, or `webhook-url-refused` (its host is private, loopback, link-local… or does not resolve)", body = ProblemBody, content_type = "application/problem+json"),
         (status = 422, description = "`invalid-request` (not an http(s) URL)", body = ProblemBody, content_type = "application/problem+json"),
         (status = 429, description = "Rate limited", body = ProblemBody, content_type = "application/problem+json"),
@@ -479,7 +479,7 @@ pub async fn create_user_webhook(
     tag = "webhooks",
     responses(
         (status = 200, description = "The caller's per-user webhooks", body = WebhookList),
-        (status = 401, description = "No credential, or an unknown or revoked API key", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 401, description = "No credential, or one that matches nothing (unknown or revoked API key, unknown or expired session token, malformed Authorization)", body = ProblemBody, content_type = "application/problem+json"),
         (status = 403, description = "`api-key-required`", body = ProblemBody, content_type = "application/problem+json"),
         (status = 429, description = "Rate limited", body = ProblemBody, content_type = "application/problem+json"),
     ),
@@ -503,7 +503,7 @@ pub async fn list_user_webhooks(
     params(("webhook" = String, Path, description = "Webhook id")),
     responses(
         (status = 204, description = "Deleted"),
-        (status = 401, description = "No credential, or an unknown or revoked API key", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 401, description = "No credential, or one that matches nothing (unknown or revoked API key, unknown or expired session token, malformed Authorization)", body = ProblemBody, content_type = "application/problem+json"),
         (status = 403, description = "`api-key-required`", body = ProblemBody, content_type = "application/problem+json"),
         (status = 404, description = "No such webhook, or not the caller's", body = ProblemBody, content_type = "application/problem+json"),
         (status = 429, description = "Rate limited", body = ProblemBody, content_type = "application/problem+json"),
