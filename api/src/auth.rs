@@ -253,7 +253,7 @@ impl Caller {
 }
 
 fn rate_limited(l: crate::ratelimit::Limited) -> Problem {
-    metrics::counter!("uncorreo_http_rate_limited_total").increment(1);
+    metrics::counter!(uncorreo_metric_names::HTTP_RATE_LIMITED_TOTAL).increment(1);
     Problem::new(Kind::RateLimited, "rate limit exceeded; slow down")
         .retry_after(l.retry_after_secs)
 }

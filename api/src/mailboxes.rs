@@ -286,7 +286,7 @@ pub async fn create(
     } else {
         drop(reservation);
     }
-    ::metrics::counter!("uncorreo_mailboxes_created_total", "owner" => if token.is_some() { "anonymous" } else { "user" }).increment(1);
+    ::metrics::counter!(uncorreo_metric_names::MAILBOXES_CREATED_TOTAL, "owner" => if token.is_some() { "anonymous" } else { "user" }).increment(1);
 
     Ok(MailboxCreated {
         address: info.address.to_string(),

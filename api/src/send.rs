@@ -243,7 +243,8 @@ pub async fn deliver_many(
                     return Err(resolve_problem(*e));
                 }
             }
-            metrics::counter!("uncorreo_http_send_messages_total").increment(stored.len() as u64);
+            metrics::counter!(uncorreo_metric_names::HTTP_SEND_MESSAGES_TOTAL)
+                .increment(stored.len() as u64);
             Ok(stored)
         }
         // No dedupe key is given, so the engine cannot call this a duplicate.

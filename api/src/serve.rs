@@ -105,7 +105,7 @@ impl Connections {
         }
         *open += 1;
         self.total.fetch_add(1, Ordering::Relaxed);
-        metrics::gauge!("uncorreo_http_connections_open").increment(1.0);
+        metrics::gauge!(uncorreo_metric_names::HTTP_CONNECTIONS_OPEN).increment(1.0);
         Ok(Slot {
             connections: Arc::clone(self),
             ip,
@@ -129,7 +129,7 @@ impl Drop for Slot {
             }
         }
         self.connections.total.fetch_sub(1, Ordering::Relaxed);
-        metrics::gauge!("uncorreo_http_connections_open").decrement(1.0);
+        metrics::gauge!(uncorreo_metric_names::HTTP_CONNECTIONS_OPEN).decrement(1.0);
     }
 }
 
@@ -229,7 +229,7 @@ pub async fn serve(
         let slot = match connections.admit(peer.ip()) {
             Ok(slot) => slot,
             Err(refused) => {
-                metrics::counter!("uncorreo_http_connections_refused_total", "reason" => refused.label())
+                metrics::counter!(uncorreo_metric_names::HTTP_CONNECTIONS_REFUSED_TOTAL, "reason" => refused.label())
                     .increment(1);
                 if refusing.load(Ordering::Relaxed) < MAX_REFUSING {
                     refusing.fetch_add(1, Ordering::Relaxed);
@@ -368,7 +368,7 @@ async fn connection(
                 break;
             }
             cut = &mut watchdog => {
-                metrics::counter!("uncorreo_http_connections_cut_total", "reason" => cut.label())
+                metrics::counter!(uncorreo_metric_names::HTTP_CONNECTIONS_CUT_TOTAL, "reason" => cut.label())
                     .increment(1);
                 break;
             }
@@ -538,7 +538,7 @@ impl Guarded {
             .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
         if stalled.as_mut().poll(cx).is_ready() {
             self.stalled = None;
-            metrics::counter!("uncorreo_http_connections_cut_total", "reason" => "write_timeout")
+            metrics::counter!(uncorreo_metric_names::HTTP_CONNECTIONS_CUT_TOTAL, "reason" => "write_timeout")
                 .increment(1);
             return Poll::Ready(Err(io::Error::new(
                 io::ErrorKind::TimedOut,
@@ -609,20 +609,4 @@ impl AsyncWrite for Guarded {
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.inner).poll_shutdown(cx)
     }
-}
-
-/// Register the descriptions of the connection metrics.
-pub fn describe_metrics() {
-    metrics::describe_gauge!(
-        "uncorreo_http_connections_open",
-        "HTTP connections open now (all cores)."
-    );
-    metrics::describe_counter!(
-        "uncorreo_http_connections_refused_total",
-        "HTTP connections answered 503 and closed at accept, by the bound that was full (total, per_ip)."
-    );
-    metrics::describe_counter!(
-        "uncorreo_http_connections_cut_total",
-        "HTTP connections closed by us, by reason (header_timeout, idle, write_timeout)."
-    );
 }

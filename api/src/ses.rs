@@ -23,7 +23,7 @@ pub const INBOUND_PATH: &str = "/api/v1/ses/inbound";
 #[allow(dead_code)]
 pub(crate) struct InboundAnswer {
     /// `delivered`, `duplicate`, `malformed`, `bad_signature`, … (the
-    /// `uncorreo_sns_messages_total` outcome label).
+    /// `uncorreo_ses_notifications_total` outcome label).
     outcome: String,
     /// Why, for a person reading the log.
     detail: Option<String>,

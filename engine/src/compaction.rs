@@ -120,8 +120,8 @@ pub(crate) fn pass(shared: &Shared) -> Result<CompactionReport, StorageError> {
     c.compaction_runs.fetch_add(1, Ordering::Relaxed);
     c.reclaimed
         .fetch_add(report.bytes_reclaimed, Ordering::Relaxed);
-    metrics::counter!("uncorreo_compaction_runs_total").increment(1);
-    metrics::counter!("uncorreo_compaction_reclaimed_bytes_total")
+    metrics::counter!(uncorreo_metric_names::COMPACTION_RUNS_TOTAL).increment(1);
+    metrics::counter!(uncorreo_metric_names::COMPACTION_RECLAIMED_BYTES_TOTAL)
         .increment(report.bytes_reclaimed);
     shared.publish_disk_gauges();
     Ok(report)

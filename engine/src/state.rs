@@ -230,7 +230,7 @@ impl Shared {
     pub(crate) fn count_corrupt(&self, n: u64) {
         if n > 0 {
             self.counters.corrupt.fetch_add(n, Ordering::Relaxed);
-            metrics::counter!("uncorreo_corrupt_records_total").increment(n);
+            metrics::counter!(uncorreo_metric_names::CORRUPT_RECORDS_TOTAL).increment(n);
         }
     }
 
@@ -249,8 +249,8 @@ impl Shared {
 
     pub(crate) fn publish_disk_gauges(&self) {
         let (n, bytes) = self.disk_usage();
-        metrics::gauge!("uncorreo_segments").set(n as f64);
-        metrics::gauge!("uncorreo_disk_bytes").set(bytes as f64);
+        metrics::gauge!(uncorreo_metric_names::SEGMENTS).set(n as f64);
+        metrics::gauge!(uncorreo_metric_names::DISK_BYTES).set(bytes as f64);
     }
 }
 

@@ -57,7 +57,7 @@ impl SummaryPool {
                         let summary = catch_unwind(AssertUnwindSafe(|| derive(&job.raw)))
                             .unwrap_or_else(|_| {
                                 metrics::counter!(
-                                    "uncorreo_message_parse_failures_total",
+                                    uncorreo_metric_names::MESSAGE_PARSE_FAILURES_TOTAL,
                                     "reason" => "panic"
                                 )
                                 .increment(1);

@@ -141,7 +141,7 @@ fn clip(detail: &mut String) {
 }
 
 fn count(outcome: Outcome, detail: &str) {
-    metrics::counter!("uncorreo_ses_notifications_total", "outcome" => outcome.as_str())
+    metrics::counter!(uncorreo_metric_names::SES_NOTIFICATIONS_TOTAL, "outcome" => outcome.as_str())
         .increment(1);
     match outcome {
         Outcome::Delivered

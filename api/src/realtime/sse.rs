@@ -98,7 +98,7 @@ pub async fn mailbox_events(
             };
             let out = match next {
                 Ok(ev) => {
-                    metrics::counter!("uncorreo_realtime_events_sent_total", "transport" => "sse")
+                    metrics::counter!(uncorreo_metric_names::REALTIME_EVENTS_SENT_TOTAL, "transport" => "sse")
                         .increment(1);
                     let ev = Event::default()
                         .event("new_message")
@@ -112,7 +112,8 @@ pub async fn mailbox_events(
                 Err(FeedEnd::Storage) => ("shutdown", "storage_error", feed.last()),
             };
             let (name, reason, last) = out;
-            metrics::counter!("uncorreo_sse_streams_total", "reason" => reason).increment(1);
+            metrics::counter!(uncorreo_metric_names::SSE_STREAMS_TOTAL, "reason" => reason)
+                .increment(1);
             let data = serde_json::json!({ "event": name, "resume_since": last }).to_string();
             // The last event; `None` ends the stream on the next poll.
             Some((Ok(Event::default().event(name).data(data)), None))

@@ -185,7 +185,7 @@ pub async fn wait_for(
         let woke = tokio::select! {
             biased;
             _ = shutdown.cancelled() => {
-                metrics::counter!("uncorreo_waits_total", "outcome" => "shutdown").increment(1);
+                metrics::counter!(uncorreo_metric_names::WAITS_TOTAL, "outcome" => "shutdown").increment(1);
                 return Err(Problem::new(Kind::Unavailable, "the server is shutting down").retry_after(5));
             }
             _ = tokio::time::sleep_until(deadline) => None,
@@ -223,7 +223,7 @@ fn answer(
     timed_out: bool,
     outcome: &'static str,
 ) -> WaitResponse {
-    metrics::counter!("uncorreo_waits_total", "outcome" => outcome).increment(1);
+    metrics::counter!(uncorreo_metric_names::WAITS_TOTAL, "outcome" => outcome).increment(1);
     let next_since = found.last().map_or(since, |m| m.seq);
     WaitResponse {
         messages: found,

@@ -112,7 +112,8 @@ pub async fn ws_inbox(
         .max_write_buffer_size(MAX_WRITE_BUFFER)
         .on_upgrade(move |socket| async move {
             let reason = run(socket, feed, &rt).await;
-            metrics::counter!("uncorreo_ws_connections_total", "reason" => reason).increment(1);
+            metrics::counter!(uncorreo_metric_names::WS_CONNECTIONS_TOTAL, "reason" => reason)
+                .increment(1);
             drop(tracked);
         })
         .into_response())
@@ -157,7 +158,7 @@ async fn run(mut socket: WebSocket, mut feed: Feed, rt: &super::Realtime) -> &'s
                     if !send(&mut socket, text(&ev), send_timeout).await {
                         return "send_timeout";
                     }
-                    metrics::counter!("uncorreo_realtime_events_sent_total", "transport" => "ws").increment(1);
+                    metrics::counter!(uncorreo_metric_names::REALTIME_EVENTS_SENT_TOTAL, "transport" => "ws").increment(1);
                 }
                 Err(FeedEnd::Lagged { last }) => {
                     let why = format!("lagged; resume with since={last}");
