@@ -13,6 +13,7 @@
 
 pub mod admin;
 pub mod auth;
+pub mod inflight;
 pub mod keys;
 pub mod mailboxes;
 pub mod mailpit;
@@ -91,6 +92,8 @@ struct Shared {
     ses: uncorreo_ses::Ingest,
     mailpit: mailpit::MailpitState,
     webhooks: webhooks::Webhooks,
+    /// The budget of bytes in flight, shared with SMTP.
+    budget: uncorreo_budget::Budget,
     /// `/api/v1/openapi.json`, rendered once.
     openapi_json: bytes::Bytes,
 }
@@ -101,15 +104,23 @@ impl axum::extract::FromRef<AppState> for uncorreo_ses::Ingest {
     }
 }
 
+impl axum::extract::FromRef<AppState> for uncorreo_budget::Budget {
+    fn from_ref(state: &AppState) -> Self {
+        state.shared.budget.clone()
+    }
+}
+
 impl AppState {
     /// Check the configuration and build the state shared by every core.
     /// `ses` is the SES webhook's ingest (built by
     /// [`uncorreo_ses::Ingest::new`]), reachable from handlers through
-    /// `State<Ingest>`.
+    /// `State<Ingest>`; `budget` bounds the request bodies being read
+    /// (see [`inflight`]), shared with every other ingest path.
     pub fn new(
         engine: Engine,
         config: ApiConfig,
         ses: uncorreo_ses::Ingest,
+        budget: uncorreo_budget::Budget,
     ) -> Result<Self, plans::PlanConfigError> {
         plans::validate(&config.plans, &config.limits)?;
         let anonymous_plan = plans::named(&config.plans, &config.limits.anonymous_plan).ok_or(
@@ -130,6 +141,7 @@ impl AppState {
                 ses,
                 mailpit: mailpit::MailpitState::default(),
                 webhooks: webhooks::Webhooks::new(config.webhooks.clone()),
+                budget,
                 openapi_json: bytes::Bytes::from(openapi::json()),
                 config,
             }),
@@ -171,6 +183,10 @@ impl AppState {
     /// Outbound webhook settings and the dispatcher's wake-up.
     pub fn webhooks(&self) -> &webhooks::Webhooks {
         &self.shared.webhooks
+    }
+    /// The budget of bytes in flight.
+    pub fn budget(&self) -> &uncorreo_budget::Budget {
+        &self.shared.budget
     }
     /// The name our `Received:` lines give.
     pub fn hostname(&self) -> &str {

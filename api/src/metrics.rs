@@ -142,6 +142,20 @@ fn describe() {
         "Appends waiting for a log writer, summed over shards."
     );
     describe_gauge!(
+        "uncorreo_in_flight_bytes",
+        Unit::Bytes,
+        "Bytes reserved right now by message bodies being received (SMTP, SES webhook, HTTP send)."
+    );
+    describe_gauge!(
+        "uncorreo_in_flight_limit_bytes",
+        Unit::Bytes,
+        "The budget of bytes in flight ([memory] in_flight_bytes)."
+    );
+    describe_counter!(
+        "uncorreo_in_flight_refused_total",
+        "Bodies refused because the budget of bytes in flight was spent, by front end (smtp, ses, http_send, mailpit_send)."
+    );
+    describe_gauge!(
         "uncorreo_engine_poisoned",
         "1 once a write or sync failed; storage refuses writes until restart."
     );
@@ -247,4 +261,10 @@ pub fn refresh_engine_gauges(engine: &Engine) {
     counter!("uncorreo_events_published_total").absolute(s.events_published);
     gauge!("uncorreo_queue_depth").set(s.queue_depth as f64);
     gauge!("uncorreo_engine_poisoned").set(if s.poisoned { 1.0 } else { 0.0 });
+}
+
+/// Refresh the gauges of the budget of bytes in flight; called at each scrape.
+pub fn refresh_budget_gauges(budget: &uncorreo_budget::Budget) {
+    gauge!("uncorreo_in_flight_bytes").set(budget.in_flight() as f64);
+    gauge!("uncorreo_in_flight_limit_bytes").set(budget.limit() as f64);
 }

@@ -140,6 +140,37 @@ impl Permit {
         Ok(())
     }
 
+    /// Make room in `buf` for `len` octets (never past `ceiling`, beyond which
+    /// the caller appends nothing), holding the new capacity first: a buffer
+    /// grown only through this never holds memory the budget has not
+    /// granted. Capacity grows by half again when that fits (few copies for
+    /// a body of unknown size), else exactly to `len`. On a refusal `buf` and
+    /// the permit are unchanged.
+    pub fn make_room(
+        &mut self,
+        buf: &mut Vec<u8>,
+        len: usize,
+        ceiling: usize,
+    ) -> Result<(), Exhausted> {
+        let len = len.min(ceiling.max(buf.len()));
+        if len <= buf.capacity() {
+            return Ok(());
+        }
+        let roomy = buf
+            .capacity()
+            .saturating_add(buf.capacity() / 2)
+            .clamp(len, ceiling.max(len));
+        let target = match self.try_grow_to(roomy as u64) {
+            Ok(()) => roomy,
+            Err(_) => {
+                self.try_grow_to(len as u64)?;
+                len
+            }
+        };
+        buf.reserve_exact(target.saturating_sub(buf.len()));
+        Ok(())
+    }
+
     /// Hold at most `total` bytes, giving the rest back.
     pub fn shrink_to(&mut self, total: u64) {
         let less = self.bytes.saturating_sub(total);
@@ -196,6 +227,33 @@ mod tests {
         drop(other);
         drop(p);
         assert_eq!(budget.in_flight(), 0);
+    }
+
+    #[test]
+    fn a_buffer_grows_only_into_room_the_permit_holds() {
+        let budget = Budget::new(1000);
+        let mut permit = budget.try_reserve(100).unwrap();
+        let mut buf = Vec::with_capacity(100);
+        buf.extend_from_slice(&[1; 100]);
+        permit.make_room(&mut buf, 120, 900).unwrap();
+        assert_eq!(buf.capacity(), 150, "half again when it fits");
+        assert_eq!(permit.bytes(), 150);
+        buf.extend_from_slice(&[2; 50]);
+        permit.make_room(&mut buf, 2000, 900).unwrap();
+        assert_eq!(buf.capacity(), 900, "never past the ceiling");
+        let mut other = budget.try_reserve(50).unwrap();
+        let mut small = Vec::new();
+        assert!(other.make_room(&mut small, 200, 200).is_err());
+        assert_eq!((small.capacity(), other.bytes()), (0, 50), "a refusal changes nothing");
+        drop(permit);
+        drop(buf);
+        other.try_grow_to(300).unwrap();
+        let mut third = budget.try_reserve(600).unwrap();
+        let mut exact = Vec::with_capacity(600);
+        exact.extend_from_slice(&[3; 600]);
+        third.make_room(&mut exact, 700, 2000).unwrap();
+        assert_eq!(exact.capacity(), 700, "exactly, when half again does not fit");
+        assert_eq!(budget.in_flight(), 1000);
     }
 
     #[test]

@@ -28,7 +28,7 @@ use subtle::ConstantTimeEq;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use uncorreo_budget::{Exhausted, Permit};
+use uncorreo_budget::Permit;
 use uncorreo_engine::{
     Address, DeliverError, Delivery, DeliveryOutcome, MessageId, Owner, Recipient, ResolveError,
 };
@@ -706,7 +706,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 let want = body
                     .len()
                     .saturating_add(DataDecoder::max_output(self.conn.buffered()));
-                if make_room(&mut body, &mut permit, want, ceiling).is_err() {
+                if permit.make_room(&mut body, want, ceiling).is_err() {
                     over_budget = true;
                     body = Vec::new();
                     permit.shrink_to(0);
@@ -783,7 +783,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         let want = body
             .len()
             .saturating_add(noted.len().saturating_sub(old_header));
-        if make_room(&mut body, &mut permit, want, want).is_err() {
+        if permit.make_room(&mut body, want, want).is_err() {
             self.tx = None;
             self.over_budget();
             return Flow::Continue;
@@ -835,7 +835,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                     _ if tx.bdat_size.saturating_add(size) > max => true,
                     (Some(buf), Some(permit)) => {
                         let want = buf.len().saturating_add(usize::try_from(size).unwrap_or(usize::MAX));
-                        make_room(buf, permit, want, ceiling).is_ok()
+                        permit.make_room(buf, want, ceiling).is_ok()
                     }
                     _ => false,
                 };
@@ -922,7 +922,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 let mut body = body;
                 let mut permit = permit;
                 let want = body.len().saturating_add(count as usize);
-                if make_room(&mut body, &mut permit, want, want).is_err() {
+                if permit.make_room(&mut body, want, want).is_err() {
                     self.tx = None;
                     self.over_budget();
                     return Flow::Continue;
@@ -1013,36 +1013,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         self.conn.reply(&reply);
         Flow::Continue
     }
-}
-
-/// Make room in `body` for `len` octets (never past `ceiling`, beyond which
-/// nothing is appended), growing `permit` to the new capacity first: a body
-/// never holds memory the budget has not granted. Capacity grows by half
-/// again when that fits (few copies for a body of unknown size), else
-/// exactly.
-fn make_room(
-    body: &mut Vec<u8>,
-    permit: &mut Permit,
-    len: usize,
-    ceiling: usize,
-) -> Result<(), Exhausted> {
-    let len = len.min(ceiling.max(body.len()));
-    if len <= body.capacity() {
-        return Ok(());
-    }
-    let roomy = body
-        .capacity()
-        .saturating_add(body.capacity() / 2)
-        .clamp(len, ceiling.max(len));
-    let target = match permit.try_grow_to(roomy as u64) {
-        Ok(()) => roomy,
-        Err(_) => {
-            permit.try_grow_to(len as u64)?;
-            len
-        }
-    };
-    body.reserve_exact(target.saturating_sub(body.len()));
-    Ok(())
 }
 
 /// The reply to the end of data for what `Engine::deliver` returned, and the
