@@ -4,6 +4,7 @@
 //! dialogues use `support::Raw`.
 
 mod auth;
+pub mod budget;
 mod clients;
 mod disk_full;
 mod frameworks;
