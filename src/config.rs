@@ -323,8 +323,14 @@ mod tests {
         assert_eq!(mem_total_bytes("MemFree: 1 kB\n"), None);
         assert_eq!(mem_total_bytes("MemTotal: 12 MB\n"), None);
         assert_eq!(auto_in_flight_bytes(Some(8 << 30)), 2 << 30);
-        assert_eq!(auto_in_flight_bytes(Some(128 << 20)), MIN_AUTO_IN_FLIGHT_BYTES);
-        assert_eq!(auto_in_flight_bytes(Some(1 << 40)), MAX_AUTO_IN_FLIGHT_BYTES);
+        assert_eq!(
+            auto_in_flight_bytes(Some(128 << 20)),
+            MIN_AUTO_IN_FLIGHT_BYTES
+        );
+        assert_eq!(
+            auto_in_flight_bytes(Some(1 << 40)),
+            MAX_AUTO_IN_FLIGHT_BYTES
+        );
         assert_eq!(auto_in_flight_bytes(None), FALLBACK_IN_FLIGHT_BYTES);
         let c = Config::load(None, []).unwrap();
         assert_eq!(c.memory.in_flight_bytes, 0, "sized from memory by default");
@@ -348,7 +354,10 @@ mod tests {
         )
         .unwrap_err()
         .to_string();
-        assert!(err.contains("in_flight_bytes") && err.contains("max_message_bytes"), "{err}");
+        assert!(
+            err.contains("in_flight_bytes") && err.contains("max_message_bytes"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -103,9 +103,12 @@ impl Appliance {
         let admin_socket = config.admin_socket();
         let admin_listener = bind_operator_socket(&admin_socket)?;
 
-        let smtp_shared =
-            uncorreo_smtpd::Shared::with_budget(engine.clone(), config.smtp.clone(), budget.clone())
-                .map_err(io("setting up SMTP"))?;
+        let smtp_shared = uncorreo_smtpd::Shared::with_budget(
+            engine.clone(),
+            config.smtp.clone(),
+            budget.clone(),
+        )
+        .map_err(io("setting up SMTP"))?;
         let ingest = uncorreo_ses::Ingest::new(
             engine.clone(),
             config.sns.clone(),

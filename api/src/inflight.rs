@@ -143,7 +143,13 @@ mod tests {
             .unwrap();
         assert_eq!(undeclared.0.len(), 700);
         assert!(budget.in_flight() >= 700);
-        let too_big = read(&Budget::new(10_000), &HeaderMap::new(), Body::from(vec![1u8; 900]), 800).await;
+        let too_big = read(
+            &Budget::new(10_000),
+            &HeaderMap::new(),
+            Body::from(vec![1u8; 900]),
+            800,
+        )
+        .await;
         assert!(matches!(too_big, Err(BodyError::TooLarge)));
     }
 }

@@ -121,7 +121,9 @@ pub struct Permit {
 
 impl std::fmt::Debug for Permit {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Permit").field("bytes", &self.bytes).finish()
+        f.debug_struct("Permit")
+            .field("bytes", &self.bytes)
+            .finish()
     }
 }
 
@@ -244,7 +246,11 @@ mod tests {
         let mut other = budget.try_reserve(50).unwrap();
         let mut small = Vec::new();
         assert!(other.make_room(&mut small, 200, 200).is_err());
-        assert_eq!((small.capacity(), other.bytes()), (0, 50), "a refusal changes nothing");
+        assert_eq!(
+            (small.capacity(), other.bytes()),
+            (0, 50),
+            "a refusal changes nothing"
+        );
         drop(permit);
         drop(buf);
         other.try_grow_to(300).unwrap();
@@ -252,7 +258,11 @@ mod tests {
         let mut exact = Vec::with_capacity(600);
         exact.extend_from_slice(&[3; 600]);
         third.make_room(&mut exact, 700, 2000).unwrap();
-        assert_eq!(exact.capacity(), 700, "exactly, when half again does not fit");
+        assert_eq!(
+            exact.capacity(),
+            700,
+            "exactly, when half again does not fit"
+        );
         assert_eq!(budget.in_flight(), 1000);
     }
 

@@ -68,7 +68,7 @@ fn run(budget: &Budget, ops: &[Op], exact: bool) {
             }
             Op::Drop(i) if !held.is_empty() => {
                 let len = held.len();
-                held.swap_remove(i % len);
+                drop(held.swap_remove(i % len));
             }
             Op::PanicHolding(n) => {
                 let b = budget.clone();

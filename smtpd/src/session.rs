@@ -819,7 +819,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 tx.bdat_header_len = header.len();
                 let mut buf = header.into_bytes();
                 if let Ok(p) = &permit {
-                    buf.reserve_exact(usize::try_from(p.bytes()).unwrap_or(0).saturating_sub(buf.len()));
+                    buf.reserve_exact(
+                        usize::try_from(p.bytes())
+                            .unwrap_or(0)
+                            .saturating_sub(buf.len()),
+                    );
                 }
                 tx.bdat_over_budget = permit.is_err();
                 tx.bdat_permit = permit.ok();
@@ -834,7 +838,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 let fits = match (tx.bdat.as_mut(), tx.bdat_permit.as_mut()) {
                     _ if tx.bdat_size.saturating_add(size) > max => true,
                     (Some(buf), Some(permit)) => {
-                        let want = buf.len().saturating_add(usize::try_from(size).unwrap_or(usize::MAX));
+                        let want = buf
+                            .len()
+                            .saturating_add(usize::try_from(size).unwrap_or(usize::MAX));
                         permit.make_room(buf, want, ceiling).is_ok()
                     }
                     _ => false,

@@ -1260,7 +1260,9 @@ async fn bodies_past_the_byte_budget_get_452_4_3_1_and_release_what_they_held() 
     c.expect("DATA", "354").await;
     let mut body = Vec::new();
     for _ in 0..1000 {
-        body.extend_from_slice(b"0123456789012345678901234567890123456789012345678901234567890123456789\r\n");
+        body.extend_from_slice(
+            b"0123456789012345678901234567890123456789012345678901234567890123456789\r\n",
+        );
     }
     body.extend_from_slice(b".\r\n");
     c.send(&body).await;

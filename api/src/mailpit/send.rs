@@ -178,9 +178,10 @@ async fn send_inner(
         .map(|p| p.email.trim().to_owned())
         .unwrap_or_default();
     let paid = (&mut permit, FrontEnd::MailpitSend);
-    let stored = crate::send::deliver_many(state, inst.caller.ip(), rcpts, envelope_from, &raw, paid)
-        .await
-        .map_err(problem)?;
+    let stored =
+        crate::send::deliver_many(state, inst.caller.ip(), rcpts, envelope_from, &raw, paid)
+            .await
+            .map_err(problem)?;
     stored
         .first()
         .map(ToString::to_string)

@@ -297,6 +297,13 @@ fn sends_past_the_byte_budget_get_503_with_retry_after_and_go_through_later() {
     let m = mailpit_send();
     assert_eq!(m.status().as_u16(), 200);
     assert_eq!(in_flight(&api.server), 0);
-    let mailbox = api.server.engine.mailbox(&address.parse().unwrap()).unwrap();
-    assert_eq!(mailbox.message_count, 4, "two holders, two sends; nothing refused was stored");
+    let mailbox = api
+        .server
+        .engine
+        .mailbox(&address.parse().unwrap())
+        .unwrap();
+    assert_eq!(
+        mailbox.message_count, 4,
+        "two holders, two sends; nothing refused was stored"
+    );
 }

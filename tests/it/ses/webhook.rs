@@ -276,5 +276,9 @@ fn post_with_headers(addr: SocketAddr, body: &str) -> (u16, serde_json::Value, O
     let retry_after = head
         .lines()
         .find_map(|l| l.strip_prefix("retry-after: ").map(str::to_owned));
-    (status, serde_json::from_str(body).unwrap_or_default(), retry_after)
+    (
+        status,
+        serde_json::from_str(body).unwrap_or_default(),
+        retry_after,
+    )
 }

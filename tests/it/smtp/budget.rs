@@ -37,7 +37,8 @@ pub fn small_budget(c: &mut Config) {
 
 /// A message of about `len` octets (CRLF lines), tagged so it can be found.
 pub fn message(tag: &str, len: usize) -> Vec<u8> {
-    let mut m = format!("From: a@example.com\r\nSubject: {tag}\r\nX-Tag: {tag}\r\n\r\n").into_bytes();
+    let mut m =
+        format!("From: a@example.com\r\nSubject: {tag}\r\nX-Tag: {tag}\r\n\r\n").into_bytes();
     let line = b"0123456789 the budget of bytes in flight holds while this is read 0123\r\n";
     while m.len() + line.len() <= len {
         m.extend_from_slice(line);
@@ -145,7 +146,7 @@ fn a_bdat_chunk_past_the_budget_is_drained_and_refused_with_452_4_3_1() {
     let a_body = message("a", HELD);
     let e_body = message("e", 1_000_000);
     let mut a = hold(&server, rcpt, HELD);
-    let mut b = hold(&server, rcpt, HELD);
+    let b = hold(&server, rcpt, HELD);
 
     let (mut e, _) = Raw::connect(server.smtp);
     assert_eq!(code(&e.cmd("EHLO e.example")), "250");
@@ -164,7 +165,10 @@ fn a_bdat_chunk_past_the_budget_is_drained_and_refused_with_452_4_3_1() {
     assert_eq!(code(&finish(&mut a, &a_body)), "250");
     // A client that goes away mid-body releases its share too.
     drop(b);
-    wait_until(|| in_flight(&server) == 0, "a dropped holder releases its share");
+    wait_until(
+        || in_flight(&server) == 0,
+        "a dropped holder releases its share",
+    );
     start_transaction(&mut e, rcpt, None);
     e.send(format!("BDAT {} LAST\r\n", e_body.len()).as_bytes());
     e.send(&e_body);
@@ -268,11 +272,19 @@ fn send_until_stored(smtp: SocketAddr, tag: usize, body: &[u8]) -> usize {
     w.write_all(b"EHLO rss.example\r\n").unwrap();
     assert!(reply().starts_with("250"));
     let wire = uncorreo_smtpd::dot_stuff(body);
-    let mut refused = 0;
-    for attempt in 0..1000 {
-        let size = if attempt == 0 { String::new() } else { format!(" SIZE={}", body.len()) };
-        w.write_all(format!("MAIL FROM:<s{tag}@example.com>{size}\r\nRCPT TO:<rss@uncorreo.test>\r\nDATA\r\n").as_bytes())
-            .unwrap();
+    for attempt in 0..1000usize {
+        let size = if attempt == 0 {
+            String::new()
+        } else {
+            format!(" SIZE={}", body.len())
+        };
+        w.write_all(
+            format!(
+                "MAIL FROM:<s{tag}@example.com>{size}\r\nRCPT TO:<rss@uncorreo.test>\r\nDATA\r\n"
+            )
+            .as_bytes(),
+        )
+        .unwrap();
         assert!(reply().starts_with("250"));
         assert!(reply().starts_with("250"));
         let go = reply();
@@ -280,7 +292,8 @@ fn send_until_stored(smtp: SocketAddr, tag: usize, body: &[u8]) -> usize {
             w.write_all(&wire).unwrap();
             let end = reply();
             if end.starts_with("250") {
-                return refused;
+                // Every earlier attempt was refused.
+                return attempt;
             }
             assert!(end.starts_with("452 4.3.1"), "{end}");
         } else {
@@ -288,9 +301,8 @@ fn send_until_stored(smtp: SocketAddr, tag: usize, body: &[u8]) -> usize {
             w.write_all(b"RSET\r\n").unwrap();
             assert!(reply().starts_with("250"));
         }
-        refused += 1;
         // A real client's back-off; how long does not matter to the test.
-        std::thread::sleep(Duration::from_millis(5 * attempt.min(20)));
+        std::thread::sleep(Duration::from_millis(5 * attempt.min(20) as u64));
     }
     panic!("session {tag} never got its message stored");
 }
@@ -315,7 +327,10 @@ fn the_binary_stays_within_the_budget_plus_a_fixed_margin_under_many_large_bodie
     }
     let env = [
         ("UNCORREO__MEMORY__IN_FLIGHT_BYTES", RSS_BUDGET.to_string()),
-        ("UNCORREO__ENGINE__MAX_MESSAGE_BYTES", (4u64 << 20).to_string()),
+        (
+            "UNCORREO__ENGINE__MAX_MESSAGE_BYTES",
+            (4u64 << 20).to_string(),
+        ),
     ];
     let (mut child, smtp) = spawn_binary(data.path(), &env);
     let pid = child.0.id();
