@@ -11,16 +11,15 @@
 //! `the_binary_stays_within_the_budget_plus_a_fixed_margin_under_many_large_bodies`
 //! runs the real `uncorreo` binary and reads its peak RSS (`VmHWM`).
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use crate::support::{code, Raw, TestServer};
 use uncorreo::Config;
-use uncorreo_engine::{Address, NewMailbox, Owner};
+use uncorreo_engine::Address;
 
 /// The budget of these tests: 4 MiB.
 pub const BUDGET: u64 = 4 << 20;
@@ -179,55 +178,6 @@ fn a_bdat_chunk_past_the_budget_is_drained_and_refused_with_452_4_3_1() {
 
 // ---- the real binary's peak memory ----
 
-/// Kills the child when the test ends, also when it panics.
-pub struct KillOnDrop(pub std::process::Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Run the `uncorreo` binary on `data` (loopback, port 0, two cores) with
-/// `env` on top; returns it and its SMTP address. Its stdout is drained
-/// by a thread so it never blocks.
-pub fn spawn_binary(data: &std::path::Path, env: &[(&str, String)]) -> (KillOnDrop, SocketAddr) {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_uncorreo"));
-    cmd.env("UNCORREO__SMTP__LISTEN", "127.0.0.1:0")
-        .env("UNCORREO__HTTP__LISTEN", "127.0.0.1:0")
-        .env("UNCORREO__ENGINE__DATA_DIR", data)
-        .env(
-            "UNCORREO__ENGINE__DOMAINS",
-            format!("[\"{}\"]", crate::support::DOMAIN),
-        )
-        .env("UNCORREO__ENGINE__MIN_FREE_BYTES", "0")
-        .env("UNCORREO__CORES", "2")
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null());
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let mut child = KillOnDrop(cmd.spawn().unwrap());
-    let mut out = BufReader::new(child.0.stdout.take().unwrap());
-    let smtp: SocketAddr = loop {
-        let mut line = String::new();
-        assert!(
-            out.read_line(&mut line).unwrap() > 0,
-            "binary exited before listening"
-        );
-        if let Some(a) = line.trim().strip_prefix("smtp ") {
-            break a.parse().unwrap();
-        }
-    };
-    std::thread::spawn(move || {
-        let mut sink = Vec::new();
-        let _ = out.read_to_end(&mut sink);
-    });
-    (child, smtp)
-}
-
 /// `VmHWM` (peak resident set) of process `pid`, in bytes.
 fn peak_rss(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
@@ -310,21 +260,9 @@ fn send_until_stored(smtp: SocketAddr, tag: usize, body: &[u8]) -> usize {
 #[test]
 fn the_binary_stays_within_the_budget_plus_a_fixed_margin_under_many_large_bodies() {
     let data = tempfile::tempdir().unwrap();
-    {
-        let mut config = crate::support::test_config(data.path());
-        config.engine.max_message_bytes = 4 << 20;
-        let appliance = uncorreo::Appliance::start(config).unwrap();
-        let new = NewMailbox {
-            address: Address::from_parts("rss", crate::support::DOMAIN).unwrap(),
-            owner: Owner::Anonymous {
-                token_hash: [0; 32],
-            },
-            expires_at_ms: appliance.engine.now_ms() + 3_600_000,
-            max_messages: 100_000,
-        };
-        crate::support::block_on(appliance.engine.create_mailbox(new)).unwrap();
-        appliance.shutdown();
-    }
+    super::mailboxes_then_stop(data.path(), &["rss"], |c| {
+        c.engine.max_message_bytes = 4 << 20;
+    });
     let env = [
         ("UNCORREO__MEMORY__IN_FLIGHT_BYTES", RSS_BUDGET.to_string()),
         (
@@ -332,7 +270,7 @@ fn the_binary_stays_within_the_budget_plus_a_fixed_margin_under_many_large_bodie
             (4u64 << 20).to_string(),
         ),
     ];
-    let (mut child, smtp) = spawn_binary(data.path(), &env);
+    let (mut child, smtp, _drain) = super::spawn_binary(data.path(), &env);
     let pid = child.0.id();
     let idle = peak_rss(pid);
 
