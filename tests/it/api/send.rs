@@ -290,6 +290,16 @@ fn sends_past_the_byte_budget_get_503_with_retry_after_and_go_through_later() {
         Some("1")
     );
 
+    let metrics = String::from_utf8(api.get("/metrics", &Auth::None).body).unwrap();
+    for line in [
+        "uncorreo_in_flight_refused_total{front_end=\"http_send\"}",
+        "uncorreo_in_flight_refused_total{front_end=\"mailpit_send\"}",
+        "uncorreo_in_flight_bytes ",
+        "uncorreo_in_flight_limit_bytes ",
+    ] {
+        assert!(metrics.contains(line), "{line} missing from /metrics");
+    }
+
     assert!(finish(&mut a, &message("a", HELD)).starts_with("250"));
     assert!(finish(&mut b, &message("b", HELD)).starts_with("250"));
     let r = post_raw(&api, &path, &key, "message/rfc822", raw.clone());
