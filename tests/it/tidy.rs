@@ -207,9 +207,18 @@ fn metric_names_written_as_strings(text: &str) -> usize {
 
 #[test]
 fn metric_names_come_from_the_catalogue() {
-    assert_eq!(metric_names_written_as_strings("x.counter!(\n  \"uncorreo_a_total\")"), 1);
-    assert_eq!(metric_names_written_as_strings("describe_gauge!(\"uncorreo_a\", \"h\")"), 1);
-    assert_eq!(metric_names_written_as_strings("counter!(names::A_TOTAL)"), 0);
+    assert_eq!(
+        metric_names_written_as_strings("x.counter!(\n  \"uncorreo_a_total\")"),
+        1
+    );
+    assert_eq!(
+        metric_names_written_as_strings("describe_gauge!(\"uncorreo_a\", \"h\")"),
+        1
+    );
+    assert_eq!(
+        metric_names_written_as_strings("counter!(names::A_TOTAL)"),
+        0
+    );
     let catalogue = root().join(METRIC_CATALOGUE);
     let others: Vec<(PathBuf, String)> = sources()
         .into_iter()
@@ -240,6 +249,8 @@ fn metric_names_come_from_the_catalogue() {
         .iter()
         .filter(|c| !others.iter().any(|(_, text)| text.contains(**c)))
         .collect();
-    assert!(unused.is_empty(), "catalogue entries nothing emits: {unused:?}");
+    assert!(
+        unused.is_empty(),
+        "catalogue entries nothing emits: {unused:?}"
+    );
 }
-
