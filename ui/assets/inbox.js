@@ -10,7 +10,7 @@
 // same first paint as a 100-message one.
 
 import { api, Feed } from './api.js';
-import { h, copyButton, errorPanel, formatCountdown, formatSize, formatTime, prepareFormatters } from './dom.js';
+import { h, copyButton, errorPanel, formatCountdown, formatSize, formatTime } from './dom.js';
 
 // Summaries in the first request, and rows added per "Show older".
 const PAGE = 100;
@@ -101,8 +101,6 @@ export function inboxPage(main, { address }) {
     const pageRequest = api.latestMessages(address, PAGE);
     // Neither rejection may go unhandled while the other is awaited.
     pageRequest.catch(() => {});
-    // The rows need the date formatters: make them while the requests fly.
-    prepareFormatters();
     let mailbox;
     try {
       mailbox = await mailboxRequest;
