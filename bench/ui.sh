@@ -24,7 +24,7 @@ for run in $(seq 1 "$runs"); do
   UNCORREO__PLANS__ANONYMOUS__REQUESTS_PER_MINUTE=6000 \
     "$binary" serve >"$dir/server.log" 2>&1 &
   server=$!
-  trap 'kill $server 2>/dev/null || true' EXIT
+  trap 'kill $server 2>/dev/null || true; rm -rf "$dir"' EXIT
   for _ in $(seq 1 100); do
     curl -fs "http://127.0.0.1:$http_port/health" >/dev/null && break
     sleep 0.1
