@@ -915,28 +915,19 @@ impl Writer {
                         }
                     }
                     Apply::MailboxCreated { info, rel, len } => {
-                        let id = info.id.0;
-                        if let Some(old) = idx.by_address.insert(info.address.clone(), id) {
-                            // The old one had expired: it is gone for good.
-                            if let Some(m) = idx.mailboxes.remove(&old) {
-                                mark_mailbox_dead(&self.shared, self.shard, &m);
-                                closed.push(old);
-                            }
+                        let replaced = idx.insert_mailbox(MailboxEntry {
+                            info,
+                            created: (seg_no, (base as usize + rel) as u32, len),
+                            msgs: Vec::new(),
+                        });
+                        // The old one had expired: it is gone for good.
+                        if let Some(m) = replaced {
+                            mark_mailbox_dead(&self.shared, self.shard, &m);
+                            closed.push(m.info.id.0);
                         }
-                        idx.mailboxes.insert(
-                            id,
-                            MailboxEntry {
-                                info,
-                                created: (seg_no, (base as usize + rel) as u32, len),
-                                msgs: Vec::new(),
-                            },
-                        );
                     }
                     Apply::MailboxDeleted { id } => {
-                        if let Some(m) = idx.mailboxes.remove(&id) {
-                            if idx.by_address.get(&m.info.address) == Some(&id) {
-                                idx.by_address.remove(&m.info.address);
-                            }
+                        if let Some(m) = idx.remove_mailbox(id) {
                             mark_mailbox_dead(&self.shared, self.shard, &m);
                             closed.push(id);
                         }
@@ -1012,14 +1003,14 @@ impl Writer {
         let c = &self.shared.counters;
         c.batches.fetch_add(1, Ordering::Relaxed);
         c.records.fetch_add(u64::from(records), Ordering::Relaxed);
-        metrics::histogram!("uncorreo_batch_records").record(f64::from(records));
+        metrics::histogram!(uncorreo_metric_names::BATCH_RECORDS).record(f64::from(records));
         for ev in &events {
             self.shared.hub.publish(ev);
         }
         for id in closed {
             self.shared.hub.close_mailbox(MailboxId(id));
         }
-        let commit_hist = metrics::histogram!("uncorreo_commit_seconds");
+        let commit_hist = metrics::histogram!(uncorreo_metric_names::COMMIT_SECONDS);
         for s in batch.staged {
             commit_hist.record(s.enq.elapsed().as_secs_f64());
             s.ack.ok();
@@ -1070,7 +1061,8 @@ impl Writer {
                 io.sync_data(&self.file)
             };
             self.last_sync = t.elapsed();
-            metrics::histogram!("uncorreo_fsync_seconds").record(self.last_sync.as_secs_f64());
+            metrics::histogram!(uncorreo_metric_names::FSYNC_SECONDS)
+                .record(self.last_sync.as_secs_f64());
             if let Err(e) = synced {
                 self.shared.poison(self.shard, "syncing a batch", &e);
                 return Err(BatchFailure::Poisoned);
