@@ -17,7 +17,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::path::Path;
 
-include!("src/fingerprint.rs");
+#[path = "src/fingerprint.rs"]
+mod fingerprint;
+use fingerprint::fingerprint_hex;
 
 /// The modules in dependency order: each imports only from files before it.
 const MODULES: &[&str] = &[

@@ -1,5 +1,6 @@
-// Shared by `build.rs` (content-hashed file names) and `lib.rs` (ETags)
-// through `include!`, so both name a file's bytes the same way.
+//! The fingerprint of an asset's bytes, shared by `build.rs` (content-hashed
+//! file names) and `lib.rs` (ETags) as a module of each (`#[path]`), so both
+//! name a file's bytes the same way.
 
 /// FNV-1a: a cheap, stable fingerprint of an asset's bytes (a cache key,
 /// not a security boundary).

@@ -26,9 +26,7 @@ pub const PAGE_CSP: &str = "default-src 'none'; script-src 'self'; style-src 'se
 img-src 'self' data:; connect-src 'self'; frame-src 'self'; base-uri 'none'; \
 form-action 'none'; frame-ancestors 'none'";
 
-mod fingerprint {
-    include!("fingerprint.rs");
-}
+mod fingerprint;
 use fingerprint::fingerprint_hex;
 
 // The served names of the hashed assets (`APP_JS_NAME`, …), from build.rs.
