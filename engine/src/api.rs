@@ -21,6 +21,7 @@ use tokio::sync::oneshot;
 
 use crate::backup::{BackupError, BackupReport};
 use crate::clock::{Clock, SystemClock};
+use crate::cmd::{Cmd, RcptResults, Reply};
 use crate::codec;
 use crate::error::{
     BatchFailure, CreateMailboxError, DeliverError, LookupError, OpenError, OperationError,
@@ -34,7 +35,7 @@ use crate::segment::Segment;
 use crate::state::*;
 use crate::sys::Map;
 use crate::types::*;
-use crate::writer::{self, Cmd, RcptResults, Writer};
+use crate::writer::{self, Writer};
 
 /// A cheap, cloneable handle to the open engine. All methods may be called
 /// from any thread or runtime; `async` ones wait for durability.
@@ -439,7 +440,7 @@ impl Engine {
     async fn call<T, E: OperationError>(
         &self,
         shard: usize,
-        make: impl FnOnce(writer::Reply<T, E>) -> Cmd,
+        make: impl FnOnce(Reply<T, E>) -> Cmd,
     ) -> Result<T, E> {
         let (tx, rx) = oneshot::channel();
         self.send::<E>(shard, make(tx))?;

@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 
+use crate::cmd::Cmd;
 use crate::codec::{self, Dec, HintEntry, Kind, Record, SegHeader};
 use crate::error::StorageError;
 use crate::files;
@@ -24,7 +25,7 @@ use crate::segment::{self, Segment};
 use crate::state::{ShardIndex, Shared, DEDUPE_TTL_MS};
 use crate::sys::Map;
 use crate::types::{CompactionReport, MailboxId};
-use crate::writer::{Cmd, Writer};
+use crate::writer::Writer;
 
 /// What a writer's rewrite did.
 #[derive(Debug)]

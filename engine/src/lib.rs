@@ -23,6 +23,7 @@
 mod api;
 mod backup;
 mod clock;
+mod cmd;
 mod codec;
 mod compaction;
 mod error;

@@ -16,10 +16,10 @@ use crossbeam_channel::Sender;
 use parking_lot::{Mutex, RwLock};
 
 use crate::clock::Clock;
+use crate::cmd::Cmd;
 use crate::fanout::Hub;
 use crate::segment::Segment;
 use crate::types::*;
-use crate::writer::Cmd;
 
 /// Dedupe keys are forgotten this long after they were recorded.
 pub(crate) const DEDUPE_TTL_MS: u64 = 7 * 24 * 3600 * 1000;
