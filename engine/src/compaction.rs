@@ -4,12 +4,13 @@
 //! dedupe keys, then (3) for every sealed segment whose estimated live
 //! fraction is under `compaction_live_ratio`, checks each record's liveness
 //! precisely: a segment with nothing live is unlinked; otherwise its owning
-//! shard's writer rewrites its live records into a new segment that
-//! *supersedes* it (see FORMAT.md), swaps the index refs and unlinks it.
+//! shard's writer plans ([`plan_rewrite`]) and writes the rewrite of its live
+//! records into a new segment that *supersedes* it (see FORMAT.md), swaps
+//! the index refs and unlinks it.
 //! Running the rewrite on the writer thread means no append, delete or index
 //! change of that shard can interleave with it.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,15 +18,13 @@ use std::time::Duration;
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 
 use crate::cmd::Cmd;
-use crate::codec::{self, Dec, HintEntry, Kind, Record, SegHeader};
+use crate::codec::{self, Dec, HintEntry, Kind, Record};
 use crate::error::StorageError;
 use crate::files;
 use crate::poison::{Guarded, PoisonDart};
 use crate::segment::{self, Segment};
 use crate::state::{ShardIndex, Shared, DEDUPE_TTL_MS};
-use crate::sys::Map;
 use crate::types::{CompactionReport, MailboxId};
-use crate::writer::Writer;
 
 /// What a writer's rewrite did.
 #[derive(Debug)]
@@ -266,31 +265,38 @@ fn drop_segment(shared: &Shared, shard: usize, seg: &Segment) -> Result<u64, Sto
     Ok(bytes)
 }
 
-/// Run on the shard's writer thread (so nothing of the shard interleaves).
-pub(crate) fn rewrite_in_writer(
-    w: &mut Writer,
-    seg_no: u32,
-) -> Result<RewriteOutcome, StorageError> {
-    let shared = Arc::clone(&w.shared);
-    let shard = w.shard;
-    let old = {
-        let segs = shared.shards[shard].segs.read();
-        match segs.get(&seg_no) {
-            Some(s) if s.sealed.load(Ordering::Acquire) && s.no != w.active.no => Arc::clone(s),
-            _ => return Ok(RewriteOutcome::Skipped),
-        }
-    };
+/// What a rewrite of one sealed segment writes: decided from the index on
+/// the owning shard's writer thread (so nothing of the shard changes between
+/// the plan and its application), applied by `Writer::rewrite`.
+pub(crate) struct RewritePlan {
+    /// The segment being replaced.
+    pub(crate) old: Arc<Segment>,
+    /// Its live frames back to back, then one `BatchCommit`.
+    pub(crate) body: Vec<u8>,
+    /// Hint entries of the output (offsets in the new segment).
+    pub(crate) hints: Vec<HintEntry>,
+    /// Old offset → new offset of every frame kept.
+    pub(crate) moved: HashMap<u32, u32>,
+}
+
+/// Plan the rewrite of `old` (sealed, of `shard`): its live records with
+/// their checksums good. `None` when nothing in it is live.
+pub(crate) fn plan_rewrite(
+    shared: &Shared,
+    shard: usize,
+    old: Arc<Segment>,
+) -> Option<RewritePlan> {
     let now = shared.clock.now_ms();
-    let mut buf = Vec::new();
+    let mut body = Vec::new();
     let mut hints = Vec::new();
-    let mut moved: Vec<(u32, u32)> = Vec::new(); // (old off, new off)
+    let mut moved = HashMap::new();
     let mut corrupt = 0;
     {
         let idx = shared.shards[shard].index.read();
         let segs: HashSet<u32> = shared.shards[shard].segs.read().keys().copied().collect();
         for (off, _) in frames(&old) {
             let Ok(f) = old.frame(off) else { continue };
-            if !is_live(&idx, &segs, seg_no, off, f.kind, f.payload, now) {
+            if !is_live(&idx, &segs, old.no, off, f.kind, f.payload, now) {
                 continue;
             }
             if !f.crc_ok() {
@@ -298,99 +304,47 @@ pub(crate) fn rewrite_in_writer(
                 tracing::warn!(seg = %old.path.display(), off, "corrupt record dropped by compaction");
                 continue;
             }
-            let new_off = (codec::SEG_HEADER_LEN + buf.len()) as u32;
+            let new_off = (codec::SEG_HEADER_LEN + body.len()) as u32;
             let bytes = old
                 .map
                 .bytes()
                 .get(off as usize..off as usize + f.total_len())
                 .unwrap_or_default();
-            buf.extend_from_slice(bytes);
-            let (a, b) = if f.kind == Kind::Message as u8 {
-                codec::message_head(f.payload)
-                    .map(|h| (h.mailbox, h.seq))
-                    .unwrap_or((0, 0))
-            } else {
-                (0, 0)
-            };
-            hints.push(HintEntry {
-                off: new_off,
-                len: f.total_len() as u32,
-                kind: f.kind,
-                a,
-                b,
-            });
-            moved.push((off, new_off));
+            body.extend_from_slice(bytes);
+            hints.push(hint_entry(&f, new_off));
+            moved.insert(off, new_off);
         }
     }
     shared.count_corrupt(corrupt);
-    if buf.is_empty() {
-        return Ok(RewriteOutcome::Empty);
+    if body.is_empty() {
+        return None;
     }
     Record::BatchCommit {
         records: hints.len() as u32,
     }
-    .encode_frame(&mut buf);
-    let new_no = w.next_seg;
-    w.next_seg += 1;
-    let path = segment::seg_path(&shared.dir, shard, new_no);
-    let data_len = (codec::SEG_HEADER_LEN + buf.len()) as u64;
-    let hdr = SegHeader {
-        flags: codec::SEG_FLAG_REWRITE,
-        shard: shard as u32,
-        seg_no: new_no,
-        id_floor: w.counter,
-        supersedes: seg_no,
+    .encode_frame(&mut body);
+    Some(RewritePlan {
+        old,
+        body,
+        hints,
+        moved,
+    })
+}
+
+/// The hint entry of frame `f` once it sits at `off` of the output.
+fn hint_entry(f: &codec::Frame<'_>, off: u32) -> HintEntry {
+    let (a, b) = if f.kind == Kind::Message as u8 {
+        codec::message_head(f.payload)
+            .map(|h| (h.mailbox, h.seq))
+            .unwrap_or((0, 0))
+    } else {
+        (0, 0)
     };
-    let file =
-        files::write_rewrite_file(shared.io.as_ref(), &shared.dir, &path, &hdr.encode(), &buf)?;
-    let hint = codec::Hint {
-        shard: shard as u32,
-        seg_no: new_no,
-        data_len,
-        entries: hints,
-    };
-    if let Err(e) = files::write_hint(shared.io.as_ref(), &shared.dir, &path, &hint, true) {
-        tracing::warn!(%e, "could not write hint for a compaction output");
+    HintEntry {
+        off,
+        len: f.total_len() as u32,
+        kind: f.kind,
+        a,
+        b,
     }
-    let map = Map::new(file.file(), data_len as usize)?;
-    let new = Arc::new(Segment::new(new_no, path, map, data_len, true));
-    shared.shards[shard]
-        .segs
-        .write()
-        .insert(new_no, Arc::clone(&new));
-    {
-        let moved: std::collections::HashMap<u32, u32> = moved.into_iter().collect();
-        let mut idx = shared.shards[shard].index.write();
-        for m in idx.mailboxes.values_mut() {
-            if m.created.0 == seg_no {
-                if let Some(&n) = moved.get(&m.created.1) {
-                    m.created.0 = new_no;
-                    m.created.1 = n;
-                }
-            }
-            let before = m.msgs.len();
-            m.msgs.retain_mut(|r| {
-                if r.seg != seg_no {
-                    return true;
-                }
-                match moved.get(&r.off) {
-                    Some(&n) => {
-                        r.seg = new_no;
-                        r.off = n;
-                        true
-                    }
-                    None => false,
-                }
-            });
-            if m.msgs.len() != before {
-                m.info.message_count = m.msgs.len() as u32;
-            }
-        }
-    }
-    let old_bytes = segment::file_bytes(&old.path);
-    shared.shards[shard].segs.write().remove(&seg_no);
-    files::remove_segment(shared.io.as_ref(), &shared.dir, &old.path)?;
-    Ok(RewriteOutcome::Rewritten(
-        old_bytes.saturating_sub(data_len),
-    ))
 }

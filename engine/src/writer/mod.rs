@@ -12,6 +12,7 @@
 mod append;
 mod apply;
 mod batch;
+mod rewrite;
 mod stage;
 
 use std::sync::Arc;
@@ -148,7 +149,7 @@ impl Writer {
             }
             Cmd::Rewrite { seg, reply } => {
                 self.commit(batch);
-                let r = crate::compaction::rewrite_in_writer(self, seg);
+                let r = self.rewrite(seg);
                 let _ = reply.send(r);
                 None
             }
