@@ -258,11 +258,35 @@ fn live_bytes(idx: &ShardIndex, segs: &HashSet<u32>, seg: &Segment, now: u64) ->
 
 /// Unlink a segment with nothing live. Readers holding bytes from it keep
 /// its mapping alive (the `Bytes` own an `Arc` of it), so this is safe.
+///
+/// Its records are dead only because of the index and of tombstones in other
+/// segments, which a later pass may drop once this one is gone. So an unlink
+/// that may not survive a crash stops the shard, and a stopped shard drops
+/// nothing more: the segment coming back must still find its tombstones.
 fn drop_segment(shared: &Shared, shard: usize, seg: &Segment) -> Result<u64, StorageError> {
+    if shared.shard_failed(shard) {
+        return Err(StorageError::Poisoned);
+    }
     shared.shards[shard].segs.write().remove(&seg.no);
     let bytes = segment::file_bytes(&seg.path);
-    files::remove_segment(shared.io.as_ref(), &shared.dir, &seg.path)?;
+    if let Err(e) = files::remove_segment(shared.io.as_ref(), &shared.dir, &seg.path) {
+        let what = "unlinking a segment with nothing live";
+        return Err(stop_shard(shared, shard, what, &e));
+    }
     Ok(bytes)
+}
+
+/// A change to the data directory that compaction made may not be durable
+/// (a failed unlink or directory fsync): poison the shard, as the writer does
+/// after a failed `fdatasync`. The next open settles what is on disk.
+pub(crate) fn stop_shard(
+    shared: &Shared,
+    shard: usize,
+    what: &str,
+    e: &std::io::Error,
+) -> StorageError {
+    shared.poison(shard, what, e);
+    StorageError::Poisoned
 }
 
 /// What a rewrite of one sealed segment writes: decided from the index on

@@ -39,7 +39,10 @@ impl Writer {
         let old_bytes = segment::file_bytes(&plan.old.path);
         self.shared.shards[self.shard].segs.write().remove(&seg_no);
         let io = self.shared.io.as_ref();
-        files::remove_segment(io, &self.shared.dir, &plan.old.path)?;
+        if let Err(e) = files::remove_segment(io, &self.shared.dir, &plan.old.path) {
+            let what = "unlinking a rewritten segment";
+            return Err(compaction::stop_shard(&self.shared, self.shard, what, &e));
+        }
         Ok(RewriteOutcome::Rewritten(
             old_bytes.saturating_sub(new.committed() as u64),
         ))
@@ -69,7 +72,13 @@ impl Writer {
             supersedes: plan.old.no,
         };
         let io = shared.io.as_ref();
-        let file = files::write_rewrite_file(io, &shared.dir, &path, &header.encode(), &plan.body)?;
+        let file = files::write_rewrite_file(io, &path, &header.encode(), &plan.body)?;
+        if let Err(e) = io.sync_dir(&shared.dir) {
+            // The output is in place whether or not its rename survives a
+            // crash: a retry would put a second one beside it.
+            let what = "making a compaction output's rename durable";
+            return Err(compaction::stop_shard(shared, self.shard, what, &e));
+        }
         let hint = codec::Hint {
             shard: self.shard as u32,
             seg_no: new_no,
