@@ -99,8 +99,8 @@ fn validate(c: &EngineConfig) -> Result<(), OpenError> {
     if c.batch_max_bytes > MAX_BATCH_BYTES {
         return bad("batch_max_bytes must be at most 256 MiB");
     }
-    if c.shards > 256 {
-        return bad("at most 256 shards");
+    if c.shards > MAX_SHARDS {
+        return bad("at most 255 shards");
     }
     if !(0.0..=1.0).contains(&c.compaction_live_ratio) {
         return bad("compaction_live_ratio must be within 0..=1");
@@ -576,7 +576,9 @@ impl Engine {
         } else {
             MessageSummary::default()
         });
-        let parts = u8::try_from(groups.len()).unwrap_or(u8::MAX);
+        // One group per shard, at most MAX_SHARDS: the count fits its u8.
+        assert!(groups.len() <= MAX_SHARDS, "{} shard groups", groups.len());
+        let parts = groups.len() as u8;
         // One receive time for every copy of this delivery.
         let at = self.now_ms();
         let mut waits = Vec::with_capacity(groups.len());

@@ -18,7 +18,7 @@ use crate::codec::{self, FrameError, HeaderError, Hint, HintEntry, Kind, Record,
 use crate::error::OpenError;
 use crate::files::{self, DataFile, Io};
 use crate::segment::{self, Segment};
-use crate::state::{MailboxEntry, MsgRef, ShardIndex, StateValue, DEDUPE_TTL_MS};
+use crate::state::{MailboxEntry, MsgRef, ShardIndex, StateValue, DEDUPE_TTL_MS, MAX_SHARDS};
 use crate::sys::Map;
 use crate::types::*;
 
@@ -101,7 +101,7 @@ pub(crate) fn shard_count(io: &dyn Io, dir: &Path, configured: usize) -> Result<
             .trim()
             .parse()
             .map_err(|_| OpenError::Config(format!("{} is not a number", p.display())))?;
-        if n == 0 || n > 256 {
+        if n == 0 || n > MAX_SHARDS {
             return Err(OpenError::Config(format!("{} holds {n}", p.display())));
         }
         let want = if configured == 0 { n } else { configured };
@@ -121,7 +121,7 @@ pub(crate) fn shard_count(io: &dyn Io, dir: &Path, configured: usize) -> Result<
     } else {
         configured
     }
-    .clamp(1, 256);
+    .clamp(1, MAX_SHARDS);
     let tmp = dir.join("SHARDS.tmp");
     files::write_atomically(io, dir, &p, &tmp, format!("{n}\n").as_bytes(), true)?;
     Ok(n)

@@ -21,6 +21,9 @@ use crate::fanout::Hub;
 use crate::segment::Segment;
 use crate::types::*;
 
+/// Most shards: a delivery's `Dedupe` record counts the shards it went to
+/// in a `u8`.
+pub(crate) const MAX_SHARDS: usize = u8::MAX as usize;
 /// Dedupe keys are forgotten this long after they were recorded.
 pub(crate) const DEDUPE_TTL_MS: u64 = 7 * 24 * 3600 * 1000;
 /// Lock stripes of the dedupe table.

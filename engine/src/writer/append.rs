@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::Writer;
-use crate::codec::{self, SegHeader};
+use crate::codec::{self, Record, SegHeader};
 use crate::error::BatchFailure;
 use crate::files::{self, DataFile};
 use crate::segment::{self, Segment};
@@ -33,6 +33,13 @@ impl Writer {
             }
         }
         let base = self.write_off;
+        // Corrupt by our own hand if any of these fails: never write it.
+        assert_batch_decodes(buf);
+        assert!(base + need <= self.cap, "batch past the segment's end");
+        assert!(
+            base + need <= u64::from(u32::MAX),
+            "batch past 32-bit record offsets"
+        );
         let io = Arc::clone(&self.shared.io);
         if let Err(e) = io.write_all_at(&self.file, buf, base) {
             if files::is_out_of_space(&e) {
@@ -185,4 +192,68 @@ pub(crate) fn create_segment(
         .write()
         .insert(no, Arc::clone(&seg));
     Ok((file, seg))
+}
+
+/// Decode a batch back before it is written: whole frames, each with a good
+/// checksum, the last a `BatchCommit` counting the others. Recovery would
+/// cut a batch that fails this (and every later one) as a torn tail.
+fn assert_batch_decodes(buf: &[u8]) {
+    let mut off = 0;
+    let mut frames = 0u32;
+    let mut last = None;
+    while off < buf.len() {
+        let frame = match codec::frame_at(buf, off, buf.len()) {
+            Ok(frame) => frame,
+            Err(e) => panic!("batch frame at {off} does not parse: {e:?}"),
+        };
+        assert!(frame.crc_ok(), "batch frame at {off} fails its checksum");
+        frames += 1;
+        off += frame.total_len();
+        last = Some(frame);
+    }
+    let commit = last.map(|f| codec::decode(f.kind, f.payload));
+    assert!(
+        matches!(commit, Some(Ok(Record::BatchCommit { records })) if records + 1 == frames),
+        "batch of {frames} frames does not end in its BatchCommit"
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::assert_batch_decodes;
+    use crate::codec::Record;
+
+    fn batch() -> Vec<u8> {
+        let mut buf = Vec::new();
+        let audit = Record::UserDisabled { id: 7, at_ms: 1 };
+        audit.encode_frame(&mut buf);
+        audit.encode_frame(&mut buf);
+        Record::BatchCommit { records: 2 }.encode_frame(&mut buf);
+        buf
+    }
+
+    #[test]
+    fn a_whole_batch_decodes() {
+        assert_batch_decodes(&batch());
+    }
+
+    #[test]
+    #[should_panic(expected = "fails its checksum")]
+    fn a_flipped_byte_is_caught_before_the_write() {
+        let mut buf = batch();
+        let last = buf.len() - 1;
+        buf[last] ^= 1;
+        assert_batch_decodes(&buf);
+    }
+
+    #[test]
+    #[should_panic(expected = "does not end in its BatchCommit")]
+    fn a_batch_without_its_commit_is_caught_before_the_write() {
+        let mut buf = batch();
+        let mut wrong = Vec::new();
+        Record::BatchCommit { records: 3 }.encode_frame(&mut wrong);
+        buf.truncate(buf.len() - wrong.len());
+        buf.extend_from_slice(&wrong);
+        assert_batch_decodes(&buf);
+    }
 }

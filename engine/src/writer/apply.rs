@@ -153,6 +153,13 @@ impl Writer {
             self.active.add_dead(u64::from(at.len));
             return;
         };
+        // Sequence numbers of a mailbox only grow: clients resume from one.
+        assert!(
+            at.seq > mb.info.last_seq && mb.msgs.last().is_none_or(|r| r.seq < at.seq),
+            "mailbox {mailbox}: sequence {} indexed after {}",
+            at.seq,
+            mb.info.last_seq
+        );
         mb.msgs.push(at);
         mb.info.last_seq = mb.info.last_seq.max(at.seq);
         mb.info.message_count = mb.msgs.len() as u32;

@@ -506,6 +506,12 @@ fn stage_message(
         return Err(ResolveError::MailboxFull);
     }
     let seq = last_seq + 1;
+    // Sequence numbers of a mailbox only grow: clients resume from one.
+    assert!(
+        seq > mb.info.last_seq,
+        "mailbox {id}: sequence {seq} staged after {}",
+        mb.info.last_seq
+    );
     b.mailbox_counts.insert(id, (seq, count + 1));
     let meta = delivery.meta(rcpt);
     let start = codec::begin_frame(&mut b.buf, Kind::Message);
