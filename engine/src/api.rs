@@ -29,6 +29,7 @@ use crate::error::{
 };
 use crate::fanout::{Hub, SubscribeError, Subscriber, SubscriberLimits};
 use crate::files::{Io, RealIo};
+use crate::ids::SegmentNo;
 use crate::poison::{Guarded, PoisonDart};
 use crate::recovery;
 use crate::segment::Segment;
@@ -212,7 +213,7 @@ impl Engine {
             let (tx, rx) = crossbeam_channel::bounded(config.queue_depth);
             rxs.push(rx);
             corrupt += r.corrupt;
-            starts.push((r.counter, r.next_seg));
+            starts.push((r.counter, SegmentNo(r.next_seg)));
             shards.push(Shard {
                 index: RwLock::new(r.index),
                 segs: RwLock::new(r.segs),
@@ -318,7 +319,7 @@ impl Engine {
                 cap,
                 hints: Vec::new(),
                 counter,
-                next_seg: next_seg + 1,
+                next_seg: next_seg.next(),
                 recent: [0, 0],
                 last_sync: std::time::Duration::ZERO,
             });

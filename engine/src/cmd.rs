@@ -14,6 +14,7 @@ use crate::compaction::RewriteOutcome;
 use crate::error::{
     BatchFailure, CreateMailboxError, DeliverError, ResolveError, StorageError, WriteError,
 };
+use crate::ids::SegmentNo;
 use crate::types::*;
 
 pub(crate) type Reply<T, E> = oneshot::Sender<Result<T, E>>;
@@ -110,7 +111,7 @@ pub(crate) enum Cmd {
     },
     /// Compaction: rewrite the live records of a sealed segment.
     Rewrite {
-        seg: u32,
+        seg: SegmentNo,
         reply: crossbeam_channel::Sender<Result<RewriteOutcome, StorageError>>,
     },
     /// Test-only fault injection: panic on the writer thread, so that its

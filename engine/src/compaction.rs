@@ -21,6 +21,7 @@ use crate::cmd::Cmd;
 use crate::codec::{self, Dec, HintEntry, Kind, Record};
 use crate::error::StorageError;
 use crate::files;
+use crate::ids::SegmentNo;
 use crate::poison::{Guarded, PoisonDart};
 use crate::segment::{self, Segment};
 use crate::state::{ShardIndex, Shared, DEDUPE_TTL_MS};
@@ -87,7 +88,8 @@ pub(crate) fn pass(shared: &Shared) -> Result<CompactionReport, StorageError> {
         for seg in candidates {
             let live = {
                 let idx = shared.shards[shard].index.read();
-                let segs: HashSet<u32> = shared.shards[shard].segs.read().keys().copied().collect();
+                let segs: HashSet<SegmentNo> =
+                    shared.shards[shard].segs.read().keys().copied().collect();
                 live_bytes(&idx, &segs, &seg, now)
             };
             if live == 0 {
@@ -157,15 +159,15 @@ fn expire(shared: &Shared, now: u64) {
 /// Is the record at `off` of `seg` still needed? See FORMAT.md, "Liveness".
 fn is_live(
     idx: &ShardIndex,
-    segs: &HashSet<u32>,
-    seg: u32,
+    segs: &HashSet<SegmentNo>,
+    seg: SegmentNo,
     off: u32,
     kind: u8,
     payload: &[u8],
     now: u64,
 ) -> bool {
     let mut d = Dec::new(payload);
-    let target_ok = |t: u32| t != seg && segs.contains(&t);
+    let target_ok = |t: u32| SegmentNo(t) != seg && segs.contains(&SegmentNo(t));
     match Kind::from_u8(kind) {
         Some(Kind::Message) => {
             let Ok(h) = codec::message_head(payload) else {
@@ -181,7 +183,7 @@ fn is_live(
         Some(Kind::MailboxCreated) => {
             let Ok(id) = d.u64() else { return false };
             idx.mailboxes.get(&id).is_some_and(|m| {
-                m.info.expires_at_ms > now && m.created.0 == seg && m.created.1 == off
+                m.info.expires_at_ms > now && m.created.segment == seg && m.created.offset == off
             })
         }
         Some(Kind::MailboxDeleted) => match codec::decode(kind, payload) {
@@ -244,7 +246,7 @@ fn frames(seg: &Segment) -> Vec<(u32, usize)> {
     out
 }
 
-fn live_bytes(idx: &ShardIndex, segs: &HashSet<u32>, seg: &Segment, now: u64) -> u64 {
+fn live_bytes(idx: &ShardIndex, segs: &HashSet<SegmentNo>, seg: &Segment, now: u64) -> u64 {
     let mut live = 0;
     for (off, _) in frames(seg) {
         if let Ok(f) = seg.frame(off) {
@@ -317,7 +319,7 @@ pub(crate) fn plan_rewrite(
     let mut corrupt = 0;
     {
         let idx = shared.shards[shard].index.read();
-        let segs: HashSet<u32> = shared.shards[shard].segs.read().keys().copied().collect();
+        let segs: HashSet<SegmentNo> = shared.shards[shard].segs.read().keys().copied().collect();
         for (off, _) in frames(&old) {
             let Ok(f) = old.frame(off) else { continue };
             if !is_live(&idx, &segs, old.no, off, f.kind, f.payload, now) {

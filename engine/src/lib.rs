@@ -29,6 +29,7 @@ mod compaction;
 mod error;
 pub mod fanout;
 mod files;
+mod ids;
 mod poison;
 mod recovery;
 mod segment;

@@ -17,6 +17,7 @@ use std::sync::Arc;
 use crate::codec::{self, FrameError, HeaderError, Hint, HintEntry, Kind, Record, SegHeader};
 use crate::error::OpenError;
 use crate::files::{self, DataFile, Io};
+use crate::ids::{RecordLoc, SegmentNo};
 use crate::segment::{self, Segment};
 use crate::state::{MailboxEntry, MsgRef, ShardIndex, StateValue, DEDUPE_TTL_MS, MAX_SHARDS};
 use crate::sys::Map;
@@ -28,7 +29,7 @@ pub(crate) const SHARDS_FILE: &str = "SHARDS";
 /// Everything recovered for one shard.
 #[derive(Default)]
 pub(crate) struct ShardRecovery {
-    pub(crate) segs: BTreeMap<u32, Arc<Segment>>,
+    pub(crate) segs: BTreeMap<SegmentNo, Arc<Segment>>,
     pub(crate) index: ShardIndex,
     pub(crate) counter: u64,
     pub(crate) next_seg: u32,
@@ -37,7 +38,7 @@ pub(crate) struct ShardRecovery {
 
 #[derive(Default)]
 struct Acc {
-    mailboxes: HashMap<u64, (codec::MailboxRec, (u32, u32, u32))>,
+    mailboxes: HashMap<u64, (codec::MailboxRec, RecordLoc)>,
     deleted_mb: HashSet<u64>,
     msgs: Vec<(u64, MsgRef)>,
     deleted_msgs: HashSet<(u64, u64)>,
@@ -51,7 +52,7 @@ struct Acc {
     sub_ends: Vec<(u64, u64, u64)>,
     dedupe: Vec<(String, u64, u8)>,
     /// (key, version, value, segment, record length)
-    states: Vec<(String, u64, Option<String>, u32, u32)>,
+    states: Vec<(String, u64, Option<String>, SegmentNo, u32)>,
     max_id: u64,
     max_floor: u64,
     corrupt: u64,
@@ -147,7 +148,7 @@ pub(crate) fn recover(
         }
         if let Some((shard, no)) = segment::parse_seg_name(name) {
             match files.get_mut(shard) {
-                Some(v) => v.push((no, ent.path())),
+                Some(v) => v.push((no.0, ent.path())),
                 None => tracing::warn!(
                     file = name,
                     "segment of a shard beyond the shard count; ignored"
@@ -295,9 +296,9 @@ fn recover_shard(
             file.file(),
             usize::try_from(data_len.max(1)).unwrap_or(usize::MAX),
         )?;
-        let seg = Arc::new(Segment::new(no, path, map, data_len, true));
+        let seg = Arc::new(Segment::new(SegmentNo(no), path, map, data_len, true));
         index_entries(&seg, &entries, &mut acc);
-        out.segs.insert(no, seg);
+        out.segs.insert(SegmentNo(no), seg);
     }
     out.corrupt = acc.corrupt;
     Ok((out, acc))
@@ -416,7 +417,11 @@ fn scan(
 
 fn index_entries(seg: &Segment, entries: &[HintEntry], acc: &mut Acc) {
     for e in entries {
-        let loc = (seg.no, e.off, e.len);
+        let loc = RecordLoc {
+            segment: seg.no,
+            offset: e.off,
+            len: e.len,
+        };
         if e.kind == Kind::Message as u8 {
             acc.msgs.push((
                 e.a,
@@ -555,8 +560,8 @@ fn resolve(
         // Superseded at its address, or expired: a restart reaps it (as a
         // compaction pass would).
         if newest.get(&m.address) != Some(id) || m.expires_at_ms <= now_ms {
-            if let Some(s) = rec.segs.get(&loc.0) {
-                s.add_dead(u64::from(loc.2));
+            if let Some(s) = rec.segs.get(&loc.segment) {
+                s.add_dead(u64::from(loc.len));
             }
             continue;
         }

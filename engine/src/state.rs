@@ -18,6 +18,7 @@ use parking_lot::{Mutex, RwLock};
 use crate::clock::Clock;
 use crate::cmd::Cmd;
 use crate::fanout::Hub;
+use crate::ids::{RecordLoc, SegmentNo};
 use crate::segment::Segment;
 use crate::types::*;
 
@@ -35,7 +36,7 @@ pub(crate) const DISK_PROBE_EVERY_MS: u64 = 1000;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct MsgRef {
     pub(crate) seq: u64,
-    pub(crate) seg: u32,
+    pub(crate) seg: SegmentNo,
     pub(crate) off: u32,
     /// Whole frame length (header + payload).
     pub(crate) len: u32,
@@ -46,13 +47,10 @@ pub(crate) struct MsgRef {
 /// The record failed its checksum; never served again.
 pub(crate) const REF_CORRUPT: u32 = 1;
 
-/// Where a metadata record lives: (segment, offset, frame length).
-pub(crate) type Loc = (u32, u32, u32);
-
 pub(crate) struct MailboxEntry {
     pub(crate) info: MailboxInfo,
     /// The `MailboxCreated` record; compaction keeps exactly this one.
-    pub(crate) created: Loc,
+    pub(crate) created: RecordLoc,
     /// Sorted by seq.
     pub(crate) msgs: Vec<MsgRef>,
 }
@@ -79,13 +77,13 @@ pub(crate) const MAX_STATE_ENTRIES: usize = 100_000;
 pub(crate) struct StateValue {
     pub(crate) version: u64,
     pub(crate) value: String,
-    pub(crate) seg: u32,
+    pub(crate) seg: SegmentNo,
     pub(crate) len: u32,
 }
 
 pub(crate) struct Shard {
     pub(crate) index: RwLock<ShardIndex>,
-    pub(crate) segs: RwLock<BTreeMap<u32, Arc<Segment>>>,
+    pub(crate) segs: RwLock<BTreeMap<SegmentNo, Arc<Segment>>>,
     pub(crate) tx: Sender<Cmd>,
 }
 

@@ -9,6 +9,7 @@ use super::Writer;
 use crate::codec::{self, Record, SegHeader};
 use crate::error::BatchFailure;
 use crate::files::{self, DataFile};
+use crate::ids::SegmentNo;
 use crate::segment::{self, Segment};
 use crate::state::Shared;
 use crate::sys::Map;
@@ -99,7 +100,7 @@ impl Writer {
         let no = self.next_seg;
         // Used up even on failure: a leftover file of a failed create must
         // not make the next attempt collide with it.
-        self.next_seg += 1;
+        self.next_seg = no.next();
         let (file, seg) = create_segment(&self.shared, self.shard, no, self.counter, cap, false)?;
         self.shared
             .written_since_probe
@@ -128,7 +129,7 @@ impl Writer {
         }
         let hint = codec::Hint {
             shard: self.shard as u32,
-            seg_no: self.active.no,
+            seg_no: self.active.no.0,
             data_len: self.write_off,
             entries: std::mem::take(&mut self.hints),
         };
@@ -148,7 +149,7 @@ impl Writer {
 pub(crate) fn create_segment(
     shared: &Shared,
     shard: usize,
-    no: u32,
+    no: SegmentNo,
     id_floor: u64,
     cap: u64,
     at_open: bool,
@@ -157,7 +158,7 @@ pub(crate) fn create_segment(
     let header = SegHeader {
         flags: 0,
         shard: shard as u32,
-        seg_no: no,
+        seg_no: no.0,
         id_floor,
         supersedes: codec::NO_SEGMENT,
     }

@@ -7,13 +7,14 @@ use super::batch::{Apply, Batch};
 use super::Writer;
 use crate::codec::Record;
 use crate::error::BatchFailure;
+use crate::ids::{RecordLoc, SegmentNo};
 use crate::state::{MailboxEntry, MsgRef, ShardIndex, Shared, StateValue, REF_CORRUPT};
 use crate::types::*;
 
 /// Where a committed batch landed in the active segment.
 #[derive(Clone, Copy)]
 struct Landed {
-    seg_no: u32,
+    seg_no: SegmentNo,
     /// Offset of the batch's first byte.
     base: u64,
 }
@@ -107,7 +108,11 @@ impl Writer {
                     self.index_message(&mut idx, mailbox, at, event, &mut published);
                 }
                 Apply::MailboxCreated { info, rel, len } => {
-                    let created = (landed.seg_no, landed.offset(rel), len);
+                    let created = RecordLoc {
+                        segment: landed.seg_no,
+                        offset: landed.offset(rel),
+                        len,
+                    };
                     self.index_mailbox(&mut idx, info, created, &mut published);
                 }
                 Apply::MailboxDeleted { id } => {
@@ -170,7 +175,7 @@ impl Writer {
         &self,
         idx: &mut ShardIndex,
         info: MailboxInfo,
-        created: (u32, u32, u32),
+        created: RecordLoc,
         published: &mut Published,
     ) {
         let id = info.id.0;
@@ -195,7 +200,7 @@ impl Writer {
         key: String,
         version: u64,
         value: Option<String>,
-        (seg, len): (u32, u32),
+        (seg, len): (SegmentNo, u32),
     ) {
         if let Some(old) = idx.states.get(&key) {
             mark_dead(&self.shared, self.shard, old.seg, old.len);
@@ -280,7 +285,7 @@ fn apply_to_meta(shared: &Shared, apply: Apply) {
     }
 }
 
-fn mark_dead(shared: &Shared, shard: usize, seg: u32, len: u32) {
+fn mark_dead(shared: &Shared, shard: usize, seg: SegmentNo, len: u32) {
     if let Some(s) = shared.shards[shard].segs.read().get(&seg) {
         s.add_dead(u64::from(len));
     }
@@ -288,8 +293,8 @@ fn mark_dead(shared: &Shared, shard: usize, seg: u32, len: u32) {
 
 pub(crate) fn mark_mailbox_dead(shared: &Shared, shard: usize, m: &MailboxEntry) {
     let segs = shared.shards[shard].segs.read();
-    if let Some(s) = segs.get(&m.created.0) {
-        s.add_dead(u64::from(m.created.2));
+    if let Some(s) = segs.get(&m.created.segment) {
+        s.add_dead(u64::from(m.created.len));
     }
     for r in &m.msgs {
         if let Some(s) = segs.get(&r.seg) {

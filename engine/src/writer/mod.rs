@@ -24,6 +24,7 @@ use crate::cmd::Cmd;
 use crate::codec::HintEntry;
 use crate::error::{BatchFailure, StorageError};
 use crate::files::DataFile;
+use crate::ids::SegmentNo;
 use crate::poison::PoisonDart;
 use crate::segment::Segment;
 use crate::state::Shared;
@@ -49,7 +50,7 @@ pub(crate) struct Writer {
     pub(crate) hints: Vec<HintEntry>,
     /// Next value of the shard's id counter (id = counter * shards + shard).
     pub(crate) counter: u64,
-    pub(crate) next_seg: u32,
+    pub(crate) next_seg: SegmentNo,
     /// Records in the last two committed batches (newest first).
     pub(crate) recent: [u32; 2],
     /// Duration of the last fdatasync.

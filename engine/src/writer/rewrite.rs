@@ -11,6 +11,7 @@ use crate::codec::{self, SegHeader};
 use crate::compaction::{self, RewriteOutcome, RewritePlan};
 use crate::error::StorageError;
 use crate::files;
+use crate::ids::SegmentNo;
 use crate::segment::{self, Segment};
 use crate::state::ShardIndex;
 use crate::sys::Map;
@@ -18,7 +19,7 @@ use crate::sys::Map;
 impl Writer {
     /// Rewrite the live records of sealed segment `seg_no` into a new
     /// segment that supersedes it, move the index refs there, unlink it.
-    pub(super) fn rewrite(&mut self, seg_no: u32) -> Result<RewriteOutcome, StorageError> {
+    pub(super) fn rewrite(&mut self, seg_no: SegmentNo) -> Result<RewriteOutcome, StorageError> {
         let Some(old) = self.sealed_segment(seg_no) else {
             return Ok(RewriteOutcome::Skipped);
         };
@@ -49,7 +50,7 @@ impl Writer {
     }
 
     /// The segment `seg_no` if it is sealed (never the active one).
-    fn sealed_segment(&self, seg_no: u32) -> Option<Arc<Segment>> {
+    fn sealed_segment(&self, seg_no: SegmentNo) -> Option<Arc<Segment>> {
         let segs = self.shared.shards[self.shard].segs.read();
         segs.get(&seg_no)
             .filter(|s| s.sealed.load(Ordering::Acquire) && s.no != self.active.no)
@@ -60,16 +61,16 @@ impl Writer {
     /// renamed into place, with its hint) and map it.
     fn write_rewrite(&mut self, plan: &RewritePlan) -> Result<Arc<Segment>, StorageError> {
         let new_no = self.next_seg;
-        self.next_seg += 1;
+        self.next_seg = new_no.next();
         let shared = &self.shared;
         let path = segment::seg_path(&shared.dir, self.shard, new_no);
         let data_len = (codec::SEG_HEADER_LEN + plan.body.len()) as u64;
         let header = SegHeader {
             flags: codec::SEG_FLAG_REWRITE,
             shard: self.shard as u32,
-            seg_no: new_no,
+            seg_no: new_no.0,
             id_floor: self.counter,
-            supersedes: plan.old.no,
+            supersedes: plan.old.no.0,
         };
         let io = shared.io.as_ref();
         let file = files::write_rewrite_file(io, &path, &header.encode(), &plan.body)?;
@@ -81,7 +82,7 @@ impl Writer {
         }
         let hint = codec::Hint {
             shard: self.shard as u32,
-            seg_no: new_no,
+            seg_no: new_no.0,
             data_len,
             entries: plan.hints.clone(),
         };
@@ -95,12 +96,12 @@ impl Writer {
 
 /// Point every index ref into `old` at its place in `new`; refs to records
 /// the rewrite left out (no longer live) go.
-fn move_refs(idx: &mut ShardIndex, moved: &HashMap<u32, u32>, old: u32, new: u32) {
+fn move_refs(idx: &mut ShardIndex, moved: &HashMap<u32, u32>, old: SegmentNo, new: SegmentNo) {
     for m in idx.mailboxes.values_mut() {
-        if m.created.0 == old {
-            if let Some(&n) = moved.get(&m.created.1) {
-                m.created.0 = new;
-                m.created.1 = n;
+        if m.created.segment == old {
+            if let Some(&n) = moved.get(&m.created.offset) {
+                m.created.segment = new;
+                m.created.offset = n;
             }
         }
         let before = m.msgs.len();

@@ -224,7 +224,7 @@ impl Writer {
     ) {
         let target = {
             let idx = self.shared.shards[self.shard].index.read();
-            idx.mailboxes.get(&id).map(|m| m.created.0)
+            idx.mailboxes.get(&id).map(|m| m.created.segment.0)
         };
         let Some(target_seg) = target.filter(|_| !b.deleted_mailboxes.contains(&id)) else {
             let _ = reply.send(Err(WriteError::NotFound));
@@ -249,7 +249,7 @@ impl Writer {
             idx.mailboxes
                 .get(&mailbox)
                 .and_then(|m| m.find(id.seq).and_then(|i| m.msgs.get(i)))
-                .map(|r| r.seg)
+                .map(|r| r.seg.0)
         };
         let Some(target_seg) = target.filter(|_| {
             !b.deleted_mailboxes.contains(&mailbox)
