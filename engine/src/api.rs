@@ -29,7 +29,7 @@ use crate::error::{
 };
 use crate::fanout::{Hub, SubscribeError, Subscriber, SubscriberLimits};
 use crate::files::{Io, RealIo};
-use crate::ids::SegmentNo;
+use crate::ids::{SegmentNo, ShardIndex};
 use crate::poison::{Guarded, PoisonDart};
 use crate::recovery;
 use crate::segment::Segment;
@@ -305,6 +305,7 @@ impl Engine {
         // here leaves no thread behind.
         let mut writers = Vec::with_capacity(n);
         for (shard, (rx, (counter, next_seg))) in rxs.into_iter().zip(starts).enumerate() {
+            let shard = ShardIndex(shard);
             let cap = shared.config.segment_bytes;
             let (file, active) =
                 writer::create_segment(&shared, shard, next_seg, counter, cap, true)?;
@@ -411,7 +412,7 @@ impl Engine {
         if sh.closed.load(Ordering::Acquire) {
             return Err(BatchFailure::Closed);
         }
-        if sh.shard_failed(shard) {
+        if sh.shard_failed(ShardIndex(shard)) {
             return Err(BatchFailure::Poisoned);
         }
         Ok(())
@@ -431,7 +432,7 @@ impl Engine {
     /// died (its poison guard may not have run yet).
     fn gone(&self, shard: usize) -> BatchFailure {
         let sh = self.shared();
-        if sh.shard_failed(shard) || !sh.closed.load(Ordering::Acquire) {
+        if sh.shard_failed(ShardIndex(shard)) || !sh.closed.load(Ordering::Acquire) {
             BatchFailure::Poisoned
         } else {
             BatchFailure::Closed

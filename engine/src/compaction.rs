@@ -21,10 +21,10 @@ use crate::cmd::Cmd;
 use crate::codec::{self, Dec, HintEntry, Kind, Record};
 use crate::error::StorageError;
 use crate::files;
-use crate::ids::SegmentNo;
+use crate::ids::{SegmentNo, ShardIndex};
 use crate::poison::{Guarded, PoisonDart};
 use crate::segment::{self, Segment};
-use crate::state::{ShardIndex, Shared, DEDUPE_TTL_MS};
+use crate::state::{MailboxIndex, Shared, DEDUPE_TTL_MS};
 use crate::types::{CompactionReport, MailboxId};
 
 /// What a writer's rewrite did.
@@ -77,8 +77,9 @@ pub(crate) fn pass(shared: &Shared) -> Result<CompactionReport, StorageError> {
             .retain(|_, e| e.pending || now.saturating_sub(e.at_ms) < DEDUPE_TTL_MS);
     }
     let ratio = shared.config.compaction_live_ratio;
-    for shard in 0..shared.n() {
-        let candidates: Vec<Arc<Segment>> = shared.shards[shard]
+    for shard in (0..shared.n()).map(ShardIndex) {
+        let candidates: Vec<Arc<Segment>> = shared
+            .shard(shard)
             .segs
             .read()
             .values()
@@ -87,9 +88,9 @@ pub(crate) fn pass(shared: &Shared) -> Result<CompactionReport, StorageError> {
             .collect();
         for seg in candidates {
             let live = {
-                let idx = shared.shards[shard].index.read();
+                let idx = shared.shard(shard).index.read();
                 let segs: HashSet<SegmentNo> =
-                    shared.shards[shard].segs.read().keys().copied().collect();
+                    shared.shard(shard).segs.read().keys().copied().collect();
                 live_bytes(&idx, &segs, &seg, now)
             };
             if live == 0 {
@@ -98,7 +99,8 @@ pub(crate) fn pass(shared: &Shared) -> Result<CompactionReport, StorageError> {
                 continue;
             }
             let (tx, rx) = crossbeam_channel::bounded(1);
-            shared.shards[shard]
+            shared
+                .shard(shard)
                 .tx
                 .send(Cmd::Rewrite {
                     seg: seg.no,
@@ -131,8 +133,9 @@ pub(crate) fn pass(shared: &Shared) -> Result<CompactionReport, StorageError> {
 
 /// Remove expired mailboxes from the index: their records become dead.
 fn expire(shared: &Shared, now: u64) {
-    for shard in 0..shared.n() {
-        let expired: Vec<u64> = shared.shards[shard]
+    for shard in (0..shared.n()).map(ShardIndex) {
+        let expired: Vec<u64> = shared
+            .shard(shard)
             .index
             .read()
             .mailboxes
@@ -143,7 +146,7 @@ fn expire(shared: &Shared, now: u64) {
         if expired.is_empty() {
             continue;
         }
-        let mut idx = shared.shards[shard].index.write();
+        let mut idx = shared.shard(shard).index.write();
         for id in expired {
             if let Some(m) = idx.mailboxes.remove(&id) {
                 if idx.by_address.get(&m.info.address) == Some(&id) {
@@ -158,7 +161,7 @@ fn expire(shared: &Shared, now: u64) {
 
 /// Is the record at `off` of `seg` still needed? See FORMAT.md, "Liveness".
 fn is_live(
-    idx: &ShardIndex,
+    idx: &MailboxIndex,
     segs: &HashSet<SegmentNo>,
     seg: SegmentNo,
     off: u32,
@@ -246,7 +249,7 @@ fn frames(seg: &Segment) -> Vec<(u32, usize)> {
     out
 }
 
-fn live_bytes(idx: &ShardIndex, segs: &HashSet<SegmentNo>, seg: &Segment, now: u64) -> u64 {
+fn live_bytes(idx: &MailboxIndex, segs: &HashSet<SegmentNo>, seg: &Segment, now: u64) -> u64 {
     let mut live = 0;
     for (off, _) in frames(seg) {
         if let Ok(f) = seg.frame(off) {
@@ -265,11 +268,11 @@ fn live_bytes(idx: &ShardIndex, segs: &HashSet<SegmentNo>, seg: &Segment, now: u
 /// segments, which a later pass may drop once this one is gone. So an unlink
 /// that may not survive a crash stops the shard, and a stopped shard drops
 /// nothing more: the segment coming back must still find its tombstones.
-fn drop_segment(shared: &Shared, shard: usize, seg: &Segment) -> Result<u64, StorageError> {
+fn drop_segment(shared: &Shared, shard: ShardIndex, seg: &Segment) -> Result<u64, StorageError> {
     if shared.shard_failed(shard) {
         return Err(StorageError::Poisoned);
     }
-    shared.shards[shard].segs.write().remove(&seg.no);
+    shared.shard(shard).segs.write().remove(&seg.no);
     let bytes = segment::file_bytes(&seg.path);
     if let Err(e) = files::remove_segment(shared.io.as_ref(), &shared.dir, &seg.path) {
         let what = "unlinking a segment with nothing live";
@@ -283,7 +286,7 @@ fn drop_segment(shared: &Shared, shard: usize, seg: &Segment) -> Result<u64, Sto
 /// after a failed `fdatasync`. The next open settles what is on disk.
 pub(crate) fn stop_shard(
     shared: &Shared,
-    shard: usize,
+    shard: ShardIndex,
     what: &str,
     e: &std::io::Error,
 ) -> StorageError {
@@ -309,7 +312,7 @@ pub(crate) struct RewritePlan {
 /// their checksums good. `None` when nothing in it is live.
 pub(crate) fn plan_rewrite(
     shared: &Shared,
-    shard: usize,
+    shard: ShardIndex,
     old: Arc<Segment>,
 ) -> Option<RewritePlan> {
     let now = shared.clock.now_ms();
@@ -318,8 +321,8 @@ pub(crate) fn plan_rewrite(
     let mut moved = HashMap::new();
     let mut corrupt = 0;
     {
-        let idx = shared.shards[shard].index.read();
-        let segs: HashSet<SegmentNo> = shared.shards[shard].segs.read().keys().copied().collect();
+        let idx = shared.shard(shard).index.read();
+        let segs: HashSet<SegmentNo> = shared.shard(shard).segs.read().keys().copied().collect();
         for (off, _) in frames(&old) {
             let Ok(f) = old.frame(off) else { continue };
             if !is_live(&idx, &segs, old.no, off, f.kind, f.payload, now) {

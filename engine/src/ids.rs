@@ -30,3 +30,14 @@ pub(crate) struct RecordLoc {
     pub(crate) offset: u32,
     pub(crate) len: u32,
 }
+
+/// One log shard (`0..shards`): its writer thread, its `sNNN-` files, its
+/// part of the index.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) struct ShardIndex(pub(crate) usize);
+
+impl fmt::Display for ShardIndex {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}

@@ -19,7 +19,7 @@ use crate::error::OpenError;
 use crate::files::{self, DataFile, Io};
 use crate::ids::{RecordLoc, SegmentNo};
 use crate::segment::{self, Segment};
-use crate::state::{MailboxEntry, MsgRef, ShardIndex, StateValue, DEDUPE_TTL_MS, MAX_SHARDS};
+use crate::state::{MailboxEntry, MailboxIndex, MsgRef, StateValue, DEDUPE_TTL_MS, MAX_SHARDS};
 use crate::sys::Map;
 use crate::types::*;
 
@@ -30,7 +30,7 @@ pub(crate) const SHARDS_FILE: &str = "SHARDS";
 #[derive(Default)]
 pub(crate) struct ShardRecovery {
     pub(crate) segs: BTreeMap<SegmentNo, Arc<Segment>>,
-    pub(crate) index: ShardIndex,
+    pub(crate) index: MailboxIndex,
     pub(crate) counter: u64,
     pub(crate) next_seg: u32,
     pub(crate) corrupt: u64,

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use crate::codec::{self, Frame, FrameError};
-use crate::ids::SegmentNo;
+use crate::ids::{SegmentNo, ShardIndex};
 use crate::sys::Map;
 
 /// A segment that readers can reach.
@@ -63,8 +63,8 @@ impl Segment {
 }
 
 /// `s001-0000000042.seg`
-pub(crate) fn seg_path(dir: &Path, shard: usize, no: SegmentNo) -> PathBuf {
-    dir.join(format!("s{shard:03}-{no:010}.seg"))
+pub(crate) fn seg_path(dir: &Path, shard: ShardIndex, no: SegmentNo) -> PathBuf {
+    dir.join(format!("s{:03}-{no:010}.seg", shard.0))
 }
 
 pub(crate) fn hint_path(seg: &Path) -> PathBuf {
@@ -97,7 +97,7 @@ mod tests {
 
     #[test]
     fn segment_names_round_trip() {
-        let p = seg_path(Path::new("/d"), 7, SegmentNo(42));
+        let p = seg_path(Path::new("/d"), ShardIndex(7), SegmentNo(42));
         let name = p.file_name().unwrap().to_str().unwrap();
         assert_eq!(parse_seg_name(name), Some((7, SegmentNo(42))));
         assert_eq!(parse_seg_name("s07-0000000042.seg"), None);

@@ -18,7 +18,7 @@ use parking_lot::{Mutex, RwLock};
 use crate::clock::Clock;
 use crate::cmd::Cmd;
 use crate::fanout::Hub;
-use crate::ids::{RecordLoc, SegmentNo};
+use crate::ids::{RecordLoc, SegmentNo, ShardIndex};
 use crate::segment::Segment;
 use crate::types::*;
 
@@ -62,7 +62,7 @@ impl MailboxEntry {
 }
 
 #[derive(Default)]
-pub(crate) struct ShardIndex {
+pub(crate) struct MailboxIndex {
     pub(crate) mailboxes: HashMap<u64, MailboxEntry>,
     /// The newest mailbox at each address (it may have expired).
     pub(crate) by_address: HashMap<Address, u64>,
@@ -82,7 +82,7 @@ pub(crate) struct StateValue {
 }
 
 pub(crate) struct Shard {
-    pub(crate) index: RwLock<ShardIndex>,
+    pub(crate) index: RwLock<MailboxIndex>,
     pub(crate) segs: RwLock<BTreeMap<SegmentNo, Arc<Segment>>>,
     pub(crate) tx: Sender<Cmd>,
 }
@@ -176,15 +176,19 @@ impl Shared {
 
     /// Mark `shard` failed after a write or sync error: it refuses writes
     /// until restart (never retry a failed fsync). Other shards go on.
-    pub(crate) fn poison(&self, shard: usize, what: &str, err: &std::io::Error) {
+    pub(crate) fn poison(&self, shard: ShardIndex, what: &str, err: &std::io::Error) {
         if self.health.fail_shard(shard) {
-            tracing::error!(%err, what, shard, "storage write failed; shard poisoned, refusing writes until restart");
+            tracing::error!(%err, what, shard = shard.0, "storage write failed; shard poisoned, refusing writes until restart");
         }
     }
 
     /// True when `shard` refuses writes: it, or the engine as a whole, failed.
-    pub(crate) fn shard_failed(&self, shard: usize) -> bool {
+    pub(crate) fn shard_failed(&self, shard: ShardIndex) -> bool {
         self.health.shard_failed(shard)
+    }
+
+    pub(crate) fn shard(&self, shard: ShardIndex) -> &Shard {
+        &self.shards[shard.0]
     }
 
     pub(crate) fn count_corrupt(&self, n: u64) {
@@ -236,10 +240,10 @@ impl Health {
     }
 
     /// Mark `shard` failed; true if this call did it (log once).
-    pub(crate) fn fail_shard(&self, shard: usize) -> bool {
+    pub(crate) fn fail_shard(&self, shard: ShardIndex) -> bool {
         self.any.store(true, Ordering::Release);
         self.shards
-            .get(shard)
+            .get(shard.0)
             .is_some_and(|f| !f.swap(true, Ordering::AcqRel))
     }
 
@@ -249,11 +253,11 @@ impl Health {
         !self.compaction.swap(true, Ordering::AcqRel)
     }
 
-    pub(crate) fn shard_failed(&self, shard: usize) -> bool {
+    pub(crate) fn shard_failed(&self, shard: ShardIndex) -> bool {
         self.compaction.load(Ordering::Acquire)
             || self
                 .shards
-                .get(shard)
+                .get(shard.0)
                 .is_none_or(|f| f.load(Ordering::Acquire))
     }
 

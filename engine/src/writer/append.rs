@@ -9,7 +9,7 @@ use super::Writer;
 use crate::codec::{self, Record, SegHeader};
 use crate::error::BatchFailure;
 use crate::files::{self, DataFile};
-use crate::ids::SegmentNo;
+use crate::ids::{SegmentNo, ShardIndex};
 use crate::segment::{self, Segment};
 use crate::state::Shared;
 use crate::sys::Map;
@@ -54,7 +54,7 @@ impl Writer {
                         .poison(self.shard, "cutting back a batch that did not fit", &e);
                     return Err(BatchFailure::Poisoned);
                 }
-                tracing::warn!(shard = self.shard, "data filesystem full; batch refused");
+                tracing::warn!(shard = self.shard.0, "data filesystem full; batch refused");
                 return Err(BatchFailure::DiskFull);
             }
             return Err(self.fail(&e, "writing a batch"));
@@ -80,7 +80,7 @@ impl Writer {
     /// else the shard is poisoned.
     fn fail(&self, e: &std::io::Error, what: &str) -> BatchFailure {
         if files::is_out_of_space(e) {
-            tracing::warn!(%e, shard = self.shard, what, "data filesystem full; batch refused");
+            tracing::warn!(%e, shard = self.shard.0, what, "data filesystem full; batch refused");
             BatchFailure::DiskFull
         } else {
             self.shared.poison(self.shard, what, e);
@@ -128,7 +128,7 @@ impl Writer {
             tracing::warn!(%e, seg = %self.active.path.display(), "could not trim a sealed segment");
         }
         let hint = codec::Hint {
-            shard: self.shard as u32,
+            shard: self.shard.0 as u32,
             seg_no: self.active.no.0,
             data_len: self.write_off,
             entries: std::mem::take(&mut self.hints),
@@ -148,7 +148,7 @@ impl Writer {
 /// Create, header-write, sync and map a new segment; register it.
 pub(crate) fn create_segment(
     shared: &Shared,
-    shard: usize,
+    shard: ShardIndex,
     no: SegmentNo,
     id_floor: u64,
     cap: u64,
@@ -157,7 +157,7 @@ pub(crate) fn create_segment(
     let path = segment::seg_path(&shared.dir, shard, no);
     let header = SegHeader {
         flags: 0,
-        shard: shard as u32,
+        shard: shard.0 as u32,
         seg_no: no.0,
         id_floor,
         supersedes: codec::NO_SEGMENT,
@@ -188,7 +188,8 @@ pub(crate) fn create_segment(
         codec::SEG_HEADER_LEN as u64,
         false,
     ));
-    shared.shards[shard]
+    shared
+        .shard(shard)
         .segs
         .write()
         .insert(no, Arc::clone(&seg));

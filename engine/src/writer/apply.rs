@@ -7,8 +7,8 @@ use super::batch::{Apply, Batch};
 use super::Writer;
 use crate::codec::Record;
 use crate::error::BatchFailure;
-use crate::ids::{RecordLoc, SegmentNo};
-use crate::state::{MailboxEntry, MsgRef, ShardIndex, Shared, StateValue, REF_CORRUPT};
+use crate::ids::{RecordLoc, SegmentNo, ShardIndex};
+use crate::state::{MailboxEntry, MailboxIndex, MsgRef, Shared, StateValue, REF_CORRUPT};
 use crate::types::*;
 
 /// Where a committed batch landed in the active segment.
@@ -88,7 +88,7 @@ impl Writer {
     /// durable batch.
     fn make_visible(&self, applies: Vec<Apply>, landed: Landed) -> Published {
         let mut published = Published::default();
-        let mut idx = self.shared.shards[self.shard].index.write();
+        let mut idx = self.shared.shard(self.shard).index.write();
         for apply in applies {
             match apply {
                 Apply::Message {
@@ -147,7 +147,7 @@ impl Writer {
 
     fn index_message(
         &self,
-        idx: &mut ShardIndex,
+        idx: &mut MailboxIndex,
         mailbox: u64,
         at: MsgRef,
         event: Event,
@@ -173,7 +173,7 @@ impl Writer {
 
     fn index_mailbox(
         &self,
-        idx: &mut ShardIndex,
+        idx: &mut MailboxIndex,
         info: MailboxInfo,
         created: RecordLoc,
         published: &mut Published,
@@ -196,7 +196,7 @@ impl Writer {
 
     fn index_state(
         &self,
-        idx: &mut ShardIndex,
+        idx: &mut MailboxIndex,
         key: String,
         version: u64,
         value: Option<String>,
@@ -285,14 +285,14 @@ fn apply_to_meta(shared: &Shared, apply: Apply) {
     }
 }
 
-fn mark_dead(shared: &Shared, shard: usize, seg: SegmentNo, len: u32) {
-    if let Some(s) = shared.shards[shard].segs.read().get(&seg) {
+fn mark_dead(shared: &Shared, shard: ShardIndex, seg: SegmentNo, len: u32) {
+    if let Some(s) = shared.shard(shard).segs.read().get(&seg) {
         s.add_dead(u64::from(len));
     }
 }
 
-pub(crate) fn mark_mailbox_dead(shared: &Shared, shard: usize, m: &MailboxEntry) {
-    let segs = shared.shards[shard].segs.read();
+pub(crate) fn mark_mailbox_dead(shared: &Shared, shard: ShardIndex, m: &MailboxEntry) {
+    let segs = shared.shard(shard).segs.read();
     if let Some(s) = segs.get(&m.created.segment) {
         s.add_dead(u64::from(m.created.len));
     }
@@ -305,8 +305,8 @@ pub(crate) fn mark_mailbox_dead(shared: &Shared, shard: usize, m: &MailboxEntry)
 
 /// Mark a message ref corrupt (found by a read) so it is never served.
 pub(crate) fn quarantine(shared: &Shared, id: MessageId) {
-    let shard = shared.shard_of_id(id.mailbox.0);
-    let mut idx = shared.shards[shard].index.write();
+    let shard = ShardIndex(shared.shard_of_id(id.mailbox.0));
+    let mut idx = shared.shard(shard).index.write();
     if let Some(mb) = idx.mailboxes.get_mut(&id.mailbox.0) {
         if let Some(i) = mb.find(id.seq) {
             if let Some(r) = mb.msgs.get_mut(i) {

@@ -24,7 +24,7 @@ use crate::cmd::Cmd;
 use crate::codec::HintEntry;
 use crate::error::{BatchFailure, StorageError};
 use crate::files::DataFile;
-use crate::ids::SegmentNo;
+use crate::ids::{SegmentNo, ShardIndex};
 use crate::poison::PoisonDart;
 use crate::segment::Segment;
 use crate::state::Shared;
@@ -39,7 +39,7 @@ use batch::Batch;
 pub(crate) struct Writer {
     /// First field, so it is dropped first when the thread unwinds.
     pub(crate) dart: PoisonDart,
-    pub(crate) shard: usize,
+    pub(crate) shard: ShardIndex,
     pub(crate) shared: Arc<Shared>,
     pub(crate) rx: Receiver<Cmd>,
     pub(crate) file: DataFile,
@@ -66,7 +66,7 @@ impl Writer {
     }
 
     pub(crate) fn alloc_id(&mut self) -> u64 {
-        let id = self.counter * self.n() + self.shard as u64;
+        let id = self.counter * self.n() + self.shard.0 as u64;
         self.counter += 1;
         id
     }

@@ -13,7 +13,7 @@ use crate::error::StorageError;
 use crate::files;
 use crate::ids::SegmentNo;
 use crate::segment::{self, Segment};
-use crate::state::ShardIndex;
+use crate::state::MailboxIndex;
 use crate::sys::Map;
 
 impl Writer {
@@ -27,18 +27,19 @@ impl Writer {
             return Ok(RewriteOutcome::Empty);
         };
         let new = self.write_rewrite(&plan)?;
-        self.shared.shards[self.shard]
+        self.shared
+            .shard(self.shard)
             .segs
             .write()
             .insert(new.no, Arc::clone(&new));
         move_refs(
-            &mut self.shared.shards[self.shard].index.write(),
+            &mut self.shared.shard(self.shard).index.write(),
             &plan.moved,
             seg_no,
             new.no,
         );
         let old_bytes = segment::file_bytes(&plan.old.path);
-        self.shared.shards[self.shard].segs.write().remove(&seg_no);
+        self.shared.shard(self.shard).segs.write().remove(&seg_no);
         let io = self.shared.io.as_ref();
         if let Err(e) = files::remove_segment(io, &self.shared.dir, &plan.old.path) {
             let what = "unlinking a rewritten segment";
@@ -51,7 +52,7 @@ impl Writer {
 
     /// The segment `seg_no` if it is sealed (never the active one).
     fn sealed_segment(&self, seg_no: SegmentNo) -> Option<Arc<Segment>> {
-        let segs = self.shared.shards[self.shard].segs.read();
+        let segs = self.shared.shard(self.shard).segs.read();
         segs.get(&seg_no)
             .filter(|s| s.sealed.load(Ordering::Acquire) && s.no != self.active.no)
             .map(Arc::clone)
@@ -67,7 +68,7 @@ impl Writer {
         let data_len = (codec::SEG_HEADER_LEN + plan.body.len()) as u64;
         let header = SegHeader {
             flags: codec::SEG_FLAG_REWRITE,
-            shard: self.shard as u32,
+            shard: self.shard.0 as u32,
             seg_no: new_no.0,
             id_floor: self.counter,
             supersedes: plan.old.no.0,
@@ -81,7 +82,7 @@ impl Writer {
             return Err(compaction::stop_shard(shared, self.shard, what, &e));
         }
         let hint = codec::Hint {
-            shard: self.shard as u32,
+            shard: self.shard.0 as u32,
             seg_no: new_no.0,
             data_len,
             entries: plan.hints.clone(),
@@ -96,7 +97,7 @@ impl Writer {
 
 /// Point every index ref into `old` at its place in `new`; refs to records
 /// the rewrite left out (no longer live) go.
-fn move_refs(idx: &mut ShardIndex, moved: &HashMap<u32, u32>, old: SegmentNo, new: SegmentNo) {
+fn move_refs(idx: &mut MailboxIndex, moved: &HashMap<u32, u32>, old: SegmentNo, new: SegmentNo) {
     for m in idx.mailboxes.values_mut() {
         if m.created.segment == old {
             if let Some(&n) = moved.get(&m.created.offset) {

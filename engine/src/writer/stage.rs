@@ -76,7 +76,7 @@ impl Writer {
                 sub,
                 enq,
                 reply,
-            } => self.stage_add_subscription(b, user, sub, reply, enq),
+            } => self.stage_subscription(b, (user, sub, false), reply, enq),
             Cmd::CreateKey {
                 user,
                 hash,
@@ -91,7 +91,7 @@ impl Writer {
                 sub,
                 enq,
                 reply,
-            } => self.stage_replace_subscriptions(b, user, sub, reply, enq),
+            } => self.stage_subscription(b, (user, sub, true), reply, enq),
             Cmd::DisableUser { id, enq, at, reply } => {
                 self.stage_disable_user(b, id, at, reply, enq)
             }
@@ -137,7 +137,7 @@ impl Writer {
         let mut results = Vec::with_capacity(rcpts.len());
         let mut wrote = false;
         let shared = Arc::clone(&self.shared);
-        let idx = shared.shards[self.shard].index.read();
+        let idx = shared.shard(self.shard).index.read();
         for (rcpt, id) in rcpts {
             let result = match idx.mailboxes.get(&id) {
                 Some(mb) => stage_message(b, mb, now, delivery, &rcpt),
@@ -173,7 +173,7 @@ impl Writer {
     ) {
         let now = self.shared.clock.now_ms();
         let live_old = {
-            let idx = self.shared.shards[self.shard].index.read();
+            let idx = self.shared.shard(self.shard).index.read();
             idx.by_address
                 .get(&new.address)
                 .and_then(|id| idx.mailboxes.get(id))
@@ -223,7 +223,7 @@ impl Writer {
         enq: Instant,
     ) {
         let target = {
-            let idx = self.shared.shards[self.shard].index.read();
+            let idx = self.shared.shard(self.shard).index.read();
             idx.mailboxes.get(&id).map(|m| m.created.segment.0)
         };
         let Some(target_seg) = target.filter(|_| !b.deleted_mailboxes.contains(&id)) else {
@@ -245,7 +245,7 @@ impl Writer {
     ) {
         let mailbox = id.mailbox.0;
         let target = {
-            let idx = self.shared.shards[self.shard].index.read();
+            let idx = self.shared.shard(self.shard).index.read();
             idx.mailboxes
                 .get(&mailbox)
                 .and_then(|m| m.find(id.seq).and_then(|i| m.msgs.get(i)))
@@ -298,11 +298,12 @@ impl Writer {
         b.answer_after_commit(Ack::User(reply, user), enq);
     }
 
-    fn stage_add_subscription(
+    /// Add a subscription; with `replace` (an operator action), end every
+    /// earlier one of the user first.
+    fn stage_subscription(
         &mut self,
         b: &mut Batch,
-        user: u64,
-        sub: Subscription,
+        (user, sub, replace): (u64, Subscription, bool),
         reply: Reply<(), WriteError>,
         enq: Instant,
     ) {
@@ -311,13 +312,25 @@ impl Writer {
             return;
         }
         let ordinal = self.alloc_id();
-        let record = Record::SubscriptionAdded {
+        if replace {
+            let ended = Record::SubscriptionsEnded {
+                user,
+                before_ordinal: ordinal,
+                at_ms: sub.starts_at_ms,
+            };
+            b.frame(&ended, 0, 0);
+        }
+        let added = Record::SubscriptionAdded {
             user,
             ordinal,
             sub: sub.clone(),
         };
-        b.frame(&record, 0, 0);
-        b.applies.push(Apply::Sub { user, sub });
+        b.frame(&added, 0, 0);
+        b.applies.push(if replace {
+            Apply::ReplaceSubs { user, sub }
+        } else {
+            Apply::Sub { user, sub }
+        });
         b.answer_after_commit(Ack::Unit(reply), enq);
     }
 
@@ -390,35 +403,6 @@ impl Writer {
         }
     }
 
-    fn stage_replace_subscriptions(
-        &mut self,
-        b: &mut Batch,
-        user: u64,
-        sub: Subscription,
-        reply: Reply<(), WriteError>,
-        enq: Instant,
-    ) {
-        if !self.shared.meta.read().users.contains_key(&user) {
-            let _ = reply.send(Err(WriteError::NotFound));
-            return;
-        }
-        let ordinal = self.alloc_id();
-        let ended = Record::SubscriptionsEnded {
-            user,
-            before_ordinal: ordinal,
-            at_ms: sub.starts_at_ms,
-        };
-        b.frame(&ended, 0, 0);
-        let added = Record::SubscriptionAdded {
-            user,
-            ordinal,
-            sub: sub.clone(),
-        };
-        b.frame(&added, 0, 0);
-        b.applies.push(Apply::ReplaceSubs { user, sub });
-        b.answer_after_commit(Ack::Unit(reply), enq);
-    }
-
     fn stage_disable_user(
         &mut self,
         b: &mut Batch,
@@ -451,7 +435,7 @@ impl Writer {
         enq: Instant,
     ) {
         let (exists, live) = {
-            let idx = self.shared.shards[self.shard].index.read();
+            let idx = self.shared.shard(self.shard).index.read();
             (idx.states.contains_key(&key), idx.states.len())
         };
         let staged_new = b.new_states.iter().filter(|k| **k != key).count();
