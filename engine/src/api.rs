@@ -111,7 +111,7 @@ fn validate(c: &EngineConfig) -> Result<(), OpenError> {
 
 /// Recipients of one delivery bound for one shard: (shard, (recipient,
 /// mailbox id), their positions in the delivery).
-type Group = (usize, Vec<(Recipient, u64)>, Vec<usize>);
+type Group = (usize, Vec<(Recipient, MailboxId)>, Vec<usize>);
 
 /// See [`Engine::deliver`]: settles a pending dedupe key on drop.
 struct DedupeGuard<'a> {
@@ -651,7 +651,7 @@ impl Engine {
     pub fn mailbox_by_id(&self, id: MailboxId) -> Option<MailboxInfo> {
         let sh = self.shared();
         let idx = sh.shards[sh.shard_of_id(id.0)].index.read();
-        let mb = idx.mailboxes.get(&id.0)?;
+        let mb = idx.mailboxes.get(&id)?;
         (mb.info.expires_at_ms > self.now_ms()).then(|| mb.info.clone())
     }
 
@@ -694,7 +694,7 @@ impl Engine {
         let sh = self.shared();
         let shard = &sh.shards[sh.shard_of_id(mailbox.0)];
         let idx = shard.index.read();
-        let mb = idx.mailboxes.get(&mailbox.0).ok_or(LookupError::NotFound)?;
+        let mb = idx.mailboxes.get(&mailbox).ok_or(LookupError::NotFound)?;
         if mb.info.expires_at_ms <= self.now_ms() {
             return Err(LookupError::NotFound);
         }
@@ -716,7 +716,7 @@ impl Engine {
         let idx = shard.index.read();
         let mb = idx
             .mailboxes
-            .get(&id.mailbox.0)
+            .get(&id.mailbox)
             .ok_or(LookupError::NotFound)?;
         if mb.info.expires_at_ms <= self.now_ms() {
             return Err(LookupError::NotFound);

@@ -27,7 +27,7 @@ pub(crate) enum Cmd {
         raw: Bytes,
         envelope_from: String,
         summary: Arc<MessageSummary>,
-        rcpts: Vec<(Recipient, u64)>,
+        rcpts: Vec<(Recipient, MailboxId)>,
         /// (key, number of shards the delivery went to)
         dedupe: Option<(String, u8)>,
         enq: Instant,

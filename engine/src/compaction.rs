@@ -134,14 +134,14 @@ pub(crate) fn pass(shared: &Shared) -> Result<CompactionReport, StorageError> {
 /// Remove expired mailboxes from the index: their records become dead.
 fn expire(shared: &Shared, now: u64) {
     for shard in (0..shared.n()).map(ShardIndex) {
-        let expired: Vec<u64> = shared
+        let expired: Vec<MailboxId> = shared
             .shard(shard)
             .index
             .read()
             .mailboxes
             .values()
             .filter(|m| m.info.expires_at_ms <= now)
-            .map(|m| m.info.id.0)
+            .map(|m| m.info.id)
             .collect();
         if expired.is_empty() {
             continue;
@@ -153,7 +153,7 @@ fn expire(shared: &Shared, now: u64) {
                     idx.by_address.remove(&m.info.address);
                 }
                 crate::writer::mark_mailbox_dead(shared, shard, &m);
-                shared.hub.close_mailbox(MailboxId(id));
+                shared.hub.close_mailbox(id);
             }
         }
     }
@@ -176,7 +176,7 @@ fn is_live(
             let Ok(h) = codec::message_head(payload) else {
                 return false;
             };
-            idx.mailboxes.get(&h.mailbox).is_some_and(|m| {
+            idx.mailboxes.get(&MailboxId(h.mailbox)).is_some_and(|m| {
                 m.info.expires_at_ms > now
                     && m.find(h.seq)
                         .and_then(|i| m.msgs.get(i))
@@ -185,7 +185,7 @@ fn is_live(
         }
         Some(Kind::MailboxCreated) => {
             let Ok(id) = d.u64() else { return false };
-            idx.mailboxes.get(&id).is_some_and(|m| {
+            idx.mailboxes.get(&MailboxId(id)).is_some_and(|m| {
                 m.info.expires_at_ms > now && m.created.segment == seg && m.created.offset == off
             })
         }
@@ -204,7 +204,7 @@ fn is_live(
                 target_ok(target_seg)
                     || idx
                         .mailboxes
-                        .get(&mailbox)
+                        .get(&MailboxId(mailbox))
                         .is_some_and(|m| m.info.expires_at_ms > now && m.info.last_seq == seq)
             }
             _ => false,

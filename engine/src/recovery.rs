@@ -584,9 +584,9 @@ fn resolve(
             message_count: msgs.len() as u32,
             last_seq: last_seq.get(id).copied().unwrap_or(0),
         };
-        rec.index.by_address.insert(address, *id);
+        rec.index.by_address.insert(address, MailboxId(*id));
         rec.index.mailboxes.insert(
-            *id,
+            MailboxId(*id),
             MailboxEntry {
                 info,
                 created: *loc,

@@ -63,9 +63,9 @@ impl MailboxEntry {
 
 #[derive(Default)]
 pub(crate) struct MailboxIndex {
-    pub(crate) mailboxes: HashMap<u64, MailboxEntry>,
+    pub(crate) mailboxes: HashMap<MailboxId, MailboxEntry>,
     /// The newest mailbox at each address (it may have expired).
-    pub(crate) by_address: HashMap<Address, u64>,
+    pub(crate) by_address: HashMap<Address, MailboxId>,
     /// Live `State` entries by key (shard 0 only; see [`crate::Engine::put_state`]).
     pub(crate) states: BTreeMap<String, StateValue>,
 }

@@ -32,7 +32,7 @@ impl Landed {
 struct Published {
     events: Vec<Event>,
     /// Mailboxes gone: their subscriptions end.
-    closed: Vec<u64>,
+    closed: Vec<MailboxId>,
 }
 
 impl Writer {
@@ -148,7 +148,7 @@ impl Writer {
     fn index_message(
         &self,
         idx: &mut MailboxIndex,
-        mailbox: u64,
+        mailbox: MailboxId,
         at: MsgRef,
         event: Event,
         published: &mut Published,
@@ -161,7 +161,8 @@ impl Writer {
         // Sequence numbers of a mailbox only grow: clients resume from one.
         assert!(
             at.seq > mb.info.last_seq && mb.msgs.last().is_none_or(|r| r.seq < at.seq),
-            "mailbox {mailbox}: sequence {} indexed after {}",
+            "mailbox {}: sequence {} indexed after {}",
+            mailbox.0,
             at.seq,
             mb.info.last_seq
         );
@@ -178,7 +179,7 @@ impl Writer {
         created: RecordLoc,
         published: &mut Published,
     ) {
-        let id = info.id.0;
+        let id = info.id;
         if let Some(old) = idx.by_address.insert(info.address.clone(), id) {
             // The old one had expired: it is gone for good.
             if let Some(m) = idx.mailboxes.remove(&old) {
@@ -233,7 +234,7 @@ impl Writer {
             self.shared.hub.publish(ev);
         }
         for id in published.closed {
-            self.shared.hub.close_mailbox(MailboxId(id));
+            self.shared.hub.close_mailbox(id);
         }
         let commit_hist = metrics::histogram!("uncorreo_commit_seconds");
         for s in batch.staged {
@@ -307,7 +308,7 @@ pub(crate) fn mark_mailbox_dead(shared: &Shared, shard: ShardIndex, m: &MailboxE
 pub(crate) fn quarantine(shared: &Shared, id: MessageId) {
     let shard = ShardIndex(shared.shard_of_id(id.mailbox.0));
     let mut idx = shared.shard(shard).index.write();
-    if let Some(mb) = idx.mailboxes.get_mut(&id.mailbox.0) {
+    if let Some(mb) = idx.mailboxes.get_mut(&id.mailbox) {
         if let Some(i) = mb.find(id.seq) {
             if let Some(r) = mb.msgs.get_mut(i) {
                 if r.flags & REF_CORRUPT == 0 {

@@ -12,7 +12,7 @@ use crate::types::*;
 /// What to do to the in-memory state once a batch is durable.
 pub(super) enum Apply {
     Message {
-        mailbox: u64,
+        mailbox: MailboxId,
         seq: u64,
         rel: usize,
         len: u32,
@@ -24,10 +24,10 @@ pub(super) enum Apply {
         len: u32,
     },
     MailboxDeleted {
-        id: u64,
+        id: MailboxId,
     },
     MessageDeleted {
-        mailbox: u64,
+        mailbox: MailboxId,
         seq: u64,
     },
     User(UserInfo),
@@ -104,10 +104,10 @@ pub(super) struct Batch {
     pub(super) hints: Vec<HintEntry>,
     pub(super) records: u32,
     /// mailbox → (last_seq, message_count) including this batch.
-    pub(super) mailbox_counts: HashMap<u64, (u64, u32)>,
-    pub(super) new_addresses: HashMap<Address, u64>,
-    pub(super) deleted_mailboxes: HashSet<u64>,
-    pub(super) deleted_messages: HashSet<(u64, u64)>,
+    pub(super) mailbox_counts: HashMap<MailboxId, (u64, u32)>,
+    pub(super) new_addresses: HashMap<Address, MailboxId>,
+    pub(super) deleted_mailboxes: HashSet<MailboxId>,
+    pub(super) deleted_messages: HashSet<(MailboxId, u64)>,
     pub(super) key_hashes: HashSet<[u8; 32]>,
     /// `State` keys this batch sets, for the entry limit.
     pub(super) new_states: HashSet<String>,

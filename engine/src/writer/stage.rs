@@ -116,7 +116,7 @@ impl Writer {
         &mut self,
         b: &mut Batch,
         delivery: &Delivery<'_>,
-        rcpts: Vec<(Recipient, u64)>,
+        rcpts: Vec<(Recipient, MailboxId)>,
         dedupe: Option<(String, u8)>,
         (reply, enq): (Reply<RcptResults, DeliverError>, Instant),
     ) {
@@ -178,7 +178,7 @@ impl Writer {
                 .get(&new.address)
                 .and_then(|id| idx.mailboxes.get(id))
                 .is_some_and(|m| {
-                    m.info.expires_at_ms > now && !b.deleted_mailboxes.contains(&m.info.id.0)
+                    m.info.expires_at_ms > now && !b.deleted_mailboxes.contains(&m.info.id)
                 })
         };
         if live_old || b.new_addresses.contains_key(&new.address) {
@@ -205,7 +205,7 @@ impl Writer {
             address: new.address.to_string(),
         });
         let (rel, len) = b.frame(&record, 0, 0);
-        b.new_addresses.insert(new.address, id);
+        b.new_addresses.insert(new.address, MailboxId(id));
         let apply = Apply::MailboxCreated {
             info: info.clone(),
             rel,
@@ -222,17 +222,18 @@ impl Writer {
         reply: Reply<(), WriteError>,
         enq: Instant,
     ) {
+        let mailbox = MailboxId(id);
         let target = {
             let idx = self.shared.shard(self.shard).index.read();
-            idx.mailboxes.get(&id).map(|m| m.created.segment.0)
+            idx.mailboxes.get(&mailbox).map(|m| m.created.segment.0)
         };
-        let Some(target_seg) = target.filter(|_| !b.deleted_mailboxes.contains(&id)) else {
+        let Some(target_seg) = target.filter(|_| !b.deleted_mailboxes.contains(&mailbox)) else {
             let _ = reply.send(Err(WriteError::NotFound));
             return;
         };
         b.frame(&Record::MailboxDeleted { id, target_seg }, 0, 0);
-        b.deleted_mailboxes.insert(id);
-        b.applies.push(Apply::MailboxDeleted { id });
+        b.deleted_mailboxes.insert(mailbox);
+        b.applies.push(Apply::MailboxDeleted { id: mailbox });
         b.answer_after_commit(Ack::Unit(reply), enq);
     }
 
@@ -243,7 +244,7 @@ impl Writer {
         reply: Reply<(), WriteError>,
         enq: Instant,
     ) {
-        let mailbox = id.mailbox.0;
+        let mailbox = id.mailbox;
         let target = {
             let idx = self.shared.shard(self.shard).index.read();
             idx.mailboxes
@@ -260,7 +261,7 @@ impl Writer {
         };
         let seq = id.seq;
         let record = Record::MessageDeleted {
-            mailbox,
+            mailbox: mailbox.0,
             seq,
             target_seg,
         };
@@ -478,13 +479,14 @@ fn stage_message(
     delivery: &Delivery<'_>,
     rcpt: &Recipient,
 ) -> Result<MessageId, ResolveError> {
-    let id = mb.info.id.0;
-    if b.deleted_mailboxes.contains(&id) || mb.info.expires_at_ms <= now {
+    let mailbox = mb.info.id;
+    let id = mailbox.0;
+    if b.deleted_mailboxes.contains(&mailbox) || mb.info.expires_at_ms <= now {
         return Err(ResolveError::NoSuchMailbox);
     }
     let (last_seq, count) = *b
         .mailbox_counts
-        .entry(id)
+        .entry(mailbox)
         .or_insert((mb.info.last_seq, mb.info.message_count));
     if count >= mb.info.max_messages {
         return Err(ResolveError::MailboxFull);
@@ -496,16 +498,13 @@ fn stage_message(
         "mailbox {id}: sequence {seq} staged after {}",
         mb.info.last_seq
     );
-    b.mailbox_counts.insert(id, (seq, count + 1));
+    b.mailbox_counts.insert(mailbox, (seq, count + 1));
     let meta = delivery.meta(rcpt);
     let start = codec::begin_frame(&mut b.buf, Kind::Message);
     codec::encode_message(&mut b.buf, id, seq, delivery.at, &meta, delivery.raw);
     codec::finish_frame(&mut b.buf, start);
     let (rel, len) = b.push_hint(start, Kind::Message, id, seq);
-    let message = MessageId {
-        mailbox: MailboxId(id),
-        seq,
-    };
+    let message = MessageId { mailbox, seq };
     let event = Event {
         address: mb.info.address.clone(),
         id: message,
@@ -515,7 +514,7 @@ fn stage_message(
         summary: meta.summary,
     };
     b.applies.push(Apply::Message {
-        mailbox: id,
+        mailbox,
         seq,
         rel,
         len,
