@@ -170,7 +170,6 @@ fn is_live(
     now: u64,
 ) -> bool {
     let mut d = Dec::new(payload);
-    let target_ok = |t: u32| SegmentNo(t) != seg && segs.contains(&SegmentNo(t));
     match Kind::from_u8(kind) {
         Some(Kind::Message) => {
             let Ok(h) = codec::message_head(payload) else {
@@ -189,26 +188,10 @@ fn is_live(
                 m.info.expires_at_ms > now && m.created.segment == seg && m.created.offset == off
             })
         }
-        Some(Kind::MailboxDeleted) => match codec::decode(kind, payload) {
-            Ok(Record::MailboxDeleted { target_seg, .. }) => target_ok(target_seg),
-            _ => false,
-        },
-        Some(Kind::MessageDeleted) => match codec::decode(kind, payload) {
-            Ok(Record::MessageDeleted {
-                mailbox,
-                seq,
-                target_seg,
-            }) => {
-                // Also kept while it names the mailbox's highest sequence, so
-                // that sequence is never handed out again after a restart.
-                target_ok(target_seg)
-                    || idx
-                        .mailboxes
-                        .get(&MailboxId(mailbox))
-                        .is_some_and(|m| m.info.expires_at_ms > now && m.info.last_seq == seq)
-            }
-            _ => false,
-        },
+        Some(Kind::MailboxDeleted | Kind::MessageDeleted | Kind::Dedupe | Kind::State) => {
+            codec::decode(kind, payload)
+                .is_ok_and(|record| decoded_is_live(idx, segs, seg, record, now))
+        }
         Some(
             Kind::UserCreated
             | Kind::SubscriptionAdded
@@ -218,23 +201,47 @@ fn is_live(
             | Kind::AdminAudit
             | Kind::SubscriptionsEnded,
         ) => true,
-        Some(Kind::Dedupe) => match codec::decode(kind, payload) {
-            Ok(Record::Dedupe { at_ms, .. }) => now.saturating_sub(at_ms) < DEDUPE_TTL_MS,
-            _ => false,
-        },
+        Some(Kind::BatchCommit) | None => false,
+    }
+}
+
+/// [`is_live`] for the kinds whose liveness needs the decoded record:
+/// tombstones, dedupe keys and `State` entries.
+fn decoded_is_live(
+    idx: &MailboxIndex,
+    segs: &HashSet<SegmentNo>,
+    seg: SegmentNo,
+    record: Record<'_>,
+    now: u64,
+) -> bool {
+    // A tombstone is live while the segment it deletes from is still there.
+    let target_ok = |t: u32| SegmentNo(t) != seg && segs.contains(&SegmentNo(t));
+    match record {
+        Record::MailboxDeleted { target_seg, .. } => target_ok(target_seg),
+        Record::MessageDeleted {
+            mailbox,
+            seq,
+            target_seg,
+        } => {
+            // Also kept while it names the mailbox's highest sequence, so
+            // that sequence is never handed out again after a restart.
+            target_ok(target_seg)
+                || idx
+                    .mailboxes
+                    .get(&MailboxId(mailbox))
+                    .is_some_and(|m| m.info.expires_at_ms > now && m.info.last_seq == seq)
+        }
+        Record::Dedupe { at_ms, .. } => now.saturating_sub(at_ms) < DEDUPE_TTL_MS,
         // A value is live while it is its key's newest version; a deletion
         // is always kept, so an older value in another segment cannot come
         // back at the next open (one small record per deleted key).
-        Some(Kind::State) => match codec::decode(kind, payload) {
-            Ok(Record::State {
-                key,
-                version,
-                value: Some(_),
-            }) => idx.states.get(&key).is_some_and(|e| e.version == version),
-            Ok(Record::State { value: None, .. }) => true,
-            _ => false,
-        },
-        Some(Kind::BatchCommit) | None => false,
+        Record::State {
+            key,
+            version,
+            value: Some(_),
+        } => idx.states.get(&key).is_some_and(|e| e.version == version),
+        Record::State { value: None, .. } => true,
+        _ => false,
     }
 }
 
