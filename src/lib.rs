@@ -379,18 +379,12 @@ fn run_core(
         };
         let smtp_task = uncorreo_smtpd::serve(smtp, Arc::clone(&smtp_shared), shutdown.clone());
         let realtime = app_state.realtime().clone();
-        let mut router = uncorreo_ui::mount(uncorreo_api::router(app_state));
+        let mut router = uncorreo_ui::mount(uncorreo_api::router(app_state.clone()));
         if let Some(mcp) = &mcp {
             router = router.merge(mcp.router());
         }
-        let app = router.into_make_service_with_connect_info::<SocketAddr>();
         let http_task = async {
-            let served = axum::serve(http, app)
-                .with_graceful_shutdown(shutdown.clone().cancelled_owned())
-                .await;
-            if let Err(e) = served {
-                tracing::error!(error = %e, "HTTP server failed");
-            }
+            uncorreo_api::serve::serve(http, router, &app_state, shutdown.clone()).await;
             // Upgraded WebSockets outlive their request: let them send 1001.
             realtime.drained().await;
         };

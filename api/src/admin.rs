@@ -204,7 +204,7 @@ pub async fn execute(ctx: &AdminContext<'_>, request: AdminRequest) -> Result<Va
         Ok(_) => "ok",
         Err(e) => e.code(),
     };
-    metrics::counter!("uncorreo_admin_actions_total", "action" => action, "outcome" => outcome)
+    metrics::counter!(uncorreo_metric_names::ADMIN_ACTIONS_TOTAL, "action" => action, "outcome" => outcome)
         .increment(1);
     let (value, target) = match result {
         Ok(done) => done,

@@ -7,13 +7,17 @@
 //!   unknown or revoked keys get `401 invalid-credentials` on every route.
 //! - `Authorization: Bearer <token>` (anything not starting `uct_`) or
 //!   `X-Session-Token: <token>` — an anonymous mailbox's session token,
-//!   compared by SHA-256 in constant time against that mailbox's owner.
+//!   looked up by its SHA-256 (a token that opens no live mailbox:
+//!   `401 invalid-credentials` on every route), then compared in constant
+//!   time against the owner of the mailbox asked for.
 //! - nothing — anonymous: may only create mailboxes.
+//! - anything else (another scheme, an empty or over-long value, non-ASCII):
+//!   `401 invalid-credentials`.
 //!
 //! Architecture invariant: a mailbox the caller may not see answers exactly
 //! like one that does not exist (`404` with the one [`Problem::not_found`]
-//! body); only the absence of any credential is told apart (`401`), because
-//! it does not depend on the resource.
+//! body). Only what depends on the credential alone, never on the resource,
+//! is told apart with `401`: no credential, or one that matches nothing.
 //!
 //! Every request that extracts a [`Caller`] is also rate-limited here: once
 //! per client IP, and once per API key (or per IP at the anonymous plan's
@@ -166,10 +170,18 @@ impl Caller {
             .map_err(rate_limited)?;
         let caller = match cred {
             Credential::None => Self::Anonymous { ip },
-            Credential::SessionToken(t) => Self::Session {
-                token_hash: sha256(t.as_bytes()),
-                ip,
-            },
+            Credential::SessionToken(t) => {
+                let token_hash = sha256(t.as_bytes());
+                // A token that opens no live mailbox is refused here, on
+                // every route: it says nothing about any mailbox, so `401`
+                // leaks nothing, and it keeps a typo from looking like an
+                // empty account. A live token on a mailbox it does not open
+                // is still the one `404` (`authorize_mailbox`).
+                if state.engine.mailbox_by_token_hash(&token_hash).is_none() {
+                    return Err(invalid("unknown or expired session token"));
+                }
+                Self::Session { token_hash, ip }
+            }
             Credential::ApiKey(k) => {
                 let key = state
                     .engine
@@ -241,7 +253,7 @@ impl Caller {
 }
 
 fn rate_limited(l: crate::ratelimit::Limited) -> Problem {
-    metrics::counter!("uncorreo_http_rate_limited_total").increment(1);
+    metrics::counter!(uncorreo_metric_names::HTTP_RATE_LIMITED_TOTAL).increment(1);
     Problem::new(Kind::RateLimited, "rate limit exceeded; slow down")
         .retry_after(l.retry_after_secs)
 }

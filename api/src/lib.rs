@@ -28,6 +28,7 @@ pub mod quota;
 pub mod ratelimit;
 pub mod realtime;
 pub mod send;
+pub mod serve;
 pub mod ses;
 pub mod webhooks;
 
@@ -41,18 +42,45 @@ pub use auth::{authorize_mailbox, Caller, Credential};
 pub use plans::{LimitsConfig, Plan, Plans};
 pub use problem::{Kind, Problem};
 
-/// HTTP settings (the `[http]` table of the config file).
+/// HTTP settings (the `[http]` table of the config file). The connection
+/// bounds are enforced by [`serve`].
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct HttpConfig {
     /// Where to listen.
     pub listen: String,
+    /// A request head must arrive whole within this many seconds of its
+    /// first byte (of the accept, for a connection's first request); else
+    /// the connection is closed (slowloris).
+    pub header_read_timeout_secs: u64,
+    /// A keep-alive connection with no request for this long is closed.
+    /// Keep it above a fronting proxy's idle timeout (ALB: 60 s).
+    pub idle_timeout_secs: u64,
+    /// Longest one write to a client may stall before the connection is
+    /// closed (SSE readers that stop reading, slow downloads).
+    pub write_timeout_secs: u64,
+    /// Open HTTP connections in all (every core); past it a new connection
+    /// is answered `503` with `Retry-After` and closed.
+    pub max_connections: usize,
+    /// Open HTTP connections per peer address; past it `503` likewise.
+    /// Behind a proxy every connection comes from the proxy: raise it.
+    pub max_connections_per_ip: usize,
+    /// `SO_SNDBUF` of each accepted connection; 0 keeps the kernel's
+    /// default (autotuned). A small buffer makes a reader that stops
+    /// reading lag sooner.
+    pub send_buffer_bytes: usize,
 }
 
 impl Default for HttpConfig {
     fn default() -> Self {
         Self {
             listen: "127.0.0.1:8080".to_owned(),
+            header_read_timeout_secs: 10,
+            idle_timeout_secs: 75,
+            write_timeout_secs: 30,
+            max_connections: 60_000,
+            max_connections_per_ip: 1_000,
+            send_buffer_bytes: 0,
         }
     }
 }
@@ -91,6 +119,8 @@ struct Shared {
     ses: uncorreo_ses::Ingest,
     mailpit: mailpit::MailpitState,
     webhooks: webhooks::Webhooks,
+    /// Open HTTP connections, bounded across every core's accept loop.
+    connections: Arc<serve::Connections>,
     /// `/api/v1/openapi.json`, rendered once.
     openapi_json: bytes::Bytes,
 }
@@ -119,6 +149,7 @@ impl AppState {
             },
         )?;
         let entries = config.limits.rate_limit_entries;
+        let openapi_json = bytes::Bytes::from(openapi::json(&engine.config().domains));
         Ok(Self {
             engine,
             shared: Arc::new(Shared {
@@ -130,7 +161,8 @@ impl AppState {
                 ses,
                 mailpit: mailpit::MailpitState::default(),
                 webhooks: webhooks::Webhooks::new(config.webhooks.clone()),
-                openapi_json: bytes::Bytes::from(openapi::json()),
+                connections: Arc::new(serve::Connections::new(&config.http)),
+                openapi_json,
                 config,
             }),
         })
@@ -171,6 +203,10 @@ impl AppState {
     /// Outbound webhook settings and the dispatcher's wake-up.
     pub fn webhooks(&self) -> &webhooks::Webhooks {
         &self.shared.webhooks
+    }
+    /// Open HTTP connections and their bounds.
+    pub fn connections(&self) -> &Arc<serve::Connections> {
+        &self.shared.connections
     }
     /// The name our `Received:` lines give.
     pub fn hostname(&self) -> &str {

@@ -30,13 +30,18 @@ const RANDOM_ATTEMPTS: usize = 5;
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateMailbox {
-    /// Local part (`[a-z0-9._-]`, at most 64, no `+`); random when absent.
+    /// Local part (`[a-z0-9._-]`, at most 64, no `+`, no leading, trailing
+    /// or double dot; upper case is folded to lower); random when absent.
+    #[schema(pattern = r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$", max_length = 64)]
     pub local_part: Option<String>,
-    /// One of the served domains; the first configured one when absent.
+    /// One of the served domains (the document lists them); the first
+    /// configured one when absent.
     pub domain: Option<String>,
     /// Minutes until the mailbox expires: 1 ..= the plan's `max_ttl_minutes`
-    /// (above it: `422 ttl-too-long`, never silently shortened). When
+    /// (above it: `403 ttl-too-long`, never silently shortened). When
     /// absent: the configured default, capped at the plan's maximum.
+    #[schema(minimum = 1)]
+    #[serde(default, deserialize_with = "whole_number")]
     pub ttl_minutes: Option<u32>,
 }
 
@@ -102,23 +107,47 @@ pub struct MailboxList {
     pub mailboxes: Vec<MailboxView>,
 }
 
+/// A JSON number with no fractional part (`5` or `5.0`: JSON Schema's
+/// `integer` admits both) that fits a `u32`.
+fn whole_number<'de, D>(deserializer: D) -> Result<Option<u32>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    let Some(number) = Option::<serde_json::Number>::deserialize(deserializer)? else {
+        return Ok(None);
+    };
+    let whole = match (number.as_u64(), number.as_f64()) {
+        (Some(n), _) => Some(n),
+        (None, Some(f)) if f.fract() == 0.0 && (0.0..=f64::from(u32::MAX)).contains(&f) => {
+            Some(f as u64)
+        }
+        _ => None,
+    };
+    whole
+        .and_then(|n| u32::try_from(n).ok())
+        .map(Some)
+        .ok_or_else(|| {
+            serde::de::Error::custom(format!("{number} is not a whole number of minutes"))
+        })
+}
+
 /// Create a mailbox (the only thing an anonymous caller may do).
 #[utoipa::path(
     post,
     path = "/api/v1/mailboxes",
     tag = "mailboxes",
-    request_body(content = CreateMailbox, content_type = "application/json",
+    request_body(content = Option<CreateMailbox>, content_type = "application/json",
         description = "Optional; an empty body means all defaults."),
     responses(
         (status = 201, description = "Created; `session_token` only for anonymous callers",
             body = MailboxCreated, headers(("Location" = String, description = "The mailbox URL"))),
         (status = 400, description = "Malformed JSON", body = ProblemBody, content_type = "application/problem+json"),
-        (status = 401, description = "Unknown or revoked API key", body = ProblemBody, content_type = "application/problem+json"),
-        (status = 403, description = "`mailbox-limit`: the plan's `max_mailboxes` are live", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 401, description = "A credential that matches nothing (unknown or revoked API key, unknown or expired session token, malformed Authorization)", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 403, description = "`mailbox-limit`: the plan's `max_mailboxes` are live; `ttl-too-long`: above the plan's `max_ttl_minutes`", body = ProblemBody, content_type = "application/problem+json"),
         (status = 409, description = "`address-taken`", body = ProblemBody, content_type = "application/problem+json"),
         (status = 413, description = "Body too large", body = ProblemBody, content_type = "application/problem+json"),
         (status = 415, description = "Body is not JSON", body = ProblemBody, content_type = "application/problem+json"),
-        (status = 422, description = "`ttl-too-long` above the plan's `max_ttl_minutes`; `invalid-request` for a bad local part, domain or TTL", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 422, description = "`invalid-request` for a bad local part, domain or TTL", body = ProblemBody, content_type = "application/problem+json"),
         (status = 429, description = "Rate limited", body = ProblemBody, content_type = "application/problem+json"),
     ),
     security((), ("api_key" = []), ("session_token" = [])),
@@ -257,7 +286,7 @@ pub async fn create(
     } else {
         drop(reservation);
     }
-    ::metrics::counter!("uncorreo_mailboxes_created_total", "owner" => if token.is_some() { "anonymous" } else { "user" }).increment(1);
+    ::metrics::counter!(uncorreo_metric_names::MAILBOXES_CREATED_TOTAL, "owner" => if token.is_some() { "anonymous" } else { "user" }).increment(1);
 
     Ok(MailboxCreated {
         address: info.address.to_string(),
@@ -284,7 +313,7 @@ pub fn random_local_part() -> String {
     tag = "mailboxes",
     responses(
         (status = 200, description = "Live mailboxes, oldest first", body = MailboxList),
-        (status = 401, description = "No credential, or an unknown or revoked API key", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 401, description = "No credential, or one that matches nothing (unknown or revoked API key, unknown or expired session token, malformed Authorization)", body = ProblemBody, content_type = "application/problem+json"),
         (status = 429, description = "Rate limited", body = ProblemBody, content_type = "application/problem+json"),
     ),
     security(("api_key" = []), ("session_token" = [])),
@@ -321,7 +350,7 @@ pub fn list(state: &AppState, caller: &Caller) -> Result<MailboxList, Problem> {
     params(("address" = String, Path, description = "`local@domain`")),
     responses(
         (status = 200, description = "The mailbox", body = MailboxView),
-        (status = 401, description = "No credential, or an unknown or revoked API key", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 401, description = "No credential, or one that matches nothing (unknown or revoked API key, unknown or expired session token, malformed Authorization)", body = ProblemBody, content_type = "application/problem+json"),
         (status = 404, description = "No such mailbox, or not visible with these credentials (one answer for both)", body = ProblemBody, content_type = "application/problem+json"),
         (status = 429, description = "Rate limited", body = ProblemBody, content_type = "application/problem+json"),
     ),
@@ -344,7 +373,7 @@ pub async fn get_mailbox(
     params(("address" = String, Path, description = "`local@domain`")),
     responses(
         (status = 204, description = "Deleted"),
-        (status = 401, description = "No credential, or an unknown or revoked API key", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 401, description = "No credential, or one that matches nothing (unknown or revoked API key, unknown or expired session token, malformed Authorization)", body = ProblemBody, content_type = "application/problem+json"),
         (status = 404, description = "No such mailbox, or not visible with these credentials", body = ProblemBody, content_type = "application/problem+json"),
         (status = 429, description = "Rate limited", body = ProblemBody, content_type = "application/problem+json"),
     ),

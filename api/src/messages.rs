@@ -165,7 +165,7 @@ fn message_in(state: &AppState, mb: &MailboxInfo, id: &str) -> Result<MessageMet
     responses(
         (status = 200, description = "A page of summaries", body = MessagePage),
         (status = 400, description = "Malformed query", body = ProblemBody, content_type = "application/problem+json"),
-        (status = 401, description = "No credential, or an unknown or revoked API key", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 401, description = "No credential, or one that matches nothing (unknown or revoked API key, unknown or expired session token, malformed Authorization)", body = ProblemBody, content_type = "application/problem+json"),
         (status = 404, description = "No such mailbox, or not visible with these credentials", body = ProblemBody, content_type = "application/problem+json"),
         (status = 422, description = "`limit` out of range, or both `since` and `latest`", body = ProblemBody, content_type = "application/problem+json"),
         (status = 429, description = "Rate limited", body = ProblemBody, content_type = "application/problem+json"),
@@ -262,7 +262,7 @@ pub fn list(state: &AppState, mb: &MailboxInfo, q: ListQuery) -> Result<MessageP
     ),
     responses(
         (status = 200, description = "The parsed message", body = MessageView),
-        (status = 401, description = "No credential, or an unknown or revoked API key", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 401, description = "No credential, or one that matches nothing (unknown or revoked API key, unknown or expired session token, malformed Authorization)", body = ProblemBody, content_type = "application/problem+json"),
         (status = 404, description = "No such mailbox or message, or not visible with these credentials", body = ProblemBody, content_type = "application/problem+json"),
         (status = 422, description = "`message-too-large-to-parse` or `unparseable-message`: read it raw", body = ProblemBody, content_type = "application/problem+json"),
         (status = 429, description = "Rate limited", body = ProblemBody, content_type = "application/problem+json"),
@@ -311,7 +311,7 @@ pub async fn read(state: &AppState, mb: &MailboxInfo, id: &str) -> Result<Messag
     ),
     responses(
         (status = 204, description = "Deleted"),
-        (status = 401, description = "No credential, or an unknown or revoked API key", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 401, description = "No credential, or one that matches nothing (unknown or revoked API key, unknown or expired session token, malformed Authorization)", body = ProblemBody, content_type = "application/problem+json"),
         (status = 404, description = "No such mailbox or message, or not visible with these credentials", body = ProblemBody, content_type = "application/problem+json"),
         (status = 429, description = "Rate limited", body = ProblemBody, content_type = "application/problem+json"),
     ),
@@ -339,7 +339,7 @@ pub async fn delete_message(
     ),
     responses(
         (status = 200, description = "The raw message", body = Vec<u8>, content_type = "message/rfc822"),
-        (status = 401, description = "No credential, or an unknown or revoked API key", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 401, description = "No credential, or one that matches nothing (unknown or revoked API key, unknown or expired session token, malformed Authorization)", body = ProblemBody, content_type = "application/problem+json"),
         (status = 404, description = "No such mailbox or message, or not visible with these credentials", body = ProblemBody, content_type = "application/problem+json"),
         (status = 429, description = "Rate limited", body = ProblemBody, content_type = "application/problem+json"),
     ),
@@ -369,7 +369,7 @@ pub async fn get_raw(
     responses(
         (status = 200, description = "The decoded attachment, with its content type and `Content-Disposition: attachment`",
             body = Vec<u8>, content_type = "application/octet-stream"),
-        (status = 401, description = "No credential, or an unknown or revoked API key", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 401, description = "No credential, or one that matches nothing (unknown or revoked API key, unknown or expired session token, malformed Authorization)", body = ProblemBody, content_type = "application/problem+json"),
         (status = 404, description = "No such mailbox, message or attachment, or not visible with these credentials", body = ProblemBody, content_type = "application/problem+json"),
         (status = 422, description = "`message-too-large-to-parse` or `unparseable-message`", body = ProblemBody, content_type = "application/problem+json"),
         (status = 429, description = "Rate limited", body = ProblemBody, content_type = "application/problem+json"),
@@ -477,7 +477,7 @@ Credentials as for every route, or `?token=` (an iframe cannot set headers).",
         (status = 200, description = "The HTML body, with the policy in `Content-Security-Policy`",
             body = String, content_type = "text/html"),
         (status = 400, description = "Malformed query", body = ProblemBody, content_type = "application/problem+json"),
-        (status = 401, description = "No credential, or an unknown or revoked API key", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 401, description = "No credential, or one that matches nothing (unknown or revoked API key, unknown or expired session token, malformed Authorization)", body = ProblemBody, content_type = "application/problem+json"),
         (status = 404, description = "No such mailbox or message, no HTML body, or not visible with these credentials", body = ProblemBody, content_type = "application/problem+json"),
         (status = 422, description = "`message-too-large-to-parse` or `unparseable-message`: read it raw", body = ProblemBody, content_type = "application/problem+json"),
         (status = 429, description = "Rate limited", body = ProblemBody, content_type = "application/problem+json"),

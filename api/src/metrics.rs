@@ -14,9 +14,7 @@ use std::time::{Duration, Instant};
 use axum::extract::{MatchedPath, Request};
 use axum::middleware::Next;
 use axum::response::Response;
-use metrics::{
-    counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram, Unit,
-};
+use metrics::{counter, gauge, histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use uncorreo_engine::Engine;
 
@@ -42,12 +40,6 @@ pub const BYTES_BUCKETS: &[f64] = &[
 pub const BATCH_BUCKETS: &[f64] = &[
     1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0, 2048.0, 4096.0,
 ];
-
-/// Webhook attempts and events by `outcome`: `delivered` (a 2xx), `failed`
-/// (an attempt that will be retried or was the last), `refused` (the host
-/// resolved to an address webhooks may not reach), `exhausted` (retry budget
-/// spent, event dropped), `dropped` (over the per-endpoint queue bound).
-pub const WEBHOOK_DELIVERIES_TOTAL: &str = "uncorreo_webhook_deliveries_total";
 
 /// How often histogram samples are folded into buckets even without a scrape,
 /// so memory stays bounded when nobody scrapes.
@@ -93,114 +85,13 @@ fn builder() -> PrometheusBuilder {
     let b = with(b, Matcher::Suffix("_bytes".to_owned()), BYTES_BUCKETS);
     with(
         b,
-        Matcher::Full("uncorreo_batch_records".to_owned()),
+        Matcher::Full(uncorreo_metric_names::BATCH_RECORDS.to_owned()),
         BATCH_BUCKETS,
     )
 }
 
 fn describe() {
-    describe_counter!(
-        "uncorreo_http_requests_total",
-        "HTTP requests answered, by route template, method and status."
-    );
-    describe_histogram!(
-        "uncorreo_http_request_duration_seconds",
-        Unit::Seconds,
-        "Time from request to response head, by route template and method."
-    );
-    describe_counter!(
-        "uncorreo_http_rate_limited_total",
-        "HTTP requests refused with 429 by a rate limit."
-    );
-    describe_counter!(
-        "uncorreo_mailboxes_created_total",
-        "Mailboxes created over HTTP, by owner kind."
-    );
-    describe_counter!(
-        "uncorreo_message_parse_failures_total",
-        "Stored messages the parsed view could not be built for (too large, unparseable, parser panic)."
-    );
-    crate::realtime::describe_metrics();
-    describe_counter!(
-        WEBHOOK_DELIVERIES_TOTAL,
-        "Outbound webhook attempts and events, by outcome (delivered, failed, refused, exhausted, dropped)."
-    );
-    describe_gauge!("uncorreo_mailboxes", "Live mailboxes.");
-    describe_gauge!("uncorreo_messages", "Live stored messages.");
-    describe_gauge!("uncorreo_segments", "Log segment files on disk.");
-    describe_gauge!(
-        "uncorreo_disk_bytes",
-        Unit::Bytes,
-        "Bytes of log segment files on disk."
-    );
-    describe_gauge!(
-        "uncorreo_subscribers",
-        "Live event subscribers (WebSocket, SSE, long-poll)."
-    );
-    describe_gauge!(
-        "uncorreo_queue_depth",
-        "Appends waiting for a log writer, summed over shards."
-    );
-    describe_gauge!(
-        "uncorreo_engine_poisoned",
-        "1 once a write or sync failed; storage refuses writes until restart."
-    );
-    describe_other_crates();
-}
-
-/// HELP lines for what the engine, smtpd and the SES webhook emit. They
-/// emit through the facade without describing; `promtool check metrics`
-/// refuses a metric without help text, and the api crate is where the
-/// exposition is assembled, so the catalogue of names lives here (the
-/// `/metrics` promtool test catches a new name missing from it).
-fn describe_other_crates() {
-    describe_histogram!(
-        "uncorreo_batch_records",
-        "Records per committed log batch (one write and one fdatasync)."
-    );
-    describe_histogram!(
-        "uncorreo_commit_seconds",
-        Unit::Seconds,
-        "Time from an append being queued to it being durable and acknowledged."
-    );
-    describe_histogram!(
-        "uncorreo_fsync_seconds",
-        Unit::Seconds,
-        "Duration of one fdatasync of a log segment."
-    );
-    describe_counter!("uncorreo_compaction_runs_total", "Compaction passes run.");
-    describe_counter!(
-        "uncorreo_compaction_reclaimed_bytes_total",
-        Unit::Bytes,
-        "Bytes of log segments reclaimed by compaction."
-    );
-    describe_counter!(
-        "uncorreo_corrupt_records_total",
-        "Stored records found corrupt (bad checksum) and quarantined."
-    );
-    describe_gauge!("uncorreo_smtp_active_sessions", "Open SMTP sessions.");
-    describe_counter!(
-        "uncorreo_smtp_sessions_total",
-        "SMTP sessions ended, by outcome."
-    );
-    describe_counter!(
-        "uncorreo_smtp_messages_total",
-        "SMTP messages answered at the end of DATA/BDAT, by outcome."
-    );
-    describe_counter!(
-        "uncorreo_smtp_bytes_total",
-        Unit::Bytes,
-        "Message bytes received over SMTP."
-    );
-    describe_histogram!(
-        "uncorreo_smtp_data_to_ack_seconds",
-        Unit::Seconds,
-        "Time from the end of DATA/BDAT to the durable 250 reply."
-    );
-    describe_counter!(
-        "uncorreo_ses_notifications_total",
-        "SES notifications received over SNS, by outcome."
-    );
+    uncorreo_metric_names::describe_all();
 }
 
 /// Record one request: count by route template (never the raw path, to keep
@@ -215,9 +106,9 @@ pub async fn track_requests(req: Request, next: Next) -> Response {
     let method = normalized_method(req.method());
     let resp = next.run(req).await;
     let status = resp.status().as_u16().to_string();
-    counter!("uncorreo_http_requests_total", "route" => route.clone(), "method" => method, "status" => status)
+    counter!(uncorreo_metric_names::HTTP_REQUESTS_TOTAL, "route" => route.clone(), "method" => method, "status" => status)
         .increment(1);
-    histogram!("uncorreo_http_request_duration_seconds", "route" => route, "method" => method)
+    histogram!(uncorreo_metric_names::HTTP_REQUEST_DURATION_SECONDS, "route" => route, "method" => method)
         .record(start.elapsed().as_secs_f64());
     resp
 }
@@ -239,12 +130,12 @@ fn normalized_method(m: &axum::http::Method) -> &'static str {
 /// Refresh the gauges that mirror `engine.stats()`; called at each scrape.
 pub fn refresh_engine_gauges(engine: &Engine) {
     let s = engine.stats();
-    gauge!("uncorreo_mailboxes").set(s.mailboxes as f64);
-    gauge!("uncorreo_messages").set(s.messages as f64);
-    gauge!("uncorreo_segments").set(s.segments as f64);
-    gauge!("uncorreo_disk_bytes").set(s.disk_bytes as f64);
-    gauge!("uncorreo_subscribers").set(s.subscribers as f64);
-    counter!("uncorreo_events_published_total").absolute(s.events_published);
-    gauge!("uncorreo_queue_depth").set(s.queue_depth as f64);
-    gauge!("uncorreo_engine_poisoned").set(if s.poisoned { 1.0 } else { 0.0 });
+    gauge!(uncorreo_metric_names::MAILBOXES).set(s.mailboxes as f64);
+    gauge!(uncorreo_metric_names::MESSAGES).set(s.messages as f64);
+    gauge!(uncorreo_metric_names::SEGMENTS).set(s.segments as f64);
+    gauge!(uncorreo_metric_names::DISK_BYTES).set(s.disk_bytes as f64);
+    gauge!(uncorreo_metric_names::SUBSCRIBERS).set(s.subscribers as f64);
+    counter!(uncorreo_metric_names::EVENTS_PUBLISHED_TOTAL).absolute(s.events_published);
+    gauge!(uncorreo_metric_names::QUEUE_DEPTH).set(s.queue_depth as f64);
+    gauge!(uncorreo_metric_names::ENGINE_POISONED).set(if s.poisoned { 1.0 } else { 0.0 });
 }

@@ -95,9 +95,21 @@ pub fn document() -> utoipa::openapi::OpenApi {
     api_router(crate::LimitsConfig::default().json_body_bytes).into_openapi()
 }
 
-/// The document as JSON, for [`crate::AppState`] to build once and serve.
-pub(crate) fn json() -> String {
-    document().to_json().unwrap_or_else(|_| "{}".to_owned())
+/// The document as JSON, for [`crate::AppState`] to build once and serve,
+/// with what only this configuration knows written in: the domains a
+/// mailbox may be created in.
+pub(crate) fn json(domains: &[String]) -> String {
+    let Ok(mut doc) = serde_json::to_value(document()) else {
+        return "{}".to_owned();
+    };
+    if let Some(domain) = doc.pointer_mut("/components/schemas/CreateMailbox/properties/domain") {
+        // `null` too: the field is optional (`null` means the first domain).
+        let mut allowed: Vec<serde_json::Value> =
+            domains.iter().map(|d| d.as_str().into()).collect();
+        allowed.push(serde_json::Value::Null);
+        domain["enum"] = serde_json::Value::Array(allowed);
+    }
+    serde_json::to_string(&doc).unwrap_or_else(|_| "{}".to_owned())
 }
 
 /// `(METHOD, path template)` of every documented operation, sorted.

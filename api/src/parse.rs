@@ -35,7 +35,7 @@ pub async fn guarded<T: Send + 'static>(
     f: impl FnOnce(&[u8]) -> T + Send + 'static,
 ) -> Result<T, ParseError> {
     if raw.len() > max_bytes {
-        metrics::counter!("uncorreo_message_parse_failures_total", "reason" => "too_large")
+        metrics::counter!(uncorreo_metric_names::MESSAGE_PARSE_FAILURES_TOTAL, "reason" => "too_large")
             .increment(1);
         return Err(ParseError::TooLarge);
     }
@@ -44,7 +44,7 @@ pub async fn guarded<T: Send + 'static>(
     match joined {
         Ok(Ok(v)) => Ok(v),
         Ok(Err(_)) | Err(_) => {
-            metrics::counter!("uncorreo_message_parse_failures_total", "reason" => "panic")
+            metrics::counter!(uncorreo_metric_names::MESSAGE_PARSE_FAILURES_TOTAL, "reason" => "panic")
                 .increment(1);
             tracing::warn!("the mail parser panicked on a stored message");
             Err(ParseError::Unparseable)

@@ -18,7 +18,7 @@ pub struct Plan {
     pub max_mailboxes: u32,
     /// Messages one mailbox stores; delivery beyond it is refused (`452 4.2.2`).
     pub max_messages_per_mailbox: u32,
-    /// Longest TTL a mailbox may be created with; a longer request is `422 ttl-too-long`.
+    /// Longest TTL a mailbox may be created with; a longer request is `403 ttl-too-long`.
     pub max_ttl_minutes: u32,
     /// Requests per minute (token bucket: this many at once, refilled evenly).
     pub requests_per_minute: u32,

@@ -110,15 +110,19 @@ impl Kind {
             Self::NotFound | Self::NoSuchRoute => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::AuthenticationRequired | Self::InvalidCredentials => StatusCode::UNAUTHORIZED,
-            Self::ApiKeyRequired | Self::MailboxLimit | Self::KeyLimit | Self::WebhookLimit => {
-                StatusCode::FORBIDDEN
-            }
+            // Refused by the caller's plan, not malformed: another plan would
+            // take the same request.
+            Self::ApiKeyRequired
+            | Self::MailboxLimit
+            | Self::KeyLimit
+            | Self::WebhookLimit
+            | Self::TtlTooLong
+            // A well-formed URL this appliance's policy will not call.
+            | Self::WebhookUrlRefused => StatusCode::FORBIDDEN,
             Self::BadRequest => StatusCode::BAD_REQUEST,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::InvalidRequest
-            | Self::WebhookUrlRefused
-            | Self::TtlTooLong
             | Self::MessageTooLargeToParse
             | Self::Unparseable => StatusCode::UNPROCESSABLE_ENTITY,
             Self::AddressTaken | Self::MailboxFull => StatusCode::CONFLICT,
@@ -377,9 +381,16 @@ impl IntoResponse for Problem {
             h.insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
         if status == StatusCode::UNAUTHORIZED {
+            // RFC 6750 §3.1: a credential that was sent but matched nothing
+            // says so, so a client can tell "log in" from "your key is gone".
+            let challenge = if self.kind == Kind::InvalidCredentials {
+                "Bearer realm=\"uncorreo\", error=\"invalid_token\""
+            } else {
+                "Bearer realm=\"uncorreo\""
+            };
             h.insert(
                 header::WWW_AUTHENTICATE,
-                HeaderValue::from_static("Bearer realm=\"uncorreo\""),
+                HeaderValue::from_static(challenge),
             );
         }
         resp
@@ -408,8 +419,9 @@ impl From<PathRejection> for Problem {
     }
 }
 
-/// Parse a JSON request body. An empty body means "all defaults" (every
-/// field of our request types is optional); anything else must be JSON.
+/// Parse a JSON request body. An empty body, or JSON `null`, means "all
+/// defaults" (every field of our optional request bodies is optional);
+/// anything else must be JSON.
 pub fn json_body<T>(headers: &axum::http::HeaderMap, body: &[u8]) -> Result<T, Problem>
 where
     T: serde::de::DeserializeOwned + Default,
@@ -433,13 +445,24 @@ where
             "send the body as application/json",
         ));
     }
-    serde_json::from_slice(body).map_err(|e| {
-        if e.is_data() {
-            Problem::new(Kind::InvalidRequest, e.to_string())
-        } else {
-            Problem::new(Kind::BadRequest, format!("malformed JSON: {e}"))
-        }
-    })
+    // serde would also read a struct from a JSON array of its fields in
+    // order; our request bodies are objects, and the document says so.
+    let first = body.iter().find(|b| !b.is_ascii_whitespace());
+    if first.is_some_and(|b| *b != b'{' && *b != b'n') {
+        return Err(Problem::new(
+            Kind::InvalidRequest,
+            "the body must be a JSON object",
+        ));
+    }
+    serde_json::from_slice::<Option<T>>(body)
+        .map(Option::unwrap_or_default)
+        .map_err(|e| {
+            if e.is_data() {
+                Problem::new(Kind::InvalidRequest, e.to_string())
+            } else {
+                Problem::new(Kind::BadRequest, format!("malformed JSON: {e}"))
+            }
+        })
 }
 
 /// Last-resort middleware: an error status leaving the router without a

@@ -57,7 +57,7 @@ pub struct Sent {
     request_body(content = String, content_type = "message/rfc822", description = "The message exactly as it should be stored (RFC 5322 header section, blank line, body); at most `engine.max_message_bytes`"),
     responses(
         (status = 201, description = "Stored and durable (after fdatasync)", body = Sent),
-        (status = 401, description = "No credential, or an unknown or revoked API key", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 401, description = "No credential, or one that matches nothing (unknown or revoked API key, unknown or expired session token, malformed Authorization)", body = ProblemBody, content_type = "application/problem+json"),
         (status = 404, description = "No such mailbox, or not visible with these credentials", body = ProblemBody, content_type = "application/problem+json"),
         (status = 409, description = "`mailbox-full`: the mailbox holds its plan's maximum of messages", body = ProblemBody, content_type = "application/problem+json"),
         (status = 413, description = "Larger than `engine.max_message_bytes`", body = ProblemBody, content_type = "application/problem+json"),
@@ -243,7 +243,8 @@ pub async fn deliver_many(
                     return Err(resolve_problem(*e));
                 }
             }
-            metrics::counter!("uncorreo_http_send_messages_total").increment(stored.len() as u64);
+            metrics::counter!(uncorreo_metric_names::HTTP_SEND_MESSAGES_TOTAL)
+                .increment(stored.len() as u64);
             Ok(stored)
         }
         // No dedupe key is given, so the engine cannot call this a duplicate.

@@ -17,6 +17,18 @@ use crate::AppState;
 /// The webhook's path.
 pub const INBOUND_PATH: &str = "/api/v1/ses/inbound";
 
+/// What the webhook answers with `200` (documentation of the body
+/// `uncorreo_ses::Answer` serialises).
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub(crate) struct InboundAnswer {
+    /// `delivered`, `duplicate`, `malformed`, `bad_signature`, … (the
+    /// `uncorreo_ses_notifications_total` outcome label).
+    outcome: String,
+    /// Why, for a person reading the log.
+    detail: Option<String>,
+}
+
 /// SES → SNS webhook. Authenticated by the SNS signature, not by
 /// credentials: anything unsigned, forged, stale, for an unknown topic or a
 /// duplicate is dropped with `200` (so SNS does not retry for days) and stores
@@ -25,9 +37,9 @@ pub const INBOUND_PATH: &str = "/api/v1/ses/inbound";
     post,
     path = "/api/v1/ses/inbound",
     tag = "ses",
-    request_body(content = String, content_type = "text/plain", description = "An SNS message (JSON; SNS sends it as text/plain)"),
+    request_body(content = Option<String>, content_type = "text/plain", description = "An SNS message (JSON; SNS sends it as text/plain). Anything else, an empty body included, is dropped with `200` and outcome `malformed`."),
     responses(
-        (status = 200, description = "Handled or deliberately dropped; the body says which", content_type = "text/plain", body = String),
+        (status = 200, description = "Handled or deliberately dropped; the body says which", content_type = "application/json", body = InboundAnswer),
         (status = 413, description = "Body over `sns.max_body_bytes`", content_type = "application/problem+json", body = crate::problem::ProblemBody),
         (status = 503, description = "Storage failed temporarily; SNS retries", content_type = "application/problem+json", body = crate::problem::ProblemBody),
     )

@@ -94,6 +94,9 @@ listen = "127.0.0.1:0"
 
 [http]
 listen = "127.0.0.1:0"
+# Every bench client is 127.0.0.1 (10k WebSockets in ws-idle).
+max_connections_per_ip = 100000
+max_connections = 100000
 
 [plans.bench]
 max_mailboxes = 1000000

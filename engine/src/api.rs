@@ -288,6 +288,7 @@ impl Engine {
             written_since_probe: Default::default(),
             bytes_in_flight: Default::default(),
             fail_next_sync: Default::default(),
+            rederived: Default::default(),
             config,
         });
         for (key, (at_ms, _, _)) in meta_rec.dedupe {
@@ -655,8 +656,25 @@ impl Engine {
         (mb.info.expires_at_ms > self.now_ms()).then(|| mb.info.clone())
     }
 
+    /// The live anonymous mailbox whose session token has this SHA-256
+    /// (a token opens exactly one mailbox). One lookup per shard, no scan.
+    pub fn mailbox_by_token_hash(&self, token_hash: &[u8; 32]) -> Option<MailboxInfo> {
+        let now = self.now_ms();
+        self.shared().shards.iter().find_map(|s| {
+            let idx = s.index.read();
+            let id = idx.by_token.get(token_hash)?;
+            idx.mailboxes
+                .get(id)
+                .filter(|m| m.info.expires_at_ms > now)
+                .map(|m| m.info.clone())
+        })
+    }
+
     /// Live mailboxes with this owner, oldest first.
     pub fn mailboxes_owned_by(&self, owner: &Owner) -> Vec<MailboxInfo> {
+        if let Owner::Anonymous { token_hash } = owner {
+            return self.mailbox_by_token_hash(token_hash).into_iter().collect();
+        }
         let now = self.now_ms();
         let mut v = Vec::new();
         for s in &self.shared().shards {
@@ -769,8 +787,24 @@ impl Engine {
             size: body_len as u32,
             plus_tag: meta.plus_tag,
             envelope_from: meta.envelope_from,
-            summary: meta.summary,
+            summary: self.current_summary(id, meta.summary),
         })
+    }
+
+    /// `stored` if this build's extractor derived it; otherwise the summary
+    /// derived again from the raw bytes once the summary pool has done so
+    /// (queued on first sight, off this thread), and `stored` until then.
+    fn current_summary(&self, id: MessageId, stored: MessageSummary) -> MessageSummary {
+        if !stored.is_stale() {
+            return stored;
+        }
+        let Ok(pool) = crate::summary_pool::global() else {
+            return stored;
+        };
+        self.shared()
+            .rederived
+            .get_or_queue(pool, (id.mailbox.0, id.seq), || self.read_raw(id).ok())
+            .map_or(stored, |fresh| MessageSummary::clone(&fresh))
     }
 
     /// Messages with `seq > since_seq`, ascending, at most `limit`.
@@ -832,7 +866,9 @@ impl Engine {
             enq: Instant::now(),
             reply,
         })
-        .await
+        .await?;
+        self.shared().rederived.forget((id.mailbox.0, id.seq));
+        Ok(())
     }
 
     /// Create a user.

@@ -195,6 +195,10 @@ impl<'a> Dec<'a> {
             _ => Err(DecodeError::Invalid),
         }
     }
+    /// True once every byte was read (an optional trailing field is absent).
+    pub(crate) fn at_end(&self) -> bool {
+        self.pos == self.buf.len()
+    }
     /// Fails unless every byte was consumed (trailing garbage is corruption).
     pub(crate) fn finish(&self) -> Result<(), DecodeError> {
         if self.pos == self.buf.len() {
@@ -686,7 +690,12 @@ fn encode_meta(buf: &mut Vec<u8>, m: &MessageMetaRec) {
     for c in m.summary.codes.iter().take(codes) {
         e.str(c);
     }
+    e.u16(m.summary.version);
 }
+
+/// The extractor version of a meta section written before summaries carried
+/// one (they all came from the first, keyword-only rules).
+pub(crate) const UNVERSIONED_SUMMARY: u16 = 1;
 
 fn decode_meta(b: &[u8]) -> Result<MessageMetaRec, DecodeError> {
     let mut d = Dec::new(b);
@@ -708,6 +717,11 @@ fn decode_meta(b: &[u8]) -> Result<MessageMetaRec, DecodeError> {
     for _ in 0..n {
         codes.push(d.str()?);
     }
+    let version = if d.at_end() {
+        UNVERSIONED_SUMMARY
+    } else {
+        d.u16()?
+    };
     d.finish()?;
     Ok(MessageMetaRec {
         plus_tag,
@@ -719,6 +733,7 @@ fn decode_meta(b: &[u8]) -> Result<MessageMetaRec, DecodeError> {
             attachments,
             links,
             codes,
+            version,
         },
     })
 }
@@ -1024,6 +1039,7 @@ mod tests {
                         attachments: 2,
                         links: vec!["https://l".into()],
                         codes: vec!["123456".into(), "999".into()],
+                        version: 2,
                     },
                 },
                 body,

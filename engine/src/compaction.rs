@@ -124,8 +124,8 @@ pub(crate) fn pass(shared: &Shared) -> Result<CompactionReport, StorageError> {
     c.compaction_runs.fetch_add(1, Ordering::Relaxed);
     c.reclaimed
         .fetch_add(report.bytes_reclaimed, Ordering::Relaxed);
-    metrics::counter!("uncorreo_compaction_runs_total").increment(1);
-    metrics::counter!("uncorreo_compaction_reclaimed_bytes_total")
+    metrics::counter!(uncorreo_metric_names::COMPACTION_RUNS_TOTAL).increment(1);
+    metrics::counter!(uncorreo_metric_names::COMPACTION_RECLAIMED_BYTES_TOTAL)
         .increment(report.bytes_reclaimed);
     shared.publish_disk_gauges();
     Ok(report)
@@ -148,10 +148,7 @@ fn expire(shared: &Shared, now: u64) {
         }
         let mut idx = shared.shard(shard).index.write();
         for id in expired {
-            if let Some(m) = idx.mailboxes.remove(&id) {
-                if idx.by_address.get(&m.info.address) == Some(&id) {
-                    idx.by_address.remove(&m.info.address);
-                }
+            if let Some(m) = idx.remove_mailbox(id) {
                 crate::writer::mark_mailbox_dead(shared, shard, &m);
                 shared.hub.close_mailbox(id);
             }

@@ -304,7 +304,7 @@ impl Hub {
         reg.forget(removed);
         if lagged > 0 {
             self.lagged.fetch_add(lagged, Ordering::Relaxed);
-            metrics::counter!("uncorreo_subscribers_lagged_total").increment(lagged);
+            metrics::counter!(uncorreo_metric_names::SUBSCRIBERS_LAGGED_TOTAL).increment(lagged);
         }
     }
 

@@ -585,6 +585,7 @@ fn resolve(
             last_seq: last_seq.get(id).copied().unwrap_or(0),
         };
         rec.index.by_address.insert(address, MailboxId(*id));
+        rec.index.index_token(&info);
         rec.index.mailboxes.insert(
             MailboxId(*id),
             MailboxEntry {

@@ -66,8 +66,47 @@ pub(crate) struct MailboxIndex {
     pub(crate) mailboxes: HashMap<MailboxId, MailboxEntry>,
     /// The newest mailbox at each address (it may have expired).
     pub(crate) by_address: HashMap<Address, MailboxId>,
+    /// Anonymous mailboxes by the SHA-256 of their session token. A token
+    /// opens exactly one mailbox, and the API asks on every request that
+    /// carries one whether it opens any (an unknown token is `401`), so this
+    /// must not be a scan.
+    pub(crate) by_token: HashMap<[u8; 32], MailboxId>,
     /// Live `State` entries by key (shard 0 only; see [`crate::Engine::put_state`]).
     pub(crate) states: BTreeMap<String, StateValue>,
+}
+
+impl MailboxIndex {
+    /// Index a new mailbox. The older mailbox at its address (expired, or
+    /// it could not have been created) is dropped from the index and returned.
+    pub(crate) fn insert_mailbox(&mut self, entry: MailboxEntry) -> Option<MailboxEntry> {
+        let id = entry.info.id;
+        let replaced = self.by_address.insert(entry.info.address.clone(), id);
+        self.index_token(&entry.info);
+        self.mailboxes.insert(id, entry);
+        replaced.and_then(|old| self.remove_mailbox(old))
+    }
+
+    /// Remember an anonymous mailbox's token (recovery indexes mailboxes
+    /// its own way and calls this for each).
+    pub(crate) fn index_token(&mut self, info: &MailboxInfo) {
+        if let Owner::Anonymous { token_hash } = &info.owner {
+            self.by_token.insert(*token_hash, info.id);
+        }
+    }
+
+    /// Drop a mailbox from the index (deleted or expired).
+    pub(crate) fn remove_mailbox(&mut self, id: MailboxId) -> Option<MailboxEntry> {
+        let m = self.mailboxes.remove(&id)?;
+        if self.by_address.get(&m.info.address) == Some(&id) {
+            self.by_address.remove(&m.info.address);
+        }
+        if let Owner::Anonymous { token_hash } = &m.info.owner {
+            if self.by_token.get(token_hash) == Some(&id) {
+                self.by_token.remove(token_hash);
+            }
+        }
+        Some(m)
+    }
 }
 
 /// Most live `State` entries (the API bounds its own use far below this).
@@ -154,6 +193,8 @@ pub(crate) struct Shared {
     pub(crate) bytes_in_flight: AtomicU64,
     /// Fault injection for tests: the next fdatasync reports failure.
     pub(crate) fail_next_sync: AtomicBool,
+    /// Summaries of messages stored by older extraction rules, derived again.
+    pub(crate) rederived: Arc<crate::summary_pool::Rederived>,
 }
 
 impl Shared {
@@ -194,7 +235,7 @@ impl Shared {
     pub(crate) fn count_corrupt(&self, n: u64) {
         if n > 0 {
             self.counters.corrupt.fetch_add(n, Ordering::Relaxed);
-            metrics::counter!("uncorreo_corrupt_records_total").increment(n);
+            metrics::counter!(uncorreo_metric_names::CORRUPT_RECORDS_TOTAL).increment(n);
         }
     }
 
@@ -213,8 +254,8 @@ impl Shared {
 
     pub(crate) fn publish_disk_gauges(&self) {
         let (n, bytes) = self.disk_usage();
-        metrics::gauge!("uncorreo_segments").set(n as f64);
-        metrics::gauge!("uncorreo_disk_bytes").set(bytes as f64);
+        metrics::gauge!(uncorreo_metric_names::SEGMENTS).set(n as f64);
+        metrics::gauge!(uncorreo_metric_names::DISK_BYTES).set(bytes as f64);
     }
 }
 

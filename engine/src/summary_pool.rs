@@ -4,9 +4,16 @@
 //! session on that core for the length of a 25 MB parse (and a parser panic
 //! would unwind through it). A full queue is answered `Saturated` (SMTP
 //! `451`), like a full shard queue, instead of growing without bound.
+//!
+//! The same threads derive again, lazily, the summary of a message stored by
+//! older extraction rules ([`Rederived`]): the raw bytes are the source of
+//! truth, and a better extractor should reach mail stored before it.
 
+use std::collections::{HashMap, HashSet};
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
+
+use parking_lot::Mutex;
 
 use bytes::Bytes;
 use crossbeam_channel::{Sender, TrySendError};
@@ -21,7 +28,8 @@ pub(crate) const QUEUE_DEPTH: usize = 4096;
 
 struct Job {
     raw: Bytes,
-    reply: oneshot::Sender<MessageSummary>,
+    /// Called on the pool thread with the summary.
+    done: Box<dyn FnOnce(MessageSummary) + Send>,
 }
 
 /// A bounded pool deriving summaries with `derive`.
@@ -49,28 +57,44 @@ impl SummaryPool {
                         let summary = catch_unwind(AssertUnwindSafe(|| derive(&job.raw)))
                             .unwrap_or_else(|_| {
                                 metrics::counter!(
-                                    "uncorreo_message_parse_failures_total",
+                                    uncorreo_metric_names::MESSAGE_PARSE_FAILURES_TOTAL,
                                     "reason" => "panic"
                                 )
                                 .increment(1);
                                 MessageSummary::default()
                             });
-                        // The delivery may have been abandoned; nothing to tell.
-                        let _ = job.reply.send(summary);
+                        (job.done)(summary);
                     }
                 })?;
         }
         Ok(Self { jobs })
     }
 
-    /// Queue `raw` for a summary; `Saturated` when the queue is full.
-    fn submit(&self, raw: Bytes) -> Result<oneshot::Receiver<MessageSummary>, DeliverError> {
-        let (reply, answer) = oneshot::channel();
-        match self.jobs.try_send(Job { raw, reply }) {
-            Ok(()) => Ok(answer),
+    /// Queue `raw`; `done` gets its summary on a pool thread. `Saturated`
+    /// when the queue is full.
+    fn enqueue(
+        &self,
+        raw: Bytes,
+        done: Box<dyn FnOnce(MessageSummary) + Send>,
+    ) -> Result<(), DeliverError> {
+        match self.jobs.try_send(Job { raw, done }) {
+            Ok(()) => Ok(()),
             Err(TrySendError::Full(_)) => Err(DeliverError::Saturated),
             Err(TrySendError::Disconnected(_)) => Err(StorageError::Closed.into()),
         }
+    }
+
+    /// Queue `raw` for a summary; `Saturated` when the queue is full.
+    fn submit(&self, raw: Bytes) -> Result<oneshot::Receiver<MessageSummary>, DeliverError> {
+        let (reply, answer) = oneshot::channel();
+        self.enqueue(
+            raw,
+            Box::new(move |summary| {
+                // The delivery may have been abandoned; nothing to tell.
+                let _ = reply.send(summary);
+            }),
+        )?;
+        Ok(answer)
     }
 
     /// The summary of `raw`, derived on a pool thread.
@@ -93,6 +117,73 @@ pub(crate) fn global() -> Result<&'static SummaryPool, DeliverError> {
     })
     .as_ref()
     .ok_or(DeliverError::Storage(StorageError::Closed))
+}
+
+/// Most summaries derived again and kept in memory per engine. Past it, a
+/// stale message is served with its stored summary (still correct for its
+/// headers; only codes and links may be older).
+pub(crate) const MAX_REDERIVED: usize = 65_536;
+
+/// Summaries of messages stored by older extraction rules, derived again from
+/// their raw bytes on the pool, keyed by (mailbox, seq). Sequence numbers are
+/// never reused within a mailbox, so an entry can never describe other bytes.
+#[derive(Default)]
+pub(crate) struct Rederived {
+    state: Mutex<RederivedState>,
+}
+
+#[derive(Default)]
+struct RederivedState {
+    done: HashMap<(u64, u64), Arc<MessageSummary>>,
+    /// Queued and not yet derived: a listing read twice queues it once.
+    pending: HashSet<(u64, u64)>,
+}
+
+impl Rederived {
+    /// The current summary of a stale message if it was derived already;
+    /// otherwise `None`, and `raw()` (the verified raw bytes, or `None` if
+    /// they cannot be read) is queued on `pool` unless it is queued already
+    /// or the pool or this map is full.
+    pub(crate) fn get_or_queue(
+        self: &Arc<Self>,
+        pool: &SummaryPool,
+        key: (u64, u64),
+        raw: impl FnOnce() -> Option<Bytes>,
+    ) -> Option<Arc<MessageSummary>> {
+        {
+            let mut state = self.state.lock();
+            if let Some(done) = state.done.get(&key) {
+                return Some(Arc::clone(done));
+            }
+            if state.pending.contains(&key)
+                || state.done.len() + state.pending.len() >= MAX_REDERIVED
+            {
+                return None;
+            }
+            state.pending.insert(key);
+        }
+        let me = Arc::clone(self);
+        let queued = raw().map(|raw| {
+            pool.enqueue(
+                raw,
+                Box::new(move |summary| {
+                    let mut state = me.state.lock();
+                    state.pending.remove(&key);
+                    state.done.insert(key, Arc::new(summary));
+                }),
+            )
+        });
+        if !matches!(queued, Some(Ok(()))) {
+            // Not queued: the next read tries again.
+            self.state.lock().pending.remove(&key);
+        }
+        None
+    }
+
+    /// Forget a deleted message.
+    pub(crate) fn forget(&self, key: (u64, u64)) {
+        self.state.lock().done.remove(&key);
+    }
 }
 
 #[cfg(test)]
@@ -139,6 +230,36 @@ mod tests {
         assert_eq!(s, MessageSummary::default());
         let s = pool.summarize(Bytes::from_static(b"fine")).await.unwrap();
         assert_eq!(s.subject, "fine");
+    }
+
+    #[test]
+    fn a_stale_summary_is_derived_once_on_the_pool_then_served() {
+        let pool = SummaryPool::start(1, 4, subject_only).unwrap();
+        let rederived = Arc::new(Rederived::default());
+        let mut reads = 0;
+        let mut raw = || {
+            reads += 1;
+            Some(Bytes::from_static(b"fresh"))
+        };
+        assert!(rederived.get_or_queue(&pool, (1, 1), &mut raw).is_none());
+        let got = loop {
+            if let Some(s) = rederived.get_or_queue(&pool, (1, 1), &mut raw) {
+                break s;
+            }
+            std::thread::yield_now();
+        };
+        assert_eq!(got.subject, "fresh");
+        assert_eq!(reads, 1, "queued once, not once per read");
+        rederived.forget((1, 1));
+        assert!(rederived.get_or_queue(&pool, (1, 1), || None).is_none());
+    }
+
+    #[test]
+    fn unreadable_raw_bytes_are_not_remembered_as_pending() {
+        let pool = SummaryPool::start(1, 4, subject_only).unwrap();
+        let rederived = Arc::new(Rederived::default());
+        assert!(rederived.get_or_queue(&pool, (2, 1), || None).is_none());
+        assert!(rederived.state.lock().pending.is_empty());
     }
 
     #[tokio::test]

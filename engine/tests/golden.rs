@@ -111,7 +111,10 @@ fn check(dir: &Path) {
         assert_eq!(m.plus_tag.as_deref(), Some("t"));
         assert_eq!(m.received_at_ms, T0 + 1000 * m.id.seq);
         assert_eq!(m.summary.codes, vec!["123456"]);
+        // v1 records carry no extractor version: the first, keyword-only rules.
+        assert_eq!(m.summary.version, 1);
     }
+    summaries_are_derived_again_by_this_build(&e, keep.id);
     let owned = e.mailbox(&addr("owned")).unwrap();
     assert_eq!(owned.owner, Owner::User(u.id));
     let o = e.list_messages(owned.id, 0, 10).unwrap();
@@ -240,4 +243,26 @@ fn version_1_operator_fixture_opens_with_the_same_state() {
     let scanned = copy_dir(&operator_fixture_dir());
     remove_hints(scanned.path());
     check_operator(scanned.path());
+}
+
+/// A summary stored by older extraction rules is derived again from the raw
+/// bytes (on the summary pool, after the first read queued it), and then
+/// served as this build's extractor sees the message.
+fn summaries_are_derived_again_by_this_build(e: &Engine, mailbox: uncorreo_engine::MailboxId) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let list = e.list_messages(mailbox, 0, 100).unwrap();
+        if list.iter().all(|m| !m.summary.is_stale()) {
+            for m in &list {
+                let raw = e.read_raw(m.id).unwrap();
+                assert_eq!(m.summary, uncorreo_mail::summarize(&raw));
+            }
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "stale summaries never derived again"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
 }

@@ -413,3 +413,54 @@ fn config_limits_keep_every_record_decodable() {
     let e = with(&|cfg| cfg.max_message_bytes = (1 << 30) - (1 << 20)).unwrap();
     e.shutdown();
 }
+
+/// The API answers `401` for a session token that opens no live mailbox, so
+/// the token lookup must follow creation, deletion, expiry, a re-created
+/// address and a reopen exactly.
+#[test]
+fn a_session_token_finds_its_live_mailbox_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = clock();
+    let create = |e: &Engine, local: &str, token: u8, ttl_ms: u64| {
+        block_on(e.create_mailbox(NewMailbox {
+            address: addr(local),
+            owner: Owner::Anonymous {
+                token_hash: [token; 32],
+            },
+            expires_at_ms: e.now_ms() + ttl_ms,
+            max_messages: 10,
+        }))
+        .unwrap()
+    };
+    let found = |e: &Engine, token: u8| e.mailbox_by_token_hash(&[token; 32]).map(|m| m.id);
+    let e = open(dir.path(), &c);
+    let kept = create(&e, "kept", 1, 3_600_000);
+    let deleted = create(&e, "deleted", 2, 3_600_000);
+    let expiring = create(&e, "expiring", 3, 1_000);
+    assert_eq!(found(&e, 1), Some(kept.id));
+    assert_eq!(found(&e, 2), Some(deleted.id));
+    assert_eq!(found(&e, 3), Some(expiring.id));
+    assert_eq!(found(&e, 9), None);
+    block_on(e.delete_mailbox(deleted.id)).unwrap();
+    assert_eq!(found(&e, 2), None);
+    c.advance(2_000);
+    assert_eq!(found(&e, 3), None, "expired");
+    // The expired address taken again by a new token: the old token stays dead.
+    let again = create(&e, "expiring", 4, 3_600_000);
+    assert_eq!(found(&e, 4), Some(again.id));
+    assert_eq!(found(&e, 3), None);
+    e.shutdown();
+    drop(e);
+    let e = open(dir.path(), &c);
+    assert_eq!(found(&e, 1), Some(kept.id));
+    assert_eq!(found(&e, 4), Some(again.id));
+    assert_eq!(found(&e, 2), None);
+    assert_eq!(found(&e, 3), None);
+    assert_eq!(
+        e.mailboxes_owned_by(&Owner::Anonymous {
+            token_hash: [1; 32]
+        })
+        .len(),
+        1
+    );
+}

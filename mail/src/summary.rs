@@ -29,11 +29,28 @@ pub struct Summary {
     /// One-time codes found in the subject or bodies, as typed (`718204`
     /// for `718-204`), best first (at most [`crate::extract::MAX_CODES`]).
     pub codes: Vec<String>,
+    /// The [`crate::extract::VERSION`] of the rules this summary was derived
+    /// with. A summary stored by older rules is stale: the raw bytes are the
+    /// source of truth, so a reader derives it again. Not part of any wire
+    /// shape.
+    #[serde(skip)]
+    pub version: u16,
 }
 
 /// Derive the summary. Never panics; garbage in gives an empty summary.
+/// Either way it is marked current: deriving again with the same rules would
+/// give the same answer (or the same panic).
 pub fn summarize(raw: &[u8]) -> Summary {
-    catch_unwind(AssertUnwindSafe(|| summarize_inner(raw))).unwrap_or_default()
+    let mut summary = catch_unwind(AssertUnwindSafe(|| summarize_inner(raw))).unwrap_or_default();
+    summary.version = crate::extract::VERSION;
+    summary
+}
+
+impl Summary {
+    /// True when derived by older rules than this build's extractor.
+    pub fn is_stale(&self) -> bool {
+        self.version < crate::extract::VERSION
+    }
 }
 
 fn summarize_inner(raw: &[u8]) -> Summary {
@@ -59,6 +76,7 @@ fn summarize_inner(raw: &[u8]) -> Summary {
         attachments: u16::try_from(msg.attachment_count()).unwrap_or(u16::MAX),
         codes: extraction.code_strings(),
         links: extraction.action_links,
+        version: crate::extract::VERSION,
     }
 }
 
@@ -93,6 +111,20 @@ mod tests {
     fn garbage_gives_empty_summary_not_panic() {
         assert_eq!(summarize(b"").subject, "");
         let _ = summarize(&[0xff; 4096]);
+    }
+
+    #[test]
+    fn every_summary_names_the_rules_it_was_derived_with() {
+        let fresh = summarize(b"Subject: x\r\n\r\ncode 123456\r\n");
+        assert_eq!(fresh.version, crate::extract::VERSION);
+        assert!(!fresh.is_stale());
+        assert_eq!(summarize(&[0xff; 64]).version, crate::extract::VERSION);
+        let older = Summary {
+            version: crate::extract::VERSION - 1,
+            ..fresh
+        };
+        assert!(older.is_stale());
+        assert!(Summary::default().is_stale());
     }
 
     #[test]

@@ -148,7 +148,7 @@ async fn limit_sessions(State(mcp): State<Mcp>, req: Request, next: Next) -> Res
     }
     let _gate = mcp.init_gate.lock().await;
     if mcp.session_count().await >= mcp.max_sessions {
-        metrics::counter!("uncorreo_mcp_sessions_refused_total").increment(1);
+        metrics::counter!(uncorreo_metric_names::MCP_SESSIONS_REFUSED_TOTAL).increment(1);
         let body = serde_json::json!({
             "jsonrpc": "2.0",
             "id": null,

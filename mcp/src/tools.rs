@@ -821,7 +821,7 @@ impl ServerHandler for Session {
             }
         }
         .await;
-        metrics::counter!("uncorreo_mcp_tool_calls_total", "tool" => name.to_owned(),
+        metrics::counter!(uncorreo_metric_names::MCP_TOOL_CALLS_TOTAL, "tool" => name.to_owned(),
             "outcome" => match &outcome { Ok(_) => "ok", Err(Failure::Refused(_)) => "refused", Err(Failure::Invalid(_)) => "invalid" })
         .increment(1);
         match outcome {

@@ -28,7 +28,7 @@ use x509_cert::TbsCertificate;
 
 pub const TOPIC: &str = "arn:aws:sns:us-east-1:123456789012:uncorreo-inbound";
 pub const CERT_URL: &str =
-    "https://sns.us-east-1.amazonaws.com/SimpleNotificationService-test0001.pem";
+    "https://sns.us-east-1.amazonaws.com/SimpleNotificationService-7e57000000000000000000000000f1c5.pem";
 pub const SUBSCRIBE_URL: &str = "https://sns.us-east-1.amazonaws.com/?Action=ConfirmSubscription&TopicArn=arn:aws:sns:us-east-1:123456789012:uncorreo-inbound&Token=2336412f37fb687f5d51e6e241d09c805a5a57b30d712f794cc5f6a988666d92768dd60a747ba6f3beb71854e285d6ad02428b09ceece29417f1f02d609c582afbacc99c583a916b9981dd2728f4ae6fdb82efd087cc3b7849e05798d2d2785c03b0879594eeac82c01f235d0e717736";
 
 /// Two-key world: a CA and an SNS signing key, plus an unrelated key.

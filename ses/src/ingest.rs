@@ -7,7 +7,6 @@
 
 use uncorreo_engine::{Delivery, DeliveryOutcome, Recipient};
 
-use crate::certs::CertError;
 use crate::message::{MessageType, SnsMessage};
 use crate::ses::{self, SesEvent};
 use crate::time::parse_timestamp_ms;
@@ -142,7 +141,7 @@ fn clip(detail: &mut String) {
 }
 
 fn count(outcome: Outcome, detail: &str) {
-    metrics::counter!("uncorreo_ses_notifications_total", "outcome" => outcome.as_str())
+    metrics::counter!(uncorreo_metric_names::SES_NOTIFICATIONS_TOTAL, "outcome" => outcome.as_str())
         .increment(1);
     match outcome {
         Outcome::Delivered
@@ -210,7 +209,7 @@ async fn handle(st: &Ingest, message_type_header: Option<&[u8]>, body: &[u8]) ->
     }
     let cert = match st.inner.certs.get(&cert_url, now_ms).await {
         Ok(c) => c,
-        Err(e @ CertError::Fetch(_)) => {
+        Err(e) if e.is_temporary() => {
             return Answer::retry(Outcome::CertUnavailable, format!("{cert_url}: {e}"))
         }
         Err(e) => return Answer::done(Outcome::BadSignature, format!("{cert_url}: {e}")),
@@ -218,6 +217,9 @@ async fn handle(st: &Ingest, message_type_header: Option<&[u8]>, body: &[u8]) ->
     if let Err(e) = verify_with(&msg, &cert) {
         return Answer::done(Outcome::BadSignature, e.to_string());
     }
+    // Only a certificate that verified a real signature is kept where forged
+    // URLs cannot evict it.
+    st.inner.certs.mark_proven(&cert_url, &cert, now_ms);
     match kind {
         MessageType::SubscriptionConfirmation => confirm(st, &msg).await,
         MessageType::UnsubscribeConfirmation => {

@@ -37,7 +37,18 @@ pub enum UrlError {
     /// A certificate URL whose path does not end in `.pem` or that has a query.
     #[error("certificate URL path does not end in .pem")]
     NotPem,
+    /// A `.pem` path that is not the one AWS signs with:
+    /// `/SimpleNotificationService-<32 lower-case hex digits>.pem`.
+    #[error("certificate URL path is not /SimpleNotificationService-<32 hex digits>.pem")]
+    NotAwsCertPath,
 }
+
+/// The one path shape of AWS's SNS signing certificates. Pinning it means a
+/// forged message can only make us fetch names of this shape, each of which
+/// AWS either serves (a real AWS certificate, useless to a forger) or not.
+const CERT_PATH_PREFIX: &str = "/SimpleNotificationService-";
+/// Hex digits in the certificate's name (an MD5-sized identifier).
+const CERT_PATH_HEX_DIGITS: usize = 32;
 
 /// A URL that passed the SNS host rules; the only thing the fetchers accept.
 #[derive(Clone, PartialEq, Eq, Hash)]
@@ -71,11 +82,24 @@ impl SnsUrl {
         })
     }
 
-    /// Check a `SigningCertURL`: the SNS host rules, no query, path ending in `.pem`.
+    /// Check a `SigningCertURL`: the SNS host rules, no query, and the path
+    /// AWS uses, `/SimpleNotificationService-<32 hex>.pem`.
     pub fn parse_cert_url(url: &str) -> Result<Self, UrlError> {
         let u = Self::parse(url)?;
         if u.path_and_query.contains('?') || !u.path_and_query.ends_with(".pem") {
             return Err(UrlError::NotPem);
+        }
+        let name = u
+            .path_and_query
+            .strip_prefix(CERT_PATH_PREFIX)
+            .and_then(|rest| rest.strip_suffix(".pem"))
+            .ok_or(UrlError::NotAwsCertPath)?;
+        if name.len() != CERT_PATH_HEX_DIGITS
+            || !name
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        {
+            return Err(UrlError::NotAwsCertPath);
         }
         Ok(u)
     }
@@ -174,14 +198,15 @@ fn is_path_byte(b: u8) -> bool {
 mod tests {
     use super::*;
 
-    const GOOD: &str = "https://sns.us-east-1.amazonaws.com/SimpleNotificationService-abc123.pem";
+    const NAME: &str = "SimpleNotificationService-01d088a6f77103d0fe307c0069e40ed6.pem";
+    const GOOD: &str = "https://sns.us-east-1.amazonaws.com/SimpleNotificationService-01d088a6f77103d0fe307c0069e40ed6.pem";
 
     #[test]
     fn accepts_real_cert_and_subscribe_urls() {
         let u = SnsUrl::parse_cert_url(GOOD).unwrap();
         assert_eq!(u.host(), "sns.us-east-1.amazonaws.com");
-        assert_eq!(u.file_name(), "SimpleNotificationService-abc123.pem");
-        SnsUrl::parse_cert_url("https://sns.cn-north-1.amazonaws.com.cn/x.pem").unwrap();
+        assert_eq!(u.file_name(), NAME);
+        SnsUrl::parse_cert_url(&format!("https://sns.cn-north-1.amazonaws.com.cn/{NAME}")).unwrap();
         let s = SnsUrl::parse(
             "https://sns.us-west-2.amazonaws.com/?Action=ConfirmSubscription&TopicArn=arn:aws:sns:us-west-2:123:t&Token=2336",
         )
@@ -259,8 +284,34 @@ mod tests {
     }
 
     #[test]
+    fn certificate_paths_are_pinned_to_the_aws_form() {
+        let host = "https://sns.us-east-1.amazonaws.com";
+        for path in [
+            "/a.pem",
+            "/SimpleNotificationService-.pem",
+            "/SimpleNotificationService-01d088a6f77103d0fe307c0069e40ed.pem",
+            "/SimpleNotificationService-01d088a6f77103d0fe307c0069e40ed6a.pem",
+            "/SimpleNotificationService-01D088A6F77103D0FE307C0069E40ED6.pem",
+            "/SimpleNotificationService-01d088a6f77103d0fe307c0069e40edg.pem",
+            "/x/SimpleNotificationService-01d088a6f77103d0fe307c0069e40ed6.pem",
+            "/SimpleNotificationService-01d088a6f77103d0fe307c0069e40ed6/.pem",
+            "/simplenotificationservice-01d088a6f77103d0fe307c0069e40ed6.pem",
+            "/SimpleNotificationService-01d088a6f77103d0fe307c0069e4%2e.pem",
+        ] {
+            assert_eq!(
+                SnsUrl::parse_cert_url(&format!("{host}{path}")).unwrap_err(),
+                UrlError::NotAwsCertPath,
+                "{path}"
+            );
+        }
+        // A subscribe URL is not a certificate URL and keeps its own rules.
+        SnsUrl::parse(&format!("{host}/a.pem")).unwrap();
+    }
+
+    #[test]
     fn host_case_is_normalised() {
-        let u = SnsUrl::parse_cert_url("HTTPS://SNS.US-EAST-1.AMAZONAWS.COM/A.pem").unwrap();
-        assert_eq!(u.as_str(), "https://sns.us-east-1.amazonaws.com/A.pem");
+        let u =
+            SnsUrl::parse_cert_url(&format!("HTTPS://SNS.US-EAST-1.AMAZONAWS.COM/{NAME}")).unwrap();
+        assert_eq!(u.as_str(), GOOD);
     }
 }

@@ -165,7 +165,7 @@ impl Shared {
         }
         *n += 1;
         drop(map);
-        metrics::gauge!("uncorreo_smtp_active_sessions").increment(1.0);
+        metrics::gauge!(uncorreo_metric_names::SMTP_ACTIVE_SESSIONS).increment(1.0);
         Some(Slot {
             shared: Arc::clone(self),
             ip,
@@ -190,7 +190,7 @@ impl Drop for Slot {
         }
         drop(map);
         self.shared.active.fetch_sub(1, Ordering::AcqRel);
-        metrics::gauge!("uncorreo_smtp_active_sessions").decrement(1.0);
+        metrics::gauge!(uncorreo_metric_names::SMTP_ACTIVE_SESSIONS).decrement(1.0);
     }
 }
 
@@ -251,7 +251,8 @@ where
     };
     let outcome = session_with_starttls(stream, peer, &shared, shutdown).await;
     drop(slot);
-    metrics::counter!("uncorreo_smtp_sessions_total", "outcome" => outcome).increment(1);
+    metrics::counter!(uncorreo_metric_names::SMTP_SESSIONS_TOTAL, "outcome" => outcome)
+        .increment(1);
     outcome
 }
 
@@ -288,7 +289,8 @@ where
         _ => "tls_failed",
     };
     drop(slot);
-    metrics::counter!("uncorreo_smtp_sessions_total", "outcome" => outcome).increment(1);
+    metrics::counter!(uncorreo_metric_names::SMTP_SESSIONS_TOTAL, "outcome" => outcome)
+        .increment(1);
     outcome
 }
 

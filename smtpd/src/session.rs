@@ -549,7 +549,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                         .shared
                         .auth_failures
                         .fail(self.peer, std::time::Instant::now());
-                    metrics::counter!("uncorreo_smtp_auth_total", "outcome" => "failed")
+                    metrics::counter!(uncorreo_metric_names::SMTP_AUTH_TOTAL, "outcome" => "failed")
                         .increment(1);
                     tracing::info!(peer = %self.peer, failures, "SMTP AUTH failed");
                     self.error("535 5.7.8 Authentication credentials invalid");
@@ -558,7 +558,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             },
             _ => None,
         };
-        metrics::counter!("uncorreo_smtp_auth_total", "outcome" => "ok").increment(1);
+        metrics::counter!(uncorreo_metric_names::SMTP_AUTH_TOTAL, "outcome" => "ok").increment(1);
         self.authenticated = Some(Authenticated { owner });
         self.conn.reply("235 2.7.0 Authentication successful");
         Flow::Continue
@@ -665,11 +665,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 break;
             }
             if let Err(stop) = self.fill(self.shared.config.data_timeout).await {
-                metrics::counter!("uncorreo_smtp_bytes_total").increment(decoder.raw_len());
+                metrics::counter!(uncorreo_metric_names::SMTP_BYTES_TOTAL)
+                    .increment(decoder.raw_len());
                 return Flow::Close(self.stopped(stop));
             }
         }
-        metrics::counter!("uncorreo_smtp_bytes_total").increment(decoder.raw_len());
+        metrics::counter!(uncorreo_metric_names::SMTP_BYTES_TOTAL).increment(decoder.raw_len());
         match decoder.error() {
             Some(DataError::TooBig) | Some(DataError::LineTooLong) => {
                 let reply = match decoder.error() {
@@ -700,7 +701,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 // know it must say the body was normalised (rare: one copy).
                 let mut with_note = self.trace_header(&id, decoder.normalized()).into_bytes();
                 with_note.extend_from_slice(body.get(header.len()..).unwrap_or(&[]));
-                metrics::counter!("uncorreo_smtp_bare_lf_normalized_total").increment(1);
+                metrics::counter!(uncorreo_metric_names::SMTP_BARE_LF_NORMALIZED_TOTAL)
+                    .increment(1);
                 self.deliver(id, with_note).await
             }
             None => self.deliver(id, body).await,
@@ -745,11 +747,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 break;
             }
             if let Err(stop) = self.fill(self.shared.config.data_timeout).await {
-                metrics::counter!("uncorreo_smtp_bytes_total").increment(size - left);
+                metrics::counter!(uncorreo_metric_names::SMTP_BYTES_TOTAL).increment(size - left);
                 return Flow::Close(self.stopped(stop));
             }
         }
-        metrics::counter!("uncorreo_smtp_bytes_total").increment(size);
+        metrics::counter!(uncorreo_metric_names::SMTP_BYTES_TOTAL).increment(size);
         if let Err(reply) = accept {
             self.error(reply);
             return Flow::Continue;
@@ -788,7 +790,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 let mut with_note = self.trace_header(&id, count).into_bytes();
                 with_note.extend_from_slice(&normalized);
                 drop(normalized);
-                metrics::counter!("uncorreo_smtp_bare_lf_normalized_total").increment(1);
+                metrics::counter!(uncorreo_metric_names::SMTP_BARE_LF_NORMALIZED_TOTAL)
+                    .increment(1);
                 self.deliver(id, with_note).await
             }
         }
@@ -852,7 +855,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         }
         let (reply, outcome) = delivery_reply(&result, &id);
         if outcome == "accepted" {
-            metrics::histogram!("uncorreo_smtp_data_to_ack_seconds")
+            metrics::histogram!(uncorreo_metric_names::SMTP_DATA_TO_ACK_SECONDS)
                 .record(started.elapsed().as_secs_f64());
         }
         count_message(outcome);
@@ -928,7 +931,8 @@ pub fn stored_reply(stored: &[MessageId]) -> String {
 }
 
 fn count_message(outcome: &'static str) {
-    metrics::counter!("uncorreo_smtp_messages_total", "outcome" => outcome).increment(1);
+    metrics::counter!(uncorreo_metric_names::SMTP_MESSAGES_TOTAL, "outcome" => outcome)
+        .increment(1);
 }
 
 /// The RCPT reply for a resolve error (the table in `ResolveError`'s docs).

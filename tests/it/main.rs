@@ -6,6 +6,7 @@
 mod api;
 mod mailpit;
 mod mcp;
+mod ports;
 mod realtime;
 mod ses;
 mod smtp;

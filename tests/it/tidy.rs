@@ -1,7 +1,8 @@
 //! House rules that a reviewer would otherwise have to remember: every source
 //! file says what it is for, `unsafe` lives only where it buys something
 //! measured (the engine's memory maps, in one module), ARCHITECTURE.md
-//! names only files that exist, and the runbook covers every alert rule.
+//! names only files that exist, the runbook covers every alert rule, and
+//! metric names come from the one catalogue (`metric-names/`).
 
 use std::path::{Path, PathBuf};
 
@@ -182,5 +183,74 @@ fn runbook_says_what_to_do_for_every_alert_rule() {
     assert!(
         missing.is_empty(),
         "ops/README.md has no \"**NAME.**\" paragraph for {missing:?}"
+    );
+}
+
+/// The catalogue crate, the only place a metric name is spelled out.
+const METRIC_CATALOGUE: &str = "metric-names/src/lib.rs";
+
+/// `counter!("uncorreo_…"`, `describe_gauge!(\n "…"` and the like: a metric
+/// macro whose name argument is a string literal.
+fn metric_names_written_as_strings(text: &str) -> usize {
+    let mut found = 0;
+    for macro_name in ["counter!(", "gauge!(", "histogram!("] {
+        let mut rest = text;
+        while let Some(at) = rest.find(macro_name) {
+            rest = &rest[at + macro_name.len()..];
+            if rest.trim_start().starts_with('"') {
+                found += 1;
+            }
+        }
+    }
+    found
+}
+
+#[test]
+fn metric_names_come_from_the_catalogue() {
+    assert_eq!(
+        metric_names_written_as_strings("x.counter!(\n  \"uncorreo_a_total\")"),
+        1
+    );
+    assert_eq!(
+        metric_names_written_as_strings("describe_gauge!(\"uncorreo_a\", \"h\")"),
+        1
+    );
+    assert_eq!(
+        metric_names_written_as_strings("counter!(names::A_TOTAL)"),
+        0
+    );
+    let catalogue = root().join(METRIC_CATALOGUE);
+    let others: Vec<(PathBuf, String)> = sources()
+        .into_iter()
+        .filter(|p| *p != catalogue)
+        .map(|p| {
+            let text = std::fs::read_to_string(&p).unwrap();
+            (p, text)
+        })
+        .collect();
+    let strays: Vec<String> = others
+        .iter()
+        .filter(|(_, text)| metric_names_written_as_strings(text) > 0)
+        .map(|(p, _)| p.strip_prefix(root()).unwrap().display().to_string())
+        .collect();
+    assert!(
+        strays.is_empty(),
+        "metric names written as strings (use uncorreo_metric_names::…): {strays:#?}"
+    );
+    // Every name in the catalogue is emitted somewhere: no stale entries.
+    let catalogue_text = std::fs::read_to_string(&catalogue).unwrap();
+    let consts: Vec<&str> = catalogue_text
+        .lines()
+        .filter_map(|l| l.strip_prefix("pub const "))
+        .filter_map(|l| l.split_once(": &str").map(|(name, _)| name))
+        .collect();
+    assert!(consts.len() > 30, "{consts:?}");
+    let unused: Vec<&&str> = consts
+        .iter()
+        .filter(|c| !others.iter().any(|(_, text)| text.contains(**c)))
+        .collect();
+    assert!(
+        unused.is_empty(),
+        "catalogue entries nothing emits: {unused:?}"
     );
 }

@@ -424,7 +424,7 @@ fn loopback_private_and_metadata_urls_are_refused_unless_allowed() {
         let r = api.call("POST", &path, &auth, Some(json!({ "url": url })));
         assert_eq!(
             (r.status, r.problem().as_str()),
-            (422, "webhook-url-refused"),
+            (403, "webhook-url-refused"),
             "{url}"
         );
         assert!(

@@ -126,7 +126,8 @@ function inboxRow(m, refresh) {
               try {
                 await api.deleteMailbox(m.address);
               } catch (error) {
-                if (!(error instanceof ApiError && error.status === 404)) {
+                // 401: the inbox's token opens nothing any more (it expired).
+                if (!(error instanceof ApiError && (error.status === 404 || error.status === 401))) {
                   alert(`Could not delete: ${error.message}`);
                   return;
                 }

@@ -139,7 +139,7 @@ async fn run(mut socket: WebSocket, mut merged: Merged, state: AppState, inst: I
                 if !matches!(sent, Ok(Ok(()))) {
                     break;
                 }
-                metrics::counter!("uncorreo_realtime_events_sent_total", "transport" => "mailpit_ws").increment(1);
+                metrics::counter!(uncorreo_metric_names::REALTIME_EVENTS_SENT_TOTAL, "transport" => "mailpit_ws").increment(1);
             }
         }
     }

@@ -137,34 +137,6 @@ impl Realtime {
     }
 }
 
-/// Register the descriptions of the real-time metrics.
-pub fn describe_metrics() {
-    metrics::describe_counter!(
-        "uncorreo_events_published_total",
-        "Events handed to the fan-out after commit (one per stored message)."
-    );
-    metrics::describe_counter!(
-        "uncorreo_subscribers_lagged_total",
-        "Subscribers cut off because their bounded queue overflowed."
-    );
-    metrics::describe_counter!(
-        "uncorreo_ws_connections_total",
-        "WebSocket connections ended, by close reason."
-    );
-    metrics::describe_counter!(
-        "uncorreo_sse_streams_total",
-        "SSE streams ended, by reason."
-    );
-    metrics::describe_counter!(
-        "uncorreo_waits_total",
-        "Long-poll waits answered, by outcome."
-    );
-    metrics::describe_counter!(
-        "uncorreo_realtime_events_sent_total",
-        "Events (replayed or live) written to WebSocket and SSE clients, by transport."
-    );
-}
-
 /// `?token=` for clients that cannot set headers (browsers' `WebSocket` and
 /// `EventSource`). Tokens in URLs end up in access logs and browser
 /// history; prefer the header wherever the client can set it.

@@ -57,7 +57,7 @@ ends with `event: lagged` (data `{\"event\":\"lagged\",\"resume_since\":N}`; rec
     responses(
         (status = 200, description = "The event stream", body = String, content_type = "text/event-stream"),
         (status = 400, description = "Malformed query or Last-Event-ID", body = ProblemBody, content_type = "application/problem+json"),
-        (status = 401, description = "No credential, or an unknown or revoked API key", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 401, description = "No credential, or one that matches nothing (unknown or revoked API key, unknown or expired session token, malformed Authorization)", body = ProblemBody, content_type = "application/problem+json"),
         (status = 404, description = "No such mailbox, or not visible with these credentials", body = ProblemBody, content_type = "application/problem+json"),
         (status = 429, description = "Rate limited, or the mailbox has `max_subscribers_per_mailbox` live subscribers", body = ProblemBody, content_type = "application/problem+json"),
         (status = 503, description = "The server has `max_subscribers` live subscribers, or is shutting down", body = ProblemBody, content_type = "application/problem+json"),
@@ -98,7 +98,7 @@ pub async fn mailbox_events(
             };
             let out = match next {
                 Ok(ev) => {
-                    metrics::counter!("uncorreo_realtime_events_sent_total", "transport" => "sse")
+                    metrics::counter!(uncorreo_metric_names::REALTIME_EVENTS_SENT_TOTAL, "transport" => "sse")
                         .increment(1);
                     let ev = Event::default()
                         .event("new_message")
@@ -112,7 +112,8 @@ pub async fn mailbox_events(
                 Err(FeedEnd::Storage) => ("shutdown", "storage_error", feed.last()),
             };
             let (name, reason, last) = out;
-            metrics::counter!("uncorreo_sse_streams_total", "reason" => reason).increment(1);
+            metrics::counter!(uncorreo_metric_names::SSE_STREAMS_TOTAL, "reason" => reason)
+                .increment(1);
             let data = serde_json::json!({ "event": name, "resume_since": last }).to_string();
             // The last event; `None` ends the stream on the next poll.
             Some((Ok(Event::default().event(name).data(data)), None))

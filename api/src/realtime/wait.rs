@@ -102,7 +102,7 @@ they already exist), or when `timeout` seconds pass (`200` with `timed_out: true
     responses(
         (status = 200, description = "Matches, or `timed_out: true`", body = WaitResponse),
         (status = 400, description = "Malformed query", body = ProblemBody, content_type = "application/problem+json"),
-        (status = 401, description = "No credential, or an unknown or revoked API key", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 401, description = "No credential, or one that matches nothing (unknown or revoked API key, unknown or expired session token, malformed Authorization)", body = ProblemBody, content_type = "application/problem+json"),
         (status = 404, description = "No such mailbox (or deleted while waiting), or not visible with these credentials", body = ProblemBody, content_type = "application/problem+json"),
         (status = 422, description = "`timeout`, `count` or a pattern out of range", body = ProblemBody, content_type = "application/problem+json"),
         (status = 429, description = "Rate limited, or the mailbox has `max_subscribers_per_mailbox` live subscribers", body = ProblemBody, content_type = "application/problem+json"),
@@ -185,7 +185,7 @@ pub async fn wait_for(
         let woke = tokio::select! {
             biased;
             _ = shutdown.cancelled() => {
-                metrics::counter!("uncorreo_waits_total", "outcome" => "shutdown").increment(1);
+                metrics::counter!(uncorreo_metric_names::WAITS_TOTAL, "outcome" => "shutdown").increment(1);
                 return Err(Problem::new(Kind::Unavailable, "the server is shutting down").retry_after(5));
             }
             _ = tokio::time::sleep_until(deadline) => None,
@@ -223,7 +223,7 @@ fn answer(
     timed_out: bool,
     outcome: &'static str,
 ) -> WaitResponse {
-    metrics::counter!("uncorreo_waits_total", "outcome" => outcome).increment(1);
+    metrics::counter!(uncorreo_metric_names::WAITS_TOTAL, "outcome" => outcome).increment(1);
     let next_since = found.last().map_or(since, |m| m.seq);
     WaitResponse {
         messages: found,

@@ -74,7 +74,7 @@ storage error. Credentials: `Authorization: Bearer`, `X-Session-Token`, or `?tok
     responses(
         (status = 101, description = "Switching to the WebSocket protocol; frames are `EventView` JSON", body = super::EventView),
         (status = 400, description = "Not a WebSocket upgrade, or a malformed query", body = ProblemBody, content_type = "application/problem+json"),
-        (status = 401, description = "No credential, or an unknown or revoked API key", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 401, description = "No credential, or one that matches nothing (unknown or revoked API key, unknown or expired session token, malformed Authorization)", body = ProblemBody, content_type = "application/problem+json"),
         (status = 404, description = "No such mailbox, or not visible with these credentials", body = ProblemBody, content_type = "application/problem+json"),
         (status = 429, description = "Rate limited, or the mailbox has `max_subscribers_per_mailbox` live subscribers", body = ProblemBody, content_type = "application/problem+json"),
         (status = 503, description = "The server has `max_subscribers` live subscribers, or is shutting down", body = ProblemBody, content_type = "application/problem+json"),
@@ -112,7 +112,8 @@ pub async fn ws_inbox(
         .max_write_buffer_size(MAX_WRITE_BUFFER)
         .on_upgrade(move |socket| async move {
             let reason = run(socket, feed, &rt).await;
-            metrics::counter!("uncorreo_ws_connections_total", "reason" => reason).increment(1);
+            metrics::counter!(uncorreo_metric_names::WS_CONNECTIONS_TOTAL, "reason" => reason)
+                .increment(1);
             drop(tracked);
         })
         .into_response())
@@ -157,7 +158,7 @@ async fn run(mut socket: WebSocket, mut feed: Feed, rt: &super::Realtime) -> &'s
                     if !send(&mut socket, text(&ev), send_timeout).await {
                         return "send_timeout";
                     }
-                    metrics::counter!("uncorreo_realtime_events_sent_total", "transport" => "ws").increment(1);
+                    metrics::counter!(uncorreo_metric_names::REALTIME_EVENTS_SENT_TOTAL, "transport" => "ws").increment(1);
                 }
                 Err(FeedEnd::Lagged { last }) => {
                     let why = format!("lagged; resume with since={last}");

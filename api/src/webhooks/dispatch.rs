@@ -20,8 +20,8 @@ use uncorreo_engine::{Engine, MailboxInfo, MessageMeta};
 use super::client::{AttemptError, Client, Target};
 use super::{cursor, endpoints, remove, save_cursor, scope_mailboxes, sign, Endpoint, Scope};
 use super::{Webhooks, WebhooksConfig};
-use crate::metrics::WEBHOOK_DELIVERIES_TOTAL;
 use crate::realtime::EventView;
+use uncorreo_metric_names::WEBHOOK_DELIVERIES_TOTAL;
 
 struct Ctx {
     engine: Engine,

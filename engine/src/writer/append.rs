@@ -67,7 +67,8 @@ impl Writer {
                 io.sync_data(&self.file)
             };
             self.last_sync = t.elapsed();
-            metrics::histogram!("uncorreo_fsync_seconds").record(self.last_sync.as_secs_f64());
+            metrics::histogram!(uncorreo_metric_names::FSYNC_SECONDS)
+                .record(self.last_sync.as_secs_f64());
             if let Err(e) = synced {
                 self.shared.poison(self.shard, "syncing a batch", &e);
                 return Err(BatchFailure::Poisoned);

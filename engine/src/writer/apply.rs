@@ -116,10 +116,7 @@ impl Writer {
                     self.index_mailbox(&mut idx, info, created, &mut published);
                 }
                 Apply::MailboxDeleted { id } => {
-                    if let Some(m) = idx.mailboxes.remove(&id) {
-                        if idx.by_address.get(&m.info.address) == Some(&id) {
-                            idx.by_address.remove(&m.info.address);
-                        }
+                    if let Some(m) = idx.remove_mailbox(id) {
                         mark_mailbox_dead(&self.shared, self.shard, &m);
                         published.closed.push(id);
                     }
@@ -179,20 +176,16 @@ impl Writer {
         created: RecordLoc,
         published: &mut Published,
     ) {
-        let id = info.id;
-        if let Some(old) = idx.by_address.insert(info.address.clone(), id) {
-            // The old one had expired: it is gone for good.
-            if let Some(m) = idx.mailboxes.remove(&old) {
-                mark_mailbox_dead(&self.shared, self.shard, &m);
-                published.closed.push(old);
-            }
-        }
         let entry = MailboxEntry {
             info,
             created,
             msgs: Vec::new(),
         };
-        idx.mailboxes.insert(id, entry);
+        // The old one at its address had expired: it is gone for good.
+        if let Some(m) = idx.insert_mailbox(entry) {
+            mark_mailbox_dead(&self.shared, self.shard, &m);
+            published.closed.push(m.info.id);
+        }
     }
 
     fn index_state(
@@ -229,14 +222,14 @@ impl Writer {
         let c = &self.shared.counters;
         c.batches.fetch_add(1, Ordering::Relaxed);
         c.records.fetch_add(u64::from(records), Ordering::Relaxed);
-        metrics::histogram!("uncorreo_batch_records").record(f64::from(records));
+        metrics::histogram!(uncorreo_metric_names::BATCH_RECORDS).record(f64::from(records));
         for ev in &published.events {
             self.shared.hub.publish(ev);
         }
         for id in published.closed {
             self.shared.hub.close_mailbox(id);
         }
-        let commit_hist = metrics::histogram!("uncorreo_commit_seconds");
+        let commit_hist = metrics::histogram!(uncorreo_metric_names::COMMIT_SECONDS);
         for s in batch.staged {
             commit_hist.record(s.enq.elapsed().as_secs_f64());
             s.ack.ok();

@@ -3,7 +3,8 @@
 //! signature versions pass when untouched and fail when anything signed, the
 //! signature, the version or the certificate URL is changed; the fetch layer
 //! refuses expired and not-yet-valid certificates, fetches once per URL and
-//! stays bounded.
+//! stays bounded; forged URLs cannot evict a proven certificate, cost a fetch
+//! only once a minute each, and a few fetches per host per minute in all.
 
 use uncorreo_ses::fixture as fx;
 
@@ -186,11 +187,11 @@ fn changing_the_certificate_url_host_fails() {
     let cert = fx::valid_cert();
     for (what, m) in all_valid() {
         for url in [
-            "https://sns.us-east-1.amazonaws.com.evil.com/SimpleNotificationService-test0001.pem",
-            "https://evil.com/SimpleNotificationService-test0001.pem",
+            "https://sns.us-east-1.amazonaws.com.evil.com/SimpleNotificationService-7e57000000000000000000000000f1c5.pem",
+            "https://evil.com/SimpleNotificationService-7e57000000000000000000000000f1c5.pem",
             "https://sns.us-east-1.amazonaws.com@evil.com/x.pem",
-            "https://sns.us-east-1.amazonaws.com:444/SimpleNotificationService-test0001.pem",
-            "https://127.0.0.1/SimpleNotificationService-test0001.pem",
+            "https://sns.us-east-1.amazonaws.com:444/SimpleNotificationService-7e57000000000000000000000000f1c5.pem",
+            "https://127.0.0.1/SimpleNotificationService-7e57000000000000000000000000f1c5.pem",
         ] {
             let mut forged = m.clone();
             forged.signing_cert_url = Some(url.to_owned());
@@ -204,7 +205,7 @@ fn changing_the_certificate_url_host_fails() {
         }
         let mut forged = m.clone();
         forged.signing_cert_url = Some(
-            "http://sns.us-east-1.amazonaws.com/SimpleNotificationService-test0001.pem".into(),
+            "http://sns.us-east-1.amazonaws.com/SimpleNotificationService-7e57000000000000000000000000f1c5.pem".into(),
         );
         assert_eq!(
             verify(&forged, cert.as_bytes()),
@@ -258,8 +259,22 @@ impl CertSource for MapSource {
     }
 }
 
+/// A certificate URL of AWS's form, named after `name`, on `region`'s host.
+fn url_on(region: &str, name: &str) -> SnsUrl {
+    // A stable 32-hex-digit certificate id per name.
+    let id = name.bytes().fold(0xcbf2_9ce4_8422_2325_u128, |h, b| {
+        (h ^ u128::from(b)).wrapping_mul(0x0100_0000_0000_0000_0000_013b)
+    });
+    SnsUrl::parse_cert_url(&format!(
+        "https://sns.{region}.amazonaws.com/SimpleNotificationService-{id:032x}.pem"
+    ))
+    .unwrap()
+}
+
+/// Each name on a host of its own, so the per-host fetch budget stays out of
+/// tests about other things.
 fn url(name: &str) -> SnsUrl {
-    SnsUrl::parse_cert_url(&format!("https://sns.us-east-1.amazonaws.com/{name}.pem")).unwrap()
+    url_on(&format!("r{}", name.to_ascii_lowercase()), name)
 }
 
 fn block_on<F: std::future::Future>(f: F) -> F::Output {
@@ -398,7 +413,7 @@ fn concurrent_misses_share_one_fetch_and_fetches_are_capped() {
         }
         assert_eq!(source.fetches.load(Ordering::SeqCst), 1);
 
-        // Ten different URLs: at most MAX_CONCURRENT_FETCHES in flight.
+        // Ten different URLs (on ten hosts): at most MAX_CONCURRENT_FETCHES in flight.
         source.gate.forget_permits(1000);
         let tasks: Vec<_> = (0..10)
             .map(|i| {
@@ -429,4 +444,191 @@ fn base64_decode(s: &str) -> Vec<u8> {
 fn base64_encode(b: &[u8]) -> String {
     use base64::Engine as _;
     base64::engine::general_purpose::STANDARD.encode(b)
+}
+
+// ---- what forged certificate URLs can cost ----
+
+#[test]
+fn a_failed_url_is_not_fetched_again_until_its_failure_is_forgotten() {
+    let now = fx::now_secs();
+    let source = Arc::new(MapSource {
+        certs: HashMap::from([(url("garbage").as_str().to_owned(), "garbage".to_owned())]),
+        fetches: AtomicUsize::new(0),
+    });
+    let cache = CertCache::new(source.clone(), 8);
+    let memory_ms = uncorreo_ses::certs::FAILURE_MEMORY.as_millis() as u64;
+    block_on(async {
+        let t0 = now * 1000;
+        assert!(matches!(
+            cache.get(&url("missing"), t0).await,
+            Err(CertError::Fetch(FetchError::Status(404)))
+        ));
+        assert!(matches!(
+            cache.get(&url("garbage"), t0).await,
+            Err(CertError::Invalid(_))
+        ));
+        assert_eq!(source.fetches.load(Ordering::SeqCst), 2);
+        for _ in 0..100 {
+            let e = cache
+                .get(&url("missing"), t0 + memory_ms - 1)
+                .await
+                .unwrap_err();
+            assert!(matches!(e, CertError::RecentlyFailed { temporary: true }) && e.is_temporary());
+            let e = cache
+                .get(&url("garbage"), t0 + memory_ms - 1)
+                .await
+                .unwrap_err();
+            assert!(
+                matches!(e, CertError::RecentlyFailed { temporary: false }) && !e.is_temporary()
+            );
+        }
+        assert_eq!(
+            source.fetches.load(Ordering::SeqCst),
+            2,
+            "remembered, not fetched"
+        );
+        assert!(cache.get(&url("missing"), t0 + memory_ms).await.is_err());
+        assert_eq!(
+            source.fetches.load(Ordering::SeqCst),
+            3,
+            "tried again once forgotten"
+        );
+    });
+}
+
+#[test]
+fn fetches_are_rate_limited_per_host() {
+    use uncorreo_ses::certs::{FETCHES_PER_HOST_PER_MINUTE, FETCH_BURST_PER_HOST};
+    let now = fx::now_secs();
+    let source = Arc::new(MapSource {
+        certs: HashMap::new(),
+        fetches: AtomicUsize::new(0),
+    });
+    let cache = CertCache::new(source.clone(), 8);
+    let t0 = now * 1000;
+    block_on(async {
+        for i in 0..FETCH_BURST_PER_HOST {
+            let e = cache.get(&url_on("us-east-1", &format!("f{i}")), t0).await;
+            assert!(matches!(e, Err(CertError::Fetch(_))), "{e:?}");
+        }
+        let spent = cache.get(&url_on("us-east-1", "one-more"), t0).await;
+        assert!(matches!(spent, Err(CertError::RateLimited)));
+        assert!(spent.unwrap_err().is_temporary(), "SNS is told to retry");
+        assert_eq!(
+            source.fetches.load(Ordering::SeqCst),
+            FETCH_BURST_PER_HOST as usize
+        );
+        // Another host has its own budget.
+        let other = cache.get(&url_on("eu-west-1", "f0"), t0).await;
+        assert!(matches!(other, Err(CertError::Fetch(_))));
+        // One token comes back after 60 s / FETCHES_PER_HOST_PER_MINUTE.
+        let refill_ms = 60_000 / u64::from(FETCHES_PER_HOST_PER_MINUTE);
+        let e = cache
+            .get(&url_on("us-east-1", "later"), t0 + refill_ms - 1)
+            .await;
+        assert!(matches!(e, Err(CertError::RateLimited)));
+        let e = cache
+            .get(&url_on("us-east-1", "later"), t0 + refill_ms)
+            .await;
+        assert!(matches!(e, Err(CertError::Fetch(_))));
+    });
+}
+
+#[test]
+fn forged_urls_cannot_evict_a_proven_certificate() {
+    let now = fx::now_secs();
+    let genuine = url_on("us-east-1", "genuine");
+    let forger_pem = fx::issue_cert(&fx::keys().other, now - 10, now + 3600);
+    let mut certs = HashMap::from([(
+        genuine.as_str().to_owned(),
+        fx::issue_cert(&fx::keys().signer, now - 10, now + 3600),
+    )]);
+    let forged: Vec<SnsUrl> = (0..200).map(|i| url(&format!("forged{i}"))).collect();
+    for u in &forged {
+        certs.insert(u.as_str().to_owned(), forger_pem.clone());
+    }
+    let source = Arc::new(MapSource {
+        certs,
+        fetches: AtomicUsize::new(0),
+    });
+    let cache = CertCache::new(source.clone(), 4);
+    let t0 = now * 1000;
+    block_on(async {
+        let cert = cache.get(&genuine, t0).await.unwrap();
+        cache.mark_proven(&genuine, &cert, t0);
+        // Two hundred forged URLs, each a parsable certificate (of the forger's key).
+        for u in &forged {
+            cache.get(u, t0).await.unwrap();
+        }
+        assert_eq!(cache.proven_len(), 1);
+        let before = source.fetches.load(Ordering::SeqCst);
+        cache.get(&genuine, t0).await.unwrap();
+        assert_eq!(
+            source.fetches.load(Ordering::SeqCst),
+            before,
+            "still cached"
+        );
+        assert!(cache.len() <= 4 + 1, "bounded: {} entries", cache.len());
+    });
+}
+
+/// Serves the genuine certificate at once; every other fetch never ends.
+struct HangsForForgeries {
+    genuine: String,
+    pem: String,
+    fetches: AtomicUsize,
+}
+
+impl CertSource for HangsForForgeries {
+    fn fetch<'a>(&'a self, url: &'a SnsUrl) -> BoxFuture<'a, Result<Bytes, FetchError>> {
+        self.fetches.fetch_add(1, Ordering::SeqCst);
+        let found = (url.as_str() == self.genuine).then(|| self.pem.clone());
+        Box::pin(async move {
+            match found {
+                Some(pem) => Ok(Bytes::from(pem)),
+                None => std::future::pending().await,
+            }
+        })
+    }
+}
+
+#[test]
+fn hanging_forged_fetches_do_not_hold_up_a_proven_certificate() {
+    let now = fx::now_secs();
+    let genuine = url_on("us-east-1", "genuine");
+    let source = Arc::new(HangsForForgeries {
+        genuine: genuine.as_str().to_owned(),
+        pem: fx::issue_cert(&fx::keys().signer, now - 10, now + 3600),
+        fetches: AtomicUsize::new(0),
+    });
+    let cache = Arc::new(CertCache::new(source.clone(), 8));
+    let t0 = now * 1000;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let cert = cache.get(&genuine, t0).await.unwrap();
+        cache.mark_proven(&genuine, &cert, t0);
+        // Every fetch slot taken by a forged URL that never answers.
+        let _stuck: Vec<_> = (0..32)
+            .map(|i| {
+                let cache = cache.clone();
+                tokio::spawn(async move { cache.get(&url(&format!("stuck{i}")), t0).await })
+            })
+            .collect();
+        for _ in 0..100 {
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(
+            source.fetches.load(Ordering::SeqCst),
+            1 + uncorreo_ses::certs::MAX_CONCURRENT_FETCHES
+        );
+        // The proven certificate needs no fetch slot. The bound is a hang
+        // detector, not a speed check: it answers without awaiting anything.
+        let got = tokio::time::timeout(std::time::Duration::from_secs(10), cache.get(&genuine, t0))
+            .await
+            .expect("a proven certificate waited behind forged fetches");
+        assert!(got.is_ok());
+    });
 }

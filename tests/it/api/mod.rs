@@ -4,6 +4,9 @@
 
 mod admin;
 mod authz;
+mod connections;
+mod contract;
+mod credentials;
 mod e2e;
 mod errors;
 mod health;
@@ -37,6 +40,15 @@ pub struct Resp {
 }
 
 impl Resp {
+    /// Read `r` whole.
+    pub fn read(r: reqwest::blocking::Response) -> Self {
+        Self {
+            status: r.status().as_u16(),
+            headers: r.headers().clone(),
+            body: r.bytes().unwrap().to_vec(),
+        }
+    }
+
     pub fn json(&self) -> Value {
         serde_json::from_slice(&self.body).unwrap_or_else(|e| {
             panic!(
@@ -112,12 +124,7 @@ impl Api {
         if let Some(b) = body {
             req = req.json(&b);
         }
-        let r = req.send().unwrap();
-        Resp {
-            status: r.status().as_u16(),
-            headers: r.headers().clone(),
-            body: r.bytes().unwrap().to_vec(),
-        }
+        Resp::read(req.send().unwrap())
     }
 
     pub fn get(&self, path: &str, auth: &Auth) -> Resp {

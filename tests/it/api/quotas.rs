@@ -1,5 +1,5 @@
 //! Every limit of every plan, at its edge, with its exact answer: mailbox
-//! count (`403 mailbox-limit`), TTL cap (`422 ttl-too-long`), messages per
+//! count (`403 mailbox-limit`), TTL cap (`403 ttl-too-long`), messages per
 //! mailbox (refused at delivery as `MailboxFull`), requests per minute
 //! (`429 rate-limited` + `Retry-After`), plus the per-IP limit and the
 //! per-user API key limit.
@@ -51,7 +51,7 @@ fn check_plan_edges(api: &Api, who: &str, auth: &Auth, p: Plan) {
     let r = create(json!({"ttl_minutes": p.max_ttl_minutes + 1}));
     assert_eq!(
         (r.status, r.problem().as_str()),
-        (422, "ttl-too-long"),
+        (403, "ttl-too-long"),
         "{who}"
     );
     let r = create(json!({"ttl_minutes": 0}));
@@ -172,7 +172,7 @@ fn effective_plan_follows_active_subscriptions() {
     );
     assert_eq!(
         (r.status, r.problem().as_str()),
-        (422, "ttl-too-long"),
+        (403, "ttl-too-long"),
         "free allows 20"
     );
     // Adding an active pro subscription lifts it to pro at once.
@@ -356,15 +356,19 @@ fn credential_length_is_capped() {
         (r.status, r.problem().as_str()),
         (401, "invalid-credentials")
     );
-    let r = api.get("/api/v1/mailboxes", &Auth::Session("t".repeat(513)));
+    let too_long = api.get("/api/v1/mailboxes", &Auth::Session("t".repeat(513)));
     assert_eq!(
-        (r.status, r.problem().as_str()),
+        (too_long.status, too_long.problem().as_str()),
         (401, "invalid-credentials")
     );
-    // 512 is still looked at (and simply unknown).
+    // 512 is still looked at (and simply unknown): refused for another reason.
     let r = api.get(
         "/api/v1/mailboxes/a@uncorreo.test",
         &Auth::Session("t".repeat(512)),
     );
-    assert_eq!((r.status, r.problem().as_str()), (404, "not-found"));
+    assert_eq!(
+        (r.status, r.problem().as_str()),
+        (401, "invalid-credentials")
+    );
+    assert_ne!(r.json()["detail"], too_long.json()["detail"]);
 }

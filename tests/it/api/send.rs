@@ -21,12 +21,7 @@ fn post_raw(api: &Api, path: &str, auth: &Auth, content_type: &str, body: Vec<u8
         Auth::Bearer(s) => req.bearer_auth(s),
         Auth::Session(s) => req.header("x-session-token", s),
     };
-    let r = req.send().unwrap();
-    Resp {
-        status: r.status().as_u16(),
-        headers: r.headers().clone(),
-        body: r.bytes().unwrap().to_vec(),
-    }
+    Resp::read(req.send().unwrap())
 }
 
 #[test]

@@ -22,6 +22,29 @@ fn url(server: &crate::support::TestServer, addr: &str, query: &str) -> String {
     )
 }
 
+/// Raw HTTP over a socket with a tiny receive buffer, subscribed to `addr`'s
+/// events and not read by anyone until the test says so.
+async fn unread_stream(server: &crate::support::TestServer, addr: &str) -> TcpStream {
+    use tokio::io::AsyncWriteExt;
+    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+    sock.set_recv_buffer_size(1024).unwrap();
+    let mut stream = sock.connect(server.http).await.unwrap();
+    let req = format!(
+        "GET /api/v1/mailboxes/{addr}/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\n\r\n"
+    );
+    stream.write_all(req.as_bytes()).await.unwrap();
+    while server.engine.stats().subscribers == 0 {
+        tokio::task::yield_now().await;
+    }
+    stream
+}
+
+/// Deliver the `n`th message of about 1 KiB, to fill socket buffers.
+async fn deliver_padded(e: &uncorreo_engine::Engine, addr: &str, n: u64) -> u64 {
+    let subject = format!("m{n} {}", "padding ".repeat(100));
+    deliver(e, addr, message(addr, &subject, "x")).await
+}
+
 #[test]
 fn replays_then_streams_live_with_the_sequence_as_event_id() {
     let server = server_with(|_| {});
@@ -106,42 +129,54 @@ fn a_slow_reader_gets_a_lagged_event_naming_where_to_resume() {
         // This test is about the fan-out, not the disk: skip the syncs so
         // filling the socket buffers takes hundreds of deliveries, not seconds.
         c.engine.durability = uncorreo_engine::Durability::NeverUnsafeForLoadTests;
+        // A small kernel buffer fills after a few events, and lag (not the
+        // write timeout, which is about a reader that stops for good) must
+        // be what ends this stream, however loaded the machine: so the
+        // write timeout is out of reach here.
+        c.http.send_buffer_bytes = 4096;
+        c.http.write_timeout_secs = 3600;
     });
     rt().block_on(async {
         let e = &server.engine;
-        let addr = mailbox(e, "sseslow", TOKEN, 1_000_000).await.address.to_string();
-        // Raw HTTP over a socket with a tiny receive buffer, not read until cut off.
-        let sock = tokio::net::TcpSocket::new_v4().unwrap();
-        sock.set_recv_buffer_size(1024).unwrap();
-        let mut stream = sock.connect(server.http).await.unwrap();
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let req = format!(
-            "GET /api/v1/mailboxes/{addr}/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\n\r\n"
-        );
-        stream.write_all(req.as_bytes()).await.unwrap();
-        while e.stats().subscribers == 0 {
-            tokio::task::yield_now().await;
-        }
+        let addr = mailbox(e, "sseslow", TOKEN, 1_000_000)
+            .await
+            .address
+            .to_string();
+        let mut stream = unread_stream(&server, &addr).await;
+        use tokio::io::AsyncReadExt;
         let mut delivered = 0;
         while e.stats().subscribers == 1 {
-            delivered = deliver(e, &addr, message(&addr, &format!("m{delivered} {}", "padding ".repeat(100)), "x")).await;
+            delivered = deliver_padded(e, &addr, delivered).await;
             assert!(delivered < 200_000, "never cut off");
         }
         let mut body = Vec::new();
         let mut buf = vec![0u8; 65536];
         loop {
-            let n = tokio::time::timeout(HANG, stream.read(&mut buf)).await.unwrap().unwrap();
-            if n == 0 { break; }
+            let n = tokio::time::timeout(HANG, stream.read(&mut buf))
+                .await
+                .unwrap()
+                .unwrap();
+            if n == 0 {
+                break;
+            }
             body.extend_from_slice(&buf[..n]);
-            if body.windows(12).any(|w| w == b"event: lagge" || w == b"event:lagged") {
+            if body
+                .windows(12)
+                .any(|w| w == b"event: lagge" || w == b"event:lagged")
+            {
                 // Read on to the end of that event.
-                if body.ends_with(b"\n\n") || body.windows(5).any(|w| w == b"\r\n0\r\n") { break; }
+                if body.ends_with(b"\n\n") || body.windows(5).any(|w| w == b"\r\n0\r\n") {
+                    break;
+                }
             }
         }
         let text = String::from_utf8_lossy(&body);
         let mut last = 0u64;
         for line in text.lines() {
-            if let Some(id) = line.strip_prefix("id: ").or_else(|| line.strip_prefix("id:")) {
+            if let Some(id) = line
+                .strip_prefix("id: ")
+                .or_else(|| line.strip_prefix("id:"))
+            {
                 let id: u64 = id.trim().parse().unwrap();
                 assert_eq!(id, last + 1, "ids must be contiguous");
                 last = id;
@@ -159,10 +194,77 @@ fn a_slow_reader_gets_a_lagged_event_naming_where_to_resume() {
         // index), never more than was delivered.
         assert!(last <= delivered);
         // Resume with Last-Event-ID.
-        let mut sse = Sse::open(&url(&server, &addr, ""), TOKEN, Some(last)).await.unwrap();
+        let mut sse = Sse::open(&url(&server, &addr, ""), TOKEN, Some(last))
+            .await
+            .unwrap();
         for want in last + 1..=delivered {
             assert_eq!(sse.next_seq().await, want);
         }
+    });
+}
+
+#[test]
+fn a_reader_that_stops_reading_is_cut_off_by_the_write_timeout() {
+    let server = server_with(|c| {
+        // Lag would end the stream first with a small queue; this is about
+        // the socket, so the queue is deep and only the write can stall.
+        c.engine.subscriber_queue = 1_000_000;
+        c.engine.durability = uncorreo_engine::Durability::NeverUnsafeForLoadTests;
+        c.http.send_buffer_bytes = 4096;
+        c.http.write_timeout_secs = 1;
+    });
+    rt().block_on(async {
+        let e = &server.engine;
+        let addr = mailbox(e, "ssestuck", TOKEN, 1_000_000)
+            .await
+            .address
+            .to_string();
+        let mut stream = unread_stream(&server, &addr).await;
+        use tokio::io::AsyncReadExt;
+        // Never read: the server's writes stall, and after the write
+        // timeout it drops the connection, and with it the subscriber.
+        let mut delivered = 0;
+        let deadline = tokio::time::Instant::now() + HANG;
+        while e.stats().subscribers == 1 {
+            assert!(tokio::time::Instant::now() < deadline, "never cut off");
+            if delivered < 10_000 {
+                delivered = deliver_padded(e, &addr, delivered).await;
+            } else {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+        // What was buffered arrives, then the end: no `lagged`, the stream was cut.
+        let mut body = Vec::new();
+        let mut buf = vec![0u8; 65536];
+        loop {
+            match tokio::time::timeout(HANG, stream.read(&mut buf))
+                .await
+                .expect("the server closes")
+            {
+                Ok(0) | Err(_) => break,
+                Ok(n) => body.extend_from_slice(&buf[..n]),
+            }
+        }
+        let text = String::from_utf8_lossy(&body);
+        assert!(
+            text.starts_with("HTTP/1.1 200"),
+            "{}",
+            &text[..text.len().min(200)]
+        );
+        assert!(!text.contains("event: lagged"));
+        let metrics = reqwest::get(format!("http://{}/metrics", server.http))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(
+            metrics
+                .lines()
+                .any(|l| l
+                    .starts_with("uncorreo_http_connections_cut_total{reason=\"write_timeout\"}")),
+            "no write_timeout cut counted"
+        );
     });
 }
 

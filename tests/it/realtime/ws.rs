@@ -78,14 +78,18 @@ fn the_token_query_parameter_opens_the_socket_and_wrong_credentials_are_refused(
             .await
             .unwrap();
         assert_eq!(next_seq(&mut ws).await, 1);
-        // No credential: 401; a wrong one: the not-found answer, same as a missing mailbox.
+        // No credential: 401; one that matches nothing: 401 too, the same
+        // answer as on a missing mailbox.
         let (s, p) = ws_refused(&base).await;
         assert_eq!(
             (s, p["type"].as_str().unwrap()),
             (401, "urn:uncorreo:problem:authentication-required")
         );
         let (s, wrong) = ws_refused(&format!("{base}?token=not-the-token")).await;
-        assert_eq!(s, 404);
+        assert_eq!(
+            (s, wrong["type"].as_str().unwrap()),
+            (401, "urn:uncorreo:problem:invalid-credentials")
+        );
         let missing = format!(
             "ws://{}/ws/inbox/nobody@{}?token=not-the-token",
             server.http,

@@ -20,19 +20,28 @@ use super::fixture as fx;
 use crate::support::{block_on, DOMAIN};
 use uncorreo_engine::{Address, Engine, EngineConfig, MailboxInfo, ManualClock, NewMailbox, Owner};
 
-/// Serves one PEM for the fixture's certificate URL, or fails every fetch.
+/// Serves one PEM for the fixture's certificate URL, or fails every fetch
+/// (or, with `hang_for_others`, never answers a fetch of any other URL).
 struct OneCert {
     pem: Option<String>,
+    hang_for_others: bool,
     fetches: AtomicUsize,
+    genuine_fetches: AtomicUsize,
 }
 
 impl CertSource for OneCert {
     fn fetch<'a>(&'a self, url: &'a SnsUrl) -> BoxFuture<'a, Result<Bytes, FetchError>> {
         self.fetches.fetch_add(1, Ordering::SeqCst);
-        let found = (url.as_str() == fx::CERT_URL)
-            .then(|| self.pem.clone())
-            .flatten();
+        let genuine = url.as_str() == fx::CERT_URL;
+        if genuine {
+            self.genuine_fetches.fetch_add(1, Ordering::SeqCst);
+        }
+        let found = genuine.then(|| self.pem.clone()).flatten();
+        let hang = !genuine && self.hang_for_others;
         Box::pin(async move {
+            if hang {
+                std::future::pending::<()>().await;
+            }
             found
                 .map(Bytes::from)
                 .ok_or(FetchError::Connect("unreachable".to_owned()))
@@ -75,6 +84,7 @@ struct Setup {
     pem: Option<String>,
     confirm_fails: bool,
     max_message_bytes: usize,
+    hang_for_forged_cert_urls: bool,
 }
 
 impl Default for Setup {
@@ -87,6 +97,7 @@ impl Default for Setup {
             pem: Some(fx::valid_cert()),
             confirm_fails: false,
             max_message_bytes: EngineConfig::default().max_message_bytes,
+            hang_for_forged_cert_urls: false,
         }
     }
 }
@@ -107,7 +118,9 @@ fn world(setup: Setup) -> World {
     .unwrap();
     let certs = Arc::new(OneCert {
         pem: setup.pem,
+        hang_for_others: setup.hang_for_forged_cert_urls,
         fetches: AtomicUsize::new(0),
+        genuine_fetches: AtomicUsize::new(0),
     });
     let confirms = Arc::new(Confirms {
         fail: setup.confirm_fails,
@@ -207,6 +220,65 @@ impl World {
         use uncorreo_engine::Clock;
         self.clock.now_ms()
     }
+}
+
+#[test]
+fn a_forgery_flood_does_not_hold_up_genuine_notifications() {
+    let w = Arc::new(world(Setup {
+        hang_for_forged_cert_urls: true,
+        ..Setup::default()
+    }));
+    block_on(async {
+        let mb = w.mailbox("box").await;
+        let genuine = |id: &str| signed_mail(&w, id, &["box@uncorreo.test"], false, "1");
+        assert_eq!(
+            w.post(&genuine("genuine-1")).await,
+            (StatusCode::OK, "delivered".to_owned())
+        );
+        // Five hundred forgeries with the allowed topic, each naming a
+        // certificate URL of AWS's form on the same host, signed with the
+        // forger's key. The fetches that start never answer.
+        let flood: Vec<_> = (0..500u32)
+            .map(|i| {
+                let mut m = genuine(&format!("forged-{i}"));
+                m.signing_cert_url = Some(format!(
+                    "https://sns.us-east-1.amazonaws.com/SimpleNotificationService-{i:032x}.pem"
+                ));
+                fx::sign_with(&mut m, "1", &fx::keys().other);
+                let w = Arc::clone(&w);
+                tokio::spawn(async move { w.post(&m).await })
+            })
+            .collect();
+        for _ in 0..1000 {
+            tokio::task::yield_now().await;
+        }
+        let started = w.certs.fetches.load(Ordering::SeqCst) - 1;
+        assert!(
+            started <= uncorreo_ses::certs::FETCH_BURST_PER_HOST as usize,
+            "forged URLs started {started} fetches"
+        );
+        // The next genuine notification is answered while the forged fetches
+        // hang. The bound detects a hang; it is not a speed check.
+        let answer = tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            w.post(&genuine("genuine-2")),
+        )
+        .await
+        .expect("a genuine notification waited behind forged certificate fetches");
+        assert_eq!(answer, (StatusCode::OK, "delivered".to_owned()));
+        assert_eq!(w.stored(&mb).len(), 2, "no forged message stored");
+        assert_eq!(w.certs.genuine_fetches.load(Ordering::SeqCst), 1);
+        // The forgeries that did not hang were refused, never stored.
+        let mut answered = 0;
+        for task in flood {
+            if task.is_finished() {
+                let (status, _) = task.await.unwrap();
+                assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+                answered += 1;
+            }
+        }
+        assert!(answered >= 500 - started, "{answered} forgeries answered");
+    });
 }
 
 #[test]
@@ -326,7 +398,7 @@ fn forgeries_are_dropped_with_200_and_a_reason_and_store_nothing() {
         v3.signature_version = Some("3".to_owned());
         let mut lookalike = good.clone();
         lookalike.signing_cert_url = Some(
-            "https://sns.us-east-1.amazonaws.com.evil.com/SimpleNotificationService-test0001.pem"
+            "https://sns.us-east-1.amazonaws.com.evil.com/SimpleNotificationService-7e57000000000000000000000000f1c5.pem"
                 .to_owned(),
         );
         let mut http = good.clone();

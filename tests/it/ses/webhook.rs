@@ -190,7 +190,7 @@ fn sns_verify_command_says_valid_or_why_not() {
     v3.signature_version = Some("3".to_owned());
     let mut host = n.clone();
     host.signing_cert_url = Some(
-        "https://sns.us-east-1.amazonaws.com.evil.com/SimpleNotificationService-test0001.pem"
+        "https://sns.us-east-1.amazonaws.com.evil.com/SimpleNotificationService-7e57000000000000000000000000f1c5.pem"
             .to_owned(),
     );
     let cases = [

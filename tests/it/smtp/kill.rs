@@ -7,7 +7,7 @@
 use std::collections::{HashMap, HashSet};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -125,17 +125,7 @@ fn every_acknowledged_message_survives_sigkill() {
     );
 
     // 2. The real binary on the same directory.
-    let child = Command::new(env!("CARGO_BIN_EXE_uncorreo"))
-        .env("UNCORREO__SMTP__LISTEN", "127.0.0.1:0")
-        .env("UNCORREO__HTTP__LISTEN", "127.0.0.1:0")
-        .env("UNCORREO__ENGINE__DATA_DIR", data.path())
-        .env(
-            "UNCORREO__ENGINE__DOMAINS",
-            format!("[\"{}\"]", crate::support::DOMAIN),
-        )
-        .env("UNCORREO__ENGINE__MIN_FREE_BYTES", "0")
-        .env("UNCORREO__CORES", "2")
-        .env("RUST_LOG", "warn")
+    let child = crate::support::serve_command(data.path(), "127.0.0.1:0", "127.0.0.1:0")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()

@@ -92,6 +92,22 @@ impl Drop for TestServer {
     }
 }
 
+/// The real binary's `serve` on `data`, listening where asked, with the
+/// test defaults (two cores, the test domain, no free-space floor).
+pub fn serve_command(data: &std::path::Path, smtp: &str, http: &str) -> std::process::Command {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_uncorreo"));
+    command
+        .arg("serve")
+        .env("UNCORREO__SMTP__LISTEN", smtp)
+        .env("UNCORREO__HTTP__LISTEN", http)
+        .env("UNCORREO__ENGINE__DATA_DIR", data)
+        .env("UNCORREO__ENGINE__DOMAINS", format!("[\"{DOMAIN}\"]"))
+        .env("UNCORREO__ENGINE__MIN_FREE_BYTES", "0")
+        .env("UNCORREO__CORES", "2")
+        .env("RUST_LOG", "warn");
+    command
+}
+
 /// Run a future to completion on a throwaway current-thread runtime.
 pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
     tokio::runtime::Builder::new_current_thread()

@@ -1,0 +1,62 @@
+//! The OpenAPI document is the contract: schemathesis, a client nobody here
+//! wrote, generates requests from `/api/v1/openapi.json` (valid ones and
+//! deliberately broken ones, single calls and sequences) and checks every
+//! answer against the document: status codes, content types, bodies, and
+//! that invalid requests and credentials are refused and valid ones are not.
+//!
+//! The run is seeded and bounded (`--seed 1`, `CONTRACT_EXAMPLES` examples
+//! per operation, 15 by default) so CI repeats it exactly; a longer,
+//! unseeded run is in the closing note of the issue. Settings and the
+//! `message/rfc822` generator live in `tests/contract/`.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use serde_json::json;
+
+use super::{deliver, Api, Auth};
+
+/// Where `.ci/deps` installs schemathesis (its own virtualenv).
+const SCHEMATHESIS: &str = "/opt/uncorreo-tools/schemathesis/bin/schemathesis";
+
+#[test]
+fn schemathesis_finds_no_contract_violation() {
+    let api = Api::start();
+    let key = api.user("pro");
+    let (address, _) = api.mailbox(
+        &Auth::Bearer(key.clone()),
+        json!({"local_part": "contract"}),
+    );
+    deliver(
+        &api.server,
+        &address,
+        b"From: a@example.com\r\nSubject: Your code 482913\r\n\r\nhttps://shop.example/verify?t=1\r\n",
+    );
+    let settings = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/contract");
+    let examples = std::env::var("CONTRACT_EXAMPLES").unwrap_or_else(|_| "15".to_owned());
+    let binary = std::env::var("SCHEMATHESIS").unwrap_or_else(|_| SCHEMATHESIS.to_owned());
+    let out = Command::new(&binary)
+        .current_dir(&settings)
+        .env("SCHEMATHESIS_HOOKS", "hooks")
+        .env("PYTHONPATH", &settings)
+        .env("UNCORREO_CONTRACT_ADDRESS", &address)
+        .args(["--config-file", "schemathesis.toml", "run"])
+        .arg(api.server.url("/api/v1/openapi.json"))
+        .args(["--checks", "all", "--seed", "1", "--no-color"])
+        .args(["--max-examples", &examples])
+        .arg("-H")
+        .arg(format!("Authorization: Bearer {key}"))
+        .output()
+        .unwrap_or_else(|e| panic!("{binary} is not installed ({e}); run .ci/deps"));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success(),
+        "schemathesis found contract violations:\n{text}"
+    );
+    // A run that tested nothing would also exit 0.
+    assert!(text.contains("Tested:"), "{text}");
+}
