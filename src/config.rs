@@ -43,6 +43,61 @@ pub struct Config {
     pub mcp: uncorreo_mcp::McpConfig,
     /// `[admin]`: the operator socket `uncorreo admin …` talks to.
     pub admin: AdminConfig,
+    /// `[memory]`: the budget of bytes in flight across every ingest path.
+    pub memory: MemoryConfig,
+}
+
+/// `[memory]`: bounds on what requests in flight may hold in memory.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MemoryConfig {
+    /// Bytes that message bodies being received (SMTP DATA/BDAT, SES
+    /// webhook posts, HTTP sends) may hold at once, across all sessions.
+    /// Past it a new body gets `452 4.3.1` (SMTP) or `503` with
+    /// `Retry-After` (HTTP). 0 = a quarter of the machine's memory, between
+    /// [`MIN_AUTO_IN_FLIGHT_BYTES`] and [`MAX_AUTO_IN_FLIGHT_BYTES`]
+    /// ([`FALLBACK_IN_FLIGHT_BYTES`] when the memory size cannot be read).
+    pub in_flight_bytes: u64,
+}
+
+/// Least budget chosen from the machine's memory (64 MiB).
+pub const MIN_AUTO_IN_FLIGHT_BYTES: u64 = 64 << 20;
+/// Most budget chosen from the machine's memory (16 GiB).
+pub const MAX_AUTO_IN_FLIGHT_BYTES: u64 = 16 << 30;
+/// The budget when `/proc/meminfo` cannot be read (512 MiB).
+pub const FALLBACK_IN_FLIGHT_BYTES: u64 = 512 << 20;
+
+impl MemoryConfig {
+    /// The budget in bytes: the configured one, or one sized from
+    /// `/proc/meminfo` (see [`MemoryConfig::in_flight_bytes`]).
+    pub fn resolved_in_flight_bytes(&self) -> u64 {
+        if self.in_flight_bytes > 0 {
+            return self.in_flight_bytes;
+        }
+        let total = std::fs::read_to_string("/proc/meminfo")
+            .ok()
+            .and_then(|text| mem_total_bytes(&text));
+        auto_in_flight_bytes(total)
+    }
+}
+
+/// A quarter of `mem_total`, clamped; the fallback when it is unknown.
+pub fn auto_in_flight_bytes(mem_total: Option<u64>) -> u64 {
+    match mem_total {
+        Some(total) => (total / 4).clamp(MIN_AUTO_IN_FLIGHT_BYTES, MAX_AUTO_IN_FLIGHT_BYTES),
+        None => FALLBACK_IN_FLIGHT_BYTES,
+    }
+}
+
+/// `MemTotal` from the text of `/proc/meminfo`, in bytes.
+pub fn mem_total_bytes(meminfo: &str) -> Option<u64> {
+    let line = meminfo.lines().find(|l| l.starts_with("MemTotal:"))?;
+    let mut words = line.split_whitespace().skip(1);
+    let kib: u64 = words.next()?.parse().ok()?;
+    match words.next() {
+        Some("kB") => kib.checked_mul(1024),
+        _ => None,
+    }
 }
 
 /// The operator socket's file name inside the data directory, by default.
@@ -60,6 +115,19 @@ pub struct AdminConfig {
 }
 
 impl Config {
+    /// Check what serde cannot: that values agree with each other.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let budget = self.memory.resolved_in_flight_bytes();
+        let largest = self.engine.max_message_bytes as u64;
+        if budget < largest {
+            return Err(ConfigError::Invalid(format!(
+                "[memory] in_flight_bytes = {budget} is below [engine] max_message_bytes = {largest}: \
+                 a message of the largest size would be refused forever"
+            )));
+        }
+        Ok(())
+    }
+
     /// Where the operator socket is (see [`AdminConfig::socket`]).
     pub fn admin_socket(&self) -> PathBuf {
         if !self.admin.socket.as_os_str().is_empty() {
@@ -109,9 +177,11 @@ impl Config {
             set_path(&mut tree, &parts, parse_env_value(&value))
                 .map_err(|e| ConfigError::Invalid(format!("{key}: {e}")))?;
         }
-        toml::Value::Table(tree)
+        let config: Self = toml::Value::Table(tree)
             .try_into()
-            .map_err(|e: toml::de::Error| ConfigError::Invalid(e.to_string()))
+            .map_err(|e: toml::de::Error| ConfigError::Invalid(e.to_string()))?;
+        config.validate()?;
+        Ok(config)
     }
 }
 
@@ -244,6 +314,50 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.admin_socket(), PathBuf::from("/run/uncorreo/admin.sock"));
+    }
+
+    #[test]
+    fn the_in_flight_budget_is_a_quarter_of_memory_clamped_and_validated() {
+        let meminfo = "MemTotal:        8039424 kB\nMemFree:          123 kB\n";
+        assert_eq!(mem_total_bytes(meminfo), Some(8_039_424 * 1024));
+        assert_eq!(mem_total_bytes("MemFree: 1 kB\n"), None);
+        assert_eq!(mem_total_bytes("MemTotal: 12 MB\n"), None);
+        assert_eq!(auto_in_flight_bytes(Some(8 << 30)), 2 << 30);
+        assert_eq!(
+            auto_in_flight_bytes(Some(128 << 20)),
+            MIN_AUTO_IN_FLIGHT_BYTES
+        );
+        assert_eq!(
+            auto_in_flight_bytes(Some(1 << 40)),
+            MAX_AUTO_IN_FLIGHT_BYTES
+        );
+        assert_eq!(auto_in_flight_bytes(None), FALLBACK_IN_FLIGHT_BYTES);
+        let c = Config::load(None, []).unwrap();
+        assert_eq!(c.memory.in_flight_bytes, 0, "sized from memory by default");
+        let auto = c.memory.resolved_in_flight_bytes();
+        assert!((MIN_AUTO_IN_FLIGHT_BYTES..=MAX_AUTO_IN_FLIGHT_BYTES).contains(&auto));
+        let c = Config::load(
+            None,
+            [(
+                "UNCORREO__MEMORY__IN_FLIGHT_BYTES".to_owned(),
+                "1073741824".to_owned(),
+            )],
+        )
+        .unwrap();
+        assert_eq!(c.memory.resolved_in_flight_bytes(), 1 << 30);
+        let err = Config::load(
+            None,
+            [(
+                "UNCORREO__MEMORY__IN_FLIGHT_BYTES".to_owned(),
+                "1048576".to_owned(),
+            )],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("in_flight_bytes") && err.contains("max_message_bytes"),
+            "{err}"
+        );
     }
 
     #[test]

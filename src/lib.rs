@@ -58,6 +58,8 @@ pub struct Appliance {
     pub admin_socket: PathBuf,
     /// The engine, for tests that look at storage directly.
     pub engine: Engine,
+    /// The budget of bytes in flight shared by every ingest path.
+    pub budget: uncorreo_budget::Budget,
     shutdown: CancellationToken,
     threads: Vec<JoinHandle<()>>,
 }
@@ -68,6 +70,10 @@ impl Appliance {
     pub fn start(config: Config) -> Result<Self, StartError> {
         // Before anything emits metrics, so nothing is lost to the no-op recorder.
         uncorreo_api::metrics::install();
+        config
+            .validate()
+            .map_err(|e| StartError::Config(e.to_string()))?;
+        let budget = uncorreo_budget::Budget::new(config.memory.resolved_in_flight_bytes());
         let engine = Engine::open(config.engine.clone())?;
         let cores = cores::effective_cores(config.cores);
         let smtp_addr = parse_addr(&config.smtp.listen)?;
@@ -97,8 +103,12 @@ impl Appliance {
         let admin_socket = config.admin_socket();
         let admin_listener = bind_operator_socket(&admin_socket)?;
 
-        let smtp_shared = uncorreo_smtpd::Shared::new(engine.clone(), config.smtp.clone())
-            .map_err(io("setting up SMTP"))?;
+        let smtp_shared = uncorreo_smtpd::Shared::with_budget(
+            engine.clone(),
+            config.smtp.clone(),
+            budget.clone(),
+        )
+        .map_err(io("setting up SMTP"))?;
         let ingest = uncorreo_ses::Ingest::new(
             engine.clone(),
             config.sns.clone(),
@@ -115,6 +125,7 @@ impl Appliance {
                 webhooks: config.webhooks.clone(),
             },
             ingest,
+            budget.clone(),
         )
         .map_err(|e| StartError::Config(e.to_string()))?;
         // One token stops the listeners and ends the real-time streams, so SSE
@@ -207,6 +218,7 @@ impl Appliance {
             http_addr,
             admin_socket,
             engine,
+            budget,
             shutdown,
             threads,
         })

@@ -435,7 +435,18 @@ fn admin_verify(dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Blocks from this size up (message bodies) are mapped and unmapped on
+/// their own, so memory freed after a delivery goes back to the system
+/// (`uncorreo_engine::set_mmap_threshold`). Measured with 32 sessions ×
+/// 3 MiB against an 8 MiB budget
+/// (`the_binary_stays_within_the_budget_plus_a_fixed_margin_under_many_large_bodies`):
+/// peak RSS 37 MiB above idle with glibc's default, 16-18 MiB with this.
+const MMAP_THRESHOLD_BYTES: i32 = 128 * 1024;
+
 fn serve(config_file: Option<PathBuf>) -> anyhow::Result<()> {
+    if !uncorreo_engine::set_mmap_threshold(MMAP_THRESHOLD_BYTES) {
+        tracing::warn!("could not set the malloc mmap threshold; freed bodies may stay resident");
+    }
     let config =
         Config::load(config_file.as_deref(), std::env::vars()).context("loading configuration")?;
     let appliance = Appliance::start(config).context("starting uncorreo")?;

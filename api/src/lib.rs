@@ -13,6 +13,7 @@
 
 pub mod admin;
 pub mod auth;
+pub mod inflight;
 pub mod keys;
 pub mod mailboxes;
 pub mod mailpit;
@@ -121,6 +122,8 @@ struct Shared {
     webhooks: webhooks::Webhooks,
     /// Open HTTP connections, bounded across every core's accept loop.
     connections: Arc<serve::Connections>,
+    /// The budget of bytes in flight, shared with SMTP.
+    budget: uncorreo_budget::Budget,
     /// `/api/v1/openapi.json`, rendered once.
     openapi_json: bytes::Bytes,
 }
@@ -131,15 +134,23 @@ impl axum::extract::FromRef<AppState> for uncorreo_ses::Ingest {
     }
 }
 
+impl axum::extract::FromRef<AppState> for uncorreo_budget::Budget {
+    fn from_ref(state: &AppState) -> Self {
+        state.shared.budget.clone()
+    }
+}
+
 impl AppState {
     /// Check the configuration and build the state shared by every core.
     /// `ses` is the SES webhook's ingest (built by
     /// [`uncorreo_ses::Ingest::new`]), reachable from handlers through
-    /// `State<Ingest>`.
+    /// `State<Ingest>`; `budget` bounds the request bodies being read
+    /// (see [`inflight`]), shared with every other ingest path.
     pub fn new(
         engine: Engine,
         config: ApiConfig,
         ses: uncorreo_ses::Ingest,
+        budget: uncorreo_budget::Budget,
     ) -> Result<Self, plans::PlanConfigError> {
         plans::validate(&config.plans, &config.limits)?;
         let anonymous_plan = plans::named(&config.plans, &config.limits.anonymous_plan).ok_or(
@@ -162,6 +173,7 @@ impl AppState {
                 mailpit: mailpit::MailpitState::default(),
                 webhooks: webhooks::Webhooks::new(config.webhooks.clone()),
                 connections: Arc::new(serve::Connections::new(&config.http)),
+                budget,
                 openapi_json,
                 config,
             }),
@@ -207,6 +219,10 @@ impl AppState {
     /// Open HTTP connections and their bounds.
     pub fn connections(&self) -> &Arc<serve::Connections> {
         &self.shared.connections
+    }
+    /// The budget of bytes in flight.
+    pub fn budget(&self) -> &uncorreo_budget::Budget {
+        &self.shared.budget
     }
     /// The name our `Received:` lines give.
     pub fn hostname(&self) -> &str {

@@ -139,3 +139,9 @@ pub fn refresh_engine_gauges(engine: &Engine) {
     gauge!(uncorreo_metric_names::QUEUE_DEPTH).set(s.queue_depth as f64);
     gauge!(uncorreo_metric_names::ENGINE_POISONED).set(if s.poisoned { 1.0 } else { 0.0 });
 }
+
+/// Refresh the gauges of the budget of bytes in flight; called at each scrape.
+pub fn refresh_budget_gauges(budget: &uncorreo_budget::Budget) {
+    gauge!(uncorreo_metric_names::IN_FLIGHT_BYTES).set(budget.in_flight() as f64);
+    gauge!(uncorreo_metric_names::IN_FLIGHT_LIMIT_BYTES).set(budget.limit() as f64);
+}

@@ -80,6 +80,7 @@ pub async fn ready(State(state): State<AppState>) -> Result<Json<Status>, Proble
 )]
 pub async fn metrics(State(state): State<AppState>) -> Response {
     crate::metrics::refresh_engine_gauges(&state.engine);
+    crate::metrics::refresh_budget_gauges(state.budget());
     let handle = state.metrics_handle();
     handle.run_upkeep();
     let body = handle.render();

@@ -17,12 +17,14 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::Json;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
+use uncorreo_budget::Permit;
 use uncorreo_engine::{Delivery, DeliveryOutcome, MessageId, Recipient, ResolveError};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::auth::{authorize_mailbox, Caller};
+use crate::inflight::{self, BodyError, FrontEnd};
 use crate::problem::{Kind, Problem, ProblemBody};
 use crate::AppState;
 
@@ -64,7 +66,7 @@ pub struct Sent {
         (status = 415, description = "A JSON body (send raw RFC 5322, or use the Mailpit-compatible JSON send)", body = ProblemBody, content_type = "application/problem+json"),
         (status = 422, description = "Not an RFC 5322 message, or a bad `envelope_from` / `tag`", body = ProblemBody, content_type = "application/problem+json"),
         (status = 429, description = "Rate limited", body = ProblemBody, content_type = "application/problem+json"),
-        (status = 503, description = "Storage busy or failed; retry", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 503, description = "Storage busy or failed, or too much mail in flight (`Retry-After`); retry", body = ProblemBody, content_type = "application/problem+json"),
         (status = 507, description = "The data disk is full", body = ProblemBody, content_type = "application/problem+json"),
     ),
     security(("api_key" = []), ("session_token" = [])),
@@ -85,7 +87,7 @@ pub async fn send_message(
             "send the raw message (message/rfc822); JSON messages go to /mailpit/api/v1/send",
         ));
     }
-    let raw = read_bounded(&state, &headers, body).await?;
+    let (raw, mut permit) = read_bounded(&state, &headers, body).await?;
     let envelope_from = q.envelope_from.unwrap_or_default();
     check_envelope_from(&envelope_from)?;
     let rcpt_text = match q.tag.as_deref().filter(|t| !t.is_empty()) {
@@ -98,7 +100,15 @@ pub async fn send_message(
             "tag: letters, digits, . _ - + only (at most 64)",
         )
     })?;
-    let id = deliver_one(&state, caller.ip(), rcpt, envelope_from, &raw).await?;
+    let id = deliver_one(
+        &state,
+        caller.ip(),
+        rcpt,
+        envelope_from,
+        &raw,
+        (&mut permit, FrontEnd::HttpSend),
+    )
+    .await?;
     Ok((
         StatusCode::CREATED,
         Json(Sent {
@@ -121,26 +131,24 @@ fn is_json(headers: &HeaderMap) -> bool {
 }
 
 /// The body, refused with 413 as soon as it is known to pass the message
-/// size limit (from `Content-Length` when declared, else while reading), so
-/// memory stays bounded by the limit.
-async fn read_bounded(state: &AppState, headers: &HeaderMap, body: Body) -> Result<Bytes, Problem> {
+/// size limit (from `Content-Length` when declared, else while reading), and
+/// with 503 when the budget of bytes in flight cannot take it, so memory
+/// stays bounded by the limit and the budget.
+async fn read_bounded(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<(Bytes, Permit), Problem> {
     let max = state.engine.config().max_message_bytes;
-    let too_large = || {
-        Problem::new(
-            Kind::PayloadTooLarge,
-            format!("messages are limited to {max} bytes"),
-        )
-    };
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > max as u64) {
-        return Err(too_large());
-    }
-    axum::body::to_bytes(body, max)
+    inflight::read(state.budget(), headers, body, max)
         .await
-        .map_err(|_| too_large())
+        .map_err(|e| match e {
+            BodyError::OverBudget(_) => inflight::refused(FrontEnd::HttpSend),
+            BodyError::TooLarge | BodyError::Unreadable => Problem::new(
+                Kind::PayloadTooLarge,
+                format!("messages are limited to {max} bytes"),
+            ),
+        })
 }
 
 fn check_envelope_from(s: &str) -> Result<(), Problem> {
@@ -185,6 +193,10 @@ pub fn check_message(raw: &[u8]) -> Result<(), Problem> {
     Ok(())
 }
 
+/// The permit that pays for a request's bytes in flight, and the front end
+/// to name when it cannot grow.
+pub type Paid<'a> = (&'a mut Permit, FrontEnd);
+
 /// Store `raw` for one recipient through the one delivery entry point, with
 /// our `Received:` line in front; returns the id once it is durable.
 pub async fn deliver_one(
@@ -193,21 +205,24 @@ pub async fn deliver_one(
     rcpt: Recipient,
     envelope_from: String,
     raw: &[u8],
+    paid: Paid<'_>,
 ) -> Result<MessageId, Problem> {
-    let stored = deliver_many(state, client, vec![rcpt], envelope_from, raw).await?;
+    let stored = deliver_many(state, client, vec![rcpt], envelope_from, raw, paid).await?;
     stored.into_iter().next().ok_or_else(Problem::not_found)
 }
 
 /// Store `raw` for each of `rcpts` (already known to be the caller's); the
 /// ids of the stored copies, once durable. Quotas are checked first, as
 /// SMTP checks them at RCPT; a recipient that filled up in between is
-/// refused by the engine at commit time and reported the same way.
+/// refused by the engine at commit time and reported the same way. The
+/// stored copy (our line + `raw`) is paid for from `paid` before it is made.
 pub async fn deliver_many(
     state: &AppState,
     client: IpAddr,
     rcpts: Vec<Recipient>,
     envelope_from: String,
     raw: &[u8],
+    paid: Paid<'_>,
 ) -> Result<Vec<MessageId>, Problem> {
     check_message(raw)?;
     let max = state.engine.config().max_message_bytes;
@@ -224,6 +239,8 @@ pub async fn deliver_many(
             .resolve(&r.address.to_string())
             .map_err(resolve_problem)?;
     }
+    let (permit, front_end) = paid;
+    inflight::hold_more(permit, received.len() + raw.len(), front_end)?;
     let mut stored = Vec::with_capacity(received.len() + raw.len());
     stored.extend_from_slice(received.as_bytes());
     stored.extend_from_slice(raw);

@@ -2,17 +2,26 @@
 //! the body under `sns.max_body_bytes`, hands it with the
 //! `x-amz-sns-message-type` header to [`Ingest::handle`], and turns the
 //! [`Answer`] into a status: `413` for a body over the limit, `503` when SNS
-//! should retry, `200` for everything else (handled or dropped on purpose).
+//! should retry (also, with `Retry-After`, when the budget of bytes in
+//! flight cannot take the body: see [`crate::inflight`]), `200` for
+//! everything else (handled or dropped on purpose).
 
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+use uncorreo_budget::Budget;
 use uncorreo_ses::{Answer, Ingest, Outcome};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use crate::inflight::{self, BodyError, FrontEnd};
 use crate::AppState;
+
+/// Copies of a body's size that handling it makes besides the body itself:
+/// the SNS envelope's `Message` string, and the mail decoded from it (each
+/// at most the body's size). Paid for from the budget before handling.
+const HANDLING_COPIES: usize = 2;
 
 /// The webhook's path.
 pub const INBOUND_PATH: &str = "/api/v1/ses/inbound";
@@ -41,11 +50,12 @@ pub(crate) struct InboundAnswer {
     responses(
         (status = 200, description = "Handled or deliberately dropped; the body says which", content_type = "application/json", body = InboundAnswer),
         (status = 413, description = "Body over `sns.max_body_bytes`", content_type = "application/problem+json", body = crate::problem::ProblemBody),
-        (status = 503, description = "Storage failed temporarily; SNS retries", content_type = "application/problem+json", body = crate::problem::ProblemBody),
+        (status = 503, description = "Storage failed temporarily, or too much mail in flight (`Retry-After`); SNS retries", content_type = "application/problem+json", body = crate::problem::ProblemBody),
     )
 )]
 pub(crate) async fn inbound(
     State(ingest): State<Ingest>,
+    State(budget): State<Budget>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
@@ -53,15 +63,21 @@ pub(crate) async fn inbound(
     // whole messages, so the router's JSON limit layer does not cover it
     // (see `openapi::api_router`), and reading the cap here lets the 413 be
     // counted as a webhook outcome.
-    let answer = match axum::body::to_bytes(body, ingest.config().max_body_bytes).await {
-        Ok(body) => {
+    let read = inflight::read(&budget, &headers, body, ingest.config().max_body_bytes).await;
+    let answer = match read {
+        Ok((body, mut permit)) => {
+            let copies = body.len().saturating_mul(HANDLING_COPIES);
+            if let Err(refused) = inflight::hold_more(&mut permit, copies, FrontEnd::Ses) {
+                return refused.into_response();
+            }
             let message_type = headers.get("x-amz-sns-message-type");
             ingest
                 .handle(message_type.map(HeaderValue::as_bytes), &body)
                 .await
         }
-        Err(e) if is_length_limit(&e) => ingest.too_large(),
-        Err(_) => ingest.unreadable(),
+        Err(BodyError::OverBudget(_)) => return inflight::refused(FrontEnd::Ses).into_response(),
+        Err(BodyError::TooLarge) => ingest.too_large(),
+        Err(BodyError::Unreadable) => ingest.unreadable(),
     };
     respond(&answer)
 }
@@ -103,18 +119,33 @@ fn problem(status: StatusCode, title: &str, detail: &str) -> Response {
     resp
 }
 
-fn is_length_limit(e: &axum::Error) -> bool {
-    std::error::Error::source(e).is_some_and(|s| s.is::<http_body_util::LengthLimitError>())
+/// What the webhook route alone needs (see [`router`]).
+#[derive(Clone)]
+struct WebhookOnly {
+    ingest: Ingest,
+    budget: Budget,
+}
+
+impl axum::extract::FromRef<WebhookOnly> for Ingest {
+    fn from_ref(state: &WebhookOnly) -> Self {
+        state.ingest.clone()
+    }
+}
+
+impl axum::extract::FromRef<WebhookOnly> for Budget {
+    fn from_ref(state: &WebhookOnly) -> Self {
+        state.budget.clone()
+    }
 }
 
 /// The webhook route alone, with its state applied (for tests that serve
 /// only the webhook). The appliance registers the same handler in
 /// [`crate::openapi::api_router`], documented like every other route.
-pub fn router<S: Clone + Send + Sync + 'static>(ingest: Ingest) -> axum::Router<S> {
+pub fn router<S: Clone + Send + Sync + 'static>(ingest: Ingest, budget: Budget) -> axum::Router<S> {
     let (router, _doc) = utoipa_axum::router::OpenApiRouter::new()
         .routes(utoipa_axum::routes!(inbound))
         .split_for_parts();
-    router.with_state(ingest)
+    router.with_state(WebhookOnly { ingest, budget })
 }
 
 /// This module's routes, each registered with its documentation.

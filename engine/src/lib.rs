@@ -48,6 +48,7 @@ pub use error::{
 };
 pub use fanout::{SubscribeError, Subscriber, SubscriberLimits};
 pub use files::{DataFile, Io, RealIo};
+pub use sys::set_mmap_threshold;
 pub use types::*;
 
 /// Entry points for `fuzz/`; not part of the engine's API.

@@ -1,5 +1,6 @@
 //! The engine's only `unsafe` code: memory maps of segment files, the data
-//! directory lock, the free-space probe and `fallocate`. Everything else in the crate is
+//! directory lock, the free-space probe and `fallocate`, and the process's
+//! one allocator setting ([`set_mmap_threshold`]). Everything else in the crate is
 //! safe Rust over the handles this module returns.
 #![allow(unsafe_code)]
 
@@ -113,5 +114,24 @@ pub(crate) fn allocate(file: &File, len: u64) -> io::Result<()> {
             }
             _ => return Err(err),
         }
+    }
+}
+
+/// Have the allocator map blocks of `bytes` and more on their own and unmap
+/// them when they are freed (glibc's `M_MMAP_THRESHOLD`), so a message body
+/// leaves the resident set once it is stored. Without it glibc raises the
+/// threshold after the first such free and keeps later bodies in per-thread
+/// heaps it rarely gives back. False when refused, or not glibc.
+pub fn set_mmap_threshold(bytes: i32) -> bool {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        // SAFETY: mallopt only sets an allocator parameter (no pointers);
+        // glibc serialises it against allocations in other threads.
+        unsafe { libc::mallopt(libc::M_MMAP_THRESHOLD, bytes) == 1 }
+    }
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    {
+        let _ = bytes;
+        false
     }
 }

@@ -117,6 +117,13 @@ pub const MCP_SESSIONS_REFUSED_TOTAL: &str = "uncorreo_mcp_sessions_refused_tota
 /// Operator actions over the admin socket, by action and outcome.
 pub const ADMIN_ACTIONS_TOTAL: &str = "uncorreo_admin_actions_total";
 
+/// Bytes reserved right now by message bodies being received (SMTP, SES webhook, HTTP send).
+pub const IN_FLIGHT_BYTES: &str = "uncorreo_in_flight_bytes";
+/// The budget of bytes in flight ([memory] in_flight_bytes).
+pub const IN_FLIGHT_LIMIT_BYTES: &str = "uncorreo_in_flight_limit_bytes";
+/// Bodies refused because the budget of bytes in flight was spent, by front end (smtp, ses, http_send, mailpit_send).
+pub const IN_FLIGHT_REFUSED_TOTAL: &str = "uncorreo_in_flight_refused_total";
+
 /// Every metric, in the order `/metrics` describes them.
 pub const ALL: &[Metric] = &[
     Metric {
@@ -358,6 +365,24 @@ pub const ALL: &[Metric] = &[
         kind: Kind::Counter,
         unit: None,
         help: "Operator actions over the admin socket, by action and outcome.",
+    },
+    Metric {
+        name: IN_FLIGHT_BYTES,
+        kind: Kind::Gauge,
+        unit: Some(Unit::Bytes),
+        help: "Bytes reserved right now by message bodies being received (SMTP, SES webhook, HTTP send).",
+    },
+    Metric {
+        name: IN_FLIGHT_LIMIT_BYTES,
+        kind: Kind::Gauge,
+        unit: Some(Unit::Bytes),
+        help: "The budget of bytes in flight ([memory] in_flight_bytes).",
+    },
+    Metric {
+        name: IN_FLIGHT_REFUSED_TOTAL,
+        kind: Kind::Counter,
+        unit: None,
+        help: "Bodies refused because the budget of bytes in flight was spent, by front end (smtp, ses, http_send, mailpit_send).",
     },
 ];
 

@@ -197,6 +197,15 @@ impl DataDecoder {
         }
     }
 
+    /// The most octets one [`feed`](Self::feed) of `input` can append: each
+    /// input octet once, a CR for each LF (a normalised bare LF), and the CR
+    /// or dot held back from the previous input. What the byte budget must
+    /// cover before feeding.
+    pub fn max_output(input: &[u8]) -> usize {
+        let lf = input.iter().filter(|&&b| b == b'\n').count();
+        input.len().saturating_add(lf).saturating_add(2)
+    }
+
     /// Consume `input`, appending the unstuffed body to `out` (nothing more is
     /// appended once the message is known to be refused). `out` never grows
     /// past `max_size` octets beyond its length at the start.
@@ -370,11 +379,9 @@ pub fn has_bare_line_end(body: &[u8]) -> bool {
     false
 }
 
-/// Apply the line-end policy to a whole body (BDAT): a bare CR is refused,
-/// a bare LF is refused or (with [`BareLf::Normalize`]) turned into CRLF.
-/// Returns the body to store and how many bare LFs were normalised; the
-/// body is borrowed when nothing changed.
-pub fn normalize_line_ends(body: &[u8], policy: BareLf) -> Result<(Cow<'_, [u8]>, u64), DataError> {
+/// Bare LFs in `body` (an LF not preceded by CR), or the refusal of a bare
+/// CR (a CR not followed by LF).
+pub fn count_bare_lf(body: &[u8]) -> Result<u64, DataError> {
     let mut bare_lf = 0u64;
     let mut prev = 0u8;
     let mut iter = body.iter().peekable();
@@ -386,6 +393,15 @@ pub fn normalize_line_ends(body: &[u8], policy: BareLf) -> Result<(Cow<'_, [u8]>
         }
         prev = b;
     }
+    Ok(bare_lf)
+}
+
+/// Apply the line-end policy to a whole body (BDAT): a bare CR is refused,
+/// a bare LF is refused or (with [`BareLf::Normalize`]) turned into CRLF.
+/// Returns the body to store and how many bare LFs were normalised; the
+/// body is borrowed when nothing changed.
+pub fn normalize_line_ends(body: &[u8], policy: BareLf) -> Result<(Cow<'_, [u8]>, u64), DataError> {
+    let bare_lf = count_bare_lf(body)?;
     if bare_lf == 0 {
         return Ok((Cow::Borrowed(body), 0));
     }
@@ -402,6 +418,37 @@ pub fn normalize_line_ends(body: &[u8], policy: BareLf) -> Result<(Cow<'_, [u8]>
         prev = b;
     }
     Ok((Cow::Owned(out), bare_lf))
+}
+
+/// [`normalize_line_ends`] of `body[from..]` in place, given its
+/// `bare_lf` count from [`count_bare_lf`]: `body` grows by one octet per
+/// bare LF instead of being copied whole, so a large BDAT body is never held
+/// twice. The caller reserves the room first (it is what the byte budget
+/// pays for).
+pub fn normalize_in_place(body: &mut Vec<u8>, from: usize, bare_lf: u64) {
+    if bare_lf == 0 || from > body.len() {
+        return;
+    }
+    let mut read = body.len();
+    body.resize(read + bare_lf as usize, 0);
+    let mut write = body.len();
+    // Walk backwards: everything below `read` is still the original text
+    // (write - read is the count of bare LFs not yet expanded, never < 0).
+    while read > from && write > read {
+        read -= 1;
+        let b = body.get(read).copied().unwrap_or(0);
+        write -= 1;
+        if let Some(slot) = body.get_mut(write) {
+            *slot = b;
+        }
+        let bare = b == b'\n' && (read == from || body.get(read - 1) != Some(&b'\r'));
+        if bare {
+            write -= 1;
+            if let Some(slot) = body.get_mut(write) {
+                *slot = b'\r';
+            }
+        }
+    }
 }
 
 /// Dot-stuff `body` for sending with DATA and append the terminator: the
@@ -677,6 +724,39 @@ mod tests {
     }
 
     proptest! {
+        #[test]
+        fn one_feed_appends_at_most_max_output(
+            chunks in proptest::collection::vec(proptest::collection::vec(prop_oneof![Just(b'\r'), Just(b'\n'), Just(b'.'), Just(b'a')], 0..64), 1..8),
+            normalize in any::<bool>(),
+        ) {
+            let policy = if normalize { BareLf::Normalize } else { BareLf::Reject };
+            let mut d = DataDecoder::new(1 << 20, 1000).with_bare_lf(policy);
+            let mut out = Vec::new();
+            for chunk in &chunks {
+                let before = out.len();
+                d.feed(chunk, &mut out);
+                prop_assert!(out.len() - before <= DataDecoder::max_output(chunk));
+            }
+        }
+
+        #[test]
+        fn normalizing_in_place_equals_normalizing_a_copy(
+            head in proptest::collection::vec(any::<u8>(), 0..8),
+            body in proptest::collection::vec(prop_oneof![Just(b'\r'), Just(b'\n'), Just(b'a')], 0..200),
+        ) {
+            let expected = normalize_line_ends(&body, BareLf::Normalize);
+            let count = count_bare_lf(&body);
+            prop_assert_eq!(count.is_ok(), expected.is_ok());
+            if let (Ok((copy, n)), Ok(counted)) = (expected, count) {
+                prop_assert_eq!(n, counted);
+                let mut in_place = head.clone();
+                in_place.extend_from_slice(&body);
+                normalize_in_place(&mut in_place, head.len(), counted);
+                prop_assert_eq!(&in_place[..head.len()], &head[..]);
+                prop_assert_eq!(&in_place[head.len()..], &copy[..]);
+            }
+        }
+
         #[test]
         fn stuff_then_unstuff_round_trips(body in crlf_body(), cut in 0usize..2000) {
             let wire = dot_stuff(&body);

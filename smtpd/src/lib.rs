@@ -37,6 +37,15 @@
 //!   of every recipient at commit time → its RCPT code; a partial refusal
 //!   still gets 250 (one reply per message; a 4xx would duplicate the copies
 //!   already stored). A poisoned engine gets `451 4.3.0` already at MAIL/DATA.
+//! * **Bytes in flight** are bounded across every session by the shared
+//!   budget ([`uncorreo_budget`]): a body is buffered only under a permit
+//!   (the `SIZE=` declared at MAIL reserved at DATA, else grown while
+//!   reading; a BDAT chunk reserved at its command). What does not fit gets
+//!   `452 4.3.1`: at DATA before `354` when the declared size or the first
+//!   bytes do not fit (the transaction stays open, so DATA may be retried),
+//!   at the end of data when the body outgrew it, and after a BDAT chunk
+//!   (drained, never buffered; the transaction ends). The permit is held
+//!   until `deliver` returns, so the write queue is inside the budget too.
 //! * **STARTTLS** discards any plaintext pipelined after it (RFC 3207 §6) and
 //!   restarts the session before EHLO; `Received:` then says `ESMTPS`.
 //!
@@ -81,6 +90,9 @@ pub struct Shared {
     pub tls: Option<tokio_rustls::TlsAcceptor>,
     /// Failed AUTH attempts per client IP.
     pub auth_failures: auth::FailureCounter,
+    /// The process-wide budget of bytes in flight that DATA/BDAT bodies
+    /// are buffered under (shared with the HTTP ingest paths).
+    pub budget: uncorreo_budget::Budget,
     active: AtomicUsize,
     per_ip: Mutex<HashMap<IpAddr, usize>>,
     ids: AtomicU64,
@@ -88,9 +100,19 @@ pub struct Shared {
 }
 
 impl Shared {
-    /// Build from an open engine and settings; loads the TLS certificate if
-    /// one is configured.
+    /// Build from an open engine and settings, with a budget of bytes in
+    /// flight that never refuses (see [`Shared::with_budget`]).
     pub fn new(engine: Engine, config: SmtpConfig) -> Result<Arc<Self>, std::io::Error> {
+        Self::with_budget(engine, config, uncorreo_budget::Budget::unlimited())
+    }
+
+    /// Build from an open engine, settings and the process-wide budget of
+    /// bytes in flight; loads the TLS certificate if one is configured.
+    pub fn with_budget(
+        engine: Engine,
+        config: SmtpConfig,
+        budget: uncorreo_budget::Budget,
+    ) -> Result<Arc<Self>, std::io::Error> {
         let tls = match (&config.tls_cert, &config.tls_key) {
             (Some(cert), Some(key)) => Some(load_tls(cert, key)?),
             (None, None) => None,
@@ -123,6 +145,7 @@ impl Shared {
                 config.max_auth_failures,
                 config.auth_failure_window,
             ),
+            budget,
             active: AtomicUsize::new(0),
             per_ip: Mutex::new(HashMap::new()),
             ids: AtomicU64::new(0),

@@ -28,20 +28,28 @@ use subtle::ConstantTimeEq;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+use uncorreo_budget::Permit;
 use uncorreo_engine::{
     Address, DeliverError, Delivery, DeliveryOutcome, MessageId, Owner, Recipient, ResolveError,
 };
 
 use crate::auth::{self, AuthMode, Credentials};
 use crate::conn::{Conn, Line, Stop, Wait};
-use crate::data::{normalize_line_ends, BareLf, DataDecoder, DataError};
+use crate::data::{count_bare_lf, normalize_in_place, BareLf, DataDecoder, DataError};
 use crate::headers::{self, HeaderError, HeaderLimits};
 use crate::parse::{parse_command, Command, Mechanism, ParseError};
 use crate::received::{self, Trace};
 use crate::Shared;
 
-/// Initial room for a DATA body; it grows from there up to the size limit.
+/// Initial room for a DATA body without a declared `SIZE=`; it grows from
+/// there up to the size limit, each step paid for from the byte budget.
 const BODY_RESERVE: usize = 16 * 1024;
+
+/// The reply when the process-wide budget of bytes in flight cannot take a
+/// body now (RFC 3463 X.3.1, "system storage", as for a full disk): the
+/// sender keeps the message and retries.
+const OVER_BUDGET_REPLY: &str =
+    "452 4.3.1 Insufficient system resources: too much mail in flight, try again later";
 
 /// The refusal of a lone `.` line next to a bare LF (see [`crate::data`]).
 const AMBIGUOUS_END_REPLY: &str =
@@ -62,6 +70,12 @@ pub enum End<S> {
 struct Transaction {
     from: String,
     rcpts: Vec<(String, Recipient)>,
+    /// `SIZE=` from MAIL (RFC 1870): reserved from the budget up front.
+    declared_size: Option<u64>,
+    /// The budget's share held for `bdat` (its capacity).
+    bdat_permit: Option<Permit>,
+    /// A BDAT chunk did not fit the budget: the rest is drained, not kept.
+    bdat_over_budget: bool,
     /// Body collected from BDAT chunks so far (starts with our Received line
     /// once the first chunk arrives).
     bdat: Option<Vec<u8>>,
@@ -317,6 +331,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                     self.tx = Some(Transaction {
                         from: from.address,
                         rcpts: Vec::new(),
+                        declared_size: params.size,
+                        bdat_permit: None,
+                        bdat_over_budget: false,
                         bdat: None,
                         bdat_header_len: 0,
                         bdat_size: 0,
@@ -647,19 +664,62 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         }
     }
 
+    /// Queue the over-budget refusal and count it.
+    fn over_budget(&mut self) {
+        metrics::counter!(uncorreo_metric_names::IN_FLIGHT_REFUSED_TOTAL, "front_end" => "smtp")
+            .increment(1);
+        count_message("tempfail");
+        self.conn.reply(OVER_BUDGET_REPLY);
+    }
+
     async fn data(&mut self) -> Flow {
         if !self.may_start_body() {
             return Flow::Continue;
         }
-        self.conn.reply("354 End data with <CR><LF>.<CR><LF>");
         let id = self.shared.next_id();
         let header = self.trace_header(&id, 0);
-        let mut body = header.clone().into_bytes();
-        body.reserve(self.max_message().min(BODY_RESERVE));
+        let ceiling = header.len().saturating_add(self.max_message());
+        // The declared size is paid for before `354`, so a client told to go
+        // ahead is refused later only if it sends more than it declared.
+        let expected = self
+            .tx
+            .as_ref()
+            .and_then(|t| t.declared_size)
+            .map_or(BODY_RESERVE, |s| usize::try_from(s).unwrap_or(usize::MAX))
+            .min(self.max_message());
+        let first = header.len().saturating_add(expected);
+        let Ok(mut permit) = self.shared.budget.try_reserve(first as u64) else {
+            // The transaction stays open: DATA again later, or RSET.
+            self.over_budget();
+            return Flow::Continue;
+        };
+        self.conn.reply("354 End data with <CR><LF>.<CR><LF>");
+        let mut body = Vec::with_capacity(first);
+        body.extend_from_slice(header.as_bytes());
         let mut decoder = DataDecoder::new(self.max_message(), self.shared.config.max_line_bytes)
             .with_bare_lf(self.shared.config.bare_lf);
+        // Once the budget refuses more room, the rest is decoded into `spill`
+        // (one read's worth) and dropped: the end of data is still found.
+        let mut spill = Vec::new();
+        let mut over_budget = false;
         loop {
-            let fed = decoder.feed(self.conn.buffered(), &mut body);
+            if !over_budget && decoder.error().is_none() {
+                let want = body
+                    .len()
+                    .saturating_add(DataDecoder::max_output(self.conn.buffered()));
+                if permit.make_room(&mut body, want, ceiling).is_err() {
+                    over_budget = true;
+                    body = Vec::new();
+                    permit.shrink_to(0);
+                }
+            }
+            let out = if over_budget {
+                spill.clear();
+                &mut spill
+            } else {
+                &mut body
+            };
+            let fed = decoder.feed(self.conn.buffered(), out);
             self.conn.consume(fed.consumed);
             if fed.done {
                 break;
@@ -696,17 +756,43 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 self.error(AMBIGUOUS_END_REPLY);
                 Flow::Continue
             }
-            None if decoder.normalized() > 0 => {
-                // The header goes in front of the body, and only now do we
-                // know it must say the body was normalised (rare: one copy).
-                let mut with_note = self.trace_header(&id, decoder.normalized()).into_bytes();
-                with_note.extend_from_slice(body.get(header.len()..).unwrap_or(&[]));
-                metrics::counter!(uncorreo_metric_names::SMTP_BARE_LF_NORMALIZED_TOTAL)
-                    .increment(1);
-                self.deliver(id, with_note).await
+            None if over_budget => {
+                self.tx = None;
+                self.over_budget();
+                Flow::Continue
             }
-            None => self.deliver(id, body).await,
+            None if decoder.normalized() > 0 => {
+                // Only now do we know the header must say the body was
+                // normalised: swap it in place, never a second copy.
+                let noted = self.trace_header(&id, decoder.normalized());
+                self.deliver_noted(id, body, permit, header.len(), &noted)
+                    .await
+            }
+            None => self.deliver(id, body, permit).await,
         }
+    }
+
+    /// Put `noted` (our header saying the body was normalised) in place of
+    /// the first `old_header` octets of `body`, then deliver.
+    async fn deliver_noted(
+        &mut self,
+        id: String,
+        mut body: Vec<u8>,
+        mut permit: Permit,
+        old_header: usize,
+        noted: &str,
+    ) -> Flow {
+        let want = body
+            .len()
+            .saturating_add(noted.len().saturating_sub(old_header));
+        if permit.make_room(&mut body, want, want).is_err() {
+            self.tx = None;
+            self.over_budget();
+            return Flow::Continue;
+        }
+        body.splice(..old_header.min(body.len()), noted.bytes());
+        metrics::counter!(uncorreo_metric_names::SMTP_BARE_LF_NORMALIZED_TOTAL).increment(1);
+        self.deliver(id, body, permit).await
     }
 
     async fn bdat(&mut self, size: u64, last: bool) -> Flow {
@@ -721,10 +807,51 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         if accept.is_ok() && self.tx.as_ref().is_some_and(|t| t.bdat.is_none()) {
             let id = self.shared.next_id();
             let header = self.trace_header(&id, 0);
+            let declared = self
+                .tx
+                .as_ref()
+                .and_then(|t| t.declared_size)
+                .unwrap_or(0)
+                .min(max);
+            let permit = self
+                .shared
+                .budget
+                .try_reserve((header.len() as u64).saturating_add(declared));
             if let Some(tx) = self.tx.as_mut() {
                 tx.bdat_header_len = header.len();
-                tx.bdat = Some(header.into_bytes());
+                let mut buf = header.into_bytes();
+                if let Ok(p) = &permit {
+                    buf.reserve_exact(
+                        usize::try_from(p.bytes())
+                            .unwrap_or(0)
+                            .saturating_sub(buf.len()),
+                    );
+                }
+                tx.bdat_over_budget = permit.is_err();
+                tx.bdat_permit = permit.ok();
+                tx.bdat = Some(buf);
                 tx.id = id;
+            }
+        }
+        // The chunk's size is declared: pay for it before reading it.
+        if let (Ok(()), Some(tx)) = (accept, self.tx.as_mut()) {
+            if !tx.bdat_too_big && !tx.bdat_over_budget {
+                let ceiling = tx.bdat_header_len.saturating_add(max as usize);
+                let fits = match (tx.bdat.as_mut(), tx.bdat_permit.as_mut()) {
+                    _ if tx.bdat_size.saturating_add(size) > max => true,
+                    (Some(buf), Some(permit)) => {
+                        let want = buf
+                            .len()
+                            .saturating_add(usize::try_from(size).unwrap_or(usize::MAX));
+                        permit.make_room(buf, want, ceiling).is_ok()
+                    }
+                    _ => false,
+                };
+                if !fits {
+                    tx.bdat_over_budget = true;
+                    tx.bdat = Some(Vec::new());
+                    tx.bdat_permit = None;
+                }
             }
         }
         let mut left = size;
@@ -736,6 +863,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                     if tx.bdat_size > max {
                         tx.bdat_too_big = true;
                         tx.bdat = Some(Vec::new());
+                        tx.bdat_permit = None;
+                    } else if tx.bdat_over_budget {
+                        // Drained, not kept: the 452 comes after the chunk.
                     } else if let Some(buf) = tx.bdat.as_mut() {
                         buf.extend_from_slice(self.conn.buffered().get(..take).unwrap_or(&[]));
                     }
@@ -762,39 +892,61 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             self.error("552 5.3.4 Message size exceeds fixed maximum message size");
             return Flow::Continue;
         }
+        if self.tx.as_ref().is_some_and(|t| t.bdat_over_budget) {
+            // RFC 3030 §2: after a failed chunk the client sends no more of
+            // this message; it starts over (MAIL) when it retries.
+            self.tx = None;
+            self.over_budget();
+            return Flow::Continue;
+        }
         if !last {
             self.conn
                 .reply(&format!("250 2.0.0 {size} octets received"));
             return Flow::Continue;
         }
-        let (id, body, header_len) = match self.tx.as_mut() {
+        let (id, body, permit, header_len) = match self.tx.as_mut() {
             Some(t) => (
                 std::mem::take(&mut t.id),
                 t.bdat.take().unwrap_or_default(),
+                t.bdat_permit.take(),
                 t.bdat_header_len,
             ),
-            None => (String::new(), Vec::new(), 0),
+            None => (String::new(), Vec::new(), None, 0),
+        };
+        let Some(permit) = permit else {
+            self.tx = None;
+            self.over_budget();
+            return Flow::Continue;
         };
         // Same line-end rule as DATA (see `data`); our own header is CRLF
         // throughout, so only the client's part can change.
         let client_part = body.get(header_len..).unwrap_or(&[]);
-        match normalize_line_ends(client_part, self.shared.config.bare_lf) {
-            Err(_) => {
-                self.tx = None;
-                count_message("rejected");
-                self.error(self.bare_line_end_reply());
-                Flow::Continue
-            }
-            Ok((_, 0)) => self.deliver(id, body).await,
-            Ok((normalized, count)) => {
-                let mut with_note = self.trace_header(&id, count).into_bytes();
-                with_note.extend_from_slice(&normalized);
-                drop(normalized);
-                metrics::counter!(uncorreo_metric_names::SMTP_BARE_LF_NORMALIZED_TOTAL)
-                    .increment(1);
-                self.deliver(id, with_note).await
+        match count_bare_lf(client_part) {
+            Ok(0) => self.deliver(id, body, permit).await,
+            Ok(_) if self.shared.config.bare_lf == BareLf::Reject => self.refuse_bare_line_end(),
+            Err(_) => self.refuse_bare_line_end(),
+            Ok(count) => {
+                let noted = self.trace_header(&id, count);
+                let mut body = body;
+                let mut permit = permit;
+                let want = body.len().saturating_add(count as usize);
+                if permit.make_room(&mut body, want, want).is_err() {
+                    self.tx = None;
+                    self.over_budget();
+                    return Flow::Continue;
+                }
+                normalize_in_place(&mut body, header_len, count);
+                self.deliver_noted(id, body, permit, header_len, &noted)
+                    .await
             }
         }
+    }
+
+    fn refuse_bare_line_end(&mut self) -> Flow {
+        self.tx = None;
+        count_message("rejected");
+        self.error(self.bare_line_end_reply());
+        Flow::Continue
     }
 
     fn bare_line_end_reply(&self) -> &'static str {
@@ -804,7 +956,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         }
     }
 
-    async fn deliver(&mut self, id: String, body: Vec<u8>) -> Flow {
+    /// Store `body` through the engine; `permit` (the budget's share for
+    /// `body`) is held until `deliver` returns, so bodies queued for the
+    /// writer stay inside the budget.
+    async fn deliver(&mut self, id: String, body: Vec<u8>, permit: Permit) -> Flow {
         let Some(tx) = self.tx.take() else {
             self.error("503 5.5.1 Need MAIL command");
             return Flow::Continue;
@@ -841,6 +996,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         }
         let started = Instant::now();
         let result = self.shared.engine.deliver(delivery).await;
+        drop(permit);
         if let Ok(DeliveryOutcome::Delivered { stored, refused }) = &result {
             if !stored.is_empty() && !refused.is_empty() {
                 tracing::warn!(

@@ -29,6 +29,10 @@ struct Env {
 }
 
 fn env(tweak: impl FnOnce(&mut SmtpConfig)) -> Env {
+    env_with_budget(tweak, uncorreo_budget::Budget::unlimited())
+}
+
+fn env_with_budget(tweak: impl FnOnce(&mut SmtpConfig), budget: uncorreo_budget::Budget) -> Env {
     let dir = tempfile::tempdir().unwrap();
     let engine = Engine::open(EngineConfig {
         data_dir: dir.path().to_path_buf(),
@@ -42,7 +46,7 @@ fn env(tweak: impl FnOnce(&mut SmtpConfig)) -> Env {
         ..SmtpConfig::default()
     };
     tweak(&mut config);
-    let shared = Shared::new(engine.clone(), config).unwrap();
+    let shared = Shared::with_budget(engine.clone(), config, budget).unwrap();
     Env {
         engine,
         shared,
@@ -1224,4 +1228,54 @@ fn implicit_tls_needs_a_certificate() {
     };
     let err = Shared::new(engine, config).err().unwrap();
     assert!(err.to_string().contains("tls_listen"), "{err}");
+}
+
+#[tokio::test]
+async fn bodies_past_the_byte_budget_get_452_4_3_1_and_release_what_they_held() {
+    let budget = uncorreo_budget::Budget::new(64 * 1024);
+    let e = env_with_budget(|_| {}, budget.clone());
+    let mb = e.mailbox("box", 10).await;
+    let (mut c, _) = e.ready().await;
+    // A declared size that does not fit: refused before 354, transaction kept.
+    c.expect("MAIL FROM:<a@b.example> SIZE=70000", "250").await;
+    c.expect("RCPT TO:<box@uncorreo.test>", "250").await;
+    c.expect("DATA", "452 4.3.1").await;
+    c.expect("RSET", "250").await;
+    // A BDAT chunk that does not fit: drained, 452, transaction gone.
+    c.expect("MAIL FROM:<a@b.example>", "250").await;
+    c.expect("RCPT TO:<box@uncorreo.test>", "250").await;
+    let mut chunk = b"BDAT 30000\r\n".to_vec();
+    chunk.extend(std::iter::repeat_n(b'q', 30000));
+    c.send(&chunk).await;
+    assert!(c.reply().await.starts_with("250 2.0.0 30000 octets"));
+    let mut chunk = b"BDAT 70000 LAST\r\n".to_vec();
+    chunk.extend(std::iter::repeat_n(b'q', 70000));
+    c.send(&chunk).await;
+    let r = c.reply().await;
+    assert!(r.starts_with("452 4.3.1"), "{r}");
+    c.expect("NOOP", "250").await;
+    // An undeclared DATA body that outgrows it: drained to the end, 452.
+    c.expect("MAIL FROM:<a@b.example>", "250").await;
+    c.expect("RCPT TO:<box@uncorreo.test>", "250").await;
+    c.expect("DATA", "354").await;
+    let mut body = Vec::new();
+    for _ in 0..1000 {
+        body.extend_from_slice(
+            b"0123456789012345678901234567890123456789012345678901234567890123456789\r\n",
+        );
+    }
+    body.extend_from_slice(b".\r\n");
+    c.send(&body).await;
+    let r = c.reply().await;
+    assert!(r.starts_with("452 4.3.1"), "{r}");
+    assert_eq!(budget.in_flight(), 0);
+    // What fits is taken.
+    c.expect("MAIL FROM:<a@b.example>", "250").await;
+    c.expect("RCPT TO:<box@uncorreo.test>", "250").await;
+    c.expect("DATA", "354").await;
+    c.send(b"Subject: fits\r\n\r\nsmall\r\n.\r\n").await;
+    let r = c.reply().await;
+    assert!(r.starts_with("250 2.0.0"), "{r}");
+    assert_eq!(e.stored(&mb).len(), 1);
+    assert_eq!(budget.in_flight(), 0);
 }

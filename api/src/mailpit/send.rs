@@ -8,7 +8,7 @@
 
 use axum::body::Body;
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use base64::Engine as _;
@@ -16,6 +16,8 @@ use serde::Deserialize;
 use uncorreo_engine::Recipient;
 
 use super::Instance;
+use crate::inflight::{self, BodyError, FrontEnd};
+use crate::problem::Problem;
 use crate::AppState;
 
 /// Most recipients (To + Cc + Bcc).
@@ -95,21 +97,50 @@ fn error(status: StatusCode, message: impl Into<String>) -> Response {
 }
 
 /// Send a message.
-pub async fn send(State(state): State<AppState>, inst: Instance, body: Body) -> Response {
-    match send_inner(&state, &inst, body).await {
+pub async fn send(
+    State(state): State<AppState>,
+    inst: Instance,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    match send_inner(&state, &inst, &headers, body).await {
         Ok(id) => Json(serde_json::json!({ "ID": id })).into_response(),
         Err(e) => e,
     }
 }
 
-async fn send_inner(state: &AppState, inst: &Instance, body: Body) -> Result<String, Response> {
+/// A problem in this route's error shape, keeping its `Retry-After`.
+fn problem(p: Problem) -> Response {
+    let e = super::MailpitError::from(p);
+    let mut resp = error(e.status, e.message);
+    if let Some(secs) = e.retry_after {
+        resp.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    }
+    resp
+}
+
+async fn send_inner(
+    state: &AppState,
+    inst: &Instance,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<String, Response> {
     // Base64 attachments are 4/3 of the message they become.
     let max = state.engine.config().max_message_bytes.saturating_mul(4) / 3 + 64 * 1024;
-    let bytes = axum::body::to_bytes(body, max)
+    let (bytes, mut permit) = inflight::read(state.budget(), headers, body, max)
         .await
-        .map_err(|_| error(StatusCode::PAYLOAD_TOO_LARGE, "request body too large"))?;
+        .map_err(|e| match e {
+            BodyError::OverBudget(_) => problem(inflight::refused(FrontEnd::MailpitSend)),
+            BodyError::TooLarge | BodyError::Unreadable => {
+                error(StatusCode::PAYLOAD_TOO_LARGE, "request body too large")
+            }
+        })?;
     let req: SendRequest = serde_json::from_slice(&bytes)
         .map_err(|e| error(StatusCode::BAD_REQUEST, e.to_string()))?;
+    // The parsed request now holds what the JSON held; the permit goes on
+    // paying for it.
+    drop(bytes);
     let now = state.engine.now_ms();
     let message_id = format!("{}@{}", random_token(), state.hostname());
     let raw = build(
@@ -118,6 +149,7 @@ async fn send_inner(state: &AppState, inst: &Instance, body: Body) -> Result<Str
         &message_id,
     )
     .map_err(|e| error(StatusCode::BAD_REQUEST, e))?;
+    inflight::hold_more(&mut permit, raw.len(), FrontEnd::MailpitSend).map_err(problem)?;
     let mut rcpts: Vec<Recipient> = Vec::new();
     let all = req
         .to
@@ -145,12 +177,11 @@ async fn send_inner(state: &AppState, inst: &Instance, body: Body) -> Result<Str
         .as_ref()
         .map(|p| p.email.trim().to_owned())
         .unwrap_or_default();
-    let stored = crate::send::deliver_many(state, inst.caller.ip(), rcpts, envelope_from, &raw)
-        .await
-        .map_err(|p| {
-            let e = super::MailpitError::from(p);
-            error(e.status, e.message)
-        })?;
+    let paid = (&mut permit, FrontEnd::MailpitSend);
+    let stored =
+        crate::send::deliver_many(state, inst.caller.ip(), rcpts, envelope_from, &raw, paid)
+            .await
+            .map_err(problem)?;
     stored
         .first()
         .map(ToString::to_string)

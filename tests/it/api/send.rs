@@ -233,3 +233,82 @@ fn a_refused_oversize_body_closes_the_connection_and_says_so() {
     assert!(text.contains("\r\nconnection: close\r\n"), "{text}");
     assert!(end.is_ok(), "the server must close the connection: {end:?}");
 }
+
+/// Past the budget of bytes in flight (held by SMTP sessions stopped after
+/// `354`, see `smtp::budget`), both HTTP sends answer 503 with
+/// `Retry-After` and store nothing; once the holders finish, the same
+/// requests go through.
+#[test]
+fn sends_past_the_byte_budget_get_503_with_retry_after_and_go_through_later() {
+    use crate::smtp::budget::{finish, hold, in_flight, message, small_budget, HELD};
+    use base64::Engine as _;
+    let api = Api::start_with(small_budget);
+    let key = Auth::Bearer(api.user("free"));
+    let (address, _) = api.mailbox(&key, json!({"local_part": "budget"}));
+    let path = format!("/api/v1/mailboxes/{address}/messages");
+    let raw = message("http", 600_000);
+    let basic = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(match &key {
+            Auth::Bearer(k) => format!("u:{k}"),
+            _ => unreachable!(),
+        })
+    );
+    let mailpit_send = || {
+        let body = json!({
+            "From": {"Email": "app@example.com"},
+            "To": [{"Email": address}],
+            "Subject": "mailpit",
+            "Text": String::from_utf8_lossy(&raw[raw.len() / 2..]),
+        });
+        api.client
+            .post(api.server.url("/mailpit/api/v1/send"))
+            .header("authorization", &basic)
+            .json(&body)
+            .send()
+            .unwrap()
+    };
+
+    let mut a = hold(&api.server, &address, HELD);
+    let mut b = hold(&api.server, &address, HELD);
+    let r = post_raw(&api, &path, &key, "message/rfc822", raw.clone());
+    assert_eq!((r.status, r.problem().as_str()), (503, "unavailable"));
+    assert_eq!(r.header("retry-after").as_deref(), Some("1"));
+    assert_eq!(
+        r.header("content-type").as_deref(),
+        Some("application/problem+json")
+    );
+    let m = mailpit_send();
+    assert_eq!(m.status().as_u16(), 503);
+    assert_eq!(
+        m.headers().get("retry-after").and_then(|v| v.to_str().ok()),
+        Some("1")
+    );
+
+    let metrics = String::from_utf8(api.get("/metrics", &Auth::None).body).unwrap();
+    for line in [
+        "uncorreo_in_flight_refused_total{front_end=\"http_send\"}",
+        "uncorreo_in_flight_refused_total{front_end=\"mailpit_send\"}",
+        "uncorreo_in_flight_bytes ",
+        "uncorreo_in_flight_limit_bytes ",
+    ] {
+        assert!(metrics.contains(line), "{line} missing from /metrics");
+    }
+
+    assert!(finish(&mut a, &message("a", HELD)).starts_with("250"));
+    assert!(finish(&mut b, &message("b", HELD)).starts_with("250"));
+    let r = post_raw(&api, &path, &key, "message/rfc822", raw.clone());
+    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+    let m = mailpit_send();
+    assert_eq!(m.status().as_u16(), 200);
+    assert_eq!(in_flight(&api.server), 0);
+    let mailbox = api
+        .server
+        .engine
+        .mailbox(&address.parse().unwrap())
+        .unwrap();
+    assert_eq!(
+        mailbox.message_count, 4,
+        "two holders, two sends; nothing refused was stored"
+    );
+}

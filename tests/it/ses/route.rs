@@ -135,7 +135,7 @@ fn world(setup: Setup) -> World {
         clock.clone(),
     );
     World {
-        app: router(ingest),
+        app: router(ingest, uncorreo_budget::Budget::unlimited()),
         engine,
         clock,
         certs,

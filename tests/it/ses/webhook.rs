@@ -34,21 +34,8 @@ fn sns_config(c: &mut Config, certs: &Path) {
 
 /// POST over a plain TCP connection; returns (status, JSON body).
 fn post(addr: SocketAddr, body: &str) -> (u16, serde_json::Value) {
-    let mut s = std::net::TcpStream::connect(addr).unwrap();
-    write!(
-        s,
-        "POST /api/v1/ses/inbound HTTP/1.1\r\nHost: x\r\nContent-Type: text/plain; charset=UTF-8\r\nx-amz-sns-message-type: Notification\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    let status = out
-        .get(9..12)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or_else(|| panic!("no status in {out:?}"));
-    let body = out.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
-    (status, serde_json::from_str(body).unwrap_or_default())
+    let (status, json, _) = post_with_headers(addr, body);
+    (status, json)
 }
 
 fn signed_notification(id: &str) -> String {
@@ -236,4 +223,62 @@ fn sns_verify_command_says_valid_or_why_not() {
     let (code, _, stderr) = run_verify(&dir.path().join("missing.pem"), &valid);
     assert_ne!(code, 0);
     assert!(stderr.contains("missing.pem"), "{stderr}");
+}
+
+/// Past the budget of bytes in flight (held by SMTP sessions stopped after
+/// `354`, see `smtp::budget`), a notification gets 503 with `Retry-After`
+/// and stores nothing; SNS retries, and the retry is stored once.
+#[test]
+fn a_notification_past_the_byte_budget_gets_503_and_its_retry_is_stored() {
+    use crate::smtp::budget::{finish, hold, message, small_budget, HELD};
+    let certs = cert_dir();
+    let server = TestServer::start_with(|c| {
+        sns_config(c, certs.path());
+        small_budget(c);
+    });
+    let mb = server.mailbox("box", 10);
+    let email = message("ses", 300_000);
+    let notification = {
+        let m = fx::ses_received(&["box@uncorreo.test"], "noreply@shop.example", &email, true);
+        let mut n = fx::notification("b5a1c3d2-7e4f-4a1b-9c8d-000000000009", m, fx::now_ms());
+        fx::sign(&mut n, "2");
+        fx::to_json(&n)
+    };
+    let mut a = hold(&server, "box@uncorreo.test", HELD);
+    let mut b = hold(&server, "box@uncorreo.test", HELD);
+    let (status, json, retry_after) = post_with_headers(server.http, &notification);
+    assert_eq!(status, 503, "{json}");
+    assert_eq!(retry_after.as_deref(), Some("1"));
+    assert!(finish(&mut a, &message("a", HELD)).starts_with("250"));
+    assert!(finish(&mut b, &message("b", HELD)).starts_with("250"));
+    let (status, json, _) = post_with_headers(server.http, &notification);
+    assert_eq!(status, 200, "{json}");
+    let list = server.engine.list_messages(mb.id, 0, 10).unwrap();
+    assert_eq!(list.len(), 3, "two holders and the notification, once");
+}
+
+/// [`post`], also returning the `Retry-After` header.
+fn post_with_headers(addr: SocketAddr, body: &str) -> (u16, serde_json::Value, Option<String>) {
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        s,
+        "POST /api/v1/ses/inbound HTTP/1.1\r\nHost: x\r\nContent-Type: text/plain; charset=UTF-8\r\nx-amz-sns-message-type: Notification\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    let (head, body) = out.split_once("\r\n\r\n").unwrap_or((&out, ""));
+    let status = head
+        .get(9..12)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("no status in {out:?}"));
+    let retry_after = head
+        .lines()
+        .find_map(|l| l.strip_prefix("retry-after: ").map(str::to_owned));
+    (
+        status,
+        serde_json::from_str(body).unwrap_or_default(),
+        retry_after,
+    )
 }

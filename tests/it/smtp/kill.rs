@@ -5,15 +5,14 @@
 //! Messages that were in flight (no reply seen) may be either present or not.
 
 use std::collections::{HashMap, HashSet};
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::process::Stdio;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use uncorreo::Appliance;
-use uncorreo_engine::{Address, NewMailbox, Owner};
+use uncorreo_engine::Address;
 
 const CONNECTIONS: usize = 8;
 /// Kill once this many messages have been acknowledged.
@@ -37,16 +36,6 @@ fn body(conn: usize, n: usize) -> Vec<u8> {
 
 fn stuffed(body: &[u8]) -> Vec<u8> {
     uncorreo_smtpd::dot_stuff(body)
-}
-
-/// Kills the child when the test ends, also when it panics.
-struct KillOnDrop(std::process::Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 struct Acked {
@@ -106,47 +95,12 @@ fn every_acknowledged_message_survives_sigkill() {
     let config = crate::support::test_config(data.path());
 
     // 1. Create the mailboxes in-process, then stop (the binary needs the dir lock).
-    let appliance = Appliance::start(config.clone()).unwrap();
-    for i in 0..CONNECTIONS {
-        let new = NewMailbox {
-            address: Address::from_parts(&format!("k{i}"), crate::support::DOMAIN).unwrap(),
-            owner: Owner::Anonymous {
-                token_hash: [0; 32],
-            },
-            expires_at_ms: appliance.engine.now_ms() + 3_600_000,
-            max_messages: 1_000_000,
-        };
-        crate::support::block_on(appliance.engine.create_mailbox(new)).unwrap();
-    }
-    appliance.shutdown();
-    assert!(
-        std::fs::read_dir(data.path()).unwrap().next().is_some(),
-        "the engine wrote nothing to its data dir: mailboxes would not survive the kill"
-    );
+    let locals: Vec<String> = (0..CONNECTIONS).map(|i| format!("k{i}")).collect();
+    let locals: Vec<&str> = locals.iter().map(String::as_str).collect();
+    super::mailboxes_then_stop(data.path(), &locals, |_| {});
 
     // 2. The real binary on the same directory.
-    let child = crate::support::serve_command(data.path(), "127.0.0.1:0", "127.0.0.1:0")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut child = KillOnDrop(child);
-    let mut out = BufReader::new(child.0.stdout.take().unwrap());
-    let smtp: SocketAddr = loop {
-        let mut line = String::new();
-        assert!(
-            out.read_line(&mut line).unwrap() > 0,
-            "binary exited before listening"
-        );
-        if let Some(a) = line.trim().strip_prefix("smtp ") {
-            break a.parse().unwrap();
-        }
-    };
-    // Keep draining stdout so the child never blocks on a full pipe.
-    let drain = std::thread::spawn(move || {
-        let mut sink = Vec::new();
-        let _ = out.read_to_end(&mut sink);
-    });
+    let (mut child, smtp, drain) = super::spawn_binary(data.path(), &[]);
 
     // 3. Burst, then SIGKILL once enough acks were seen.
     let acked = Arc::new(Acked {

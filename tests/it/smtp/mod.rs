@@ -4,6 +4,7 @@
 //! dialogues use `support::Raw`.
 
 mod auth;
+pub mod budget;
 mod clients;
 mod disk_full;
 mod frameworks;
@@ -11,9 +12,11 @@ mod kill;
 mod postfix;
 mod protocol;
 
-use std::process::Command;
+use std::io::{BufRead, BufReader, Read};
+use std::net::SocketAddr;
+use std::process::{Command, Stdio};
 
-use uncorreo_engine::{Engine, MailboxInfo};
+use uncorreo_engine::{Address, Engine, MailboxInfo, NewMailbox, Owner};
 
 /// Every stored message of `mailbox`, oldest first.
 pub fn stored(engine: &Engine, mailbox: &MailboxInfo) -> Vec<Vec<u8>> {
@@ -142,4 +145,74 @@ pub fn tls_server_with(names: &[&str], tweak: impl FnOnce(&mut uncorreo::Config)
         cert_pem: cert.cert.pem(),
         _dir: dir,
     }
+}
+
+/// Create mailboxes `locals` (room for 1,000,000 messages each) in a fresh
+/// appliance on `data` (test config changed by `tweak`), then stop it, so
+/// the real binary can take the directory lock.
+pub fn mailboxes_then_stop(
+    data: &std::path::Path,
+    locals: &[&str],
+    tweak: impl FnOnce(&mut uncorreo::Config),
+) {
+    let mut config = crate::support::test_config(data);
+    tweak(&mut config);
+    let appliance = uncorreo::Appliance::start(config).unwrap();
+    for local in locals {
+        let new = NewMailbox {
+            address: Address::from_parts(local, crate::support::DOMAIN).unwrap(),
+            owner: Owner::Anonymous {
+                token_hash: [0; 32],
+            },
+            expires_at_ms: appliance.engine.now_ms() + 3_600_000,
+            max_messages: 1_000_000,
+        };
+        crate::support::block_on(appliance.engine.create_mailbox(new)).unwrap();
+    }
+    appliance.shutdown();
+    assert!(
+        std::fs::read_dir(data).unwrap().next().is_some(),
+        "the engine wrote nothing to its data dir: mailboxes would not reach the binary"
+    );
+}
+
+/// Kills the child when the test ends, also when it panics.
+pub struct KillOnDrop(pub std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Run the `uncorreo` binary on `data` (loopback, port 0, two cores) with
+/// `env` on top; returns it, its SMTP address and the thread draining its
+/// stdout (so it never blocks on a full pipe).
+pub fn spawn_binary(
+    data: &std::path::Path,
+    env: &[(&str, String)],
+) -> (KillOnDrop, SocketAddr, std::thread::JoinHandle<()>) {
+    let mut cmd = crate::support::serve_command(data, "127.0.0.1:0", "127.0.0.1:0");
+    cmd.stdout(Stdio::piped()).stderr(Stdio::null());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = KillOnDrop(cmd.spawn().unwrap());
+    let mut out = BufReader::new(child.0.stdout.take().unwrap());
+    let smtp: SocketAddr = loop {
+        let mut line = String::new();
+        assert!(
+            out.read_line(&mut line).unwrap() > 0,
+            "binary exited before listening"
+        );
+        if let Some(a) = line.trim().strip_prefix("smtp ") {
+            break a.parse().unwrap();
+        }
+    };
+    let drain = std::thread::spawn(move || {
+        let mut sink = Vec::new();
+        let _ = out.read_to_end(&mut sink);
+    });
+    (child, smtp, drain)
 }
