@@ -10,7 +10,7 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::{Deserialize, Serialize};
-use uncorreo_engine::{MailboxInfo, MessageId, MessageMeta};
+use uncorreo_engine::{ListEntry, MailboxInfo, MessageId, MessageMeta};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -96,6 +96,11 @@ pub struct MessagePage {
     pub next_since: u64,
     /// True if messages past `next_since` may exist now.
     pub has_more: bool,
+    /// Sequences in this page's range (after `since`, up to `next_since`)
+    /// whose message failed its checksum on disk: quarantined, never served,
+    /// listed here so a page with fewer messages is not taken for the end.
+    /// Ascending; usually empty.
+    pub gaps: Vec<u64>,
 }
 
 /// The parsed view of a message.
@@ -210,16 +215,24 @@ pub fn list(state: &AppState, mb: &MailboxInfo, q: ListQuery) -> Result<MessageP
     let mut cursor = since;
     let mut scanned = 0usize;
     let mut out = Vec::new();
+    let mut gaps = Vec::new();
     // True once the engine has nothing past `cursor` right now.
     let mut exhausted = false;
     'pages: while out.len() < limit && scanned < limits.max_scan {
         // Never examine more than `max_scan` in total, to the message.
         let want = limit.min(limits.max_scan - scanned);
-        let batch = state.engine.list_messages(mb.id, cursor, want)?;
+        let batch = state.engine.list_entries(mb.id, cursor, want)?;
         let short = batch.len() < want;
-        for m in &batch {
-            cursor = m.id.seq;
+        for entry in &batch {
+            cursor = entry.seq();
             scanned += 1;
+            let m = match entry {
+                ListEntry::Message(m) => m,
+                ListEntry::Gap { seq } => {
+                    gaps.push(*seq);
+                    continue;
+                }
+            };
             let keep = match &tag {
                 None => true,
                 Some(t) => m
@@ -248,6 +261,7 @@ pub fn list(state: &AppState, mb: &MailboxInfo, q: ListQuery) -> Result<MessageP
         messages: out,
         next_since: cursor,
         has_more,
+        gaps,
     })
 }
 

@@ -807,18 +807,44 @@ impl Engine {
             .map_or(stored, |fresh| MessageSummary::clone(&fresh))
     }
 
-    /// Messages with `seq > since_seq`, ascending, at most `limit`.
-    /// Quarantined (corrupt) messages are left out.
+    /// Entries with `seq > since_seq`, ascending, at most `limit`: every
+    /// stored message, and a [`ListEntry::Gap`] for each quarantined
+    /// (corrupt) one, so a page of `limit` entries is short only when the
+    /// mailbox has nothing more, and its last entry is where the next page
+    /// starts.
+    pub fn list_entries(
+        &self,
+        mailbox: MailboxId,
+        since_seq: u64,
+        limit: usize,
+    ) -> Result<Vec<ListEntry>, LookupError> {
+        let refs = self.refs(mailbox, since_seq, limit)?;
+        Ok(refs
+            .iter()
+            .map(|(r, seg)| match self.meta_of(mailbox, r, seg) {
+                Ok(meta) => ListEntry::Message(meta),
+                Err(_) => ListEntry::Gap { seq: r.seq },
+            })
+            .collect())
+    }
+
+    /// The messages among [`Engine::list_entries`]: gaps are left out, so
+    /// the result may be shorter than `limit` while more follows. For
+    /// callers that want the messages only (tests, tools); a client-facing
+    /// listing or replay uses `list_entries` and reports the gaps.
     pub fn list_messages(
         &self,
         mailbox: MailboxId,
         since_seq: u64,
         limit: usize,
     ) -> Result<Vec<MessageMeta>, LookupError> {
-        let refs = self.refs(mailbox, since_seq, limit)?;
-        Ok(refs
-            .iter()
-            .filter_map(|(r, seg)| self.meta_of(mailbox, r, seg).ok())
+        Ok(self
+            .list_entries(mailbox, since_seq, limit)?
+            .into_iter()
+            .filter_map(|e| match e {
+                ListEntry::Message(m) => Some(m),
+                ListEntry::Gap { .. } => None,
+            })
             .collect())
     }
 

@@ -19,7 +19,9 @@ use crate::error::OpenError;
 use crate::files::{self, DataFile, Io};
 use crate::ids::{RecordLoc, SegmentNo};
 use crate::segment::{self, Segment};
-use crate::state::{MailboxEntry, MailboxIndex, MsgRef, StateValue, DEDUPE_TTL_MS, MAX_SHARDS};
+use crate::state::{
+    MailboxEntry, MailboxIndex, MsgRef, StateValue, DEDUPE_TTL_MS, MAX_SHARDS, REF_CORRUPT,
+};
 use crate::sys::Map;
 use crate::types::*;
 
@@ -270,26 +272,36 @@ fn recover_shard(
                     && h.data_len <= file_len
                     && h.data_len >= codec::SEG_HEADER_LEN as u64
             });
-        let (data_len, entries) = match hint {
-            Some(h) => (h.data_len, h.entries),
+        let (data_len, entries, suspects) = match hint {
+            Some(h) => (h.data_len, h.entries, Vec::new()),
             None => {
                 let tail = Some(no) == tail_no;
-                let (data_len, entries, bad) = scan(file.file(), file_len, tail, &path)?;
+                let Scanned {
+                    data_len,
+                    entries,
+                    suspects,
+                    bad,
+                } = scan(file.file(), file_len, tail, &path)?;
                 acc.corrupt += bad;
                 if tail && data_len < file_len {
                     tracing::warn!(seg = %path.display(), from = file_len, to = data_len, "truncating torn tail");
                     files::truncate(io, &file, data_len)?;
                 }
-                let hint = Hint {
-                    shard: shard as u32,
-                    seg_no: no,
-                    data_len,
-                    entries: entries.clone(),
-                };
-                if let Err(e) = files::write_hint(io, dir, &path, &hint, sync) {
-                    tracing::warn!(%e, "could not write hint file");
+                // A segment with bad records gets no hint: every open scans
+                // it again, so its damage is counted again and its gaps stay
+                // known (a hint has no way to say "corrupt").
+                if bad == 0 {
+                    let hint = Hint {
+                        shard: shard as u32,
+                        seg_no: no,
+                        data_len,
+                        entries: entries.clone(),
+                    };
+                    if let Err(e) = files::write_hint(io, dir, &path, &hint, sync) {
+                        tracing::warn!(%e, "could not write hint file");
+                    }
                 }
-                (data_len, entries)
+                (data_len, entries, suspects)
             }
         };
         let map = Map::new(
@@ -298,6 +310,18 @@ fn recover_shard(
         )?;
         let seg = Arc::new(Segment::new(SegmentNo(no), path, map, data_len, true));
         index_entries(&seg, &entries, &mut acc);
+        acc.msgs.extend(suspects.iter().map(|e| {
+            (
+                e.a,
+                MsgRef {
+                    seq: e.b,
+                    seg: SegmentNo(no),
+                    off: e.off,
+                    len: e.len,
+                    flags: REF_CORRUPT,
+                },
+            )
+        }));
         out.segs.insert(SegmentNo(no), seg);
     }
     out.corrupt = acc.corrupt;
@@ -337,19 +361,35 @@ fn read_up_to(f: &File, buf: &mut [u8]) -> std::io::Result<usize> {
     Ok(got)
 }
 
+/// What a scan of one segment found.
+struct Scanned {
+    /// End of the last whole batch.
+    data_len: u64,
+    /// Records of whole batches whose checksum held.
+    entries: Vec<HintEntry>,
+    /// Message records of whole batches whose checksum failed but whose
+    /// prefix still names a mailbox and sequence: the sequence stays known
+    /// as a gap if the rest of the index vouches for it (see [`resolve`]).
+    suspects: Vec<HintEntry>,
+    /// Bad records (checksum, unknown kind, unreadable framing).
+    bad: u64,
+}
+
 /// Walk a segment without a hint, checking every record's CRC. Only records
 /// of whole batches (followed by their `BatchCommit`) count. In the tail
 /// segment the first bad record ends the log; elsewhere a bad record is
-/// counted, skipped and the walk goes on.
-fn scan(
-    file: &File,
-    file_len: u64,
-    tail: bool,
-    path: &Path,
-) -> std::io::Result<(u64, Vec<HintEntry>, u64)> {
+/// counted and skipped (a message's sequence kept as a suspect) and the walk
+/// goes on, up to framing it cannot read past, which ends the walk of that
+/// segment (counted, logged, the file left as it is).
+fn scan(file: &File, file_len: u64, tail: bool, path: &Path) -> std::io::Result<Scanned> {
     let hdr = codec::SEG_HEADER_LEN as u64;
     if file_len <= hdr {
-        return Ok((hdr.min(file_len).max(hdr), Vec::new(), 0));
+        return Ok(Scanned {
+            data_len: hdr.min(file_len).max(hdr),
+            entries: Vec::new(),
+            suspects: Vec::new(),
+            bad: 0,
+        });
     }
     let map = Map::new(file, usize::try_from(file_len).unwrap_or(usize::MAX))?;
     let data = map.bytes();
@@ -358,6 +398,8 @@ fn scan(
     let mut committed_end = off;
     let mut entries = Vec::new();
     let mut pending: Vec<HintEntry> = Vec::new();
+    let mut suspects = Vec::new();
+    let mut pending_suspects: Vec<HintEntry> = Vec::new();
     let mut bad = 0u64;
     loop {
         let f = match codec::frame_at(data, off, limit) {
@@ -378,12 +420,24 @@ fn scan(
             }
             tracing::warn!(seg = %path.display(), off, "record checksum mismatch in a sealed segment; skipped");
             bad += 1;
+            if f.kind == Kind::Message as u8 {
+                if let Ok(h) = codec::message_head(f.payload) {
+                    pending_suspects.push(HintEntry {
+                        off: off as u32,
+                        len: total as u32,
+                        kind: f.kind,
+                        a: h.mailbox,
+                        b: h.seq,
+                    });
+                }
+            }
             off += total;
             continue;
         }
         match Kind::from_u8(f.kind) {
             Some(Kind::BatchCommit) => {
                 entries.append(&mut pending);
+                suspects.append(&mut pending_suspects);
                 committed_end = off + total;
             }
             Some(kind) => {
@@ -412,7 +466,12 @@ fn scan(
     if !pending.is_empty() {
         tracing::warn!(seg = %path.display(), records = pending.len(), "dropping records of an unfinished batch");
     }
-    Ok((committed_end as u64, entries, bad))
+    Ok(Scanned {
+        data_len: committed_end as u64,
+        entries,
+        suspects,
+        bad,
+    })
 }
 
 fn index_entries(seg: &Segment, entries: &[HintEntry], acc: &mut Acc) {
@@ -535,16 +594,46 @@ fn resolve(
         *e = (*e).max(*id);
     }
     let mut last_seq: HashMap<u64, u64> = acc.tomb_seq.clone();
-    let mut per_mb: HashMap<u64, Vec<MsgRef>> = HashMap::new();
+    // Damaged message records per mailbox (see `vouched` below).
+    let mut suspects: HashMap<u64, u64> = HashMap::new();
     for (mb, r) in &acc.msgs {
+        if r.flags & REF_CORRUPT != 0 {
+            *suspects.entry(*mb).or_default() += 1;
+            continue;
+        }
         max_id = max_id.max(*mb);
         let l = last_seq.entry(*mb).or_default();
         *l = (*l).max(r.seq);
+    }
+    // A record that failed its checksum names its mailbox and sequence with
+    // bytes nothing vouches for. It stays known (as a gap) only if its
+    // mailbox is known and its sequence lies within what the mailbox's sound
+    // records cover, or just past it by at most the number of damaged
+    // records (the newest messages may be the damaged ones): so its
+    // sequence is never reused, and damage cannot invent a far-off one.
+    let vouched_until: HashMap<u64, u64> = suspects
+        .iter()
+        .filter(|(mb, _)| acc.mailboxes.contains_key(mb))
+        .map(|(mb, n)| {
+            let last = last_seq.get(mb).copied().unwrap_or(0);
+            (*mb, last.saturating_add(*n))
+        })
+        .collect();
+    let mut per_mb: HashMap<u64, Vec<MsgRef>> = HashMap::new();
+    for (mb, r) in &acc.msgs {
         let live = acc
             .mailboxes
             .get(mb)
             .is_some_and(|(m, _)| newest.get(&m.address) == Some(mb) && m.expires_at_ms > now_ms);
-        if !live || acc.deleted_msgs.contains(&(*mb, r.seq)) {
+        let vouched = r.flags & REF_CORRUPT == 0
+            || vouched_until
+                .get(mb)
+                .is_some_and(|until| r.seq > 0 && r.seq <= *until);
+        if vouched {
+            let l = last_seq.entry(*mb).or_default();
+            *l = (*l).max(r.seq);
+        }
+        if !live || !vouched || acc.deleted_msgs.contains(&(*mb, r.seq)) {
             if let Some(s) = rec.segs.get(&r.seg) {
                 s.add_dead(u64::from(r.len));
             }
@@ -570,7 +659,8 @@ fn resolve(
             .windows(2)
             .all(|w| w.first().map(|a| a.seq) < w.get(1).map(|b| b.seq))
         {
-            msgs.sort_by_key(|r| r.seq);
+            // A sound record wins over a damaged one claiming its sequence.
+            msgs.sort_by_key(|r| (r.seq, r.flags & REF_CORRUPT));
             msgs.dedup_by_key(|r| r.seq);
         }
         msgs.shrink_to_fit();

@@ -337,6 +337,34 @@ pub struct MessageMeta {
     pub summary: MessageSummary,
 }
 
+/// One entry of a listing, in sequence order.
+///
+/// A stored message whose record fails its checksum is quarantined (never
+/// served again) but keeps its sequence as a [`ListEntry::Gap`], so a
+/// listing or a replay never silently comes back short: a client that reads
+/// a page sees the gap and moves past it, instead of taking a short page for
+/// "caught up".
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ListEntry {
+    /// A message, as listings show it.
+    Message(MessageMeta),
+    /// A quarantined (corrupt) message: its sequence, and nothing else.
+    Gap {
+        /// Its sequence in the mailbox.
+        seq: u64,
+    },
+}
+
+impl ListEntry {
+    /// The entry's sequence in the mailbox.
+    pub fn seq(&self) -> u64 {
+        match self {
+            Self::Message(m) => m.id.seq,
+            Self::Gap { seq } => *seq,
+        }
+    }
+}
+
 /// One message handed to [`Engine::deliver`](crate::Engine::deliver).
 #[derive(Debug, Clone)]
 pub struct Delivery {

@@ -211,17 +211,19 @@ impl Session {
         )
         .map_err(as_argument_error)?;
         let summary = format!(
-            "{} message(s) in {} past since={}; next_since={}{}.",
+            "{} message(s) in {} past since={}; next_since={}{}{}.",
             page.messages.len(),
             mb.address,
             a.since.unwrap_or(0),
             page.next_since,
-            if page.has_more { ", more waiting" } else { "" }
+            if page.has_more { ", more waiting" } else { "" },
+            gaps_note(&page.gaps),
         );
         let out = json!({
             "messages": page.messages,
             "next_since": page.next_since,
             "has_more": page.has_more,
+            "gaps": page.gaps,
         });
         Ok(untrusted(&summary, out))
     }
@@ -321,10 +323,12 @@ impl Session {
         } else {
             describe_arrivals(&mb, &w.messages, w.next_since)
         };
+        let summary = format!("{summary}{}", gaps_note(&w.gaps));
         let out = json!({
             "messages": w.messages,
             "next_since": w.next_since,
             "timed_out": w.timed_out,
+            "gaps": w.gaps,
         });
         Ok(untrusted(&summary, out))
     }
@@ -401,7 +405,7 @@ impl Session {
                     latest: None,
                 },
             )?;
-            scanned += page.messages.len();
+            scanned += page.messages.len() + page.gaps.len();
             cursor = page.next_since;
             for m in page.messages {
                 if !m.codes.is_empty() || !m.links.is_empty() {
@@ -527,6 +531,19 @@ impl Session {
     }
 }
 
+/// A sentence naming quarantined sequences, so an agent reading only the
+/// text does not take fewer messages for the end; empty when there are none.
+fn gaps_note(gaps: &[u64]) -> String {
+    if gaps.is_empty() {
+        return String::new();
+    }
+    let list: Vec<String> = gaps.iter().map(u64::to_string).collect();
+    format!(
+        "; message(s) at seq {} failed their checksum on disk and are skipped (gaps)",
+        list.join(", ")
+    )
+}
+
 fn describe_arrivals(mb: &MailboxInfo, found: &[MessageSummaryView], next_since: u64) -> String {
     let list = found
         .iter()
@@ -648,6 +665,15 @@ fn tool<T: schemars::JsonSchema>(
     .with_raw_output_schema(output)
 }
 
+/// Sequences of quarantined (corrupt) messages in the range a result covers.
+fn gaps_schema() -> Value {
+    json!({
+        "type": "array",
+        "items": {"type": "integer"},
+        "description": "Sequences whose message failed its checksum on disk: quarantined, never served, skipped."
+    })
+}
+
 static TOOLS: LazyLock<Vec<Tool>> = LazyLock::new(|| {
     let mailbox_view = json!({
         "type": "object",
@@ -689,7 +715,8 @@ static TOOLS: LazyLock<Vec<Tool>> = LazyLock::new(|| {
                 untrusted_properties(json!({
                     "messages": {"type": "array", "items": summary_schema()},
                     "next_since": {"type": "integer"},
-                    "has_more": {"type": "boolean"}
+                    "has_more": {"type": "boolean"},
+                    "gaps": gaps_schema()
                 })),
                 &["messages", "next_since", "untrusted"],
             ),
@@ -724,7 +751,8 @@ static TOOLS: LazyLock<Vec<Tool>> = LazyLock::new(|| {
                 untrusted_properties(json!({
                     "messages": {"type": "array", "items": summary_schema()},
                     "next_since": {"type": "integer"},
-                    "timed_out": {"type": "boolean"}
+                    "timed_out": {"type": "boolean"},
+                    "gaps": gaps_schema()
                 })),
                 &["messages", "next_since", "timed_out", "untrusted"],
             ),

@@ -54,7 +54,7 @@ pub const HTTP_SEND_MESSAGES_TOTAL: &str = "uncorreo_http_send_messages_total";
 pub const MAILBOXES_CREATED_TOTAL: &str = "uncorreo_mailboxes_created_total";
 /// Stored messages the parsed view could not be built for (too large, unparseable, parser panic).
 pub const MESSAGE_PARSE_FAILURES_TOTAL: &str = "uncorreo_message_parse_failures_total";
-/// Outbound webhook attempts and events, by outcome (delivered, failed, refused, exhausted, dropped).
+/// Outbound webhook attempts and events, by outcome (delivered, failed, refused, exhausted, dropped, quarantined).
 pub const WEBHOOK_DELIVERIES_TOTAL: &str = "uncorreo_webhook_deliveries_total";
 /// Events handed to the fan-out after commit (one per stored message).
 pub const EVENTS_PUBLISHED_TOTAL: &str = "uncorreo_events_published_total";
@@ -184,7 +184,7 @@ pub const ALL: &[Metric] = &[
         name: WEBHOOK_DELIVERIES_TOTAL,
         kind: Kind::Counter,
         unit: None,
-        help: "Outbound webhook attempts and events, by outcome (delivered, failed, refused, exhausted, dropped).",
+        help: "Outbound webhook attempts and events, by outcome (delivered, failed, refused, exhausted, dropped, quarantined).",
     },
     Metric {
         name: EVENTS_PUBLISHED_TOTAL,

@@ -242,15 +242,40 @@ async function thousandMessageInbox() {
     text: `Message ${i + 1} of 1000. Your code: ${String(100000 + i)}`,
   }));
   console.log(`   1000 messages over SMTP in ${Date.now() - started} ms`);
+  // bench/ui.sh may ask for several first visits (UI_LOADS) to report a
+  // median on a noisy machine; the test makes one.
+  const loads = Number(process.env.UI_LOADS || 1);
+  const rendered = [];
+  const painted = [];
+  const loaded = [];
+  for (let load = 1; load <= loads; load++) {
+    const timing = await firstVisit(created);
+    rendered.push(timing.renderedMs);
+    painted.push(timing.firstPaintMs ?? Number.NaN);
+    loaded.push(timing.domContentLoadedMs);
+  }
+  if (loads > 1) {
+    const median = (list) => [...list].sort((a, b) => a - b)[Math.floor(list.length / 2)].toFixed(1);
+    const all = (list) => list.map((ms) => ms.toFixed(0)).join(' ');
+    console.log(`BENCH ui.inbox1000.median_of_${loads}.rendered_ms=${median(rendered)} (${all(rendered)})`);
+    console.log(`BENCH ui.inbox1000.median_of_${loads}.first_contentful_paint_ms=${median(painted)} (${all(painted)})`);
+    console.log(`BENCH ui.inbox1000.median_of_${loads}.dom_content_loaded_ms=${median(loaded)} (${all(loaded)})`);
+  }
+}
 
+// One first visit (a fresh context: nothing cached) of the inbox page of
+// `created`; checks what it shows and prints its timing.
+async function firstVisit(created) {
   const context = await browser.newContext();
   await rememberInContext(context, created);
   // Watched, not routed: routing would hold every request of the page for a
   // round trip through this script, which no user's browser pays. Any
   // off-host request the page even attempts is listed and fails the check.
   const offHost = [];
+  const apiRequests = [];
   context.on('request', (request) => {
     if (!isLocal(request.url())) offHost.push(request.url());
+    else if (new URL(request.url()).pathname.startsWith('/api/')) apiRequests.push(new URL(request.url()));
   });
   const page = await context.newPage();
   // A first visit: nothing cached.
@@ -272,6 +297,11 @@ async function thousandMessageInbox() {
       uiBytes: nav.encodedBodySize + sum(ui, 'encodedBodySize'),
       uiFiles: 1 + ui.length,
       domContentLoadedMs: nav.domContentLoadedEventEnd,
+      pageTimeline: [
+        `html ${nav.requestStart.toFixed(0)}..${nav.responseEnd.toFixed(0)}`,
+        ...ui.map((r) => `${new URL(r.name).pathname.slice(4)} ${r.startTime.toFixed(0)}..${r.responseEnd.toFixed(0)}`),
+        `interactive ${nav.domInteractive.toFixed(0)}`,
+      ],
       apiDoneMs: Math.max(0, ...api.filter((r) => r.responseEnd <= (mark ? mark.startTime : Infinity)).map((r) => r.responseEnd)),
       apiTimeline: api
         .filter((r) => r.responseEnd <= (mark ? mark.startTime : Infinity))
@@ -279,12 +309,21 @@ async function thousandMessageInbox() {
       apiBytesBeforeRender: sum(api.filter((r) => r.responseEnd <= (mark ? mark.startTime : Infinity)), 'encodedBodySize'),
     };
   });
+  // boot.js sends the first two requests before the bundle runs, and the
+  // bundle adopts them rather than asking again.
+  const mailboxPath = `/api/v1/mailboxes/${encodeURIComponent(created.address)}`;
+  const asked = (path, search) => apiRequests.filter((u) => u.pathname === path && u.search.includes(search)).length;
+  assert(asked(mailboxPath, '') === 1, `the mailbox asked for once: ${apiRequests.join(' ')}`);
+  assert(asked(`${mailboxPath}/messages`, 'latest=true') === 1, `the newest page asked for once: ${apiRequests.join(' ')}`);
   const firstRow = await page.locator('.message').first().getAttribute('data-seq');
   assert(firstRow === '1000', `newest message first: seq ${firstRow}`);
   assert((await page.locator('.message').count()) === 100, 'the list renders one page of rows');
   await page.locator('#message-count', { hasText: '1000 messages' }).waitFor({ timeout: 15_000 });
   await page.getByRole('button', { name: /Show older messages \(900 more\)/ }).waitFor();
   await page.fill('#filter', '100999');
+  // The filtered list is drawn at the next animation frame, and the row
+  // that matches was on screen before: wait for one that does not to go.
+  await page.locator('.message', { hasText: 'Load message 999' }).waitFor({ state: 'detached', timeout: 5000 });
   await page.locator('.message', { hasText: 'Load message 1000' }).waitFor();
   assert((await page.locator('.message').count()) === 1, 'the filter finds one message by its code');
   assert(offHost.length === 0, `no off-host request: ${offHost}`);
@@ -293,7 +332,9 @@ async function thousandMessageInbox() {
   console.log(`BENCH ui.inbox1000.wall_ms=${wallMs}`);
   console.log(`BENCH ui.inbox1000.client_render_ms=${(timing.renderedMs - timing.apiDoneMs).toFixed(1)} (last API byte to rows in the DOM)`);
   console.log(`   DOMContentLoaded ${timing.domContentLoadedMs.toFixed(1)} ms; API before render: ${timing.apiTimeline.join('; ')}`);
+  console.log(`   page files (ms from navigation start): ${timing.pageTimeline.join('; ')}`);
   console.log(`BENCH ui.page_weight_bytes=${timing.uiBytes} (${timing.uiFiles} files)`);
   console.log(`BENCH ui.inbox1000.api_bytes_before_render=${timing.apiBytesBeforeRender}`);
   await context.close();
+  return timing;
 }

@@ -259,6 +259,17 @@ impl<'a> RawSession<'a> {
         (session, init)
     }
 
+    /// A session (protocol 2025-11-25) and the address of a mailbox it created.
+    fn with_mailbox(server: &'a TestServer) -> (Self, String) {
+        let (mut session, _) = Self::open(server, "2025-11-25");
+        let created = session.call("create_mailbox", serde_json::json!({}));
+        let address = created["result"]["structuredContent"]["address"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{created}"))
+            .to_owned();
+        (session, address)
+    }
+
     fn post(&self, message: &serde_json::Value) -> reqwest::blocking::Response {
         self.client
             .post(self.server.url("/mcp"))
@@ -340,12 +351,7 @@ fn protocol_versions_2025_03_26_through_2025_11_25_are_negotiated() {
 #[test]
 fn closing_an_http_session_cancels_its_waits() {
     let server = TestServer::start_with(roomy);
-    let (mut session, _) = RawSession::open(&server, "2025-11-25");
-    let created = session.call("create_mailbox", serde_json::json!({}));
-    let address = created["result"]["structuredContent"]["address"]
-        .as_str()
-        .unwrap_or_else(|| panic!("{created}"))
-        .to_owned();
+    let (mut session, address) = RawSession::with_mailbox(&server);
     let (running, _) = session.start_call(
         "wait_for_message",
         serde_json::json!({"address": address, "timeout_seconds": 300}),
@@ -362,12 +368,7 @@ fn waits_past_max_waits_per_session_are_a_tool_error() {
         roomy(c);
         c.mcp.max_waits_per_session = 2;
     });
-    let (mut session, _) = RawSession::open(&server, "2025-11-25");
-    let created = session.call("create_mailbox", serde_json::json!({}));
-    let address = created["result"]["structuredContent"]["address"]
-        .as_str()
-        .unwrap_or_else(|| panic!("{created}"))
-        .to_owned();
+    let (mut session, address) = RawSession::with_mailbox(&server);
     let wait = serde_json::json!({"address": address, "timeout_seconds": 300});
     let running: Vec<_> = (0..2)
         .map(|_| session.start_call("wait_for_message", wait.clone()))
@@ -460,4 +461,45 @@ fn a_stdio_host_going_away_cancels_its_waits() {
         "the bridge exits cleanly when stdin closes: {status}"
     );
     no_subscribers_left(&server);
+}
+
+#[test]
+fn list_messages_and_wait_for_message_name_a_corrupt_message_in_gaps() {
+    let server = TestServer::start_with(roomy);
+    let (mut session, address) = RawSession::with_mailbox(&server);
+    crate::support::block_on(async {
+        for subject in ["first", "Zq2marker", "third"] {
+            let raw = crate::realtime::message(&address, subject, "x");
+            crate::realtime::deliver(&server.engine, &address, raw).await;
+        }
+    });
+    crate::realtime::flip_first(server.data.path(), b"Zq2marker");
+    let seqs = |v: &serde_json::Value| -> Vec<u64> {
+        v["messages"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{v}"))
+            .iter()
+            .map(|m| m["seq"].as_u64().unwrap())
+            .collect()
+    };
+
+    let listed = session.call("list_messages", serde_json::json!({"address": address}));
+    let out = &listed["result"]["structuredContent"];
+    assert_eq!(seqs(out), vec![1, 3], "{listed}");
+    assert_eq!(out["gaps"], serde_json::json!([2]), "{listed}");
+    assert!(
+        listed["result"]["content"][0]["text"]
+            .as_str()
+            .is_some_and(|t| t.contains("seq 2") && t.contains("gaps")),
+        "{listed}"
+    );
+
+    let waited = session.call(
+        "wait_for_message",
+        serde_json::json!({"address": address, "since": 1, "timeout_seconds": 5}),
+    );
+    let out = &waited["result"]["structuredContent"];
+    assert_eq!(seqs(out), vec![3], "{waited}");
+    assert_eq!(out["gaps"], serde_json::json!([2]), "{waited}");
+    session.delete();
 }

@@ -3,8 +3,9 @@
 //! gets each committed message's event, signed so that the Standard
 //! Webhooks reference library (PyPI `standardwebhooks`, installed by
 //! `.ci/deps`) verifies it; retries after failures deliver the event once;
-//! a restart between attempts loses nothing; loopback, private and metadata
-//! URLs are refused unless allowed.
+//! a restart between attempts loses nothing; a message found corrupt on
+//! disk is skipped, not a stall; loopback, private and metadata URLs are
+//! refused unless allowed.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -367,6 +368,42 @@ fn a_restart_between_attempts_loses_nothing() {
     };
     assert_eq!(next.json()["seq"], 2);
     appliance.shutdown();
+}
+
+#[test]
+fn a_message_corrupt_on_disk_is_skipped_and_does_not_stall_the_endpoint() {
+    let receiver = Receiver::start(usize::MAX);
+    let api = Api::start_with(|c| {
+        fast(c);
+        c.webhooks.max_attempts = 1_000_000;
+    });
+    let (address, _, _) = mailbox_with_webhook(&api, "gapped", &receiver.url());
+    let first = deliver(&api.server, &address, &signup_message(&address));
+    assert_eq!(receiver.next().answered, 500);
+    // While the endpoint is held on the first message, the second is
+    // damaged on disk.
+    let marked = crate::realtime::message(&address, "Zq2hook", "x");
+    deliver(&api.server, &address, &marked);
+    let third = deliver(&api.server, &address, &signup_message(&address));
+    crate::realtime::flip_first(api.server.data.path(), b"Zq2hook");
+    receiver.set_failures(0);
+
+    let accepted = loop {
+        let h = receiver.next();
+        if h.answered == 200 {
+            break h;
+        }
+    };
+    assert_eq!(accepted.json()["message_id"], first.to_string());
+    let next = receiver.next();
+    assert_eq!(next.answered, 200);
+    assert_eq!(next.json()["message_id"], third.to_string());
+    let metrics = api.get("/metrics", &Auth::None);
+    assert!(
+        String::from_utf8_lossy(&metrics.body)
+            .contains("uncorreo_webhook_deliveries_total{outcome=\"quarantined\"} 1"),
+        "quarantined missing from /metrics"
+    );
 }
 
 #[test]

@@ -34,3 +34,6 @@ function route() {
 window.addEventListener('hashchange', route);
 setInterval(tickCountdowns, 1000);
 route();
+// boot.js's requests were for the first page only (adopted by now, if it
+// was an inbox): a later visit must ask afresh, not read them stale.
+window.uncorreoEarlyRequests = undefined;

@@ -1,6 +1,7 @@
-//! The embedded web UI: plain HTML, CSS and JavaScript modules (no build
-//! step, no CDN, no external fonts) compiled into the binary with
-//! `include_bytes!`, served by one axum [`Router`] at `/` and `/ui/…`.
+//! The embedded web UI: plain HTML, CSS and JavaScript modules (no CDN, no
+//! external fonts), bundled at compile time by `build.rs` (in Rust: no Node)
+//! into one module named by its content hash, compiled into the binary with
+//! `include_bytes!`, and served by one axum [`Router`] at `/` and `/ui/…`.
 //!
 //! The pages talk only to the appliance's own REST API and WebSocket, from
 //! the same origin. Every response of this crate carries [`PAGE_CSP`]: script
@@ -25,6 +26,12 @@ pub const PAGE_CSP: &str = "default-src 'none'; script-src 'self'; style-src 'se
 img-src 'self' data:; connect-src 'self'; frame-src 'self'; base-uri 'none'; \
 form-action 'none'; frame-ancestors 'none'";
 
+mod fingerprint;
+use fingerprint::fingerprint_hex;
+
+// The served names of the hashed assets (`APP_JS_NAME`, …), from build.rs.
+include!(concat!(env!("OUT_DIR"), "/bundle.rs"));
+
 /// One embedded file.
 struct Asset {
     /// Name under `/ui/`.
@@ -33,62 +40,66 @@ struct Asset {
     body: &'static [u8],
     /// Strong validator, computed at compile time from the bytes.
     etag: &'static str,
-}
-
-/// FNV-1a: a cheap, stable fingerprint for `ETag` (not a security boundary).
-const fn fnv1a(bytes: &[u8]) -> u64 {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    let mut i = 0;
-    while i < bytes.len() {
-        hash ^= bytes[i] as u64;
-        hash = hash.wrapping_mul(0x0100_0000_01b3);
-        i += 1;
-    }
-    hash
+    /// Named by its content hash, so a cached copy never goes stale.
+    immutable: bool,
 }
 
 /// `"` + 16 hex digits + `"`, built in a const context.
 const fn etag_bytes(bytes: &[u8]) -> [u8; 18] {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let hash = fnv1a(bytes);
+    let hex = fingerprint_hex(bytes);
     let mut out = [b'"'; 18];
     let mut i = 0;
     while i < 16 {
-        out[1 + i] = HEX[((hash >> (60 - 4 * i)) & 0xf) as usize];
+        out[1 + i] = hex[i];
         i += 1;
     }
     out
 }
 
+/// An asset as build.rs wrote it to `OUT_DIR`, served as `$served`.
 macro_rules! asset {
-    ($name:literal, $content_type:expr) => {{
-        const BODY: &[u8] = include_bytes!(concat!("../assets/", $name));
+    ($file:literal, $served:expr, $content_type:expr, $immutable:expr) => {{
+        const BODY: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/", $file));
         const ETAG: [u8; 18] = etag_bytes(BODY);
         Asset {
-            name: $name,
+            name: $served,
             content_type: $content_type,
             body: BODY,
             etag: match std::str::from_utf8(&ETAG) {
                 Ok(s) => s,
                 Err(_) => panic!("etag is ASCII"),
             },
+            immutable: $immutable,
         }
     }};
 }
 
-const JS: &str = "text/javascript; charset=utf-8";
-
-/// Every file the UI is made of. `index.html` is also served at `/`.
+/// Every file the UI is made of: the page (also served at `/`, revalidated
+/// on every load so a new binary's page is seen at once), and what it names
+/// by content hash: the one bundled module, the stylesheet, the boot script
+/// that sends the inbox's first requests before the bundle is in, and the
+/// icon.
 static ASSETS: &[Asset] = &[
-    asset!("index.html", "text/html; charset=utf-8"),
-    asset!("app.css", "text/css; charset=utf-8"),
-    asset!("app.js", JS),
-    asset!("api.js", JS),
-    asset!("dom.js", JS),
-    asset!("start.js", JS),
-    asset!("inbox.js", JS),
-    asset!("message.js", JS),
-    asset!("icon.svg", "image/svg+xml"),
+    asset!(
+        "index.html",
+        "index.html",
+        "text/html; charset=utf-8",
+        false
+    ),
+    asset!("app.css", APP_CSS_NAME, "text/css; charset=utf-8", true),
+    asset!(
+        "app.js",
+        APP_JS_NAME,
+        "text/javascript; charset=utf-8",
+        true
+    ),
+    asset!(
+        "boot.js",
+        BOOT_JS_NAME,
+        "text/javascript; charset=utf-8",
+        true
+    ),
+    asset!("icon.svg", ICON_SVG_NAME, "image/svg+xml", true),
 ];
 
 /// Total bytes of every embedded file: the most a first visit downloads.
@@ -147,8 +158,15 @@ fn serve(name: &str, request: &HeaderMap) -> Response {
     };
     let h = resp.headers_mut();
     h.insert(header::ETAG, HeaderValue::from_static(asset.etag));
-    // Revalidate every time: a new binary must never run an old script.
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    // The page is revalidated every time, so a new binary never runs an old
+    // script: the page names its files by content hash, and those never
+    // change under their name.
+    let cache = if asset.immutable {
+        "public, max-age=31536000, immutable"
+    } else {
+        "no-cache"
+    };
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static(cache));
     secure(h);
     resp
 }
@@ -298,6 +316,80 @@ mod tests {
     #[test]
     fn the_ui_weighs_under_100_kb() {
         assert!(page_weight() < 100 * 1024, "{} bytes", page_weight());
+    }
+
+    #[test]
+    fn the_page_names_one_bundled_module_and_every_file_by_its_hash() {
+        let html = String::from_utf8_lossy(ASSETS[0].body);
+        assert_eq!(ASSETS[0].name, "index.html");
+        let scripts: Vec<&str> = html
+            .match_indices("<script")
+            .map(|(i, _)| &html[i..])
+            .collect();
+        assert_eq!(
+            scripts.len(),
+            2,
+            "the boot script, then one module for the whole UI"
+        );
+        assert!(scripts[0].starts_with(&format!("<script src=\"/ui/{BOOT_JS_NAME}\">")));
+        assert!(scripts[1].starts_with(&format!(
+            "<script type=\"module\" src=\"/ui/{APP_JS_NAME}\">"
+        )));
+        // Before the stylesheet, or it would wait for it.
+        assert!(html.find("<script").unwrap() < html.find("rel=\"stylesheet\"").unwrap());
+        for asset in &ASSETS[1..] {
+            assert!(asset.immutable, "{}", asset.name);
+            let hex = std::str::from_utf8(&etag_bytes(asset.body)[1..17])
+                .unwrap()
+                .to_owned();
+            assert!(
+                asset.name.contains(&hex),
+                "{} is named by its hash",
+                asset.name
+            );
+            assert!(
+                html.contains(&format!("\"/ui/{}\"", asset.name)),
+                "index.html names {}",
+                asset.name
+            );
+        }
+        let bundle =
+            String::from_utf8_lossy(ASSETS.iter().find(|a| a.name == APP_JS_NAME).unwrap().body);
+        for line in bundle.lines() {
+            assert!(
+                !line.starts_with("import ") && !line.starts_with("export "),
+                "left in the bundle: {line}"
+            );
+        }
+        for function in [
+            "function inboxPage",
+            "function startPage",
+            "function messagePage",
+            "class Feed",
+        ] {
+            assert!(bundle.contains(function), "{function} is in the bundle");
+        }
+    }
+
+    #[test]
+    fn hashed_files_are_cached_for_good_and_the_page_is_revalidated() {
+        block_on(async {
+            let (_, h, _) = get_path("/", None).await;
+            assert_eq!(h[header::CACHE_CONTROL], "no-cache");
+            for name in [APP_JS_NAME, APP_CSS_NAME, BOOT_JS_NAME, ICON_SVG_NAME] {
+                let (status, h, body) = get_path(&format!("/ui/{name}"), None).await;
+                assert_eq!(status, StatusCode::OK, "{name}");
+                assert!(!body.is_empty());
+                assert_eq!(
+                    h[header::CACHE_CONTROL],
+                    "public, max-age=31536000, immutable",
+                    "{name}"
+                );
+            }
+            // The unbundled modules are not served on their own.
+            let (status, _, _) = get_path("/ui/inbox.js", None).await;
+            assert_eq!(status, StatusCode::NOT_FOUND);
+        });
     }
 
     #[test]

@@ -40,7 +40,7 @@ use axum::routing::{get, post, put};
 use axum::Router;
 use base64::Engine as _;
 use parking_lot::Mutex;
-use uncorreo_engine::{MailboxId, MailboxInfo, MessageId, MessageMeta, Owner};
+use uncorreo_engine::{ListEntry, MailboxId, MailboxInfo, MessageId, MessageMeta, Owner};
 
 use crate::auth::{client_ip, Caller, Credential};
 use crate::problem::{Kind, Problem};
@@ -313,11 +313,16 @@ pub fn instance_messages(
         let address = mb.address.to_string();
         let mut since = 0;
         loop {
-            let page = state.engine.list_messages(mb.id, since, 512)?;
+            let page = state.engine.list_entries(mb.id, since, 512)?;
             let Some(last) = page.last() else { break };
-            since = last.id.seq;
+            since = last.seq();
             let short = page.len() < 512;
-            for m in page {
+            // Mailpit has no notion of a gap: a quarantined message is
+            // simply not listed (our own API reports it).
+            for entry in page {
+                let ListEntry::Message(m) = entry else {
+                    continue;
+                };
                 if out.len() >= max {
                     break 'boxes;
                 }

@@ -28,8 +28,8 @@ use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use uncorreo_engine::{
-    Event, LookupError, MailboxInfo, MessageMeta, SubscribeError, Subscriber, SubscriberLimits,
-    SubscriptionEnd,
+    Event, ListEntry, LookupError, MailboxInfo, MessageMeta, SubscribeError, Subscriber,
+    SubscriberLimits, SubscriptionEnd,
 };
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
@@ -236,6 +236,65 @@ impl EventView {
     }
 }
 
+/// A gap in a mailbox's sequence: the message stored at `seq` failed its
+/// checksum on disk and is quarantined (never served). Sent in its place, in
+/// sequence order, so a client knows it missed nothing by accident and
+/// carries on past it; resume with `since=<seq>` like after any event.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct GapView {
+    /// Always `gap`.
+    pub event: String,
+    /// The mailbox address.
+    pub mailbox: String,
+    /// The quarantined message's sequence in the mailbox.
+    pub seq: u64,
+}
+
+/// One item of a real-time stream: a message ([`EventView`], `event:
+/// "new_message"`) or a gap ([`GapView`], `event: "gap"`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(untagged)]
+pub enum StreamEvent {
+    /// A stored message.
+    Message(EventView),
+    /// A quarantined message's sequence.
+    Gap(GapView),
+}
+
+impl StreamEvent {
+    /// The sequence it stands for: resume with `since=<seq>`.
+    pub fn seq(&self) -> u64 {
+        match self {
+            Self::Message(m) => m.seq,
+            Self::Gap(g) => g.seq,
+        }
+    }
+
+    /// The event's name (the SSE `event:` field, the JSON `event` member).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Message(_) => "new_message",
+            Self::Gap(_) => "gap",
+        }
+    }
+
+    /// The JSON text sent on the wire.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
+    }
+
+    fn from_entry(address: &str, entry: &ListEntry) -> Self {
+        match entry {
+            ListEntry::Message(m) => Self::Message(EventView::from_meta(address, m)),
+            ListEntry::Gap { seq } => Self::Gap(GapView {
+                event: "gap".to_owned(),
+                mailbox: address.to_owned(),
+                seq: *seq,
+            }),
+        }
+    }
+}
+
 /// Why a feed stopped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FeedEnd {
@@ -260,7 +319,7 @@ pub struct Feed {
     address: String,
     sub: Subscriber,
     last: u64,
-    pending: VecDeque<MessageMeta>,
+    pending: VecDeque<ListEntry>,
     replaying: bool,
 }
 
@@ -305,23 +364,27 @@ impl Feed {
         self.last
     }
 
-    /// The next event past everything handed out so far. Cancel-safe: the
-    /// only await is the subscription's `recv`, and state changes after it.
-    pub async fn next(&mut self) -> Result<EventView, FeedEnd> {
+    /// The next event past everything handed out so far: a message, or a
+    /// gap where the replay found a quarantined one. Cancel-safe: the only
+    /// await is the subscription's `recv`, and state changes after it.
+    ///
+    /// Live events carry their summary from the writer, so only the replay
+    /// reads records back and only it can meet a corrupt one.
+    pub async fn next(&mut self) -> Result<StreamEvent, FeedEnd> {
         loop {
-            if let Some(m) = self.pending.pop_front() {
-                if m.id.seq <= self.last {
+            if let Some(entry) = self.pending.pop_front() {
+                if entry.seq() <= self.last {
                     continue;
                 }
-                self.last = m.id.seq;
-                return Ok(EventView::from_meta(&self.address, &m));
+                self.last = entry.seq();
+                return Ok(StreamEvent::from_entry(&self.address, &entry));
             }
             if self.replaying {
                 let page = self.state.realtime().config().replay_page.max(1);
                 let got = match self
                     .state
                     .engine
-                    .list_messages(self.mailbox.id, self.last, page)
+                    .list_entries(self.mailbox.id, self.last, page)
                 {
                     Ok(v) => v,
                     Err(LookupError::NotFound) => return Err(FeedEnd::MailboxGone),
@@ -340,7 +403,10 @@ impl Feed {
                 Ok(e) if e.id.seq <= self.last => continue,
                 Ok(e) => {
                     self.last = e.id.seq;
-                    return Ok(EventView::from_event(&self.address, &e));
+                    return Ok(StreamEvent::Message(EventView::from_event(
+                        &self.address,
+                        &e,
+                    )));
                 }
                 Err(SubscriptionEnd::Lagged) => return Err(FeedEnd::Lagged { last: self.last }),
                 Err(SubscriptionEnd::MailboxGone) => return Err(FeedEnd::MailboxGone),

@@ -6,6 +6,9 @@
 //! (it sends `Last-Event-ID`, which wins over `?since=`). Keep-alive comments
 //! every `[realtime] ping_interval_secs`.
 //!
+//! A quarantined (corrupt) message met by the replay is sent in its place as
+//! `event: gap` with `id: <seq>` (data: [`super::GapView`]).
+//!
 //! How a stream ends (a last named event, then the end of the body):
 //! - `event: lagged`, data `{"event":"lagged","resume_since":N}`: the client
 //!   read too slowly; reconnect (EventSource does) from `N`.
@@ -46,7 +49,10 @@ pub struct SseQuery {
     tag = "realtime",
     description = "A `text/event-stream` that first replays every message with `seq > since` \
 (or `> Last-Event-ID`), then streams each new message as it is committed: `event: new_message`, \
-`id: <seq>`, `data: <EventView JSON>`. Keep-alive comments every `ping_interval_secs`. The stream \
+`id: <seq>`, `data: <EventView JSON>`. A message stored at a sequence but found corrupt on disk \
+(quarantined, never served) is sent in its place as `event: gap`, `id: <seq>`, `data: <GapView JSON>` \
+(`{\"event\":\"gap\",\"mailbox\":…,\"seq\":N}`), so a client knows it skipped it and carries on. \
+Keep-alive comments every `ping_interval_secs`. The stream \
 ends with `event: lagged` (data `{\"event\":\"lagged\",\"resume_since\":N}`; reconnect with \
 `Last-Event-ID: N`), `event: mailbox_gone`, or `event: shutdown`.",
     params(
@@ -101,8 +107,8 @@ pub async fn mailbox_events(
                     metrics::counter!(uncorreo_metric_names::REALTIME_EVENTS_SENT_TOTAL, "transport" => "sse")
                         .increment(1);
                     let ev = Event::default()
-                        .event("new_message")
-                        .id(ev.seq.to_string())
+                        .event(ev.name())
+                        .id(ev.seq().to_string())
                         .data(ev.to_json());
                     return Some((Ok(ev), Some(feed)));
                 }

@@ -6,6 +6,9 @@
 //! message committed at any moment is seen exactly once. Answers as soon as
 //! `count` matches exist (at once if they already do).
 //!
+//! A quarantined (corrupt) message in the scanned range is never a match; its
+//! sequence is listed in `gaps`, a field of the answer, not an error.
+//!
 //! On timeout the answer is `200` with `timed_out: true`, the matches found
 //! so far (fewer than `count`; none for the default `count=1`) and
 //! `next_since` unchanged unless something matched — a normal outcome for
@@ -17,7 +20,9 @@ use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::Json;
 use serde::{Deserialize, Serialize};
-use uncorreo_engine::{LookupError, MailboxInfo, MessageMeta, StorageError, SubscriptionEnd};
+use uncorreo_engine::{
+    ListEntry, LookupError, MailboxInfo, MessageMeta, StorageError, SubscriptionEnd,
+};
 use utoipa::{IntoParams, ToSchema};
 
 use super::subscribe_problem;
@@ -55,6 +60,10 @@ pub struct WaitResponse {
     pub next_since: u64,
     /// True if the timeout passed before `count` matches existed.
     pub timed_out: bool,
+    /// Sequences this wait examined (after `since`) whose message failed
+    /// its checksum on disk: quarantined, never served, so never a match.
+    /// Ascending; usually empty.
+    pub gaps: Vec<u64>,
 }
 
 struct Matcher {
@@ -168,6 +177,7 @@ pub async fn wait_for(
         matcher,
         cursor: since,
         found: Vec::new(),
+        gaps: Vec::new(),
         count,
         body_scans: 0,
     };
@@ -180,7 +190,7 @@ pub async fn wait_for(
     loop {
         w.scan().await?;
         if w.found.len() >= count {
-            return Ok(answer(since, w.found, false, "matched"));
+            return Ok(answer(since, w, false, "matched"));
         }
         let woke = tokio::select! {
             biased;
@@ -197,7 +207,7 @@ pub async fn wait_for(
                 w.scan().await?;
                 let done = w.found.len() >= count;
                 let outcome = if done { "matched" } else { "timed_out" };
-                return Ok(answer(since, w.found, !done, outcome));
+                return Ok(answer(since, w, !done, outcome));
             }
             Some(Ok(_)) => {}
             Some(Err(SubscriptionEnd::Lagged)) => {
@@ -217,18 +227,14 @@ pub async fn wait_for(
     }
 }
 
-fn answer(
-    since: u64,
-    found: Vec<MessageSummaryView>,
-    timed_out: bool,
-    outcome: &'static str,
-) -> WaitResponse {
+fn answer(since: u64, w: Waiter<'_>, timed_out: bool, outcome: &'static str) -> WaitResponse {
     metrics::counter!(uncorreo_metric_names::WAITS_TOTAL, "outcome" => outcome).increment(1);
-    let next_since = found.last().map_or(since, |m| m.seq);
+    let next_since = w.found.last().map_or(since, |m| m.seq);
     WaitResponse {
-        messages: found,
+        messages: w.found,
         next_since,
         timed_out,
+        gaps: w.gaps,
     }
 }
 
@@ -239,6 +245,8 @@ struct Waiter<'a> {
     /// Highest sequence examined.
     cursor: u64,
     found: Vec<MessageSummaryView>,
+    /// Quarantined sequences met past `since`.
+    gaps: Vec<u64>,
     count: usize,
     body_scans: usize,
 }
@@ -248,18 +256,25 @@ impl Waiter<'_> {
     async fn scan(&mut self) -> Result<(), Problem> {
         let page = self.state.realtime().config().replay_page.max(1);
         while self.found.len() < self.count {
-            let msgs = match self
+            let entries = match self
                 .state
                 .engine
-                .list_messages(self.mb.id, self.cursor, page)
+                .list_entries(self.mb.id, self.cursor, page)
             {
                 Ok(v) => v,
                 Err(LookupError::NotFound) => return Err(Problem::not_found()),
                 Err(e) => return Err(e.into()),
             };
-            let short = msgs.len() < page;
-            for m in msgs {
-                self.cursor = m.id.seq;
+            let short = entries.len() < page;
+            for entry in entries {
+                self.cursor = entry.seq();
+                let m = match entry {
+                    ListEntry::Message(m) => m,
+                    ListEntry::Gap { seq } => {
+                        self.gaps.push(seq);
+                        continue;
+                    }
+                };
                 if self.matches(&m).await? {
                     self.found.push(MessageSummaryView::from(&m));
                     if self.found.len() >= self.count {

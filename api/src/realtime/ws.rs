@@ -1,7 +1,8 @@
 //! `GET /ws/inbox/{address}?since=SEQ`: a mailbox's events over WebSocket.
 //!
 //! Replays every message past `since`, then continues live (see [`Feed`]).
-//! Events are JSON text frames ([`EventView`]). The server pings every
+//! Events are JSON text frames ([`super::EventView`], or [`super::GapView`]
+//! in place of a quarantined message). The server pings every
 //! `[realtime] ping_interval_secs` and drops a client that sent nothing for
 //! two intervals, or whose socket does not take one frame within
 //! `send_timeout_secs`. Frames from the client are ignored (and capped at
@@ -28,7 +29,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use utoipa::IntoParams;
 
-use super::{EventView, Feed, FeedEnd, StreamCaller};
+use super::{Feed, FeedEnd, StreamCaller, StreamEvent};
 use crate::auth::authorize_mailbox;
 use crate::problem::{Kind, Problem, ProblemBody};
 use crate::AppState;
@@ -67,12 +68,13 @@ pub struct WsQuery {
     description = "Upgrade to a WebSocket that first replays every message with `seq > since`, \
 then sends each new message as it is committed, as JSON text frames \
 (`EventView`: `{\"event\":\"new_message\",\"mailbox\":…,\"seq\":N,…}`), in sequence order, each \
-sequence once. Ping every `ping_interval_secs` (30 s). Close codes: 4008 `lagged; resume with \
+sequence once. A message found corrupt on disk (quarantined, never served) is sent in its place \
+as a `GapView` (`{\"event\":\"gap\",\"mailbox\":…,\"seq\":N}`). Ping every `ping_interval_secs` (30 s). Close codes: 4008 `lagged; resume with \
 since=N` (reconnect with that `since`), 4004 `mailbox gone`, 1001 server shutting down, 1011 \
 storage error. Credentials: `Authorization: Bearer`, `X-Session-Token`, or `?token=` (browsers).",
     params(("address" = String, Path, description = "`local@domain`"), WsQuery),
     responses(
-        (status = 101, description = "Switching to the WebSocket protocol; frames are `EventView` JSON", body = super::EventView),
+        (status = 101, description = "Switching to the WebSocket protocol; frames are `EventView` (or `GapView`) JSON", body = super::StreamEvent),
         (status = 400, description = "Not a WebSocket upgrade, or a malformed query", body = ProblemBody, content_type = "application/problem+json"),
         (status = 401, description = "No credential, or one that matches nothing (unknown or revoked API key, unknown or expired session token, malformed Authorization)", body = ProblemBody, content_type = "application/problem+json"),
         (status = 404, description = "No such mailbox, or not visible with these credentials", body = ProblemBody, content_type = "application/problem+json"),
@@ -183,7 +185,7 @@ async fn run(mut socket: WebSocket, mut feed: Feed, rt: &super::Realtime) -> &'s
     }
 }
 
-fn text(ev: &EventView) -> Message {
+fn text(ev: &StreamEvent) -> Message {
     Message::Text(ev.to_json().into())
 }
 

@@ -15,7 +15,7 @@ use std::time::Duration;
 use metrics::counter;
 use tokio::sync::{mpsc, Notify};
 use tokio_util::sync::CancellationToken;
-use uncorreo_engine::{Engine, MailboxInfo, MessageMeta};
+use uncorreo_engine::{Engine, ListEntry, MailboxInfo, MessageMeta};
 
 use super::client::{AttemptError, Client, Target};
 use super::{cursor, endpoints, remove, save_cursor, scope_mailboxes, sign, Endpoint, Scope};
@@ -157,11 +157,9 @@ async fn run_endpoint(ctx: Arc<Ctx>, endpoint: Endpoint, cancel: CancellationTok
             } else {
                 from
             };
-            if let Ok(page) = engine.list_messages(mb.id, from, 1) {
-                if let Some(meta) = page.into_iter().next() {
-                    next = Some((mb, meta));
-                    break;
-                }
+            if let Some(meta) = next_message(engine, mb, from, &mut cursor, &mut dirty) {
+                next = Some((mb, meta));
+                break;
             }
         }
         if dirty {
@@ -187,6 +185,34 @@ async fn run_endpoint(ctx: Arc<Ctx>, endpoint: Endpoint, cancel: CancellationTok
         // Not saved → delivered again after a restart (at-least-once).
         if let Err(e) = save_cursor(engine, &endpoint.id, &cursor).await {
             tracing::warn!(%e, id = %endpoint.id, "could not save a webhook cursor");
+        }
+    }
+}
+
+/// The first message of `mb` past `from`. A quarantined (corrupt) message
+/// is never sent: the cursor moves past it, so it does not stop the
+/// messages behind it.
+fn next_message(
+    engine: &Engine,
+    mb: &MailboxInfo,
+    mut from: u64,
+    cursor: &mut super::Cursor,
+    dirty: &mut bool,
+) -> Option<MessageMeta> {
+    loop {
+        match engine
+            .list_entries(mb.id, from, 1)
+            .ok()?
+            .into_iter()
+            .next()?
+        {
+            ListEntry::Message(meta) => return Some(meta),
+            ListEntry::Gap { seq } => {
+                counter!(WEBHOOK_DELIVERIES_TOTAL, "outcome" => "quarantined").increment(1);
+                cursor.insert(mb.id.0, seq);
+                *dirty = true;
+                from = seq;
+            }
         }
     }
 }

@@ -1,8 +1,10 @@
-//! Real-time delivery (WebSocket, SSE, long-poll wait), and what those tests
+//! Real-time delivery (WebSocket, SSE, long-poll wait, and the `gap` a
+//! corrupt stored message leaves in each of them), and what those tests
 //! share: mailboxes whose session token the test knows, async delivery
 //! through the engine, a WebSocket client (tokio-tungstenite) and a minimal
 //! SSE reader.
 
+mod gap;
 mod sse;
 mod wait;
 mod ws;
@@ -23,15 +25,28 @@ use crate::support::{TestServer, DOMAIN};
 /// Failsafe against a hang; never an assertion about speed.
 pub const HANG: Duration = Duration::from_secs(60);
 
+/// A runtime for one test's client side.
+pub fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
 /// Rate limits out of the way; `tweak` for the rest.
 pub fn server_with(tweak: impl FnOnce(&mut uncorreo::Config)) -> TestServer {
     TestServer::start_with(|c| {
-        for p in c.plans.0.values_mut() {
-            p.requests_per_minute = 1_000_000;
-        }
-        c.limits.ip_requests_per_minute = 1_000_000;
+        no_rate_limits(c);
         tweak(c);
     })
+}
+
+/// Rate limits so high that no test meets them.
+pub fn no_rate_limits(c: &mut uncorreo::Config) {
+    for p in c.plans.0.values_mut() {
+        p.requests_per_minute = 1_000_000;
+    }
+    c.limits.ip_requests_per_minute = 1_000_000;
 }
 
 /// A mailbox owned by session token `token`.
@@ -263,4 +278,30 @@ pub fn spawn_paced_deliverers(
             })
         })
         .collect()
+}
+
+/// Flip one bit of the first occurrence of `needle` in the data directory's
+/// segment files: a stored record damaged on disk. The engine reads
+/// segments through shared maps, so a running server sees it too.
+pub fn flip_first(dir: &std::path::Path, needle: &[u8]) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_none_or(|x| x != "seg") {
+            continue;
+        }
+        let bytes = std::fs::read(&path).unwrap();
+        if let Some(at) = bytes.windows(needle.len()).position(|w| w == needle) {
+            // One byte in place: the file keeps its size, so no map of it
+            // ever points past its end.
+            use std::os::unix::fs::FileExt;
+            let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+            file.write_all_at(&[bytes[at + 1] ^ 0x20], (at + 1) as u64)
+                .unwrap();
+            return;
+        }
+    }
+    panic!(
+        "{} not found in any segment",
+        String::from_utf8_lossy(needle)
+    );
 }

@@ -8,13 +8,6 @@ use proptest::prelude::*;
 
 const TOKEN: &str = "test-session-token-for-sse";
 
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
 fn url(server: &crate::support::TestServer, addr: &str, query: &str) -> String {
     format!(
         "http://{}/api/v1/mailboxes/{addr}/events{query}",

@@ -10,13 +10,6 @@ use serde_json::Value;
 
 const TOKEN: &str = "test-session-token-for-wait";
 
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
 async fn wait(server: &crate::support::TestServer, addr: &str, query: &str) -> (u16, Value) {
     let client = reqwest::Client::builder().no_proxy().build().unwrap();
     let r = tokio::time::timeout(
@@ -177,7 +170,7 @@ fn times_out_with_an_empty_answer() {
         assert_eq!(s, 200);
         assert_eq!(
             v,
-            serde_json::json!({"messages": [], "next_since": 1, "timed_out": true})
+            serde_json::json!({"messages": [], "next_since": 1, "timed_out": true, "gaps": []})
         );
         // A partial count is returned with timed_out.
         let (_, v) = wait(&server, &addr, "?count=2&timeout=1").await;

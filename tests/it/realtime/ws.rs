@@ -8,13 +8,6 @@ use proptest::prelude::*;
 
 const TOKEN: &str = "test-session-token-for-realtime";
 
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
 #[test]
 fn replays_past_since_then_streams_every_new_message_in_order() {
     let server = server_with(|_| {});
