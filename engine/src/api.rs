@@ -21,6 +21,7 @@ use tokio::sync::oneshot;
 
 use crate::backup::{BackupError, BackupReport};
 use crate::clock::{Clock, SystemClock};
+use crate::cmd::{Cmd, RcptResults, Reply};
 use crate::codec;
 use crate::error::{
     BatchFailure, CreateMailboxError, DeliverError, LookupError, OpenError, OperationError,
@@ -28,13 +29,14 @@ use crate::error::{
 };
 use crate::fanout::{Hub, SubscribeError, Subscriber, SubscriberLimits};
 use crate::files::{Io, RealIo};
+use crate::ids::{SegmentNo, ShardIndex};
 use crate::poison::{Guarded, PoisonDart};
 use crate::recovery;
 use crate::segment::Segment;
 use crate::state::*;
 use crate::sys::Map;
 use crate::types::*;
-use crate::writer::{self, Cmd, RcptResults, Writer};
+use crate::writer::{self, Writer};
 
 /// A cheap, cloneable handle to the open engine. All methods may be called
 /// from any thread or runtime; `async` ones wait for durability.
@@ -98,8 +100,8 @@ fn validate(c: &EngineConfig) -> Result<(), OpenError> {
     if c.batch_max_bytes > MAX_BATCH_BYTES {
         return bad("batch_max_bytes must be at most 256 MiB");
     }
-    if c.shards > 256 {
-        return bad("at most 256 shards");
+    if c.shards > MAX_SHARDS {
+        return bad("at most 255 shards");
     }
     if !(0.0..=1.0).contains(&c.compaction_live_ratio) {
         return bad("compaction_live_ratio must be within 0..=1");
@@ -109,7 +111,7 @@ fn validate(c: &EngineConfig) -> Result<(), OpenError> {
 
 /// Recipients of one delivery bound for one shard: (shard, (recipient,
 /// mailbox id), their positions in the delivery).
-type Group = (usize, Vec<(Recipient, u64)>, Vec<usize>);
+type Group = (usize, Vec<(Recipient, MailboxId)>, Vec<usize>);
 
 /// See [`Engine::deliver`]: settles a pending dedupe key on drop.
 struct DedupeGuard<'a> {
@@ -211,7 +213,7 @@ impl Engine {
             let (tx, rx) = crossbeam_channel::bounded(config.queue_depth);
             rxs.push(rx);
             corrupt += r.corrupt;
-            starts.push((r.counter, r.next_seg));
+            starts.push((r.counter, SegmentNo(r.next_seg)));
             shards.push(Shard {
                 index: RwLock::new(r.index),
                 segs: RwLock::new(r.segs),
@@ -304,6 +306,7 @@ impl Engine {
         // here leaves no thread behind.
         let mut writers = Vec::with_capacity(n);
         for (shard, (rx, (counter, next_seg))) in rxs.into_iter().zip(starts).enumerate() {
+            let shard = ShardIndex(shard);
             let cap = shared.config.segment_bytes;
             let (file, active) =
                 writer::create_segment(&shared, shard, next_seg, counter, cap, true)?;
@@ -318,7 +321,7 @@ impl Engine {
                 cap,
                 hints: Vec::new(),
                 counter,
-                next_seg: next_seg + 1,
+                next_seg: next_seg.next(),
                 recent: [0, 0],
                 last_sync: std::time::Duration::ZERO,
             });
@@ -410,7 +413,7 @@ impl Engine {
         if sh.closed.load(Ordering::Acquire) {
             return Err(BatchFailure::Closed);
         }
-        if sh.shard_failed(shard) {
+        if sh.shard_failed(ShardIndex(shard)) {
             return Err(BatchFailure::Poisoned);
         }
         Ok(())
@@ -430,7 +433,7 @@ impl Engine {
     /// died (its poison guard may not have run yet).
     fn gone(&self, shard: usize) -> BatchFailure {
         let sh = self.shared();
-        if sh.shard_failed(shard) || !sh.closed.load(Ordering::Acquire) {
+        if sh.shard_failed(ShardIndex(shard)) || !sh.closed.load(Ordering::Acquire) {
             BatchFailure::Poisoned
         } else {
             BatchFailure::Closed
@@ -440,7 +443,7 @@ impl Engine {
     async fn call<T, E: OperationError>(
         &self,
         shard: usize,
-        make: impl FnOnce(writer::Reply<T, E>) -> Cmd,
+        make: impl FnOnce(Reply<T, E>) -> Cmd,
     ) -> Result<T, E> {
         let (tx, rx) = oneshot::channel();
         self.send::<E>(shard, make(tx))?;
@@ -576,7 +579,9 @@ impl Engine {
         } else {
             MessageSummary::default()
         });
-        let parts = u8::try_from(groups.len()).unwrap_or(u8::MAX);
+        // One group per shard, at most MAX_SHARDS: the count fits its u8.
+        assert!(groups.len() <= MAX_SHARDS, "{} shard groups", groups.len());
+        let parts = groups.len() as u8;
         // One receive time for every copy of this delivery.
         let at = self.now_ms();
         let mut waits = Vec::with_capacity(groups.len());
@@ -647,7 +652,7 @@ impl Engine {
     pub fn mailbox_by_id(&self, id: MailboxId) -> Option<MailboxInfo> {
         let sh = self.shared();
         let idx = sh.shards[sh.shard_of_id(id.0)].index.read();
-        let mb = idx.mailboxes.get(&id.0)?;
+        let mb = idx.mailboxes.get(&id)?;
         (mb.info.expires_at_ms > self.now_ms()).then(|| mb.info.clone())
     }
 
@@ -707,7 +712,7 @@ impl Engine {
         let sh = self.shared();
         let shard = &sh.shards[sh.shard_of_id(mailbox.0)];
         let idx = shard.index.read();
-        let mb = idx.mailboxes.get(&mailbox.0).ok_or(LookupError::NotFound)?;
+        let mb = idx.mailboxes.get(&mailbox).ok_or(LookupError::NotFound)?;
         if mb.info.expires_at_ms <= self.now_ms() {
             return Err(LookupError::NotFound);
         }
@@ -729,7 +734,7 @@ impl Engine {
         let idx = shard.index.read();
         let mb = idx
             .mailboxes
-            .get(&id.mailbox.0)
+            .get(&id.mailbox)
             .ok_or(LookupError::NotFound)?;
         if mb.info.expires_at_ms <= self.now_ms() {
             return Err(LookupError::NotFound);

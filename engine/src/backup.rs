@@ -156,7 +156,7 @@ fn copy_hint(cut: &Cut, dest: &Path) -> Result<u64, BackupError> {
         return Ok(0);
     };
     let fits = Hint::decode(&bytes).is_ok_and(|h| {
-        h.shard as usize == cut.shard && h.seg_no == cut.seg.no && h.data_len == cut.len as u64
+        h.shard as usize == cut.shard && h.seg_no == cut.seg.no.0 && h.data_len == cut.len as u64
     });
     if !fits {
         return Ok(0);
@@ -251,7 +251,7 @@ pub fn verify(dir: &Path, now_ms: u64) -> Result<VerifyReport, BackupError> {
                     report.shards
                 ));
             }
-            files.insert((shard, no), ent.path());
+            files.insert((shard, no.0), ent.path());
         }
     }
     let mut census = Census::default();

@@ -4,27 +4,28 @@
 //! dedupe keys, then (3) for every sealed segment whose estimated live
 //! fraction is under `compaction_live_ratio`, checks each record's liveness
 //! precisely: a segment with nothing live is unlinked; otherwise its owning
-//! shard's writer rewrites its live records into a new segment that
-//! *supersedes* it (see FORMAT.md), swaps the index refs and unlinks it.
+//! shard's writer plans ([`plan_rewrite`]) and writes the rewrite of its live
+//! records into a new segment that *supersedes* it (see FORMAT.md), swaps
+//! the index refs and unlinks it.
 //! Running the rewrite on the writer thread means no append, delete or index
 //! change of that shard can interleave with it.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 
-use crate::codec::{self, Dec, HintEntry, Kind, Record, SegHeader};
+use crate::cmd::Cmd;
+use crate::codec::{self, Dec, HintEntry, Kind, Record};
 use crate::error::StorageError;
 use crate::files;
+use crate::ids::{SegmentNo, ShardIndex};
 use crate::poison::{Guarded, PoisonDart};
 use crate::segment::{self, Segment};
-use crate::state::{ShardIndex, Shared, DEDUPE_TTL_MS};
-use crate::sys::Map;
+use crate::state::{MailboxIndex, Shared, DEDUPE_TTL_MS};
 use crate::types::{CompactionReport, MailboxId};
-use crate::writer::{Cmd, Writer};
 
 /// What a writer's rewrite did.
 #[derive(Debug)]
@@ -76,8 +77,9 @@ pub(crate) fn pass(shared: &Shared) -> Result<CompactionReport, StorageError> {
             .retain(|_, e| e.pending || now.saturating_sub(e.at_ms) < DEDUPE_TTL_MS);
     }
     let ratio = shared.config.compaction_live_ratio;
-    for shard in 0..shared.n() {
-        let candidates: Vec<Arc<Segment>> = shared.shards[shard]
+    for shard in (0..shared.n()).map(ShardIndex) {
+        let candidates: Vec<Arc<Segment>> = shared
+            .shard(shard)
             .segs
             .read()
             .values()
@@ -86,8 +88,9 @@ pub(crate) fn pass(shared: &Shared) -> Result<CompactionReport, StorageError> {
             .collect();
         for seg in candidates {
             let live = {
-                let idx = shared.shards[shard].index.read();
-                let segs: HashSet<u32> = shared.shards[shard].segs.read().keys().copied().collect();
+                let idx = shared.shard(shard).index.read();
+                let segs: HashSet<SegmentNo> =
+                    shared.shard(shard).segs.read().keys().copied().collect();
                 live_bytes(&idx, &segs, &seg, now)
             };
             if live == 0 {
@@ -96,7 +99,8 @@ pub(crate) fn pass(shared: &Shared) -> Result<CompactionReport, StorageError> {
                 continue;
             }
             let (tx, rx) = crossbeam_channel::bounded(1);
-            shared.shards[shard]
+            shared
+                .shard(shard)
                 .tx
                 .send(Cmd::Rewrite {
                     seg: seg.no,
@@ -129,23 +133,24 @@ pub(crate) fn pass(shared: &Shared) -> Result<CompactionReport, StorageError> {
 
 /// Remove expired mailboxes from the index: their records become dead.
 fn expire(shared: &Shared, now: u64) {
-    for shard in 0..shared.n() {
-        let expired: Vec<u64> = shared.shards[shard]
+    for shard in (0..shared.n()).map(ShardIndex) {
+        let expired: Vec<MailboxId> = shared
+            .shard(shard)
             .index
             .read()
             .mailboxes
             .values()
             .filter(|m| m.info.expires_at_ms <= now)
-            .map(|m| m.info.id.0)
+            .map(|m| m.info.id)
             .collect();
         if expired.is_empty() {
             continue;
         }
-        let mut idx = shared.shards[shard].index.write();
+        let mut idx = shared.shard(shard).index.write();
         for id in expired {
             if let Some(m) = idx.remove_mailbox(id) {
                 crate::writer::mark_mailbox_dead(shared, shard, &m);
-                shared.hub.close_mailbox(MailboxId(id));
+                shared.hub.close_mailbox(id);
             }
         }
     }
@@ -153,22 +158,21 @@ fn expire(shared: &Shared, now: u64) {
 
 /// Is the record at `off` of `seg` still needed? See FORMAT.md, "Liveness".
 fn is_live(
-    idx: &ShardIndex,
-    segs: &HashSet<u32>,
-    seg: u32,
+    idx: &MailboxIndex,
+    segs: &HashSet<SegmentNo>,
+    seg: SegmentNo,
     off: u32,
     kind: u8,
     payload: &[u8],
     now: u64,
 ) -> bool {
     let mut d = Dec::new(payload);
-    let target_ok = |t: u32| t != seg && segs.contains(&t);
     match Kind::from_u8(kind) {
         Some(Kind::Message) => {
             let Ok(h) = codec::message_head(payload) else {
                 return false;
             };
-            idx.mailboxes.get(&h.mailbox).is_some_and(|m| {
+            idx.mailboxes.get(&MailboxId(h.mailbox)).is_some_and(|m| {
                 m.info.expires_at_ms > now
                     && m.find(h.seq)
                         .and_then(|i| m.msgs.get(i))
@@ -177,30 +181,14 @@ fn is_live(
         }
         Some(Kind::MailboxCreated) => {
             let Ok(id) = d.u64() else { return false };
-            idx.mailboxes.get(&id).is_some_and(|m| {
-                m.info.expires_at_ms > now && m.created.0 == seg && m.created.1 == off
+            idx.mailboxes.get(&MailboxId(id)).is_some_and(|m| {
+                m.info.expires_at_ms > now && m.created.segment == seg && m.created.offset == off
             })
         }
-        Some(Kind::MailboxDeleted) => match codec::decode(kind, payload) {
-            Ok(Record::MailboxDeleted { target_seg, .. }) => target_ok(target_seg),
-            _ => false,
-        },
-        Some(Kind::MessageDeleted) => match codec::decode(kind, payload) {
-            Ok(Record::MessageDeleted {
-                mailbox,
-                seq,
-                target_seg,
-            }) => {
-                // Also kept while it names the mailbox's highest sequence, so
-                // that sequence is never handed out again after a restart.
-                target_ok(target_seg)
-                    || idx
-                        .mailboxes
-                        .get(&mailbox)
-                        .is_some_and(|m| m.info.expires_at_ms > now && m.info.last_seq == seq)
-            }
-            _ => false,
-        },
+        Some(Kind::MailboxDeleted | Kind::MessageDeleted | Kind::Dedupe | Kind::State) => {
+            codec::decode(kind, payload)
+                .is_ok_and(|record| decoded_is_live(idx, segs, seg, record, now))
+        }
         Some(
             Kind::UserCreated
             | Kind::SubscriptionAdded
@@ -210,23 +198,47 @@ fn is_live(
             | Kind::AdminAudit
             | Kind::SubscriptionsEnded,
         ) => true,
-        Some(Kind::Dedupe) => match codec::decode(kind, payload) {
-            Ok(Record::Dedupe { at_ms, .. }) => now.saturating_sub(at_ms) < DEDUPE_TTL_MS,
-            _ => false,
-        },
+        Some(Kind::BatchCommit) | None => false,
+    }
+}
+
+/// [`is_live`] for the kinds whose liveness needs the decoded record:
+/// tombstones, dedupe keys and `State` entries.
+fn decoded_is_live(
+    idx: &MailboxIndex,
+    segs: &HashSet<SegmentNo>,
+    seg: SegmentNo,
+    record: Record<'_>,
+    now: u64,
+) -> bool {
+    // A tombstone is live while the segment it deletes from is still there.
+    let target_ok = |t: u32| SegmentNo(t) != seg && segs.contains(&SegmentNo(t));
+    match record {
+        Record::MailboxDeleted { target_seg, .. } => target_ok(target_seg),
+        Record::MessageDeleted {
+            mailbox,
+            seq,
+            target_seg,
+        } => {
+            // Also kept while it names the mailbox's highest sequence, so
+            // that sequence is never handed out again after a restart.
+            target_ok(target_seg)
+                || idx
+                    .mailboxes
+                    .get(&MailboxId(mailbox))
+                    .is_some_and(|m| m.info.expires_at_ms > now && m.info.last_seq == seq)
+        }
+        Record::Dedupe { at_ms, .. } => now.saturating_sub(at_ms) < DEDUPE_TTL_MS,
         // A value is live while it is its key's newest version; a deletion
         // is always kept, so an older value in another segment cannot come
         // back at the next open (one small record per deleted key).
-        Some(Kind::State) => match codec::decode(kind, payload) {
-            Ok(Record::State {
-                key,
-                version,
-                value: Some(_),
-            }) => idx.states.get(&key).is_some_and(|e| e.version == version),
-            Ok(Record::State { value: None, .. }) => true,
-            _ => false,
-        },
-        Some(Kind::BatchCommit) | None => false,
+        Record::State {
+            key,
+            version,
+            value: Some(_),
+        } => idx.states.get(&key).is_some_and(|e| e.version == version),
+        Record::State { value: None, .. } => true,
+        _ => false,
     }
 }
 
@@ -241,7 +253,7 @@ fn frames(seg: &Segment) -> Vec<(u32, usize)> {
     out
 }
 
-fn live_bytes(idx: &ShardIndex, segs: &HashSet<u32>, seg: &Segment, now: u64) -> u64 {
+fn live_bytes(idx: &MailboxIndex, segs: &HashSet<SegmentNo>, seg: &Segment, now: u64) -> u64 {
     let mut live = 0;
     for (off, _) in frames(seg) {
         if let Ok(f) = seg.frame(off) {
@@ -255,38 +267,69 @@ fn live_bytes(idx: &ShardIndex, segs: &HashSet<u32>, seg: &Segment, now: u64) ->
 
 /// Unlink a segment with nothing live. Readers holding bytes from it keep
 /// its mapping alive (the `Bytes` own an `Arc` of it), so this is safe.
-fn drop_segment(shared: &Shared, shard: usize, seg: &Segment) -> Result<u64, StorageError> {
-    shared.shards[shard].segs.write().remove(&seg.no);
+///
+/// Its records are dead only because of the index and of tombstones in other
+/// segments, which a later pass may drop once this one is gone. So an unlink
+/// that may not survive a crash stops the shard, and a stopped shard drops
+/// nothing more: the segment coming back must still find its tombstones.
+fn drop_segment(shared: &Shared, shard: ShardIndex, seg: &Segment) -> Result<u64, StorageError> {
+    if shared.shard_failed(shard) {
+        return Err(StorageError::Poisoned);
+    }
+    shared.shard(shard).segs.write().remove(&seg.no);
     let bytes = segment::file_bytes(&seg.path);
-    files::remove_segment(shared.io.as_ref(), &shared.dir, &seg.path)?;
+    if let Err(e) = files::remove_segment(shared.io.as_ref(), &shared.dir, &seg.path) {
+        let what = "unlinking a segment with nothing live";
+        return Err(stop_shard(shared, shard, what, &e));
+    }
     Ok(bytes)
 }
 
-/// Run on the shard's writer thread (so nothing of the shard interleaves).
-pub(crate) fn rewrite_in_writer(
-    w: &mut Writer,
-    seg_no: u32,
-) -> Result<RewriteOutcome, StorageError> {
-    let shared = Arc::clone(&w.shared);
-    let shard = w.shard;
-    let old = {
-        let segs = shared.shards[shard].segs.read();
-        match segs.get(&seg_no) {
-            Some(s) if s.sealed.load(Ordering::Acquire) && s.no != w.active.no => Arc::clone(s),
-            _ => return Ok(RewriteOutcome::Skipped),
-        }
-    };
+/// A change to the data directory that compaction made may not be durable
+/// (a failed unlink or directory fsync): poison the shard, as the writer does
+/// after a failed `fdatasync`. The next open settles what is on disk.
+pub(crate) fn stop_shard(
+    shared: &Shared,
+    shard: ShardIndex,
+    what: &str,
+    e: &std::io::Error,
+) -> StorageError {
+    shared.poison(shard, what, e);
+    StorageError::Poisoned
+}
+
+/// What a rewrite of one sealed segment writes: decided from the index on
+/// the owning shard's writer thread (so nothing of the shard changes between
+/// the plan and its application), applied by `Writer::rewrite`.
+pub(crate) struct RewritePlan {
+    /// The segment being replaced.
+    pub(crate) old: Arc<Segment>,
+    /// Its live frames back to back, then one `BatchCommit`.
+    pub(crate) body: Vec<u8>,
+    /// Hint entries of the output (offsets in the new segment).
+    pub(crate) hints: Vec<HintEntry>,
+    /// Old offset → new offset of every frame kept.
+    pub(crate) moved: HashMap<u32, u32>,
+}
+
+/// Plan the rewrite of `old` (sealed, of `shard`): its live records with
+/// their checksums good. `None` when nothing in it is live.
+pub(crate) fn plan_rewrite(
+    shared: &Shared,
+    shard: ShardIndex,
+    old: Arc<Segment>,
+) -> Option<RewritePlan> {
     let now = shared.clock.now_ms();
-    let mut buf = Vec::new();
+    let mut body = Vec::new();
     let mut hints = Vec::new();
-    let mut moved: Vec<(u32, u32)> = Vec::new(); // (old off, new off)
+    let mut moved = HashMap::new();
     let mut corrupt = 0;
     {
-        let idx = shared.shards[shard].index.read();
-        let segs: HashSet<u32> = shared.shards[shard].segs.read().keys().copied().collect();
+        let idx = shared.shard(shard).index.read();
+        let segs: HashSet<SegmentNo> = shared.shard(shard).segs.read().keys().copied().collect();
         for (off, _) in frames(&old) {
             let Ok(f) = old.frame(off) else { continue };
-            if !is_live(&idx, &segs, seg_no, off, f.kind, f.payload, now) {
+            if !is_live(&idx, &segs, old.no, off, f.kind, f.payload, now) {
                 continue;
             }
             if !f.crc_ok() {
@@ -294,99 +337,47 @@ pub(crate) fn rewrite_in_writer(
                 tracing::warn!(seg = %old.path.display(), off, "corrupt record dropped by compaction");
                 continue;
             }
-            let new_off = (codec::SEG_HEADER_LEN + buf.len()) as u32;
+            let new_off = (codec::SEG_HEADER_LEN + body.len()) as u32;
             let bytes = old
                 .map
                 .bytes()
                 .get(off as usize..off as usize + f.total_len())
                 .unwrap_or_default();
-            buf.extend_from_slice(bytes);
-            let (a, b) = if f.kind == Kind::Message as u8 {
-                codec::message_head(f.payload)
-                    .map(|h| (h.mailbox, h.seq))
-                    .unwrap_or((0, 0))
-            } else {
-                (0, 0)
-            };
-            hints.push(HintEntry {
-                off: new_off,
-                len: f.total_len() as u32,
-                kind: f.kind,
-                a,
-                b,
-            });
-            moved.push((off, new_off));
+            body.extend_from_slice(bytes);
+            hints.push(hint_entry(&f, new_off));
+            moved.insert(off, new_off);
         }
     }
     shared.count_corrupt(corrupt);
-    if buf.is_empty() {
-        return Ok(RewriteOutcome::Empty);
+    if body.is_empty() {
+        return None;
     }
     Record::BatchCommit {
         records: hints.len() as u32,
     }
-    .encode_frame(&mut buf);
-    let new_no = w.next_seg;
-    w.next_seg += 1;
-    let path = segment::seg_path(&shared.dir, shard, new_no);
-    let data_len = (codec::SEG_HEADER_LEN + buf.len()) as u64;
-    let hdr = SegHeader {
-        flags: codec::SEG_FLAG_REWRITE,
-        shard: shard as u32,
-        seg_no: new_no,
-        id_floor: w.counter,
-        supersedes: seg_no,
+    .encode_frame(&mut body);
+    Some(RewritePlan {
+        old,
+        body,
+        hints,
+        moved,
+    })
+}
+
+/// The hint entry of frame `f` once it sits at `off` of the output.
+fn hint_entry(f: &codec::Frame<'_>, off: u32) -> HintEntry {
+    let (a, b) = if f.kind == Kind::Message as u8 {
+        codec::message_head(f.payload)
+            .map(|h| (h.mailbox, h.seq))
+            .unwrap_or((0, 0))
+    } else {
+        (0, 0)
     };
-    let file =
-        files::write_rewrite_file(shared.io.as_ref(), &shared.dir, &path, &hdr.encode(), &buf)?;
-    let hint = codec::Hint {
-        shard: shard as u32,
-        seg_no: new_no,
-        data_len,
-        entries: hints,
-    };
-    if let Err(e) = files::write_hint(shared.io.as_ref(), &shared.dir, &path, &hint, true) {
-        tracing::warn!(%e, "could not write hint for a compaction output");
+    HintEntry {
+        off,
+        len: f.total_len() as u32,
+        kind: f.kind,
+        a,
+        b,
     }
-    let map = Map::new(file.file(), data_len as usize)?;
-    let new = Arc::new(Segment::new(new_no, path, map, data_len, true));
-    shared.shards[shard]
-        .segs
-        .write()
-        .insert(new_no, Arc::clone(&new));
-    {
-        let moved: std::collections::HashMap<u32, u32> = moved.into_iter().collect();
-        let mut idx = shared.shards[shard].index.write();
-        for m in idx.mailboxes.values_mut() {
-            if m.created.0 == seg_no {
-                if let Some(&n) = moved.get(&m.created.1) {
-                    m.created.0 = new_no;
-                    m.created.1 = n;
-                }
-            }
-            let before = m.msgs.len();
-            m.msgs.retain_mut(|r| {
-                if r.seg != seg_no {
-                    return true;
-                }
-                match moved.get(&r.off) {
-                    Some(&n) => {
-                        r.seg = new_no;
-                        r.off = n;
-                        true
-                    }
-                    None => false,
-                }
-            });
-            if m.msgs.len() != before {
-                m.info.message_count = m.msgs.len() as u32;
-            }
-        }
-    }
-    let old_bytes = segment::file_bytes(&old.path);
-    shared.shards[shard].segs.write().remove(&seg_no);
-    files::remove_segment(shared.io.as_ref(), &shared.dir, &old.path)?;
-    Ok(RewriteOutcome::Rewritten(
-        old_bytes.saturating_sub(data_len),
-    ))
 }

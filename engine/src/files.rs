@@ -184,12 +184,13 @@ fn lay_out_segment(io: &dyn Io, file: &DataFile, new: &NewSegment<'_>) -> io::Re
     Ok(())
 }
 
-/// Write a compaction output under its temp name, make it durable, rename it
-/// into place and make the rename durable. It is never torn: recovery deletes
-/// an unfinished `.seg.tmp`.
+/// Write a compaction output under its temp name, make it durable and rename
+/// it into place. It is never torn: recovery deletes an unfinished
+/// `.seg.tmp`. Once this returns the output is in place: the caller makes the
+/// rename durable, and must stop the shard if it cannot (a second output
+/// superseding the same segment would be loaded beside the first).
 pub(crate) fn write_rewrite_file(
     io: &dyn Io,
-    dir: &Path,
     path: &Path,
     header: &[u8; codec::SEG_HEADER_LEN],
     body: &[u8],
@@ -206,7 +207,6 @@ pub(crate) fn write_rewrite_file(
         let _ = io.remove_file(&tmp);
         return Err(e);
     }
-    io.sync_dir(dir)?;
     Ok(DataFile::new(file.file, path.to_path_buf()))
 }
 

@@ -23,11 +23,13 @@
 mod api;
 mod backup;
 mod clock;
+mod cmd;
 mod codec;
 mod compaction;
 mod error;
 pub mod fanout;
 mod files;
+mod ids;
 mod poison;
 mod recovery;
 mod segment;

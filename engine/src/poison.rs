@@ -7,13 +7,14 @@
 
 use std::sync::Arc;
 
+use crate::ids::ShardIndex;
 use crate::state::Shared;
 
 /// Which thread a [`PoisonDart`] guards.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Guarded {
     /// A shard's writer: only that shard fails.
-    Writer(usize),
+    Writer(ShardIndex),
     /// The compaction owner: expiry stops, so the whole engine fails.
     Compaction,
 }

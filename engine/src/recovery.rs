@@ -17,8 +17,11 @@ use std::sync::Arc;
 use crate::codec::{self, FrameError, HeaderError, Hint, HintEntry, Kind, Record, SegHeader};
 use crate::error::OpenError;
 use crate::files::{self, DataFile, Io};
+use crate::ids::{RecordLoc, SegmentNo};
 use crate::segment::{self, Segment};
-use crate::state::{MailboxEntry, MsgRef, ShardIndex, StateValue, DEDUPE_TTL_MS, REF_CORRUPT};
+use crate::state::{
+    MailboxEntry, MailboxIndex, MsgRef, StateValue, DEDUPE_TTL_MS, MAX_SHARDS, REF_CORRUPT,
+};
 use crate::sys::Map;
 use crate::types::*;
 
@@ -28,8 +31,8 @@ pub(crate) const SHARDS_FILE: &str = "SHARDS";
 /// Everything recovered for one shard.
 #[derive(Default)]
 pub(crate) struct ShardRecovery {
-    pub(crate) segs: BTreeMap<u32, Arc<Segment>>,
-    pub(crate) index: ShardIndex,
+    pub(crate) segs: BTreeMap<SegmentNo, Arc<Segment>>,
+    pub(crate) index: MailboxIndex,
     pub(crate) counter: u64,
     pub(crate) next_seg: u32,
     pub(crate) corrupt: u64,
@@ -37,7 +40,7 @@ pub(crate) struct ShardRecovery {
 
 #[derive(Default)]
 struct Acc {
-    mailboxes: HashMap<u64, (codec::MailboxRec, (u32, u32, u32))>,
+    mailboxes: HashMap<u64, (codec::MailboxRec, RecordLoc)>,
     deleted_mb: HashSet<u64>,
     msgs: Vec<(u64, MsgRef)>,
     deleted_msgs: HashSet<(u64, u64)>,
@@ -51,7 +54,7 @@ struct Acc {
     sub_ends: Vec<(u64, u64, u64)>,
     dedupe: Vec<(String, u64, u8)>,
     /// (key, version, value, segment, record length)
-    states: Vec<(String, u64, Option<String>, u32, u32)>,
+    states: Vec<(String, u64, Option<String>, SegmentNo, u32)>,
     max_id: u64,
     max_floor: u64,
     corrupt: u64,
@@ -101,7 +104,7 @@ pub(crate) fn shard_count(io: &dyn Io, dir: &Path, configured: usize) -> Result<
             .trim()
             .parse()
             .map_err(|_| OpenError::Config(format!("{} is not a number", p.display())))?;
-        if n == 0 || n > 256 {
+        if n == 0 || n > MAX_SHARDS {
             return Err(OpenError::Config(format!("{} holds {n}", p.display())));
         }
         let want = if configured == 0 { n } else { configured };
@@ -121,7 +124,7 @@ pub(crate) fn shard_count(io: &dyn Io, dir: &Path, configured: usize) -> Result<
     } else {
         configured
     }
-    .clamp(1, 256);
+    .clamp(1, MAX_SHARDS);
     let tmp = dir.join("SHARDS.tmp");
     files::write_atomically(io, dir, &p, &tmp, format!("{n}\n").as_bytes(), true)?;
     Ok(n)
@@ -147,7 +150,7 @@ pub(crate) fn recover(
         }
         if let Some((shard, no)) = segment::parse_seg_name(name) {
             match files.get_mut(shard) {
-                Some(v) => v.push((no, ent.path())),
+                Some(v) => v.push((no.0, ent.path())),
                 None => tracing::warn!(
                     file = name,
                     "segment of a shard beyond the shard count; ignored"
@@ -305,21 +308,21 @@ fn recover_shard(
             file.file(),
             usize::try_from(data_len.max(1)).unwrap_or(usize::MAX),
         )?;
-        let seg = Arc::new(Segment::new(no, path, map, data_len, true));
+        let seg = Arc::new(Segment::new(SegmentNo(no), path, map, data_len, true));
         index_entries(&seg, &entries, &mut acc);
         acc.msgs.extend(suspects.iter().map(|e| {
             (
                 e.a,
                 MsgRef {
                     seq: e.b,
-                    seg: no,
+                    seg: SegmentNo(no),
                     off: e.off,
                     len: e.len,
                     flags: REF_CORRUPT,
                 },
             )
         }));
-        out.segs.insert(no, seg);
+        out.segs.insert(SegmentNo(no), seg);
     }
     out.corrupt = acc.corrupt;
     Ok((out, acc))
@@ -473,7 +476,11 @@ fn scan(file: &File, file_len: u64, tail: bool, path: &Path) -> std::io::Result<
 
 fn index_entries(seg: &Segment, entries: &[HintEntry], acc: &mut Acc) {
     for e in entries {
-        let loc = (seg.no, e.off, e.len);
+        let loc = RecordLoc {
+            segment: seg.no,
+            offset: e.off,
+            len: e.len,
+        };
         if e.kind == Kind::Message as u8 {
             acc.msgs.push((
                 e.a,
@@ -642,8 +649,8 @@ fn resolve(
         // Superseded at its address, or expired: a restart reaps it (as a
         // compaction pass would).
         if newest.get(&m.address) != Some(id) || m.expires_at_ms <= now_ms {
-            if let Some(s) = rec.segs.get(&loc.0) {
-                s.add_dead(u64::from(loc.2));
+            if let Some(s) = rec.segs.get(&loc.segment) {
+                s.add_dead(u64::from(loc.len));
             }
             continue;
         }
@@ -667,10 +674,10 @@ fn resolve(
             message_count: msgs.len() as u32,
             last_seq: last_seq.get(id).copied().unwrap_or(0),
         };
-        rec.index.by_address.insert(address, *id);
+        rec.index.by_address.insert(address, MailboxId(*id));
         rec.index.index_token(&info);
         rec.index.mailboxes.insert(
-            *id,
+            MailboxId(*id),
             MailboxEntry {
                 info,
                 created: *loc,

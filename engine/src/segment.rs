@@ -8,11 +8,12 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use crate::codec::{self, Frame, FrameError};
+use crate::ids::{SegmentNo, ShardIndex};
 use crate::sys::Map;
 
 /// A segment that readers can reach.
 pub(crate) struct Segment {
-    pub(crate) no: u32,
+    pub(crate) no: SegmentNo,
     pub(crate) path: PathBuf,
     pub(crate) map: Arc<Map>,
     /// Bytes below this offset are committed (durable per the engine's
@@ -25,7 +26,7 @@ pub(crate) struct Segment {
 }
 
 impl Segment {
-    pub(crate) fn new(no: u32, path: PathBuf, map: Arc<Map>, len: u64, sealed: bool) -> Self {
+    pub(crate) fn new(no: SegmentNo, path: PathBuf, map: Arc<Map>, len: u64, sealed: bool) -> Self {
         Self {
             no,
             path,
@@ -62,8 +63,8 @@ impl Segment {
 }
 
 /// `s001-0000000042.seg`
-pub(crate) fn seg_path(dir: &Path, shard: usize, no: u32) -> PathBuf {
-    dir.join(format!("s{shard:03}-{no:010}.seg"))
+pub(crate) fn seg_path(dir: &Path, shard: ShardIndex, no: SegmentNo) -> PathBuf {
+    dir.join(format!("s{:03}-{no:010}.seg", shard.0))
 }
 
 pub(crate) fn hint_path(seg: &Path) -> PathBuf {
@@ -75,14 +76,14 @@ pub(crate) fn tmp_path(seg: &Path) -> PathBuf {
 }
 
 /// Parse `sSSS-NNNNNNNNNN.seg` → (shard, no).
-pub(crate) fn parse_seg_name(name: &str) -> Option<(usize, u32)> {
+pub(crate) fn parse_seg_name(name: &str) -> Option<(usize, SegmentNo)> {
     let stem = name.strip_suffix(".seg")?;
     let rest = stem.strip_prefix('s')?;
     let (shard, no) = rest.split_once('-')?;
     if shard.len() != 3 || no.len() != 10 {
         return None;
     }
-    Some((shard.parse().ok()?, no.parse().ok()?))
+    Some((shard.parse().ok()?, SegmentNo(no.parse().ok()?)))
 }
 
 /// File size on disk (allocated blocks), for `disk_bytes`.
@@ -96,9 +97,9 @@ mod tests {
 
     #[test]
     fn segment_names_round_trip() {
-        let p = seg_path(Path::new("/d"), 7, 42);
+        let p = seg_path(Path::new("/d"), ShardIndex(7), SegmentNo(42));
         let name = p.file_name().unwrap().to_str().unwrap();
-        assert_eq!(parse_seg_name(name), Some((7, 42)));
+        assert_eq!(parse_seg_name(name), Some((7, SegmentNo(42))));
         assert_eq!(parse_seg_name("s07-0000000042.seg"), None);
         assert_eq!(parse_seg_name("s007-0000000042.hint"), None);
         assert_eq!(hint_path(&p), Path::new("/d/s007-0000000042.hint"));

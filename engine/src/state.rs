@@ -16,11 +16,15 @@ use crossbeam_channel::Sender;
 use parking_lot::{Mutex, RwLock};
 
 use crate::clock::Clock;
+use crate::cmd::Cmd;
 use crate::fanout::Hub;
+use crate::ids::{RecordLoc, SegmentNo, ShardIndex};
 use crate::segment::Segment;
 use crate::types::*;
-use crate::writer::Cmd;
 
+/// Most shards: a delivery's `Dedupe` record counts the shards it went to
+/// in a `u8`.
+pub(crate) const MAX_SHARDS: usize = u8::MAX as usize;
 /// Dedupe keys are forgotten this long after they were recorded.
 pub(crate) const DEDUPE_TTL_MS: u64 = 7 * 24 * 3600 * 1000;
 /// Lock stripes of the dedupe table.
@@ -32,7 +36,7 @@ pub(crate) const DISK_PROBE_EVERY_MS: u64 = 1000;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct MsgRef {
     pub(crate) seq: u64,
-    pub(crate) seg: u32,
+    pub(crate) seg: SegmentNo,
     pub(crate) off: u32,
     /// Whole frame length (header + payload).
     pub(crate) len: u32,
@@ -43,13 +47,10 @@ pub(crate) struct MsgRef {
 /// The record failed its checksum; never served again.
 pub(crate) const REF_CORRUPT: u32 = 1;
 
-/// Where a metadata record lives: (segment, offset, frame length).
-pub(crate) type Loc = (u32, u32, u32);
-
 pub(crate) struct MailboxEntry {
     pub(crate) info: MailboxInfo,
     /// The `MailboxCreated` record; compaction keeps exactly this one.
-    pub(crate) created: Loc,
+    pub(crate) created: RecordLoc,
     /// Sorted by seq.
     pub(crate) msgs: Vec<MsgRef>,
 }
@@ -61,24 +62,24 @@ impl MailboxEntry {
 }
 
 #[derive(Default)]
-pub(crate) struct ShardIndex {
-    pub(crate) mailboxes: HashMap<u64, MailboxEntry>,
+pub(crate) struct MailboxIndex {
+    pub(crate) mailboxes: HashMap<MailboxId, MailboxEntry>,
     /// The newest mailbox at each address (it may have expired).
-    pub(crate) by_address: HashMap<Address, u64>,
+    pub(crate) by_address: HashMap<Address, MailboxId>,
     /// Anonymous mailboxes by the SHA-256 of their session token. A token
     /// opens exactly one mailbox, and the API asks on every request that
     /// carries one whether it opens any (an unknown token is `401`), so this
     /// must not be a scan.
-    pub(crate) by_token: HashMap<[u8; 32], u64>,
+    pub(crate) by_token: HashMap<[u8; 32], MailboxId>,
     /// Live `State` entries by key (shard 0 only; see [`crate::Engine::put_state`]).
     pub(crate) states: BTreeMap<String, StateValue>,
 }
 
-impl ShardIndex {
+impl MailboxIndex {
     /// Index a new mailbox. The older mailbox at its address (expired, or
     /// it could not have been created) is dropped from the index and returned.
     pub(crate) fn insert_mailbox(&mut self, entry: MailboxEntry) -> Option<MailboxEntry> {
-        let id = entry.info.id.0;
+        let id = entry.info.id;
         let replaced = self.by_address.insert(entry.info.address.clone(), id);
         self.index_token(&entry.info);
         self.mailboxes.insert(id, entry);
@@ -89,12 +90,12 @@ impl ShardIndex {
     /// its own way and calls this for each).
     pub(crate) fn index_token(&mut self, info: &MailboxInfo) {
         if let Owner::Anonymous { token_hash } = &info.owner {
-            self.by_token.insert(*token_hash, info.id.0);
+            self.by_token.insert(*token_hash, info.id);
         }
     }
 
     /// Drop a mailbox from the index (deleted or expired).
-    pub(crate) fn remove_mailbox(&mut self, id: u64) -> Option<MailboxEntry> {
+    pub(crate) fn remove_mailbox(&mut self, id: MailboxId) -> Option<MailboxEntry> {
         let m = self.mailboxes.remove(&id)?;
         if self.by_address.get(&m.info.address) == Some(&id) {
             self.by_address.remove(&m.info.address);
@@ -115,13 +116,13 @@ pub(crate) const MAX_STATE_ENTRIES: usize = 100_000;
 pub(crate) struct StateValue {
     pub(crate) version: u64,
     pub(crate) value: String,
-    pub(crate) seg: u32,
+    pub(crate) seg: SegmentNo,
     pub(crate) len: u32,
 }
 
 pub(crate) struct Shard {
-    pub(crate) index: RwLock<ShardIndex>,
-    pub(crate) segs: RwLock<BTreeMap<u32, Arc<Segment>>>,
+    pub(crate) index: RwLock<MailboxIndex>,
+    pub(crate) segs: RwLock<BTreeMap<SegmentNo, Arc<Segment>>>,
     pub(crate) tx: Sender<Cmd>,
 }
 
@@ -216,15 +217,19 @@ impl Shared {
 
     /// Mark `shard` failed after a write or sync error: it refuses writes
     /// until restart (never retry a failed fsync). Other shards go on.
-    pub(crate) fn poison(&self, shard: usize, what: &str, err: &std::io::Error) {
+    pub(crate) fn poison(&self, shard: ShardIndex, what: &str, err: &std::io::Error) {
         if self.health.fail_shard(shard) {
-            tracing::error!(%err, what, shard, "storage write failed; shard poisoned, refusing writes until restart");
+            tracing::error!(%err, what, shard = shard.0, "storage write failed; shard poisoned, refusing writes until restart");
         }
     }
 
     /// True when `shard` refuses writes: it, or the engine as a whole, failed.
-    pub(crate) fn shard_failed(&self, shard: usize) -> bool {
+    pub(crate) fn shard_failed(&self, shard: ShardIndex) -> bool {
         self.health.shard_failed(shard)
+    }
+
+    pub(crate) fn shard(&self, shard: ShardIndex) -> &Shard {
+        &self.shards[shard.0]
     }
 
     pub(crate) fn count_corrupt(&self, n: u64) {
@@ -276,10 +281,10 @@ impl Health {
     }
 
     /// Mark `shard` failed; true if this call did it (log once).
-    pub(crate) fn fail_shard(&self, shard: usize) -> bool {
+    pub(crate) fn fail_shard(&self, shard: ShardIndex) -> bool {
         self.any.store(true, Ordering::Release);
         self.shards
-            .get(shard)
+            .get(shard.0)
             .is_some_and(|f| !f.swap(true, Ordering::AcqRel))
     }
 
@@ -289,11 +294,11 @@ impl Health {
         !self.compaction.swap(true, Ordering::AcqRel)
     }
 
-    pub(crate) fn shard_failed(&self, shard: usize) -> bool {
+    pub(crate) fn shard_failed(&self, shard: ShardIndex) -> bool {
         self.compaction.load(Ordering::Acquire)
             || self
                 .shards
-                .get(shard)
+                .get(shard.0)
                 .is_none_or(|f| f.load(Ordering::Acquire))
     }
 

@@ -8,6 +8,9 @@
 //! back byte-identical, and after `ENOSPC` clears the same engine accepts
 //! mail again without a restart (unless the fault hit a batch's
 //! `fdatasync`, which stays fatal for its shard until restart, by design).
+//!
+//! The last tests aim one fault at one step instead: the directory fsync
+//! after a compaction renamed its output into place or unlinked a segment.
 
 mod common;
 #[path = "simfs/fault.rs"]
@@ -339,4 +342,143 @@ fn a_full_disk_refuses_with_disk_full_and_takes_mail_again_by_itself() {
     assert_eq!(acked.messages.len(), 10);
     check_after_restart(dir.path(), &clock, &acked, "after the disk was full");
     assert_eq!(ENGINE_THREAD_PANICS.load(Ordering::SeqCst), 0);
+}
+
+/// An engine that compacts any segment less than 90% live, on `io`.
+fn open_compacting(dir: &std::path::Path, c: &Arc<ManualClock>, io: Arc<dyn Io>) -> Engine {
+    let mut cfg = common::config(dir);
+    cfg.compaction_live_ratio = 0.9;
+    Engine::open_with_io(cfg, c.clone() as Arc<dyn Clock>, io).unwrap()
+}
+
+/// A 3000-byte message whose every line names `i` (to find it on disk).
+fn marked_body(i: u64) -> Bytes {
+    let mut v = format!("Subject: m{i}\r\n\r\n").into_bytes();
+    while v.len() < 3000 {
+        v.extend_from_slice(marker(i).as_bytes());
+    }
+    v.into()
+}
+
+fn marker(i: u64) -> String {
+    format!("MARK{i:08}MARK")
+}
+
+/// Data files holding `needle`.
+fn files_containing(dir: &std::path::Path, needle: &str) -> usize {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .filter(|e| {
+            let b = std::fs::read(e.as_ref().unwrap().path()).unwrap();
+            b.windows(needle.len()).any(|w| w == needle.as_bytes())
+        })
+        .count()
+}
+
+/// A compaction output is in place once renamed, even when the directory
+/// fsync after the rename fails. Rewriting the same segment again would put
+/// a second output beside it, and the next open would load both. A failed
+/// directory fsync stops the shard instead (as a failed `fdatasync` does),
+/// so every live message is on disk once.
+#[test]
+fn a_failed_directory_fsync_after_a_compaction_rename_leaves_no_second_output() {
+    let dir = scratch();
+    let c = Arc::new(ManualClock::new(START_MS));
+    let e = open_compacting(dir.path(), &c, Arc::new(RealIo));
+    common::mailbox(&e, "keep", 10_000, 3_600_000);
+    let mut live = Vec::new();
+    for i in 0..60u64 {
+        let id = common::stored(&common::deliver(
+            &e,
+            &["keep@uncorreo.test"],
+            marked_body(i),
+        ))[0];
+        if i % 4 == 0 {
+            live.push((id, i));
+        } else {
+            block_on(e.delete_message(id)).unwrap();
+        }
+    }
+    e.shutdown();
+    drop(e);
+
+    let io = Arc::new(FaultIo::new(0, libc::EIO, false));
+    let e = open_compacting(dir.path(), &c, Arc::clone(&io) as Arc<dyn Io>);
+    io.fail_next_after(Call::Rename, Call::SyncDir);
+    assert!(e.compact_now().is_err());
+    assert_eq!(io.failed_calls(), vec![Call::SyncDir]);
+    // The owner's next pass.
+    let _ = e.compact_now();
+    let health = e.health();
+    e.shutdown();
+    drop(e);
+
+    let e = open_compacting(dir.path(), &c, Arc::new(RealIo));
+    for (id, i) in &live {
+        assert_eq!(e.read_raw(*id).unwrap(), marked_body(*i));
+        assert_eq!(
+            files_containing(dir.path(), &marker(*i)),
+            1,
+            "message {i} is in more than one file"
+        );
+    }
+    let keep = e.mailbox(&addr("keep")).unwrap();
+    assert_eq!(keep.message_count as usize, live.len());
+    // The shard stopped (so `/ready` answered 503) until this restart.
+    assert_eq!(health.failed_shards.len(), 1, "{health:?}");
+    e.shutdown();
+}
+
+/// Dropping a segment with nothing live: when the directory fsync after the
+/// unlink fails, a crash may bring the segment back. Its records are dead
+/// only because of tombstones elsewhere, so no later pass may drop those
+/// tombstones: the shard stops, and a deleted mailbox stays deleted even
+/// when the unlinked segment comes back.
+#[test]
+fn a_failed_directory_fsync_after_dropping_a_segment_never_brings_deleted_mail_back() {
+    let dir = scratch();
+    let c = Arc::new(ManualClock::new(START_MS));
+    let mut cfg = common::config(dir.path());
+    cfg.shards = 1;
+    cfg.compaction_live_ratio = 0.9;
+    let open = |io: Arc<dyn Io>| {
+        Engine::open_with_io(cfg.clone(), c.clone() as Arc<dyn Clock>, io).unwrap()
+    };
+    let e = open(Arc::new(RealIo));
+    // Segment 1: all of `gone`; its deletion is in segment 2, beside
+    // `brief`, which expires.
+    let gone = common::mailbox(&e, "gone", 10_000, 3_600_000);
+    for i in 0..24u64 {
+        common::deliver(&e, &["gone@uncorreo.test"], marked_body(i));
+    }
+    block_on(e.delete_mailbox(gone.id)).unwrap();
+    common::mailbox(&e, "brief", 10_000, 60_000);
+    for i in 100..130u64 {
+        common::deliver(&e, &["brief@uncorreo.test"], marked_body(i));
+    }
+    c.advance(60_000);
+    e.shutdown();
+    drop(e);
+    let first = common::segments(dir.path())[0].0.clone();
+    let saved = std::fs::read(&first).unwrap();
+
+    let io = Arc::new(FaultIo::new(0, libc::EIO, false));
+    let e = open(Arc::clone(&io) as Arc<dyn Io>);
+    io.fail_next_after(Call::Remove, Call::SyncDir);
+    assert!(e.compact_now().is_err());
+    assert_eq!(io.failed_calls(), vec![Call::SyncDir]);
+    // The owner's next pass.
+    let _ = e.compact_now();
+    e.shutdown();
+    drop(e);
+
+    // A crash lost the unlink that was never made durable.
+    std::fs::write(&first, saved).unwrap();
+    let e = open(Arc::new(RealIo));
+    assert!(
+        e.mailbox(&addr("gone")).is_none(),
+        "a deleted mailbox came back"
+    );
+    assert!(e.mailbox_by_id(gone.id).is_none());
+    e.shutdown();
 }

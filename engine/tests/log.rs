@@ -405,6 +405,11 @@ fn config_limits_keep_every_record_decodable() {
         with(&|cfg| cfg.batch_max_bytes = (1 << 28) + 1),
         Err(OpenError::Config(_))
     ));
+    // A delivery's dedupe record counts its shards in one byte.
+    assert!(matches!(
+        with(&|cfg| cfg.shards = 256),
+        Err(OpenError::Config(_))
+    ));
     let e = with(&|cfg| cfg.max_message_bytes = (1 << 30) - (1 << 20)).unwrap();
     e.shutdown();
 }

@@ -5,7 +5,7 @@
 # (also on Ctrl-C). Run from anywhere: `bash engine/tests/mutations.sh`.
 #
 #   1. writer-fdatasync-noop: the writer's per-batch `io.sync_data(&self.file)`
-#      (engine/src/writer.rs, Writer::write_batch) becomes `Ok(())`.
+#      (engine/src/writer/append.rs, Writer::write_batch) becomes `Ok(())`.
 #   2. segment-create-no-dir-fsync: the directory fsync after a new segment's
 #      header is written and synced (engine/src/files.rs, lay_out_segment)
 #      is removed.
@@ -49,7 +49,7 @@ run() { # name
 }
 
 status=0
-mutate writer-fdatasync-noop engine/src/writer.rs \
+mutate writer-fdatasync-noop engine/src/writer/append.rs \
   "                io.sync_data(&self.file)
 " "                Ok(())
 " && run writer-fdatasync-noop || status=1

@@ -3,7 +3,9 @@
 //! create, rename, unlink, allocate and truncate from 1) fails with the
 //! chosen errno — once, or from then on until [`FaultIo::clear`]. `ENOSPC`
 //! never hits a truncation or an unlink (they only free space, as on a real
-//! filesystem); those still count as calls.
+//! filesystem); those still count as calls. [`FaultIo::fail_next_after`]
+//! aims one fault at a step of a sequence instead (the directory fsync that
+//! follows a rename), wherever it falls in the count.
 
 use std::io;
 use std::path::Path;
@@ -20,6 +22,15 @@ pub struct FaultIo {
     cleared: AtomicBool,
     failed: AtomicU64,
     failed_kinds: parking_lot::Mutex<Vec<Call>>,
+    /// See [`FaultIo::fail_next_after`].
+    armed: parking_lot::Mutex<Option<Armed>>,
+}
+
+/// A one-shot fault aimed at a call that follows another.
+struct Armed {
+    first: Call,
+    then: Call,
+    seen_first: bool,
 }
 
 /// Which kind of call a fault hit.
@@ -47,6 +58,7 @@ impl FaultIo {
             cleared: AtomicBool::new(false),
             failed: AtomicU64::new(0),
             failed_kinds: parking_lot::Mutex::new(Vec::new()),
+            armed: parking_lot::Mutex::new(None),
         }
     }
 
@@ -70,6 +82,30 @@ impl FaultIo {
         self.cleared.store(true, Ordering::SeqCst);
     }
 
+    /// Fail (once, with the errno) the first `then` call after the next
+    /// `first` call: a fault aimed at one step of a sequence, such as the
+    /// directory fsync that follows a rename, wherever it falls in the count.
+    pub fn fail_next_after(&self, first: Call, then: Call) {
+        *self.armed.lock() = Some(Armed {
+            first,
+            then,
+            seen_first: false,
+        });
+    }
+
+    fn armed_hit(&self, call: Call) -> bool {
+        let mut armed = self.armed.lock();
+        let Some(a) = armed.as_mut() else {
+            return false;
+        };
+        if a.seen_first && call == a.then {
+            *armed = None;
+            return true;
+        }
+        a.seen_first |= call == a.first;
+        false
+    }
+
     fn gate(&self, call: Call) -> io::Result<()> {
         let n = self.calls.fetch_add(1, Ordering::SeqCst) + 1;
         if self.cleared.load(Ordering::SeqCst) {
@@ -77,9 +113,8 @@ impl FaultIo {
         }
         let at = self.fail_at.load(Ordering::SeqCst);
         let frees_space = matches!(call, Call::SetLen | Call::Remove);
-        let hit = at != 0
-            && (n == at || (self.sticky && n > at))
-            && !(self.errno == libc::ENOSPC && frees_space);
+        let counted = at != 0 && (n == at || (self.sticky && n > at));
+        let hit = (counted || self.armed_hit(call)) && !(self.errno == libc::ENOSPC && frees_space);
         if hit {
             self.failed.fetch_add(1, Ordering::SeqCst);
             self.failed_kinds.lock().push(call);

@@ -1,0 +1,149 @@
+//! The commands a shard's writer thread runs, one variant per operation.
+//!
+//! The handle (`api.rs`) builds them and the writer (`writer/`) consumes
+//! them; neither the index (`state.rs`) nor the writer needs the other to
+//! name them.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use tokio::sync::oneshot;
+
+use crate::compaction::RewriteOutcome;
+use crate::error::{
+    BatchFailure, CreateMailboxError, DeliverError, ResolveError, StorageError, WriteError,
+};
+use crate::ids::SegmentNo;
+use crate::types::*;
+
+pub(crate) type Reply<T, E> = oneshot::Sender<Result<T, E>>;
+/// Per recipient: its new message id, or why it was refused.
+pub(crate) type RcptResults = Vec<(Recipient, Result<MessageId, ResolveError>)>;
+
+/// What a writer is asked to do.
+pub(crate) enum Cmd {
+    Deliver {
+        raw: Bytes,
+        envelope_from: String,
+        summary: Arc<MessageSummary>,
+        rcpts: Vec<(Recipient, MailboxId)>,
+        /// (key, number of shards the delivery went to)
+        dedupe: Option<(String, u8)>,
+        enq: Instant,
+        /// The caller's clock when it asked (timestamps in the record).
+        at: u64,
+        reply: Reply<RcptResults, DeliverError>,
+    },
+    CreateMailbox {
+        new: NewMailbox,
+        enq: Instant,
+        /// The caller's clock when it asked (timestamps in the record).
+        at: u64,
+        reply: Reply<MailboxInfo, CreateMailboxError>,
+    },
+    DeleteMailbox {
+        id: u64,
+        enq: Instant,
+        reply: Reply<(), WriteError>,
+    },
+    DeleteMessage {
+        id: MessageId,
+        enq: Instant,
+        reply: Reply<(), WriteError>,
+    },
+    CreateUser {
+        name: String,
+        enq: Instant,
+        /// The caller's clock when it asked (timestamps in the record).
+        at: u64,
+        reply: Reply<UserInfo, WriteError>,
+    },
+    AddSubscription {
+        user: u64,
+        sub: Subscription,
+        enq: Instant,
+        reply: Reply<(), WriteError>,
+    },
+    CreateKey {
+        user: u64,
+        hash: [u8; 32],
+        prefix: String,
+        enq: Instant,
+        /// The caller's clock when it asked (timestamps in the record).
+        at: u64,
+        reply: Reply<ApiKeyInfo, WriteError>,
+    },
+    RevokeKey {
+        id: u64,
+        enq: Instant,
+        /// The caller's clock when it asked (timestamps in the record).
+        at: u64,
+        reply: Reply<(), WriteError>,
+    },
+    /// End every subscription of a user and add one (operator action; shard 0).
+    ReplaceSubscriptions {
+        user: u64,
+        sub: Subscription,
+        enq: Instant,
+        reply: Reply<(), WriteError>,
+    },
+    /// Mark a user disabled (operator action; shard 0).
+    DisableUser {
+        id: u64,
+        enq: Instant,
+        /// The caller's clock when it asked (timestamps in the record).
+        at: u64,
+        reply: Reply<(), WriteError>,
+    },
+    /// Record an operator action in the audit trail (shard 0).
+    Audit {
+        entry: AuditEntry,
+        enq: Instant,
+        reply: Reply<(), WriteError>,
+    },
+    /// Set or delete a `State` entry (shard 0).
+    PutState {
+        key: String,
+        value: Option<String>,
+        enq: Instant,
+        reply: Reply<(), WriteError>,
+    },
+    /// Compaction: rewrite the live records of a sealed segment.
+    Rewrite {
+        seg: SegmentNo,
+        reply: crossbeam_channel::Sender<Result<RewriteOutcome, StorageError>>,
+    },
+    /// Test-only fault injection: panic on the writer thread, so that its
+    /// poison guard runs (`notify` is dropped after that).
+    PanicForTests {
+        notify: crossbeam_channel::Sender<()>,
+    },
+    /// Flush, seal, stop.
+    Shutdown {
+        reply: crossbeam_channel::Sender<()>,
+    },
+}
+
+impl Cmd {
+    /// Answer a command that will not run (its shard failed) with `e`.
+    pub(crate) fn fail(self, e: BatchFailure) {
+        match self {
+            Cmd::Deliver { reply, .. } => drop(reply.send(Err(e.into()))),
+            Cmd::CreateMailbox { reply, .. } => drop(reply.send(Err(e.into()))),
+            Cmd::DeleteMailbox { reply, .. }
+            | Cmd::DeleteMessage { reply, .. }
+            | Cmd::AddSubscription { reply, .. }
+            | Cmd::RevokeKey { reply, .. }
+            | Cmd::DisableUser { reply, .. }
+            | Cmd::Audit { reply, .. }
+            | Cmd::ReplaceSubscriptions { reply, .. }
+            | Cmd::PutState { reply, .. } => drop(reply.send(Err(e.into()))),
+            Cmd::CreateUser { reply, .. } => drop(reply.send(Err(e.into()))),
+            Cmd::CreateKey { reply, .. } => drop(reply.send(Err(e.into()))),
+            Cmd::Rewrite { reply, .. } => drop(reply.send(Err(e.into()))),
+            Cmd::Shutdown { reply } => drop(reply.send(())),
+            Cmd::PanicForTests { notify } => drop(notify),
+        }
+    }
+}

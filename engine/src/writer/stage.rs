@@ -1,0 +1,524 @@
+//! Staging: each command checked against the committed state plus what the
+//! batch already holds, encoded into the batch, and its answer deferred to
+//! the commit. One function per command; nothing here touches the disk or
+//! changes the index.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+
+use super::batch::{Ack, Apply, Batch};
+use super::Writer;
+use crate::cmd::{Cmd, RcptResults, Reply};
+use crate::codec::{self, Kind, MessageMetaRec, Record};
+use crate::error::{CreateMailboxError, DeliverError, ResolveError, WriteError};
+use crate::state::{MailboxEntry, MAX_STATE_ENTRIES};
+use crate::types::*;
+
+/// A delivery as staged: everything but the recipients.
+struct Delivery<'a> {
+    raw: &'a Bytes,
+    envelope_from: &'a str,
+    summary: &'a MessageSummary,
+    /// The caller's clock when it asked.
+    at: u64,
+}
+
+impl Delivery<'_> {
+    fn meta(&self, rcpt: &Recipient) -> MessageMetaRec {
+        MessageMetaRec {
+            plus_tag: rcpt.plus_tag.clone(),
+            envelope_from: self.envelope_from.to_owned(),
+            summary: self.summary.clone(),
+        }
+    }
+}
+
+impl Writer {
+    /// Stage one write command into `b` (control commands never get here).
+    pub(super) fn stage(&mut self, cmd: Cmd, b: &mut Batch) {
+        match cmd {
+            Cmd::Deliver {
+                raw,
+                envelope_from,
+                summary,
+                rcpts,
+                dedupe,
+                enq,
+                at,
+                reply,
+            } => {
+                let delivery = Delivery {
+                    raw: &raw,
+                    envelope_from: &envelope_from,
+                    summary: &summary,
+                    at,
+                };
+                self.stage_deliver(b, &delivery, rcpts, dedupe, (reply, enq));
+            }
+            Cmd::CreateMailbox {
+                new,
+                enq,
+                at,
+                reply,
+            } => self.stage_create_mailbox(b, new, at, reply, enq),
+            Cmd::DeleteMailbox { id, enq, reply } => self.stage_delete_mailbox(b, id, reply, enq),
+            Cmd::DeleteMessage { id, enq, reply } => self.stage_delete_message(b, id, reply, enq),
+            Cmd::CreateUser {
+                name,
+                enq,
+                at,
+                reply,
+            } => self.stage_create_user(b, name, at, reply, enq),
+            Cmd::AddSubscription {
+                user,
+                sub,
+                enq,
+                reply,
+            } => self.stage_subscription(b, (user, sub, false), reply, enq),
+            Cmd::CreateKey {
+                user,
+                hash,
+                prefix,
+                enq,
+                at,
+                reply,
+            } => self.stage_create_key(b, (user, hash, prefix), at, reply, enq),
+            Cmd::RevokeKey { id, enq, at, reply } => self.stage_revoke_key(b, id, at, reply, enq),
+            Cmd::ReplaceSubscriptions {
+                user,
+                sub,
+                enq,
+                reply,
+            } => self.stage_subscription(b, (user, sub, true), reply, enq),
+            Cmd::DisableUser { id, enq, at, reply } => {
+                self.stage_disable_user(b, id, at, reply, enq)
+            }
+            Cmd::Audit { entry, enq, reply } => {
+                b.frame(&Record::AdminAudit(entry.clone()), 0, 0);
+                b.applies.push(Apply::Audit(entry));
+                b.answer_after_commit(Ack::Unit(reply), enq);
+            }
+            Cmd::PutState {
+                key,
+                value,
+                enq,
+                reply,
+            } => self.stage_put_state(b, key, value, reply, enq),
+            Cmd::Rewrite { .. } | Cmd::Shutdown { .. } | Cmd::PanicForTests { .. } => {}
+        }
+    }
+
+    /// One `Message` record per recipient whose mailbox takes it, plus the
+    /// dedupe record; refused recipients are answered in the results.
+    fn stage_deliver(
+        &mut self,
+        b: &mut Batch,
+        delivery: &Delivery<'_>,
+        rcpts: Vec<(Recipient, MailboxId)>,
+        dedupe: Option<(String, u8)>,
+        (reply, enq): (Reply<RcptResults, DeliverError>, Instant),
+    ) {
+        // A record the decoder would refuse must never be acknowledged
+        // (it would be unreadable, and after a crash its frame would
+        // look torn and cut off every later batch).
+        let largest = rcpts
+            .iter()
+            .map(|(rcpt, _)| codec::message_payload_len(&delivery.meta(rcpt), delivery.raw.len()))
+            .max()
+            .unwrap_or(0);
+        if largest > codec::MAX_PAYLOAD {
+            let limit = self.shared.config.max_message_bytes;
+            drop(reply.send(Err(DeliverError::TooLarge { limit })));
+            return;
+        }
+        let now = self.shared.clock.now_ms();
+        let mut results = Vec::with_capacity(rcpts.len());
+        let mut wrote = false;
+        let shared = Arc::clone(&self.shared);
+        let idx = shared.shard(self.shard).index.read();
+        for (rcpt, id) in rcpts {
+            let result = match idx.mailboxes.get(&id) {
+                Some(mb) => stage_message(b, mb, now, delivery, &rcpt),
+                None => Err(ResolveError::NoSuchMailbox),
+            };
+            wrote |= result.is_ok();
+            results.push((rcpt, result));
+        }
+        drop(idx);
+        if let Some((key, parts)) = dedupe {
+            // Written in the same batch as the messages (atomic with
+            // them), also when every recipient here was refused, so
+            // that recovery sees one part per shard.
+            let at_ms = delivery.at;
+            b.frame(&Record::Dedupe { key, at_ms, parts }, 0, 0);
+            wrote = true;
+        }
+        let ack = Ack::Deliver(reply, results);
+        if wrote {
+            b.answer_after_commit(ack, enq);
+        } else {
+            ack.ok();
+        }
+    }
+
+    fn stage_create_mailbox(
+        &mut self,
+        b: &mut Batch,
+        new: NewMailbox,
+        at: u64,
+        reply: Reply<MailboxInfo, CreateMailboxError>,
+        enq: Instant,
+    ) {
+        let now = self.shared.clock.now_ms();
+        let live_old = {
+            let idx = self.shared.shard(self.shard).index.read();
+            idx.by_address
+                .get(&new.address)
+                .and_then(|id| idx.mailboxes.get(id))
+                .is_some_and(|m| {
+                    m.info.expires_at_ms > now && !b.deleted_mailboxes.contains(&m.info.id)
+                })
+        };
+        if live_old || b.new_addresses.contains_key(&new.address) {
+            let _ = reply.send(Err(CreateMailboxError::AlreadyExists));
+            return;
+        }
+        let id = self.alloc_id();
+        let info = MailboxInfo {
+            id: MailboxId(id),
+            address: new.address.clone(),
+            owner: new.owner.clone(),
+            created_at_ms: at,
+            expires_at_ms: new.expires_at_ms,
+            max_messages: new.max_messages,
+            message_count: 0,
+            last_seq: 0,
+        };
+        let record = Record::MailboxCreated(codec::MailboxRec {
+            id,
+            created_at_ms: at,
+            expires_at_ms: new.expires_at_ms,
+            max_messages: new.max_messages,
+            owner: new.owner,
+            address: new.address.to_string(),
+        });
+        let (rel, len) = b.frame(&record, 0, 0);
+        b.new_addresses.insert(new.address, MailboxId(id));
+        let apply = Apply::MailboxCreated {
+            info: info.clone(),
+            rel,
+            len,
+        };
+        b.applies.push(apply);
+        b.answer_after_commit(Ack::Mailbox(reply, info), enq);
+    }
+
+    fn stage_delete_mailbox(
+        &mut self,
+        b: &mut Batch,
+        id: u64,
+        reply: Reply<(), WriteError>,
+        enq: Instant,
+    ) {
+        let mailbox = MailboxId(id);
+        let target = {
+            let idx = self.shared.shard(self.shard).index.read();
+            idx.mailboxes.get(&mailbox).map(|m| m.created.segment.0)
+        };
+        let Some(target_seg) = target.filter(|_| !b.deleted_mailboxes.contains(&mailbox)) else {
+            let _ = reply.send(Err(WriteError::NotFound));
+            return;
+        };
+        b.frame(&Record::MailboxDeleted { id, target_seg }, 0, 0);
+        b.deleted_mailboxes.insert(mailbox);
+        b.applies.push(Apply::MailboxDeleted { id: mailbox });
+        b.answer_after_commit(Ack::Unit(reply), enq);
+    }
+
+    fn stage_delete_message(
+        &mut self,
+        b: &mut Batch,
+        id: MessageId,
+        reply: Reply<(), WriteError>,
+        enq: Instant,
+    ) {
+        let mailbox = id.mailbox;
+        let target = {
+            let idx = self.shared.shard(self.shard).index.read();
+            idx.mailboxes
+                .get(&mailbox)
+                .and_then(|m| m.find(id.seq).and_then(|i| m.msgs.get(i)))
+                .map(|r| r.seg.0)
+        };
+        let Some(target_seg) = target.filter(|_| {
+            !b.deleted_mailboxes.contains(&mailbox)
+                && !b.deleted_messages.contains(&(mailbox, id.seq))
+        }) else {
+            let _ = reply.send(Err(WriteError::NotFound));
+            return;
+        };
+        let seq = id.seq;
+        let record = Record::MessageDeleted {
+            mailbox: mailbox.0,
+            seq,
+            target_seg,
+        };
+        b.frame(&record, 0, 0);
+        b.deleted_messages.insert((mailbox, seq));
+        if let Some(e) = b.mailbox_counts.get_mut(&mailbox) {
+            e.1 = e.1.saturating_sub(1);
+        }
+        b.applies.push(Apply::MessageDeleted { mailbox, seq });
+        b.answer_after_commit(Ack::Unit(reply), enq);
+    }
+
+    fn stage_create_user(
+        &mut self,
+        b: &mut Batch,
+        name: String,
+        at: u64,
+        reply: Reply<UserInfo, WriteError>,
+        enq: Instant,
+    ) {
+        let id = self.alloc_id();
+        let user = UserInfo {
+            id: UserId(id),
+            name: name.clone(),
+            created_at_ms: at,
+            subscriptions: Vec::new(),
+        };
+        let record = Record::UserCreated {
+            id,
+            created_at_ms: at,
+            name,
+        };
+        b.frame(&record, 0, 0);
+        b.applies.push(Apply::User(user.clone()));
+        b.answer_after_commit(Ack::User(reply, user), enq);
+    }
+
+    /// Add a subscription; with `replace` (an operator action), end every
+    /// earlier one of the user first.
+    fn stage_subscription(
+        &mut self,
+        b: &mut Batch,
+        (user, sub, replace): (u64, Subscription, bool),
+        reply: Reply<(), WriteError>,
+        enq: Instant,
+    ) {
+        if !self.shared.meta.read().users.contains_key(&user) {
+            let _ = reply.send(Err(WriteError::NotFound));
+            return;
+        }
+        let ordinal = self.alloc_id();
+        if replace {
+            let ended = Record::SubscriptionsEnded {
+                user,
+                before_ordinal: ordinal,
+                at_ms: sub.starts_at_ms,
+            };
+            b.frame(&ended, 0, 0);
+        }
+        let added = Record::SubscriptionAdded {
+            user,
+            ordinal,
+            sub: sub.clone(),
+        };
+        b.frame(&added, 0, 0);
+        b.applies.push(if replace {
+            Apply::ReplaceSubs { user, sub }
+        } else {
+            Apply::Sub { user, sub }
+        });
+        b.answer_after_commit(Ack::Unit(reply), enq);
+    }
+
+    fn stage_create_key(
+        &mut self,
+        b: &mut Batch,
+        (user, hash, prefix): (u64, [u8; 32], String),
+        at: u64,
+        reply: Reply<ApiKeyInfo, WriteError>,
+        enq: Instant,
+    ) {
+        let (user_ok, dup) = {
+            let m = self.shared.meta.read();
+            let user_ok = m.users.contains_key(&user);
+            (user_ok, m.key_by_hash.contains_key(&hash))
+        };
+        if !user_ok {
+            let _ = reply.send(Err(WriteError::NotFound));
+            return;
+        }
+        if dup || b.key_hashes.contains(&hash) {
+            let _ = reply.send(Err(WriteError::AlreadyExists));
+            return;
+        }
+        let id = self.alloc_id();
+        let key = ApiKeyInfo {
+            id: ApiKeyId(id),
+            user: UserId(user),
+            hash,
+            prefix: prefix.clone(),
+            created_at_ms: at,
+            revoked_at_ms: None,
+        };
+        let record = Record::ApiKeyCreated {
+            id,
+            user,
+            hash,
+            prefix,
+            created_at_ms: at,
+        };
+        b.frame(&record, 0, 0);
+        b.key_hashes.insert(hash);
+        b.applies.push(Apply::Key(key.clone()));
+        b.answer_after_commit(Ack::Key(reply, key), enq);
+    }
+
+    fn stage_revoke_key(
+        &mut self,
+        b: &mut Batch,
+        id: u64,
+        at: u64,
+        reply: Reply<(), WriteError>,
+        enq: Instant,
+    ) {
+        let revoked = self
+            .shared
+            .meta
+            .read()
+            .keys
+            .get(&id)
+            .map(|k| k.revoked_at_ms);
+        match revoked {
+            None => drop(reply.send(Err(WriteError::NotFound))),
+            Some(Some(_)) => drop(reply.send(Ok(()))),
+            Some(None) => {
+                b.frame(&Record::ApiKeyRevoked { id, at_ms: at }, 0, 0);
+                b.applies.push(Apply::Revoke { id, at_ms: at });
+                b.answer_after_commit(Ack::Unit(reply), enq);
+            }
+        }
+    }
+
+    fn stage_disable_user(
+        &mut self,
+        b: &mut Batch,
+        id: u64,
+        at: u64,
+        reply: Reply<(), WriteError>,
+        enq: Instant,
+    ) {
+        let state = {
+            let m = self.shared.meta.read();
+            (m.users.contains_key(&id), m.disabled.contains_key(&id))
+        };
+        match state {
+            (false, _) => drop(reply.send(Err(WriteError::NotFound))),
+            (true, true) => drop(reply.send(Ok(()))),
+            (true, false) => {
+                b.frame(&Record::UserDisabled { id, at_ms: at }, 0, 0);
+                b.applies.push(Apply::Disable { id, at_ms: at });
+                b.answer_after_commit(Ack::Unit(reply), enq);
+            }
+        }
+    }
+
+    fn stage_put_state(
+        &mut self,
+        b: &mut Batch,
+        key: String,
+        value: Option<String>,
+        reply: Reply<(), WriteError>,
+        enq: Instant,
+    ) {
+        let (exists, live) = {
+            let idx = self.shared.shard(self.shard).index.read();
+            (idx.states.contains_key(&key), idx.states.len())
+        };
+        let staged_new = b.new_states.iter().filter(|k| **k != key).count();
+        if value.is_none() && !exists && !b.new_states.contains(&key) {
+            // Nothing to delete: no record, so a retried delete stays cheap.
+            drop(reply.send(Ok(())));
+            return;
+        }
+        if value.is_some() && !exists && live + staged_new >= MAX_STATE_ENTRIES {
+            drop(reply.send(Err(WriteError::LimitReached)));
+            return;
+        }
+        if value.is_some() {
+            b.new_states.insert(key.clone());
+        }
+        let version = self.alloc_id();
+        let record = Record::State {
+            key: key.clone(),
+            version,
+            value: value.clone(),
+        };
+        let (_, len) = b.frame(&record, 0, 0);
+        let apply = Apply::State {
+            key,
+            version,
+            value,
+            len,
+        };
+        b.applies.push(apply);
+        b.answer_after_commit(Ack::Unit(reply), enq);
+    }
+}
+
+/// Stage one recipient's copy of a delivery: the next sequence number of
+/// its mailbox, unless the mailbox is gone, expired or full.
+fn stage_message(
+    b: &mut Batch,
+    mb: &MailboxEntry,
+    now: u64,
+    delivery: &Delivery<'_>,
+    rcpt: &Recipient,
+) -> Result<MessageId, ResolveError> {
+    let mailbox = mb.info.id;
+    let id = mailbox.0;
+    if b.deleted_mailboxes.contains(&mailbox) || mb.info.expires_at_ms <= now {
+        return Err(ResolveError::NoSuchMailbox);
+    }
+    let (last_seq, count) = *b
+        .mailbox_counts
+        .entry(mailbox)
+        .or_insert((mb.info.last_seq, mb.info.message_count));
+    if count >= mb.info.max_messages {
+        return Err(ResolveError::MailboxFull);
+    }
+    let seq = last_seq + 1;
+    // Sequence numbers of a mailbox only grow: clients resume from one.
+    assert!(
+        seq > mb.info.last_seq,
+        "mailbox {id}: sequence {seq} staged after {}",
+        mb.info.last_seq
+    );
+    b.mailbox_counts.insert(mailbox, (seq, count + 1));
+    let meta = delivery.meta(rcpt);
+    let start = codec::begin_frame(&mut b.buf, Kind::Message);
+    codec::encode_message(&mut b.buf, id, seq, delivery.at, &meta, delivery.raw);
+    codec::finish_frame(&mut b.buf, start);
+    let (rel, len) = b.push_hint(start, Kind::Message, id, seq);
+    let message = MessageId { mailbox, seq };
+    let event = Event {
+        address: mb.info.address.clone(),
+        id: message,
+        received_at_ms: delivery.at,
+        size: delivery.raw.len() as u32,
+        plus_tag: meta.plus_tag,
+        summary: meta.summary,
+    };
+    b.applies.push(Apply::Message {
+        mailbox,
+        seq,
+        rel,
+        len,
+        event,
+    });
+    Ok(message)
+}
