@@ -319,6 +319,9 @@ impl Engine {
                 active,
                 write_off: codec::SEG_HEADER_LEN as u64,
                 cap,
+                // Made at open, possibly without its reservation (no room):
+                // count every batch written into it.
+                counted_to: codec::SEG_HEADER_LEN as u64,
                 hints: Vec::new(),
                 counter,
                 next_seg: next_seg.next(),

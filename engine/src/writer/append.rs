@@ -111,6 +111,8 @@ impl Writer {
         self.active = seg;
         self.write_off = codec::SEG_HEADER_LEN as u64;
         self.cap = cap;
+        // The whole reservation was counted just above.
+        self.counted_to = cap;
         self.hints.clear();
         self.shared.publish_disk_gauges();
         Ok(())

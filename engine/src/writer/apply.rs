@@ -67,10 +67,16 @@ impl Writer {
                 return;
             }
         };
+        // Only bytes past what the segment's reservation already counted take
+        // new space; counting them again would refuse mail early, then take
+        // it again at the next probe.
+        let end = base + need;
+        let fresh = end.saturating_sub(self.counted_to.max(base));
+        self.counted_to = self.counted_to.max(end);
         self.shared
             .written_since_probe
-            .fetch_add(need, Ordering::Relaxed);
-        self.write_off = base + need;
+            .fetch_add(fresh, Ordering::Relaxed);
+        self.write_off = end;
         self.active.len.store(self.write_off, Ordering::Release);
         for mut h in std::mem::take(&mut batch.hints) {
             h.off += base as u32;

@@ -46,6 +46,11 @@ pub(crate) struct Writer {
     pub(crate) active: Arc<Segment>,
     pub(crate) write_off: u64,
     pub(crate) cap: u64,
+    /// Offset in the active segment up to which its bytes are already
+    /// counted against free space (`written_since_probe`): the whole
+    /// reservation of a segment this writer preallocated, so batches written
+    /// into it are not counted a second time.
+    pub(crate) counted_to: u64,
     /// Hint entries of the active segment (absolute offsets).
     pub(crate) hints: Vec<HintEntry>,
     /// Next value of the shard's id counter (id = counter * shards + shard).
