@@ -295,21 +295,31 @@ fn bind_operator_socket(path: &Path) -> Result<std::os::unix::net::UnixListener,
     Ok(socket.into())
 }
 
+/// The current-thread runtime a core or the operator socket runs on; when it
+/// cannot be built, the error goes to whoever waits for `ready`.
+fn thread_runtime(
+    ready: &std::sync::mpsc::Sender<Result<(), std::io::Error>>,
+) -> Option<tokio::runtime::Runtime> {
+    match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => Some(rt),
+        Err(e) => {
+            let _ = ready.send(Err(e));
+            None
+        }
+    }
+}
+
 fn run_operator(
     listener: std::os::unix::net::UnixListener,
     state: uncorreo_api::operator::OperatorState,
     shutdown: CancellationToken,
     ready: std::sync::mpsc::Sender<Result<(), std::io::Error>>,
 ) {
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            let _ = ready.send(Err(e));
-            return;
-        }
+    let Some(runtime) = thread_runtime(&ready) else {
+        return;
     };
     runtime.block_on(async move {
         let listener = match tokio::net::UnixListener::from_std(listener) {
@@ -355,15 +365,8 @@ fn run_core(
     shutdown: CancellationToken,
     ready: std::sync::mpsc::Sender<Result<(), std::io::Error>>,
 ) {
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            let _ = ready.send(Err(e));
-            return;
-        }
+    let Some(runtime) = thread_runtime(&ready) else {
+        return;
     };
     runtime.block_on(async move {
         let CoreListeners { smtp, smtps, http } = listeners;

@@ -1247,6 +1247,10 @@ impl Engine {
     }
 }
 
+/// How often a shutdown waiting for a writer's answer checks whether that
+/// writer died instead.
+const SHUTDOWN_POLL: std::time::Duration = std::time::Duration::from_millis(20);
+
 impl Inner {
     fn shutdown(&self) {
         let sh = &self.shared;
@@ -1260,16 +1264,31 @@ impl Inner {
         }
         drop(self.stop_compaction.lock().take());
         let mut acks = Vec::new();
-        for s in &sh.shards {
+        for (shard, s) in sh.shards.iter().enumerate() {
             let (tx, rx) = crossbeam_channel::bounded(1);
             // Blocking send: the queue drains as the writer works; everything
             // queued before the shutdown is committed first.
             if s.tx.send(Cmd::Shutdown { reply: tx }).is_ok() {
-                acks.push(rx);
+                acks.push((ShardIndex(shard), rx));
             }
         }
-        for rx in acks {
-            let _ = rx.recv();
+        for (shard, rx) in acks {
+            // A writer that panicked answers nothing, and the shutdown it may
+            // have been sent while unwinding stays in its queue (the senders
+            // live on in `Shared`), so its reply never disconnects either:
+            // stop waiting once its guard has marked the shard failed. A
+            // poisoned but living writer still answers; the join below waits
+            // for it either way.
+            loop {
+                match rx.recv_timeout(SHUTDOWN_POLL) {
+                    Ok(()) | Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
+                    Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
+                        if sh.health.shard_failed(shard) {
+                            break;
+                        }
+                    }
+                }
+            }
         }
         let threads: Vec<_> = std::mem::take(&mut *self.threads.lock());
         for t in threads {
