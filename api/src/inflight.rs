@@ -68,6 +68,12 @@ pub fn refused(front_end: FrontEnd) -> Problem {
     .retry_after(RETRY_AFTER_SECS)
 }
 
+/// [`refused`] for a body refused before it was read to the end: the
+/// connection cannot carry another request.
+pub fn refused_unread(front_end: FrontEnd) -> Problem {
+    refused(front_end).leaving_body_unread()
+}
+
 /// Grow `permit` by `bytes` for a copy the route is about to make (our
 /// `Received:` line in front, a decoded form), or refuse.
 pub fn hold_more(permit: &mut Permit, bytes: usize, front_end: FrontEnd) -> Result<(), Problem> {

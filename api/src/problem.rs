@@ -220,6 +220,10 @@ pub struct Problem {
     /// The request field at fault, for callers that name it structurally
     /// (MCP's `-32602` `data.field`); the REST body keeps it in `detail`.
     pub field: Option<&'static str>,
+    /// The request body was left unread: the answer says `Connection:
+    /// close`, or a client that pools connections sends its next request on
+    /// one the server is about to close (RFC 9112 section 9.6).
+    pub body_left_unread: bool,
 }
 
 /// The one detail every invisible-or-missing resource answers with.
@@ -234,7 +238,14 @@ impl Problem {
             detail: detail.into(),
             retry_after: None,
             field: None,
+            body_left_unread: false,
         }
+    }
+
+    /// Say that the request body was left unread (see `body_left_unread`).
+    pub fn leaving_body_unread(mut self) -> Self {
+        self.body_left_unread = true;
+        self
     }
 
     /// Name the request field at fault.
@@ -379,6 +390,9 @@ impl IntoResponse for Problem {
         h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         if let Some(secs) = self.retry_after {
             h.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        if self.body_left_unread {
+            h.insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
         if status == StatusCode::UNAUTHORIZED {
             // RFC 6750 §3.1: a credential that was sent but matched nothing

@@ -143,7 +143,7 @@ async fn read_bounded(
     inflight::read(state.budget(), headers, body, max)
         .await
         .map_err(|e| match e {
-            BodyError::OverBudget(_) => inflight::refused(FrontEnd::HttpSend),
+            BodyError::OverBudget(_) => inflight::refused_unread(FrontEnd::HttpSend),
             BodyError::TooLarge | BodyError::Unreadable => Problem::new(
                 Kind::PayloadTooLarge,
                 format!("messages are limited to {max} bytes"),

@@ -75,7 +75,9 @@ pub(crate) async fn inbound(
                 .handle(message_type.map(HeaderValue::as_bytes), &body)
                 .await
         }
-        Err(BodyError::OverBudget(_)) => return inflight::refused(FrontEnd::Ses).into_response(),
+        Err(BodyError::OverBudget(_)) => {
+            return inflight::refused_unread(FrontEnd::Ses).into_response()
+        }
         Err(BodyError::TooLarge) => ingest.too_large(),
         Err(BodyError::Unreadable) => ingest.unreadable(),
     };

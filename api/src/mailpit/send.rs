@@ -111,11 +111,16 @@ pub async fn send(
 
 /// A problem in this route's error shape, keeping its `Retry-After`.
 fn problem(p: Problem) -> Response {
+    let close = p.body_left_unread;
     let e = super::MailpitError::from(p);
     let mut resp = error(e.status, e.message);
     if let Some(secs) = e.retry_after {
         resp.headers_mut()
             .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    }
+    if close {
+        resp.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
     resp
 }
@@ -131,7 +136,7 @@ async fn send_inner(
     let (bytes, mut permit) = inflight::read(state.budget(), headers, body, max)
         .await
         .map_err(|e| match e {
-            BodyError::OverBudget(_) => problem(inflight::refused(FrontEnd::MailpitSend)),
+            BodyError::OverBudget(_) => problem(inflight::refused_unread(FrontEnd::MailpitSend)),
             BodyError::TooLarge | BodyError::Unreadable => {
                 error(StatusCode::PAYLOAD_TOO_LARGE, "request body too large")
             }

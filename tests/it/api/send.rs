@@ -274,6 +274,10 @@ fn sends_past_the_byte_budget_get_503_with_retry_after_and_go_through_later() {
     let r = post_raw(&api, &path, &key, "message/rfc822", raw.clone());
     assert_eq!((r.status, r.problem().as_str()), (503, "unavailable"));
     assert_eq!(r.header("retry-after").as_deref(), Some("1"));
+    // The body was refused unread: the connection cannot carry the next
+    // request, and a pooling client must be told (it was not, and the next
+    // request on the pooled connection died).
+    assert_eq!(r.header("connection").as_deref(), Some("close"));
     assert_eq!(
         r.header("content-type").as_deref(),
         Some("application/problem+json")
@@ -283,6 +287,10 @@ fn sends_past_the_byte_budget_get_503_with_retry_after_and_go_through_later() {
     assert_eq!(
         m.headers().get("retry-after").and_then(|v| v.to_str().ok()),
         Some("1")
+    );
+    assert_eq!(
+        m.headers().get("connection").and_then(|v| v.to_str().ok()),
+        Some("close")
     );
 
     let metrics = String::from_utf8(api.get("/metrics", &Auth::None).body).unwrap();
