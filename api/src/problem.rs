@@ -556,7 +556,7 @@ mod tests {
     fn body_carries_type_title_status_detail() {
         let b = Problem::new(Kind::TtlTooLong, "max 60").body();
         assert_eq!(b.type_, "urn:uncorreo:problem:ttl-too-long");
-        assert_eq!(b.status, 422);
+        assert_eq!(b.status, 403);
         assert_eq!(b.detail, "max 60");
     }
 }
