@@ -8,10 +8,11 @@
 //! A creation becomes visible in the count (the engine's index, or the
 //! anonymous map) before its reservation is dropped. Counting it in both
 //! places would refuse a request that fits, so a reservation only counts
-//! while its creation is not yet visible: for owners, while the engine has no
-//! mailbox of that owner at the address the reservation is attempting; for
-//! anonymous clients, until [`Reservation::record_anonymous`] moves it into
-//! the map under the same lock.
+//! while its creation is not yet visible: for owners, while the owner's
+//! mailboxes (read once per count, so a creation that lands in between two
+//! looks is never missed by both) have none at the address the reservation
+//! is attempting; for anonymous clients, until
+//! [`Reservation::record_anonymous`] moves it into the map under the same lock.
 //!
 //! Users' mailboxes are counted in the engine. Anonymous callers have no
 //! identity, so their mailboxes are counted per client IP (IPv6 /64) in a
@@ -111,10 +112,17 @@ impl Quotas {
     ) -> Result<Reservation, Exhausted> {
         let mut inner = self.inner.lock();
         let owner = key.engine_owner();
+        // One look at the owner's mailboxes serves both counts: a creation
+        // that becomes visible between two looks would be in neither.
+        let owned: Vec<Address> = owner.as_ref().map_or_else(Vec::new, |owner| {
+            engine
+                .mailboxes_owned_by(owner)
+                .into_iter()
+                .map(|info| info.address)
+                .collect()
+        });
         let live = match &key {
-            QuotaKey::Owner(_) => owner.as_ref().map_or(0, |owner| {
-                u32::try_from(engine.mailboxes_owned_by(owner).len()).unwrap_or(u32::MAX)
-            }),
+            QuotaKey::Owner(_) => u32::try_from(owned.len()).unwrap_or(u32::MAX),
             QuotaKey::Ip(ip) => match inner.anonymous.get_mut(ip) {
                 Some(ids) => {
                     ids.retain(|id| engine.mailbox_by_id(*id).is_some());
@@ -126,7 +134,7 @@ impl Quotas {
         let in_flight = inner.pending.get(&key).map_or(0, |tickets| {
             tickets
                 .values()
-                .filter(|attempt| !visible(engine, owner.as_ref(), attempt.as_ref()))
+                .filter(|attempt| !attempt.as_ref().is_some_and(|a| owned.contains(a)))
                 .count()
         });
         let used = live.saturating_add(u32::try_from(in_flight).unwrap_or(u32::MAX));
@@ -161,18 +169,6 @@ impl Quotas {
                 inner.anonymous.remove(&k);
             }
         }
-    }
-}
-
-/// Whether an in-flight creation already shows in the owner's live count.
-/// Anonymous (per-IP) creations show only once recorded, which also ends
-/// their reservation, so an unrecorded one is never visible.
-fn visible(engine: &Engine, owner: Option<&Owner>, attempt: Option<&Address>) -> bool {
-    match (owner, attempt) {
-        (Some(owner), Some(address)) => engine
-            .mailbox(address)
-            .is_some_and(|info| &info.owner == owner),
-        _ => false,
     }
 }
 
