@@ -245,5 +245,9 @@ pub fn router(state: AppState) -> Router {
         .with_state(state.clone())
         .layer(axum::middleware::from_fn(problem::ensure_problem_json));
     // Mailpit's errors are plain text, so its routes join after the problem+json layer.
-    mailpit::mount(api, state).layer(axum::middleware::from_fn(metrics::track_requests))
+    mailpit::mount(api, state)
+        .layer(axum::middleware::from_fn(
+            problem::close_after_an_unread_body,
+        ))
+        .layer(axum::middleware::from_fn(metrics::track_requests))
 }

@@ -479,6 +479,23 @@ where
         })
 }
 
+/// Middleware over every route (REST, real time, Mailpit): a `413` leaves the
+/// refused body unread, so the connection cannot carry another request. Say
+/// so, or a client reuses it and its next request dies on the close (RFC 9112
+/// section 9.6). Other refusals that leave a body unread say it themselves
+/// ([`Problem::leaving_body_unread`]).
+pub async fn close_after_an_unread_body(
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let mut resp = next.run(req).await;
+    if resp.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        resp.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    resp
+}
+
 /// Last-resort middleware: an error status leaving the router without a
 /// problem body (axum's 405 and fallbacks, limits from tower layers) gets
 /// one, keeping its status and headers such as `Allow`.
@@ -486,17 +503,10 @@ pub async fn ensure_problem_json(
     req: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
-    let mut resp = next.run(req).await;
+    let resp = next.run(req).await;
     let status = resp.status();
     if !(status.is_client_error() || status.is_server_error()) {
         return resp;
-    }
-    if status == StatusCode::PAYLOAD_TOO_LARGE {
-        // A refused body is left unread, so the connection cannot carry
-        // another request: say so, or a client reuses it and its next
-        // request dies on the close (RFC 9112 section 9.6).
-        resp.headers_mut()
-            .insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
     let is_problem = resp
         .headers()

@@ -39,7 +39,7 @@ fn config(dir: &std::path::Path) -> EngineConfig {
 }
 
 fn fill(e: &Engine, n: u64) {
-    let user = futures_lite_block_on(e.create_user("memory".into())).expect("user");
+    let user = block_on(e.create_user("memory".into())).expect("user");
     let threads = 2u64;
     let tasks = 256u64;
     std::thread::scope(|s| {
@@ -90,7 +90,7 @@ fn fill(e: &Engine, n: u64) {
     });
 }
 
-fn futures_lite_block_on<F: std::future::Future>(f: F) -> F::Output {
+fn block_on<F: std::future::Future>(f: F) -> F::Output {
     tokio::runtime::Builder::new_current_thread()
         .build()
         .expect("rt")

@@ -207,31 +207,37 @@ fn a_poisoned_engine_refuses_http_send_with_503_and_stores_nothing() {
 
 /// A 413 leaves the body unread, so the server must end the connection and
 /// say so; otherwise a pooling client sends its next request on a socket
-/// that the server is about to close, and that request fails.
+/// that the server is about to close, and that request fails. Both sends:
+/// the native route and Mailpit's, whose routes sit outside the
+/// problem+json layer.
 #[test]
 fn a_refused_oversize_body_closes_the_connection_and_says_so() {
+    use base64::Engine as _;
     use std::io::{Read, Write};
     let max = 2048;
     let api = Api::start_with(|c| c.engine.max_message_bytes = max);
     let key = api.user("free");
     let (address, _) = api.mailbox(&Auth::Bearer(key.clone()), json!({"local_part": "close"}));
-    let mut s = std::net::TcpStream::connect(api.server.http).unwrap();
-    // Only the head: the 1 MB body it announces never comes.
-    write!(
-        s,
-        "POST /api/v1/mailboxes/{address}/messages HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {key}\r\nContent-Type: message/rfc822\r\nContent-Length: 1000000\r\n\r\n"
-    )
-    .unwrap();
-    // A bound so that a regression fails instead of hanging; the server
-    // answers at once.
-    s.set_read_timeout(Some(std::time::Duration::from_secs(60)))
-        .unwrap();
-    let mut answer = Vec::new();
-    let end = s.read_to_end(&mut answer);
-    let text = String::from_utf8_lossy(&answer).to_ascii_lowercase();
-    assert!(text.starts_with("http/1.1 413 "), "{text}");
-    assert!(text.contains("\r\nconnection: close\r\n"), "{text}");
-    assert!(end.is_ok(), "the server must close the connection: {end:?}");
+    let basic = base64::engine::general_purpose::STANDARD.encode(format!("u:{key}"));
+    let heads = [
+        format!("POST /api/v1/mailboxes/{address}/messages HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {key}\r\nContent-Type: message/rfc822\r\n"),
+        format!("POST /mailpit/api/v1/send HTTP/1.1\r\nHost: x\r\nAuthorization: Basic {basic}\r\nContent-Type: application/json\r\n"),
+    ];
+    for head in heads {
+        let mut s = std::net::TcpStream::connect(api.server.http).unwrap();
+        // Only the head: the 10 MB body it announces never comes.
+        write!(s, "{head}Content-Length: 10000000\r\n\r\n").unwrap();
+        // A bound so that a regression fails instead of hanging; the server
+        // answers at once.
+        s.set_read_timeout(Some(std::time::Duration::from_secs(60)))
+            .unwrap();
+        let mut answer = Vec::new();
+        let end = s.read_to_end(&mut answer);
+        let text = String::from_utf8_lossy(&answer).to_ascii_lowercase();
+        assert!(text.starts_with("http/1.1 413 "), "{head}: {text}");
+        assert!(text.contains("\r\nconnection: close\r\n"), "{head}: {text}");
+        assert!(end.is_ok(), "the server must close the connection: {end:?}");
+    }
 }
 
 /// Past the budget of bytes in flight (held by SMTP sessions stopped after
