@@ -674,16 +674,13 @@ fn resolve(
             message_count: msgs.len() as u32,
             last_seq: last_seq.get(id).copied().unwrap_or(0),
         };
-        rec.index.by_address.insert(address, MailboxId(*id));
-        rec.index.index_token(&info);
-        rec.index.mailboxes.insert(
-            MailboxId(*id),
-            MailboxEntry {
-                info,
-                created: *loc,
-                msgs,
-            },
-        );
+        // Only the newest mailbox at an address is indexed: nothing is replaced.
+        let replaced = rec.index.insert_mailbox(MailboxEntry {
+            info,
+            created: *loc,
+            msgs,
+        });
+        debug_assert!(replaced.is_none());
     }
     // Messages whose mailbox record is gone altogether (orphans) are dead.
     for refs in per_mb.values() {

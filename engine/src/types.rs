@@ -495,6 +495,8 @@ pub struct EngineStats {
     pub mailboxes: u64,
     /// Live messages.
     pub messages: u64,
+    /// Users (enabled or not).
+    pub users: u64,
     /// Segment files on disk.
     pub segments: u64,
     /// Bytes of segment files on disk.

@@ -40,20 +40,22 @@ impl Writer {
     /// Publishing before acking means that when `deliver` returns, the event is
     /// already queued for every subscriber (and a deleted mailbox's
     /// subscriptions are already ended); both still follow the sync.
-    pub(super) fn commit(&mut self, b: &mut Batch) {
+    /// `Err` when the batch was not written (every command in it is
+    /// answered with that failure).
+    pub(super) fn commit(&mut self, b: &mut Batch) -> Result<(), BatchFailure> {
         let mut batch = std::mem::take(b);
         if batch.buf.is_empty() {
             for s in batch.staged {
                 s.ack.ok();
             }
-            return;
+            return Ok(());
         }
         if self.shared.shard_failed(self.shard) {
             // This shard failed a sync (or the engine failed): write nothing more.
             for s in batch.staged {
                 s.ack.fail(BatchFailure::Poisoned);
             }
-            return;
+            return Err(BatchFailure::Poisoned);
         }
         let records = batch.records;
         Record::BatchCommit { records }.encode_frame(&mut batch.buf);
@@ -64,7 +66,7 @@ impl Writer {
                 for s in batch.staged {
                     s.ack.fail(failure);
                 }
-                return;
+                return Err(failure);
             }
         };
         // Only bytes past what the segment's reservation already counted take
@@ -88,6 +90,7 @@ impl Writer {
         };
         let published = self.make_visible(std::mem::take(&mut batch.applies), landed);
         self.publish_and_answer(batch, published);
+        Ok(())
     }
 
     /// Update the index and the users/keys table for every record of a
@@ -128,12 +131,8 @@ impl Writer {
                     }
                 }
                 Apply::MessageDeleted { mailbox, seq } => {
-                    if let Some(mb) = idx.mailboxes.get_mut(&mailbox) {
-                        if let Some(i) = mb.find(seq) {
-                            let r = mb.msgs.remove(i);
-                            mb.info.message_count = mb.msgs.len() as u32;
-                            mark_dead(&self.shared, self.shard, r.seg, r.len);
-                        }
+                    if let Some(r) = idx.remove_message(mailbox, seq) {
+                        mark_dead(&self.shared, self.shard, r.seg, r.len);
                     }
                 }
                 Apply::State {
@@ -170,6 +169,7 @@ impl Writer {
             mb.info.last_seq
         );
         mb.msgs.push(at);
+        idx.messages += 1;
         mb.info.last_seq = mb.info.last_seq.max(at.seq);
         mb.info.message_count = mb.msgs.len() as u32;
         published.events.push(event);
@@ -255,10 +255,7 @@ fn apply_to_meta(shared: &Shared, apply: Apply) {
                 u.subscriptions.push(sub);
             }
         }
-        Apply::Key(k) => {
-            meta.key_by_hash.insert(k.hash, k.id.0);
-            meta.keys.insert(k.id.0, k);
-        }
+        Apply::Key(k) => meta.insert_key(k),
         Apply::Revoke { id, at_ms } => {
             if let Some(k) = meta.keys.get_mut(&id) {
                 k.revoked_at_ms.get_or_insert(at_ms);

@@ -106,7 +106,10 @@ impl Writer {
                 enq,
                 reply,
             } => self.stage_put_state(b, key, value, reply, enq),
-            Cmd::Rewrite { .. } | Cmd::Shutdown { .. } | Cmd::PanicForTests { .. } => {}
+            Cmd::RewriteBegin { .. }
+            | Cmd::RewriteSwap { .. }
+            | Cmd::Shutdown { .. }
+            | Cmd::PanicForTests { .. } => {}
         }
     }
 
