@@ -396,14 +396,13 @@ impl Engine {
         let sh = self.shared();
         let idx = sh.shards[sh.shard_of_address(&r.address)].index.read();
         let mb = idx
-            .by_address
-            .get(&r.address)
-            .and_then(|id| idx.mailboxes.get(id))
+            .mailboxes
+            .at_address(&r.address)
             .ok_or(ResolveError::NoSuchMailbox)?;
-        if mb.info.expires_at_ms <= now {
+        if mb.expires_at_ms <= now {
             return Err(ResolveError::NoSuchMailbox);
         }
-        if mb.info.message_count >= mb.info.max_messages {
+        if mb.message_count() >= mb.max_messages {
             return Err(ResolveError::MailboxFull);
         }
         Ok(r)
@@ -553,9 +552,9 @@ impl Engine {
             let id = sh.shards[shard]
                 .index
                 .read()
-                .by_address
-                .get(&rcpt.address)
-                .copied();
+                .mailboxes
+                .at_address(&rcpt.address)
+                .map(|m| m.id);
             let Some(id) = id else {
                 if let Some(slot) = results.get_mut(i) {
                     *slot = Some((rcpt, Err(ResolveError::NoSuchMailbox)));
@@ -646,17 +645,16 @@ impl Engine {
     pub fn mailbox(&self, address: &Address) -> Option<MailboxInfo> {
         let sh = self.shared();
         let idx = sh.shards[sh.shard_of_address(address)].index.read();
-        let id = idx.by_address.get(address)?;
-        let mb = idx.mailboxes.get(id)?;
-        (mb.info.expires_at_ms > self.now_ms()).then(|| mb.info.clone())
+        let mb = idx.mailboxes.at_address(address)?;
+        (mb.expires_at_ms > self.now_ms()).then(|| idx.mailboxes.info(mb))
     }
 
     /// The live mailbox with this id.
     pub fn mailbox_by_id(&self, id: MailboxId) -> Option<MailboxInfo> {
         let sh = self.shared();
         let idx = sh.shards[sh.shard_of_id(id.0)].index.read();
-        let mb = idx.mailboxes.get(&id)?;
-        (mb.info.expires_at_ms > self.now_ms()).then(|| mb.info.clone())
+        let mb = idx.mailboxes.get(id)?;
+        (mb.expires_at_ms > self.now_ms()).then(|| idx.mailboxes.info(mb))
     }
 
     /// The live anonymous mailbox whose session token has this SHA-256
@@ -665,11 +663,10 @@ impl Engine {
         let now = self.now_ms();
         self.shared().shards.iter().find_map(|s| {
             let idx = s.index.read();
-            let id = idx.by_token.get(token_hash)?;
             idx.mailboxes
-                .get(id)
-                .filter(|m| m.info.expires_at_ms > now)
-                .map(|m| m.info.clone())
+                .with_token(token_hash)
+                .filter(|m| m.expires_at_ms > now)
+                .map(|m| idx.mailboxes.info(m))
         })
     }
 
@@ -688,9 +685,9 @@ impl Engine {
             let idx = s.index.read();
             v.extend(
                 idx.owned_by_user(user.0)
-                    .filter_map(|id| idx.mailboxes.get(&id))
-                    .filter(|m| m.info.expires_at_ms > now)
-                    .map(|m| m.info.clone()),
+                    .filter_map(|id| idx.mailboxes.get(id))
+                    .filter(|m| m.expires_at_ms > now)
+                    .map(|m| idx.mailboxes.info(m)),
             );
         }
         v.sort_by_key(|m| (m.created_at_ms, m.id));
@@ -719,8 +716,8 @@ impl Engine {
         let sh = self.shared();
         let shard = &sh.shards[sh.shard_of_id(mailbox.0)];
         let idx = shard.index.read();
-        let mb = idx.mailboxes.get(&mailbox).ok_or(LookupError::NotFound)?;
-        if mb.info.expires_at_ms <= self.now_ms() {
+        let mb = idx.mailboxes.get(mailbox).ok_or(LookupError::NotFound)?;
+        if mb.expires_at_ms <= self.now_ms() {
             return Err(LookupError::NotFound);
         }
         let start = mb.msgs.partition_point(|r| r.seq <= since_seq);
@@ -739,11 +736,8 @@ impl Engine {
         let sh = self.shared();
         let shard = &sh.shards[sh.shard_of_id(id.mailbox.0)];
         let idx = shard.index.read();
-        let mb = idx
-            .mailboxes
-            .get(&id.mailbox)
-            .ok_or(LookupError::NotFound)?;
-        if mb.info.expires_at_ms <= self.now_ms() {
+        let mb = idx.mailboxes.get(id.mailbox).ok_or(LookupError::NotFound)?;
+        if mb.expires_at_ms <= self.now_ms() {
             return Err(LookupError::NotFound);
         }
         let r = mb
@@ -1094,8 +1088,8 @@ impl Engine {
             v.extend(
                 idx.mailboxes
                     .values()
-                    .filter(|m| m.info.expires_at_ms > now)
-                    .map(|m| m.info.clone()),
+                    .filter(|m| m.expires_at_ms > now)
+                    .map(|m| idx.mailboxes.info(m)),
             );
         }
         v.sort_by_key(|m| (m.created_at_ms, m.id));
@@ -1198,21 +1192,17 @@ impl Engine {
         }
     }
 
-    /// Bytes held by the in-memory message index (the per-mailbox ref
-    /// vectors and map slots), for the memory budget of ≤ 100 bytes per
-    /// stored message. Mailbox records themselves are counted per mailbox.
+    /// Bytes held by the in-memory index: the mailbox table (entries,
+    /// local-part arena, hash indexes) and the per-mailbox ref vectors, for
+    /// the memory budgets (≤ 100 bytes per stored message, ≤ 200 per
+    /// mailbox). A walk over every mailbox: for benchmarks, not metrics.
     pub fn index_bytes(&self) -> u64 {
         let mut bytes = 0u64;
         for s in &self.shared().shards {
             let idx = s.index.read();
-            let slot = std::mem::size_of::<(u64, MailboxEntry)>() + 1;
-            bytes += (idx.mailboxes.capacity() * slot) as u64;
-            bytes +=
-                (idx.by_address.capacity() * (std::mem::size_of::<(Address, u64)>() + 1)) as u64;
+            bytes += idx.mailboxes.memory_bytes();
             for m in idx.mailboxes.values() {
                 bytes += (m.msgs.capacity() * std::mem::size_of::<MsgRef>()) as u64;
-                bytes +=
-                    (2 * (m.info.address.local().len() + m.info.address.domain().len())) as u64;
             }
         }
         bytes

@@ -135,8 +135,8 @@ fn expire(shared: &Shared, now: u64) {
             .read()
             .mailboxes
             .values()
-            .filter(|m| m.info.expires_at_ms <= now)
-            .map(|m| m.info.id)
+            .filter(|m| m.expires_at_ms <= now)
+            .map(|m| m.id)
             .collect();
         if expired.is_empty() {
             continue;
@@ -167,8 +167,8 @@ fn is_live(
             let Ok(h) = codec::message_head(payload) else {
                 return false;
             };
-            idx.mailboxes.get(&MailboxId(h.mailbox)).is_some_and(|m| {
-                m.info.expires_at_ms > now
+            idx.mailboxes.get(MailboxId(h.mailbox)).is_some_and(|m| {
+                m.expires_at_ms > now
                     && m.find(h.seq)
                         .and_then(|i| m.msgs.get(i))
                         .is_some_and(|r| r.seg == seg && r.off == off)
@@ -176,8 +176,8 @@ fn is_live(
         }
         Some(Kind::MailboxCreated) => {
             let Ok(id) = d.u64() else { return false };
-            idx.mailboxes.get(&MailboxId(id)).is_some_and(|m| {
-                m.info.expires_at_ms > now && m.created.segment == seg && m.created.offset == off
+            idx.mailboxes.get(MailboxId(id)).is_some_and(|m| {
+                m.expires_at_ms > now && m.created.segment == seg && m.created.offset == off
             })
         }
         Some(Kind::MailboxDeleted | Kind::MessageDeleted | Kind::Dedupe | Kind::State) => {
@@ -220,8 +220,8 @@ fn decoded_is_live(
             target_ok(target_seg)
                 || idx
                     .mailboxes
-                    .get(&MailboxId(mailbox))
-                    .is_some_and(|m| m.info.expires_at_ms > now && m.info.last_seq == seq)
+                    .get(MailboxId(mailbox))
+                    .is_some_and(|m| m.expires_at_ms > now && m.last_seq == seq)
         }
         Record::Dedupe { at_ms, .. } => now.saturating_sub(at_ms) < DEDUPE_TTL_MS,
         // A value is live while it is its key's newest version; a deletion

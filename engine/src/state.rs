@@ -22,6 +22,9 @@ use crate::ids::{RecordLoc, SegmentNo, ShardIndex};
 use crate::segment::Segment;
 use crate::types::*;
 
+mod mailboxes;
+pub(crate) use mailboxes::{MailboxEntry, Mailboxes};
+
 /// Most shards: a delivery's `Dedupe` record counts the shards it went to
 /// in a `u8`.
 pub(crate) const MAX_SHARDS: usize = u8::MAX as usize;
@@ -47,30 +50,9 @@ pub(crate) struct MsgRef {
 /// The record failed its checksum; never served again.
 pub(crate) const REF_CORRUPT: u32 = 1;
 
-pub(crate) struct MailboxEntry {
-    pub(crate) info: MailboxInfo,
-    /// The `MailboxCreated` record; compaction keeps exactly this one.
-    pub(crate) created: RecordLoc,
-    /// Sorted by seq.
-    pub(crate) msgs: Vec<MsgRef>,
-}
-
-impl MailboxEntry {
-    pub(crate) fn find(&self, seq: u64) -> Option<usize> {
-        self.msgs.binary_search_by_key(&seq, |m| m.seq).ok()
-    }
-}
-
 #[derive(Default)]
 pub(crate) struct MailboxIndex {
-    pub(crate) mailboxes: HashMap<MailboxId, MailboxEntry>,
-    /// The newest mailbox at each address (it may have expired).
-    pub(crate) by_address: HashMap<Address, MailboxId>,
-    /// Anonymous mailboxes by the SHA-256 of their session token. A token
-    /// opens exactly one mailbox, and the API asks on every request that
-    /// carries one whether it opens any (an unknown token is `401`), so this
-    /// must not be a scan.
-    pub(crate) by_token: HashMap<[u8; 32], MailboxId>,
+    pub(crate) mailboxes: Mailboxes,
     /// Users' mailboxes as (user, mailbox): the API counts a user's
     /// mailboxes on every creation (the quota) and lists them, so this must
     /// not be a scan either. Ordered, so one user's are one range.
@@ -84,51 +66,39 @@ pub(crate) struct MailboxIndex {
 }
 
 impl MailboxIndex {
-    /// Index a new mailbox (with the refs it already has). The older
-    /// mailbox at its address (expired, or it could not have been created)
-    /// is dropped from the index and returned.
-    pub(crate) fn insert_mailbox(&mut self, entry: MailboxEntry) -> Option<MailboxEntry> {
-        let id = entry.info.id;
-        let replaced = self.by_address.insert(entry.info.address.clone(), id);
-        self.index_owner(&entry.info);
-        self.messages += entry.msgs.len() as u64;
-        let twice = self.mailboxes.insert(id, entry).is_some();
-        // Ids are never reused: the same one twice is a writer bug.
-        assert!(!twice, "mailbox {} indexed twice", id.0);
-        replaced
-            .filter(|old| *old != id)
-            .and_then(|old| self.remove_mailbox(old))
-    }
-
-    fn index_owner(&mut self, info: &MailboxInfo) {
-        match &info.owner {
-            Owner::Anonymous { token_hash } => {
-                self.by_token.insert(*token_hash, info.id);
-            }
-            Owner::User(user) => {
-                self.by_user.insert((user.0, info.id));
-            }
+    /// Index a new mailbox with the refs it already has. The older mailbox
+    /// at its address (expired, or it could not have been created) is
+    /// dropped from the index and returned.
+    pub(crate) fn insert_mailbox(
+        &mut self,
+        info: &MailboxInfo,
+        created: RecordLoc,
+        msgs: Vec<MsgRef>,
+    ) -> Option<MailboxEntry> {
+        if let Owner::User(user) = &info.owner {
+            self.by_user.insert((user.0, info.id));
         }
+        self.messages += msgs.len() as u64;
+        let replaced = self.mailboxes.insert(info, created, msgs);
+        replaced.and_then(|old| self.remove_mailbox(old))
     }
 
     /// Drop a mailbox from the index (deleted or expired).
     pub(crate) fn remove_mailbox(&mut self, id: MailboxId) -> Option<MailboxEntry> {
-        let m = self.mailboxes.remove(&id)?;
-        if self.by_address.get(&m.info.address) == Some(&id) {
-            self.by_address.remove(&m.info.address);
-        }
-        match &m.info.owner {
-            Owner::Anonymous { token_hash } => {
-                if self.by_token.get(token_hash) == Some(&id) {
-                    self.by_token.remove(token_hash);
-                }
-            }
-            Owner::User(user) => {
-                self.by_user.remove(&(user.0, id));
-            }
+        let m = self.mailboxes.remove(id)?;
+        if let Owner::User(user) = &m.owner {
+            self.by_user.remove(&(user.0, id));
         }
         self.messages = self.messages.saturating_sub(m.msgs.len() as u64);
         Some(m)
+    }
+
+    /// Drop one message's ref; it is returned.
+    pub(crate) fn remove_message(&mut self, id: MailboxId, seq: u64) -> Option<MsgRef> {
+        let mb = self.mailboxes.get_mut(id)?;
+        let r = mb.msgs.remove(mb.find(seq)?);
+        self.messages = self.messages.saturating_sub(1);
+        Some(r)
     }
 
     /// The ids of `user`'s mailboxes (expired ones not yet reaped included).
@@ -138,63 +108,25 @@ impl MailboxIndex {
             .map(|(_, id)| *id)
     }
 
-    /// Drop one message's ref; it is returned.
-    pub(crate) fn remove_message(&mut self, id: MailboxId, seq: u64) -> Option<MsgRef> {
-        let mb = self.mailboxes.get_mut(&id)?;
-        let r = mb.msgs.remove(mb.find(seq)?);
-        mb.info.message_count = mb.msgs.len() as u32;
-        self.messages = self.messages.saturating_sub(1);
-        Some(r)
-    }
-
-    /// The derived parts of the index (address, token and user maps, the
-    /// message count) recomputed from the mailboxes themselves; `Err` names
-    /// the first that differs. For tests: the maps are kept up to date by
-    /// every change, never rebuilt by a scan.
+    /// The derived parts of the index (the id, address and token indexes,
+    /// the user index, the message count) checked against the mailboxes
+    /// themselves; `Err` names the first that differs. For tests: they are
+    /// kept up to date by every change, never rebuilt by a scan.
     pub(crate) fn check_derived(&self) -> Result<(), String> {
-        let mut by_address = HashMap::new();
+        self.mailboxes.check()?;
         let mut by_user = BTreeSet::new();
         let mut messages = 0u64;
-        for (id, m) in &self.mailboxes {
-            if m.info.id != *id {
-                return Err(format!("mailbox {} stored under {}", m.info.id.0, id.0));
-            }
-            by_address.insert(m.info.address.clone(), *id);
+        for m in self.mailboxes.values() {
             messages += m.msgs.len() as u64;
-            if m.info.message_count as usize != m.msgs.len() {
-                return Err(format!("mailbox {}: message_count", id.0));
+            if let Owner::User(u) = &m.owner {
+                by_user.insert((u.0, m.id));
             }
-            match &m.info.owner {
-                Owner::User(u) => {
-                    by_user.insert((u.0, *id));
-                }
-                Owner::Anonymous { token_hash } => {
-                    let holder = self
-                        .by_token
-                        .get(token_hash)
-                        .and_then(|t| self.mailboxes.get(t));
-                    if !holder.is_some_and(|h| h.info.owner == m.info.owner) {
-                        return Err(format!("mailbox {}: token not indexed", id.0));
-                    }
-                }
-            }
-        }
-        if by_address != self.by_address {
-            return Err("by_address differs from a scan".into());
         }
         if by_user != self.by_user {
             return Err(format!(
                 "by_user differs from a scan: {:?} indexed, {:?} scanned",
                 self.by_user, by_user
             ));
-        }
-        if self.by_token.len() > self.mailboxes.len()
-            || self
-                .by_token
-                .values()
-                .any(|id| !self.mailboxes.contains_key(id))
-        {
-            return Err("by_token names a mailbox not indexed".into());
         }
         if messages != self.messages {
             return Err(format!(

@@ -155,23 +155,22 @@ impl Writer {
         event: Event,
         published: &mut Published,
     ) {
-        let Some(mb) = idx.mailboxes.get_mut(&mailbox) else {
+        let Some(mb) = idx.mailboxes.get_mut(mailbox) else {
             // Expired and reaped between staging and commit.
             self.active.add_dead(u64::from(at.len));
             return;
         };
         // Sequence numbers of a mailbox only grow: clients resume from one.
         assert!(
-            at.seq > mb.info.last_seq && mb.msgs.last().is_none_or(|r| r.seq < at.seq),
+            at.seq > mb.last_seq && mb.msgs.last().is_none_or(|r| r.seq < at.seq),
             "mailbox {}: sequence {} indexed after {}",
             mailbox.0,
             at.seq,
-            mb.info.last_seq
+            mb.last_seq
         );
         mb.msgs.push(at);
         idx.messages += 1;
-        mb.info.last_seq = mb.info.last_seq.max(at.seq);
-        mb.info.message_count = mb.msgs.len() as u32;
+        mb.last_seq = mb.last_seq.max(at.seq);
         published.events.push(event);
     }
 
@@ -182,15 +181,10 @@ impl Writer {
         created: RecordLoc,
         published: &mut Published,
     ) {
-        let entry = MailboxEntry {
-            info,
-            created,
-            msgs: Vec::new(),
-        };
         // The old one at its address had expired: it is gone for good.
-        if let Some(m) = idx.insert_mailbox(entry) {
+        if let Some(m) = idx.insert_mailbox(&info, created, Vec::new()) {
             mark_mailbox_dead(&self.shared, self.shard, &m);
-            published.closed.push(m.info.id);
+            published.closed.push(m.id);
         }
     }
 
@@ -304,7 +298,7 @@ pub(crate) fn mark_mailbox_dead(shared: &Shared, shard: ShardIndex, m: &MailboxE
 pub(crate) fn quarantine(shared: &Shared, id: MessageId) {
     let shard = ShardIndex(shared.shard_of_id(id.mailbox.0));
     let mut idx = shared.shard(shard).index.write();
-    if let Some(mb) = idx.mailboxes.get_mut(&id.mailbox) {
+    if let Some(mb) = idx.mailboxes.get_mut(id.mailbox) {
         if let Some(i) = mb.find(id.seq) {
             if let Some(r) = mb.msgs.get_mut(i) {
                 if r.flags & REF_CORRUPT == 0 {

@@ -97,7 +97,7 @@ impl Writer {
             for &(mailbox, seq, off) in &out.corrupt {
                 let here = idx
                     .mailboxes
-                    .get(&mailbox)
+                    .get(mailbox)
                     .and_then(|mb| mb.find(seq).and_then(|i| mb.msgs.get(i)))
                     .is_some_and(|r| r.seg == old_no && r.off == off);
                 if here {
@@ -140,7 +140,7 @@ fn died_since_copy(
 ) -> Option<Option<Record<'static>>> {
     match m.what {
         Moved::Message { mailbox, seq } => {
-            let Some(mb) = idx.mailboxes.get(&mailbox) else {
+            let Some(mb) = idx.mailboxes.get(mailbox) else {
                 return Some(None);
             };
             let here = mb
@@ -156,7 +156,7 @@ fn died_since_copy(
         Moved::Created(id) => {
             let here = idx
                 .mailboxes
-                .get(&id)
+                .get(id)
                 .is_some_and(|mb| mb.created.segment == old && mb.created.offset == m.old_off);
             (!here).then_some(Some(Record::MailboxDeleted {
                 id: id.0,
@@ -174,7 +174,7 @@ fn move_ref(idx: &mut MailboxIndex, m: &Move, old: SegmentNo, new: SegmentNo) {
         Moved::Message { mailbox, seq } => {
             let r = idx
                 .mailboxes
-                .get_mut(&mailbox)
+                .get_mut(mailbox)
                 .and_then(|mb| mb.find(seq).and_then(|i| mb.msgs.get_mut(i)));
             if let Some(r) = r.filter(|r| r.seg == old && r.off == m.old_off) {
                 r.seg = new;
@@ -182,7 +182,7 @@ fn move_ref(idx: &mut MailboxIndex, m: &Move, old: SegmentNo, new: SegmentNo) {
             }
         }
         Moved::Created(id) => {
-            if let Some(mb) = idx.mailboxes.get_mut(&id) {
+            if let Some(mb) = idx.mailboxes.get_mut(id) {
                 if mb.created.segment == old && mb.created.offset == m.old_off {
                     mb.created.segment = new;
                     mb.created.offset = m.new_off;
