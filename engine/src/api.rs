@@ -301,6 +301,8 @@ impl Engine {
             );
         }
         shared.count_corrupt(corrupt);
+        // Recovery's temporary tables are gone: give their pages back.
+        crate::sys::release_free_memory();
 
         // Every active segment exists before any thread starts, so a failure
         // here leaves no thread behind.

@@ -444,3 +444,103 @@ impl Mailboxes {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ids::SegmentNo;
+    use crate::types::UserId;
+
+    fn info(i: u64, local: &str, owner: Owner) -> MailboxInfo {
+        MailboxInfo {
+            id: MailboxId(i),
+            address: Address::from_parts(local, if i % 3 == 0 { "b.test" } else { "a.test" })
+                .unwrap(),
+            owner,
+            created_at_ms: i,
+            expires_at_ms: i + 1,
+            max_messages: 7,
+            message_count: 0,
+            last_seq: i * 2,
+        }
+    }
+
+    fn owner(i: u64) -> Owner {
+        if i % 2 == 0 {
+            Owner::User(UserId(i % 5))
+        } else {
+            let mut token_hash = [0u8; 32];
+            token_hash[..8].copy_from_slice(&i.to_le_bytes());
+            Owner::Anonymous { token_hash }
+        }
+    }
+
+    fn loc(i: u64) -> RecordLoc {
+        RecordLoc {
+            segment: SegmentNo(i as u32),
+            offset: 64,
+            len: 90,
+        }
+    }
+
+    /// Removing most mailboxes rebuilds the arena and trims the slab; every
+    /// remaining mailbox is still found by id, address and token with the
+    /// same fields, and freed slots are reused.
+    #[test]
+    fn lookups_survive_the_arena_rebuild_and_slot_reuse() {
+        let mut t = Mailboxes::default();
+        let local = |i: u64| format!("a-rather-long-local-part-for-the-arena-{i:08}");
+        let n = 6_000u64;
+        for i in 0..n {
+            assert_eq!(
+                t.insert(&info(i, &local(i), owner(i)), loc(i), Vec::new()),
+                None
+            );
+        }
+        let arena_before = t.locals.len();
+        for i in (0..n).filter(|i| i % 4 != 0) {
+            assert_eq!(t.remove(MailboxId(i)).map(|m| m.id), Some(MailboxId(i)));
+        }
+        assert!(t.locals.len() < arena_before, "the arena was rebuilt");
+        t.check().unwrap();
+        for i in (0..n).step_by(4) {
+            let want = info(i, &local(i), owner(i));
+            let m = t.get(MailboxId(i)).unwrap();
+            assert_eq!(t.info(m), want);
+            assert_eq!(t.at_address(&want.address).map(|m| m.id), Some(want.id));
+            if let Owner::Anonymous { token_hash } = &want.owner {
+                assert_eq!(t.with_token(token_hash).map(|m| m.id), Some(want.id));
+            }
+            assert_eq!(m.created, loc(i));
+        }
+        // A removed mailbox is gone from every index.
+        let gone = info(1, &local(1), owner(1));
+        assert!(t.get(gone.id).is_none() && t.at_address(&gone.address).is_none());
+        // New mailboxes fill freed slots before the slab grows.
+        let slab = t.slab.len();
+        for i in n..n + 100 {
+            t.insert(&info(i, &local(i), owner(i)), loc(i), Vec::new());
+        }
+        assert_eq!(t.slab.len(), slab);
+        t.check().unwrap();
+    }
+
+    /// A mailbox created at the address of an older one takes its place in
+    /// the address index and names the one it replaced.
+    #[test]
+    fn a_new_mailbox_at_an_address_replaces_the_old_one_there() {
+        let mut t = Mailboxes::default();
+        let old = info(1, "same", owner(1));
+        let new = info(4, "same", owner(1));
+        t.insert(&old, loc(1), Vec::new());
+        assert_eq!(t.insert(&new, loc(4), Vec::new()), Some(old.id));
+        assert_eq!(t.at_address(&new.address).map(|m| m.id), Some(new.id));
+        t.remove(old.id);
+        assert_eq!(t.at_address(&new.address).map(|m| m.id), Some(new.id));
+        let Owner::Anonymous { token_hash } = &new.owner else {
+            unreachable!()
+        };
+        assert_eq!(t.with_token(token_hash).map(|m| m.id), Some(new.id));
+        t.check().unwrap();
+    }
+}
