@@ -96,7 +96,7 @@ impl MailboxIndex {
     /// Drop one message's ref; it is returned.
     pub(crate) fn remove_message(&mut self, id: MailboxId, seq: u64) -> Option<MsgRef> {
         let mb = self.mailboxes.get_mut(id)?;
-        let r = mb.msgs.remove(mb.find(seq)?);
+        let r = mb.msgs.remove(mb.find(seq)?)?;
         self.messages = self.messages.saturating_sub(1);
         Some(r)
     }

@@ -26,7 +26,7 @@ pub(crate) struct MailboxEntry {
     /// Highest sequence ever assigned in this mailbox.
     pub(crate) last_seq: u64,
     /// Sorted by seq.
-    pub(crate) msgs: Vec<MsgRef>,
+    pub(crate) msgs: Refs,
     pub(crate) owner: Owner,
     /// The `MailboxCreated` record; compaction keeps exactly this one.
     pub(crate) created: RecordLoc,
@@ -40,7 +40,48 @@ pub(crate) struct MailboxEntry {
 
 // The figure the memory budget is built on; a field added here costs
 // 1,000,000 × its size at the benchmark's scale.
-const _: () = assert!(std::mem::size_of::<Option<MailboxEntry>>() == 120);
+const _: () = assert!(std::mem::size_of::<Option<MailboxEntry>>() == 104);
+
+/// A mailbox's message refs: one pointer while it has none (most new
+/// mailboxes), a boxed vector once it has some.
+#[derive(Default)]
+pub(crate) struct Refs(Option<Box<Vec<MsgRef>>>);
+
+impl Refs {
+    pub(crate) fn push(&mut self, r: MsgRef) {
+        self.0.get_or_insert_with(Box::default).push(r);
+    }
+
+    /// Remove the ref at `i` (in bounds: found by [`MailboxEntry::find`]).
+    pub(crate) fn remove(&mut self, i: usize) -> Option<MsgRef> {
+        let v = self.0.as_mut()?;
+        (i < v.len()).then(|| v.remove(i))
+    }
+
+    /// Refs held room for (for memory accounting).
+    pub(crate) fn capacity(&self) -> usize {
+        self.0.as_ref().map_or(0, |v| v.capacity())
+    }
+}
+
+impl From<Vec<MsgRef>> for Refs {
+    fn from(v: Vec<MsgRef>) -> Self {
+        Self((!v.is_empty()).then(|| Box::new(v)))
+    }
+}
+
+impl std::ops::Deref for Refs {
+    type Target = [MsgRef];
+    fn deref(&self) -> &[MsgRef] {
+        self.0.as_deref().map_or(&[], |v| v)
+    }
+}
+
+impl std::ops::DerefMut for Refs {
+    fn deref_mut(&mut self) -> &mut [MsgRef] {
+        self.0.as_deref_mut().map_or(&mut [], |v| v)
+    }
+}
 
 impl MailboxEntry {
     pub(crate) fn find(&self, seq: u64) -> Option<usize> {
@@ -261,7 +302,7 @@ impl Mailboxes {
             created_at_ms: info.created_at_ms,
             expires_at_ms: info.expires_at_ms,
             last_seq: info.last_seq,
-            msgs,
+            msgs: msgs.into(),
             owner: info.owner.clone(),
             created,
             max_messages: info.max_messages,

@@ -287,7 +287,7 @@ pub(crate) fn mark_mailbox_dead(shared: &Shared, shard: ShardIndex, m: &MailboxE
     if let Some(s) = segs.get(&m.created.segment) {
         s.add_dead(u64::from(m.created.len));
     }
-    for r in &m.msgs {
+    for r in m.msgs.iter() {
         if let Some(s) = segs.get(&r.seg) {
             s.add_dead(u64::from(r.len));
         }
