@@ -1,0 +1,22 @@
+//! One job: decide, across hosts, which host may serve a mailbox.
+//!
+//! A mailbox belongs to one of a fixed number of partitions
+//! ([`partition::partition_of`]). A partition is served by the one host that
+//! holds its **lease**, a key in a NATS JetStream key-value bucket that the
+//! holder rewrites at a known revision (compare-and-set) before the bucket's
+//! `max_age` removes it ([`lease`]). Taking a lease is a `create`, which one
+//! host wins; keeping it is an `update` at the revision the holder last
+//! wrote, which fails as soon as anyone else wrote; and the holder stops
+//! serving, by its own monotonic clock, before the server can remove the key.
+//! So two hosts never both believe they serve a partition. SCALE.md has the
+//! whole design and its argument; this crate is its first brick and does not
+//! yet forward mail.
+//!
+//! The key-value store is behind the [`store::LeaseStore`] trait: NATS in
+//! production ([`nats::NatsLeaseStore`]), an in-memory model with a manual
+//! clock in tests ([`store::MemoryLeaseStore`]).
+
+pub mod lease;
+pub mod nats;
+pub mod partition;
+pub mod store;

@@ -1,0 +1,193 @@
+//! The leases against a real NATS server (Debian's `nats-server`, installed
+//! by `.ci/deps`), one throwaway server with JetStream per test.
+
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+use uncorreo_cluster::lease::{LeaseError, LeaseTerms, Leases};
+use uncorreo_cluster::nats::NatsLeaseStore;
+use uncorreo_cluster::partition::Partition;
+
+struct NatsServer {
+    child: Child,
+    url: String,
+    _dir: tempfile::TempDir,
+}
+
+impl NatsServer {
+    /// Starts `nats-server -js` on a free loopback port and waits for its
+    /// "Listening for client connections" line to learn the port.
+    async fn start() -> NatsServer {
+        let dir = tempfile::tempdir().unwrap_or_else(|error| panic!("temp dir: {error}"));
+        let mut child = Command::new("nats-server")
+            .args([
+                "-js",
+                "-a",
+                "127.0.0.1",
+                "-p",
+                "-1",
+                "--http_port",
+                "0",
+                "-sd",
+            ])
+            .arg(dir.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap_or_else(|error| {
+                panic!("nats-server did not start ({error}); .ci/deps installs it")
+            });
+        let stderr = child
+            .stderr
+            .take()
+            .unwrap_or_else(|| panic!("nats-server stderr"));
+        let mut lines = BufReader::new(stderr).lines();
+        let url = tokio::time::timeout(Duration::from_secs(30), async {
+            while let Ok(Some(line)) = lines.next_line().await {
+                if let Some((_, address)) = line.split_once("Listening for client connections on ")
+                {
+                    return format!("nats://{}", address.trim());
+                }
+            }
+            panic!("nats-server exited before listening")
+        })
+        .await
+        .unwrap_or_else(|_| panic!("nats-server did not listen within 30 s"));
+        // Keep draining its log so it never blocks on a full pipe.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        NatsServer {
+            child,
+            url,
+            _dir: dir,
+        }
+    }
+
+    async fn leases(&self, node: &str, terms: LeaseTerms) -> Leases<NatsLeaseStore> {
+        let store = NatsLeaseStore::open(
+            &self.url,
+            "uncorreo_test_leases",
+            terms.length(),
+            Duration::from_secs(2),
+        )
+        .await
+        .unwrap_or_else(|error| panic!("{error}"));
+        Leases::new(store, node, terms)
+    }
+}
+
+fn terms(length_ms: u64, margin_ms: u64) -> LeaseTerms {
+    LeaseTerms::new(
+        Duration::from_millis(length_ms),
+        Duration::from_millis(margin_ms),
+    )
+    .unwrap_or_else(|error| panic!("{error}"))
+}
+
+/// SCALE.md "two hosts race for one partition": exactly one create wins.
+#[tokio::test]
+async fn lease_is_exclusive() {
+    let server = NatsServer::start().await;
+    let p = Partition(42);
+    let mut hosts = Vec::new();
+    for n in 0..8 {
+        hosts.push(
+            server
+                .leases(&format!("host{n}"), terms(30_000, 1_000))
+                .await,
+        );
+    }
+    let races = hosts.into_iter().map(|mut host| {
+        tokio::spawn(async move {
+            let result = host.take(p, Instant::now()).await;
+            (host, result)
+        })
+    });
+    let mut winners = Vec::new();
+    for race in races {
+        let (host, result) = race.await.unwrap_or_else(|error| panic!("{error}"));
+        match result {
+            Ok(()) => winners.push(host),
+            Err(LeaseError::HeldElsewhere(partition)) => assert_eq!(partition, p),
+            Err(other) => panic!("unexpected: {other}"),
+        }
+    }
+    assert_eq!(winners.len(), 1, "exactly one host takes the lease");
+    let mut winner = winners.remove(0);
+    assert!(winner.serves(p, Instant::now()));
+    assert!(winner.renew(p, Instant::now()).await.is_ok());
+    let holder = winner
+        .holder(p)
+        .await
+        .unwrap_or_else(|error| panic!("{error}"));
+    assert!(holder.is_some_and(|node| node.starts_with("host")));
+}
+
+/// A lease nobody renews disappears after its length, and then another host
+/// takes it; the old holder's renewal is refused.
+#[tokio::test]
+async fn a_lapsed_lease_goes_to_the_next_host_and_the_old_holder_learns_it() {
+    let server = NatsServer::start().await;
+    let p = Partition(9);
+    let lease = terms(1_000, 100);
+    let mut a = server.leases("a", lease).await;
+    let mut b = server.leases("b", lease).await;
+    assert!(a.take(p, Instant::now()).await.is_ok());
+    assert!(matches!(
+        b.take(p, Instant::now()).await,
+        Err(LeaseError::HeldElsewhere(_))
+    ));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match b.take(p, Instant::now()).await {
+            Ok(()) => break,
+            Err(LeaseError::HeldElsewhere(_)) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(100)).await
+            }
+            Err(other) => panic!("b never took the lapsed lease: {other}"),
+        }
+    }
+    assert!(
+        !a.serves(p, Instant::now()),
+        "a stopped before the store let b in"
+    );
+    assert!(matches!(
+        a.renew(p, Instant::now()).await,
+        Err(LeaseError::HeldElsewhere(_))
+    ));
+    assert_eq!(
+        b.holder(p)
+            .await
+            .unwrap_or_else(|error| panic!("{error}"))
+            .as_deref(),
+        Some("b")
+    );
+}
+
+/// SCALE.md "NATS unreachable": renewals fail and the holder stops serving
+/// when its own clock says the lease may be gone.
+#[tokio::test]
+async fn nats_down_stops_serving_after_lease() {
+    let mut server = NatsServer::start().await;
+    let p = Partition(1);
+    let lease = terms(3_000, 500);
+    let mut a = server.leases("a", lease).await;
+    let taken_at = Instant::now();
+    assert!(a.take(p, taken_at).await.is_ok());
+    server
+        .child
+        .kill()
+        .await
+        .unwrap_or_else(|error| panic!("{error}"));
+    let renewal = a.renew(p, Instant::now()).await;
+    assert!(
+        matches!(renewal, Err(LeaseError::Unavailable(_))),
+        "{renewal:?}"
+    );
+    // It keeps serving on what it knows, and no longer than that.
+    assert!(a.serves(p, taken_at + Duration::from_millis(2_500)));
+    assert!(!a.serves(p, taken_at + Duration::from_millis(2_501)));
+}
