@@ -16,7 +16,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use crate::partition::Partition;
-use crate::store::{CasError, LeaseStore, ReadError};
+use crate::store::{CasBucket, CasError, ReadError};
 
 /// The lease length the store enforces and the margin the holder keeps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -103,7 +103,7 @@ pub fn lease_key(partition: Partition) -> String {
     format!("lease.{partition}")
 }
 
-impl<S: LeaseStore> Leases<S> {
+impl<S: CasBucket> Leases<S> {
     /// No leases yet, for host `node`.
     pub fn new(store: S, node: impl Into<String>, terms: LeaseTerms) -> Leases<S> {
         Leases {
@@ -204,7 +204,7 @@ impl<S: LeaseStore> Leases<S> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::MemoryLeaseStore;
+    use crate::store::MemoryBucket;
     use proptest::prelude::*;
     use std::sync::Arc;
 
@@ -215,7 +215,7 @@ mod tests {
         LeaseTerms::new(LENGTH, MARGIN).unwrap_or_else(|error| panic!("{error}"))
     }
 
-    impl LeaseStore for Arc<MemoryLeaseStore> {
+    impl CasBucket for Arc<MemoryBucket> {
         async fn create(&self, key: &str, value: Bytes) -> Result<u64, CasError> {
             self.as_ref().create(key, value).await
         }
@@ -245,7 +245,7 @@ mod tests {
     fn a_second_host_cannot_take_a_live_lease_and_takes_it_once_it_lapses() {
         block_on(async {
             let start = Instant::now();
-            let store = Arc::new(MemoryLeaseStore::new(LENGTH, start));
+            let store = Arc::new(MemoryBucket::new(LENGTH, start));
             let mut a = Leases::new(store.clone(), "a", terms());
             let mut b = Leases::new(store.clone(), "b", terms());
             let p = Partition(7);
@@ -273,7 +273,7 @@ mod tests {
     fn renewals_keep_the_lease_past_its_length() {
         block_on(async {
             let start = Instant::now();
-            let store = Arc::new(MemoryLeaseStore::new(LENGTH, start));
+            let store = Arc::new(MemoryBucket::new(LENGTH, start));
             let mut a = Leases::new(store.clone(), "a", terms());
             let p = Partition(1);
             assert!(a.take(p, start).await.is_ok());
@@ -328,7 +328,7 @@ mod tests {
         fn two_hosts_never_serve_at_once(steps in proptest::collection::vec(step(), 1..60)) {
             block_on(async {
                 let start = Instant::now();
-                let store = Arc::new(MemoryLeaseStore::new(LENGTH, start));
+                let store = Arc::new(MemoryBucket::new(LENGTH, start));
                 let mut hosts = [Leases::new(store.clone(), "a", terms()), Leases::new(store.clone(), "b", terms())];
                 let p = Partition(3);
                 // Each host's serving windows as (from, until), known only once

@@ -12,10 +12,14 @@
 //! whole design and its argument; this crate is its first brick and does not
 //! yet forward mail.
 //!
-//! The key-value store is behind the [`store::LeaseStore`] trait: NATS in
-//! production ([`nats::NatsLeaseStore`]), an in-memory model with a manual
-//! clock in tests ([`store::MemoryLeaseStore`]).
+//! Which host's disk holds a partition (its home) is a second key,
+//! `assign.<p>`, changed only by compare-and-set ([`assign`]).
+//!
+//! The key-value store is behind the [`store::CasBucket`] trait: NATS in
+//! production ([`nats::NatsBucket`]), an in-memory model with a manual
+//! clock in tests ([`store::MemoryBucket`]).
 
+pub mod assign;
 pub mod lease;
 pub mod nats;
 pub mod partition;

@@ -1,7 +1,8 @@
 //! The lease store on a NATS JetStream key-value bucket.
 //!
-//! The bucket keeps one value per key (`history = 1`) and removes a value
-//! `max_age` after its write, which frees the lease of a host that stopped.
+//! A bucket keeps one value per key (`history = 1`). The lease bucket removes
+//! a value `max_age` after its write, which frees the lease of a host that
+//! stopped; the bucket of homes keeps its values until they are overwritten.
 //! `create` and `update` map to the bucket's own compare-and-set, so the NATS
 //! server, not this code, decides which of two racing writes wins.
 
@@ -11,17 +12,17 @@ use async_nats::jetstream::kv::{self, CreateErrorKind, UpdateErrorKind};
 use async_nats::jetstream::stream;
 use bytes::Bytes;
 
-use crate::store::{CasError, LeaseStore, ReadError, Versioned};
+use crate::store::{CasBucket, CasError, ReadError, Versioned};
 
 /// A lease bucket on a NATS server.
 #[derive(Clone)]
-pub struct NatsLeaseStore {
+pub struct NatsBucket {
     bucket: kv::Store,
 }
 
-impl std::fmt::Debug for NatsLeaseStore {
+impl std::fmt::Debug for NatsBucket {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("NatsLeaseStore")
+        f.debug_struct("NatsBucket")
             .field("bucket", &self.bucket.name)
             .finish()
     }
@@ -60,17 +61,17 @@ pub enum BucketError {
     Open(async_nats::jetstream::context::KeyValueError),
 }
 
-impl NatsLeaseStore {
+impl NatsBucket {
     /// Connects to `url` and opens (or creates) `bucket` with values that
-    /// live `lease_length`. Each request gives up after `request_timeout`,
+    /// live `max_age` (`None`: until overwritten). Each request gives up after `request_timeout`,
     /// which should be under the renewal interval so a silent server shows up
     /// before the lease runs out.
     pub async fn open(
         url: &str,
         bucket: &str,
-        lease_length: Duration,
+        max_age: Option<Duration>,
         request_timeout: Duration,
-    ) -> Result<NatsLeaseStore, OpenError> {
+    ) -> Result<NatsBucket, OpenError> {
         let client = async_nats::ConnectOptions::new()
             .request_timeout(Some(request_timeout))
             .connection_timeout(request_timeout)
@@ -89,7 +90,8 @@ impl NatsLeaseStore {
             name: format!("KV_{bucket}"),
             subjects: vec![format!("$KV.{bucket}.>")],
             max_messages_per_subject: 1,
-            max_age: lease_length,
+            // Zero is JetStream's "no limit".
+            max_age: max_age.unwrap_or(Duration::ZERO),
             allow_rollup: true,
             deny_delete: true,
             allow_direct: true,
@@ -108,11 +110,11 @@ impl NatsLeaseStore {
             .get_key_value(bucket)
             .await
             .map_err(|source| failed(BucketError::Open(source)))?;
-        Ok(NatsLeaseStore { bucket })
+        Ok(NatsBucket { bucket })
     }
 }
 
-impl LeaseStore for NatsLeaseStore {
+impl CasBucket for NatsBucket {
     async fn create(&self, key: &str, value: Bytes) -> Result<u64, CasError> {
         self.bucket
             .create(key, value)

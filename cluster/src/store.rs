@@ -39,7 +39,7 @@ pub struct Versioned {
 }
 
 /// The compare-and-set key-value operations a lease is built on.
-pub trait LeaseStore {
+pub trait CasBucket {
     /// Writes `value` only if `key` has no value; returns the new revision.
     fn create(&self, key: &str, value: Bytes)
         -> impl Future<Output = Result<u64, CasError>> + Send;
@@ -59,7 +59,7 @@ pub trait LeaseStore {
 /// and an update at a stale revision are conflicts; a value older than
 /// `max_age` is gone.
 #[derive(Debug)]
-pub struct MemoryLeaseStore {
+pub struct MemoryBucket {
     max_age: Duration,
     inner: Mutex<MemoryInner>,
 }
@@ -71,11 +71,11 @@ struct MemoryInner {
     entries: HashMap<String, (Bytes, u64, Instant)>,
 }
 
-impl MemoryLeaseStore {
+impl MemoryBucket {
     /// A bucket whose values live `max_age` after their write; its clock
     /// starts at `start`.
-    pub fn new(max_age: Duration, start: Instant) -> MemoryLeaseStore {
-        MemoryLeaseStore {
+    pub fn new(max_age: Duration, start: Instant) -> MemoryBucket {
+        MemoryBucket {
             max_age,
             inner: Mutex::new(MemoryInner {
                 now: start,
@@ -114,7 +114,7 @@ impl MemoryLeaseStore {
     }
 }
 
-impl LeaseStore for MemoryLeaseStore {
+impl CasBucket for MemoryBucket {
     async fn create(&self, key: &str, value: Bytes) -> Result<u64, CasError> {
         let mut inner = self.lock();
         match self.live_revision(&inner, key) {

@@ -6,8 +6,9 @@ use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
+use uncorreo_cluster::assign::{AssignError, Assignment, Assignments};
 use uncorreo_cluster::lease::{LeaseError, LeaseTerms, Leases};
-use uncorreo_cluster::nats::NatsLeaseStore;
+use uncorreo_cluster::nats::NatsBucket;
 use uncorreo_cluster::partition::Partition;
 
 struct NatsServer {
@@ -66,11 +67,11 @@ impl NatsServer {
         }
     }
 
-    async fn leases(&self, node: &str, terms: LeaseTerms) -> Leases<NatsLeaseStore> {
-        let store = NatsLeaseStore::open(
+    async fn leases(&self, node: &str, terms: LeaseTerms) -> Leases<NatsBucket> {
+        let store = NatsBucket::open(
             &self.url,
             "uncorreo_test_leases",
-            terms.length(),
+            Some(terms.length()),
             Duration::from_secs(2),
         )
         .await
@@ -190,4 +191,51 @@ async fn nats_down_stops_serving_after_lease() {
     // It keeps serving on what it knows, and no longer than that.
     assert!(a.serves(p, taken_at + Duration::from_millis(2_500)));
     assert!(!a.serves(p, taken_at + Duration::from_millis(2_501)));
+}
+
+/// Homes over a real bucket: claimed once among racers, moved by
+/// compare-and-set, and kept after every connection is gone (no max_age).
+#[tokio::test]
+async fn homes_are_claimed_once_and_moved_by_compare_and_set() {
+    let server = NatsServer::start().await;
+    let p = Partition(17);
+    let open = || async {
+        let bucket = NatsBucket::open(
+            &server.url,
+            "uncorreo_test_homes",
+            None,
+            Duration::from_secs(2),
+        )
+        .await
+        .unwrap_or_else(|error| panic!("{error}"));
+        Assignments::new(bucket)
+    };
+    let (a, b) = (open().await, open().await);
+    let (claim_a, claim_b) = tokio::join!(a.claim(p, "a"), b.claim(p, "b"));
+    assert!(
+        claim_a.is_ok() != claim_b.is_ok(),
+        "exactly one claim wins: {claim_a:?} {claim_b:?}"
+    );
+    let home = if claim_a.is_ok() { "a" } else { "b" };
+    let other = if home == "a" { "b" } else { "a" };
+    assert!(matches!(
+        b.begin_move(p, other, home).await,
+        Err(AssignError::Unexpected { .. })
+    ));
+    assert!(a.begin_move(p, home, other).await.is_ok());
+    assert!(b.finish_move(p, home, other).await.is_ok());
+    drop((a, b));
+    let later = open().await;
+    let found = later
+        .home(p)
+        .await
+        .unwrap_or_else(|error| panic!("{error}"))
+        .map(|(assignment, _)| assignment);
+    assert_eq!(
+        found,
+        Some(Assignment {
+            node: other.to_owned(),
+            moving_to: None
+        })
+    );
 }
