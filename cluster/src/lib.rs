@@ -15,11 +15,14 @@
 //! Which host's disk holds a partition (its home) is a second key,
 //! `assign.<p>`, changed only by compare-and-set ([`assign`]).
 //!
+//! Requests between hosts are signed with the cluster secret ([`hop`]).
+//!
 //! The key-value store is behind the [`store::CasBucket`] trait: NATS in
 //! production ([`nats::NatsBucket`]), an in-memory model with a manual
 //! clock in tests ([`store::MemoryBucket`]).
 
 pub mod assign;
+pub mod hop;
 pub mod lease;
 pub mod nats;
 pub mod partition;
