@@ -54,8 +54,9 @@ impl LeaseTerms {
         self.length / 3
     }
 
-    /// The last instant a holder whose last renewal was sent at `sent` serves.
-    fn serves_until(&self, sent: Instant) -> Instant {
+    /// The instant until which a holder whose last renewal was sent at
+    /// `sent` serves.
+    pub fn serves_until(&self, sent: Instant) -> Instant {
         sent + (self.length - self.margin)
     }
 }

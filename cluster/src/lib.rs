@@ -15,6 +15,9 @@
 //! Which host's disk holds a partition (its home) is a second key,
 //! `assign.<p>`, changed only by compare-and-set ([`assign`]).
 //!
+//! [`member::Member`] is one host's loop: claim homes, hold their leases,
+//! publish what it serves.
+//!
 //! Requests between hosts are signed with the cluster secret ([`hop`]).
 //!
 //! The key-value store is behind the [`store::CasBucket`] trait: NATS in
@@ -24,6 +27,9 @@
 pub mod assign;
 pub mod hop;
 pub mod lease;
+pub mod member;
 pub mod nats;
 pub mod partition;
 pub mod store;
+#[cfg(feature = "testing")]
+pub mod testing;

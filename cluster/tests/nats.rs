@@ -1,75 +1,28 @@
 //! The leases against a real NATS server (Debian's `nats-server`, installed
 //! by `.ci/deps`), one throwaway server with JetStream per test.
 
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
 use uncorreo_cluster::assign::{AssignError, Assignment, Assignments};
 use uncorreo_cluster::lease::{LeaseError, LeaseTerms, Leases};
 use uncorreo_cluster::nats::NatsBucket;
 use uncorreo_cluster::partition::Partition;
+use uncorreo_cluster::testing::NatsServer;
 
-struct NatsServer {
-    child: Child,
-    url: String,
-    _dir: tempfile::TempDir,
+struct Cluster {
+    server: NatsServer,
 }
 
-impl NatsServer {
-    /// Starts `nats-server -js` on a free loopback port and waits for its
-    /// "Listening for client connections" line to learn the port.
-    async fn start() -> NatsServer {
-        let dir = tempfile::tempdir().unwrap_or_else(|error| panic!("temp dir: {error}"));
-        let mut child = Command::new("nats-server")
-            .args([
-                "-js",
-                "-a",
-                "127.0.0.1",
-                "-p",
-                "-1",
-                "--http_port",
-                "0",
-                "-sd",
-            ])
-            .arg(dir.path())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap_or_else(|error| {
-                panic!("nats-server did not start ({error}); .ci/deps installs it")
-            });
-        let stderr = child
-            .stderr
-            .take()
-            .unwrap_or_else(|| panic!("nats-server stderr"));
-        let mut lines = BufReader::new(stderr).lines();
-        let url = tokio::time::timeout(Duration::from_secs(30), async {
-            while let Ok(Some(line)) = lines.next_line().await {
-                if let Some((_, address)) = line.split_once("Listening for client connections on ")
-                {
-                    return format!("nats://{}", address.trim());
-                }
-            }
-            panic!("nats-server exited before listening")
-        })
-        .await
-        .unwrap_or_else(|_| panic!("nats-server did not listen within 30 s"));
-        // Keep draining its log so it never blocks on a full pipe.
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-        NatsServer {
-            child,
-            url,
-            _dir: dir,
+impl Cluster {
+    fn start() -> Cluster {
+        Cluster {
+            server: NatsServer::start(),
         }
     }
 
     async fn leases(&self, node: &str, terms: LeaseTerms) -> Leases<NatsBucket> {
         let store = NatsBucket::open(
-            &self.url,
+            self.server.url(),
             "uncorreo_test_leases",
             Some(terms.length()),
             Duration::from_secs(2),
@@ -91,7 +44,7 @@ fn terms(length_ms: u64, margin_ms: u64) -> LeaseTerms {
 /// SCALE.md "two hosts race for one partition": exactly one create wins.
 #[tokio::test]
 async fn lease_is_exclusive() {
-    let server = NatsServer::start().await;
+    let server = Cluster::start();
     let p = Partition(42);
     let mut hosts = Vec::new();
     for n in 0..8 {
@@ -131,7 +84,7 @@ async fn lease_is_exclusive() {
 /// takes it; the old holder's renewal is refused.
 #[tokio::test]
 async fn a_lapsed_lease_goes_to_the_next_host_and_the_old_holder_learns_it() {
-    let server = NatsServer::start().await;
+    let server = Cluster::start();
     let p = Partition(9);
     let lease = terms(1_000, 100);
     let mut a = server.leases("a", lease).await;
@@ -172,17 +125,13 @@ async fn a_lapsed_lease_goes_to_the_next_host_and_the_old_holder_learns_it() {
 /// when its own clock says the lease may be gone.
 #[tokio::test]
 async fn nats_down_stops_serving_after_lease() {
-    let mut server = NatsServer::start().await;
+    let mut server = Cluster::start();
     let p = Partition(1);
     let lease = terms(3_000, 500);
     let mut a = server.leases("a", lease).await;
     let taken_at = Instant::now();
     assert!(a.take(p, taken_at).await.is_ok());
-    server
-        .child
-        .kill()
-        .await
-        .unwrap_or_else(|error| panic!("{error}"));
+    server.server.kill();
     let renewal = a.renew(p, Instant::now()).await;
     assert!(
         matches!(renewal, Err(LeaseError::Unavailable(_))),
@@ -197,11 +146,11 @@ async fn nats_down_stops_serving_after_lease() {
 /// compare-and-set, and kept after every connection is gone (no max_age).
 #[tokio::test]
 async fn homes_are_claimed_once_and_moved_by_compare_and_set() {
-    let server = NatsServer::start().await;
+    let server = Cluster::start();
     let p = Partition(17);
     let open = || async {
         let bucket = NatsBucket::open(
-            &server.url,
+            server.server.url(),
             "uncorreo_test_homes",
             None,
             Duration::from_secs(2),
