@@ -44,6 +44,8 @@ const _: () = assert!(std::mem::size_of::<Option<MailboxEntry>>() == 104);
 
 /// A mailbox's message refs: one pointer while it has none (most new
 /// mailboxes), a boxed vector once it has some.
+// The box is the point: 8 bytes in every entry instead of a 24-byte `Vec`.
+#[allow(clippy::box_collection)]
 #[derive(Default)]
 pub(crate) struct Refs(Option<Box<Vec<MsgRef>>>);
 
@@ -495,8 +497,15 @@ mod tests {
     fn info(i: u64, local: &str, owner: Owner) -> MailboxInfo {
         MailboxInfo {
             id: MailboxId(i),
-            address: Address::from_parts(local, if i % 3 == 0 { "b.test" } else { "a.test" })
-                .unwrap(),
+            address: Address::from_parts(
+                local,
+                if i.is_multiple_of(3) {
+                    "b.test"
+                } else {
+                    "a.test"
+                },
+            )
+            .unwrap(),
             owner,
             created_at_ms: i,
             expires_at_ms: i + 1,
@@ -507,7 +516,7 @@ mod tests {
     }
 
     fn owner(i: u64) -> Owner {
-        if i % 2 == 0 {
+        if i.is_multiple_of(2) {
             Owner::User(UserId(i % 5))
         } else {
             let mut token_hash = [0u8; 32];
