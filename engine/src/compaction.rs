@@ -35,6 +35,8 @@ use crate::types::{CompactionReport, MailboxId};
 
 /// Records whose liveness is read per hold of a shard's index read lock.
 const LIVENESS_STEP: usize = 256;
+/// Mailbox slots looked at for expiry per hold of a shard's index read lock.
+const EXPIRY_STEP: usize = 4096;
 
 /// What a rewrite did.
 #[derive(Debug)]
@@ -127,25 +129,30 @@ pub(crate) fn pass(shared: &Shared) -> Result<CompactionReport, StorageError> {
 }
 
 /// Remove expired mailboxes from the index: their records become dead.
+/// A few thousand slots at a time, each look under its own brief read lock
+/// and each removal under its own brief write lock, so a pass over a
+/// million mailboxes never holds a shard's index for long.
 fn expire(shared: &Shared, now: u64) {
     for shard in (0..shared.n()).map(ShardIndex) {
-        let expired: Vec<MailboxId> = shared
-            .shard(shard)
-            .index
-            .read()
-            .mailboxes
-            .values()
-            .filter(|m| m.expires_at_ms <= now)
-            .map(|m| m.id)
-            .collect();
-        if expired.is_empty() {
-            continue;
-        }
-        let mut idx = shared.shard(shard).index.write();
-        for id in expired {
-            if let Some(m) = idx.remove_mailbox(id) {
-                crate::writer::mark_mailbox_dead(shared, shard, &m);
-                shared.hub.close_mailbox(id);
+        let mut from = Some(0);
+        while let Some(start) = from {
+            let (expired, next) =
+                shared
+                    .shard(shard)
+                    .index
+                    .read()
+                    .mailboxes
+                    .expired(start, EXPIRY_STEP, now);
+            from = next;
+            if expired.is_empty() {
+                continue;
+            }
+            let mut idx = shared.shard(shard).index.write();
+            for id in expired {
+                if let Some(m) = idx.remove_mailbox(id) {
+                    crate::writer::mark_mailbox_dead(shared, shard, &m);
+                    shared.hub.close_mailbox(id);
+                }
             }
         }
     }

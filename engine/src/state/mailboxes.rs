@@ -231,6 +231,30 @@ impl Mailboxes {
         self.slab.iter().flatten()
     }
 
+    /// Ids of the mailboxes expired at `now` among `step` slab slots from
+    /// `start`, and where the next step starts (`None` past the end).
+    /// Slots may be reused between steps: a look in steps sees every
+    /// mailbox that stays, and may miss one created meanwhile (the next
+    /// pass sees it).
+    pub(crate) fn expired(
+        &self,
+        start: usize,
+        step: usize,
+        now: u64,
+    ) -> (Vec<MailboxId>, Option<usize>) {
+        let end = start.saturating_add(step).min(self.slab.len());
+        let ids = self
+            .slab
+            .get(start..end)
+            .unwrap_or_default()
+            .iter()
+            .flatten()
+            .filter(|m| m.expires_at_ms <= now)
+            .map(|m| m.id)
+            .collect();
+        (ids, (end < self.slab.len()).then_some(end))
+    }
+
     /// The newest mailbox at `address` (it may have expired).
     pub(crate) fn at_address(&self, address: &Address) -> Option<&MailboxEntry> {
         let hs = self.hashes();
@@ -573,6 +597,31 @@ mod tests {
         }
         assert_eq!(t.slab.len(), slab);
         t.check().unwrap();
+    }
+
+    /// Expiry looked at in steps finds exactly the expired mailboxes, with
+    /// holes in the slab left by removals.
+    #[test]
+    fn expired_in_steps_finds_every_expired_mailbox() {
+        let mut t = Mailboxes::default();
+        for i in 0..50 {
+            t.insert(&info(i, &format!("m{i}"), owner(i)), loc(i), Vec::new());
+        }
+        for i in (0..50).step_by(7) {
+            t.remove(MailboxId(i));
+        }
+        // `info(i)` expires at i + 1.
+        let now = 30;
+        let mut found = Vec::new();
+        let mut from = Some(0);
+        while let Some(start) = from {
+            let (ids, next) = t.expired(start, 4, now);
+            found.extend(ids);
+            from = next;
+        }
+        found.sort();
+        let want: Vec<_> = (0..30).filter(|i| i % 7 != 0).map(MailboxId).collect();
+        assert_eq!(found, want);
     }
 
     /// A mailbox created at the address of an older one takes its place in
