@@ -450,6 +450,35 @@ mod example_file {
         );
     }
 
+    /// The config Terraform writes at first boot must load too, and behind
+    /// the ALB it must take the client IP from X-Forwarded-For.
+    #[test]
+    fn terraform_first_boot_config_parses_and_trusts_the_alb() {
+        let template = std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("terraform/user_data.sh.tftpl"),
+        )
+        .unwrap();
+        let start = template.find("<<'TOML'\n").unwrap() + "<<'TOML'\n".len();
+        let end = start + template[start..].find("\nTOML\n").unwrap();
+        let rendered = template[start..end]
+            .replace("${mail_domain}", "mail.example.com")
+            .replace("${smtp_hostname}", "mx.example.com")
+            .replace(
+                "${sns_topic_arn}",
+                "arn:aws:sns:us-east-1:123456789012:inbound",
+            );
+        assert!(
+            !rendered.contains("${"),
+            "an unrendered variable: {rendered}"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("first-boot.toml");
+        std::fs::write(&f, rendered).unwrap();
+        let c = Config::load(Some(&f), []).unwrap();
+        assert!(c.limits.trust_forwarded_for);
+        assert_eq!(c.engine.domains, vec!["mail.example.com".to_owned()]);
+    }
+
     /// `[cluster]` needs only the NATS URL and the node id; the rest has
     /// defaults, and lease terms that leave no time to serve are refused.
     #[test]
