@@ -109,6 +109,8 @@ pub(crate) enum Cmd {
         enq: Instant,
         reply: Reply<(), WriteError>,
     },
+    /// A campaign write (`campaign.rs`), staged by `writer/campaign.rs`.
+    Campaign(CampaignCmd),
     /// Compaction: rewrite the live records of a sealed segment.
     Rewrite {
         seg: SegmentNo,
@@ -123,6 +125,47 @@ pub(crate) enum Cmd {
     Shutdown {
         reply: crossbeam_channel::Sender<()>,
     },
+}
+
+/// Campaign writes: creation and deletion on shard 0, messages on the
+/// campaign's shard.
+pub(crate) enum CampaignCmd {
+    Create {
+        new: crate::campaign::NewCampaign,
+        /// The caller's clock when it asked.
+        at: u64,
+        enq: Instant,
+        reply: Reply<crate::campaign::CampaignInfo, crate::campaign::CreateCampaignError>,
+    },
+    Delete {
+        id: u64,
+        enq: Instant,
+        reply: Reply<(), WriteError>,
+    },
+    Deliver {
+        raw: Bytes,
+        envelope_from: String,
+        /// Each recipient, its campaign and what its header scan found.
+        rcpts: Vec<(
+            Recipient,
+            crate::campaign::CampaignId,
+            Arc<uncorreo_campaign_report::Scanned>,
+        )>,
+        /// (key, number of shards the delivery went to)
+        dedupe: Option<(String, u8)>,
+        enq: Instant,
+        reply: Reply<RcptResults, DeliverError>,
+    },
+}
+
+impl CampaignCmd {
+    fn fail(self, e: BatchFailure) {
+        match self {
+            Self::Create { reply, .. } => drop(reply.send(Err(e.into()))),
+            Self::Delete { reply, .. } => drop(reply.send(Err(e.into()))),
+            Self::Deliver { reply, .. } => drop(reply.send(Err(e.into()))),
+        }
+    }
 }
 
 impl Cmd {
@@ -143,6 +186,7 @@ impl Cmd {
             Cmd::CreateKey { reply, .. } => drop(reply.send(Err(e.into()))),
             Cmd::Rewrite { reply, .. } => drop(reply.send(Err(e.into()))),
             Cmd::Shutdown { reply } => drop(reply.send(())),
+            Cmd::Campaign(c) => c.fail(e),
             Cmd::PanicForTests { notify } => drop(notify),
         }
     }

@@ -64,6 +64,10 @@ pub(crate) enum Kind {
     AdminAudit = 12,
     State = 13,
     SubscriptionsEnded = 14,
+    /// Load-testing campaigns (`campaign.rs`; FORMAT.md, "Campaign records").
+    CampaignCreated = 20,
+    CampaignDeleted = 21,
+    CampaignMessage = 22,
 }
 
 impl Kind {
@@ -83,6 +87,9 @@ impl Kind {
             12 => Self::AdminAudit,
             13 => Self::State,
             14 => Self::SubscriptionsEnded,
+            20 => Self::CampaignCreated,
+            21 => Self::CampaignDeleted,
+            22 => Self::CampaignMessage,
             _ => return None,
         })
     }
@@ -486,6 +493,13 @@ pub(crate) enum Record<'a> {
         before_ordinal: u64,
         at_ms: u64,
     },
+    CampaignCreated(crate::campaign::CreatedRec),
+    /// A campaign deleted; `target_seg` holds its `CampaignCreated` (shard 0).
+    CampaignDeleted {
+        id: u64,
+        target_seg: u32,
+    },
+    CampaignMessage(crate::campaign::MessageRec<'a>),
 }
 
 impl Record<'_> {
@@ -505,6 +519,9 @@ impl Record<'_> {
             Self::AdminAudit(_) => Kind::AdminAudit,
             Self::State { .. } => Kind::State,
             Self::SubscriptionsEnded { .. } => Kind::SubscriptionsEnded,
+            Self::CampaignCreated(_) => Kind::CampaignCreated,
+            Self::CampaignDeleted { .. } => Kind::CampaignDeleted,
+            Self::CampaignMessage(_) => Kind::CampaignMessage,
         }
     }
 
@@ -629,6 +646,11 @@ impl Record<'_> {
                 e.u64(*before_ordinal);
                 e.u64(*at_ms);
             }
+            Self::CampaignCreated(c) => crate::campaign::encode_created(buf, &c.info),
+            Self::CampaignDeleted { id, target_seg } => {
+                crate::campaign::encode_deleted(buf, *id, *target_seg);
+            }
+            Self::CampaignMessage(m) => crate::campaign::encode_message(buf, m),
         }
     }
 }
@@ -871,6 +893,16 @@ pub(crate) fn decode(kind: u8, payload: &[u8]) -> Result<Record<'_>, DecodeError
             before_ordinal: d.u64()?,
             at_ms: d.u64()?,
         },
+        Kind::CampaignCreated => {
+            return crate::campaign::decode_created(payload).map(Record::CampaignCreated)
+        }
+        Kind::CampaignDeleted => {
+            let (id, target_seg) = crate::campaign::decode_deleted(payload)?;
+            return Ok(Record::CampaignDeleted { id, target_seg });
+        }
+        Kind::CampaignMessage => {
+            return crate::campaign::decode_message(payload).map(Record::CampaignMessage)
+        }
     };
     d.finish()?;
     Ok(r)
@@ -1099,6 +1131,34 @@ mod tests {
                 before_ordinal: 12,
                 at_ms: 79,
             },
+            Record::CampaignCreated(crate::campaign::CreatedRec {
+                info: crate::campaign::CampaignInfo {
+                    id: crate::campaign::CampaignId(0x7f3a),
+                    owner: Owner::User(crate::types::UserId(5)),
+                    name: "load".into(),
+                    created_at_ms: 80,
+                    expires_at_ms: 81,
+                    pattern: crate::campaign::AddressPattern::parse("load-*@uncorreo.test"),
+                    store: crate::campaign::StoreMode::Count,
+                    sent_at_header: "Date".into(),
+                    messages: 0,
+                },
+            }),
+            Record::CampaignDeleted {
+                id: 0x7f3a,
+                target_seg: 3,
+            },
+            Record::CampaignMessage(crate::campaign::MessageRec {
+                campaign: 0x7f3a,
+                seq: 1,
+                committed_at_ms: 82,
+                size: 17,
+                sent_at_ms: Some(81),
+                recipient: "x@c-7f3a.uncorreo.test".into(),
+                envelope_from: String::new(),
+                message_id: Some("<m@x>".into()),
+                body: b"Subject: x\r\n\r\n",
+            }),
         ]
     }
 
@@ -1185,7 +1245,7 @@ mod tests {
 
     proptest::proptest! {
         #[test]
-        fn decoding_random_bytes_never_panics(kind in 0u8..16, bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..300)) {
+        fn decoding_random_bytes_never_panics(kind in 0u8..24, bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..300)) {
             let _ = decode(kind, &bytes);
             let _ = message_meta(&bytes);
             let _ = Hint::decode(&bytes);

@@ -91,7 +91,13 @@ pub(crate) fn pass(shared: &Shared) -> Result<CompactionReport, StorageError> {
                 let idx = shared.shard(shard).index.read();
                 let segs: HashSet<SegmentNo> =
                     shared.shard(shard).segs.read().keys().copied().collect();
-                live_bytes(&idx, &segs, &seg, now)
+                let campaigns = shared.campaigns.read();
+                let ctx = Ctx {
+                    idx: &idx,
+                    campaigns: &campaigns,
+                    shard,
+                };
+                live_bytes(&ctx, &segs, &seg, now)
             };
             if live == 0 {
                 report.bytes_reclaimed += drop_segment(shared, shard, &seg)?;
@@ -131,8 +137,13 @@ pub(crate) fn pass(shared: &Shared) -> Result<CompactionReport, StorageError> {
     Ok(report)
 }
 
-/// Remove expired mailboxes from the index: their records become dead.
+/// Remove expired mailboxes from the index and expired campaigns from the
+/// campaign table: their records become dead.
 fn expire(shared: &Shared, now: u64) {
+    let gone = shared.campaigns.write().take_expired(now);
+    for e in &gone {
+        crate::writer::mark_campaign_dead(shared, e);
+    }
     for shard in (0..shared.n()).map(ShardIndex) {
         let expired: Vec<MailboxId> = shared
             .shard(shard)
@@ -152,6 +163,32 @@ fn expire(shared: &Shared, now: u64) {
                 crate::writer::mark_mailbox_dead(shared, shard, &m);
                 shared.hub.close_mailbox(id);
             }
+        }
+    }
+}
+
+/// What liveness is decided against: the shard's index and the campaigns.
+struct Ctx<'a> {
+    idx: &'a MailboxIndex,
+    campaigns: &'a crate::campaign::Table,
+    shard: ShardIndex,
+}
+
+impl Ctx<'_> {
+    fn is_live(
+        &self,
+        segs: &HashSet<SegmentNo>,
+        seg: SegmentNo,
+        off: u32,
+        kind: u8,
+        payload: &[u8],
+        now: u64,
+    ) -> bool {
+        match Kind::from_u8(kind) {
+            Some(Kind::CampaignCreated | Kind::CampaignDeleted | Kind::CampaignMessage) => self
+                .campaigns
+                .is_live((kind, payload), (self.shard, seg, off), segs, now),
+            _ => is_live(self.idx, segs, seg, off, kind, payload, now),
         }
     }
 }
@@ -199,6 +236,8 @@ fn is_live(
             | Kind::SubscriptionsEnded,
         ) => true,
         Some(Kind::BatchCommit) | None => false,
+        // Decided by `Ctx::is_live` before this is reached.
+        Some(Kind::CampaignCreated | Kind::CampaignDeleted | Kind::CampaignMessage) => true,
     }
 }
 
@@ -253,11 +292,11 @@ fn frames(seg: &Segment) -> Vec<(u32, usize)> {
     out
 }
 
-fn live_bytes(idx: &MailboxIndex, segs: &HashSet<SegmentNo>, seg: &Segment, now: u64) -> u64 {
+fn live_bytes(ctx: &Ctx<'_>, segs: &HashSet<SegmentNo>, seg: &Segment, now: u64) -> u64 {
     let mut live = 0;
     for (off, _) in frames(seg) {
         if let Ok(f) = seg.frame(off) {
-            if is_live(idx, segs, seg.no, off, f.kind, f.payload, now) {
+            if ctx.is_live(segs, seg.no, off, f.kind, f.payload, now) {
                 live += f.total_len() as u64;
             }
         }
@@ -327,9 +366,15 @@ pub(crate) fn plan_rewrite(
     {
         let idx = shared.shard(shard).index.read();
         let segs: HashSet<SegmentNo> = shared.shard(shard).segs.read().keys().copied().collect();
+        let campaigns = shared.campaigns.read();
+        let ctx = Ctx {
+            idx: &idx,
+            campaigns: &campaigns,
+            shard,
+        };
         for (off, _) in frames(&old) {
             let Ok(f) = old.frame(off) else { continue };
-            if !is_live(&idx, &segs, old.no, off, f.kind, f.payload, now) {
+            if !ctx.is_live(&segs, old.no, off, f.kind, f.payload, now) {
                 continue;
             }
             if !f.crc_ok() {

@@ -195,6 +195,9 @@ pub(crate) struct Shared {
     pub(crate) fail_next_sync: AtomicBool,
     /// Summaries of messages stored by older extraction rules, derived again.
     pub(crate) rederived: Arc<crate::summary_pool::Rederived>,
+    /// Live load-testing campaigns (`campaign.rs`). Lock order: a shard's
+    /// index before this, never the other way round.
+    pub(crate) campaigns: RwLock<crate::campaign::Table>,
 }
 
 impl Shared {

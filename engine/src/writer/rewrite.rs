@@ -38,6 +38,10 @@ impl Writer {
             seg_no,
             new.no,
         );
+        self.shared
+            .campaigns
+            .write()
+            .relocate(self.shard, seg_no, new.no, &plan.moved);
         let old_bytes = segment::file_bytes(&plan.old.path);
         self.shared.shard(self.shard).segs.write().remove(&seg_no);
         let io = self.shared.io.as_ref();
