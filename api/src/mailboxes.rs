@@ -109,7 +109,7 @@ pub struct MailboxList {
 
 /// A JSON number with no fractional part (`5` or `5.0`: JSON Schema's
 /// `integer` admits both) that fits a `u32`.
-fn whole_number<'de, D>(deserializer: D) -> Result<Option<u32>, D::Error>
+pub(crate) fn whole_number<'de, D>(deserializer: D) -> Result<Option<u32>, D::Error>
 where
     D: serde::Deserializer<'de>,
 {

@@ -26,7 +26,7 @@ use crate::types::{Owner, UserId};
 pub const MAX_CAMPAIGNS: usize = 256;
 /// Most messages one campaign stores or counts; past it RCPT is `452 4.2.2`.
 pub const MAX_CAMPAIGN_MESSAGES: u64 = 1_000_000;
-/// Longest campaign name, in bytes.
+/// Longest campaign name, in characters (checked by the API).
 pub const MAX_CAMPAIGN_NAME: usize = 200;
 /// Longest name of the header the arrival latency is measured from.
 pub const MAX_SENT_AT_HEADER: usize = 64;
