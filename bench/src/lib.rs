@@ -4,6 +4,7 @@
 
 pub mod burst;
 pub mod campaign;
+pub mod fleet;
 pub mod hold;
 pub mod idle;
 pub mod load;

@@ -4,7 +4,7 @@
 //! smtp-sink and an fsyncing aiosmtpd.
 
 use clap::{Parser, Subcommand};
-use uncorreo_bench::{burst, campaign, hold, idle, read};
+use uncorreo_bench::{burst, campaign, fleet, hold, idle, read};
 
 #[derive(Parser)]
 #[command(
@@ -33,6 +33,8 @@ enum Command {
     /// Send N mails over M connections to a load campaign, then check its
     /// report against what was sent.
     Campaign(campaign::CampaignArgs),
+    /// CI fleet: N tests at once, each create → send → wait → read code → delete.
+    Fleet(fleet::FleetArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -53,6 +55,7 @@ fn main() -> anyhow::Result<()> {
             Command::Read(a) => read::run(a).await,
             Command::Spawn(a) => hold::run(a).await,
             Command::Campaign(a) => campaign::run(a).await,
+            Command::Fleet(a) => fleet::run(a).await,
         }
     })
 }
