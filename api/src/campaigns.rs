@@ -293,26 +293,7 @@ pub async fn create_campaign(
                 .for_field("name"),
         );
     }
-    let ttl = match req.ttl_minutes {
-        Some(0) => {
-            return Err(
-                Problem::new(Kind::InvalidRequest, "ttl_minutes must be at least 1")
-                    .for_field("ttl_minutes"),
-            )
-        }
-        Some(t) if t > plan.max_ttl_minutes => {
-            return Err(Problem::new(
-                Kind::TtlTooLong,
-                format!(
-                    "ttl_minutes may be at most {} on this plan",
-                    plan.max_ttl_minutes
-                ),
-            )
-            .for_field("ttl_minutes"))
-        }
-        Some(t) => t,
-        None => state.limits().default_ttl_minutes.min(plan.max_ttl_minutes),
-    };
+    let ttl = crate::mailboxes::ttl_minutes(&state, &plan, req.ttl_minutes)?;
     let pattern = match &req.address_pattern {
         None => None,
         Some(p) => Some(AddressPattern::parse(p).filter(|p| engine.is_local_domain(&p.domain)).ok_or_else(|| {

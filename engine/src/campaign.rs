@@ -20,7 +20,7 @@ use uncorreo_campaign_report::{Arrival, Report};
 
 use crate::codec::{Dec, DecodeError, Enc};
 use crate::ids::{SegmentNo, ShardIndex};
-use crate::types::{Owner, UserId};
+use crate::types::Owner;
 
 /// Most live campaigns in the whole appliance (also bounds the metric labels).
 pub const MAX_CAMPAIGNS: usize = 256;
@@ -226,16 +226,7 @@ pub(crate) fn encode_created(buf: &mut Vec<u8>, c: &CampaignInfo) {
     e.u64(c.id.0);
     e.u64(c.created_at_ms);
     e.u64(c.expires_at_ms);
-    match &c.owner {
-        Owner::Anonymous { token_hash } => {
-            e.u8(0);
-            e.bytes(token_hash);
-        }
-        Owner::User(u) => {
-            e.u8(1);
-            e.u64(u.0);
-        }
-    }
+    e.owner(&c.owner);
     e.u8(c.store as u8);
     e.str(&c.name);
     e.str(&c.sent_at_header);
@@ -248,13 +239,7 @@ pub(crate) fn decode_created(payload: &[u8]) -> Result<CreatedRec, DecodeError> 
     let id = CampaignId(d.u64()?);
     let created_at_ms = d.u64()?;
     let expires_at_ms = d.u64()?;
-    let owner = match d.u8()? {
-        0 => Owner::Anonymous {
-            token_hash: d.hash32()?,
-        },
-        1 => Owner::User(UserId(d.u64()?)),
-        _ => return Err(DecodeError::Invalid),
-    };
+    let owner = d.owner()?;
     let store = StoreMode::from_u8(d.u8()?).ok_or(DecodeError::Invalid)?;
     let name = d.str()?;
     let sent_at_header = d.str()?;
@@ -629,6 +614,7 @@ pub(crate) fn without_body(m: MessageRec<'_>) -> MessageRec<'static> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::types::UserId;
 
     #[test]
     fn patterns_need_a_prefix_and_overlap_by_prefix() {

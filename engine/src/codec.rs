@@ -133,6 +133,19 @@ impl Enc<'_> {
             }
         }
     }
+    /// An owner: tag 0 + token hash, or tag 1 + user id.
+    pub(crate) fn owner(&mut self, o: &Owner) {
+        match o {
+            Owner::Anonymous { token_hash } => {
+                self.u8(0);
+                self.bytes(token_hash);
+            }
+            Owner::User(u) => {
+                self.u8(1);
+                self.u64(u.0);
+            }
+        }
+    }
     pub(crate) fn opt_u64(&mut self, v: Option<u64>) {
         match v {
             None => self.u8(0),
@@ -194,6 +207,16 @@ impl<'a> Dec<'a> {
             1 => Ok(Some(self.str()?)),
             _ => Err(DecodeError::Invalid),
         }
+    }
+    /// An owner written by [`Enc::owner`].
+    pub(crate) fn owner(&mut self) -> Result<Owner, DecodeError> {
+        Ok(match self.u8()? {
+            0 => Owner::Anonymous {
+                token_hash: self.hash32()?,
+            },
+            1 => Owner::User(crate::types::UserId(self.u64()?)),
+            _ => return Err(DecodeError::Invalid),
+        })
     }
     pub(crate) fn opt_u64(&mut self) -> Result<Option<u64>, DecodeError> {
         match self.u8()? {
@@ -540,16 +563,7 @@ impl Record<'_> {
                 e.u64(m.created_at_ms);
                 e.u64(m.expires_at_ms);
                 e.u32(m.max_messages);
-                match &m.owner {
-                    Owner::Anonymous { token_hash } => {
-                        e.u8(0);
-                        e.bytes(token_hash);
-                    }
-                    Owner::User(u) => {
-                        e.u8(1);
-                        e.u64(u.0);
-                    }
-                }
+                e.owner(&m.owner);
                 e.str(&m.address);
             }
             Self::MailboxDeleted { id, target_seg } => {
@@ -807,13 +821,7 @@ pub(crate) fn decode(kind: u8, payload: &[u8]) -> Result<Record<'_>, DecodeError
             let created_at_ms = d.u64()?;
             let expires_at_ms = d.u64()?;
             let max_messages = d.u32()?;
-            let owner = match d.u8()? {
-                0 => Owner::Anonymous {
-                    token_hash: d.hash32()?,
-                },
-                1 => Owner::User(crate::types::UserId(d.u64()?)),
-                _ => return Err(DecodeError::Invalid),
-            };
+            let owner = d.owner()?;
             let address = d.str()?;
             Record::MailboxCreated(MailboxRec {
                 id,

@@ -33,6 +33,22 @@ fn mail(id: &str, date: &str) -> Bytes {
     ))
 }
 
+/// The report's counts that a reopen must rebuild exactly.
+type Counts = (u64, u64, u64, u64, uncorreo_campaign_report::Latency);
+
+fn counts(e: &Engine, id: CampaignId) -> Counts {
+    e.campaign_report(id, |_, r| {
+        (
+            r.accepted(),
+            r.unique_message_ids(),
+            r.duplicate_messages(),
+            r.distinct_recipients(),
+            r.latency(),
+        )
+    })
+    .expect("live campaign")
+}
+
 fn send(e: &Engine, to: &[String], body: Bytes) -> DeliveryOutcome {
     let recipients = to.iter().map(|t| e.resolve(t).expect("resolves")).collect();
     block_on(e.deliver(Delivery {
@@ -82,17 +98,7 @@ fn mail_to_a_campaign_is_counted_stored_per_recipient_and_rebuilt_after_reopen()
             let mid = format!("<m{}@x>", i % 15);
             send(&e, &to, mail(&mid, "Sun, 06 Dec 2026 02:05:14 +0000"));
         }
-        before = e
-            .campaign_report(id, |_, r| {
-                (
-                    r.accepted(),
-                    r.unique_message_ids(),
-                    r.duplicate_messages(),
-                    r.distinct_recipients(),
-                    r.latency(),
-                )
-            })
-            .unwrap();
+        before = counts(&e, id);
         assert_eq!(before.0, 40);
         assert_eq!(before.1, 15);
         assert_eq!(before.2, 25);
@@ -111,17 +117,7 @@ fn mail_to_a_campaign_is_counted_stored_per_recipient_and_rebuilt_after_reopen()
         e.shutdown();
     }
     let e = open(dir.path(), &c);
-    let after = e
-        .campaign_report(id, |_, r| {
-            (
-                r.accepted(),
-                r.unique_message_ids(),
-                r.duplicate_messages(),
-                r.distinct_recipients(),
-                r.latency(),
-            )
-        })
-        .unwrap();
+    let after = counts(&e, id);
     assert_eq!(after, before);
     assert_eq!(
         e.campaign_messages(id, "load-3@uncorreo.test", 0, 100)
