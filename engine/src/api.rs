@@ -289,6 +289,7 @@ impl Engine {
             fail_next_sync: Default::default(),
             rederived: Default::default(),
             compaction_hook: Default::default(),
+            campaigns: RwLock::new(meta_rec.campaigns.build(now)),
             config,
         });
         for (key, (at_ms, _, _)) in meta_rec.dedupe {
@@ -361,7 +362,7 @@ impl Engine {
         })
     }
 
-    fn shared(&self) -> &Shared {
+    pub(crate) fn shared(&self) -> &Shared {
         &self.inner.shared
     }
 
@@ -390,6 +391,9 @@ impl Engine {
             .rsplit_once('@')
             .map(|(_, d)| d)
             .ok_or(ResolveError::BadAddress)?;
+        if let Some(id) = self.campaign_for(rcpt) {
+            return self.resolve_campaign(rcpt, id);
+        }
         if !self.is_local_domain(domain) {
             return Err(ResolveError::ForeignDomain);
         }
@@ -444,7 +448,7 @@ impl Engine {
         }
     }
 
-    async fn call<T, E: OperationError>(
+    pub(crate) async fn call<T, E: OperationError>(
         &self,
         shard: usize,
         make: impl FnOnce(Reply<T, E>) -> Cmd,
@@ -549,7 +553,16 @@ impl Engine {
         let n = delivery.recipients.len();
         let mut results: Vec<Option<(Recipient, Result<MessageId, ResolveError>)>> = vec![None; n];
         let mut groups: Vec<Group> = Vec::new();
+        let mut campaign_groups = crate::campaign_api::Groups::default();
+        let any_campaign = !sh.campaigns.read().campaigns.is_empty();
         for (i, rcpt) in delivery.recipients.into_iter().enumerate() {
+            let rcpt = match any_campaign {
+                true => match campaign_groups.route(self, rcpt, i, &delivery.raw) {
+                    Some(rcpt) => rcpt,
+                    None => continue,
+                },
+                false => rcpt,
+            };
             let shard = sh.shard_of_address(&rcpt.address);
             let id = sh.shards[shard]
                 .index
@@ -571,7 +584,7 @@ impl Engine {
                 None => groups.push((shard, vec![(rcpt, id)], vec![i])),
             }
         }
-        if groups.is_empty() && delivery.dedupe_key.is_some() {
+        if groups.is_empty() && campaign_groups.is_empty() && delivery.dedupe_key.is_some() {
             // Nothing to store, but the key must still be remembered durably.
             groups.push((0, Vec::new(), Vec::new()));
         }
@@ -583,9 +596,14 @@ impl Engine {
         } else {
             MessageSummary::default()
         });
-        // One group per shard, at most MAX_SHARDS: the count fits its u8.
+        // One group per shard and kind, at most MAX_SHARDS each: the count fits its u8.
         assert!(groups.len() <= MAX_SHARDS, "{} shard groups", groups.len());
-        let parts = groups.len() as u8;
+        assert!(
+            campaign_groups.len() <= MAX_SHARDS,
+            "{} campaign groups",
+            campaign_groups.len()
+        );
+        let parts = (groups.len() + campaign_groups.len()).min(usize::from(u8::MAX)) as u8;
         // One receive time for every copy of this delivery.
         let at = self.now_ms();
         let mut waits = Vec::with_capacity(groups.len());
@@ -604,6 +622,19 @@ impl Engine {
                     reply: tx,
                 },
             )?;
+            waits.push((shard, rx, slots));
+        }
+        for (shard, rcpts, slots) in campaign_groups.into_groups() {
+            let (tx, rx) = oneshot::channel::<Result<RcptResults, DeliverError>>();
+            let cmd = crate::cmd::CampaignCmd::Deliver {
+                raw: delivery.raw.clone(),
+                envelope_from: delivery.envelope_from.clone(),
+                rcpts,
+                dedupe: delivery.dedupe_key.clone().map(|k| (k, parts)),
+                enq: Instant::now(),
+                reply: tx,
+            };
+            self.send::<DeliverError>(shard, Cmd::Campaign(cmd))?;
             waits.push((shard, rx, slots));
         }
         for (shard, rx, slots) in waits {

@@ -109,6 +109,8 @@ pub(crate) enum Cmd {
         enq: Instant,
         reply: Reply<(), WriteError>,
     },
+    /// A campaign write (`campaign.rs`), staged by `writer/campaign.rs`.
+    Campaign(CampaignCmd),
     /// Compaction: a number for the rewrite of sealed segment `seg` (and
     /// the shard's id counter for its header), or `None` if `seg` is not
     /// sealed (any more).
@@ -132,6 +134,47 @@ pub(crate) enum Cmd {
     },
 }
 
+/// Campaign writes: creation and deletion on shard 0, messages on the
+/// campaign's shard.
+pub(crate) enum CampaignCmd {
+    Create {
+        new: crate::campaign::NewCampaign,
+        /// The caller's clock when it asked.
+        at: u64,
+        enq: Instant,
+        reply: Reply<crate::campaign::CampaignInfo, crate::campaign::CreateCampaignError>,
+    },
+    Delete {
+        id: u64,
+        enq: Instant,
+        reply: Reply<(), WriteError>,
+    },
+    Deliver {
+        raw: Bytes,
+        envelope_from: String,
+        /// Each recipient, its campaign and what its header scan found.
+        rcpts: Vec<(
+            Recipient,
+            crate::campaign::CampaignId,
+            Arc<uncorreo_campaign_report::Scanned>,
+        )>,
+        /// (key, number of shards the delivery went to)
+        dedupe: Option<(String, u8)>,
+        enq: Instant,
+        reply: Reply<RcptResults, DeliverError>,
+    },
+}
+
+impl CampaignCmd {
+    fn fail(self, e: BatchFailure) {
+        match self {
+            Self::Create { reply, .. } => drop(reply.send(Err(e.into()))),
+            Self::Delete { reply, .. } => drop(reply.send(Err(e.into()))),
+            Self::Deliver { reply, .. } => drop(reply.send(Err(e.into()))),
+        }
+    }
+}
+
 impl Cmd {
     /// Answer a command that will not run (its shard failed) with `e`.
     pub(crate) fn fail(self, e: BatchFailure) {
@@ -151,6 +194,7 @@ impl Cmd {
             Cmd::RewriteBegin { reply, .. } => drop(reply.send(Err(e.into()))),
             Cmd::RewriteSwap { reply, .. } => drop(reply.send(Err(e.into()))),
             Cmd::Shutdown { reply } => drop(reply.send(())),
+            Cmd::Campaign(c) => c.fail(e),
             Cmd::PanicForTests { notify } => drop(notify),
         }
     }

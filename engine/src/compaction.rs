@@ -128,11 +128,15 @@ pub(crate) fn pass(shared: &Shared) -> Result<CompactionReport, StorageError> {
     Ok(report)
 }
 
-/// Remove expired mailboxes from the index: their records become dead.
-/// A few thousand slots at a time, each look under its own brief read lock
+/// Remove expired campaigns from the campaign table and expired mailboxes
+/// from the index: their records become dead. Mailboxes a few thousand slots at a time, each look under its own brief read lock
 /// and each removal under its own brief write lock, so a pass over a
 /// million mailboxes never holds a shard's index for long.
 fn expire(shared: &Shared, now: u64) {
+    let gone = shared.campaigns.write().take_expired(now);
+    for e in &gone {
+        crate::writer::mark_campaign_dead(shared, e);
+    }
     for shard in (0..shared.n()).map(ShardIndex) {
         let mut from = Some(0);
         while let Some(start) = from {
@@ -154,6 +158,32 @@ fn expire(shared: &Shared, now: u64) {
                     shared.hub.close_mailbox(id);
                 }
             }
+        }
+    }
+}
+
+/// What liveness is decided against: the shard's index and the campaigns.
+struct Ctx<'a> {
+    idx: &'a MailboxIndex,
+    campaigns: &'a crate::campaign::Table,
+    shard: ShardIndex,
+}
+
+impl Ctx<'_> {
+    fn is_live(
+        &self,
+        segs: &HashSet<SegmentNo>,
+        seg: SegmentNo,
+        off: u32,
+        kind: u8,
+        payload: &[u8],
+        now: u64,
+    ) -> bool {
+        match Kind::from_u8(kind) {
+            Some(Kind::CampaignCreated | Kind::CampaignDeleted | Kind::CampaignMessage) => self
+                .campaigns
+                .is_live((kind, payload), (self.shard, seg, off), segs, now),
+            _ => is_live(self.idx, segs, seg, off, kind, payload, now),
         }
     }
 }
@@ -201,6 +231,8 @@ fn is_live(
             | Kind::SubscriptionsEnded,
         ) => true,
         Some(Kind::BatchCommit) | None => false,
+        // Decided by `Ctx::is_live` before this is reached.
+        Some(Kind::CampaignCreated | Kind::CampaignDeleted | Kind::CampaignMessage) => true,
     }
 }
 
@@ -262,9 +294,16 @@ fn live_frames(shared: &Shared, shard: ShardIndex, seg: &Segment, now: u64) -> V
     for step in frames(seg).chunks(LIVENESS_STEP) {
         let idx = shared.shard(shard).index.read();
         let segs: HashSet<SegmentNo> = shared.shard(shard).segs.read().keys().copied().collect();
+        // Lock order: the shard's index before the campaign table.
+        let campaigns = shared.campaigns.read();
+        let ctx = Ctx {
+            idx: &idx,
+            campaigns: &campaigns,
+            shard,
+        };
         for &(off, len) in step {
             if let Ok(f) = seg.frame(off) {
-                if is_live(&idx, &segs, seg.no, off, f.kind, f.payload, now) {
+                if ctx.is_live(&segs, seg.no, off, f.kind, f.payload, now) {
                     live.push((off, len));
                 }
             }
@@ -320,6 +359,8 @@ pub(crate) enum Moved {
     Message { mailbox: MailboxId, seq: u64 },
     /// A mailbox's `created` ref.
     Created(MailboxId),
+    /// A campaign's `created` place in the campaign table.
+    CampaignCreated(u64),
     /// Nothing (tombstones, dedupe keys, state, users and keys).
     Nothing,
 }
@@ -377,6 +418,10 @@ fn rewrite(
             },
             Some(Kind::MailboxCreated) => match Dec::new(f.payload).u64() {
                 Ok(id) => Moved::Created(MailboxId(id)),
+                Err(_) => Moved::Nothing,
+            },
+            Some(Kind::CampaignCreated) => match Dec::new(f.payload).u64() {
+                Ok(id) => Moved::CampaignCreated(id),
                 Err(_) => Moved::Nothing,
             },
             _ => Moved::Nothing,

@@ -56,6 +56,8 @@ struct Acc {
     max_id: u64,
     max_floor: u64,
     corrupt: u64,
+    shard: usize,
+    campaigns: crate::campaign::Recovered,
 }
 
 /// Users, keys and dedupe keys, gathered from all shards.
@@ -72,6 +74,8 @@ pub(crate) struct MetaRecovery {
     pub(crate) sub_ends: Vec<(u64, u64, u64)>,
     /// key → (latest time, parts declared, shards seen)
     pub(crate) dedupe: HashMap<String, (u64, u8, HashSet<usize>)>,
+    /// Campaign records of every shard.
+    pub(crate) campaigns: crate::campaign::Recovered,
 }
 
 pub(crate) fn lock_dir(dir: &Path) -> Result<File, OpenError> {
@@ -172,8 +176,9 @@ pub(crate) fn recover(
     let mut shards = Vec::with_capacity(n);
     let mut meta = MetaRecovery::default();
     for (shard, r) in results.into_iter().enumerate() {
-        let (mut rec, acc) = r?;
+        let (mut rec, mut acc) = r?;
         resolve(&mut rec, &acc, shard, n, &mut meta, now_ms);
+        meta.campaigns.append(std::mem::take(&mut acc.campaigns));
         shards.push(rec);
     }
     meta.dedupe.retain(|_, (at, parts, seen)| {
@@ -194,7 +199,10 @@ fn recover_shard(
         next_seg: files.last().map(|(no, _)| no + 1).unwrap_or(1),
         ..ShardRecovery::default()
     };
-    let mut acc = Acc::default();
+    let mut acc = Acc {
+        shard,
+        ..Acc::default()
+    };
     // Headers first: learn what supersedes what.
     let mut opened: Vec<(u32, PathBuf, DataFile, SegHeader)> = Vec::new();
     let last_no = files.last().map(|(no, _)| *no);
@@ -472,6 +480,15 @@ fn scan(file: &File, file_len: u64, tail: bool, path: &Path) -> std::io::Result<
     })
 }
 
+fn campaign_loc(shard: usize, loc: RecordLoc) -> crate::campaign::Loc {
+    crate::campaign::Loc {
+        shard: crate::ids::ShardIndex(shard),
+        seg: loc.segment,
+        off: loc.offset,
+        len: loc.len,
+    }
+}
+
 fn index_entries(seg: &Segment, entries: &[HintEntry], acc: &mut Acc) {
     for e in entries {
         let loc = RecordLoc {
@@ -567,6 +584,17 @@ fn index_entries(seg: &Segment, entries: &[HintEntry], acc: &mut Acc) {
                 before_ordinal,
                 at_ms,
             } => acc.sub_ends.push((user, before_ordinal, at_ms)),
+            Record::CampaignCreated(c) => {
+                let loc = campaign_loc(acc.shard, loc);
+                acc.campaigns.created.push((c.info, loc));
+            }
+            Record::CampaignDeleted { id, .. } => acc.campaigns.deleted.push(id),
+            Record::CampaignMessage(m) => {
+                let loc = campaign_loc(acc.shard, loc);
+                acc.campaigns
+                    .messages
+                    .push((crate::campaign::without_body(m), loc));
+            }
             Record::Message { .. } | Record::BatchCommit { .. } => {}
         }
     }

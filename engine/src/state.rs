@@ -261,6 +261,9 @@ pub(crate) struct Shared {
     /// Tests only: run by compaction once a rewrite's output is durable and
     /// before its swap (see [`crate::Engine::set_compaction_hook_for_tests`]).
     pub(crate) compaction_hook: Mutex<Option<CompactionHook>>,
+    /// Live load-testing campaigns (`campaign.rs`). Lock order: a shard's
+    /// index before this, never the other way round.
+    pub(crate) campaigns: RwLock<crate::campaign::Table>,
 }
 
 /// See [`Shared::compaction_hook`].

@@ -124,6 +124,10 @@ impl Writer {
                     };
                     self.index_mailbox(&mut idx, info, created, &mut published);
                 }
+                Apply::Campaign(a) => {
+                    let at = |rel: usize| (landed.seg_no, landed.offset(rel));
+                    self.apply_campaign(a, at);
+                }
                 Apply::MailboxDeleted { id } => {
                     if let Some(m) = idx.remove_mailbox(id) {
                         mark_mailbox_dead(&self.shared, self.shard, &m);
@@ -272,7 +276,8 @@ fn apply_to_meta(shared: &Shared, apply: Apply) {
         | Apply::MailboxCreated { .. }
         | Apply::MailboxDeleted { .. }
         | Apply::MessageDeleted { .. }
-        | Apply::State { .. } => {}
+        | Apply::State { .. }
+        | Apply::Campaign(_) => {}
     }
 }
 

@@ -12,6 +12,8 @@
 mod append;
 mod apply;
 mod batch;
+mod campaign;
+pub(crate) use campaign::mark_campaign_dead;
 mod rewrite;
 mod stage;
 

@@ -4,6 +4,7 @@
 //! the copy before it took no lock but brief read locks, so whatever the
 //! index changed meanwhile is settled here.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use super::batch::Batch;
@@ -12,7 +13,7 @@ use crate::codec::Record;
 use crate::compaction::{self, Move, Moved, RewriteOutcome, RewriteOutput};
 use crate::error::StorageError;
 use crate::files;
-use crate::ids::SegmentNo;
+use crate::ids::{SegmentNo, ShardIndex};
 use crate::segment::{self, Segment};
 use crate::state::MailboxIndex;
 use crate::sys::Map;
@@ -52,8 +53,15 @@ impl Writer {
         let mut dead_bytes = 0u64;
         {
             let idx = shared.shard(self.shard).index.read();
+            // Lock order: the shard's index before the campaign table.
+            let campaigns = shared.campaigns.read();
+            let now_at = Here {
+                idx: &idx,
+                campaigns: &campaigns,
+                shard: self.shard,
+            };
             for m in &out.moves {
-                if let Some(tombstone) = died_since_copy(&idx, m, old_no, out.new_no) {
+                if let Some(tombstone) = died_since_copy(&now_at, m, old_no, out.new_no) {
                     dead_bytes += u64::from(m.len);
                     if let Some(record) = tombstone {
                         died.frame(&record, 0, 0);
@@ -92,6 +100,13 @@ impl Writer {
                 move_ref(&mut idx, m, old_no, out.new_no);
             }
         }
+        // Campaign records are found through the campaign table, not the
+        // index: point its places in the old segment at their copies.
+        let moved: HashMap<u32, u32> = out.moves.iter().map(|m| (m.old_off, m.new_off)).collect();
+        shared
+            .campaigns
+            .write()
+            .relocate(self.shard, old_no, out.new_no, &moved);
         if !out.corrupt.is_empty() {
             let mut idx = shard.index.write();
             for &(mailbox, seq, off) in &out.corrupt {
@@ -133,11 +148,12 @@ impl Writer {
 /// from the index needs none (its mailbox is deleted, expired or replaced,
 /// which recovery sees without it).
 fn died_since_copy(
-    idx: &MailboxIndex,
+    now_at: &Here<'_>,
     m: &Move,
     old: SegmentNo,
     new: SegmentNo,
 ) -> Option<Option<Record<'static>>> {
+    let idx = now_at.idx;
     match m.what {
         Moved::Message { mailbox, seq } => {
             let Some(mb) = idx.mailboxes.get(mailbox) else {
@@ -163,8 +179,28 @@ fn died_since_copy(
                 target_seg: new.0,
             }))
         }
+        // A campaign deleted during the copy: its tombstone names the old
+        // segment, so the copy of its creation needs one naming the new.
+        Moved::CampaignCreated(id) => {
+            let here = now_at.campaigns.campaigns.get(&id).is_some_and(|e| {
+                e.created.shard == now_at.shard
+                    && e.created.seg == old
+                    && e.created.off == m.old_off
+            });
+            (!here).then_some(Some(Record::CampaignDeleted {
+                id,
+                target_seg: new.0,
+            }))
+        }
         Moved::Nothing => None,
     }
+}
+
+/// What the index and the campaign table say now, at the swap.
+struct Here<'a> {
+    idx: &'a MailboxIndex,
+    campaigns: &'a crate::campaign::Table,
+    shard: ShardIndex,
 }
 
 /// Point the index ref to `m` in `old` at its copy in `new`, if the index
@@ -189,6 +225,7 @@ fn move_ref(idx: &mut MailboxIndex, m: &Move, old: SegmentNo, new: SegmentNo) {
                 }
             }
         }
-        Moved::Nothing => {}
+        // Moved in the campaign table by `relocate`, after the index.
+        Moved::CampaignCreated(_) | Moved::Nothing => {}
     }
 }

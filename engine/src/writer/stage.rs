@@ -106,6 +106,7 @@ impl Writer {
                 enq,
                 reply,
             } => self.stage_put_state(b, key, value, reply, enq),
+            Cmd::Campaign(c) => self.stage_campaign(b, c),
             Cmd::RewriteBegin { .. }
             | Cmd::RewriteSwap { .. }
             | Cmd::Shutdown { .. }
