@@ -329,8 +329,13 @@ pub struct MessageMeta {
     pub received_at_ms: u64,
     /// Size of the raw bytes.
     pub size: u32,
-    /// Plus tag of the recipient it arrived for.
+    /// The first of `plus_tags` (kept for clients that know one tag).
     pub plus_tag: Option<String>,
+    /// Every plus tag the delivery named this mailbox with (`box+a@`,
+    /// `box+b@` → `["a", "b"]`), first seen first, no two equal ignoring
+    /// case; empty when it was sent to the bare address only. One delivery
+    /// stores one copy per mailbox, whatever the number of tags.
+    pub plus_tags: Vec<String>,
     /// Envelope sender (SMTP `MAIL FROM`, or SES `mail.source`); empty for `<>`.
     pub envelope_from: String,
     /// Header-derived summary.
@@ -345,6 +350,9 @@ pub struct MessageMeta {
 /// a page sees the gap and moves past it, instead of taking a short page for
 /// "caught up".
 #[derive(Debug, Clone, PartialEq, Eq)]
+// Nearly every entry is a message and a page is one `Vec`: boxing each
+// would cost an allocation per entry to shrink the rare gap.
+#[allow(clippy::large_enum_variant)]
 pub enum ListEntry {
     /// A message, as listings show it.
     Message(MessageMeta),
@@ -374,7 +382,8 @@ pub struct Delivery {
     /// Envelope sender; empty for the null sender `<>`.
     pub envelope_from: String,
     /// Who it is for; each must have been resolved with
-    /// [`Engine::resolve`](crate::Engine::resolve). A copy is stored per mailbox.
+    /// [`Engine::resolve`](crate::Engine::resolve). One copy is stored per
+    /// mailbox, carrying the plus tags of all its recipients.
     pub recipients: Vec<Recipient>,
     /// For idempotent ingest (the SNS `MessageId`): if a delivery with this key
     /// was committed before (also before a restart), nothing is stored and the
@@ -390,7 +399,8 @@ pub enum DeliveryOutcome {
     /// Stored for these recipients; the others were refused at commit time
     /// (e.g. expired or filled up between RCPT and the end of DATA).
     Delivered {
-        /// One per recipient that got a copy.
+        /// One per stored copy: one per mailbox, however many of the
+        /// recipients (plus tags) named it.
         stored: Vec<MessageId>,
         /// Recipients refused at commit time, with why.
         refused: Vec<(Recipient, crate::ResolveError)>,
@@ -466,8 +476,10 @@ pub struct Event {
     pub received_at_ms: u64,
     /// Raw size.
     pub size: u32,
-    /// Plus tag it arrived for.
+    /// The first of `plus_tags`.
     pub plus_tag: Option<String>,
+    /// Every plus tag it arrived for (see [`MessageMeta::plus_tags`]).
+    pub plus_tags: Vec<String>,
     /// Header summary.
     pub summary: MessageSummary,
 }

@@ -103,6 +103,7 @@ impl Writer {
                     rel,
                     len,
                     event,
+                    hold,
                 } => {
                     let at = MsgRef {
                         seq,
@@ -112,6 +113,10 @@ impl Writer {
                         flags: 0,
                     };
                     self.index_message(&mut idx, mailbox, at, event, &mut published);
+                    // In the same write-locked step that counted it.
+                    if let Some(h) = hold {
+                        h.consume(mailbox);
+                    }
                 }
                 Apply::MailboxCreated { info, rel, len } => {
                     let created = RecordLoc {
@@ -236,8 +241,14 @@ impl Writer {
             self.shared.hub.close_mailbox(id);
         }
         let commit_hist = metrics::histogram!(uncorreo_metric_names::COMMIT_SECONDS);
-        for s in batch.staged {
+        let now = self.shared.clock.now_ms();
+        for mut s in batch.staged {
             commit_hist.record(s.enq.elapsed().as_secs_f64());
+            if let super::batch::Ack::Deliver(_, _, part) = &mut s.ack {
+                if let Some(part) = part.take() {
+                    part.committed(&self.shared.parts[self.shard.0], now);
+                }
+            }
             s.ack.ok();
         }
     }

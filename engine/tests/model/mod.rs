@@ -128,22 +128,39 @@ impl Model {
         let mut stored = Vec::new();
         let mut refused = Vec::new();
         let mut events = Vec::new();
+        // One copy per mailbox, with the tags of every recipient naming it.
+        let mut copies: Vec<(Address, Vec<Recipient>)> = Vec::new();
+        let mut failed: Vec<(Address, ResolveError)> = Vec::new();
+        let recipients = delivery.recipients.clone();
         for rcpt in delivery.recipients {
-            let Some(id) = st.by_address.get(&rcpt.address).copied() else {
-                refused.push((rcpt, ResolveError::NoSuchMailbox));
+            match copies.iter_mut().find(|(a, _)| *a == rcpt.address) {
+                Some((_, named)) => named.push(rcpt),
+                None => copies.push((rcpt.address.clone(), vec![rcpt])),
+            }
+        }
+        for (address, named) in copies {
+            let refuse = |e: ResolveError, failed: &mut Vec<_>| failed.push((address.clone(), e));
+            let Some(id) = st.by_address.get(&address).copied() else {
+                refuse(ResolveError::NoSuchMailbox, &mut failed);
                 continue;
             };
             let Some(mb) = st.mailboxes.get_mut(&id) else {
-                refused.push((rcpt, ResolveError::NoSuchMailbox));
+                refuse(ResolveError::NoSuchMailbox, &mut failed);
                 continue;
             };
             if mb.info.expires_at_ms <= now {
-                refused.push((rcpt, ResolveError::NoSuchMailbox));
+                refuse(ResolveError::NoSuchMailbox, &mut failed);
                 continue;
             }
             if mb.messages.len() as u32 >= mb.info.max_messages {
-                refused.push((rcpt, ResolveError::MailboxFull));
+                refuse(ResolveError::MailboxFull, &mut failed);
                 continue;
+            }
+            let mut plus_tags: Vec<String> = Vec::new();
+            for t in named.iter().filter_map(|r| r.plus_tag.clone()) {
+                if !plus_tags.iter().any(|p| p.eq_ignore_ascii_case(&t)) {
+                    plus_tags.push(t);
+                }
             }
             mb.info.last_seq += 1;
             let mid = MessageId {
@@ -154,7 +171,8 @@ impl Model {
                 id: mid,
                 received_at_ms: now,
                 size: delivery.raw.len() as u32,
-                plus_tag: rcpt.plus_tag.clone(),
+                plus_tag: plus_tags.first().cloned(),
+                plus_tags,
                 envelope_from: delivery.envelope_from.clone(),
                 summary: summary.clone(),
             };
@@ -167,10 +185,18 @@ impl Model {
                 received_at_ms: now,
                 size: meta.size,
                 plus_tag: meta.plus_tag,
+                plus_tags: meta.plus_tags,
                 summary: meta.summary,
             };
             events.push(ev);
             stored.push(mid);
+        }
+        // Refusals in the order the recipients were named, as the engine
+        // answers them.
+        for r in recipients {
+            if let Some((_, e)) = failed.iter().find(|(a, _)| *a == r.address) {
+                refused.push((r, *e));
+            }
         }
         drop(st);
         for ev in &events {
