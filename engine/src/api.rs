@@ -190,7 +190,9 @@ impl Engine {
         let mut rxs = Vec::with_capacity(n);
         let mut starts = Vec::with_capacity(n);
         let mut corrupt = 0;
-        for r in recs {
+        let mut tombstones = Vec::with_capacity(n);
+        for mut r in recs {
+            tombstones.push(Mutex::new(std::mem::take(&mut r.tombstones)));
             let (tx, rx) = crossbeam_channel::bounded(config.queue_depth);
             rxs.push(rx);
             corrupt += r.corrupt;
@@ -263,6 +265,7 @@ impl Engine {
             parts: (0..n)
                 .map(|_| Mutex::new(retry::Parts::default()))
                 .collect(),
+            tombstones,
             health: Health::new(n),
             closed: Default::default(),
             counters: Counters::default(),

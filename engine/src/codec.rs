@@ -72,6 +72,7 @@ pub(crate) enum Kind {
     AdminAudit = 12,
     State = 13,
     SubscriptionsEnded = 14,
+    AddressTombstone = 15,
 }
 
 impl Kind {
@@ -91,6 +92,7 @@ impl Kind {
             12 => Self::AdminAudit,
             13 => Self::State,
             14 => Self::SubscriptionsEnded,
+            15 => Self::AddressTombstone,
             _ => return None,
         })
     }
@@ -496,6 +498,14 @@ pub(crate) enum Record<'a> {
         before_ordinal: u64,
         at_ms: u64,
     },
+    /// `address` may not be created by anyone but `owner` before
+    /// `until_ms` (see `tombstone.rs`); written at `at_ms`.
+    AddressTombstone {
+        address: String,
+        owner: Owner,
+        at_ms: u64,
+        until_ms: u64,
+    },
 }
 
 impl Record<'_> {
@@ -515,6 +525,7 @@ impl Record<'_> {
             Self::AdminAudit(_) => Kind::AdminAudit,
             Self::State { .. } => Kind::State,
             Self::SubscriptionsEnded { .. } => Kind::SubscriptionsEnded,
+            Self::AddressTombstone { .. } => Kind::AddressTombstone,
         }
     }
 
@@ -533,16 +544,7 @@ impl Record<'_> {
                 e.u64(m.created_at_ms);
                 e.u64(m.expires_at_ms);
                 e.u32(m.max_messages);
-                match &m.owner {
-                    Owner::Anonymous { token_hash } => {
-                        e.u8(0);
-                        e.bytes(token_hash);
-                    }
-                    Owner::User(u) => {
-                        e.u8(1);
-                        e.u64(u.0);
-                    }
-                }
+                encode_owner(&mut e, &m.owner);
                 e.str(&m.address);
             }
             Self::MailboxDeleted { id, target_seg } => {
@@ -639,7 +641,43 @@ impl Record<'_> {
                 e.u64(*before_ordinal);
                 e.u64(*at_ms);
             }
+            Self::AddressTombstone {
+                address,
+                owner,
+                at_ms,
+                until_ms,
+            } => {
+                let mut e = Enc(buf);
+                e.str(address);
+                encode_owner(&mut e, owner);
+                e.u64(*at_ms);
+                e.u64(*until_ms);
+            }
         }
+    }
+}
+
+/// `owner_tag u8` (0 = anonymous: token_hash [32]; 1 = user: user_id u64).
+fn encode_owner(e: &mut Enc<'_>, owner: &Owner) {
+    match owner {
+        Owner::Anonymous { token_hash } => {
+            e.u8(0);
+            e.bytes(token_hash);
+        }
+        Owner::User(u) => {
+            e.u8(1);
+            e.u64(u.0);
+        }
+    }
+}
+
+fn decode_owner(d: &mut Dec<'_>) -> Result<Owner, DecodeError> {
+    match d.u8()? {
+        0 => Ok(Owner::Anonymous {
+            token_hash: d.hash32()?,
+        }),
+        1 => Ok(Owner::User(crate::types::UserId(d.u64()?))),
+        _ => Err(DecodeError::Invalid),
     }
 }
 
@@ -834,13 +872,7 @@ pub(crate) fn decode(kind: u8, payload: &[u8]) -> Result<Record<'_>, DecodeError
             let created_at_ms = d.u64()?;
             let expires_at_ms = d.u64()?;
             let max_messages = d.u32()?;
-            let owner = match d.u8()? {
-                0 => Owner::Anonymous {
-                    token_hash: d.hash32()?,
-                },
-                1 => Owner::User(crate::types::UserId(d.u64()?)),
-                _ => return Err(DecodeError::Invalid),
-            };
+            let owner = decode_owner(&mut d)?;
             let address = d.str()?;
             Record::MailboxCreated(MailboxRec {
                 id,
@@ -919,6 +951,12 @@ pub(crate) fn decode(kind: u8, payload: &[u8]) -> Result<Record<'_>, DecodeError
             user: d.u64()?,
             before_ordinal: d.u64()?,
             at_ms: d.u64()?,
+        },
+        Kind::AddressTombstone => Record::AddressTombstone {
+            address: d.str()?,
+            owner: decode_owner(&mut d)?,
+            at_ms: d.u64()?,
+            until_ms: d.u64()?,
         },
     };
     d.finish()?;
@@ -1147,6 +1185,12 @@ mod tests {
                 user: 5,
                 before_ordinal: 12,
                 at_ms: 79,
+            },
+            Record::AddressTombstone {
+                address: "gone@uncorreo.test".into(),
+                owner: Owner::User(UserId(4)),
+                at_ms: 80,
+                until_ms: 90,
             },
         ]
     }

@@ -71,6 +71,9 @@ pub(crate) fn pass(shared: &Shared) -> Result<CompactionReport, StorageError> {
     let now = shared.clock.now_ms();
     let mut report = CompactionReport::default();
     expire(shared, now);
+    for t in &shared.tombstones {
+        t.lock().prune(now);
+    }
     for stripe in &shared.dedupe {
         stripe
             .lock()
@@ -147,8 +150,18 @@ fn expire(shared: &Shared, now: u64) {
             continue;
         }
         let mut idx = shared.shard(shard).index.write();
+        let quarantine = shared.config.address_quarantine.as_millis() as u64;
         for id in expired {
             if let Some(m) = idx.remove_mailbox(id) {
+                // Its creation record's tombstone, now that it ended.
+                let t = crate::tombstone::Tombstone {
+                    owner: m.info.owner.clone(),
+                    at_ms: m.info.created_at_ms,
+                    until_ms: m.info.expires_at_ms.saturating_add(quarantine),
+                };
+                shared.tombstones[shard.0]
+                    .lock()
+                    .note(m.info.address.clone(), t, now);
                 crate::writer::mark_mailbox_dead(shared, shard, &m);
                 shared.hub.close_mailbox(id);
             }
@@ -185,10 +198,14 @@ fn is_live(
                 m.info.expires_at_ms > now && m.created.segment == seg && m.created.offset == off
             })
         }
-        Some(Kind::MailboxDeleted | Kind::MessageDeleted | Kind::Dedupe | Kind::State) => {
-            codec::decode(kind, payload)
-                .is_ok_and(|record| decoded_is_live(idx, segs, seg, record, now))
-        }
+        Some(
+            Kind::MailboxDeleted
+            | Kind::MessageDeleted
+            | Kind::Dedupe
+            | Kind::State
+            | Kind::AddressTombstone,
+        ) => codec::decode(kind, payload)
+            .is_ok_and(|record| decoded_is_live(idx, segs, seg, record, now)),
         Some(
             Kind::UserCreated
             | Kind::SubscriptionAdded
@@ -229,6 +246,8 @@ fn decoded_is_live(
                     .is_some_and(|m| m.info.expires_at_ms > now && m.info.last_seq == seq)
         }
         Record::Dedupe { at_ms, .. } => now.saturating_sub(at_ms) < DEDUPE_TTL_MS,
+        // Live while its quarantine runs (FORMAT.md, "Liveness").
+        Record::AddressTombstone { until_ms, .. } => until_ms > now,
         // A value is live while it is its key's newest version; a deletion
         // is always kept, so an older value in another segment cannot come
         // back at the next open (one small record per deleted key).

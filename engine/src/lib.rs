@@ -38,6 +38,7 @@ mod segment;
 mod state;
 mod summary_pool;
 mod sys;
+mod tombstone;
 mod types;
 mod writer;
 

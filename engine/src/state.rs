@@ -181,6 +181,8 @@ pub(crate) struct Shared {
     /// Parts of failed deliveries each shard stored, for their retries
     /// (see `retry.rs`).
     pub(crate) parts: Vec<Mutex<crate::retry::Parts>>,
+    /// Ended mailboxes' claims on their addresses, per shard (`tombstone.rs`).
+    pub(crate) tombstones: Vec<Mutex<crate::tombstone::Tombstones>>,
     /// Which parts have failed (a failed sync, a panicked thread).
     pub(crate) health: Health,
     pub(crate) closed: AtomicBool,

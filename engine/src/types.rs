@@ -51,6 +51,11 @@ pub struct EngineConfig {
     pub compaction_live_ratio: f64,
     /// Events buffered per subscriber before it is cut off as too slow.
     pub subscriber_queue: usize,
+    /// After a mailbox is deleted or expires, its address cannot be created
+    /// again by another owner for this long (its owner may at once), so
+    /// late mail for the old owner reaches no stranger. 0 turns it off.
+    #[serde(with = "duration_secs")]
+    pub address_quarantine: Duration,
 }
 
 impl Default for EngineConfig {
@@ -68,6 +73,7 @@ impl Default for EngineConfig {
             compaction_interval: Duration::from_secs(60),
             compaction_live_ratio: 0.5,
             subscriber_queue: 1024,
+            address_quarantine: Duration::from_secs(24 * 3600),
         }
     }
 }

@@ -3,7 +3,8 @@
 //! subscriptions, keys, deletions, dedupe; several segments, hint files),
 //! `v1-operator/` (the kinds added within version 1, 11–14: UserDisabled,
 //! AdminAudit, State, SubscriptionsEnded) and `v2/` (version 2: a message
-//! carries the list of plus tags of its one copy). Every future engine
+//! carries the list of plus tags of its one copy; AddressTombstone, kind
+//! 15). Every future engine
 //! must open them and see the same state, with no record skipped as unknown,
 //! so a renumbered kind fails here. Regenerate only for a NEW version
 //! directory, naming it: `UNCORREO_WRITE_FIXTURE=v2 cargo test -p
@@ -294,6 +295,9 @@ fn write_v2_fixture(dir: &Path) {
         clock.advance(1000);
         deliver(&e, to, raw(500, i as u64));
     }
+    // An ended mailbox: its address is quarantined (AddressTombstone, kind 15).
+    let ended = mailbox(&e, "ended", 10, 86_400_000);
+    block_on(e.delete_mailbox(ended.id)).unwrap();
     e.shutdown();
     let _ = std::fs::remove_file(dir.join("LOCK"));
 }
@@ -322,6 +326,18 @@ fn check_v2(dir: &Path) {
     let o = e.list_messages(other.id, 0, 10).unwrap();
     assert_eq!(o.len(), 1);
     assert_eq!(o[0].plus_tags, vec!["x".to_owned()]);
+    let claim = |token: u8| {
+        block_on(e.create_mailbox(NewMailbox {
+            address: addr("ended"),
+            owner: Owner::Anonymous {
+                token_hash: [token; 32],
+            },
+            expires_at_ms: T0 + 86_400_000,
+            max_messages: 1,
+        }))
+    };
+    assert!(matches!(claim(8), Err(CreateMailboxError::AlreadyExists)));
+    claim(7).expect("its owner takes it back");
     assert_eq!(e.stats().corrupt_records, 0);
 }
 

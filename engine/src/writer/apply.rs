@@ -119,12 +119,22 @@ impl Writer {
                     }
                 }
                 Apply::MailboxCreated { info, rel, len } => {
+                    // The address is held by a live mailbox again.
+                    self.shared.tombstones[self.shard.0]
+                        .lock()
+                        .clear(&info.address);
                     let created = RecordLoc {
                         segment: landed.seg_no,
                         offset: landed.offset(rel),
                         len,
                     };
                     self.index_mailbox(&mut idx, info, created, &mut published);
+                }
+                Apply::Tombstone { address, tombstone } => {
+                    let now = self.shared.clock.now_ms();
+                    self.shared.tombstones[self.shard.0]
+                        .lock()
+                        .note(address, tombstone, now);
                 }
                 Apply::MailboxDeleted { id } => {
                     if let Some(m) = idx.remove_mailbox(id) {
@@ -291,6 +301,7 @@ fn apply_to_meta(shared: &Shared, apply: Apply) {
         Apply::Message { .. }
         | Apply::MailboxCreated { .. }
         | Apply::MailboxDeleted { .. }
+        | Apply::Tombstone { .. }
         | Apply::MessageDeleted { .. }
         | Apply::State { .. } => {}
     }

@@ -28,6 +28,11 @@ pub(super) enum Apply {
     MailboxDeleted {
         id: MailboxId,
     },
+    /// A deleted mailbox's claim on its address (`tombstone.rs`).
+    Tombstone {
+        address: Address,
+        tombstone: crate::tombstone::Tombstone,
+    },
     MessageDeleted {
         mailbox: MailboxId,
         seq: u64,

@@ -16,6 +16,7 @@ use crate::error::{CreateMailboxError, DeliverError, ResolveError, WriteError};
 use crate::quota::QuotaHolds;
 use crate::retry::{PartKey, PartRecord};
 use crate::state::{MailboxEntry, Shared, MAX_STATE_ENTRIES};
+use crate::tombstone::Tombstone;
 use crate::types::*;
 
 /// A delivery as staged: everything but the recipients.
@@ -209,16 +210,27 @@ impl Writer {
         enq: Instant,
     ) {
         let now = self.shared.clock.now_ms();
-        let live_old = {
+        let quarantine = self.shared.config.address_quarantine.as_millis() as u64;
+        // Taken: a live mailbox has the address. Quarantined: its mailbox
+        // ended less than the quarantine ago and the caller is not its
+        // owner. Both are the same answer, so nobody learns which.
+        let taken = {
             let idx = self.shared.shard(self.shard).index.read();
             idx.by_address
                 .get(&new.address)
                 .and_then(|id| idx.mailboxes.get(id))
                 .is_some_and(|m| {
-                    m.info.expires_at_ms > now && !b.deleted_mailboxes.contains(&m.info.id)
+                    let deleted = b.deleted_mailboxes.contains(&m.info.id);
+                    let ended_at = if deleted { now } else { m.info.expires_at_ms };
+                    let live = !deleted && m.info.expires_at_ms > now;
+                    live || (m.info.owner != new.owner && ended_at.saturating_add(quarantine) > now)
                 })
         };
-        if live_old || b.new_addresses.contains_key(&new.address) {
+        let quarantined =
+            self.shared.tombstones[self.shard.0]
+                .lock()
+                .blocks(&new.address, &new.owner, now);
+        if taken || quarantined || b.new_addresses.contains_key(&new.address) {
             let _ = reply.send(Err(CreateMailboxError::AlreadyExists));
             return;
         }
@@ -242,6 +254,16 @@ impl Writer {
             address: new.address.to_string(),
         });
         let (rel, len) = b.frame(&record, 0, 0);
+        if quarantine > 0 {
+            // Its claim once it ends by expiry, durable with it.
+            let tombstone = Record::AddressTombstone {
+                address: new.address.to_string(),
+                owner: info.owner.clone(),
+                at_ms: at,
+                until_ms: info.expires_at_ms.saturating_add(quarantine),
+            };
+            b.frame(&tombstone, 0, 0);
+        }
         b.new_addresses.insert(new.address, MailboxId(id));
         let apply = Apply::MailboxCreated {
             info: info.clone(),
@@ -262,13 +284,38 @@ impl Writer {
         let mailbox = MailboxId(id);
         let target = {
             let idx = self.shared.shard(self.shard).index.read();
-            idx.mailboxes.get(&mailbox).map(|m| m.created.segment.0)
+            idx.mailboxes.get(&mailbox).map(|m| {
+                (
+                    m.created.segment.0,
+                    m.info.address.clone(),
+                    m.info.owner.clone(),
+                )
+            })
         };
-        let Some(target_seg) = target.filter(|_| !b.deleted_mailboxes.contains(&mailbox)) else {
+        let Some((target_seg, address, owner)) =
+            target.filter(|_| !b.deleted_mailboxes.contains(&mailbox))
+        else {
             let _ = reply.send(Err(WriteError::NotFound));
             return;
         };
         b.frame(&Record::MailboxDeleted { id, target_seg }, 0, 0);
+        let quarantine = self.shared.config.address_quarantine.as_millis() as u64;
+        if quarantine > 0 {
+            let now = self.shared.clock.now_ms();
+            let tombstone = Tombstone {
+                owner,
+                at_ms: now,
+                until_ms: now.saturating_add(quarantine),
+            };
+            let record = Record::AddressTombstone {
+                address: address.to_string(),
+                owner: tombstone.owner.clone(),
+                at_ms: tombstone.at_ms,
+                until_ms: tombstone.until_ms,
+            };
+            b.frame(&record, 0, 0);
+            b.applies.push(Apply::Tombstone { address, tombstone });
+        }
         b.deleted_mailboxes.insert(mailbox);
         b.applies.push(Apply::MailboxDeleted { id: mailbox });
         b.answer_after_commit(Ack::Unit(reply), enq);
