@@ -479,15 +479,7 @@ fn a_session_token_finds_its_live_mailbox_only() {
     let dir = tempfile::tempdir().unwrap();
     let c = clock();
     let create = |e: &Engine, local: &str, token: u8, ttl_ms: u64| {
-        block_on(e.create_mailbox(NewMailbox {
-            address: addr(local),
-            owner: Owner::Anonymous {
-                token_hash: [token; 32],
-            },
-            expires_at_ms: e.now_ms() + ttl_ms,
-            max_messages: 10,
-        }))
-        .unwrap()
+        mailbox_of(e, local, token, ttl_ms, 10).unwrap()
     };
     let found = |e: &Engine, token: u8| e.mailbox_by_token_hash(&[token; 32]).map(|m| m.id);
     // Without the address quarantine (tests/tombstones.rs), so that an

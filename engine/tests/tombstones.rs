@@ -18,14 +18,7 @@ fn open_at(dir: &Path, clock: &Arc<ManualClock>) -> Engine {
 }
 
 fn create(e: &Engine, local: &str, owner: u8) -> Result<MailboxInfo, CreateMailboxError> {
-    block_on(e.create_mailbox(NewMailbox {
-        address: addr(local),
-        owner: Owner::Anonymous {
-            token_hash: [owner; 32],
-        },
-        expires_at_ms: e.now_ms() + HOUR,
-        max_messages: 10,
-    }))
+    mailbox_of(e, local, owner, HOUR, 10)
 }
 
 fn refused(r: Result<MailboxInfo, CreateMailboxError>) -> bool {
