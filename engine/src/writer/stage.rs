@@ -120,7 +120,10 @@ impl Writer {
                 enq,
                 reply,
             } => self.stage_put_state(b, key, value, reply, enq),
-            Cmd::Rewrite { .. } | Cmd::Shutdown { .. } | Cmd::PanicForTests { .. } => {}
+            Cmd::RewriteBegin { .. }
+            | Cmd::RewriteSwap { .. }
+            | Cmd::Shutdown { .. }
+            | Cmd::PanicForTests { .. } => {}
         }
     }
 
@@ -162,7 +165,7 @@ impl Writer {
         let shared = Arc::clone(&self.shared);
         let idx = shared.shard(self.shard).index.read();
         for (id, named) in &mailboxes {
-            let result = match idx.mailboxes.get(id) {
+            let result = match idx.mailboxes.get(*id) {
                 Some(mb) => stage_message(b, &shared, mb, now, delivery, named),
                 None => Err(ResolveError::NoSuchMailbox),
             };
@@ -216,15 +219,12 @@ impl Writer {
         // owner. Both are the same answer, so nobody learns which.
         let taken = {
             let idx = self.shared.shard(self.shard).index.read();
-            idx.by_address
-                .get(&new.address)
-                .and_then(|id| idx.mailboxes.get(id))
-                .is_some_and(|m| {
-                    let deleted = b.deleted_mailboxes.contains(&m.info.id);
-                    let ended_at = if deleted { now } else { m.info.expires_at_ms };
-                    let live = !deleted && m.info.expires_at_ms > now;
-                    live || (m.info.owner != new.owner && ended_at.saturating_add(quarantine) > now)
-                })
+            idx.mailboxes.at_address(&new.address).is_some_and(|m| {
+                let deleted = b.deleted_mailboxes.contains(&m.id);
+                let ended_at = if deleted { now } else { m.expires_at_ms };
+                let live = !deleted && m.expires_at_ms > now;
+                live || (m.owner != new.owner && ended_at.saturating_add(quarantine) > now)
+            })
         };
         let quarantined =
             self.shared.tombstones[self.shard.0]
@@ -284,11 +284,11 @@ impl Writer {
         let mailbox = MailboxId(id);
         let target = {
             let idx = self.shared.shard(self.shard).index.read();
-            idx.mailboxes.get(&mailbox).map(|m| {
+            idx.mailboxes.get(mailbox).map(|m| {
                 (
                     m.created.segment.0,
-                    m.info.address.clone(),
-                    m.info.owner.clone(),
+                    idx.mailboxes.address(m),
+                    m.owner.clone(),
                 )
             })
         };
@@ -332,7 +332,7 @@ impl Writer {
         let target = {
             let idx = self.shared.shard(self.shard).index.read();
             idx.mailboxes
-                .get(&mailbox)
+                .get(mailbox)
                 .and_then(|m| m.find(id.seq).and_then(|i| m.msgs.get(i)))
                 .map(|r| r.seg.0)
         };
@@ -566,15 +566,19 @@ fn stage_message(
     delivery: &Delivery<'_>,
     rcpts: &[&Recipient],
 ) -> Result<MessageId, ResolveError> {
-    let mailbox = mb.info.id;
+    let mailbox = mb.id;
     let id = mailbox.0;
-    if b.deleted_mailboxes.contains(&mailbox) || mb.info.expires_at_ms <= now {
+    // Every recipient of the group names this mailbox; there is at least one.
+    let Some(address) = rcpts.first().map(|r| r.address.clone()) else {
+        return Err(ResolveError::NoSuchMailbox);
+    };
+    if b.deleted_mailboxes.contains(&mailbox) || mb.expires_at_ms <= now {
         return Err(ResolveError::NoSuchMailbox);
     }
     let (last_seq, count) = *b
         .mailbox_counts
         .entry(mailbox)
-        .or_insert((mb.info.last_seq, mb.info.message_count));
+        .or_insert((mb.last_seq, mb.message_count()));
     let held = delivery.holds.holds(mailbox);
     // Reservations of copies already staged in this batch are counted in
     // `count`; the rest are still to come.
@@ -582,15 +586,15 @@ fn stage_message(
     let others = crate::quota::reserved(shared, mailbox)
         .saturating_sub(staged_held)
         .saturating_sub(u32::from(held));
-    if count.saturating_add(others) >= mb.info.max_messages {
+    if count.saturating_add(others) >= mb.max_messages {
         return Err(ResolveError::MailboxFull);
     }
     let seq = last_seq + 1;
     // Sequence numbers of a mailbox only grow: clients resume from one.
     assert!(
-        seq > mb.info.last_seq,
+        seq > mb.last_seq,
         "mailbox {id}: sequence {seq} staged after {}",
-        mb.info.last_seq
+        mb.last_seq
     );
     b.mailbox_counts.insert(mailbox, (seq, count + 1));
     if held {
@@ -603,7 +607,8 @@ fn stage_message(
     let (rel, len) = b.push_hint(start, Kind::Message, id, seq);
     let message = MessageId { mailbox, seq };
     let event = Event {
-        address: mb.info.address.clone(),
+        // The mailbox was found at this address, and ids are never reused.
+        address,
         id: message,
         received_at_ms: delivery.at,
         size: delivery.raw.len() as u32,

@@ -35,6 +35,8 @@ struct State {
     users: HashMap<UserId, UserInfo>,
     keys: HashMap<ApiKeyId, ApiKeyInfo>,
     dedupe: HashSet<String>,
+    /// Deleted mailboxes' addresses: (owner, quarantined until).
+    ended: HashMap<Address, (Owner, u64)>,
 }
 
 struct MailboxState {
@@ -212,17 +214,27 @@ impl Model {
             return Err(CreateMailboxError::ForeignDomain);
         }
         let now = self.now_ms();
+        let quarantine = self.inner.config.address_quarantine.as_millis() as u64;
         let mut st = self.inner.state.lock();
+        // An ended mailbox's address is the old owner's for the quarantine.
+        if st
+            .ended
+            .get(&new.address)
+            .is_some_and(|(owner, until)| *owner != new.owner && *until > now)
+        {
+            return Err(CreateMailboxError::AlreadyExists);
+        }
         if let Some(old) = st.by_address.get(&new.address).copied() {
-            if st
-                .mailboxes
-                .get(&old)
-                .is_some_and(|m| m.info.expires_at_ms > now)
-            {
-                return Err(CreateMailboxError::AlreadyExists);
+            if let Some(m) = st.mailboxes.get(&old) {
+                let quarantined = m.info.owner != new.owner
+                    && m.info.expires_at_ms.saturating_add(quarantine) > now;
+                if m.info.expires_at_ms > now || quarantined {
+                    return Err(CreateMailboxError::AlreadyExists);
+                }
             }
             st.mailboxes.remove(&old);
         }
+        st.ended.remove(&new.address);
         let id = MailboxId(st.next_id);
         st.next_id += 1;
         let info = MailboxInfo {
@@ -285,6 +297,10 @@ impl Model {
         if st.by_address.get(&mb.info.address) == Some(&id) {
             st.by_address.remove(&mb.info.address);
         }
+        let quarantine = self.inner.config.address_quarantine.as_millis() as u64;
+        let until = self.now_ms().saturating_add(quarantine);
+        st.ended
+            .insert(mb.info.address.clone(), (mb.info.owner.clone(), until));
         drop(st);
         self.inner.hub.close_mailbox(id);
         Ok(())
@@ -469,11 +485,15 @@ impl Model {
             .filter(|m| m.info.expires_at_ms <= now)
             .map(|m| m.info.id)
             .collect();
+        let quarantine = self.inner.config.address_quarantine.as_millis() as u64;
         for id in expired {
             if let Some(mb) = st.mailboxes.remove(&id) {
                 if st.by_address.get(&mb.info.address) == Some(&id) {
                     st.by_address.remove(&mb.info.address);
                 }
+                let until = mb.info.expires_at_ms.saturating_add(quarantine);
+                st.ended
+                    .insert(mb.info.address.clone(), (mb.info.owner.clone(), until));
                 self.inner.hub.close_mailbox(id);
             }
         }
@@ -485,6 +505,7 @@ impl Model {
         let st = self.inner.state.lock();
         EngineStats {
             mailboxes: st.mailboxes.len() as u64,
+            users: st.users.len() as u64,
             messages: st.mailboxes.values().map(|m| m.messages.len() as u64).sum(),
             subscribers: self.inner.hub.subscriber_count(),
             events_published: self.inner.hub.published(),
