@@ -144,7 +144,7 @@ where
         (status = 400, description = "Malformed JSON", body = ProblemBody, content_type = "application/problem+json"),
         (status = 401, description = "A credential that matches nothing (unknown or revoked API key, unknown or expired session token, malformed Authorization)", body = ProblemBody, content_type = "application/problem+json"),
         (status = 403, description = "`mailbox-limit`: the plan's `max_mailboxes` are live; `ttl-too-long`: above the plan's `max_ttl_minutes`", body = ProblemBody, content_type = "application/problem+json"),
-        (status = 409, description = "`address-taken`", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 409, description = "`address-taken`: the chosen `local_part` is not available (a live mailbox has it, or its mailbox ended less than `engine.address_quarantine` ago and the caller is not its owner; one answer for both)", body = ProblemBody, content_type = "application/problem+json"),
         (status = 413, description = "Body too large", body = ProblemBody, content_type = "application/problem+json"),
         (status = 415, description = "Body is not JSON", body = ProblemBody, content_type = "application/problem+json"),
         (status = 422, description = "`invalid-request` for a bad local part, domain or TTL", body = ProblemBody, content_type = "application/problem+json"),

@@ -60,8 +60,11 @@ pub struct MessageSummaryView {
     pub size: u32,
     /// Number of attachments.
     pub attachments: u16,
-    /// Plus tag it arrived for.
+    /// The first of `plus_tags` (null when there is none).
     pub plus_tag: Option<String>,
+    /// Every plus tag this message was addressed to in its mailbox
+    /// (`box+a@`, `box+b@` in one delivery: one stored copy, `["a", "b"]`).
+    pub plus_tags: Vec<String>,
     /// Verification / sign-in links found in the body.
     pub links: Vec<String>,
     /// One-time codes found in the subject or text.
@@ -81,6 +84,7 @@ impl From<&MessageMeta> for MessageSummaryView {
             size: m.size,
             attachments: m.summary.attachments,
             plus_tag: m.plus_tag.clone(),
+            plus_tags: m.plus_tags.clone(),
             links: m.summary.links.clone(),
             codes: m.summary.codes.clone(),
         }
@@ -114,8 +118,10 @@ pub struct MessageView {
     pub received_at: String,
     /// Raw size in bytes.
     pub size: u32,
-    /// Plus tag it arrived for.
+    /// The first of `plus_tags` (null when there is none).
     pub plus_tag: Option<String>,
+    /// Every plus tag this message was addressed to in its mailbox.
+    pub plus_tags: Vec<String>,
     /// Envelope sender.
     pub envelope_from: String,
     /// Everything derived from the raw bytes: headers, addresses, subject,
@@ -235,10 +241,7 @@ pub fn list(state: &AppState, mb: &MailboxInfo, q: ListQuery) -> Result<MessageP
             };
             let keep = match &tag {
                 None => true,
-                Some(t) => m
-                    .plus_tag
-                    .as_deref()
-                    .is_some_and(|p| p.eq_ignore_ascii_case(t)),
+                Some(t) => m.plus_tags.iter().any(|p| p.eq_ignore_ascii_case(t)),
             };
             if keep {
                 out.push(MessageSummaryView::from(m));
@@ -307,6 +310,7 @@ pub async fn read(state: &AppState, mb: &MailboxInfo, id: &str) -> Result<Messag
         received_at: rfc3339(meta.received_at_ms),
         size: meta.size,
         plus_tag: meta.plus_tag,
+        plus_tags: meta.plus_tags,
         envelope_from: meta.envelope_from,
         parsed,
         links,

@@ -53,7 +53,8 @@ pub enum Kind {
     WebhookLimit,
     /// 422: a webhook URL whose host is private, loopback, link-local, metadata… or does not resolve.
     WebhookUrlRefused,
-    /// 409: a live mailbox already has that address.
+    /// 409: the address is not available: a live mailbox has it, or it is
+    /// quarantined after its mailbox ended (one answer for both).
     AddressTaken,
     /// 409: the mailbox holds its plan's maximum of messages (HTTP send).
     MailboxFull,
@@ -336,9 +337,11 @@ impl From<CreateMailboxError> for Problem {
             CreateMailboxError::ForeignDomain => {
                 Self::new(Kind::InvalidRequest, "domain not served here")
             }
+            // Taken and quarantined are one answer, word for word, so a
+            // caller learns nothing about who holds an address.
             CreateMailboxError::AlreadyExists => Self::new(
                 Kind::AddressTaken,
-                "a live mailbox already has this address",
+                "this address is not available; choose another or omit local_part for a random one",
             ),
             CreateMailboxError::Saturated => Self::saturated(),
             CreateMailboxError::DiskFull => Self::disk_full(),

@@ -228,9 +228,9 @@ pub async fn deliver_one(
 }
 
 /// Store `raw` for each of `rcpts` (already known to be the caller's); the
-/// ids of the stored copies, once durable. Quotas are checked first, as
-/// SMTP checks them at RCPT; a recipient that filled up in between is
-/// refused by the engine at commit time and reported the same way. The
+/// ids of the stored copies, once durable. Quotas are checked and held
+/// first, as SMTP holds them at RCPT, so only a mailbox deleted or expired
+/// in between is refused at commit time (reported the same way). The
 /// stored copy (our line + `raw`) is paid for from `paid` before it is made.
 pub async fn deliver_many(
     state: &AppState,
@@ -249,10 +249,13 @@ pub async fn deliver_many(
             format!("messages are limited to {max} bytes"),
         ));
     }
+    // Each mailbox's quota is held from here to the commit, so a copy
+    // checked now is not refused as full by the engine afterwards.
+    let holds = state.engine.quota_holds();
     for r in &rcpts {
         state
             .engine
-            .resolve(&r.address.to_string())
+            .resolve_held(&r.address.to_string(), &holds)
             .map_err(resolve_problem)?;
     }
     let (permit, front_end) = paid;
@@ -262,12 +265,15 @@ pub async fn deliver_many(
     stored.extend_from_slice(raw);
     let outcome = state
         .engine
-        .deliver(Delivery {
-            raw: stored.into(),
-            envelope_from,
-            recipients: rcpts,
-            dedupe_key: None,
-        })
+        .deliver_held(
+            Delivery {
+                raw: stored.into(),
+                envelope_from,
+                recipients: rcpts,
+                dedupe_key: None,
+            },
+            holds,
+        )
         .await?;
     match outcome {
         DeliveryOutcome::Delivered { stored, refused } => {

@@ -31,7 +31,9 @@ use crate::fanout::{Hub, SubscribeError, Subscriber, SubscriberLimits};
 use crate::files::{Io, RealIo};
 use crate::ids::{SegmentNo, ShardIndex};
 use crate::poison::{Guarded, PoisonDart};
+use crate::quota::QuotaHolds;
 use crate::recovery;
+use crate::retry::{self, PendingKey};
 use crate::segment::Segment;
 use crate::state::*;
 use crate::sys::Map;
@@ -113,27 +115,6 @@ fn validate(c: &EngineConfig) -> Result<(), OpenError> {
 /// mailbox id), their positions in the delivery).
 type Group = (usize, Vec<(Recipient, MailboxId)>, Vec<usize>);
 
-/// See [`Engine::deliver`]: settles a pending dedupe key on drop.
-struct DedupeGuard<'a> {
-    shared: &'a Shared,
-    key: Option<String>,
-    committed: bool,
-}
-
-impl Drop for DedupeGuard<'_> {
-    fn drop(&mut self) {
-        let Some(key) = self.key.take() else { return };
-        let mut stripe = self.shared.dedupe_stripe(&key).lock();
-        if self.committed {
-            if let Some(e) = stripe.get_mut(&key) {
-                e.pending = false;
-            }
-        } else {
-            stripe.remove(&key);
-        }
-    }
-}
-
 /// Bytes of a delivery the free-space guard admitted, until it is answered
 /// (or its future dropped).
 struct InFlight<'a> {
@@ -209,7 +190,9 @@ impl Engine {
         let mut rxs = Vec::with_capacity(n);
         let mut starts = Vec::with_capacity(n);
         let mut corrupt = 0;
-        for r in recs {
+        let mut tombstones = Vec::with_capacity(n);
+        for mut r in recs {
+            tombstones.push(Mutex::new(std::mem::take(&mut r.tombstones)));
             let (tx, rx) = crossbeam_channel::bounded(config.queue_depth);
             rxs.push(rx);
             corrupt += r.corrupt;
@@ -277,6 +260,11 @@ impl Engine {
             shards,
             meta: RwLock::new(meta),
             dedupe,
+            held: (0..n).map(|_| Mutex::new(HashMap::new())).collect(),
+            parts: (0..n)
+                .map(|_| Mutex::new(retry::Parts::default()))
+                .collect(),
+            tombstones,
             health: Health::new(n),
             closed: Default::default(),
             counters: Counters::default(),
@@ -385,8 +373,44 @@ impl Engine {
     }
 
     /// Check a recipient as written by a sender (`box+tag@domain`): syntax,
-    /// domain, a live mailbox, quota. Used at SMTP `RCPT` and by the webhook.
+    /// domain, a live mailbox, quota (counting what transactions hold in
+    /// it). Holds nothing: see [`Engine::resolve_held`].
     pub fn resolve(&self, rcpt: &str) -> Result<Recipient, ResolveError> {
+        self.resolve_inner(rcpt, None)
+    }
+
+    /// A fresh, empty set of quota reservations for one transaction.
+    pub fn quota_holds(&self) -> QuotaHolds {
+        QuotaHolds::new(Arc::clone(&self.inner.shared))
+    }
+
+    /// [`Engine::resolve`] at SMTP `RCPT` (and on the other ingest paths):
+    /// the first recipient of a mailbox in a transaction also reserves one
+    /// message of its quota in `holds`, so a recipient accepted now is not
+    /// refused for a full mailbox when the data arrives. Later recipients
+    /// of the same mailbox (other plus tags) cost nothing more: the
+    /// delivery stores one copy per mailbox.
+    pub fn resolve_held(&self, rcpt: &str, holds: &QuotaHolds) -> Result<Recipient, ResolveError> {
+        self.resolve_inner(rcpt, Some((holds, true)))
+    }
+
+    /// [`Engine::resolve`] as seen from inside a transaction: what `holds`
+    /// already reserved counts as room, and nothing new is reserved (for a
+    /// check that must pass before the reservation is taken).
+    pub fn resolve_within(
+        &self,
+        rcpt: &str,
+        holds: &QuotaHolds,
+    ) -> Result<Recipient, ResolveError> {
+        self.resolve_inner(rcpt, Some((holds, false)))
+    }
+
+    /// `holds`: the transaction's reservations, and whether to reserve.
+    fn resolve_inner(
+        &self,
+        rcpt: &str,
+        holds: Option<(&QuotaHolds, bool)>,
+    ) -> Result<Recipient, ResolveError> {
         let domain = rcpt
             .rsplit_once('@')
             .map(|(_, d)| d)
@@ -408,7 +432,19 @@ impl Engine {
         if mb.expires_at_ms <= now {
             return Err(ResolveError::NoSuchMailbox);
         }
-        if mb.message_count() >= mb.max_messages {
+        let id = mb.id;
+        if holds.is_some_and(|(h, _)| h.holds(id)) {
+            return Ok(r);
+        }
+        // Under the index read lock: the writer counts a message and gives
+        // its reservation back under the write lock, so both are seen or
+        // neither.
+        let (stored, max) = (mb.message_count(), mb.max_messages);
+        let fits = match holds {
+            Some((h, true)) => h.try_add(id, stored, max),
+            _ => stored.saturating_add(crate::quota::reserved(sh, id)) < max,
+        };
+        if !fits {
             return Err(ResolveError::MailboxFull);
         }
         Ok(r)
@@ -499,9 +535,22 @@ impl Engine {
         !low
     }
 
-    /// THE delivery entry point: store `delivery.raw` once per recipient and
-    /// return only when every stored copy is durable, and its event is already queued for every subscriber.
+    /// THE delivery entry point: store `delivery.raw` once per mailbox its
+    /// recipients name (one copy with every plus tag it was addressed to,
+    /// counted once against the quota) and return only when every stored
+    /// copy is durable, and its event is already queued for every subscriber.
     pub async fn deliver(&self, delivery: Delivery) -> Result<DeliveryOutcome, DeliverError> {
+        self.deliver_held(delivery, self.quota_holds()).await
+    }
+
+    /// [`Engine::deliver`] for recipients resolved with
+    /// [`Engine::resolve_held`]: the quota `holds` reserved pays for their
+    /// copies, so a mailbox that filled up since cannot refuse them.
+    pub async fn deliver_held(
+        &self,
+        delivery: Delivery,
+        holds: QuotaHolds,
+    ) -> Result<DeliveryOutcome, DeliverError> {
         if delivery.raw.len() > self.config().max_message_bytes {
             return Err(DeliverError::TooLarge {
                 limit: self.config().max_message_bytes,
@@ -534,23 +583,29 @@ impl Engine {
                 }
             }
         }
-        // Settles the pending key however this future ends: committed on
-        // success; forgotten on error or if the caller drops the future
-        // (otherwise every retry would be told "saturated" forever).
-        let mut guard = DedupeGuard {
-            shared: sh,
-            key: delivery.dedupe_key.clone(),
-            committed: false,
-        };
-        let r = self.deliver_inner(delivery).await;
-        guard.committed = r.is_ok();
-        drop(guard);
-        r
+        // Settles the pending key once this future and every write it
+        // queued are done: committed if every part is durable, forgotten
+        // otherwise (so a retry is not told "saturated" forever) — but never
+        // while a write is still queued, even if the caller gave up.
+        let pending = delivery
+            .dedupe_key
+            .clone()
+            .map(|key| PendingKey::new(Arc::clone(&self.inner.shared), key));
+        self.deliver_inner(delivery, holds, pending).await
     }
 
-    async fn deliver_inner(&self, delivery: Delivery) -> Result<DeliveryOutcome, DeliverError> {
+    async fn deliver_inner(
+        &self,
+        delivery: Delivery,
+        holds: QuotaHolds,
+        pending: Option<Arc<PendingKey>>,
+    ) -> Result<DeliveryOutcome, DeliverError> {
         let sh = self.shared();
         let n = delivery.recipients.len();
+        let named = match delivery.dedupe_key {
+            None => Some(delivery.recipients.clone()),
+            Some(_) => None,
+        };
         let mut results: Vec<Option<(Recipient, Result<MessageId, ResolveError>)>> = vec![None; n];
         let mut groups: Vec<Group> = Vec::new();
         let mut campaign_groups = crate::campaign_api::Groups::default();
@@ -604,10 +659,42 @@ impl Engine {
             campaign_groups.len()
         );
         let parts = (groups.len() + campaign_groups.len()).min(usize::from(u8::MAX)) as u8;
+        // The pending dedupe key settles with the mailbox parts, whose
+        // writes report back to it; campaign parts do not (yet).
+        if let Some(p) = &pending {
+            p.set_parts(groups.len());
+        }
+        // What identifies this delivery across retries: only needed where
+        // a part can fail after another committed (see `retry.rs`).
+        let key = match (&delivery.dedupe_key, named) {
+            (Some(k), _) => Some(retry::explicit_key(k)),
+            (None, Some(named)) if groups.len() > 1 => Some(retry::derived_key(
+                &delivery.envelope_from,
+                &named,
+                &delivery.raw,
+            )),
+            _ => None,
+        };
+        let shards_of_delivery: Vec<usize> = groups.iter().map(|g| g.0).collect();
         // One receive time for every copy of this delivery.
         let at = self.now_ms();
         let mut waits = Vec::with_capacity(groups.len());
         for (shard, rcpts, slots) in groups {
+            if let Some(done) = key
+                .as_ref()
+                .and_then(|k| self.stored_part(shard, k, &rcpts))
+            {
+                // An earlier try stored this part: its ids, not a second copy.
+                if let Some(p) = &pending {
+                    p.part_committed();
+                }
+                for (slot, r) in slots.into_iter().zip(done) {
+                    if let Some(s) = results.get_mut(slot) {
+                        *s = Some(r);
+                    }
+                }
+                continue;
+            }
             let (tx, rx) = oneshot::channel::<Result<RcptResults, DeliverError>>();
             self.send::<DeliverError>(
                 shard,
@@ -617,6 +704,8 @@ impl Engine {
                     summary: Arc::clone(&summary),
                     rcpts,
                     dedupe: delivery.dedupe_key.clone().map(|k| (k, parts)),
+                    holds: holds.clone(),
+                    retry: key.map(|k| (k, pending.clone())),
                     enq: Instant::now(),
                     at,
                     reply: tx,
@@ -647,15 +736,48 @@ impl Engine {
                 }
             }
         }
+        if let Some(k) = &key {
+            // Done everywhere: nothing left to retry, and the same bytes
+            // sent again later are a new message.
+            for shard in shards_of_delivery {
+                sh.parts[shard].lock().forget(k);
+            }
+        }
         let mut stored = Vec::new();
         let mut refused = Vec::new();
         for (rcpt, r) in results.into_iter().flatten() {
             match r {
+                // Recipients of one mailbox share its one copy.
+                Ok(id) if stored.contains(&id) => {}
                 Ok(id) => stored.push(id),
                 Err(e) => refused.push((rcpt, e)),
             }
         }
         Ok(DeliveryOutcome::Delivered { stored, refused })
+    }
+
+    /// What an earlier try of delivery `key` stored in `shard`, per
+    /// recipient of `rcpts`, if it stored its part there.
+    fn stored_part(
+        &self,
+        shard: usize,
+        key: &retry::DeliveryKey,
+        rcpts: &[(Recipient, MailboxId)],
+    ) -> Option<RcptResults> {
+        let parts = self.shared().parts[shard].lock();
+        let outcomes = parts.get(key, self.now_ms())?;
+        Some(
+            rcpts
+                .iter()
+                .map(|(rcpt, id)| {
+                    let r = outcomes
+                        .iter()
+                        .find(|(m, _)| m == id)
+                        .map_or(Err(ResolveError::NoSuchMailbox), |(_, r)| *r);
+                    (rcpt.clone(), r)
+                })
+                .collect(),
+        )
     }
 
     /// Create a mailbox. Fails with [`CreateMailboxError::AlreadyExists`] if a live
@@ -819,7 +941,8 @@ impl Engine {
             id,
             received_at_ms: head.received_at_ms,
             size: body_len as u32,
-            plus_tag: meta.plus_tag,
+            plus_tag: meta.plus_tags.first().cloned(),
+            plus_tags: meta.plus_tags,
             envelope_from: meta.envelope_from,
             summary: self.current_summary(id, meta.summary),
         })

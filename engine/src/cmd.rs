@@ -30,6 +30,14 @@ pub(crate) enum Cmd {
         rcpts: Vec<(Recipient, MailboxId)>,
         /// (key, number of shards the delivery went to)
         dedupe: Option<(String, u8)>,
+        /// Quota reserved at RCPT, consumed as each copy is counted.
+        holds: crate::quota::QuotaHolds,
+        /// The delivery's key, to record this part for a retry once
+        /// durable, and the dedupe key it settles (see `retry.rs`).
+        retry: Option<(
+            crate::retry::DeliveryKey,
+            Option<Arc<crate::retry::PendingKey>>,
+        )>,
         enq: Instant,
         /// The caller's clock when it asked (timestamps in the record).
         at: u64,

@@ -13,8 +13,16 @@ use crate::types::{AuditEntry, MessageSummary, Owner, Subscription};
 pub(crate) const SEG_MAGIC: [u8; 8] = *b"UNCORSEG";
 /// First 8 bytes of every hint file.
 pub(crate) const HINT_MAGIC: [u8; 8] = *b"UNCORHNT";
-/// The only format version this build reads and writes.
-pub(crate) const FORMAT_VERSION: u32 = 1;
+/// The format version this build writes (FORMAT.md "Versioning policy").
+pub(crate) const FORMAT_VERSION: u32 = 2;
+/// The oldest format version this build still reads: version 2 only added
+/// the tag list to the message meta, a form version 1 never wrote.
+pub(crate) const OLDEST_READABLE_VERSION: u32 = 1;
+
+/// Whether this build reads segments and hints of `version`.
+fn readable(version: u32) -> bool {
+    (OLDEST_READABLE_VERSION..=FORMAT_VERSION).contains(&version)
+}
 /// Bytes of the segment header; records start here.
 pub(crate) const SEG_HEADER_LEN: usize = 64;
 /// Bytes of a record frame's header (len, crc, kind, flags, reserved).
@@ -68,6 +76,7 @@ pub(crate) enum Kind {
     CampaignCreated = 20,
     CampaignDeleted = 21,
     CampaignMessage = 22,
+    AddressTombstone = 15,
 }
 
 impl Kind {
@@ -90,6 +99,7 @@ impl Kind {
             20 => Self::CampaignCreated,
             21 => Self::CampaignDeleted,
             22 => Self::CampaignMessage,
+            15 => Self::AddressTombstone,
             _ => return None,
         })
     }
@@ -292,7 +302,7 @@ impl SegHeader {
             return Err(HeaderError::Bad);
         }
         let version = d.u32().map_err(|_| HeaderError::Bad)?;
-        if version != FORMAT_VERSION {
+        if !readable(version) {
             return Err(HeaderError::Version(version));
         }
         let f = |r: Result<u32, DecodeError>| r.map_err(|_| HeaderError::Bad);
@@ -445,7 +455,9 @@ pub(crate) struct MessageHead {
 /// The per-message fields kept next to the body.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub(crate) struct MessageMetaRec {
-    pub(crate) plus_tag: Option<String>,
+    /// Every plus tag the delivery named this mailbox with, first seen
+    /// first, no two equal ignoring case; empty when only the bare address.
+    pub(crate) plus_tags: Vec<String>,
     pub(crate) envelope_from: String,
     pub(crate) summary: MessageSummary,
 }
@@ -523,6 +535,14 @@ pub(crate) enum Record<'a> {
         target_seg: u32,
     },
     CampaignMessage(crate::campaign::MessageRec<'a>),
+    /// `address` may not be created by anyone but `owner` before
+    /// `until_ms` (see `tombstone.rs`); written at `at_ms`.
+    AddressTombstone {
+        address: String,
+        owner: Owner,
+        at_ms: u64,
+        until_ms: u64,
+    },
 }
 
 impl Record<'_> {
@@ -545,6 +565,7 @@ impl Record<'_> {
             Self::CampaignCreated(_) => Kind::CampaignCreated,
             Self::CampaignDeleted { .. } => Kind::CampaignDeleted,
             Self::CampaignMessage(_) => Kind::CampaignMessage,
+            Self::AddressTombstone { .. } => Kind::AddressTombstone,
         }
     }
 
@@ -665,6 +686,18 @@ impl Record<'_> {
                 crate::campaign::encode_deleted(buf, *id, *target_seg);
             }
             Self::CampaignMessage(m) => crate::campaign::encode_message(buf, m),
+            Self::AddressTombstone {
+                address,
+                owner,
+                at_ms,
+                until_ms,
+            } => {
+                let mut e = Enc(buf);
+                e.str(address);
+                e.owner(owner);
+                e.u64(*at_ms);
+                e.u64(*until_ms);
+            }
         }
     }
 }
@@ -710,7 +743,7 @@ pub(crate) fn message_payload_len(meta: &MessageMetaRec, body_len: usize) -> usi
 
 fn encode_meta(buf: &mut Vec<u8>, m: &MessageMetaRec) {
     let mut e = Enc(buf);
-    e.opt_str(m.plus_tag.as_deref());
+    encode_tags(&mut e, &m.plus_tags);
     e.str(&m.envelope_from);
     e.str(&m.summary.from);
     e.str(&m.summary.subject);
@@ -729,13 +762,52 @@ fn encode_meta(buf: &mut Vec<u8>, m: &MessageMetaRec) {
     e.u16(m.summary.version);
 }
 
+/// The tag field of a message meta: `u8 0` (no tag), `u8 1` + one string
+/// (the only forms of version 1, where it was an `opt<str>`), or, since
+/// version 2, `u8 2` + `u16` count + that many strings.
+fn encode_tags(e: &mut Enc<'_>, tags: &[String]) {
+    match tags {
+        [] => e.u8(0),
+        [one] => {
+            e.u8(1);
+            e.str(one);
+        }
+        many => {
+            let n = many.len().min(u16::MAX as usize);
+            e.u8(2);
+            e.u16(n as u16);
+            for t in many.iter().take(n) {
+                e.str(t);
+            }
+        }
+    }
+}
+
+fn decode_tags(d: &mut Dec<'_>, room: usize) -> Result<Vec<String>, DecodeError> {
+    match d.u8()? {
+        0 => Ok(Vec::new()),
+        1 => Ok(vec![d.str()?]),
+        2 => {
+            let n = d.u16()? as usize;
+            // Each string takes at least 4 bytes: no allocation the bytes
+            // cannot back.
+            let mut tags = Vec::with_capacity(n.min(room / 4));
+            for _ in 0..n {
+                tags.push(d.str()?);
+            }
+            Ok(tags)
+        }
+        _ => Err(DecodeError::Invalid),
+    }
+}
+
 /// The extractor version of a meta section written before summaries carried
 /// one (they all came from the first, keyword-only rules).
 pub(crate) const UNVERSIONED_SUMMARY: u16 = 1;
 
 fn decode_meta(b: &[u8]) -> Result<MessageMetaRec, DecodeError> {
     let mut d = Dec::new(b);
-    let plus_tag = d.opt_str()?;
+    let plus_tags = decode_tags(&mut d, b.len())?;
     let envelope_from = d.str()?;
     let from = d.str()?;
     let subject = d.str()?;
@@ -760,7 +832,7 @@ fn decode_meta(b: &[u8]) -> Result<MessageMetaRec, DecodeError> {
     };
     d.finish()?;
     Ok(MessageMetaRec {
-        plus_tag,
+        plus_tags,
         envelope_from,
         summary: MessageSummary {
             from,
@@ -911,6 +983,12 @@ pub(crate) fn decode(kind: u8, payload: &[u8]) -> Result<Record<'_>, DecodeError
         Kind::CampaignMessage => {
             return crate::campaign::decode_message(payload).map(Record::CampaignMessage)
         }
+        Kind::AddressTombstone => Record::AddressTombstone {
+            address: d.str()?,
+            owner: d.owner()?,
+            at_ms: d.u64()?,
+            until_ms: d.u64()?,
+        },
     };
     d.finish()?;
     Ok(r)
@@ -973,7 +1051,7 @@ impl Hint {
         if d.take(8)? != HINT_MAGIC {
             return Err(DecodeError::Invalid);
         }
-        if d.u32()? != FORMAT_VERSION {
+        if !readable(d.u32()?) {
             return Err(DecodeError::Invalid);
         }
         let shard = d.u32()?;
@@ -1070,7 +1148,7 @@ mod tests {
                     meta_crc: 0,
                 },
                 meta: MessageMetaRec {
-                    plus_tag: Some("tag".into()),
+                    plus_tags: vec!["tag".into(), "other".into()],
                     envelope_from: "x@y".into(),
                     summary: MessageSummary {
                         from: "F".into(),
@@ -1167,6 +1245,12 @@ mod tests {
                 message_id: Some("<m@x>".into()),
                 body: b"Subject: x\r\n\r\n",
             }),
+            Record::AddressTombstone {
+                address: "gone@uncorreo.test".into(),
+                owner: Owner::User(UserId(4)),
+                at_ms: 80,
+                until_ms: 90,
+            },
         ]
     }
 

@@ -82,6 +82,9 @@ pub(crate) fn pass(shared: &Shared) -> Result<CompactionReport, StorageError> {
     let now = shared.clock.now_ms();
     let mut report = CompactionReport::default();
     expire(shared, now);
+    for t in &shared.tombstones {
+        t.lock().prune(now);
+    }
     for stripe in &shared.dedupe {
         stripe
             .lock()
@@ -138,6 +141,7 @@ fn expire(shared: &Shared, now: u64) {
         crate::writer::mark_campaign_dead(shared, e);
     }
     for shard in (0..shared.n()).map(ShardIndex) {
+        let quarantine = shared.config.address_quarantine.as_millis() as u64;
         let mut from = Some(0);
         while let Some(start) = from {
             let (expired, next) =
@@ -153,7 +157,18 @@ fn expire(shared: &Shared, now: u64) {
             }
             let mut idx = shared.shard(shard).index.write();
             for id in expired {
+                // Read before the removal: the slab forgets it.
+                let address = idx.mailboxes.get(id).map(|m| idx.mailboxes.address(m));
                 if let Some(m) = idx.remove_mailbox(id) {
+                    // Its creation record's tombstone, now that it ended.
+                    if let Some(address) = address {
+                        let t = crate::tombstone::Tombstone {
+                            owner: m.owner.clone(),
+                            at_ms: m.created_at_ms,
+                            until_ms: m.expires_at_ms.saturating_add(quarantine),
+                        };
+                        shared.tombstones[shard.0].lock().note(address, t, now);
+                    }
                     crate::writer::mark_mailbox_dead(shared, shard, &m);
                     shared.hub.close_mailbox(id);
                 }
@@ -217,10 +232,14 @@ fn is_live(
                 m.expires_at_ms > now && m.created.segment == seg && m.created.offset == off
             })
         }
-        Some(Kind::MailboxDeleted | Kind::MessageDeleted | Kind::Dedupe | Kind::State) => {
-            codec::decode(kind, payload)
-                .is_ok_and(|record| decoded_is_live(idx, segs, seg, record, now))
-        }
+        Some(
+            Kind::MailboxDeleted
+            | Kind::MessageDeleted
+            | Kind::Dedupe
+            | Kind::State
+            | Kind::AddressTombstone,
+        ) => codec::decode(kind, payload)
+            .is_ok_and(|record| decoded_is_live(idx, segs, seg, record, now)),
         Some(
             Kind::UserCreated
             | Kind::SubscriptionAdded
@@ -263,6 +282,8 @@ fn decoded_is_live(
                     .is_some_and(|m| m.expires_at_ms > now && m.last_seq == seq)
         }
         Record::Dedupe { at_ms, .. } => now.saturating_sub(at_ms) < DEDUPE_TTL_MS,
+        // Live while its quarantine runs (FORMAT.md, "Liveness").
+        Record::AddressTombstone { until_ms, .. } => until_ms > now,
         // A value is live while it is its key's newest version; a deletion
         // is always kept, so an older value in another segment cannot come
         // back at the next open (one small record per deleted key).

@@ -80,8 +80,10 @@ pub enum CreateMailboxError {
     /// The address is not in one of our domains.
     #[error("domain not served here")]
     ForeignDomain,
-    /// A live mailbox has this address already.
-    #[error("a live mailbox has this address")]
+    /// The address is not available: a live mailbox has it, or its
+    /// mailbox ended less than `address_quarantine` ago and the new owner
+    /// is not the old one (deliberately one answer for both).
+    #[error("this address is not available")]
     AlreadyExists,
     /// The shard's queue is full. Temporary.
     #[error("storage is saturated; try again shortly")]

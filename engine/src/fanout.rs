@@ -366,6 +366,7 @@ mod tests {
             received_at_ms: 0,
             size: 1,
             plus_tag: None,
+            plus_tags: Vec::new(),
             summary: MessageSummary::default(),
         }
     }

@@ -33,11 +33,14 @@ pub mod fanout;
 mod files;
 mod ids;
 mod poison;
+mod quota;
 mod recovery;
+mod retry;
 mod segment;
 mod state;
 mod summary_pool;
 mod sys;
+mod tombstone;
 mod types;
 mod writer;
 
@@ -50,6 +53,7 @@ pub use error::{
 };
 pub use fanout::{SubscribeError, Subscriber, SubscriberLimits};
 pub use files::{DataFile, Io, RealIo};
+pub use quota::QuotaHolds;
 pub use sys::set_mmap_threshold;
 pub use types::*;
 

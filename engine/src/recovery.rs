@@ -34,10 +34,14 @@ pub(crate) struct ShardRecovery {
     pub(crate) counter: u64,
     pub(crate) next_seg: u32,
     pub(crate) corrupt: u64,
+    /// Ended mailboxes' claims on their addresses (`tombstone.rs`).
+    pub(crate) tombstones: crate::tombstone::Tombstones,
 }
 
 #[derive(Default)]
 struct Acc {
+    /// (address, tombstone) of every `AddressTombstone` record.
+    tombstones: Vec<(String, crate::tombstone::Tombstone)>,
     mailboxes: HashMap<u64, (codec::MailboxRec, RecordLoc)>,
     deleted_mb: HashSet<u64>,
     msgs: Vec<(u64, MsgRef)>,
@@ -595,6 +599,19 @@ fn index_entries(seg: &Segment, entries: &[HintEntry], acc: &mut Acc) {
                     .messages
                     .push((crate::campaign::without_body(m), loc));
             }
+            Record::AddressTombstone {
+                address,
+                owner,
+                at_ms,
+                until_ms,
+            } => acc.tombstones.push((
+                address,
+                crate::tombstone::Tombstone {
+                    owner,
+                    at_ms,
+                    until_ms,
+                },
+            )),
             Record::Message { .. } | Record::BatchCommit { .. } => {}
         }
     }
@@ -723,6 +740,16 @@ fn resolve(
             if let Some(s) = rec.segs.get(&r.seg) {
                 s.add_dead(u64::from(r.len));
             }
+        }
+    }
+    // Per address the newest tombstone wins; an address a live mailbox
+    // holds needs none until that mailbox ends.
+    for (address, t) in &acc.tombstones {
+        let Ok(address) = Address::parse(address) else {
+            continue;
+        };
+        if rec.index.mailboxes.at_address(&address).is_none() {
+            rec.tombstones.note(address, t.clone(), now_ms);
         }
     }
     // The newest version of each key wins, whatever order compaction left

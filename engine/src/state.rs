@@ -239,6 +239,13 @@ pub(crate) struct Shared {
     pub(crate) shards: Vec<Shard>,
     pub(crate) meta: RwLock<MetaState>,
     pub(crate) dedupe: Vec<Mutex<HashMap<String, DedupeEntry>>>,
+    /// Quota reserved at RCPT, per shard (see `quota.rs`).
+    pub(crate) held: Vec<crate::quota::HeldTable>,
+    /// Parts of failed deliveries each shard stored, for their retries
+    /// (see `retry.rs`).
+    pub(crate) parts: Vec<Mutex<crate::retry::Parts>>,
+    /// Ended mailboxes' claims on their addresses, per shard (`tombstone.rs`).
+    pub(crate) tombstones: Vec<Mutex<crate::tombstone::Tombstones>>,
     /// Which parts have failed (a failed sync, a panicked thread).
     pub(crate) health: Health,
     pub(crate) closed: AtomicBool,

@@ -51,6 +51,11 @@ pub struct EngineConfig {
     pub compaction_live_ratio: f64,
     /// Events buffered per subscriber before it is cut off as too slow.
     pub subscriber_queue: usize,
+    /// After a mailbox is deleted or expires, its address cannot be created
+    /// again by another owner for this long (its owner may at once), so
+    /// late mail for the old owner reaches no stranger. 0 turns it off.
+    #[serde(with = "duration_secs")]
+    pub address_quarantine: Duration,
 }
 
 impl Default for EngineConfig {
@@ -68,6 +73,7 @@ impl Default for EngineConfig {
             compaction_interval: Duration::from_secs(60),
             compaction_live_ratio: 0.5,
             subscriber_queue: 1024,
+            address_quarantine: Duration::from_secs(24 * 3600),
         }
     }
 }
@@ -334,8 +340,13 @@ pub struct MessageMeta {
     pub received_at_ms: u64,
     /// Size of the raw bytes.
     pub size: u32,
-    /// Plus tag of the recipient it arrived for.
+    /// The first of `plus_tags` (kept for clients that know one tag).
     pub plus_tag: Option<String>,
+    /// Every plus tag the delivery named this mailbox with (`box+a@`,
+    /// `box+b@` → `["a", "b"]`), first seen first, no two equal ignoring
+    /// case; empty when it was sent to the bare address only. One delivery
+    /// stores one copy per mailbox, whatever the number of tags.
+    pub plus_tags: Vec<String>,
     /// Envelope sender (SMTP `MAIL FROM`, or SES `mail.source`); empty for `<>`.
     pub envelope_from: String,
     /// Header-derived summary.
@@ -350,6 +361,9 @@ pub struct MessageMeta {
 /// a page sees the gap and moves past it, instead of taking a short page for
 /// "caught up".
 #[derive(Debug, Clone, PartialEq, Eq)]
+// Nearly every entry is a message and a page is one `Vec`: boxing each
+// would cost an allocation per entry to shrink the rare gap.
+#[allow(clippy::large_enum_variant)]
 pub enum ListEntry {
     /// A message, as listings show it.
     Message(MessageMeta),
@@ -379,7 +393,8 @@ pub struct Delivery {
     /// Envelope sender; empty for the null sender `<>`.
     pub envelope_from: String,
     /// Who it is for; each must have been resolved with
-    /// [`Engine::resolve`](crate::Engine::resolve). A copy is stored per mailbox.
+    /// [`Engine::resolve`](crate::Engine::resolve). One copy is stored per
+    /// mailbox, carrying the plus tags of all its recipients.
     pub recipients: Vec<Recipient>,
     /// For idempotent ingest (the SNS `MessageId`): if a delivery with this key
     /// was committed before (also before a restart), nothing is stored and the
@@ -395,7 +410,8 @@ pub enum DeliveryOutcome {
     /// Stored for these recipients; the others were refused at commit time
     /// (e.g. expired or filled up between RCPT and the end of DATA).
     Delivered {
-        /// One per recipient that got a copy.
+        /// One per stored copy: one per mailbox, however many of the
+        /// recipients (plus tags) named it.
         stored: Vec<MessageId>,
         /// Recipients refused at commit time, with why.
         refused: Vec<(Recipient, crate::ResolveError)>,
@@ -471,8 +487,10 @@ pub struct Event {
     pub received_at_ms: u64,
     /// Raw size.
     pub size: u32,
-    /// Plus tag it arrived for.
+    /// The first of `plus_tags`.
     pub plus_tag: Option<String>,
+    /// Every plus tag it arrived for (see [`MessageMeta::plus_tags`]).
+    pub plus_tags: Vec<String>,
     /// Header summary.
     pub summary: MessageSummary,
 }

@@ -1,8 +1,10 @@
-//! Golden on-disk fixtures for format version 1: data directories written by
-//! this engine are committed under `tests/fixtures/`: `v1/` (mailboxes,
-//! messages, users, subscriptions, keys, deletions, dedupe; several segments,
-//! hint files) and `v1-operator/` (the kinds added within version 1, 11–14:
-//! UserDisabled, AdminAudit, State, SubscriptionsEnded). Every future engine
+//! Golden on-disk fixtures: data directories written by this engine are
+//! committed under `tests/fixtures/`: `v1/` (mailboxes, messages, users,
+//! subscriptions, keys, deletions, dedupe; several segments, hint files),
+//! `v1-operator/` (the kinds added within version 1, 11–14: UserDisabled,
+//! AdminAudit, State, SubscriptionsEnded) and `v2/` (version 2: a message
+//! carries the list of plus tags of its one copy; AddressTombstone, kind
+//! 15). Every future engine
 //! must open them and see the same state, with no record skipped as unknown,
 //! so a renumbered kind fails here. Regenerate only for a NEW version
 //! directory, naming it: `UNCORREO_WRITE_FIXTURE=v2 cargo test -p
@@ -265,4 +267,112 @@ fn summaries_are_derived_again_by_this_build(e: &Engine, mailbox: uncorreo_engin
         );
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
+}
+
+fn v2_fixture_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/v2")
+}
+
+/// Version 2: one copy per mailbox per delivery, with every plus tag it was
+/// addressed to (none, one, or a list: the three forms of the tag field).
+fn write_v2_fixture(dir: &Path) {
+    let clock = Arc::new(ManualClock::new(T0));
+    let e = Engine::open_with_clock(cfg(dir), clock.clone() as Arc<dyn Clock>).unwrap();
+    mailbox(&e, "tags", 100, 86_400_000 * 3650);
+    mailbox(&e, "other", 100, 86_400_000 * 3650);
+    let sends: [&[&str]; 3] = [
+        &[
+            "tags+a@uncorreo.test",
+            "tags+B@uncorreo.test",
+            "tags@uncorreo.test",
+            "tags+b@uncorreo.test",
+            "other+x@uncorreo.test",
+        ],
+        &["tags+solo@uncorreo.test"],
+        &["tags@uncorreo.test"],
+    ];
+    for (i, to) in sends.iter().enumerate() {
+        clock.advance(1000);
+        deliver(&e, to, raw(500, i as u64));
+    }
+    // An ended mailbox: its address is quarantined (AddressTombstone, kind 15).
+    let ended = mailbox(&e, "ended", 10, 86_400_000);
+    block_on(e.delete_mailbox(ended.id)).unwrap();
+    e.shutdown();
+    let _ = std::fs::remove_file(dir.join("LOCK"));
+}
+
+fn check_v2(dir: &Path) {
+    let clock = Arc::new(ManualClock::new(T0 + 100_000));
+    let e = Engine::open_with_clock(cfg(dir), clock as Arc<dyn Clock>).unwrap();
+    let tags = e.mailbox(&addr("tags")).unwrap();
+    assert_eq!((tags.message_count, tags.last_seq), (3, 3));
+    let list = e.list_messages(tags.id, 0, 10).unwrap();
+    let got: Vec<Vec<String>> = list.iter().map(|m| m.plus_tags.clone()).collect();
+    assert_eq!(
+        got,
+        vec![
+            vec!["a".to_owned(), "B".to_owned()],
+            vec!["solo".to_owned()],
+            vec![]
+        ]
+    );
+    assert_eq!(list[0].plus_tag.as_deref(), Some("a"));
+    assert_eq!(list[2].plus_tag, None);
+    for m in &list {
+        assert_eq!(e.read_raw(m.id).unwrap(), raw(500, m.id.seq - 1));
+    }
+    let other = e.mailbox(&addr("other")).unwrap();
+    let o = e.list_messages(other.id, 0, 10).unwrap();
+    assert_eq!(o.len(), 1);
+    assert_eq!(o[0].plus_tags, vec!["x".to_owned()]);
+    let claim = |token: u8| {
+        block_on(e.create_mailbox(NewMailbox {
+            address: addr("ended"),
+            owner: Owner::Anonymous {
+                token_hash: [token; 32],
+            },
+            expires_at_ms: T0 + 86_400_000,
+            max_messages: 1,
+        }))
+    };
+    assert!(matches!(claim(8), Err(CreateMailboxError::AlreadyExists)));
+    claim(7).expect("its owner takes it back");
+    assert_eq!(e.stats().corrupt_records, 0);
+}
+
+#[test]
+fn version_2_fixture_opens_with_the_same_state() {
+    if std::env::var("UNCORREO_WRITE_FIXTURE").as_deref() == Ok("v2") {
+        let d = v2_fixture_dir();
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        write_v2_fixture(&d);
+    }
+    // Its segments say version 2 (bytes 8..12 of the header).
+    for entry in std::fs::read_dir(v2_fixture_dir()).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|x| x == "seg") {
+            let bytes = std::fs::read(&path).unwrap();
+            assert_eq!(bytes[8..12], 2u32.to_le_bytes(), "{}", path.display());
+        }
+    }
+    let with_hints = copy_dir(&v2_fixture_dir());
+    check_v2(with_hints.path());
+    let scanned = copy_dir(&v2_fixture_dir());
+    remove_hints(scanned.path());
+    check_v2(scanned.path());
+}
+
+#[test]
+fn a_version_1_log_compacted_and_reopened_by_this_build_reads_the_same() {
+    let dir = copy_dir(&fixture_dir());
+    {
+        let clock = Arc::new(ManualClock::new(T0 + 100_000));
+        let e = Engine::open_with_clock(cfg(dir.path()), clock as Arc<dyn Clock>).unwrap();
+        e.compact_now().unwrap();
+        e.shutdown();
+    }
+    let _ = std::fs::remove_file(dir.path().join("LOCK"));
+    check(dir.path());
 }

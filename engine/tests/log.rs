@@ -386,6 +386,63 @@ fn a_cancelled_delivery_does_not_leave_its_dedupe_key_pending() {
     assert_eq!(block_on(e.deliver(d)).unwrap(), DeliveryOutcome::Duplicate);
 }
 
+/// A webhook request cancelled by its client after its write was queued
+/// (SNS gave up waiting): the write still commits, and the key must not be
+/// forgotten meanwhile, or SNS's retry stores a second copy.
+#[test]
+fn a_delivery_cancelled_after_its_write_was_queued_keeps_its_dedupe_key() {
+    use std::future::Future;
+    let dir = tempfile::tempdir().unwrap();
+    let c = clock();
+    let e = open(dir.path(), &c);
+    let mut cancelled = 0;
+    for round in 0..50 {
+        let mb = mailbox(&e, &format!("c{round}"), 10, 3_600_000);
+        let d = Delivery {
+            raw: raw(300, round),
+            envelope_from: String::new(),
+            recipients: vec![Recipient::parse(&format!("c{round}@uncorreo.test")).unwrap()],
+            dedupe_key: Some(format!("sns-cancel-{round}")),
+        };
+        let waker = std::task::Waker::noop();
+        let mut cx = std::task::Context::from_waker(waker);
+        // Poll until the write has committed, then drop the future before
+        // it sees its answer: the caller is gone, the write is not.
+        let mut fut = Box::pin(e.deliver(d.clone()));
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        let completed = loop {
+            if e.mailbox_by_id(mb.id).unwrap().message_count == 1 {
+                break false;
+            }
+            if fut.as_mut().poll(&mut cx).is_ready() {
+                break true;
+            }
+            assert!(std::time::Instant::now() < deadline, "never committed");
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        };
+        drop(fut);
+        if completed {
+            continue;
+        }
+        cancelled += 1;
+        // Its retry stores nothing more: told to come back while the
+        // writer still settles the key, then a duplicate.
+        let retry = loop {
+            match block_on(e.deliver(d.clone())) {
+                Err(DeliverError::Saturated) => {
+                    assert!(std::time::Instant::now() < deadline, "pending forever");
+                    std::thread::yield_now();
+                }
+                other => break other.unwrap(),
+            }
+        };
+        assert_eq!(retry, DeliveryOutcome::Duplicate, "round {round}");
+        assert_eq!(e.mailbox_by_id(mb.id).unwrap().message_count, 1);
+        break;
+    }
+    assert_eq!(cancelled, 1, "no round cancelled a committed write");
+}
+
 #[test]
 fn config_limits_keep_every_record_decodable() {
     let dir = tempfile::tempdir().unwrap();
@@ -422,17 +479,16 @@ fn a_session_token_finds_its_live_mailbox_only() {
     let dir = tempfile::tempdir().unwrap();
     let c = clock();
     let create = |e: &Engine, local: &str, token: u8, ttl_ms: u64| {
-        block_on(e.create_mailbox(NewMailbox {
-            address: addr(local),
-            owner: Owner::Anonymous {
-                token_hash: [token; 32],
-            },
-            expires_at_ms: e.now_ms() + ttl_ms,
-            max_messages: 10,
-        }))
-        .unwrap()
+        mailbox_of(e, local, token, ttl_ms, 10).unwrap()
     };
     let found = |e: &Engine, token: u8| e.mailbox_by_token_hash(&[token; 32]).map(|m| m.id);
+    // Without the address quarantine (tests/tombstones.rs), so that an
+    // expired address can be taken again by a new token at once.
+    let open = |dir: &std::path::Path, c: &Arc<ManualClock>| {
+        let mut cfg = config(dir);
+        cfg.address_quarantine = std::time::Duration::ZERO;
+        Engine::open_with_clock(cfg, c.clone() as Arc<dyn Clock>).unwrap()
+    };
     let e = open(dir.path(), &c);
     let kept = create(&e, "kept", 1, 3_600_000);
     let deleted = create(&e, "deleted", 2, 3_600_000);

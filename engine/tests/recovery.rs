@@ -355,20 +355,23 @@ fn damaged_hint_file_is_ignored_and_the_segment_scanned() {
 
 #[test]
 fn a_segment_of_an_unknown_format_version_refuses_to_open() {
-    let dir = tempfile::tempdir().unwrap();
-    let c = clock();
-    let (_, seg) = fixture(dir.path(), &c, 1);
-    let mut b = std::fs::read(&seg).unwrap();
-    b[8..12].copy_from_slice(&2u32.to_le_bytes());
-    let crc = crc32c::crc32c(&b[..40]);
-    b[40..44].copy_from_slice(&crc.to_le_bytes());
-    std::fs::write(&seg, b).unwrap();
-    let r = Engine::open_with_clock(config(dir.path()), c as Arc<dyn Clock>);
-    assert!(
-        matches!(r, Err(OpenError::UnsupportedVersion { version: 2, .. })),
-        "{:?}",
-        r.err()
-    );
+    // This build reads versions 1 and 2: one below and one above are unknown.
+    for version in [0u32, 3] {
+        let dir = tempfile::tempdir().unwrap();
+        let c = clock();
+        let (_, seg) = fixture(dir.path(), &c, 1);
+        let mut b = std::fs::read(&seg).unwrap();
+        b[8..12].copy_from_slice(&version.to_le_bytes());
+        let crc = crc32c::crc32c(&b[..40]);
+        b[40..44].copy_from_slice(&crc.to_le_bytes());
+        std::fs::write(&seg, b).unwrap();
+        let r = Engine::open_with_clock(config(dir.path()), c as Arc<dyn Clock>);
+        assert!(
+            matches!(r, Err(OpenError::UnsupportedVersion { version: v, .. }) if v == version),
+            "{:?}",
+            r.err()
+        );
+    }
 }
 
 mod corruption {

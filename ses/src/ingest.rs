@@ -269,9 +269,13 @@ async fn notification(st: &Ingest, msg: &SnsMessage, now_ms: u64) -> Answer {
     };
     let mut ours: Vec<Recipient> = Vec::new();
     let mut refused: Vec<String> = Vec::new();
+    // Quota is held per mailbox from here to the commit, as SMTP holds it
+    // from RCPT: a recipient taken now is not refused as full later.
+    let holds = engine.quota_holds();
     for rcpt in &recipients {
-        match engine.resolve(rcpt) {
-            Ok(r) if ours.iter().any(|o| o.address == r.address) => {}
+        match engine.resolve_held(rcpt, &holds) {
+            // Other plus tags of one mailbox share its one stored copy.
+            Ok(r) if ours.contains(&r) => {}
             Ok(r) => ours.push(r),
             Err(e) => refused.push(format!("{rcpt}: {e}")),
         }
@@ -294,7 +298,13 @@ async fn notification(st: &Ingest, msg: &SnsMessage, now_ms: u64) -> Answer {
         recipients: ours,
         dedupe_key: Some(format!("sns:{message_id}")),
     };
-    delivery_answer(message_id, engine.deliver(delivery).await)
+    let mut answer = delivery_answer(message_id, engine.deliver_held(delivery, holds).await);
+    if answer.outcome == Outcome::Delivered && !refused.is_empty() {
+        // Said, never dropped silently: a full or unknown mailbox among the
+        // recipients is named in the answer and the log.
+        answer.detail = format!("{}; refused: {}", answer.detail, refused.join("; "));
+    }
+    answer
 }
 
 /// What SNS is told about a delivery: a temporary storage failure is the one

@@ -12,11 +12,17 @@
 //! one stored copy — i.e. after the bytes are durable. Every engine error maps to a reply that makes the
 //! client keep the message (`451 4.3.0`) or bounce it (`5xx`), never to 250.
 //!
+//! Quota is decided at RCPT: the first recipient of a mailbox in a
+//! transaction reserves one message of its quota (`Engine::resolve_held`),
+//! later ones (other plus tags) share that one stored copy, and a recipient
+//! that does not fit gets `452 4.2.2` at its RCPT. So a full mailbox never
+//! refuses mail after its 250.
+//!
 //! Partial refusals: when some recipients were refused at commit time (their
-//! mailbox expired or filled up between RCPT and the end of DATA) and others
-//! got their copy, the reply is still 250 — SMTP has one reply per DATA, and a
-//! 4xx would make the client re-deliver duplicates to the recipients that got
-//! it. The refusals are logged and counted.
+//! mailbox expired or was deleted between RCPT and the end of DATA) and
+//! others got their copy, the reply is still 250 — SMTP has one reply per
+//! DATA, and a 4xx would make the client re-deliver duplicates to the
+//! recipients that got it. The refusals are logged and counted.
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -30,7 +36,8 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use uncorreo_budget::Permit;
 use uncorreo_engine::{
-    Address, DeliverError, Delivery, DeliveryOutcome, MessageId, Owner, Recipient, ResolveError,
+    Address, DeliverError, Delivery, DeliveryOutcome, MessageId, Owner, QuotaHolds, Recipient,
+    ResolveError,
 };
 
 use crate::auth::{self, AuthMode, Credentials};
@@ -70,6 +77,9 @@ pub enum End<S> {
 struct Transaction {
     from: String,
     rcpts: Vec<(String, Recipient)>,
+    /// One message of quota per mailbox named, reserved at RCPT, so an
+    /// accepted recipient is never refused for a full mailbox after DATA.
+    holds: QuotaHolds,
     /// `SIZE=` from MAIL (RFC 1870): reserved from the budget up front.
     declared_size: Option<u64>,
     /// The budget's share held for `bdat` (its capacity).
@@ -331,6 +341,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                     self.tx = Some(Transaction {
                         from: from.address,
                         rcpts: Vec::new(),
+                        holds: self.shared.engine.quota_holds(),
                         declared_size: params.size,
                         bdat_permit: None,
                         bdat_over_budget: false,
@@ -364,7 +375,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                     self.error("550 5.7.1 Source routes are not accepted; relay not permitted");
                     return Flow::Continue;
                 }
-                let resolved = self.shared.engine.resolve(&to.address);
+                let resolved = self.shared.engine.resolve_within(&to.address, &tx.holds);
                 if let (Ok(r), Some(Authenticated { owner: Some(owner) })) =
                     (&resolved, &self.authenticated)
                 {
@@ -387,6 +398,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                     self.error("503 5.5.1 Need MAIL before RCPT");
                     return Flow::Continue;
                 };
+                // Once it may take the recipient: hold its quota now.
+                let resolved =
+                    resolved.and_then(|_| self.shared.engine.resolve_held(&to.address, &tx.holds));
                 match resolved {
                     Ok(r) => {
                         if !tx.rcpts.iter().any(|(_, have)| *have == r) {
@@ -1005,7 +1019,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             return Flow::Close("io_error");
         }
         let started = Instant::now();
-        let result = self.shared.engine.deliver(delivery).await;
+        let result = self.shared.engine.deliver_held(delivery, tx.holds).await;
         drop(permit);
         if let Ok(DeliveryOutcome::Delivered { stored, refused }) = &result {
             if !stored.is_empty() && !refused.is_empty() {

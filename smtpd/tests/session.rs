@@ -14,7 +14,8 @@ use tokio::io::{
 };
 use tokio_util::sync::CancellationToken;
 use uncorreo_engine::{
-    Address, Delivery, Engine, EngineConfig, MailboxInfo, NewMailbox, Owner, Recipient,
+    Address, Delivery, DeliveryOutcome, Engine, EngineConfig, MailboxInfo, NewMailbox, Owner,
+    Recipient, ResolveError,
 };
 use uncorreo_smtpd::data::SMUGGLING_VARIANTS;
 use uncorreo_smtpd::{handle_connection, Shared, SmtpConfig};
@@ -515,26 +516,39 @@ async fn pipelined_commands_are_answered_in_order_in_one_write() {
 }
 
 #[tokio::test]
-async fn refusal_at_commit_time_is_452_when_the_mailbox_filled_up() {
+async fn a_recipient_accepted_at_rcpt_keeps_its_room_when_others_fill_the_mailbox() {
     let e = env(|_| {});
     let mb = e.mailbox("one", 1).await;
     let (mut c, _) = e.ready().await;
     c.expect("MAIL FROM:<a@b.example>", "250").await;
     c.expect("RCPT TO:<one@uncorreo.test>", "250").await;
     c.expect("DATA", "354").await;
-    // Someone else fills the mailbox between RCPT and the end of data.
-    e.engine
+    // Someone else tries to fill the mailbox between RCPT and the end of
+    // data: the one message of room is held by this transaction.
+    let other = e
+        .engine
         .deliver(Delivery {
-            raw: bytes::Bytes::from_static(b"x\r\n"),
+            raw: bytes::Bytes::from_static(
+                b"x
+",
+            ),
             envelope_from: String::new(),
             recipients: vec![Recipient::parse("one@uncorreo.test").unwrap()],
             dedupe_key: None,
         })
         .await
         .unwrap();
+    assert!(
+        matches!(&other, DeliveryOutcome::Delivered { stored, refused }
+            if stored.is_empty() && refused[0].1 == ResolveError::MailboxFull),
+        "{other:?}"
+    );
     c.send(b"late\r\n.\r\n").await;
-    assert!(c.reply().await.starts_with("452 4.2.2"));
-    assert_eq!(e.stored(&mb).len(), 1);
+    let reply = c.reply().await;
+    assert!(reply.starts_with("250 2.0.0 Ok: stored as"), "{reply}");
+    let stored = e.stored(&mb);
+    assert_eq!(stored.len(), 1);
+    assert_eq!(strip_received(&stored[0]), b"late\r\n");
 }
 
 #[tokio::test(start_paused = true)]

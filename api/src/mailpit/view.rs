@@ -217,10 +217,10 @@ pub struct Flags {
     pub tags: Vec<String>,
 }
 
-/// Tags a message has before anyone sets them: its plus tag and `X-Tags`.
+/// Tags a message has before anyone sets them: its plus tags and `X-Tags`.
 pub fn default_tags(meta: &MessageMeta, x: &Extracted) -> Vec<String> {
     let mut tags: Vec<String> = Vec::new();
-    for t in meta.plus_tag.iter().chain(x.header_tags.iter()) {
+    for t in meta.plus_tags.iter().chain(x.header_tags.iter()) {
         if !tags.iter().any(|have| have.eq_ignore_ascii_case(t)) {
             tags.push(t.clone());
         }

@@ -187,8 +187,10 @@ pub struct EventView {
     pub size: u32,
     /// Number of attachments.
     pub attachments: u16,
-    /// Plus tag it arrived for.
+    /// The first of `plus_tags`.
     pub plus_tag: Option<String>,
+    /// Every plus tag it was addressed to in this mailbox.
+    pub plus_tags: Vec<String>,
     /// Verification / sign-in links found in the body.
     pub links: Vec<String>,
     /// One-time codes found in the subject or text.
@@ -208,6 +210,7 @@ impl EventView {
             size: m.size,
             attachments: m.summary.attachments,
             plus_tag: m.plus_tag.clone(),
+            plus_tags: m.plus_tags.clone(),
             links: m.summary.links.clone(),
             codes: m.summary.codes.clone(),
         }
@@ -225,6 +228,7 @@ impl EventView {
             size: e.size,
             attachments: e.summary.attachments,
             plus_tag: e.plus_tag.clone(),
+            plus_tags: e.plus_tags.clone(),
             links: e.summary.links.clone(),
             codes: e.summary.codes.clone(),
         }

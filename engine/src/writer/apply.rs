@@ -106,6 +106,7 @@ impl Writer {
                     rel,
                     len,
                     event,
+                    hold,
                 } => {
                     let at = MsgRef {
                         seq,
@@ -115,8 +116,16 @@ impl Writer {
                         flags: 0,
                     };
                     self.index_message(&mut idx, mailbox, at, event, &mut published);
+                    // In the same write-locked step that counted it.
+                    if let Some(h) = hold {
+                        h.consume(mailbox);
+                    }
                 }
                 Apply::MailboxCreated { info, rel, len } => {
+                    // The address is held by a live mailbox again.
+                    self.shared.tombstones[self.shard.0]
+                        .lock()
+                        .clear(&info.address);
                     let created = RecordLoc {
                         segment: landed.seg_no,
                         offset: landed.offset(rel),
@@ -127,6 +136,12 @@ impl Writer {
                 Apply::Campaign(a) => {
                     let at = |rel: usize| (landed.seg_no, landed.offset(rel));
                     self.apply_campaign(a, at);
+                }
+                Apply::Tombstone { address, tombstone } => {
+                    let now = self.shared.clock.now_ms();
+                    self.shared.tombstones[self.shard.0]
+                        .lock()
+                        .note(address, tombstone, now);
                 }
                 Apply::MailboxDeleted { id } => {
                     if let Some(m) = idx.remove_mailbox(id) {
@@ -234,8 +249,14 @@ impl Writer {
             self.shared.hub.close_mailbox(id);
         }
         let commit_hist = metrics::histogram!(uncorreo_metric_names::COMMIT_SECONDS);
-        for s in batch.staged {
+        let now = self.shared.clock.now_ms();
+        for mut s in batch.staged {
             commit_hist.record(s.enq.elapsed().as_secs_f64());
+            if let super::batch::Ack::Deliver(_, _, part) = &mut s.ack {
+                if let Some(part) = part.take() {
+                    part.committed(&self.shared.parts[self.shard.0], now);
+                }
+            }
             s.ack.ok();
         }
     }
@@ -275,6 +296,7 @@ fn apply_to_meta(shared: &Shared, apply: Apply) {
         Apply::Message { .. }
         | Apply::MailboxCreated { .. }
         | Apply::MailboxDeleted { .. }
+        | Apply::Tombstone { .. }
         | Apply::MessageDeleted { .. }
         | Apply::State { .. }
         | Apply::Campaign(_) => {}

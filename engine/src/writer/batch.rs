@@ -17,6 +17,8 @@ pub(super) enum Apply {
         rel: usize,
         len: u32,
         event: Event,
+        /// The reservation that paid for it, given back once it is counted.
+        hold: Option<crate::quota::QuotaHolds>,
     },
     MailboxCreated {
         info: MailboxInfo,
@@ -25,6 +27,11 @@ pub(super) enum Apply {
     },
     MailboxDeleted {
         id: MailboxId,
+    },
+    /// A deleted mailbox's claim on its address (`tombstone.rs`).
+    Tombstone {
+        address: Address,
+        tombstone: crate::tombstone::Tombstone,
     },
     MessageDeleted {
         mailbox: MailboxId,
@@ -60,7 +67,12 @@ pub(super) enum Apply {
 
 /// How to answer a staged command once its batch is durable (or failed).
 pub(super) enum Ack {
-    Deliver(Reply<RcptResults, DeliverError>, RcptResults),
+    /// With the part to remember for a retry (see `retry.rs`).
+    Deliver(
+        Reply<RcptResults, DeliverError>,
+        RcptResults,
+        Option<crate::retry::PartRecord>,
+    ),
     Mailbox(Reply<MailboxInfo, CreateMailboxError>, MailboxInfo),
     Unit(Reply<(), WriteError>),
     User(Reply<UserInfo, WriteError>, UserInfo),
@@ -74,7 +86,7 @@ pub(super) enum Ack {
 impl Ack {
     pub(super) fn fail(self, e: BatchFailure) {
         match self {
-            Ack::Deliver(r, _) => drop(r.send(Err(e.into()))),
+            Ack::Deliver(r, _, _) => drop(r.send(Err(e.into()))),
             Ack::Mailbox(r, _) => drop(r.send(Err(e.into()))),
             Ack::Unit(r) => drop(r.send(Err(e.into()))),
             Ack::User(r, _) => drop(r.send(Err(e.into()))),
@@ -84,7 +96,7 @@ impl Ack {
     }
     pub(super) fn ok(self) {
         match self {
-            Ack::Deliver(r, v) => drop(r.send(Ok(v))),
+            Ack::Deliver(r, v, _) => drop(r.send(Ok(v))),
             Ack::Mailbox(r, v) => drop(r.send(Ok(v))),
             Ack::Unit(r) => drop(r.send(Ok(()))),
             Ack::User(r, v) => drop(r.send(Ok(v))),
@@ -112,6 +124,9 @@ pub(super) struct Batch {
     pub(super) records: u32,
     /// mailbox → (last_seq, message_count) including this batch.
     pub(super) mailbox_counts: HashMap<MailboxId, (u64, u32)>,
+    /// mailbox → copies staged in this batch whose RCPT reservation is
+    /// still in the table (counted in `mailbox_counts` already).
+    pub(super) held_staged: HashMap<MailboxId, u32>,
     pub(super) new_addresses: HashMap<Address, MailboxId>,
     pub(super) deleted_mailboxes: HashSet<MailboxId>,
     pub(super) deleted_messages: HashSet<(MailboxId, u64)>,

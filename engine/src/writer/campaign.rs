@@ -202,7 +202,9 @@ impl Writer {
             );
             wrote = true;
         }
-        let ack = Ack::Deliver(reply, results);
+        // Campaign parts keep no retry record (`retry.rs`): a campaign counts
+        // what arrives, duplicates included.
+        let ack = Ack::Deliver(reply, results, None);
         if wrote {
             b.answer_after_commit(ack, enq);
         } else {

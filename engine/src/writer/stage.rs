@@ -13,7 +13,10 @@ use super::Writer;
 use crate::cmd::{Cmd, RcptResults, Reply};
 use crate::codec::{self, Kind, MessageMetaRec, Record};
 use crate::error::{CreateMailboxError, DeliverError, ResolveError, WriteError};
-use crate::state::{MailboxEntry, MAX_STATE_ENTRIES};
+use crate::quota::QuotaHolds;
+use crate::retry::{PartKey, PartRecord};
+use crate::state::{MailboxEntry, Shared, MAX_STATE_ENTRIES};
+use crate::tombstone::Tombstone;
 use crate::types::*;
 
 /// A delivery as staged: everything but the recipients.
@@ -21,14 +24,22 @@ struct Delivery<'a> {
     raw: &'a Bytes,
     envelope_from: &'a str,
     summary: &'a MessageSummary,
+    holds: &'a QuotaHolds,
     /// The caller's clock when it asked.
     at: u64,
 }
 
 impl Delivery<'_> {
-    fn meta(&self, rcpt: &Recipient) -> MessageMetaRec {
+    /// The meta of the one copy for a mailbox its `rcpts` all name.
+    fn meta(&self, rcpts: &[&Recipient]) -> MessageMetaRec {
+        let mut plus_tags: Vec<String> = Vec::new();
+        for tag in rcpts.iter().filter_map(|r| r.plus_tag.as_deref()) {
+            if !plus_tags.iter().any(|t| t.eq_ignore_ascii_case(tag)) {
+                plus_tags.push(tag.to_owned());
+            }
+        }
         MessageMetaRec {
-            plus_tag: rcpt.plus_tag.clone(),
+            plus_tags,
             envelope_from: self.envelope_from.to_owned(),
             summary: self.summary.clone(),
         }
@@ -45,6 +56,8 @@ impl Writer {
                 summary,
                 rcpts,
                 dedupe,
+                holds,
+                retry,
                 enq,
                 at,
                 reply,
@@ -53,9 +66,10 @@ impl Writer {
                     raw: &raw,
                     envelope_from: &envelope_from,
                     summary: &summary,
+                    holds: &holds,
                     at,
                 };
-                self.stage_deliver(b, &delivery, rcpts, dedupe, (reply, enq));
+                self.stage_deliver(b, &delivery, rcpts, (dedupe, retry), (reply, enq));
             }
             Cmd::CreateMailbox {
                 new,
@@ -114,22 +128,31 @@ impl Writer {
         }
     }
 
-    /// One `Message` record per recipient whose mailbox takes it, plus the
-    /// dedupe record; refused recipients are answered in the results.
+    /// One `Message` record per mailbox that takes it (with the plus tags
+    /// of all its recipients), plus the dedupe record; refused recipients
+    /// are answered in the results.
     fn stage_deliver(
         &mut self,
         b: &mut Batch,
         delivery: &Delivery<'_>,
         rcpts: Vec<(Recipient, MailboxId)>,
-        dedupe: Option<(String, u8)>,
+        (dedupe, retry): (Option<(String, u8)>, Option<PartKey>),
         (reply, enq): (Reply<RcptResults, DeliverError>, Instant),
     ) {
+        // The mailboxes in first-named order, each with its recipients.
+        let mut mailboxes: Vec<(MailboxId, Vec<&Recipient>)> = Vec::new();
+        for (rcpt, id) in &rcpts {
+            match mailboxes.iter_mut().find(|(m, _)| m == id) {
+                Some((_, named)) => named.push(rcpt),
+                None => mailboxes.push((*id, vec![rcpt])),
+            }
+        }
         // A record the decoder would refuse must never be acknowledged
         // (it would be unreadable, and after a crash its frame would
         // look torn and cut off every later batch).
-        let largest = rcpts
+        let largest = mailboxes
             .iter()
-            .map(|(rcpt, _)| codec::message_payload_len(&delivery.meta(rcpt), delivery.raw.len()))
+            .map(|(_, named)| codec::message_payload_len(&delivery.meta(named), delivery.raw.len()))
             .max()
             .unwrap_or(0);
         if largest > codec::MAX_PAYLOAD {
@@ -138,19 +161,29 @@ impl Writer {
             return;
         }
         let now = self.shared.clock.now_ms();
-        let mut results = Vec::with_capacity(rcpts.len());
+        let mut outcomes = Vec::with_capacity(mailboxes.len());
         let mut wrote = false;
         let shared = Arc::clone(&self.shared);
         let idx = shared.shard(self.shard).index.read();
-        for (rcpt, id) in rcpts {
-            let result = match idx.mailboxes.get(id) {
-                Some(mb) => stage_message(b, mb, now, delivery, &rcpt),
+        for (id, named) in &mailboxes {
+            let result = match idx.mailboxes.get(*id) {
+                Some(mb) => stage_message(b, &shared, mb, now, delivery, named),
                 None => Err(ResolveError::NoSuchMailbox),
             };
             wrote |= result.is_ok();
-            results.push((rcpt, result));
+            outcomes.push((*id, result));
         }
         drop(idx);
+        let results = rcpts
+            .into_iter()
+            .map(|(rcpt, id)| {
+                let result = outcomes
+                    .iter()
+                    .find(|(m, _)| *m == id)
+                    .map_or(Err(ResolveError::NoSuchMailbox), |(_, r)| *r);
+                (rcpt, result)
+            })
+            .collect();
         if let Some((key, parts)) = dedupe {
             // Written in the same batch as the messages (atomic with
             // them), also when every recipient here was refused, so
@@ -159,7 +192,12 @@ impl Writer {
             b.frame(&Record::Dedupe { key, at_ms, parts }, 0, 0);
             wrote = true;
         }
-        let ack = Ack::Deliver(reply, results);
+        let part = retry.map(|(key, pending)| PartRecord {
+            key,
+            outcomes,
+            pending,
+        });
+        let ack = Ack::Deliver(reply, results, part);
         if wrote {
             b.answer_after_commit(ack, enq);
         } else {
@@ -176,13 +214,24 @@ impl Writer {
         enq: Instant,
     ) {
         let now = self.shared.clock.now_ms();
-        let live_old = {
+        let quarantine = self.shared.config.address_quarantine.as_millis() as u64;
+        // Taken: a live mailbox has the address. Quarantined: its mailbox
+        // ended less than the quarantine ago and the caller is not its
+        // owner. Both are the same answer, so nobody learns which.
+        let taken = {
             let idx = self.shared.shard(self.shard).index.read();
-            idx.mailboxes
-                .at_address(&new.address)
-                .is_some_and(|m| m.expires_at_ms > now && !b.deleted_mailboxes.contains(&m.id))
+            idx.mailboxes.at_address(&new.address).is_some_and(|m| {
+                let deleted = b.deleted_mailboxes.contains(&m.id);
+                let ended_at = if deleted { now } else { m.expires_at_ms };
+                let live = !deleted && m.expires_at_ms > now;
+                live || (m.owner != new.owner && ended_at.saturating_add(quarantine) > now)
+            })
         };
-        if live_old || b.new_addresses.contains_key(&new.address) {
+        let quarantined =
+            self.shared.tombstones[self.shard.0]
+                .lock()
+                .blocks(&new.address, &new.owner, now);
+        if taken || quarantined || b.new_addresses.contains_key(&new.address) {
             let _ = reply.send(Err(CreateMailboxError::AlreadyExists));
             return;
         }
@@ -206,6 +255,16 @@ impl Writer {
             address: new.address.to_string(),
         });
         let (rel, len) = b.frame(&record, 0, 0);
+        if quarantine > 0 {
+            // Its claim once it ends by expiry, durable with it.
+            let tombstone = Record::AddressTombstone {
+                address: new.address.to_string(),
+                owner: info.owner.clone(),
+                at_ms: at,
+                until_ms: info.expires_at_ms.saturating_add(quarantine),
+            };
+            b.frame(&tombstone, 0, 0);
+        }
         b.new_addresses.insert(new.address, MailboxId(id));
         let apply = Apply::MailboxCreated {
             info: info.clone(),
@@ -226,13 +285,38 @@ impl Writer {
         let mailbox = MailboxId(id);
         let target = {
             let idx = self.shared.shard(self.shard).index.read();
-            idx.mailboxes.get(mailbox).map(|m| m.created.segment.0)
+            idx.mailboxes.get(mailbox).map(|m| {
+                (
+                    m.created.segment.0,
+                    idx.mailboxes.address(m),
+                    m.owner.clone(),
+                )
+            })
         };
-        let Some(target_seg) = target.filter(|_| !b.deleted_mailboxes.contains(&mailbox)) else {
+        let Some((target_seg, address, owner)) =
+            target.filter(|_| !b.deleted_mailboxes.contains(&mailbox))
+        else {
             let _ = reply.send(Err(WriteError::NotFound));
             return;
         };
         b.frame(&Record::MailboxDeleted { id, target_seg }, 0, 0);
+        let quarantine = self.shared.config.address_quarantine.as_millis() as u64;
+        if quarantine > 0 {
+            let now = self.shared.clock.now_ms();
+            let tombstone = Tombstone {
+                owner,
+                at_ms: now,
+                until_ms: now.saturating_add(quarantine),
+            };
+            let record = Record::AddressTombstone {
+                address: address.to_string(),
+                owner: tombstone.owner.clone(),
+                at_ms: tombstone.at_ms,
+                until_ms: tombstone.until_ms,
+            };
+            b.frame(&record, 0, 0);
+            b.applies.push(Apply::Tombstone { address, tombstone });
+        }
         b.deleted_mailboxes.insert(mailbox);
         b.applies.push(Apply::MailboxDeleted { id: mailbox });
         b.answer_after_commit(Ack::Unit(reply), enq);
@@ -471,17 +555,24 @@ impl Writer {
     }
 }
 
-/// Stage one recipient's copy of a delivery: the next sequence number of
-/// its mailbox, unless the mailbox is gone, expired or full.
+/// Stage the one copy of a delivery for mailbox `mb`, named by `rcpts`:
+/// the next sequence number of the mailbox, unless it is gone, expired or
+/// full. Full counts the messages other transactions reserved at RCPT
+/// (`quota.rs`), less the one this delivery holds, if any.
 fn stage_message(
     b: &mut Batch,
+    shared: &Shared,
     mb: &MailboxEntry,
     now: u64,
     delivery: &Delivery<'_>,
-    rcpt: &Recipient,
+    rcpts: &[&Recipient],
 ) -> Result<MessageId, ResolveError> {
     let mailbox = mb.id;
     let id = mailbox.0;
+    // Every recipient of the group names this mailbox; there is at least one.
+    let Some(address) = rcpts.first().map(|r| r.address.clone()) else {
+        return Err(ResolveError::NoSuchMailbox);
+    };
     if b.deleted_mailboxes.contains(&mailbox) || mb.expires_at_ms <= now {
         return Err(ResolveError::NoSuchMailbox);
     }
@@ -489,7 +580,14 @@ fn stage_message(
         .mailbox_counts
         .entry(mailbox)
         .or_insert((mb.last_seq, mb.message_count()));
-    if count >= mb.max_messages {
+    let held = delivery.holds.holds(mailbox);
+    // Reservations of copies already staged in this batch are counted in
+    // `count`; the rest are still to come.
+    let staged_held = b.held_staged.get(&mailbox).copied().unwrap_or(0);
+    let others = crate::quota::reserved(shared, mailbox)
+        .saturating_sub(staged_held)
+        .saturating_sub(u32::from(held));
+    if count.saturating_add(others) >= mb.max_messages {
         return Err(ResolveError::MailboxFull);
     }
     let seq = last_seq + 1;
@@ -500,7 +598,10 @@ fn stage_message(
         mb.last_seq
     );
     b.mailbox_counts.insert(mailbox, (seq, count + 1));
-    let meta = delivery.meta(rcpt);
+    if held {
+        *b.held_staged.entry(mailbox).or_insert(0) += 1;
+    }
+    let meta = delivery.meta(rcpts);
     let start = codec::begin_frame(&mut b.buf, Kind::Message);
     codec::encode_message(&mut b.buf, id, seq, delivery.at, &meta, delivery.raw);
     codec::finish_frame(&mut b.buf, start);
@@ -508,11 +609,12 @@ fn stage_message(
     let message = MessageId { mailbox, seq };
     let event = Event {
         // The mailbox was found at this address, and ids are never reused.
-        address: rcpt.address.clone(),
+        address,
         id: message,
         received_at_ms: delivery.at,
         size: delivery.raw.len() as u32,
-        plus_tag: meta.plus_tag,
+        plus_tag: meta.plus_tags.first().cloned(),
+        plus_tags: meta.plus_tags,
         summary: meta.summary,
     };
     b.applies.push(Apply::Message {
@@ -521,6 +623,7 @@ fn stage_message(
         rel,
         len,
         event,
+        hold: held.then(|| delivery.holds.clone()),
     });
     Ok(message)
 }

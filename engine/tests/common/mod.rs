@@ -38,15 +38,25 @@ pub fn addr(local: &str) -> Address {
 }
 
 pub fn mailbox(e: &Engine, local: &str, max: u32, ttl_ms: u64) -> MailboxInfo {
+    mailbox_of(e, local, 7, ttl_ms, max).unwrap()
+}
+
+/// Create `local@` for the anonymous owner whose token hash is all `token`.
+pub fn mailbox_of(
+    e: &Engine,
+    local: &str,
+    token: u8,
+    ttl_ms: u64,
+    max: u32,
+) -> Result<MailboxInfo, CreateMailboxError> {
     block_on(e.create_mailbox(NewMailbox {
         address: addr(local),
         owner: Owner::Anonymous {
-            token_hash: [7; 32],
+            token_hash: [token; 32],
         },
         expires_at_ms: e.now_ms() + ttl_ms,
         max_messages: max,
     }))
-    .unwrap()
 }
 
 pub fn raw(n: usize, tag: u64) -> Bytes {

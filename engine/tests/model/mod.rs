@@ -35,6 +35,8 @@ struct State {
     users: HashMap<UserId, UserInfo>,
     keys: HashMap<ApiKeyId, ApiKeyInfo>,
     dedupe: HashSet<String>,
+    /// Deleted mailboxes' addresses: (owner, quarantined until).
+    ended: HashMap<Address, (Owner, u64)>,
 }
 
 struct MailboxState {
@@ -128,22 +130,39 @@ impl Model {
         let mut stored = Vec::new();
         let mut refused = Vec::new();
         let mut events = Vec::new();
+        // One copy per mailbox, with the tags of every recipient naming it.
+        let mut copies: Vec<(Address, Vec<Recipient>)> = Vec::new();
+        let mut failed: Vec<(Address, ResolveError)> = Vec::new();
+        let recipients = delivery.recipients.clone();
         for rcpt in delivery.recipients {
-            let Some(id) = st.by_address.get(&rcpt.address).copied() else {
-                refused.push((rcpt, ResolveError::NoSuchMailbox));
+            match copies.iter_mut().find(|(a, _)| *a == rcpt.address) {
+                Some((_, named)) => named.push(rcpt),
+                None => copies.push((rcpt.address.clone(), vec![rcpt])),
+            }
+        }
+        for (address, named) in copies {
+            let refuse = |e: ResolveError, failed: &mut Vec<_>| failed.push((address.clone(), e));
+            let Some(id) = st.by_address.get(&address).copied() else {
+                refuse(ResolveError::NoSuchMailbox, &mut failed);
                 continue;
             };
             let Some(mb) = st.mailboxes.get_mut(&id) else {
-                refused.push((rcpt, ResolveError::NoSuchMailbox));
+                refuse(ResolveError::NoSuchMailbox, &mut failed);
                 continue;
             };
             if mb.info.expires_at_ms <= now {
-                refused.push((rcpt, ResolveError::NoSuchMailbox));
+                refuse(ResolveError::NoSuchMailbox, &mut failed);
                 continue;
             }
             if mb.messages.len() as u32 >= mb.info.max_messages {
-                refused.push((rcpt, ResolveError::MailboxFull));
+                refuse(ResolveError::MailboxFull, &mut failed);
                 continue;
+            }
+            let mut plus_tags: Vec<String> = Vec::new();
+            for t in named.iter().filter_map(|r| r.plus_tag.clone()) {
+                if !plus_tags.iter().any(|p| p.eq_ignore_ascii_case(&t)) {
+                    plus_tags.push(t);
+                }
             }
             mb.info.last_seq += 1;
             let mid = MessageId {
@@ -154,7 +173,8 @@ impl Model {
                 id: mid,
                 received_at_ms: now,
                 size: delivery.raw.len() as u32,
-                plus_tag: rcpt.plus_tag.clone(),
+                plus_tag: plus_tags.first().cloned(),
+                plus_tags,
                 envelope_from: delivery.envelope_from.clone(),
                 summary: summary.clone(),
             };
@@ -167,10 +187,18 @@ impl Model {
                 received_at_ms: now,
                 size: meta.size,
                 plus_tag: meta.plus_tag,
+                plus_tags: meta.plus_tags,
                 summary: meta.summary,
             };
             events.push(ev);
             stored.push(mid);
+        }
+        // Refusals in the order the recipients were named, as the engine
+        // answers them.
+        for r in recipients {
+            if let Some((_, e)) = failed.iter().find(|(a, _)| *a == r.address) {
+                refused.push((r, *e));
+            }
         }
         drop(st);
         for ev in &events {
@@ -186,17 +214,27 @@ impl Model {
             return Err(CreateMailboxError::ForeignDomain);
         }
         let now = self.now_ms();
+        let quarantine = self.inner.config.address_quarantine.as_millis() as u64;
         let mut st = self.inner.state.lock();
+        // An ended mailbox's address is the old owner's for the quarantine.
+        if st
+            .ended
+            .get(&new.address)
+            .is_some_and(|(owner, until)| *owner != new.owner && *until > now)
+        {
+            return Err(CreateMailboxError::AlreadyExists);
+        }
         if let Some(old) = st.by_address.get(&new.address).copied() {
-            if st
-                .mailboxes
-                .get(&old)
-                .is_some_and(|m| m.info.expires_at_ms > now)
-            {
-                return Err(CreateMailboxError::AlreadyExists);
+            if let Some(m) = st.mailboxes.get(&old) {
+                let quarantined = m.info.owner != new.owner
+                    && m.info.expires_at_ms.saturating_add(quarantine) > now;
+                if m.info.expires_at_ms > now || quarantined {
+                    return Err(CreateMailboxError::AlreadyExists);
+                }
             }
             st.mailboxes.remove(&old);
         }
+        st.ended.remove(&new.address);
         let id = MailboxId(st.next_id);
         st.next_id += 1;
         let info = MailboxInfo {
@@ -259,6 +297,10 @@ impl Model {
         if st.by_address.get(&mb.info.address) == Some(&id) {
             st.by_address.remove(&mb.info.address);
         }
+        let quarantine = self.inner.config.address_quarantine.as_millis() as u64;
+        let until = self.now_ms().saturating_add(quarantine);
+        st.ended
+            .insert(mb.info.address.clone(), (mb.info.owner.clone(), until));
         drop(st);
         self.inner.hub.close_mailbox(id);
         Ok(())
@@ -443,11 +485,15 @@ impl Model {
             .filter(|m| m.info.expires_at_ms <= now)
             .map(|m| m.info.id)
             .collect();
+        let quarantine = self.inner.config.address_quarantine.as_millis() as u64;
         for id in expired {
             if let Some(mb) = st.mailboxes.remove(&id) {
                 if st.by_address.get(&mb.info.address) == Some(&id) {
                     st.by_address.remove(&mb.info.address);
                 }
+                let until = mb.info.expires_at_ms.saturating_add(quarantine);
+                st.ended
+                    .insert(mb.info.address.clone(), (mb.info.owner.clone(), until));
                 self.inner.hub.close_mailbox(id);
             }
         }

@@ -107,6 +107,61 @@ fn axum_rejections_and_fallbacks_are_problems() {
     assert!(text.contains("application/problem+json"), "{text}");
 }
 
+/// An ended mailbox's address is quarantined for anyone but its owner, and
+/// a caller cannot tell a quarantined address from one a live mailbox holds:
+/// the two refusals are the same bytes.
+#[test]
+fn a_deleted_address_is_quarantined_and_answers_exactly_like_a_taken_one() {
+    let api = Api::start();
+    let create = |auth: &Auth, local: &str| {
+        api.call(
+            "POST",
+            "/api/v1/mailboxes",
+            auth,
+            Some(json!({"local_part": local})),
+        )
+    };
+    // An anonymous mailbox, deleted by its session.
+    let (address, token) = api.mailbox(&Auth::None, json!({"local_part": "reset-me"}));
+    let session = Auth::Bearer(token.unwrap());
+    let r = api.call(
+        "DELETE",
+        &format!("/api/v1/mailboxes/{address}"),
+        &session,
+        None,
+    );
+    assert_eq!(r.status, 204);
+    // A live mailbox of someone else.
+    let owner = Auth::Bearer(api.user("free"));
+    assert_eq!(create(&owner, "held").status, 201);
+
+    let stranger = Auth::None;
+    let quarantined = create(&stranger, "reset-me");
+    let taken = create(&stranger, "held");
+    assert_eq!(
+        (quarantined.status, quarantined.problem().as_str()),
+        (409, "address-taken")
+    );
+    assert_eq!(quarantined.json(), taken.json(), "the two refusals differ");
+    // A user takes back its own ended address at once; others still cannot.
+    let r = api.call(
+        "DELETE",
+        "/api/v1/mailboxes/held@uncorreo.test",
+        &owner,
+        None,
+    );
+    assert_eq!(r.status, 204);
+    assert_eq!(create(&owner, "held").status, 201);
+    let other_user = Auth::Bearer(api.user("free"));
+    assert_eq!(create(&other_user, "reset-me").status, 409);
+    // Random local parts (the default) are never refused for this.
+    assert_eq!(
+        api.call("POST", "/api/v1/mailboxes", &stranger, Some(json!({})))
+            .status,
+        201
+    );
+}
+
 #[test]
 fn mailbox_creation_errors() {
     let api = Api::start();

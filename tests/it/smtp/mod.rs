@@ -9,6 +9,7 @@ mod clients;
 mod disk_full;
 mod frameworks;
 mod kill;
+mod plus_tags;
 mod postfix;
 mod protocol;
 

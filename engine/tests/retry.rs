@@ -1,0 +1,171 @@
+//! A delivery that spans shards and fails on one after another committed:
+//! the sender's retry stores exactly one copy per mailbox, and is answered
+//! with the ids already stored (`engine/src/retry.rs`).
+
+mod common;
+
+use std::io;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use common::*;
+use uncorreo_engine::*;
+
+/// The real I/O, except that while armed every write into a segment of
+/// shard 1 fails as a full disk would (temporary: the shard goes on).
+struct ShardOneFull {
+    armed: AtomicBool,
+}
+
+impl ShardOneFull {
+    fn hit(&self, path: &Path) -> io::Result<()> {
+        let shard_one = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.starts_with("s001-"));
+        if shard_one && self.armed.load(Ordering::SeqCst) {
+            return Err(io::Error::from_raw_os_error(libc_enospc()));
+        }
+        Ok(())
+    }
+}
+
+fn libc_enospc() -> i32 {
+    28
+}
+
+impl Io for ShardOneFull {
+    fn create_new(&self, path: &Path) -> io::Result<DataFile> {
+        RealIo.create_new(path)
+    }
+    fn open(&self, path: &Path) -> io::Result<DataFile> {
+        RealIo.open(path)
+    }
+    fn write_all_at(&self, file: &DataFile, bytes: &[u8], offset: u64) -> io::Result<()> {
+        self.hit(file.path())?;
+        RealIo.write_all_at(file, bytes, offset)
+    }
+    fn sync_data(&self, file: &DataFile) -> io::Result<()> {
+        RealIo.sync_data(file)
+    }
+    fn sync_all(&self, file: &DataFile) -> io::Result<()> {
+        RealIo.sync_all(file)
+    }
+    fn allocate(&self, file: &DataFile, len: u64) -> io::Result<()> {
+        RealIo.allocate(file, len)
+    }
+    fn set_len(&self, file: &DataFile, len: u64) -> io::Result<()> {
+        RealIo.set_len(file, len)
+    }
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        RealIo.rename(from, to)
+    }
+    fn remove_file(&self, path: &Path) -> io::Result<()> {
+        RealIo.remove_file(path)
+    }
+    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        RealIo.sync_dir(dir)
+    }
+}
+
+const START_MS: u64 = 1_700_000_000_000;
+
+/// An engine on that I/O, and one mailbox in each of its two shards.
+fn setup(dir: &Path) -> (Engine, Arc<ShardOneFull>, [MailboxInfo; 2]) {
+    let io = Arc::new(ShardOneFull {
+        armed: AtomicBool::new(false),
+    });
+    let clock = Arc::new(ManualClock::new(START_MS));
+    let e = Engine::open_with_io(config(dir), clock, io.clone() as Arc<dyn Io>).unwrap();
+    let mut found: [Option<MailboxInfo>; 2] = [None, None];
+    for i in 0.. {
+        let m = mailbox(&e, &format!("box{i}"), 10, 3_600_000);
+        let shard = (m.id.0 % 2) as usize;
+        if found[shard].is_none() {
+            found[shard] = Some(m);
+        }
+        if let [Some(a), Some(b)] = &found {
+            return (e, io, [a.clone(), b.clone()]);
+        }
+    }
+    unreachable!()
+}
+
+fn to_both(boxes: &[MailboxInfo; 2], raw: bytes::Bytes, key: Option<&str>) -> Delivery {
+    Delivery {
+        // Each try carries its own trace line, as every ingest path adds one.
+        raw,
+        envelope_from: "app@sender.test".into(),
+        recipients: boxes
+            .iter()
+            .map(|m| Recipient::parse(&format!("{}", m.address)).unwrap())
+            .collect(),
+        dedupe_key: key.map(str::to_owned),
+    }
+}
+
+fn with_trace(line: &str) -> bytes::Bytes {
+    let mut v = format!("Received: {line}\r\n").into_bytes();
+    v.extend_from_slice(&raw(400, 1));
+    v.into()
+}
+
+fn copies(e: &Engine, m: &MailboxInfo) -> usize {
+    e.list_messages(m.id, 0, 100).unwrap().len()
+}
+
+#[test]
+fn a_retry_after_one_shard_failed_stores_one_copy_per_mailbox_and_names_the_stored_ids() {
+    let dir = tempfile::tempdir().unwrap();
+    let (e, io, boxes) = setup(dir.path());
+    io.armed.store(true, Ordering::SeqCst);
+    let first = block_on(e.deliver(to_both(&boxes, with_trace("try 1"), None)));
+    assert!(matches!(first, Err(DeliverError::DiskFull)), "{first:?}");
+    // Shard 0 committed its part; shard 1 has nothing.
+    assert_eq!((copies(&e, &boxes[0]), copies(&e, &boxes[1])), (1, 0));
+    let kept = e.list_messages(boxes[0].id, 0, 1).unwrap()[0].id;
+
+    io.armed.store(false, Ordering::SeqCst);
+    let retry = block_on(e.deliver(to_both(&boxes, with_trace("try 2"), None))).unwrap();
+    assert_eq!((copies(&e, &boxes[0]), copies(&e, &boxes[1])), (1, 1));
+    let DeliveryOutcome::Delivered { stored, refused } = retry else {
+        panic!("{retry:?}")
+    };
+    assert!(refused.is_empty());
+    let new = e.list_messages(boxes[1].id, 0, 1).unwrap()[0].id;
+    assert_eq!(
+        stored,
+        vec![kept, new],
+        "the retry names the copy stored first"
+    );
+
+    // Done: the same message sent again is a new message.
+    block_on(e.deliver(to_both(&boxes, with_trace("again"), None))).unwrap();
+    assert_eq!((copies(&e, &boxes[0]), copies(&e, &boxes[1])), (2, 2));
+}
+
+#[test]
+fn a_keyed_delivery_that_failed_on_one_shard_is_completed_by_its_retry_then_a_duplicate() {
+    let dir = tempfile::tempdir().unwrap();
+    let (e, io, boxes) = setup(dir.path());
+    io.armed.store(true, Ordering::SeqCst);
+    let d = to_both(&boxes, with_trace("sns"), Some("sns:partial"));
+    assert!(block_on(e.deliver(d.clone())).is_err());
+    assert_eq!((copies(&e, &boxes[0]), copies(&e, &boxes[1])), (1, 0));
+    io.armed.store(false, Ordering::SeqCst);
+    let retry = block_on(e.deliver(d.clone())).unwrap();
+    assert!(matches!(retry, DeliveryOutcome::Delivered { ref stored, .. } if stored.len() == 2));
+    assert_eq!((copies(&e, &boxes[0]), copies(&e, &boxes[1])), (1, 1));
+    assert_eq!(
+        block_on(e.deliver(d.clone())).unwrap(),
+        DeliveryOutcome::Duplicate
+    );
+    // The key is whole on disk too: after a restart it is still a duplicate.
+    e.shutdown();
+    drop(e);
+    let clock = Arc::new(ManualClock::new(START_MS));
+    let e = Engine::open_with_clock(config(dir.path()), clock).unwrap();
+    assert_eq!(block_on(e.deliver(d)).unwrap(), DeliveryOutcome::Duplicate);
+    assert_eq!((copies(&e, &boxes[0]), copies(&e, &boxes[1])), (1, 1));
+}
