@@ -202,7 +202,7 @@ impl DataDecoder {
     /// or dot held back from the previous input. What the byte budget must
     /// cover before feeding.
     pub fn max_output(input: &[u8]) -> usize {
-        let lf = input.iter().filter(|&&b| b == b'\n').count();
+        let lf = memchr::memchr_iter(b'\n', input).count();
         input.len().saturating_add(lf).saturating_add(2)
     }
 
@@ -218,10 +218,7 @@ impl DataDecoder {
             // Fast path: copy a run of ordinary text in one go.
             if self.state == State::Text {
                 let rest = input.get(i..).unwrap_or(&[]);
-                let run = rest
-                    .iter()
-                    .position(|&b| b == b'\r' || b == b'\n')
-                    .unwrap_or(rest.len());
+                let run = memchr::memchr2(b'\r', b'\n', rest).unwrap_or(rest.len());
                 if run > 0 {
                     self.count_line(run);
                     self.emit(out, rest.get(..run).unwrap_or(&[]));

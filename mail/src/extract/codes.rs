@@ -57,11 +57,19 @@ struct Word<'a> {
 fn words(text: &str) -> Vec<Word<'_>> {
     let mut out = Vec::new();
     let mut start = None;
-    for (i, c) in text
-        .char_indices()
-        .chain(std::iter::once((text.len(), ' ')))
-    {
-        let sep = c.is_whitespace() || c == ':';
+    let bytes = text.as_bytes();
+    let mut i = 0;
+    while i <= bytes.len() {
+        // An ASCII byte is its own char (whitespace as `char::is_whitespace`
+        // says); only the rest is decoded. The end separates the last word.
+        let (sep, width) = match bytes.get(i) {
+            None => (true, 1),
+            Some(&b) if b.is_ascii() => (matches!(b, b'\t'..=b'\r' | b' ' | b':'), 1),
+            Some(_) => {
+                let c = text.get(i..).and_then(|t| t.chars().next()).unwrap_or(' ');
+                (c.is_whitespace(), c.len_utf8())
+            }
+        };
         match (sep, start) {
             (true, Some(s)) => {
                 out.push(word(text, s, i));
@@ -70,6 +78,7 @@ fn words(text: &str) -> Vec<Word<'_>> {
             (false, None) => start = Some(i),
             _ => {}
         }
+        i += width;
     }
     out
 }
@@ -151,7 +160,7 @@ pub struct Context<'a> {
 pub fn candidates(ctx: &Context<'_>, vocabulary: &mut Vocabulary) -> Vec<Candidate> {
     let mut out = Vec::new();
     for (index, line) in ctx.lines.iter().enumerate() {
-        if !line.text.bytes().any(|b| b.is_ascii_digit()) {
+        if !super::any_byte(line.text.as_bytes(), |b| b.is_ascii_digit()) {
             continue;
         }
         let ws = words(&line.text);
@@ -551,5 +560,36 @@ mod tests {
         assert_eq!(best("Call us at +1 (555) 010-4477 for your code"), None);
         assert_eq!(best("Your code: 1999 EUR"), None);
         assert_eq!(best("Meeting ID: 845 2291 0032, code below"), None);
+    }
+
+    use proptest::prelude::*;
+
+    proptest::proptest! {
+        /// Words split on ASCII bytes as splitting on decoded chars does.
+        #[test]
+        fn words_split_as_char_by_char_would(
+            text in proptest::collection::vec(
+                proptest::sample::select(vec!["a", "7", ":", " ", "\t", "\u{b}", "\u{1c}", "\u{a0}", "\u{3000}", "é", "-"]),
+                0..30,
+            ).prop_map(|v: Vec<&str>| v.concat()),
+        ) {
+            let by_char: Vec<(usize, usize)> = {
+                let mut out = Vec::new();
+                let mut start = None;
+                for (i, c) in text.char_indices().chain(std::iter::once((text.len(), ' '))) {
+                    match (c.is_whitespace() || c == ':', start) {
+                        (true, Some(s)) => {
+                            out.push((s, i));
+                            start = None;
+                        }
+                        (false, None) => start = Some(i),
+                        _ => {}
+                    }
+                }
+                out
+            };
+            let found: Vec<(usize, usize)> = words(&text).iter().map(|w| (w.start, w.end)).collect();
+            proptest::prop_assert_eq!(found, by_char);
+        }
     }
 }

@@ -125,17 +125,20 @@ impl Builder {
             return;
         }
         let start = self.line.text.len();
-        for c in text.chars() {
-            if is_invisible(c) {
-                continue;
+        // One allocation per line instead of one per doubling; the line never
+        // grows past the text pushed into it.
+        self.line.text.reserve(text.len());
+        // The CR of a CRLF line end (a space, as the slow path reads it) aside.
+        let (body, cr) = text.strip_suffix('\r').map_or((text, false), |b| (b, true));
+        let after_space = self.line.text.is_empty() || self.line.text.ends_with(' ');
+        if is_plain(body.as_bytes(), after_space) {
+            // Nothing to collapse or drop: most lines of most bodies.
+            self.line.text.push_str(body);
+            if cr {
+                self.push_space();
             }
-            if c.is_whitespace() {
-                if !self.line.text.is_empty() && !self.line.text.ends_with(' ') {
-                    self.line.text.push(' ');
-                }
-            } else {
-                self.line.text.push(c);
-            }
+        } else {
+            self.push_text_slowly(text);
         }
         let end = self.line.text.len();
         if let Some(a) = self.anchor.as_mut() {
@@ -155,6 +158,54 @@ impl Builder {
                 Some(last) if last.1 + 1 >= start => last.1 = end,
                 _ => self.line.emphasis.push((start, end)),
             }
+        }
+    }
+
+    /// [`Builder::push_text`] char by char: ASCII is decided by its byte,
+    /// printable runs are copied whole, only other chars are decoded.
+    fn push_text_slowly(&mut self, text: &str) {
+        let bytes = text.as_bytes();
+        let mut at = 0;
+        while let Some(&b) = bytes.get(at) {
+            match b {
+                0x21..=0x7e => {
+                    let run = bytes
+                        .get(at..)
+                        .unwrap_or_default()
+                        .iter()
+                        .take_while(|b| (0x21..=0x7e).contains(*b))
+                        .count();
+                    self.line
+                        .text
+                        .push_str(text.get(at..at + run).unwrap_or_default());
+                    at += run;
+                }
+                b'\t'..=b'\r' | b' ' => {
+                    self.push_space();
+                    at += 1;
+                }
+                // Other ASCII controls render as nothing.
+                0..=0x7f => at += 1,
+                _ => {
+                    let c = text.get(at..).and_then(|t| t.chars().next()).unwrap_or(' ');
+                    at += c.len_utf8();
+                    if is_invisible(c) {
+                        continue;
+                    }
+                    if c.is_whitespace() {
+                        self.push_space();
+                    } else {
+                        self.line.text.push(c);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Whitespace: one space, never at the start of a line or after another.
+    fn push_space(&mut self) {
+        if !self.line.text.is_empty() && !self.line.text.ends_with(' ') {
+            self.line.text.push(' ');
         }
     }
 
@@ -242,6 +293,17 @@ impl Builder {
     }
 }
 
+/// Whether `bytes` is printable ASCII and single spaces, with no space
+/// first when the line so far is empty or ends in one: text that
+/// [`Builder::push_text`] would copy unchanged.
+fn is_plain(bytes: &[u8], after_space: bool) -> bool {
+    let unprintable = super::any_byte(bytes, |b| !(0x20..=0x7e).contains(&b));
+    let pairs = bytes.iter().zip(bytes.iter().skip(1));
+    let double_space = pairs.fold(false, |found, (a, b)| found | (*a == b' ' && *b == b' '));
+    let leading_space = after_space && bytes.first() == Some(&b' ');
+    !(unprintable || double_space || leading_space)
+}
+
 /// Characters that render as nothing: preheader padding and soft hyphens.
 fn is_invisible(c: char) -> bool {
     matches!(
@@ -272,16 +334,12 @@ pub fn urls_in(text: &str) -> impl Iterator<Item = &str> {
 fn find_url_start(s: &str) -> Option<usize> {
     // Case-insensitive only on the scheme's first letter is not worth it:
     // mail writes schemes in lower case; "HTTP://" stays unlinked text.
-    let mut from = 0;
-    while let Some(p) = s.get(from..)?.find("http") {
-        let at = from + p;
-        let tail = s.get(at..)?;
-        if tail.starts_with("https://") || tail.starts_with("http://") {
-            return Some(at);
-        }
-        from = at + 4;
-    }
-    None
+    // A scan for 'h' (memchr): a substring searcher set up per line costs
+    // more than it saves on lines this short.
+    s.match_indices('h').map(|(at, _)| at).find(|&at| {
+        let tail = s.as_bytes().get(at..).unwrap_or_default();
+        tail.starts_with(b"https://") || tail.starts_with(b"http://")
+    })
 }
 
 const VOID: &[&str] = &[
@@ -922,5 +980,54 @@ mod tests {
             vec!["Your code:", "3 9 1 6 4 7", "https://a.test/x)."]
         );
         assert_eq!(d.links[0].url, "https://a.test/x");
+    }
+
+    /// Text made of what the plain-line shortcut must tell apart: single and
+    /// double spaces, CR, tabs, controls, invisible and non-ASCII chars.
+    fn mixed_text() -> impl proptest::strategy::Strategy<Value = String> {
+        let pieces = proptest::sample::select(vec![
+            "a",
+            "Zz",
+            "0",
+            "~",
+            " ",
+            "  ",
+            "\r",
+            "\t",
+            "\u{1}",
+            "\u{7f}",
+            "\u{200b}",
+            "\u{a0}",
+            "é",
+            "\u{2028}",
+            "http://x.test/a",
+            ".",
+        ]);
+        proptest::collection::vec(pieces, 0..24).prop_map(|v| v.concat())
+    }
+
+    use proptest::prelude::*;
+
+    proptest! {
+        /// The shortcut for plain lines copies exactly what reading char by
+        /// char would have written, whatever the line holds already.
+        #[test]
+        fn plain_lines_are_pushed_as_char_by_char_would(before in mixed_text(), text in mixed_text()) {
+            let mut fast = Builder::default();
+            let mut slow = Builder::default();
+            fast.push_text_slowly(&before);
+            slow.push_text_slowly(&before);
+            fast.push_text(&text);
+            slow.push_text_slowly(&text);
+            prop_assert_eq!(&fast.line.text, &slow.line.text);
+        }
+
+        /// The scan for a URL start finds what a substring search finds.
+        #[test]
+        fn url_starts_are_found_as_a_substring_search_would(text in mixed_text(), cut in 0usize..30) {
+            let text = format!("{}https://b.test{}", text.get(..cut.min(text.len())).unwrap_or(""), text);
+            let by_search = ["https://", "http://"].iter().filter_map(|p| text.find(p)).min();
+            prop_assert_eq!(find_url_start(&text), by_search);
+        }
     }
 }

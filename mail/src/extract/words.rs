@@ -555,19 +555,73 @@ pub fn hint(word: &str) -> Hint {
     if CURRENCY.contains(&w) {
         return Hint::Currency;
     }
-    if SOFT_DECOY_STEMS.iter().any(|s| w.contains(s)) {
+    let stems = stem_tables();
+    if stems.soft_decoy.any_in(w) {
         return Hint::SoftDecoy;
     }
-    if DECOY_EXACT.contains(&w) || DECOY_STEMS.iter().any(|s| w.contains(s)) {
+    if DECOY_EXACT.contains(&w) || stems.decoy.any_in(w) {
         return Hint::Decoy;
     }
-    if CODE_EXACT.contains(&w) || CODE_STEMS.iter().any(|s| w.contains(s)) {
+    if CODE_EXACT.contains(&w) || stems.code.any_in(w) {
         return Hint::Code;
     }
-    if WEAK_EXACT.contains(&w) || WEAK_STEMS.iter().any(|s| w.contains(s)) {
+    if WEAK_EXACT.contains(&w) || stems.weak.any_in(w) {
         return Hint::Weak;
     }
     Hint::None
+}
+
+/// A stem list indexed by first byte. "Does the word hold any of 190
+/// stems" was a substring search per stem, most of the CPU of a summary;
+/// this looks, at each byte of the word, only at the stems starting with it.
+struct Stems {
+    by_first_byte: [Vec<&'static [u8]>; 256],
+}
+
+impl Stems {
+    fn new(stems: &[&'static str]) -> Self {
+        let mut by_first_byte: [Vec<&'static [u8]>; 256] = std::array::from_fn(|_| Vec::new());
+        for stem in stems {
+            // An empty stem would be in every word: a mistake in the table.
+            assert!(!stem.is_empty(), "empty stem in a vocabulary table");
+            let bytes = stem.as_bytes();
+            if let Some(first) = bytes.first() {
+                by_first_byte[usize::from(*first)].push(bytes);
+            }
+        }
+        Self { by_first_byte }
+    }
+
+    /// Whether `word` holds one of the stems (what `word.contains(stem)` for
+    /// each would say: UTF-8 matches only at char boundaries).
+    fn any_in(&self, word: &str) -> bool {
+        let w = word.as_bytes();
+        (0..w.len()).any(|at| {
+            let tail = w.get(at..).unwrap_or_default();
+            tail.first().is_some_and(|b| {
+                self.by_first_byte[usize::from(*b)]
+                    .iter()
+                    .any(|stem| tail.starts_with(stem))
+            })
+        })
+    }
+}
+
+struct StemTables {
+    soft_decoy: Stems,
+    decoy: Stems,
+    code: Stems,
+    weak: Stems,
+}
+
+fn stem_tables() -> &'static StemTables {
+    static TABLES: std::sync::OnceLock<StemTables> = std::sync::OnceLock::new();
+    TABLES.get_or_init(|| StemTables {
+        soft_decoy: Stems::new(SOFT_DECOY_STEMS),
+        decoy: Stems::new(DECOY_STEMS),
+        code: Stems::new(CODE_STEMS),
+        weak: Stems::new(WEAK_STEMS),
+    })
 }
 
 /// Whether `word` carries no meaning between a label and its value.
@@ -629,5 +683,30 @@ mod tests {
         assert_eq!(hint("November"), Hint::Month);
         assert_eq!(hint("EUR"), Hint::Currency);
         assert_eq!(hint("banana"), Hint::None);
+    }
+
+    proptest::proptest! {
+        /// The stem index says what a substring search for each stem says.
+        #[test]
+        fn indexed_stems_match_as_a_substring_search_would(
+            parts in proptest::collection::vec(
+                proptest::sample::select(
+                    CODE_STEMS.iter().chain(WEAK_STEMS).chain(DECOY_STEMS).chain(SOFT_DECOY_STEMS)
+                        .copied().chain(["x", "é", "-", "ä", "co", "od", "2"]).collect::<Vec<_>>(),
+                ),
+                0..4,
+            ),
+        ) {
+            let word: String = parts.concat();
+            for (table, stems) in [
+                (&stem_tables().code, CODE_STEMS),
+                (&stem_tables().weak, WEAK_STEMS),
+                (&stem_tables().decoy, DECOY_STEMS),
+                (&stem_tables().soft_decoy, SOFT_DECOY_STEMS),
+            ] {
+                let searched = stems.iter().any(|s| word.contains(s));
+                proptest::prop_assert_eq!(table.any_in(&word), searched, "{}", word);
+            }
+        }
     }
 }
