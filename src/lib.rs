@@ -113,12 +113,6 @@ impl Appliance {
             None => None,
         };
 
-        let smtp_shared = uncorreo_smtpd::Shared::with_budget(
-            engine.clone(),
-            config.smtp.clone(),
-            budget.clone(),
-        )
-        .map_err(io("setting up SMTP"))?;
         let ingest = uncorreo_ses::Ingest::new(
             engine.clone(),
             config.sns.clone(),
@@ -138,6 +132,14 @@ impl Appliance {
             budget.clone(),
         )
         .map_err(|e| StartError::Config(e.to_string()))?;
+        // The API sets fault plans, smtpd applies them: one registry.
+        let smtp_shared = uncorreo_smtpd::Shared::with_faults(
+            engine.clone(),
+            config.smtp.clone(),
+            budget.clone(),
+            app_state.faults.clone(),
+        )
+        .map_err(io("setting up SMTP"))?;
         // One token stops the listeners and ends the real-time streams, so SSE
         // bodies finish and the HTTP server can drain.
         let shutdown = app_state.realtime().shutdown_token();

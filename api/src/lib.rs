@@ -13,6 +13,8 @@
 
 pub mod admin;
 pub mod auth;
+pub mod campaigns;
+pub mod faults;
 pub mod inflight;
 pub mod keys;
 pub mod mailboxes;
@@ -107,6 +109,8 @@ pub struct ApiConfig {
 pub struct AppState {
     /// The storage engine.
     pub engine: Engine,
+    /// Fault plans in force, shared with smtpd (which applies them).
+    pub faults: Arc<uncorreo_faults::FaultPlans>,
     shared: Arc<Shared>,
 }
 
@@ -161,8 +165,9 @@ impl AppState {
         )?;
         let entries = config.limits.rate_limit_entries;
         let openapi_json = bytes::Bytes::from(openapi::json(&engine.config().domains));
-        Ok(Self {
+        let state = Self {
             engine,
+            faults: Arc::default(),
             shared: Arc::new(Shared {
                 anonymous_plan,
                 limiter: ratelimit::RateLimiter::new(entries),
@@ -177,7 +182,9 @@ impl AppState {
                 openapi_json,
                 config,
             }),
-        })
+        };
+        faults::load(&state);
+        Ok(state)
     }
 
     /// The configuration.

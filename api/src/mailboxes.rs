@@ -109,7 +109,7 @@ pub struct MailboxList {
 
 /// A JSON number with no fractional part (`5` or `5.0`: JSON Schema's
 /// `integer` admits both) that fits a `u32`.
-fn whole_number<'de, D>(deserializer: D) -> Result<Option<u32>, D::Error>
+pub(crate) fn whole_number<'de, D>(deserializer: D) -> Result<Option<u32>, D::Error>
 where
     D: serde::Deserializer<'de>,
 {
@@ -193,26 +193,7 @@ pub async fn create(
             .cloned()
             .ok_or_else(|| Problem::new(Kind::Internal, "no domain configured"))?,
     };
-    let ttl = match req.ttl_minutes {
-        Some(0) => {
-            return Err(
-                Problem::new(Kind::InvalidRequest, "ttl_minutes must be at least 1")
-                    .for_field("ttl_minutes"),
-            )
-        }
-        Some(t) if t > plan.max_ttl_minutes => {
-            return Err(Problem::new(
-                Kind::TtlTooLong,
-                format!(
-                    "ttl_minutes may be at most {} on this plan",
-                    plan.max_ttl_minutes
-                ),
-            )
-            .for_field("ttl_minutes"))
-        }
-        Some(t) => t,
-        None => state.limits().default_ttl_minutes.min(plan.max_ttl_minutes),
-    };
+    let ttl = ttl_minutes(state, &plan, req.ttl_minutes)?;
     let chosen = match &req.local_part {
         Some(l) => Some(Address::from_parts(l, &domain).map_err(|e| {
             Problem::new(
@@ -295,6 +276,32 @@ pub async fn create(
         max_messages: info.max_messages,
         session_token: token,
     })
+}
+
+/// The TTL asked for, checked against `plan` (`0` → `422`, above the plan's
+/// maximum → `403 ttl-too-long`, never shortened), or the configured
+/// default capped at the plan's maximum (mailboxes and campaigns).
+pub(crate) fn ttl_minutes(
+    state: &AppState,
+    plan: &crate::plans::Plan,
+    asked: Option<u32>,
+) -> Result<u32, Problem> {
+    match asked {
+        Some(0) => Err(
+            Problem::new(Kind::InvalidRequest, "ttl_minutes must be at least 1")
+                .for_field("ttl_minutes"),
+        ),
+        Some(t) if t > plan.max_ttl_minutes => Err(Problem::new(
+            Kind::TtlTooLong,
+            format!(
+                "ttl_minutes may be at most {} on this plan",
+                plan.max_ttl_minutes
+            ),
+        )
+        .for_field("ttl_minutes")),
+        Some(t) => Ok(t),
+        None => Ok(state.limits().default_ttl_minutes.min(plan.max_ttl_minutes)),
+    }
 }
 
 /// `RANDOM_LOCAL_LEN` characters from `[a-z0-9]` (about 51 bits).

@@ -8,7 +8,9 @@ use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder
 use utoipa::{Modify, OpenApi};
 use utoipa_axum::router::OpenApiRouter;
 
-use crate::{keys, mailboxes, messages, ops, realtime, send, ses, webhooks, AppState};
+use crate::{
+    campaigns, faults, keys, mailboxes, messages, ops, realtime, send, ses, webhooks, AppState,
+};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -28,6 +30,7 @@ one that does not exist (404 `not-found`).",
         (name = "keys", description = "API keys of the calling user"),
         (name = "realtime", description = "WebSocket, Server-Sent Events and long-poll on one resumable per-mailbox sequence"),
         (name = "webhooks", description = "Outbound webhooks: every committed message POSTed to your URL, signed per Standard Webhooks, retried with backoff"),
+        (name = "campaigns", description = "Load-testing campaigns: a catch-all address space, a report of what arrived (counts, duplicates, arrival latency) and fault plans"),
         (name = "ses", description = "The SES → SNS inbound webhook"),
         (name = "operations", description = "Health, readiness, metrics, this document"),
     )
@@ -77,6 +80,8 @@ pub fn api_router(json_body_bytes: usize) -> OpenApiRouter<AppState> {
         .merge(keys::routes())
         .merge(realtime::routes())
         .merge(webhooks::routes())
+        .merge(campaigns::routes())
+        .merge(faults::routes())
         // The bodies of every route above are small JSON: capped at
         // `limits.json_body_bytes`, refused with 413 from `Content-Length`
         // alone when declared. `route_layer` covers only the routes
@@ -108,6 +113,21 @@ pub(crate) fn json(domains: &[String]) -> String {
             domains.iter().map(|d| d.as_str().into()).collect();
         allowed.push(serde_json::Value::Null);
         domain["enum"] = serde_json::Value::Array(allowed);
+    }
+    if let Some(pattern) =
+        doc.pointer_mut("/components/schemas/CreateCampaign/properties/address_pattern")
+    {
+        let escaped: Vec<String> = domains.iter().map(|d| d.replace('.', "\\.")).collect();
+        pattern["pattern"] = format!(r"^[A-Za-z0-9._-]{{3,32}}\*@({})$", escaped.join("|")).into();
+    }
+    // A rule is one of four shapes, each refusing unknown fields (serde's
+    // `deny_unknown_fields`), which utoipa does not write for enum variants.
+    if let Some(serde_json::Value::Array(shapes)) =
+        doc.pointer_mut("/components/schemas/Rule/oneOf")
+    {
+        for shape in shapes {
+            shape["additionalProperties"] = false.into();
+        }
     }
     serde_json::to_string(&doc).unwrap_or_else(|_| "{}".to_owned())
 }

@@ -114,11 +114,14 @@ impl Quotas {
         let owner = key.engine_owner();
         // One look at the owner's mailboxes serves both counts: a creation
         // that becomes visible between two looks would be in neither.
+        // Campaigns count like mailboxes, under a stand-in address each.
         let owned: Vec<Address> = owner.as_ref().map_or_else(Vec::new, |owner| {
+            let campaigns = engine.campaigns_owned_by(owner).into_iter();
             engine
                 .mailboxes_owned_by(owner)
                 .into_iter()
                 .map(|info| info.address)
+                .chain(campaigns.filter_map(|c| campaign_quota_address(c.id)))
                 .collect()
         });
         let live = match &key {
@@ -213,6 +216,12 @@ impl Drop for Reservation {
     fn drop(&mut self) {
         release(&mut self.inner.lock(), &self.key, self.ticket);
     }
+}
+
+/// The stand-in address a campaign is counted under in the mailbox quota
+/// (never routed: `.invalid` is reserved, RFC 2606).
+pub fn campaign_quota_address(id: uncorreo_engine::campaign::CampaignId) -> Option<Address> {
+    Address::from_parts("campaign", &format!("c-{id}.invalid")).ok()
 }
 
 /// The quota key of an anonymous caller at `ip`.

@@ -18,7 +18,7 @@ use axum::Json;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use uncorreo_budget::Permit;
-use uncorreo_engine::{Delivery, DeliveryOutcome, MessageId, Recipient, ResolveError};
+use uncorreo_engine::{Address, Delivery, DeliveryOutcome, MessageId, Recipient, ResolveError};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -79,7 +79,7 @@ pub async fn send_message(
     headers: HeaderMap,
     body: Body,
 ) -> Result<(StatusCode, Json<Sent>), Problem> {
-    let mb = authorize_mailbox(&state, &caller, &address)?;
+    let to = send_address(&state, &caller, &address)?;
     let Query(q) = query?;
     if is_json(&headers) {
         return Err(Problem::new(
@@ -91,8 +91,8 @@ pub async fn send_message(
     let envelope_from = q.envelope_from.unwrap_or_default();
     check_envelope_from(&envelope_from)?;
     let rcpt_text = match q.tag.as_deref().filter(|t| !t.is_empty()) {
-        Some(tag) => format!("{}+{tag}@{}", mb.address.local(), mb.address.domain()),
-        None => mb.address.to_string(),
+        Some(tag) => format!("{}+{tag}@{}", to.local(), to.domain()),
+        None => to.to_string(),
     };
     let rcpt = Recipient::parse(&rcpt_text).map_err(|_| {
         Problem::new(
@@ -116,6 +116,22 @@ pub async fn send_message(
             seq: id.seq,
         }),
     ))
+}
+
+/// Where an HTTP send to `address` goes: a mailbox the caller may see, or
+/// an address of a campaign the caller's API key owns (so HTTP send
+/// reaches campaigns like SMTP and SES do); anything else is the one 404.
+fn send_address(state: &AppState, caller: &Caller, address: &str) -> Result<Address, Problem> {
+    let campaign = state
+        .engine
+        .campaign_for(address)
+        .and_then(|id| state.engine.campaign(id));
+    if let (Some(c), Caller::User { user, .. }) = (campaign, caller) {
+        if c.owner == uncorreo_engine::Owner::User(*user) {
+            return Address::parse(address).map_err(|_| Problem::not_found());
+        }
+    }
+    Ok(authorize_mailbox(state, caller, address)?.address)
 }
 
 fn is_json(headers: &HeaderMap) -> bool {

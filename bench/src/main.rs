@@ -4,7 +4,7 @@
 //! smtp-sink and an fsyncing aiosmtpd.
 
 use clap::{Parser, Subcommand};
-use uncorreo_bench::{burst, fleet, hold, idle, read};
+use uncorreo_bench::{burst, campaign, fleet, hold, idle, read};
 
 #[derive(Parser)]
 #[command(
@@ -30,6 +30,9 @@ enum Command {
     /// Start uncorreo with the bench config, create mailboxes, print its
     /// addresses and API key, and hold it until SIGTERM (for bench/compare.sh).
     Spawn(hold::HoldArgs),
+    /// Send N mails over M connections to a load campaign, then check its
+    /// report against what was sent.
+    Campaign(campaign::CampaignArgs),
     /// CI fleet: N tests at once, each create → send → wait → read code → delete.
     Fleet(fleet::FleetArgs),
 }
@@ -51,6 +54,7 @@ fn main() -> anyhow::Result<()> {
             Command::WsIdle(a) => idle::run(a, nofile).await,
             Command::Read(a) => read::run(a).await,
             Command::Spawn(a) => hold::run(a).await,
+            Command::Campaign(a) => campaign::run(a).await,
             Command::Fleet(a) => fleet::run(a).await,
         }
     })

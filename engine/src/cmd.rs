@@ -10,7 +10,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use tokio::sync::oneshot;
 
-use crate::compaction::RewriteOutcome;
+use crate::compaction::{RewriteOutcome, RewriteOutput};
 use crate::error::{
     BatchFailure, CreateMailboxError, DeliverError, ResolveError, StorageError, WriteError,
 };
@@ -109,9 +109,18 @@ pub(crate) enum Cmd {
         enq: Instant,
         reply: Reply<(), WriteError>,
     },
-    /// Compaction: rewrite the live records of a sealed segment.
-    Rewrite {
+    /// A campaign write (`campaign.rs`), staged by `writer/campaign.rs`.
+    Campaign(CampaignCmd),
+    /// Compaction: a number for the rewrite of sealed segment `seg` (and
+    /// the shard's id counter for its header), or `None` if `seg` is not
+    /// sealed (any more).
+    RewriteBegin {
         seg: SegmentNo,
+        reply: crossbeam_channel::Sender<Result<Option<(SegmentNo, u64)>, StorageError>>,
+    },
+    /// Compaction: put a written rewrite in place of its segment.
+    RewriteSwap {
+        output: Box<RewriteOutput>,
         reply: crossbeam_channel::Sender<Result<RewriteOutcome, StorageError>>,
     },
     /// Test-only fault injection: panic on the writer thread, so that its
@@ -123,6 +132,47 @@ pub(crate) enum Cmd {
     Shutdown {
         reply: crossbeam_channel::Sender<()>,
     },
+}
+
+/// Campaign writes: creation and deletion on shard 0, messages on the
+/// campaign's shard.
+pub(crate) enum CampaignCmd {
+    Create {
+        new: crate::campaign::NewCampaign,
+        /// The caller's clock when it asked.
+        at: u64,
+        enq: Instant,
+        reply: Reply<crate::campaign::CampaignInfo, crate::campaign::CreateCampaignError>,
+    },
+    Delete {
+        id: u64,
+        enq: Instant,
+        reply: Reply<(), WriteError>,
+    },
+    Deliver {
+        raw: Bytes,
+        envelope_from: String,
+        /// Each recipient, its campaign and what its header scan found.
+        rcpts: Vec<(
+            Recipient,
+            crate::campaign::CampaignId,
+            Arc<uncorreo_campaign_report::Scanned>,
+        )>,
+        /// (key, number of shards the delivery went to)
+        dedupe: Option<(String, u8)>,
+        enq: Instant,
+        reply: Reply<RcptResults, DeliverError>,
+    },
+}
+
+impl CampaignCmd {
+    fn fail(self, e: BatchFailure) {
+        match self {
+            Self::Create { reply, .. } => drop(reply.send(Err(e.into()))),
+            Self::Delete { reply, .. } => drop(reply.send(Err(e.into()))),
+            Self::Deliver { reply, .. } => drop(reply.send(Err(e.into()))),
+        }
+    }
 }
 
 impl Cmd {
@@ -141,8 +191,10 @@ impl Cmd {
             | Cmd::PutState { reply, .. } => drop(reply.send(Err(e.into()))),
             Cmd::CreateUser { reply, .. } => drop(reply.send(Err(e.into()))),
             Cmd::CreateKey { reply, .. } => drop(reply.send(Err(e.into()))),
-            Cmd::Rewrite { reply, .. } => drop(reply.send(Err(e.into()))),
+            Cmd::RewriteBegin { reply, .. } => drop(reply.send(Err(e.into()))),
+            Cmd::RewriteSwap { reply, .. } => drop(reply.send(Err(e.into()))),
             Cmd::Shutdown { reply } => drop(reply.send(())),
+            Cmd::Campaign(c) => c.fail(e),
             Cmd::PanicForTests { notify } => drop(notify),
         }
     }

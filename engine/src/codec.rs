@@ -64,6 +64,10 @@ pub(crate) enum Kind {
     AdminAudit = 12,
     State = 13,
     SubscriptionsEnded = 14,
+    /// Load-testing campaigns (`campaign.rs`; FORMAT.md, "Campaign records").
+    CampaignCreated = 20,
+    CampaignDeleted = 21,
+    CampaignMessage = 22,
 }
 
 impl Kind {
@@ -83,6 +87,9 @@ impl Kind {
             12 => Self::AdminAudit,
             13 => Self::State,
             14 => Self::SubscriptionsEnded,
+            20 => Self::CampaignCreated,
+            21 => Self::CampaignDeleted,
+            22 => Self::CampaignMessage,
             _ => return None,
         })
     }
@@ -123,6 +130,19 @@ impl Enc<'_> {
             Some(s) => {
                 self.u8(1);
                 self.str(s);
+            }
+        }
+    }
+    /// An owner: tag 0 + token hash, or tag 1 + user id.
+    pub(crate) fn owner(&mut self, o: &Owner) {
+        match o {
+            Owner::Anonymous { token_hash } => {
+                self.u8(0);
+                self.bytes(token_hash);
+            }
+            Owner::User(u) => {
+                self.u8(1);
+                self.u64(u.0);
             }
         }
     }
@@ -187,6 +207,16 @@ impl<'a> Dec<'a> {
             1 => Ok(Some(self.str()?)),
             _ => Err(DecodeError::Invalid),
         }
+    }
+    /// An owner written by [`Enc::owner`].
+    pub(crate) fn owner(&mut self) -> Result<Owner, DecodeError> {
+        Ok(match self.u8()? {
+            0 => Owner::Anonymous {
+                token_hash: self.hash32()?,
+            },
+            1 => Owner::User(crate::types::UserId(self.u64()?)),
+            _ => return Err(DecodeError::Invalid),
+        })
     }
     pub(crate) fn opt_u64(&mut self) -> Result<Option<u64>, DecodeError> {
         match self.u8()? {
@@ -486,6 +516,13 @@ pub(crate) enum Record<'a> {
         before_ordinal: u64,
         at_ms: u64,
     },
+    CampaignCreated(crate::campaign::CreatedRec),
+    /// A campaign deleted; `target_seg` holds its `CampaignCreated` (shard 0).
+    CampaignDeleted {
+        id: u64,
+        target_seg: u32,
+    },
+    CampaignMessage(crate::campaign::MessageRec<'a>),
 }
 
 impl Record<'_> {
@@ -505,6 +542,9 @@ impl Record<'_> {
             Self::AdminAudit(_) => Kind::AdminAudit,
             Self::State { .. } => Kind::State,
             Self::SubscriptionsEnded { .. } => Kind::SubscriptionsEnded,
+            Self::CampaignCreated(_) => Kind::CampaignCreated,
+            Self::CampaignDeleted { .. } => Kind::CampaignDeleted,
+            Self::CampaignMessage(_) => Kind::CampaignMessage,
         }
     }
 
@@ -523,16 +563,7 @@ impl Record<'_> {
                 e.u64(m.created_at_ms);
                 e.u64(m.expires_at_ms);
                 e.u32(m.max_messages);
-                match &m.owner {
-                    Owner::Anonymous { token_hash } => {
-                        e.u8(0);
-                        e.bytes(token_hash);
-                    }
-                    Owner::User(u) => {
-                        e.u8(1);
-                        e.u64(u.0);
-                    }
-                }
+                e.owner(&m.owner);
                 e.str(&m.address);
             }
             Self::MailboxDeleted { id, target_seg } => {
@@ -629,6 +660,11 @@ impl Record<'_> {
                 e.u64(*before_ordinal);
                 e.u64(*at_ms);
             }
+            Self::CampaignCreated(c) => crate::campaign::encode_created(buf, &c.info),
+            Self::CampaignDeleted { id, target_seg } => {
+                crate::campaign::encode_deleted(buf, *id, *target_seg);
+            }
+            Self::CampaignMessage(m) => crate::campaign::encode_message(buf, m),
         }
     }
 }
@@ -785,13 +821,7 @@ pub(crate) fn decode(kind: u8, payload: &[u8]) -> Result<Record<'_>, DecodeError
             let created_at_ms = d.u64()?;
             let expires_at_ms = d.u64()?;
             let max_messages = d.u32()?;
-            let owner = match d.u8()? {
-                0 => Owner::Anonymous {
-                    token_hash: d.hash32()?,
-                },
-                1 => Owner::User(crate::types::UserId(d.u64()?)),
-                _ => return Err(DecodeError::Invalid),
-            };
+            let owner = d.owner()?;
             let address = d.str()?;
             Record::MailboxCreated(MailboxRec {
                 id,
@@ -871,6 +901,16 @@ pub(crate) fn decode(kind: u8, payload: &[u8]) -> Result<Record<'_>, DecodeError
             before_ordinal: d.u64()?,
             at_ms: d.u64()?,
         },
+        Kind::CampaignCreated => {
+            return crate::campaign::decode_created(payload).map(Record::CampaignCreated)
+        }
+        Kind::CampaignDeleted => {
+            let (id, target_seg) = crate::campaign::decode_deleted(payload)?;
+            return Ok(Record::CampaignDeleted { id, target_seg });
+        }
+        Kind::CampaignMessage => {
+            return crate::campaign::decode_message(payload).map(Record::CampaignMessage)
+        }
     };
     d.finish()?;
     Ok(r)
@@ -1099,6 +1139,34 @@ mod tests {
                 before_ordinal: 12,
                 at_ms: 79,
             },
+            Record::CampaignCreated(crate::campaign::CreatedRec {
+                info: crate::campaign::CampaignInfo {
+                    id: crate::campaign::CampaignId(0x7f3a),
+                    owner: Owner::User(crate::types::UserId(5)),
+                    name: "load".into(),
+                    created_at_ms: 80,
+                    expires_at_ms: 81,
+                    pattern: crate::campaign::AddressPattern::parse("load-*@uncorreo.test"),
+                    store: crate::campaign::StoreMode::Count,
+                    sent_at_header: "Date".into(),
+                    messages: 0,
+                },
+            }),
+            Record::CampaignDeleted {
+                id: 0x7f3a,
+                target_seg: 3,
+            },
+            Record::CampaignMessage(crate::campaign::MessageRec {
+                campaign: 0x7f3a,
+                seq: 1,
+                committed_at_ms: 82,
+                size: 17,
+                sent_at_ms: Some(81),
+                recipient: "x@c-7f3a.uncorreo.test".into(),
+                envelope_from: String::new(),
+                message_id: Some("<m@x>".into()),
+                body: b"Subject: x\r\n\r\n",
+            }),
         ]
     }
 
@@ -1185,7 +1253,7 @@ mod tests {
 
     proptest::proptest! {
         #[test]
-        fn decoding_random_bytes_never_panics(kind in 0u8..16, bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..300)) {
+        fn decoding_random_bytes_never_panics(kind in 0u8..24, bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..300)) {
             let _ = decode(kind, &bytes);
             let _ = message_meta(&bytes);
             let _ = Hint::decode(&bytes);

@@ -22,6 +22,8 @@
 
 mod api;
 mod backup;
+pub mod campaign;
+mod campaign_api;
 mod clock;
 mod cmd;
 mod codec;

@@ -19,9 +19,7 @@ use crate::error::OpenError;
 use crate::files::{self, DataFile, Io};
 use crate::ids::{RecordLoc, SegmentNo};
 use crate::segment::{self, Segment};
-use crate::state::{
-    MailboxEntry, MailboxIndex, MsgRef, StateValue, DEDUPE_TTL_MS, MAX_SHARDS, REF_CORRUPT,
-};
+use crate::state::{MailboxIndex, MsgRef, StateValue, DEDUPE_TTL_MS, MAX_SHARDS, REF_CORRUPT};
 use crate::sys::Map;
 use crate::types::*;
 
@@ -58,6 +56,8 @@ struct Acc {
     max_id: u64,
     max_floor: u64,
     corrupt: u64,
+    shard: usize,
+    campaigns: crate::campaign::Recovered,
 }
 
 /// Users, keys and dedupe keys, gathered from all shards.
@@ -74,6 +74,8 @@ pub(crate) struct MetaRecovery {
     pub(crate) sub_ends: Vec<(u64, u64, u64)>,
     /// key → (latest time, parts declared, shards seen)
     pub(crate) dedupe: HashMap<String, (u64, u8, HashSet<usize>)>,
+    /// Campaign records of every shard.
+    pub(crate) campaigns: crate::campaign::Recovered,
 }
 
 pub(crate) fn lock_dir(dir: &Path) -> Result<File, OpenError> {
@@ -174,8 +176,9 @@ pub(crate) fn recover(
     let mut shards = Vec::with_capacity(n);
     let mut meta = MetaRecovery::default();
     for (shard, r) in results.into_iter().enumerate() {
-        let (mut rec, acc) = r?;
+        let (mut rec, mut acc) = r?;
         resolve(&mut rec, &acc, shard, n, &mut meta, now_ms);
+        meta.campaigns.append(std::mem::take(&mut acc.campaigns));
         shards.push(rec);
     }
     meta.dedupe.retain(|_, (at, parts, seen)| {
@@ -196,7 +199,10 @@ fn recover_shard(
         next_seg: files.last().map(|(no, _)| no + 1).unwrap_or(1),
         ..ShardRecovery::default()
     };
-    let mut acc = Acc::default();
+    let mut acc = Acc {
+        shard,
+        ..Acc::default()
+    };
     // Headers first: learn what supersedes what.
     let mut opened: Vec<(u32, PathBuf, DataFile, SegHeader)> = Vec::new();
     let last_no = files.last().map(|(no, _)| *no);
@@ -474,6 +480,15 @@ fn scan(file: &File, file_len: u64, tail: bool, path: &Path) -> std::io::Result<
     })
 }
 
+fn campaign_loc(shard: usize, loc: RecordLoc) -> crate::campaign::Loc {
+    crate::campaign::Loc {
+        shard: crate::ids::ShardIndex(shard),
+        seg: loc.segment,
+        off: loc.offset,
+        len: loc.len,
+    }
+}
+
 fn index_entries(seg: &Segment, entries: &[HintEntry], acc: &mut Acc) {
     for e in entries {
         let loc = RecordLoc {
@@ -569,6 +584,17 @@ fn index_entries(seg: &Segment, entries: &[HintEntry], acc: &mut Acc) {
                 before_ordinal,
                 at_ms,
             } => acc.sub_ends.push((user, before_ordinal, at_ms)),
+            Record::CampaignCreated(c) => {
+                let loc = campaign_loc(acc.shard, loc);
+                acc.campaigns.created.push((c.info, loc));
+            }
+            Record::CampaignDeleted { id, .. } => acc.campaigns.deleted.push(id),
+            Record::CampaignMessage(m) => {
+                let loc = campaign_loc(acc.shard, loc);
+                acc.campaigns
+                    .messages
+                    .push((crate::campaign::without_body(m), loc));
+            }
             Record::Message { .. } | Record::BatchCommit { .. } => {}
         }
     }
@@ -641,6 +667,19 @@ fn resolve(
         }
         per_mb.entry(*mb).or_default().push(*r);
     }
+    // Sized exactly before the first insert: the tables never grow (and
+    // leave their old allocations behind) while the index is rebuilt.
+    let indexed = |id: &u64, m: &codec::MailboxRec| {
+        newest.get(&m.address) == Some(id) && m.expires_at_ms > now_ms
+    };
+    let (count, local_bytes) = acc
+        .mailboxes
+        .iter()
+        .filter(|(id, (m, _))| indexed(id, m))
+        .fold((0, 0), |(n, bytes), (_, (m, _))| {
+            (n + 1, bytes + m.address.rfind('@').unwrap_or(0))
+        });
+    rec.index.mailboxes.reserve(count, local_bytes);
     for (id, (m, loc)) in &acc.mailboxes {
         let Ok(address) = Address::parse(&m.address) else {
             tracing::warn!(address = %m.address, "mailbox record with an unparsable address; ignored");
@@ -648,7 +687,7 @@ fn resolve(
         };
         // Superseded at its address, or expired: a restart reaps it (as a
         // compaction pass would).
-        if newest.get(&m.address) != Some(id) || m.expires_at_ms <= now_ms {
+        if !indexed(id, m) {
             if let Some(s) = rec.segs.get(&loc.segment) {
                 s.add_dead(u64::from(loc.len));
             }
@@ -674,16 +713,9 @@ fn resolve(
             message_count: msgs.len() as u32,
             last_seq: last_seq.get(id).copied().unwrap_or(0),
         };
-        rec.index.by_address.insert(address, MailboxId(*id));
-        rec.index.index_token(&info);
-        rec.index.mailboxes.insert(
-            MailboxId(*id),
-            MailboxEntry {
-                info,
-                created: *loc,
-                msgs,
-            },
-        );
+        // Only the newest mailbox at an address is indexed: nothing is replaced.
+        let replaced = rec.index.insert_mailbox(&info, *loc, msgs);
+        debug_assert!(replaced.is_none());
     }
     // Messages whose mailbox record is gone altogether (orphans) are dead.
     for refs in per_mb.values() {

@@ -93,6 +93,9 @@ pub struct Shared {
     /// The process-wide budget of bytes in flight that DATA/BDAT bodies
     /// are buffered under (shared with the HTTP ingest paths).
     pub budget: uncorreo_budget::Budget,
+    /// Fault plans in force (set through the API), applied at RCPT and at
+    /// the end of data for their own target only.
+    pub faults: Arc<uncorreo_faults::FaultPlans>,
     active: AtomicUsize,
     per_ip: Mutex<HashMap<IpAddr, usize>>,
     ids: AtomicU64,
@@ -112,6 +115,17 @@ impl Shared {
         engine: Engine,
         config: SmtpConfig,
         budget: uncorreo_budget::Budget,
+    ) -> Result<Arc<Self>, std::io::Error> {
+        Self::with_faults(engine, config, budget, Arc::default())
+    }
+
+    /// [`Shared::with_budget`], applying the fault plans in `faults` (the
+    /// API's, so plans set there take effect here).
+    pub fn with_faults(
+        engine: Engine,
+        config: SmtpConfig,
+        budget: uncorreo_budget::Budget,
+        faults: Arc<uncorreo_faults::FaultPlans>,
     ) -> Result<Arc<Self>, std::io::Error> {
         let tls = match (&config.tls_cert, &config.tls_key) {
             (Some(cert), Some(key)) => Some(load_tls(cert, key)?),
@@ -146,6 +160,7 @@ impl Shared {
                 config.auth_failure_window,
             ),
             budget,
+            faults,
             active: AtomicUsize::new(0),
             per_ip: Mutex::new(HashMap::new()),
             ids: AtomicU64::new(0),

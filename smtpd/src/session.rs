@@ -378,6 +378,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                         return Flow::Continue;
                     }
                 }
+                if let Ok(r) = &resolved {
+                    if let Some(flow) = self.rcpt_faults(&to.address, r).await {
+                        return flow;
+                    }
+                }
                 let Some(tx) = self.tx.as_mut() else {
                     self.error("503 5.5.1 Need MAIL before RCPT");
                     return Flow::Continue;
@@ -982,6 +987,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             self.error(reply);
             return Flow::Continue;
         }
+        if let Some(reply) = self.data_faults(&tx.rcpts, body.len()) {
+            count_message("rejected");
+            self.conn.reply(&reply);
+            return Flow::Continue;
+        }
         let recipients: Vec<Recipient> = tx.rcpts.into_iter().map(|(_, r)| r).collect();
         let delivery = Delivery {
             raw: Bytes::from(body),
@@ -1020,6 +1030,79 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         }
         self.conn.reply(&reply);
         Flow::Continue
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
+    /// Apply the fault plan of `rcpt`'s target, if any: wait its delay,
+    /// then refuse with its reply (`Some(flow)`), or let it through (`None`).
+    /// A fault refusal is not a client error: it does not count toward
+    /// `max_errors`. A `421` closes the session, as the code says.
+    async fn rcpt_faults(&mut self, rcpt: &str, r: &Recipient) -> Option<Flow> {
+        if self.shared.faults.is_empty() {
+            return None;
+        }
+        let target = fault_target(&self.shared.engine, rcpt, r);
+        let declared = self.tx.as_ref().and_then(|t| t.declared_size);
+        let now = self.shared.engine.now_ms();
+        let d = self.shared.faults.at_rcpt(&target, declared, now);
+        if d.delay_ms > 0 {
+            if self.conn.flush().await.is_err() {
+                return Some(Flow::Close("io_error"));
+            }
+            let delay = Duration::from_millis(u64::from(d.delay_ms));
+            tokio::select! {
+                () = tokio::time::sleep(delay) => {}
+                () = self.shutdown.cancelled() => {}
+            }
+        }
+        let (code, reply) = d.refuse?;
+        note_fault(&self.shared.engine, &target, code);
+        self.conn.reply(&reply);
+        Some(if code == 421 {
+            Flow::Close("fault_plan")
+        } else {
+            Flow::Continue
+        })
+    }
+
+    /// The end-of-data refusal of a `size_above` rule: only when every
+    /// recipient of the transaction is under one (one reply cannot refuse
+    /// part of a transaction, and other tenants' mail is never refused).
+    fn data_faults(&self, rcpts: &[(String, Recipient)], size: usize) -> Option<String> {
+        if self.shared.faults.is_empty() || rcpts.is_empty() {
+            return None;
+        }
+        let engine = &self.shared.engine;
+        let mut refusals = Vec::with_capacity(rcpts.len());
+        for (text, r) in rcpts {
+            let target = fault_target(engine, text, r);
+            let refusal = self.shared.faults.at_data(&target, size as u64)?;
+            refusals.push((target, refusal));
+        }
+        for (target, (code, _)) in &refusals {
+            note_fault(engine, target, *code);
+        }
+        refusals.into_iter().next().map(|(_, (_, reply))| reply)
+    }
+}
+
+/// Whose fault plan applies to `rcpt`: its campaign's, else its mailbox's.
+fn fault_target(
+    engine: &uncorreo_engine::Engine,
+    rcpt: &str,
+    r: &Recipient,
+) -> uncorreo_faults::Target {
+    match engine.campaign_for(rcpt) {
+        Some(id) => uncorreo_faults::Target::Campaign(id.0),
+        None => uncorreo_faults::Target::Mailbox(r.address.to_string()),
+    }
+}
+
+/// Count a fault-plan refusal in its campaign's report.
+fn note_fault(engine: &uncorreo_engine::Engine, target: &uncorreo_faults::Target, code: u16) {
+    if let uncorreo_faults::Target::Campaign(id) = target {
+        engine.campaign_refused(uncorreo_engine::campaign::CampaignId(*id), code);
     }
 }
 

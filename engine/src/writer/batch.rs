@@ -55,6 +55,7 @@ pub(super) enum Apply {
         value: Option<String>,
         len: u32,
     },
+    Campaign(super::campaign::CampaignApply),
 }
 
 /// How to answer a staged command once its batch is durable (or failed).
@@ -64,6 +65,10 @@ pub(super) enum Ack {
     Unit(Reply<(), WriteError>),
     User(Reply<UserInfo, WriteError>, UserInfo),
     Key(Reply<ApiKeyInfo, WriteError>, ApiKeyInfo),
+    Campaign(
+        Reply<crate::campaign::CampaignInfo, crate::campaign::CreateCampaignError>,
+        crate::campaign::CampaignInfo,
+    ),
 }
 
 impl Ack {
@@ -74,6 +79,7 @@ impl Ack {
             Ack::Unit(r) => drop(r.send(Err(e.into()))),
             Ack::User(r, _) => drop(r.send(Err(e.into()))),
             Ack::Key(r, _) => drop(r.send(Err(e.into()))),
+            Ack::Campaign(r, _) => drop(r.send(Err(e.into()))),
         }
     }
     pub(super) fn ok(self) {
@@ -83,6 +89,7 @@ impl Ack {
             Ack::Unit(r) => drop(r.send(Ok(()))),
             Ack::User(r, v) => drop(r.send(Ok(v))),
             Ack::Key(r, v) => drop(r.send(Ok(v))),
+            Ack::Campaign(r, v) => drop(r.send(Ok(v))),
         }
     }
 }
@@ -111,6 +118,9 @@ pub(super) struct Batch {
     pub(super) key_hashes: HashSet<[u8; 32]>,
     /// `State` keys this batch sets, for the entry limit.
     pub(super) new_states: HashSet<String>,
+    /// Campaigns: created, deleted, and (last seq, messages) per campaign,
+    /// including this batch.
+    pub(super) campaigns: super::campaign::Staged,
 }
 
 impl Batch {

@@ -23,6 +23,8 @@ enum Class {
     /// stream (WebSocket, SSE): refusals are checked here, the owner's
     /// stream in the `realtime` tests.
     Stream,
+    /// Needs an API key; scoped to one campaign in the path.
+    Campaign,
 }
 
 /// Every route of the API: (method, path template, class).
@@ -97,6 +99,16 @@ const MATRIX: &[(&str, &str, Class)] = &[
     ("POST", "/api/v1/webhooks", Class::Own),
     ("GET", "/api/v1/webhooks", Class::Own),
     ("DELETE", "/api/v1/webhooks/{webhook}", Class::Own),
+    ("PUT", "/api/v1/mailboxes/{address}/faults", Class::Mailbox),
+    ("GET", "/api/v1/mailboxes/{address}/faults", Class::Mailbox),
+    ("POST", "/api/v1/campaigns", Class::Own),
+    ("GET", "/api/v1/campaigns", Class::Own),
+    ("GET", "/api/v1/campaigns/{id}", Class::Campaign),
+    ("DELETE", "/api/v1/campaigns/{id}", Class::Campaign),
+    ("GET", "/api/v1/campaigns/{id}/report", Class::Campaign),
+    ("GET", "/api/v1/campaigns/{id}/messages", Class::Campaign),
+    ("PUT", "/api/v1/campaigns/{id}/faults", Class::Campaign),
+    ("GET", "/api/v1/campaigns/{id}/faults", Class::Campaign),
 ];
 
 struct World {
@@ -115,6 +127,7 @@ struct World {
     other_box: String,
     other_token: String,
     revoked_key: String,
+    victim_campaign: String,
 }
 
 fn world() -> World {
@@ -142,7 +155,17 @@ fn world() -> World {
     let r = api.call("DELETE", &format!("/api/v1/keys/{rid}"), &ra, None);
     assert_eq!(r.status, 204);
 
+    let r = api.call(
+        "POST",
+        "/api/v1/campaigns",
+        &va,
+        Some(json!({"name": "victim"})),
+    );
+    assert_eq!(r.status, 201);
+    let victim_campaign = r.json()["id"].as_str().unwrap().to_owned();
+
     World {
+        victim_campaign,
         api,
         victim_key,
         victim_box,
@@ -273,6 +296,24 @@ fn every_route_refuses_every_wrong_credential_and_not_yours_looks_like_missing()
                     );
                     let nothing =
                         api.call(method, &fill(template, "", "", &missing_key_id), auth, None);
+                    same(&theirs, &nothing, &what);
+                }
+            }
+            Class::Campaign => {
+                for (who, auth) in &attackers {
+                    let theirs = api.call(
+                        method,
+                        &template.replace("{id}", &w.victim_campaign),
+                        auth,
+                        None,
+                    );
+                    let what = format!("{method} {template} as {who}");
+                    assert!(
+                        matches!(theirs.status, 401 | 403 | 404),
+                        "{what}: got {}",
+                        theirs.status
+                    );
+                    let nothing = api.call(method, &template.replace("{id}", "ffff"), auth, None);
                     same(&theirs, &nothing, &what);
                 }
             }

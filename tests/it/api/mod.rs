@@ -4,6 +4,7 @@
 
 mod admin;
 mod authz;
+mod campaigns;
 mod connections;
 mod contract;
 mod credentials;

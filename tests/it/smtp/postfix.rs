@@ -414,3 +414,80 @@ fn postfix_retries_after_451_from_failed_storage_and_a_restart() {
         );
     }
 }
+
+/// A campaign's fault plan "first 2 → 451 4.7.1": Postfix, as a real relaying
+/// MTA, is refused twice, keeps the mail, and delivers on its third try;
+/// the report counts the two refusals and the one message.
+#[test]
+fn postfix_retries_through_a_greylisting_fault_plan_and_the_report_counts_the_refusals() {
+    use crate::api::{Api, Auth};
+    let api = Api::start();
+    let key = api.user("pro");
+    let auth = Auth::Bearer(key.clone());
+    let r = api.call(
+        "POST",
+        "/api/v1/campaigns",
+        &auth,
+        Some(serde_json::json!({"name": "greylist"})),
+    );
+    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+    let id = r.json()["id"].as_str().unwrap().to_owned();
+    let plan =
+        serde_json::json!({"rules": [{"when": "first", "n": 2, "reply": "451 4.7.1 try later"}]});
+    let r = api.call(
+        "PUT",
+        &format!("/api/v1/campaigns/{id}/faults"),
+        &auth,
+        Some(plan.clone()),
+    );
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(
+        api.get(&format!("/api/v1/campaigns/{id}/faults"), &auth)
+            .json(),
+        plan
+    );
+    let postfix = Postfix::start(api.server.smtp);
+    let rcpt = format!("app-user@c-{id}.uncorreo.test");
+    postfix.sendmail("app@relay.example", &rcpt, &message("greylisted"));
+    let deferred = |q: &[serde_json::Value]| {
+        q.len() == 1
+            && q[0]["queue_name"] == "deferred"
+            && q[0]["recipients"][0]["delay_reason"]
+                .as_str()
+                .is_some_and(|r| r.contains("451 4.7.1 try later"))
+    };
+    // The queue says why, the report says how often.
+    let refused = || -> u64 {
+        let r = api
+            .get(&format!("/api/v1/campaigns/{id}/report"), &auth)
+            .json();
+        r["refused"]["451"].as_u64().unwrap_or(0)
+    };
+    postfix.wait_for_queue("deferred by the first 451", deferred);
+    assert_eq!(refused(), 1);
+    postfix.flush();
+    wait_until("the second 451 counted", || refused() == 2);
+    postfix.wait_for_queue("deferred again", deferred);
+    postfix.flush();
+    postfix.wait_for_queue("empty after the third try", |q| q.is_empty());
+    let report = api
+        .get(&format!("/api/v1/campaigns/{id}/report"), &auth)
+        .json();
+    assert_eq!(report["accepted"], 1, "{report}");
+    assert_eq!(report["refused"], serde_json::json!({"451": 2}), "{report}");
+    let log = postfix.log_text();
+    assert_eq!(log.matches("451 4.7.1 try later").count(), 2, "{log}");
+    assert!(
+        log.contains("status=sent (250 2.0.0 Ok: stored as"),
+        "{log}"
+    );
+}
+
+/// Poll `done` until it holds; panics after a generous deadline.
+fn wait_until(what: &str, done: impl Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !done() {
+        assert!(Instant::now() < deadline, "never happened: {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
