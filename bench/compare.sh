@@ -111,6 +111,9 @@ record() { # NAME SECONDS STORED
 
 run_uncorreo() {
   local out="$work/uncorreo.out"
+  # A stale "ready" from the previous round must not be read before the new
+  # process truncates the file.
+  rm -f "$out"
   "$BENCH" spawn --uncorreo-bin "$UNCORREO" --durability always --cores "$CORES" \
     --data-parent "$work" --mailbox rcpt >"$out" 2>"$work/uncorreo.err" &
   local pid=$!
@@ -146,7 +149,7 @@ run_sink() {
 
 run_aiosmtpd() {
   local port; port=$(free_port)
-  rm -rf "$work/aio"
+  rm -rf "$work/aio" "$work/aio.out"
   "$PY" "$here/aiosmtpd_fsync.py" "$work/aio" "127.0.0.1:$port" >"$work/aio.out" 2>&1 &
   local pid=$!
   pids+=("$pid")
@@ -163,6 +166,7 @@ run_seed() {
   if [ -z "$SEED_PG_DATA" ]; then seed_services_start "$work/seed"; fi
   seed_runs=$((seed_runs + 1))
   local dsn; dsn=$(seed_new_database "seed$seed_runs")
+  rm -f "$work/seed.out"
   "$PY" "$here/seed/seed.py" --dsn "$dsn" --redis "$SEED_REDIS" --mailbox rcpt \
     >"$work/seed.out" 2>"$work/seed.err" &
   local pid=$!

@@ -61,21 +61,46 @@ pub struct FleetReport {
     pub flows_per_s: f64,
     /// Latency of the completed flows (create → delete).
     pub flow: Summary,
+    /// Their stages: `POST` the mailbox; mail sent and code read; `DELETE`.
+    pub create: Summary,
+    pub receive: Summary,
+    pub delete: Summary,
+}
+
+/// How long one completed flow spent in each stage.
+#[derive(Debug, Clone, Copy)]
+pub struct Stages {
+    pub create: Duration,
+    /// From starting to send (and wait) to holding the code.
+    pub receive: Duration,
+    pub delete: Duration,
+}
+
+impl Stages {
+    pub fn total(&self) -> Duration {
+        self.create + self.receive + self.delete
+    }
 }
 
 /// The report of `tests` flows that took `wall` in all; each result is a
 /// completed flow's latency or why it failed.
-pub fn summarize(
-    tests: usize,
-    wall: Duration,
-    results: &[Result<Duration, String>],
-) -> FleetReport {
+pub fn summarize(tests: usize, wall: Duration, results: &[Result<Stages, String>]) -> FleetReport {
     let mut h = stats::new_histogram();
+    let (mut create, mut receive, mut delete) = (
+        stats::new_histogram(),
+        stats::new_histogram(),
+        stats::new_histogram(),
+    );
     let mut first_failure = None;
     let mut failed = 0;
     for r in results {
         match r {
-            Ok(d) => stats::record(&mut h, *d),
+            Ok(s) => {
+                stats::record(&mut h, s.total());
+                stats::record(&mut create, s.create);
+                stats::record(&mut receive, s.receive);
+                stats::record(&mut delete, s.delete);
+            }
             Err(e) => {
                 failed += 1;
                 first_failure.get_or_insert_with(|| e.clone());
@@ -96,6 +121,9 @@ pub fn summarize(
             0.0
         },
         flow: Summary::of(&h),
+        create: Summary::of(&create),
+        receive: Summary::of(&receive),
+        delete: Summary::of(&delete),
     }
 }
 
@@ -117,6 +145,9 @@ pub async fn run(args: FleetArgs) -> anyhow::Result<()> {
         );
         println!("wall {:.3} s = {:.1} flows/s", r.wall_s, r.flows_per_s);
         println!("{}", r.flow.line("flow"));
+        println!("{}", r.create.line("  create mailbox"));
+        println!("{}", r.receive.line("  send+wait+code"));
+        println!("{}", r.delete.line("  delete mailbox"));
     }
     if r.failed > 0 {
         bail!("{} of {} flows failed", r.failed, r.tests);
@@ -146,9 +177,8 @@ async fn fleet(args: &FleetArgs, target: &Resolved) -> anyhow::Result<FleetRepor
             timeout: Duration::from_secs(args.timeout_secs),
         };
         tasks.push(tokio::spawn(async move {
-            let t = Instant::now();
             match tokio::time::timeout(flow.timeout, flow.run()).await {
-                Ok(Ok(())) => Ok(t.elapsed()),
+                Ok(Ok(stages)) => Ok(stages),
                 Ok(Err(e)) => Err(format!("{e:#}")),
                 Err(_) => Err(format!("flow timed out after {:?}", flow.timeout)),
             }
@@ -174,9 +204,12 @@ struct Flow {
 }
 
 impl Flow {
-    async fn run(&self) -> anyhow::Result<()> {
+    async fn run(&self) -> anyhow::Result<Stages> {
+        let t = Instant::now();
         let mut rest = Rest::new(&self.http, &self.key);
         let mailbox = rest.create_mailbox(&self.local, 10).await?;
+        let create = t.elapsed();
+        let t = Instant::now();
         // Session-token mailboxes are read with their token.
         let mut rest = Rest::new(&self.http, &mailbox.token);
         let base = format!("/api/v1/mailboxes/{}", mailbox.address);
@@ -189,11 +222,17 @@ impl Flow {
         if code != self.code {
             bail!("read code {code}, sent {}", self.code);
         }
+        let receive = t.elapsed();
+        let t = Instant::now();
         let r = rest.request(Method::DELETE, &base, None).await?;
         if r.status != 204 {
             bail!("DELETE {base}: HTTP {}", r.status);
         }
-        Ok(())
+        Ok(Stages {
+            create,
+            receive,
+            delete: t.elapsed(),
+        })
     }
 
     async fn read_code(&self, rest: &mut Rest, base: &str) -> anyhow::Result<String> {
@@ -319,12 +358,23 @@ mod tests {
     #[test]
     fn summary_counts_failures_and_only_completed_flows_make_the_rate() {
         let ms = Duration::from_millis;
-        let results = vec![Ok(ms(10)), Err("no code".to_owned()), Ok(ms(30))];
+        let flow = |create, receive, delete| Stages {
+            create: ms(create),
+            receive: ms(receive),
+            delete: ms(delete),
+        };
+        let results = vec![
+            Ok(flow(1, 8, 1)),
+            Err("no code".to_owned()),
+            Ok(flow(5, 20, 5)),
+        ];
         let r = summarize(4, Duration::from_secs(2), &results);
         assert_eq!((r.ok, r.failed), (2, 2), "a missing result is a failure");
         assert_eq!(r.first_failure.as_deref(), Some("no code"));
         assert!((r.flows_per_s - 1.0).abs() < 1e-9, "{r:?}");
         assert_eq!(r.flow.count, 2);
         assert!((r.flow.max_ms - 30.0).abs() < 0.1, "{r:?}");
+        assert!((r.receive.max_ms - 20.0).abs() < 0.1, "{r:?}");
+        assert!((r.create.p50_ms - 1.0).abs() < 0.1, "{r:?}");
     }
 }

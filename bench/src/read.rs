@@ -13,7 +13,7 @@ use crate::burst::{mailboxes, run_id, Target};
 use crate::load::{self, LoadPlan};
 use crate::rest::Rest;
 use crate::stats::{self, Summary};
-use crate::ws::Arrivals;
+use crate::ws::{self, Arrivals};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct ReadArgs {
@@ -47,6 +47,10 @@ pub struct ReadArgs {
     /// Measure reads on a quiet server instead.
     #[arg(long)]
     pub no_burst: bool,
+    /// Don't watch the burst's mailboxes over WebSocket (by default each has
+    /// one subscriber, as in `burst`, so the server pushes while it serves reads).
+    #[arg(long)]
+    pub burst_no_ws: bool,
     #[arg(long)]
     pub json: bool,
     #[command(flatten)]
@@ -179,8 +183,15 @@ async fn read(args: &ReadArgs, target: &crate::burst::Resolved) -> anyhow::Resul
             args.target.spawn_args.domain.clone(),
         );
         let run = format!("{run}b");
+        let watch = !args.burst_no_ws;
         tokio::spawn(async move {
             let rcpts = mailboxes(Some(&http), &key, &run, "rb", k, &domain, 60).await?;
+            let arrivals = Arc::new(Arrivals::new(Instant::now(), &run, c * m));
+            let mut watchers = Vec::new();
+            for b in rcpts.iter().filter(|_| watch) {
+                let sock = ws::connect(&http, &b.token, &b.address).await?;
+                watchers.push(tokio::spawn(ws::watch(sock, arrivals.clone())));
+            }
             let r = load::run(
                 LoadPlan {
                     smtp,
@@ -191,9 +202,12 @@ async fn read(args: &ReadArgs, target: &crate::burst::Resolved) -> anyhow::Resul
                     from: "sender@example.com".to_owned(),
                     timeout: Duration::from_secs(60),
                 },
-                Arc::new(Arrivals::new(Instant::now(), &run, c * m)),
+                arrivals,
             )
             .await;
+            for w in &watchers {
+                w.abort();
+            }
             anyhow::Ok((r.acked(), r.last_ack().map(|l| (l, l - r.started))))
         })
     });
