@@ -145,3 +145,72 @@ pub fn refresh_budget_gauges(budget: &uncorreo_budget::Budget) {
     gauge!(uncorreo_metric_names::IN_FLIGHT_BYTES).set(budget.in_flight() as f64);
     gauge!(uncorreo_metric_names::IN_FLIGHT_LIMIT_BYTES).set(budget.limit() as f64);
 }
+
+/// Append the per-campaign counters of `engine`'s live campaigns to a
+/// rendered exposition; called at each scrape.
+///
+/// Rendered here from the campaign reports rather than emitted through the
+/// facade: the exporter keeps every series it was given until the process
+/// ends and has no way to drop one, and a campaign's series must end with
+/// the campaign. So the label set is exactly the live campaigns (at most
+/// `MAX_CAMPAIGNS`), and each appliance in a process shows only its own.
+pub fn render_campaigns(engine: &Engine, out: &mut String) {
+    use uncorreo_metric_names::{
+        CAMPAIGN_BYTES_TOTAL, CAMPAIGN_MESSAGES_TOTAL, CAMPAIGN_REFUSED_TOTAL,
+    };
+    struct Row {
+        id: String,
+        accepted: u64,
+        bytes: u64,
+        refused: Vec<(u16, u64)>,
+    }
+    let mut rows: Vec<Row> = engine
+        .live_campaigns()
+        .into_iter()
+        .filter_map(|c| {
+            engine.campaign_report(c.id, |_, r| Row {
+                id: c.id.to_string(),
+                accepted: r.accepted(),
+                bytes: r.bytes(),
+                refused: r.refused().iter().map(|(k, v)| (*k, *v)).collect(),
+            })
+        })
+        .collect();
+    rows.sort_by(|a, b| a.id.cmp(&b.id));
+    let label = |id: &str| format!("campaign=\"{id}\"");
+    counter_family(
+        out,
+        CAMPAIGN_MESSAGES_TOTAL,
+        rows.iter().map(|r| (label(&r.id), r.accepted)),
+    );
+    counter_family(
+        out,
+        CAMPAIGN_BYTES_TOTAL,
+        rows.iter().map(|r| (label(&r.id), r.bytes)),
+    );
+    counter_family(
+        out,
+        CAMPAIGN_REFUSED_TOTAL,
+        rows.iter().flat_map(|r| {
+            r.refused
+                .iter()
+                .map(|(code, n)| (format!("{},code=\"{code}\"", label(&r.id)), *n))
+        }),
+    );
+}
+
+/// One counter family in the text format (HELP from the catalogue), or
+/// nothing when it has no series.
+fn counter_family(out: &mut String, name: &str, series: impl Iterator<Item = (String, u64)>) {
+    use std::fmt::Write as _;
+    let mut series = series.peekable();
+    if series.peek().is_none() {
+        return;
+    }
+    let help = uncorreo_metric_names::find(name).map_or("", |m| m.help);
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+    for (labels, value) in series {
+        let _ = writeln!(out, "{name}{{{labels}}} {value}");
+    }
+    out.push('\n');
+}

@@ -83,7 +83,8 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
     crate::metrics::refresh_budget_gauges(state.budget());
     let handle = state.metrics_handle();
     handle.run_upkeep();
-    let body = handle.render();
+    let mut body = handle.render();
+    crate::metrics::render_campaigns(&state.engine, &mut body);
     (
         [(
             header::CONTENT_TYPE,

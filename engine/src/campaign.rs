@@ -342,6 +342,10 @@ pub(crate) struct Entry {
     /// Bytes of its records per (shard, segment), so deleting or expiring
     /// it can mark them dead for compaction without a scan.
     pub(crate) bytes_by_segment: HashMap<(ShardIndex, SegmentNo), u64>,
+    /// Bumped when its report changes, while someone watches
+    /// ([`crate::Engine::watch_campaign`]); dropped with the entry, which
+    /// tells every watcher the campaign ended (deleted or expired).
+    pub(crate) changes: tokio::sync::watch::Sender<u64>,
 }
 
 impl Entry {
@@ -355,6 +359,17 @@ impl Entry {
             last_seq: 0,
             by_recipient: HashMap::new(),
             bytes_by_segment,
+            changes: tokio::sync::watch::channel(0).0,
+        }
+    }
+
+    /// Its report changed: wake the watchers, if any. Called under the
+    /// table's write lock, and watchers subscribe under it too, so a
+    /// watcher either sees the change in the report it reads after
+    /// subscribing or is woken for it; without watchers it costs one load.
+    pub(crate) fn touch(&self) {
+        if self.changes.receiver_count() > 0 {
+            self.changes.send_modify(|v| *v = v.wrapping_add(1));
         }
     }
 }
@@ -505,6 +520,7 @@ impl Table {
                 .or_default()
                 .push((m.seq, loc));
         }
+        e.touch();
     }
 
     /// Compaction moved `shard`'s records from `old` to `new` (`moved`: old

@@ -15,6 +15,25 @@ use crate::cmd::{CampaignCmd, Cmd};
 use crate::error::{OperationError, WriteError};
 use crate::types::*;
 
+/// Marked changed when a campaign's report changes; closed when the
+/// campaign ends ([`Engine::watch_campaign`]).
+pub type CampaignWatch = tokio::sync::watch::Receiver<u64>;
+
+/// Why a campaign could not be watched.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum WatchCampaignError {
+    /// No live campaign has that id.
+    #[error("no such live campaign")]
+    NotFound,
+    /// The campaign has `limit` watchers already.
+    #[error("the campaign has {limit} watchers already")]
+    Full {
+        /// Watchers allowed per campaign.
+        limit: usize,
+    },
+}
+
 impl OperationError for CreateCampaignError {
     fn saturated() -> Self {
         Self::Storage(WriteError::Saturated)
@@ -105,7 +124,26 @@ impl Engine {
     pub fn campaign_refused(&self, id: CampaignId, code: u16) {
         if let Some(e) = self.shared().campaigns.write().campaigns.get_mut(&id.0) {
             e.report.refuse(code);
+            e.touch();
         }
+    }
+
+    /// Watch the live campaign `id`'s report: the receiver is marked changed
+    /// whenever the report changes (a commit, a refusal) and closed once the
+    /// campaign is deleted or expired. At most `limit` watchers per campaign.
+    pub fn watch_campaign(
+        &self,
+        id: CampaignId,
+        limit: usize,
+    ) -> Result<CampaignWatch, WatchCampaignError> {
+        let now = self.now_ms();
+        // The write lock makes the count and the subscription one step.
+        let t = self.shared().campaigns.write();
+        let e = t.live(id.0, now).ok_or(WatchCampaignError::NotFound)?;
+        if e.changes.receiver_count() >= limit {
+            return Err(WatchCampaignError::Full { limit });
+        }
+        Ok(e.changes.subscribe())
     }
 
     /// The campaign that takes mail for `rcpt`, if any. A live mailbox at the

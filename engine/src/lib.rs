@@ -24,6 +24,7 @@ mod api;
 mod backup;
 pub mod campaign;
 mod campaign_api;
+pub use campaign_api::{CampaignWatch, WatchCampaignError};
 mod clock;
 mod cmd;
 mod codec;

@@ -66,6 +66,12 @@ pub const SUBSCRIBERS_LAGGED_TOTAL: &str = "uncorreo_subscribers_lagged_total";
 pub const WS_CONNECTIONS_TOTAL: &str = "uncorreo_ws_connections_total";
 /// SSE streams ended, by reason.
 pub const SSE_STREAMS_TOTAL: &str = "uncorreo_sse_streams_total";
+/// Messages a live load campaign accepted (one per recipient copy), by campaign.
+pub const CAMPAIGN_MESSAGES_TOTAL: &str = "uncorreo_campaign_messages_total";
+/// Refusals counted in a live load campaign's report (fault plans, limits), by campaign and reply code.
+pub const CAMPAIGN_REFUSED_TOTAL: &str = "uncorreo_campaign_refused_total";
+/// Bytes of the messages a live load campaign accepted, as received, by campaign.
+pub const CAMPAIGN_BYTES_TOTAL: &str = "uncorreo_campaign_bytes_total";
 /// Long-poll waits answered, by outcome.
 pub const WAITS_TOTAL: &str = "uncorreo_waits_total";
 /// Events (replayed or live) written to WebSocket and SSE clients, by transport.
@@ -217,6 +223,24 @@ pub const ALL: &[Metric] = &[
         kind: Kind::Counter,
         unit: None,
         help: "SSE streams ended, by reason.",
+    },
+    Metric {
+        name: CAMPAIGN_MESSAGES_TOTAL,
+        kind: Kind::Counter,
+        unit: None,
+        help: "Messages a live load campaign accepted (one per recipient copy), by campaign; the series ends with the campaign.",
+    },
+    Metric {
+        name: CAMPAIGN_REFUSED_TOTAL,
+        kind: Kind::Counter,
+        unit: None,
+        help: "Refusals counted in a live load campaign's report (fault plans, limits), by campaign and reply code; since the server started.",
+    },
+    Metric {
+        name: CAMPAIGN_BYTES_TOTAL,
+        kind: Kind::Counter,
+        unit: Some(Unit::Bytes),
+        help: "Bytes of the messages a live load campaign accepted, as received, by campaign.",
     },
     Metric {
         name: WAITS_TOTAL,

@@ -15,6 +15,7 @@
 //! subscribers per mailbox and in total (`[realtime]`), the replay page, and
 //! how long one write to a client may take.
 
+pub mod campaign;
 pub mod sse;
 pub mod wait;
 pub mod ws;
@@ -426,4 +427,5 @@ pub(crate) fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(ws::ws_inbox))
         .routes(routes!(sse::mailbox_events))
         .routes(routes!(wait::wait))
+        .routes(routes!(campaign::campaign_report_stream))
 }

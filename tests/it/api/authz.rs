@@ -106,6 +106,11 @@ const MATRIX: &[(&str, &str, Class)] = &[
     ("GET", "/api/v1/campaigns/{id}", Class::Campaign),
     ("DELETE", "/api/v1/campaigns/{id}", Class::Campaign),
     ("GET", "/api/v1/campaigns/{id}/report", Class::Campaign),
+    (
+        "GET",
+        "/api/v1/campaigns/{id}/report/stream",
+        Class::Campaign,
+    ),
     ("GET", "/api/v1/campaigns/{id}/messages", Class::Campaign),
     ("PUT", "/api/v1/campaigns/{id}/faults", Class::Campaign),
     ("GET", "/api/v1/campaigns/{id}/faults", Class::Campaign),

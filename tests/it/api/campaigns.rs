@@ -316,3 +316,175 @@ fn ten_thousand_recipients_over_100_connections_are_counted_exactly_with_every_d
     let per_message = (api.server.engine.stats().disk_bytes - disk_before) / 10_000;
     assert!(per_message <= 256, "{per_message} bytes per message");
 }
+
+/// A message for a live-report test, with a Message-ID of its own.
+fn live_message(i: usize) -> Vec<u8> {
+    format!("Message-ID: <live{i}@load.test>\r\nFrom: load@load.test\r\nSubject: live {i}\r\n\r\nbody {i}\r\n")
+        .into_bytes()
+}
+
+/// The reply code to `RCPT TO:<to>` in a fresh SMTP session.
+fn rcpt_code(smtp: std::net::SocketAddr, to: &str) -> String {
+    let (mut c, _) = crate::support::Raw::connect(smtp);
+    c.cmd("EHLO client.test");
+    c.cmd("MAIL FROM:<load@load.test>");
+    let reply = c.cmd(&format!("RCPT TO:<{to}>"));
+    c.cmd("QUIT");
+    crate::support::code(&reply).to_owned()
+}
+
+#[test]
+fn the_report_streams_over_sse_as_mail_arrives_and_ends_when_the_campaign_is_deleted() {
+    use crate::realtime::Sse;
+    let api = Api::start_with(|c| {
+        c.realtime.max_subscribers_per_mailbox = 1;
+        // No keep-alive comments, so a report that never comes is a hang the reader names.
+        c.realtime.ping_interval_secs = 3600;
+    });
+    let key = api.user("free");
+    let auth = Auth::Bearer(key.clone());
+    let c = create(&api, &key, json!({"name": "live", "store": "count"}));
+    let id = c["id"].as_str().unwrap().to_owned();
+    let path = format!("/api/v1/campaigns/{id}/report/stream");
+    // The report's credentials: an unknown key 401, another owner 404.
+    let r = api.get(&path, &Auth::Bearer("uct_nope".into()));
+    assert_eq!(r.status, 401, "{}", r.problem());
+    assert_eq!(api.get(&path, &Auth::Bearer(api.user("free"))).status, 404);
+    let url = format!("http://{}{path}", api.server.http);
+    let rt = crate::realtime::rt();
+    let mut sse = rt.block_on(Sse::open(&url, &key, None)).unwrap();
+    // The current report at once.
+    let first = rt.block_on(sse.next()).expect("a first report");
+    assert_eq!(first.event, "report", "{first:?}");
+    let v: Value = serde_json::from_str(&first.data).unwrap();
+    assert_eq!(
+        (v["campaign"].as_str(), v["accepted"].as_u64()),
+        (Some(id.as_str()), Some(0))
+    );
+    // One stream per campaign here (the per-mailbox subscriber limit): 429.
+    let (status, problem) = rt.block_on(Sse::open(&url, &key, None)).err().unwrap();
+    assert_eq!((status, problem["type"].as_str().is_some()), (429, true));
+    // Mail sent after the stream opened shows up in a later report.
+    let sent = 3;
+    for i in 0..sent {
+        let rcpt = format!("user-{i}@c-{id}.{DOMAIN}");
+        super::smtp_send(api.server.smtp, "load@load.test", &rcpt, &live_message(i));
+    }
+    let mut accepted = 0;
+    let mut last = Value::Null;
+    while accepted < sent as u64 {
+        let ev = rt.block_on(sse.next()).expect("the stream ended early");
+        assert_eq!(ev.event, "report", "{ev:?}");
+        last = serde_json::from_str(&ev.data).unwrap();
+        let now = last["accepted"].as_u64().unwrap();
+        assert!(
+            now >= accepted,
+            "a report went back: {now} after {accepted}"
+        );
+        accepted = now;
+    }
+    assert_eq!(accepted, sent as u64);
+    assert_eq!(last["distinct_recipients"], sent);
+    assert_eq!(last["unique_message_ids"], sent);
+    // Deleting the campaign ends the stream with `end`.
+    let r = api.call("DELETE", &format!("/api/v1/campaigns/{id}"), &auth, None);
+    assert_eq!(r.status, 204);
+    let end = loop {
+        let ev = rt.block_on(sse.next()).expect("no end event");
+        if ev.event != "report" {
+            break ev;
+        }
+    };
+    assert_eq!(end.event, "end", "{end:?}");
+    let v: Value = serde_json::from_str(&end.data).unwrap();
+    assert_eq!(v, json!({"event": "end", "reason": "campaign_gone"}));
+    assert!(
+        rt.block_on(sse.next()).is_none(),
+        "the body goes on after end"
+    );
+}
+
+#[test]
+fn the_report_stream_ends_when_the_server_shuts_down() {
+    use crate::realtime::Sse;
+    // No keep-alive comments, so a stream that does not end is a hang the reader names.
+    let api = Api::start_with(|c| c.realtime.ping_interval_secs = 3600);
+    let key = api.user("free");
+    let id = create(&api, &key, json!({"name": "down"}))["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let url = format!(
+        "http://{}/api/v1/campaigns/{id}/report/stream",
+        api.server.http
+    );
+    let rt = crate::realtime::rt();
+    let mut sse = rt.block_on(Sse::open(&url, &key, None)).unwrap();
+    assert_eq!(rt.block_on(sse.next()).unwrap().event, "report");
+    // Without the stream ending, the HTTP server's graceful drain would wait forever.
+    let stopper = std::thread::spawn(move || {
+        let mut api = api;
+        api.server.stop();
+    });
+    let end = rt.block_on(sse.next()).expect("no end event");
+    let v: Value = serde_json::from_str(&end.data).unwrap();
+    assert_eq!(
+        (end.event.as_str(), v["reason"].as_str()),
+        ("end", Some("shutdown"))
+    );
+    assert!(rt.block_on(sse.next()).is_none());
+    stopper.join().unwrap();
+}
+
+#[test]
+fn metrics_count_each_live_campaign_by_id_with_fault_refusals_and_drop_it_when_deleted() {
+    let api = Api::start();
+    let key = api.user("free");
+    let auth = Auth::Bearer(key.clone());
+    let id = create(&api, &key, json!({"name": "metrics"}))["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let plan = json!({"rules": [{"when": "first", "n": 1, "reply": "451 4.7.1 try later"}]});
+    let r = api.call(
+        "PUT",
+        &format!("/api/v1/campaigns/{id}/faults"),
+        &auth,
+        Some(plan),
+    );
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let rcpt = format!("app@c-{id}.{DOMAIN}");
+    assert_eq!(rcpt_code(api.server.smtp, &rcpt), "451");
+    for i in 0..2 {
+        super::smtp_send(api.server.smtp, "load@load.test", &rcpt, &live_message(i));
+    }
+    let bytes = report(&api, &key, &id)["bytes"].as_u64().unwrap();
+    assert!(bytes > 0);
+    let scrape = || {
+        let r = api.get("/metrics", &Auth::None);
+        assert_eq!(r.status, 200);
+        String::from_utf8(r.body).unwrap()
+    };
+    let text = scrape();
+    let (ok, out) = super::ops::run_tool(
+        std::process::Command::new("promtool").args(["check", "metrics"]),
+        Some(text.as_bytes()),
+        "promtool",
+    );
+    assert!(ok, "promtool check metrics failed:\n{out}\n---\n{text}");
+    for needle in [
+        "# TYPE uncorreo_campaign_messages_total counter".to_owned(),
+        format!("uncorreo_campaign_messages_total{{campaign=\"{id}\"}} 2\n"),
+        format!("uncorreo_campaign_bytes_total{{campaign=\"{id}\"}} {bytes}\n"),
+        format!("uncorreo_campaign_refused_total{{campaign=\"{id}\",code=\"451\"}} 1\n"),
+    ] {
+        assert!(text.contains(&needle), "missing {needle:?} in\n{text}");
+    }
+    let r = api.call("DELETE", &format!("/api/v1/campaigns/{id}"), &auth, None);
+    assert_eq!(r.status, 204);
+    let text = scrape();
+    assert!(
+        !text.contains(&format!("campaign=\"{id}\"")),
+        "a deleted campaign's series stayed:\n{text}"
+    );
+}

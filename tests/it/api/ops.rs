@@ -8,7 +8,7 @@ use std::process::{Command, Stdio};
 use super::{Api, Auth};
 use serde_json::json;
 
-fn run_tool(cmd: &mut Command, stdin: Option<&[u8]>, what: &str) -> (bool, String) {
+pub(super) fn run_tool(cmd: &mut Command, stdin: Option<&[u8]>, what: &str) -> (bool, String) {
     let mut child = cmd
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
