@@ -5,10 +5,17 @@
 #   (a) uncorreo, release build, durability = always (250 only after fdatasync),
 #   (b) postfix smtp-sink (stores nothing),
 #   (c) bench/aiosmtpd_fsync.py (aiosmtpd, one file + fsync per message),
-# timed by wall clock around smtp-source; prints msg/s per server and the ratios.
+#   (d) the seed architecture reproduced (bench/seed/seed.py: aiosmtpd ->
+#       asyncpg INSERT into a throwaway PostgreSQL cluster with fsync and
+#       synchronous_commit on -> Redis PUBLISH, one process),
+# timed by wall clock around smtp-source. After each server's run it checks
+# that the server stored every message smtp-source had acknowledged (mailbox
+# count over uncorreo's API, files on disk, rows in PostgreSQL) and exits
+# non-zero on any shortfall; then it prints msg/s per server and the ratios.
 #
 # Environment: SESSIONS (50) MESSAGES (20000) LENGTH (4096) RUNS (1; the best
-# run per server is reported, every run is printed), SERVERS ("uncorreo sink aiosmtpd"),
+# run per server is reported, every run is printed),
+# SERVERS ("uncorreo sink aiosmtpd seed"),
 # DATA_PARENT (temp dir parent; its filesystem is what the durable servers sync to),
 # CORES (uncorreo cores, 0 = all), SINK_FLAGS (extra smtp-sink flags, e.g. -c),
 # RESULTS (file to append a JSON line to).
@@ -21,7 +28,7 @@ SESSIONS="${SESSIONS:-50}"
 MESSAGES="${MESSAGES:-20000}"
 LENGTH="${LENGTH:-4096}"
 RUNS="${RUNS:-1}"
-SERVERS="${SERVERS:-uncorreo sink aiosmtpd}"
+SERVERS="${SERVERS:-uncorreo sink aiosmtpd seed}"
 DATA_PARENT="${DATA_PARENT:-${TMPDIR:-/tmp}}"
 CORES="${CORES:-0}"
 # smtp-sink's -c (live counters on stdout) costs it ~30% here; off by default so
@@ -29,13 +36,15 @@ CORES="${CORES:-0}"
 SINK_FLAGS="${SINK_FLAGS:-}"
 
 bash "$here/install-peers.sh"
+# shellcheck source=seed/services.sh
+source "$here/seed/services.sh"
 SMTP_SOURCE="$(command -v smtp-source || echo /usr/sbin/smtp-source)"
 SMTP_SINK="$(command -v smtp-sink || echo /usr/sbin/smtp-sink)"
 PY="$here/.venv/bin/python"
 
 if [[ " $SERVERS " == *" uncorreo "* ]]; then
   echo "building release binaries (uncorreo, uncorreo-bench)" >&2
-  (cd "$root" && cargo build --release -q -p uncorreo --bin uncorreo -p uncorreo-bench)
+  (cd "$root" && cargo build --release -q -p uncorreo --bin uncorreo -p uncorreo-bench --bin uncorreo-bench)
 fi
 BENCH="${CARGO_TARGET_DIR:-$root/target}/release/uncorreo-bench"
 UNCORREO="${CARGO_TARGET_DIR:-$root/target}/release/uncorreo"
@@ -44,6 +53,7 @@ work="$(mktemp -d "$DATA_PARENT/uncorreo-compare.XXXXXX")"
 pids=()
 cleanup() {
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  seed_services_stop
   for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
   rm -rf "$work"
 }
@@ -78,6 +88,16 @@ drive() {
   python3 -c "print(f'{$end - $start:.3f}')"
 }
 
+# Every acknowledged message must be stored: smtp-source exits non-zero on
+# any refusal, so a finished run acknowledged all MESSAGES.
+mismatches=0
+verify() { # NAME STORED_COUNT
+  if [ "$2" != "$MESSAGES" ]; then
+    echo "  MISMATCH $1: $MESSAGES acknowledged, $2 stored" >&2
+    mismatches=$((mismatches + 1))
+  fi
+}
+
 declare -A best stored
 record() { # NAME SECONDS STORED
   local rate
@@ -106,6 +126,7 @@ run_uncorreo() {
   stop "$pid"
   local count
   count=$(sed -n 's/^count [^ ]* //p' "$out")
+  verify uncorreo "${count:-?}"
   record uncorreo "$secs" "${count:-?} in the mailbox, log $(numfmt --to=iec "$bytes")"
 }
 
@@ -132,7 +153,27 @@ run_aiosmtpd() {
   wait_for "$work/aio.out" '^ready' 30
   local secs; secs=$(drive "$port")
   stop "$pid"
-  record aiosmtpd+fsync "$secs" "$(find "$work/aio" -type f | wc -l) files"
+  local files; files=$(find "$work/aio" -type f | wc -l)
+  verify aiosmtpd+fsync "$files"
+  record aiosmtpd+fsync "$secs" "$files files"
+}
+
+seed_runs=0
+run_seed() {
+  if [ -z "$SEED_PG_DATA" ]; then seed_services_start "$work/seed"; fi
+  seed_runs=$((seed_runs + 1))
+  local dsn; dsn=$(seed_new_database "seed$seed_runs")
+  "$PY" "$here/seed/seed.py" --dsn "$dsn" --redis "$SEED_REDIS" --mailbox rcpt \
+    >"$work/seed.out" 2>"$work/seed.err" &
+  local pid=$!
+  pids+=("$pid")
+  wait_for "$work/seed.out" '^ready' 60
+  local port; port=$(sed -n 's/^ready smtp [^ ]*:\([0-9]*\) .*/\1/p' "$work/seed.out")
+  local secs; secs=$(drive "$port")
+  stop "$pid"
+  local rows; rows=$(sed -n 's/^count [^ ]* //p' "$work/seed.out")
+  verify seed "${rows:-?}"
+  record seed "$secs" "${rows:-?} rows in PostgreSQL"
 }
 
 echo "machine: $(nproc) cores, $(uname -r), data on $(df -T "$work" | awk 'NR==2{print $2" "$1}'), load $(cut -d' ' -f1-3 /proc/loadavg)" >&2
@@ -143,6 +184,7 @@ for _ in $(seq 1 "$RUNS"); do
       uncorreo) run_uncorreo ;;
       sink) run_sink ;;
       aiosmtpd) run_aiosmtpd ;;
+      seed) run_seed ;;
       *) echo "unknown server $s" >&2; exit 2 ;;
     esac
   done
@@ -150,16 +192,22 @@ done
 
 echo
 printf '%-16s %10s  %s\n' server msg/s stored
-for s in uncorreo smtp-sink aiosmtpd+fsync; do
+for s in uncorreo smtp-sink aiosmtpd+fsync seed; do
   [ -n "${best[$s]:-}" ] && printf '%-16s %10s  %s\n' "$s" "${best[$s]}" "${stored[$s]}"
 done
 ratio() { python3 -c "print(f'{$1 / $2:.2f}')"; }
 if [ -n "${best[uncorreo]:-}" ]; then
   [ -n "${best[smtp-sink]:-}" ] && echo "uncorreo / smtp-sink      = $(ratio "${best[uncorreo]}" "${best[smtp-sink]}")"
   [ -n "${best[aiosmtpd+fsync]:-}" ] && echo "uncorreo / aiosmtpd+fsync = $(ratio "${best[uncorreo]}" "${best[aiosmtpd+fsync]}")"
+  [ -n "${best[seed]:-}" ] && echo "uncorreo / seed           = $(ratio "${best[uncorreo]}" "${best[seed]}")  (P6 target >= 20)"
 fi
 if [ -n "${RESULTS:-}" ]; then
-  printf '{"date":"%s","sessions":%s,"messages":%s,"length":%s,"uncorreo":%s,"smtp_sink":%s,"aiosmtpd_fsync":%s}\n' \
+  printf '{"date":"%s","sessions":%s,"messages":%s,"length":%s,"uncorreo":%s,"smtp_sink":%s,"aiosmtpd_fsync":%s,"seed":%s,"mismatches":%s}\n' \
     "$(date -u +%FT%TZ)" "$SESSIONS" "$MESSAGES" "$LENGTH" "${best[uncorreo]:-null}" \
-    "${best[smtp-sink]:-null}" "${best[aiosmtpd+fsync]:-null}" >>"$RESULTS"
+    "${best[smtp-sink]:-null}" "${best[aiosmtpd+fsync]:-null}" "${best[seed]:-null}" \
+    "$mismatches" >>"$RESULTS"
+fi
+if [ "$mismatches" != 0 ]; then
+  echo "FAILED: $mismatches run(s) stored fewer messages than were acknowledged" >&2
+  exit 1
 fi

@@ -45,6 +45,66 @@ pub struct Config {
     pub admin: AdminConfig,
     /// `[memory]`: the budget of bytes in flight across every ingest path.
     pub memory: MemoryConfig,
+    /// `[cluster]`: membership of a multi-host cluster (SCALE.md). Absent:
+    /// one host, exactly as without it.
+    pub cluster: Option<ClusterConfig>,
+}
+
+/// `[cluster]`: this host's membership (SCALE.md). Only the membership is
+/// built so far: the host claims partition homes and holds their leases;
+/// mail is not yet forwarded between hosts.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// The NATS server with JetStream (`nats://host:4222`).
+    pub nats_url: String,
+    /// This host's stable, unique id; keep it with the data directory.
+    pub node_id: String,
+    /// Partitions in the cluster; only read when the cluster is created,
+    /// and the same on every host.
+    #[serde(default = "default_partitions")]
+    pub partitions: u16,
+    /// Lease length in seconds: how long after a host stops others may see
+    /// its partitions as unserved. The host renews every third of it.
+    #[serde(default = "default_lease_seconds")]
+    pub lease_seconds: u64,
+    /// Claim every partition nobody has claimed yet, at start.
+    #[serde(default = "default_claim_free")]
+    pub claim_free: bool,
+}
+
+fn default_partitions() -> u16 {
+    uncorreo_cluster::partition::PartitionCount::DEFAULT.get()
+}
+
+fn default_lease_seconds() -> u64 {
+    10
+}
+
+fn default_claim_free() -> bool {
+    true
+}
+
+impl ClusterConfig {
+    /// The membership settings, checked.
+    pub fn member_config(&self) -> Result<uncorreo_cluster::member::MemberConfig, String> {
+        let partitions = uncorreo_cluster::partition::PartitionCount::new(self.partitions)
+            .ok_or_else(|| "[cluster] partitions must be at least 1".to_owned())?;
+        let terms =
+            uncorreo_cluster::member::terms_from_seconds(self.lease_seconds).map_err(|error| {
+                format!("[cluster] lease_seconds = {}: {error}", self.lease_seconds)
+            })?;
+        if self.node_id.is_empty() {
+            return Err("[cluster] node_id must not be empty".to_owned());
+        }
+        Ok(uncorreo_cluster::member::MemberConfig {
+            nats_url: self.nats_url.clone(),
+            node_id: self.node_id.clone(),
+            partitions,
+            terms,
+            claim_free: self.claim_free,
+        })
+    }
 }
 
 /// `[memory]`: bounds on what requests in flight may hold in memory.
@@ -124,6 +184,9 @@ impl Config {
                 "[memory] in_flight_bytes = {budget} is below [engine] max_message_bytes = {largest}: \
                  a message of the largest size would be refused forever"
             )));
+        }
+        if let Some(cluster) = &self.cluster {
+            cluster.member_config().map_err(ConfigError::Invalid)?;
         }
         Ok(())
     }
@@ -385,6 +448,66 @@ mod example_file {
             c.engine.data_dir,
             std::path::PathBuf::from("/var/lib/uncorreo")
         );
+    }
+
+    /// The config Terraform writes at first boot must load too, and behind
+    /// the ALB it must take the client IP from X-Forwarded-For.
+    #[test]
+    fn terraform_first_boot_config_parses_and_trusts_the_alb() {
+        let template = std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("terraform/user_data.sh.tftpl"),
+        )
+        .unwrap();
+        let start = template.find("<<'TOML'\n").unwrap() + "<<'TOML'\n".len();
+        let end = start + template[start..].find("\nTOML\n").unwrap();
+        let rendered = template[start..end]
+            .replace("${mail_domain}", "mail.example.com")
+            .replace("${smtp_hostname}", "mx.example.com")
+            .replace(
+                "${sns_topic_arn}",
+                "arn:aws:sns:us-east-1:123456789012:inbound",
+            );
+        assert!(
+            !rendered.contains("${"),
+            "an unrendered variable: {rendered}"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("first-boot.toml");
+        std::fs::write(&f, rendered).unwrap();
+        let c = Config::load(Some(&f), []).unwrap();
+        assert!(c.limits.trust_forwarded_for);
+        assert_eq!(c.engine.domains, vec!["mail.example.com".to_owned()]);
+    }
+
+    /// `[cluster]` needs only the NATS URL and the node id; the rest has
+    /// defaults, and lease terms that leave no time to serve are refused.
+    #[test]
+    fn cluster_section_defaults_and_checks() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("c.toml");
+        std::fs::write(
+            &f,
+            "[cluster]\nnats_url = \"nats://127.0.0.1:4222\"\nnode_id = \"a\"\n",
+        )
+        .unwrap();
+        let c = Config::load(Some(&f), []).unwrap();
+        let cluster = c.cluster.clone().unwrap();
+        assert_eq!(
+            (
+                cluster.partitions,
+                cluster.lease_seconds,
+                cluster.claim_free
+            ),
+            (1024, 10, true)
+        );
+        assert!(c.validate().is_ok());
+        let mut bad = c.clone();
+        bad.cluster.as_mut().unwrap().lease_seconds = 0;
+        assert!(bad.validate().is_err());
+        bad.cluster.as_mut().unwrap().lease_seconds = 10;
+        bad.cluster.as_mut().unwrap().partitions = 0;
+        assert!(bad.validate().is_err());
+        assert!(Config::default().cluster.is_none());
     }
 
     /// `uncorreo config defaults` prints TOML that loads back to the defaults.

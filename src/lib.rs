@@ -3,6 +3,7 @@
 //! CLI over [`Appliance::start`]; integration tests start the same thing on
 //! port 0.
 
+mod cluster;
 pub mod config;
 pub mod cores;
 
@@ -36,6 +37,10 @@ pub enum StartError {
         /// The cause, naming the address.
         source: cores::BindError,
     },
+    /// `[cluster]` is set and joining the cluster failed (NATS unreachable,
+    /// JetStream off, unreadable partition homes).
+    #[error("joining the cluster: {0}")]
+    Cluster(#[source] uncorreo_cluster::member::JoinError),
     /// Setting up a socket, a thread or a runtime failed.
     #[error("{what}: {source}")]
     Io {
@@ -62,6 +67,7 @@ pub struct Appliance {
     pub budget: uncorreo_budget::Budget,
     shutdown: CancellationToken,
     threads: Vec<JoinHandle<()>>,
+    cluster_served: Option<Arc<uncorreo_cluster::member::Served>>,
 }
 
 impl Appliance {
@@ -102,6 +108,10 @@ impl Appliance {
         smtps_listeners.resize_with(cores.max(1), || None);
         let admin_socket = config.admin_socket();
         let admin_listener = bind_operator_socket(&admin_socket)?;
+        let cluster_member = match &config.cluster {
+            Some(cluster) => Some(cluster.member_config().map_err(StartError::Config)?),
+            None => None,
+        };
 
         let smtp_shared = uncorreo_smtpd::Shared::with_budget(
             engine.clone(),
@@ -211,6 +221,22 @@ impl Appliance {
                 });
             }
         }
+        let cluster_served = match cluster_member {
+            Some(member) => match cluster::start(member, shutdown.clone()) {
+                Ok((thread, served)) => {
+                    threads.push(thread);
+                    Some(served)
+                }
+                Err(error) => {
+                    shutdown.cancel();
+                    for thread in threads {
+                        let _ = thread.join();
+                    }
+                    return Err(error);
+                }
+            },
+            None => None,
+        };
         tracing::info!(%smtp_addr, %http_addr, admin_socket = %admin_socket.display(), cores, "uncorreo is serving");
         Ok(Self {
             smtp_addr,
@@ -221,7 +247,13 @@ impl Appliance {
             budget,
             shutdown,
             threads,
+            cluster_served,
         })
+    }
+
+    /// With `[cluster]`: which partitions this host serves now.
+    pub fn cluster_served(&self) -> Option<Arc<uncorreo_cluster::member::Served>> {
+        self.cluster_served.clone()
     }
 
     /// A token that stops the appliance when cancelled (e.g. from a signal handler).

@@ -480,7 +480,7 @@ fn stats_view(engine: &Engine) -> Value {
     json!({
         "mailboxes": s.mailboxes,
         "messages": s.messages,
-        "users": engine.users().len(),
+        "users": s.users,
         "segments": s.segments,
         "disk_bytes": s.disk_bytes,
         "queue_depth": s.queue_depth,

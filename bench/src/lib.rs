@@ -3,6 +3,7 @@
 //! spawner, and latency summaries.
 
 pub mod burst;
+pub mod fleet;
 pub mod hold;
 pub mod idle;
 pub mod load;

@@ -4,7 +4,7 @@
 //! smtp-sink and an fsyncing aiosmtpd.
 
 use clap::{Parser, Subcommand};
-use uncorreo_bench::{burst, hold, idle, read};
+use uncorreo_bench::{burst, fleet, hold, idle, read};
 
 #[derive(Parser)]
 #[command(
@@ -30,6 +30,8 @@ enum Command {
     /// Start uncorreo with the bench config, create mailboxes, print its
     /// addresses and API key, and hold it until SIGTERM (for bench/compare.sh).
     Spawn(hold::HoldArgs),
+    /// CI fleet: N tests at once, each create → send → wait → read code → delete.
+    Fleet(fleet::FleetArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -49,6 +51,7 @@ fn main() -> anyhow::Result<()> {
             Command::WsIdle(a) => idle::run(a, nofile).await,
             Command::Read(a) => read::run(a).await,
             Command::Spawn(a) => hold::run(a).await,
+            Command::Fleet(a) => fleet::run(a).await,
         }
     })
 }

@@ -91,6 +91,9 @@ queue_depth = 65536
 
 [smtp]
 listen = "127.0.0.1:0"
+# `fleet -n 1000` opens 1,000 SMTP sessions at once, all from 127.0.0.1.
+max_connections_per_ip = 100000
+max_connections = 100000
 
 [http]
 listen = "127.0.0.1:0"

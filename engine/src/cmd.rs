@@ -10,7 +10,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use tokio::sync::oneshot;
 
-use crate::compaction::RewriteOutcome;
+use crate::compaction::{RewriteOutcome, RewriteOutput};
 use crate::error::{
     BatchFailure, CreateMailboxError, DeliverError, ResolveError, StorageError, WriteError,
 };
@@ -109,9 +109,16 @@ pub(crate) enum Cmd {
         enq: Instant,
         reply: Reply<(), WriteError>,
     },
-    /// Compaction: rewrite the live records of a sealed segment.
-    Rewrite {
+    /// Compaction: a number for the rewrite of sealed segment `seg` (and
+    /// the shard's id counter for its header), or `None` if `seg` is not
+    /// sealed (any more).
+    RewriteBegin {
         seg: SegmentNo,
+        reply: crossbeam_channel::Sender<Result<Option<(SegmentNo, u64)>, StorageError>>,
+    },
+    /// Compaction: put a written rewrite in place of its segment.
+    RewriteSwap {
+        output: Box<RewriteOutput>,
         reply: crossbeam_channel::Sender<Result<RewriteOutcome, StorageError>>,
     },
     /// Test-only fault injection: panic on the writer thread, so that its
@@ -141,7 +148,8 @@ impl Cmd {
             | Cmd::PutState { reply, .. } => drop(reply.send(Err(e.into()))),
             Cmd::CreateUser { reply, .. } => drop(reply.send(Err(e.into()))),
             Cmd::CreateKey { reply, .. } => drop(reply.send(Err(e.into()))),
-            Cmd::Rewrite { reply, .. } => drop(reply.send(Err(e.into()))),
+            Cmd::RewriteBegin { reply, .. } => drop(reply.send(Err(e.into()))),
+            Cmd::RewriteSwap { reply, .. } => drop(reply.send(Err(e.into()))),
             Cmd::Shutdown { reply } => drop(reply.send(())),
             Cmd::PanicForTests { notify } => drop(notify),
         }

@@ -3,14 +3,20 @@
 //! A pass (1) removes expired mailboxes from the index, (2) forgets old
 //! dedupe keys, then (3) for every sealed segment whose estimated live
 //! fraction is under `compaction_live_ratio`, checks each record's liveness
-//! precisely: a segment with nothing live is unlinked; otherwise its owning
-//! shard's writer plans ([`plan_rewrite`]) and writes the rewrite of its live
-//! records into a new segment that *supersedes* it (see FORMAT.md), swaps
-//! the index refs and unlinks it.
-//! Running the rewrite on the writer thread means no append, delete or index
-//! change of that shard can interleave with it.
+//! precisely: a segment with nothing live is unlinked; otherwise its live
+//! records are copied into a new segment that *supersedes* it (see
+//! FORMAT.md), and the owning shard's writer swaps it in.
+//!
+//! No lock is held for long: liveness is read from the index a few hundred
+//! records per read-lock hold ([`LIVENESS_STEP`]), the copy and its
+//! `fsync` happen on this thread with no lock at all, and the writer keeps
+//! appending and readers keep reading meanwhile. Liveness only ever goes
+//! from live to dead for a record of a sealed segment, so a copy is never
+//! missing anything; what died while it was made is settled by the writer
+//! at the swap ([`RewriteOutput`], `Writer::finish_rewrite`).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
+use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,17 +26,22 @@ use crossbeam_channel::{Receiver, RecvTimeoutError};
 use crate::cmd::Cmd;
 use crate::codec::{self, Dec, HintEntry, Kind, Record};
 use crate::error::StorageError;
-use crate::files;
+use crate::files::{self, DataFile};
 use crate::ids::{SegmentNo, ShardIndex};
 use crate::poison::{Guarded, PoisonDart};
 use crate::segment::{self, Segment};
 use crate::state::{MailboxIndex, Shared, DEDUPE_TTL_MS};
 use crate::types::{CompactionReport, MailboxId};
 
-/// What a writer's rewrite did.
+/// Records whose liveness is read per hold of a shard's index read lock.
+const LIVENESS_STEP: usize = 256;
+/// Mailbox slots looked at for expiry per hold of a shard's index read lock.
+const EXPIRY_STEP: usize = 4096;
+
+/// What a rewrite did.
 #[derive(Debug)]
 pub(crate) enum RewriteOutcome {
-    /// Nothing in the segment was live; the caller may drop it.
+    /// Nothing in the segment was live (or readable); the caller drops it.
     Empty,
     /// Rewritten; the old file is gone. Bytes reclaimed.
     Rewritten(u64),
@@ -87,27 +98,13 @@ pub(crate) fn pass(shared: &Shared) -> Result<CompactionReport, StorageError> {
             .cloned()
             .collect();
         for seg in candidates {
-            let live = {
-                let idx = shared.shard(shard).index.read();
-                let segs: HashSet<SegmentNo> =
-                    shared.shard(shard).segs.read().keys().copied().collect();
-                live_bytes(&idx, &segs, &seg, now)
+            let live = live_frames(shared, shard, &seg, now);
+            let outcome = if live.is_empty() {
+                RewriteOutcome::Empty
+            } else {
+                rewrite(shared, shard, Arc::clone(&seg), &live)?
             };
-            if live == 0 {
-                report.bytes_reclaimed += drop_segment(shared, shard, &seg)?;
-                report.segments_dropped += 1;
-                continue;
-            }
-            let (tx, rx) = crossbeam_channel::bounded(1);
-            shared
-                .shard(shard)
-                .tx
-                .send(Cmd::Rewrite {
-                    seg: seg.no,
-                    reply: tx,
-                })
-                .map_err(|_| StorageError::Closed)?;
-            match rx.recv().map_err(|_| StorageError::Closed)?? {
+            match outcome {
                 RewriteOutcome::Empty => {
                     report.bytes_reclaimed += drop_segment(shared, shard, &seg)?;
                     report.segments_dropped += 1;
@@ -132,25 +129,30 @@ pub(crate) fn pass(shared: &Shared) -> Result<CompactionReport, StorageError> {
 }
 
 /// Remove expired mailboxes from the index: their records become dead.
+/// A few thousand slots at a time, each look under its own brief read lock
+/// and each removal under its own brief write lock, so a pass over a
+/// million mailboxes never holds a shard's index for long.
 fn expire(shared: &Shared, now: u64) {
     for shard in (0..shared.n()).map(ShardIndex) {
-        let expired: Vec<MailboxId> = shared
-            .shard(shard)
-            .index
-            .read()
-            .mailboxes
-            .values()
-            .filter(|m| m.info.expires_at_ms <= now)
-            .map(|m| m.info.id)
-            .collect();
-        if expired.is_empty() {
-            continue;
-        }
-        let mut idx = shared.shard(shard).index.write();
-        for id in expired {
-            if let Some(m) = idx.remove_mailbox(id) {
-                crate::writer::mark_mailbox_dead(shared, shard, &m);
-                shared.hub.close_mailbox(id);
+        let mut from = Some(0);
+        while let Some(start) = from {
+            let (expired, next) =
+                shared
+                    .shard(shard)
+                    .index
+                    .read()
+                    .mailboxes
+                    .expired(start, EXPIRY_STEP, now);
+            from = next;
+            if expired.is_empty() {
+                continue;
+            }
+            let mut idx = shared.shard(shard).index.write();
+            for id in expired {
+                if let Some(m) = idx.remove_mailbox(id) {
+                    crate::writer::mark_mailbox_dead(shared, shard, &m);
+                    shared.hub.close_mailbox(id);
+                }
             }
         }
     }
@@ -172,8 +174,8 @@ fn is_live(
             let Ok(h) = codec::message_head(payload) else {
                 return false;
             };
-            idx.mailboxes.get(&MailboxId(h.mailbox)).is_some_and(|m| {
-                m.info.expires_at_ms > now
+            idx.mailboxes.get(MailboxId(h.mailbox)).is_some_and(|m| {
+                m.expires_at_ms > now
                     && m.find(h.seq)
                         .and_then(|i| m.msgs.get(i))
                         .is_some_and(|r| r.seg == seg && r.off == off)
@@ -181,8 +183,8 @@ fn is_live(
         }
         Some(Kind::MailboxCreated) => {
             let Ok(id) = d.u64() else { return false };
-            idx.mailboxes.get(&MailboxId(id)).is_some_and(|m| {
-                m.info.expires_at_ms > now && m.created.segment == seg && m.created.offset == off
+            idx.mailboxes.get(MailboxId(id)).is_some_and(|m| {
+                m.expires_at_ms > now && m.created.segment == seg && m.created.offset == off
             })
         }
         Some(Kind::MailboxDeleted | Kind::MessageDeleted | Kind::Dedupe | Kind::State) => {
@@ -225,8 +227,8 @@ fn decoded_is_live(
             target_ok(target_seg)
                 || idx
                     .mailboxes
-                    .get(&MailboxId(mailbox))
-                    .is_some_and(|m| m.info.expires_at_ms > now && m.info.last_seq == seq)
+                    .get(MailboxId(mailbox))
+                    .is_some_and(|m| m.expires_at_ms > now && m.last_seq == seq)
         }
         Record::Dedupe { at_ms, .. } => now.saturating_sub(at_ms) < DEDUPE_TTL_MS,
         // A value is live while it is its key's newest version; a deletion
@@ -253,12 +255,18 @@ fn frames(seg: &Segment) -> Vec<(u32, usize)> {
     out
 }
 
-fn live_bytes(idx: &MailboxIndex, segs: &HashSet<SegmentNo>, seg: &Segment, now: u64) -> u64 {
-    let mut live = 0;
-    for (off, _) in frames(seg) {
-        if let Ok(f) = seg.frame(off) {
-            if is_live(idx, segs, seg.no, off, f.kind, f.payload, now) {
-                live += f.total_len() as u64;
+/// (offset, length) of the frames of sealed `seg` that are live now, read
+/// from the index [`LIVENESS_STEP`] records per lock hold.
+fn live_frames(shared: &Shared, shard: ShardIndex, seg: &Segment, now: u64) -> Vec<(u32, usize)> {
+    let mut live = Vec::new();
+    for step in frames(seg).chunks(LIVENESS_STEP) {
+        let idx = shared.shard(shard).index.read();
+        let segs: HashSet<SegmentNo> = shared.shard(shard).segs.read().keys().copied().collect();
+        for &(off, len) in step {
+            if let Ok(f) = seg.frame(off) {
+                if is_live(&idx, &segs, seg.no, off, f.kind, f.payload, now) {
+                    live.push((off, len));
+                }
             }
         }
     }
@@ -298,70 +306,158 @@ pub(crate) fn stop_shard(
     StorageError::Poisoned
 }
 
-/// What a rewrite of one sealed segment writes: decided from the index on
-/// the owning shard's writer thread (so nothing of the shard changes between
-/// the plan and its application), applied by `Writer::rewrite`.
-pub(crate) struct RewritePlan {
-    /// The segment being replaced.
-    pub(crate) old: Arc<Segment>,
-    /// Its live frames back to back, then one `BatchCommit`.
-    pub(crate) body: Vec<u8>,
-    /// Hint entries of the output (offsets in the new segment).
-    pub(crate) hints: Vec<HintEntry>,
-    /// Old offset → new offset of every frame kept.
-    pub(crate) moved: HashMap<u32, u32>,
+/// One record a rewrite copied, and what refers to it in the index.
+pub(crate) struct Move {
+    pub(crate) what: Moved,
+    pub(crate) old_off: u32,
+    pub(crate) new_off: u32,
+    pub(crate) len: u32,
 }
 
-/// Plan the rewrite of `old` (sealed, of `shard`): its live records with
-/// their checksums good. `None` when nothing in it is live.
-pub(crate) fn plan_rewrite(
+/// What names a copied record in the index.
+pub(crate) enum Moved {
+    /// A mailbox's ref to its message `seq`.
+    Message { mailbox: MailboxId, seq: u64 },
+    /// A mailbox's `created` ref.
+    Created(MailboxId),
+    /// Nothing (tombstones, dedupe keys, state, users and keys).
+    Nothing,
+}
+
+/// A rewrite written and durable under its temp name, for the owning
+/// writer to put in place of `old` (`Writer::finish_rewrite`).
+pub(crate) struct RewriteOutput {
+    pub(crate) old: Arc<Segment>,
+    pub(crate) new_no: SegmentNo,
+    /// Where the output goes (it is at its temp name until the swap).
+    pub(crate) path: PathBuf,
+    pub(crate) file: DataFile,
+    pub(crate) data_len: u64,
+    pub(crate) moves: Vec<Move>,
+    /// Messages live when copied whose record failed its checksum: not
+    /// copied, their refs go (they were never served).
+    pub(crate) corrupt: Vec<(MailboxId, u64, u32)>,
+}
+
+/// Rewrite sealed `old` of `shard`, whose frames `live` were live a moment
+/// ago: copy them into a new segment on this thread, then have the writer
+/// swap it in. Appends and reads of the shard go on meanwhile.
+fn rewrite(
     shared: &Shared,
     shard: ShardIndex,
     old: Arc<Segment>,
-) -> Option<RewritePlan> {
-    let now = shared.clock.now_ms();
+    live: &[(u32, usize)],
+) -> Result<RewriteOutcome, StorageError> {
+    let (tx, rx) = crossbeam_channel::bounded(1);
+    let begin = Cmd::RewriteBegin {
+        seg: old.no,
+        reply: tx,
+    };
+    shared
+        .shard(shard)
+        .tx
+        .send(begin)
+        .map_err(|_| StorageError::Closed)?;
+    let Some((new_no, id_floor)) = rx.recv().map_err(|_| StorageError::Closed)?? else {
+        return Ok(RewriteOutcome::Skipped);
+    };
     let mut body = Vec::new();
     let mut hints = Vec::new();
-    let mut moved = HashMap::new();
-    let mut corrupt = 0;
-    {
-        let idx = shared.shard(shard).index.read();
-        let segs: HashSet<SegmentNo> = shared.shard(shard).segs.read().keys().copied().collect();
-        for (off, _) in frames(&old) {
-            let Ok(f) = old.frame(off) else { continue };
-            if !is_live(&idx, &segs, old.no, off, f.kind, f.payload, now) {
-                continue;
+    let mut moves = Vec::new();
+    let mut corrupt = Vec::new();
+    for &(off, _) in live {
+        let Ok(f) = old.frame(off) else { continue };
+        let what = match Kind::from_u8(f.kind) {
+            Some(Kind::Message) => match codec::message_head(f.payload) {
+                Ok(h) => Moved::Message {
+                    mailbox: MailboxId(h.mailbox),
+                    seq: h.seq,
+                },
+                Err(_) => Moved::Nothing,
+            },
+            Some(Kind::MailboxCreated) => match Dec::new(f.payload).u64() {
+                Ok(id) => Moved::Created(MailboxId(id)),
+                Err(_) => Moved::Nothing,
+            },
+            _ => Moved::Nothing,
+        };
+        if !f.crc_ok() {
+            tracing::warn!(seg = %old.path.display(), off, "corrupt record dropped by compaction");
+            shared.count_corrupt(1);
+            if let Moved::Message { mailbox, seq } = what {
+                corrupt.push((mailbox, seq, off));
             }
-            if !f.crc_ok() {
-                corrupt += 1;
-                tracing::warn!(seg = %old.path.display(), off, "corrupt record dropped by compaction");
-                continue;
-            }
-            let new_off = (codec::SEG_HEADER_LEN + body.len()) as u32;
-            let bytes = old
-                .map
-                .bytes()
-                .get(off as usize..off as usize + f.total_len())
-                .unwrap_or_default();
-            body.extend_from_slice(bytes);
-            hints.push(hint_entry(&f, new_off));
-            moved.insert(off, new_off);
+            continue;
         }
+        let new_off = (codec::SEG_HEADER_LEN + body.len()) as u32;
+        let bytes = old
+            .map
+            .bytes()
+            .get(off as usize..off as usize + f.total_len())
+            .unwrap_or_default();
+        body.extend_from_slice(bytes);
+        hints.push(hint_entry(&f, new_off));
+        moves.push(Move {
+            what,
+            old_off: off,
+            new_off,
+            len: f.total_len() as u32,
+        });
     }
-    shared.count_corrupt(corrupt);
     if body.is_empty() {
-        return None;
+        // Everything live was corrupt: the segment goes as a whole.
+        return Ok(RewriteOutcome::Empty);
     }
     Record::BatchCommit {
         records: hints.len() as u32,
     }
     .encode_frame(&mut body);
-    Some(RewritePlan {
-        old,
-        body,
-        hints,
-        moved,
-    })
+    let path = segment::seg_path(&shared.dir, shard, new_no);
+    let header = codec::SegHeader {
+        flags: codec::SEG_FLAG_REWRITE,
+        shard: shard.0 as u32,
+        seg_no: new_no.0,
+        id_floor,
+        supersedes: old.no.0,
+    };
+    let io = shared.io.as_ref();
+    let file = files::write_rewrite_tmp(io, &path, &header.encode(), &body)?;
+    let data_len = (codec::SEG_HEADER_LEN + body.len()) as u64;
+    drop(body);
+    shared.run_compaction_hook();
+    let (tx, rx) = crossbeam_channel::bounded(1);
+    let swap = Cmd::RewriteSwap {
+        output: Box::new(RewriteOutput {
+            old,
+            new_no,
+            path: path.clone(),
+            file,
+            data_len,
+            moves,
+            corrupt,
+        }),
+        reply: tx,
+    };
+    let swapped = match shared.shard(shard).tx.send(swap) {
+        Ok(()) => rx.recv().unwrap_or(Err(StorageError::Closed)),
+        Err(_) => Err(StorageError::Closed),
+    };
+    if swapped.is_err() {
+        // Not in place (a swap that renamed it and then failed stopped the
+        // shard): the temp file goes now rather than at the next open.
+        let _ = files::remove_if_there(io, &segment::tmp_path(&path));
+        return swapped;
+    }
+    let hint = codec::Hint {
+        shard: shard.0 as u32,
+        seg_no: new_no.0,
+        data_len,
+        entries: hints,
+    };
+    if let Err(e) = files::write_hint(io, &shared.dir, &path, &hint, true) {
+        tracing::warn!(%e, "could not write hint for a compaction output");
+    }
+    swapped
 }
 
 /// The hint entry of frame `f` once it sits at `off` of the output.

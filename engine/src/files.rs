@@ -184,12 +184,11 @@ fn lay_out_segment(io: &dyn Io, file: &DataFile, new: &NewSegment<'_>) -> io::Re
     Ok(())
 }
 
-/// Write a compaction output under its temp name, make it durable and rename
-/// it into place. It is never torn: recovery deletes an unfinished
-/// `.seg.tmp`. Once this returns the output is in place: the caller makes the
-/// rename durable, and must stop the shard if it cannot (a second output
-/// superseding the same segment would be loaded beside the first).
-pub(crate) fn write_rewrite_file(
+/// Write a compaction output under its temp name and make it durable; it is
+/// not in place yet ([`rename_rewrite`]). It is never torn: recovery deletes
+/// an unfinished `.seg.tmp`. The returned file names `path`, where the
+/// output will be.
+pub(crate) fn write_rewrite_tmp(
     io: &dyn Io,
     path: &Path,
     header: &[u8; codec::SEG_HEADER_LEN],
@@ -200,14 +199,21 @@ pub(crate) fn write_rewrite_file(
     let written = io
         .write_all_at(&file, header, 0)
         .and_then(|()| io.write_all_at(&file, body, codec::SEG_HEADER_LEN as u64))
-        .and_then(|()| io.sync_all(&file))
-        .and_then(|()| io.rename(&tmp, path));
+        .and_then(|()| io.sync_all(&file));
     if let Err(e) = written {
         drop(file);
         let _ = io.remove_file(&tmp);
         return Err(e);
     }
     Ok(DataFile::new(file.file, path.to_path_buf()))
+}
+
+/// Put a compaction output written by [`write_rewrite_tmp`] in place. Once
+/// this returns the output is in place: the caller makes the rename durable,
+/// and must stop the shard if it cannot (a second output superseding the
+/// same segment would be loaded beside the first).
+pub(crate) fn rename_rewrite(io: &dyn Io, path: &Path) -> io::Result<()> {
+    io.rename(&segment::tmp_path(path), path)
 }
 
 /// Replace `final_path` atomically with `bytes`: temp file, fsync, rename,

@@ -19,9 +19,7 @@ use crate::error::OpenError;
 use crate::files::{self, DataFile, Io};
 use crate::ids::{RecordLoc, SegmentNo};
 use crate::segment::{self, Segment};
-use crate::state::{
-    MailboxEntry, MailboxIndex, MsgRef, StateValue, DEDUPE_TTL_MS, MAX_SHARDS, REF_CORRUPT,
-};
+use crate::state::{MailboxIndex, MsgRef, StateValue, DEDUPE_TTL_MS, MAX_SHARDS, REF_CORRUPT};
 use crate::sys::Map;
 use crate::types::*;
 
@@ -641,6 +639,19 @@ fn resolve(
         }
         per_mb.entry(*mb).or_default().push(*r);
     }
+    // Sized exactly before the first insert: the tables never grow (and
+    // leave their old allocations behind) while the index is rebuilt.
+    let indexed = |id: &u64, m: &codec::MailboxRec| {
+        newest.get(&m.address) == Some(id) && m.expires_at_ms > now_ms
+    };
+    let (count, local_bytes) = acc
+        .mailboxes
+        .iter()
+        .filter(|(id, (m, _))| indexed(id, m))
+        .fold((0, 0), |(n, bytes), (_, (m, _))| {
+            (n + 1, bytes + m.address.rfind('@').unwrap_or(0))
+        });
+    rec.index.mailboxes.reserve(count, local_bytes);
     for (id, (m, loc)) in &acc.mailboxes {
         let Ok(address) = Address::parse(&m.address) else {
             tracing::warn!(address = %m.address, "mailbox record with an unparsable address; ignored");
@@ -648,7 +659,7 @@ fn resolve(
         };
         // Superseded at its address, or expired: a restart reaps it (as a
         // compaction pass would).
-        if newest.get(&m.address) != Some(id) || m.expires_at_ms <= now_ms {
+        if !indexed(id, m) {
             if let Some(s) = rec.segs.get(&loc.segment) {
                 s.add_dead(u64::from(loc.len));
             }
@@ -674,16 +685,9 @@ fn resolve(
             message_count: msgs.len() as u32,
             last_seq: last_seq.get(id).copied().unwrap_or(0),
         };
-        rec.index.by_address.insert(address, MailboxId(*id));
-        rec.index.index_token(&info);
-        rec.index.mailboxes.insert(
-            MailboxId(*id),
-            MailboxEntry {
-                info,
-                created: *loc,
-                msgs,
-            },
-        );
+        // Only the newest mailbox at an address is indexed: nothing is replaced.
+        let replaced = rec.index.insert_mailbox(&info, *loc, msgs);
+        debug_assert!(replaced.is_none());
     }
     // Messages whose mailbox record is gone altogether (orphans) are dead.
     for refs in per_mb.values() {

@@ -6,7 +6,7 @@
 //! mailbox's `Vec`; summaries, senders and subjects stay on disk and are read
 //! from the mapped record when listing.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -21,6 +21,9 @@ use crate::fanout::Hub;
 use crate::ids::{RecordLoc, SegmentNo, ShardIndex};
 use crate::segment::Segment;
 use crate::types::*;
+
+mod mailboxes;
+pub(crate) use mailboxes::{MailboxEntry, Mailboxes};
 
 /// Most shards: a delivery's `Dedupe` record counts the shards it went to
 /// in a `u8`.
@@ -47,65 +50,91 @@ pub(crate) struct MsgRef {
 /// The record failed its checksum; never served again.
 pub(crate) const REF_CORRUPT: u32 = 1;
 
-pub(crate) struct MailboxEntry {
-    pub(crate) info: MailboxInfo,
-    /// The `MailboxCreated` record; compaction keeps exactly this one.
-    pub(crate) created: RecordLoc,
-    /// Sorted by seq.
-    pub(crate) msgs: Vec<MsgRef>,
-}
-
-impl MailboxEntry {
-    pub(crate) fn find(&self, seq: u64) -> Option<usize> {
-        self.msgs.binary_search_by_key(&seq, |m| m.seq).ok()
-    }
-}
-
 #[derive(Default)]
 pub(crate) struct MailboxIndex {
-    pub(crate) mailboxes: HashMap<MailboxId, MailboxEntry>,
-    /// The newest mailbox at each address (it may have expired).
-    pub(crate) by_address: HashMap<Address, MailboxId>,
-    /// Anonymous mailboxes by the SHA-256 of their session token. A token
-    /// opens exactly one mailbox, and the API asks on every request that
-    /// carries one whether it opens any (an unknown token is `401`), so this
-    /// must not be a scan.
-    pub(crate) by_token: HashMap<[u8; 32], MailboxId>,
+    pub(crate) mailboxes: Mailboxes,
+    /// Users' mailboxes as (user, mailbox): the API counts a user's
+    /// mailboxes on every creation (the quota) and lists them, so this must
+    /// not be a scan either. Ordered, so one user's are one range.
+    pub(crate) by_user: BTreeSet<(u64, MailboxId)>,
+    /// Message refs over all of `mailboxes` (for stats without a walk).
+    /// Every change to a mailbox's `msgs` goes through a method here or
+    /// adjusts it in the same place.
+    pub(crate) messages: u64,
     /// Live `State` entries by key (shard 0 only; see [`crate::Engine::put_state`]).
     pub(crate) states: BTreeMap<String, StateValue>,
 }
 
 impl MailboxIndex {
-    /// Index a new mailbox. The older mailbox at its address (expired, or
-    /// it could not have been created) is dropped from the index and returned.
-    pub(crate) fn insert_mailbox(&mut self, entry: MailboxEntry) -> Option<MailboxEntry> {
-        let id = entry.info.id;
-        let replaced = self.by_address.insert(entry.info.address.clone(), id);
-        self.index_token(&entry.info);
-        self.mailboxes.insert(id, entry);
-        replaced.and_then(|old| self.remove_mailbox(old))
-    }
-
-    /// Remember an anonymous mailbox's token (recovery indexes mailboxes
-    /// its own way and calls this for each).
-    pub(crate) fn index_token(&mut self, info: &MailboxInfo) {
-        if let Owner::Anonymous { token_hash } = &info.owner {
-            self.by_token.insert(*token_hash, info.id);
+    /// Index a new mailbox with the refs it already has. The older mailbox
+    /// at its address (expired, or it could not have been created) is
+    /// dropped from the index and returned.
+    pub(crate) fn insert_mailbox(
+        &mut self,
+        info: &MailboxInfo,
+        created: RecordLoc,
+        msgs: Vec<MsgRef>,
+    ) -> Option<MailboxEntry> {
+        if let Owner::User(user) = &info.owner {
+            self.by_user.insert((user.0, info.id));
         }
+        self.messages += msgs.len() as u64;
+        let replaced = self.mailboxes.insert(info, created, msgs);
+        replaced.and_then(|old| self.remove_mailbox(old))
     }
 
     /// Drop a mailbox from the index (deleted or expired).
     pub(crate) fn remove_mailbox(&mut self, id: MailboxId) -> Option<MailboxEntry> {
-        let m = self.mailboxes.remove(&id)?;
-        if self.by_address.get(&m.info.address) == Some(&id) {
-            self.by_address.remove(&m.info.address);
+        let m = self.mailboxes.remove(id)?;
+        if let Owner::User(user) = &m.owner {
+            self.by_user.remove(&(user.0, id));
         }
-        if let Owner::Anonymous { token_hash } = &m.info.owner {
-            if self.by_token.get(token_hash) == Some(&id) {
-                self.by_token.remove(token_hash);
+        self.messages = self.messages.saturating_sub(m.msgs.len() as u64);
+        Some(m)
+    }
+
+    /// Drop one message's ref; it is returned.
+    pub(crate) fn remove_message(&mut self, id: MailboxId, seq: u64) -> Option<MsgRef> {
+        let mb = self.mailboxes.get_mut(id)?;
+        let r = mb.msgs.remove(mb.find(seq)?)?;
+        self.messages = self.messages.saturating_sub(1);
+        Some(r)
+    }
+
+    /// The ids of `user`'s mailboxes (expired ones not yet reaped included).
+    pub(crate) fn owned_by_user(&self, user: u64) -> impl Iterator<Item = MailboxId> + '_ {
+        self.by_user
+            .range((user, MailboxId(0))..=(user, MailboxId(u64::MAX)))
+            .map(|(_, id)| *id)
+    }
+
+    /// The derived parts of the index (the id, address and token indexes,
+    /// the user index, the message count) checked against the mailboxes
+    /// themselves; `Err` names the first that differs. For tests: they are
+    /// kept up to date by every change, never rebuilt by a scan.
+    pub(crate) fn check_derived(&self) -> Result<(), String> {
+        self.mailboxes.check()?;
+        let mut by_user = BTreeSet::new();
+        let mut messages = 0u64;
+        for m in self.mailboxes.values() {
+            messages += m.msgs.len() as u64;
+            if let Owner::User(u) = &m.owner {
+                by_user.insert((u.0, m.id));
             }
         }
-        Some(m)
+        if by_user != self.by_user {
+            return Err(format!(
+                "by_user differs from a scan: {:?} indexed, {:?} scanned",
+                self.by_user, by_user
+            ));
+        }
+        if messages != self.messages {
+            return Err(format!(
+                "{} messages counted, {messages} scanned",
+                self.messages
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -131,6 +160,9 @@ pub(crate) struct MetaState {
     pub(crate) users: HashMap<u64, UserInfo>,
     pub(crate) keys: HashMap<u64, ApiKeyInfo>,
     pub(crate) key_by_hash: HashMap<[u8; 32], u64>,
+    /// (user, key id) of every key, revoked or not, so a user's keys are
+    /// one range (keys are never deleted, only revoked).
+    pub(crate) keys_by_user: BTreeSet<(u64, u64)>,
     /// user → when it was disabled.
     pub(crate) disabled: HashMap<u64, u64>,
     /// The newest operator actions, oldest first, at most [`AUDIT_IN_MEMORY`]
@@ -142,6 +174,37 @@ pub(crate) struct MetaState {
 pub(crate) const AUDIT_IN_MEMORY: usize = 1000;
 
 impl MetaState {
+    pub(crate) fn insert_key(&mut self, k: ApiKeyInfo) {
+        self.key_by_hash.insert(k.hash, k.id.0);
+        self.keys_by_user.insert((k.user.0, k.id.0));
+        self.keys.insert(k.id.0, k);
+    }
+
+    /// The ids of `user`'s keys, revoked or not.
+    pub(crate) fn keys_of(&self, user: u64) -> impl Iterator<Item = u64> + '_ {
+        self.keys_by_user
+            .range((user, 0)..=(user, u64::MAX))
+            .map(|(_, id)| *id)
+    }
+
+    /// See [`MailboxIndex::check_derived`].
+    pub(crate) fn check_derived(&self) -> Result<(), String> {
+        let by_user: BTreeSet<(u64, u64)> =
+            self.keys.values().map(|k| (k.user.0, k.id.0)).collect();
+        if by_user != self.keys_by_user {
+            return Err("keys_by_user differs from a scan".into());
+        }
+        if self.key_by_hash.len() != self.keys.len()
+            || self
+                .keys
+                .values()
+                .any(|k| self.key_by_hash.get(&k.hash) != Some(&k.id.0))
+        {
+            return Err("key_by_hash differs from a scan".into());
+        }
+        Ok(())
+    }
+
     pub(crate) fn push_audit(&mut self, entry: AuditEntry) {
         if self.audit.len() >= AUDIT_IN_MEMORY {
             self.audit.pop_front();
@@ -195,7 +258,13 @@ pub(crate) struct Shared {
     pub(crate) fail_next_sync: AtomicBool,
     /// Summaries of messages stored by older extraction rules, derived again.
     pub(crate) rederived: Arc<crate::summary_pool::Rederived>,
+    /// Tests only: run by compaction once a rewrite's output is durable and
+    /// before its swap (see [`crate::Engine::set_compaction_hook_for_tests`]).
+    pub(crate) compaction_hook: Mutex<Option<CompactionHook>>,
 }
+
+/// See [`Shared::compaction_hook`].
+pub(crate) type CompactionHook = Arc<dyn Fn() + Send + Sync>;
 
 impl Shared {
     pub(crate) fn n(&self) -> usize {
@@ -208,6 +277,13 @@ impl Shared {
 
     pub(crate) fn shard_of_address(&self, a: &Address) -> usize {
         shard_of_address(a, self.n())
+    }
+
+    pub(crate) fn run_compaction_hook(&self) {
+        let hook = self.compaction_hook.lock().clone();
+        if let Some(hook) = hook {
+            hook();
+        }
     }
 
     pub(crate) fn dedupe_stripe(&self, key: &str) -> &Mutex<HashMap<String, DedupeEntry>> {

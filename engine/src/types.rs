@@ -128,6 +128,11 @@ impl Address {
         Self::from_parts(local, domain)
     }
 
+    /// From halves already checked and normalised (read back from the index).
+    pub(crate) fn from_normalised(local: String, domain: String) -> Self {
+        Self { local, domain }
+    }
+
     /// Build from the two halves, normalising case and checking characters.
     pub fn from_parts(local: &str, domain: &str) -> Result<Self, AddressError> {
         if local.is_empty() || domain.is_empty() {
@@ -495,6 +500,8 @@ pub struct EngineStats {
     pub mailboxes: u64,
     /// Live messages.
     pub messages: u64,
+    /// Users (enabled or not).
+    pub users: u64,
     /// Segment files on disk.
     pub segments: u64,
     /// Bytes of segment files on disk.

@@ -1,7 +1,10 @@
 //! Property test: random sequences of deliveries, deletions, expiry (manual
 //! clock), compaction and reopen give the same observable state in the
 //! log-backed engine as in the in-memory reference model (`model/`): the
-//! same mailboxes, messages, sequence numbers, raw bytes and outcomes.
+//! same mailboxes, messages, sequence numbers, raw bytes and outcomes, the
+//! same mailboxes and keys per owner; and the engine's own indexes (by
+//! owner, address, token; the message count) equal a full scan after
+//! every step.
 
 mod common;
 mod model;
@@ -20,8 +23,14 @@ const NAMES: [&str; 4] = ["ana", "bo", "cy", "di"];
 enum Op {
     Create {
         name: usize,
+        /// 0: anonymous (a token per name); 1, 2: one of the two users.
+        owner: usize,
         ttl_ms: u64,
         max: u32,
+    },
+    CreateKey {
+        user: usize,
+        hash: u8,
     },
     Deliver {
         to: Vec<(usize, bool)>,
@@ -44,8 +53,9 @@ enum Op {
 
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
-        3 => (0..4usize, prop_oneof![Just(2_000u64), Just(20_000), Just(10_000_000)], 1..6u32)
-            .prop_map(|(name, ttl_ms, max)| Op::Create { name, ttl_ms, max }),
+        3 => (0..4usize, 0..3usize, prop_oneof![Just(2_000u64), Just(20_000), Just(10_000_000)], 1..6u32)
+            .prop_map(|(name, owner, ttl_ms, max)| Op::Create { name, owner, ttl_ms, max }),
+        1 => (0..2usize, 0..4u8).prop_map(|(user, hash)| Op::CreateKey { user, hash }),
         6 => (proptest::collection::vec((0..4usize, any::<bool>()), 1..4), 20..2500usize, proptest::option::weighted(0.2, 0..3u8))
             .prop_map(|(to, size, key)| Op::Deliver { to, size, key }),
         2 => (0..4usize, 0..6usize).prop_map(|(name, nth)| Op::DeleteMessage { name, nth }),
@@ -65,6 +75,8 @@ struct World {
     ids: HashMap<MailboxId, MailboxId>,
     /// last created mailbox per name (model ids)
     last: HashMap<usize, MailboxId>,
+    /// The two users: (model id, engine id).
+    users: [(UserId, UserId); 2],
     counter: u64,
 }
 
@@ -85,6 +97,12 @@ impl World {
                 .unwrap();
         let model = Model::open_with_clock(cfg(dir.path(), ratio), clock.clone() as Arc<dyn Clock>)
             .unwrap();
+        let users = [0, 1].map(|i| {
+            let name = format!("user{i}");
+            let m = block_on(model.create_user(name.clone())).unwrap().id;
+            let e = block_on(engine.create_user(name)).unwrap().id;
+            (m, e)
+        });
         Self {
             dir,
             clock,
@@ -92,6 +110,7 @@ impl World {
             model,
             ids: HashMap::new(),
             last: HashMap::new(),
+            users,
             counter: 0,
         }
     }
@@ -109,12 +128,24 @@ impl World {
 
     fn map_info(&self, mut i: MailboxInfo) -> MailboxInfo {
         i.id = self.ids[&i.id];
+        if let Owner::User(u) = &mut i.owner {
+            *u = self
+                .users
+                .iter()
+                .find(|(m, _)| m == u)
+                .map_or(*u, |(_, e)| *e);
+        }
         i
     }
 
     fn apply(&mut self, op: &Op, ratio: f64) {
         match op {
-            Op::Create { name, ttl_ms, max } => {
+            Op::Create {
+                name,
+                owner,
+                ttl_ms,
+                max,
+            } => {
                 let new = NewMailbox {
                     address: addr(NAMES[*name]),
                     owner: Owner::Anonymous {
@@ -123,8 +154,13 @@ impl World {
                     expires_at_ms: self.clock.now_ms() + ttl_ms,
                     max_messages: *max,
                 };
-                let m = block_on(self.model.create_mailbox(new.clone()));
-                let e = block_on(self.e().create_mailbox(new));
+                let (mut for_model, mut for_engine) = (new.clone(), new);
+                if let Some((m, e)) = owner.checked_sub(1).map(|u| self.users[u]) {
+                    for_model.owner = Owner::User(m);
+                    for_engine.owner = Owner::User(e);
+                }
+                let m = block_on(self.model.create_mailbox(for_model));
+                let e = block_on(self.e().create_mailbox(for_engine));
                 match (m, e) {
                     (Ok(m), Ok(e)) => {
                         self.ids.insert(m.id, e.id);
@@ -136,6 +172,17 @@ impl World {
                         Err(CreateMailboxError::AlreadyExists),
                     ) => {}
                     (m, e) => panic!("create: model {m:?} engine {e:?}"),
+                }
+            }
+            Op::CreateKey { user, hash } => {
+                let (mu, eu) = self.users[*user];
+                let prefix = format!("k{hash}");
+                let m = block_on(self.model.create_api_key(mu, [*hash; 32], prefix.clone()));
+                let e = block_on(self.e().create_api_key(eu, [*hash; 32], prefix));
+                match (m, e) {
+                    (Ok(m), Ok(e)) => assert_eq!((m.hash, m.prefix), (e.hash, e.prefix)),
+                    (Err(m), Err(e)) => assert_eq!(format!("{m:?}"), format!("{e:?}")),
+                    (m, e) => panic!("create key: model {m:?} engine {e:?}"),
                 }
             }
             Op::Deliver { to, size, key } => {
@@ -264,8 +311,45 @@ impl World {
                 (m, e) => panic!("list: model {m:?} engine {e:?}"),
             }
         }
+        let owners = self
+            .users
+            .iter()
+            .map(|(m, e)| (Owner::User(*m), Owner::User(*e)));
+        let tokens = (0..NAMES.len()).map(|n| {
+            let o = Owner::Anonymous {
+                token_hash: [n as u8; 32],
+            };
+            (o.clone(), o)
+        });
+        for (m, e) in owners.chain(tokens) {
+            let mut from_model: Vec<_> = self
+                .model
+                .mailboxes_owned_by(&m)
+                .into_iter()
+                .map(|i| self.map_info(i))
+                .collect();
+            let mut from_engine = self.e().mailboxes_owned_by(&e);
+            from_model.sort_by_key(|i| i.id);
+            from_engine.sort_by_key(|i| i.id);
+            assert_eq!(from_model, from_engine, "mailboxes of {e:?}");
+        }
+        for (m, e) in self.users {
+            let hashes =
+                |keys: Vec<ApiKeyInfo>| keys.into_iter().map(|k| k.hash).collect::<Vec<_>>();
+            assert_eq!(
+                hashes(self.model.api_keys_of(m)),
+                hashes(self.e().api_keys_of(e)),
+                "keys of {e:?}"
+            );
+        }
+        if let Err(e) = self.e().check_indexes_for_tests() {
+            panic!("an index differs from a full scan: {e}");
+        }
         let (ms, es) = (self.model.stats(), self.e().stats());
-        assert_eq!((ms.mailboxes, ms.messages), (es.mailboxes, es.messages));
+        assert_eq!(
+            (ms.mailboxes, ms.messages, ms.users),
+            (es.mailboxes, es.messages, es.users)
+        );
         assert_eq!(es.corrupt_records, 0);
     }
 }
@@ -301,6 +385,7 @@ fn regression_expired_then_compacted() {
         vec![
             Op::Create {
                 name: 0,
+                owner: 0,
                 ttl_ms: 2000,
                 max: 1,
             },

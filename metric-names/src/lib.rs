@@ -36,6 +36,8 @@ pub struct Metric {
     pub help: &'static str,
 }
 
+/// Partitions this host may serve now (`[cluster]` only).
+pub const CLUSTER_PARTITIONS_SERVED: &str = "uncorreo_cluster_partitions_served";
 /// HTTP requests answered, by route template, method and status.
 pub const HTTP_REQUESTS_TOTAL: &str = "uncorreo_http_requests_total";
 /// Time from request to response head, by route template and method.
@@ -126,6 +128,12 @@ pub const IN_FLIGHT_REFUSED_TOTAL: &str = "uncorreo_in_flight_refused_total";
 
 /// Every metric, in the order `/metrics` describes them.
 pub const ALL: &[Metric] = &[
+    Metric {
+        name: CLUSTER_PARTITIONS_SERVED,
+        kind: Kind::Gauge,
+        unit: None,
+        help: "Partitions this host holds the lease of and may serve now ([cluster] only).",
+    },
     Metric {
         name: HTTP_REQUESTS_TOTAL,
         kind: Kind::Counter,

@@ -4,6 +4,7 @@
 //! binary links the appliance once instead of once per test file.
 
 mod api;
+mod cluster;
 mod mailpit;
 mod mcp;
 mod ports;

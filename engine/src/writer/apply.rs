@@ -40,20 +40,22 @@ impl Writer {
     /// Publishing before acking means that when `deliver` returns, the event is
     /// already queued for every subscriber (and a deleted mailbox's
     /// subscriptions are already ended); both still follow the sync.
-    pub(super) fn commit(&mut self, b: &mut Batch) {
+    /// `Err` when the batch was not written (every command in it is
+    /// answered with that failure).
+    pub(super) fn commit(&mut self, b: &mut Batch) -> Result<(), BatchFailure> {
         let mut batch = std::mem::take(b);
         if batch.buf.is_empty() {
             for s in batch.staged {
                 s.ack.ok();
             }
-            return;
+            return Ok(());
         }
         if self.shared.shard_failed(self.shard) {
             // This shard failed a sync (or the engine failed): write nothing more.
             for s in batch.staged {
                 s.ack.fail(BatchFailure::Poisoned);
             }
-            return;
+            return Err(BatchFailure::Poisoned);
         }
         let records = batch.records;
         Record::BatchCommit { records }.encode_frame(&mut batch.buf);
@@ -64,7 +66,7 @@ impl Writer {
                 for s in batch.staged {
                     s.ack.fail(failure);
                 }
-                return;
+                return Err(failure);
             }
         };
         // Only bytes past what the segment's reservation already counted take
@@ -88,6 +90,7 @@ impl Writer {
         };
         let published = self.make_visible(std::mem::take(&mut batch.applies), landed);
         self.publish_and_answer(batch, published);
+        Ok(())
     }
 
     /// Update the index and the users/keys table for every record of a
@@ -128,12 +131,8 @@ impl Writer {
                     }
                 }
                 Apply::MessageDeleted { mailbox, seq } => {
-                    if let Some(mb) = idx.mailboxes.get_mut(&mailbox) {
-                        if let Some(i) = mb.find(seq) {
-                            let r = mb.msgs.remove(i);
-                            mb.info.message_count = mb.msgs.len() as u32;
-                            mark_dead(&self.shared, self.shard, r.seg, r.len);
-                        }
+                    if let Some(r) = idx.remove_message(mailbox, seq) {
+                        mark_dead(&self.shared, self.shard, r.seg, r.len);
                     }
                 }
                 Apply::State {
@@ -156,22 +155,22 @@ impl Writer {
         event: Event,
         published: &mut Published,
     ) {
-        let Some(mb) = idx.mailboxes.get_mut(&mailbox) else {
+        let Some(mb) = idx.mailboxes.get_mut(mailbox) else {
             // Expired and reaped between staging and commit.
             self.active.add_dead(u64::from(at.len));
             return;
         };
         // Sequence numbers of a mailbox only grow: clients resume from one.
         assert!(
-            at.seq > mb.info.last_seq && mb.msgs.last().is_none_or(|r| r.seq < at.seq),
+            at.seq > mb.last_seq && mb.msgs.last().is_none_or(|r| r.seq < at.seq),
             "mailbox {}: sequence {} indexed after {}",
             mailbox.0,
             at.seq,
-            mb.info.last_seq
+            mb.last_seq
         );
         mb.msgs.push(at);
-        mb.info.last_seq = mb.info.last_seq.max(at.seq);
-        mb.info.message_count = mb.msgs.len() as u32;
+        idx.messages += 1;
+        mb.last_seq = mb.last_seq.max(at.seq);
         published.events.push(event);
     }
 
@@ -182,15 +181,10 @@ impl Writer {
         created: RecordLoc,
         published: &mut Published,
     ) {
-        let entry = MailboxEntry {
-            info,
-            created,
-            msgs: Vec::new(),
-        };
         // The old one at its address had expired: it is gone for good.
-        if let Some(m) = idx.insert_mailbox(entry) {
+        if let Some(m) = idx.insert_mailbox(&info, created, Vec::new()) {
             mark_mailbox_dead(&self.shared, self.shard, &m);
-            published.closed.push(m.info.id);
+            published.closed.push(m.id);
         }
     }
 
@@ -255,10 +249,7 @@ fn apply_to_meta(shared: &Shared, apply: Apply) {
                 u.subscriptions.push(sub);
             }
         }
-        Apply::Key(k) => {
-            meta.key_by_hash.insert(k.hash, k.id.0);
-            meta.keys.insert(k.id.0, k);
-        }
+        Apply::Key(k) => meta.insert_key(k),
         Apply::Revoke { id, at_ms } => {
             if let Some(k) = meta.keys.get_mut(&id) {
                 k.revoked_at_ms.get_or_insert(at_ms);
@@ -296,7 +287,7 @@ pub(crate) fn mark_mailbox_dead(shared: &Shared, shard: ShardIndex, m: &MailboxE
     if let Some(s) = segs.get(&m.created.segment) {
         s.add_dead(u64::from(m.created.len));
     }
-    for r in &m.msgs {
+    for r in m.msgs.iter() {
         if let Some(s) = segs.get(&r.seg) {
             s.add_dead(u64::from(r.len));
         }
@@ -307,7 +298,7 @@ pub(crate) fn mark_mailbox_dead(shared: &Shared, shard: ShardIndex, m: &MailboxE
 pub(crate) fn quarantine(shared: &Shared, id: MessageId) {
     let shard = ShardIndex(shared.shard_of_id(id.mailbox.0));
     let mut idx = shared.shard(shard).index.write();
-    if let Some(mb) = idx.mailboxes.get_mut(&id.mailbox) {
+    if let Some(mb) = idx.mailboxes.get_mut(id.mailbox) {
         if let Some(i) = mb.find(id.seq) {
             if let Some(r) = mb.msgs.get_mut(i) {
                 if r.flags & REF_CORRUPT == 0 {

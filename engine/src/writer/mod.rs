@@ -83,7 +83,7 @@ impl Writer {
         loop {
             let Ok(cmd) = self.rx.recv() else {
                 // Every sender is gone: the engine was dropped without shutdown.
-                self.commit(&mut batch);
+                let _answered = self.commit(&mut batch);
                 self.seal();
                 return;
             };
@@ -119,7 +119,7 @@ impl Writer {
                     }
                 }
             }
-            self.commit(&mut batch);
+            let _answered = self.commit(&mut batch);
         }
     }
 
@@ -132,11 +132,15 @@ impl Writer {
         if self.shared.shard_failed(self.shard) {
             match cmd {
                 Cmd::Shutdown { reply } => {
-                    self.commit(batch);
+                    let _answered = self.commit(batch);
                     let _ = reply.send(());
                     return Some(true);
                 }
-                Cmd::Rewrite { reply, .. } => {
+                Cmd::RewriteBegin { reply, .. } => {
+                    let _ = reply.send(Err(StorageError::Poisoned));
+                    return None;
+                }
+                Cmd::RewriteSwap { reply, .. } => {
                     let _ = reply.send(Err(StorageError::Poisoned));
                     return None;
                 }
@@ -148,14 +152,20 @@ impl Writer {
         }
         match cmd {
             Cmd::Shutdown { reply } => {
-                self.commit(batch);
+                let _answered = self.commit(batch);
                 self.seal();
                 let _ = reply.send(());
                 Some(true)
             }
-            Cmd::Rewrite { seg, reply } => {
-                self.commit(batch);
-                let r = self.rewrite(seg);
+            Cmd::RewriteBegin { seg, reply } => {
+                let _ = reply.send(Ok(self.begin_rewrite(seg)));
+                None
+            }
+            Cmd::RewriteSwap { output, reply } => {
+                // Whatever is staged goes first, so the swap sees every
+                // deletion asked before it.
+                let _answered = self.commit(batch);
+                let r = self.finish_rewrite(*output);
                 let _ = reply.send(r);
                 None
             }

@@ -106,7 +106,10 @@ impl Writer {
                 enq,
                 reply,
             } => self.stage_put_state(b, key, value, reply, enq),
-            Cmd::Rewrite { .. } | Cmd::Shutdown { .. } | Cmd::PanicForTests { .. } => {}
+            Cmd::RewriteBegin { .. }
+            | Cmd::RewriteSwap { .. }
+            | Cmd::Shutdown { .. }
+            | Cmd::PanicForTests { .. } => {}
         }
     }
 
@@ -139,7 +142,7 @@ impl Writer {
         let shared = Arc::clone(&self.shared);
         let idx = shared.shard(self.shard).index.read();
         for (rcpt, id) in rcpts {
-            let result = match idx.mailboxes.get(&id) {
+            let result = match idx.mailboxes.get(id) {
                 Some(mb) => stage_message(b, mb, now, delivery, &rcpt),
                 None => Err(ResolveError::NoSuchMailbox),
             };
@@ -174,12 +177,9 @@ impl Writer {
         let now = self.shared.clock.now_ms();
         let live_old = {
             let idx = self.shared.shard(self.shard).index.read();
-            idx.by_address
-                .get(&new.address)
-                .and_then(|id| idx.mailboxes.get(id))
-                .is_some_and(|m| {
-                    m.info.expires_at_ms > now && !b.deleted_mailboxes.contains(&m.info.id)
-                })
+            idx.mailboxes
+                .at_address(&new.address)
+                .is_some_and(|m| m.expires_at_ms > now && !b.deleted_mailboxes.contains(&m.id))
         };
         if live_old || b.new_addresses.contains_key(&new.address) {
             let _ = reply.send(Err(CreateMailboxError::AlreadyExists));
@@ -225,7 +225,7 @@ impl Writer {
         let mailbox = MailboxId(id);
         let target = {
             let idx = self.shared.shard(self.shard).index.read();
-            idx.mailboxes.get(&mailbox).map(|m| m.created.segment.0)
+            idx.mailboxes.get(mailbox).map(|m| m.created.segment.0)
         };
         let Some(target_seg) = target.filter(|_| !b.deleted_mailboxes.contains(&mailbox)) else {
             let _ = reply.send(Err(WriteError::NotFound));
@@ -248,7 +248,7 @@ impl Writer {
         let target = {
             let idx = self.shared.shard(self.shard).index.read();
             idx.mailboxes
-                .get(&mailbox)
+                .get(mailbox)
                 .and_then(|m| m.find(id.seq).and_then(|i| m.msgs.get(i)))
                 .map(|r| r.seg.0)
         };
@@ -479,24 +479,24 @@ fn stage_message(
     delivery: &Delivery<'_>,
     rcpt: &Recipient,
 ) -> Result<MessageId, ResolveError> {
-    let mailbox = mb.info.id;
+    let mailbox = mb.id;
     let id = mailbox.0;
-    if b.deleted_mailboxes.contains(&mailbox) || mb.info.expires_at_ms <= now {
+    if b.deleted_mailboxes.contains(&mailbox) || mb.expires_at_ms <= now {
         return Err(ResolveError::NoSuchMailbox);
     }
     let (last_seq, count) = *b
         .mailbox_counts
         .entry(mailbox)
-        .or_insert((mb.info.last_seq, mb.info.message_count));
-    if count >= mb.info.max_messages {
+        .or_insert((mb.last_seq, mb.message_count()));
+    if count >= mb.max_messages {
         return Err(ResolveError::MailboxFull);
     }
     let seq = last_seq + 1;
     // Sequence numbers of a mailbox only grow: clients resume from one.
     assert!(
-        seq > mb.info.last_seq,
+        seq > mb.last_seq,
         "mailbox {id}: sequence {seq} staged after {}",
-        mb.info.last_seq
+        mb.last_seq
     );
     b.mailbox_counts.insert(mailbox, (seq, count + 1));
     let meta = delivery.meta(rcpt);
@@ -506,7 +506,8 @@ fn stage_message(
     let (rel, len) = b.push_hint(start, Kind::Message, id, seq);
     let message = MessageId { mailbox, seq };
     let event = Event {
-        address: mb.info.address.clone(),
+        // The mailbox was found at this address, and ids are never reused.
+        address: rcpt.address.clone(),
         id: message,
         received_at_ms: delivery.at,
         size: delivery.raw.len() as u32,

@@ -459,6 +459,7 @@ impl Model {
         let st = self.inner.state.lock();
         EngineStats {
             mailboxes: st.mailboxes.len() as u64,
+            users: st.users.len() as u64,
             messages: st.mailboxes.values().map(|m| m.messages.len() as u64).sum(),
             subscribers: self.inner.hub.subscriber_count(),
             events_published: self.inner.hub.published(),

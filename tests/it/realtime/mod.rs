@@ -41,6 +41,17 @@ pub fn server_with(tweak: impl FnOnce(&mut uncorreo::Config)) -> TestServer {
     })
 }
 
+/// The one server a test module shares, started on first use. A `static`
+/// is never dropped, so its data directory is removed when the test process
+/// exits instead (`support::remove_at_exit`).
+pub fn shared_server(cell: &'static std::sync::OnceLock<TestServer>) -> &'static TestServer {
+    cell.get_or_init(|| {
+        let server = server_with(|_| {});
+        crate::support::remove_at_exit(server.data.path());
+        server
+    })
+}
+
 /// Rate limits so high that no test meets them.
 pub fn no_rate_limits(c: &mut uncorreo::Config) {
     for p in c.plans.0.values_mut() {

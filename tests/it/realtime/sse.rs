@@ -338,7 +338,7 @@ proptest! {
         cuts in proptest::collection::vec(0u8..10, 0..5),
         pace in proptest::collection::vec(0u8..4, 1..8),
     ) {
-        let server = SERVER.get_or_init(|| server_with(|_| {}));
+        let server = super::shared_server(&SERVER);
         let case = CASE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         rt().block_on(async {
             let e = server.engine.clone();

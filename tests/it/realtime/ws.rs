@@ -325,7 +325,7 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 16, .. ProptestConfig::default() })]
     #[test]
     fn reconnecting_with_since_sees_every_sequence_exactly_once(s in schedule()) {
-        let server = SERVER.get_or_init(|| server_with(|_| {}));
+        let server = super::shared_server(&SERVER);
         let case = CASE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         rt().block_on(async {
             let e = server.engine.clone();

@@ -13,6 +13,40 @@ use uncorreo_engine::{Address, Engine, MailboxInfo, NewMailbox, Owner};
 /// Domain every test appliance accepts mail for.
 pub const DOMAIN: &str = "uncorreo.test";
 
+/// Directories to remove when the test process exits.
+static REMOVE_AT_EXIT: std::sync::Mutex<Vec<std::path::PathBuf>> =
+    std::sync::Mutex::new(Vec::new());
+
+extern "C" fn remove_registered_dirs() {
+    let dirs = std::mem::take(
+        &mut *REMOVE_AT_EXIT
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner),
+    );
+    for dir in dirs {
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
+
+/// Removes `dir` when the test process exits. For what statics own: the
+/// test harness never drops them, so a shared server's `TempDir` alone would
+/// leave its log in /tmp after every run.
+pub fn remove_at_exit(dir: &std::path::Path) {
+    static REGISTER: std::sync::Once = std::sync::Once::new();
+    REGISTER.call_once(|| {
+        // SAFETY: `remove_registered_dirs` is a plain `extern "C"` function
+        // that never unwinds (it ignores every error) and touches only a
+        // static; atexit may run it on the exiting thread at any point after
+        // main returns, which is all it needs.
+        let registered = unsafe { libc::atexit(remove_registered_dirs) };
+        assert_eq!(registered, 0, "atexit refused the cleanup handler");
+    });
+    REMOVE_AT_EXIT
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .push(dir.to_path_buf());
+}
+
 /// A running appliance plus the temporary directory holding its log.
 pub struct TestServer {
     pub appliance: Option<Appliance>,
