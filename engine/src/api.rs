@@ -125,16 +125,18 @@ fn writable(sh: &Shared, shard: usize) -> Result<(), BatchFailure> {
     Ok(())
 }
 
-/// Queue `cmd` on the shard's writer; a refused command comes back with why.
-fn send<E: OperationError>(sh: &Shared, shard: usize, cmd: Cmd) -> Result<(), (Cmd, E)> {
-    if let Err(failure) = writable(sh, shard) {
-        return Err((cmd, failure.into()));
-    }
-    match sh.shards[shard].tx.try_send(cmd) {
-        Ok(()) => Ok(()),
-        Err(TrySendError::Full(cmd)) => Err((cmd, E::saturated())),
-        Err(TrySendError::Disconnected(cmd)) => Err((cmd, gone(sh, shard).into())),
-    }
+/// Queue `cmd` on the shard's writer; a refused command comes back with why
+/// (boxed: refusals are rare, and a command is large).
+fn send<E: OperationError>(sh: &Shared, shard: usize, cmd: Cmd) -> Result<(), Box<(Cmd, E)>> {
+    let refused = match writable(sh, shard) {
+        Err(failure) => (cmd, failure.into()),
+        Ok(()) => match sh.shards[shard].tx.try_send(cmd) {
+            Ok(()) => return Ok(()),
+            Err(TrySendError::Full(cmd)) => (cmd, E::saturated()),
+            Err(TrySendError::Disconnected(cmd)) => (cmd, gone(sh, shard).into()),
+        },
+    };
+    Err(Box::new(refused))
 }
 
 /// Why a writer that dropped its end of a channel is gone.
@@ -160,9 +162,11 @@ fn hand_over(sh: &Shared, summary: MessageSummary, cmds: Vec<(usize, Cmd)>) {
             *slot = Arc::clone(&summary);
             *enq = Instant::now();
         }
-        if let Err((Cmd::Deliver { reply, .. }, e)) = send::<DeliverError>(sh, shard, cmd) {
-            // The caller may have given up; nothing more to tell.
-            let _ = reply.send(Err(e));
+        if let Err(refused) = send::<DeliverError>(sh, shard, cmd) {
+            if let (Cmd::Deliver { reply, .. }, e) = *refused {
+                // The caller may have given up; nothing more to tell.
+                let _ = reply.send(Err(e));
+            }
         }
     }
 }
@@ -465,7 +469,7 @@ impl Engine {
     }
 
     fn send<E: OperationError>(&self, shard: usize, cmd: Cmd) -> Result<(), E> {
-        send(self.shared(), shard, cmd).map_err(|(_, e)| e)
+        send(self.shared(), shard, cmd).map_err(|refused| refused.1)
     }
 
     fn gone(&self, shard: usize) -> BatchFailure {
