@@ -51,24 +51,9 @@ cleanup() {
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
+# shellcheck source=lib.sh
+source "$here/lib.sh"
 
-free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
-}
-
-wait_for() { # FILE PATTERN SECONDS
-  local i=0
-  until grep -q "$2" "$1" 2>/dev/null; do
-    i=$((i + 1))
-    if [ "$i" -gt $(($3 * 10)) ]; then echo "timed out waiting for '$2' in $1:" >&2; cat "$1" >&2; return 1; fi
-    sleep 0.1
-  done
-}
-
-stop() { # PID
-  kill "$1" 2>/dev/null || true
-  wait "$1" 2>/dev/null || true
-}
 
 load() { cut -d' ' -f1-3 /proc/loadavg; }
 
