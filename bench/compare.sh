@@ -58,24 +58,8 @@ cleanup() {
   rm -rf "$work"
 }
 trap cleanup EXIT
-
-free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
-}
-
-wait_for() { # FILE PATTERN SECONDS
-  local i=0
-  until grep -q "$2" "$1" 2>/dev/null; do
-    i=$((i + 1))
-    if [ "$i" -gt $(($3 * 10)) ]; then echo "timed out waiting for '$2' in $1:" >&2; cat "$1" >&2; return 1; fi
-    sleep 0.1
-  done
-}
-
-stop() { # PID
-  kill "$1" 2>/dev/null || true
-  wait "$1" 2>/dev/null || true
-}
+# shellcheck source=lib.sh
+source "$here/lib.sh"
 
 # Runs smtp-source against 127.0.0.1:$1 and prints the elapsed seconds.
 drive() {

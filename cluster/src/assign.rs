@@ -97,15 +97,8 @@ impl<S: CasBucket> Assignments<S> {
         from: &str,
         to: &str,
     ) -> Result<(), AssignError> {
-        let expected = Assignment {
-            node: from.to_owned(),
-            moving_to: None,
-        };
-        let next = Assignment {
-            node: from.to_owned(),
-            moving_to: Some(to.to_owned()),
-        };
-        self.change(partition, &expected, &next).await
+        self.change(partition, &home(from, None), &home(from, Some(to)))
+            .await
     }
 
     /// Ends a move: `to` becomes the home.
@@ -115,15 +108,8 @@ impl<S: CasBucket> Assignments<S> {
         from: &str,
         to: &str,
     ) -> Result<(), AssignError> {
-        let expected = Assignment {
-            node: from.to_owned(),
-            moving_to: Some(to.to_owned()),
-        };
-        let next = Assignment {
-            node: to.to_owned(),
-            moving_to: None,
-        };
-        self.change(partition, &expected, &next).await
+        self.change(partition, &home(from, Some(to)), &home(to, None))
+            .await
     }
 
     /// Gives up a move: `from` stays the home.
@@ -133,15 +119,8 @@ impl<S: CasBucket> Assignments<S> {
         from: &str,
         to: &str,
     ) -> Result<(), AssignError> {
-        let expected = Assignment {
-            node: from.to_owned(),
-            moving_to: Some(to.to_owned()),
-        };
-        let next = Assignment {
-            node: from.to_owned(),
-            moving_to: None,
-        };
-        self.change(partition, &expected, &next).await
+        self.change(partition, &home(from, Some(to)), &home(from, None))
+            .await
     }
 
     /// Writes `next` only if the bucket holds `expected`, at the revision
@@ -183,6 +162,14 @@ impl<S: CasBucket> Assignments<S> {
             },
             CasError::Unavailable(why) => AssignError::Unavailable(why),
         }
+    }
+}
+
+/// `node` as the home, moving to `moving_to` if given.
+fn home(node: &str, moving_to: Option<&str>) -> Assignment {
+    Assignment {
+        node: node.to_owned(),
+        moving_to: moving_to.map(str::to_owned),
     }
 }
 

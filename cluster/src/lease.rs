@@ -133,18 +133,23 @@ impl<S: CasBucket> Leases<S> {
     pub async fn take(&mut self, partition: Partition, now: Instant) -> Result<(), LeaseError> {
         match self.store.create(&lease_key(partition), self.value()).await {
             Ok(revision) => {
-                self.held.insert(
-                    partition,
-                    Held {
-                        revision,
-                        last_renewal_sent: now,
-                    },
-                );
+                self.hold(partition, revision, now);
                 Ok(())
             }
             Err(CasError::Conflict) => Err(LeaseError::HeldElsewhere(partition)),
             Err(CasError::Unavailable(why)) => Err(LeaseError::Unavailable(why)),
         }
+    }
+
+    /// Notes a successful write of `partition`'s lease at `revision`, sent at `sent`.
+    fn hold(&mut self, partition: Partition, revision: u64, sent: Instant) {
+        self.held.insert(
+            partition,
+            Held {
+                revision,
+                last_renewal_sent: sent,
+            },
+        );
     }
 
     /// Renews `partition`'s lease at the revision this host last wrote. A
@@ -160,13 +165,7 @@ impl<S: CasBucket> Leases<S> {
             .await
         {
             Ok(revision) => {
-                self.held.insert(
-                    partition,
-                    Held {
-                        revision,
-                        last_renewal_sent: now,
-                    },
-                );
+                self.hold(partition, revision, now);
                 Ok(())
             }
             Err(CasError::Conflict) => {

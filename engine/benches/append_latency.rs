@@ -25,6 +25,27 @@ fn fdatasync_p50_us() -> u64 {
     v[v.len() / 2]
 }
 
+/// The physical limit the engine is measured against (issue #16, P7): the
+/// same number of 4 KiB records written by one thread as perfect group
+/// commits, `batch` records per `pwrite` and one `fdatasync` each, into a
+/// file preallocated like a segment. Appends per second.
+fn raw_loop_appends_per_s(appends: usize, batch: usize) -> f64 {
+    use std::os::unix::fs::FileExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let f = std::fs::File::create(dir.path().join("raw")).expect("raw");
+    let buf = vec![7u8; batch * 4096];
+    let batches = appends.div_ceil(batch);
+    f.set_len((batches * buf.len()) as u64)
+        .expect("preallocate");
+    f.sync_all().expect("sync");
+    let t = std::time::Instant::now();
+    for i in 0..batches {
+        f.write_all_at(&buf, (i * buf.len()) as u64).expect("write");
+        f.sync_data().expect("sync");
+    }
+    (batches * batch) as f64 / t.elapsed().as_secs_f64()
+}
+
 fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
@@ -42,6 +63,10 @@ fn main() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(if full { 1000 } else { 2 });
+    let raw = full.then(|| raw_loop_appends_per_s(64 * per, 64));
+    if let Some(raw) = raw {
+        println!("raw: pwrite(64 x 4 KiB)+fdatasync loop appends_per_s={raw:.0}");
+    }
     for (name, durability) in [
         ("always", Durability::Always),
         ("never_unsafe", Durability::NeverUnsafeForLoadTests),
@@ -61,10 +86,11 @@ fn main() {
         }
         let recs = after.records_committed - before.records_committed;
         let syncs = after.batches_committed - before.batches_committed;
+        let rate = lat.len() as f64 / secs;
+        let ratio = raw.map_or(String::new(), |raw| format!(" vs_raw={:.2}", rate / raw));
         println!(
-            "durability={name} appends={} secs={secs:.2} appends_per_s={:.0} p50_us={} p99_us={} p999_us={} max_us={} records_per_sync={:.1}",
+            "durability={name} appends={} secs={secs:.2} appends_per_s={rate:.0}{ratio} p50_us={} p99_us={} p999_us={} max_us={} records_per_sync={:.1}",
             lat.len(),
-            lat.len() as f64 / secs,
             h.value_at_quantile(0.50),
             h.value_at_quantile(0.99),
             h.value_at_quantile(0.999),

@@ -115,6 +115,64 @@ fn validate(c: &EngineConfig) -> Result<(), OpenError> {
 /// mailbox id), their positions in the delivery).
 type Group = (usize, Vec<(Recipient, MailboxId)>, Vec<usize>);
 
+/// Whether `shard` takes writes now: the engine is open and neither the
+/// shard nor the engine as a whole has failed.
+fn writable(sh: &Shared, shard: usize) -> Result<(), BatchFailure> {
+    if sh.closed.load(Ordering::Acquire) {
+        return Err(BatchFailure::Closed);
+    }
+    if sh.shard_failed(ShardIndex(shard)) {
+        return Err(BatchFailure::Poisoned);
+    }
+    Ok(())
+}
+
+/// Queue `cmd` on the shard's writer; a refused command comes back with why
+/// (boxed: refusals are rare, and a command is large).
+fn send<E: OperationError>(sh: &Shared, shard: usize, cmd: Cmd) -> Result<(), Box<(Cmd, E)>> {
+    let refused = match writable(sh, shard) {
+        Err(failure) => (cmd, failure.into()),
+        Ok(()) => match sh.shards[shard].tx.try_send(cmd) {
+            Ok(()) => return Ok(()),
+            Err(TrySendError::Full(cmd)) => (cmd, E::saturated()),
+            Err(TrySendError::Disconnected(cmd)) => (cmd, gone(sh, shard).into()),
+        },
+    };
+    Err(Box::new(refused))
+}
+
+/// Why a writer that dropped its end of a channel is gone.
+/// A writer ends only at shutdown; gone while the engine is open means it
+/// died (its poison guard may not have run yet).
+fn gone(sh: &Shared, shard: usize) -> BatchFailure {
+    if sh.shard_failed(ShardIndex(shard)) || !sh.closed.load(Ordering::Acquire) {
+        BatchFailure::Poisoned
+    } else {
+        BatchFailure::Closed
+    }
+}
+
+/// Hand the deliveries of one message, now with its summary, to their
+/// writers; one a writer cannot take is answered with why, on its reply.
+fn hand_over(sh: &Shared, summary: MessageSummary, cmds: Vec<(usize, Cmd)>) {
+    let summary = Arc::new(summary);
+    for (shard, mut cmd) in cmds {
+        if let Cmd::Deliver {
+            summary: slot, enq, ..
+        } = &mut cmd
+        {
+            *slot = Arc::clone(&summary);
+            *enq = Instant::now();
+        }
+        if let Err(refused) = send::<DeliverError>(sh, shard, cmd) {
+            if let (Cmd::Deliver { reply, .. }, e) = *refused {
+                // The caller may have given up; nothing more to tell.
+                let _ = reply.send(Err(e));
+            }
+        }
+    }
+}
+
 /// Bytes of a delivery the free-space guard admitted, until it is answered
 /// (or its future dropped).
 struct InFlight<'a> {
@@ -450,38 +508,12 @@ impl Engine {
         Ok(r)
     }
 
-    /// Whether `shard` takes writes now: the engine is open and neither the
-    /// shard nor the engine as a whole has failed.
-    fn writable(&self, shard: usize) -> Result<(), BatchFailure> {
-        let sh = self.shared();
-        if sh.closed.load(Ordering::Acquire) {
-            return Err(BatchFailure::Closed);
-        }
-        if sh.shard_failed(ShardIndex(shard)) {
-            return Err(BatchFailure::Poisoned);
-        }
-        Ok(())
-    }
-
     fn send<E: OperationError>(&self, shard: usize, cmd: Cmd) -> Result<(), E> {
-        self.writable(shard)?;
-        match self.shared().shards[shard].tx.try_send(cmd) {
-            Ok(()) => Ok(()),
-            Err(TrySendError::Full(_)) => Err(E::saturated()),
-            Err(TrySendError::Disconnected(_)) => Err(self.gone(shard).into()),
-        }
+        send(self.shared(), shard, cmd).map_err(|refused| refused.1)
     }
 
-    /// Why a writer that dropped its end of a channel is gone.
-    /// A writer ends only at shutdown; gone while the engine is open means it
-    /// died (its poison guard may not have run yet).
     fn gone(&self, shard: usize) -> BatchFailure {
-        let sh = self.shared();
-        if sh.shard_failed(ShardIndex(shard)) || !sh.closed.load(Ordering::Acquire) {
-            BatchFailure::Poisoned
-        } else {
-            BatchFailure::Closed
-        }
+        gone(self.shared(), shard)
     }
 
     pub(crate) async fn call<T, E: OperationError>(
@@ -643,14 +675,6 @@ impl Engine {
             // Nothing to store, but the key must still be remembered durably.
             groups.push((0, Vec::new(), Vec::new()));
         }
-        // Parsed on the summary pool, not on this (SMTP or HTTP) core thread.
-        let summary = Arc::new(if groups.iter().any(|g| !g.1.is_empty()) {
-            crate::summary_pool::global()?
-                .summarize(delivery.raw.clone())
-                .await?
-        } else {
-            MessageSummary::default()
-        });
         // One group per shard and kind, at most MAX_SHARDS each: the count fits its u8.
         assert!(groups.len() <= MAX_SHARDS, "{} shard groups", groups.len());
         assert!(
@@ -679,6 +703,7 @@ impl Engine {
         // One receive time for every copy of this delivery.
         let at = self.now_ms();
         let mut waits = Vec::with_capacity(groups.len());
+        let mut cmds = Vec::with_capacity(groups.len());
         for (shard, rcpts, slots) in groups {
             if let Some(done) = key
                 .as_ref()
@@ -696,22 +721,39 @@ impl Engine {
                 continue;
             }
             let (tx, rx) = oneshot::channel::<Result<RcptResults, DeliverError>>();
-            self.send::<DeliverError>(
-                shard,
-                Cmd::Deliver {
-                    raw: delivery.raw.clone(),
-                    envelope_from: delivery.envelope_from.clone(),
-                    summary: Arc::clone(&summary),
-                    rcpts,
-                    dedupe: delivery.dedupe_key.clone().map(|k| (k, parts)),
-                    holds: holds.clone(),
-                    retry: key.map(|k| (k, pending.clone())),
-                    enq: Instant::now(),
-                    at,
-                    reply: tx,
-                },
-            )?;
+            let cmd = Cmd::Deliver {
+                raw: delivery.raw.clone(),
+                envelope_from: delivery.envelope_from.clone(),
+                // Filled in by `hand_over` once the summary pool has it.
+                summary: Arc::default(),
+                rcpts,
+                dedupe: delivery.dedupe_key.clone().map(|k| (k, parts)),
+                holds: holds.clone(),
+                retry: key.map(|k| (k, pending.clone())),
+                enq: Instant::now(),
+                at,
+                reply: tx,
+            };
+            cmds.push((shard, cmd));
             waits.push((shard, rx, slots));
+        }
+        let summarize = cmds
+            .iter()
+            .any(|(_, cmd)| matches!(cmd, Cmd::Deliver { rcpts, .. } if !rcpts.is_empty()));
+        if summarize {
+            // Parsed on the summary pool, not on this (SMTP or HTTP) core
+            // thread, and handed to the writers from there: this thread is
+            // woken once per message (by the commit), not also in between.
+            let shared = Arc::clone(&self.inner.shared);
+            crate::summary_pool::global()?.then(
+                delivery.raw.clone(),
+                Box::new(move |summary| hand_over(&shared, summary, cmds)),
+            )?;
+        } else {
+            // Only the dedupe record: nothing to parse.
+            for (shard, cmd) in cmds {
+                self.send::<DeliverError>(shard, cmd)?;
+            }
         }
         for (shard, rcpts, slots) in campaign_groups.into_groups() {
             let (tx, rx) = oneshot::channel::<Result<RcptResults, DeliverError>>();

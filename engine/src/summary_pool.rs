@@ -3,7 +3,11 @@
 //! SMTP and HTTP core threads, and MIME parsing there would stall every
 //! session on that core for the length of a 25 MB parse (and a parser panic
 //! would unwind through it). A full queue is answered `Saturated` (SMTP
-//! `451`), like a full shard queue, instead of growing without bound.
+//! `451`), like a full shard queue, instead of growing without bound. The
+//! pool thread that derived a delivery's summary queues it on the shard
+//! writers itself (`Engine::deliver`), so the core thread that asked is
+//! woken once per message, by the commit, and not also in between: on a
+//! loaded machine those wake-ups cost more CPU than the parse.
 //!
 //! The same threads derive again, lazily, the summary of a message stored by
 //! older extraction rules ([`Rederived`]): the raw bytes are the source of
@@ -17,7 +21,6 @@ use parking_lot::Mutex;
 
 use bytes::Bytes;
 use crossbeam_channel::{Sender, TrySendError};
-use tokio::sync::oneshot;
 
 use crate::{DeliverError, MessageSummary, StorageError};
 
@@ -72,7 +75,7 @@ impl SummaryPool {
 
     /// Queue `raw`; `done` gets its summary on a pool thread. `Saturated`
     /// when the queue is full.
-    fn enqueue(
+    pub(crate) fn then(
         &self,
         raw: Bytes,
         done: Box<dyn FnOnce(MessageSummary) + Send>,
@@ -85,9 +88,13 @@ impl SummaryPool {
     }
 
     /// Queue `raw` for a summary; `Saturated` when the queue is full.
-    fn submit(&self, raw: Bytes) -> Result<oneshot::Receiver<MessageSummary>, DeliverError> {
-        let (reply, answer) = oneshot::channel();
-        self.enqueue(
+    #[cfg(test)]
+    fn submit(
+        &self,
+        raw: Bytes,
+    ) -> Result<tokio::sync::oneshot::Receiver<MessageSummary>, DeliverError> {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        self.then(
             raw,
             Box::new(move |summary| {
                 // The delivery may have been abandoned; nothing to tell.
@@ -98,6 +105,7 @@ impl SummaryPool {
     }
 
     /// The summary of `raw`, derived on a pool thread.
+    #[cfg(test)]
     pub(crate) async fn summarize(&self, raw: Bytes) -> Result<MessageSummary, DeliverError> {
         self.submit(raw)?
             .await
@@ -164,7 +172,7 @@ impl Rederived {
         }
         let me = Arc::clone(self);
         let queued = raw().map(|raw| {
-            pool.enqueue(
+            pool.then(
                 raw,
                 Box::new(move |summary| {
                     let mut state = me.state.lock();

@@ -55,30 +55,43 @@ struct Word<'a> {
 }
 
 fn words(text: &str) -> Vec<Word<'_>> {
-    let mut out = Vec::new();
-    let mut start = None;
+    // An ASCII byte is its own char (whitespace as `char::is_whitespace`
+    // says); only the rest is decoded.
+    let ascii_separator = |b: u8| matches!(b, b'\t'..=b'\r' | b' ' | b':');
+    let separator_at = |i: usize| match text.as_bytes().get(i) {
+        Some(&b) if b.is_ascii() => ascii_separator(b).then_some(1),
+        Some(_) => text
+            .get(i..)
+            .and_then(|t| t.chars().next())
+            .filter(|c| c.is_whitespace())
+            .map(char::len_utf8),
+        None => None,
+    };
     let bytes = text.as_bytes();
+    let mut out = Vec::new();
     let mut i = 0;
-    while i <= bytes.len() {
-        // An ASCII byte is its own char (whitespace as `char::is_whitespace`
-        // says); only the rest is decoded. The end separates the last word.
-        let (sep, width) = match bytes.get(i) {
-            None => (true, 1),
-            Some(&b) if b.is_ascii() => (matches!(b, b'\t'..=b'\r' | b' ' | b':'), 1),
-            Some(_) => {
-                let c = text.get(i..).and_then(|t| t.chars().next()).unwrap_or(' ');
-                (c.is_whitespace(), c.len_utf8())
-            }
-        };
-        match (sep, start) {
-            (true, Some(s)) => {
-                out.push(word(text, s, i));
-                start = None;
-            }
-            (false, None) => start = Some(i),
-            _ => {}
+    while i < bytes.len() {
+        if let Some(width) = separator_at(i) {
+            i += width;
+            continue;
         }
-        i += width;
+        let start = i;
+        // To the next separator: ASCII word bytes are skipped in blocks.
+        loop {
+            let rest = bytes.get(i..).unwrap_or_default();
+            i += super::first_byte(rest, |b| ascii_separator(b) || !b.is_ascii())
+                .unwrap_or(rest.len());
+            match bytes.get(i) {
+                Some(b) if !b.is_ascii() && separator_at(i).is_none() => {
+                    i += text
+                        .get(i..)
+                        .and_then(|t| t.chars().next())
+                        .map_or(1, char::len_utf8);
+                }
+                _ => break,
+            }
+        }
+        out.push(word(text, start, i));
     }
     out
 }

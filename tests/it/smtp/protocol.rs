@@ -224,3 +224,44 @@ fn postfix_smtp_source_load_is_fully_stored() {
         assert!(rest.len() >= 4096, "payload truncated: {}", rest.len());
     }
 }
+
+/// A client that asks for STARTTLS and then never starts the handshake is
+/// cut off after `tls_handshake_timeout` (it would otherwise hold a session
+/// slot until the much longer command timeout).
+#[test]
+fn a_client_that_never_finishes_the_tls_handshake_is_closed() {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let tls = super::tls_server_with(&["localhost"], |c| {
+        c.smtp.tls_handshake_timeout = Duration::from_millis(300);
+        c.smtp.command_timeout = Duration::from_secs(600);
+    });
+    let stream = std::net::TcpStream::connect(tls.server.smtp).unwrap();
+    // A bound on the test, far above the timeout under test.
+    stream
+        .set_read_timeout(Some(Duration::from_secs(120)))
+        .unwrap();
+    let mut writer = stream.try_clone().unwrap();
+    let mut reader = BufReader::new(stream);
+    let mut line = String::new();
+    reader.read_line(&mut line).unwrap();
+    assert!(line.starts_with("220"), "{line}");
+    writer.write_all(b"EHLO client.test\r\n").unwrap();
+    loop {
+        line.clear();
+        reader.read_line(&mut line).unwrap();
+        if line.starts_with("250 ") {
+            break;
+        }
+        assert!(line.starts_with("250-"), "{line}");
+    }
+    writer.write_all(b"STARTTLS\r\n").unwrap();
+    line.clear();
+    reader.read_line(&mut line).unwrap();
+    assert!(line.starts_with("220"), "{line}");
+    // Say nothing more: the server must close, not wait for us.
+    let mut rest = Vec::new();
+    match reader.read_to_end(&mut rest) {
+        Ok(_) => assert!(rest.is_empty(), "{:?}", String::from_utf8_lossy(&rest)),
+        Err(error) => panic!("the connection was still open after 120 s: {error}"),
+    }
+}
