@@ -254,7 +254,7 @@ pub struct CampaignMessagePage {
 }
 
 const P400: &str = "Malformed JSON or query";
-const P401: &str = "No credential, or one that matches nothing (unknown or revoked API key, unknown or expired session token, malformed Authorization)";
+use crate::problem::UNAUTHENTICATED_DESCRIPTION as P401;
 
 /// Create a campaign.
 #[utoipa::path(

@@ -117,7 +117,7 @@ fn get(state: &AppState, target: &Target) -> Result<Json<Plan>, Problem> {
     ))
 }
 
-const P401: &str = "No credential, or one that matches nothing (unknown or revoked API key, unknown or expired session token, malformed Authorization)";
+use crate::problem::UNAUTHENTICATED_DESCRIPTION as P401;
 
 /// Set a campaign's fault plan (replacing any; its counters start again;
 /// no rules removes it).

@@ -18,6 +18,10 @@ pub const PROBLEM_JSON: &str = "application/problem+json";
 /// never need a web page to exist; the slug after the prefix is stable API.
 pub const TYPE_PREFIX: &str = "urn:uncorreo:problem:";
 
+/// The OpenAPI description of a 401, shared by the routes that name it by
+/// constant.
+pub(crate) const UNAUTHENTICATED_DESCRIPTION: &str = "No credential, or one that matches nothing (unknown or revoked API key, unknown or expired session token, malformed Authorization)";
+
 /// The problem kinds this API answers with. The slug is part of the API
 /// contract (clients switch on it), so variants are only ever added.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

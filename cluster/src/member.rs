@@ -142,16 +142,23 @@ impl Member {
         let mut mine = Vec::new();
         for index in 0..self.config.partitions.get() {
             let partition = Partition(index);
-            if self.config.claim_free {
+            // A refused claim already says whose the partition is: no
+            // second read of each partition at start.
+            let home = if self.config.claim_free {
                 match self.homes.claim(partition, &self.config.node_id).await {
-                    Ok(()) | Err(AssignError::Unexpected { .. }) => {}
+                    Ok(()) => {
+                        mine.push(partition);
+                        continue;
+                    }
+                    Err(AssignError::Unexpected { found, .. }) => found,
                     Err(error) => return Err(error),
                 }
-            }
-            if let Some((home, _)) = self.homes.home(partition).await? {
-                if home.node == self.config.node_id && home.moving_to.is_none() {
-                    mine.push(partition);
-                }
+            } else {
+                self.homes.home(partition).await?.map(|(home, _)| home)
+            };
+            if home.is_some_and(|home| home.node == self.config.node_id && home.moving_to.is_none())
+            {
+                mine.push(partition);
             }
         }
         self.mine = mine;
