@@ -302,3 +302,50 @@ fn a_delivery_done_everywhere_is_new_again_after_a_crash_and_a_restart() {
         "the same bytes, sent again after the first delivery was done, are a new message"
     );
 }
+
+/// A compaction that rewrites the segment holding a failed delivery's part
+/// carries the part (it is live for the retry window): after the rewrite
+/// and a restart, the retry still stores one copy per mailbox.
+#[test]
+fn a_compaction_carries_the_part_a_retry_needs_across_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let io = Arc::new(ShardOneFull {
+        armed: AtomicBool::new(false),
+    });
+    let clock = Arc::new(ManualClock::new(START_MS));
+    let mut cfg = config(dir.path());
+    cfg.segment_bytes = 4096;
+    cfg.compaction_live_ratio = 0.9;
+    let e = Engine::open_with_io(cfg.clone(), clock, io.clone() as Arc<dyn Io>).unwrap();
+    let boxes = one_in_each_shard(&e, "box");
+    // In shard 0, like the stored part: its deleted copies make the part's
+    // segment mostly dead, so compaction rewrites it.
+    let filler = mailbox(&e, "cc", 1000, 3_600_000);
+    assert_eq!(filler.id.0 % 2, 0);
+    io.armed.store(true, Ordering::SeqCst);
+    let first = block_on(e.deliver(to_both(&boxes, with_trace("try 1"), None)));
+    assert!(matches!(first, Err(DeliverError::DiskFull)), "{first:?}");
+    io.armed.store(false, Ordering::SeqCst);
+    let kept = e.list_messages(boxes[0].id, 0, 1).unwrap()[0].id;
+    let to = filler.address.to_string();
+    for i in 0..8 {
+        let id = stored(&deliver(&e, &[&to], raw(1000, i)))[0];
+        block_on(e.delete_message(id)).unwrap();
+    }
+    let report = e.compact_now().unwrap();
+    assert!(report.segments_rewritten >= 1, "{report:?}");
+    e.shutdown();
+    drop(e);
+
+    let (e, _io) = reopen(dir.path(), 60_000);
+    let retry = block_on(e.deliver(to_both(&boxes, with_trace("try 2"), None))).unwrap();
+    assert_eq!(
+        (copies(&e, &boxes[0]), copies(&e, &boxes[1])),
+        (1, 1),
+        "the rewrite dropped the part"
+    );
+    let DeliveryOutcome::Delivered { stored, .. } = retry else {
+        panic!("{retry:?}")
+    };
+    assert_eq!(stored[0], kept);
+}
