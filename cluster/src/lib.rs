@@ -18,6 +18,9 @@
 //! [`member::Member`] is one host's loop: claim homes, hold their leases,
 //! publish what it serves.
 //!
+//! [`directory::Directory`] answers, for a partition served elsewhere,
+//! which host serves it and where its internal hop listens.
+//!
 //! Requests between hosts are signed with the cluster secret ([`hop`]).
 //!
 //! The key-value store is behind the [`store::CasBucket`] trait: NATS in
@@ -25,6 +28,7 @@
 //! clock in tests ([`store::MemoryBucket`]).
 
 pub mod assign;
+pub mod directory;
 pub mod hop;
 pub mod lease;
 pub mod member;

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::assign::{AssignError, Assignments};
+use crate::directory::Directory;
 use crate::lease::{LeaseError, LeaseTerms, Leases};
 use crate::nats::{NatsBucket, OpenError};
 use crate::partition::{Partition, PartitionCount};
@@ -29,6 +30,9 @@ pub struct MemberConfig {
     pub terms: LeaseTerms,
     /// Claim every partition nobody has claimed yet, at start (bootstrap).
     pub claim_free: bool,
+    /// Where other hosts reach this host's internal hop (`ip:port`),
+    /// published under `node.<id>`; `None`: this host forwards nothing.
+    pub advertise: Option<String>,
 }
 
 /// Bucket names in NATS.
@@ -88,6 +92,9 @@ pub enum JoinError {
     /// Claiming or reading homes failed.
     #[error("reading partition homes: {0}")]
     Homes(#[from] AssignError),
+    /// This host's hop address could not be published.
+    #[error("publishing this host's hop address: {0}")]
+    Publish(#[from] crate::store::CasError),
 }
 
 /// One host in the cluster.
@@ -98,6 +105,7 @@ pub struct Member {
     leases: Leases<NatsBucket>,
     mine: Vec<Partition>,
     served: Arc<Served>,
+    directory: Arc<Directory>,
 }
 
 impl Member {
@@ -105,9 +113,8 @@ impl Member {
     /// partitions are homed here and takes their leases once.
     pub async fn connect(config: MemberConfig) -> Result<Member, JoinError> {
         let timeout = config.terms.renew_every();
-        let homes = Assignments::new(
-            NatsBucket::open(&config.nats_url, HOMES_BUCKET, None, timeout).await?,
-        );
+        let homes_bucket = NatsBucket::open(&config.nats_url, HOMES_BUCKET, None, timeout).await?;
+        let homes = Assignments::new(homes_bucket.clone());
         let leases = NatsBucket::open(
             &config.nats_url,
             LEASES_BUCKET,
@@ -116,7 +123,12 @@ impl Member {
         )
         .await?;
         let served = Arc::new(Served::new(config.partitions));
+        let directory = Arc::new(Directory::new(leases.clone(), homes_bucket));
+        if let Some(hop) = &config.advertise {
+            directory.publish(&config.node_id, hop).await?;
+        }
         let mut member = Member {
+            directory,
             leases: Leases::new(leases, config.node_id.clone(), config.terms),
             homes,
             mine: Vec::new(),
@@ -131,6 +143,11 @@ impl Member {
     /// The shared view of what this host serves.
     pub fn served(&self) -> Arc<Served> {
         self.served.clone()
+    }
+
+    /// Who serves the partitions this host does not.
+    pub fn directory(&self) -> Arc<Directory> {
+        self.directory.clone()
     }
 
     /// The partitions homed on this host, as last read.
