@@ -118,6 +118,14 @@ impl Pair {
             hop_member(&self.nats, "a", self.secret.path()),
         )
         .expect("a rejoins");
+        // Until its old leases lapse in NATS, a serves nothing (and says
+        // 451/503 for its own mailboxes too).
+        assert!(
+            eventually(Duration::from_secs(30), || served(&a)
+                == usize::from(PARTITIONS)),
+            "a serves {} of {PARTITIONS}",
+            served(&a)
+        );
         self.a = Some(a);
     }
 }
@@ -416,6 +424,22 @@ fn owner_down_gives_4xx_and_loses_nothing() {
         assert!(rcpt.starts_with("451 4.3.0"), "{rcpt}");
         assert!(end.is_none());
     }
+    // Reads through b: 503 with Retry-After, never an empty mailbox.
+    let read = http()
+        .get(format!(
+            "http://{}/api/v1/mailboxes/{address}/messages",
+            pair.b.http_addr
+        ))
+        .bearer_auth(&token)
+        .send()
+        .expect("list");
+    assert_eq!(read.status(), 503);
+    assert_eq!(
+        read.headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok()),
+        Some("1")
+    );
     pair.restart_a();
     assert_eq!(listed(pair.a(), &address, &token), acked);
 }
@@ -444,6 +468,11 @@ fn owner_returns_with_every_acked_message() {
     acked.extend(stored_ids(&later.expect("data sent")));
     assert_eq!(acked.len(), 4);
     assert_eq!(listed(pair.a(), &address, &token), acked);
+    assert_eq!(
+        listed(&pair.b, &address, &token),
+        acked,
+        "readable through b"
+    );
 }
 
 #[test]
@@ -467,6 +496,63 @@ fn lost_answer_retry_stores_once() {
     assert!(end.starts_with("250"), "{end}");
     assert_eq!(stored_ids(&end), first);
     assert_eq!(listed(pair.a(), &address, &token), first);
+}
+
+#[test]
+fn a_mailbox_is_created_read_sent_to_and_deleted_through_b_while_a_owns_it() {
+    let pair = Pair::start();
+    // Created through b, in a partition a owns: a has it.
+    let (address, token) = mailbox_on(&pair.b);
+    let on_a = http()
+        .get(format!(
+            "http://{}/api/v1/mailboxes/{address}",
+            pair.a().http_addr
+        ))
+        .bearer_auth(&token)
+        .send()
+        .expect("get");
+    assert_eq!(on_a.status(), 200);
+
+    let (_, end) = send(pair.b.smtp_addr, &address, "read me through b");
+    let first = stored_ids(&end.expect("data sent"));
+    assert_eq!(listed(&pair.b, &address, &token), first);
+    let base = format!("http://{}/api/v1/mailboxes/{address}", pair.b.http_addr);
+    let message = http()
+        .get(format!("{base}/messages/{}", first[0]))
+        .bearer_auth(&token)
+        .send()
+        .expect("get message");
+    assert_eq!(message.status(), 200);
+    assert!(message.text().expect("text").contains("read me through b"));
+
+    // HTTP send through b: 201 once a stored it.
+    let sent = http()
+        .post(format!("{base}/messages"))
+        .bearer_auth(&token)
+        .header("content-type", "message/rfc822")
+        .body("Subject: over http\r\n\r\nsent through b\r\n")
+        .send()
+        .expect("send");
+    assert_eq!(sent.status(), 201);
+    let both = listed(pair.a(), &address, &token);
+    assert_eq!(both.len(), 2);
+
+    // The owner checks the credential: a wrong token is 401 through b too.
+    let wrong = http()
+        .get(format!("{base}/messages"))
+        .bearer_auth("not-a-token")
+        .send()
+        .expect("list");
+    assert_eq!(wrong.status(), 401);
+
+    let deleted = http()
+        .delete(format!("{base}/messages/{}", first[0]))
+        .bearer_auth(&token)
+        .send()
+        .expect("delete");
+    assert_eq!(deleted.status(), 204);
+    assert_eq!(listed(pair.a(), &address, &token), both[1..].to_vec());
+    assert_eq!(pair.b.engine.stats().mailboxes, 0, "b stored nothing");
 }
 
 /// The home of each partition, read straight from the bucket.
