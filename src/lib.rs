@@ -194,6 +194,7 @@ impl Appliance {
             config.smtp.hostname.clone(),
         )
         .map_err(|e| io("setting up the SNS webhook")(std::io::Error::other(e)))?;
+        let ses = ingest.clone();
         let mut app_state = uncorreo_api::AppState::new(
             engine.clone(),
             uncorreo_api::ApiConfig {
@@ -208,6 +209,9 @@ impl Appliance {
         )
         .map_err(|e| StartError::Config(e.to_string()))?;
         app_state.cluster = cluster_route.clone();
+        if let Some(route) = &cluster_route {
+            ses.set_cluster(Arc::clone(route));
+        }
         if let Some(server) = &hop_server {
             server.set_local_http(Arc::new(cluster::LocalApi::new(
                 uncorreo_api::router(app_state.clone()),
