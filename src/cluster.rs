@@ -183,3 +183,54 @@ pub fn serve(
             source,
         })
 }
+
+/// This host's public API, run in process for a request another host
+/// proxied here (`uncorreo_hop::server::LocalHttp`).
+pub struct LocalApi {
+    router: axum::Router,
+    max_answer: usize,
+}
+
+impl LocalApi {
+    /// Answers up to `max_message_bytes` plus room for a JSON rendering.
+    pub fn new(router: axum::Router, max_message_bytes: usize) -> LocalApi {
+        LocalApi {
+            router,
+            max_answer: max_message_bytes.saturating_add(1 << 20),
+        }
+    }
+}
+
+impl uncorreo_hop::server::LocalHttp for LocalApi {
+    fn call(
+        &self,
+        request: hyper::Request<bytes::Bytes>,
+        client: std::net::IpAddr,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = hyper::Response<bytes::Bytes>> + Send>>
+    {
+        let router = self.router.clone();
+        let max_answer = self.max_answer;
+        Box::pin(async move {
+            let mut request = request.map(axum::body::Body::from);
+            request
+                .extensions_mut()
+                .insert(uncorreo_api::cluster::Proxied);
+            request
+                .extensions_mut()
+                .insert(axum::extract::ConnectInfo(SocketAddr::new(client, 0)));
+            let response = match tower::ServiceExt::oneshot(router, request).await {
+                Ok(response) => response,
+                Err(never) => match never {},
+            };
+            let (parts, body) = response.into_parts();
+            match axum::body::to_bytes(body, max_answer).await {
+                Ok(body) => hyper::Response::from_parts(parts, body),
+                Err(_) => {
+                    let mut response = hyper::Response::new(bytes::Bytes::new());
+                    *response.status_mut() = hyper::StatusCode::BAD_GATEWAY;
+                    response
+                }
+            }
+        })
+    }
+}

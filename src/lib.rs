@@ -194,7 +194,8 @@ impl Appliance {
             config.smtp.hostname.clone(),
         )
         .map_err(|e| io("setting up the SNS webhook")(std::io::Error::other(e)))?;
-        let app_state = uncorreo_api::AppState::new(
+        let ses = ingest.clone();
+        let mut app_state = uncorreo_api::AppState::new(
             engine.clone(),
             uncorreo_api::ApiConfig {
                 http: config.http.clone(),
@@ -207,6 +208,16 @@ impl Appliance {
             budget.clone(),
         )
         .map_err(|e| StartError::Config(e.to_string()))?;
+        app_state.cluster = cluster_route.clone();
+        if let Some(route) = &cluster_route {
+            ses.set_cluster(Arc::clone(route));
+        }
+        if let Some(server) = &hop_server {
+            server.set_local_http(Arc::new(cluster::LocalApi::new(
+                uncorreo_api::router(app_state.clone()),
+                engine.config().max_message_bytes,
+            )));
+        }
         // The API sets fault plans, smtpd applies them: one registry.
         let smtp_shared = uncorreo_smtpd::Shared::with_cluster(
             engine.clone(),

@@ -14,6 +14,7 @@
 pub mod admin;
 pub mod auth;
 pub mod campaigns;
+pub mod cluster;
 pub mod faults;
 pub mod inflight;
 pub mod keys;
@@ -111,6 +112,9 @@ pub struct AppState {
     pub engine: Engine,
     /// Fault plans in force, shared with smtpd (which applies them).
     pub faults: Arc<uncorreo_faults::FaultPlans>,
+    /// With `[cluster] listen`: routing to the owner of a mailbox
+    /// ([`cluster`]). `None`: one host.
+    pub cluster: Option<Arc<uncorreo_hop::Cluster>>,
     shared: Arc<Shared>,
 }
 
@@ -168,6 +172,7 @@ impl AppState {
         let state = Self {
             engine,
             faults: Arc::default(),
+            cluster: None,
             shared: Arc::new(Shared {
                 anonymous_plan,
                 limiter: ratelimit::RateLimiter::new(entries),
@@ -251,6 +256,14 @@ pub fn router(state: AppState) -> Router {
     let api = router
         .with_state(state.clone())
         .layer(axum::middleware::from_fn(problem::ensure_problem_json));
+    // Only a host of a cluster pays for the owner check.
+    let api = match state.cluster {
+        Some(_) => api.layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            cluster::route_to_owner,
+        )),
+        None => api,
+    };
     // Mailpit's errors are plain text, so its routes join after the problem+json layer.
     mailpit::mount(api, state)
         .layer(axum::middleware::from_fn(

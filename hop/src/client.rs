@@ -49,7 +49,20 @@ pub async fn post(
     body: Vec<u8>,
     timeout: Duration,
 ) -> Result<(u16, Bytes), HopError> {
-    match tokio::time::timeout(timeout, exchange(addr, secret, path, body)).await {
+    post_bounded(addr, secret, path, body, timeout, MAX_ANSWER_BYTES).await
+}
+
+/// [`post`] with an answer of up to `max_answer` bytes (a proxied read
+/// can carry a whole message).
+pub async fn post_bounded(
+    addr: &str,
+    secret: &HopSecret,
+    path: &str,
+    body: Vec<u8>,
+    timeout: Duration,
+    max_answer: usize,
+) -> Result<(u16, Bytes), HopError> {
+    match tokio::time::timeout(timeout, exchange(addr, secret, path, body, max_answer)).await {
         Ok(result) => result.map_err(|reason| HopError::Failed {
             addr: addr.to_owned(),
             reason,
@@ -63,6 +76,7 @@ async fn exchange(
     secret: &HopSecret,
     path: &str,
     body: Vec<u8>,
+    max_answer: usize,
 ) -> Result<(u16, Bytes), String> {
     let stream = TcpStream::connect(addr)
         .await
@@ -87,7 +101,7 @@ async fn exchange(
             .await
             .map_err(|e| format!("send: {e}"))?;
         let status = answer.status().as_u16();
-        let body = Limited::new(answer.into_body(), MAX_ANSWER_BYTES)
+        let body = Limited::new(answer.into_body(), max_answer)
             .collect()
             .await
             .map_err(|e| format!("answer: {e}"))?

@@ -22,11 +22,12 @@ use uncorreo_engine::{
     DeliverError, Delivery, DeliveryOutcome, Engine, MessageId, QuotaHolds, Recipient, ResolveError,
 };
 
-use crate::client::{post, HopError};
+use crate::client::{post, post_bounded, HopError};
 use crate::wire::{
     encode_deliver, rcpt_text, DeliverAnswer, DeliverEnvelope, ResolveAnswer, ResolveRequest,
     DELIVER_PATH, RESOLVE_PATH,
 };
+use crate::wire::{frame, unframe, HttpAnswerHead, HttpEnvelope, HTTP_PATH};
 
 /// Where a mailbox is served from, seen from this host.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -256,6 +257,40 @@ impl Cluster {
                 self.directory
                     .forget(self.partition(&rcpt.address.to_string()));
             }
+        }
+        result
+    }
+}
+
+impl Cluster {
+    /// Runs a public API request on `owner` (see [`HttpEnvelope`]); the
+    /// owner's status, headers and body, or [`OwnerUnavailable`].
+    pub async fn proxy(
+        &self,
+        owner: &Owner,
+        mut envelope: HttpEnvelope,
+        body: &[u8],
+        max_answer: usize,
+    ) -> Result<(HttpAnswerHead, bytes::Bytes), OwnerUnavailable> {
+        envelope.node = owner.node.clone();
+        let address = envelope.address.clone();
+        let request = frame(&envelope, body);
+        let answer = post_bounded(
+            &owner.hop,
+            &self.secret,
+            HTTP_PATH,
+            request,
+            self.timeout,
+            max_answer.saturating_add(crate::server::ENVELOPE_ROOM),
+        )
+        .await;
+        let result = match answer {
+            Ok((200, body)) => unframe::<HttpAnswerHead>(body).ok_or(OwnerUnavailable),
+            _ => Err(OwnerUnavailable),
+        };
+        count("http", result.is_ok());
+        if result.is_err() {
+            self.directory.forget(self.partition(&address));
         }
         result
     }

@@ -30,8 +30,8 @@ use uncorreo_engine::{DeliverError, Delivery, DeliveryOutcome, Engine, Recipient
 
 use crate::client::unix_now;
 use crate::wire::{
-    decode_deliver, DeliverAnswer, Refusal, ResolveAnswer, ResolveRequest, DELIVER_PATH,
-    RESOLVE_PATH,
+    decode_deliver, frame, unframe, DeliverAnswer, HttpAnswerHead, HttpEnvelope, Refusal,
+    ResolveAnswer, ResolveRequest, DELIVER_PATH, HTTP_PATH, RESOLVE_PATH,
 };
 
 /// The listener's bounds.
@@ -50,6 +50,17 @@ pub struct HopLimits {
 /// recipients, key) on top of the message.
 pub const ENVELOPE_ROOM: usize = 1 << 20;
 
+/// The owner's own public API, called in process for a proxied request.
+pub trait LocalHttp: Send + Sync {
+    /// Runs `request` (from a client at `client`) and returns the answer,
+    /// its body bounded by the caller's limit.
+    fn call(
+        &self,
+        request: Request<Bytes>,
+        client: std::net::IpAddr,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Response<Bytes>> + Send>>;
+}
+
 /// What the owner's side needs.
 pub struct HopServer {
     engine: Engine,
@@ -59,6 +70,7 @@ pub struct HopServer {
     partitions: PartitionCount,
     limits: HopLimits,
     fail_next_answer: AtomicBool,
+    local_http: std::sync::OnceLock<Arc<dyn LocalHttp>>,
 }
 
 impl std::fmt::Debug for HopServer {
@@ -88,7 +100,14 @@ impl HopServer {
             partitions,
             limits,
             fail_next_answer: AtomicBool::new(false),
+            local_http: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Gives the server this host's public API, for proxied requests
+    /// (set once, after the API is built; until then they get `503`).
+    pub fn set_local_http(&self, local: Arc<dyn LocalHttp>) {
+        let _ = self.local_http.set(local);
     }
 
     /// Tests: the next delivery is stored, then its connection is closed
@@ -218,6 +237,7 @@ async fn handle(
     match (method.as_str(), path.as_str()) {
         ("POST", RESOLVE_PATH) => Ok(resolve(server, &body)),
         ("POST", DELIVER_PATH) => deliver(server, body).await,
+        ("POST", HTTP_PATH) => Ok(proxied(server, body).await),
         _ => Ok(problem(StatusCode::NOT_FOUND, "no such hop route")),
     }
 }
@@ -305,4 +325,73 @@ async fn deliver(server: &HopServer, body: Bytes) -> Result<Response<Full<Bytes>
         Err(DeliverError::DiskFull) => problem(StatusCode::INSUFFICIENT_STORAGE, "storage full"),
         Err(error) => problem(StatusCode::SERVICE_UNAVAILABLE, &error.to_string()),
     })
+}
+
+/// End-to-end headers only: the hop's own connection is not the client's.
+pub fn end_to_end(name: &str) -> bool {
+    !matches!(
+        name.to_ascii_lowercase().as_str(),
+        "connection"
+            | "keep-alive"
+            | "transfer-encoding"
+            | "content-length"
+            | "upgrade"
+            | "host"
+            | "te"
+            | "trailer"
+            | "proxy-connection"
+    )
+}
+
+async fn proxied(server: &HopServer, body: Bytes) -> Response<Full<Bytes>> {
+    let Some((envelope, body)) = unframe::<HttpEnvelope>(body) else {
+        return problem(StatusCode::UNPROCESSABLE_ENTITY, "not a proxied request");
+    };
+    if envelope.node != server.node || !server.serves(&envelope.address) {
+        return problem(
+            StatusCode::CONFLICT,
+            "this host does not serve that partition",
+        );
+    }
+    let Some(local) = server.local_http.get() else {
+        return problem(StatusCode::SERVICE_UNAVAILABLE, "the API is not up yet");
+    };
+    let mut request = Request::new(body);
+    let Ok(method) = hyper::Method::from_bytes(envelope.method.as_bytes()) else {
+        return problem(StatusCode::UNPROCESSABLE_ENTITY, "bad method");
+    };
+    *request.method_mut() = method;
+    let Ok(uri) = envelope.path.parse() else {
+        return problem(StatusCode::UNPROCESSABLE_ENTITY, "bad path");
+    };
+    *request.uri_mut() = uri;
+    for (name, value) in &envelope.headers {
+        if !end_to_end(name) {
+            continue;
+        }
+        if let (Ok(name), Ok(value)) = (
+            hyper::header::HeaderName::from_bytes(name.as_bytes()),
+            hyper::header::HeaderValue::from_str(value),
+        ) {
+            request.headers_mut().append(name, value);
+        }
+    }
+    let answer = local.call(request, envelope.client).await;
+    let head = HttpAnswerHead {
+        status: answer.status().as_u16(),
+        headers: answer
+            .headers()
+            .iter()
+            .filter(|(name, _)| end_to_end(name.as_str()))
+            .filter_map(|(name, value)| {
+                value
+                    .to_str()
+                    .ok()
+                    .map(|value| (name.as_str().to_owned(), value.to_owned()))
+            })
+            .collect(),
+    };
+    let mut response = Response::new(Full::new(Bytes::from(frame(&head, answer.body()))));
+    *response.status_mut() = StatusCode::OK;
+    response
 }

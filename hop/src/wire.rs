@@ -13,6 +13,38 @@ use uncorreo_engine::{Recipient, ResolveError};
 pub const RESOLVE_PATH: &str = "/internal/v1/resolve";
 /// Stores a delivery on the owner.
 pub const DELIVER_PATH: &str = "/internal/v1/deliver";
+/// Runs a public API request on the owner (reads, sends, deletes,
+/// creation of a mailbox in a partition it owns), with the caller's
+/// credential, which the owner checks.
+pub const HTTP_PATH: &str = "/internal/v1/http";
+
+/// The envelope in front of a proxied API request's body.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HttpEnvelope {
+    /// `GET`, `POST`, ...
+    pub method: String,
+    /// Path and query as the client sent them.
+    pub path: String,
+    /// End-to-end request headers (credential included).
+    pub headers: Vec<(String, String)>,
+    /// The mailbox address the request is about (its partition's owner
+    /// checks that it serves it).
+    pub address: String,
+    /// The node the accepting host believes owns it.
+    pub node: String,
+    /// The client's address, as the accepting host saw it (for the
+    /// owner's per-client limits).
+    pub client: std::net::IpAddr,
+}
+
+/// The envelope in front of a proxied API answer's body.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HttpAnswerHead {
+    /// The owner's status.
+    pub status: u16,
+    /// End-to-end answer headers.
+    pub headers: Vec<(String, String)>,
+}
 
 /// Why the owner refuses a recipient; the wire form of [`ResolveError`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -104,17 +136,27 @@ pub fn rcpt_text(rcpt: &Recipient) -> String {
 
 /// Frames a delivery.
 pub fn encode_deliver(envelope: &DeliverEnvelope, raw: &[u8]) -> Vec<u8> {
-    // Serialising plain strings cannot fail.
-    let json = serde_json::to_vec(envelope).unwrap_or_default();
-    let mut body = Vec::with_capacity(4 + json.len() + raw.len());
-    body.extend_from_slice(&u32::try_from(json.len()).unwrap_or(u32::MAX).to_be_bytes());
-    body.extend_from_slice(&json);
-    body.extend_from_slice(raw);
-    body
+    frame(envelope, raw)
 }
 
 /// Splits a delivery's body; `None` when it is not one.
-pub fn decode_deliver(mut body: Bytes) -> Option<(DeliverEnvelope, Bytes)> {
+pub fn decode_deliver(body: Bytes) -> Option<(DeliverEnvelope, Bytes)> {
+    unframe(body)
+}
+
+/// A JSON head, then bytes as they are (4-byte big-endian head length).
+pub fn frame(head: &impl Serialize, rest: &[u8]) -> Vec<u8> {
+    // Serialising plain strings and numbers cannot fail.
+    let json = serde_json::to_vec(head).unwrap_or_default();
+    let mut body = Vec::with_capacity(4 + json.len() + rest.len());
+    body.extend_from_slice(&u32::try_from(json.len()).unwrap_or(u32::MAX).to_be_bytes());
+    body.extend_from_slice(&json);
+    body.extend_from_slice(rest);
+    body
+}
+
+/// The inverse of [`frame`]; `None` when `body` is not one.
+pub fn unframe<T: serde::de::DeserializeOwned>(mut body: Bytes) -> Option<(T, Bytes)> {
     if body.len() < 4 {
         return None;
     }

@@ -5,6 +5,8 @@
 //! message type. Every answer is counted and logged here, so a front end only
 //! maps it to its own status codes.
 
+use std::sync::Arc;
+
 use uncorreo_engine::{Delivery, DeliveryOutcome, Recipient};
 
 use crate::message::{MessageType, SnsMessage};
@@ -272,8 +274,22 @@ async fn notification(st: &Ingest, msg: &SnsMessage, now_ms: u64) -> Answer {
     // Quota is held per mailbox from here to the commit, as SMTP holds it
     // from RCPT: a recipient taken now is not refused as full later.
     let holds = engine.quota_holds();
+    let cluster = st.inner.cluster.get().map(Arc::as_ref);
     for rcpt in &recipients {
-        match engine.resolve_held(rcpt, &holds) {
+        let resolved = match cluster {
+            None => engine.resolve_held(rcpt, &holds),
+            Some(cluster) => match resolve_in_cluster(cluster, engine, rcpt, &holds).await {
+                Some(resolved) => resolved,
+                // No live owner: nothing stored, SNS retries the whole message.
+                None => {
+                    return Answer::retry(
+                        Outcome::StorageError,
+                        format!("{rcpt}: the host that keeps this mailbox is unavailable"),
+                    )
+                }
+            },
+        };
+        match resolved {
             // Other plus tags of one mailbox share its one stored copy.
             Ok(r) if ours.contains(&r) => {}
             Ok(r) => ours.push(r),
@@ -298,13 +314,39 @@ async fn notification(st: &Ingest, msg: &SnsMessage, now_ms: u64) -> Answer {
         recipients: ours,
         dedupe_key: Some(format!("sns:{message_id}")),
     };
-    let mut answer = delivery_answer(message_id, engine.deliver_held(delivery, holds).await);
+    let mut answer = delivery_answer(
+        message_id,
+        uncorreo_hop::deliver(engine, cluster, delivery, holds).await,
+    );
     if answer.outcome == Outcome::Delivered && !refused.is_empty() {
         // Said, never dropped silently: a full or unknown mailbox among the
         // recipients is named in the answer and the log.
         answer.detail = format!("{}; refused: {}", answer.detail, refused.join("; "));
     }
     answer
+}
+
+/// A recipient on a host of a cluster: resolved here, or by its owner;
+/// `None` when no live host owns it.
+async fn resolve_in_cluster(
+    cluster: &uncorreo_hop::Cluster,
+    engine: &uncorreo_engine::Engine,
+    rcpt: &str,
+    holds: &uncorreo_engine::QuotaHolds,
+) -> Option<Result<Recipient, uncorreo_engine::ResolveError>> {
+    match cluster.place(rcpt).await {
+        uncorreo_hop::Placement::Local => Some(engine.resolve_held(rcpt, holds)),
+        uncorreo_hop::Placement::Unavailable => None,
+        uncorreo_hop::Placement::Remote(owner) => {
+            match cluster.resolve_remote(rcpt, &owner).await {
+                Err(uncorreo_hop::OwnerUnavailable) => None,
+                Ok(Err(e)) => Some(Err(e)),
+                Ok(Ok(())) => Some(
+                    Recipient::parse(rcpt).map_err(|_| uncorreo_engine::ResolveError::BadAddress),
+                ),
+            }
+        }
+    }
 }
 
 /// What SNS is told about a delivery: a temporary storage failure is the one

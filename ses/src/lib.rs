@@ -139,6 +139,9 @@ struct Inner {
     certs: CertCache,
     confirmer: Arc<dyn SubscribeConfirmer>,
     clock: Arc<dyn Clock>,
+    /// With `[cluster] listen`: recipients another host owns are checked
+    /// and stored there. Set once at start.
+    cluster: std::sync::OnceLock<Arc<uncorreo_hop::Cluster>>,
 }
 
 /// The webhook could not be set up.
@@ -194,8 +197,15 @@ impl Ingest {
                 certs,
                 confirmer,
                 clock,
+                cluster: std::sync::OnceLock::new(),
             }),
         }
+    }
+
+    /// On a host of a cluster: route recipients to their owners (set once,
+    /// at start, before the webhook serves).
+    pub fn set_cluster(&self, cluster: Arc<uncorreo_hop::Cluster>) {
+        let _ = self.inner.cluster.set(cluster);
     }
 
     /// The name our `Received:` lines give (also those of HTTP send).

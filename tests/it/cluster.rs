@@ -13,6 +13,7 @@ use uncorreo::config::ClusterConfig;
 use uncorreo::{Appliance, StartError};
 use uncorreo_cluster::hop::{HopSecret, HEADER};
 use uncorreo_cluster::testing::NatsServer;
+use uncorreo_ses::fixture as sns;
 
 use crate::support::{code, test_config, Raw};
 
@@ -50,6 +51,20 @@ fn start(data: &std::path::Path, cluster: ClusterConfig) -> Result<Appliance, St
     Appliance::start(config)
 }
 
+/// [`start`] with the SES webhook on, trusting the fixture's certificate
+/// from `certs`.
+fn start_with_sns(
+    data: &std::path::Path,
+    cluster: ClusterConfig,
+    certs: &std::path::Path,
+) -> Result<Appliance, StartError> {
+    let mut config = test_config(data);
+    config.cluster = Some(cluster);
+    config.sns.allowed_topic_arns = vec![sns::TOPIC.to_owned()];
+    config.sns.trusted_cert_dir = Some(certs.to_path_buf());
+    Appliance::start(config)
+}
+
 fn served(appliance: &Appliance) -> usize {
     appliance
         .cluster_served()
@@ -76,6 +91,7 @@ struct Pair {
     data_b: tempfile::TempDir,
     a: Option<Appliance>,
     b: Appliance,
+    _certs: tempfile::TempDir,
 }
 
 impl Pair {
@@ -89,9 +105,18 @@ impl Pair {
         );
         let a = start(data_a.path(), hop_member(&nats, "a", secret.path())).expect("a joins");
         assert_eq!(served(&a), usize::from(PARTITIONS));
-        let b = start(data_b.path(), hop_member(&nats, "b", secret.path())).expect("b joins");
+        let certs = tempfile::tempdir().expect("tempdir");
+        let name = sns::CERT_URL.rsplit('/').next().expect("file name");
+        std::fs::write(certs.path().join(name), sns::valid_cert()).expect("cert");
+        let b = start_with_sns(
+            data_b.path(),
+            hop_member(&nats, "b", secret.path()),
+            certs.path(),
+        )
+        .expect("b joins");
         assert_eq!(served(&b), 0);
         Pair {
+            _certs: certs,
             nats,
             secret,
             data_a,
@@ -118,6 +143,14 @@ impl Pair {
             hop_member(&self.nats, "a", self.secret.path()),
         )
         .expect("a rejoins");
+        // Until its old leases lapse in NATS, a serves nothing (and says
+        // 451/503 for its own mailboxes too).
+        assert!(
+            eventually(Duration::from_secs(30), || served(&a)
+                == usize::from(PARTITIONS)),
+            "a serves {} of {PARTITIONS}",
+            served(&a)
+        );
         self.a = Some(a);
     }
 }
@@ -416,6 +449,22 @@ fn owner_down_gives_4xx_and_loses_nothing() {
         assert!(rcpt.starts_with("451 4.3.0"), "{rcpt}");
         assert!(end.is_none());
     }
+    // Reads through b: 503 with Retry-After, never an empty mailbox.
+    let read = http()
+        .get(format!(
+            "http://{}/api/v1/mailboxes/{address}/messages",
+            pair.b.http_addr
+        ))
+        .bearer_auth(&token)
+        .send()
+        .expect("list");
+    assert_eq!(read.status(), 503);
+    assert_eq!(
+        read.headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok()),
+        Some("1")
+    );
     pair.restart_a();
     assert_eq!(listed(pair.a(), &address, &token), acked);
 }
@@ -444,6 +493,11 @@ fn owner_returns_with_every_acked_message() {
     acked.extend(stored_ids(&later.expect("data sent")));
     assert_eq!(acked.len(), 4);
     assert_eq!(listed(pair.a(), &address, &token), acked);
+    assert_eq!(
+        listed(&pair.b, &address, &token),
+        acked,
+        "readable through b"
+    );
 }
 
 #[test]
@@ -467,6 +521,108 @@ fn lost_answer_retry_stores_once() {
     assert!(end.starts_with("250"), "{end}");
     assert_eq!(stored_ids(&end), first);
     assert_eq!(listed(pair.a(), &address, &token), first);
+}
+
+#[test]
+fn a_mailbox_is_created_read_sent_to_and_deleted_through_b_while_a_owns_it() {
+    let pair = Pair::start();
+    // Created through b, in a partition a owns: a has it.
+    let (address, token) = mailbox_on(&pair.b);
+    let on_a = http()
+        .get(format!(
+            "http://{}/api/v1/mailboxes/{address}",
+            pair.a().http_addr
+        ))
+        .bearer_auth(&token)
+        .send()
+        .expect("get");
+    assert_eq!(on_a.status(), 200);
+
+    let (_, end) = send(pair.b.smtp_addr, &address, "read me through b");
+    let first = stored_ids(&end.expect("data sent"));
+    assert_eq!(listed(&pair.b, &address, &token), first);
+    let base = format!("http://{}/api/v1/mailboxes/{address}", pair.b.http_addr);
+    let message = http()
+        .get(format!("{base}/messages/{}", first[0]))
+        .bearer_auth(&token)
+        .send()
+        .expect("get message");
+    assert_eq!(message.status(), 200);
+    assert!(message.text().expect("text").contains("read me through b"));
+
+    // HTTP send through b: 201 once a stored it.
+    let sent = http()
+        .post(format!("{base}/messages"))
+        .bearer_auth(&token)
+        .header("content-type", "message/rfc822")
+        .body("Subject: over http\r\n\r\nsent through b\r\n")
+        .send()
+        .expect("send");
+    assert_eq!(sent.status(), 201);
+    let both = listed(pair.a(), &address, &token);
+    assert_eq!(both.len(), 2);
+
+    // The owner checks the credential: a wrong token is 401 through b too.
+    let wrong = http()
+        .get(format!("{base}/messages"))
+        .bearer_auth("not-a-token")
+        .send()
+        .expect("list");
+    assert_eq!(wrong.status(), 401);
+
+    let deleted = http()
+        .delete(format!("{base}/messages/{}", first[0]))
+        .bearer_auth(&token)
+        .send()
+        .expect("delete");
+    assert_eq!(deleted.status(), 204);
+    assert_eq!(listed(pair.a(), &address, &token), both[1..].to_vec());
+    assert_eq!(pair.b.engine.stats().mailboxes, 0, "b stored nothing");
+}
+
+/// POSTs an SNS notification to `http`'s SES webhook: the status.
+fn post_ses(http: SocketAddr, body: &str) -> u16 {
+    let answer = self::http()
+        .post(format!("http://{http}/api/v1/ses/inbound"))
+        .header("content-type", "text/plain; charset=UTF-8")
+        .header("x-amz-sns-message-type", "Notification")
+        .body(body.to_owned())
+        .send()
+        .expect("post");
+    answer.status().as_u16()
+}
+
+fn ses_notification(id: &str, to: &str) -> String {
+    let email =
+        format!("From: <noreply@shop.example>\r\nTo: {to}\r\nSubject: ses\r\n\r\nvia SES\r\n");
+    let message = sns::ses_received(&[to], "noreply@shop.example", email.as_bytes(), true);
+    let mut n = sns::notification(id, message, sns::now_ms());
+    sns::sign(&mut n, "2");
+    sns::to_json(&n)
+}
+
+#[test]
+fn the_ses_webhook_at_b_stores_on_the_owner_once_and_answers_503_while_it_is_down() {
+    let mut pair = Pair::start();
+    let (address, token) = mailbox_on(&pair.b);
+    let id = "0b1c2d3e-0000-4000-8000-000000000001";
+    let notification = ses_notification(id, &address);
+    assert_eq!(post_ses(pair.b.http_addr, &notification), 200);
+    let stored = listed(pair.a(), &address, &token);
+    assert_eq!(stored.len(), 1, "200 only once a stored it");
+    // SNS delivers again: one copy still.
+    assert_eq!(post_ses(pair.b.http_addr, &notification), 200);
+    assert_eq!(listed(pair.a(), &address, &token), stored);
+
+    pair.stop_a();
+    let later = ses_notification("0b1c2d3e-0000-4000-8000-000000000002", &address);
+    // 503: SNS retries (it retries any 5xx; the webhook's answers carry no
+    // Retry-After).
+    assert_eq!(post_ses(pair.b.http_addr, &later), 503);
+    pair.restart_a();
+    // SNS's retry goes through once a is back.
+    assert_eq!(post_ses(pair.b.http_addr, &later), 200);
+    assert_eq!(listed(pair.a(), &address, &token).len(), 2);
 }
 
 /// The home of each partition, read straight from the bucket.

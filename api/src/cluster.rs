@@ -1,0 +1,175 @@
+//! With `[cluster]`: a public API request about a mailbox another host owns
+//! runs on that host (SCALE.md, "Reads"). The request goes over the signed
+//! internal hop with the caller's credential, which the owner checks as it
+//! checks its own callers; the answer comes back as the owner gave it.
+//!
+//! Routed: every `/api/v1/mailboxes/{address}…` route except the real-time
+//! streams (`…/events`, `…/wait`, not yet across hosts), and
+//! `POST /api/v1/mailboxes`, whose address is chosen here (the random local
+//! part too) so the mailbox is created by the owner of its partition. No
+//! live owner: `503` with `Retry-After`.
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{HeaderName, HeaderValue, Method, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use uncorreo_hop::wire::HttpEnvelope;
+use uncorreo_hop::Placement;
+
+use crate::problem::{Kind, Problem};
+use crate::AppState;
+
+/// Marks a request that arrived over the hop: it runs here, whatever this
+/// host believes about its placement (the hop server checked it).
+#[derive(Debug, Clone, Copy)]
+pub struct Proxied;
+
+/// The middleware (mounted only with `[cluster] listen`).
+pub async fn route_to_owner(
+    State(state): State<AppState>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let Some(cluster) = state.cluster.clone() else {
+        return next.run(request).await;
+    };
+    if request.extensions().get::<Proxied>().is_some() {
+        return next.run(request).await;
+    }
+    let create = request.method() == Method::POST && request.uri().path() == "/api/v1/mailboxes";
+    let named = mailbox_in_path(request.uri().path());
+    if !create && named.is_none() {
+        return next.run(request).await;
+    }
+    let (mut parts, body) = request.into_parts();
+    let max_message = state.engine.config().max_message_bytes;
+    let limit = if create {
+        state.limits().json_body_bytes
+    } else {
+        max_message.saturating_add(1 << 16)
+    };
+    let Ok(bytes) = axum::body::to_bytes(body, limit).await else {
+        return Problem::new(Kind::PayloadTooLarge, "the request body is too large")
+            .into_response();
+    };
+    let (address, bytes) = match named {
+        Some(address) => (address, bytes),
+        None => match creation_address(&state, &bytes) {
+            Some((address, rewritten)) => {
+                // The body is now JSON whatever it was (an empty body is allowed).
+                parts.headers.insert(
+                    axum::http::header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/json"),
+                );
+                (address, rewritten)
+            }
+            // Not an object: the handler here says what is wrong with it.
+            None => {
+                return next
+                    .run(Request::from_parts(parts, Body::from(bytes)))
+                    .await
+            }
+        },
+    };
+    let owner = match cluster.place(&address).await {
+        Placement::Local => {
+            return next
+                .run(Request::from_parts(parts, Body::from(bytes)))
+                .await
+        }
+        Placement::Unavailable => return unavailable(),
+        Placement::Remote(owner) => owner,
+    };
+    let client = crate::auth::client_ip(&state, &parts);
+    let envelope = HttpEnvelope {
+        method: parts.method.as_str().to_owned(),
+        path: parts
+            .uri
+            .path_and_query()
+            .map_or_else(|| parts.uri.path().to_owned(), |p| p.as_str().to_owned()),
+        headers: parts
+            .headers
+            .iter()
+            .filter(|(name, _)| uncorreo_hop::server::end_to_end(name.as_str()))
+            .filter_map(|(name, value)| {
+                value
+                    .to_str()
+                    .ok()
+                    .map(|value| (name.as_str().to_owned(), value.to_owned()))
+            })
+            .collect(),
+        address,
+        node: String::new(),
+        client,
+    };
+    let max_answer = max_message.saturating_add(1 << 20);
+    match cluster.proxy(&owner, envelope, &bytes, max_answer).await {
+        Ok((head, body)) => {
+            let mut response = Response::new(Body::from(body));
+            *response.status_mut() =
+                StatusCode::from_u16(head.status).unwrap_or(StatusCode::BAD_GATEWAY);
+            for (name, value) in head.headers {
+                if let (Ok(name), Ok(value)) = (
+                    HeaderName::from_bytes(name.as_bytes()),
+                    HeaderValue::from_str(&value),
+                ) {
+                    response.headers_mut().append(name, value);
+                }
+            }
+            response
+        }
+        Err(_) => unavailable(),
+    }
+}
+
+fn unavailable() -> Response {
+    Problem::new(
+        Kind::Unavailable,
+        "the host that keeps this mailbox is unavailable; retry shortly",
+    )
+    .retry_after(1)
+    .into_response()
+}
+
+/// The address a `/api/v1/mailboxes/{address}…` route names, unless it is a
+/// real-time stream.
+fn mailbox_in_path(path: &str) -> Option<String> {
+    let rest = path.strip_prefix("/api/v1/mailboxes/")?;
+    let (segment, tail) = rest.split_once('/').unwrap_or((rest, ""));
+    if tail == "events" || tail == "wait" {
+        return None;
+    }
+    let address = segment.replace("%40", "@");
+    address.contains('@').then_some(address)
+}
+
+/// For `POST /api/v1/mailboxes`: the address the mailbox will have (a
+/// random local part is chosen here and written into the body), and the
+/// body to run.
+fn creation_address(state: &AppState, body: &[u8]) -> Option<(String, bytes::Bytes)> {
+    let mut object = if body.is_empty() {
+        serde_json::Map::new()
+    } else {
+        match serde_json::from_slice::<serde_json::Value>(body).ok()? {
+            serde_json::Value::Object(object) => object,
+            _ => return None,
+        }
+    };
+    let local = match object.get("local_part") {
+        Some(serde_json::Value::String(local)) => local.to_ascii_lowercase(),
+        Some(_) => return None,
+        None => {
+            let local = crate::mailboxes::random_local_part();
+            object.insert("local_part".to_owned(), local.clone().into());
+            local
+        }
+    };
+    let domain = match object.get("domain") {
+        Some(serde_json::Value::String(domain)) => domain.clone(),
+        Some(_) => return None,
+        None => state.engine.config().domains.first()?.clone(),
+    };
+    let body = serde_json::to_vec(&serde_json::Value::Object(object)).ok()?;
+    Some((format!("{local}@{domain}"), bytes::Bytes::from(body)))
+}
