@@ -120,6 +120,7 @@ impl Writer {
                 enq,
                 reply,
             } => self.stage_put_state(b, key, value, reply, enq),
+            Cmd::Import { export, enq, reply } => self.stage_import(b, &export, reply, enq),
             Cmd::Campaign(c) => self.stage_campaign(b, c),
             Cmd::RewriteBegin { .. }
             | Cmd::RewriteSwap { .. }
@@ -235,7 +236,7 @@ impl Writer {
             let _ = reply.send(Err(CreateMailboxError::AlreadyExists));
             return;
         }
-        let id = self.alloc_id();
+        let id = self.alloc_id() | self.shared.config.mailbox_id_prefix.bits(&new.address);
         let info = MailboxInfo {
             id: MailboxId(id),
             address: new.address.clone(),
