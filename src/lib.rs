@@ -3,7 +3,7 @@
 //! CLI over [`Appliance::start`]; integration tests start the same thing on
 //! port 0.
 
-mod cluster;
+pub mod cluster;
 pub mod config;
 pub mod cores;
 
@@ -67,7 +67,7 @@ pub struct Appliance {
     pub budget: uncorreo_budget::Budget,
     shutdown: CancellationToken,
     threads: Vec<JoinHandle<()>>,
-    cluster_served: Option<Arc<uncorreo_cluster::member::Served>>,
+    cluster: Option<cluster::Joined>,
 }
 
 impl Appliance {
@@ -80,7 +80,15 @@ impl Appliance {
             .validate()
             .map_err(|e| StartError::Config(e.to_string()))?;
         let budget = uncorreo_budget::Budget::new(config.memory.resolved_in_flight_bytes());
-        let engine = Engine::open(config.engine.clone())?;
+        let mut engine_config = config.engine.clone();
+        if let Some(partitions) = config
+            .cluster
+            .as_ref()
+            .and_then(|c| uncorreo_cluster::partition::PartitionCount::new(c.partitions))
+        {
+            engine_config.mailbox_id_prefix = cluster::mailbox_id_prefix(partitions);
+        }
+        let engine = Engine::open(engine_config)?;
         let cores = cores::effective_cores(config.cores);
         let smtp_addr = parse_addr(&config.smtp.listen)?;
         let http_addr = parse_addr(&config.http.listen)?;
@@ -223,11 +231,11 @@ impl Appliance {
                 });
             }
         }
-        let cluster_served = match cluster_member {
+        let cluster = match cluster_member {
             Some(member) => match cluster::start(member, shutdown.clone()) {
-                Ok((thread, served)) => {
+                Ok((thread, joined)) => {
                     threads.push(thread);
-                    Some(served)
+                    Some(joined)
                 }
                 Err(error) => {
                     shutdown.cancel();
@@ -249,13 +257,18 @@ impl Appliance {
             budget,
             shutdown,
             threads,
-            cluster_served,
+            cluster,
         })
     }
 
     /// With `[cluster]`: which partitions this host serves now.
     pub fn cluster_served(&self) -> Option<Arc<uncorreo_cluster::member::Served>> {
-        self.cluster_served.clone()
+        self.cluster.as_ref().map(|joined| joined.served.clone())
+    }
+
+    /// With `[cluster]`: this host's membership (handovers).
+    pub fn cluster(&self) -> Option<&cluster::Joined> {
+        self.cluster.as_ref()
     }
 
     /// A token that stops the appliance when cancelled (e.g. from a signal handler).

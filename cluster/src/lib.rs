@@ -18,6 +18,10 @@
 //! [`member::Member`] is one host's loop: claim homes, hold their leases,
 //! publish what it serves.
 //!
+//! A clean handover moves partition homes to another host ([`handover`]),
+//! by compare-and-set on the home and a copy of the records through a
+//! [`handover::Destination`].
+//!
 //! Requests between hosts are signed with the cluster secret ([`hop`]).
 //!
 //! The key-value store is behind the [`store::CasBucket`] trait: NATS in
@@ -25,6 +29,7 @@
 //! clock in tests ([`store::MemoryBucket`]).
 
 pub mod assign;
+pub mod handover;
 pub mod hop;
 pub mod lease;
 pub mod member;
