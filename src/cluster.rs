@@ -1,27 +1,39 @@
 //! Starting this host's cluster membership (`[cluster]`, SCALE.md) on its
-//! own thread, so a slow NATS never holds up a core; and the clean handover
-//! of this host's partitions to another host.
+//! own thread, so a slow NATS never holds up a core, and the internal hop
+//! listener on another; and the clean handover of this host's partitions to
+//! another host.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 use uncorreo_cluster::assign::{AssignError, Assignments};
+use uncorreo_cluster::directory::Directory;
 use uncorreo_cluster::handover::{self, Destination, HandoverError, Moved};
+use uncorreo_cluster::hop::HopSecret;
 use uncorreo_cluster::member::{Member, MemberConfig, MemberHandle, Served};
 use uncorreo_cluster::nats::{NatsBucket, OpenError};
 use uncorreo_cluster::partition::{partition_of, Partition, PartitionCount};
 use uncorreo_engine::{Engine, ImportError, MailboxIdPrefix};
+use uncorreo_hop::server::{HopLimits, HopServer, ENVELOPE_ROOM};
 
+use crate::config::ClusterConfig;
 use crate::StartError;
 
-/// This host's place in the cluster, once joined.
-#[derive(Debug, Clone)]
+/// A joined member: its thread, what it serves, who serves the rest.
 pub struct Joined {
-    /// What this host serves now.
+    pub thread: JoinHandle<()>,
     pub served: Arc<Served>,
-    /// The running member, for handovers.
+    pub directory: Arc<Directory>,
+    pub membership: Membership,
+}
+
+/// This host's place in the cluster, for handovers.
+#[derive(Debug, Clone)]
+pub struct Membership {
+    /// The running member.
     pub member: MemberHandle,
     config: MemberConfig,
 }
@@ -35,10 +47,7 @@ pub fn mailbox_id_prefix(partitions: PartitionCount) -> MailboxIdPrefix {
 /// Joins the cluster: connects, claims and takes leases before returning,
 /// so a host that cannot reach NATS fails its start with the reason. The
 /// thread then renews leases until `shutdown`.
-pub fn start(
-    config: MemberConfig,
-    shutdown: CancellationToken,
-) -> Result<(JoinHandle<()>, Joined), StartError> {
+pub fn start(config: MemberConfig, shutdown: CancellationToken) -> Result<Joined, StartError> {
     let (joined_tx, joined_rx) = std::sync::mpsc::channel();
     let member_config = config.clone();
     let thread = std::thread::Builder::new()
@@ -66,7 +75,7 @@ pub fn start(
                     }
                 };
                 if joined_tx
-                    .send(Ok((member.served(), member.handle())))
+                    .send(Ok((member.served(), member.directory(), member.handle())))
                     .is_err()
                 {
                     return;
@@ -79,14 +88,15 @@ pub fn start(
             source,
         })?;
     match joined_rx.recv() {
-        Ok(Ok((served, member))) => Ok((
+        Ok(Ok((served, directory, member))) => Ok(Joined {
             thread,
-            Joined {
-                served,
+            served,
+            directory,
+            membership: Membership {
                 member,
                 config: member_config,
             },
-        )),
+        }),
         Ok(Err(error)) => {
             let _ = thread.join();
             Err(error)
@@ -99,6 +109,104 @@ pub fn start(
             })
         }
     }
+}
+
+/// Reads the cluster secret.
+pub fn read_secret(config: &ClusterConfig) -> Result<HopSecret, StartError> {
+    let Some(path) = &config.secret_file else {
+        return Err(StartError::Config(
+            "[cluster] listen needs secret_file".to_owned(),
+        ));
+    };
+    let bytes = std::fs::read(path).map_err(|source| StartError::Io {
+        what: "reading [cluster] secret_file",
+        source,
+    })?;
+    let text = String::from_utf8_lossy(&bytes);
+    HopSecret::new(text.trim().as_bytes().to_vec())
+        .map_err(|error| StartError::Config(format!("[cluster] secret_file: {error}")))
+}
+
+/// Binds the hop listener; returns it with the address to advertise.
+pub fn bind(
+    config: &ClusterConfig,
+) -> Result<Option<(std::net::TcpListener, SocketAddr)>, StartError> {
+    let Some(listen) = &config.listen else {
+        return Ok(None);
+    };
+    let addr: SocketAddr = listen
+        .parse()
+        .map_err(|_| StartError::BadAddress(listen.clone()))?;
+    let listener = std::net::TcpListener::bind(addr).map_err(|source| StartError::Io {
+        what: "binding [cluster] listen",
+        source,
+    })?;
+    let bound = listener.local_addr().map_err(|source| StartError::Io {
+        what: "reading a bound address",
+        source,
+    })?;
+    let advertise = match &config.advertise {
+        Some(advertise) => advertise
+            .parse()
+            .map_err(|_| StartError::BadAddress(advertise.clone()))?,
+        None if bound.ip().is_unspecified() => {
+            return Err(StartError::Config(
+                "[cluster] listen is a wildcard address: set advertise".to_owned(),
+            ))
+        }
+        None => bound,
+    };
+    listener
+        .set_nonblocking(true)
+        .map_err(|source| StartError::Io {
+            what: "setting up [cluster] listen",
+            source,
+        })?;
+    Ok(Some((listener, advertise)))
+}
+
+/// The hop server's bounds from the configuration.
+pub fn limits(engine: &Engine, config: &ClusterConfig) -> HopLimits {
+    HopLimits {
+        max_body_bytes: engine
+            .config()
+            .max_message_bytes
+            .saturating_add(ENVELOPE_ROOM),
+        max_connections: config.hop_max_connections,
+        header_timeout: Duration::from_secs(10),
+    }
+}
+
+/// Runs the hop listener on its own thread until `shutdown`.
+pub fn serve(
+    listener: std::net::TcpListener,
+    server: Arc<HopServer>,
+    shutdown: CancellationToken,
+) -> Result<JoinHandle<()>, StartError> {
+    std::thread::Builder::new()
+        .name("hop".to_owned())
+        .spawn(move || {
+            let runtime = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(runtime) => runtime,
+                Err(error) => {
+                    tracing::error!(%error, "the hop listener could not start");
+                    return;
+                }
+            };
+            runtime.block_on(async move {
+                match tokio::net::TcpListener::from_std(listener) {
+                    Ok(listener) => uncorreo_hop::server::serve(listener, server, shutdown).await,
+                    Err(error) => tracing::error!(%error, "the hop listener could not start"),
+                }
+            });
+        })
+        .map_err(|source| StartError::Io {
+            what: "spawning the hop thread",
+            source,
+        })
 }
 
 /// Why a leave did not move every partition.
@@ -118,7 +226,7 @@ pub enum LeaveError {
     Runtime(std::io::Error),
 }
 
-impl Joined {
+impl Membership {
     /// Hands every partition homed here over to `destination`, one at a
     /// time (SCALE.md, "A leaves cleanly"). Blocks; run it off the cores.
     pub fn leave<D: Destination>(&self, destination: &D) -> Result<Vec<Moved>, LeaveError> {

@@ -50,9 +50,9 @@ pub struct Config {
     pub cluster: Option<ClusterConfig>,
 }
 
-/// `[cluster]`: this host's membership (SCALE.md). Only the membership is
-/// built so far: the host claims partition homes and holds their leases;
-/// mail is not yet forwarded between hosts.
+/// `[cluster]`: this host's membership and internal hop (SCALE.md): the host
+/// claims partition homes, holds their leases, and with `listen` forwards
+/// mail for other hosts' mailboxes to them and stores what they forward.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClusterConfig {
@@ -71,6 +71,34 @@ pub struct ClusterConfig {
     /// Claim every partition nobody has claimed yet, at start.
     #[serde(default = "default_claim_free")]
     pub claim_free: bool,
+    /// The internal hop's listener (`ip:port`): other hosts forward
+    /// deliveries for this host's mailboxes here. Absent: this host joins
+    /// the cluster but neither forwards nor takes forwarded mail.
+    #[serde(default)]
+    pub listen: Option<String>,
+    /// Where other hosts reach `listen` (`ip:port`); by default the bound
+    /// address, which must then not be a wildcard.
+    #[serde(default)]
+    pub advertise: Option<String>,
+    /// A file holding the cluster's shared secret (at least 32 bytes;
+    /// surrounding whitespace ignored). Needed with `listen`.
+    #[serde(default)]
+    pub secret_file: Option<std::path::PathBuf>,
+    /// How long one hop request may take, in seconds; under the SMTP DATA
+    /// timeout, so a silent owner becomes `451`, not a dropped session.
+    #[serde(default = "default_hop_timeout_secs")]
+    pub hop_timeout_secs: u64,
+    /// Internal hop connections open at once; past it `503`, closed.
+    #[serde(default = "default_hop_max_connections")]
+    pub hop_max_connections: usize,
+}
+
+fn default_hop_timeout_secs() -> u64 {
+    30
+}
+
+fn default_hop_max_connections() -> usize {
+    1024
 }
 
 fn default_partitions() -> u16 {
@@ -105,12 +133,21 @@ impl ClusterConfig {
         if self.node_id.is_empty() {
             return Err("[cluster] node_id must not be empty".to_owned());
         }
+        if self.listen.is_some() && self.secret_file.is_none() {
+            return Err("[cluster] listen needs secret_file".to_owned());
+        }
+        if self.hop_timeout_secs == 0 || self.hop_max_connections == 0 {
+            return Err(
+                "[cluster] hop_timeout_secs and hop_max_connections must be at least 1".to_owned(),
+            );
+        }
         Ok(uncorreo_cluster::member::MemberConfig {
             nats_url: self.nats_url.clone(),
             node_id: self.node_id.clone(),
             partitions,
             terms,
             claim_free: self.claim_free,
+            advertise: self.advertise.clone(),
         })
     }
 }

@@ -67,7 +67,32 @@ pub struct Appliance {
     pub budget: uncorreo_budget::Budget,
     shutdown: CancellationToken,
     threads: Vec<JoinHandle<()>>,
-    cluster: Option<cluster::Joined>,
+    cluster_served: Option<Arc<uncorreo_cluster::member::Served>>,
+    cluster_membership: Option<cluster::Membership>,
+    /// Stops the membership and the hop listener, after the front ends.
+    cluster_stop: CancellationToken,
+    cluster_threads: Vec<JoinHandle<()>>,
+    hop_addr: Option<SocketAddr>,
+    hop_server: Option<Arc<uncorreo_hop::server::HopServer>>,
+}
+
+/// Cancels its token when dropped, so a start that fails after joining the
+/// cluster does not leave the membership and hop threads running.
+struct StopOnDrop(CancellationToken, bool);
+
+impl StopOnDrop {
+    fn disarm(mut self) -> CancellationToken {
+        self.1 = false;
+        self.0.clone()
+    }
+}
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        if self.1 {
+            self.0.cancel();
+        }
+    }
 }
 
 impl Appliance {
@@ -120,6 +145,59 @@ impl Appliance {
             Some(cluster) => Some(cluster.member_config().map_err(StartError::Config)?),
             None => None,
         };
+        // Joined before the front ends are built: they route by owner.
+        let cluster_stop = StopOnDrop(CancellationToken::new(), true);
+        let mut cluster_threads = Vec::new();
+        let mut cluster_served = None;
+        let mut cluster_membership = None;
+        let mut cluster_route = None;
+        let mut hop_server = None;
+        let mut hop_addr = None;
+        if let (Some(cluster), Some(mut member)) = (&config.cluster, cluster_member) {
+            let bound = cluster::bind(cluster)?;
+            let secret = match bound {
+                Some(_) => Some(cluster::read_secret(cluster)?),
+                None => None,
+            };
+            member.advertise = bound.as_ref().map(|(_, advertise)| advertise.to_string());
+            let (node, partitions) = (member.node_id.clone(), member.partitions);
+            let joined = cluster::start(member, cluster_stop.0.clone())?;
+            cluster_threads.push(joined.thread);
+            cluster_served = Some(Arc::clone(&joined.served));
+            cluster_membership = Some(joined.membership.clone());
+            if let (Some((listener, _)), Some(secret)) = (bound, secret) {
+                hop_addr = Some(
+                    listener
+                        .local_addr()
+                        .map_err(io("reading a bound address"))?,
+                );
+                cluster_route = Some(Arc::new(uncorreo_hop::Cluster::new(
+                    engine.clone(),
+                    uncorreo_hop::ClusterParts {
+                        node: node.clone(),
+                        secret: secret.clone(),
+                        served: Arc::clone(&joined.served),
+                        directory: joined.directory,
+                        partitions,
+                        timeout: std::time::Duration::from_secs(cluster.hop_timeout_secs),
+                    },
+                )));
+                let server = Arc::new(uncorreo_hop::server::HopServer::new(
+                    engine.clone(),
+                    secret,
+                    node,
+                    joined.served,
+                    partitions,
+                    cluster::limits(&engine, cluster),
+                ));
+                cluster_threads.push(cluster::serve(
+                    listener,
+                    Arc::clone(&server),
+                    cluster_stop.0.clone(),
+                )?);
+                hop_server = Some(server);
+            }
+        }
 
         let ingest = uncorreo_ses::Ingest::new(
             engine.clone(),
@@ -141,11 +219,12 @@ impl Appliance {
         )
         .map_err(|e| StartError::Config(e.to_string()))?;
         // The API sets fault plans, smtpd applies them: one registry.
-        let smtp_shared = uncorreo_smtpd::Shared::with_faults(
+        let smtp_shared = uncorreo_smtpd::Shared::with_cluster(
             engine.clone(),
             config.smtp.clone(),
             budget.clone(),
             app_state.faults.clone(),
+            cluster_route.clone(),
         )
         .map_err(io("setting up SMTP"))?;
         // One token stops the listeners and ends the real-time streams, so SSE
@@ -231,22 +310,6 @@ impl Appliance {
                 });
             }
         }
-        let cluster = match cluster_member {
-            Some(member) => match cluster::start(member, shutdown.clone()) {
-                Ok((thread, joined)) => {
-                    threads.push(thread);
-                    Some(joined)
-                }
-                Err(error) => {
-                    shutdown.cancel();
-                    for thread in threads {
-                        let _ = thread.join();
-                    }
-                    return Err(error);
-                }
-            },
-            None => None,
-        };
         tracing::info!(%smtp_addr, %http_addr, admin_socket = %admin_socket.display(), cores, "uncorreo is serving");
         Ok(Self {
             smtp_addr,
@@ -257,18 +320,33 @@ impl Appliance {
             budget,
             shutdown,
             threads,
-            cluster,
+            cluster_served,
+            cluster_membership,
+            cluster_stop: cluster_stop.disarm(),
+            cluster_threads,
+            hop_addr,
+            hop_server,
         })
+    }
+
+    /// With `[cluster] listen`: where the internal hop listens.
+    pub fn hop_addr(&self) -> Option<SocketAddr> {
+        self.hop_addr
+    }
+
+    /// With `[cluster] listen`: the internal hop's server (for test hooks).
+    pub fn hop_server(&self) -> Option<Arc<uncorreo_hop::server::HopServer>> {
+        self.hop_server.clone()
+    }
+
+    /// With `[cluster]`: this host's membership (handovers).
+    pub fn cluster(&self) -> Option<&cluster::Membership> {
+        self.cluster_membership.as_ref()
     }
 
     /// With `[cluster]`: which partitions this host serves now.
     pub fn cluster_served(&self) -> Option<Arc<uncorreo_cluster::member::Served>> {
-        self.cluster.as_ref().map(|joined| joined.served.clone())
-    }
-
-    /// With `[cluster]`: this host's membership (handovers).
-    pub fn cluster(&self) -> Option<&cluster::Joined> {
-        self.cluster.as_ref()
+        self.cluster_served.clone()
     }
 
     /// A token that stops the appliance when cancelled (e.g. from a signal handler).
@@ -286,6 +364,11 @@ impl Appliance {
     /// Block until the appliance has stopped (after the token is cancelled).
     pub fn wait(self) {
         for t in self.threads {
+            let _ = t.join();
+        }
+        // After the front ends: their last deliveries may still forward.
+        self.cluster_stop.cancel();
+        for t in self.cluster_threads {
             let _ = t.join();
         }
         self.engine.shutdown();

@@ -21,6 +21,8 @@
 //! A clean handover moves partition homes to another host ([`handover`]),
 //! by compare-and-set on the home and a copy of the records through a
 //! [`handover::Destination`].
+//! [`directory::Directory`] answers, for a partition served elsewhere,
+//! which host serves it and where its internal hop listens.
 //!
 //! Requests between hosts are signed with the cluster secret ([`hop`]).
 //!
@@ -29,6 +31,7 @@
 //! clock in tests ([`store::MemoryBucket`]).
 
 pub mod assign;
+pub mod directory;
 pub mod handover;
 pub mod hop;
 pub mod lease;

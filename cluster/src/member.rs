@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::assign::{AssignError, Assignments};
+use crate::directory::Directory;
 use crate::lease::{LeaseError, LeaseTerms, Leases};
 use crate::nats::{NatsBucket, OpenError};
 use crate::partition::{Partition, PartitionCount};
@@ -31,6 +32,9 @@ pub struct MemberConfig {
     pub terms: LeaseTerms,
     /// Claim every partition nobody has claimed yet, at start (bootstrap).
     pub claim_free: bool,
+    /// Where other hosts reach this host's internal hop (`ip:port`),
+    /// published under `node.<id>`; `None`: this host forwards nothing.
+    pub advertise: Option<String>,
 }
 
 /// Bucket names in NATS.
@@ -102,9 +106,15 @@ impl Served {
         }
     }
 
-    /// Whether this host may serve `partition` at `now` (reads included;
-    /// a moving partition is still read here until it has moved).
+    /// Whether this host may serve `partition` at `now`: it holds the
+    /// lease, and no handover is moving the partition away (during a move,
+    /// deliveries for it get a temporary failure wherever they arrive).
     pub fn serves(&self, partition: Partition, now: Instant) -> bool {
+        !self.moving(partition) && self.leased(partition, now)
+    }
+
+    /// Whether this host holds `partition`'s lease at `now`.
+    fn leased(&self, partition: Partition, now: Instant) -> bool {
         let now =
             u64::try_from(now.saturating_duration_since(self.epoch).as_nanos()).unwrap_or(u64::MAX);
         self.until
@@ -222,6 +232,9 @@ pub enum JoinError {
     /// Claiming or reading homes failed.
     #[error("reading partition homes: {0}")]
     Homes(#[from] AssignError),
+    /// This host's hop address could not be published.
+    #[error("publishing this host's hop address: {0}")]
+    Publish(#[from] crate::store::CasError),
 }
 
 /// One host in the cluster.
@@ -234,6 +247,7 @@ pub struct Member {
     served: Arc<Served>,
     commands: mpsc::UnboundedReceiver<Command>,
     handle: MemberHandle,
+    directory: Arc<Directory>,
 }
 
 impl Member {
@@ -241,9 +255,8 @@ impl Member {
     /// partitions are homed here and takes their leases once.
     pub async fn connect(config: MemberConfig) -> Result<Member, JoinError> {
         let timeout = config.terms.renew_every();
-        let homes = Assignments::new(
-            NatsBucket::open(&config.nats_url, HOMES_BUCKET, None, timeout).await?,
-        );
+        let homes_bucket = NatsBucket::open(&config.nats_url, HOMES_BUCKET, None, timeout).await?;
+        let homes = Assignments::new(homes_bucket.clone());
         let leases = NatsBucket::open(
             &config.nats_url,
             LEASES_BUCKET,
@@ -258,7 +271,12 @@ impl Member {
             node: config.node_id.clone(),
             served: served.clone(),
         };
+        let directory = Arc::new(Directory::new(leases.clone(), homes_bucket));
+        if let Some(hop) = &config.advertise {
+            directory.publish(&config.node_id, hop).await?;
+        }
         let mut member = Member {
+            directory,
             leases: Leases::new(leases, config.node_id.clone(), config.terms),
             homes,
             mine: Vec::new(),
@@ -280,6 +298,11 @@ impl Member {
     /// A handle for handovers.
     pub fn handle(&self) -> MemberHandle {
         self.handle.clone()
+    }
+
+    /// Who serves the partitions this host does not.
+    pub fn directory(&self) -> Arc<Directory> {
+        self.directory.clone()
     }
 
     /// The partitions homed on this host, as last read.

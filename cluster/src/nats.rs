@@ -114,6 +114,17 @@ impl NatsBucket {
     }
 }
 
+impl NatsBucket {
+    /// Writes `value` whatever is there (a key only its writer writes, such
+    /// as a host's `node.<id>`).
+    pub async fn put(&self, key: &str, value: Bytes) -> Result<u64, CasError> {
+        self.bucket
+            .put(key, value)
+            .await
+            .map_err(|error| CasError::Unavailable(error.to_string()))
+    }
+}
+
 impl CasBucket for NatsBucket {
     async fn create(&self, key: &str, value: Bytes) -> Result<u64, CasError> {
         self.bucket

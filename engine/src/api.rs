@@ -249,8 +249,10 @@ impl Engine {
         let mut starts = Vec::with_capacity(n);
         let mut corrupt = 0;
         let mut tombstones = Vec::with_capacity(n);
+        let mut parts = Vec::with_capacity(n);
         for mut r in recs {
             tombstones.push(Mutex::new(std::mem::take(&mut r.tombstones)));
+            parts.push(Mutex::new(std::mem::take(&mut r.parts)));
             let (tx, rx) = crossbeam_channel::bounded(config.queue_depth);
             rxs.push(rx);
             corrupt += r.corrupt;
@@ -319,9 +321,7 @@ impl Engine {
             meta: RwLock::new(meta),
             dedupe,
             held: (0..n).map(|_| Mutex::new(HashMap::new())).collect(),
-            parts: (0..n)
-                .map(|_| Mutex::new(retry::Parts::default()))
-                .collect(),
+            parts,
             tombstones,
             health: Health::new(n),
             closed: Default::default(),
@@ -376,6 +376,7 @@ impl Engine {
                 next_seg: next_seg.next(),
                 recent: [0, 0],
                 last_sync: std::time::Duration::ZERO,
+                forgotten: Default::default(),
             });
         }
         let mut threads = Vec::with_capacity(n + 1);
@@ -583,6 +584,37 @@ impl Engine {
         delivery: Delivery,
         holds: QuotaHolds,
     ) -> Result<DeliveryOutcome, DeliverError> {
+        self.deliver_checked(delivery, holds, None).await
+    }
+
+    /// The key that names a delivery across its retries (`retry.rs`): the
+    /// envelope sender, the recipient set and the message past its first
+    /// header field (the accepting host's trace line, new on each try).
+    pub fn delivery_key(envelope_from: &str, recipients: &[Recipient], raw: &[u8]) -> [u8; 32] {
+        retry::derived_key(envelope_from, recipients, raw)
+    }
+
+    /// [`Engine::deliver_held`] for a delivery that spans hosts: the part
+    /// another host accepted and forwarded here, its owner, or the local part
+    /// of one this host forwards in part (SCALE.md). Its parts are remembered under
+    /// `key` for the retry window even when all of them commit: the
+    /// accepting host may lose this answer, tell its sender to retry, and
+    /// forward the retry, which then gets the ids stored the first time.
+    pub async fn deliver_forwarded(
+        &self,
+        delivery: Delivery,
+        holds: QuotaHolds,
+        key: [u8; 32],
+    ) -> Result<DeliveryOutcome, DeliverError> {
+        self.deliver_checked(delivery, holds, Some(key)).await
+    }
+
+    async fn deliver_checked(
+        &self,
+        delivery: Delivery,
+        holds: QuotaHolds,
+        forwarded: Option<retry::DeliveryKey>,
+    ) -> Result<DeliveryOutcome, DeliverError> {
         if delivery.raw.len() > self.config().max_message_bytes {
             return Err(DeliverError::TooLarge {
                 limit: self.config().max_message_bytes,
@@ -623,7 +655,8 @@ impl Engine {
             .dedupe_key
             .clone()
             .map(|key| PendingKey::new(Arc::clone(&self.inner.shared), key));
-        self.deliver_inner(delivery, holds, pending).await
+        self.deliver_inner(delivery, holds, pending, forwarded)
+            .await
     }
 
     async fn deliver_inner(
@@ -631,6 +664,7 @@ impl Engine {
         delivery: Delivery,
         holds: QuotaHolds,
         pending: Option<Arc<PendingKey>>,
+        forwarded: Option<retry::DeliveryKey>,
     ) -> Result<DeliveryOutcome, DeliverError> {
         let sh = self.shared();
         let n = delivery.recipients.len();
@@ -691,6 +725,7 @@ impl Engine {
         // What identifies this delivery across retries: only needed where
         // a part can fail after another committed (see `retry.rs`).
         let key = match (&delivery.dedupe_key, named) {
+            _ if forwarded.is_some() => forwarded,
             (Some(k), _) => Some(retry::explicit_key(k)),
             (None, Some(named)) if groups.len() > 1 => Some(retry::derived_key(
                 &delivery.envelope_from,
@@ -778,11 +813,20 @@ impl Engine {
                 }
             }
         }
-        if let Some(k) = &key {
+        if let (Some(k), None) = (&key, forwarded) {
             // Done everywhere: nothing left to retry, and the same bytes
-            // sent again later are a new message.
+            // sent again later are a new message. (Not for a forwarded
+            // delivery: done here is not yet acked by the accepting host.)
+            let logged = retry::logged(delivery.dedupe_key.as_ref().map(|_| parts));
             for shard in shards_of_delivery {
                 sh.parts[shard].lock().forget(k);
+                if logged {
+                    // Durably too, with the shard's next batch. A full
+                    // queue drops the note: see `retry.rs`.
+                    let _ = sh.shards[shard]
+                        .tx
+                        .try_send(Cmd::ForgetPart { key: *k, at });
+                }
             }
         }
         let mut stored = Vec::new();

@@ -38,6 +38,10 @@ pub struct Metric {
 
 /// Partitions this host may serve now (`[cluster]` only).
 pub const CLUSTER_PARTITIONS_SERVED: &str = "uncorreo_cluster_partitions_served";
+/// Internal hop requests refused for their signature ([cluster] only).
+pub const HOP_REFUSED_TOTAL: &str = "uncorreo_hop_refused_total";
+/// Requests this host forwarded to another host's hop, by kind and outcome ([cluster] only).
+pub const HOP_FORWARDED_TOTAL: &str = "uncorreo_hop_forwarded_total";
 /// HTTP requests answered, by route template, method and status.
 pub const HTTP_REQUESTS_TOTAL: &str = "uncorreo_http_requests_total";
 /// Time from request to response head, by route template and method.
@@ -139,6 +143,18 @@ pub const ALL: &[Metric] = &[
         kind: Kind::Gauge,
         unit: None,
         help: "Partitions this host holds the lease of and may serve now ([cluster] only).",
+    },
+    Metric {
+        name: HOP_REFUSED_TOTAL,
+        kind: Kind::Counter,
+        unit: None,
+        help: "Internal hop requests refused for a missing, stale or wrong signature ([cluster] only).",
+    },
+    Metric {
+        name: HOP_FORWARDED_TOTAL,
+        kind: Kind::Counter,
+        unit: None,
+        help: "Requests forwarded to the owner's internal hop, by kind (resolve, deliver) and outcome ([cluster] only).",
     },
     Metric {
         name: HTTP_REQUESTS_TOTAL,

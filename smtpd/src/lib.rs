@@ -96,6 +96,9 @@ pub struct Shared {
     /// Fault plans in force (set through the API), applied at RCPT and at
     /// the end of data for their own target only.
     pub faults: Arc<uncorreo_faults::FaultPlans>,
+    /// With `[cluster]`: recipients of mailboxes another host owns are
+    /// checked and stored there (`uncorreo_hop`). `None`: one host.
+    pub cluster: Option<Arc<uncorreo_hop::Cluster>>,
     active: AtomicUsize,
     per_ip: Mutex<HashMap<IpAddr, usize>>,
     ids: AtomicU64,
@@ -126,6 +129,18 @@ impl Shared {
         config: SmtpConfig,
         budget: uncorreo_budget::Budget,
         faults: Arc<uncorreo_faults::FaultPlans>,
+    ) -> Result<Arc<Self>, std::io::Error> {
+        Self::with_cluster(engine, config, budget, faults, None)
+    }
+
+    /// [`Shared::with_faults`] on a host of a cluster: recipients whose
+    /// mailbox another host owns are resolved and stored there.
+    pub fn with_cluster(
+        engine: Engine,
+        config: SmtpConfig,
+        budget: uncorreo_budget::Budget,
+        faults: Arc<uncorreo_faults::FaultPlans>,
+        cluster: Option<Arc<uncorreo_hop::Cluster>>,
     ) -> Result<Arc<Self>, std::io::Error> {
         let tls = match (&config.tls_cert, &config.tls_key) {
             (Some(cert), Some(key)) => Some(load_tls(cert, key)?),
@@ -161,6 +176,7 @@ impl Shared {
             ),
             budget,
             faults,
+            cluster,
             active: AtomicUsize::new(0),
             per_ip: Mutex::new(HashMap::new()),
             ids: AtomicU64::new(0),

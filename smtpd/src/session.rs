@@ -375,6 +375,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                     self.error("550 5.7.1 Source routes are not accepted; relay not permitted");
                     return Flow::Continue;
                 }
+                if let Some(cluster) = self.shared.cluster.clone() {
+                    if let Some(flow) = self.rcpt_elsewhere(&cluster, &to.address).await {
+                        return flow;
+                    }
+                }
+                let Some(tx) = self.tx.as_mut() else {
+                    self.error("503 5.5.1 Need MAIL before RCPT");
+                    return Flow::Continue;
+                };
                 let resolved = self.shared.engine.resolve_within(&to.address, &tx.holds);
                 if let (Ok(r), Some(Authenticated { owner: Some(owner) })) =
                     (&resolved, &self.authenticated)
@@ -1019,7 +1028,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             return Flow::Close("io_error");
         }
         let started = Instant::now();
-        let result = self.shared.engine.deliver_held(delivery, tx.holds).await;
+        let result = uncorreo_hop::deliver(
+            &self.shared.engine,
+            self.shared.cluster.as_deref(),
+            delivery,
+            tx.holds,
+        )
+        .await;
         drop(permit);
         if let Ok(DeliveryOutcome::Delivered { stored, refused }) = &result {
             if !stored.is_empty() && !refused.is_empty() {
@@ -1048,6 +1063,49 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
+    /// RCPT on a host of a cluster: `None` when this host serves the
+    /// recipient's mailbox (today's path follows); else the reply was
+    /// sent: the owner's verdict, or `451 4.3.0` when no live host owns it.
+    async fn rcpt_elsewhere(
+        &mut self,
+        cluster: &uncorreo_hop::Cluster,
+        rcpt: &str,
+    ) -> Option<Flow> {
+        const UNAVAILABLE: &str = "451 4.3.0 Mailbox temporarily unavailable, try again later";
+        let owner = match cluster.place(rcpt).await {
+            uncorreo_hop::Placement::Local => return None,
+            uncorreo_hop::Placement::Unavailable => {
+                self.conn.reply(UNAVAILABLE);
+                return Some(Flow::Continue);
+            }
+            uncorreo_hop::Placement::Remote(owner) => owner,
+        };
+        if matches!(self.authenticated, Some(Authenticated { owner: Some(_) })) {
+            // The credential's mailboxes are checked where they live; this
+            // host cannot tell whether it owns one on another host.
+            self.error("550 5.7.1 Your credential does not own this mailbox");
+            return Some(Flow::Continue);
+        }
+        match cluster.resolve_remote(rcpt, &owner).await {
+            Err(uncorreo_hop::OwnerUnavailable) => self.conn.reply(UNAVAILABLE),
+            Ok(Err(e)) => self.error(resolve_reply(e)),
+            Ok(Ok(())) => match Recipient::parse(rcpt) {
+                Ok(r) => {
+                    let Some(tx) = self.tx.as_mut() else {
+                        self.error("503 5.5.1 Need MAIL before RCPT");
+                        return Some(Flow::Continue);
+                    };
+                    if !tx.rcpts.iter().any(|(_, have)| *have == r) {
+                        tx.rcpts.push((rcpt.to_owned(), r));
+                    }
+                    self.conn.reply("250 2.1.5 Ok");
+                }
+                Err(_) => self.error(resolve_reply(ResolveError::BadAddress)),
+            },
+        }
+        Some(Flow::Continue)
+    }
+
     /// Apply the fault plan of `rcpt`'s target, if any: wait its delay,
     /// then refuse with its reply (`Some(flow)`), or let it through (`None`).
     /// A fault refusal is not a client error: it does not count toward

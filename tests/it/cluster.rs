@@ -1,18 +1,23 @@
-//! `[cluster]` membership (SCALE.md) through the real appliance and a real
-//! `nats-server`: hosts claim partition homes, hold their leases, and keep
-//! them across a restart. Mail is not forwarded between hosts yet; these run
-//! two appliances in one process on loopback (the network-namespace suite
-//! comes with forwarding).
+//! Two appliances and one real `nats-server` on loopback (SCALE.md): hosts
+//! claim partition homes and hold their leases across a restart, and mail
+//! sent to a host that does not own its mailbox is stored by the owner over
+//! the signed internal hop, acked only after the owner's commit. The
+//! network-namespace suite runs the same scenario with real addresses.
 
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
+use serde_json::Value;
 use uncorreo::config::ClusterConfig;
 use uncorreo::{Appliance, StartError};
+use uncorreo_cluster::hop::{HopSecret, HEADER};
 use uncorreo_cluster::testing::NatsServer;
 
-use crate::support::test_config;
+use crate::support::{code, test_config, Raw};
 
 const PARTITIONS: u16 = 16;
+const SECRET: &str = "0123456789abcdef0123456789abcdef-test-cluster-secret";
 
 fn member(nats: &NatsServer, node: &str) -> ClusterConfig {
     ClusterConfig {
@@ -21,6 +26,21 @@ fn member(nats: &NatsServer, node: &str) -> ClusterConfig {
         partitions: PARTITIONS,
         lease_seconds: 3,
         claim_free: true,
+        listen: None,
+        advertise: None,
+        secret_file: None,
+        hop_timeout_secs: 10,
+        hop_max_connections: 64,
+    }
+}
+
+/// A member with an internal hop on loopback port 0, advertising its
+/// bound address.
+fn hop_member(nats: &NatsServer, node: &str, secret: &std::path::Path) -> ClusterConfig {
+    ClusterConfig {
+        listen: Some("127.0.0.1:0".to_owned()),
+        secret_file: Some(secret.to_path_buf()),
+        ..member(nats, node)
     }
 }
 
@@ -46,6 +66,135 @@ fn eventually(limit: Duration, mut condition: impl FnMut() -> bool) -> bool {
         std::thread::sleep(Duration::from_millis(50));
     }
     condition()
+}
+
+/// Two hosts with hops: `a` claimed every partition, `b` owns none.
+struct Pair {
+    nats: NatsServer,
+    secret: tempfile::NamedTempFile,
+    data_a: tempfile::TempDir,
+    data_b: tempfile::TempDir,
+    a: Option<Appliance>,
+    b: Appliance,
+}
+
+impl Pair {
+    fn start() -> Pair {
+        let nats = NatsServer::start();
+        let mut secret = tempfile::NamedTempFile::new().expect("secret file");
+        writeln!(secret, "{SECRET}").expect("write secret");
+        let (data_a, data_b) = (
+            tempfile::tempdir().expect("tempdir"),
+            tempfile::tempdir().expect("tempdir"),
+        );
+        let a = start(data_a.path(), hop_member(&nats, "a", secret.path())).expect("a joins");
+        assert_eq!(served(&a), usize::from(PARTITIONS));
+        let b = start(data_b.path(), hop_member(&nats, "b", secret.path())).expect("b joins");
+        assert_eq!(served(&b), 0);
+        Pair {
+            nats,
+            secret,
+            data_a,
+            data_b,
+            a: Some(a),
+            b,
+        }
+    }
+
+    fn a(&self) -> &Appliance {
+        self.a.as_ref().expect("a is running")
+    }
+
+    fn stop_a(&mut self) {
+        if let Some(a) = self.a.take() {
+            a.shutdown();
+        }
+    }
+
+    fn restart_a(&mut self) {
+        self.stop_a();
+        let a = start(
+            self.data_a.path(),
+            hop_member(&self.nats, "a", self.secret.path()),
+        )
+        .expect("a rejoins");
+        self.a = Some(a);
+    }
+}
+
+impl Drop for Pair {
+    fn drop(&mut self) {
+        self.stop_a();
+        let _ = &self.data_b;
+    }
+}
+
+fn http() -> reqwest::blocking::Client {
+    reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .expect("client")
+}
+
+/// An anonymous mailbox created through `host`'s API: (address, token).
+fn mailbox_on(host: &Appliance) -> (String, String) {
+    let answer = http()
+        .post(format!("http://{}/api/v1/mailboxes", host.http_addr))
+        .send()
+        .expect("create");
+    assert_eq!(answer.status(), 201);
+    let body: Value = answer.json().expect("json");
+    (
+        body["address"].as_str().expect("address").to_owned(),
+        body["session_token"].as_str().expect("token").to_owned(),
+    )
+}
+
+/// The ids of the messages `host` lists in `address` (its own API).
+fn listed(host: &Appliance, address: &str, token: &str) -> Vec<String> {
+    let answer = http()
+        .get(format!(
+            "http://{}/api/v1/mailboxes/{address}/messages",
+            host.http_addr
+        ))
+        .bearer_auth(token)
+        .send()
+        .expect("list");
+    assert_eq!(answer.status(), 200);
+    let body: Value = answer.json().expect("json");
+    body["messages"]
+        .as_array()
+        .expect("messages")
+        .iter()
+        .map(|m| m["id"].as_str().expect("id").to_owned())
+        .collect()
+}
+
+/// One SMTP transaction at `smtp`: the RCPT reply, and the end-of-data
+/// reply when RCPT was taken.
+fn send(smtp: SocketAddr, rcpt: &str, body: &str) -> (String, Option<String>) {
+    let (mut c, greeting) = Raw::connect(smtp);
+    assert_eq!(code(&greeting), "220");
+    assert_eq!(code(&c.cmd("EHLO client.test")), "250");
+    assert_eq!(code(&c.cmd("MAIL FROM:<sender@client.test>")), "250");
+    let rcpt_reply = c.cmd(&format!("RCPT TO:<{rcpt}>"));
+    if code(&rcpt_reply) != "250" {
+        c.cmd("QUIT");
+        return (rcpt_reply, None);
+    }
+    assert_eq!(code(&c.cmd("DATA")), "354");
+    c.send(format!("Subject: hop\r\n\r\n{body}\r\n.\r\n").as_bytes());
+    let end = c.reply();
+    c.cmd("QUIT");
+    (rcpt_reply, Some(end))
+}
+
+/// The ids a `250 2.0.0 Ok: stored as <id>,…` names.
+fn stored_ids(reply: &str) -> Vec<String> {
+    reply
+        .split_once("stored as ")
+        .map(|(_, ids)| ids.split(',').map(|id| id.trim().to_owned()).collect())
+        .unwrap_or_default()
 }
 
 #[test]
@@ -100,6 +249,11 @@ fn a_host_that_cannot_reach_nats_does_not_start_and_says_why() {
         partitions: PARTITIONS,
         lease_seconds: 3,
         claim_free: true,
+        listen: None,
+        advertise: None,
+        secret_file: None,
+        hop_timeout_secs: 10,
+        hop_max_connections: 64,
     };
     match start(data.path(), config) {
         Err(error @ StartError::Cluster(_)) => {
@@ -109,6 +263,210 @@ fn a_host_that_cannot_reach_nats_does_not_start_and_says_why() {
         Err(other) => panic!("unexpected error: {other}"),
         Ok(_) => panic!("started without NATS"),
     }
+}
+
+/// A raw HTTP/1.1 request to the hop; returns the status code.
+fn hop_request(addr: SocketAddr, path: &str, signature: Option<&str>, body: &[u8]) -> u16 {
+    let mut stream = TcpStream::connect(addr).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("timeout");
+    let mut head = format!(
+        "POST {path} HTTP/1.1\r\nhost: hop\r\ncontent-length: {}\r\nconnection: close\r\n",
+        body.len()
+    );
+    if let Some(signature) = signature {
+        head.push_str(&format!("{HEADER}: {signature}\r\n"));
+    }
+    head.push_str("\r\n");
+    stream.write_all(head.as_bytes()).expect("write");
+    stream.write_all(body).expect("write");
+    status_of(&mut stream)
+}
+
+fn status_of(stream: &mut TcpStream) -> u16 {
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer);
+    let text = String::from_utf8_lossy(&answer);
+    text.split(' ')
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or_else(|| panic!("no HTTP status in {text:?}"))
+}
+
+fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs()
+}
+
+#[test]
+fn the_hop_refuses_missing_stale_and_wrong_signatures() {
+    let pair = Pair::start();
+    let hop = pair.a().hop_addr().expect("a has a hop");
+    let path = "/internal/v1/resolve";
+    let body = br#"{"rcpt":"nobody@uncorreo.test","node":"a"}"#;
+    let right = HopSecret::new(SECRET.as_bytes().to_vec()).expect("secret");
+    let wrong = HopSecret::new(vec![7; 32]).expect("secret");
+    assert_eq!(hop_request(hop, path, None, body), 401, "unsigned");
+    let signed = wrong.sign("POST", path, now(), body);
+    assert_eq!(
+        hop_request(hop, path, Some(&signed), body),
+        401,
+        "wrong secret"
+    );
+    let stale = right.sign("POST", path, now() - 31, body);
+    assert_eq!(hop_request(hop, path, Some(&stale), body), 401, "stale");
+    let other_body = right.sign("POST", path, now(), b"{}");
+    assert_eq!(
+        hop_request(hop, path, Some(&other_body), body),
+        401,
+        "other body"
+    );
+    let good = right.sign("POST", path, now(), body);
+    assert_eq!(hop_request(hop, path, Some(&good), body), 200, "signed");
+}
+
+#[test]
+fn the_hop_bounds_body_size_and_connections() {
+    let nats = NatsServer::start();
+    let mut secret = tempfile::NamedTempFile::new().expect("secret file");
+    writeln!(secret, "{SECRET}").expect("write secret");
+    let data = tempfile::tempdir().expect("tempdir");
+    let a = start(
+        data.path(),
+        ClusterConfig {
+            hop_max_connections: 2,
+            ..hop_member(&nats, "a", secret.path())
+        },
+    )
+    .expect("a joins");
+    let hop = a.hop_addr().expect("a has a hop");
+
+    // The body cap is the engine's message limit plus the envelope's room:
+    // a declared length past it is refused before a byte is read.
+    let over = a.engine.config().max_message_bytes + (1 << 20) + 1;
+    let mut stream = TcpStream::connect(hop).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("timeout");
+    write!(
+        stream,
+        "POST /internal/v1/deliver HTTP/1.1\r\nhost: hop\r\ncontent-length: {over}\r\nconnection: close\r\n\r\n"
+    )
+    .expect("write");
+    assert_eq!(status_of(&mut stream), 413);
+
+    // Two open connections fill the cap: the third is told 503 and closed.
+    let held: Vec<TcpStream> = (0..2)
+        .map(|_| TcpStream::connect(hop).expect("connect"))
+        .collect();
+    let turned_away = eventually(Duration::from_secs(10), || {
+        let mut third = TcpStream::connect(hop).expect("connect");
+        third
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+        let mut answer = Vec::new();
+        let _ = third.read_to_end(&mut answer);
+        answer.starts_with(b"HTTP/1.1 503")
+    });
+    assert!(turned_away, "the third connection was not refused");
+    drop(held);
+    // Room again once they close.
+    let body = br#"{"rcpt":"nobody@uncorreo.test","node":"a"}"#;
+    let right = HopSecret::new(SECRET.as_bytes().to_vec()).expect("secret");
+    assert!(eventually(Duration::from_secs(10), || {
+        let signed = right.sign("POST", "/internal/v1/resolve", now(), body);
+        hop_request(hop, "/internal/v1/resolve", Some(&signed), body) == 200
+    }));
+    a.shutdown();
+}
+
+#[test]
+fn smtp_at_b_is_stored_by_the_owner_a_and_acked_after_its_commit() {
+    let pair = Pair::start();
+    let (address, token) = mailbox_on(pair.a());
+    // The owner decides the recipient's fate: an unknown mailbox is 550.
+    let (unknown, _) = send(pair.b.smtp_addr, "nobody-here@uncorreo.test", "x");
+    assert!(unknown.starts_with("550 5.1.1"), "{unknown}");
+
+    let (rcpt, end) = send(pair.b.smtp_addr, &address, "across hosts");
+    assert_eq!(code(&rcpt), "250", "{rcpt}");
+    let end = end.expect("data sent");
+    assert!(end.starts_with("250 2.0.0 Ok: stored as "), "{end}");
+    // By the time b said 250 the message was on a (no waiting).
+    assert_eq!(listed(pair.a(), &address, &token), stored_ids(&end));
+    // And only on a: b's own storage never saw it.
+    assert_eq!(pair.b.engine.stats().messages, 0);
+}
+
+#[test]
+fn owner_down_gives_4xx_and_loses_nothing() {
+    let mut pair = Pair::start();
+    let (address, token) = mailbox_on(pair.a());
+    let (_, end) = send(pair.b.smtp_addr, &address, "before the stop");
+    let acked = stored_ids(&end.expect("data sent"));
+    assert_eq!(acked.len(), 1);
+
+    pair.stop_a();
+    // Whether b still sees a's lapsing lease or none at all: 451 at RCPT.
+    for _ in 0..3 {
+        let (rcpt, end) = send(pair.b.smtp_addr, &address, "while a is down");
+        assert!(rcpt.starts_with("451 4.3.0"), "{rcpt}");
+        assert!(end.is_none());
+    }
+    pair.restart_a();
+    assert_eq!(listed(pair.a(), &address, &token), acked);
+}
+
+#[test]
+fn owner_returns_with_every_acked_message() {
+    let mut pair = Pair::start();
+    let (address, token) = mailbox_on(pair.a());
+    let mut acked = Vec::new();
+    for n in 0..3 {
+        let (_, end) = send(pair.b.smtp_addr, &address, &format!("message {n}"));
+        acked.extend(stored_ids(&end.expect("data sent")));
+    }
+    pair.restart_a();
+    // Once a holds its leases again (after its old ones lapse), b forwards
+    // to it at its new address.
+    let mut later = None;
+    assert!(
+        eventually(Duration::from_secs(30), || {
+            let (rcpt, end) = send(pair.b.smtp_addr, &address, "after the restart");
+            later = end;
+            code(&rcpt) == "250"
+        }),
+        "b never forwarded to the restarted a"
+    );
+    acked.extend(stored_ids(&later.expect("data sent")));
+    assert_eq!(acked.len(), 4);
+    assert_eq!(listed(pair.a(), &address, &token), acked);
+}
+
+#[test]
+fn lost_answer_retry_stores_once() {
+    let pair = Pair::start();
+    let (address, token) = mailbox_on(pair.a());
+    pair.a()
+        .hop_server()
+        .expect("a has a hop")
+        .fail_next_answer_for_tests();
+    // a stores the message, then its answer is lost: b must not say 250.
+    let (_, end) = send(pair.b.smtp_addr, &address, "said twice");
+    let end = end.expect("data sent");
+    assert!(end.starts_with("451 4.3.0"), "{end}");
+    let first = listed(pair.a(), &address, &token);
+    assert_eq!(first.len(), 1, "a stored the first try");
+    // The sender retries the same message: the same id comes back, and a
+    // holds one copy.
+    let (_, end) = send(pair.b.smtp_addr, &address, "said twice");
+    let end = end.expect("data sent");
+    assert!(end.starts_with("250"), "{end}");
+    assert_eq!(stored_ids(&end), first);
+    assert_eq!(listed(pair.a(), &address, &token), first);
 }
 
 /// The home of each partition, read straight from the bucket.

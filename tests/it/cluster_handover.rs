@@ -23,14 +23,27 @@ use crate::support::{block_on, test_config, Raw, DOMAIN};
 
 const PARTITIONS: u16 = 16;
 
-fn member(nats: &NatsServer, node: &str) -> ClusterConfig {
+/// With its hop listener, so SMTP at a host routes by owner.
+fn member(nats: &NatsServer, node: &str, secret: &std::path::Path) -> ClusterConfig {
     ClusterConfig {
         nats_url: nats.url().to_owned(),
         node_id: node.to_owned(),
         partitions: PARTITIONS,
         lease_seconds: 3,
         claim_free: true,
+        listen: Some("127.0.0.1:0".to_owned()),
+        advertise: None,
+        secret_file: Some(secret.to_path_buf()),
+        hop_timeout_secs: 10,
+        hop_max_connections: 64,
     }
+}
+
+fn secret() -> tempfile::NamedTempFile {
+    use std::io::Write;
+    let mut secret = tempfile::NamedTempFile::new().expect("secret file");
+    writeln!(secret, "0123456789abcdef0123456789abcdef-handover-test").expect("write secret");
+    secret
 }
 
 fn start(data: &std::path::Path, cluster: ClusterConfig) -> Appliance {
@@ -106,7 +119,18 @@ fn send(appliance: &Appliance, to: &str, n: usize) {
 struct Checked {
     inner: LocalDestination,
     source: std::sync::Arc<uncorreo_cluster::member::Served>,
+    /// A's SMTP listener: RCPT there for the moving partition gets 451.
+    smtp: std::net::SocketAddr,
     refused_while_moving: AtomicUsize,
+}
+
+/// An address of `partition`.
+fn address_in(partition: Partition) -> String {
+    let count = PartitionCount::new(PARTITIONS).expect("count");
+    (0..)
+        .map(|n| format!("probe{n}@{DOMAIN}"))
+        .find(|address| partition_of(address, count) == partition)
+        .expect("some address hashes to every partition")
 }
 
 impl Destination for Checked {
@@ -115,7 +139,14 @@ impl Destination for Checked {
     }
 
     async fn copy(&self, partition: Partition) -> Result<u64, String> {
-        if let Err(NotAdmitted::Moving(_)) = self.source.admit(partition, Instant::now()) {
+        let admitted = self.source.admit(partition, Instant::now());
+        // The same answer at RCPT over SMTP, for any mailbox of the partition.
+        let (mut smtp, _) = Raw::connect(self.smtp);
+        let _ = smtp.cmd("EHLO t");
+        let _ = smtp.cmd("MAIL FROM:<s@x.test>");
+        let rcpt = smtp.cmd(&format!("RCPT TO:<{}>", address_in(partition)));
+        let _ = smtp.cmd("QUIT");
+        if matches!(admitted, Err(NotAdmitted::Moving(_))) && rcpt.starts_with("451") {
             self.refused_while_moving.fetch_add(1, Ordering::SeqCst);
         }
         self.inner.copy(partition).await
@@ -129,12 +160,13 @@ impl Destination for Checked {
 #[test]
 fn clean_handover_moves_without_loss_or_duplicate() {
     let nats = NatsServer::start();
+    let secret = secret();
     let (data_a, data_b) = (
         tempfile::tempdir().expect("tempdir"),
         tempfile::tempdir().expect("tempdir"),
     );
-    let a = start(data_a.path(), member(&nats, "a"));
-    let b = start(data_b.path(), member(&nats, "b"));
+    let a = start(data_a.path(), member(&nats, "a", secret.path()));
+    let b = start(data_b.path(), member(&nats, "b", secret.path()));
     assert_eq!(served(&a), usize::from(PARTITIONS));
     assert_eq!(served(&b), 0);
 
@@ -165,6 +197,7 @@ fn clean_handover_moves_without_loss_or_duplicate() {
             partitions: PartitionCount::new(PARTITIONS).expect("count"),
         },
         source: a.cluster_served().expect("cluster"),
+        smtp: a.smtp_addr,
         refused_while_moving: AtomicUsize::new(0),
     };
     let moved = a
@@ -180,7 +213,7 @@ fn clean_handover_moves_without_loss_or_duplicate() {
     assert_eq!(
         destination.refused_while_moving.load(Ordering::SeqCst),
         usize::from(PARTITIONS),
-        "every partition refused deliveries while it moved"
+        "every partition refused deliveries (and SMTP RCPT with 451) while it moved"
     );
 
     // Every home is B's; A serves nothing; B serves everything once A's
@@ -213,7 +246,7 @@ fn clean_handover_moves_without_loss_or_duplicate() {
     // Durable on B.
     let after = views(&b.engine);
     b.shutdown();
-    let b = start(data_b.path(), member(&nats, "b"));
+    let b = start(data_b.path(), member(&nats, "b", secret.path()));
     assert_eq!(views(&b.engine), after);
     a.shutdown();
     b.shutdown();
@@ -222,12 +255,13 @@ fn clean_handover_moves_without_loss_or_duplicate() {
 #[test]
 fn a_move_left_by_a_crash_is_aborted_at_the_sources_next_start() {
     let nats = NatsServer::start();
+    let secret = secret();
     let (data_a, data_b) = (
         tempfile::tempdir().expect("tempdir"),
         tempfile::tempdir().expect("tempdir"),
     );
-    let a = start(data_a.path(), member(&nats, "a"));
-    let b = start(data_b.path(), member(&nats, "b"));
+    let a = start(data_a.path(), member(&nats, "a", secret.path()));
+    let b = start(data_b.path(), member(&nats, "b", secret.path()));
     let mailbox = create(&a.engine, "stays");
     send(&a, &format!("stays@{DOMAIN}"), 1);
     let p = partition_of(
@@ -246,7 +280,7 @@ fn a_move_left_by_a_crash_is_aborted_at_the_sources_next_start() {
     });
     let before = views(&a.engine);
     a.shutdown();
-    let a = start(data_a.path(), member(&nats, "a"));
+    let a = start(data_a.path(), member(&nats, "a", secret.path()));
     // The move was aborted: A is home again, serves the partition once its
     // old lease lapses, and has every message; B never served it.
     let home = block_on(async {

@@ -1,0 +1,111 @@
+//! Who serves a partition, and where its internal hop listens.
+//!
+//! The owner of partition `p` is the holder named in `lease.<p>`; each host
+//! writes its hop address under `node.<id>` in the homes bucket when it
+//! joins. A host serving a request for a partition it does not serve reads
+//! both (two key-value gets) and keeps the answer for [`CACHE_FOR`]. The
+//! cache only costs availability, never correctness: the owner itself checks
+//! that it serves the partition before it stores or answers anything, so a
+//! stale answer is refused there and becomes a temporary error here.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+use crate::lease::{lease_key, LeaseValue};
+use crate::nats::NatsBucket;
+use crate::partition::Partition;
+use crate::store::{CasBucket, CasError, ReadError};
+
+/// How long an owner looked up is believed before it is read again.
+pub const CACHE_FOR: Duration = Duration::from_secs(1);
+
+/// The value under `node.<id>`: where that host's internal hop listens.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeValue {
+    /// `ip:port` of the host's `[cluster] listen`, as others reach it.
+    pub hop: String,
+}
+
+/// The store key of a host's record.
+pub fn node_key(node: &str) -> String {
+    format!("node.{node}")
+}
+
+/// The host serving a partition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Owner {
+    /// Its node id.
+    pub node: String,
+    /// Where its internal hop listens.
+    pub hop: String,
+}
+
+/// Reads owners from the lease and homes buckets, with a short cache.
+#[derive(Debug)]
+pub struct Directory {
+    leases: NatsBucket,
+    homes: NatsBucket,
+    cache: parking_lot::Mutex<HashMap<Partition, (Option<Owner>, Instant)>>,
+}
+
+impl Directory {
+    pub(crate) fn new(leases: NatsBucket, homes: NatsBucket) -> Directory {
+        Directory {
+            leases,
+            homes,
+            cache: parking_lot::Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Publishes this host's hop address under `node.<id>`.
+    pub(crate) async fn publish(&self, node: &str, hop: &str) -> Result<(), CasError> {
+        let value = serde_json::to_vec(&NodeValue {
+            hop: hop.to_owned(),
+        })
+        .map_err(|error| CasError::Unavailable(error.to_string()))?;
+        self.homes.put(&node_key(node), Bytes::from(value)).await?;
+        Ok(())
+    }
+
+    /// The host holding `partition`'s lease now, with its hop address;
+    /// `None` when nobody holds it (or the holder published no address).
+    pub async fn owner(&self, partition: Partition) -> Result<Option<Owner>, ReadError> {
+        if let Some((owner, at)) = self.cache.lock().get(&partition) {
+            if at.elapsed() < CACHE_FOR {
+                return Ok(owner.clone());
+            }
+        }
+        let owner = self.read_owner(partition).await?;
+        self.cache
+            .lock()
+            .insert(partition, (owner.clone(), Instant::now()));
+        Ok(owner)
+    }
+
+    /// Forgets what was learnt about `partition` (its owner did not answer
+    /// as one), so the next request reads it again.
+    pub fn forget(&self, partition: Partition) {
+        self.cache.lock().remove(&partition);
+    }
+
+    async fn read_owner(&self, partition: Partition) -> Result<Option<Owner>, ReadError> {
+        let Some(lease) = self.leases.get(&lease_key(partition)).await? else {
+            return Ok(None);
+        };
+        let Ok(lease) = serde_json::from_slice::<LeaseValue>(&lease.value) else {
+            return Ok(None);
+        };
+        let Some(node) = self.homes.get(&node_key(&lease.node)).await? else {
+            return Ok(None);
+        };
+        Ok(serde_json::from_slice::<NodeValue>(&node.value)
+            .ok()
+            .map(|value| Owner {
+                node: lease.node,
+                hop: value.hop,
+            }))
+    }
+}

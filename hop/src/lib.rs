@@ -1,0 +1,18 @@
+//! One job: carry a request to the host that owns its mailbox (SCALE.md,
+//! "Paths").
+//!
+//! - [`route`]: the routing layer every ingest path delivers through. On a
+//!   single host it is `Engine::deliver_held`; with `[cluster]` it splits a
+//!   delivery by owner and answers only when every owner has made its part
+//!   durable.
+//! - [`server`]: the owner's internal listener (`[cluster] listen`), signed
+//!   HTTP/1.1 with bounded bodies and connections.
+//! - [`client`]: one signed request to another host.
+//! - [`wire`]: what travels between them.
+
+pub mod client;
+pub mod route;
+pub mod server;
+pub mod wire;
+
+pub use route::{deliver, Cluster, ClusterParts, OwnerUnavailable, Placement};

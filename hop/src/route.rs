@@ -1,0 +1,302 @@
+//! The routing layer in front of `Engine::deliver`, which every ingest path
+//! (SMTP, HTTP send, the SES webhook) calls: [`deliver`].
+//!
+//! Without `[cluster]` it is `Engine::deliver_held`, one branch on a `None`
+//! and nothing else. With it, the recipients are split by the partition of
+//! their mailbox: partitions this host serves go to the local engine, each
+//! other owner gets one signed `POST /internal/v1/deliver`, all at once, and
+//! the delivery succeeds only when every part did. Every part carries the
+//! same delivery key, remembered on each host for the retry window, so a
+//! sender's retry after a partial failure or a lost answer stores nothing
+//! twice.
+
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use uncorreo_cluster::directory::{Directory, Owner};
+use uncorreo_cluster::hop::HopSecret;
+use uncorreo_cluster::member::Served;
+use uncorreo_cluster::partition::{partition_of, Partition, PartitionCount};
+use uncorreo_engine::{
+    DeliverError, Delivery, DeliveryOutcome, Engine, MessageId, QuotaHolds, Recipient, ResolveError,
+};
+
+use crate::client::{post, HopError};
+use crate::wire::{
+    encode_deliver, rcpt_text, DeliverAnswer, DeliverEnvelope, ResolveAnswer, ResolveRequest,
+    DELIVER_PATH, RESOLVE_PATH,
+};
+
+/// Where a mailbox is served from, seen from this host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Placement {
+    /// Here: today's path.
+    Local,
+    /// By another live host.
+    Remote(Owner),
+    /// By nobody right now (its owner is down, or NATS is unreachable):
+    /// a temporary error, never an ack.
+    Unavailable,
+}
+
+/// The owner could not be asked (down, timed out, or no longer the owner).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the mailbox's owner is unavailable")]
+pub struct OwnerUnavailable;
+
+/// This host's view of the cluster, for the request paths.
+pub struct Cluster {
+    engine: Engine,
+    node: String,
+    secret: HopSecret,
+    served: Arc<Served>,
+    directory: Arc<Directory>,
+    partitions: PartitionCount,
+    timeout: Duration,
+}
+
+/// What [`Cluster::new`] needs.
+#[derive(Debug)]
+pub struct ClusterParts {
+    /// This host's node id.
+    pub node: String,
+    /// The cluster secret.
+    pub secret: HopSecret,
+    /// Which partitions this host serves.
+    pub served: Arc<Served>,
+    /// Who serves the others.
+    pub directory: Arc<Directory>,
+    /// The cluster's partition count.
+    pub partitions: PartitionCount,
+    /// How long a hop request may take (under the SMTP DATA timeout).
+    pub timeout: Duration,
+}
+
+impl std::fmt::Debug for Cluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cluster")
+            .field("node", &self.node)
+            .field("partitions", &self.partitions)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Cluster {
+    /// The routing of host `parts.node` over `engine`.
+    pub fn new(engine: Engine, parts: ClusterParts) -> Cluster {
+        Cluster {
+            engine,
+            node: parts.node,
+            secret: parts.secret,
+            served: parts.served,
+            directory: parts.directory,
+            partitions: parts.partitions,
+            timeout: parts.timeout,
+        }
+    }
+
+    /// The partition of a mailbox address.
+    pub fn partition(&self, address: &str) -> Partition {
+        partition_of(address, self.partitions)
+    }
+
+    /// Where `rcpt` (as written, `box+tag@domain`) is served. A campaign
+    /// address is always local: campaigns live on the host that made them.
+    pub async fn place(&self, rcpt: &str) -> Placement {
+        if self.engine.campaign_for(rcpt).is_some() {
+            return Placement::Local;
+        }
+        let partition = self.partition(rcpt);
+        if self.served.serves(partition, Instant::now()) {
+            return Placement::Local;
+        }
+        match self.directory.owner(partition).await {
+            Ok(Some(owner)) if owner.node != self.node => Placement::Remote(owner),
+            _ => Placement::Unavailable,
+        }
+    }
+
+    /// The owner's [`Engine::resolve`] of `rcpt` (SMTP RCPT at this host),
+    /// so a `550`/`452` is decided where the mailbox lives.
+    pub async fn resolve_remote(
+        &self,
+        rcpt: &str,
+        owner: &Owner,
+    ) -> Result<Result<(), ResolveError>, OwnerUnavailable> {
+        let request = ResolveRequest {
+            rcpt: rcpt.to_owned(),
+            node: owner.node.clone(),
+        };
+        let body = serde_json::to_vec(&request).unwrap_or_default();
+        let answer = post(&owner.hop, &self.secret, RESOLVE_PATH, body, self.timeout).await;
+        let result = match answer {
+            Ok((200, body)) => serde_json::from_slice::<ResolveAnswer>(&body)
+                .map(|a| a.refused.map_or(Ok(()), |r| Err(ResolveError::from(r))))
+                .map_err(|_| OwnerUnavailable),
+            Ok(_) | Err(_) => Err(OwnerUnavailable),
+        };
+        count("resolve", result.is_ok());
+        if result.is_err() {
+            self.directory.forget(self.partition(rcpt));
+        }
+        result
+    }
+
+    async fn deliver(
+        &self,
+        delivery: Delivery,
+        holds: QuotaHolds,
+    ) -> Result<DeliveryOutcome, DeliverError> {
+        let mut local = Vec::new();
+        let mut remote: Vec<(Owner, Vec<Recipient>)> = Vec::new();
+        for rcpt in &delivery.recipients {
+            match self.place(&rcpt_text(rcpt)).await {
+                Placement::Local => local.push(rcpt.clone()),
+                Placement::Remote(owner) => match remote.iter_mut().find(|(o, _)| *o == owner) {
+                    Some((_, rcpts)) => rcpts.push(rcpt.clone()),
+                    None => remote.push((owner, vec![rcpt.clone()])),
+                },
+                // Nothing is stored when one part cannot be: the sender
+                // retries the whole message.
+                Placement::Unavailable => return Err(DeliverError::Saturated),
+            }
+        }
+        if remote.is_empty() {
+            return self.engine.deliver_held(delivery, holds).await;
+        }
+        let key =
+            Engine::delivery_key(&delivery.envelope_from, &delivery.recipients, &delivery.raw);
+        let local_part = async {
+            if local.is_empty() {
+                return Ok(DeliveryOutcome::Delivered {
+                    stored: Vec::new(),
+                    refused: Vec::new(),
+                });
+            }
+            let part = Delivery {
+                raw: delivery.raw.clone(),
+                envelope_from: delivery.envelope_from.clone(),
+                recipients: local,
+                dedupe_key: None,
+            };
+            self.engine.deliver_forwarded(part, holds, key).await
+        };
+        let remote_parts = futures_util::future::join_all(
+            remote
+                .iter()
+                .map(|(owner, rcpts)| self.forward(owner, rcpts, &delivery, key)),
+        );
+        let (local_result, remote_results) = tokio::join!(local_part, remote_parts);
+        let mut stored = Vec::new();
+        let mut refused = Vec::new();
+        let mut failure: Option<DeliverError> = None;
+        for result in std::iter::once(local_result).chain(remote_results) {
+            match result {
+                Ok(DeliveryOutcome::Delivered {
+                    stored: s,
+                    refused: r,
+                }) => {
+                    stored.extend(s);
+                    refused.extend(r);
+                }
+                Ok(DeliveryOutcome::Duplicate) => {}
+                Err(error) => {
+                    failure = Some(match (failure, error) {
+                        (Some(e @ DeliverError::TooLarge { .. }), _)
+                        | (_, e @ DeliverError::TooLarge { .. }) => e,
+                        (Some(DeliverError::DiskFull), _) | (_, DeliverError::DiskFull) => {
+                            DeliverError::DiskFull
+                        }
+                        (_, e) => e,
+                    });
+                }
+            }
+        }
+        match failure {
+            Some(error) => Err(error),
+            None => Ok(DeliveryOutcome::Delivered { stored, refused }),
+        }
+    }
+
+    /// One owner's part: answered only after the owner's fdatasync.
+    async fn forward(
+        &self,
+        owner: &Owner,
+        rcpts: &[Recipient],
+        delivery: &Delivery,
+        key: [u8; 32],
+    ) -> Result<DeliveryOutcome, DeliverError> {
+        let envelope = DeliverEnvelope {
+            from: delivery.envelope_from.clone(),
+            rcpts: rcpts.iter().map(rcpt_text).collect(),
+            key: hex::encode(key),
+            node: owner.node.clone(),
+        };
+        let body = encode_deliver(&envelope, &delivery.raw);
+        let answer = post(&owner.hop, &self.secret, DELIVER_PATH, body, self.timeout).await;
+        let result = match answer {
+            Ok((200, body)) => parse_answer(&body).ok_or(DeliverError::Saturated),
+            Ok((413, _)) => Err(DeliverError::TooLarge {
+                limit: self.engine.config().max_message_bytes,
+            }),
+            Ok((507, _)) => Err(DeliverError::DiskFull),
+            Ok((status, _)) => {
+                tracing::warn!(owner = %owner.node, status, "the owner refused a forwarded delivery");
+                Err(DeliverError::Saturated)
+            }
+            Err(error @ (HopError::Failed { .. } | HopError::Timeout(_))) => {
+                tracing::warn!(owner = %owner.node, %error, "a forwarded delivery got no answer");
+                Err(DeliverError::Saturated)
+            }
+        };
+        count("deliver", result.is_ok());
+        if result.is_err() {
+            for rcpt in rcpts {
+                self.directory
+                    .forget(self.partition(&rcpt.address.to_string()));
+            }
+        }
+        result
+    }
+}
+
+fn parse_answer(body: &[u8]) -> Option<DeliveryOutcome> {
+    let answer = serde_json::from_slice::<DeliverAnswer>(body).ok()?;
+    let stored = answer
+        .stored
+        .iter()
+        .map(|id| MessageId::from_str(id).ok())
+        .collect::<Option<Vec<_>>>()?;
+    let refused = answer
+        .refused
+        .into_iter()
+        .map(|(rcpt, why)| {
+            Recipient::parse(&rcpt)
+                .ok()
+                .map(|r| (r, ResolveError::from(why)))
+        })
+        .collect::<Option<Vec<_>>>()?;
+    Some(DeliveryOutcome::Delivered { stored, refused })
+}
+
+fn count(kind: &'static str, ok: bool) {
+    let outcome = if ok { "ok" } else { "unavailable" };
+    metrics::counter!(uncorreo_metric_names::HOP_FORWARDED_TOTAL, "kind" => kind, "outcome" => outcome)
+        .increment(1);
+}
+
+/// THE delivery entry point of every ingest path: `Engine::deliver_held`
+/// on a single host (no `[cluster]`: exactly today's path), else routed by
+/// owner.
+pub async fn deliver(
+    engine: &Engine,
+    cluster: Option<&Cluster>,
+    delivery: Delivery,
+    holds: QuotaHolds,
+) -> Result<DeliveryOutcome, DeliverError> {
+    match cluster {
+        None => engine.deliver_held(delivery, holds).await,
+        Some(cluster) => cluster.deliver(delivery, holds).await,
+    }
+}

@@ -1,0 +1,155 @@
+//! What travels over the hop: paths, request and answer bodies.
+//!
+//! A delivery's body is a 4-byte big-endian length, that many bytes of JSON
+//! envelope, then the raw message exactly as the accepting host will have it
+//! stored (its `Received:` line included), so the message is never
+//! re-encoded. Everything else is JSON.
+
+use bytes::{Buf, Bytes};
+use serde::{Deserialize, Serialize};
+use uncorreo_engine::{Recipient, ResolveError};
+
+/// Checks recipients on the owner (SMTP RCPT at another host).
+pub const RESOLVE_PATH: &str = "/internal/v1/resolve";
+/// Stores a delivery on the owner.
+pub const DELIVER_PATH: &str = "/internal/v1/deliver";
+
+/// Why the owner refuses a recipient; the wire form of [`ResolveError`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Refusal {
+    /// Not one of the cluster's domains.
+    ForeignDomain,
+    /// No live mailbox there.
+    NoSuchMailbox,
+    /// The mailbox is at its maximum.
+    MailboxFull,
+    /// Not an address.
+    BadAddress,
+}
+
+impl From<ResolveError> for Refusal {
+    fn from(error: ResolveError) -> Refusal {
+        match error {
+            ResolveError::ForeignDomain => Refusal::ForeignDomain,
+            ResolveError::MailboxFull => Refusal::MailboxFull,
+            ResolveError::BadAddress => Refusal::BadAddress,
+            _ => Refusal::NoSuchMailbox,
+        }
+    }
+}
+
+impl From<Refusal> for ResolveError {
+    fn from(refusal: Refusal) -> ResolveError {
+        match refusal {
+            Refusal::ForeignDomain => ResolveError::ForeignDomain,
+            Refusal::NoSuchMailbox => ResolveError::NoSuchMailbox,
+            Refusal::MailboxFull => ResolveError::MailboxFull,
+            Refusal::BadAddress => ResolveError::BadAddress,
+        }
+    }
+}
+
+/// `POST /internal/v1/resolve`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ResolveRequest {
+    /// The recipient as the sender wrote it.
+    pub rcpt: String,
+    /// The node the asking host believes owns it.
+    pub node: String,
+}
+
+/// The answer to a resolve: `None` when the recipient is taken.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ResolveAnswer {
+    /// Why not, if not.
+    pub refused: Option<Refusal>,
+}
+
+/// The envelope in front of a forwarded message.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct DeliverEnvelope {
+    /// Envelope sender (empty for `<>`).
+    pub from: String,
+    /// Recipients on this owner, as written (`box+tag@domain`).
+    pub rcpts: Vec<String>,
+    /// The delivery key (hex of 32 bytes): the same on every retry.
+    pub key: String,
+    /// The node the accepting host believes owns these recipients.
+    pub node: String,
+}
+
+/// The answer to a delivery, sent only once the owner's copies are durable.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct DeliverAnswer {
+    /// Message ids stored (one per mailbox).
+    pub stored: Vec<String>,
+    /// Recipients refused at commit, with why.
+    pub refused: Vec<(String, Refusal)>,
+}
+
+/// A recipient as the sender wrote it.
+pub fn rcpt_text(rcpt: &Recipient) -> String {
+    match &rcpt.plus_tag {
+        Some(tag) => {
+            let address = rcpt.address.to_string();
+            match address.rsplit_once('@') {
+                Some((local, domain)) => format!("{local}+{tag}@{domain}"),
+                None => address,
+            }
+        }
+        None => rcpt.address.to_string(),
+    }
+}
+
+/// Frames a delivery.
+pub fn encode_deliver(envelope: &DeliverEnvelope, raw: &[u8]) -> Vec<u8> {
+    // Serialising plain strings cannot fail.
+    let json = serde_json::to_vec(envelope).unwrap_or_default();
+    let mut body = Vec::with_capacity(4 + json.len() + raw.len());
+    body.extend_from_slice(&u32::try_from(json.len()).unwrap_or(u32::MAX).to_be_bytes());
+    body.extend_from_slice(&json);
+    body.extend_from_slice(raw);
+    body
+}
+
+/// Splits a delivery's body; `None` when it is not one.
+pub fn decode_deliver(mut body: Bytes) -> Option<(DeliverEnvelope, Bytes)> {
+    if body.len() < 4 {
+        return None;
+    }
+    let len = usize::try_from(body.get_u32()).ok()?;
+    if len > body.len() {
+        return None;
+    }
+    let json = body.split_to(len);
+    let envelope = serde_json::from_slice(&json).ok()?;
+    Some((envelope, body))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_delivery_frames_and_unframes() {
+        let envelope = DeliverEnvelope {
+            from: "a@b".to_owned(),
+            rcpts: vec!["x+t@y".to_owned()],
+            key: "00".to_owned(),
+            node: "n".to_owned(),
+        };
+        let body = encode_deliver(&envelope, b"Received: x\r\n\r\nhi");
+        let (back, raw) = decode_deliver(Bytes::from(body)).expect("decodes");
+        assert_eq!(back.rcpts, envelope.rcpts);
+        assert_eq!(&raw[..], b"Received: x\r\n\r\nhi");
+        assert!(decode_deliver(Bytes::from_static(b"\0\0\0\x09{}")).is_none());
+        assert!(decode_deliver(Bytes::from_static(b"\0")).is_none());
+    }
+
+    #[test]
+    fn a_tagged_recipient_is_written_back_as_sent() {
+        let rcpt = Recipient::parse("box+Tag@example.test").expect("parses");
+        assert_eq!(rcpt_text(&rcpt), "box+Tag@example.test");
+    }
+}
