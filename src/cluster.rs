@@ -1,6 +1,7 @@
 //! Starting this host's cluster membership (`[cluster]`, SCALE.md) on its
 //! own thread, so a slow NATS never holds up a core, and the internal hop
-//! listener on another.
+//! listener on another; and the clean handover of this host's partitions to
+//! another host.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -8,10 +9,14 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
+use uncorreo_cluster::assign::{AssignError, Assignments};
 use uncorreo_cluster::directory::Directory;
+use uncorreo_cluster::handover::{self, Destination, HandoverError, Moved};
 use uncorreo_cluster::hop::HopSecret;
-use uncorreo_cluster::member::{Member, MemberConfig, Served};
-use uncorreo_engine::Engine;
+use uncorreo_cluster::member::{Member, MemberConfig, MemberHandle, Served};
+use uncorreo_cluster::nats::{NatsBucket, OpenError};
+use uncorreo_cluster::partition::{partition_of, Partition, PartitionCount};
+use uncorreo_engine::{Engine, ImportError, MailboxIdPrefix};
 use uncorreo_hop::server::{HopLimits, HopServer, ENVELOPE_ROOM};
 
 use crate::config::ClusterConfig;
@@ -22,6 +27,21 @@ pub struct Joined {
     pub thread: JoinHandle<()>,
     pub served: Arc<Served>,
     pub directory: Arc<Directory>,
+    pub membership: Membership,
+}
+
+/// This host's place in the cluster, for handovers.
+#[derive(Debug, Clone)]
+pub struct Membership {
+    /// The running member.
+    pub member: MemberHandle,
+    config: MemberConfig,
+}
+
+/// Mailbox ids carry their partition (SCALE.md, FORMAT.md), so a mailbox
+/// keeps its id when its partition moves to another host.
+pub fn mailbox_id_prefix(partitions: PartitionCount) -> MailboxIdPrefix {
+    MailboxIdPrefix::new(move |address| partition_of(&address.to_string(), partitions).0)
 }
 
 /// Joins the cluster: connects, claims and takes leases before returning,
@@ -29,6 +49,7 @@ pub struct Joined {
 /// thread then renews leases until `shutdown`.
 pub fn start(config: MemberConfig, shutdown: CancellationToken) -> Result<Joined, StartError> {
     let (joined_tx, joined_rx) = std::sync::mpsc::channel();
+    let member_config = config.clone();
     let thread = std::thread::Builder::new()
         .name("cluster".to_owned())
         .spawn(move || {
@@ -54,7 +75,7 @@ pub fn start(config: MemberConfig, shutdown: CancellationToken) -> Result<Joined
                     }
                 };
                 if joined_tx
-                    .send(Ok((member.served(), member.directory())))
+                    .send(Ok((member.served(), member.directory(), member.handle())))
                     .is_err()
                 {
                     return;
@@ -67,10 +88,14 @@ pub fn start(config: MemberConfig, shutdown: CancellationToken) -> Result<Joined
             source,
         })?;
     match joined_rx.recv() {
-        Ok(Ok((served, directory))) => Ok(Joined {
+        Ok(Ok((served, directory, member))) => Ok(Joined {
             thread,
             served,
             directory,
+            membership: Membership {
+                member,
+                config: member_config,
+            },
         }),
         Ok(Err(error)) => {
             let _ = thread.join();
@@ -232,5 +257,128 @@ impl uncorreo_hop::server::LocalHttp for LocalApi {
                 }
             }
         })
+    }
+}
+
+/// Why a leave did not move every partition.
+#[derive(Debug, thiserror::Error)]
+pub enum LeaveError {
+    /// The homes bucket could not be opened.
+    #[error(transparent)]
+    Open(#[from] OpenError),
+    /// Reading the homes failed.
+    #[error(transparent)]
+    Homes(#[from] AssignError),
+    /// One partition did not move (those before it did).
+    #[error(transparent)]
+    Handover(#[from] HandoverError),
+    /// No runtime for the handover.
+    #[error("starting a runtime for the handover: {0}")]
+    Runtime(std::io::Error),
+}
+
+impl Membership {
+    /// Hands every partition homed here over to `destination`, one at a
+    /// time (SCALE.md, "A leaves cleanly"). Blocks; run it off the cores.
+    pub fn leave<D: Destination>(&self, destination: &D) -> Result<Vec<Moved>, LeaveError> {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(LeaveError::Runtime)?
+            .block_on(self.leave_async(destination))
+    }
+
+    async fn leave_async<D: Destination>(&self, destination: &D) -> Result<Vec<Moved>, LeaveError> {
+        let timeout = self.config.terms.renew_every();
+        let homes = Assignments::new(
+            NatsBucket::open(&self.config.nats_url, "uncorreo_homes", None, timeout).await?,
+        );
+        let mut moved = Vec::new();
+        for index in 0..self.config.partitions.get() {
+            let partition = Partition(index);
+            let home = homes.home(partition).await?;
+            if home.is_some_and(|(home, _)| home.node == self.config.node_id) {
+                moved
+                    .push(handover::hand_over(&homes, &self.member, partition, destination).await?);
+            }
+        }
+        Ok(moved)
+    }
+}
+
+/// A destination in the same process: the records go from one engine to
+/// the other directly. The hop between hosts (SCALE.md) carries the same
+/// two calls over the network; until it exists, this is what tests and a
+/// single-process pair use.
+#[derive(Clone)]
+pub struct LocalDestination {
+    /// The source's engine.
+    pub from: Engine,
+    /// The destination's engine.
+    pub to: Engine,
+    /// The destination's member.
+    pub member: MemberHandle,
+    /// The cluster's partition count.
+    pub partitions: PartitionCount,
+}
+
+impl std::fmt::Debug for LocalDestination {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LocalDestination")
+            .field("to", &self.member.node())
+            .finish()
+    }
+}
+
+/// How often an import refused as `Busy` or `Saturated` is tried again, and
+/// how long apart: both clear once the destination's writer commits.
+const IMPORT_TRIES: u32 = 50;
+const IMPORT_RETRY_AFTER: Duration = Duration::from_millis(20);
+
+impl Destination for LocalDestination {
+    fn node(&self) -> &str {
+        self.member.node()
+    }
+
+    async fn copy(&self, partition: Partition) -> Result<u64, String> {
+        let partitions = self.partitions;
+        let ids = self
+            .from
+            .mailboxes_where(|address| partition_of(&address.to_string(), partitions) == partition);
+        let mut copied = 0;
+        for id in ids {
+            let export = match self.from.export_mailbox(id) {
+                Ok(export) => export,
+                // Expired or deleted since it was listed: nothing to move.
+                Err(uncorreo_engine::LookupError::NotFound) => continue,
+                Err(error) => return Err(error.to_string()),
+            };
+            import(&self.to, export).await.map_err(|e| e.to_string())?;
+            copied += 1;
+        }
+        Ok(copied)
+    }
+
+    async fn adopt(&self, partition: Partition) -> Result<(), String> {
+        self.member
+            .adopt(partition)
+            .await
+            .map_err(|e| e.to_string())
+    }
+}
+
+async fn import(
+    engine: &Engine,
+    export: uncorreo_engine::MailboxExport,
+) -> Result<uncorreo_engine::ImportReport, ImportError> {
+    let mut tries = 0;
+    loop {
+        match engine.import_mailbox(export.clone()).await {
+            Err(ImportError::Busy | ImportError::Saturated) if tries < IMPORT_TRIES => {
+                tries += 1;
+                tokio::time::sleep(IMPORT_RETRY_AFTER).await;
+            }
+            other => return other,
+        }
     }
 }

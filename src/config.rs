@@ -118,6 +118,14 @@ impl ClusterConfig {
     pub fn member_config(&self) -> Result<uncorreo_cluster::member::MemberConfig, String> {
         let partitions = uncorreo_cluster::partition::PartitionCount::new(self.partitions)
             .ok_or_else(|| "[cluster] partitions must be at least 1".to_owned())?;
+        if partitions.get() > uncorreo_engine::MAX_MAILBOX_ID_PREFIX + 1 {
+            // A mailbox id carries its partition in 10 bits (FORMAT.md).
+            return Err(format!(
+                "[cluster] partitions = {} is more than {}",
+                partitions.get(),
+                uncorreo_engine::MAX_MAILBOX_ID_PREFIX + 1
+            ));
+        }
         let terms =
             uncorreo_cluster::member::terms_from_seconds(self.lease_seconds).map_err(|error| {
                 format!("[cluster] lease_seconds = {}: {error}", self.lease_seconds)

@@ -3,7 +3,7 @@
 //! CLI over [`Appliance::start`]; integration tests start the same thing on
 //! port 0.
 
-mod cluster;
+pub mod cluster;
 pub mod config;
 pub mod cores;
 
@@ -68,6 +68,7 @@ pub struct Appliance {
     shutdown: CancellationToken,
     threads: Vec<JoinHandle<()>>,
     cluster_served: Option<Arc<uncorreo_cluster::member::Served>>,
+    cluster_membership: Option<cluster::Membership>,
     /// Stops the membership and the hop listener, after the front ends.
     cluster_stop: CancellationToken,
     cluster_threads: Vec<JoinHandle<()>>,
@@ -104,7 +105,15 @@ impl Appliance {
             .validate()
             .map_err(|e| StartError::Config(e.to_string()))?;
         let budget = uncorreo_budget::Budget::new(config.memory.resolved_in_flight_bytes());
-        let engine = Engine::open(config.engine.clone())?;
+        let mut engine_config = config.engine.clone();
+        if let Some(partitions) = config
+            .cluster
+            .as_ref()
+            .and_then(|c| uncorreo_cluster::partition::PartitionCount::new(c.partitions))
+        {
+            engine_config.mailbox_id_prefix = cluster::mailbox_id_prefix(partitions);
+        }
+        let engine = Engine::open(engine_config)?;
         let cores = cores::effective_cores(config.cores);
         let smtp_addr = parse_addr(&config.smtp.listen)?;
         let http_addr = parse_addr(&config.http.listen)?;
@@ -140,6 +149,7 @@ impl Appliance {
         let cluster_stop = StopOnDrop(CancellationToken::new(), true);
         let mut cluster_threads = Vec::new();
         let mut cluster_served = None;
+        let mut cluster_membership = None;
         let mut cluster_route = None;
         let mut hop_server = None;
         let mut hop_addr = None;
@@ -154,6 +164,7 @@ impl Appliance {
             let joined = cluster::start(member, cluster_stop.0.clone())?;
             cluster_threads.push(joined.thread);
             cluster_served = Some(Arc::clone(&joined.served));
+            cluster_membership = Some(joined.membership.clone());
             if let (Some((listener, _)), Some(secret)) = (bound, secret) {
                 hop_addr = Some(
                     listener
@@ -321,6 +332,7 @@ impl Appliance {
             shutdown,
             threads,
             cluster_served,
+            cluster_membership,
             cluster_stop: cluster_stop.disarm(),
             cluster_threads,
             hop_addr,
@@ -336,6 +348,11 @@ impl Appliance {
     /// With `[cluster] listen`: the internal hop's server (for test hooks).
     pub fn hop_server(&self) -> Option<Arc<uncorreo_hop::server::HopServer>> {
         self.hop_server.clone()
+    }
+
+    /// With `[cluster]`: this host's membership (handovers).
+    pub fn cluster(&self) -> Option<&cluster::Membership> {
+        self.cluster_membership.as_ref()
     }
 
     /// With `[cluster]`: which partitions this host serves now.

@@ -18,6 +18,9 @@
 //! [`member::Member`] is one host's loop: claim homes, hold their leases,
 //! publish what it serves.
 //!
+//! A clean handover moves partition homes to another host ([`handover`]),
+//! by compare-and-set on the home and a copy of the records through a
+//! [`handover::Destination`].
 //! [`directory::Directory`] answers, for a partition served elsewhere,
 //! which host serves it and where its internal hop listens.
 //!
@@ -29,6 +32,7 @@
 
 pub mod assign;
 pub mod directory;
+pub mod handover;
 pub mod hop;
 pub mod lease;
 pub mod member;

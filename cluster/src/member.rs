@@ -7,9 +7,11 @@
 //! served until the deadline its last renewal earned, so a stalled loop stops
 //! serving on time instead of serving on a stale flag.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use tokio::sync::{mpsc, oneshot};
 
 use crate::assign::{AssignError, Assignments};
 use crate::directory::Directory;
@@ -40,19 +42,57 @@ const HOMES_BUCKET: &str = "uncorreo_homes";
 const LEASES_BUCKET: &str = "uncorreo_leases";
 
 /// Which partitions this host may serve now; shared with request paths.
+///
+/// A delivery path asks [`Served::admit`] before it stores mail for a
+/// partition and keeps the [`Admitted`] guard until the store is durable.
+/// During a clean handover the partition is marked moving
+/// ([`Served::moving`]): `admit` refuses (the caller answers `451 4.3.0` /
+/// `503`), and the handover waits for every guard already out to drop
+/// before it copies the partition, so nothing is stored behind its back.
 #[derive(Debug)]
 pub struct Served {
     epoch: Instant,
     /// Per partition: nanoseconds after `epoch` until which it is served
     /// (0 = not served).
     until: Vec<AtomicU64>,
+    /// Per partition: a handover is moving it away.
+    moving: Vec<AtomicBool>,
+    /// Per partition: deliveries admitted and not yet durable.
+    in_flight: Vec<AtomicU32>,
+}
+
+/// Why [`Served::admit`] refused: both are temporary for the sender.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum NotAdmitted {
+    /// This host does not serve the partition (now).
+    #[error("partition {0} is not served by this host")]
+    NotServed(Partition),
+    /// The partition is moving to another host.
+    #[error("partition {0} is moving to another host")]
+    Moving(Partition),
+}
+
+/// A delivery admitted for a partition; drop it once the store is durable
+/// (or failed).
+#[derive(Debug)]
+pub struct Admitted<'a> {
+    slot: &'a AtomicU32,
+}
+
+impl Drop for Admitted<'_> {
+    fn drop(&mut self) {
+        self.slot.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 impl Served {
-    fn new(partitions: PartitionCount) -> Served {
+    pub(crate) fn new(partitions: PartitionCount) -> Served {
+        let n = usize::from(partitions.get());
         Served {
             epoch: Instant::now(),
-            until: (0..partitions.get()).map(|_| AtomicU64::new(0)).collect(),
+            until: (0..n).map(|_| AtomicU64::new(0)).collect(),
+            moving: (0..n).map(|_| AtomicBool::new(false)).collect(),
+            in_flight: (0..n).map(|_| AtomicU32::new(0)).collect(),
         }
     }
 
@@ -66,8 +106,15 @@ impl Served {
         }
     }
 
-    /// Whether this host may serve `partition` at `now`.
+    /// Whether this host may serve `partition` at `now`: it holds the
+    /// lease, and no handover is moving the partition away (during a move,
+    /// deliveries for it get a temporary failure wherever they arrive).
     pub fn serves(&self, partition: Partition, now: Instant) -> bool {
+        !self.moving(partition) && self.leased(partition, now)
+    }
+
+    /// Whether this host holds `partition`'s lease at `now`.
+    fn leased(&self, partition: Partition, now: Instant) -> bool {
         let now =
             u64::try_from(now.saturating_duration_since(self.epoch).as_nanos()).unwrap_or(u64::MAX);
         self.until
@@ -75,11 +122,104 @@ impl Served {
             .is_some_and(|slot| now < slot.load(Ordering::Acquire))
     }
 
+    /// Whether a handover is moving `partition` away from this host.
+    pub fn moving(&self, partition: Partition) -> bool {
+        self.moving
+            .get(usize::from(partition.0))
+            .is_some_and(|flag| flag.load(Ordering::SeqCst))
+    }
+
+    /// Admits one delivery for `partition` at `now`, or says why not.
+    pub fn admit(&self, partition: Partition, now: Instant) -> Result<Admitted<'_>, NotAdmitted> {
+        let Some(slot) = self.in_flight.get(usize::from(partition.0)) else {
+            return Err(NotAdmitted::NotServed(partition));
+        };
+        // Counted before the flag is read: a handover that sets the flag
+        // and then sees no delivery in flight knows none is admitted after.
+        slot.fetch_add(1, Ordering::SeqCst);
+        let admitted = Admitted { slot };
+        if self.moving(partition) {
+            return Err(NotAdmitted::Moving(partition));
+        }
+        if !self.serves(partition, now) {
+            return Err(NotAdmitted::NotServed(partition));
+        }
+        Ok(admitted)
+    }
+
+    /// Marks `partition` moving (or not any more).
+    pub(crate) fn set_moving(&self, partition: Partition, moving: bool) {
+        if let Some(flag) = self.moving.get(usize::from(partition.0)) {
+            flag.store(moving, Ordering::SeqCst);
+        }
+    }
+
+    /// Deliveries admitted for `partition` and not yet finished.
+    pub(crate) fn in_flight(&self, partition: Partition) -> u32 {
+        self.in_flight
+            .get(usize::from(partition.0))
+            .map_or(0, |slot| slot.load(Ordering::SeqCst))
+    }
+
     /// How many partitions this host may serve at `now`.
     pub fn count(&self, now: Instant) -> usize {
         (0..self.until.len())
             .filter(|&index| self.serves(Partition(index as u16), now))
             .count()
+    }
+}
+
+/// Changes to a running member, from a handover.
+#[derive(Debug)]
+enum Command {
+    /// Stop serving a partition that moved away, and forget its lease.
+    Release(Partition, oneshot::Sender<()>),
+    /// Serve a partition that moved here: its lease is taken as soon as
+    /// the old holder's lapses.
+    Adopt(Partition, oneshot::Sender<()>),
+}
+
+/// A handle on a running member (cloneable).
+#[derive(Debug, Clone)]
+pub struct MemberHandle {
+    commands: mpsc::UnboundedSender<Command>,
+    node: String,
+    served: Arc<Served>,
+}
+
+/// The member has stopped.
+#[derive(Debug, Clone, Copy, thiserror::Error)]
+#[error("the cluster member has stopped")]
+pub struct MemberGone;
+
+impl MemberHandle {
+    /// This host's node id.
+    pub fn node(&self) -> &str {
+        &self.node
+    }
+
+    /// What this host serves.
+    pub fn served(&self) -> &Arc<Served> {
+        &self.served
+    }
+
+    /// Stops serving `partition` (its home moved away).
+    pub async fn release(&self, partition: Partition) -> Result<(), MemberGone> {
+        self.ask(|done| Command::Release(partition, done)).await
+    }
+
+    /// Serves `partition` from now on (its home moved here).
+    pub async fn adopt(&self, partition: Partition) -> Result<(), MemberGone> {
+        self.ask(|done| Command::Adopt(partition, done)).await
+    }
+
+    async fn ask(
+        &self,
+        command: impl FnOnce(oneshot::Sender<()>) -> Command,
+    ) -> Result<(), MemberGone> {
+        let (done, answered) = oneshot::channel();
+        self.commands.send(command(done)).map_err(|_| MemberGone)?;
+        answered.await.map_err(|_| MemberGone)
     }
 }
 
@@ -105,6 +245,8 @@ pub struct Member {
     leases: Leases<NatsBucket>,
     mine: Vec<Partition>,
     served: Arc<Served>,
+    commands: mpsc::UnboundedReceiver<Command>,
+    handle: MemberHandle,
     directory: Arc<Directory>,
 }
 
@@ -123,6 +265,12 @@ impl Member {
         )
         .await?;
         let served = Arc::new(Served::new(config.partitions));
+        let (commands_tx, commands) = mpsc::unbounded_channel();
+        let handle = MemberHandle {
+            commands: commands_tx,
+            node: config.node_id.clone(),
+            served: served.clone(),
+        };
         let directory = Arc::new(Directory::new(leases.clone(), homes_bucket));
         if let Some(hop) = &config.advertise {
             directory.publish(&config.node_id, hop).await?;
@@ -133,6 +281,8 @@ impl Member {
             homes,
             mine: Vec::new(),
             served,
+            commands,
+            handle,
             config,
         };
         member.read_homes().await?;
@@ -143,6 +293,11 @@ impl Member {
     /// The shared view of what this host serves.
     pub fn served(&self) -> Arc<Served> {
         self.served.clone()
+    }
+
+    /// A handle for handovers.
+    pub fn handle(&self) -> MemberHandle {
+        self.handle.clone()
     }
 
     /// Who serves the partitions this host does not.
@@ -173,9 +328,20 @@ impl Member {
             } else {
                 self.homes.home(partition).await?.map(|(home, _)| home)
             };
-            if home.is_some_and(|home| home.node == self.config.node_id && home.moving_to.is_none())
-            {
-                mine.push(partition);
+            match home {
+                Some(home) if home.node == self.config.node_id => {
+                    if let Some(to) = home.moving_to {
+                        // This host stopped during a handover: the partition
+                        // never flipped, so its log here is still the home.
+                        // The move is aborted; the destination never served
+                        // its copy, and the next move makes it equal again.
+                        self.homes
+                            .abort_move(partition, &self.config.node_id, &to)
+                            .await?;
+                    }
+                    mine.push(partition);
+                }
+                _ => {}
             }
         }
         self.mine = mine;
@@ -185,6 +351,12 @@ impl Member {
     /// Takes or renews the lease of every partition homed here, and
     /// publishes the deadline each earned.
     async fn hold_leases(&mut self) {
+        self.renew_leases().await;
+        let served = self.served.count(Instant::now());
+        metrics::gauge!(uncorreo_metric_names::CLUSTER_PARTITIONS_SERVED).set(served as f64);
+    }
+
+    async fn renew_leases(&mut self) {
         for index in 0..self.mine.len() {
             let partition = self.mine[index];
             let sent = Instant::now();
@@ -205,6 +377,27 @@ impl Member {
         }
     }
 
+    async fn obey(&mut self, command: Command) {
+        match command {
+            Command::Release(partition, done) => {
+                self.mine.retain(|&p| p != partition);
+                self.leases.drop_lease(partition);
+                self.served.set(partition, None);
+                self.served.set_moving(partition, false);
+                let _ = done.send(());
+            }
+            Command::Adopt(partition, done) => {
+                if !self.mine.contains(&partition) {
+                    self.mine.push(partition);
+                }
+                let _ = done.send(());
+                // Tries the lease now; until the old holder's lapses, every
+                // renewal round tries again.
+                self.hold_leases().await;
+            }
+        }
+    }
+
     /// Renews leases every third of their length until `shutdown` resolves;
     /// then stops serving at once.
     pub async fn run(mut self, shutdown: impl std::future::Future<Output = ()>) {
@@ -214,6 +407,7 @@ impl Member {
             tokio::select! {
                 () = &mut shutdown => break,
                 () = tokio::time::sleep(period) => self.hold_leases().await,
+                Some(command) = self.commands.recv() => self.obey(command).await,
             }
         }
         for &partition in &self.mine {

@@ -123,6 +123,12 @@ pub(crate) enum Cmd {
         enq: Instant,
         reply: Reply<(), WriteError>,
     },
+    /// Make this shard's copy of a mailbox equal to an export (`handover.rs`).
+    Import {
+        export: Box<crate::handover::MailboxExport>,
+        enq: Instant,
+        reply: Reply<crate::handover::ImportReport, crate::handover::ImportError>,
+    },
     /// A campaign write (`campaign.rs`), staged by `writer/campaign.rs`.
     Campaign(CampaignCmd),
     /// Compaction: a number for the rewrite of sealed segment `seg` (and
@@ -205,6 +211,7 @@ impl Cmd {
             | Cmd::PutState { reply, .. } => drop(reply.send(Err(e.into()))),
             Cmd::CreateUser { reply, .. } => drop(reply.send(Err(e.into()))),
             Cmd::CreateKey { reply, .. } => drop(reply.send(Err(e.into()))),
+            Cmd::Import { reply, .. } => drop(reply.send(Err(e.into()))),
             Cmd::RewriteBegin { reply, .. } => drop(reply.send(Err(e.into()))),
             Cmd::RewriteSwap { reply, .. } => drop(reply.send(Err(e.into()))),
             Cmd::Shutdown { reply } => drop(reply.send(())),

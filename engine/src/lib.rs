@@ -32,6 +32,7 @@ mod compaction;
 mod error;
 pub mod fanout;
 mod files;
+mod handover;
 mod ids;
 mod poison;
 mod quota;
@@ -54,6 +55,7 @@ pub use error::{
 };
 pub use fanout::{SubscribeError, Subscriber, SubscriberLimits};
 pub use files::{DataFile, Io, RealIo};
+pub use handover::{ImportError, ImportReport, MailboxExport, MessageExport};
 pub use quota::QuotaHolds;
 pub use sys::set_mmap_threshold;
 pub use types::*;

@@ -536,7 +536,7 @@ fn index_entries(seg: &Segment, entries: &[HintEntry], acc: &mut Acc) {
         };
         match rec {
             Record::MailboxCreated(m) => {
-                acc.max_id = acc.max_id.max(m.id);
+                acc.max_id = acc.max_id.max(m.id & crate::MAILBOX_ID_LOW_MASK);
                 acc.mailboxes.insert(m.id, (m, loc));
             }
             Record::MailboxDeleted { id, .. } => {
@@ -655,7 +655,7 @@ fn resolve(
             *suspects.entry(*mb).or_default() += 1;
             continue;
         }
-        max_id = max_id.max(*mb);
+        max_id = max_id.max(*mb & crate::MAILBOX_ID_LOW_MASK);
         let l = last_seq.entry(*mb).or_default();
         *l = (*l).max(r.seq);
     }

@@ -282,7 +282,9 @@ impl Shared {
     }
 
     pub(crate) fn shard_of_id(&self, id: u64) -> usize {
-        (id % self.n() as u64) as usize
+        // A mailbox id's prefix (its partition, in cluster mode) is above
+        // `counter * shards + shard`.
+        ((id & crate::MAILBOX_ID_LOW_MASK) % self.n() as u64) as usize
     }
 
     pub(crate) fn shard_of_address(&self, a: &Address) -> usize {

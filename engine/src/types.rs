@@ -56,6 +56,51 @@ pub struct EngineConfig {
     /// late mail for the old owner reaches no stranger. 0 turns it off.
     #[serde(with = "duration_secs")]
     pub address_quarantine: Duration,
+    /// In cluster mode, the partition of a mailbox's address (SCALE.md). It
+    /// becomes the top bits of the mailbox's id, so the ids of two
+    /// partitions never meet on any host and a mailbox moved to another
+    /// host keeps its id. Set by `[cluster]`, never read from a file.
+    #[serde(skip)]
+    pub mailbox_id_prefix: MailboxIdPrefix,
+}
+
+/// Where a mailbox id's prefix starts: ids stay below 2^53, so JSON clients
+/// that read numbers as doubles still read them exactly.
+pub const MAILBOX_ID_PREFIX_SHIFT: u32 = 43;
+/// The bits of a mailbox id under its prefix: `counter * shards + shard`.
+pub const MAILBOX_ID_LOW_MASK: u64 = (1 << MAILBOX_ID_PREFIX_SHIFT) - 1;
+/// The largest prefix (10 bits: 1,024 partitions).
+pub const MAX_MAILBOX_ID_PREFIX: u16 = (1 << 10) - 1;
+
+/// The prefix of new mailbox ids, from their address (none: 0).
+#[derive(Clone, Default)]
+pub struct MailboxIdPrefix(Option<std::sync::Arc<PrefixFn>>);
+
+type PrefixFn = dyn Fn(&Address) -> u16 + Send + Sync;
+
+impl MailboxIdPrefix {
+    /// Ids prefixed with `prefix(address)`, which must be at most
+    /// [`MAX_MAILBOX_ID_PREFIX`] (larger values are cut to their low bits).
+    pub fn new(prefix: impl Fn(&Address) -> u16 + Send + Sync + 'static) -> MailboxIdPrefix {
+        MailboxIdPrefix(Some(std::sync::Arc::new(prefix)))
+    }
+
+    /// The prefix bits of a new mailbox at `address`.
+    pub(crate) fn bits(&self, address: &Address) -> u64 {
+        self.0.as_ref().map_or(0, |prefix| {
+            u64::from(prefix(address) & MAX_MAILBOX_ID_PREFIX) << MAILBOX_ID_PREFIX_SHIFT
+        })
+    }
+}
+
+impl std::fmt::Debug for MailboxIdPrefix {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "MailboxIdPrefix(partition)"
+        } else {
+            "MailboxIdPrefix(none)"
+        })
+    }
 }
 
 impl Default for EngineConfig {
@@ -74,6 +119,7 @@ impl Default for EngineConfig {
             compaction_live_ratio: 0.5,
             subscriber_queue: 1024,
             address_quarantine: Duration::from_secs(24 * 3600),
+            mailbox_id_prefix: MailboxIdPrefix::default(),
         }
     }
 }

@@ -5,6 +5,8 @@
 
 mod api;
 mod cluster;
+mod cluster_handover;
+mod cluster_netns;
 mod mailpit;
 mod mcp;
 mod ports;

@@ -158,6 +158,11 @@ impl Writer {
                         mark_dead(&self.shared, self.shard, r.seg, r.len);
                     }
                 }
+                Apply::LastSeq { mailbox, seq } => {
+                    if let Some(mb) = idx.mailboxes.get_mut(mailbox) {
+                        mb.last_seq = mb.last_seq.max(seq);
+                    }
+                }
                 Apply::State {
                     key,
                     version,
@@ -302,6 +307,7 @@ fn apply_to_meta(shared: &Shared, apply: Apply) {
         | Apply::MailboxDeleted { .. }
         | Apply::Tombstone { .. }
         | Apply::MessageDeleted { .. }
+        | Apply::LastSeq { .. }
         | Apply::State { .. }
         | Apply::Campaign(_) => {}
     }

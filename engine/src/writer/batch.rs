@@ -37,6 +37,11 @@ pub(super) enum Apply {
         mailbox: MailboxId,
         seq: u64,
     },
+    /// An imported mailbox's highest sequence, whose message is gone.
+    LastSeq {
+        mailbox: MailboxId,
+        seq: u64,
+    },
     User(UserInfo),
     Sub {
         user: u64,
@@ -77,6 +82,10 @@ pub(super) enum Ack {
     Unit(Reply<(), WriteError>),
     User(Reply<UserInfo, WriteError>, UserInfo),
     Key(Reply<ApiKeyInfo, WriteError>, ApiKeyInfo),
+    Import(
+        Reply<crate::handover::ImportReport, crate::handover::ImportError>,
+        crate::handover::ImportReport,
+    ),
     Campaign(
         Reply<crate::campaign::CampaignInfo, crate::campaign::CreateCampaignError>,
         crate::campaign::CampaignInfo,
@@ -91,6 +100,7 @@ impl Ack {
             Ack::Unit(r) => drop(r.send(Err(e.into()))),
             Ack::User(r, _) => drop(r.send(Err(e.into()))),
             Ack::Key(r, _) => drop(r.send(Err(e.into()))),
+            Ack::Import(r, _) => drop(r.send(Err(e.into()))),
             Ack::Campaign(r, _) => drop(r.send(Err(e.into()))),
         }
     }
@@ -101,6 +111,7 @@ impl Ack {
             Ack::Unit(r) => drop(r.send(Ok(()))),
             Ack::User(r, v) => drop(r.send(Ok(v))),
             Ack::Key(r, v) => drop(r.send(Ok(v))),
+            Ack::Import(r, v) => drop(r.send(Ok(v))),
             Ack::Campaign(r, v) => drop(r.send(Ok(v))),
         }
     }

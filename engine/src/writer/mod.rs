@@ -13,6 +13,7 @@ mod append;
 mod apply;
 mod batch;
 mod campaign;
+mod import;
 pub(crate) use campaign::mark_campaign_dead;
 mod rewrite;
 mod stage;

@@ -120,6 +120,7 @@ impl Writer {
                 enq,
                 reply,
             } => self.stage_put_state(b, key, value, reply, enq),
+            Cmd::Import { export, enq, reply } => self.stage_import(b, &export, reply, enq),
             Cmd::Campaign(c) => self.stage_campaign(b, c),
             Cmd::ForgetPart { key, at } => self.note_forgotten(key, at),
             Cmd::RewriteBegin { .. }
@@ -253,7 +254,7 @@ impl Writer {
             let _ = reply.send(Err(CreateMailboxError::AlreadyExists));
             return;
         }
-        let id = self.alloc_id();
+        let id = self.alloc_id() | self.shared.config.mailbox_id_prefix.bits(&new.address);
         let info = MailboxInfo {
             id: MailboxId(id),
             address: new.address.clone(),
