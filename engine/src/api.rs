@@ -249,8 +249,10 @@ impl Engine {
         let mut starts = Vec::with_capacity(n);
         let mut corrupt = 0;
         let mut tombstones = Vec::with_capacity(n);
+        let mut parts = Vec::with_capacity(n);
         for mut r in recs {
             tombstones.push(Mutex::new(std::mem::take(&mut r.tombstones)));
+            parts.push(Mutex::new(std::mem::take(&mut r.parts)));
             let (tx, rx) = crossbeam_channel::bounded(config.queue_depth);
             rxs.push(rx);
             corrupt += r.corrupt;
@@ -319,9 +321,7 @@ impl Engine {
             meta: RwLock::new(meta),
             dedupe,
             held: (0..n).map(|_| Mutex::new(HashMap::new())).collect(),
-            parts: (0..n)
-                .map(|_| Mutex::new(retry::Parts::default()))
-                .collect(),
+            parts,
             tombstones,
             health: Health::new(n),
             closed: Default::default(),
@@ -376,6 +376,7 @@ impl Engine {
                 next_seg: next_seg.next(),
                 recent: [0, 0],
                 last_sync: std::time::Duration::ZERO,
+                forgotten: Default::default(),
             });
         }
         let mut threads = Vec::with_capacity(n + 1);
@@ -816,8 +817,16 @@ impl Engine {
             // Done everywhere: nothing left to retry, and the same bytes
             // sent again later are a new message. (Not for a forwarded
             // delivery: done here is not yet acked by the accepting host.)
+            let logged = retry::logged(delivery.dedupe_key.as_ref().map(|_| parts));
             for shard in shards_of_delivery {
                 sh.parts[shard].lock().forget(k);
+                if logged {
+                    // Durably too, with the shard's next batch. A full
+                    // queue drops the note: see `retry.rs`.
+                    let _ = sh.shards[shard]
+                        .tx
+                        .try_send(Cmd::ForgetPart { key: *k, at });
+                }
             }
         }
         let mut stored = Vec::new();

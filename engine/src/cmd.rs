@@ -43,6 +43,12 @@ pub(crate) enum Cmd {
         at: u64,
         reply: Reply<RcptResults, DeliverError>,
     },
+    /// The keyed delivery tried at `at` succeeded everywhere: note it in
+    /// the log with the next batch (`retry.rs`). Never answered.
+    ForgetPart {
+        key: crate::retry::DeliveryKey,
+        at: u64,
+    },
     CreateMailbox {
         new: NewMailbox,
         enq: Instant,
@@ -204,6 +210,7 @@ impl Cmd {
             Cmd::Shutdown { reply } => drop(reply.send(())),
             Cmd::Campaign(c) => c.fail(e),
             Cmd::PanicForTests { notify } => drop(notify),
+            Cmd::ForgetPart { .. } => {}
         }
     }
 }

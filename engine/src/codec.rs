@@ -14,9 +14,10 @@ pub(crate) const SEG_MAGIC: [u8; 8] = *b"UNCORSEG";
 /// First 8 bytes of every hint file.
 pub(crate) const HINT_MAGIC: [u8; 8] = *b"UNCORHNT";
 /// The format version this build writes (FORMAT.md "Versioning policy").
-pub(crate) const FORMAT_VERSION: u32 = 2;
+pub(crate) const FORMAT_VERSION: u32 = 3;
 /// The oldest format version this build still reads: version 2 only added
-/// the tag list to the message meta, a form version 1 never wrote.
+/// the tag list to the message meta, a form version 1 never wrote, and
+/// version 3 only added the retry records (kinds 16 and 17).
 pub(crate) const OLDEST_READABLE_VERSION: u32 = 1;
 
 /// Whether this build reads segments and hints of `version`.
@@ -77,6 +78,10 @@ pub(crate) enum Kind {
     CampaignDeleted = 21,
     CampaignMessage = 22,
     AddressTombstone = 15,
+    /// What a shard stored of a keyed delivery, for its retry (`retry.rs`).
+    DeliveryPart = 16,
+    /// A keyed delivery succeeded everywhere: no retry needs its parts.
+    DeliveryDone = 17,
 }
 
 impl Kind {
@@ -100,6 +105,8 @@ impl Kind {
             21 => Self::CampaignDeleted,
             22 => Self::CampaignMessage,
             15 => Self::AddressTombstone,
+            16 => Self::DeliveryPart,
+            17 => Self::DeliveryDone,
             _ => return None,
         })
     }
@@ -543,6 +550,29 @@ pub(crate) enum Record<'a> {
         at_ms: u64,
         until_ms: u64,
     },
+    /// What this shard stored of the delivery `key` (`retry.rs`) tried at
+    /// `at_ms`: per mailbox, its copy's sequence number or why it was
+    /// refused (`retry::outcome_code`).
+    DeliveryPart {
+        key: [u8; 32],
+        at_ms: u64,
+        outcomes: Vec<PartOutcomeRec>,
+    },
+    /// The delivery `key`, tried at `at_ms`, succeeded everywhere: its
+    /// parts recorded at or before `at_ms` are not for a retry.
+    DeliveryDone {
+        key: [u8; 32],
+        at_ms: u64,
+    },
+}
+
+/// One mailbox's outcome in a `DeliveryPart`: `code` 0 = stored as `seq`,
+/// else why it was refused (`seq` 0).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct PartOutcomeRec {
+    pub(crate) mailbox: u64,
+    pub(crate) code: u8,
+    pub(crate) seq: u64,
 }
 
 impl Record<'_> {
@@ -566,6 +596,8 @@ impl Record<'_> {
             Self::CampaignDeleted { .. } => Kind::CampaignDeleted,
             Self::CampaignMessage(_) => Kind::CampaignMessage,
             Self::AddressTombstone { .. } => Kind::AddressTombstone,
+            Self::DeliveryPart { .. } => Kind::DeliveryPart,
+            Self::DeliveryDone { .. } => Kind::DeliveryDone,
         }
     }
 
@@ -697,6 +729,27 @@ impl Record<'_> {
                 e.owner(owner);
                 e.u64(*at_ms);
                 e.u64(*until_ms);
+            }
+            Self::DeliveryPart {
+                key,
+                at_ms,
+                outcomes,
+            } => {
+                let mut e = Enc(buf);
+                e.bytes(key);
+                e.u64(*at_ms);
+                // Mailboxes of one delivery in one shard: far below u32.
+                e.u32(outcomes.len() as u32);
+                for o in outcomes {
+                    e.u64(o.mailbox);
+                    e.u8(o.code);
+                    e.u64(o.seq);
+                }
+            }
+            Self::DeliveryDone { key, at_ms } => {
+                let mut e = Enc(buf);
+                e.bytes(key);
+                e.u64(*at_ms);
             }
         }
     }
@@ -989,6 +1042,33 @@ pub(crate) fn decode(kind: u8, payload: &[u8]) -> Result<Record<'_>, DecodeError
             at_ms: d.u64()?,
             until_ms: d.u64()?,
         },
+        Kind::DeliveryPart => {
+            let key = d.hash32()?;
+            let at_ms = d.u64()?;
+            let n = d.u32()? as usize;
+            // Each outcome is 17 bytes: a count beyond the payload is
+            // corruption, not an allocation to make.
+            if n > payload.len() / 17 {
+                return Err(DecodeError::Truncated);
+            }
+            let mut outcomes = Vec::with_capacity(n);
+            for _ in 0..n {
+                outcomes.push(PartOutcomeRec {
+                    mailbox: d.u64()?,
+                    code: d.u8()?,
+                    seq: d.u64()?,
+                });
+            }
+            Record::DeliveryPart {
+                key,
+                at_ms,
+                outcomes,
+            }
+        }
+        Kind::DeliveryDone => Record::DeliveryDone {
+            key: d.hash32()?,
+            at_ms: d.u64()?,
+        },
     };
     d.finish()?;
     Ok(r)
@@ -1195,6 +1275,26 @@ mod tests {
                 parts: 2,
             },
             Record::BatchCommit { records: 4 },
+            Record::DeliveryPart {
+                key: [3; 32],
+                at_ms: 79,
+                outcomes: vec![
+                    PartOutcomeRec {
+                        mailbox: 2,
+                        code: 0,
+                        seq: 7,
+                    },
+                    PartOutcomeRec {
+                        mailbox: 4,
+                        code: 2,
+                        seq: 0,
+                    },
+                ],
+            },
+            Record::DeliveryDone {
+                key: [3; 32],
+                at_ms: 80,
+            },
             Record::UserDisabled { id: 5, at_ms: 77 },
             Record::AdminAudit(AuditEntry {
                 at_ms: 78,

@@ -237,7 +237,9 @@ fn is_live(
             | Kind::MessageDeleted
             | Kind::Dedupe
             | Kind::State
-            | Kind::AddressTombstone,
+            | Kind::AddressTombstone
+            | Kind::DeliveryPart
+            | Kind::DeliveryDone,
         ) => codec::decode(kind, payload)
             .is_ok_and(|record| decoded_is_live(idx, segs, seg, record, now)),
         Some(
@@ -282,6 +284,12 @@ fn decoded_is_live(
                     .is_some_and(|m| m.expires_at_ms > now && m.last_seq == seq)
         }
         Record::Dedupe { at_ms, .. } => now.saturating_sub(at_ms) < DEDUPE_TTL_MS,
+        // A part, and the note that its delivery is done, are carried for
+        // as long as recovery would use them (`retry.rs`): a done note
+        // outlives every part it cancels (those are no later than it).
+        Record::DeliveryPart { at_ms, .. } | Record::DeliveryDone { at_ms, .. } => {
+            now.saturating_sub(at_ms) < crate::retry::RETRY_WINDOW_MS
+        }
         // Live while its quarantine runs (FORMAT.md, "Liveness").
         Record::AddressTombstone { until_ms, .. } => until_ms > now,
         // A value is live while it is its key's newest version; a deletion

@@ -36,6 +36,8 @@ pub(crate) struct ShardRecovery {
     pub(crate) corrupt: u64,
     /// Ended mailboxes' claims on their addresses (`tombstone.rs`).
     pub(crate) tombstones: crate::tombstone::Tombstones,
+    /// Parts of failed deliveries kept for their retry (`retry.rs`).
+    pub(crate) parts: crate::retry::Parts,
 }
 
 #[derive(Default)]
@@ -55,6 +57,9 @@ struct Acc {
     audit: Vec<AuditEntry>,
     sub_ends: Vec<(u64, u64, u64)>,
     dedupe: Vec<(String, u64, u8)>,
+    /// `DeliveryPart` and `DeliveryDone` records (`retry.rs`).
+    delivery_parts: Vec<crate::retry::LoggedPart>,
+    delivery_done: Vec<(crate::retry::DeliveryKey, u64)>,
     /// (key, version, value, segment, record length)
     states: Vec<(String, u64, Option<String>, SegmentNo, u32)>,
     max_id: u64,
@@ -612,6 +617,12 @@ fn index_entries(seg: &Segment, entries: &[HintEntry], acc: &mut Acc) {
                     until_ms,
                 },
             )),
+            Record::DeliveryPart {
+                key,
+                at_ms,
+                outcomes,
+            } => acc.delivery_parts.push((key, at_ms, outcomes)),
+            Record::DeliveryDone { key, at_ms } => acc.delivery_done.push((key, at_ms)),
             Record::Message { .. } | Record::BatchCommit { .. } => {}
         }
     }
@@ -752,6 +763,8 @@ fn resolve(
             rec.tombstones.note(address, t.clone(), now_ms);
         }
     }
+    rec.parts =
+        crate::retry::Parts::rebuild(acc.delivery_parts.clone(), &acc.delivery_done, now_ms);
     // The newest version of each key wins, whatever order compaction left
     // the records in; older values count as dead bytes.
     let mut states = acc.states.clone();

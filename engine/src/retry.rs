@@ -16,9 +16,22 @@
 //! delivery that succeeds everywhere forgets its parts at once, so the same
 //! bytes sent again later are a new message; only failed deliveries leave
 //! parts behind. Bounded: [`RETRY_WINDOW_MS`] and [`MAX_PARTS_PER_SHARD`]
-//! (oldest forgotten first). In memory only: after a restart a retry may
-//! store a part again (the SNS key, when the delivery completed, is durable
-//! on its own: `Dedupe` records).
+//! (oldest forgotten first).
+//!
+//! Durable across a restart: a part of a delivery with more than one part
+//! is written with a `DeliveryPart` record (the key, the try's time, each
+//! mailbox's outcome) in the same batch as its messages, so it is on disk
+//! exactly when they are. A delivery that succeeds everywhere tells each of
+//! its shards' writers, which append a `DeliveryDone` record to their next
+//! batch (no sync of its own: it rides with the next group commit, or the
+//! clean shutdown). Recovery ([`Parts::rebuild`]) remembers the parts
+//! within the window that no later `DeliveryDone` names. A `DeliveryDone`
+//! lost to a crash (or not queued: the writer's queue was full, or more
+//! than [`MAX_PARTS_PER_SHARD`] waited) only means that the same bytes sent
+//! again within the window after the restart are answered with the ids of
+//! the first copy instead of being stored again. A single-part delivery
+//! writes neither (it is all-or-nothing: nothing to retry around); its
+//! dedupe key, if any, is durable on its own (`Dedupe` records).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -26,6 +39,7 @@ use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
 
+use crate::codec::PartOutcomeRec;
 use crate::error::ResolveError;
 use crate::state::Shared;
 use crate::types::{MailboxId, MessageId, Recipient};
@@ -88,6 +102,53 @@ fn past_first_field(raw: &[u8]) -> &[u8] {
     }
     raw
 }
+
+/// Whether a delivery's parts are written to the log (`DeliveryPart`,
+/// `DeliveryDone`): only when it has more than one, since a single part is
+/// all-or-nothing. `dedupe_parts`: the part count a dedupe-keyed delivery
+/// declares; a delivery without one has a key only when it spans shards.
+pub(crate) fn logged(dedupe_parts: Option<u8>) -> bool {
+    dedupe_parts.is_none_or(|n| n > 1)
+}
+
+/// A mailbox's outcome as a `DeliveryPart` stores it.
+pub(crate) fn outcome_rec(
+    mailbox: MailboxId,
+    r: &Result<MessageId, ResolveError>,
+) -> PartOutcomeRec {
+    let (code, seq) = match r {
+        Ok(id) => (0, id.seq),
+        Err(ResolveError::NoSuchMailbox) => (1, 0),
+        Err(ResolveError::MailboxFull) => (2, 0),
+        Err(ResolveError::ForeignDomain) => (3, 0),
+        Err(ResolveError::BadAddress) => (4, 0),
+    };
+    PartOutcomeRec {
+        mailbox: mailbox.0,
+        code,
+        seq,
+    }
+}
+
+/// A stored outcome back; `None` for a code this build does not know.
+fn outcome_of(o: &PartOutcomeRec) -> Option<(MailboxId, Result<MessageId, ResolveError>)> {
+    let mailbox = MailboxId(o.mailbox);
+    let r = match o.code {
+        0 => Ok(MessageId {
+            mailbox,
+            seq: o.seq,
+        }),
+        1 => Err(ResolveError::NoSuchMailbox),
+        2 => Err(ResolveError::MailboxFull),
+        3 => Err(ResolveError::ForeignDomain),
+        4 => Err(ResolveError::BadAddress),
+        _ => return None,
+    };
+    Some((mailbox, r))
+}
+
+/// A part found in the log at open: its key, its try's time, its outcomes.
+pub(crate) type LoggedPart = (DeliveryKey, u64, Vec<PartOutcomeRec>);
 
 /// A caller-given dedupe key being written. It is settled when the last
 /// holder lets go: the caller, and every writer that has a part of the
@@ -198,6 +259,38 @@ impl Parts {
         self.map.remove(key);
     }
 
+    /// One shard's parts at open, from its `DeliveryPart` records (`parts`)
+    /// and `DeliveryDone` records (`done`: key, time of the try that
+    /// succeeded), in any order (compaction moves records): a part counts
+    /// if it is within the window and no `DeliveryDone` of its key is as
+    /// late as its try. At most [`MAX_PARTS_PER_SHARD`], the newest.
+    pub(crate) fn rebuild(
+        mut parts: Vec<LoggedPart>,
+        done: &[(DeliveryKey, u64)],
+        now: u64,
+    ) -> Self {
+        let mut done_at: HashMap<DeliveryKey, u64> = HashMap::new();
+        for (key, at) in done {
+            let e = done_at.entry(*key).or_insert(*at);
+            *e = (*e).max(*at);
+        }
+        parts.retain(|(key, at, _)| {
+            now.saturating_sub(*at) < RETRY_WINDOW_MS && done_at.get(key).is_none_or(|d| *d < *at)
+        });
+        parts.sort_by_key(|(_, at, _)| *at);
+        let skip = parts.len().saturating_sub(MAX_PARTS_PER_SHARD);
+        let mut rebuilt = Self::default();
+        for (key, at, outcomes) in parts.into_iter().skip(skip) {
+            let outcomes: Option<PartOutcomes> = outcomes.iter().map(outcome_of).collect();
+            // A code this build does not know: a retry stores that part
+            // again rather than answer with a guess.
+            if let Some(outcomes) = outcomes {
+                rebuilt.record(key, at, outcomes);
+            }
+        }
+        rebuilt
+    }
+
     /// Keys remembered now.
     #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
@@ -232,6 +325,61 @@ mod tests {
             one,
             derived_key("s@x", &other, b"Received: x\r\nSubject: s\r\n\r\nhi")
         );
+    }
+
+    #[test]
+    fn rebuilt_parts_skip_the_done_the_old_and_the_excess_in_any_record_order() {
+        let key = |i: u64| {
+            let mut k = [0u8; 32];
+            k[..8].copy_from_slice(&i.to_le_bytes());
+            k
+        };
+        let stored = |seq| {
+            vec![PartOutcomeRec {
+                mailbox: 2,
+                code: 0,
+                seq,
+            }]
+        };
+        let now = 10 * RETRY_WINDOW_MS;
+        let parts = vec![
+            // Done later (its done note comes first in the log: compaction).
+            (key(1), now - 50, stored(1)),
+            // Done by an earlier try only: this later try stands.
+            (key(2), now - 10, stored(2)),
+            // Out of the window.
+            (key(3), now - RETRY_WINDOW_MS, stored(3)),
+            // A refusal code this build does not know.
+            (
+                key(4),
+                now - 5,
+                vec![PartOutcomeRec {
+                    mailbox: 2,
+                    code: 99,
+                    seq: 0,
+                }],
+            ),
+            (key(5), now - 1, stored(5)),
+        ];
+        let done = [(key(1), now - 40), (key(2), now - 20)];
+        let p = Parts::rebuild(parts, &done, now);
+        assert!(p.get(&key(1), now).is_none());
+        let id = MessageId {
+            mailbox: MailboxId(2),
+            seq: 2,
+        };
+        assert_eq!(p.get(&key(2), now), Some(&vec![(MailboxId(2), Ok(id))]));
+        assert!(p.get(&key(3), now).is_none());
+        assert!(p.get(&key(4), now).is_none());
+        assert!(p.get(&key(5), now).is_some());
+
+        let many = (0..MAX_PARTS_PER_SHARD as u64 + 3)
+            .map(|i| (key(i), now - 1_000_000 + i, stored(i)))
+            .collect();
+        let p = Parts::rebuild(many, &[], now);
+        assert_eq!(p.len(), MAX_PARTS_PER_SHARD);
+        assert!(p.get(&key(0), now).is_none(), "the oldest go");
+        assert!(p.get(&key(MAX_PARTS_PER_SHARD as u64 + 2), now).is_some());
     }
 
     #[test]

@@ -4,7 +4,8 @@
 //! `v1-operator/` (the kinds added within version 1, 11–14: UserDisabled,
 //! AdminAudit, State, SubscriptionsEnded) and `v2/` (version 2: a message
 //! carries the list of plus tags of its one copy; AddressTombstone, kind
-//! 15). Every future engine
+//! 15) and `v3/` (version 3: DeliveryPart and DeliveryDone, kinds 16 and
+//! 17, the retry memory of deliveries with several parts). Every future engine
 //! must open them and see the same state, with no record skipped as unknown,
 //! so a renumbered kind fails here. Regenerate only for a NEW version
 //! directory, naming it: `UNCORREO_WRITE_FIXTURE=v2 cargo test -p
@@ -362,6 +363,122 @@ fn version_2_fixture_opens_with_the_same_state() {
     let scanned = copy_dir(&v2_fixture_dir());
     remove_hints(scanned.path());
     check_v2(scanned.path());
+}
+
+fn v3_fixture_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/v3")
+}
+
+/// Two shards (a delivery key needs a delivery with several parts).
+fn cfg3(dir: &Path) -> EngineConfig {
+    let mut c = cfg(dir);
+    c.shards = 2;
+    c
+}
+
+/// `body` behind a trace line of its own, as every ingest path adds one.
+fn traced(line: &str, body: &str) -> bytes::Bytes {
+    format!("Received: {line}\r\nSubject: {body}\r\n\r\n{body}\r\n")
+        .into_bytes()
+        .into()
+}
+
+fn to_pair(locals: [&str; 2], raw: bytes::Bytes) -> Delivery {
+    Delivery {
+        raw,
+        envelope_from: "app@sender.test".into(),
+        recipients: locals
+            .iter()
+            .map(|l| Recipient::parse(&format!("{l}@uncorreo.test")).unwrap())
+            .collect(),
+        dedupe_key: None,
+    }
+}
+
+/// `pair0` (shard 0) and `pair1` (shard 1): the fixture's two mailboxes.
+fn v3_boxes(e: &Engine) {
+    for (local, shard) in [("pair0", 0), ("pair1", 1)] {
+        let m = mailbox(e, local, 100, 86_400_000 * 3650);
+        assert_eq!(m.id.0 % 2, shard, "{local} lands in shard {shard}");
+    }
+}
+
+/// Version 3: a delivery to both shards that succeeded (a DeliveryPart in
+/// each, and a DeliveryDone in each, riding with the next batch), then one
+/// whose sync failed on one shard (poisoned, the batch cut off): the other
+/// shard's DeliveryPart is left for the retry.
+fn write_v3_fixture(dir: &Path) {
+    let clock = Arc::new(ManualClock::new(T0));
+    let e = Engine::open_with_clock(cfg3(dir), clock.clone() as Arc<dyn Clock>).unwrap();
+    v3_boxes(&e);
+    clock.advance(1000);
+    block_on(e.deliver(to_pair(["pair0", "pair1"], traced("a", "done")))).unwrap();
+    // A batch in each shard, carrying the DeliveryDone records.
+    mailbox(&e, "carry0", 100, 86_400_000 * 3650);
+    mailbox(&e, "carry1", 100, 86_400_000 * 3650);
+    clock.advance(1000);
+    e.fail_next_sync_for_tests();
+    assert!(block_on(e.deliver(to_pair(["pair0", "pair1"], traced("b", "half")))).is_err());
+    e.shutdown();
+}
+
+fn check_v3(dir: &Path) {
+    // Inside the retry window of the fixture's deliveries.
+    let clock = Arc::new(ManualClock::new(T0 + 60_000));
+    let e = Engine::open_with_clock(cfg3(dir), clock as Arc<dyn Clock>).unwrap();
+    assert_eq!(e.stats().corrupt_records, 0, "no record skipped as unknown");
+    let boxes = ["pair0", "pair1"].map(|l| e.mailbox(&addr(l)).unwrap());
+    let count = |e: &Engine| {
+        boxes
+            .each_ref()
+            .map(|m| e.list_messages(m.id, 0, 100).unwrap().len())
+    };
+    let before = count(&e);
+    assert_eq!(
+        before.iter().sum::<usize>(),
+        3,
+        "{before:?}: one part of `half` was stored"
+    );
+    let kept = boxes
+        .iter()
+        .zip(before)
+        .find(|(_, n)| *n == 2)
+        .map(|(m, _)| e.list_messages(m.id, 0, 100).unwrap()[1].id)
+        .unwrap();
+    // The failed delivery's retry: the stored part is not stored again.
+    let retry = block_on(e.deliver(to_pair(["pair0", "pair1"], traced("c", "half")))).unwrap();
+    let DeliveryOutcome::Delivered { stored, .. } = retry else {
+        panic!("{retry:?}")
+    };
+    assert!(stored.contains(&kept), "{stored:?} names {kept:?}");
+    assert_eq!(count(&e), [2, 2]);
+    // The delivery that succeeded is done: the same bytes are new again.
+    block_on(e.deliver(to_pair(["pair0", "pair1"], traced("d", "done")))).unwrap();
+    assert_eq!(count(&e), [3, 3]);
+    e.shutdown();
+}
+
+#[test]
+fn version_3_fixture_opens_with_the_same_state() {
+    if std::env::var("UNCORREO_WRITE_FIXTURE").as_deref() == Ok("v3") {
+        let d = v3_fixture_dir();
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        write_v3_fixture(&d);
+        let _ = std::fs::remove_file(d.join("LOCK"));
+    }
+    for entry in std::fs::read_dir(v3_fixture_dir()).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|x| x == "seg") {
+            let bytes = std::fs::read(&path).unwrap();
+            assert_eq!(bytes[8..12], 3u32.to_le_bytes(), "{}", path.display());
+        }
+    }
+    let with_hints = copy_dir(&v3_fixture_dir());
+    check_v3(with_hints.path());
+    let scanned = copy_dir(&v3_fixture_dir());
+    remove_hints(scanned.path());
+    check_v3(scanned.path());
 }
 
 #[test]

@@ -334,6 +334,14 @@ fn poisons_only_the_shard_whose_sync_failed(failing: u64) {
     let e = open(dir.path(), &c);
     assert!(!e.stats().poisoned);
     assert_eq!(e.read_raw(kept).unwrap(), raw(300, 1));
+    // The batch whose sync failed was answered with a temporary failure:
+    // it is cut off the log, so its bytes (still in the page cache) do
+    // not come back beside the sender's retry.
+    assert_eq!(
+        e.mailbox(&addr(&local)).unwrap().message_count,
+        1,
+        "the batch whose sync failed came back after the restart"
+    );
     assert_eq!(stored(&deliver(&e, &[&to], raw(300, 3))).len(), 1);
 }
 

@@ -355,8 +355,8 @@ fn damaged_hint_file_is_ignored_and_the_segment_scanned() {
 
 #[test]
 fn a_segment_of_an_unknown_format_version_refuses_to_open() {
-    // This build reads versions 1 and 2: one below and one above are unknown.
-    for version in [0u32, 3] {
+    // This build reads versions 1 to 3: one below and one above are unknown.
+    for version in [0u32, 4] {
         let dir = tempfile::tempdir().unwrap();
         let c = clock();
         let (_, seg) = fixture(dir.path(), &c, 1);

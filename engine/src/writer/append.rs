@@ -71,10 +71,33 @@ impl Writer {
                 .record(self.last_sync.as_secs_f64());
             if let Err(e) = synced {
                 self.shared.poison(self.shard, "syncing a batch", &e);
+                self.cut_failed_batch(base);
                 return Err(BatchFailure::Poisoned);
             }
         }
         Ok(base)
+    }
+
+    /// Take a batch whose `fdatasync` failed off the log. Every append in
+    /// it is answered with a temporary failure (the sender retries), so
+    /// none of it may come back at the next open: its bytes are still in
+    /// the page cache, and without the cut recovery would find the batch
+    /// whole and the retry would store a second copy. The cut (to `base`,
+    /// the batch's first byte; it also gives back the preallocated tail)
+    /// is made durable by a sync of its own. Nothing of the batch was
+    /// visible: the committed length, the index and the hints advance only
+    /// after a sync that succeeded. The shard stays poisoned either way
+    /// (this file's later syncs are not trusted). If the cut or its sync
+    /// fails, the batch may still come back at the next open, and a retry
+    /// of its deliveries then stores a second copy: logged.
+    fn cut_failed_batch(&self, base: u64) {
+        let io = &self.shared.io;
+        let cut = io
+            .set_len(&self.file, base)
+            .and_then(|()| io.sync_data(&self.file));
+        if let Err(e) = cut {
+            tracing::error!(%e, shard = self.shard.0, "could not cut a batch whose sync failed off the log; it may come back at the next open");
+        }
     }
 
     /// A failed write or segment creation: temporary when out of space,

@@ -43,6 +43,10 @@ impl Writer {
     /// `Err` when the batch was not written (every command in it is
     /// answered with that failure).
     pub(super) fn commit(&mut self, b: &mut Batch) -> Result<(), BatchFailure> {
+        if !b.buf.is_empty() {
+            // They ride with this batch's sync, never with one of their own.
+            self.stage_forgotten(b);
+        }
         let mut batch = std::mem::take(b);
         if batch.buf.is_empty() {
             for s in batch.staged {

@@ -62,6 +62,9 @@ pub(crate) struct Writer {
     pub(crate) recent: [u32; 2],
     /// Duration of the last fdatasync.
     pub(crate) last_sync: Duration,
+    /// Keyed deliveries done everywhere whose `DeliveryDone` record waits
+    /// for the next batch (`retry.rs`), oldest first.
+    pub(crate) forgotten: std::collections::VecDeque<(crate::retry::DeliveryKey, u64)>,
 }
 
 /// Longest a writer holds a gathered batch back waiting for more appends.
@@ -85,6 +88,7 @@ impl Writer {
         loop {
             let Ok(cmd) = self.rx.recv() else {
                 // Every sender is gone: the engine was dropped without shutdown.
+                self.stage_forgotten(&mut batch);
                 let _answered = self.commit(&mut batch);
                 self.seal();
                 return;
@@ -125,6 +129,24 @@ impl Writer {
         }
     }
 
+    /// Remember that the keyed delivery tried at `at` is done, for the
+    /// next batch. Bounded like the parts themselves: past the bound the
+    /// oldest note is dropped (then, after a restart, a resend of that
+    /// delivery within the window is answered as the first copy).
+    fn note_forgotten(&mut self, key: crate::retry::DeliveryKey, at: u64) {
+        if self.forgotten.len() >= crate::retry::MAX_PARTS_PER_SHARD {
+            self.forgotten.pop_front();
+        }
+        self.forgotten.push_back((key, at));
+    }
+
+    /// Add the waiting `DeliveryDone` records to `batch`.
+    fn stage_forgotten(&mut self, batch: &mut Batch) {
+        for (key, at_ms) in self.forgotten.drain(..) {
+            batch.frame(&crate::codec::Record::DeliveryDone { key, at_ms }, 0, 0);
+        }
+    }
+
     /// Stage `cmd` into `batch`, or run a control command. `Some(true)` = exit.
     fn handle(&mut self, cmd: Cmd, batch: &mut Batch) -> Option<bool> {
         if let Cmd::PanicForTests { notify } = cmd {
@@ -154,6 +176,7 @@ impl Writer {
         }
         match cmd {
             Cmd::Shutdown { reply } => {
+                self.stage_forgotten(batch);
                 let _answered = self.commit(batch);
                 self.seal();
                 let _ = reply.send(());

@@ -121,6 +121,7 @@ impl Writer {
                 reply,
             } => self.stage_put_state(b, key, value, reply, enq),
             Cmd::Campaign(c) => self.stage_campaign(b, c),
+            Cmd::ForgetPart { key, at } => self.note_forgotten(key, at),
             Cmd::RewriteBegin { .. }
             | Cmd::RewriteSwap { .. }
             | Cmd::Shutdown { .. }
@@ -184,6 +185,7 @@ impl Writer {
                 (rcpt, result)
             })
             .collect();
+        let dedupe_parts = dedupe.as_ref().map(|(_, parts)| *parts);
         if let Some((key, parts)) = dedupe {
             // Written in the same batch as the messages (atomic with
             // them), also when every recipient here was refused, so
@@ -191,6 +193,22 @@ impl Writer {
             let at_ms = delivery.at;
             b.frame(&Record::Dedupe { key, at_ms, parts }, 0, 0);
             wrote = true;
+        }
+        if let Some((key, _)) = &retry {
+            if wrote && crate::retry::logged(dedupe_parts) {
+                // Durable with this part's messages, for a retry after a
+                // restart (`retry.rs`).
+                let outcomes = outcomes
+                    .iter()
+                    .map(|(m, r)| crate::retry::outcome_rec(*m, r))
+                    .collect();
+                let record = Record::DeliveryPart {
+                    key: *key,
+                    at_ms: delivery.at,
+                    outcomes,
+                };
+                b.frame(&record, 0, 0);
+            }
         }
         let part = retry.map(|(key, pending)| PartRecord {
             key,
