@@ -593,8 +593,12 @@ fn post_ses(http: SocketAddr, body: &str) -> u16 {
 }
 
 fn ses_notification(id: &str, to: &str) -> String {
-    let email =
-        format!("From: <noreply@shop.example>\r\nTo: {to}\r\nSubject: ses\r\n\r\nvia SES\r\n");
+    // Each notification its own message (a real one has its own
+    // Message-ID): the same bytes again within the retry window are taken
+    // for a retry (SCALE.md, "Delivery").
+    let email = format!(
+        "From: <noreply@shop.example>\r\nTo: {to}\r\nMessage-ID: <{id}@shop.example>\r\nSubject: ses\r\n\r\nvia SES\r\n"
+    );
     let message = sns::ses_received(&[to], "noreply@shop.example", email.as_bytes(), true);
     let mut n = sns::notification(id, message, sns::now_ms());
     sns::sign(&mut n, "2");
