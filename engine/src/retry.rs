@@ -31,7 +31,10 @@
 //! again within the window after the restart are answered with the ids of
 //! the first copy instead of being stored again. A single-part delivery
 //! writes neither (it is all-or-nothing: nothing to retry around); its
-//! dedupe key, if any, is durable on its own (`Dedupe` records).
+//! dedupe key, if any, is durable on its own (`Dedupe` records). A part
+//! forwarded by another host (`Engine::deliver_forwarded`) is one part of a
+//! delivery across hosts: it is written, never noted done here, and so is
+//! remembered for the whole window, across a restart of this host too.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -106,7 +109,8 @@ fn past_first_field(raw: &[u8]) -> &[u8] {
 /// Whether a delivery's parts are written to the log (`DeliveryPart`,
 /// `DeliveryDone`): only when it has more than one, since a single part is
 /// all-or-nothing. `dedupe_parts`: the part count a dedupe-keyed delivery
-/// declares; a delivery without one has a key only when it spans shards.
+/// declares; a delivery without one has a key only when it spans shards
+/// or hosts (forwarded).
 pub(crate) fn logged(dedupe_parts: Option<u8>) -> bool {
     dedupe_parts.is_none_or(|n| n > 1)
 }

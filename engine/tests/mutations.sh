@@ -9,6 +9,10 @@
 #   2. segment-create-no-dir-fsync: the directory fsync after a new segment's
 #      header is written and synced (engine/src/files.rs, lay_out_segment)
 #      is removed.
+#   3. failed-sync-no-cut: a batch whose fdatasync failed is no longer cut
+#      off the log (engine/src/writer/append.rs, Writer::write_batch); the
+#      test here is engine/tests/retry.rs
+#      a_batch_whose_sync_failed_never_comes_back_after_a_power_loss.
 #
 # Exit status 0 = every mutation was caught; 1 = one survived (or the
 # source did not contain the line to mutate: the script is out of date).
@@ -35,11 +39,10 @@ open(path, "w").write(s.replace(old, new))
 PY
 }
 
-run() { # name
-  local name=$1 log
+run() { # name [test-file test-name]
+  local name=$1 file=${2:-durability} test=${3:-every_acknowledged_record_survives_power_loss_at_any_sync} log
   log=$(mktemp)
-  if cargo test -q -p uncorreo-engine --test durability \
-      every_acknowledged_record_survives_power_loss_at_any_sync >"$log" 2>&1; then
+  if cargo test -q -p uncorreo-engine --test "$file" "$test" >"$log" 2>&1; then
     echo "MUTATION $name SURVIVED: the crash test passed without it"
     rm -f "$log"; restore; return 1
   fi
@@ -58,5 +61,10 @@ mutate segment-create-no-dir-fsync engine/src/files.rs \
   "        let dir = new.path.parent().unwrap_or(Path::new(\".\"));
         io.sync_dir(dir)?;" "        let dir = new.path.parent().unwrap_or(Path::new(\".\"));
         let _ = dir;" && run segment-create-no-dir-fsync || status=1
+
+mutate failed-sync-no-cut engine/src/writer/append.rs \
+  "                self.cut_failed_batch(base);
+" "
+" && run failed-sync-no-cut retry a_batch_whose_sync_failed_never_comes_back_after_a_power_loss || status=1
 
 exit $status

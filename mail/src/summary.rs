@@ -41,7 +41,8 @@ pub struct Summary {
 /// Either way it is marked current: deriving again with the same rules would
 /// give the same answer (or the same panic).
 pub fn summarize(raw: &[u8]) -> Summary {
-    let mut summary = catch_unwind(AssertUnwindSafe(|| summarize_inner(raw))).unwrap_or_default();
+    let mut summary =
+        catch_unwind(AssertUnwindSafe(|| summarize_inner(raw, parser()))).unwrap_or_default();
     summary.version = crate::extract::VERSION;
     summary
 }
@@ -53,8 +54,8 @@ impl Summary {
     }
 }
 
-fn summarize_inner(raw: &[u8]) -> Summary {
-    let Some(msg) = mail_parser::MessageParser::default().parse(raw) else {
+fn summarize_inner(raw: &[u8], parser: &mail_parser::MessageParser) -> Summary {
+    let Some(msg) = parser.parse(raw) else {
         return Summary::default();
     };
     let from = msg
@@ -78,6 +79,71 @@ fn summarize_inner(raw: &[u8]) -> Summary {
         links: extraction.action_links,
         version: crate::extract::VERSION,
     }
+}
+
+/// mail-parser's default header parsers, except that `Received:` is skipped
+/// unparsed: the summary never reads it, every SMTP message carries at least
+/// ours, and parsing it was a twentieth of a summary. The default parser
+/// dispatches by a `match` only while its map is empty, so every other
+/// header is mapped here to the parser the default gives it.
+fn parser() -> &'static mail_parser::MessageParser {
+    use mail_parser::{HeaderName as H, MessageParser};
+    static PARSER: std::sync::OnceLock<MessageParser> = std::sync::OnceLock::new();
+    PARSER.get_or_init(|| {
+        let mut p = MessageParser::new().ignore_header(H::Received);
+        for h in [
+            H::Subject,
+            H::Comments,
+            H::ContentDescription,
+            H::ContentLocation,
+            H::ContentTransferEncoding,
+        ] {
+            p = p.header_text(h);
+        }
+        for h in [
+            H::From,
+            H::To,
+            H::Cc,
+            H::Bcc,
+            H::ReplyTo,
+            H::Sender,
+            H::ResentTo,
+            H::ResentFrom,
+            H::ResentBcc,
+            H::ResentCc,
+            H::ResentSender,
+            H::ListArchive,
+            H::ListHelp,
+            H::ListId,
+            H::ListOwner,
+            H::ListPost,
+            H::ListSubscribe,
+            H::ListUnsubscribe,
+        ] {
+            p = p.header_address(h);
+        }
+        for h in [H::Date, H::ResentDate] {
+            p = p.header_date(h);
+        }
+        for h in [
+            H::MessageId,
+            H::References,
+            H::InReplyTo,
+            H::ReturnPath,
+            H::ContentId,
+            H::ResentMessageId,
+        ] {
+            p = p.header_id(h);
+        }
+        for h in [H::Keywords, H::ContentLanguage] {
+            p = p.header_comma_separated(h);
+        }
+        for h in [H::ContentType, H::ContentDisposition] {
+            p = p.header_content_type(h);
+        }
+        // MIME-Version and every other header: raw, the map's default.
+        p
+    })
 }
 
 fn clip(mut s: String) -> String {
@@ -125,6 +191,102 @@ mod tests {
         };
         assert!(older.is_stale());
         assert!(Summary::default().is_stale());
+    }
+
+    /// Header lines of every kind the summary's parser maps, `Received:`
+    /// in the shapes that stress where its tokenizer stops (comments,
+    /// quotes, brackets, folding, no value, no line end).
+    fn header() -> impl proptest::strategy::Strategy<Value = String> {
+        proptest::sample::select(vec![
+            "Received: from a.test ([127.0.0.1])\r\n\tby b.test with ESMTP id 1;\r\n\tTue, 24 Nov 2026 10:00:00 +0000\r\n",
+            "Received: (from x (y \"q(\" )\r\n z) by\r\n",
+            "Received: from [ <a@b> \"unterminated\r\n",
+            "Received:\r\n",
+            "Received: from x\n by y; 1 Jan 99 00:00 -0100\n",
+            "received: by (((\r\n \r\n",
+            "Received: from a for <c@d.test>; Mon, 2 Feb 2026 1:2:3 GMT (comment)\r\n",
+            "From: Ana <ana@example.com>\r\n",
+            "From: =?utf-8?q?Jos=C3=A9?= <j@x.test>, b@y.test\r\n",
+            "Subject: Your code 123456\r\n",
+            "Subject: =?utf-8?b?w6kgNzE4LTIwNA==?=\r\n\tfolded\r\n",
+            "Date: Tue, 24 Nov 2026 10:00:00 +0000\r\n",
+            "Date: garbage\r\n",
+            "Message-ID: <1@x>\r\n",
+            "Keywords: a, b\r\n",
+            "List-Unsubscribe: <https://x.test/u>\r\n",
+            "X-Other: (Received: x)\r\n",
+            "MIME-Version: 1.0\r\n",
+            "Content-Type: text/plain; charset=utf-8\r\n",
+            "Content-Type: text/html\r\n",
+            "Content-Transfer-Encoding: quoted-printable\r\n",
+            "Content-Disposition: attachment; filename=a.pdf\r\n",
+            " continuation\r\n",
+        ])
+        .prop_map(str::to_owned)
+    }
+
+    fn body() -> impl proptest::strategy::Strategy<Value = String> {
+        proptest::sample::select(vec![
+            "Your code: 902211\r\n",
+            "https://a.test/verify?t=1 \r\n",
+            "<p>Code <b>718-204</b> <a href=\"https://a.test/login\">Sign in</a></p>\r\n",
+            "=C3=A9 soft=\r\nbreak\r\n",
+            "\r\n",
+            "Received: from body-line\r\n",
+            "é 12 34 56\r\n",
+        ])
+        .prop_map(str::to_owned)
+    }
+
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Skipping `Received:` changes no summary: the same fields as
+        /// mail-parser's default parsing of every header.
+        #[test]
+        fn skipping_received_changes_no_summary(
+            headers in proptest::collection::vec(header(), 0..10),
+            nested in proptest::collection::vec(header(), 0..4),
+            bodies in proptest::collection::vec(body(), 0..6),
+            multipart in any::<bool>(),
+            end in proptest::sample::select(vec!["\r\n", "", "\n"]),
+        ) {
+            let mut raw = headers.concat();
+            if multipart {
+                raw.push_str("Content-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\n");
+                raw.push_str("Content-Type: message/rfc822\r\n\r\n");
+                raw.push_str(&nested.concat());
+                raw.push_str("\r\n");
+                raw.push_str(&bodies.concat());
+                raw.push_str("\r\n--b\r\nContent-Type: text/plain\r\n\r\n");
+                raw.push_str(&bodies.concat());
+                raw.push_str("--b--");
+            } else {
+                raw.push_str("\r\n");
+                raw.push_str(&bodies.concat());
+            }
+            raw.push_str(end);
+            let default = mail_parser::MessageParser::default();
+            prop_assert_eq!(
+                summarize_inner(raw.as_bytes(), parser()),
+                summarize_inner(raw.as_bytes(), &default)
+            );
+        }
+    }
+
+    #[test]
+    fn received_is_skipped_and_nothing_else() {
+        let raw = b"Received: from a.test by b.test; Tue, 24 Nov 2026 10:00:00 +0000\r\nFrom: Ana <ana@example.com>\r\nSubject: Code 123456\r\nDate: Tue, 24 Nov 2026 10:00:00 +0000\r\n\r\nhi\r\n";
+        let msg = parser().parse(&raw[..]).unwrap();
+        assert!(msg.received().is_none());
+        let full = mail_parser::MessageParser::default()
+            .parse(&raw[..])
+            .unwrap();
+        assert!(full.received().is_some());
+        assert_eq!(
+            summarize_inner(raw, parser()),
+            summarize_inner(raw, &mail_parser::MessageParser::default())
+        );
     }
 
     #[test]

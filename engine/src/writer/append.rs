@@ -24,7 +24,8 @@ impl Writer {
     /// segment is cut back to its last durable batch and the shard goes on.
     /// Any other failure poisons the shard, and so does a failed sync, always:
     /// the kernel may have dropped the dirty pages already, so a retried
-    /// `fdatasync` that succeeds would be a lie.
+    /// `fdatasync` that succeeds would be a lie. A batch whose sync failed
+    /// is also cut off the log ([`Self::cut_failed_batch`]).
     pub(super) fn write_batch(&mut self, buf: &[u8]) -> Result<u64, BatchFailure> {
         let need = buf.len() as u64;
         if self.write_off + need > self.cap {

@@ -55,6 +55,15 @@ struct Word<'a> {
 }
 
 fn words(text: &str) -> Vec<Word<'_>> {
+    let mut out = Vec::new();
+    words_into(text, &mut out);
+    out
+}
+
+/// [`words`] into `out` (cleared first), so a scan over many lines reuses
+/// one vector: an allocation per line cost more than splitting the line.
+fn words_into<'t>(text: &'t str, out: &mut Vec<Word<'t>>) {
+    out.clear();
     // An ASCII byte is its own char (whitespace as `char::is_whitespace`
     // says); only the rest is decoded.
     let ascii_separator = |b: u8| matches!(b, b'\t'..=b'\r' | b' ' | b':');
@@ -68,7 +77,6 @@ fn words(text: &str) -> Vec<Word<'_>> {
         None => None,
     };
     let bytes = text.as_bytes();
-    let mut out = Vec::new();
     let mut i = 0;
     while i < bytes.len() {
         if let Some(width) = separator_at(i) {
@@ -79,8 +87,7 @@ fn words(text: &str) -> Vec<Word<'_>> {
         // To the next separator: ASCII word bytes are skipped in blocks.
         loop {
             let rest = bytes.get(i..).unwrap_or_default();
-            i += super::first_byte(rest, |b| ascii_separator(b) || !b.is_ascii())
-                .unwrap_or(rest.len());
+            i += super::first_byte(rest, word_end).unwrap_or(rest.len());
             match bytes.get(i) {
                 Some(b) if !b.is_ascii() && separator_at(i).is_none() => {
                     i += text
@@ -93,7 +100,14 @@ fn words(text: &str) -> Vec<Word<'_>> {
         }
         out.push(word(text, start, i));
     }
-    out
+}
+
+/// Where an ASCII word stops: a separator of [`words`] (tab to CR, space,
+/// colon) or a non-ASCII byte. Written without branches or a lookup mask so
+/// [`super::first_byte`]'s block test compiles to vector compares (a
+/// `matches!` over ranges did not, and was most of a summary's code scan).
+fn word_end(b: u8) -> bool {
+    (b.wrapping_sub(b'\t') < 5) | (b == b' ') | (b == b':') | (b >= 0x80)
 }
 
 fn word(text: &str, start: usize, end: usize) -> Word<'_> {
@@ -172,11 +186,12 @@ pub struct Context<'a> {
 /// The candidates in `ctx.lines` that score at least [`THRESHOLD`], in order.
 pub fn candidates(ctx: &Context<'_>, vocabulary: &mut Vocabulary) -> Vec<Candidate> {
     let mut out = Vec::new();
+    let mut ws = Vec::new();
     for (index, line) in ctx.lines.iter().enumerate() {
         if !super::any_byte(line.text.as_bytes(), |b| b.is_ascii_digit()) {
             continue;
         }
-        let ws = words(&line.text);
+        words_into(&line.text, &mut ws);
         let mut i = 0;
         while i < ws.len() {
             if out.len() >= MAX_CANDIDATES {
@@ -582,7 +597,7 @@ mod tests {
         #[test]
         fn words_split_as_char_by_char_would(
             text in proptest::collection::vec(
-                proptest::sample::select(vec!["a", "7", ":", " ", "\t", "\u{b}", "\u{1c}", "\u{a0}", "\u{3000}", "é", "-"]),
+                proptest::sample::select(vec!["a", "7", ":", " ", "\t", "\u{b}", "\r", "\u{8}", "\u{e}", "\u{1c}", "\u{7f}", "\u{80}", "\u{a0}", "\u{3000}", "é", "-", ";", "9"]),
                 0..30,
             ).prop_map(|v: Vec<&str>| v.concat()),
         ) {
@@ -603,6 +618,30 @@ mod tests {
             };
             let found: Vec<(usize, usize)> = words(&text).iter().map(|w| (w.start, w.end)).collect();
             proptest::prop_assert_eq!(found, by_char);
+        }
+
+        /// A vector reused from an earlier line holds exactly the words of
+        /// the new line, as a fresh one would.
+        #[test]
+        fn a_reused_word_vector_holds_only_the_new_line(
+            lines in proptest::collection::vec(
+                proptest::collection::vec(
+                    proptest::sample::select(vec!["ab", "7", "12345", " ", ":", "\u{a0}", "é", "(x)", "-"]),
+                    0..20,
+                ).prop_map(|v: Vec<&str>| v.concat()),
+                1..6,
+            ),
+        ) {
+            fn shape<'t>(w: &Word<'t>) -> (usize, usize, &'t str, &'t str, &'t str, &'t str) {
+                (w.start, w.end, w.raw, w.core, w.pre, w.post)
+            }
+            let mut reused = Vec::new();
+            for line in &lines {
+                words_into(line, &mut reused);
+                let fresh: Vec<_> = words(line).iter().map(shape).collect();
+                let got: Vec<_> = reused.iter().map(shape).collect();
+                proptest::prop_assert_eq!(got, fresh);
+            }
         }
     }
 }

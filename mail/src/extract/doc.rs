@@ -70,9 +70,13 @@ impl Doc {
     /// A plain-text body: one line per line, whitespace collapsed, URLs found.
     pub fn from_text(text: &str) -> Doc {
         let mut b = Builder::default();
-        for line in text.split('\n') {
-            b.push_text(line);
+        // `text.split('\n')` with the vector `memchr`: core's char searcher
+        // cost more per line than the line's own handling.
+        let mut start = 0;
+        for end in memchr::memchr_iter(b'\n', text.as_bytes()).chain([text.len()]) {
+            b.push_text(text.get(start..end).unwrap_or_default());
             b.break_line();
+            start = end + 1;
         }
         b.finish()
     }
@@ -336,7 +340,7 @@ fn find_url_start(s: &str) -> Option<usize> {
     // mail writes schemes in lower case; "HTTP://" stays unlinked text.
     // A scan for 'h' (memchr): a substring searcher set up per line costs
     // more than it saves on lines this short.
-    s.match_indices('h').map(|(at, _)| at).find(|&at| {
+    memchr::memchr_iter(b'h', s.as_bytes()).find(|&at| {
         let tail = s.as_bytes().get(at..).unwrap_or_default();
         tail.starts_with(b"https://") || tail.starts_with(b"http://")
     })
@@ -1020,6 +1024,34 @@ mod tests {
             fast.push_text(&text);
             slow.push_text_slowly(&text);
             prop_assert_eq!(&fast.line.text, &slow.line.text);
+        }
+
+        /// Lines are cut where `split('\n')` cuts them (the `memchr` loop
+        /// in `from_text` replaced it).
+        #[test]
+        fn text_is_cut_into_lines_as_split_would(
+            parts in proptest::collection::vec(
+                prop_oneof![mixed_text(), Just("\n".to_owned()), Just("\r\n".to_owned())],
+                0..12,
+            ),
+        ) {
+            let text = parts.concat();
+            let mut b = Builder::default();
+            for line in text.split('\n') {
+                b.push_text(line);
+                b.break_line();
+            }
+            prop_assert_eq!(Doc::from_text(&text), b.finish());
+        }
+
+        /// The `memchr` scan for a URL start finds what the char search did.
+        #[test]
+        fn url_starts_are_found_as_a_char_search_would(text in mixed_text(), cut in 0usize..30) {
+            let text = format!("{}h{}htt{}", text.get(..cut.min(text.len())).unwrap_or(""), text, text);
+            let by_chars = text.match_indices('h').map(|(at, _)| at).find(|&at| {
+                text.get(at..).is_some_and(|t| t.starts_with("https://") || t.starts_with("http://"))
+            });
+            prop_assert_eq!(find_url_start(&text), by_chars);
         }
 
         /// The scan for a URL start finds what a substring search finds.
