@@ -590,8 +590,18 @@ impl Engine {
     /// The key that names a delivery across its retries (`retry.rs`): the
     /// envelope sender, the recipient set and the message past its first
     /// header field (the accepting host's trace line, new on each try).
-    pub fn delivery_key(envelope_from: &str, recipients: &[Recipient], raw: &[u8]) -> [u8; 32] {
-        retry::derived_key(envelope_from, recipients, raw)
+    /// With a caller-given dedupe key (the SNS `MessageId`), the key is made
+    /// from it alone, so two distinct notifications with the same content
+    /// stay two messages, also after a restart of the owner.
+    pub fn delivery_key(delivery: &Delivery) -> [u8; 32] {
+        match &delivery.dedupe_key {
+            Some(key) => retry::explicit_key(key),
+            None => retry::derived_key(
+                &delivery.envelope_from,
+                &delivery.recipients,
+                &delivery.raw,
+            ),
+        }
     }
 
     /// [`Engine::deliver_held`] for a delivery that spans hosts: the part

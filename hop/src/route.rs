@@ -166,8 +166,7 @@ impl Cluster {
         if remote.is_empty() {
             return self.engine.deliver_held(delivery, holds).await;
         }
-        let key =
-            Engine::delivery_key(&delivery.envelope_from, &delivery.recipients, &delivery.raw);
+        let key = Engine::delivery_key(&delivery);
         let local_part = async {
             if local.is_empty() {
                 return Ok(DeliveryOutcome::Delivered {
