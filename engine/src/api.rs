@@ -596,11 +596,9 @@ impl Engine {
     pub fn delivery_key(delivery: &Delivery) -> [u8; 32] {
         match &delivery.dedupe_key {
             Some(key) => retry::explicit_key(key),
-            None => retry::derived_key(
-                &delivery.envelope_from,
-                &delivery.recipients,
-                &delivery.raw,
-            ),
+            None => {
+                retry::derived_key(&delivery.envelope_from, &delivery.recipients, &delivery.raw)
+            }
         }
     }
 
