@@ -92,7 +92,7 @@ host a true
 host b false
 curl -sf -XPOST "127.0.0.1:$b_http/api/v1/mailboxes" -H 'content-type: application/json' \
   -d '{"local_part":"rcpt"}' >"$work/mailbox.json"
-token=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["token"])' "$work/mailbox.json")
+token=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["session_token"])' "$work/mailbox.json")
 
 count() { # stored in the mailbox, read through A
   curl -sf "127.0.0.1:$a_http/api/v1/mailboxes/rcpt@bench.test" -H "authorization: Bearer $token" |

@@ -65,14 +65,14 @@ fn start_with_sns(
     Appliance::start(config)
 }
 
-fn served(appliance: &Appliance) -> usize {
+pub(crate) fn served(appliance: &Appliance) -> usize {
     appliance
         .cluster_served()
         .map_or(0, |served| served.count(Instant::now()))
 }
 
 /// Polls `condition` every 50 ms for up to `limit`.
-fn eventually(limit: Duration, mut condition: impl FnMut() -> bool) -> bool {
+pub(crate) fn eventually(limit: Duration, mut condition: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + limit;
     while Instant::now() < deadline {
         if condition() {

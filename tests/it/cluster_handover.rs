@@ -19,6 +19,7 @@ use uncorreo_cluster::partition::{partition_of, Partition, PartitionCount};
 use uncorreo_cluster::testing::NatsServer;
 use uncorreo_engine::*;
 
+use crate::cluster::{eventually, served};
 use crate::support::{block_on, test_config, Raw, DOMAIN};
 
 const PARTITIONS: u16 = 16;
@@ -50,23 +51,6 @@ fn start(data: &std::path::Path, cluster: ClusterConfig) -> Appliance {
     let mut config = test_config(data);
     config.cluster = Some(cluster);
     Appliance::start(config).expect("appliance starts")
-}
-
-fn served(appliance: &Appliance) -> usize {
-    appliance
-        .cluster_served()
-        .map_or(0, |served| served.count(Instant::now()))
-}
-
-fn eventually(limit: Duration, mut condition: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + limit;
-    while Instant::now() < deadline {
-        if condition() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    condition()
 }
 
 /// Everything a reader sees of every mailbox.
