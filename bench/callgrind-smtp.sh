@@ -49,6 +49,11 @@ RUST_LOG=warn "${VALGRIND[@]}" "$BIN" serve --config "$DIR/uncorreo.toml" >"$DIR
 SERVER=$!
 trap 'kill -INT $SERVER 2>/dev/null || true' EXIT
 for _ in $(seq 1 300); do curl -sf -o /dev/null "127.0.0.1:$HTTP_PORT/ready" && break; sleep 1; done
+curl -sf -o /dev/null "127.0.0.1:$HTTP_PORT/ready" || {
+    echo "the server did not become ready (an older binary may refuse this config):" >&2
+    cat "$DIR/serve.out" "$DIR/serve.err" >&2
+    exit 1
+}
 curl -sf -XPOST "127.0.0.1:$HTTP_PORT/api/v1/mailboxes" -H 'content-type: application/json' \
     -d '{"local_part":"rcpt"}' >/dev/null
 source_load() { smtp-source -s 10 -m "$1" -l 4096 -d -f a@b.test -t rcpt@uncorreo.test "127.0.0.1:$SMTP_PORT"; }
