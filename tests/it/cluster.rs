@@ -17,7 +17,7 @@ use uncorreo_ses::fixture as sns;
 
 use crate::support::{code, test_config, Raw};
 
-const PARTITIONS: u16 = 16;
+pub(crate) const PARTITIONS: u16 = 16;
 const SECRET: &str = "0123456789abcdef0123456789abcdef-test-cluster-secret";
 
 fn member(nats: &NatsServer, node: &str) -> ClusterConfig {
@@ -36,8 +36,15 @@ fn member(nats: &NatsServer, node: &str) -> ClusterConfig {
 }
 
 /// A member with an internal hop on loopback port 0, advertising its
+/// A file holding the test cluster's shared secret.
+pub(crate) fn secret_file() -> tempfile::NamedTempFile {
+    let mut secret = tempfile::NamedTempFile::new().expect("secret file");
+    writeln!(secret, "{SECRET}").expect("write secret");
+    secret
+}
+
 /// bound address.
-fn hop_member(nats: &NatsServer, node: &str, secret: &std::path::Path) -> ClusterConfig {
+pub(crate) fn hop_member(nats: &NatsServer, node: &str, secret: &std::path::Path) -> ClusterConfig {
     ClusterConfig {
         listen: Some("127.0.0.1:0".to_owned()),
         secret_file: Some(secret.to_path_buf()),
@@ -97,8 +104,7 @@ struct Pair {
 impl Pair {
     fn start() -> Pair {
         let nats = NatsServer::start();
-        let mut secret = tempfile::NamedTempFile::new().expect("secret file");
-        writeln!(secret, "{SECRET}").expect("write secret");
+        let secret = secret_file();
         let (data_a, data_b) = (
             tempfile::tempdir().expect("tempdir"),
             tempfile::tempdir().expect("tempdir"),
@@ -364,8 +370,7 @@ fn the_hop_refuses_missing_stale_and_wrong_signatures() {
 #[test]
 fn the_hop_bounds_body_size_and_connections() {
     let nats = NatsServer::start();
-    let mut secret = tempfile::NamedTempFile::new().expect("secret file");
-    writeln!(secret, "{SECRET}").expect("write secret");
+    let secret = secret_file();
     let data = tempfile::tempdir().expect("tempdir");
     let a = start(
         data.path(),
@@ -669,7 +674,7 @@ fn lease_holder(nats: &NatsServer, address: &str) -> Option<String> {
 }
 
 /// The home of each partition, read straight from the bucket.
-fn homes_of(nats: &NatsServer) -> Vec<Option<String>> {
+pub(crate) fn homes_of(nats: &NatsServer) -> Vec<Option<String>> {
     use uncorreo_cluster::assign::Assignments;
     use uncorreo_cluster::nats::NatsBucket;
     use uncorreo_cluster::partition::Partition;

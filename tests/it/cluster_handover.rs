@@ -19,33 +19,8 @@ use uncorreo_cluster::partition::{partition_of, Partition, PartitionCount};
 use uncorreo_cluster::testing::NatsServer;
 use uncorreo_engine::*;
 
-use crate::cluster::{eventually, served};
+use crate::cluster::{eventually, homes_of, hop_member, secret_file, served, PARTITIONS};
 use crate::support::{block_on, test_config, Raw, DOMAIN};
-
-const PARTITIONS: u16 = 16;
-
-/// With its hop listener, so SMTP at a host routes by owner.
-fn member(nats: &NatsServer, node: &str, secret: &std::path::Path) -> ClusterConfig {
-    ClusterConfig {
-        nats_url: nats.url().to_owned(),
-        node_id: node.to_owned(),
-        partitions: PARTITIONS,
-        lease_seconds: 3,
-        claim_free: true,
-        listen: Some("127.0.0.1:0".to_owned()),
-        advertise: None,
-        secret_file: Some(secret.to_path_buf()),
-        hop_timeout_secs: 10,
-        hop_max_connections: 64,
-    }
-}
-
-fn secret() -> tempfile::NamedTempFile {
-    use std::io::Write;
-    let mut secret = tempfile::NamedTempFile::new().expect("secret file");
-    writeln!(secret, "0123456789abcdef0123456789abcdef-handover-test").expect("write secret");
-    secret
-}
 
 fn start(data: &std::path::Path, cluster: ClusterConfig) -> Appliance {
     let mut config = test_config(data);
@@ -144,13 +119,13 @@ impl Destination for Checked {
 #[test]
 fn clean_handover_moves_without_loss_or_duplicate() {
     let nats = NatsServer::start();
-    let secret = secret();
+    let secret = secret_file();
     let (data_a, data_b) = (
         tempfile::tempdir().expect("tempdir"),
         tempfile::tempdir().expect("tempdir"),
     );
-    let a = start(data_a.path(), member(&nats, "a", secret.path()));
-    let b = start(data_b.path(), member(&nats, "b", secret.path()));
+    let a = start(data_a.path(), hop_member(&nats, "a", secret.path()));
+    let b = start(data_b.path(), hop_member(&nats, "b", secret.path()));
     assert_eq!(served(&a), usize::from(PARTITIONS));
     assert_eq!(served(&b), 0);
 
@@ -230,7 +205,7 @@ fn clean_handover_moves_without_loss_or_duplicate() {
     // Durable on B.
     let after = views(&b.engine);
     b.shutdown();
-    let b = start(data_b.path(), member(&nats, "b", secret.path()));
+    let b = start(data_b.path(), hop_member(&nats, "b", secret.path()));
     assert_eq!(views(&b.engine), after);
     a.shutdown();
     b.shutdown();
@@ -239,13 +214,13 @@ fn clean_handover_moves_without_loss_or_duplicate() {
 #[test]
 fn a_move_left_by_a_crash_is_aborted_at_the_sources_next_start() {
     let nats = NatsServer::start();
-    let secret = secret();
+    let secret = secret_file();
     let (data_a, data_b) = (
         tempfile::tempdir().expect("tempdir"),
         tempfile::tempdir().expect("tempdir"),
     );
-    let a = start(data_a.path(), member(&nats, "a", secret.path()));
-    let b = start(data_b.path(), member(&nats, "b", secret.path()));
+    let a = start(data_a.path(), hop_member(&nats, "a", secret.path()));
+    let b = start(data_b.path(), hop_member(&nats, "b", secret.path()));
     let mailbox = create(&a.engine, "stays");
     send(&a, &format!("stays@{DOMAIN}"), 1);
     let p = partition_of(
@@ -264,7 +239,7 @@ fn a_move_left_by_a_crash_is_aborted_at_the_sources_next_start() {
     });
     let before = views(&a.engine);
     a.shutdown();
-    let a = start(data_a.path(), member(&nats, "a", secret.path()));
+    let a = start(data_a.path(), hop_member(&nats, "a", secret.path()));
     // The move was aborted: A is home again, serves the partition once its
     // old lease lapses, and has every message; B never served it.
     let home = block_on(async {
@@ -293,25 +268,4 @@ fn a_move_left_by_a_crash_is_aborted_at_the_sources_next_start() {
     assert!(a.engine.mailbox_by_id(mailbox.id).is_some());
     a.shutdown();
     b.shutdown();
-}
-
-/// The home of each partition, read straight from the bucket.
-fn homes_of(nats: &NatsServer) -> Vec<Option<String>> {
-    block_on(async {
-        let bucket = NatsBucket::open(nats.url(), "uncorreo_homes", None, Duration::from_secs(2))
-            .await
-            .expect("bucket");
-        let homes = Assignments::new(bucket);
-        let mut found = Vec::new();
-        for index in 0..PARTITIONS {
-            found.push(
-                homes
-                    .home(Partition(index))
-                    .await
-                    .expect("home")
-                    .map(|(home, _)| home.node),
-            );
-        }
-        found
-    })
 }

@@ -26,8 +26,9 @@
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use crate::cluster::eventually;
 use crate::support::DOMAIN;
 
 const SUBNET: &str = "10.77.0";
@@ -312,17 +313,6 @@ impl Drop for Killed {
     fn drop(&mut self) {
         self.kill();
     }
-}
-
-fn eventually(limit: Duration, mut condition: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + limit;
-    while Instant::now() < deadline {
-        if condition() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    condition()
 }
 
 /// Both hosts join; A claims the free partitions, B none; A is killed and
