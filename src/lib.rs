@@ -41,6 +41,9 @@ pub enum StartError {
     /// JetStream off, unreadable partition homes).
     #[error("joining the cluster: {0}")]
     Cluster(#[source] uncorreo_cluster::member::JoinError),
+    /// `[cluster] listen` is set and NATS could not be reached for events.
+    #[error("{0}")]
+    Events(#[source] uncorreo_cluster::events::ConnectError),
     /// Setting up a socket, a thread or a runtime failed.
     #[error("{what}: {source}")]
     Io {
@@ -74,6 +77,7 @@ pub struct Appliance {
     cluster_threads: Vec<JoinHandle<()>>,
     hop_addr: Option<SocketAddr>,
     hop_server: Option<Arc<uncorreo_hop::server::HopServer>>,
+    cluster_events: Option<Arc<uncorreo_cluster::events::Events>>,
 }
 
 /// Cancels its token when dropped, so a start that fails after joining the
@@ -153,6 +157,7 @@ impl Appliance {
         let mut cluster_route = None;
         let mut hop_server = None;
         let mut hop_addr = None;
+        let mut cluster_events = None;
         if let (Some(cluster), Some(mut member)) = (&config.cluster, cluster_member) {
             let bound = cluster::bind(cluster)?;
             let secret = match bound {
@@ -171,6 +176,20 @@ impl Appliance {
                         .local_addr()
                         .map_err(io("reading a bound address"))?,
                 );
+                let timeout = std::time::Duration::from_secs(cluster.hop_timeout_secs);
+                let (events, thread) = cluster::start_events(
+                    &cluster.nats_url,
+                    partitions,
+                    cluster::events_config(&config.realtime, timeout),
+                    cluster_stop.0.clone(),
+                )?;
+                cluster_threads.push(thread);
+                cluster_events = Some(Arc::clone(&events));
+                // Only here: a single host has no tap and publishes nothing.
+                let announcer = Arc::clone(&events);
+                engine.set_event_tap(Arc::new(move |event| {
+                    announcer.announce(event.address.to_string(), event.id.seq)
+                }));
                 cluster_route = Some(Arc::new(uncorreo_hop::Cluster::new(
                     engine.clone(),
                     uncorreo_hop::ClusterParts {
@@ -179,7 +198,8 @@ impl Appliance {
                         served: Arc::clone(&joined.served),
                         directory: joined.directory,
                         partitions,
-                        timeout: std::time::Duration::from_secs(cluster.hop_timeout_secs),
+                        timeout,
+                        events: Some(events),
                     },
                 )));
                 let server = Arc::new(uncorreo_hop::server::HopServer::new(
@@ -337,6 +357,7 @@ impl Appliance {
             cluster_threads,
             hop_addr,
             hop_server,
+            cluster_events,
         })
     }
 
@@ -348,6 +369,11 @@ impl Appliance {
     /// With `[cluster] listen`: the internal hop's server (for test hooks).
     pub fn hop_server(&self) -> Option<Arc<uncorreo_hop::server::HopServer>> {
         self.hop_server.clone()
+    }
+
+    /// With `[cluster] listen`: events across hosts (for test hooks).
+    pub fn cluster_events(&self) -> Option<Arc<uncorreo_cluster::events::Events>> {
+        self.cluster_events.clone()
     }
 
     /// With `[cluster]`: this host's membership (handovers).

@@ -271,7 +271,14 @@ pub(crate) struct Shared {
     /// Live load-testing campaigns (`campaign.rs`). Lock order: a shard's
     /// index before this, never the other way round.
     pub(crate) campaigns: RwLock<crate::campaign::Table>,
+    /// Cluster mode only: told of every committed event after the
+    /// in-process fan-out (see [`crate::Engine::set_event_tap`]). Unset on
+    /// a single host, where it costs one load per batch.
+    pub(crate) event_tap: std::sync::OnceLock<EventTap>,
 }
+
+/// See [`Shared::event_tap`]. Runs on a writer thread: it must not block.
+pub type EventTap = Arc<dyn Fn(&crate::types::Event) + Send + Sync>;
 
 /// See [`Shared::compaction_hook`].
 pub(crate) type CompactionHook = Arc<dyn Fn() + Send + Sync>;

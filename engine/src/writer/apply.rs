@@ -254,6 +254,11 @@ impl Writer {
         for ev in &published.events {
             self.shared.hub.publish(ev);
         }
+        if let Some(tap) = self.shared.event_tap.get() {
+            for ev in &published.events {
+                tap(ev);
+            }
+        }
         for id in published.closed {
             self.shared.hub.close_mailbox(id);
         }
