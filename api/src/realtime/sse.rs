@@ -68,7 +68,7 @@ ends with `event: lagged` (data `{\"event\":\"lagged\",\"resume_since\":N}`; rec
         (status = 401, description = "No credential, or one that matches nothing (unknown or revoked API key, unknown or expired session token, malformed Authorization)", body = ProblemBody, content_type = "application/problem+json"),
         (status = 404, description = "No such mailbox, or not visible with these credentials", body = ProblemBody, content_type = "application/problem+json"),
         (status = 429, description = "Rate limited, or the mailbox has `max_subscribers_per_mailbox` live subscribers", body = ProblemBody, content_type = "application/problem+json"),
-        (status = 503, description = "The server has `max_subscribers` live subscribers, or is shutting down", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 503, description = "The server has `max_subscribers` live subscribers, or is shutting down, or (cluster) the host that keeps the mailbox is unavailable", body = ProblemBody, content_type = "application/problem+json"),
     ),
     security(("api_key" = []), ("session_token" = []), ("query_token" = [])),
 )]

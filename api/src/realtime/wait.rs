@@ -117,7 +117,7 @@ they already exist), or when `timeout` seconds pass (`200` with `timed_out: true
         (status = 404, description = "No such mailbox (or deleted while waiting), or not visible with these credentials", body = ProblemBody, content_type = "application/problem+json"),
         (status = 422, description = "`timeout`, `count` or a pattern out of range", body = ProblemBody, content_type = "application/problem+json"),
         (status = 429, description = "Rate limited, or the mailbox has `max_subscribers_per_mailbox` live subscribers", body = ProblemBody, content_type = "application/problem+json"),
-        (status = 503, description = "The server has `max_subscribers` live subscribers, or is shutting down", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 503, description = "The server has `max_subscribers` live subscribers, or is shutting down, or (cluster) the host that keeps the mailbox is unavailable", body = ProblemBody, content_type = "application/problem+json"),
     ),
     security(("api_key" = []), ("session_token" = [])),
 )]
