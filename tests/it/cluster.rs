@@ -983,15 +983,28 @@ fn owner_down_ends_waiters_on_b_and_new_ones_work_when_it_returns() {
     let mut pair = Pair::start();
     let (address, token) = mailbox_on(&pair.b);
     let runtime = crate::realtime::rt();
-    let mut ws = runtime.block_on(async {
+    let base = format!("http://{}/api/v1/mailboxes/{address}", pair.b.http_addr);
+    let (mut ws, mut sse) = runtime.block_on(async {
         let mut ws = ws_on(&pair.b, &address, &token, 0).await;
+        let sse = Sse::open(&format!("{base}/events"), &token, None)
+            .await
+            .expect("the stream opens");
         mail(pair.b.smtp_addr, &address, "before the stop");
         assert_eq!(next_event(&mut ws).await.0, 1);
-        ws
+        (ws, sse)
     });
+    assert_eq!(runtime.block_on(sse.next_seq()), 1);
+    let waiting = {
+        let url = format!("{base}/wait?since=1&timeout=120");
+        let token = token.clone();
+        std::thread::spawn(move || {
+            let answer = http().get(url).bearer_auth(token).send().expect("wait");
+            answer.status().as_u16()
+        })
+    };
     pair.stop_a();
-    // Not a hang: once a no longer holds the partition, b ends the stream
-    // with where to resume.
+    // Not a hang: once a no longer holds the partition, b ends each of
+    // them with where to resume.
     let closed = runtime.block_on(next(&mut ws));
     match closed {
         Got::Close(code, reason) => {
@@ -1000,6 +1013,10 @@ fn owner_down_ends_waiters_on_b_and_new_ones_work_when_it_returns() {
         }
         other => panic!("expected a close, got {other:?}"),
     }
+    let last = runtime.block_on(sse.next()).expect("a last event");
+    assert_eq!(last.event, "unavailable", "{last:?}");
+    assert!(last.data.contains(r#""resume_since":1"#), "{last:?}");
+    assert_eq!(waiting.join().expect("the wait answered"), 503);
     // While a is down, a new waiter is told to come back later.
     let url = format!("ws://{}/ws/inbox/{address}?token={token}", pair.b.http_addr);
     let (status, _) = runtime.block_on(crate::realtime::ws_refused(&url));
