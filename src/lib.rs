@@ -187,8 +187,13 @@ impl Appliance {
                 cluster_events = Some(Arc::clone(&events));
                 // Only here: a single host has no tap and publishes nothing.
                 let announcer = Arc::clone(&events);
-                engine.set_event_tap(Arc::new(move |event| {
-                    announcer.announce(event.address.to_string(), event.id.seq)
+                engine.set_event_tap(Arc::new(move |tapped| match tapped {
+                    uncorreo_engine::Tapped::Committed(event) => {
+                        announcer.announce(event.address.to_string(), event.id.seq)
+                    }
+                    uncorreo_engine::Tapped::Closed(address) => {
+                        announcer.announce_gone(address.to_string())
+                    }
                 }));
                 cluster_route = Some(Arc::new(uncorreo_hop::Cluster::new(
                     engine.clone(),

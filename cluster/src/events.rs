@@ -2,7 +2,8 @@
 //!
 //! The owner of a mailbox announces each committed message on the NATS core
 //! subject `uncorreo.ev.<partition>` as a [`Notice`]: the mailbox's address
-//! and the message's sequence, never its content. A host with waiters for
+//! and the message's sequence, never its content; and the end of a mailbox
+//! (deleted, expired), so waiters elsewhere end with it. A host with waiters for
 //! mailboxes of a partition it does not serve holds ONE subscription to that
 //! partition's subject, shared by all its waiters there, and wakes each
 //! waiter of the announced mailbox. The waiter then reads everything past
@@ -35,15 +36,18 @@ pub fn subject(partition: Partition) -> String {
     format!("uncorreo.ev.{}", partition.0)
 }
 
-/// One committed message, as announced on NATS.
+/// One committed message, or the end of a mailbox, as announced on NATS.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Notice {
     /// The mailbox's address (canonical: lower case, no tag).
     #[serde(rename = "m")]
     pub mailbox: String,
-    /// The message's sequence in its mailbox.
+    /// The message's sequence in its mailbox (0 for an end).
     #[serde(rename = "s")]
     pub seq: u64,
+    /// The mailbox was deleted or expired.
+    #[serde(rename = "g", default, skip_serializing_if = "std::ops::Not::not")]
+    pub gone: bool,
 }
 
 /// The bounds of [`Events`].
@@ -147,6 +151,7 @@ enum Ready {
 #[derive(Debug, Default)]
 struct Slot {
     announced: AtomicU64,
+    gone: AtomicBool,
     notify: Notify,
 }
 
@@ -212,7 +217,25 @@ impl Events {
             dropped();
             return;
         }
-        if self.queue.try_send(Notice { mailbox, seq }).is_err() {
+        self.send(Notice {
+            mailbox,
+            seq,
+            gone: false,
+        });
+    }
+
+    /// Announces that a mailbox ended (deleted or expired), so waiters
+    /// elsewhere end too; like [`Events::announce`], never waits.
+    pub fn announce_gone(&self, mailbox: String) {
+        self.send(Notice {
+            mailbox,
+            seq: 0,
+            gone: true,
+        });
+    }
+
+    fn send(&self, notice: Notice) {
+        if self.queue.try_send(notice).is_err() {
             dropped();
         }
     }
@@ -340,7 +363,11 @@ impl Events {
                     .get(&partition)
                     .and_then(|w| w.mailboxes.get(&notice.mailbox));
                 for (_, slot) in slots.into_iter().flatten() {
-                    slot.announced.fetch_max(notice.seq, Ordering::AcqRel);
+                    if notice.gone {
+                        slot.gone.store(true, Ordering::Release);
+                    } else {
+                        slot.announced.fetch_max(notice.seq, Ordering::AcqRel);
+                    }
                     slot.notify.notify_one();
                 }
             }
@@ -353,6 +380,11 @@ impl Events {
             ready,
             _stop: stop,
         }
+    }
+
+    /// Waiters registered on this host now.
+    pub fn waiters(&self) -> usize {
+        self.registry.lock().live
     }
 
     /// Partitions with a live subscription on this host now.
@@ -382,6 +414,12 @@ impl Watch {
     /// registered (0: none yet).
     pub fn announced(&self) -> u64 {
         self.slot.announced.load(Ordering::Acquire)
+    }
+
+    /// Whether the owner announced that the mailbox ended since the last
+    /// call (one read from the owner then says whether it did).
+    pub fn take_gone(&self) -> bool {
+        self.slot.gone.swap(false, Ordering::AcqRel)
     }
 
     /// Waits for the next announcement (returns at once if one came since
@@ -443,6 +481,7 @@ mod tests {
         let notice = Notice {
             mailbox: "box@example.test".to_owned(),
             seq: 7,
+            gone: false,
         };
         let bytes = serde_json::to_vec(&notice).expect("serialises");
         assert_eq!(bytes, br#"{"m":"box@example.test","s":7}"#);
@@ -451,5 +490,8 @@ mod tests {
             notice
         );
         assert_eq!(subject(Partition(12)), "uncorreo.ev.12");
+        let gone = serde_json::from_slice::<Notice>(br#"{"m":"box@example.test","s":0,"g":true}"#)
+            .expect("parses");
+        assert!(gone.gone);
     }
 }

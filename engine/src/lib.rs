@@ -57,7 +57,7 @@ pub use fanout::{SubscribeError, Subscriber, SubscriberLimits};
 pub use files::{DataFile, Io, RealIo};
 pub use handover::{ImportError, ImportReport, MailboxExport, MessageExport};
 pub use quota::QuotaHolds;
-pub use state::EventTap;
+pub use state::{EventTap, Tapped};
 pub use sys::set_mmap_threshold;
 pub use types::*;
 

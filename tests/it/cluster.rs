@@ -1042,3 +1042,45 @@ fn owner_down_ends_waiters_on_b_and_new_ones_work_when_it_returns() {
         );
     });
 }
+
+#[test]
+fn a_mailbox_deleted_through_b_ends_its_waiters_on_b() {
+    let pair = Pair::start();
+    let (address, token) = mailbox_on(&pair.b);
+    let base = format!("http://{}/api/v1/mailboxes/{address}", pair.b.http_addr);
+    let waiting = {
+        let url = format!("{base}/wait?timeout=120");
+        let token = token.clone();
+        std::thread::spawn(move || {
+            let answer = http().get(url).bearer_auth(token).send().expect("wait");
+            answer.status().as_u16()
+        })
+    };
+    let events = pair.b.cluster_events().expect("b has events");
+    crate::realtime::rt().block_on(async {
+        let mut ws = ws_on(&pair.b, &address, &token, 0).await;
+        // Both wait on b before the delete.
+        assert!(eventually(Duration::from_secs(30), || events.waiters() == 2));
+        // (The blocking client on a thread of its own, outside this runtime.)
+        let deleted = {
+            let (base, token) = (base.clone(), token.clone());
+            std::thread::spawn(move || {
+                let answer = http()
+                    .delete(base)
+                    .bearer_auth(token)
+                    .send()
+                    .expect("delete");
+                answer.status().as_u16()
+            })
+            .join()
+            .expect("deleted")
+        };
+        assert_eq!(deleted, 204);
+        // a announces the end: the stream on b ends as on a, at once.
+        match next(&mut ws).await {
+            Got::Close(code, reason) => assert_eq!(code, 4004, "{reason}"),
+            other => panic!("expected a close, got {other:?}"),
+        }
+    });
+    assert_eq!(waiting.join().expect("the wait answered"), 404);
+}

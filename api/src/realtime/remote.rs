@@ -2,6 +2,9 @@
 //! "Real time"). The stream runs here; the mailbox's data stays with its
 //! owner.
 //!
+//! The owner also announces the end of a mailbox (deleted, expired): its
+//! waiters here then read once, get `404` and end as on the owner.
+//!
 //! Every waiter does the same steps, in order:
 //! 1. asks the owner for the mailbox with the caller's credential (a
 //!    proxied `GET`), so `401` / `404` are the owner's own answers;
@@ -325,7 +328,8 @@ impl RemoteFeed {
             // handed out, which also fetches any notice lost before it.
             // One at or below it is a duplicate.
             let announced = self.watch.announced();
-            if r.more || announced > r.covered.max(r.last) {
+            // An end announced: the read says whether the mailbox is gone.
+            if r.more || announced > r.covered.max(r.last) || self.watch.take_gone() {
                 r.read(announced).await?;
                 continue;
             }
@@ -463,6 +467,7 @@ pub async fn wait(state: &AppState, mailbox: Authorized, q: WaitQuery) -> Respon
     let mut resync = tokio::time::interval_at(tokio::time::Instant::now() + ping, ping);
     resync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_round = false;
+    let mut scanned = false;
     loop {
         let announced = watch.announced();
         let scan = Scan {
@@ -481,9 +486,15 @@ pub async fn wait(state: &AppState, mailbox: Authorized, q: WaitQuery) -> Respon
             Ok(answer) => answer,
             Err(_) => return unavailable(),
         };
+        if head.status == 401 && scanned {
+            // The session token ended with its mailbox, as a wait on the
+            // owner ends when the mailbox does.
+            return Problem::not_found().into_response();
+        }
         if head.status != 200 {
             return owner_answer(head, body);
         }
+        scanned = true;
         let Ok(answer) = serde_json::from_slice::<WaitResponse>(&body) else {
             return unavailable();
         };
@@ -507,8 +518,9 @@ pub async fn wait(state: &AppState, mailbox: Authorized, q: WaitQuery) -> Respon
             })
             .into_response();
         }
-        // Until there is something new to scan.
-        while watch.announced() <= covered {
+        // Until there is something new to scan (or the mailbox ended: the
+        // scan then answers 404, as on the owner).
+        while watch.announced() <= covered && !watch.take_gone() {
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => {
