@@ -70,6 +70,26 @@ fn words_into<'t>(text: &'t str, out: &mut Vec<Word<'t>>) {
 
 /// Calls `found(start, end)` for each word of `text`, in order.
 fn word_bounds(text: &str, mut found: impl FnMut(usize, usize)) {
+    if text.is_ascii() {
+        // Most lines: one byte test per byte. The general walk below starts
+        // a block scan at every word, which cost several times more on
+        // short words.
+        let bytes = text.as_bytes();
+        let mut i = 0;
+        while i < bytes.len() {
+            while bytes.get(i).is_some_and(|&b| word_end(b)) {
+                i += 1;
+            }
+            let start = i;
+            while bytes.get(i).is_some_and(|&b| !word_end(b)) {
+                i += 1;
+            }
+            if start < i {
+                found(start, i);
+            }
+        }
+        return;
+    }
     // An ASCII byte is its own char (whitespace as `char::is_whitespace`
     // says); only the rest is decoded.
     let ascii_separator = |b: u8| matches!(b, b'\t'..=b'\r' | b' ' | b':');
