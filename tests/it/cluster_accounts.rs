@@ -30,6 +30,10 @@ fn start(data: &std::path::Path, cluster: uncorreo::config::ClusterConfig) -> Ap
     let mut config = test_config(data);
     config.cluster = Some(cluster);
     crate::realtime::no_rate_limits(&mut config);
+    // SMTP AUTH with API keys, in the clear on loopback (the TLS side of
+    // AUTH has its own tests in `smtp::auth`).
+    config.smtp.auth = uncorreo_smtpd::auth::AuthMode::Keys;
+    config.smtp.auth_allow_plaintext = true;
     Appliance::start(config).expect("joins")
 }
 
@@ -214,6 +218,52 @@ fn a_key_minted_on_b_works_on_a_for_every_route() {
             assert_eq!(status(host, reqwest::Method::GET, &path, &key), 200);
         }
     }
+}
+
+/// `AUTH PLAIN` with `password` on `host`'s SMTP port: the reply's code.
+fn smtp_auth(host: &Appliance, password: &str) -> String {
+    use base64::Engine as _;
+    let stream = std::net::TcpStream::connect(host.smtp_addr).expect("smtp");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("timeout");
+    let mut reader = BufReader::new(stream.try_clone().expect("clone"));
+    let mut writer = stream;
+    let mut reply = || {
+        // The last line of a (multi-line) reply has a space after the code.
+        loop {
+            let mut line = String::new();
+            reader.read_line(&mut line).expect("reply");
+            if line.len() < 4 || line.as_bytes()[3] != b'-' {
+                return line;
+            }
+        }
+    };
+    reply();
+    writer.write_all(b"EHLO test.example\r\n").expect("ehlo");
+    reply();
+    let plain = base64::engine::general_purpose::STANDARD.encode(format!("\0ci\0{password}"));
+    writer
+        .write_all(format!("AUTH PLAIN {plain}\r\n").as_bytes())
+        .expect("auth");
+    reply().chars().take(3).collect()
+}
+
+#[test]
+fn smtp_auth_on_a_takes_a_key_minted_on_b() {
+    let split = Split::start();
+    let (_, first) = split.user_on(&split.b);
+    let (_, key) = mint(&split.b, &first);
+    // A REST request lets a's replica catch up; SMTP then checks the key there.
+    assert_eq!(
+        status(&split.a, reqwest::Method::GET, "/api/v1/keys", &key),
+        200
+    );
+    assert_eq!(smtp_auth(&split.a, &key), "235");
+    assert_eq!(
+        smtp_auth(&split.a, "uct_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"),
+        "535"
+    );
 }
 
 #[test]
