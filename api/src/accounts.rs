@@ -174,3 +174,58 @@ impl Accounts for EngineAccounts {
         Box::pin(async move { Ok(self.0.disable_user(user).await?) })
     }
 }
+
+/// No accounts: for an operator action that needs none on a cluster host
+/// whose NATS is not asked. Reads find nothing, writes are refused.
+#[derive(Clone, Copy, Debug)]
+pub struct NoAccounts;
+
+impl Accounts for NoAccounts {
+    fn user(&self, _: UserId) -> Option<UserInfo> {
+        None
+    }
+    fn users(&self) -> Vec<UserInfo> {
+        Vec::new()
+    }
+    fn api_key_by_hash(&self, _: &[u8; 32]) -> Option<ApiKeyInfo> {
+        None
+    }
+    fn api_key(&self, _: ApiKeyId) -> Option<ApiKeyInfo> {
+        None
+    }
+    fn api_keys_of(&self, _: UserId) -> Vec<ApiKeyInfo> {
+        Vec::new()
+    }
+    fn user_disabled_at(&self, _: UserId) -> Option<u64> {
+        None
+    }
+    fn create_user(&self, _: String) -> BoxFuture<'_, Result<UserInfo, AccountsError>> {
+        Box::pin(std::future::ready(Err(no_accounts())))
+    }
+    fn add_subscription(
+        &self,
+        _: UserId,
+        _: Subscription,
+        _: bool,
+    ) -> BoxFuture<'_, Result<(), AccountsError>> {
+        Box::pin(std::future::ready(Err(no_accounts())))
+    }
+    fn create_api_key(
+        &self,
+        _: UserId,
+        _: [u8; 32],
+        _: String,
+    ) -> BoxFuture<'_, Result<ApiKeyInfo, AccountsError>> {
+        Box::pin(std::future::ready(Err(no_accounts())))
+    }
+    fn revoke_api_key(&self, _: ApiKeyId) -> BoxFuture<'_, Result<(), AccountsError>> {
+        Box::pin(std::future::ready(Err(no_accounts())))
+    }
+    fn disable_user(&self, _: UserId) -> BoxFuture<'_, Result<(), AccountsError>> {
+        Box::pin(std::future::ready(Err(no_accounts())))
+    }
+}
+
+fn no_accounts() -> AccountsError {
+    AccountsError::Unavailable("no accounts for this action".to_owned())
+}

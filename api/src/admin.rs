@@ -185,6 +185,23 @@ impl AdminRequest {
         }
     }
 
+    /// True for actions that read or change users and keys: in a cluster
+    /// they need its accounts (NATS); the others need only this disk.
+    pub fn needs_accounts(&self) -> bool {
+        match self {
+            Self::UserCreate { .. }
+            | Self::UserList
+            | Self::UserShow { .. }
+            | Self::UserSetPlan { .. }
+            | Self::UserDisable { .. }
+            | Self::KeyCreate { .. }
+            | Self::KeyList { .. }
+            | Self::KeyRevoke { .. } => true,
+            Self::MailboxList { user } | Self::MailboxDelete { user, .. } => user.is_some(),
+            Self::MailboxShow { .. } | Self::Stats | Self::Audit | Self::Backup { .. } => false,
+        }
+    }
+
     /// True for actions that change state (or write a backup): they are audited.
     pub fn changes_state(&self) -> bool {
         matches!(

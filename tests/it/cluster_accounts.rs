@@ -356,3 +356,33 @@ fn without_nats_keys_are_still_checked_and_account_changes_answer_503() {
     assert_eq!(answer["status"], "error", "{answer}");
     assert_eq!(answer["code"], "unavailable", "{answer}");
 }
+
+#[test]
+fn offline_admin_on_a_cluster_host_makes_users_of_the_cluster() {
+    let split = Split::start();
+    // A third host's data directory with no server running on it: the CLI
+    // opens the disk itself and the accounts in NATS.
+    let data = tempfile::tempdir().expect("tempdir");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_uncorreo"))
+        .args(["admin", "user", "create", "--plan", "free"])
+        .env("UNCORREO__ENGINE__DATA_DIR", data.path())
+        .env("UNCORREO__ENGINE__MIN_FREE_BYTES", "0")
+        .env("UNCORREO__ENGINE__DOMAINS", format!("[\"{DOMAIN}\"]"))
+        .env("UNCORREO__CLUSTER__NATS_URL", split.nats.url())
+        .env("UNCORREO__CLUSTER__NODE_ID", "c")
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("uncorreo admin");
+    assert!(out.status.success(), "{out:?}");
+    let key = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find(|l| l.starts_with("uct_"))
+        .unwrap_or_else(|| panic!("no key printed: {out:?}"))
+        .to_owned();
+    for host in [&split.a, &split.b] {
+        assert_eq!(
+            status(host, reqwest::Method::GET, "/api/v1/keys", &key),
+            200
+        );
+    }
+}
