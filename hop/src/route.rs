@@ -22,7 +22,7 @@ use uncorreo_engine::{
     DeliverError, Delivery, DeliveryOutcome, Engine, MessageId, QuotaHolds, Recipient, ResolveError,
 };
 
-use crate::client::{post, post_bounded, HopError};
+use crate::client::{post, post_bounded, HopError, Replay};
 use crate::wire::{
     encode_deliver, rcpt_text, DeliverAnswer, DeliverEnvelope, ResolveAnswer, ResolveRequest,
     DELIVER_PATH, RESOLVE_PATH,
@@ -130,7 +130,15 @@ impl Cluster {
             node: owner.node.clone(),
         };
         let body = serde_json::to_vec(&request).unwrap_or_default();
-        let answer = post(&owner.hop, &self.secret, RESOLVE_PATH, body, self.timeout).await;
+        let answer = post(
+            &owner.hop,
+            &self.secret,
+            RESOLVE_PATH,
+            body,
+            self.timeout,
+            Replay::Idempotent,
+        )
+        .await;
         let result = match answer {
             Ok((200, body)) => serde_json::from_slice::<ResolveAnswer>(&body)
                 .map(|a| a.refused.map_or(Ok(()), |r| Err(ResolveError::from(r))))
@@ -234,7 +242,16 @@ impl Cluster {
             node: owner.node.clone(),
         };
         let body = encode_deliver(&envelope, &delivery.raw);
-        let answer = post(&owner.hop, &self.secret, DELIVER_PATH, body, self.timeout).await;
+        // Not replayed once written: see `client`'s module doc.
+        let answer = post(
+            &owner.hop,
+            &self.secret,
+            DELIVER_PATH,
+            body,
+            self.timeout,
+            Replay::Unsent,
+        )
+        .await;
         let result = match answer {
             Ok((200, body)) => parse_answer(&body).ok_or(DeliverError::Saturated),
             Ok((413, _)) => Err(DeliverError::TooLarge {
@@ -281,6 +298,7 @@ impl Cluster {
             request,
             self.timeout,
             max_answer.saturating_add(crate::server::ENVELOPE_ROOM),
+            Replay::Unsent,
         )
         .await;
         let result = match answer {

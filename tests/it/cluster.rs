@@ -421,6 +421,93 @@ fn the_hop_bounds_body_size_and_connections() {
     a.shutdown();
 }
 
+/// One answer read off a kept-alive connection: its status, and whether
+/// the server said it closes.
+fn read_answer(stream: &mut TcpStream) -> Option<(u16, bool)> {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        match stream.read(&mut byte) {
+            Ok(1) => head.push(byte[0]),
+            _ => return None,
+        }
+    }
+    let text = String::from_utf8_lossy(&head).to_ascii_lowercase();
+    let status = text.split(' ').nth(1)?.parse().ok()?;
+    let length: usize = text
+        .lines()
+        .find_map(|line| line.strip_prefix("content-length:"))
+        .and_then(|value| value.trim().parse().ok())
+        .unwrap_or(0);
+    let mut body = vec![0u8; length];
+    stream.read_exact(&mut body).ok()?;
+    Some((status, text.contains("connection: close")))
+}
+
+/// A signed resolve on an open connection, kept alive.
+fn resolve_on(stream: &mut TcpStream) -> Option<(u16, bool)> {
+    let path = "/internal/v1/resolve";
+    let body = br#"{"rcpt":"nobody@uncorreo.test","node":"a"}"#;
+    let signature = HopSecret::new(SECRET.as_bytes().to_vec())
+        .expect("secret")
+        .sign("POST", path, now(), body);
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nhost: hop\r\ncontent-length: {}\r\n{HEADER}: {signature}\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).ok()?;
+    stream.write_all(body).ok()?;
+    read_answer(stream)
+}
+
+/// The hop keeps connections alive (the accepting host's pool relies on
+/// it): several requests per connection, each connection counted once
+/// against the cap, and an idle one closed by the head timeout.
+#[test]
+fn the_hop_serves_several_requests_per_connection_within_its_bounds() {
+    let nats = NatsServer::start();
+    let secret = secret_file();
+    let data = tempfile::tempdir().expect("tempdir");
+    let a = start(
+        data.path(),
+        ClusterConfig {
+            hop_max_connections: 2,
+            ..hop_member(&nats, "a", secret.path())
+        },
+    )
+    .expect("a joins");
+    let hop = a.hop_addr().expect("a has a hop");
+    let open = || {
+        let stream = TcpStream::connect(hop).expect("connect");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .expect("timeout");
+        stream
+    };
+    let mut first = open();
+    let mut second = open();
+    for _ in 0..3 {
+        assert_eq!(resolve_on(&mut first), Some((200, false)));
+        assert_eq!(resolve_on(&mut second), Some((200, false)));
+    }
+    // The two kept-alive connections fill the cap: a third is refused.
+    let mut third = open();
+    let mut answer = Vec::new();
+    let _ = third.read_to_end(&mut answer);
+    assert!(answer.starts_with(b"HTTP/1.1 503"), "{answer:?}");
+    // Left idle, a connection is closed by the head timeout (the server's
+    // idle limit, longer than the client pool's).
+    let started = Instant::now();
+    let mut rest = Vec::new();
+    let closed = first.read_to_end(&mut rest);
+    assert!(closed.is_ok() && rest.is_empty(), "{closed:?} {rest:?}");
+    assert!(
+        started.elapsed() >= uncorreo_hop::client::IDLE_TIMEOUT,
+        "the server closed an idle connection before the client pool stops reusing it"
+    );
+    a.shutdown();
+}
+
 #[test]
 fn smtp_at_b_is_stored_by_the_owner_a_and_acked_after_its_commit() {
     let pair = Pair::start();
