@@ -153,6 +153,7 @@ impl Appliance {
         let mut cluster_route = None;
         let mut hop_server = None;
         let mut hop_addr = None;
+        let mut hop_leave = None;
         if let (Some(cluster), Some(mut member)) = (&config.cluster, cluster_member) {
             let bound = cluster::bind(cluster)?;
             let secret = match bound {
@@ -182,6 +183,11 @@ impl Appliance {
                         timeout: std::time::Duration::from_secs(cluster.hop_timeout_secs),
                     },
                 )));
+                hop_leave = Some(cluster::HopLeave {
+                    engine: engine.clone(),
+                    secret: secret.clone(),
+                    timeout: std::time::Duration::from_secs(cluster.hop_timeout_secs),
+                });
                 let server = Arc::new(uncorreo_hop::server::HopServer::new(
                     engine.clone(),
                     secret,
@@ -190,6 +196,9 @@ impl Appliance {
                     partitions,
                     cluster::limits(&engine, cluster),
                 ));
+                server.set_adopter(Arc::new(cluster::HomeAdopter::new(
+                    joined.membership.clone(),
+                )));
                 cluster_threads.push(cluster::serve(
                     listener,
                     Arc::clone(&server),
@@ -277,6 +286,10 @@ impl Appliance {
             engine: engine.clone(),
             plans: config.plans.clone(),
             limits: config.limits.clone(),
+            cluster: cluster_membership.clone().map(|membership| {
+                Arc::new(cluster::Operations::new(membership, hop_leave.clone()))
+                    as Arc<dyn uncorreo_api::admin::ClusterOps>
+            }),
         };
         {
             let shutdown = shutdown.clone();

@@ -73,6 +73,8 @@ pub struct OperatorState {
     pub plans: Plans,
     /// Default plan and API limits.
     pub limits: LimitsConfig,
+    /// With `[cluster]`: the cluster actions (`cluster leave`).
+    pub cluster: Option<Arc<dyn crate::admin::ClusterOps>>,
 }
 
 /// Serve `listener` until `shutdown` is cancelled.
@@ -136,6 +138,7 @@ async fn handle(stream: UnixStream, state: &OperatorState) {
                     plans: &state.plans,
                     limits: &state.limits,
                     actor,
+                    cluster: state.cluster.as_deref(),
                 };
                 match crate::admin::execute(&ctx, env.request).await {
                     Ok(result) => Answer::Ok { result },

@@ -18,7 +18,7 @@ use uncorreo_ses::fixture as sns;
 use crate::support::{code, test_config, Raw};
 
 pub(crate) const PARTITIONS: u16 = 16;
-const SECRET: &str = "0123456789abcdef0123456789abcdef-test-cluster-secret";
+pub(crate) const SECRET: &str = "0123456789abcdef0123456789abcdef-test-cluster-secret";
 
 fn member(nats: &NatsServer, node: &str) -> ClusterConfig {
     ClusterConfig {
@@ -211,7 +211,7 @@ fn listed(host: &Appliance, address: &str, token: &str) -> Vec<String> {
 
 /// One SMTP transaction at `smtp`: the RCPT reply, and the end-of-data
 /// reply when RCPT was taken.
-fn send(smtp: SocketAddr, rcpt: &str, body: &str) -> (String, Option<String>) {
+pub(crate) fn send(smtp: SocketAddr, rcpt: &str, body: &str) -> (String, Option<String>) {
     let (mut c, greeting) = Raw::connect(smtp);
     assert_eq!(code(&greeting), "220");
     assert_eq!(code(&c.cmd("EHLO client.test")), "250");
@@ -229,7 +229,7 @@ fn send(smtp: SocketAddr, rcpt: &str, body: &str) -> (String, Option<String>) {
 }
 
 /// The ids a `250 2.0.0 Ok: stored as <id>,…` names.
-fn stored_ids(reply: &str) -> Vec<String> {
+pub(crate) fn stored_ids(reply: &str) -> Vec<String> {
     reply
         .split_once("stored as ")
         .map(|(_, ids)| ids.split(',').map(|id| id.trim().to_owned()).collect())
