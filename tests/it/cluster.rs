@@ -305,7 +305,12 @@ fn a_host_that_cannot_reach_nats_does_not_start_and_says_why() {
 }
 
 /// A raw HTTP/1.1 request to the hop; returns the status code.
-fn hop_request(addr: SocketAddr, path: &str, signature: Option<&str>, body: &[u8]) -> u16 {
+pub(crate) fn hop_request(
+    addr: SocketAddr,
+    path: &str,
+    signature: Option<&str>,
+    body: &[u8],
+) -> u16 {
     let mut stream = TcpStream::connect(addr).expect("connect");
     stream
         .set_read_timeout(Some(Duration::from_secs(30)))
@@ -333,7 +338,7 @@ fn status_of(stream: &mut TcpStream) -> u16 {
         .unwrap_or_else(|| panic!("no HTTP status in {text:?}"))
 }
 
-fn now() -> u64 {
+pub(crate) fn now() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .expect("clock")

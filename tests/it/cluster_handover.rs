@@ -635,3 +635,56 @@ fn a_leave_whose_destination_goes_down_mid_way_aborts_and_the_source_keeps_servi
     a.shutdown();
     b.shutdown();
 }
+
+/// The destination's routes obey only a real move: an `adopt` for a
+/// partition whose home is not the destination is refused (`409`) and
+/// serves nothing there, and a copy into a host that serves the partition
+/// is refused (`409`) and writes nothing.
+#[test]
+fn a_stray_adopt_or_copy_is_refused() {
+    use crate::cluster::{hop_request, now, SECRET};
+    let nats = NatsServer::start();
+    let secret = secret_file();
+    let (data_a, data_b) = (
+        tempfile::tempdir().expect("tempdir"),
+        tempfile::tempdir().expect("tempdir"),
+    );
+    let a = start(data_a.path(), hop_member(&nats, "a", secret.path()));
+    let b = start(data_b.path(), hop_member(&nats, "b", secret.path()));
+    let signer = HopSecret::new(SECRET.as_bytes().to_vec()).expect("secret");
+    let signed = |path: &str, body: &[u8]| signer.sign("POST", path, now(), body);
+
+    let adopt = br#"{"node":"b","partition":3}"#;
+    let path = "/internal/v1/handover/adopt";
+    let hop_b = b.hop_addr().expect("hop");
+    assert_eq!(
+        hop_request(hop_b, path, Some(&signed(path, adopt)), adopt),
+        409
+    );
+    assert_eq!(served(&b), 0);
+
+    // A chunk of one of A's mailboxes, sent back to A, which serves it.
+    let made = create(&a.engine, "stray");
+    let p = partition_of(
+        &format!("stray@{DOMAIN}"),
+        PartitionCount::new(PARTITIONS).expect("count"),
+    );
+    let chunk = a.engine.export_mailbox(made.id).expect("export");
+    let body = uncorreo_hop::wire::frame(
+        &uncorreo_hop::wire::CopyHead {
+            node: "a".to_owned(),
+            partition: p.0,
+        },
+        &ExportChunk::whole(chunk).encode(),
+    );
+    let path = "/internal/v1/handover/copy";
+    let hop_a = a.hop_addr().expect("hop");
+    let before = views(&a.engine);
+    assert_eq!(
+        hop_request(hop_a, path, Some(&signed(path, &body)), &body),
+        409
+    );
+    assert_eq!(views(&a.engine), before);
+    a.shutdown();
+    b.shutdown();
+}
