@@ -528,13 +528,29 @@ impl uncorreo_hop::server::Adopter for HomeAdopter {
 pub struct Operations {
     membership: Membership,
     hop: Option<HopLeave>,
+    /// One leave at a time: a second would race the first on each
+    /// partition's home.
+    leaving: Arc<std::sync::atomic::AtomicBool>,
+}
+
+/// Clears the "leaving" flag when the leave ends, however it ends.
+struct Leaving(Arc<std::sync::atomic::AtomicBool>);
+
+impl Drop for Leaving {
+    fn drop(&mut self) {
+        self.0.store(false, std::sync::atomic::Ordering::SeqCst);
+    }
 }
 
 impl Operations {
     /// The cluster actions of this host (`hop`: `None` without
     /// `[cluster] listen`, where a leave over the hop cannot run).
     pub fn new(membership: Membership, hop: Option<HopLeave>) -> Operations {
-        Operations { membership, hop }
+        Operations {
+            membership,
+            hop,
+            leaving: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+        }
     }
 }
 
@@ -547,10 +563,15 @@ impl uncorreo_api::admin::ClusterOps for Operations {
     > {
         let membership = self.membership.clone();
         let hop = self.hop.clone();
+        let leaving = Arc::clone(&self.leaving);
         Box::pin(async move {
             let Some(hop) = hop else {
                 return Err("cluster leave needs [cluster] listen (the hop)".to_owned());
             };
+            if leaving.swap(true, std::sync::atomic::Ordering::SeqCst) {
+                return Err("a leave is already under way on this host".to_owned());
+            }
+            let _leaving = Leaving(leaving);
             let (to, moved) = membership
                 .leave_over_hop(&hop, to.as_deref())
                 .await
