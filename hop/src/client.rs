@@ -49,8 +49,12 @@ use uncorreo_cluster::hop::{HopSecret, HEADER};
 /// The largest answer read back (answers are small JSON documents).
 pub const MAX_ANSWER_BYTES: usize = 1 << 20;
 
-/// Idle connections kept per owner address, per thread.
-pub const MAX_IDLE_PER_ADDRESS: usize = 8;
+/// Idle connections kept per owner address, per thread: enough for the
+/// deliveries a core has in flight to one owner in a burst (each waits for
+/// the owner's fsync, so they overlap), few enough that every host's idle
+/// connections stay well under an owner's `hop_max_connections` (1,024:
+/// e.g. 3 other hosts x 8 cores x 32); and none outlives [`IDLE_TIMEOUT`].
+pub const MAX_IDLE_PER_ADDRESS: usize = 32;
 /// Owner addresses with idle connections kept, per thread; past it a
 /// connection to a new address is closed after its request.
 pub const MAX_ADDRESSES: usize = 64;
