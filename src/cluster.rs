@@ -17,6 +17,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use uncorreo_cluster::assign::{AssignError, Assignments};
 use uncorreo_cluster::directory::Directory;
+use uncorreo_cluster::events::{Events, EventsConfig};
 use uncorreo_cluster::handover::{self, Destination, HandoverError, Moved};
 use uncorreo_cluster::hop::HopSecret;
 use uncorreo_cluster::member::{Member, MemberConfig, MemberHandle, Served};
@@ -115,6 +116,88 @@ pub fn start(config: MemberConfig, shutdown: CancellationToken) -> Result<Joined
             Err(StartError::Io {
                 what: "joining the cluster",
                 source: std::io::Error::other("the cluster thread exited during start"),
+            })
+        }
+    }
+}
+
+/// Notices queued for NATS before the owner drops them (counted): at a
+/// few dozen bytes each, a burst of this many costs well under a MiB.
+const EVENT_QUEUE: usize = 16_384;
+
+/// The bounds of events across hosts: remote waiters count like local
+/// ones (`[realtime]`).
+pub fn events_config(
+    realtime: &uncorreo_api::realtime::RealtimeConfig,
+    timeout: Duration,
+) -> EventsConfig {
+    EventsConfig {
+        publish_queue: EVENT_QUEUE,
+        max_watchers: realtime.max_subscribers,
+        max_watchers_per_mailbox: realtime.max_subscribers_per_mailbox,
+        subscribe_timeout: timeout,
+    }
+}
+
+/// Connects to NATS for events (SCALE.md, "Real time") on a thread of its
+/// own, which publishes this owner's notices and runs the subscriptions
+/// of this host's remote waiters until `shutdown`.
+pub fn start_events(
+    url: &str,
+    partitions: PartitionCount,
+    config: EventsConfig,
+    shutdown: CancellationToken,
+) -> Result<(Arc<Events>, JoinHandle<()>), StartError> {
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let url = url.to_owned();
+    let thread = std::thread::Builder::new()
+        .name("events".to_owned())
+        .spawn(move || {
+            let runtime = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(runtime) => runtime,
+                Err(error) => {
+                    let _ = ready_tx.send(Err(StartError::Io {
+                        what: "starting the events runtime",
+                        source: error,
+                    }));
+                    return;
+                }
+            };
+            runtime.block_on(async move {
+                let (events, publisher) = match Events::connect(&url, partitions, config).await {
+                    Ok(connected) => connected,
+                    Err(error) => {
+                        let _ = ready_tx.send(Err(StartError::Events(error)));
+                        return;
+                    }
+                };
+                if ready_tx.send(Ok(events)).is_err() {
+                    return;
+                }
+                tokio::select! {
+                    () = shutdown.cancelled() => {}
+                    () = publisher.run() => {}
+                }
+            });
+        })
+        .map_err(|source| StartError::Io {
+            what: "spawning the events thread",
+            source,
+        })?;
+    match ready_rx.recv() {
+        Ok(Ok(events)) => Ok((events, thread)),
+        Ok(Err(error)) => {
+            let _ = thread.join();
+            Err(error)
+        }
+        Err(_) => {
+            let _ = thread.join();
+            Err(StartError::Io {
+                what: "connecting for events",
+                source: std::io::Error::other("the events thread exited during start"),
             })
         }
     }

@@ -41,6 +41,9 @@ pub enum StartError {
     /// JetStream off, unreadable partition homes).
     #[error("joining the cluster: {0}")]
     Cluster(#[source] uncorreo_cluster::member::JoinError),
+    /// `[cluster] listen` is set and NATS could not be reached for events.
+    #[error("{0}")]
+    Events(#[source] uncorreo_cluster::events::ConnectError),
     /// Setting up a socket, a thread or a runtime failed.
     #[error("{what}: {source}")]
     Io {
@@ -74,6 +77,7 @@ pub struct Appliance {
     cluster_threads: Vec<JoinHandle<()>>,
     hop_addr: Option<SocketAddr>,
     hop_server: Option<Arc<uncorreo_hop::server::HopServer>>,
+    cluster_events: Option<Arc<uncorreo_cluster::events::Events>>,
 }
 
 /// Cancels its token when dropped, so a start that fails after joining the
@@ -154,6 +158,7 @@ impl Appliance {
         let mut hop_server = None;
         let mut hop_addr = None;
         let mut hop_leave = None;
+        let mut cluster_events = None;
         if let (Some(cluster), Some(mut member)) = (&config.cluster, cluster_member) {
             let bound = cluster::bind(cluster)?;
             let secret = match bound {
@@ -172,6 +177,25 @@ impl Appliance {
                         .local_addr()
                         .map_err(io("reading a bound address"))?,
                 );
+                let timeout = std::time::Duration::from_secs(cluster.hop_timeout_secs);
+                let (events, thread) = cluster::start_events(
+                    &cluster.nats_url,
+                    partitions,
+                    cluster::events_config(&config.realtime, timeout),
+                    cluster_stop.0.clone(),
+                )?;
+                cluster_threads.push(thread);
+                cluster_events = Some(Arc::clone(&events));
+                // Only here: a single host has no tap and publishes nothing.
+                let announcer = Arc::clone(&events);
+                engine.set_event_tap(Arc::new(move |tapped| match tapped {
+                    uncorreo_engine::Tapped::Committed(event) => {
+                        announcer.announce(event.address.to_string(), event.id.seq)
+                    }
+                    uncorreo_engine::Tapped::Closed(address) => {
+                        announcer.announce_gone(address.to_string())
+                    }
+                }));
                 cluster_route = Some(Arc::new(uncorreo_hop::Cluster::new(
                     engine.clone(),
                     uncorreo_hop::ClusterParts {
@@ -180,13 +204,14 @@ impl Appliance {
                         served: Arc::clone(&joined.served),
                         directory: joined.directory,
                         partitions,
-                        timeout: std::time::Duration::from_secs(cluster.hop_timeout_secs),
+                        timeout,
+                        events: Some(events),
                     },
                 )));
                 hop_leave = Some(cluster::HopLeave {
                     engine: engine.clone(),
                     secret: secret.clone(),
-                    timeout: std::time::Duration::from_secs(cluster.hop_timeout_secs),
+                    timeout,
                 });
                 let server = Arc::new(uncorreo_hop::server::HopServer::new(
                     engine.clone(),
@@ -350,6 +375,7 @@ impl Appliance {
             cluster_threads,
             hop_addr,
             hop_server,
+            cluster_events,
         })
     }
 
@@ -361,6 +387,11 @@ impl Appliance {
     /// With `[cluster] listen`: the internal hop's server (for test hooks).
     pub fn hop_server(&self) -> Option<Arc<uncorreo_hop::server::HopServer>> {
         self.hop_server.clone()
+    }
+
+    /// With `[cluster] listen`: events across hosts (for test hooks).
+    pub fn cluster_events(&self) -> Option<Arc<uncorreo_cluster::events::Events>> {
+        self.cluster_events.clone()
     }
 
     /// With `[cluster]`: this host's membership (handovers).

@@ -4,7 +4,8 @@
 //! checks its own callers; the answer comes back as the owner gave it.
 //!
 //! Routed: every `/api/v1/mailboxes/{address}…` route except the real-time
-//! streams (`…/events`, `…/wait`, not yet across hosts), and
+//! streams (`…/events`, `…/wait` and `/ws/inbox/…`, which run here on the
+//! owner's events: `realtime::remote`), and
 //! `POST /api/v1/mailboxes`, whose address is chosen here (the random local
 //! part too) so the mailbox is created by the owner of its partition. No
 //! live owner: `503` with `Retry-After`.
@@ -14,7 +15,7 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderName, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use uncorreo_hop::wire::HttpEnvelope;
+use uncorreo_hop::wire::{HttpAnswerHead, HttpEnvelope};
 use uncorreo_hop::Placement;
 
 use crate::problem::{Kind, Problem};
@@ -110,25 +111,28 @@ pub async fn route_to_owner(
     };
     let max_answer = max_message.saturating_add(1 << 20);
     match cluster.proxy(&owner, envelope, &bytes, max_answer).await {
-        Ok((head, body)) => {
-            let mut response = Response::new(Body::from(body));
-            *response.status_mut() =
-                StatusCode::from_u16(head.status).unwrap_or(StatusCode::BAD_GATEWAY);
-            for (name, value) in head.headers {
-                if let (Ok(name), Ok(value)) = (
-                    HeaderName::from_bytes(name.as_bytes()),
-                    HeaderValue::from_str(&value),
-                ) {
-                    response.headers_mut().append(name, value);
-                }
-            }
-            response
-        }
+        Ok((head, body)) => owner_answer(head, body),
         Err(_) => unavailable(),
     }
 }
 
-fn unavailable() -> Response {
+/// The owner's answer to a proxied request, as it gave it.
+pub(crate) fn owner_answer(head: HttpAnswerHead, body: bytes::Bytes) -> Response {
+    let mut response = Response::new(Body::from(body));
+    *response.status_mut() = StatusCode::from_u16(head.status).unwrap_or(StatusCode::BAD_GATEWAY);
+    for (name, value) in head.headers {
+        if let (Ok(name), Ok(value)) = (
+            HeaderName::from_bytes(name.as_bytes()),
+            HeaderValue::from_str(&value),
+        ) {
+            response.headers_mut().append(name, value);
+        }
+    }
+    response
+}
+
+/// No live owner, or it did not answer.
+pub(crate) fn unavailable() -> Response {
     Problem::new(
         Kind::Unavailable,
         "the host that keeps this mailbox is unavailable; retry shortly",

@@ -26,12 +26,17 @@
 //!
 //! Requests between hosts are signed with the cluster secret ([`hop`]).
 //!
+//! Owners announce committed messages on NATS core subjects, one per
+//! partition, and a host with waiters for a partition it does not serve
+//! shares one subscription among them ([`events`]).
+//!
 //! The key-value store is behind the [`store::CasBucket`] trait: NATS in
 //! production ([`nats::NatsBucket`]), an in-memory model with a manual
 //! clock in tests ([`store::MemoryBucket`]).
 
 pub mod assign;
 pub mod directory;
+pub mod events;
 pub mod handover;
 pub mod hop;
 pub mod lease;

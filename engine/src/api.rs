@@ -335,6 +335,7 @@ impl Engine {
             fail_next_sync: Default::default(),
             rederived: Default::default(),
             compaction_hook: Default::default(),
+            event_tap: Default::default(),
             campaigns: RwLock::new(meta_rec.campaigns.build(now)),
             config,
         });
@@ -1388,6 +1389,14 @@ impl Engine {
             return Err(StorageError::Closed);
         }
         crate::compaction::pass(self.shared())
+    }
+
+    /// Cluster mode: `tap` sees every committed event, after the index
+    /// holds it and after the in-process subscribers got it, on the writer
+    /// thread that committed it (so it must hand the event off without
+    /// blocking). Set once; false if a tap was set already.
+    pub fn set_event_tap(&self, tap: crate::state::EventTap) -> bool {
+        self.shared().event_tap.set(tap).is_ok()
     }
 
     /// Test hook: `hook` runs on the compaction thread each time a

@@ -161,7 +161,11 @@ fn expire(shared: &Shared, now: u64) {
                 let address = idx.mailboxes.get(id).map(|m| idx.mailboxes.address(m));
                 if let Some(m) = idx.remove_mailbox(id) {
                     // Its creation record's tombstone, now that it ended.
+                    let tap = shared.event_tap.get();
                     if let Some(address) = address {
+                        if let Some(tap) = tap {
+                            tap(crate::state::Tapped::Closed(&address));
+                        }
                         let t = crate::tombstone::Tombstone {
                             owner: m.owner.clone(),
                             at_ms: m.created_at_ms,

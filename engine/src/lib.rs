@@ -59,6 +59,7 @@ pub use handover::{
     ChunkDecodeError, ExportChunk, ImportError, ImportReport, MailboxExport, MessageExport,
 };
 pub use quota::QuotaHolds;
+pub use state::{EventTap, Tapped};
 pub use sys::set_mmap_threshold;
 pub use types::*;
 

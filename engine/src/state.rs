@@ -271,7 +271,26 @@ pub(crate) struct Shared {
     /// Live load-testing campaigns (`campaign.rs`). Lock order: a shard's
     /// index before this, never the other way round.
     pub(crate) campaigns: RwLock<crate::campaign::Table>,
+    /// Cluster mode only: told of every committed event and every ended
+    /// mailbox after the in-process fan-out (see
+    /// [`crate::Engine::set_event_tap`]). Unset on a single host, where it
+    /// costs one load per batch.
+    pub(crate) event_tap: std::sync::OnceLock<EventTap>,
 }
+
+/// What an [`EventTap`] is told.
+#[derive(Debug, Clone, Copy)]
+pub enum Tapped<'a> {
+    /// A message was committed and published.
+    Committed(&'a crate::types::Event),
+    /// The mailbox at this address ended (deleted or expired); its
+    /// subscriptions here were closed.
+    Closed(&'a Address),
+}
+
+/// See [`Shared::event_tap`]. Runs on a writer (or compaction) thread: it
+/// must not block.
+pub type EventTap = Arc<dyn Fn(Tapped<'_>) + Send + Sync>;
 
 /// See [`Shared::compaction_hook`].
 pub(crate) type CompactionHook = Arc<dyn Fn() + Send + Sync>;

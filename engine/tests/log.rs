@@ -539,3 +539,38 @@ fn a_session_token_finds_its_live_mailbox_only() {
         1
     );
 }
+
+/// The event tap (cluster mode) hears each commit after it is published,
+/// and each mailbox's end by deletion or by expiry reaped in compaction,
+/// with its address.
+#[test]
+fn the_event_tap_hears_commits_and_ends_with_their_addresses() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = clock();
+    let e = open(dir.path(), &c);
+    let heard = Arc::new(parking_lot::Mutex::new(Vec::new()));
+    let log = Arc::clone(&heard);
+    assert!(e.set_event_tap(Arc::new(move |tapped| {
+        log.lock().push(match tapped {
+            Tapped::Committed(ev) => format!("{}#{}", ev.address, ev.id.seq),
+            Tapped::Closed(address) => format!("{address} ended"),
+        })
+    })));
+    assert!(!e.set_event_tap(Arc::new(|_| {})), "set once");
+    let deleted = mailbox(&e, "del", 10, 3_600_000);
+    mailbox(&e, "exp", 10, 2000);
+    deliver(&e, &["del@uncorreo.test"], raw(100, 1));
+    deliver(&e, &["del@uncorreo.test"], raw(100, 2));
+    block_on(e.delete_mailbox(deleted.id)).unwrap();
+    c.advance(2000);
+    e.compact_now().unwrap();
+    assert_eq!(
+        *heard.lock(),
+        [
+            "del@uncorreo.test#1",
+            "del@uncorreo.test#2",
+            "del@uncorreo.test ended",
+            "exp@uncorreo.test ended"
+        ]
+    );
+}

@@ -19,3 +19,5 @@ pub mod server;
 pub mod wire;
 
 pub use route::{deliver, Cluster, ClusterParts, OwnerUnavailable, Placement};
+pub use uncorreo_cluster::directory::Owner;
+pub use uncorreo_cluster::events::{Events, Watch, WatchError};

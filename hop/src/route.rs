@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use uncorreo_cluster::directory::{Directory, Owner};
+use uncorreo_cluster::events::Events;
 use uncorreo_cluster::hop::HopSecret;
 use uncorreo_cluster::member::{Admitted, NotAdmitted, Served};
 use uncorreo_cluster::partition::{partition_of, Partition, PartitionCount};
@@ -55,6 +56,7 @@ pub struct Cluster {
     directory: Arc<Directory>,
     partitions: PartitionCount,
     timeout: Duration,
+    events: Option<Arc<Events>>,
 }
 
 /// What [`Cluster::new`] needs.
@@ -72,6 +74,9 @@ pub struct ClusterParts {
     pub partitions: PartitionCount,
     /// How long a hop request may take (under the SMTP DATA timeout).
     pub timeout: Duration,
+    /// Events across hosts (SCALE.md, "Real time"); `None`: waiters for
+    /// mailboxes other hosts own are refused.
+    pub events: Option<Arc<Events>>,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -94,7 +99,18 @@ impl Cluster {
             directory: parts.directory,
             partitions: parts.partitions,
             timeout: parts.timeout,
+            events: parts.events,
         }
+    }
+
+    /// Events across hosts, for waiters on mailboxes other hosts own.
+    pub fn events(&self) -> Option<&Arc<Events>> {
+        self.events.as_ref()
+    }
+
+    /// How long one hop request may take.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
     }
 
     /// The partition of a mailbox address.

@@ -38,6 +38,12 @@ pub struct Metric {
 
 /// Partitions this host may serve now (`[cluster]` only).
 pub const CLUSTER_PARTITIONS_SERVED: &str = "uncorreo_cluster_partitions_served";
+/// Event notices this owner published on NATS ([cluster] only).
+pub const CLUSTER_EVENTS_PUBLISHED_TOTAL: &str = "uncorreo_cluster_events_published_total";
+/// Event notices this owner dropped instead of publishing ([cluster] only).
+pub const CLUSTER_EVENTS_DROPPED_TOTAL: &str = "uncorreo_cluster_events_dropped_total";
+/// Waiters on this host for mailboxes other hosts own ([cluster] only).
+pub const CLUSTER_REMOTE_WAITERS: &str = "uncorreo_cluster_remote_waiters";
 /// Internal hop requests refused for their signature ([cluster] only).
 pub const HOP_REFUSED_TOTAL: &str = "uncorreo_hop_refused_total";
 /// Requests this host forwarded to another host's hop, by kind and outcome ([cluster] only).
@@ -145,6 +151,24 @@ pub const ALL: &[Metric] = &[
         kind: Kind::Gauge,
         unit: None,
         help: "Partitions this host holds the lease of and may serve now ([cluster] only).",
+    },
+    Metric {
+        name: CLUSTER_EVENTS_PUBLISHED_TOTAL,
+        kind: Kind::Counter,
+        unit: None,
+        help: "Event notices (mailbox and sequence) published on uncorreo.ev.<partition> ([cluster] only).",
+    },
+    Metric {
+        name: CLUSTER_EVENTS_DROPPED_TOTAL,
+        kind: Kind::Counter,
+        unit: None,
+        help: "Event notices dropped because the publish queue was full or NATS refused them; waiters elsewhere fill the gap from the owner ([cluster] only).",
+    },
+    Metric {
+        name: CLUSTER_REMOTE_WAITERS,
+        kind: Kind::Gauge,
+        unit: None,
+        help: "Real-time waiters (WebSocket, SSE, wait) on this host for mailboxes another host owns ([cluster] only).",
     },
     Metric {
         name: HOP_REFUSED_TOTAL,

@@ -53,8 +53,23 @@ pub(crate) fn hop_member(nats: &NatsServer, node: &str, secret: &std::path::Path
 }
 
 fn start(data: &std::path::Path, cluster: ClusterConfig) -> Result<Appliance, StartError> {
+    start_tweaked(data, cluster, |_| {})
+}
+
+/// The cluster tests' configuration: no rate limits in the way, and the
+/// real-time streams' periodic read (every `ping_interval_secs`) far off,
+/// so a test of events across hosts shows what the notices do, not what
+/// the safety net catches later.
+fn start_tweaked(
+    data: &std::path::Path,
+    cluster: ClusterConfig,
+    tweak: impl FnOnce(&mut uncorreo::Config),
+) -> Result<Appliance, StartError> {
     let mut config = test_config(data);
     config.cluster = Some(cluster);
+    crate::realtime::no_rate_limits(&mut config);
+    config.realtime.ping_interval_secs = 600;
+    tweak(&mut config);
     Appliance::start(config)
 }
 
@@ -65,11 +80,10 @@ fn start_with_sns(
     cluster: ClusterConfig,
     certs: &std::path::Path,
 ) -> Result<Appliance, StartError> {
-    let mut config = test_config(data);
-    config.cluster = Some(cluster);
-    config.sns.allowed_topic_arns = vec![sns::TOPIC.to_owned()];
-    config.sns.trusted_cert_dir = Some(certs.to_path_buf());
-    Appliance::start(config)
+    start_tweaked(data, cluster, |config| {
+        config.sns.allowed_topic_arns = vec![sns::TOPIC.to_owned()];
+        config.sns.trusted_cert_dir = Some(certs.to_path_buf());
+    })
 }
 
 pub(crate) fn served(appliance: &Appliance) -> usize {
@@ -791,4 +805,374 @@ pub(crate) fn homes_of(nats: &NatsServer) -> Vec<Option<String>> {
         }
         found
     })
+}
+
+// Events across hosts (SCALE.md, "Real time"): a WebSocket, SSE or wait on
+// b for a mailbox a owns subscribes to a's notices on NATS, then reads
+// from a over the hop.
+
+use crate::realtime::{next, Got, Sse};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+/// A WebSocket on `host` for `address` from `since`, the token in a header.
+async fn ws_on(host: &Appliance, address: &str, token: &str, since: u64) -> crate::realtime::Ws {
+    let url = format!("ws://{}/ws/inbox/{address}?since={since}", host.http_addr);
+    let mut request = url.into_client_request().expect("request");
+    request.headers_mut().insert(
+        "authorization",
+        format!("Bearer {token}").parse().expect("header"),
+    );
+    let (ws, answer) = tokio::time::timeout(
+        crate::realtime::HANG,
+        tokio_tungstenite::connect_async(request),
+    )
+    .await
+    .expect("the handshake hung")
+    .expect("connects");
+    assert_eq!(answer.status().as_u16(), 101);
+    ws
+}
+
+/// The next event: (seq, subject).
+async fn next_event(ws: &mut crate::realtime::Ws) -> (u64, String) {
+    match next(ws).await {
+        Got::Event(event) => (
+            event["seq"].as_u64().expect("seq"),
+            event["subject"].as_str().unwrap_or_default().to_owned(),
+        ),
+        other => panic!("expected an event, got {other:?}"),
+    }
+}
+
+/// Sends one message with `subject` at `smtp`; panics unless it is stored.
+fn mail(smtp: SocketAddr, rcpt: &str, subject: &str) {
+    let (mut c, greeting) = Raw::connect(smtp);
+    assert_eq!(code(&greeting), "220");
+    assert_eq!(code(&c.cmd("EHLO client.test")), "250");
+    assert_eq!(code(&c.cmd("MAIL FROM:<sender@client.test>")), "250");
+    assert_eq!(code(&c.cmd(&format!("RCPT TO:<{rcpt}>"))), "250");
+    assert_eq!(code(&c.cmd("DATA")), "354");
+    c.send(format!("Subject: {subject}\r\n\r\nbody of {subject}\r\n.\r\n").as_bytes());
+    let end = c.reply();
+    assert!(end.starts_with("250"), "{end}");
+    c.cmd("QUIT");
+}
+
+#[test]
+fn a_websocket_on_b_receives_mail_for_a_mailbox_a_owns_and_resumes_without_loss() {
+    let pair = Pair::start();
+    let (address, token) = mailbox_on(&pair.b);
+    crate::realtime::rt().block_on(async {
+        let mut ws = ws_on(&pair.b, &address, &token, 0).await;
+        mail(pair.a().smtp_addr, &address, "sent at a");
+        assert_eq!(next_event(&mut ws).await, (1, "sent at a".to_owned()));
+        mail(pair.b.smtp_addr, &address, "sent at b");
+        assert_eq!(next_event(&mut ws).await, (2, "sent at b".to_owned()));
+        drop(ws);
+
+        // Resume from a sequence on b: the replay from a, then live, each once.
+        mail(pair.b.smtp_addr, &address, "while nobody watched");
+        let mut ws = ws_on(&pair.b, &address, &token, 1).await;
+        assert_eq!(next_event(&mut ws).await.0, 2);
+        assert_eq!(next_event(&mut ws).await.0, 3);
+        mail(pair.a().smtp_addr, &address, "live again");
+        assert_eq!(next_event(&mut ws).await, (4, "live again".to_owned()));
+    });
+    // Every event came from a: b stored nothing, and held one
+    // subscription, now gone with its last waiter.
+    assert_eq!(pair.b.engine.stats().messages, 0);
+    let events = pair.b.cluster_events().expect("b has events");
+    assert!(eventually(Duration::from_secs(10), || events
+        .subscriptions()
+        == 0));
+}
+
+#[test]
+fn waiters_on_b_are_checked_by_the_owner_and_share_one_subscription() {
+    let pair = Pair::start();
+    let (address, token) = mailbox_on(&pair.b);
+    let (other, other_token) = mailbox_on(&pair.b);
+    let url = |address: &str, token: &str| {
+        format!("ws://{}/ws/inbox/{address}?token={token}", pair.b.http_addr)
+    };
+    crate::realtime::rt().block_on(async {
+        // The owner's answers: a wrong token is 401, a stranger's mailbox 404.
+        let (status, _) = crate::realtime::ws_refused(&url(&address, "not-a-token")).await;
+        assert_eq!(status, 401);
+        let (status, _) = crate::realtime::ws_refused(&url(&address, &other_token)).await;
+        assert_eq!(status, 404);
+
+        let mut first = ws_on(&pair.b, &address, &token, 0).await;
+        let (mut second, _) = tokio_tungstenite::connect_async(url(&address, &token))
+            .await
+            .expect("connects with ?token=");
+        let mut third = ws_on(&pair.b, &other, &other_token, 0).await;
+        mail(pair.a().smtp_addr, &address, "to both");
+        mail(pair.a().smtp_addr, &other, "to the other");
+        assert_eq!(next_event(&mut first).await.0, 1);
+        assert_eq!(next_event(&mut second).await.0, 1);
+        assert_eq!(next_event(&mut third).await.0, 1);
+        let events = pair.b.cluster_events().expect("b has events");
+        let partitions = [&address, &other]
+            .iter()
+            .map(|a| {
+                uncorreo_cluster::partition::partition_of(
+                    a,
+                    uncorreo_cluster::partition::PartitionCount::new(PARTITIONS).expect("count"),
+                )
+            })
+            .collect::<std::collections::BTreeSet<_>>();
+        assert_eq!(events.subscriptions(), partitions.len());
+    });
+}
+
+#[test]
+fn remote_waiters_per_mailbox_are_bounded_on_b() {
+    let nats = NatsServer::start();
+    let secret = secret_file();
+    let (data_a, data_b) = (
+        tempfile::tempdir().expect("tempdir"),
+        tempfile::tempdir().expect("tempdir"),
+    );
+    let a = start(data_a.path(), hop_member(&nats, "a", secret.path())).expect("a joins");
+    let b = start_tweaked(data_b.path(), hop_member(&nats, "b", secret.path()), |c| {
+        c.realtime.max_subscribers_per_mailbox = 1;
+    })
+    .expect("b joins");
+    let (address, token) = mailbox_on(&b);
+    crate::realtime::rt().block_on(async {
+        let held = ws_on(&b, &address, &token, 0).await;
+        let url = format!("ws://{}/ws/inbox/{address}?token={token}", b.http_addr);
+        let (status, body) = crate::realtime::ws_refused(&url).await;
+        assert_eq!(status, 429, "{body}");
+        drop(held);
+        // Its place is free once it is gone.
+        let mut freed = false;
+        for _ in 0..100 {
+            if tokio_tungstenite::connect_async(&url).await.is_ok() {
+                freed = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(freed, "the closed waiter's place was never freed");
+    });
+    b.shutdown();
+    a.shutdown();
+}
+
+#[test]
+fn a_waiter_on_b_misses_nothing_committed_while_it_subscribes() {
+    let pair = Pair::start();
+    let (address, token) = mailbox_on(&pair.b);
+    // Between b's subscription and its first read from a, a commits a
+    // message: the read or the notice must bring it.
+    let smtp_a = pair.a().smtp_addr;
+    let rcpt = address.clone();
+    let events = pair.b.cluster_events().expect("b has events");
+    events.set_between_hook_for_tests(Some(std::sync::Arc::new(move || {
+        mail(smtp_a, &rcpt, "in the window")
+    })));
+    crate::realtime::rt().block_on(async {
+        let mut ws = ws_on(&pair.b, &address, &token, 0).await;
+        events.set_between_hook_for_tests(None);
+        assert_eq!(next_event(&mut ws).await, (1, "in the window".to_owned()));
+    });
+}
+
+#[test]
+fn gap_in_events_is_filled_from_owner() {
+    let pair = Pair::start();
+    let (address, token) = mailbox_on(&pair.b);
+    crate::realtime::rt().block_on(async {
+        let mut ws = ws_on(&pair.b, &address, &token, 0).await;
+        mail(pair.a().smtp_addr, &address, "one");
+        assert_eq!(next_event(&mut ws).await.0, 1);
+        // NATS core may lose a notice: a drops the next one.
+        pair.a()
+            .cluster_events()
+            .expect("a has events")
+            .drop_next_notice_for_tests();
+        mail(pair.a().smtp_addr, &address, "two");
+        mail(pair.a().smtp_addr, &address, "three");
+        // Three's notice shows b the gap; b reads it from a, in order.
+        assert_eq!(next_event(&mut ws).await, (2, "two".to_owned()));
+        assert_eq!(next_event(&mut ws).await, (3, "three".to_owned()));
+    });
+    let metrics = http()
+        .get(format!("http://{}/metrics", pair.a().http_addr))
+        .send()
+        .expect("metrics")
+        .text()
+        .expect("text");
+    let dropped = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("uncorreo_cluster_events_dropped_total "))
+        .and_then(|v| v.trim().parse::<f64>().ok());
+    assert!(dropped.is_some_and(|n| n >= 1.0), "{dropped:?}");
+}
+
+#[test]
+fn sse_and_wait_on_b_follow_a_mailbox_a_owns() {
+    let pair = Pair::start();
+    let (address, token) = mailbox_on(&pair.b);
+    let base = format!("http://{}/api/v1/mailboxes/{address}", pair.b.http_addr);
+    crate::realtime::rt().block_on(async {
+        let mut sse = Sse::open(&format!("{base}/events"), &token, None)
+            .await
+            .expect("the stream opens");
+        mail(pair.a().smtp_addr, &address, "over sse");
+        assert_eq!(sse.next_seq().await, 1);
+        // Resumed with Last-Event-ID on b.
+        mail(pair.b.smtp_addr, &address, "after the id");
+        let mut resumed = Sse::open(&format!("{base}/events"), &token, Some(1))
+            .await
+            .expect("the stream opens");
+        assert_eq!(resumed.next_seq().await, 2);
+        let (status, _) = Sse::open(&format!("{base}/events"), "not-a-token", None)
+            .await
+            .err()
+            .expect("refused");
+        assert_eq!(status, 401);
+    });
+
+    // A wait on b started before the mail: answered once a stored it.
+    let waiting = {
+        let url = format!("{base}/wait?since=2&timeout=60&subject=awaited");
+        let token = token.clone();
+        std::thread::spawn(move || {
+            let answer = http().get(url).bearer_auth(token).send().expect("wait");
+            assert_eq!(answer.status(), 200);
+            answer.json::<Value>().expect("json")
+        })
+    };
+    mail(pair.a().smtp_addr, &address, "not this one");
+    mail(pair.b.smtp_addr, &address, "the awaited one");
+    let answer = waiting.join().expect("the wait answered");
+    assert_eq!(answer["timed_out"], false, "{answer}");
+    assert_eq!(answer["messages"][0]["seq"], 4, "{answer}");
+    assert_eq!(answer["next_since"], 4, "{answer}");
+
+    // Nothing past it: timed out, at once with timeout=0; the owner's
+    // own refusals come back as they are.
+    let none = http()
+        .get(format!("{base}/wait?since=4&timeout=0"))
+        .bearer_auth(&token)
+        .send()
+        .expect("wait");
+    assert_eq!(none.status(), 200);
+    assert_eq!(none.json::<Value>().expect("json")["timed_out"], true);
+    let wrong = http()
+        .get(format!("{base}/wait?timeout=0"))
+        .bearer_auth("not-a-token")
+        .send()
+        .expect("wait");
+    assert_eq!(wrong.status(), 401);
+}
+
+#[test]
+fn owner_down_ends_waiters_on_b_and_new_ones_work_when_it_returns() {
+    let mut pair = Pair::start();
+    let (address, token) = mailbox_on(&pair.b);
+    let runtime = crate::realtime::rt();
+    let base = format!("http://{}/api/v1/mailboxes/{address}", pair.b.http_addr);
+    let (mut ws, mut sse) = runtime.block_on(async {
+        let mut ws = ws_on(&pair.b, &address, &token, 0).await;
+        let sse = Sse::open(&format!("{base}/events"), &token, None)
+            .await
+            .expect("the stream opens");
+        mail(pair.b.smtp_addr, &address, "before the stop");
+        assert_eq!(next_event(&mut ws).await.0, 1);
+        (ws, sse)
+    });
+    assert_eq!(runtime.block_on(sse.next_seq()), 1);
+    let waiting = {
+        let url = format!("{base}/wait?since=1&timeout=120");
+        let token = token.clone();
+        std::thread::spawn(move || {
+            let answer = http().get(url).bearer_auth(token).send().expect("wait");
+            answer.status().as_u16()
+        })
+    };
+    pair.stop_a();
+    // Not a hang: once a no longer holds the partition, b ends each of
+    // them with where to resume.
+    let closed = runtime.block_on(next(&mut ws));
+    match closed {
+        Got::Close(code, reason) => {
+            assert_eq!(code, 1013, "{reason}");
+            assert!(reason.contains("since=1"), "{reason}");
+        }
+        other => panic!("expected a close, got {other:?}"),
+    }
+    let last = runtime.block_on(sse.next()).expect("a last event");
+    assert_eq!(last.event, "unavailable", "{last:?}");
+    assert!(last.data.contains(r#""resume_since":1"#), "{last:?}");
+    assert_eq!(waiting.join().expect("the wait answered"), 503);
+    // While a is down, a new waiter is told to come back later.
+    let url = format!("ws://{}/ws/inbox/{address}?token={token}", pair.b.http_addr);
+    let (status, _) = runtime.block_on(crate::realtime::ws_refused(&url));
+    assert_eq!(status, 503);
+
+    pair.restart_a();
+    runtime.block_on(async {
+        let mut ws = None;
+        for _ in 0..200 {
+            if let Ok((socket, _)) =
+                tokio_tungstenite::connect_async(format!("{url}&since=1")).await
+            {
+                ws = Some(socket);
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let mut ws = ws.expect("a waiter on b works again");
+        mail(pair.b.smtp_addr, &address, "after the return");
+        assert_eq!(
+            next_event(&mut ws).await,
+            (2, "after the return".to_owned())
+        );
+    });
+}
+
+#[test]
+fn a_mailbox_deleted_through_b_ends_its_waiters_on_b() {
+    let pair = Pair::start();
+    let (address, token) = mailbox_on(&pair.b);
+    let base = format!("http://{}/api/v1/mailboxes/{address}", pair.b.http_addr);
+    let waiting = {
+        let url = format!("{base}/wait?timeout=120");
+        let token = token.clone();
+        std::thread::spawn(move || {
+            let answer = http().get(url).bearer_auth(token).send().expect("wait");
+            answer.status().as_u16()
+        })
+    };
+    let events = pair.b.cluster_events().expect("b has events");
+    crate::realtime::rt().block_on(async {
+        let mut ws = ws_on(&pair.b, &address, &token, 0).await;
+        // Both wait on b before the delete.
+        assert!(eventually(Duration::from_secs(30), || events.waiters() == 2));
+        // (The blocking client on a thread of its own, outside this runtime.)
+        let deleted = {
+            let (base, token) = (base.clone(), token.clone());
+            std::thread::spawn(move || {
+                let answer = http()
+                    .delete(base)
+                    .bearer_auth(token)
+                    .send()
+                    .expect("delete");
+                answer.status().as_u16()
+            })
+            .join()
+            .expect("deleted")
+        };
+        assert_eq!(deleted, 204);
+        // a announces the end: the stream on b ends as on a, at once.
+        match next(&mut ws).await {
+            Got::Close(code, reason) => assert_eq!(code, 4004, "{reason}"),
+            other => panic!("expected a close, got {other:?}"),
+        }
+    });
+    assert_eq!(waiting.join().expect("the wait answered"), 404);
 }

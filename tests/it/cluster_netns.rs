@@ -19,9 +19,9 @@
 //!
 //! Processes run through `ip netns exec`, which execs the program in the
 //! namespace: the child's pid is the program's, so `kill` is a real
-//! `kill -9` of the host. Clients run the same way (`curl`, `swaks`), which
-//! keeps every socket of the test inside the namespaces without `setns` in
-//! the test process.
+//! `kill -9` of the host. Clients run the same way (`curl`, `swaks`, and
+//! Python's `websockets` client for a WebSocket), which keeps every socket
+//! of the test inside the namespaces without `setns` in the test process.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -286,6 +286,44 @@ impl Net {
         )
     }
 
+    /// A WebSocket client (Python's `websockets`, installed by `.ci/deps`)
+    /// inside `host`'s namespace on `/ws/inbox/{address}?since=…`, open
+    /// once this returns; [`WsClient::event`] reads what it received.
+    pub fn websocket(&self, host: &str, address: &str, token: &str, since: u64) -> WsClient {
+        let url = format!(
+            "ws://{}:{HTTP_PORT}/ws/inbox/{address}?since={since}&token={token}",
+            self.address(host)
+        );
+        // One JSON line per text frame; "open" once connected; the close
+        // or the error as the last line. Everything bounded by `timeout`.
+        let script = r#"
+import sys
+from websockets.sync.client import connect
+try:
+    with connect(sys.argv[1], open_timeout=30, close_timeout=5) as ws:
+        print("open", flush=True)
+        while True:
+            print(ws.recv(timeout=60), flush=True)
+except Exception as error:
+    print("ended:", type(error).__name__, error, flush=True)
+"#;
+        let mut child = self
+            .command(host, "python3")
+            .args(["-c", script, &url])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("python3 runs (.ci/deps installs websockets)");
+        let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+        let first = lines.next().and_then(Result::ok).unwrap_or_default();
+        assert_eq!(first, "open", "the WebSocket on {host} did not open");
+        WsClient {
+            _child: Killed(Some(child)),
+            lines,
+        }
+    }
+
     /// What `host` reports as served partitions (`/metrics`, fetched with
     /// `curl` inside `host`'s namespace); `None` while it does not answer.
     pub fn served(&self, host: &str) -> Option<u32> {
@@ -317,6 +355,25 @@ impl Drop for Net {
                 .args(["netns", "del", &self.ns(host)])
                 .output();
         }
+    }
+}
+
+/// A WebSocket client running in a namespace ([`Net::websocket`]).
+pub struct WsClient {
+    _child: Killed,
+    lines: std::io::Lines<BufReader<std::process::ChildStdout>>,
+}
+
+impl WsClient {
+    /// The next event it received (the client gives up after 60 s of
+    /// silence, so this never hangs).
+    pub fn event(&mut self) -> serde_json::Value {
+        let line = self
+            .lines
+            .next()
+            .and_then(Result::ok)
+            .unwrap_or_else(|| "ended: no output".to_owned());
+        serde_json::from_str(&line).unwrap_or_else(|_| panic!("not an event: {line}"))
     }
 }
 
@@ -384,11 +441,13 @@ fn hosts_in_namespaces_keep_sticky_homes_across_a_kill() {
     drop(a);
 }
 
-/// The issue's scenario, as far as the hop goes today: a mailbox A owns
-/// (created at A: creation through B is not built), mail for it sent at B
-/// with `swaks` gets `250` (stored by A over the hop); with A killed, B
-/// answers `451`; A restarted has the message, and B accepts again; then A
-/// leaves cleanly and B serves every message, and the mail after.
+/// The issue's scenario, as far as the hop goes today: a mailbox created
+/// through B (A owns its partition), followed by a WebSocket on B; mail for
+/// it sent at B with `swaks` gets `250` (stored by A over the hop) and
+/// reaches the WebSocket on B; with A killed, B answers `451`; A restarted
+/// has the message, readable through B (`GET`), and B accepts and streams
+/// again; then A leaves cleanly (`uncorreo admin cluster leave`) and B
+/// serves every message, once, and the mail after.
 #[test]
 #[ignore = "needs root and `ip netns`; .ci/run runs it with --ignored"]
 fn mail_sent_at_b_is_stored_by_a_and_survives_a_kill_of_a() {
@@ -401,8 +460,9 @@ fn mail_sent_at_b_is_stored_by_a_and_survives_a_kill_of_a() {
     let all = u32::from(PARTITIONS);
     assert!(eventually(Duration::from_secs(30), || net.served("a") == Some(all)));
 
+    // Created through B, on A (B serves no partition).
     let (created, body) = net.curl(
-        "a",
+        "b",
         "/api/v1/mailboxes",
         &[
             "-X",
@@ -419,10 +479,16 @@ fn mail_sent_at_b_is_stored_by_a_and_survives_a_kill_of_a() {
         .and_then(|v| v["session_token"].as_str().map(str::to_owned))
         .unwrap_or_else(|| panic!("no session_token in {body}"));
     let to = format!("nsbox@{DOMAIN}");
+    let session = format!("X-Session-Token: {token}");
+    let (on_a, _) = net.curl("a", &format!("/api/v1/mailboxes/{to}"), &["-H", &session]);
+    assert!(on_a, "a does not have the mailbox created through b");
 
-    // Hop step (not built): create the mailbox through B instead.
+    let mut ws = net.websocket("b", &to, &token, 0);
     let (sent, transcript) = net.swaks("b", &to, "first");
     assert!(sent, "{transcript}");
+    let event = ws.event();
+    assert_eq!(event["seq"], 1, "{event}");
+    assert_eq!(event["subject"], "first", "{event}");
 
     a.kill();
     let (sent, transcript) = net.swaks("b", &to, "while a is down");
@@ -430,14 +496,25 @@ fn mail_sent_at_b_is_stored_by_a_and_survives_a_kill_of_a() {
 
     let _a = Killed(Some(net.start_host("a", &data_a, true)));
     assert!(eventually(Duration::from_secs(30), || net.served("a") == Some(all)));
-    // Hop step (not built): read through B (`GET` and a WebSocket on B).
+    // Read through B once B sees A again.
     let path = format!("/api/v1/mailboxes/{to}/messages");
-    let (read, listing) = net.curl("a", &path, &["-H", &format!("X-Session-Token: {token}")]);
-    assert!(read, "{listing}");
+    let mut listing = String::new();
+    assert!(
+        eventually(Duration::from_secs(30), || {
+            let (read, body) = net.curl("b", &path, &["-H", &session]);
+            listing = body;
+            read
+        }),
+        "no read through b after a returned"
+    );
     assert!(listing.contains("first"), "{listing}");
     assert!(!listing.contains("while a is down"), "{listing}");
+    let mut ws = net.websocket("b", &to, &token, 1);
     let (sent, transcript) = net.swaks("b", &to, "after a returned");
     assert!(sent, "{transcript}");
+    let event = ws.event();
+    assert_eq!(event["seq"], 2, "{event}");
+    assert_eq!(event["subject"], "after a returned", "{event}");
 
     // A leaves cleanly across the namespaces (`uncorreo admin cluster
     // leave` inside A's namespace): every partition moves to B over the

@@ -11,11 +11,15 @@
 //! committed after it arrives as an event. So nothing falls between replay
 //! and live, and nothing is sent twice.
 //!
+//! A stream of a mailbox another host owns runs here on the owner's
+//! events, with the same order and the same guarantees ([`remote`]).
+//!
 //! Every subscriber is bounded: its queue (`[engine] subscriber_queue`), the
 //! subscribers per mailbox and in total (`[realtime]`), the replay page, and
 //! how long one write to a client may take.
 
 pub mod campaign;
+pub mod remote;
 pub mod sse;
 pub mod wait;
 pub mod ws;
@@ -314,11 +318,49 @@ pub enum FeedEnd {
     Closed,
     /// The index could not be read.
     Storage,
+    /// The mailbox's owner (another host) stopped answering or no longer
+    /// holds it; everything up to `last` was sent.
+    Unavailable {
+        /// Last sequence sent: resume with `since=last`.
+        last: u64,
+    },
+}
+
+/// A mailbox's stream: from this host's engine, or from the owner's events
+/// when another host owns it ([`remote`]).
+pub enum Feed {
+    /// This host serves the mailbox.
+    Local(LocalFeed),
+    /// Another host does.
+    Remote(remote::RemoteFeed),
+}
+
+impl Feed {
+    /// Subscribe to `mailbox` (counted against the limits) and start after `since`.
+    pub fn open(state: &AppState, mailbox: MailboxInfo, since: u64) -> Result<Self, Problem> {
+        LocalFeed::open(state, mailbox, since).map(Feed::Local)
+    }
+
+    /// Last sequence handed out.
+    pub fn last(&self) -> u64 {
+        match self {
+            Feed::Local(feed) => feed.last(),
+            Feed::Remote(feed) => feed.last(),
+        }
+    }
+
+    /// The next event past everything handed out so far. Cancel-safe.
+    pub async fn next(&mut self) -> Result<StreamEvent, FeedEnd> {
+        match self {
+            Feed::Local(feed) => feed.next().await,
+            Feed::Remote(feed) => feed.next().await,
+        }
+    }
 }
 
 /// Subscribe-then-replay-then-live over one mailbox, skipping sequences
 /// already sent. See the module documentation for why there is no gap.
-pub struct Feed {
+pub struct LocalFeed {
     state: AppState,
     mailbox: MailboxInfo,
     address: String,
@@ -346,7 +388,7 @@ pub fn subscribe_problem(e: SubscribeError) -> Problem {
     }
 }
 
-impl Feed {
+impl LocalFeed {
     /// Subscribe to `mailbox` (counted against the limits) and start after `since`.
     pub fn open(state: &AppState, mailbox: MailboxInfo, since: u64) -> Result<Self, Problem> {
         let sub = state

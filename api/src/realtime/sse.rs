@@ -14,18 +14,19 @@
 //!   read too slowly; reconnect (EventSource does) from `N`.
 //! - `event: mailbox_gone`: deleted or expired.
 //! - `event: shutdown` (also after a storage error), data with `resume_since`.
-
-use std::convert::Infallible;
+//! - `event: unavailable` (cluster only), data with `resume_since`: the host
+//!   that keeps the mailbox stopped answering; reconnect from `N`.
 
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
-use futures_util::Stream;
+use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use utoipa::IntoParams;
 
-use super::{Feed, FeedEnd, StreamCaller};
+use super::remote::{Access, RemoteFeed, StreamAccess};
+use super::{Feed, FeedEnd};
 use crate::auth::authorize_mailbox;
 use crate::problem::{Kind, Problem, ProblemBody};
 use crate::AppState;
@@ -54,7 +55,8 @@ pub struct SseQuery {
 (`{\"event\":\"gap\",\"mailbox\":…,\"seq\":N}`), so a client knows it skipped it and carries on. \
 Keep-alive comments every `ping_interval_secs`. The stream \
 ends with `event: lagged` (data `{\"event\":\"lagged\",\"resume_since\":N}`; reconnect with \
-`Last-Event-ID: N`), `event: mailbox_gone`, or `event: shutdown`.",
+`Last-Event-ID: N`), `event: mailbox_gone`, `event: shutdown`, or (cluster) `event: unavailable` \
+(data `{\"event\":\"unavailable\",\"resume_since\":N}`: the mailbox's host stopped answering).",
     params(
         ("address" = String, Path, description = "`local@domain`"),
         ("Last-Event-ID" = Option<u64>, Header, description = "Resume after this sequence (wins over `since`)"),
@@ -66,19 +68,24 @@ ends with `event: lagged` (data `{\"event\":\"lagged\",\"resume_since\":N}`; rec
         (status = 401, description = "No credential, or one that matches nothing (unknown or revoked API key, unknown or expired session token, malformed Authorization)", body = ProblemBody, content_type = "application/problem+json"),
         (status = 404, description = "No such mailbox, or not visible with these credentials", body = ProblemBody, content_type = "application/problem+json"),
         (status = 429, description = "Rate limited, or the mailbox has `max_subscribers_per_mailbox` live subscribers", body = ProblemBody, content_type = "application/problem+json"),
-        (status = 503, description = "The server has `max_subscribers` live subscribers, or is shutting down", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 503, description = "The server has `max_subscribers` live subscribers, or is shutting down, or (cluster) the host that keeps the mailbox is unavailable", body = ProblemBody, content_type = "application/problem+json"),
     ),
     security(("api_key" = []), ("session_token" = []), ("query_token" = [])),
 )]
 pub async fn mailbox_events(
     State(state): State<AppState>,
-    StreamCaller(caller): StreamCaller,
+    StreamAccess(access): StreamAccess,
     Path(address): Path<String>,
     headers: HeaderMap,
     query: Result<Query<SseQuery>, QueryRejection>,
-) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, Problem> {
-    let mb = authorize_mailbox(&state, &caller, &address)?;
-    let Query(q) = query?;
+) -> Result<Response, Response> {
+    let access = match access {
+        Access::Local(caller) => Ok(
+            authorize_mailbox(&state, &caller, &address).map_err(IntoResponse::into_response)?
+        ),
+        Access::Remote(remote) => Err(remote.authorize(&state).await?),
+    };
+    let Query(q) = query.map_err(IntoResponse::into_response)?;
     let since = match headers.get("last-event-id") {
         Some(v) => v
             .to_str()
@@ -86,10 +93,14 @@ pub async fn mailbox_events(
             .and_then(|s| s.trim().parse::<u64>().ok())
             .ok_or_else(|| {
                 Problem::new(Kind::BadRequest, "Last-Event-ID must be a sequence number")
+                    .into_response()
             })?,
         None => q.since.unwrap_or(0),
     };
-    let feed = Feed::open(&state, mb, since)?;
+    let feed = match access {
+        Ok(mb) => Feed::open(&state, mb, since).map_err(IntoResponse::into_response)?,
+        Err(remote) => Feed::Remote(RemoteFeed::open(&state, remote, since).await?),
+    };
     let rt = state.realtime().clone();
     let keep_alive = KeepAlive::new().interval(rt.config().ping());
     let shutdown = rt.shutdown_token();
@@ -110,12 +121,13 @@ pub async fn mailbox_events(
                         .event(ev.name())
                         .id(ev.seq().to_string())
                         .data(ev.to_json());
-                    return Some((Ok(ev), Some(feed)));
+                    return Some((Ok::<_, std::convert::Infallible>(ev), Some(feed)));
                 }
                 Err(FeedEnd::Lagged { last }) => ("lagged", "lagged", last),
                 Err(FeedEnd::MailboxGone) => ("mailbox_gone", "mailbox_gone", feed.last()),
                 Err(FeedEnd::Closed) => ("shutdown", "shutdown", feed.last()),
                 Err(FeedEnd::Storage) => ("shutdown", "storage_error", feed.last()),
+                Err(FeedEnd::Unavailable { last }) => ("unavailable", "owner_unavailable", last),
             };
             let (name, reason, last) = out;
             metrics::counter!(uncorreo_metric_names::SSE_STREAMS_TOTAL, "reason" => reason)
@@ -125,5 +137,5 @@ pub async fn mailbox_events(
             Some((Ok(Event::default().event(name).data(data)), None))
         }
     });
-    Ok(Sse::new(stream).keep_alive(keep_alive))
+    Ok(Sse::new(stream).keep_alive(keep_alive).into_response())
 }

@@ -18,6 +18,7 @@ use std::time::Duration;
 
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
+use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::{Deserialize, Serialize};
 use uncorreo_engine::{
@@ -25,8 +26,9 @@ use uncorreo_engine::{
 };
 use utoipa::{IntoParams, ToSchema};
 
+use super::remote::{Access, HeaderAccess};
 use super::subscribe_problem;
-use crate::auth::{authorize_mailbox, Caller};
+use crate::auth::authorize_mailbox;
 use crate::messages::MessageSummaryView;
 use crate::problem::{Kind, Problem, ProblemBody};
 use crate::AppState;
@@ -115,19 +117,32 @@ they already exist), or when `timeout` seconds pass (`200` with `timed_out: true
         (status = 404, description = "No such mailbox (or deleted while waiting), or not visible with these credentials", body = ProblemBody, content_type = "application/problem+json"),
         (status = 422, description = "`timeout`, `count` or a pattern out of range", body = ProblemBody, content_type = "application/problem+json"),
         (status = 429, description = "Rate limited, or the mailbox has `max_subscribers_per_mailbox` live subscribers", body = ProblemBody, content_type = "application/problem+json"),
-        (status = 503, description = "The server has `max_subscribers` live subscribers, or is shutting down", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 503, description = "The server has `max_subscribers` live subscribers, or is shutting down, or (cluster) the host that keeps the mailbox is unavailable", body = ProblemBody, content_type = "application/problem+json"),
     ),
     security(("api_key" = []), ("session_token" = [])),
 )]
 pub async fn wait(
     State(state): State<AppState>,
-    caller: Caller,
+    HeaderAccess(access): HeaderAccess,
     Path(address): Path<String>,
     query: Result<Query<WaitQuery>, QueryRejection>,
-) -> Result<Json<WaitResponse>, Problem> {
-    let mb = authorize_mailbox(&state, &caller, &address)?;
-    let Query(q) = query?;
-    wait_for(&state, &mb, q, || ()).await.map(Json)
+) -> Result<Response, Response> {
+    match access {
+        Access::Local(caller) => {
+            let mb = authorize_mailbox(&state, &caller, &address)
+                .map_err(IntoResponse::into_response)?;
+            let Query(q) = query.map_err(IntoResponse::into_response)?;
+            let answer = wait_for(&state, &mb, q, || ())
+                .await
+                .map_err(IntoResponse::into_response)?;
+            Ok(Json(answer).into_response())
+        }
+        Access::Remote(remote) => {
+            let mailbox = remote.authorize(&state).await?;
+            let Query(q) = query.map_err(IntoResponse::into_response)?;
+            Ok(super::remote::wait(&state, mailbox, q).await)
+        }
+    }
 }
 
 /// Wait for messages of `mb` past `q.since`: the one mechanism behind the

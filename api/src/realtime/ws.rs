@@ -16,6 +16,9 @@
 //! - `4004` "mailbox gone": deleted or expired; reconnecting gets 404.
 //! - `1001` going away: the server is shutting down; reconnect with `since`.
 //! - `1011` storage error while replaying; reconnect with `since`.
+//! - `1013` "owner unavailable; resume with since=N" (cluster only): the
+//!   host that keeps the mailbox stopped answering or gave it up; reconnect
+//!   with that `since`.
 //!
 //! Credentials as for the REST API, or `?token=` (browsers' WebSocket API
 //! cannot set headers).
@@ -29,7 +32,8 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use utoipa::IntoParams;
 
-use super::{Feed, FeedEnd, StreamCaller, StreamEvent};
+use super::remote::{Access, RemoteFeed, StreamAccess};
+use super::{Feed, FeedEnd, StreamEvent};
 use crate::auth::authorize_mailbox;
 use crate::problem::{Kind, Problem, ProblemBody};
 use crate::AppState;
@@ -42,6 +46,9 @@ pub const CLOSE_GONE: u16 = 4004;
 pub const CLOSE_GOING_AWAY: u16 = 1001;
 /// Close code: storage failed (RFC 6455 "internal error").
 pub const CLOSE_INTERNAL: u16 = 1011;
+/// Close code: the host that keeps the mailbox stopped answering (RFC 6455
+/// "try again later"); reconnect with `since`.
+pub const CLOSE_TRY_AGAIN: u16 = 1013;
 /// Largest frame or message a client may send (it has nothing to say).
 pub const MAX_CLIENT_MESSAGE: usize = 4096;
 /// Read buffer per connection.
@@ -71,7 +78,7 @@ then sends each new message as it is committed, as JSON text frames \
 sequence once. A message found corrupt on disk (quarantined, never served) is sent in its place \
 as a `GapView` (`{\"event\":\"gap\",\"mailbox\":…,\"seq\":N}`). Ping every `ping_interval_secs` (30 s). Close codes: 4008 `lagged; resume with \
 since=N` (reconnect with that `since`), 4004 `mailbox gone`, 1001 server shutting down, 1011 \
-storage error. Credentials: `Authorization: Bearer`, `X-Session-Token`, or `?token=` (browsers).",
+storage error, 1013 owner unavailable (cluster). Credentials: `Authorization: Bearer`, `X-Session-Token`, or `?token=` (browsers).",
     params(("address" = String, Path, description = "`local@domain`"), WsQuery),
     responses(
         (status = 101, description = "Switching to the WebSocket protocol; frames are `EventView` (or `GapView`) JSON", body = super::StreamEvent),
@@ -79,28 +86,38 @@ storage error. Credentials: `Authorization: Bearer`, `X-Session-Token`, or `?tok
         (status = 401, description = "No credential, or one that matches nothing (unknown or revoked API key, unknown or expired session token, malformed Authorization)", body = ProblemBody, content_type = "application/problem+json"),
         (status = 404, description = "No such mailbox, or not visible with these credentials", body = ProblemBody, content_type = "application/problem+json"),
         (status = 429, description = "Rate limited, or the mailbox has `max_subscribers_per_mailbox` live subscribers", body = ProblemBody, content_type = "application/problem+json"),
-        (status = 503, description = "The server has `max_subscribers` live subscribers, or is shutting down", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 503, description = "The server has `max_subscribers` live subscribers, or is shutting down, or (cluster) the host that keeps the mailbox is unavailable", body = ProblemBody, content_type = "application/problem+json"),
     ),
     security(("api_key" = []), ("session_token" = []), ("query_token" = [])),
 )]
 pub async fn ws_inbox(
     State(state): State<AppState>,
-    StreamCaller(caller): StreamCaller,
+    StreamAccess(access): StreamAccess,
     Path(address): Path<String>,
     query: Result<Query<WsQuery>, QueryRejection>,
     upgrade: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
-) -> Result<Response, Problem> {
+) -> Result<Response, Response> {
     // Who and what first, so a wrong credential gets the same answer
     // whether or not the request is an upgrade.
-    let mb = authorize_mailbox(&state, &caller, &address)?;
-    let Query(q) = query?;
+    let access = match access {
+        Access::Local(caller) => Ok(
+            authorize_mailbox(&state, &caller, &address).map_err(IntoResponse::into_response)?
+        ),
+        Access::Remote(remote) => Err(remote.authorize(&state).await?),
+    };
+    let Query(q) = query.map_err(IntoResponse::into_response)?;
     let upgrade = upgrade.map_err(|r| {
         Problem::new(
             Kind::BadRequest,
             format!("this route speaks WebSocket only: {}", r.body_text()),
         )
+        .into_response()
     })?;
-    let feed = Feed::open(&state, mb, q.since.unwrap_or(0))?;
+    let since = q.since.unwrap_or(0);
+    let feed = match access {
+        Ok(mb) => Feed::open(&state, mb, since).map_err(IntoResponse::into_response)?,
+        Err(remote) => Feed::Remote(RemoteFeed::open(&state, remote, since).await?),
+    };
     let rt = state.realtime().clone();
     let tracked = rt.tasks.token();
     Ok(upgrade
@@ -179,6 +196,11 @@ async fn run(mut socket: WebSocket, mut feed: Feed, rt: &super::Realtime) -> &'s
                     let why = format!("storage error; resume with since={}", feed.last());
                     close(&mut socket, CLOSE_INTERNAL, &why, send_timeout).await;
                     return "storage_error";
+                }
+                Err(FeedEnd::Unavailable { last }) => {
+                    let why = format!("owner unavailable; resume with since={last}");
+                    close(&mut socket, CLOSE_TRY_AGAIN, &why, send_timeout).await;
+                    return "owner_unavailable";
                 }
             },
         }

@@ -33,6 +33,8 @@ struct Published {
     events: Vec<Event>,
     /// Mailboxes gone: their subscriptions end.
     closed: Vec<MailboxId>,
+    /// Their addresses, for the event tap (collected only when one is set).
+    closed_addresses: Vec<Address>,
 }
 
 impl Writer {
@@ -148,9 +150,16 @@ impl Writer {
                         .note(address, tombstone, now);
                 }
                 Apply::MailboxDeleted { id } => {
+                    // Read before the removal: the slab forgets it.
+                    let address = self
+                        .shared
+                        .event_tap
+                        .get()
+                        .and_then(|_| idx.mailboxes.get(id).map(|m| idx.mailboxes.address(m)));
                     if let Some(m) = idx.remove_mailbox(id) {
                         mark_mailbox_dead(&self.shared, self.shard, &m);
                         published.closed.push(id);
+                        published.closed_addresses.extend(address);
                     }
                 }
                 Apply::MessageDeleted { mailbox, seq } => {
@@ -213,6 +222,9 @@ impl Writer {
         if let Some(m) = idx.insert_mailbox(&info, created, Vec::new()) {
             mark_mailbox_dead(&self.shared, self.shard, &m);
             published.closed.push(m.id);
+            if self.shared.event_tap.get().is_some() {
+                published.closed_addresses.push(info.address.clone());
+            }
         }
     }
 
@@ -253,6 +265,14 @@ impl Writer {
         metrics::histogram!(uncorreo_metric_names::BATCH_RECORDS).record(f64::from(records));
         for ev in &published.events {
             self.shared.hub.publish(ev);
+        }
+        if let Some(tap) = self.shared.event_tap.get() {
+            for ev in &published.events {
+                tap(crate::state::Tapped::Committed(ev));
+            }
+            for address in &published.closed_addresses {
+                tap(crate::state::Tapped::Closed(address));
+            }
         }
         for id in published.closed {
             self.shared.hub.close_mailbox(id);

@@ -54,6 +54,7 @@ struct Word<'a> {
     post: &'a str,
 }
 
+#[cfg(test)]
 fn words(text: &str) -> Vec<Word<'_>> {
     let mut out = Vec::new();
     words_into(text, &mut out);
@@ -64,6 +65,31 @@ fn words(text: &str) -> Vec<Word<'_>> {
 /// one vector: an allocation per line cost more than splitting the line.
 fn words_into<'t>(text: &'t str, out: &mut Vec<Word<'t>>) {
     out.clear();
+    word_bounds(text, |start, end| out.push(word(text, start, end)));
+}
+
+/// Calls `found(start, end)` for each word of `text`, in order.
+fn word_bounds(text: &str, mut found: impl FnMut(usize, usize)) {
+    if text.is_ascii() {
+        // Most lines: one byte test per byte. The general walk below starts
+        // a block scan at every word, which cost several times more on
+        // short words.
+        let bytes = text.as_bytes();
+        let mut i = 0;
+        while i < bytes.len() {
+            while bytes.get(i).is_some_and(|&b| word_end(b)) {
+                i += 1;
+            }
+            let start = i;
+            while bytes.get(i).is_some_and(|&b| !word_end(b)) {
+                i += 1;
+            }
+            if start < i {
+                found(start, i);
+            }
+        }
+        return;
+    }
     // An ASCII byte is its own char (whitespace as `char::is_whitespace`
     // says); only the rest is decoded.
     let ascii_separator = |b: u8| matches!(b, b'\t'..=b'\r' | b' ' | b':');
@@ -98,7 +124,7 @@ fn words_into<'t>(text: &'t str, out: &mut Vec<Word<'t>>) {
                 _ => break,
             }
         }
-        out.push(word(text, start, i));
+        found(start, i);
     }
 }
 
@@ -112,12 +138,34 @@ fn word_end(b: u8) -> bool {
 
 fn word(text: &str, start: usize, end: usize) -> Word<'_> {
     let raw = text.get(start..end).unwrap_or_default();
-    let not_alphanumeric = |c: char| !c.is_alphanumeric();
-    let pre_len = raw.len() - raw.trim_start_matches(not_alphanumeric).len();
-    let core = raw
-        .get(pre_len..)
-        .unwrap_or_default()
-        .trim_end_matches(not_alphanumeric);
+    let (pre_len, core) = if raw.is_ascii() {
+        // The same trim on bytes: for ASCII, `char::is_alphanumeric` is
+        // `u8::is_ascii_alphanumeric`, and decoding chars was a tenth of a
+        // number-heavy body's code scan.
+        let bytes = raw.as_bytes();
+        let pre_len = bytes
+            .iter()
+            .position(u8::is_ascii_alphanumeric)
+            .unwrap_or(bytes.len());
+        let core_len = bytes
+            .get(pre_len..)
+            .unwrap_or_default()
+            .iter()
+            .rposition(u8::is_ascii_alphanumeric)
+            .map_or(0, |last| last + 1);
+        (
+            pre_len,
+            raw.get(pre_len..pre_len + core_len).unwrap_or_default(),
+        )
+    } else {
+        let not_alphanumeric = |c: char| !c.is_alphanumeric();
+        let pre_len = raw.len() - raw.trim_start_matches(not_alphanumeric).len();
+        let core = raw
+            .get(pre_len..)
+            .unwrap_or_default()
+            .trim_end_matches(not_alphanumeric);
+        (pre_len, core)
+    };
     Word {
         start,
         end,
@@ -197,6 +245,12 @@ pub fn candidates(ctx: &Context<'_>, vocabulary: &mut Vocabulary) -> Vec<Candida
             if out.len() >= MAX_CANDIDATES {
                 return out;
             }
+            // Every shape has a digit: most words of a line are passed over
+            // here without looking at their shape.
+            if !ws[i].core.bytes().any(|b| b.is_ascii_digit()) {
+                i += 1;
+                continue;
+            }
             let (span, found) = candidate_at(&line.text, &ws, i);
             if let Some((shape, end)) = found {
                 let score = score(ctx, vocabulary, index, &ws, i, end, shape);
@@ -272,7 +326,7 @@ fn normalise(original: &str, shape: Shape) -> String {
 }
 
 /// Evidence found around a candidate.
-#[derive(Default)]
+#[derive(Default, Clone, Copy)]
 struct Evidence {
     code_before: Option<usize>,
     code_after: Option<usize>,
@@ -346,60 +400,113 @@ fn neighbour(
     index: usize,
     from_end: bool,
 ) -> LineHints {
-    let key = (index, from_end);
-    if let Some(h) = vocabulary.lines.get(&key) {
-        return *h;
+    if let Some(h) = vocabulary.lines.get(index, from_end) {
+        return h;
     }
-    let h = line_hints(vocabulary, ctx.lines.get(index), from_end);
-    if vocabulary.lines.len() >= 64 {
-        vocabulary.lines.clear();
+    let text = ctx.lines.get(index).map_or("", |l| l.text.as_str());
+    if text.len() <= NEIGHBOUR_BYTES {
+        // Both ends of a short line are the whole line: one pass says both.
+        let (start, end) = line_hints(vocabulary, text);
+        vocabulary.lines.put(index, false, start);
+        vocabulary.lines.put(index, true, end);
+        return if from_end { end } else { start };
     }
-    vocabulary.lines.insert(key, h);
-    h
-}
-
-/// Code, decoy and weak words among the last (or first) few words of a
-/// neighbouring line; only a bounded end of it is read.
-fn line_hints(vocabulary: &mut Vocabulary, line: Option<&Line>, from_end: bool) -> LineHints {
-    let mut out = LineHints::default();
-    let Some(text) = line.map(|l| l.text.as_str()) else {
-        return out;
-    };
-    let part = if from_end {
-        let mut from = text.len().saturating_sub(NEIGHBOUR_BYTES);
+    let h = if from_end {
+        let mut from = text.len() - NEIGHBOUR_BYTES;
         while !text.is_char_boundary(from) {
             from += 1;
         }
-        text.get(from..).unwrap_or_default()
+        line_hints(vocabulary, text.get(from..).unwrap_or_default()).1
     } else {
-        crate::text::prefix(text, NEIGHBOUR_BYTES)
+        line_hints(vocabulary, crate::text::prefix(text, NEIGHBOUR_BYTES)).0
     };
-    let ws = words(part);
-    let pick: Box<dyn Iterator<Item = &Word<'_>>> = if from_end {
-        Box::new(ws.iter().rev())
-    } else {
-        Box::new(ws.iter())
-    };
-    let mut decoy = false;
-    let mut count = 0;
-    for w in pick {
-        let (hint, filler) = vocabulary.lookup(w.raw);
-        if filler {
-            continue;
-        }
-        if count == 8 {
-            break;
-        }
-        count += 1;
-        match hint {
-            Hint::Code => out.code = true,
-            Hint::Decoy => decoy = true,
-            Hint::Weak => out.weak = true,
-            _ => {}
+    vocabulary.lines.put(index, from_end, h);
+    h
+}
+
+/// Slots of [`LineMemo`]: candidates on line `i` ask about lines `i − 2`
+/// to `i + 1`, so a scan in line order finds what it asked for on the
+/// previous lines still there.
+const LINE_MEMO_SLOTS: usize = 16;
+
+/// The scorer's memo of [`LineHints`] by (line index, read from its end):
+/// direct-mapped, so a lookup is an index and a compare, and a body of
+/// many lines costs no more memory than one of a few.
+#[derive(Debug, Default)]
+pub(super) struct LineMemo {
+    slots: [Option<(usize, bool, LineHints)>; LINE_MEMO_SLOTS],
+}
+
+impl LineMemo {
+    fn slot(index: usize, from_end: bool) -> usize {
+        (index * 2 + usize::from(from_end)) % LINE_MEMO_SLOTS
+    }
+
+    fn get(&self, index: usize, from_end: bool) -> Option<LineHints> {
+        match self.slots[Self::slot(index, from_end)] {
+            Some((i, end, h)) if i == index && end == from_end => Some(h),
+            _ => None,
         }
     }
-    out.decoy_label = decoy && count <= 4;
-    out
+
+    fn put(&mut self, index: usize, from_end: bool, hints: LineHints) {
+        self.slots[Self::slot(index, from_end)] = Some((index, from_end, hints));
+    }
+
+    /// Forget every line (line indices restart in the next body).
+    pub(super) fn clear(&mut self) {
+        self.slots = Default::default();
+    }
+}
+
+/// Code, decoy and weak words among the first and among the last few
+/// words of `part`, a bounded end of a neighbouring line.
+/// A word of a neighbouring line, and what it says once looked up.
+pub(super) struct LineWord {
+    start: usize,
+    end: usize,
+    says: Option<(Hint, bool)>,
+}
+
+fn line_hints(vocabulary: &mut Vocabulary, part: &str) -> (LineHints, LineHints) {
+    let mut words = std::mem::take(&mut vocabulary.line_words);
+    words.clear();
+    word_bounds(part, |start, end| {
+        words.push(LineWord {
+            start,
+            end,
+            says: None,
+        });
+    });
+    // Each word is looked up at most once, by whichever end reaches it first.
+    let mut hints_of = |order: &mut dyn Iterator<Item = &mut LineWord>| {
+        let mut out = LineHints::default();
+        let mut decoy = false;
+        let mut count = 0;
+        for w in order {
+            let word = part.get(w.start..w.end).unwrap_or_default();
+            let (hint, filler) = *w.says.get_or_insert_with(|| vocabulary.lookup(word));
+            if filler {
+                continue;
+            }
+            if count == 8 {
+                break;
+            }
+            count += 1;
+            match hint {
+                Hint::Code => out.code = true,
+                Hint::Decoy => decoy = true,
+                Hint::Weak => out.weak = true,
+                _ => {}
+            }
+        }
+        out.decoy_label = decoy && count <= 4;
+        out
+    };
+    let from_start = hints_of(&mut words.iter_mut());
+    let from_end = hints_of(&mut words.iter_mut().rev());
+    vocabulary.line_words = words;
+    (from_start, from_end)
 }
 
 fn score(
@@ -411,133 +518,208 @@ fn score(
     end: usize,
     shape: Shape,
 ) -> i32 {
-    let line = &ctx.lines[line_index];
     let mut ev = Evidence::default();
     look(vocabulary, ws, (0..first).rev(), true, &mut ev);
     look(vocabulary, ws, end..ws.len(), false, &mut ev);
-    let standalone = first == 0 && end == ws.len();
-    let (w0, wl) = (ws[first], ws[end - 1]);
-    let mut s: i32 = match shape {
-        Shape::Digits(6) => 10,
-        Shape::Digits(7 | 8) => 5,
-        Shape::Digits(4 | 5) => 0,
-        Shape::Digits(_) => -5,
-        Shape::Split | Shape::Spaced => 10,
-        Shape::Prefixed => 20,
-        Shape::Alphanumeric => -5,
+    let line = &ctx.lines[line_index];
+    let candidate = Scored {
+        line,
+        ws,
+        first,
+        end,
+        shape,
     };
-    let code_near = match (ev.code_before, ev.code_after) {
-        (Some(b), Some(a)) => (35 - 2 * b as i32).max(30 - 2 * a as i32),
-        (Some(b), None) => 35 - 2 * b as i32,
-        (None, Some(a)) => 30 - 2 * a as i32,
-        (None, None) => 0,
+    if ev.code_before.is_some() || ev.code_after.is_some() || ctx.is_subject {
+        return candidate.score(ctx, ev, None);
+    }
+    // The lines around are read only when they could lift the candidate
+    // over the threshold: most numbers in mail (order numbers, prices,
+    // times) fall short even with the best lines around, and reading them
+    // was most of a number-heavy body's summary.
+    let best = candidate.score(ctx, ev, Some(Around::MOST_FAVOURABLE));
+    if best < THRESHOLD {
+        return best;
+    }
+    let around = Around::read(vocabulary, ctx, line_index);
+    candidate.score(ctx, ev, Some(around))
+}
+
+/// What the lines around a candidate say (when no code word is on its own line).
+#[derive(Debug, Clone, Copy)]
+struct Around {
+    /// The line before is a decoy label ("Order number:").
+    prev_decoy: bool,
+    /// One of the two lines before ends with a code word.
+    prev_code: bool,
+    /// The line after starts with a code word and is no decoy label.
+    next_code: bool,
+    /// A weak word on one of them.
+    weak: bool,
+}
+
+impl Around {
+    /// The lines around that score highest: [`Scored::score`] with these is
+    /// at least its score with any others.
+    const MOST_FAVOURABLE: Self = Self {
+        prev_decoy: false,
+        prev_code: true,
+        next_code: true,
+        weak: true,
     };
-    let mut evidence = code_near > 0;
-    s += code_near;
-    if code_near == 0 && !ctx.is_subject {
-        // The lines around: "Your code is below:" / the code / "It expires…".
-        let mut prev_code = false;
-        let mut prev_decoy = false;
-        let mut weak = false;
+
+    fn read(vocabulary: &mut Vocabulary, ctx: &Context<'_>, line_index: usize) -> Self {
+        let mut out = Self {
+            prev_decoy: false,
+            prev_code: false,
+            next_code: false,
+            weak: false,
+        };
         for back in 1..=2 {
             let Some(i) = line_index.checked_sub(back) else {
                 break;
             };
             let h = neighbour(vocabulary, ctx, i, true);
             if back == 1 {
-                prev_decoy |= h.decoy_label;
+                out.prev_decoy |= h.decoy_label;
             }
-            prev_code |= h.code;
-            weak |= h.weak;
+            out.prev_code |= h.code;
+            out.weak |= h.weak;
         }
         let next = neighbour(vocabulary, ctx, line_index + 1, false);
-        weak |= next.weak;
-        if prev_decoy && standalone {
-            s -= 40;
-        } else if prev_code {
-            s += if standalone { 30 } else { 8 };
-            evidence = true;
-        } else if next.code && !next.decoy_label {
-            s += if standalone { 25 } else { 8 };
+        out.weak |= next.weak;
+        out.next_code = next.code && !next.decoy_label;
+        out
+    }
+}
+
+/// A candidate between words `first` and `end` of a line, to be scored.
+struct Scored<'s, 'a> {
+    line: &'s Line,
+    ws: &'s [Word<'a>],
+    first: usize,
+    end: usize,
+    shape: Shape,
+}
+
+impl Scored<'_, '_> {
+    /// Evidence minus decoy evidence, given what its own line says (`ev`)
+    /// and, when asked for, the lines around.
+    fn score(&self, ctx: &Context<'_>, mut ev: Evidence, around: Option<Around>) -> i32 {
+        let Self {
+            line,
+            ws,
+            first,
+            end,
+            shape,
+        } = *self;
+        let standalone = first == 0 && end == ws.len();
+        let (w0, wl) = (ws[first], ws[end - 1]);
+        let mut s: i32 = match shape {
+            Shape::Digits(6) => 10,
+            Shape::Digits(7 | 8) => 5,
+            Shape::Digits(4 | 5) => 0,
+            Shape::Digits(_) => -5,
+            Shape::Split | Shape::Spaced => 10,
+            Shape::Prefixed => 20,
+            Shape::Alphanumeric => -5,
+        };
+        let code_near = match (ev.code_before, ev.code_after) {
+            (Some(b), Some(a)) => (35 - 2 * b as i32).max(30 - 2 * a as i32),
+            (Some(b), None) => 35 - 2 * b as i32,
+            (None, Some(a)) => 30 - 2 * a as i32,
+            (None, None) => 0,
+        };
+        let mut evidence = code_near > 0;
+        s += code_near;
+        if let Some(around) = around {
+            // The lines around: "Your code is below:" / the code / "It expires…".
+            if around.prev_decoy && standalone {
+                s -= 40;
+            } else if around.prev_code {
+                s += if standalone { 30 } else { 8 };
+                evidence = true;
+            } else if around.next_code {
+                s += if standalone { 25 } else { 8 };
+                evidence = true;
+            }
+            ev.weak |= around.weak;
+        }
+        if ev.weak {
+            s += 10;
+        }
+        if standalone {
+            s += 15;
+        }
+        let overlaps = line
+            .emphasis
+            .iter()
+            .any(|&(a, b)| a < wl.end && w0.start < b);
+        if overlaps {
+            s += 15;
+        }
+        if ctx.is_subject {
+            s += 15;
+        }
+        if ctx.subject_hinted {
+            s += 5;
             evidence = true;
         }
-        ev.weak |= weak;
-    }
-    if ev.weak {
-        s += 10;
-    }
-    if standalone {
-        s += 15;
-    }
-    let overlaps = line
-        .emphasis
-        .iter()
-        .any(|&(a, b)| a < wl.end && w0.start < b);
-    if overlaps {
-        s += 15;
-    }
-    if ctx.is_subject {
-        s += 15;
-    }
-    if ctx.subject_hinted {
-        s += 5;
-        evidence = true;
-    }
-    if shape == Shape::Alphanumeric && !evidence {
-        s -= 20;
-    }
-    // Decoys.
-    if ev.decoy {
-        s -= 60;
-    } else if ev.far_decoy && code_near == 0 {
-        s -= 15;
-    }
-    let is_year = matches!(shape, Shape::Digits(4))
-        && w0
-            .core
-            .parse::<u32>()
-            .is_ok_and(|y| (1900..=2099).contains(&y));
-    if is_year {
-        s -= 25;
-        if ev.month {
-            s -= 40;
+        if shape == Shape::Alphanumeric && !evidence {
+            s -= 20;
         }
-    }
-    if ev.currency || has_currency_sign(w0.pre) || has_currency_sign(wl.post) {
-        s -= 60;
-    }
-    if w0.pre.contains('+') {
-        s -= 60;
-    }
-    if w0.pre.contains('#') || w0.pre.contains('№') {
-        s -= 30;
-    }
-    if wl.post.contains('%') {
-        s -= 60;
-    }
-    if w0.pre.contains(['*', '•', '·']) {
-        s -= 40;
-    }
-    if let Some(prev) = first.checked_sub(1).map(|p| ws[p]) {
-        // `(555) 010-4477`, `+34 612…`: the group before makes it a phone number.
-        if all_digits(prev.core) && (prev.pre.contains(['(', '+']) || prev.post.contains(')')) {
+        // Decoys.
+        if ev.decoy {
+            s -= 60;
+        } else if ev.far_decoy && code_near == 0 {
+            s -= 15;
+        }
+        let is_year = matches!(shape, Shape::Digits(4))
+            && w0
+                .core
+                .parse::<u32>()
+                .is_ok_and(|y| (1900..=2099).contains(&y));
+        if is_year {
+            s -= 25;
+            if ev.month {
+                s -= 40;
+            }
+        }
+        if ev.currency || has_currency_sign(w0.pre) || has_currency_sign(wl.post) {
             s -= 60;
         }
-        // `CA 94107`: a state code before five digits is a zip code.
-        if matches!(shape, Shape::Digits(5))
-            && prev.core.len() == 2
-            && prev.core.bytes().all(|c| c.is_ascii_uppercase())
-        {
-            s -= 40;
-        }
-    }
-    if shape == Shape::Prefixed {
-        let prefix = w0.core.split('-').next().unwrap_or_default();
-        if matches!(hint(prefix), Hint::Decoy) {
+        if w0.pre.contains('+') {
             s -= 60;
         }
+        if w0.pre.contains('#') || w0.pre.contains('№') {
+            s -= 30;
+        }
+        if wl.post.contains('%') {
+            s -= 60;
+        }
+        if w0.pre.contains(['*', '•', '·']) {
+            s -= 40;
+        }
+        if let Some(prev) = first.checked_sub(1).map(|p| ws[p]) {
+            // `(555) 010-4477`, `+34 612…`: the group before makes it a phone number.
+            if all_digits(prev.core) && (prev.pre.contains(['(', '+']) || prev.post.contains(')')) {
+                s -= 60;
+            }
+            // `CA 94107`: a state code before five digits is a zip code.
+            if matches!(shape, Shape::Digits(5))
+                && prev.core.len() == 2
+                && prev.core.bytes().all(|c| c.is_ascii_uppercase())
+            {
+                s -= 40;
+            }
+        }
+        if shape == Shape::Prefixed {
+            let prefix = w0.core.split('-').next().unwrap_or_default();
+            if matches!(hint(prefix), Hint::Decoy) {
+                s -= 60;
+            }
+        }
+        s
     }
-    s
 }
 
 #[cfg(test)]
@@ -643,5 +825,130 @@ mod tests {
                 proptest::prop_assert_eq!(got, fresh);
             }
         }
+
+        /// The byte trim of an ASCII word finds the core the char trim finds.
+        #[test]
+        fn an_ascii_core_is_the_one_chars_give(raw in "[ -~]{0,12}") {
+            let w = word(&raw, 0, raw.len());
+            let by_char = raw
+                .trim_start_matches(|c: char| !c.is_alphanumeric())
+                .trim_end_matches(|c: char| !c.is_alphanumeric());
+            proptest::prop_assert_eq!(w.core, by_char);
+            proptest::prop_assert_eq!(format!("{}{}{}", w.pre, w.core, w.post), raw.clone());
+        }
+
+        /// No lines around score a candidate higher than
+        /// `Around::MOST_FAVOURABLE`, so a candidate below the threshold
+        /// with those is below it with the real ones and they need not be read.
+        #[test]
+        fn no_lines_around_beat_the_most_favourable(
+            line in proptest::collection::vec(
+                proptest::sample::select(vec![
+                    "482913", "718-204", "G-482913", "K7QM2X", "3", "9", "2026", "12345678",
+                    "code", "order", "your", "is", "$5", "#", "(555)", "+34", "50%", "May", "CA",
+                    "PIN", "•", "*", "expires", "the",
+                ]),
+                1..12,
+            ).prop_map(|v: Vec<&str>| v.join(" ")),
+            emphasis: bool,
+            subject_hinted: bool,
+            bits in 0u8..16,
+        ) {
+            let emphasis = if emphasis { vec![(0, line.len())] } else { Vec::new() };
+            let lines = [Line { text: line, emphasis }];
+            let ctx = Context { lines: &lines, subject_hinted, is_subject: false };
+            let around = Around {
+                prev_decoy: bits & 1 != 0,
+                prev_code: bits & 2 != 0,
+                next_code: bits & 4 != 0,
+                weak: bits & 8 != 0,
+            };
+            let mut vocabulary = Vocabulary::default();
+            let ws = words(&lines[0].text);
+            for first in 0..ws.len() {
+                let (_, Some((shape, end))) = candidate_at(&lines[0].text, &ws, first) else {
+                    continue;
+                };
+                let mut ev = Evidence::default();
+                look(&mut vocabulary, &ws, (0..first).rev(), true, &mut ev);
+                look(&mut vocabulary, &ws, end..ws.len(), false, &mut ev);
+                let scored = Scored { line: &lines[0], ws: &ws, first, end, shape };
+                proptest::prop_assert!(
+                    scored.score(&ctx, ev, Some(around))
+                        <= scored.score(&ctx, ev, Some(Around::MOST_FAVOURABLE))
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn the_line_memo_answers_only_for_the_line_and_end_it_holds() {
+        let hints = LineHints {
+            code: true,
+            decoy_label: false,
+            weak: true,
+        };
+        let mut memo = LineMemo::default();
+        assert!(memo.get(3, true).is_none());
+        memo.put(3, true, hints);
+        assert!(memo.get(3, true).is_some_and(|h| h.code && h.weak));
+        assert!(memo.get(3, false).is_none(), "the other end of the line");
+        // A line that maps to the same slot takes it over.
+        memo.put(3 + LINE_MEMO_SLOTS / 2, true, LineHints::default());
+        assert!(memo.get(3, true).is_none());
+        assert!(memo
+            .get(3 + LINE_MEMO_SLOTS / 2, true)
+            .is_some_and(|h| !h.code));
+        memo.clear();
+        assert!(memo.get(3 + LINE_MEMO_SLOTS / 2, true).is_none());
+    }
+
+    /// A line read as a neighbour says what its own end says: the first
+    /// eight words for the line after a candidate, the last eight for the
+    /// lines before it (one pass reads both ends of a short line).
+    #[test]
+    fn a_neighbouring_line_is_read_from_the_end_next_to_the_candidate() {
+        let lines = [Line {
+            text: "code alpha bravo charlie delta echo foxtrot golf hotel india juliet".into(),
+            emphasis: Vec::new(),
+        }];
+        let ctx = Context {
+            lines: &lines,
+            subject_hinted: false,
+            is_subject: false,
+        };
+        let mut vocabulary = Vocabulary::default();
+        assert!(
+            !neighbour(&mut vocabulary, &ctx, 0, true).code,
+            "before a candidate"
+        );
+        assert!(
+            neighbour(&mut vocabulary, &ctx, 0, false).code,
+            "after a candidate"
+        );
+        vocabulary.next_body();
+        assert!(
+            neighbour(&mut vocabulary, &ctx, 0, false).code,
+            "after, asked first"
+        );
+        assert!(
+            !neighbour(&mut vocabulary, &ctx, 0, true).code,
+            "before, asked second"
+        );
+    }
+
+    /// The lines around are read for a candidate that could pass with them,
+    /// and give the same codes as when every candidate read them.
+    #[test]
+    fn codes_that_need_the_lines_around_are_still_found() {
+        assert_eq!(
+            best("Your verification code is below:\n\n482913\n"),
+            Some("482913".into())
+        );
+        assert_eq!(
+            best("482913\nis your code. It expires in 10 minutes."),
+            Some("482913".into())
+        );
+        assert_eq!(best("Order number:\n48291377\n"), None);
     }
 }

@@ -77,6 +77,16 @@ impl Extraction {
     }
 }
 
+std::thread_local! {
+    /// What words say, kept across the messages a thread summarises: mail
+    /// repeats the same few thousand words, and classifying each again per
+    /// message was most of a short body's code scan. The memo is bounded
+    /// (`words::Vocabulary`), and a word's meaning never depends on the
+    /// message it is in.
+    static VOCABULARY: std::cell::RefCell<words::Vocabulary> =
+        std::cell::RefCell::new(words::Vocabulary::default());
+}
+
 /// Extract from a subject and the text and HTML bodies (either may be empty).
 pub fn extract(subject: &str, text: &str, html: &str) -> Extraction {
     let subject_line = doc::Line {
@@ -95,21 +105,22 @@ pub fn extract(subject: &str, text: &str, html: &str) -> Extraction {
         .any(|w| words::hint(w) == words::Hint::Code);
 
     let mut found: Vec<codes::Candidate> = Vec::new();
-    let mut vocabulary = words::Vocabulary::default();
-    let sources: [(&[doc::Line], bool); 3] = [
-        (&subject_lines, true),
-        (&html_doc.lines, false),
-        (&text_doc.lines, false),
-    ];
-    for (lines, is_subject) in sources {
-        let ctx = codes::Context {
-            lines,
-            subject_hinted: subject_hinted && !is_subject,
-            is_subject,
-        };
-        vocabulary.next_body();
-        found.extend(codes::candidates(&ctx, &mut vocabulary));
-    }
+    VOCABULARY.with_borrow_mut(|vocabulary| {
+        let sources: [(&[doc::Line], bool); 3] = [
+            (&subject_lines, true),
+            (&html_doc.lines, false),
+            (&text_doc.lines, false),
+        ];
+        for (lines, is_subject) in sources {
+            let ctx = codes::Context {
+                lines,
+                subject_hinted: subject_hinted && !is_subject,
+                is_subject,
+            };
+            vocabulary.next_body();
+            found.extend(codes::candidates(&ctx, vocabulary));
+        }
+    });
     Extraction {
         codes: best_codes(found),
         ..classify_links(&[&html_doc, &text_doc])

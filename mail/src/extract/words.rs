@@ -501,18 +501,25 @@ const FILLER: &[&str] = &[
     "following:",
 ];
 
-/// Most distinct words remembered per message.
+/// Most distinct words remembered.
 const MAX_MEMO: usize = 8192;
+/// Longest word remembered: the words that say something are short, and
+/// this bounds the memo to about a megabyte per thread.
+const MAX_MEMO_WORD: usize = 64;
 
 /// What words say, each distinct word classified once: mail repeats its
 /// words, and a hostile body of distinct words is bounded by [`MAX_MEMO`]
-/// plus the fixed cost of classifying the rest.
+/// and [`MAX_MEMO_WORD`] plus the fixed cost of classifying the rest.
 #[derive(Default)]
 pub struct Vocabulary {
-    seen: std::collections::HashMap<String, (Hint, bool)>,
-    /// What neighbouring lines say, by (line index, read from its end); the
-    /// scorer's own memo, cleared per body.
-    pub(super) lines: std::collections::HashMap<(usize, bool), super::codes::LineHints>,
+    /// foldhash: SipHash was a fifth of a digit-heavy body's summary, and
+    /// foldhash's per-process random seed still keeps chosen collisions out.
+    seen: std::collections::HashMap<String, (Hint, bool), foldhash::fast::RandomState>,
+    /// What neighbouring lines say; the scorer's own memo, cleared per body.
+    pub(super) lines: super::codes::LineMemo,
+    /// The scorer's buffer of a neighbouring line's words (bounds, and what
+    /// they say once looked up), kept between lines.
+    pub(super) line_words: Vec<super::codes::LineWord>,
 }
 
 impl Vocabulary {
@@ -529,9 +536,15 @@ impl Vocabulary {
             return *v;
         }
         let v = (hint(word), is_filler(word));
-        if self.seen.len() < MAX_MEMO {
-            self.seen.insert(word.to_owned(), v);
+        if word.len() > MAX_MEMO_WORD {
+            return v;
         }
+        if self.seen.len() >= MAX_MEMO {
+            // Kept across messages, so a full memo starts over instead of
+            // staying full of one hostile message's words.
+            self.seen.clear();
+        }
+        self.seen.insert(word.to_owned(), v);
         v
     }
 }
@@ -642,6 +655,23 @@ pub fn has_currency_sign(s: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The memo kept across messages stays bounded: long words are not
+    /// kept, and a full memo starts over.
+    #[test]
+    fn the_vocabulary_memo_is_bounded_in_words_and_in_word_length() {
+        let mut vocabulary = Vocabulary::default();
+        let long = "a".repeat(MAX_MEMO_WORD + 1);
+        assert_eq!(vocabulary.lookup(&long), (hint(&long), is_filler(&long)));
+        assert_eq!(vocabulary.seen.len(), 0);
+        for n in 0..MAX_MEMO {
+            vocabulary.lookup(&format!("w{n}"));
+        }
+        assert_eq!(vocabulary.seen.len(), MAX_MEMO);
+        assert_eq!(vocabulary.lookup("code"), (Hint::Code, false));
+        assert_eq!(vocabulary.seen.len(), 1);
+        assert_eq!(vocabulary.lookup("code"), (Hint::Code, false));
+    }
 
     #[test]
     fn code_words_in_several_languages() {
