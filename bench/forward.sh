@@ -10,7 +10,8 @@
 #   RUNS=3 bench/forward.sh
 #
 # Knobs: SESSIONS, MESSAGES, LENGTH, RUNS, CORES (per host; default 1, so the
-# two hosts do not fight over the 2 cores more than one host would).
+# two hosts do not fight over the 2 cores more than one host would), UNCORREO
+# (a prebuilt binary).
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$here/.." && pwd)"
@@ -24,8 +25,12 @@ source "$here/lib.sh"
 command -v smtp-source >/dev/null || bash "$root/.ci/install-postfix"
 command -v nats-server >/dev/null || { echo "needs nats-server (.ci/deps installs it)" >&2; exit 1; }
 SMTP_SOURCE="$(command -v smtp-source || echo /usr/sbin/smtp-source)"
-(cd "$root" && cargo build --release -q -p uncorreo --bin uncorreo)
-UNCORREO="${CARGO_TARGET_DIR:-$root/target}/release/uncorreo"
+# UNCORREO=path runs that binary instead of building this tree (to compare
+# two builds in one session).
+if [ -z "${UNCORREO:-}" ]; then
+  (cd "$root" && cargo build --release -q -p uncorreo --bin uncorreo)
+  UNCORREO="${CARGO_TARGET_DIR:-$root/target}/release/uncorreo"
+fi
 
 work="$(mktemp -d "${TMPDIR:-/tmp}/uncorreo-forward.XXXXXX")"
 pids=()

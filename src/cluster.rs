@@ -1,7 +1,13 @@
 //! Starting this host's cluster membership (`[cluster]`, SCALE.md) on its
 //! own thread, so a slow NATS never holds up a core, and the internal hop
 //! listener on another; and the clean handover of this host's partitions to
-//! another host.
+//! another host (`uncorreo admin cluster leave`: over the hop, through
+//! `uncorreo_hop::handover::HopDestination`), with the destination's side
+//! of `adopt` ([`HomeAdopter`]).
+//!
+//! A stop (SIGTERM) never hands anything over: homes are sticky (SCALE.md),
+//! so a restart finds its partitions where it left them, and a move happens
+//! only when an operator asks for it.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -18,6 +24,7 @@ use uncorreo_cluster::member::{Member, MemberConfig, MemberHandle, Served};
 use uncorreo_cluster::nats::{NatsBucket, OpenError};
 use uncorreo_cluster::partition::{partition_of, Partition, PartitionCount};
 use uncorreo_engine::{Engine, ImportError, MailboxIdPrefix};
+use uncorreo_hop::handover::{HopDestination, ProbeError};
 use uncorreo_hop::server::{HopLimits, HopServer, ENVELOPE_ROOM};
 
 use crate::config::ClusterConfig;
@@ -37,6 +44,7 @@ pub struct Membership {
     /// The running member.
     pub member: MemberHandle,
     config: MemberConfig,
+    directory: Arc<Directory>,
 }
 
 /// Mailbox ids carry their partition (SCALE.md, FORMAT.md), so a mailbox
@@ -92,10 +100,11 @@ pub fn start(config: MemberConfig, shutdown: CancellationToken) -> Result<Joined
         Ok(Ok((served, directory, member))) => Ok(Joined {
             thread,
             served,
-            directory,
+            directory: Arc::clone(&directory),
             membership: Membership {
                 member,
                 config: member_config,
+                directory,
             },
         }),
         Ok(Err(error)) => {
@@ -358,6 +367,23 @@ pub enum LeaveError {
     /// No runtime for the handover.
     #[error("starting a runtime for the handover: {0}")]
     Runtime(std::io::Error),
+    /// The destination named is not known, or no other host answers.
+    #[error("no destination: {0}")]
+    NoDestination(String),
+    /// The destination does not answer as the node named.
+    #[error(transparent)]
+    Probe(#[from] ProbeError),
+}
+
+/// What a leave over the hop needs besides the membership.
+#[derive(Clone)]
+pub struct HopLeave {
+    /// This host's engine (the source of the copies).
+    pub engine: Engine,
+    /// The cluster secret.
+    pub secret: HopSecret,
+    /// How long one hop request may take.
+    pub timeout: Duration,
 }
 
 impl Membership {
@@ -368,10 +394,76 @@ impl Membership {
             .enable_all()
             .build()
             .map_err(LeaveError::Runtime)?
-            .block_on(self.leave_async(destination))
+            .block_on(self.leave_to(destination))
     }
 
-    async fn leave_async<D: Destination>(&self, destination: &D) -> Result<Vec<Moved>, LeaveError> {
+    /// Hands every partition homed here over the hop to `to`, or by
+    /// default to the first other host (by node id) that answers on its
+    /// hop (`uncorreo admin cluster leave`).
+    pub async fn leave_over_hop(
+        &self,
+        hop: &HopLeave,
+        to: Option<&str>,
+    ) -> Result<(String, Vec<Moved>), LeaveError> {
+        let destination = self.destination(hop, to).await?;
+        let moved = self.leave_to(&destination).await?;
+        Ok((destination.node, moved))
+    }
+
+    async fn destination(
+        &self,
+        hop: &HopLeave,
+        to: Option<&str>,
+    ) -> Result<HopDestination, LeaveError> {
+        let nodes = self
+            .directory
+            .nodes()
+            .await
+            .map_err(|error| LeaveError::NoDestination(error.to_string()))?;
+        let me = self.config.node_id.as_str();
+        let destination = |(node, address): (String, String)| HopDestination {
+            from: hop.engine.clone(),
+            node,
+            hop: address,
+            secret: hop.secret.clone(),
+            partitions: self.config.partitions,
+            timeout: hop.timeout,
+        };
+        if let Some(to) = to {
+            if to == me {
+                return Err(LeaveError::NoDestination(
+                    "a host cannot leave to itself".to_owned(),
+                ));
+            }
+            let Some(found) = nodes.into_iter().find(|(node, _)| node == to) else {
+                return Err(LeaveError::NoDestination(format!(
+                    "no host {to:?} has joined the cluster"
+                )));
+            };
+            let destination = destination(found);
+            destination.probe().await?;
+            return Ok(destination);
+        }
+        let mut why = Vec::new();
+        for found in nodes.into_iter().filter(|(node, _)| node != me) {
+            let destination = destination(found);
+            match destination.probe().await {
+                Ok(()) => return Ok(destination),
+                Err(error) => why.push(error.to_string()),
+            }
+        }
+        Err(LeaveError::NoDestination(if why.is_empty() {
+            "no other host has joined the cluster".to_owned()
+        } else {
+            format!("no other host answers ({})", why.join("; "))
+        }))
+    }
+
+    /// [`Membership::leave`] from async code.
+    pub async fn leave_to<D: Destination>(
+        &self,
+        destination: &D,
+    ) -> Result<Vec<Moved>, LeaveError> {
         let timeout = self.config.terms.renew_every();
         let homes = Assignments::new(
             NatsBucket::open(&self.config.nats_url, "uncorreo_homes", None, timeout).await?,
@@ -463,5 +555,115 @@ async fn import(
             }
             other => return other,
         }
+    }
+}
+
+/// The destination's side of `adopt` over the hop: serves a partition once
+/// its home in NATS names this host (and no move of it is under way), so a
+/// stale or stray request never makes two hosts serve one partition.
+pub struct HomeAdopter {
+    membership: Membership,
+}
+
+impl HomeAdopter {
+    /// The adopter of this host's membership.
+    pub fn new(membership: Membership) -> HomeAdopter {
+        HomeAdopter { membership }
+    }
+}
+
+impl uncorreo_hop::server::Adopter for HomeAdopter {
+    fn adopt(
+        &self,
+        partition: Partition,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send>> {
+        let membership = self.membership.clone();
+        Box::pin(async move {
+            let config = &membership.config;
+            let homes = Assignments::new(
+                NatsBucket::open(
+                    &config.nats_url,
+                    "uncorreo_homes",
+                    None,
+                    config.terms.renew_every(),
+                )
+                .await
+                .map_err(|e| e.to_string())?,
+            );
+            match homes.home(partition).await.map_err(|e| e.to_string())? {
+                Some((home, _)) if home.node == config.node_id && home.moving_to.is_none() => {
+                    membership
+                        .member
+                        .adopt(partition)
+                        .await
+                        .map_err(|e| e.to_string())
+                }
+                other => Err(format!(
+                    "partition {} is not homed here: {other:?}",
+                    partition.0
+                )),
+            }
+        })
+    }
+}
+
+/// `uncorreo admin cluster leave` on a running server.
+pub struct Operations {
+    membership: Membership,
+    hop: Option<HopLeave>,
+    /// One leave at a time: a second would race the first on each
+    /// partition's home.
+    leaving: Arc<std::sync::atomic::AtomicBool>,
+}
+
+/// Clears the "leaving" flag when the leave ends, however it ends.
+struct Leaving(Arc<std::sync::atomic::AtomicBool>);
+
+impl Drop for Leaving {
+    fn drop(&mut self) {
+        self.0.store(false, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl Operations {
+    /// The cluster actions of this host (`hop`: `None` without
+    /// `[cluster] listen`, where a leave over the hop cannot run).
+    pub fn new(membership: Membership, hop: Option<HopLeave>) -> Operations {
+        Operations {
+            membership,
+            hop,
+            leaving: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+        }
+    }
+}
+
+impl uncorreo_api::admin::ClusterOps for Operations {
+    fn leave(
+        &self,
+        to: Option<String>,
+    ) -> std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<serde_json::Value, String>> + Send>,
+    > {
+        let membership = self.membership.clone();
+        let hop = self.hop.clone();
+        let leaving = Arc::clone(&self.leaving);
+        Box::pin(async move {
+            let Some(hop) = hop else {
+                return Err("cluster leave needs [cluster] listen (the hop)".to_owned());
+            };
+            if leaving.swap(true, std::sync::atomic::Ordering::SeqCst) {
+                return Err("a leave is already under way on this host".to_owned());
+            }
+            let _leaving = Leaving(leaving);
+            let (to, moved) = membership
+                .leave_over_hop(&hop, to.as_deref())
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok(serde_json::json!({
+                "to": to,
+                "partitions": moved.len(),
+                "mailboxes": moved.iter().map(|m| m.mailboxes).sum::<u64>(),
+            }))
+        })
     }
 }

@@ -161,6 +161,7 @@ impl Appliance {
         let mut cluster_route = None;
         let mut hop_server = None;
         let mut hop_addr = None;
+        let mut hop_leave = None;
         let mut cluster_events = None;
         let mut cluster_accounts = None;
         if let (Some(cluster), Some(mut member)) = (&config.cluster, cluster_member) {
@@ -220,6 +221,11 @@ impl Appliance {
                         events: Some(events),
                     },
                 )));
+                hop_leave = Some(cluster::HopLeave {
+                    engine: engine.clone(),
+                    secret: secret.clone(),
+                    timeout,
+                });
                 let server = Arc::new(uncorreo_hop::server::HopServer::new(
                     engine.clone(),
                     secret,
@@ -228,6 +234,9 @@ impl Appliance {
                     partitions,
                     cluster::limits(&engine, cluster),
                 ));
+                server.set_adopter(Arc::new(cluster::HomeAdopter::new(
+                    joined.membership.clone(),
+                )));
                 cluster_threads.push(cluster::serve(
                     listener,
                     Arc::clone(&server),
@@ -325,6 +334,10 @@ impl Appliance {
             engine: engine.clone(),
             plans: config.plans.clone(),
             limits: config.limits.clone(),
+            cluster: cluster_membership.clone().map(|membership| {
+                Arc::new(cluster::Operations::new(membership, hop_leave.clone()))
+                    as Arc<dyn uncorreo_api::admin::ClusterOps>
+            }),
         };
         {
             let shutdown = shutdown.clone();

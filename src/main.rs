@@ -99,11 +99,31 @@ enum AdminCommand {
         /// writable by the service user.
         dest: PathBuf,
     },
+    /// With `[cluster]`: this host's place in the cluster.
+    Cluster {
+        #[command(subcommand)]
+        action: ClusterCommand,
+    },
     /// Check a data directory or a backup offline: every checksum, every
     /// hint, and the index rebuilt from the records. Exits non-zero on any problem.
     Verify {
         /// The directory.
         dir: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum ClusterCommand {
+    /// Hand every partition homed on this host over to another live host
+    /// (its mailboxes copied with their ids, then served there), one
+    /// partition at a time; mail for a partition gets 451 while it moves.
+    /// Needs the running server. Homes are sticky: a plain stop or restart
+    /// never moves them.
+    Leave {
+        /// The destination's node id; by default the first other live host
+        /// (by node id) that answers on its hop.
+        #[arg(long)]
+        to: Option<String>,
     },
 }
 
@@ -301,6 +321,9 @@ fn admin(config_file: Option<PathBuf>, action: AdminCommand) -> anyhow::Result<(
             MailboxCommand::Show { address } => R::MailboxShow { address },
             MailboxCommand::Delete { address, user } => R::MailboxDelete { address, user },
         },
+        AdminCommand::Cluster { action } => match action {
+            ClusterCommand::Leave { to } => R::ClusterLeave { to },
+        },
         AdminCommand::Stats => R::Stats,
         AdminCommand::Audit => R::Audit,
         AdminCommand::Backup { dest } => R::Backup {
@@ -392,6 +415,7 @@ fn admin_offline(
         plans: &config.plans,
         limits: &config.limits,
         actor,
+        cluster: None,
     };
     let done = rt.block_on(uncorreo_api::admin::execute(&ctx, envelope.request));
     stop.cancel();

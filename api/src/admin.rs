@@ -53,6 +53,10 @@ pub enum AdminError {
     /// The backup could not be written.
     #[error("backup: {0}")]
     Backup(#[from] BackupError),
+    /// A cluster action did not complete (what moved before it stopped is
+    /// in the message).
+    #[error("cluster: {0}")]
+    Cluster(String),
 }
 
 impl From<AccountsError> for AdminError {
@@ -82,6 +86,7 @@ impl AdminError {
             Self::Engine(_) => "storage",
             Self::Unavailable(_) => "unavailable",
             Self::Backup(_) => "backup",
+            Self::Cluster(_) => "cluster",
         }
     }
 }
@@ -162,6 +167,24 @@ pub enum AdminRequest {
         /// Destination directory (absolute; must not exist or be empty).
         dest: PathBuf,
     },
+    /// With `[cluster]`: hand every partition homed here over to another
+    /// live host (SCALE.md, "A leaves cleanly"); needs the running server.
+    ClusterLeave {
+        /// The destination's node id; by default the first other live host.
+        #[serde(default)]
+        to: Option<String>,
+    },
+}
+
+/// The cluster actions of a running server with `[cluster]` (implemented
+/// by the appliance, which holds the membership).
+pub trait ClusterOps: Send + Sync {
+    /// Hands every partition homed here over to `to` (or another live
+    /// host); what moved, or why not all of it did.
+    fn leave(
+        &self,
+        to: Option<String>,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<Value, String>> + Send>>;
 }
 
 impl AdminRequest {
@@ -182,6 +205,7 @@ impl AdminRequest {
             Self::Stats => "stats",
             Self::Audit => "audit",
             Self::Backup { .. } => "backup",
+            Self::ClusterLeave { .. } => "cluster leave",
         }
     }
 
@@ -198,7 +222,11 @@ impl AdminRequest {
             | Self::KeyList { .. }
             | Self::KeyRevoke { .. } => true,
             Self::MailboxList { user } | Self::MailboxDelete { user, .. } => user.is_some(),
-            Self::MailboxShow { .. } | Self::Stats | Self::Audit | Self::Backup { .. } => false,
+            Self::MailboxShow { .. }
+            | Self::Stats
+            | Self::Audit
+            | Self::Backup { .. }
+            | Self::ClusterLeave { .. } => false,
         }
     }
 
@@ -213,6 +241,7 @@ impl AdminRequest {
                 | Self::KeyRevoke { .. }
                 | Self::MailboxDelete { .. }
                 | Self::Backup { .. }
+                | Self::ClusterLeave { .. }
         )
     }
 }
@@ -229,6 +258,9 @@ pub struct AdminContext<'a> {
     pub limits: &'a LimitsConfig,
     /// Who asks, as the channel established it (e.g. `uid 0 (root)`).
     pub actor: String,
+    /// The running server's cluster actions (`None`: no `[cluster]`, or
+    /// no server running).
+    pub cluster: Option<&'a dyn ClusterOps>,
 }
 
 /// Carry out `request`; on success, audit it if it changed state. The
@@ -426,6 +458,16 @@ async fn run(ctx: &AdminContext<'_>, request: AdminRequest) -> Result<(Value, St
                 })
                 .collect();
             Ok((json!({ "audit": entries }), String::new()))
+        }
+        AdminRequest::ClusterLeave { to } => {
+            let Some(cluster) = ctx.cluster else {
+                return Err(AdminError::Invalid(
+                    "cluster leave needs a running server with [cluster]".to_owned(),
+                ));
+            };
+            let target = to.clone().unwrap_or_default();
+            let moved = cluster.leave(to).await.map_err(AdminError::Cluster)?;
+            Ok((moved, target))
         }
         AdminRequest::Backup { dest } => {
             if !dest.is_absolute() {

@@ -75,9 +75,14 @@ pub async fn route_to_owner(
     };
     let owner = match cluster.place(&address).await {
         Placement::Local => {
+            // Held until the request is done (it may create, send or
+            // delete): a handover waits for it before copying.
+            let Ok(_admitted) = cluster.admit(&address) else {
+                return unavailable();
+            };
             return next
                 .run(Request::from_parts(parts, Body::from(bytes)))
-                .await
+                .await;
         }
         Placement::Unavailable => return unavailable(),
         Placement::Remote(owner) => owner,

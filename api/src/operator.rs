@@ -75,6 +75,8 @@ pub struct OperatorState {
     pub plans: Plans,
     /// Default plan and API limits.
     pub limits: LimitsConfig,
+    /// With `[cluster]`: the cluster actions (`cluster leave`).
+    pub cluster: Option<Arc<dyn crate::admin::ClusterOps>>,
 }
 
 /// Serve `listener` until `shutdown` is cancelled.
@@ -139,6 +141,7 @@ async fn handle(stream: UnixStream, state: &OperatorState) {
                     plans: &state.plans,
                     limits: &state.limits,
                     actor,
+                    cluster: state.cluster.as_deref(),
                 };
                 match crate::admin::execute(&ctx, env.request).await {
                     Ok(result) => Answer::Ok { result },

@@ -85,6 +85,25 @@ impl Directory {
         Ok(owner)
     }
 
+    /// Every host that has joined (published its hop address), by node id:
+    /// `(node, hop address)`. A host that stopped stays listed; ask it
+    /// before relying on it.
+    pub async fn nodes(&self) -> Result<Vec<(String, String)>, ReadError> {
+        let mut nodes = Vec::new();
+        for key in self.homes.keys().await? {
+            let Some(node) = key.strip_prefix("node.") else {
+                continue;
+            };
+            if let Some(value) = self.homes.get(&key).await? {
+                if let Ok(value) = serde_json::from_slice::<NodeValue>(&value.value) {
+                    nodes.push((node.to_owned(), value.hop));
+                }
+            }
+        }
+        nodes.sort();
+        Ok(nodes)
+    }
+
     /// Forgets what was learnt about `partition` (its owner did not answer
     /// as one), so the next request reads it again.
     pub fn forget(&self, partition: Partition) {

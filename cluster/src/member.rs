@@ -155,7 +155,7 @@ impl Served {
     }
 
     /// Deliveries admitted for `partition` and not yet finished.
-    pub(crate) fn in_flight(&self, partition: Partition) -> u32 {
+    pub fn in_flight(&self, partition: Partition) -> u32 {
         self.in_flight
             .get(usize::from(partition.0))
             .map_or(0, |slot| slot.load(Ordering::SeqCst))

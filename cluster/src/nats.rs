@@ -130,6 +130,21 @@ impl NatsBucket {
     }
 }
 
+impl NatsBucket {
+    /// Every key with a value now (a short listing: node records).
+    pub async fn keys(&self) -> Result<Vec<String>, ReadError> {
+        use futures_util::TryStreamExt;
+        let keys = self
+            .bucket
+            .keys()
+            .await
+            .map_err(|error| ReadError(error.to_string()))?;
+        keys.try_collect()
+            .await
+            .map_err(|error| ReadError(error.to_string()))
+    }
+}
+
 impl CasBucket for NatsBucket {
     async fn create(&self, key: &str, value: Bytes) -> Result<u64, CasError> {
         self.bucket

@@ -123,9 +123,10 @@ pub(crate) enum Cmd {
         enq: Instant,
         reply: Reply<(), WriteError>,
     },
-    /// Make this shard's copy of a mailbox equal to an export (`handover.rs`).
+    /// Make this shard's copy of a mailbox equal to an export, within the
+    /// export's window of sequences (`handover.rs`).
     Import {
-        export: Box<crate::handover::MailboxExport>,
+        export: Box<crate::handover::ExportChunk>,
         enq: Instant,
         reply: Reply<crate::handover::ImportReport, crate::handover::ImportError>,
     },

@@ -18,6 +18,14 @@
 //! Importing the same export twice is the same as once: the second finds
 //! nothing to write.
 //!
+//! A big mailbox travels in chunks ([`MailboxExport::into_chunks`]), each a
+//! window of its sequences `(after, through]` bounded in bytes, imported in
+//! order ([`Engine::import_chunk`]): a chunk makes the copy equal within its
+//! window only, and the last one (open to the end) carries the highest
+//! sequence. [`ExportChunk::encode`] is its wire form between hosts: the
+//! engine's own record frames, checksums included (FORMAT.md), behind a
+//! small header.
+//!
 //! Ids are kept, so the destination must route the id to the shard the
 //! address goes to: both hosts need the same shard count
 //! ([`ImportError::ShardMismatch`] otherwise). An id the destination already
@@ -32,6 +40,7 @@ use bytes::Bytes;
 
 use crate::api::Engine;
 use crate::cmd::Cmd;
+use crate::codec::{self, Kind, MailboxRec, MessageMetaRec, Record};
 use crate::error::{BatchFailure, LookupError, OperationError, StorageError};
 use crate::types::*;
 
@@ -108,6 +117,14 @@ pub enum ImportError {
         "message {seq} of mailbox {id} is below this copy's highest sequence and is not in it"
     )]
     SequenceBehind {
+        /// The mailbox id.
+        id: u64,
+        /// The sequence.
+        seq: u64,
+    },
+    /// A chunk names a message outside its own window.
+    #[error("message {seq} of mailbox {id} is outside its chunk's window")]
+    OutOfWindow {
         /// The mailbox id.
         id: u64,
         /// The sequence.
@@ -217,9 +234,223 @@ impl Engine {
                 address: export.mailbox.address,
             });
         }
-        let export = Box::new(export);
+        self.import_chunk(ExportChunk::whole(export)).await
+    }
+
+    /// [`Engine::import_mailbox`] of one chunk: the copy is made equal to it
+    /// within its window. Chunks of one export go in order, each after the
+    /// one before answered.
+    pub async fn import_chunk(&self, chunk: ExportChunk) -> Result<ImportReport, ImportError> {
+        let shard = self
+            .shared()
+            .shard_of_address(&chunk.export.mailbox.address);
+        if self.shared().shard_of_id(chunk.export.mailbox.id.0) != shard {
+            return Err(ImportError::ShardMismatch {
+                id: chunk.export.mailbox.id.0,
+                address: chunk.export.mailbox.address,
+            });
+        }
+        let export = Box::new(chunk);
         let enq = Instant::now();
         self.call(shard, |reply| Cmd::Import { export, enq, reply })
             .await
+    }
+}
+
+/// A window of one mailbox's export: its messages with sequences in
+/// `(after, through]`; `through` is `u64::MAX` for the last chunk.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExportChunk {
+    /// The mailbox (as in the whole export) and this window's messages.
+    pub export: MailboxExport,
+    /// Messages after this sequence.
+    pub after: u64,
+    /// Up to and including this one.
+    pub through: u64,
+}
+
+/// Why bytes are not an encoded chunk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum ChunkDecodeError {
+    /// Not this format, or a field that cannot be.
+    #[error("not an export chunk")]
+    Malformed,
+    /// A record's checksum did not match.
+    #[error("an export chunk's record failed its checksum")]
+    Checksum,
+}
+
+/// First bytes of an encoded chunk (and its version).
+const CHUNK_MAGIC: &[u8; 5] = b"UCXC\x01";
+
+impl MailboxExport {
+    /// Splits the export into chunks of at most about `max_bytes` of
+    /// encoded records each (one message bigger than that goes alone), in
+    /// sequence order; an export without messages is one chunk.
+    pub fn into_chunks(self, max_bytes: usize) -> Vec<ExportChunk> {
+        let MailboxExport { mailbox, messages } = self;
+        let mut chunks = Vec::new();
+        let mut current: Vec<MessageExport> = Vec::new();
+        let mut bytes = 0usize;
+        let mut after = 0u64;
+        for message in messages {
+            let size = message_len(&message);
+            if !current.is_empty() && bytes.saturating_add(size) > max_bytes {
+                let through = current.last().map_or(after, |m| m.seq);
+                chunks.push(ExportChunk {
+                    export: MailboxExport {
+                        mailbox: mailbox.clone(),
+                        messages: std::mem::take(&mut current),
+                    },
+                    after,
+                    through,
+                });
+                after = through;
+                bytes = 0;
+            }
+            bytes = bytes.saturating_add(size);
+            current.push(message);
+        }
+        chunks.push(ExportChunk {
+            export: MailboxExport {
+                mailbox,
+                messages: current,
+            },
+            after,
+            through: u64::MAX,
+        });
+        chunks
+    }
+}
+
+fn message_len(m: &MessageExport) -> usize {
+    codec::message_payload_len(&meta_rec(m), m.raw.len()).saturating_add(16)
+}
+
+fn meta_rec(m: &MessageExport) -> MessageMetaRec {
+    MessageMetaRec {
+        plus_tags: m.plus_tags.clone(),
+        envelope_from: m.envelope_from.clone(),
+        summary: m.summary.clone(),
+    }
+}
+
+impl ExportChunk {
+    /// The whole export as one chunk.
+    pub fn whole(export: MailboxExport) -> ExportChunk {
+        ExportChunk {
+            export,
+            after: 0,
+            through: u64::MAX,
+        }
+    }
+
+    /// The wire form: magic and version, the window, the mailbox's highest
+    /// sequence and count, then a `MailboxCreated` frame and one `Message`
+    /// frame per message, each with its checksum (FORMAT.md).
+    pub fn encode(&self) -> Vec<u8> {
+        let info = &self.export.mailbox;
+        let mut buf =
+            Vec::with_capacity(64 + self.export.messages.iter().map(message_len).sum::<usize>());
+        buf.extend_from_slice(CHUNK_MAGIC);
+        buf.extend_from_slice(&self.after.to_le_bytes());
+        buf.extend_from_slice(&self.through.to_le_bytes());
+        buf.extend_from_slice(&info.last_seq.to_le_bytes());
+        buf.extend_from_slice(&info.message_count.to_le_bytes());
+        Record::MailboxCreated(MailboxRec {
+            id: info.id.0,
+            created_at_ms: info.created_at_ms,
+            expires_at_ms: info.expires_at_ms,
+            max_messages: info.max_messages,
+            owner: info.owner.clone(),
+            address: info.address.to_string(),
+        })
+        .encode_frame(&mut buf);
+        for m in &self.export.messages {
+            let start = codec::begin_frame(&mut buf, Kind::Message);
+            codec::encode_message(
+                &mut buf,
+                info.id.0,
+                m.seq,
+                m.received_at_ms,
+                &meta_rec(m),
+                &m.raw,
+            );
+            codec::finish_frame(&mut buf, start);
+        }
+        buf
+    }
+
+    /// The inverse of [`ExportChunk::encode`]; message bytes are slices of
+    /// `data`, not copies.
+    pub fn decode(data: Bytes) -> Result<ExportChunk, ChunkDecodeError> {
+        use ChunkDecodeError::{Checksum, Malformed};
+        let u64_at = |at: usize| {
+            data.get(at..at + 8)
+                .and_then(|b| <[u8; 8]>::try_from(b).ok())
+                .map(u64::from_le_bytes)
+                .ok_or(Malformed)
+        };
+        if !data.starts_with(CHUNK_MAGIC) {
+            return Err(Malformed);
+        }
+        let at = CHUNK_MAGIC.len();
+        let (after, through, last_seq) = (u64_at(at)?, u64_at(at + 8)?, u64_at(at + 16)?);
+        let message_count = data
+            .get(at + 24..at + 28)
+            .and_then(|b| <[u8; 4]>::try_from(b).ok())
+            .map(u32::from_le_bytes)
+            .ok_or(Malformed)?;
+        let mut off = at + 28;
+        let next = |off: &mut usize| -> Result<Option<Record<'_>>, ChunkDecodeError> {
+            let frame = match codec::frame_at(&data, *off, data.len()) {
+                Ok(frame) => frame,
+                Err(codec::FrameError::End) if *off == data.len() => return Ok(None),
+                Err(_) => return Err(Malformed),
+            };
+            if !frame.crc_ok() {
+                return Err(Checksum);
+            }
+            *off += frame.total_len();
+            codec::decode(frame.kind, frame.payload)
+                .map(Some)
+                .map_err(|_| Malformed)
+        };
+        let Some(Record::MailboxCreated(rec)) = next(&mut off)? else {
+            return Err(Malformed);
+        };
+        let address = Address::parse(&rec.address).map_err(|_| Malformed)?;
+        let mailbox = MailboxInfo {
+            id: MailboxId(rec.id),
+            address,
+            owner: rec.owner,
+            created_at_ms: rec.created_at_ms,
+            expires_at_ms: rec.expires_at_ms,
+            max_messages: rec.max_messages,
+            message_count,
+            last_seq,
+        };
+        let mut messages = Vec::new();
+        while let Some(record) = next(&mut off)? {
+            let Record::Message { head, meta, body } = record else {
+                return Err(Malformed);
+            };
+            if head.mailbox != rec.id {
+                return Err(Malformed);
+            }
+            messages.push(MessageExport {
+                seq: head.seq,
+                received_at_ms: head.received_at_ms,
+                plus_tags: meta.plus_tags,
+                envelope_from: meta.envelope_from,
+                summary: meta.summary,
+                raw: data.slice_ref(body),
+            });
+        }
+        Ok(ExportChunk {
+            export: MailboxExport { mailbox, messages },
+            after,
+            through,
+        })
     }
 }

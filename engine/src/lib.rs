@@ -55,7 +55,9 @@ pub use error::{
 };
 pub use fanout::{SubscribeError, Subscriber, SubscriberLimits};
 pub use files::{DataFile, Io, RealIo};
-pub use handover::{ImportError, ImportReport, MailboxExport, MessageExport};
+pub use handover::{
+    ChunkDecodeError, ExportChunk, ImportError, ImportReport, MailboxExport, MessageExport,
+};
 pub use quota::QuotaHolds;
 pub use state::{EventTap, Tapped};
 pub use sys::set_mmap_threshold;

@@ -54,6 +54,20 @@ fn views(e: &Engine) -> Vec<View> {
         .collect()
 }
 
+/// [`move_all`] in chunks of at most `max_bytes`, each through its wire
+/// form (encoded, decoded), imported in order.
+fn move_all_chunked(from: &Engine, to: &Engine, max_bytes: usize) -> Vec<ImportReport> {
+    let mut reports = Vec::new();
+    for id in from.mailboxes_where(|_| true) {
+        for chunk in from.export_mailbox(id).unwrap().into_chunks(max_bytes) {
+            let wire = ExportChunk::decode(Bytes::from(chunk.encode())).unwrap();
+            assert_eq!(wire, chunk);
+            reports.push(block_on(to.import_chunk(wire)).unwrap());
+        }
+    }
+    reports
+}
+
 fn move_all(from: &Engine, to: &Engine) -> Vec<ImportReport> {
     from.mailboxes_where(|_| true)
         .into_iter()
@@ -120,6 +134,7 @@ proptest! {
     fn import_of_an_export_reads_the_same_once_twice_and_after_a_restart(
         first in prop::collection::vec(step(), 0..14),
         later in prop::collection::vec(step(), 0..8),
+        chunk_bytes in prop::option::of(1..6usize),
     ) {
         let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
         let clock = Arc::new(ManualClock::new(1_000_000));
@@ -131,16 +146,23 @@ proptest! {
         let mut body = 0;
         run(&a, &first, &mut body);
 
-        move_all(&a, &b);
+        // Whole, or in chunks through their wire form (small enough that a
+        // mailbox takes several): the same copy.
+        let chunked = chunk_bytes.map(|n| n * 200);
+        let import = |a: &Engine, b: &Engine| match chunked {
+            Some(max) => move_all_chunked(a, b, max),
+            None => move_all(a, b),
+        };
+        import(&a, &b);
         prop_assert_eq!(views(&b), views(&a));
         // A repeated import is a no-op.
-        let again = move_all(&a, &b);
+        let again = import(&a, &b);
         prop_assert!(again.iter().all(ImportReport::unchanged), "{:?}", again);
         prop_assert_eq!(views(&b), views(&a));
 
         // What the source did since is carried by the next import.
         run(&a, &later, &mut body);
-        move_all(&a, &b);
+        import(&a, &b);
         prop_assert_eq!(views(&b), views(&a));
 
         // Durable: the destination reads the same after a restart.
@@ -253,4 +275,61 @@ fn an_import_that_would_misroute_or_collide_writes_nothing() {
         "{refused:?}"
     );
     assert_eq!(b.mailboxes_where(|_| true), vec![own.id]);
+}
+
+#[test]
+fn a_chunk_is_bounded_checked_and_confined_to_its_window() {
+    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let clock = Arc::new(ManualClock::new(1_000_000));
+    let a = open_prefixed(da.path(), &clock);
+    let b = open_prefixed(db.path(), &clock);
+    let made = mailbox(&a, "box", 100, 3_600_000);
+    for n in 0..6 {
+        deliver(&a, &[&format!("box@{DOMAIN}")], raw(300, n));
+    }
+    let export = a.export_mailbox(made.id).unwrap();
+    let chunks = export.clone().into_chunks(700);
+    // About two messages a chunk; windows tile the sequences in order.
+    assert!(chunks.len() >= 3, "{}", chunks.len());
+    let mut after = 0;
+    for chunk in &chunks {
+        assert_eq!(chunk.after, after);
+        assert!(
+            chunk.encode().len() <= 700 + 300,
+            "{}",
+            chunk.encode().len()
+        );
+        after = chunk.through;
+    }
+    assert_eq!(after, u64::MAX);
+    // No chunk without its messages' bytes intact.
+    let mut wire = chunks[0].encode();
+    let last = wire.len() - 1;
+    wire[last] ^= 1;
+    assert_eq!(
+        ExportChunk::decode(Bytes::from(wire)),
+        Err(ChunkDecodeError::Checksum)
+    );
+    assert_eq!(
+        ExportChunk::decode(Bytes::from_static(b"UCXC")),
+        Err(ChunkDecodeError::Malformed)
+    );
+    // A message outside the chunk's window is refused, and nothing written.
+    let mut stray = chunks[0].clone();
+    stray.after = stray.export.messages[0].seq;
+    let refused = block_on(b.import_chunk(stray));
+    assert!(
+        matches!(refused, Err(ImportError::OutOfWindow { .. })),
+        "{refused:?}"
+    );
+    assert!(b.mailbox_by_id(made.id).is_none());
+    // The first chunk alone: only its messages, and the highest sequence
+    // is not claimed before the last chunk.
+    block_on(b.import_chunk(chunks[0].clone())).unwrap();
+    let partial = b.mailbox_by_id(made.id).unwrap();
+    assert_eq!(partial.last_seq, chunks[0].through);
+    for chunk in &chunks[1..] {
+        block_on(b.import_chunk(chunk.clone())).unwrap();
+    }
+    assert_eq!(view(&b, made.id), view(&a, made.id));
 }

@@ -7,10 +7,13 @@
 //!   durable.
 //! - [`server`]: the owner's internal listener (`[cluster] listen`), signed
 //!   HTTP/1.1 with bounded bodies and connections.
-//! - [`client`]: one signed request to another host.
+//! - [`client`]: one signed request to another host, on a kept-alive
+//!   connection.
+//! - [`handover`]: the source's side of a clean handover over the hop.
 //! - [`wire`]: what travels between them.
 
 pub mod client;
+pub mod handover;
 pub mod route;
 pub mod server;
 pub mod wire;

@@ -17,13 +17,13 @@ use std::time::{Duration, Instant};
 use uncorreo_cluster::directory::{Directory, Owner};
 use uncorreo_cluster::events::Events;
 use uncorreo_cluster::hop::HopSecret;
-use uncorreo_cluster::member::Served;
+use uncorreo_cluster::member::{Admitted, NotAdmitted, Served};
 use uncorreo_cluster::partition::{partition_of, Partition, PartitionCount};
 use uncorreo_engine::{
     DeliverError, Delivery, DeliveryOutcome, Engine, MessageId, QuotaHolds, Recipient, ResolveError,
 };
 
-use crate::client::{post, post_bounded, HopError};
+use crate::client::{post, post_bounded, HopError, Replay};
 use crate::wire::{
     encode_deliver, rcpt_text, DeliverAnswer, DeliverEnvelope, ResolveAnswer, ResolveRequest,
     DELIVER_PATH, RESOLVE_PATH,
@@ -134,6 +134,22 @@ impl Cluster {
         }
     }
 
+    /// Admits a request that stores or changes something of `address`'s
+    /// mailbox here (a delivery, a creation, a deletion): hold the guard
+    /// until it is durable. A handover marks the partition moving and then
+    /// waits for every guard out before it copies the partition, so nothing
+    /// admitted is stored behind the copy's back; once it is moving, this
+    /// refuses (the caller answers `451` / `503`). A campaign address is
+    /// not a mailbox and never moves: `None`.
+    pub fn admit(&self, address: &str) -> Result<Option<Admitted<'_>>, NotAdmitted> {
+        if self.engine.campaign_for(address).is_some() {
+            return Ok(None);
+        }
+        self.served
+            .admit(self.partition(address), Instant::now())
+            .map(Some)
+    }
+
     /// The owner's [`Engine::resolve`] of `rcpt` (SMTP RCPT at this host),
     /// so a `550`/`452` is decided where the mailbox lives.
     pub async fn resolve_remote(
@@ -146,7 +162,15 @@ impl Cluster {
             node: owner.node.clone(),
         };
         let body = serde_json::to_vec(&request).unwrap_or_default();
-        let answer = post(&owner.hop, &self.secret, RESOLVE_PATH, body, self.timeout).await;
+        let answer = post(
+            &owner.hop,
+            &self.secret,
+            RESOLVE_PATH,
+            body,
+            self.timeout,
+            Replay::Idempotent,
+        )
+        .await;
         let result = match answer {
             Ok((200, body)) => serde_json::from_slice::<ResolveAnswer>(&body)
                 .map(|a| a.refused.map_or(Ok(()), |r| Err(ResolveError::from(r))))
@@ -166,10 +190,18 @@ impl Cluster {
         holds: QuotaHolds,
     ) -> Result<DeliveryOutcome, DeliverError> {
         let mut local = Vec::new();
+        // Held from the decision to store here until the store is durable.
+        let mut admitted = Vec::new();
         let mut remote: Vec<(Owner, Vec<Recipient>)> = Vec::new();
         for rcpt in &delivery.recipients {
-            match self.place(&rcpt_text(rcpt)).await {
-                Placement::Local => local.push(rcpt.clone()),
+            let text = rcpt_text(rcpt);
+            match self.place(&text).await {
+                Placement::Local => {
+                    // A move that began since `place` looked: the sender
+                    // retries, and by then the new home takes it.
+                    admitted.push(self.admit(&text).map_err(|_| DeliverError::Saturated)?);
+                    local.push(rcpt.clone());
+                }
                 Placement::Remote(owner) => match remote.iter_mut().find(|(o, _)| *o == owner) {
                     Some((_, rcpts)) => rcpts.push(rcpt.clone()),
                     None => remote.push((owner, vec![rcpt.clone()])),
@@ -180,7 +212,9 @@ impl Cluster {
             }
         }
         if remote.is_empty() {
-            return self.engine.deliver_held(delivery, holds).await;
+            let stored = self.engine.deliver_held(delivery, holds).await;
+            drop(admitted);
+            return stored;
         }
         let key = Engine::delivery_key(&delivery);
         let local_part = async {
@@ -204,6 +238,7 @@ impl Cluster {
                 .map(|(owner, rcpts)| self.forward(owner, rcpts, &delivery, key)),
         );
         let (local_result, remote_results) = tokio::join!(local_part, remote_parts);
+        drop(admitted);
         let mut stored = Vec::new();
         let mut refused = Vec::new();
         let mut failure: Option<DeliverError> = None;
@@ -250,7 +285,16 @@ impl Cluster {
             node: owner.node.clone(),
         };
         let body = encode_deliver(&envelope, &delivery.raw);
-        let answer = post(&owner.hop, &self.secret, DELIVER_PATH, body, self.timeout).await;
+        // Not replayed once written: see `client`'s module doc.
+        let answer = post(
+            &owner.hop,
+            &self.secret,
+            DELIVER_PATH,
+            body,
+            self.timeout,
+            Replay::Unsent,
+        )
+        .await;
         let result = match answer {
             Ok((200, body)) => parse_answer(&body).ok_or(DeliverError::Saturated),
             Ok((413, _)) => Err(DeliverError::TooLarge {
@@ -297,6 +341,7 @@ impl Cluster {
             request,
             self.timeout,
             max_answer.saturating_add(crate::server::ENVELOPE_ROOM),
+            Replay::Unsent,
         )
         .await;
         let result = match answer {

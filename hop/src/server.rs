@@ -8,7 +8,19 @@
 //! | body over [`HopLimits::max_body_bytes`] | `413` |
 //! | connections past [`HopLimits::max_connections`] | `503` + `Retry-After: 1`, closed |
 //! | a partition this host does not serve now | `409` (the sender answers `451`) |
+//! | a handover copy for a partition this host serves, or an import refused | `409` |
+//! | a handover copy that does not fit on disk | `507` |
 //! | not a request this listener knows | `404` / `422` |
+//!
+//! A connection carries requests one after another (HTTP/1.1 keep-alive);
+//! one left idle is closed by [`HopLimits::header_timeout`], which waits
+//! for the next request's head as for the first.
+//!
+//! The handover routes are the destination's side of a clean handover
+//! (`uncorreo_cluster::handover`, `crate::handover` is the source's):
+//! `copy` imports one chunk of a mailbox of the moving partition and
+//! answers once it is durable (a repeat writes nothing); `adopt` serves the
+//! partition from now on, once its home in NATS names this host.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -25,13 +37,16 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use uncorreo_cluster::hop::{HopSecret, HEADER};
 use uncorreo_cluster::member::Served;
-use uncorreo_cluster::partition::{partition_of, PartitionCount};
-use uncorreo_engine::{DeliverError, Delivery, DeliveryOutcome, Engine, Recipient};
+use uncorreo_cluster::partition::{partition_of, Partition, PartitionCount};
+use uncorreo_engine::{
+    DeliverError, Delivery, DeliveryOutcome, Engine, ExportChunk, ImportError, Recipient,
+};
 
 use crate::client::unix_now;
 use crate::wire::{
-    decode_deliver, frame, unframe, DeliverAnswer, HttpAnswerHead, HttpEnvelope, Refusal,
-    ResolveAnswer, ResolveRequest, DELIVER_PATH, HTTP_PATH, RESOLVE_PATH,
+    decode_deliver, frame, unframe, AdoptRequest, CopyHead, DeliverAnswer, HttpAnswerHead,
+    HttpEnvelope, NodeAnswer, Refusal, ResolveAnswer, ResolveRequest, ADOPT_PATH, COPY_PATH,
+    DELIVER_PATH, HTTP_PATH, NODE_PATH, RESOLVE_PATH,
 };
 
 /// The listener's bounds.
@@ -61,6 +76,49 @@ pub trait LocalHttp: Send + Sync {
     ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Response<Bytes>> + Send>>;
 }
 
+/// The destination's side of `adopt`: serve a partition whose home moved
+/// here (implemented by the appliance, which reads the home in NATS).
+pub trait Adopter: Send + Sync {
+    /// Serves `partition` from now on if its home names this host; why not
+    /// otherwise.
+    fn adopt(
+        &self,
+        partition: Partition,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send>>;
+}
+
+/// Tests: the next delivery stops after it was admitted, until released.
+#[derive(Debug)]
+pub struct DeliveryPause {
+    reached: std::sync::mpsc::Receiver<()>,
+    release: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl DeliveryPause {
+    /// Blocks until a delivery has been admitted and stopped, or `limit`
+    /// passed; whether it was.
+    pub fn reached(&self, limit: Duration) -> bool {
+        self.reached.recv_timeout(limit).is_ok()
+    }
+
+    /// Lets the stopped delivery go on to the store.
+    pub fn release(mut self) {
+        if let Some(release) = self.release.take() {
+            let _ = release.send(());
+        }
+    }
+}
+
+struct PauseHook {
+    reached: std::sync::mpsc::Sender<()>,
+    release: tokio::sync::oneshot::Receiver<()>,
+}
+
+/// How often a handover import refused as busy or saturated is tried again,
+/// and how long apart: both clear once this host's writer commits.
+const IMPORT_TRIES: u32 = 50;
+const IMPORT_RETRY_AFTER: Duration = Duration::from_millis(20);
+
 /// What the owner's side needs.
 pub struct HopServer {
     engine: Engine,
@@ -70,7 +128,9 @@ pub struct HopServer {
     partitions: PartitionCount,
     limits: HopLimits,
     fail_next_answer: AtomicBool,
+    pause_next_delivery: std::sync::Mutex<Option<PauseHook>>,
     local_http: std::sync::OnceLock<Arc<dyn LocalHttp>>,
+    adopter: std::sync::OnceLock<Arc<dyn Adopter>>,
 }
 
 impl std::fmt::Debug for HopServer {
@@ -100,7 +160,32 @@ impl HopServer {
             partitions,
             limits,
             fail_next_answer: AtomicBool::new(false),
+            pause_next_delivery: std::sync::Mutex::new(None),
             local_http: std::sync::OnceLock::new(),
+            adopter: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// Gives the server what serves an adopted partition (set once; until
+    /// then `adopt` gets `503`).
+    pub fn set_adopter(&self, adopter: Arc<dyn Adopter>) {
+        let _ = self.adopter.set(adopter);
+    }
+
+    /// Tests: the next forwarded delivery stops once admitted, before it is
+    /// stored, until the returned pause is released.
+    pub fn pause_next_delivery_for_tests(&self) -> DeliveryPause {
+        let (reached_tx, reached) = std::sync::mpsc::channel();
+        let (release, release_rx) = tokio::sync::oneshot::channel();
+        if let Ok(mut hook) = self.pause_next_delivery.lock() {
+            *hook = Some(PauseHook {
+                reached: reached_tx,
+                release: release_rx,
+            });
+        }
+        DeliveryPause {
+            reached,
+            release: Some(release),
         }
     }
 
@@ -238,6 +323,14 @@ async fn handle(
         ("POST", RESOLVE_PATH) => Ok(resolve(server, &body)),
         ("POST", DELIVER_PATH) => deliver(server, body).await,
         ("POST", HTTP_PATH) => Ok(proxied(server, body).await),
+        ("POST", COPY_PATH) => Ok(copy(server, body).await),
+        ("POST", ADOPT_PATH) => Ok(adopt(server, &body).await),
+        ("POST", NODE_PATH) => Ok(answer(
+            StatusCode::OK,
+            NodeAnswer {
+                node: server.node.clone(),
+            },
+        )),
         _ => Ok(problem(StatusCode::NOT_FOUND, "no such hop route")),
     }
 }
@@ -273,12 +366,20 @@ async fn deliver(server: &HopServer, body: Bytes) -> Result<Response<Full<Bytes>
             "bad delivery key",
         ));
     };
-    if envelope.node != server.node || !envelope.rcpts.iter().all(|r| server.serves(r)) {
+    // Admitted from this check until the store is durable, so a handover
+    // that starts meanwhile waits for this delivery before it copies.
+    let now = Instant::now();
+    let admitted: Result<Vec<_>, _> = envelope
+        .rcpts
+        .iter()
+        .map(|r| server.served.admit(partition_of(r, server.partitions), now))
+        .collect();
+    let (true, Ok(_admitted)) = (envelope.node == server.node, admitted) else {
         return Ok(problem(
             StatusCode::CONFLICT,
             "this host does not serve that partition",
         ));
-    }
+    };
     let mut recipients = Vec::with_capacity(envelope.rcpts.len());
     for rcpt in &envelope.rcpts {
         match Recipient::parse(rcpt) {
@@ -292,6 +393,15 @@ async fn deliver(server: &HopServer, body: Bytes) -> Result<Response<Full<Bytes>
         recipients,
         dedupe_key: None,
     };
+    let hook = server
+        .pause_next_delivery
+        .lock()
+        .ok()
+        .and_then(|mut hook| hook.take());
+    if let Some(hook) = hook {
+        let _ = hook.reached.send(());
+        let _ = hook.release.await;
+    }
     let result = server
         .engine
         .deliver_forwarded(delivery, server.engine.quota_holds(), key)
@@ -347,12 +457,18 @@ async fn proxied(server: &HopServer, body: Bytes) -> Response<Full<Bytes>> {
     let Some((envelope, body)) = unframe::<HttpEnvelope>(body) else {
         return problem(StatusCode::UNPROCESSABLE_ENTITY, "not a proxied request");
     };
-    if envelope.node != server.node || !server.serves(&envelope.address) {
+    // A proxied request may create, change or delete: admitted until it
+    // is done, like a delivery.
+    let admitted = server.served.admit(
+        partition_of(&envelope.address, server.partitions),
+        Instant::now(),
+    );
+    let (true, Ok(_admitted)) = (envelope.node == server.node, admitted) else {
         return problem(
             StatusCode::CONFLICT,
             "this host does not serve that partition",
         );
-    }
+    };
     let Some(local) = server.local_http.get() else {
         return problem(StatusCode::SERVICE_UNAVAILABLE, "the API is not up yet");
     };
@@ -394,4 +510,77 @@ async fn proxied(server: &HopServer, body: Bytes) -> Response<Full<Bytes>> {
     let mut response = Response::new(Full::new(Bytes::from(frame(&head, answer.body()))));
     *response.status_mut() = StatusCode::OK;
     response
+}
+
+/// The partition a handover request names, if it is one of the cluster's.
+fn partition_named(server: &HopServer, index: u16) -> Option<Partition> {
+    (index < server.partitions.get()).then_some(Partition(index))
+}
+
+async fn copy(server: &HopServer, body: Bytes) -> Response<Full<Bytes>> {
+    let Some((head, chunk)) = unframe::<CopyHead>(body) else {
+        return problem(StatusCode::UNPROCESSABLE_ENTITY, "not a handover copy");
+    };
+    let Some(partition) = partition_named(server, head.partition) else {
+        return problem(StatusCode::UNPROCESSABLE_ENTITY, "no such partition");
+    };
+    if head.node != server.node {
+        return problem(StatusCode::CONFLICT, "not the destination named");
+    }
+    // A copy lands only where it is not served: the destination serves the
+    // partition after the flip, never while it is still being copied.
+    if server.served.serves(partition, Instant::now()) {
+        return problem(StatusCode::CONFLICT, "this host serves that partition");
+    }
+    let chunk = match ExportChunk::decode(chunk) {
+        Ok(chunk) => chunk,
+        Err(error) => return problem(StatusCode::UNPROCESSABLE_ENTITY, &error.to_string()),
+    };
+    if partition_of(&chunk.export.mailbox.address.to_string(), server.partitions) != partition {
+        return problem(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "a mailbox of another partition",
+        );
+    }
+    let mut tries = 0;
+    let imported = loop {
+        match server.engine.import_chunk(chunk.clone()).await {
+            Err(ImportError::Busy | ImportError::Saturated) if tries < IMPORT_TRIES => {
+                tries += 1;
+                tokio::time::sleep(IMPORT_RETRY_AFTER).await;
+            }
+            other => break other,
+        }
+    };
+    match imported {
+        Ok(report) => answer(
+            StatusCode::OK,
+            serde_json::json!({
+                "created": report.created,
+                "appended": report.appended,
+                "deleted": report.deleted,
+            }),
+        ),
+        Err(ImportError::DiskFull) => problem(StatusCode::INSUFFICIENT_STORAGE, "storage full"),
+        Err(error) => problem(StatusCode::CONFLICT, &error.to_string()),
+    }
+}
+
+async fn adopt(server: &HopServer, body: &[u8]) -> Response<Full<Bytes>> {
+    let Ok(request) = serde_json::from_slice::<AdoptRequest>(body) else {
+        return problem(StatusCode::UNPROCESSABLE_ENTITY, "not an adopt request");
+    };
+    let Some(partition) = partition_named(server, request.partition) else {
+        return problem(StatusCode::UNPROCESSABLE_ENTITY, "no such partition");
+    };
+    if request.node != server.node {
+        return problem(StatusCode::CONFLICT, "not the destination named");
+    }
+    let Some(adopter) = server.adopter.get() else {
+        return problem(StatusCode::SERVICE_UNAVAILABLE, "membership not up yet");
+    };
+    match adopter.adopt(partition).await {
+        Ok(()) => answer(StatusCode::OK, serde_json::json!({})),
+        Err(why) => problem(StatusCode::CONFLICT, &why),
+    }
 }

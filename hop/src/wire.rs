@@ -18,6 +18,39 @@ pub const DELIVER_PATH: &str = "/internal/v1/deliver";
 /// credential, which the owner checks.
 pub const HTTP_PATH: &str = "/internal/v1/http";
 
+/// Copies one chunk of a mailbox of a partition moving here (a handover):
+/// answered once the copy is durable; a repeat writes nothing.
+pub const COPY_PATH: &str = "/internal/v1/handover/copy";
+/// Tells the destination of a handover that the partition's home is it now.
+pub const ADOPT_PATH: &str = "/internal/v1/handover/adopt";
+/// Who answers here: the node id (a leaving host checks its destination).
+pub const NODE_PATH: &str = "/internal/v1/node";
+
+/// The head in front of a copied chunk (`ExportChunk::encode`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CopyHead {
+    /// The destination node the source means.
+    pub node: String,
+    /// The partition moving.
+    pub partition: u16,
+}
+
+/// `POST /internal/v1/handover/adopt`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AdoptRequest {
+    /// The destination node the source means.
+    pub node: String,
+    /// The partition whose home it is now.
+    pub partition: u16,
+}
+
+/// The answer to `POST /internal/v1/node`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NodeAnswer {
+    /// The node id of the host that answered.
+    pub node: String,
+}
+
 /// The envelope in front of a proxied API request's body.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct HttpEnvelope {

@@ -48,6 +48,8 @@ pub const CLUSTER_REMOTE_WAITERS: &str = "uncorreo_cluster_remote_waiters";
 pub const HOP_REFUSED_TOTAL: &str = "uncorreo_hop_refused_total";
 /// Requests this host forwarded to another host's hop, by kind and outcome ([cluster] only).
 pub const HOP_FORWARDED_TOTAL: &str = "uncorreo_hop_forwarded_total";
+/// Hop requests sent once more on a fresh connection after a kept-alive one failed ([cluster] only).
+pub const HOP_REPLAYED_TOTAL: &str = "uncorreo_hop_replayed_total";
 /// HTTP requests answered, by route template, method and status.
 pub const HTTP_REQUESTS_TOTAL: &str = "uncorreo_http_requests_total";
 /// Time from request to response head, by route template and method.
@@ -179,6 +181,12 @@ pub const ALL: &[Metric] = &[
         kind: Kind::Counter,
         unit: None,
         help: "Requests forwarded to the owner's internal hop, by kind (resolve, deliver) and outcome ([cluster] only).",
+    },
+    Metric {
+        name: HOP_REPLAYED_TOTAL,
+        kind: Kind::Counter,
+        unit: None,
+        help: "Hop requests sent once more on a fresh connection after a kept-alive one failed before answering ([cluster] only).",
     },
     Metric {
         name: HTTP_REQUESTS_TOTAL,

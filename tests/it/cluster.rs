@@ -18,7 +18,7 @@ use uncorreo_ses::fixture as sns;
 use crate::support::{code, test_config, Raw};
 
 pub(crate) const PARTITIONS: u16 = 16;
-const SECRET: &str = "0123456789abcdef0123456789abcdef-test-cluster-secret";
+pub(crate) const SECRET: &str = "0123456789abcdef0123456789abcdef-test-cluster-secret";
 
 fn member(nats: &NatsServer, node: &str) -> ClusterConfig {
     ClusterConfig {
@@ -225,7 +225,7 @@ fn listed(host: &Appliance, address: &str, token: &str) -> Vec<String> {
 
 /// One SMTP transaction at `smtp`: the RCPT reply, and the end-of-data
 /// reply when RCPT was taken.
-fn send(smtp: SocketAddr, rcpt: &str, body: &str) -> (String, Option<String>) {
+pub(crate) fn send(smtp: SocketAddr, rcpt: &str, body: &str) -> (String, Option<String>) {
     let (mut c, greeting) = Raw::connect(smtp);
     assert_eq!(code(&greeting), "220");
     assert_eq!(code(&c.cmd("EHLO client.test")), "250");
@@ -243,7 +243,7 @@ fn send(smtp: SocketAddr, rcpt: &str, body: &str) -> (String, Option<String>) {
 }
 
 /// The ids a `250 2.0.0 Ok: stored as <id>,…` names.
-fn stored_ids(reply: &str) -> Vec<String> {
+pub(crate) fn stored_ids(reply: &str) -> Vec<String> {
     reply
         .split_once("stored as ")
         .map(|(_, ids)| ids.split(',').map(|id| id.trim().to_owned()).collect())
@@ -319,7 +319,12 @@ fn a_host_that_cannot_reach_nats_does_not_start_and_says_why() {
 }
 
 /// A raw HTTP/1.1 request to the hop; returns the status code.
-fn hop_request(addr: SocketAddr, path: &str, signature: Option<&str>, body: &[u8]) -> u16 {
+pub(crate) fn hop_request(
+    addr: SocketAddr,
+    path: &str,
+    signature: Option<&str>,
+    body: &[u8],
+) -> u16 {
     let mut stream = TcpStream::connect(addr).expect("connect");
     stream
         .set_read_timeout(Some(Duration::from_secs(30)))
@@ -347,7 +352,7 @@ fn status_of(stream: &mut TcpStream) -> u16 {
         .unwrap_or_else(|| panic!("no HTTP status in {text:?}"))
 }
 
-fn now() -> u64 {
+pub(crate) fn now() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .expect("clock")
@@ -432,6 +437,93 @@ fn the_hop_bounds_body_size_and_connections() {
         let signed = right.sign("POST", "/internal/v1/resolve", now(), body);
         hop_request(hop, "/internal/v1/resolve", Some(&signed), body) == 200
     }));
+    a.shutdown();
+}
+
+/// One answer read off a kept-alive connection: its status, and whether
+/// the server said it closes.
+fn read_answer(stream: &mut TcpStream) -> Option<(u16, bool)> {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        match stream.read(&mut byte) {
+            Ok(1) => head.push(byte[0]),
+            _ => return None,
+        }
+    }
+    let text = String::from_utf8_lossy(&head).to_ascii_lowercase();
+    let status = text.split(' ').nth(1)?.parse().ok()?;
+    let length: usize = text
+        .lines()
+        .find_map(|line| line.strip_prefix("content-length:"))
+        .and_then(|value| value.trim().parse().ok())
+        .unwrap_or(0);
+    let mut body = vec![0u8; length];
+    stream.read_exact(&mut body).ok()?;
+    Some((status, text.contains("connection: close")))
+}
+
+/// A signed resolve on an open connection, kept alive.
+fn resolve_on(stream: &mut TcpStream) -> Option<(u16, bool)> {
+    let path = "/internal/v1/resolve";
+    let body = br#"{"rcpt":"nobody@uncorreo.test","node":"a"}"#;
+    let signature = HopSecret::new(SECRET.as_bytes().to_vec())
+        .expect("secret")
+        .sign("POST", path, now(), body);
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nhost: hop\r\ncontent-length: {}\r\n{HEADER}: {signature}\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).ok()?;
+    stream.write_all(body).ok()?;
+    read_answer(stream)
+}
+
+/// The hop keeps connections alive (the accepting host's pool relies on
+/// it): several requests per connection, each connection counted once
+/// against the cap, and an idle one closed by the head timeout.
+#[test]
+fn the_hop_serves_several_requests_per_connection_within_its_bounds() {
+    let nats = NatsServer::start();
+    let secret = secret_file();
+    let data = tempfile::tempdir().expect("tempdir");
+    let a = start(
+        data.path(),
+        ClusterConfig {
+            hop_max_connections: 2,
+            ..hop_member(&nats, "a", secret.path())
+        },
+    )
+    .expect("a joins");
+    let hop = a.hop_addr().expect("a has a hop");
+    let open = || {
+        let stream = TcpStream::connect(hop).expect("connect");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .expect("timeout");
+        stream
+    };
+    let mut first = open();
+    let mut second = open();
+    for _ in 0..3 {
+        assert_eq!(resolve_on(&mut first), Some((200, false)));
+        assert_eq!(resolve_on(&mut second), Some((200, false)));
+    }
+    // The two kept-alive connections fill the cap: a third is refused.
+    let mut third = open();
+    let mut answer = Vec::new();
+    let _ = third.read_to_end(&mut answer);
+    assert!(answer.starts_with(b"HTTP/1.1 503"), "{answer:?}");
+    // Left idle, a connection is closed by the head timeout (the server's
+    // idle limit, longer than the client pool's).
+    let started = Instant::now();
+    let mut rest = Vec::new();
+    let closed = first.read_to_end(&mut rest);
+    assert!(closed.is_ok() && rest.is_empty(), "{closed:?} {rest:?}");
+    assert!(
+        started.elapsed() >= uncorreo_hop::client::IDLE_TIMEOUT,
+        "the server closed an idle connection before the client pool stops reusing it"
+    );
     a.shutdown();
 }
 

@@ -12,12 +12,14 @@ use uncorreo::cluster::LocalDestination;
 use uncorreo::config::ClusterConfig;
 use uncorreo::Appliance;
 use uncorreo_cluster::assign::{Assignment, Assignments};
-use uncorreo_cluster::handover::Destination;
+use uncorreo_cluster::handover::{Destination, HandoverError};
+use uncorreo_cluster::hop::HopSecret;
 use uncorreo_cluster::member::NotAdmitted;
 use uncorreo_cluster::nats::NatsBucket;
 use uncorreo_cluster::partition::{partition_of, Partition, PartitionCount};
 use uncorreo_cluster::testing::NatsServer;
 use uncorreo_engine::*;
+use uncorreo_hop::handover::HopDestination;
 
 use crate::cluster::{eventually, homes_of, hop_member, secret_file, served, PARTITIONS};
 use crate::support::{block_on, test_config, Raw, DOMAIN};
@@ -266,6 +268,423 @@ fn a_move_left_by_a_crash_is_aborted_at_the_sources_next_start() {
     assert_eq!(served(&b), 0);
     assert_eq!(views(&a.engine), before);
     assert!(a.engine.mailbox_by_id(mailbox.id).is_some());
+    a.shutdown();
+    b.shutdown();
+}
+
+/// A message of about `size` bytes over SMTP at `smtp`; its stored ids.
+fn send_sized(smtp: std::net::SocketAddr, to: &str, n: usize, size: usize) -> Vec<String> {
+    // Lines of 100 bytes: SMTP lines are at most 1,000.
+    let line = format!("{}\r\n", "x".repeat(98));
+    let body = format!("{n}\r\n{}", line.repeat(size / 100));
+    let (rcpt, end) = crate::cluster::send(smtp, to, &body);
+    assert!(rcpt.starts_with("250"), "{rcpt}");
+    let end = end.expect("data sent");
+    assert!(end.starts_with("250"), "{end}");
+    crate::cluster::stored_ids(&end)
+}
+
+/// `uncorreo admin cluster leave` over `appliance`'s operator socket (the
+/// CLI's own call).
+fn leave_over_socket(appliance: &Appliance, to: Option<&str>) -> uncorreo_api::operator::Answer {
+    uncorreo_api::operator::call(
+        &appliance.admin_socket,
+        &uncorreo_api::operator::Envelope {
+            operator: "test".to_owned(),
+            request: uncorreo_api::admin::AdminRequest::ClusterLeave {
+                to: to.map(str::to_owned),
+            },
+        },
+    )
+    .expect("the operator socket answers")
+}
+
+fn hop_destination(from: &Appliance, to: &Appliance, node: &str) -> HopDestination {
+    HopDestination {
+        from: from.engine.clone(),
+        node: node.to_owned(),
+        hop: to.hop_addr().expect("a hop").to_string(),
+        secret: HopSecret::new(crate::cluster::SECRET.as_bytes().to_vec()).expect("secret"),
+        partitions: PartitionCount::new(PARTITIONS).expect("count"),
+        timeout: Duration::from_secs(10),
+    }
+}
+
+/// The issue's handover over the network, on loopback: A leaves through
+/// its operator socket; every partition moves to B over the hop (the
+/// mailboxes in chunks, A's message limit being small), every message acked
+/// before is on B once with its id, and mail sent afterwards, at A or at B,
+/// is stored by B.
+#[test]
+fn leave_over_the_hop_moves_every_partition_without_loss_or_duplicate() {
+    let nats = NatsServer::start();
+    let secret = secret_file();
+    let (data_a, data_b) = (
+        tempfile::tempdir().expect("tempdir"),
+        tempfile::tempdir().expect("tempdir"),
+    );
+    let mut config = test_config(data_a.path());
+    config.cluster = Some(hop_member(&nats, "a", secret.path()));
+    // Small enough that a mailbox of a few messages takes several chunks.
+    config.engine.max_message_bytes = 16 * 1024;
+    let a = Appliance::start(config).expect("a starts");
+    let b = start(data_b.path(), hop_member(&nats, "b", secret.path()));
+    assert_eq!(served(&a), usize::from(PARTITIONS));
+
+    let locals = ["h0", "h1", "h2", "h3"];
+    let mut acked = Vec::new();
+    for local in locals {
+        create(&a.engine, local);
+    }
+    for (n, local) in locals.iter().enumerate() {
+        for copy in 0..(2 + 2 * n) {
+            acked.extend(send_sized(
+                a.smtp_addr,
+                &format!("{local}+t{copy}@{DOMAIN}"),
+                n * 10 + copy,
+                5_000,
+            ));
+        }
+    }
+    let before = views(&a.engine);
+    let answer = leave_over_socket(&a, None);
+    let uncorreo_api::operator::Answer::Ok { result } = answer else {
+        panic!("{answer:?}");
+    };
+    assert_eq!(result["to"], "b", "{result}");
+    assert_eq!(result["partitions"], u64::from(PARTITIONS), "{result}");
+    assert_eq!(result["mailboxes"], locals.len() as u64, "{result}");
+
+    assert!(homes_of(&nats).iter().all(|h| h.as_deref() == Some("b")));
+    assert_eq!(served(&a), 0);
+    assert!(
+        eventually(Duration::from_secs(30), || served(&b)
+            == usize::from(PARTITIONS)),
+        "b serves {}",
+        served(&b)
+    );
+    // Same ids, sequences, tags and bytes: nothing lost, nothing twice.
+    assert_eq!(views(&b.engine), before);
+    let on_b: Vec<String> = views(&b.engine)
+        .iter()
+        .flat_map(|(_, messages)| messages.iter().map(|(m, _)| m.id.to_string()))
+        .collect();
+    let mut sorted = acked.clone();
+    sorted.sort();
+    let mut found = on_b.clone();
+    found.sort();
+    assert_eq!(found, sorted, "every acked id on b, once");
+
+    // Mail afterwards: at B stored by B; at A forwarded to B.
+    let at_b = send_sized(b.smtp_addr, &format!("h0@{DOMAIN}"), 100, 100);
+    let at_a = send_sized(a.smtp_addr, &format!("h0@{DOMAIN}"), 101, 100);
+    let h0 = b
+        .engine
+        .mailbox(&Address::from_parts("h0", DOMAIN).expect("address"))
+        .expect("h0 on b");
+    let listed: Vec<String> = b
+        .engine
+        .list_messages(h0.id, 0, 100)
+        .expect("list")
+        .iter()
+        .map(|m| m.id.to_string())
+        .collect();
+    assert!(
+        listed.contains(&at_b[0]) && listed.contains(&at_a[0]),
+        "{listed:?}"
+    );
+    assert_eq!(
+        a.engine.stats().messages,
+        before_count(&before),
+        "a stores nothing new"
+    );
+
+    // A second leave finds nothing homed on A.
+    let again = leave_over_socket(&a, Some("b"));
+    let uncorreo_api::operator::Answer::Ok { result } = again else {
+        panic!("{again:?}");
+    };
+    assert_eq!(result["partitions"], 0, "{result}");
+    a.shutdown();
+    b.shutdown();
+}
+
+fn before_count(views: &[(MailboxInfo, Vec<(MessageMeta, Bytes)>)]) -> u64 {
+    views.iter().map(|(_, m)| m.len() as u64).sum()
+}
+
+/// The destination of [`a_delivery_admitted_before_a_move_is_in_the_copy`]:
+/// says when partition `watched` has been copied.
+struct Watched {
+    inner: HopDestination,
+    watched: Partition,
+    copied: std::sync::Arc<AtomicUsize>,
+}
+
+impl Destination for Watched {
+    fn node(&self) -> &str {
+        self.inner.node()
+    }
+
+    async fn copy(&self, partition: Partition) -> Result<u64, String> {
+        let copied = self.inner.copy(partition).await;
+        if partition == self.watched {
+            self.copied.fetch_add(1, Ordering::SeqCst);
+        }
+        copied
+    }
+
+    async fn adopt(&self, partition: Partition) -> Result<(), String> {
+        self.inner.adopt(partition).await
+    }
+}
+
+/// A delivery the owner admitted before a move began is stored before the
+/// move copies its partition (the admission is held from the owner's
+/// decision to the store), so the acked message is on the new home. Made
+/// deterministic with a test hook that stops the delivery right after its
+/// admission until the move is seen waiting for it (or, were the guard
+/// missing, until the copy was made).
+#[test]
+fn a_delivery_admitted_before_a_move_is_in_the_copy() {
+    let nats = NatsServer::start();
+    let secret = secret_file();
+    let (data_a, data_b) = (
+        tempfile::tempdir().expect("tempdir"),
+        tempfile::tempdir().expect("tempdir"),
+    );
+    let a = start(data_a.path(), hop_member(&nats, "a", secret.path()));
+    let b = start(data_b.path(), hop_member(&nats, "b", secret.path()));
+    let mailbox = create(&a.engine, "held");
+    let to = format!("held@{DOMAIN}");
+    let p = partition_of(&to, PartitionCount::new(PARTITIONS).expect("count"));
+    let pause = a.hop_server().expect("hop").pause_next_delivery_for_tests();
+    // Sent at B: A admits the forwarded delivery, then stops.
+    let smtp_b = b.smtp_addr;
+    let sender = std::thread::spawn(move || {
+        crate::cluster::send(smtp_b, &format!("held@{DOMAIN}"), "in flight")
+    });
+    assert!(
+        pause.reached(Duration::from_secs(30)),
+        "the delivery never reached A"
+    );
+
+    let copied = std::sync::Arc::new(AtomicUsize::new(0));
+    let destination = Watched {
+        inner: hop_destination(&a, &b, "b"),
+        watched: p,
+        copied: copied.clone(),
+    };
+    let membership = a.cluster().expect("cluster").clone();
+    let leaving = std::thread::spawn(move || membership.leave(&destination).map(|m| m.len()));
+    let source = a.cluster_served().expect("cluster");
+    // The move waits for the admitted delivery; without the guard it would
+    // have copied the partition without it.
+    assert!(
+        eventually(Duration::from_secs(30), || copied.load(Ordering::SeqCst)
+            > 0
+            || (source.moving(p) && source.in_flight(p) > 0)),
+        "the move neither waited nor copied"
+    );
+    pause.release();
+    let (rcpt, end) = sender.join().expect("sender");
+    assert!(rcpt.starts_with("250"), "{rcpt}");
+    let end = end.expect("data sent");
+    assert!(end.starts_with("250"), "{end}");
+    let ids = crate::cluster::stored_ids(&end);
+    assert_eq!(
+        leaving.join().expect("leave").expect("moved"),
+        usize::from(PARTITIONS)
+    );
+    // The acked message is on the new home, with its id.
+    let on_b: Vec<String> = b
+        .engine
+        .list_messages(mailbox.id, 0, 100)
+        .expect("the mailbox moved")
+        .iter()
+        .map(|m| m.id.to_string())
+        .collect();
+    assert_eq!(on_b, ids);
+    a.shutdown();
+    b.shutdown();
+}
+
+/// The destination of
+/// [`a_leave_whose_destination_goes_down_mid_way_aborts_and_the_source_keeps_serving`]:
+/// stops B when the copy of `fail_at` begins.
+struct Dying {
+    inner: HopDestination,
+    fail_at: Partition,
+    b: std::sync::Mutex<Option<Appliance>>,
+}
+
+impl Destination for Dying {
+    fn node(&self) -> &str {
+        self.inner.node()
+    }
+
+    async fn copy(&self, partition: Partition) -> Result<u64, String> {
+        if partition == self.fail_at {
+            if let Some(b) = self.b.lock().expect("lock").take() {
+                b.shutdown();
+            }
+        }
+        self.inner.copy(partition).await
+    }
+
+    async fn adopt(&self, partition: Partition) -> Result<(), String> {
+        self.inner.adopt(partition).await
+    }
+}
+
+/// B stops in the middle of A's leave: the partition being copied is given
+/// back to A (abort by compare-and-set), A serves it again with every
+/// message, takes mail for it, and the partitions moved before are B's,
+/// whole, when B returns.
+#[test]
+fn a_leave_whose_destination_goes_down_mid_way_aborts_and_the_source_keeps_serving() {
+    let nats = NatsServer::start();
+    let secret = secret_file();
+    let (data_a, data_b) = (
+        tempfile::tempdir().expect("tempdir"),
+        tempfile::tempdir().expect("tempdir"),
+    );
+    let a = start(data_a.path(), hop_member(&nats, "a", secret.path()));
+    let b = start(data_b.path(), hop_member(&nats, "b", secret.path()));
+    let count = PartitionCount::new(PARTITIONS).expect("count");
+    // One mailbox in an early partition (moved) and one in a late one
+    // (where B goes down).
+    let (early, late) = (Partition(1), Partition(PARTITIONS - 2));
+    let early_to = address_in(early);
+    let late_to = address_in(late);
+    for to in [&early_to, &late_to] {
+        let (local, _) = to.split_once('@').expect("address");
+        create(&a.engine, local);
+        for n in 0..3 {
+            send_sized(a.smtp_addr, to, n, 200);
+        }
+    }
+    let before = views(&a.engine);
+    let destination = Dying {
+        inner: hop_destination(&a, &b, "b"),
+        fail_at: late,
+        b: std::sync::Mutex::new(Some(b)),
+    };
+    let failed = a
+        .cluster()
+        .expect("cluster")
+        .leave(&destination)
+        .expect_err("b went down");
+    assert!(
+        matches!(
+            failed,
+            uncorreo::cluster::LeaveError::Handover(HandoverError::Copy { partition, .. }) if partition == late
+        ),
+        "{failed:?}"
+    );
+    // The late partition and those after it are A's, served, as before.
+    let homes = homes_of(&nats);
+    for index in 0..PARTITIONS {
+        let expected = if index < late.0 { "b" } else { "a" };
+        assert_eq!(
+            homes[usize::from(index)].as_deref(),
+            Some(expected),
+            "partition {index}"
+        );
+    }
+    let source = a.cluster_served().expect("cluster");
+    assert!(!source.moving(late));
+    assert!(source.serves(late, Instant::now()));
+    assert!(!source.serves(early, Instant::now()));
+    let late_address = Address::parse(&late_to).expect("address");
+    let late_box = a.engine.mailbox(&late_address).expect("late on a");
+    let late_before = before
+        .iter()
+        .find(|(info, _)| info.id == late_box.id)
+        .expect("late before")
+        .clone();
+    assert_eq!(
+        views(&a.engine)
+            .into_iter()
+            .find(|(info, _)| info.id == late_box.id),
+        Some(late_before)
+    );
+    let ids = send_sized(a.smtp_addr, &late_to, 9, 200);
+    assert_eq!(ids.len(), 1);
+    assert_eq!(partition_of(&late_to, count), late);
+
+    // B returns with the partitions moved before, whole.
+    let b = start(data_b.path(), hop_member(&nats, "b", secret.path()));
+    let early_address = Address::parse(&early_to).expect("address");
+    let early_box = a.engine.mailbox(&early_address).expect("early on a's disk");
+    let early_before = before
+        .iter()
+        .find(|(info, _)| info.id == early_box.id)
+        .expect("early before")
+        .clone();
+    assert_eq!(
+        views(&b.engine)
+            .into_iter()
+            .find(|(info, _)| info.id == early_box.id),
+        Some(early_before)
+    );
+    assert!(
+        b.engine.mailbox(&late_address).is_none(),
+        "the aborted partition was not copied"
+    );
+    a.shutdown();
+    b.shutdown();
+}
+
+/// The destination's routes obey only a real move: an `adopt` for a
+/// partition whose home is not the destination is refused (`409`) and
+/// serves nothing there, and a copy into a host that serves the partition
+/// is refused (`409`) and writes nothing.
+#[test]
+fn a_stray_adopt_or_copy_is_refused() {
+    use crate::cluster::{hop_request, now, SECRET};
+    let nats = NatsServer::start();
+    let secret = secret_file();
+    let (data_a, data_b) = (
+        tempfile::tempdir().expect("tempdir"),
+        tempfile::tempdir().expect("tempdir"),
+    );
+    let a = start(data_a.path(), hop_member(&nats, "a", secret.path()));
+    let b = start(data_b.path(), hop_member(&nats, "b", secret.path()));
+    let signer = HopSecret::new(SECRET.as_bytes().to_vec()).expect("secret");
+    let signed = |path: &str, body: &[u8]| signer.sign("POST", path, now(), body);
+
+    let adopt = br#"{"node":"b","partition":3}"#;
+    let path = "/internal/v1/handover/adopt";
+    let hop_b = b.hop_addr().expect("hop");
+    assert_eq!(
+        hop_request(hop_b, path, Some(&signed(path, adopt)), adopt),
+        409
+    );
+    assert_eq!(served(&b), 0);
+
+    // A chunk of one of A's mailboxes, sent back to A, which serves it.
+    let made = create(&a.engine, "stray");
+    let p = partition_of(
+        &format!("stray@{DOMAIN}"),
+        PartitionCount::new(PARTITIONS).expect("count"),
+    );
+    let chunk = a.engine.export_mailbox(made.id).expect("export");
+    let body = uncorreo_hop::wire::frame(
+        &uncorreo_hop::wire::CopyHead {
+            node: "a".to_owned(),
+            partition: p.0,
+        },
+        &ExportChunk::whole(chunk).encode(),
+    );
+    let path = "/internal/v1/handover/copy";
+    let hop_a = a.hop_addr().expect("hop");
+    let before = views(&a.engine);
+    assert_eq!(
+        hop_request(hop_a, path, Some(&signed(path, &body)), &body),
+        409
+    );
+    assert_eq!(views(&a.engine), before);
     a.shutdown();
     b.shutdown();
 }

@@ -246,6 +246,30 @@ impl Net {
         (out.status.success(), transcript)
     }
 
+    /// `uncorreo admin ARGS…` inside `host`'s namespace, for the host
+    /// whose data directory is `data` (its operator socket is there):
+    /// (ok, stdout, stderr).
+    pub fn admin(
+        &self,
+        host: &str,
+        data: &std::path::Path,
+        args: &[&str],
+    ) -> (bool, String, String) {
+        let out = self
+            .command(host, env!("CARGO_BIN_EXE_uncorreo"))
+            .arg("admin")
+            .args(args)
+            .env("UNCORREO__ENGINE__DATA_DIR", data)
+            .env("UNCORREO__ENGINE__DOMAINS", format!("[\"{DOMAIN}\"]"))
+            .output()
+            .expect("uncorreo admin runs");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
     /// `curl` inside `host`'s namespace against its HTTP listener: (ok, body).
     pub fn curl(&self, host: &str, path: &str, args: &[&str]) -> (bool, String) {
         let url = format!("http://{}:{HTTP_PORT}{path}", self.address(host));
@@ -422,7 +446,8 @@ fn hosts_in_namespaces_keep_sticky_homes_across_a_kill() {
 /// it sent at B with `swaks` gets `250` (stored by A over the hop) and
 /// reaches the WebSocket on B; with A killed, B answers `451`; A restarted
 /// has the message, readable through B (`GET`), and B accepts and streams
-/// again.
+/// again; then A leaves cleanly (`uncorreo admin cluster leave`) and B
+/// serves every message, once, and the mail after.
 #[test]
 #[ignore = "needs root and `ip netns`; .ci/run runs it with --ignored"]
 fn mail_sent_at_b_is_stored_by_a_and_survives_a_kill_of_a() {
@@ -490,6 +515,69 @@ fn mail_sent_at_b_is_stored_by_a_and_survives_a_kill_of_a() {
     let event = ws.event();
     assert_eq!(event["seq"], 2, "{event}");
     assert_eq!(event["subject"], "after a returned", "{event}");
-    // Hop step (not built): A leaves cleanly across the namespaces, the hop
-    // carrying `uncorreo_cluster::handover::Destination` (copy, adopt).
+
+    // A leaves cleanly across the namespaces (`uncorreo admin cluster
+    // leave` inside A's namespace): every partition moves to B over the
+    // hop, with every message acked before, once, under its id.
+    let (read, listing) = net.curl("a", &path, &["-H", &format!("X-Session-Token: {token}")]);
+    assert!(read, "{listing}");
+    let acked = listed_ids(&listing);
+    assert_eq!(acked.len(), 2, "{listing}");
+    let (left, answer, why) = net.admin("a", &data_a, &["cluster", "leave"]);
+    assert!(left, "{answer} {why}");
+    let answer: serde_json::Value = serde_json::from_str(&answer).expect("json");
+    assert_eq!(answer["to"], "b", "{answer}");
+    assert_eq!(answer["partitions"], u64::from(PARTITIONS), "{answer}");
+    assert!(
+        eventually(Duration::from_secs(30), || net.served("b") == Some(all)),
+        "b serves {:?} after the leave",
+        net.served("b")
+    );
+    assert_eq!(net.served("a"), Some(0));
+    let (read, listing) = net.curl("b", &path, &["-H", &format!("X-Session-Token: {token}")]);
+    assert!(read, "{listing}");
+    assert_eq!(listed_ids(&listing), acked, "the same messages on b, once");
+    // Mail afterwards goes to B, sent at B or at A.
+    let (sent, at_b) = net.swaks("b", &to, "at b after the leave");
+    assert!(sent, "{at_b}");
+    let (sent, at_a) = net.swaks("a", &to, "at a after the leave");
+    assert!(sent, "{at_a}");
+    let (read, listing) = net.curl("b", &path, &["-H", &format!("X-Session-Token: {token}")]);
+    assert!(read, "{listing}");
+    let now = listed_ids(&listing);
+    assert_eq!(now.len(), 4, "{listing}");
+    assert_eq!(now[..2], acked[..]);
+    for transcript in [&at_b, &at_a] {
+        let id = stored_id(transcript);
+        assert_eq!(
+            now.iter().filter(|i| **i == id).count(),
+            1,
+            "{id} in {now:?}"
+        );
+    }
+    // A serves none of it any more: a read at A is run by B.
+    let (read, _) = net.curl("a", &path, &["-H", &format!("X-Session-Token: {token}")]);
+    assert!(read, "a proxies the read to b");
+}
+
+/// The message ids of a listing, in order.
+fn listed_ids(listing: &str) -> Vec<String> {
+    let body: serde_json::Value = serde_json::from_str(listing).expect("a listing");
+    body["messages"]
+        .as_array()
+        .expect("messages")
+        .iter()
+        .map(|m| m["id"].as_str().expect("id").to_owned())
+        .collect()
+}
+
+/// The id a `swaks` transcript's `250 … stored as <id>` names.
+fn stored_id(transcript: &str) -> String {
+    transcript
+        .lines()
+        .find_map(|line| {
+            line.split_once("stored as ")
+                .map(|(_, id)| id.trim().to_owned())
+        })
+        .unwrap_or_else(|| panic!("no stored id in {transcript}"))
 }

@@ -9,7 +9,7 @@ use super::batch::{Ack, Apply, Batch};
 use super::Writer;
 use crate::cmd::Reply;
 use crate::codec::{self, Kind, MessageMetaRec, Record};
-use crate::handover::{ImportError, ImportReport, MailboxExport};
+use crate::handover::{ExportChunk, ImportError, ImportReport};
 use crate::types::*;
 
 /// What the index holds of the mailbox now.
@@ -23,10 +23,11 @@ impl Writer {
     pub(super) fn stage_import(
         &mut self,
         b: &mut Batch,
-        export: &MailboxExport,
+        chunk: &ExportChunk,
         reply: Reply<ImportReport, ImportError>,
         enq: Instant,
     ) {
+        let (export, after, through) = (&chunk.export, chunk.after, chunk.through);
         let info = &export.mailbox;
         let id = info.id;
         if b.new_addresses.contains_key(&info.address)
@@ -68,6 +69,13 @@ impl Writer {
             .unwrap_or_default();
         // Checked before anything is framed, so a refusal writes nothing.
         for m in &export.messages {
+            if m.seq <= after || m.seq > through {
+                drop(reply.send(Err(ImportError::OutOfWindow {
+                    id: id.0,
+                    seq: m.seq,
+                })));
+                return;
+            }
             if m.seq <= have_last && !have.contains(&m.seq) {
                 drop(reply.send(Err(ImportError::SequenceBehind {
                     id: id.0,
@@ -86,14 +94,15 @@ impl Writer {
             self.stage_imported_mailbox(b, info);
             report.created = true;
         }
-        // Deleted at the source since an earlier import.
+        // Deleted at the source since an earlier import (within this
+        // chunk's window: the other chunks speak for the rest).
         let wanted: HashSet<u64> = export.messages.iter().map(|m| m.seq).collect();
         let index_segs: Vec<(u64, u32)> = {
             let idx = shared.shard(self.shard).index.read();
             idx.mailboxes.get(id).map_or_else(Vec::new, |mb| {
                 mb.msgs
                     .iter()
-                    .filter(|r| !wanted.contains(&r.seq))
+                    .filter(|r| r.seq > after && r.seq <= through && !wanted.contains(&r.seq))
                     .map(|r| (r.seq, r.seg.0))
                     .collect()
             })
@@ -139,7 +148,9 @@ impl Writer {
             last = m.seq;
             report.appended += 1;
         }
-        if info.last_seq > last {
+        // Only the last chunk (the window open to the end) carries the
+        // highest sequence: an earlier one's messages stop before it.
+        if through == u64::MAX && info.last_seq > last {
             // The source's highest sequence belongs to a deleted message:
             // a tombstone of it carries the sequence over (recovery counts
             // tombstones towards `last_seq`, and compaction keeps the one of
@@ -166,7 +177,10 @@ impl Writer {
             return;
         }
         // A delivery staged after this in the batch goes on from here.
-        let count = u32::try_from(export.messages.len()).unwrap_or(u32::MAX);
+        let count = u32::try_from(have.len())
+            .unwrap_or(u32::MAX)
+            .saturating_sub(report.deleted)
+            .saturating_add(report.appended);
         b.mailbox_counts.insert(id, (last, count));
         b.answer_after_commit(Ack::Import(reply, report), enq);
     }
