@@ -20,13 +20,14 @@ use uncorreo_cluster::hop::HopSecret;
 use uncorreo_cluster::member::{Admitted, NotAdmitted, Served};
 use uncorreo_cluster::partition::{partition_of, Partition, PartitionCount};
 use uncorreo_engine::{
-    DeliverError, Delivery, DeliveryOutcome, Engine, MessageId, QuotaHolds, Recipient, ResolveError,
+    DeliverError, Delivery, DeliveryOutcome, Engine, MessageId, QuotaHolds, Recipient,
+    ResolveError, UserId,
 };
 
 use crate::client::{post, post_bounded, HopError, Replay};
 use crate::wire::{
-    encode_deliver, rcpt_text, DeliverAnswer, DeliverEnvelope, ResolveAnswer, ResolveRequest,
-    DELIVER_PATH, RESOLVE_PATH,
+    encode_deliver, rcpt_text, DeliverAnswer, DeliverEnvelope, Refusal, ResolveAnswer,
+    ResolveRequest, DELIVER_PATH, RESOLVE_PATH,
 };
 use crate::wire::{frame, unframe, HttpAnswerHead, HttpEnvelope, HTTP_PATH};
 
@@ -157,9 +158,24 @@ impl Cluster {
         rcpt: &str,
         owner: &Owner,
     ) -> Result<Result<(), ResolveError>, OwnerUnavailable> {
+        self.resolve_remote_as(rcpt, owner, None)
+            .await
+            .map(|r| r.map_err(ResolveError::from))
+    }
+
+    /// [`Self::resolve_remote`] for a sender that may send only to its own
+    /// mailboxes (an `AUTH` session in `keys` mode): the owner, which knows
+    /// the mailbox's owner, also answers [`Refusal::NotYours`].
+    pub async fn resolve_remote_as(
+        &self,
+        rcpt: &str,
+        owner: &Owner,
+        sender: Option<UserId>,
+    ) -> Result<Result<(), Refusal>, OwnerUnavailable> {
         let request = ResolveRequest {
             rcpt: rcpt.to_owned(),
             node: owner.node.clone(),
+            sender_user: sender.map(|u| u.0),
         };
         let body = serde_json::to_vec(&request).unwrap_or_default();
         let answer = post(
@@ -173,7 +189,7 @@ impl Cluster {
         .await;
         let result = match answer {
             Ok((200, body)) => serde_json::from_slice::<ResolveAnswer>(&body)
-                .map(|a| a.refused.map_or(Ok(()), |r| Err(ResolveError::from(r))))
+                .map(|a| a.refused.map_or(Ok(()), Err))
                 .map_err(|_| OwnerUnavailable),
             Ok(_) | Err(_) => Err(OwnerUnavailable),
         };

@@ -39,7 +39,8 @@ use uncorreo_cluster::hop::{HopSecret, HEADER};
 use uncorreo_cluster::member::Served;
 use uncorreo_cluster::partition::{partition_of, Partition, PartitionCount};
 use uncorreo_engine::{
-    DeliverError, Delivery, DeliveryOutcome, Engine, ExportChunk, ImportError, Recipient,
+    DeliverError, Delivery, DeliveryOutcome, Engine, ExportChunk, ImportError, Owner, Recipient,
+    UserId,
 };
 
 use crate::client::unix_now;
@@ -345,11 +346,16 @@ fn resolve(server: &HopServer, body: &[u8]) -> Response<Full<Bytes>> {
             "this host does not serve that partition",
         );
     }
-    let refused = server
-        .engine
-        .resolve(&request.rcpt)
-        .err()
-        .map(Refusal::from);
+    let refused = match server.engine.resolve(&request.rcpt) {
+        Err(e) => Some(Refusal::from(e)),
+        Ok(resolved) => request.sender_user.and_then(|user| {
+            let owns = server
+                .engine
+                .mailbox(&resolved.address)
+                .is_some_and(|m| m.owner == Owner::User(UserId(user)));
+            (!owns).then_some(Refusal::NotYours)
+        }),
+    };
     answer(StatusCode::OK, ResolveAnswer { refused })
 }
 

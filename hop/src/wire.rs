@@ -91,6 +91,9 @@ pub enum Refusal {
     MailboxFull,
     /// Not an address.
     BadAddress,
+    /// The mailbox is not the sending user's (an `AUTH` session in `keys`
+    /// mode may send only to its user's mailboxes).
+    NotYours,
 }
 
 impl From<ResolveError> for Refusal {
@@ -108,7 +111,9 @@ impl From<Refusal> for ResolveError {
     fn from(refusal: Refusal) -> ResolveError {
         match refusal {
             Refusal::ForeignDomain => ResolveError::ForeignDomain,
-            Refusal::NoSuchMailbox => ResolveError::NoSuchMailbox,
+            // Only asked for with a sender; without one the owner never
+            // answers it, and for a stranger the mailbox is as good as absent.
+            Refusal::NoSuchMailbox | Refusal::NotYours => ResolveError::NoSuchMailbox,
             Refusal::MailboxFull => ResolveError::MailboxFull,
             Refusal::BadAddress => ResolveError::BadAddress,
         }
@@ -122,6 +127,10 @@ pub struct ResolveRequest {
     pub rcpt: String,
     /// The node the asking host believes owns it.
     pub node: String,
+    /// The user an `AUTH` session in `keys` mode sends as: the owner also
+    /// refuses ([`Refusal::NotYours`]) a mailbox that user does not own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sender_user: Option<u64>,
 }
 
 /// The answer to a resolve: `None` when the recipient is taken.

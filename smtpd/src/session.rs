@@ -1084,15 +1084,26 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             }
             uncorreo_hop::Placement::Remote(owner) => owner,
         };
-        if matches!(self.authenticated, Some(Authenticated { owner: Some(_) })) {
-            // The credential's mailboxes are checked where they live; this
-            // host cannot tell whether it owns one on another host.
-            self.error("550 5.7.1 Your credential does not own this mailbox");
-            return Some(Flow::Continue);
-        }
-        match cluster.resolve_remote(rcpt, &owner).await {
+        // In `keys` mode the session may send only to its user's mailboxes:
+        // the owner, which knows whose a mailbox is, checks that too.
+        let sender = match &self.authenticated {
+            Some(Authenticated {
+                owner: Some(Owner::User(user)),
+            }) => Some(*user),
+            Some(Authenticated {
+                owner: Some(Owner::Anonymous { .. }),
+            }) => {
+                self.error("550 5.7.1 Your credential does not own this mailbox");
+                return Some(Flow::Continue);
+            }
+            _ => None,
+        };
+        match cluster.resolve_remote_as(rcpt, &owner, sender).await {
             Err(uncorreo_hop::OwnerUnavailable) => self.conn.reply(UNAVAILABLE),
-            Ok(Err(e)) => self.error(resolve_reply(e)),
+            Ok(Err(uncorreo_hop::wire::Refusal::NotYours)) => {
+                self.error("550 5.7.1 Your credential does not own this mailbox");
+            }
+            Ok(Err(refusal)) => self.error(resolve_reply(refusal.into())),
             Ok(Ok(())) => match Recipient::parse(rcpt) {
                 Ok(r) => {
                     let Some(tx) = self.tx.as_mut() else {

@@ -221,7 +221,10 @@ fn a_key_minted_on_b_works_on_a_for_every_route() {
 }
 
 /// `AUTH PLAIN` with `password` on `host`'s SMTP port: the reply's code.
-fn smtp_auth(host: &Appliance, password: &str) -> String {
+/// An SMTP session at `host` authenticated with `password` (`AUTH PLAIN`),
+/// then `commands` in turn (a line that is `.` ends a message's data);
+/// the reply code to `AUTH` and to each command.
+fn smtp_auth_then(host: &Appliance, password: &str, commands: &[&str]) -> Vec<String> {
     use base64::Engine as _;
     let stream = std::net::TcpStream::connect(host.smtp_addr).expect("smtp");
     stream
@@ -235,7 +238,7 @@ fn smtp_auth(host: &Appliance, password: &str) -> String {
             let mut line = String::new();
             reader.read_line(&mut line).expect("reply");
             if line.len() < 4 || line.as_bytes()[3] != b'-' {
-                return line;
+                return line.chars().take(3).collect::<String>();
             }
         }
     };
@@ -246,7 +249,56 @@ fn smtp_auth(host: &Appliance, password: &str) -> String {
     writer
         .write_all(format!("AUTH PLAIN {plain}\r\n").as_bytes())
         .expect("auth");
-    reply().chars().take(3).collect()
+    let mut codes = vec![reply()];
+    for command in commands {
+        writer
+            .write_all(format!("{command}\r\n").as_bytes())
+            .expect("command");
+        codes.push(reply());
+    }
+    codes
+}
+
+fn smtp_auth(host: &Appliance, password: &str) -> String {
+    smtp_auth_then(host, password, &[]).remove(0)
+}
+
+/// An `AUTH` session in `keys` mode may send only to its user's mailboxes,
+/// on every host: the owner of a mailbox another host homes checks whose
+/// it is at RCPT.
+#[test]
+fn smtp_auth_at_b_sends_to_its_users_mailbox_on_a_and_not_to_anothers() {
+    let split = Split::start();
+    let (_, key_x) = split.user_on(&split.b);
+    let (_, key_y) = split.user_on(&split.b);
+    let mine = create_mailbox(&split.a, &key_x, &local_part("mine", owned_by_a));
+    let theirs = create_mailbox(&split.a, &key_y, &local_part("theirs", owned_by_a));
+    let codes = smtp_auth_then(
+        &split.b,
+        &key_x,
+        &[
+            "MAIL FROM:<ci@test.example>",
+            &format!("RCPT TO:<{theirs}>"),
+            &format!("RCPT TO:<{mine}>"),
+            "DATA",
+            "Subject: only mine\r\n\r\nhello\r\n.",
+        ],
+    );
+    assert_eq!(codes, ["235", "250", "550", "250", "354", "250"]);
+    let count = |address: &str, key: &str| {
+        let answer = call(
+            &split.b,
+            reqwest::Method::GET,
+            &format!("/api/v1/mailboxes/{address}/messages"),
+            key,
+            None,
+        );
+        assert_eq!(answer.status(), 200);
+        let body: Value = answer.json().expect("json");
+        body["messages"].as_array().map_or(0, Vec::len)
+    };
+    assert_eq!(count(&mine, &key_x), 1);
+    assert_eq!(count(&theirs, &key_y), 0);
 }
 
 #[test]
