@@ -163,6 +163,59 @@ fn architecture_names_only_files_that_exist() {
     );
 }
 
+/// Every test SCALE.md names as `module::test` (its failure table and its
+/// lists of what is tested) is a function of that name in the repository's
+/// tests, so the design cannot point at a test that was renamed or never
+/// written (issue #20: each failure claim names its test).
+#[test]
+fn scale_names_only_tests_that_exist() {
+    let scale = std::fs::read_to_string(root().join("SCALE.md")).unwrap();
+    let mut functions = std::collections::HashSet::new();
+    let mut files = Vec::new();
+    for dir in ["tests", "cluster", "hop", "engine", "api", "src"] {
+        rust_files(&root().join(dir), &mut files);
+    }
+    for file in &files {
+        let text = std::fs::read_to_string(file).unwrap();
+        for line in text.lines() {
+            let line = line.trim_start();
+            let rest = line
+                .strip_prefix("fn ")
+                .or_else(|| line.strip_prefix("async fn "));
+            if let Some(name) = rest.and_then(|r| r.split(['(', '<']).next()) {
+                functions.insert(name.to_owned());
+            }
+        }
+    }
+    let named: Vec<&str> = scale
+        .split('`')
+        .skip(1)
+        .step_by(2)
+        .filter(|t| {
+            t.split_once("::").is_some_and(|(module, name)| {
+                module.starts_with("cluster")
+                    && !name.is_empty()
+                    && name
+                        .bytes()
+                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+            })
+        })
+        .collect();
+    assert!(named.len() > 10, "found only {named:?}");
+    let missing: Vec<&&str> = named
+        .iter()
+        .filter(|t| {
+            t.rsplit("::")
+                .next()
+                .is_none_or(|name| !functions.contains(name))
+        })
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "SCALE.md names tests that do not exist: {missing:#?}"
+    );
+}
+
 /// Every `- alert: NAME` in `ops/prometheus/alerts.yml` has its own
 /// paragraph (`**NAME.**`) in the runbook, so an alert added without saying
 /// what to do about it fails here.
