@@ -1176,3 +1176,19 @@ fn a_mailbox_deleted_through_b_ends_its_waiters_on_b() {
     });
     assert_eq!(waiting.join().expect("the wait answered"), 404);
 }
+
+/// Every MCP tool through B for mailboxes A owns (A owns every partition):
+/// the official MCP Python SDK's agent flow (`tests/mcp/flow.py`) against
+/// B's `/mcp` and B's SMTP. The mailbox is created on A through B's cluster
+/// routing, the wait on B is subscribed to A's notices before its progress
+/// notification tells the script to send the mail, and list, read (text,
+/// html, raw), wait_for_code, a foreign mailbox's not-found answer and
+/// delete (then RCPT at B gets A's `550`) all run on A.
+#[test]
+fn mcp_on_b_runs_every_tool_for_a_mailbox_a_owns() {
+    let pair = Pair::start();
+    let url = format!("http://{}", pair.b.http_addr);
+    let out = crate::mcp::run_script_at(&url, pair.b.smtp_addr, "flow.py", "http", &[]);
+    assert!(out.contains("ok: http flow"), "{out}");
+    assert_eq!(pair.b.engine.stats().mailboxes, 0, "b stored nothing");
+}
