@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use crate::support::TestServer;
 
-fn python() -> String {
+pub(crate) fn python() -> String {
     std::env::var("PYTHON").unwrap_or_else(|_| "python3".to_owned())
 }
 
