@@ -628,6 +628,56 @@ mod tests {
         }
     }
 
+    /// An answer run in-process or on another host comes back as the same
+    /// problem: kind by its `type`, the one not-found detail, `Retry-After`.
+    #[test]
+    fn an_answer_reads_back_as_its_problem() {
+        for slug in [
+            "not-found",
+            "no-such-route",
+            "method-not-allowed",
+            "authentication-required",
+            "invalid-credentials",
+            "api-key-required",
+            "bad-request",
+            "unsupported-media-type",
+            "payload-too-large",
+            "invalid-request",
+            "ttl-too-long",
+            "mailbox-limit",
+            "key-limit",
+            "webhook-limit",
+            "webhook-url-refused",
+            "address-taken",
+            "mailbox-full",
+            "rate-limited",
+            "message-too-large-to-parse",
+            "unparseable-message",
+            "unavailable",
+            "storage-failed",
+            "insufficient-storage",
+            "internal",
+        ] {
+            assert_eq!(Kind::from_slug(slug).map(Kind::slug), Some(slug));
+        }
+        let sent = Problem::new(Kind::Unavailable, "owner away").retry_after(3);
+        let body = serde_json::to_vec(&sent.body()).unwrap_or_default();
+        let back = Problem::from_answer(503, Some(3), &body);
+        assert_eq!(
+            (back.kind, back.detail.as_str(), back.retry_after),
+            (Kind::Unavailable, "owner away", Some(3))
+        );
+        let missing = serde_json::to_vec(&Problem::not_found().body()).unwrap_or_default();
+        assert_eq!(
+            Problem::from_answer(404, None, &missing).detail,
+            Problem::not_found().detail
+        );
+        assert_eq!(
+            Problem::from_answer(502, None, b"<html>").kind,
+            Kind::Internal
+        );
+    }
+
     #[test]
     fn body_carries_type_title_status_detail() {
         let b = Problem::new(Kind::TtlTooLong, "max 60").body();
