@@ -3,6 +3,7 @@
 //! CLI over [`Appliance::start`]; integration tests start the same thing on
 //! port 0.
 
+pub mod accounts;
 pub mod cluster;
 pub mod config;
 pub mod cores;
@@ -41,6 +42,9 @@ pub enum StartError {
     /// JetStream off, unreadable partition homes).
     #[error("joining the cluster: {0}")]
     Cluster(#[source] uncorreo_cluster::member::JoinError),
+    /// `[cluster]` is set and the accounts bucket could not be read.
+    #[error("reading the cluster's accounts: {0}")]
+    Accounts(#[source] uncorreo_cluster::accounts::AccountsOpenError),
     /// `[cluster] listen` is set and NATS could not be reached for events.
     #[error("{0}")]
     Events(#[source] uncorreo_cluster::events::ConnectError),
@@ -159,6 +163,7 @@ impl Appliance {
         let mut hop_addr = None;
         let mut hop_leave = None;
         let mut cluster_events = None;
+        let mut cluster_accounts = None;
         if let (Some(cluster), Some(mut member)) = (&config.cluster, cluster_member) {
             let bound = cluster::bind(cluster)?;
             let secret = match bound {
@@ -171,6 +176,14 @@ impl Appliance {
             cluster_threads.push(joined.thread);
             cluster_served = Some(Arc::clone(&joined.served));
             cluster_membership = Some(joined.membership.clone());
+            let (accounts, thread) = accounts::start(
+                &cluster.nats_url,
+                std::time::Duration::from_secs(cluster.hop_timeout_secs),
+                engine.clone(),
+                cluster_stop.0.clone(),
+            )?;
+            cluster_threads.push(thread);
+            cluster_accounts = Some(accounts);
             if let (Some((listener, _)), Some(secret)) = (bound, secret) {
                 hop_addr = Some(
                     listener
@@ -254,6 +267,9 @@ impl Appliance {
         )
         .map_err(|e| StartError::Config(e.to_string()))?;
         app_state.cluster = cluster_route.clone();
+        if let Some(accounts) = &cluster_accounts {
+            app_state.accounts = Arc::clone(accounts) as Arc<dyn uncorreo_api::accounts::Accounts>;
+        }
         if let Some(route) = &cluster_route {
             ses.set_cluster(Arc::clone(route));
         }
@@ -272,6 +288,12 @@ impl Appliance {
             cluster_route.clone(),
         )
         .map_err(io("setting up SMTP"))?;
+        if let Some(accounts) = &cluster_accounts {
+            let accounts = Arc::clone(accounts);
+            let _ = smtp_shared
+                .key_user
+                .set(Arc::new(move |hash: &[u8; 32]| accounts.key_user(hash)));
+        }
         // One token stops the listeners and ends the real-time streams, so SSE
         // bodies finish and the HTTP server can drain.
         let shutdown = app_state.realtime().shutdown_token();
@@ -308,6 +330,7 @@ impl Appliance {
             threads.push(thread);
         }
         let operator = uncorreo_api::operator::OperatorState {
+            accounts: Arc::clone(&app_state.accounts),
             engine: engine.clone(),
             plans: config.plans.clone(),
             limits: config.limits.clone(),

@@ -4,6 +4,7 @@
 //! itself when no server runs.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -388,14 +389,39 @@ fn admin_offline(
         .enable_all()
         .build()
         .context("starting a runtime")?;
+    // In a cluster, users and keys live in its accounts bucket, not on
+    // this disk: read and change them there (NATS must answer).
+    let stop = tokio_util::sync::CancellationToken::new();
+    let (accounts, follower): (Arc<dyn uncorreo_api::accounts::Accounts>, _) = match &config.cluster
+    {
+        Some(cluster) => {
+            let (accounts, thread) = uncorreo::accounts::start(
+                &cluster.nats_url,
+                std::time::Duration::from_secs(cluster.hop_timeout_secs),
+                engine.clone(),
+                stop.clone(),
+            )
+            .context("reading the cluster's accounts")?;
+            (accounts, Some(thread))
+        }
+        None => (
+            Arc::new(uncorreo_api::accounts::EngineAccounts(engine.clone())),
+            None,
+        ),
+    };
     let ctx = uncorreo_api::admin::AdminContext {
         engine: &engine,
+        accounts: accounts.as_ref(),
         plans: &config.plans,
         limits: &config.limits,
         actor,
         cluster: None,
     };
     let done = rt.block_on(uncorreo_api::admin::execute(&ctx, envelope.request));
+    stop.cancel();
+    if let Some(follower) = follower {
+        let _ = follower.join();
+    }
     engine.shutdown();
     Ok(match done {
         Ok(result) => uncorreo_api::operator::Answer::Ok { result },

@@ -18,6 +18,7 @@ use uncorreo_engine::{
     Subscription, UserId, UserInfo, WriteError,
 };
 
+use crate::accounts::{Accounts, AccountsError};
 use crate::plans::{LimitsConfig, Plans};
 use uncorreo_mail::date::rfc3339_millis as rfc3339;
 
@@ -45,6 +46,10 @@ pub enum AdminError {
     /// Storage refused.
     #[error("storage: {0}")]
     Engine(#[from] WriteError),
+    /// The accounts store cannot confirm a change now (a cluster without
+    /// NATS); retry.
+    #[error("{0}")]
+    Unavailable(String),
     /// The backup could not be written.
     #[error("backup: {0}")]
     Backup(#[from] BackupError),
@@ -52,6 +57,18 @@ pub enum AdminError {
     /// in the message).
     #[error("cluster: {0}")]
     Cluster(String),
+}
+
+impl From<AccountsError> for AdminError {
+    fn from(error: AccountsError) -> Self {
+        match error {
+            AccountsError::NotFound => AdminError::NotFound("user or key"),
+            AccountsError::AlreadyExists => AdminError::Engine(WriteError::AlreadyExists),
+            e @ AccountsError::Unavailable(_) => AdminError::Unavailable(e.to_string()),
+            AccountsError::Storage(e) => AdminError::Engine(e),
+            e @ AccountsError::Corrupt(_) => AdminError::Invalid(e.to_string()),
+        }
+    }
 }
 
 impl AdminError {
@@ -67,6 +84,7 @@ impl AdminError {
                 | WriteError::Storage(StorageError::Poisoned | StorageError::Closed),
             ) => "unavailable",
             Self::Engine(_) => "storage",
+            Self::Unavailable(_) => "unavailable",
             Self::Backup(_) => "backup",
             Self::Cluster(_) => "cluster",
         }
@@ -191,6 +209,27 @@ impl AdminRequest {
         }
     }
 
+    /// True for actions that read or change users and keys: in a cluster
+    /// they need its accounts (NATS); the others need only this disk.
+    pub fn needs_accounts(&self) -> bool {
+        match self {
+            Self::UserCreate { .. }
+            | Self::UserList
+            | Self::UserShow { .. }
+            | Self::UserSetPlan { .. }
+            | Self::UserDisable { .. }
+            | Self::KeyCreate { .. }
+            | Self::KeyList { .. }
+            | Self::KeyRevoke { .. } => true,
+            Self::MailboxList { user } | Self::MailboxDelete { user, .. } => user.is_some(),
+            Self::MailboxShow { .. }
+            | Self::Stats
+            | Self::Audit
+            | Self::Backup { .. }
+            | Self::ClusterLeave { .. } => false,
+        }
+    }
+
     /// True for actions that change state (or write a backup): they are audited.
     pub fn changes_state(&self) -> bool {
         matches!(
@@ -211,6 +250,8 @@ impl AdminRequest {
 pub struct AdminContext<'a> {
     /// The storage.
     pub engine: &'a Engine,
+    /// Users and keys (the engine's, or the cluster's replica).
+    pub accounts: &'a dyn Accounts,
     /// Configured plans.
     pub plans: &'a Plans,
     /// Default plan and API limits.
@@ -265,18 +306,24 @@ async fn run(ctx: &AdminContext<'_>, request: AdminRequest) -> Result<(Value, St
                     "name is longer than {MAX_USER_NAME} bytes"
                 )));
             }
-            let created = create_user(engine, ctx.plans, &name, &plan).await?;
+            let created =
+                create_user(ctx.accounts, engine.now_ms(), ctx.plans, &name, &plan).await?;
             let target = format!("user {}", created.user.id.0);
             let mut view = user_view(ctx, &created.user);
             view["key"] = json!(created.key);
             Ok((view, target))
         }
         AdminRequest::UserList => {
-            let users: Vec<Value> = engine.users().iter().map(|u| user_view(ctx, u)).collect();
+            let users: Vec<Value> = ctx
+                .accounts
+                .users()
+                .iter()
+                .map(|u| user_view(ctx, u))
+                .collect();
             Ok((json!({ "users": users }), String::new()))
         }
         AdminRequest::UserShow { user } => {
-            let u = find_user(engine, user)?;
+            let u = find_user(ctx.accounts, user)?;
             let mut view = user_view(ctx, &u);
             view["subscriptions"] = u
                 .subscriptions
@@ -289,7 +336,7 @@ async fn run(ctx: &AdminContext<'_>, request: AdminRequest) -> Result<(Value, St
                     })
                 })
                 .collect();
-            view["keys"] = keys_view(engine, u.id);
+            view["keys"] = keys_view(ctx.accounts, u.id);
             view["mailboxes"] = engine
                 .mailboxes_owned_by(&Owner::User(u.id))
                 .iter()
@@ -298,60 +345,65 @@ async fn run(ctx: &AdminContext<'_>, request: AdminRequest) -> Result<(Value, St
             Ok((view, String::new()))
         }
         AdminRequest::UserSetPlan { user, plan } => {
-            let u = find_user(engine, user)?;
+            let u = find_user(ctx.accounts, user)?;
             check_plan(ctx.plans, &plan)?;
-            engine
-                .replace_subscriptions(
+            ctx.accounts
+                .add_subscription(
                     u.id,
                     Subscription {
                         plan: plan.clone(),
                         starts_at_ms: engine.now_ms(),
                         ends_at_ms: None,
                     },
+                    true,
                 )
                 .await?;
-            let u = find_user(engine, user)?;
+            let u = find_user(ctx.accounts, user)?;
             Ok((user_view(ctx, &u), format!("user {user} plan {plan}")))
         }
         AdminRequest::UserDisable { user } => {
-            let u = find_user(engine, user)?;
+            let u = find_user(ctx.accounts, user)?;
             // Disabled first: from here on no key can be minted for it, so
             // the revocations below leave none behind.
-            engine.disable_user(u.id).await?;
+            ctx.accounts.disable_user(u.id).await?;
             let mut revoked = 0;
-            for k in engine.api_keys_of(u.id) {
+            for k in ctx.accounts.api_keys_of(u.id) {
                 if k.revoked_at_ms.is_none() {
-                    engine.revoke_api_key(k.id).await?;
+                    ctx.accounts.revoke_api_key(k.id).await?;
                     revoked += 1;
                 }
             }
-            let u = find_user(engine, user)?;
+            let u = find_user(ctx.accounts, user)?;
             let mut view = user_view(ctx, &u);
             view["keys_revoked"] = json!(revoked);
             Ok((view, format!("user {user}")))
         }
         AdminRequest::KeyCreate { user } => {
-            let u = find_user(engine, user)?;
-            if engine.user_disabled_at(u.id).is_some() {
+            let u = find_user(ctx.accounts, user)?;
+            if ctx.accounts.user_disabled_at(u.id).is_some() {
                 return Err(AdminError::Invalid(format!(
                     "user {user} is disabled; it gets no new keys"
                 )));
             }
-            let (info, key) = crate::keys::mint(engine, u.id).await?;
+            let (info, key) = crate::keys::mint(ctx.accounts, u.id).await?;
             Ok((
                 json!({ "id": info.id.0, "user": user, "prefix": info.prefix, "key": key }),
                 format!("key {} of user {user}", info.id.0),
             ))
         }
         AdminRequest::KeyList { user } => {
-            let u = find_user(engine, user)?;
-            Ok((json!({ "keys": keys_view(engine, u.id) }), String::new()))
+            let u = find_user(ctx.accounts, user)?;
+            Ok((
+                json!({ "keys": keys_view(ctx.accounts, u.id) }),
+                String::new(),
+            ))
         }
         AdminRequest::KeyRevoke { key } => {
-            let info = engine
+            let info = ctx
+                .accounts
                 .api_key(ApiKeyId(key))
                 .ok_or(AdminError::NotFound("key"))?;
-            engine.revoke_api_key(info.id).await?;
+            ctx.accounts.revoke_api_key(info.id).await?;
             Ok((
                 json!({ "id": key, "user": info.user.0, "revoked": true }),
                 format!("key {key} of user {}", info.user.0),
@@ -359,7 +411,7 @@ async fn run(ctx: &AdminContext<'_>, request: AdminRequest) -> Result<(Value, St
         }
         AdminRequest::MailboxList { user } => {
             let boxes = match user {
-                Some(u) => engine.mailboxes_owned_by(&Owner::User(find_user(engine, u)?.id)),
+                Some(u) => engine.mailboxes_owned_by(&Owner::User(find_user(ctx.accounts, u)?.id)),
                 None => engine.all_mailboxes(),
             };
             let list: Vec<Value> = boxes.iter().map(mailbox_view).collect();
@@ -373,7 +425,7 @@ async fn run(ctx: &AdminContext<'_>, request: AdminRequest) -> Result<(Value, St
             let boxes = match (address, user) {
                 (Some(a), None) => vec![find_mailbox(engine, &a)?],
                 (None, Some(u)) => {
-                    engine.mailboxes_owned_by(&Owner::User(find_user(engine, u)?.id))
+                    engine.mailboxes_owned_by(&Owner::User(find_user(ctx.accounts, u)?.id))
                 }
                 _ => {
                     return Err(AdminError::Invalid(
@@ -446,8 +498,10 @@ async fn run(ctx: &AdminContext<'_>, request: AdminRequest) -> Result<(Value, St
     }
 }
 
-fn find_user(engine: &Engine, id: u64) -> Result<UserInfo, AdminError> {
-    engine.user(UserId(id)).ok_or(AdminError::NotFound("user"))
+fn find_user(accounts: &dyn Accounts, id: u64) -> Result<UserInfo, AdminError> {
+    accounts
+        .user(UserId(id))
+        .ok_or(AdminError::NotFound("user"))
 }
 
 fn find_mailbox(engine: &Engine, address: &str) -> Result<MailboxInfo, AdminError> {
@@ -469,20 +523,20 @@ fn check_plan(plans: &Plans, plan: &str) -> Result<(), AdminError> {
 fn user_view(ctx: &AdminContext<'_>, u: &UserInfo) -> Value {
     let now = ctx.engine.now_ms();
     let plan = crate::plans::effective_plan(ctx.plans, ctx.limits, u, now).map(|p| p.name);
-    let keys = ctx.engine.api_keys_of(u.id);
+    let keys = ctx.accounts.api_keys_of(u.id);
     json!({
         "id": u.id.0,
         "name": u.name,
         "created_at": rfc3339(u.created_at_ms),
         "plan": plan,
-        "disabled_at": ctx.engine.user_disabled_at(u.id).map(rfc3339),
+        "disabled_at": ctx.accounts.user_disabled_at(u.id).map(rfc3339),
         "active_keys": keys.iter().filter(|k| k.revoked_at_ms.is_none()).count(),
         "mailboxes": ctx.engine.mailboxes_owned_by(&Owner::User(u.id)).len(),
     })
 }
 
-fn keys_view(engine: &Engine, user: UserId) -> Value {
-    engine
+fn keys_view(accounts: &dyn Accounts, user: UserId) -> Value {
+    accounts
         .api_keys_of(user)
         .iter()
         .map(|k| {
@@ -547,25 +601,27 @@ pub struct CreatedUser {
 /// Create a user named `name`, subscribed to `plan` from now on (open-ended),
 /// with one API key.
 pub async fn create_user(
-    engine: &Engine,
+    accounts: &dyn Accounts,
+    now_ms: u64,
     plans: &Plans,
     name: &str,
     plan: &str,
 ) -> Result<CreatedUser, AdminError> {
     check_plan(plans, plan)?;
-    let user = engine.create_user(name.to_owned()).await?;
-    engine
+    let user = accounts.create_user(name.to_owned()).await?;
+    accounts
         .add_subscription(
             user.id,
             Subscription {
                 plan: plan.to_owned(),
-                starts_at_ms: engine.now_ms(),
+                starts_at_ms: now_ms,
                 ends_at_ms: None,
             },
+            false,
         )
         .await?;
-    let (info, key) = crate::keys::mint(engine, user.id).await?;
-    let user = engine.user(user.id).unwrap_or(user);
+    let (info, key) = crate::keys::mint(accounts, user.id).await?;
+    let user = accounts.user(user.id).unwrap_or(user);
     Ok(CreatedUser {
         user,
         key,

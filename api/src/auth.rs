@@ -183,16 +183,15 @@ impl Caller {
                 Self::Session { token_hash, ip }
             }
             Credential::ApiKey(k) => {
-                let key = state
-                    .engine
+                let accounts = &state.accounts;
+                let key = accounts
                     .api_key_by_hash(&sha256(k.as_bytes()))
                     .filter(|k| k.revoked_at_ms.is_none())
                     // A disabled user's keys are revoked too; this also
                     // covers a key minted in the moment before.
-                    .filter(|k| state.engine.user_disabled_at(k.user).is_none())
+                    .filter(|k| accounts.user_disabled_at(k.user).is_none())
                     .ok_or_else(|| invalid("unknown or revoked API key"))?;
-                let user = state
-                    .engine
+                let user = accounts
                     .user(key.user)
                     .ok_or_else(|| invalid("unknown or revoked API key"))?;
                 let plan = crate::plans::effective_plan(state.plans(), limits, &user, now)
@@ -290,12 +289,28 @@ pub fn client_ip(state: &AppState, parts: &Parts) -> IpAddr {
         .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED))
 }
 
+/// Before `cred` is checked: if it is an API key this host does not know,
+/// let the accounts catch up first ([`crate::accounts::Accounts::catch_up`]:
+/// in a cluster, one round trip to NATS, only for unknown keys).
+pub async fn catch_up_for(state: &AppState, cred: &Credential) {
+    if let Credential::ApiKey(k) = cred {
+        if state
+            .accounts
+            .api_key_by_hash(&sha256(k.as_bytes()))
+            .is_none()
+        {
+            state.accounts.catch_up().await;
+        }
+    }
+}
+
 impl FromRequestParts<AppState> for Caller {
     type Rejection = Problem;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Problem> {
         let ip = client_ip(state, parts);
         let cred = Credential::from_headers(&parts.headers)?;
+        catch_up_for(state, &cred).await;
         Caller::authenticate(state, cred, ip)
     }
 }

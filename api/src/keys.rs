@@ -8,11 +8,12 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::IntoResponse;
 use axum::Json;
 use serde::{Deserialize, Serialize};
-use uncorreo_engine::{ApiKeyInfo, Engine, UserId, WriteError};
+use uncorreo_engine::{ApiKeyInfo, UserId};
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use crate::accounts::{Accounts, AccountsError};
 use crate::auth::{new_api_key, Caller};
 use crate::problem::{json_body, Kind, Problem, ProblemBody};
 use crate::AppState;
@@ -68,15 +69,18 @@ pub struct KeyList {
 }
 
 /// Mint and store a key for `user`. Used by the HTTP route and the admin CLI.
-pub async fn mint(engine: &Engine, user: UserId) -> Result<(ApiKeyInfo, String), WriteError> {
+pub async fn mint(
+    accounts: &dyn Accounts,
+    user: UserId,
+) -> Result<(ApiKeyInfo, String), AccountsError> {
     // A collision of 192 random bits does not happen; retrying keeps the
     // code honest about `AlreadyExists` anyway.
-    let mut last = WriteError::AlreadyExists;
+    let mut last = AccountsError::AlreadyExists;
     for _ in 0..3 {
         let (secret, prefix) = new_api_key();
-        match engine.create_api_key(user, secret.hash, prefix).await {
+        match accounts.create_api_key(user, secret.hash, prefix).await {
             Ok(info) => return Ok((info, secret.secret)),
-            Err(WriteError::AlreadyExists) => last = WriteError::AlreadyExists,
+            Err(AccountsError::AlreadyExists) => last = AccountsError::AlreadyExists,
             Err(e) => return Err(e),
         }
     }
@@ -98,6 +102,7 @@ pub async fn mint(engine: &Engine, user: UserId) -> Result<(ApiKeyInfo, String),
         (status = 415, description = "Body is not JSON", body = ProblemBody, content_type = "application/problem+json"),
         (status = 422, description = "`invalid-request`: a field this route does not take", body = ProblemBody, content_type = "application/problem+json"),
         (status = 429, description = "Rate limited", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 503, description = "Accounts cannot be changed now (in a cluster: NATS unreachable); retry after `Retry-After`", body = ProblemBody, content_type = "application/problem+json"),
     ),
     security(("api_key" = [])),
 )]
@@ -111,7 +116,7 @@ pub async fn create_key(
     let _: CreateKey = json_body(&headers, &body?)?;
     let max = state.limits().max_api_keys_per_user;
     let active = state
-        .engine
+        .accounts
         .api_keys_of(user)
         .iter()
         .filter(|k| k.revoked_at_ms.is_none())
@@ -122,7 +127,7 @@ pub async fn create_key(
             format!("at most {max} active keys per user; revoke one first"),
         ));
     }
-    let (info, secret) = mint(&state.engine, user).await?;
+    let (info, secret) = mint(state.accounts.as_ref(), user).await?;
     Ok((
         StatusCode::CREATED,
         [(header::CACHE_CONTROL, HeaderValue::from_static("no-store"))],
@@ -154,7 +159,7 @@ pub async fn list_keys(
 ) -> Result<Json<KeyList>, Problem> {
     let user = caller.require_user()?;
     let keys = state
-        .engine
+        .accounts
         .api_keys_of(user)
         .iter()
         .map(KeyView::from)
@@ -174,6 +179,7 @@ pub async fn list_keys(
         (status = 403, description = "`api-key-required`", body = ProblemBody, content_type = "application/problem+json"),
         (status = 404, description = "No such key, or not the caller's", body = ProblemBody, content_type = "application/problem+json"),
         (status = 429, description = "Rate limited", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 503, description = "Accounts cannot be changed now (in a cluster: NATS unreachable); retry after `Retry-After`", body = ProblemBody, content_type = "application/problem+json"),
     ),
     security(("api_key" = [])),
 )]
@@ -185,12 +191,12 @@ pub async fn revoke_key(
     let user = caller.require_user()?;
     let id: u64 = id.parse().map_err(|_| Problem::not_found())?;
     let key = state
-        .engine
+        .accounts
         .api_keys_of(user)
         .into_iter()
         .find(|k| k.id.0 == id)
         .ok_or_else(Problem::not_found)?;
-    state.engine.revoke_api_key(key.id).await?;
+    state.accounts.revoke_api_key(key.id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -11,6 +11,7 @@
 //! `Engine` methods, and never parses a message except through
 //! [`parse`] (size-capped, behind `catch_unwind`).
 
+pub mod accounts;
 pub mod admin;
 pub mod auth;
 pub mod campaigns;
@@ -115,6 +116,9 @@ pub struct AppState {
     /// With `[cluster] listen`: routing to the owner of a mailbox
     /// ([`cluster`]). `None`: one host.
     pub cluster: Option<Arc<uncorreo_hop::Cluster>>,
+    /// Users and API keys: the engine on one host, the accounts replica
+    /// in cluster mode ([`accounts`]).
+    pub accounts: Arc<dyn accounts::Accounts>,
     shared: Arc<Shared>,
 }
 
@@ -170,6 +174,7 @@ impl AppState {
         let entries = config.limits.rate_limit_entries;
         let openapi_json = bytes::Bytes::from(openapi::json(&engine.config().domains));
         let state = Self {
+            accounts: Arc::new(accounts::EngineAccounts(engine.clone())),
             engine,
             faults: Arc::default(),
             cluster: None,

@@ -69,6 +69,8 @@ pub enum Answer {
 pub struct OperatorState {
     /// The storage.
     pub engine: Engine,
+    /// Users and keys (see [`crate::accounts`]).
+    pub accounts: Arc<dyn crate::accounts::Accounts>,
     /// Configured plans.
     pub plans: Plans,
     /// Default plan and API limits.
@@ -135,6 +137,7 @@ async fn handle(stream: UnixStream, state: &OperatorState) {
                 };
                 let ctx = AdminContext {
                     engine: &state.engine,
+                    accounts: state.accounts.as_ref(),
                     plans: &state.plans,
                     limits: &state.limits,
                     actor,

@@ -30,10 +30,14 @@
 //! partition, and a host with waiters for a partition it does not serve
 //! shares one subscription among them ([`events`]).
 //!
+//! Users and API keys live in one bucket, `uncorreo_accounts`, and every
+//! host keeps a replica of it in memory ([`accounts`]).
+//!
 //! The key-value store is behind the [`store::CasBucket`] trait: NATS in
 //! production ([`nats::NatsBucket`]), an in-memory model with a manual
 //! clock in tests ([`store::MemoryBucket`]).
 
+pub mod accounts;
 pub mod assign;
 pub mod directory;
 pub mod events;

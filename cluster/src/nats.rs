@@ -115,6 +115,11 @@ impl NatsBucket {
 }
 
 impl NatsBucket {
+    /// The bucket itself, for watches.
+    pub fn kv(&self) -> &kv::Store {
+        &self.bucket
+    }
+
     /// Writes `value` whatever is there (a key only its writer writes, such
     /// as a host's `node.<id>`).
     pub async fn put(&self, key: &str, value: Bytes) -> Result<u64, CasError> {

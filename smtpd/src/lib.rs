@@ -99,11 +99,19 @@ pub struct Shared {
     /// With `[cluster]`: recipients of mailboxes another host owns are
     /// checked and stored there (`uncorreo_hop`). `None`: one host.
     pub cluster: Option<Arc<uncorreo_hop::Cluster>>,
+    /// With `[cluster]`: who an API key (by its SHA-256) stands for, from
+    /// the cluster's accounts replica instead of this host's engine. Set
+    /// once at start; unset, keys are the engine's (one host).
+    pub key_user: std::sync::OnceLock<KeyUser>,
     active: AtomicUsize,
     per_ip: Mutex<HashMap<IpAddr, usize>>,
     ids: AtomicU64,
     id_prefix: u64,
 }
+
+/// The user a live API key (by its SHA-256) stands for, if any: not
+/// revoked, user not disabled.
+pub type KeyUser = Arc<dyn Fn(&[u8; 32]) -> Option<uncorreo_engine::UserId> + Send + Sync>;
 
 impl Shared {
     /// Build from an open engine and settings, with a budget of bytes in
@@ -167,6 +175,7 @@ impl Shared {
             n => n.min(engine_max),
         };
         Ok(Arc::new(Self {
+            key_user: std::sync::OnceLock::new(),
             engine,
             max_message_bytes,
             tls,

@@ -619,7 +619,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         }
         let engine = &self.shared.engine;
         let hash: [u8; 32] = Sha256::digest(credentials.password.as_bytes()).into();
-        if let Some(key) = engine
+        if let Some(key_user) = self.shared.key_user.get() {
+            if let Some(user) = key_user(&hash) {
+                return Some(Owner::User(user));
+            }
+        } else if let Some(key) = engine
             .api_key_by_hash(&hash)
             .filter(|k| k.revoked_at_ms.is_none())
             // As for REST: a disabled user's keys are refused even if one

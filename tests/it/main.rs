@@ -5,6 +5,7 @@
 
 mod api;
 mod cluster;
+mod cluster_accounts;
 mod cluster_handover;
 mod cluster_netns;
 mod mailpit;

@@ -235,6 +235,7 @@ impl FromRequestParts<AppState> for Instance {
         let password = basic_password(value)?;
         let credential = Credential::from_token(&password).map_err(MailpitError::from)?;
         let ip = client_ip(state, parts);
+        crate::auth::catch_up_for(state, &credential).await;
         let caller = Caller::authenticate(state, credential, ip).map_err(MailpitError::from)?;
         let owner = match &caller {
             Caller::User { user, .. } => Owner::User(*user),

@@ -167,6 +167,7 @@ impl FromRequestParts<AppState> for StreamCaller {
                 cred = Credential::from_token(&t)?;
             }
         }
+        crate::auth::catch_up_for(state, &cred).await;
         Caller::authenticate(state, cred, ip).map(StreamCaller)
     }
 }

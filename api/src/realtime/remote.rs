@@ -110,6 +110,7 @@ async fn access(parts: &mut Parts, state: &AppState, query_token: bool) -> Resul
     if let Some(token) = &token {
         credential = Credential::from_token(token)?;
     }
+    crate::auth::catch_up_for(state, &credential).await;
     let cluster = match &state.cluster {
         Some(cluster) if parts.extensions.get::<Proxied>().is_none() => cluster,
         _ => return Caller::authenticate(state, credential, ip).map(Access::Local),

@@ -144,7 +144,8 @@ impl Api {
             p
         };
         block_on(uncorreo_api::admin::create_user(
-            &self.server.engine,
+            &uncorreo_api::accounts::EngineAccounts(self.server.engine.clone()),
+            self.server.engine.now_ms(),
             &plans,
             "test user",
             plan,

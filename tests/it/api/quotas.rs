@@ -163,7 +163,11 @@ fn effective_plan_follows_active_subscriptions() {
         },
     ))
     .unwrap();
-    let (_, key) = crate::support::block_on(uncorreo_api::keys::mint(engine, user.id)).unwrap();
+    let (_, key) = crate::support::block_on(uncorreo_api::keys::mint(
+        &uncorreo_api::accounts::EngineAccounts(engine.clone()),
+        user.id,
+    ))
+    .unwrap();
     let r = api.call(
         "POST",
         "/api/v1/mailboxes",

@@ -1,0 +1,585 @@
+//! Users and API keys of a cluster: one source of truth, the JetStream
+//! key-value bucket `uncorreo_accounts`, and a replica of it in every host's
+//! memory, kept by a watch (SCALE.md, "Accounts").
+//!
+//! - Keys of the bucket: `user.<id>` and `key.<id>` (JSON records), and the
+//!   counters `next.user` and `next.key`, which hand out ids by
+//!   compare-and-set, so two hosts never give out the same id. Ids start
+//!   above [`ID_BASE`]: a host's own (single-host) users count from 1 and
+//!   can never be mistaken for a cluster user.
+//! - An API key is stored only as its SHA-256 (hex).
+//! - Reads ([`AccountsReplica::key_by_hash`], …) are the replica's: no
+//!   round trip. While NATS is unreachable they answer from the last
+//!   revision applied.
+//! - Every write is a compare-and-set (retried a bounded number of times
+//!   on a conflict), and returns only once this host's replica has applied
+//!   the revision it wrote, so the writer reads its own write on this host.
+//!   A write that NATS does not confirm, or that the replica does not see
+//!   within the request timeout, is [`AccountsError::Unavailable`].
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream::kv;
+use bytes::Bytes;
+use futures_util::StreamExt;
+use parking_lot::RwLock;
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+
+use crate::nats::{NatsBucket, OpenError};
+use crate::store::{CasBucket, CasError};
+
+/// The bucket's name.
+pub const ACCOUNTS_BUCKET: &str = "uncorreo_accounts";
+
+/// Cluster user and key ids are above this; a single host's own ids stay
+/// far below it (they count records of one disk).
+pub const ID_BASE: u64 = 1 << 40;
+
+/// How often a compare-and-set that lost to another writer is tried again
+/// before the caller gets [`AccountsError::Contended`].
+const CAS_TRIES: usize = 16;
+
+/// The longest a request with an unknown key waits for the replica to
+/// catch up with the bucket.
+pub const CATCH_UP_LIMIT: Duration = Duration::from_secs(1);
+
+/// How long apart the watch is re-opened after NATS dropped it.
+const REWATCH_AFTER: Duration = Duration::from_millis(250);
+
+/// A plan subscription as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SubscriptionRecord {
+    /// Plan name.
+    pub plan: String,
+    /// Start (ms since epoch).
+    pub starts_at_ms: u64,
+    /// End (ms since epoch), open-ended if absent.
+    pub ends_at_ms: Option<u64>,
+}
+
+/// A user as stored in `user.<id>`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserRecord {
+    /// Id (above [`ID_BASE`]).
+    pub id: u64,
+    /// Free text.
+    pub name: String,
+    /// Creation (ms since epoch).
+    pub created_at_ms: u64,
+    /// Oldest first.
+    pub subscriptions: Vec<SubscriptionRecord>,
+    /// When disabled; a disabled user's keys open nothing.
+    pub disabled_at_ms: Option<u64>,
+}
+
+/// An API key as stored in `key.<id>`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyRecord {
+    /// Id (above [`ID_BASE`]).
+    pub id: u64,
+    /// Its user.
+    pub user: u64,
+    /// SHA-256 of the key, hex.
+    pub hash: String,
+    /// First characters, for display.
+    pub prefix: String,
+    /// Creation (ms since epoch).
+    pub created_at_ms: u64,
+    /// Revocation (ms since epoch).
+    pub revoked_at_ms: Option<u64>,
+}
+
+/// Why an accounts write did not happen.
+#[derive(Debug, thiserror::Error)]
+pub enum AccountsError {
+    /// NATS did not confirm the write, or this host's replica did not see
+    /// it in time; the write may or may not have happened. Retry.
+    #[error("accounts are unavailable: {0}")]
+    Unavailable(String),
+    /// Other writers won the compare-and-set every time; retry.
+    #[error("accounts are busy: too many concurrent changes")]
+    Contended,
+    /// No such user or key.
+    #[error("no such user or key")]
+    NotFound,
+    /// A key with that hash exists.
+    #[error("the key exists")]
+    AlreadyExists,
+    /// A stored value does not decode (written by something else).
+    #[error("a stored account value does not decode: {0}")]
+    Corrupt(String),
+}
+
+impl From<CasError> for AccountsError {
+    fn from(error: CasError) -> Self {
+        match error {
+            CasError::Conflict => AccountsError::Contended,
+            CasError::Unavailable(why) => AccountsError::Unavailable(why),
+        }
+    }
+}
+
+/// The replica could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum AccountsOpenError {
+    /// The bucket did not open.
+    #[error(transparent)]
+    Open(#[from] OpenError),
+    /// The first read of the bucket failed or did not finish in time.
+    #[error("reading the accounts bucket: {0}")]
+    Load(String),
+}
+
+#[derive(Debug, Default)]
+struct Replica {
+    users: HashMap<u64, UserRecord>,
+    keys: BTreeMap<u64, KeyRecord>,
+    by_hash: HashMap<[u8; 32], u64>,
+    by_user: HashMap<u64, BTreeSet<u64>>,
+}
+
+impl Replica {
+    fn apply(&mut self, key: &str, value: Option<&[u8]>) {
+        if let Some(id) = key
+            .strip_prefix("user.")
+            .and_then(|s| s.parse::<u64>().ok())
+        {
+            match value.map(serde_json::from_slice::<UserRecord>) {
+                Some(Ok(user)) if user.id == id => {
+                    self.users.insert(id, user);
+                }
+                Some(_) => tracing::error!(key, "an accounts value does not decode; ignored"),
+                None => {
+                    self.users.remove(&id);
+                }
+            }
+        } else if let Some(id) = key.strip_prefix("key.").and_then(|s| s.parse::<u64>().ok()) {
+            self.remove_key(id);
+            let Some(value) = value else { return };
+            let decoded = serde_json::from_slice::<KeyRecord>(value)
+                .ok()
+                .filter(|k| k.id == id)
+                .and_then(|k| decode_hash(&k.hash).map(|hash| (k, hash)));
+            match decoded {
+                // A hash already held by another key id would make the
+                // lookup ambiguous; the older key keeps it.
+                Some((key, hash)) if !self.by_hash.contains_key(&hash) => {
+                    self.by_hash.insert(hash, id);
+                    self.by_user.entry(key.user).or_default().insert(id);
+                    self.keys.insert(id, key);
+                }
+                Some(_) => tracing::error!(key, "an API key hash is held by another key; ignored"),
+                None => tracing::error!(key, "an accounts value does not decode; ignored"),
+            }
+        }
+    }
+
+    fn remove_key(&mut self, id: u64) {
+        if let Some(old) = self.keys.remove(&id) {
+            if let Some(hash) = decode_hash(&old.hash) {
+                self.by_hash.remove(&hash);
+            }
+            if let Some(set) = self.by_user.get_mut(&old.user) {
+                set.remove(&id);
+            }
+        }
+    }
+}
+
+fn decode_hash(hex_hash: &str) -> Option<[u8; 32]> {
+    let mut hash = [0u8; 32];
+    hex::decode_to_slice(hex_hash, &mut hash).ok()?;
+    Some(hash)
+}
+
+/// This host's replica of the accounts bucket, and the writes to it.
+pub struct AccountsReplica {
+    bucket: NatsBucket,
+    replica: RwLock<Replica>,
+    applied: watch::Sender<u64>,
+    timeout: Duration,
+}
+
+impl std::fmt::Debug for AccountsReplica {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AccountsReplica")
+            .field("applied", &*self.applied.borrow())
+            .finish()
+    }
+}
+
+/// The watch that keeps a replica; run it with [`AccountsReplica::follow`].
+pub struct Follower {
+    watch: Option<kv::Watch>,
+}
+
+impl AccountsReplica {
+    /// Opens the bucket and reads all of it before returning, so a host
+    /// never checks a key against a partial replica. Each NATS request,
+    /// and a write's wait for its own revision, is bounded by `timeout`.
+    pub async fn connect(
+        url: &str,
+        timeout: Duration,
+    ) -> Result<(Arc<AccountsReplica>, Follower), AccountsOpenError> {
+        let bucket = NatsBucket::open(url, ACCOUNTS_BUCKET, None, timeout).await?;
+        let last = bucket
+            .kv()
+            .stream
+            .get_info()
+            .await
+            .map_err(|e| AccountsOpenError::Load(e.to_string()))?
+            .state
+            .last_sequence;
+        let (applied, _) = watch::channel(0);
+        let replica = Arc::new(AccountsReplica {
+            bucket,
+            replica: RwLock::new(Replica::default()),
+            applied,
+            timeout,
+        });
+        let mut watch = replica
+            .bucket
+            .kv()
+            .watch_all_from_revision(1)
+            .await
+            .map_err(|e| AccountsOpenError::Load(e.to_string()))?;
+        let load = async {
+            while replica.applied_revision() < last {
+                match watch.next().await {
+                    Some(Ok(entry)) => replica.apply(&entry),
+                    Some(Err(e)) => return Err(AccountsOpenError::Load(e.to_string())),
+                    None => return Err(AccountsOpenError::Load("the watch ended".to_owned())),
+                }
+            }
+            Ok(())
+        };
+        tokio::time::timeout(timeout.saturating_mul(4), load)
+            .await
+            .map_err(|_| AccountsOpenError::Load("timed out".to_owned()))??;
+        Ok((replica, Follower { watch: Some(watch) }))
+    }
+
+    /// Applies the bucket's changes as they come, re-opening the watch
+    /// after the last applied revision when NATS drops it. Runs until the
+    /// future is dropped.
+    pub async fn follow(&self, mut follower: Follower) {
+        loop {
+            let watch = match follower.watch.take() {
+                Some(watch) => Some(watch),
+                None => self
+                    .bucket
+                    .kv()
+                    .watch_all_from_revision(self.applied_revision() + 1)
+                    .await
+                    .ok(),
+            };
+            if let Some(mut watch) = watch {
+                while let Some(Ok(entry)) = watch.next().await {
+                    self.apply(&entry);
+                }
+                tracing::warn!("the accounts watch ended; re-opening it");
+            }
+            tokio::time::sleep(REWATCH_AFTER).await;
+        }
+    }
+
+    fn apply(&self, entry: &kv::Entry) {
+        let value = match entry.operation {
+            kv::Operation::Put => Some(&entry.value[..]),
+            kv::Operation::Delete | kv::Operation::Purge => None,
+        };
+        self.replica.write().apply(&entry.key, value);
+        self.applied.send_if_modified(|applied| {
+            let newer = entry.revision > *applied;
+            *applied = (*applied).max(entry.revision);
+            newer
+        });
+    }
+
+    /// The last bucket revision this replica applied.
+    pub fn applied_revision(&self) -> u64 {
+        *self.applied.borrow()
+    }
+
+    /// A user.
+    pub fn user(&self, id: u64) -> Option<UserRecord> {
+        self.replica.read().users.get(&id).cloned()
+    }
+
+    /// Every user, by id.
+    pub fn users(&self) -> Vec<UserRecord> {
+        let mut users: Vec<_> = self.replica.read().users.values().cloned().collect();
+        users.sort_by_key(|u| u.id);
+        users
+    }
+
+    /// The key whose SHA-256 is `hash`.
+    pub fn key_by_hash(&self, hash: &[u8; 32]) -> Option<KeyRecord> {
+        let replica = self.replica.read();
+        let id = replica.by_hash.get(hash)?;
+        replica.keys.get(id).cloned()
+    }
+
+    /// A key by id.
+    pub fn key(&self, id: u64) -> Option<KeyRecord> {
+        self.replica.read().keys.get(&id).cloned()
+    }
+
+    /// A user's keys, oldest first.
+    pub fn keys_of(&self, user: u64) -> Vec<KeyRecord> {
+        let replica = self.replica.read();
+        replica
+            .by_user
+            .get(&user)
+            .into_iter()
+            .flatten()
+            .filter_map(|id| replica.keys.get(id).cloned())
+            .collect()
+    }
+
+    /// Creates a user with a fresh id.
+    pub async fn create_user(
+        &self,
+        name: String,
+        now_ms: u64,
+    ) -> Result<UserRecord, AccountsError> {
+        let id = self.allocate("next.user").await?;
+        let user = UserRecord {
+            id,
+            name,
+            created_at_ms: now_ms,
+            subscriptions: Vec::new(),
+            disabled_at_ms: None,
+        };
+        let revision = self
+            .bucket
+            .create(&format!("user.{id}"), encode(&user)?)
+            .await?;
+        self.until_applied(revision).await?;
+        Ok(user)
+    }
+
+    /// Adds a subscription; with `replace`, ends every earlier one at its start.
+    pub async fn add_subscription(
+        &self,
+        user: u64,
+        subscription: SubscriptionRecord,
+        replace: bool,
+    ) -> Result<(), AccountsError> {
+        self.change_user(user, |u| {
+            if replace {
+                for earlier in &mut u.subscriptions {
+                    let end = earlier.ends_at_ms.unwrap_or(u64::MAX);
+                    earlier.ends_at_ms = Some(end.min(subscription.starts_at_ms));
+                }
+            }
+            u.subscriptions.push(subscription.clone());
+        })
+        .await
+    }
+
+    /// Disables a user (idempotent: the first time stays).
+    pub async fn disable_user(&self, user: u64, now_ms: u64) -> Result<(), AccountsError> {
+        self.change_user(user, |u| {
+            u.disabled_at_ms.get_or_insert(now_ms);
+        })
+        .await
+    }
+
+    /// Stores a new key of `user` (who must exist).
+    pub async fn create_key(
+        &self,
+        user: u64,
+        hash: [u8; 32],
+        prefix: String,
+        now_ms: u64,
+    ) -> Result<KeyRecord, AccountsError> {
+        if self.user(user).is_none() {
+            return Err(AccountsError::NotFound);
+        }
+        if self.replica.read().by_hash.contains_key(&hash) {
+            return Err(AccountsError::AlreadyExists);
+        }
+        let id = self.allocate("next.key").await?;
+        let key = KeyRecord {
+            id,
+            user,
+            hash: hex::encode(hash),
+            prefix,
+            created_at_ms: now_ms,
+            revoked_at_ms: None,
+        };
+        let revision = self
+            .bucket
+            .create(&format!("key.{id}"), encode(&key)?)
+            .await?;
+        self.until_applied(revision).await?;
+        Ok(key)
+    }
+
+    /// Revokes a key (idempotent: the first time stays).
+    pub async fn revoke_key(&self, id: u64, now_ms: u64) -> Result<(), AccountsError> {
+        let name = format!("key.{id}");
+        for _ in 0..CAS_TRIES {
+            let Some(current) = self.bucket.get(&name).await.map_err(unavailable)? else {
+                return Err(AccountsError::NotFound);
+            };
+            let mut key: KeyRecord = decode(&current.value)?;
+            if key.revoked_at_ms.is_some() {
+                return self.until_applied(current.revision).await;
+            }
+            key.revoked_at_ms = Some(now_ms);
+            match self
+                .bucket
+                .update(&name, encode(&key)?, current.revision)
+                .await
+            {
+                Ok(revision) => return self.until_applied(revision).await,
+                Err(CasError::Conflict) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(AccountsError::Contended)
+    }
+
+    async fn change_user(
+        &self,
+        id: u64,
+        change: impl Fn(&mut UserRecord),
+    ) -> Result<(), AccountsError> {
+        let name = format!("user.{id}");
+        for _ in 0..CAS_TRIES {
+            let Some(current) = self.bucket.get(&name).await.map_err(unavailable)? else {
+                return Err(AccountsError::NotFound);
+            };
+            let mut user: UserRecord = decode(&current.value)?;
+            change(&mut user);
+            match self
+                .bucket
+                .update(&name, encode(&user)?, current.revision)
+                .await
+            {
+                Ok(revision) => return self.until_applied(revision).await,
+                Err(CasError::Conflict) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(AccountsError::Contended)
+    }
+
+    /// The next id of `counter`, by compare-and-set: one writer wins each value.
+    async fn allocate(&self, counter: &str) -> Result<u64, AccountsError> {
+        for _ in 0..CAS_TRIES {
+            let written = match self.bucket.get(counter).await.map_err(unavailable)? {
+                None => self
+                    .bucket
+                    .create(counter, Bytes::from_static(b"1"))
+                    .await
+                    .map(|_| 1),
+                Some(current) => {
+                    let last: u64 = std::str::from_utf8(&current.value)
+                        .ok()
+                        .and_then(|s| s.parse().ok())
+                        .ok_or_else(|| AccountsError::Corrupt(counter.to_owned()))?;
+                    let next = last + 1;
+                    self.bucket
+                        .update(counter, Bytes::from(next.to_string()), current.revision)
+                        .await
+                        .map(|_| next)
+                }
+            };
+            match written {
+                Ok(n) => return Ok(ID_BASE + n),
+                Err(CasError::Conflict) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(AccountsError::Contended)
+    }
+
+    /// Waits until this replica applied every change the bucket held when
+    /// called: one NATS request, and never longer than [`CATCH_UP_LIMIT`]
+    /// in all (it runs before refusing an unknown key, so a flood of
+    /// made-up keys while NATS is away costs each request at most that).
+    pub async fn catch_up(&self) -> Result<(), AccountsError> {
+        let catch_up = async {
+            let last = self
+                .bucket
+                .kv()
+                .stream
+                .get_info()
+                .await
+                .map_err(|e| AccountsError::Unavailable(e.to_string()))?
+                .state
+                .last_sequence;
+            self.until_applied(last).await
+        };
+        tokio::time::timeout(CATCH_UP_LIMIT, catch_up)
+            .await
+            .map_err(|_| AccountsError::Unavailable("catching up timed out".to_owned()))?
+    }
+
+    /// Read-your-writes: waits until this replica applied `revision`.
+    async fn until_applied(&self, revision: u64) -> Result<(), AccountsError> {
+        let mut applied = self.applied.subscribe();
+        tokio::time::timeout(self.timeout, applied.wait_for(|a| *a >= revision))
+            .await
+            .map_err(|_| {
+                AccountsError::Unavailable("this host's replica has not seen the write yet".into())
+            })?
+            .map_err(|_| AccountsError::Unavailable("the replica stopped".into()))?;
+        Ok(())
+    }
+}
+
+fn unavailable(error: crate::store::ReadError) -> AccountsError {
+    AccountsError::Unavailable(error.0)
+}
+
+fn encode<T: Serialize>(value: &T) -> Result<Bytes, AccountsError> {
+    serde_json::to_vec(value)
+        .map(Bytes::from)
+        .map_err(|e| AccountsError::Corrupt(e.to_string()))
+}
+
+fn decode<T: for<'a> Deserialize<'a>>(bytes: &[u8]) -> Result<T, AccountsError> {
+    serde_json::from_slice(bytes).map_err(|e| AccountsError::Corrupt(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(id: u64, user: u64, hash: [u8; 32]) -> Vec<u8> {
+        serde_json::to_vec(&KeyRecord {
+            id,
+            user,
+            hash: hex::encode(hash),
+            prefix: "uct_x".into(),
+            created_at_ms: 1,
+            revoked_at_ms: None,
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn a_key_is_found_by_its_hash_and_a_second_key_cannot_take_it() {
+        let mut r = Replica::default();
+        r.apply("key.7", Some(&key(7, 1, [1; 32])));
+        r.apply("key.8", Some(&key(8, 2, [1; 32])));
+        assert_eq!(r.by_hash.get(&[1; 32]), Some(&7));
+        assert!(!r.keys.contains_key(&8));
+    }
+
+    #[test]
+    fn a_value_that_does_not_decode_or_names_another_id_opens_nothing() {
+        let mut r = Replica::default();
+        r.apply("key.7", Some(b"{not json"));
+        r.apply("key.9", Some(&key(7, 1, [2; 32])));
+        r.apply("user.3", Some(b"[]"));
+        assert!(r.by_hash.is_empty() && r.keys.is_empty() && r.users.is_empty());
+    }
+}

@@ -1,0 +1,226 @@
+//! The cluster's accounts replica (`uncorreo_cluster::accounts`) behind the
+//! API's accounts interface (`uncorreo_api::accounts::Accounts`), on a
+//! thread of its own that follows the bucket.
+
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+use uncorreo_api::accounts::{Accounts, AccountsError, BoxFuture};
+use uncorreo_cluster::accounts::{self as kv, AccountsReplica, KeyRecord, UserRecord};
+use uncorreo_engine::{ApiKeyId, ApiKeyInfo, Engine, Subscription, UserId, UserInfo};
+
+use crate::StartError;
+
+/// Users and keys from the cluster's replica; the engine only for its clock.
+pub struct ClusterAccounts {
+    replica: Arc<AccountsReplica>,
+    engine: Engine,
+}
+
+impl ClusterAccounts {
+    /// The user a live key stands for (for SMTP `AUTH`).
+    pub fn key_user(&self, hash: &[u8; 32]) -> Option<UserId> {
+        let key = self
+            .replica
+            .key_by_hash(hash)
+            .filter(|k| k.revoked_at_ms.is_none())?;
+        let user = self.replica.user(key.user)?;
+        user.disabled_at_ms.is_none().then_some(UserId(user.id))
+    }
+}
+
+fn user_info(u: UserRecord) -> UserInfo {
+    UserInfo {
+        id: UserId(u.id),
+        name: u.name,
+        created_at_ms: u.created_at_ms,
+        subscriptions: u
+            .subscriptions
+            .into_iter()
+            .map(|s| Subscription {
+                plan: s.plan,
+                starts_at_ms: s.starts_at_ms,
+                ends_at_ms: s.ends_at_ms,
+            })
+            .collect(),
+    }
+}
+
+fn key_info(k: KeyRecord) -> Option<ApiKeyInfo> {
+    let mut hash = [0u8; 32];
+    hex::decode_to_slice(&k.hash, &mut hash).ok()?;
+    Some(ApiKeyInfo {
+        id: ApiKeyId(k.id),
+        user: UserId(k.user),
+        hash,
+        prefix: k.prefix,
+        created_at_ms: k.created_at_ms,
+        revoked_at_ms: k.revoked_at_ms,
+    })
+}
+
+fn error(e: kv::AccountsError) -> AccountsError {
+    match e {
+        kv::AccountsError::NotFound => AccountsError::NotFound,
+        kv::AccountsError::AlreadyExists => AccountsError::AlreadyExists,
+        e @ (kv::AccountsError::Unavailable(_) | kv::AccountsError::Contended) => {
+            AccountsError::Unavailable(e.to_string())
+        }
+        kv::AccountsError::Corrupt(why) => AccountsError::Corrupt(why),
+    }
+}
+
+impl Accounts for ClusterAccounts {
+    fn user(&self, id: UserId) -> Option<UserInfo> {
+        self.replica.user(id.0).map(user_info)
+    }
+    fn users(&self) -> Vec<UserInfo> {
+        self.replica.users().into_iter().map(user_info).collect()
+    }
+    fn api_key_by_hash(&self, hash: &[u8; 32]) -> Option<ApiKeyInfo> {
+        self.replica.key_by_hash(hash).and_then(key_info)
+    }
+    fn api_key(&self, id: ApiKeyId) -> Option<ApiKeyInfo> {
+        self.replica.key(id.0).and_then(key_info)
+    }
+    fn api_keys_of(&self, user: UserId) -> Vec<ApiKeyInfo> {
+        self.replica
+            .keys_of(user.0)
+            .into_iter()
+            .filter_map(key_info)
+            .collect()
+    }
+    fn user_disabled_at(&self, user: UserId) -> Option<u64> {
+        self.replica.user(user.0).and_then(|u| u.disabled_at_ms)
+    }
+    fn create_user(&self, name: String) -> BoxFuture<'_, Result<UserInfo, AccountsError>> {
+        Box::pin(async move {
+            let now = self.engine.now_ms();
+            self.replica
+                .create_user(name, now)
+                .await
+                .map(user_info)
+                .map_err(error)
+        })
+    }
+    fn add_subscription(
+        &self,
+        user: UserId,
+        subscription: Subscription,
+        replace: bool,
+    ) -> BoxFuture<'_, Result<(), AccountsError>> {
+        Box::pin(async move {
+            let record = kv::SubscriptionRecord {
+                plan: subscription.plan,
+                starts_at_ms: subscription.starts_at_ms,
+                ends_at_ms: subscription.ends_at_ms,
+            };
+            self.replica
+                .add_subscription(user.0, record, replace)
+                .await
+                .map_err(error)
+        })
+    }
+    fn create_api_key(
+        &self,
+        user: UserId,
+        hash: [u8; 32],
+        prefix: String,
+    ) -> BoxFuture<'_, Result<ApiKeyInfo, AccountsError>> {
+        Box::pin(async move {
+            let now = self.engine.now_ms();
+            let key = self
+                .replica
+                .create_key(user.0, hash, prefix, now)
+                .await
+                .map_err(error)?;
+            key_info(key).ok_or_else(|| AccountsError::Corrupt("a key's hash".to_owned()))
+        })
+    }
+    fn revoke_api_key(&self, id: ApiKeyId) -> BoxFuture<'_, Result<(), AccountsError>> {
+        Box::pin(async move {
+            let now = self.engine.now_ms();
+            self.replica.revoke_key(id.0, now).await.map_err(error)
+        })
+    }
+    fn disable_user(&self, user: UserId) -> BoxFuture<'_, Result<(), AccountsError>> {
+        Box::pin(async move {
+            let now = self.engine.now_ms();
+            self.replica.disable_user(user.0, now).await.map_err(error)
+        })
+    }
+    fn catch_up(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            // Without NATS the replica stays as it is: the key is
+            // checked against what it has.
+            if let Err(error) = self.replica.catch_up().await {
+                tracing::debug!(%error, "accounts could not catch up");
+            }
+        })
+    }
+}
+
+/// Reads the whole accounts bucket (a host whose NATS is down does not
+/// start), then follows it on its own thread until `shutdown`.
+pub fn start(
+    url: &str,
+    timeout: Duration,
+    engine: Engine,
+    shutdown: CancellationToken,
+) -> Result<(Arc<ClusterAccounts>, JoinHandle<()>), StartError> {
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let url = url.to_owned();
+    let thread = std::thread::Builder::new()
+        .name("accounts".to_owned())
+        .spawn(move || {
+            let runtime = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(runtime) => runtime,
+                Err(error) => {
+                    let _ = ready_tx.send(Err(StartError::Io {
+                        what: "starting the accounts runtime",
+                        source: error,
+                    }));
+                    return;
+                }
+            };
+            runtime.block_on(async move {
+                let (replica, follower) = match AccountsReplica::connect(&url, timeout).await {
+                    Ok(connected) => connected,
+                    Err(error) => {
+                        let _ = ready_tx.send(Err(StartError::Accounts(error)));
+                        return;
+                    }
+                };
+                if ready_tx.send(Ok(Arc::clone(&replica))).is_err() {
+                    return;
+                }
+                tokio::select! {
+                    () = shutdown.cancelled() => {}
+                    () = replica.follow(follower) => {}
+                }
+            });
+        })
+        .map_err(|source| StartError::Io {
+            what: "spawning the accounts thread",
+            source,
+        })?;
+    match ready_rx.recv() {
+        Ok(Ok(replica)) => Ok((Arc::new(ClusterAccounts { replica, engine }), thread)),
+        Ok(Err(error)) => {
+            let _ = thread.join();
+            Err(error)
+        }
+        Err(_) => {
+            let _ = thread.join();
+            Err(StartError::Io {
+                what: "reading the accounts",
+                source: std::io::Error::other("the accounts thread exited during start"),
+            })
+        }
+    }
+}

@@ -1,0 +1,388 @@
+//! Users and API keys across hosts (SCALE.md, "Accounts"): two appliances
+//! and one real `nats-server` on loopback, each host owning half the
+//! partitions. A key works on every host, whichever host minted it; a
+//! revocation or a disabled user is refused everywhere; user ids never
+//! collide; and without NATS key checks go on while changes answer `503`.
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use uncorreo::Appliance;
+use uncorreo_cluster::partition::{partition_of, Partition, PartitionCount};
+use uncorreo_cluster::testing::NatsServer;
+
+use crate::cluster::{eventually, hop_member, secret_file, served, PARTITIONS};
+use crate::support::{test_config, DOMAIN};
+
+/// Two hosts: `a` homes partitions below `PARTITIONS / 2`, `b` the rest.
+struct Split {
+    nats: NatsServer,
+    _secret: tempfile::NamedTempFile,
+    data_a: tempfile::TempDir,
+    data_b: tempfile::TempDir,
+    a: Appliance,
+    b: Appliance,
+}
+
+fn start(data: &std::path::Path, cluster: uncorreo::config::ClusterConfig) -> Appliance {
+    let mut config = test_config(data);
+    config.cluster = Some(cluster);
+    crate::realtime::no_rate_limits(&mut config);
+    // SMTP AUTH with API keys, in the clear on loopback (the TLS side of
+    // AUTH has its own tests in `smtp::auth`).
+    config.smtp.auth = uncorreo_smtpd::auth::AuthMode::Keys;
+    config.smtp.auth_allow_plaintext = true;
+    Appliance::start(config).expect("joins")
+}
+
+fn half() -> usize {
+    usize::from(PARTITIONS / 2)
+}
+
+fn owned_by_a(partition: Partition) -> bool {
+    partition.0 < PARTITIONS / 2
+}
+
+impl Split {
+    fn start() -> Split {
+        let nats = NatsServer::start();
+        // b's homes are set before a claims the free ones.
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime")
+            .block_on(async {
+                let bucket = uncorreo_cluster::nats::NatsBucket::open(
+                    nats.url(),
+                    "uncorreo_homes",
+                    None,
+                    Duration::from_secs(2),
+                )
+                .await
+                .expect("bucket");
+                let homes = uncorreo_cluster::assign::Assignments::new(bucket);
+                for index in PARTITIONS / 2..PARTITIONS {
+                    homes.claim(Partition(index), "b").await.expect("claim");
+                }
+            });
+        let secret = secret_file();
+        let (data_a, data_b) = (
+            tempfile::tempdir().expect("tempdir"),
+            tempfile::tempdir().expect("tempdir"),
+        );
+        // A short hop timeout also bounds an accounts write without NATS.
+        let member = |node| uncorreo::config::ClusterConfig {
+            hop_timeout_secs: 3,
+            ..hop_member(&nats, node, secret.path())
+        };
+        let a = start(data_a.path(), member("a"));
+        let b = start(data_b.path(), member("b"));
+        assert!(
+            eventually(Duration::from_secs(30), || served(&a) == half()
+                && served(&b) == half()),
+            "a serves {}, b serves {}",
+            served(&a),
+            served(&b)
+        );
+        Split {
+            nats,
+            _secret: secret,
+            data_a,
+            data_b,
+            a,
+            b,
+        }
+    }
+
+    fn data(&self, host: &Appliance) -> std::path::PathBuf {
+        if std::ptr::eq(host, &self.a) {
+            self.data_a.path().to_path_buf()
+        } else {
+            self.data_b.path().to_path_buf()
+        }
+    }
+
+    /// An operator command over `host`'s operator socket.
+    fn admin(&self, host: &Appliance, request: Value) -> Value {
+        let socket = self.data(host).join("admin.sock");
+        let mut stream = UnixStream::connect(&socket).expect("operator socket");
+        let mut line = serde_json::to_vec(&json!({ "request": request })).expect("json");
+        line.push(b'\n');
+        stream.write_all(&line).expect("write");
+        let mut answer = String::new();
+        BufReader::new(stream)
+            .read_line(&mut answer)
+            .expect("answer");
+        serde_json::from_str(&answer).expect("json answer")
+    }
+
+    /// A user made on `host`: (id, key).
+    fn user_on(&self, host: &Appliance) -> (u64, String) {
+        let answer = self.admin(host, json!({ "command": "user-create", "plan": "free" }));
+        assert_eq!(answer["status"], "ok", "{answer}");
+        let id = answer["result"]["id"].as_u64().expect("id");
+        let key = answer["result"]["key"].as_str().expect("key").to_owned();
+        (id, key)
+    }
+}
+
+fn http() -> reqwest::blocking::Client {
+    reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .expect("client")
+}
+
+fn call(
+    host: &Appliance,
+    method: reqwest::Method,
+    path: &str,
+    key: &str,
+    body: Option<Value>,
+) -> reqwest::blocking::Response {
+    let mut request = http()
+        .request(method, format!("http://{}{path}", host.http_addr))
+        .bearer_auth(key);
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    request.send().expect("request")
+}
+
+fn status(host: &Appliance, method: reqwest::Method, path: &str, key: &str) -> u16 {
+    call(host, method, path, key, None).status().as_u16()
+}
+
+/// A local part whose address falls in a partition `wanted` accepts.
+fn local_part(tag: &str, wanted: impl Fn(Partition) -> bool) -> String {
+    let count = PartitionCount::new(PARTITIONS).expect("count");
+    (0..10_000)
+        .map(|i| format!("{tag}{i}"))
+        .find(|local| wanted(partition_of(&format!("{local}@{DOMAIN}"), count)))
+        .expect("a local part in the wanted partitions")
+}
+
+/// Creates `local@DOMAIN` through `host` with `key`; returns the address.
+fn create_mailbox(host: &Appliance, key: &str, local: &str) -> String {
+    let answer = call(
+        host,
+        reqwest::Method::POST,
+        "/api/v1/mailboxes",
+        key,
+        Some(json!({ "local_part": local })),
+    );
+    assert_eq!(answer.status(), 201, "{:?}", answer.text());
+    let body: Value = answer.json().expect("json");
+    body["address"].as_str().expect("address").to_owned()
+}
+
+/// Mints a key through `host` with `key`: (id, new key).
+fn mint(host: &Appliance, key: &str) -> (u64, String) {
+    let answer = call(host, reqwest::Method::POST, "/api/v1/keys", key, None);
+    assert_eq!(answer.status(), 201, "{:?}", answer.text());
+    let body: Value = answer.json().expect("json");
+    (
+        body["id"].as_u64().expect("id"),
+        body["key"].as_str().expect("key").to_owned(),
+    )
+}
+
+#[test]
+fn a_key_minted_on_b_works_on_a_for_every_route() {
+    let split = Split::start();
+    let (_, first) = split.user_on(&split.b);
+    let (id, key) = mint(&split.b, &first);
+    // Listed on a: the key is checked there without asking b.
+    let listed: Value = call(&split.a, reqwest::Method::GET, "/api/v1/keys", &key, None)
+        .json()
+        .expect("json");
+    assert!(
+        listed["keys"]
+            .as_array()
+            .expect("keys")
+            .iter()
+            .any(|k| k["id"] == id),
+        "{listed}"
+    );
+    // Created through a: one mailbox a owns, one b owns (proxied to b,
+    // which checks the same key in its own replica).
+    let here = create_mailbox(&split.a, &key, &local_part("here", owned_by_a));
+    let there = create_mailbox(&split.a, &key, &local_part("there", |p| !owned_by_a(p)));
+    for address in [&here, &there] {
+        for host in [&split.a, &split.b] {
+            let path = format!("/api/v1/mailboxes/{address}");
+            assert_eq!(status(host, reqwest::Method::GET, &path, &key), 200);
+            let path = format!("/api/v1/mailboxes/{address}/messages");
+            assert_eq!(status(host, reqwest::Method::GET, &path, &key), 200);
+        }
+    }
+}
+
+/// `AUTH PLAIN` with `password` on `host`'s SMTP port: the reply's code.
+fn smtp_auth(host: &Appliance, password: &str) -> String {
+    use base64::Engine as _;
+    let stream = std::net::TcpStream::connect(host.smtp_addr).expect("smtp");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("timeout");
+    let mut reader = BufReader::new(stream.try_clone().expect("clone"));
+    let mut writer = stream;
+    let mut reply = || {
+        // The last line of a (multi-line) reply has a space after the code.
+        loop {
+            let mut line = String::new();
+            reader.read_line(&mut line).expect("reply");
+            if line.len() < 4 || line.as_bytes()[3] != b'-' {
+                return line;
+            }
+        }
+    };
+    reply();
+    writer.write_all(b"EHLO test.example\r\n").expect("ehlo");
+    reply();
+    let plain = base64::engine::general_purpose::STANDARD.encode(format!("\0ci\0{password}"));
+    writer
+        .write_all(format!("AUTH PLAIN {plain}\r\n").as_bytes())
+        .expect("auth");
+    reply().chars().take(3).collect()
+}
+
+#[test]
+fn smtp_auth_on_a_takes_a_key_minted_on_b() {
+    let split = Split::start();
+    let (_, first) = split.user_on(&split.b);
+    let (_, key) = mint(&split.b, &first);
+    // A REST request lets a's replica catch up; SMTP then checks the key there.
+    assert_eq!(
+        status(&split.a, reqwest::Method::GET, "/api/v1/keys", &key),
+        200
+    );
+    assert_eq!(smtp_auth(&split.a, &key), "235");
+    assert_eq!(
+        smtp_auth(&split.a, "uct_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"),
+        "535"
+    );
+}
+
+#[test]
+fn a_key_revoked_on_a_is_refused_on_b_and_a_disabled_user_everywhere() {
+    let split = Split::start();
+    let (user, first) = split.user_on(&split.b);
+    let (id, key) = mint(&split.b, &first);
+    assert_eq!(
+        status(&split.a, reqwest::Method::GET, "/api/v1/keys", &key),
+        200
+    );
+    let path = format!("/api/v1/keys/{id}");
+    assert_eq!(
+        status(&split.a, reqwest::Method::DELETE, &path, &first),
+        204
+    );
+    // Read-your-writes on a: refused at once.
+    assert_eq!(
+        status(&split.a, reqwest::Method::GET, "/api/v1/keys", &key),
+        401
+    );
+    // On b, as soon as its replica applies the change.
+    assert!(eventually(Duration::from_secs(5), || status(
+        &split.b,
+        reqwest::Method::GET,
+        "/api/v1/keys",
+        &key
+    ) == 401));
+    assert_eq!(
+        status(&split.b, reqwest::Method::GET, "/api/v1/keys", &first),
+        200
+    );
+
+    let answer = split.admin(&split.a, json!({ "command": "user-disable", "user": user }));
+    assert_eq!(answer["status"], "ok", "{answer}");
+    assert_eq!(
+        status(&split.a, reqwest::Method::GET, "/api/v1/keys", &first),
+        401
+    );
+    assert!(eventually(Duration::from_secs(5), || status(
+        &split.b,
+        reqwest::Method::GET,
+        "/api/v1/keys",
+        &first
+    ) == 401));
+}
+
+#[test]
+fn user_ids_never_collide_and_one_users_mailboxes_are_hidden_from_another() {
+    let split = Split::start();
+    let (x, key_x) = split.user_on(&split.a);
+    let (y, key_y) = split.user_on(&split.b);
+    assert_ne!(x, y);
+    // Above every id a host hands out on its own.
+    assert!(x >= uncorreo_cluster::accounts::ID_BASE && y >= uncorreo_cluster::accounts::ID_BASE);
+    let here = create_mailbox(&split.a, &key_x, &local_part("xa", owned_by_a));
+    let there = create_mailbox(&split.b, &key_x, &local_part("xb", |p| !owned_by_a(p)));
+    for address in [&here, &there] {
+        let path = format!("/api/v1/mailboxes/{address}");
+        for host in [&split.a, &split.b] {
+            assert_eq!(status(host, reqwest::Method::GET, &path, &key_x), 200);
+            assert_eq!(status(host, reqwest::Method::GET, &path, &key_y), 404);
+            assert_eq!(status(host, reqwest::Method::DELETE, &path, &key_y), 404);
+        }
+    }
+}
+
+#[test]
+fn without_nats_keys_are_still_checked_and_account_changes_answer_503() {
+    let mut split = Split::start();
+    let (_, key) = split.user_on(&split.a);
+    split.nats.kill();
+    for host in [&split.a, &split.b] {
+        assert_eq!(
+            status(host, reqwest::Method::GET, "/api/v1/keys", &key),
+            200
+        );
+        assert_eq!(
+            status(host, reqwest::Method::GET, "/api/v1/keys", "uct_not-a-key"),
+            401
+        );
+        let answer = call(host, reqwest::Method::POST, "/api/v1/keys", &key, None);
+        assert_eq!(answer.status(), 503);
+        assert!(answer.headers().contains_key("retry-after"));
+    }
+    let answer = split.admin(
+        &split.b,
+        json!({ "command": "user-create", "plan": "free" }),
+    );
+    assert_eq!(answer["status"], "error", "{answer}");
+    assert_eq!(answer["code"], "unavailable", "{answer}");
+}
+
+#[test]
+fn offline_admin_on_a_cluster_host_makes_users_of_the_cluster() {
+    let split = Split::start();
+    // A third host's data directory with no server running on it: the CLI
+    // opens the disk itself and the accounts in NATS.
+    let data = tempfile::tempdir().expect("tempdir");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_uncorreo"))
+        .args(["admin", "user", "create", "--plan", "free"])
+        .env("UNCORREO__ENGINE__DATA_DIR", data.path())
+        .env("UNCORREO__ENGINE__MIN_FREE_BYTES", "0")
+        .env("UNCORREO__ENGINE__DOMAINS", format!("[\"{DOMAIN}\"]"))
+        .env("UNCORREO__CLUSTER__NATS_URL", split.nats.url())
+        .env("UNCORREO__CLUSTER__NODE_ID", "c")
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("uncorreo admin");
+    assert!(out.status.success(), "{out:?}");
+    let key = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find(|l| l.starts_with("uct_"))
+        .unwrap_or_else(|| panic!("no key printed: {out:?}"))
+        .to_owned();
+    for host in [&split.a, &split.b] {
+        assert_eq!(
+            status(host, reqwest::Method::GET, "/api/v1/keys", &key),
+            200
+        );
+    }
+}
