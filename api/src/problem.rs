@@ -109,6 +109,37 @@ impl Kind {
         }
     }
 
+    /// The kind a problem body's `type` names (its slug after the prefix).
+    pub fn from_slug(slug: &str) -> Option<Kind> {
+        const ALL: [Kind; 24] = [
+            Kind::NotFound,
+            Kind::NoSuchRoute,
+            Kind::MethodNotAllowed,
+            Kind::AuthenticationRequired,
+            Kind::InvalidCredentials,
+            Kind::ApiKeyRequired,
+            Kind::BadRequest,
+            Kind::UnsupportedMediaType,
+            Kind::PayloadTooLarge,
+            Kind::InvalidRequest,
+            Kind::TtlTooLong,
+            Kind::MailboxLimit,
+            Kind::KeyLimit,
+            Kind::WebhookLimit,
+            Kind::WebhookUrlRefused,
+            Kind::AddressTaken,
+            Kind::MailboxFull,
+            Kind::RateLimited,
+            Kind::MessageTooLargeToParse,
+            Kind::Unparseable,
+            Kind::Unavailable,
+            Kind::StorageFailed,
+            Kind::InsufficientStorage,
+            Kind::Internal,
+        ];
+        ALL.into_iter().find(|k| k.slug() == slug)
+    }
+
     /// The HTTP status this kind is always sent with.
     pub fn status(self) -> StatusCode {
         match self {
@@ -265,6 +296,34 @@ impl Problem {
     }
 
     /// Add `Retry-After`.
+    /// The problem an API answer describes (an answer of this API run
+    /// in-process or by another host): its kind from the body's `type`,
+    /// else from the status; its `Retry-After`. Never fails: an answer
+    /// that is not a problem body is an `Internal` problem.
+    pub fn from_answer(status: u16, retry_after: Option<u64>, body: &[u8]) -> Self {
+        let parsed = serde_json::from_slice::<ProblemBody>(body).ok();
+        let kind = parsed
+            .as_ref()
+            .and_then(|b| b.type_.rsplit(':').next())
+            .and_then(Kind::from_slug)
+            .unwrap_or(match status {
+                404 => Kind::NotFound,
+                401 => Kind::InvalidCredentials,
+                429 => Kind::RateLimited,
+                503 => Kind::Unavailable,
+                _ => Kind::Internal,
+            });
+        let mut problem = match kind {
+            Kind::NotFound => Self::not_found(),
+            _ => Self::new(
+                kind,
+                parsed.map_or_else(|| format!("the API answered {status}"), |b| b.detail),
+            ),
+        };
+        problem.retry_after = retry_after;
+        problem
+    }
+
     pub fn retry_after(mut self, secs: u64) -> Self {
         self.retry_after = Some(secs);
         self
@@ -567,6 +626,56 @@ mod tests {
             assert!(seen.insert(k.slug()), "duplicate slug {}", k.slug());
             assert!(k.status().as_u16() >= 400);
         }
+    }
+
+    /// An answer run in-process or on another host comes back as the same
+    /// problem: kind by its `type`, the one not-found detail, `Retry-After`.
+    #[test]
+    fn an_answer_reads_back_as_its_problem() {
+        for slug in [
+            "not-found",
+            "no-such-route",
+            "method-not-allowed",
+            "authentication-required",
+            "invalid-credentials",
+            "api-key-required",
+            "bad-request",
+            "unsupported-media-type",
+            "payload-too-large",
+            "invalid-request",
+            "ttl-too-long",
+            "mailbox-limit",
+            "key-limit",
+            "webhook-limit",
+            "webhook-url-refused",
+            "address-taken",
+            "mailbox-full",
+            "rate-limited",
+            "message-too-large-to-parse",
+            "unparseable-message",
+            "unavailable",
+            "storage-failed",
+            "insufficient-storage",
+            "internal",
+        ] {
+            assert_eq!(Kind::from_slug(slug).map(Kind::slug), Some(slug));
+        }
+        let sent = Problem::new(Kind::Unavailable, "owner away").retry_after(3);
+        let body = serde_json::to_vec(&sent.body()).unwrap_or_default();
+        let back = Problem::from_answer(503, Some(3), &body);
+        assert_eq!(
+            (back.kind, back.detail.as_str(), back.retry_after),
+            (Kind::Unavailable, "owner away", Some(3))
+        );
+        let missing = serde_json::to_vec(&Problem::not_found().body()).unwrap_or_default();
+        assert_eq!(
+            Problem::from_answer(404, None, &missing).detail,
+            Problem::not_found().detail
+        );
+        assert_eq!(
+            Problem::from_answer(502, None, b"<html>").kind,
+            Kind::Internal
+        );
     }
 
     #[test]

@@ -27,6 +27,7 @@
 
 pub mod args;
 pub mod bridge;
+mod remote;
 pub mod tools;
 pub mod untrusted;
 
@@ -109,8 +110,15 @@ impl Mcp {
             .with_max_request_body_bytes(state.limits().json_body_bytes);
         let max_sessions = config.max_sessions.max(1);
         let config = Arc::new(config);
+        // With [cluster], a tool about a mailbox another host owns runs its
+        // REST equivalent through this router, so through the same cluster
+        // routing as REST (SCALE.md, "Reads").
+        let api = state
+            .cluster
+            .is_some()
+            .then(|| uncorreo_api::router(state.clone()));
         let service = StreamableHttpService::new(
-            move || Ok(Session::new(state.clone(), Arc::clone(&config))),
+            move || Ok(Session::new(state.clone(), Arc::clone(&config)).with_api(api.clone())),
             Arc::clone(&sessions),
             server_config,
         );

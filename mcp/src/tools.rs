@@ -29,8 +29,12 @@ use uncorreo_api::{authorize_mailbox, AppState, Caller, Credential, Kind, Proble
 use uncorreo_engine::MailboxInfo;
 
 use crate::args::{self, Format};
+use crate::remote::{mailbox_path, Answer, Rest};
 use crate::untrusted::{fenced, mark, sanitize_html};
 use crate::McpConfig;
+use axum::http::{HeaderName, HeaderValue, Method};
+use uncorreo_api::realtime::wait::OnSubscribed;
+use uncorreo_hop::Placement;
 
 /// Protocol versions negotiated (the client's if listed, else the newest).
 const VERSIONS: &[ProtocolVersion] = &[
@@ -53,9 +57,20 @@ pub struct Session {
 struct Inner {
     state: AppState,
     config: Arc<McpConfig>,
-    /// Address → SHA-256 of the session token of each anonymous mailbox this session created.
-    tokens: parking_lot::Mutex<HashMap<String, [u8; 32]>>,
+    /// Address → the session token of each anonymous mailbox this session
+    /// created (its SHA-256 for a local check, the token itself for the
+    /// owner when another host keeps the mailbox).
+    tokens: parking_lot::Mutex<HashMap<String, Remembered>>,
     waits: Arc<Semaphore>,
+    /// With `[cluster]`: the API router, for tools about mailboxes another
+    /// host owns (`remote`).
+    api: Option<axum::Router>,
+}
+
+#[derive(Clone)]
+struct Remembered {
+    hash: [u8; 32],
+    token: String,
 }
 
 /// Why a tool did not produce its result.
@@ -90,8 +105,71 @@ impl Session {
                 config,
                 tokens: parking_lot::Mutex::new(HashMap::new()),
                 waits,
+                api: None,
             }),
         }
+    }
+
+    /// Run tools about mailboxes other hosts own through `api` (the API
+    /// router, with its cluster routing).
+    pub fn with_api(self, api: Option<axum::Router>) -> Self {
+        match Arc::try_unwrap(self.inner) {
+            Ok(mut inner) => {
+                inner.api = api;
+                Self {
+                    inner: Arc::new(inner),
+                }
+            }
+            Err(inner) => Self { inner },
+        }
+    }
+
+    /// `Some` when another host owns `address`: how to ask the API for it,
+    /// with the credential the owner checks (this session's token for a
+    /// mailbox it created, else the caller's own). A caller without one
+    /// gets the one not-found answer, whatever the address.
+    async fn elsewhere(
+        &self,
+        caller: &Caller,
+        context: &RequestContext<RoleServer>,
+        address: &str,
+    ) -> Result<Option<Rest>, Problem> {
+        let (Some(api), Some(cluster)) = (&self.inner.api, &self.state().cluster) else {
+            return Ok(None);
+        };
+        if address.trim().is_empty() {
+            return Ok(None);
+        }
+        match cluster.place(address.trim()).await {
+            Placement::Local => return Ok(None),
+            Placement::Unavailable => return Err(owner_unavailable()),
+            Placement::Remote(_) => {}
+        }
+        let key = address.trim().to_ascii_lowercase();
+        let remembered = self.inner.tokens.lock().get(&key).cloned();
+        let parts = context.extensions.get::<axum::http::request::Parts>();
+        let headers = match remembered {
+            Some(r) => {
+                let value = HeaderValue::from_str(&format!("Bearer {}", r.token))
+                    .map_err(|_| Problem::not_found())?;
+                vec![(axum::http::header::AUTHORIZATION, value)]
+            }
+            None if matches!(caller, Caller::Anonymous { .. }) => return Err(Problem::not_found()),
+            None => caller_headers(parts),
+        };
+        Ok(Some(Rest {
+            api: api.clone(),
+            headers,
+            connect: parts.and_then(|p| p.extensions.get().copied()),
+        }))
+    }
+
+    fn max_answer(&self) -> usize {
+        self.state()
+            .engine
+            .config()
+            .max_message_bytes
+            .saturating_add(1 << 20)
     }
 
     fn state(&self) -> &AppState {
@@ -114,7 +192,7 @@ impl Session {
     /// holds, may see it.
     fn mailbox(&self, caller: &Caller, address: &str) -> Result<MailboxInfo, Problem> {
         let key = address.trim().to_ascii_lowercase();
-        let remembered = self.inner.tokens.lock().get(&key).copied();
+        let remembered = self.inner.tokens.lock().get(&key).map(|r| r.hash);
         let as_caller = match remembered {
             Some(token_hash) => Caller::Session {
                 token_hash,
@@ -127,7 +205,12 @@ impl Session {
         authorize_mailbox(self.state(), &as_caller, address)
     }
 
-    async fn create_mailbox(&self, caller: &Caller, a: args::CreateMailboxArgs) -> ToolResult {
+    async fn create_mailbox(
+        &self,
+        caller: &Caller,
+        context: &RequestContext<RoleServer>,
+        a: args::CreateMailboxArgs,
+    ) -> ToolResult {
         let anonymous = !matches!(caller, Caller::User { .. });
         if anonymous
             && self.inner.tokens.lock().len() >= self.inner.config.max_mailboxes_per_session
@@ -146,13 +229,47 @@ impl Session {
             domain: a.domain,
             ttl_minutes: a.ttl_minutes,
         };
-        let created = mailboxes::create(self.state(), caller, req)
-            .await
-            .map_err(as_argument_error)?;
+        let created = match &self.inner.api {
+            // The cluster routing chooses the address and creates the
+            // mailbox on the owner of its partition.
+            Some(api) if self.state().cluster.is_some() => {
+                let parts = context.extensions.get::<axum::http::request::Parts>();
+                let rest = Rest {
+                    api: api.clone(),
+                    headers: caller_headers(parts),
+                    connect: parts.and_then(|p| p.extensions.get().copied()),
+                };
+                let mut body = serde_json::Map::new();
+                if let Some(v) = &req.local_part {
+                    body.insert("local_part".into(), json!(v));
+                }
+                if let Some(v) = &req.domain {
+                    body.insert("domain".into(), json!(v));
+                }
+                if let Some(v) = req.ttl_minutes {
+                    body.insert("ttl_minutes".into(), json!(v));
+                }
+                rest.json::<mailboxes::MailboxCreated>(
+                    Method::POST,
+                    "/api/v1/mailboxes",
+                    Some(Value::Object(body)),
+                    None,
+                    self.max_answer(),
+                )
+                .await
+                .map_err(as_argument_error)?
+            }
+            _ => mailboxes::create(self.state(), caller, req)
+                .await
+                .map_err(as_argument_error)?,
+        };
         if let Some(token) = &created.session_token {
             self.inner.tokens.lock().insert(
                 created.address.to_ascii_lowercase(),
-                uncorreo_api::auth::sha256(token.as_bytes()),
+                Remembered {
+                    hash: uncorreo_api::auth::sha256(token.as_bytes()),
+                    token: token.clone(),
+                },
             );
         }
         let out = json!({
@@ -168,15 +285,37 @@ impl Session {
         Ok(plain(text, out))
     }
 
-    fn list_mailboxes(&self, caller: &Caller) -> ToolResult {
+    async fn list_mailboxes(
+        &self,
+        caller: &Caller,
+        context: &RequestContext<RoleServer>,
+    ) -> ToolResult {
         let mut views: Vec<MailboxView> = match caller {
             Caller::User { .. } => mailboxes::list(self.state(), caller)?.mailboxes,
             _ => Vec::new(),
         };
         let remembered: Vec<String> = self.inner.tokens.lock().keys().cloned().collect();
         for address in remembered {
-            match self.mailbox(caller, &address) {
-                Ok(mb) => views.push(MailboxView::from(&mb)),
+            let found = match self.elsewhere(caller, context, &address).await {
+                Ok(Some(rest)) => match mailbox_path(&address, &[]) {
+                    Ok(path) => {
+                        rest.json::<MailboxView>(Method::GET, &path, None, None, self.max_answer())
+                            .await
+                    }
+                    Err(p) => Err(p),
+                },
+                Ok(None) => self
+                    .mailbox(caller, &address)
+                    .map(|mb| MailboxView::from(&mb)),
+                // The owner is unavailable: say so rather than forget it.
+                Err(p) => return Err(p.into()),
+            };
+            match found {
+                Ok(view) if views.iter().any(|v| v.address == view.address) => {}
+                Ok(view) => views.push(view),
+                Err(p) if p.kind == Kind::Unavailable || p.kind == Kind::RateLimited => {
+                    return Err(p.into())
+                }
                 // Expired or deleted elsewhere: forget it.
                 Err(_) => {
                     self.inner.tokens.lock().remove(&address);
@@ -197,23 +336,42 @@ impl Session {
         Ok(plain(text, json!({ "mailboxes": views })))
     }
 
-    fn list_messages(&self, caller: &Caller, a: args::ListMessagesArgs) -> ToolResult {
-        let mb = self.mailbox(caller, &a.address)?;
-        let page = messages::list(
-            self.state(),
-            &mb,
-            ListQuery {
-                since: a.since,
-                limit: a.limit,
-                tag: None,
-                latest: None,
-            },
-        )
-        .map_err(as_argument_error)?;
+    async fn list_messages(
+        &self,
+        caller: &Caller,
+        context: &RequestContext<RoleServer>,
+        a: args::ListMessagesArgs,
+    ) -> ToolResult {
+        let (address, page) = match self.elsewhere(caller, context, &a.address).await? {
+            Some(rest) => {
+                let query = query(&[("since", a.since), ("limit", a.limit.map(|l| l as u64))]);
+                let path = format!("{}?{query}", mailbox_path(&a.address, &["messages"])?);
+                let page: messages::MessagePage = rest
+                    .json(Method::GET, &path, None, None, self.max_answer())
+                    .await
+                    .map_err(as_argument_error)?;
+                (a.address.trim().to_ascii_lowercase(), page)
+            }
+            None => {
+                let mb = self.mailbox(caller, &a.address)?;
+                let page = messages::list(
+                    self.state(),
+                    &mb,
+                    ListQuery {
+                        since: a.since,
+                        limit: a.limit,
+                        tag: None,
+                        latest: None,
+                    },
+                )
+                .map_err(as_argument_error)?;
+                (mb.address.to_string(), page)
+            }
+        };
         let summary = format!(
             "{} message(s) in {} past since={}; next_since={}{}{}.",
             page.messages.len(),
-            mb.address,
+            address,
             a.since.unwrap_or(0),
             page.next_since,
             if page.has_more { ", more waiting" } else { "" },
@@ -228,10 +386,28 @@ impl Session {
         Ok(untrusted(&summary, out))
     }
 
-    async fn read_message(&self, caller: &Caller, a: args::ReadMessageArgs) -> ToolResult {
-        let mb = self.mailbox(caller, &a.address)?;
+    async fn read_message(
+        &self,
+        caller: &Caller,
+        context: &RequestContext<RoleServer>,
+        a: args::ReadMessageArgs,
+    ) -> ToolResult {
         let format = a.format.unwrap_or_default();
-        let view = messages::read(self.state(), &mb, &a.id).await?;
+        let rest = self.elsewhere(caller, context, &a.address).await?;
+        let (address, view, mb) = match &rest {
+            Some(rest) => {
+                let path = mailbox_path(&a.address, &["messages", &a.id])?;
+                let view: messages::MessageView = rest
+                    .json(Method::GET, &path, None, None, self.max_answer())
+                    .await?;
+                (a.address.trim().to_ascii_lowercase(), view, None)
+            }
+            None => {
+                let mb = self.mailbox(caller, &a.address)?;
+                let view = messages::read(self.state(), &mb, &a.id).await?;
+                (mb.address.to_string(), view, Some(mb))
+            }
+        };
         let mut out = serde_json::to_value(&view)
             .map_err(|e| ErrorData::internal_error(e.to_string(), None))?;
         let html = view.parsed.html.as_deref().map(sanitize_html);
@@ -246,8 +422,25 @@ impl Session {
                 }
                 Format::Raw => {
                     map.remove("html");
-                    let (_, raw) = messages::read_raw(self.state(), &mb, &a.id)?;
-                    if raw.len() > self.inner.config.max_raw_bytes {
+                    let max = self.inner.config.max_raw_bytes;
+                    let raw = match (&rest, &mb) {
+                        (Some(rest), _) => {
+                            let path = mailbox_path(&a.address, &["messages", &a.id, "raw"])?;
+                            match rest.call(Method::GET, &path, None, None, max).await? {
+                                Answer::Body(raw) => raw,
+                                Answer::TooLarge => {
+                                    return Err(Problem::new(
+                                        Kind::InvalidRequest,
+                                        format!("this message is over {max} bytes; format raw returns at most {max}: use format text or REST …/raw"),
+                                    )
+                                    .into())
+                                }
+                            }
+                        }
+                        (None, Some(mb)) => messages::read_raw(self.state(), mb, &a.id)?.1,
+                        (None, None) => return Err(Problem::not_found().into()),
+                    };
+                    if raw.len() > max {
                         return Err(Problem::new(
                             Kind::InvalidRequest,
                             format!(
@@ -265,7 +458,7 @@ impl Session {
         let summary = format!(
             "Message {} in {}: subject {:?}; codes {:?}; links {:?}.",
             view.id,
-            mb.address,
+            address,
             view.parsed.subject.as_deref().unwrap_or(""),
             view.codes,
             view.links
@@ -279,7 +472,15 @@ impl Session {
         a: args::WaitForMessageArgs,
         context: &RequestContext<RoleServer>,
     ) -> ToolResult {
-        let mb = self.mailbox(caller, &a.address)?;
+        let rest = self.elsewhere(caller, context, &a.address).await?;
+        let mb = match &rest {
+            Some(_) => None,
+            None => Some(self.mailbox(caller, &a.address)?),
+        };
+        let address = mb.as_ref().map_or_else(
+            || a.address.trim().to_ascii_lowercase(),
+            |mb| mb.address.to_string(),
+        );
         let timeout = self.timeout(a.timeout_seconds)?;
         let max_count = self.state().realtime().config().wait_max_count;
         if a.count.is_some_and(|c| c == 0 || c > max_count) {
@@ -301,7 +502,22 @@ impl Session {
         let notify = Arc::clone(&subscribed);
         let waited = self
             .with_progress(context, timeout, &subscribed, async {
-                wait_for(self.state(), &mb, query, move || notify.notify_one()).await
+                match (&rest, &mb) {
+                    (Some(rest), _) => {
+                        let path = format!(
+                            "{}?{}",
+                            mailbox_path(&address, &["wait"])?,
+                            wait_query(&query)
+                        );
+                        let on = OnSubscribed(Arc::new(move || notify.notify_one()));
+                        rest.json(Method::GET, &path, None, Some(on), self.max_answer())
+                            .await
+                    }
+                    (None, Some(mb)) => {
+                        wait_for(self.state(), mb, query, move || notify.notify_one()).await
+                    }
+                    (None, None) => Err(Problem::not_found()),
+                }
             })
             .await;
         let w: WaitResponse = match waited {
@@ -311,17 +527,17 @@ impl Session {
         let summary = if w.timed_out && w.messages.is_empty() {
             format!(
                 "Nothing arrived in {} within {timeout} s past since={since}. Call again with since={} to keep waiting.",
-                mb.address, w.next_since
+                address, w.next_since
             )
         } else if w.timed_out {
             format!(
                 "Only {} matching message(s) arrived in {} within {timeout} s; next_since={}.",
                 w.messages.len(),
-                mb.address,
+                address,
                 w.next_since
             )
         } else {
-            describe_arrivals(&mb, &w.messages, w.next_since)
+            describe_arrivals(&address, &w.messages, w.next_since)
         };
         let summary = format!("{summary}{}", gaps_note(&w.gaps));
         let out = json!({
@@ -339,7 +555,12 @@ impl Session {
         a: args::WaitForCodeArgs,
         context: &RequestContext<RoleServer>,
     ) -> ToolResult {
-        let mb = self.mailbox(caller, &a.address)?;
+        let rest = self.elsewhere(caller, context, &a.address).await?;
+        let target = match &rest {
+            Some(rest) => Target::Remote(rest, a.address.trim().to_ascii_lowercase()),
+            None => Target::Local(self.mailbox(caller, &a.address)?),
+        };
+        let address = target.address();
         let timeout = self.timeout(a.timeout_seconds)?;
         let _slot = self.wait_slot()?;
         let since = a.since.unwrap_or(0);
@@ -349,7 +570,7 @@ impl Session {
                 context,
                 timeout,
                 &subscribed,
-                self.find_code(&mb, since, timeout, &subscribed),
+                self.find_code(&target, since, timeout, &subscribed),
             )
             .await;
         let (message, next_since) = match found {
@@ -363,11 +584,11 @@ impl Session {
                 m.links.first(),
                 m.id,
                 m.subject,
-                mb.address
+                address
             ),
             None => format!(
                 "Nothing with a code or link arrived in {} within {timeout} s past since={since}.",
-                mb.address
+                address
             ),
         };
         let out = json!({
@@ -384,7 +605,7 @@ impl Session {
     /// (through the long-poll's mechanism) until `timeout` if none exists.
     async fn find_code(
         &self,
-        mb: &MailboxInfo,
+        target: &Target<'_>,
         since: u64,
         timeout: u64,
         subscribed: &Arc<Notify>,
@@ -395,16 +616,7 @@ impl Session {
         let mut newest = None;
         let mut scanned = 0usize;
         loop {
-            let page = messages::list(
-                self.state(),
-                mb,
-                ListQuery {
-                    since: Some(cursor),
-                    limit: Some(limits.max_page),
-                    tag: None,
-                    latest: None,
-                },
-            )?;
+            let page = self.page(target, cursor, limits.max_page).await?;
             scanned += page.messages.len() + page.gaps.len();
             cursor = page.next_since;
             for m in page.messages {
@@ -422,17 +634,26 @@ impl Session {
         loop {
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
             let notify = Arc::clone(subscribed);
-            let w = wait_for(
-                self.state(),
-                mb,
-                WaitQuery {
-                    since: Some(cursor),
-                    timeout: Some(left.as_millis().div_ceil(1000) as u64),
-                    ..WaitQuery::default()
-                },
-                move || notify.notify_one(),
-            )
-            .await?;
+            let query = WaitQuery {
+                since: Some(cursor),
+                timeout: Some(left.as_millis().div_ceil(1000) as u64),
+                ..WaitQuery::default()
+            };
+            let w: WaitResponse = match target {
+                Target::Local(mb) => {
+                    wait_for(self.state(), mb, query, move || notify.notify_one()).await?
+                }
+                Target::Remote(rest, address) => {
+                    let path = format!(
+                        "{}?{}",
+                        mailbox_path(address, &["wait"])?,
+                        wait_query(&query)
+                    );
+                    let on = OnSubscribed(Arc::new(move || notify.notify_one()));
+                    rest.json(Method::GET, &path, None, Some(on), self.max_answer())
+                        .await?
+                }
+            };
             cursor = w.next_since;
             if let Some(m) = w
                 .messages
@@ -447,11 +668,57 @@ impl Session {
         }
     }
 
-    async fn delete_mailbox(&self, caller: &Caller, a: args::DeleteMailboxArgs) -> ToolResult {
+    /// One page of `target`'s messages past `since`.
+    async fn page(
+        &self,
+        target: &Target<'_>,
+        since: u64,
+        limit: usize,
+    ) -> Result<messages::MessagePage, Problem> {
+        match target {
+            Target::Local(mb) => messages::list(
+                self.state(),
+                mb,
+                ListQuery {
+                    since: Some(since),
+                    limit: Some(limit),
+                    tag: None,
+                    latest: None,
+                },
+            ),
+            Target::Remote(rest, address) => {
+                let path = format!(
+                    "{}?{}",
+                    mailbox_path(address, &["messages"])?,
+                    query(&[("since", Some(since)), ("limit", Some(limit as u64))])
+                );
+                rest.json(Method::GET, &path, None, None, self.max_answer())
+                    .await
+            }
+        }
+    }
+
+    async fn delete_mailbox(
+        &self,
+        caller: &Caller,
+        context: &RequestContext<RoleServer>,
+        a: args::DeleteMailboxArgs,
+    ) -> ToolResult {
+        if let Some(rest) = self.elsewhere(caller, context, &a.address).await? {
+            let address = a.address.trim().to_ascii_lowercase();
+            let path = mailbox_path(&address, &[])?;
+            rest.call(Method::DELETE, &path, None, None, self.max_answer())
+                .await?;
+            self.inner.tokens.lock().remove(&address);
+            return Ok(plain(
+                format!("Deleted {address}; mail to it is now refused."),
+                json!({ "address": address, "deleted": true }),
+            ));
+        }
         let mb = self.mailbox(caller, &a.address)?;
         let as_caller = match self.inner.tokens.lock().get(&mb.address.to_string()) {
-            Some(token_hash) => Caller::Session {
-                token_hash: *token_hash,
+            Some(r) => Caller::Session {
+                token_hash: r.hash,
                 ip: caller.ip(),
             },
             None => caller.clone(),
@@ -544,7 +811,7 @@ fn gaps_note(gaps: &[u64]) -> String {
     )
 }
 
-fn describe_arrivals(mb: &MailboxInfo, found: &[MessageSummaryView], next_since: u64) -> String {
+fn describe_arrivals(address: &str, found: &[MessageSummaryView], next_since: u64) -> String {
     let list = found
         .iter()
         .map(|m| {
@@ -558,8 +825,78 @@ fn describe_arrivals(mb: &MailboxInfo, found: &[MessageSummaryView], next_since:
     format!(
         "{} message(s) arrived in {}: {list}. next_since={next_since}.",
         found.len(),
-        mb.address
+        address
     )
+}
+
+/// The mailbox a tool works on: here, or on another host through the API.
+enum Target<'a> {
+    Local(MailboxInfo),
+    Remote(&'a Rest, String),
+}
+
+impl Target<'_> {
+    fn address(&self) -> String {
+        match self {
+            Target::Local(mb) => mb.address.to_string(),
+            Target::Remote(_, address) => address.clone(),
+        }
+    }
+}
+
+/// A query string of the pairs that are set.
+fn query(pairs: &[(&str, Option<u64>)]) -> String {
+    pairs
+        .iter()
+        .filter_map(|(k, v)| v.map(|v| format!("{k}={v}")))
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+/// A `wait` route's query for `q`.
+fn wait_query(q: &WaitQuery) -> String {
+    let mut pairs: Vec<(&str, String)> = Vec::new();
+    for (k, v) in [
+        ("since", q.since),
+        ("timeout", q.timeout),
+        ("count", q.count.map(|c| c as u64)),
+    ] {
+        if let Some(v) = v {
+            pairs.push((k, v.to_string()));
+        }
+    }
+    for (k, v) in [
+        ("from", &q.from),
+        ("subject", &q.subject),
+        ("body", &q.body),
+    ] {
+        if let Some(v) = v {
+            pairs.push((k, v.clone()));
+        }
+    }
+    serde_urlencoded::to_string(pairs).unwrap_or_default()
+}
+
+/// The caller's own credential headers, for the API.
+fn caller_headers(parts: Option<&axum::http::request::Parts>) -> Vec<(HeaderName, HeaderValue)> {
+    let Some(parts) = parts else {
+        return Vec::new();
+    };
+    ["authorization", "x-session-token"]
+        .into_iter()
+        .filter_map(|name| {
+            let value = parts.headers.get(name)?.clone();
+            Some((HeaderName::from_static(name), value))
+        })
+        .collect()
+}
+
+fn owner_unavailable() -> Problem {
+    Problem::new(
+        Kind::Unavailable,
+        "the host that keeps this mailbox is unavailable; retry shortly",
+    )
+    .retry_after(1)
 }
 
 fn cancelled() -> ErrorData {
@@ -829,13 +1166,22 @@ impl ServerHandler for Session {
         let outcome = async {
             let caller = self.caller(&context)?;
             match name {
-                "create_mailbox" => self.create_mailbox(&caller, args::parse(&schema, a)?).await,
+                "create_mailbox" => {
+                    self.create_mailbox(&caller, &context, args::parse(&schema, a)?)
+                        .await
+                }
                 "list_mailboxes" => {
                     args::parse::<args::NoArgs>(&schema, a)?;
-                    self.list_mailboxes(&caller)
+                    self.list_mailboxes(&caller, &context).await
                 }
-                "list_messages" => self.list_messages(&caller, args::parse(&schema, a)?),
-                "read_message" => self.read_message(&caller, args::parse(&schema, a)?).await,
+                "list_messages" => {
+                    self.list_messages(&caller, &context, args::parse(&schema, a)?)
+                        .await
+                }
+                "read_message" => {
+                    self.read_message(&caller, &context, args::parse(&schema, a)?)
+                        .await
+                }
                 "wait_for_message" => {
                     self.wait_for_message(&caller, args::parse(&schema, a)?, &context)
                         .await
@@ -844,7 +1190,10 @@ impl ServerHandler for Session {
                     self.wait_for_code(&caller, args::parse(&schema, a)?, &context)
                         .await
                 }
-                "delete_mailbox" => self.delete_mailbox(&caller, args::parse(&schema, a)?).await,
+                "delete_mailbox" => {
+                    self.delete_mailbox(&caller, &context, args::parse(&schema, a)?)
+                        .await
+                }
                 _ => Err(args::invalid("name", format!("there is no tool {name:?}")).into()),
             }
         }

@@ -1176,3 +1176,69 @@ fn a_mailbox_deleted_through_b_ends_its_waiters_on_b() {
     });
     assert_eq!(waiting.join().expect("the wait answered"), 404);
 }
+
+/// Every MCP tool through B for mailboxes A owns (A owns every partition):
+/// the official MCP Python SDK's agent flow (`tests/mcp/flow.py`) against
+/// B's `/mcp` and B's SMTP. The mailbox is created on A through B's cluster
+/// routing, the wait on B is subscribed to A's notices before its progress
+/// notification tells the script to send the mail, and list, read (text,
+/// html, raw), wait_for_code, a foreign mailbox's not-found answer and
+/// delete (then RCPT at B gets A's `550`) all run on A.
+#[test]
+fn mcp_on_b_runs_every_tool_for_a_mailbox_a_owns() {
+    let pair = Pair::start();
+    let url = format!("http://{}", pair.b.http_addr);
+    let out = crate::mcp::run_script_at(&url, pair.b.smtp_addr, "flow.py", "http", &[]);
+    assert!(out.contains("ok: http flow"), "{out}");
+    assert_eq!(pair.b.engine.stats().mailboxes, 0, "b stored nothing");
+}
+
+/// An MCP session on B while A, which owns its mailbox, stops and returns
+/// (`tests/mcp/owner_down.py`, the official Python SDK): the tool answers
+/// `unavailable` with a retry delay, never an empty page or not-found, and
+/// the same session works again once A is back.
+#[test]
+fn mcp_on_b_says_unavailable_while_the_owner_is_down_and_works_when_it_returns() {
+    use std::io::BufRead;
+    let mut pair = Pair::start();
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/mcp");
+    let mut script = std::process::Command::new(crate::mcp::python())
+        .arg(dir.join("owner_down.py"))
+        .args(["--transport", "http"])
+        .args(["--url", &format!("http://{}", pair.b.http_addr)])
+        .args(["--smtp", &pair.b.smtp_addr.to_string()])
+        .current_dir(&dir)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3 runs (installed by .ci/deps)");
+    let mut stdin = script.stdin.take().expect("stdin");
+    let mut stderr = script.stderr.take();
+    let mut lines = std::io::BufReader::new(script.stdout.take().expect("stdout")).lines();
+    let mut next_line = |what: &str| -> String {
+        match lines.next() {
+            Some(Ok(line)) => line,
+            _ => {
+                let mut err = String::new();
+                if let Some(mut e) = stderr.take() {
+                    let _ = e.read_to_string(&mut err);
+                }
+                panic!("owner_down.py ended before {what}:\n{err}");
+            }
+        }
+    };
+    let address = next_line("creating");
+    assert!(address.starts_with("address "), "{address}");
+    pair.stop_a();
+    writeln!(stdin, "owner down").expect("write");
+    assert_eq!(next_line("the call with the owner down"), "saw unavailable");
+    pair.restart_a();
+    writeln!(stdin, "owner back").expect("write");
+    assert_eq!(
+        next_line("the call with the owner back"),
+        "ok: owner down and back"
+    );
+    drop(stdin);
+    assert!(script.wait().expect("wait").success());
+}

@@ -438,3 +438,47 @@ fn offline_admin_on_a_cluster_host_makes_users_of_the_cluster() {
         );
     }
 }
+
+/// MCP on B with a key minted on B, for mailboxes A owns
+/// (`tests/mcp/cluster_key.py`, the official Python SDK): list, read and
+/// wait_for_code run on A with the caller's key; another user's mailbox on
+/// A is a tool error byte-identical to a missing one; delete_mailbox
+/// deletes it on A.
+#[test]
+fn mcp_with_a_key_on_b_reads_and_deletes_a_mailbox_a_owns_and_hides_another_users() {
+    let split = Split::start();
+    let (_, mine) = split.user_on(&split.b);
+    let (_, theirs) = split.user_on(&split.a);
+    let address = create_mailbox(&split.b, &mine, &local_part("mcpkey", owned_by_a));
+    let foreign = create_mailbox(&split.a, &theirs, &local_part("mcpother", owned_by_a));
+    let missing = format!("{}@{DOMAIN}", local_part("mcpnobody", owned_by_a));
+    let (_, end) = crate::cluster::send(split.b.smtp_addr, &address, "Your code is 731946.");
+    assert!(end.expect("data sent").starts_with("250"));
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/mcp");
+    let out = std::process::Command::new(crate::mcp::python())
+        .arg(dir.join("cluster_key.py"))
+        .args(["--url", &format!("http://{}", split.b.http_addr)])
+        .args(["--api-key", &mine])
+        .args([
+            "--address",
+            &address,
+            "--foreign",
+            &foreign,
+            "--missing",
+            &missing,
+        ])
+        .args(["--code", "731946"])
+        .current_dir(&dir)
+        .output()
+        .expect("python3 runs (installed by .ci/deps)");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("ok: key across hosts"),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let path = format!("/api/v1/mailboxes/{address}");
+    assert_eq!(status(&split.a, reqwest::Method::GET, &path, &mine), 404);
+    let path = format!("/api/v1/mailboxes/{foreign}");
+    assert_eq!(status(&split.a, reqwest::Method::GET, &path, &theirs), 200);
+}

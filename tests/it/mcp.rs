@@ -10,19 +10,30 @@ use std::time::{Duration, Instant};
 
 use crate::support::TestServer;
 
-fn python() -> String {
+pub(crate) fn python() -> String {
     std::env::var("PYTHON").unwrap_or_else(|_| "python3".to_owned())
 }
 
 /// Run `tests/mcp/<script>` against `server` over `transport`; panics with
 /// the script's output unless it exits 0.
 fn run_script(server: &TestServer, script: &str, transport: &str, extra: &[&str]) -> String {
+    run_script_at(&server.url(""), server.smtp, script, transport, extra)
+}
+
+/// [`run_script`] against the appliance at `url` (HTTP) and `smtp`.
+pub(crate) fn run_script_at(
+    url: &str,
+    smtp: std::net::SocketAddr,
+    script: &str,
+    transport: &str,
+    extra: &[&str],
+) -> String {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/mcp");
     let out = Command::new(python())
         .arg(dir.join(script))
         .args(["--transport", transport])
-        .args(["--url", &server.url("")])
-        .args(["--smtp", &server.smtp.to_string()])
+        .args(["--url", url])
+        .args(["--smtp", &smtp.to_string()])
         .args(["--binary", env!("CARGO_BIN_EXE_uncorreo")])
         .args(extra)
         .current_dir(&dir)

@@ -427,7 +427,12 @@ struct Scan<'a> {
 /// scan on the owner (its `wait` with `timeout=0`), and scan again each
 /// time a notice names a sequence past the last scan, until `count`
 /// matches, the timeout, or the owner is gone (`503`).
-pub async fn wait(state: &AppState, mailbox: Authorized, q: WaitQuery) -> Response {
+pub async fn wait(
+    state: &AppState,
+    mailbox: Authorized,
+    q: WaitQuery,
+    subscribed: impl FnOnce(),
+) -> Response {
     let cfg = state.realtime().config().clone();
     let timeout = q.timeout.unwrap_or(cfg.wait_default_timeout_secs);
     if timeout > cfg.wait_max_timeout_secs {
@@ -457,6 +462,7 @@ pub async fn wait(state: &AppState, mailbox: Authorized, q: WaitQuery) -> Respon
         Ok(watched) => watched,
         Err(problem) => return problem.into_response(),
     };
+    subscribed();
     events.between_subscribe_and_read();
     let mut found: Vec<MessageSummaryView> = Vec::new();
     let mut gaps = BTreeSet::new();

@@ -19,6 +19,7 @@ use std::time::Duration;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse, Response};
+use axum::Extension;
 use axum::Json;
 use serde::{Deserialize, Serialize};
 use uncorreo_engine::{
@@ -123,6 +124,7 @@ they already exist), or when `timeout` seconds pass (`200` with `timed_out: true
 )]
 pub async fn wait(
     State(state): State<AppState>,
+    subscribed: Option<Extension<OnSubscribed>>,
     HeaderAccess(access): HeaderAccess,
     Path(address): Path<String>,
     query: Result<Query<WaitQuery>, QueryRejection>,
@@ -132,7 +134,7 @@ pub async fn wait(
             let mb = authorize_mailbox(&state, &caller, &address)
                 .map_err(IntoResponse::into_response)?;
             let Query(q) = query.map_err(IntoResponse::into_response)?;
-            let answer = wait_for(&state, &mb, q, || ())
+            let answer = wait_for(&state, &mb, q, || subscribed.map_or((), |s| (s.0 .0)()))
                 .await
                 .map_err(IntoResponse::into_response)?;
             Ok(Json(answer).into_response())
@@ -140,10 +142,19 @@ pub async fn wait(
         Access::Remote(remote) => {
             let mailbox = remote.authorize(&state).await?;
             let Query(q) = query.map_err(IntoResponse::into_response)?;
-            Ok(super::remote::wait(&state, mailbox, q).await)
+            Ok(
+                super::remote::wait(&state, mailbox, q, || subscribed.map_or((), |s| (s.0 .0)()))
+                    .await,
+            )
         }
     }
 }
+
+/// Set on an in-process request to the `wait` route (MCP runs its waits
+/// through the API router): called once the wait is subscribed, here or,
+/// for a mailbox another host owns, on the owner's notices.
+#[derive(Clone)]
+pub struct OnSubscribed(pub std::sync::Arc<dyn Fn() + Send + Sync>);
 
 /// Wait for messages of `mb` past `q.since`: the one mechanism behind the
 /// long-poll route and MCP's `wait_for_message` / `wait_for_code`. Dropping
