@@ -170,57 +170,22 @@ pub fn start(
     engine: Engine,
     shutdown: CancellationToken,
 ) -> Result<(Arc<ClusterAccounts>, JoinHandle<()>), StartError> {
-    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     let url = url.to_owned();
-    let thread = std::thread::Builder::new()
-        .name("accounts".to_owned())
-        .spawn(move || {
-            let runtime = match tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            {
-                Ok(runtime) => runtime,
-                Err(error) => {
-                    let _ = ready_tx.send(Err(StartError::Io {
-                        what: "starting the accounts runtime",
-                        source: error,
-                    }));
-                    return;
-                }
-            };
-            runtime.block_on(async move {
-                let (replica, follower) = match AccountsReplica::connect(&url, timeout).await {
-                    Ok(connected) => connected,
-                    Err(error) => {
-                        let _ = ready_tx.send(Err(StartError::Accounts(error)));
-                        return;
-                    }
-                };
-                if ready_tx.send(Ok(Arc::clone(&replica))).is_err() {
-                    return;
-                }
-                tokio::select! {
-                    () = shutdown.cancelled() => {}
-                    () = replica.follow(follower) => {}
-                }
-            });
-        })
-        .map_err(|source| StartError::Io {
-            what: "spawning the accounts thread",
-            source,
-        })?;
-    match ready_rx.recv() {
-        Ok(Ok(replica)) => Ok((Arc::new(ClusterAccounts { replica, engine }), thread)),
-        Ok(Err(error)) => {
-            let _ = thread.join();
-            Err(error)
+    let (replica, thread) = crate::cluster::start_thread("accounts", move |ready| async move {
+        let (replica, follower) = match AccountsReplica::connect(&url, timeout).await {
+            Ok(connected) => connected,
+            Err(error) => {
+                let _ = ready.send(Err(StartError::Accounts(error)));
+                return;
+            }
+        };
+        if ready.send(Ok(Arc::clone(&replica))).is_err() {
+            return;
         }
-        Err(_) => {
-            let _ = thread.join();
-            Err(StartError::Io {
-                what: "reading the accounts",
-                source: std::io::Error::other("the accounts thread exited during start"),
-            })
+        tokio::select! {
+            () = shutdown.cancelled() => {}
+            () = replica.follow(follower) => {}
         }
-    }
+    })?;
+    Ok((Arc::new(ClusterAccounts { replica, engine }), thread))
 }

@@ -53,60 +53,44 @@ pub fn mailbox_id_prefix(partitions: PartitionCount) -> MailboxIdPrefix {
     MailboxIdPrefix::new(move |address| partition_of(&address.to_string(), partitions).0)
 }
 
-/// Joins the cluster: connects, claims and takes leases before returning,
-/// so a host that cannot reach NATS fails its start with the reason. The
-/// thread then renews leases until `shutdown`.
-pub fn start(config: MemberConfig, shutdown: CancellationToken) -> Result<Joined, StartError> {
-    let (joined_tx, joined_rx) = std::sync::mpsc::channel();
-    let member_config = config.clone();
+/// Runs `work` on a thread of its own named `name`, with a current-thread
+/// runtime, and waits until it reports its start on the sender it is given
+/// (`Ok` once connected, `Err` with why not); `work` then runs until it
+/// returns. The cluster's NATS clients live on these threads, apart from the
+/// core threads, and a host that cannot connect fails its start with the
+/// reason.
+pub(crate) fn start_thread<T, F, Fut>(
+    name: &'static str,
+    work: F,
+) -> Result<(T, JoinHandle<()>), StartError>
+where
+    T: Send + 'static,
+    F: FnOnce(std::sync::mpsc::Sender<Result<T, StartError>>) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()>,
+{
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     let thread = std::thread::Builder::new()
-        .name("cluster".to_owned())
+        .name(name.to_owned())
         .spawn(move || {
-            let runtime = match tokio::runtime::Builder::new_current_thread()
+            match tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
             {
-                Ok(runtime) => runtime,
-                Err(error) => {
-                    let _ = joined_tx.send(Err(StartError::Io {
-                        what: "starting the cluster runtime",
-                        source: error,
+                Ok(runtime) => runtime.block_on(work(ready_tx)),
+                Err(source) => {
+                    let _ = ready_tx.send(Err(StartError::Io {
+                        what: "starting a cluster thread's runtime",
+                        source,
                     }));
-                    return;
                 }
-            };
-            runtime.block_on(async move {
-                let member = match Member::connect(config).await {
-                    Ok(member) => member,
-                    Err(error) => {
-                        let _ = joined_tx.send(Err(StartError::Cluster(error)));
-                        return;
-                    }
-                };
-                if joined_tx
-                    .send(Ok((member.served(), member.directory(), member.handle())))
-                    .is_err()
-                {
-                    return;
-                }
-                member.run(shutdown.cancelled_owned()).await;
-            });
+            }
         })
         .map_err(|source| StartError::Io {
-            what: "spawning the cluster thread",
+            what: "spawning a cluster thread",
             source,
         })?;
-    match joined_rx.recv() {
-        Ok(Ok((served, directory, member))) => Ok(Joined {
-            thread,
-            served,
-            directory: Arc::clone(&directory),
-            membership: Membership {
-                member,
-                config: member_config,
-                directory,
-            },
-        }),
+    match ready_rx.recv() {
+        Ok(Ok(value)) => Ok((value, thread)),
         Ok(Err(error)) => {
             let _ = thread.join();
             Err(error)
@@ -114,11 +98,44 @@ pub fn start(config: MemberConfig, shutdown: CancellationToken) -> Result<Joined
         Err(_) => {
             let _ = thread.join();
             Err(StartError::Io {
-                what: "joining the cluster",
-                source: std::io::Error::other("the cluster thread exited during start"),
+                what: "starting a cluster thread",
+                source: std::io::Error::other(format!("the {name} thread exited during start")),
             })
         }
     }
+}
+
+/// Joins the cluster: connects, claims and takes leases before returning,
+/// so a host that cannot reach NATS fails its start with the reason. The
+/// thread then renews leases until `shutdown`.
+pub fn start(config: MemberConfig, shutdown: CancellationToken) -> Result<Joined, StartError> {
+    let member_config = config.clone();
+    let ((served, directory, member), thread) = start_thread("cluster", |joined| async move {
+        let member = match Member::connect(config).await {
+            Ok(member) => member,
+            Err(error) => {
+                let _ = joined.send(Err(StartError::Cluster(error)));
+                return;
+            }
+        };
+        if joined
+            .send(Ok((member.served(), member.directory(), member.handle())))
+            .is_err()
+        {
+            return;
+        }
+        member.run(shutdown.cancelled_owned()).await;
+    })?;
+    Ok(Joined {
+        thread,
+        served,
+        directory: Arc::clone(&directory),
+        membership: Membership {
+            member,
+            config: member_config,
+            directory,
+        },
+    })
 }
 
 /// Notices queued for NATS before the owner drops them (counted): at a
@@ -148,59 +165,23 @@ pub fn start_events(
     config: EventsConfig,
     shutdown: CancellationToken,
 ) -> Result<(Arc<Events>, JoinHandle<()>), StartError> {
-    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     let url = url.to_owned();
-    let thread = std::thread::Builder::new()
-        .name("events".to_owned())
-        .spawn(move || {
-            let runtime = match tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            {
-                Ok(runtime) => runtime,
-                Err(error) => {
-                    let _ = ready_tx.send(Err(StartError::Io {
-                        what: "starting the events runtime",
-                        source: error,
-                    }));
-                    return;
-                }
-            };
-            runtime.block_on(async move {
-                let (events, publisher) = match Events::connect(&url, partitions, config).await {
-                    Ok(connected) => connected,
-                    Err(error) => {
-                        let _ = ready_tx.send(Err(StartError::Events(error)));
-                        return;
-                    }
-                };
-                if ready_tx.send(Ok(events)).is_err() {
-                    return;
-                }
-                tokio::select! {
-                    () = shutdown.cancelled() => {}
-                    () = publisher.run() => {}
-                }
-            });
-        })
-        .map_err(|source| StartError::Io {
-            what: "spawning the events thread",
-            source,
-        })?;
-    match ready_rx.recv() {
-        Ok(Ok(events)) => Ok((events, thread)),
-        Ok(Err(error)) => {
-            let _ = thread.join();
-            Err(error)
+    start_thread("events", move |ready| async move {
+        let (events, publisher) = match Events::connect(&url, partitions, config).await {
+            Ok(connected) => connected,
+            Err(error) => {
+                let _ = ready.send(Err(StartError::Events(error)));
+                return;
+            }
+        };
+        if ready.send(Ok(events)).is_err() {
+            return;
         }
-        Err(_) => {
-            let _ = thread.join();
-            Err(StartError::Io {
-                what: "connecting for events",
-                source: std::io::Error::other("the events thread exited during start"),
-            })
+        tokio::select! {
+            () = shutdown.cancelled() => {}
+            () = publisher.run() => {}
         }
-    }
+    })
 }
 
 /// Reads the cluster secret.
