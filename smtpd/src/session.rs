@@ -112,6 +112,10 @@ pub struct Session<S> {
     authenticated: Option<Authenticated>,
 }
 
+/// RCPT in `keys` mode to a mailbox the credential's owner does not own,
+/// here or on the host that owns it.
+const NOT_YOURS: &str = "550 5.7.1 Your credential does not own this mailbox";
+
 /// Who a session authenticated as.
 struct Authenticated {
     /// In `keys` mode, the owner whose mailboxes this session may send to;
@@ -394,7 +398,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                         .mailbox(&r.address)
                         .is_some_and(|m| m.owner == *owner);
                     if !owns {
-                        self.error("550 5.7.1 Your credential does not own this mailbox");
+                        self.error(NOT_YOURS);
                         return Flow::Continue;
                     }
                 }
@@ -1093,7 +1097,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             Some(Authenticated {
                 owner: Some(Owner::Anonymous { .. }),
             }) => {
-                self.error("550 5.7.1 Your credential does not own this mailbox");
+                self.error(NOT_YOURS);
                 return Some(Flow::Continue);
             }
             _ => None,
@@ -1101,7 +1105,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         match cluster.resolve_remote_as(rcpt, &owner, sender).await {
             Err(uncorreo_hop::OwnerUnavailable) => self.conn.reply(UNAVAILABLE),
             Ok(Err(uncorreo_hop::wire::Refusal::NotYours)) => {
-                self.error("550 5.7.1 Your credential does not own this mailbox");
+                self.error(NOT_YOURS);
             }
             Ok(Err(refusal)) => self.error(resolve_reply(refusal.into())),
             Ok(Ok(())) => match Recipient::parse(rcpt) {
