@@ -200,7 +200,11 @@ impl Cmd {
     /// Answer a command that will not run (its shard failed) with `e`.
     pub(crate) fn fail(self, e: BatchFailure) {
         match self {
-            Cmd::Deliver { reply, .. } => drop(reply.send(Err(e.into()))),
+            Cmd::Deliver { reply, retry, .. } => {
+                // The dedupe key is let go before the caller hears.
+                drop(retry);
+                drop(reply.send(Err(e.into())));
+            }
             Cmd::CreateMailbox { reply, .. } => drop(reply.send(Err(e.into()))),
             Cmd::DeleteMailbox { reply, .. }
             | Cmd::DeleteMessage { reply, .. }

@@ -159,6 +159,7 @@ impl Writer {
             .unwrap_or(0);
         if largest > codec::MAX_PAYLOAD {
             let limit = self.shared.config.max_message_bytes;
+            drop(retry);
             drop(reply.send(Err(DeliverError::TooLarge { limit })));
             return;
         }
