@@ -475,3 +475,39 @@ fn an_api_keys_ids_on_both_hosts_go_each_to_its_owner() {
         );
     }
 }
+
+#[test]
+fn the_owner_runs_a_request_named_by_partition_only_if_it_serves_that_partition() {
+    use uncorreo_cluster::hop::HopSecret;
+    use uncorreo_cluster::partition::Partition;
+    use uncorreo_hop::wire::{frame, HttpEnvelope, HTTP_PATH};
+
+    let split = Split::start();
+    let (_, key) = split.user_on(&split.a);
+    let hop = split.a.hop_addr().expect("a has a hop");
+    let secret = HopSecret::new(crate::cluster::SECRET.as_bytes().to_vec()).expect("secret");
+    let status = |partition: u16| {
+        let envelope = HttpEnvelope {
+            method: "GET".to_owned(),
+            path: "/mailpit/api/v1/messages".to_owned(),
+            headers: vec![("authorization".to_owned(), basic(&key))],
+            // An address of a's: the partition, when given, wins.
+            address: format!("{}@{}", local_part("x", owned_by_a), crate::support::DOMAIN),
+            partition: Some(partition),
+            node: "a".to_owned(),
+            client: "127.0.0.1".parse().expect("ip"),
+        };
+        let body = frame(&envelope, &[]);
+        let signed = secret.sign("POST", HTTP_PATH, crate::cluster::now(), &body);
+        crate::cluster::hop_request(hop, HTTP_PATH, Some(&signed), &body)
+    };
+    let mine = (0..crate::cluster::PARTITIONS)
+        .find(|&p| owned_by_a(Partition(p)))
+        .expect("a partition of a's");
+    let theirs = (0..crate::cluster::PARTITIONS)
+        .find(|&p| !owned_by_a(Partition(p)))
+        .expect("a partition of b's");
+    assert_eq!(status(mine), 200);
+    assert_eq!(status(theirs), 409, "a does not serve b's partition");
+    assert_eq!(status(crate::cluster::PARTITIONS), 422, "no such partition");
+}
