@@ -511,3 +511,46 @@ fn the_owner_runs_a_request_named_by_partition_only_if_it_serves_that_partition(
     assert_eq!(status(theirs), 409, "a does not serve b's partition");
     assert_eq!(status(crate::cluster::PARTITIONS), 422, "no such partition");
 }
+
+#[test]
+fn the_npm_mailpit_api_client_on_b_runs_its_flow_on_mailboxes_a_keeps() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/mailpit");
+    assert!(
+        dir.join("node_modules/mailpit-api").is_dir(),
+        "tests/mailpit/node_modules is missing: run .ci/deps (npm ci in tests/mailpit)"
+    );
+    let pair = Pair::start();
+    let (address, token) = mailbox_on(&pair.b);
+    let key = user_key(&pair);
+    let created = http()
+        .post(format!("http://{}/api/v1/mailboxes", pair.b.http_addr))
+        .bearer_auth(&key)
+        .json(&json!({}))
+        .send()
+        .expect("create");
+    assert_eq!(created.status(), 201);
+    let keyed = created.json::<Value>().expect("json")["address"]
+        .as_str()
+        .expect("address")
+        .to_owned();
+    let key_message = mail(pair.b.smtp_addr, &keyed, "for the key");
+    let out = std::process::Command::new("node")
+        .arg("cluster.mjs")
+        .current_dir(&dir)
+        .env(
+            "MAILPIT_BASE",
+            format!("http://{}/mailpit", pair.b.http_addr),
+        )
+        .env("SMTP_PORT", pair.b.smtp_addr.port().to_string())
+        .env("TOKEN", &token)
+        .env("BOX", &address)
+        .env("KEY", &key)
+        .env("KEY_MESSAGE", &key_message)
+        .output()
+        .expect("node runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "flow failed:\n{stdout}\n{stderr}");
+    assert!(stdout.contains(" passed, 0 failed"), "{stdout}");
+    assert_eq!(pair.b.engine.stats().mailboxes, 0, "b stored nothing");
+}
