@@ -19,7 +19,8 @@
 //!   request with its own IDs (one hop each; this host's share runs here);
 //!   the first answer that is not a success is the answer, otherwise `ok`;
 //! - everything else (an API key's list and search, a token without a
-//!   prefix) runs here, as on one host.
+//!   prefix, a request without usable Basic credentials, which is `401`
+//!   here without a hop) runs here, as on one host.
 //!
 //! No live owner, or it did not answer: `503` with `Retry-After`, as plain
 //! text. A routed request's body is bounded by the message limit plus
@@ -98,16 +99,17 @@ enum Route {
 
 fn route_of(parts: &Parts) -> Route {
     let path = parts.uri.path();
-    let password = parts
+    // No usable Basic password: the `401` is this host's to give, no hop.
+    let Some(password) = parts
         .headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| super::basic_password(v).ok());
+        .and_then(|v| super::basic_password(v).ok())
+    else {
+        return Route::Here;
+    };
     let local_only = matches!(path, "/livez" | "/readyz" | "/api/events");
-    if let Some(p) = password
-        .as_deref()
-        .and_then(crate::auth::session_token_partition)
-    {
+    if let Some(p) = crate::auth::session_token_partition(&password) {
         if !local_only {
             return Route::Partition(p);
         }
@@ -119,10 +121,7 @@ fn route_of(parts: &Parts) -> Route {
         (&parts.method, path),
         (&Method::PUT | &Method::DELETE, "/api/v1/messages") | (&Method::PUT, "/api/v1/tags")
     );
-    let api_key = password
-        .as_deref()
-        .is_some_and(|p| p.starts_with(crate::auth::KEY_PREFIX));
-    if with_ids && api_key {
+    if with_ids && password.starts_with(crate::auth::KEY_PREFIX) {
         return Route::ByIds;
     }
     Route::Here
@@ -448,6 +447,13 @@ mod tests {
             (
                 Method::PUT,
                 "/api/v1/messages".to_owned(),
+                None,
+                Route::Here,
+            ),
+            // No credential: refused here, no hop.
+            (
+                Method::GET,
+                format!("/api/v1/message/{id}"),
                 None,
                 Route::Here,
             ),
