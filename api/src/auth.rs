@@ -371,13 +371,43 @@ pub fn new_api_key() -> (NewSecret, String) {
     (NewSecret { secret, hash }, prefix)
 }
 
+/// Prefix of a session token minted by a host of a cluster.
+pub const SESSION_PREFIX: &str = "ust_";
+/// Characters of a session token's random part (32 bytes, url-safe base64).
+const SESSION_RANDOM_LEN: usize = 43;
+
 /// A new session token: 32 random bytes, url-safe base64 (43 characters).
-pub fn new_session_token() -> NewSecret {
+/// In a cluster (`partition` given, the partition of the mailbox it opens)
+/// it is `ust_<partition>_` and those 43 characters, so any host can tell
+/// which host keeps its mailbox without knowing the token (SCALE.md,
+/// "Mailpit"). The hash is over the whole token, prefix included, so the
+/// prefix cannot be changed without breaking it.
+pub fn new_session_token(partition: Option<u16>) -> NewSecret {
     let mut raw = [0u8; 32];
     rand::rng().fill_bytes(&mut raw);
-    let secret = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw);
+    let random = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw);
+    let secret = match partition {
+        Some(p) => format!("{SESSION_PREFIX}{p}_{random}"),
+        None => random,
+    };
     let hash = sha256(secret.as_bytes());
     NewSecret { secret, hash }
+}
+
+/// The partition a session token names in its prefix; `None` for a token
+/// without one (minted by a single host), which is never mistaken for one:
+/// those are exactly 43 characters, shorter than any prefixed token. Only a
+/// routing hint: the token itself is checked by its hash on the host it
+/// reaches.
+pub fn session_token_partition(token: &str) -> Option<u16> {
+    let (digits, random) = token.strip_prefix(SESSION_PREFIX)?.split_once('_')?;
+    if digits.is_empty() || digits.len() > 5 || random.len() != SESSION_RANDOM_LEN {
+        return None;
+    }
+    if !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
 }
 
 #[cfg(test)]
@@ -400,12 +430,41 @@ mod tests {
 
     #[test]
     fn session_tokens_are_32_bytes_of_url_safe_base64() {
-        let t = new_session_token();
+        let t = new_session_token(None);
         let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
             .decode(&t.secret)
             .unwrap();
         assert_eq!(raw.len(), 32);
         assert!(!t.secret.starts_with(KEY_PREFIX));
+        assert_eq!(session_token_partition(&t.secret), None);
+    }
+
+    #[test]
+    fn a_cluster_session_token_names_its_partition_and_is_hashed_whole() {
+        for p in [0u16, 7, 517, 1023] {
+            let t = new_session_token(Some(p));
+            assert!(t.secret.starts_with(&format!("ust_{p}_")), "{}", t.secret);
+            assert_eq!(session_token_partition(&t.secret), Some(p));
+            assert_eq!(t.hash, sha256(t.secret.as_bytes()));
+            assert!(matches!(
+                Credential::from_token(&t.secret),
+                Ok(Credential::SessionToken(_))
+            ));
+            let random = t.secret.rsplit_once('_').map_or("", |(_, r)| r);
+            assert!(t.secret.len() >= 4 + 2 + 43 && !random.is_empty());
+        }
+        // Tokens without a prefix, and look-alikes, name no partition.
+        let old = new_session_token(None).secret;
+        for bad in [
+            old.as_str(),
+            "ust__AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+            "ust_x1_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+            "ust_1_short",
+            "ust_99999999_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+            "uct_1_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+        ] {
+            assert_eq!(session_token_partition(bad), None, "{bad}");
+        }
     }
 
     #[test]

@@ -94,18 +94,9 @@ pub async fn route_to_owner(
             .uri
             .path_and_query()
             .map_or_else(|| parts.uri.path().to_owned(), |p| p.as_str().to_owned()),
-        headers: parts
-            .headers
-            .iter()
-            .filter(|(name, _)| uncorreo_hop::server::end_to_end(name.as_str()))
-            .filter_map(|(name, value)| {
-                value
-                    .to_str()
-                    .ok()
-                    .map(|value| (name.as_str().to_owned(), value.to_owned()))
-            })
-            .collect(),
+        headers: end_to_end_headers(&parts.headers),
         address,
+        partition: None,
         node: String::new(),
         client,
     };
@@ -181,4 +172,19 @@ fn creation_address(state: &AppState, body: &[u8]) -> Option<(String, bytes::Byt
     };
     let body = serde_json::to_vec(&serde_json::Value::Object(object)).ok()?;
     Some((format!("{local}@{domain}"), bytes::Bytes::from(body)))
+}
+
+/// The headers of a request that travel with it to the owner (the
+/// caller's credential among them).
+pub(crate) fn end_to_end_headers(headers: &axum::http::HeaderMap) -> Vec<(String, String)> {
+    headers
+        .iter()
+        .filter(|(name, _)| uncorreo_hop::server::end_to_end(name.as_str()))
+        .filter_map(|(name, value)| {
+            value
+                .to_str()
+                .ok()
+                .map(|value| (name.as_str().to_owned(), value.to_owned()))
+        })
+        .collect()
 }

@@ -208,21 +208,16 @@ pub async fn create(
         None => None,
     };
 
-    let (owner, token, quota_key) = match &caller {
+    // A session token opens one mailbox; creating another one starts a new
+    // session. Its token is minted once the address is known (in a cluster
+    // it names the address's partition).
+    let (user_owner, quota_key) = match &caller {
         Caller::User { user, .. } => {
             let owner = Owner::User(*user);
             let key = QuotaKey::owner(&owner);
-            (owner, None, key)
+            (Some(owner), key)
         }
-        // A session token opens one mailbox; creating another one starts a new session.
-        Caller::Anonymous { .. } | Caller::Session { .. } => {
-            let t = new_session_token();
-            (
-                Owner::Anonymous { token_hash: t.hash },
-                Some(t.secret),
-                anonymous_key(caller.ip()),
-            )
-        }
+        Caller::Anonymous { .. } | Caller::Session { .. } => (None, anonymous_key(caller.ip())),
     };
     let reservation = state
         .quotas()
@@ -242,6 +237,7 @@ pub async fn create(
         .saturating_add(u64::from(ttl).saturating_mul(60_000));
     let attempts = if chosen.is_some() { 1 } else { RANDOM_ATTEMPTS };
     let mut created = Err(CreateMailboxError::AlreadyExists);
+    let mut token = None;
     for _ in 0..attempts {
         let address = match &chosen {
             Some(a) => a.clone(),
@@ -249,10 +245,22 @@ pub async fn create(
                 .map_err(|_| Problem::new(Kind::Internal, "generated an invalid address"))?,
         };
         reservation.attempting(&address);
+        let owner = match &user_owner {
+            Some(owner) => owner.clone(),
+            None => {
+                let partition = state
+                    .cluster
+                    .as_ref()
+                    .map(|cluster| cluster.partition(&address.to_string()).0);
+                let t = new_session_token(partition);
+                token = Some(t.secret);
+                Owner::Anonymous { token_hash: t.hash }
+            }
+        };
         created = engine
             .create_mailbox(NewMailbox {
                 address,
-                owner: owner.clone(),
+                owner,
                 expires_at_ms,
                 max_messages: plan.max_messages_per_mailbox,
             })

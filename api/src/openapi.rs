@@ -56,7 +56,7 @@ impl Modify for Security {
             "session_token",
             SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::with_description(
                 "X-Session-Token",
-                "An anonymous mailbox's session token (also accepted as `Authorization: Bearer <token>`)",
+                "An anonymous mailbox's session token (also accepted as `Authorization: Bearer <token>`): 43 url-safe base64 characters, behind `ust_<partition>_` when a host of a cluster minted it",
             ))),
         );
         components.add_security_scheme(

@@ -21,3 +21,4 @@ pub mod wire;
 pub use route::{deliver, Cluster, ClusterParts, OwnerUnavailable, Placement};
 pub use uncorreo_cluster::directory::Owner;
 pub use uncorreo_cluster::events::{Events, Watch, WatchError};
+pub use uncorreo_cluster::partition::Partition;

@@ -125,7 +125,16 @@ impl Cluster {
         if self.engine.campaign_for(rcpt).is_some() {
             return Placement::Local;
         }
-        let partition = self.partition(rcpt);
+        self.place_partition(self.partition(rcpt)).await
+    }
+
+    /// The partition numbered `index`, if the cluster has it.
+    pub fn partition_numbered(&self, index: u16) -> Option<Partition> {
+        (index < self.partitions.get()).then_some(Partition(index))
+    }
+
+    /// Where `partition` is served from, seen from this host.
+    pub async fn place_partition(&self, partition: Partition) -> Placement {
         if self.served.serves(partition, Instant::now()) {
             return Placement::Local;
         }
@@ -149,6 +158,12 @@ impl Cluster {
         self.served
             .admit(self.partition(address), Instant::now())
             .map(Some)
+    }
+
+    /// [`Cluster::admit`] for a request that names a partition, not an
+    /// address (a Mailpit request routed by message id or token).
+    pub fn admit_partition(&self, partition: Partition) -> Result<Admitted<'_>, NotAdmitted> {
+        self.served.admit(partition, Instant::now())
     }
 
     /// The owner's [`Engine::resolve`] of `rcpt` (SMTP RCPT at this host),
@@ -343,19 +358,36 @@ impl Cluster {
     pub async fn proxy(
         &self,
         owner: &Owner,
-        mut envelope: HttpEnvelope,
+        envelope: HttpEnvelope,
         body: &[u8],
         max_answer: usize,
     ) -> Result<(HttpAnswerHead, bytes::Bytes), OwnerUnavailable> {
+        self.proxy_within(owner, envelope, body, max_answer, self.timeout)
+            .await
+    }
+
+    /// [`Cluster::proxy`] with its own time limit (a Mailpit search that
+    /// waits on the owner for a first match).
+    pub async fn proxy_within(
+        &self,
+        owner: &Owner,
+        mut envelope: HttpEnvelope,
+        body: &[u8],
+        max_answer: usize,
+        timeout: Duration,
+    ) -> Result<(HttpAnswerHead, bytes::Bytes), OwnerUnavailable> {
         envelope.node = owner.node.clone();
-        let address = envelope.address.clone();
+        let partition = envelope
+            .partition
+            .and_then(|index| self.partition_numbered(index))
+            .unwrap_or_else(|| self.partition(&envelope.address));
         let request = frame(&envelope, body);
         let answer = post_bounded(
             &owner.hop,
             &self.secret,
             HTTP_PATH,
             request,
-            self.timeout,
+            timeout,
             max_answer.saturating_add(crate::server::ENVELOPE_ROOM),
             Replay::Unsent,
         )
@@ -366,7 +398,7 @@ impl Cluster {
         };
         count("http", result.is_ok());
         if result.is_err() {
-            self.directory.forget(self.partition(&address));
+            self.directory.forget(partition);
         }
         result
     }

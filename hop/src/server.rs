@@ -463,12 +463,16 @@ async fn proxied(server: &HopServer, body: Bytes) -> Response<Full<Bytes>> {
     let Some((envelope, body)) = unframe::<HttpEnvelope>(body) else {
         return problem(StatusCode::UNPROCESSABLE_ENTITY, "not a proxied request");
     };
+    let partition = match envelope.partition {
+        None => partition_of(&envelope.address, server.partitions),
+        Some(index) => match partition_named(server, index) {
+            Some(partition) => partition,
+            None => return problem(StatusCode::UNPROCESSABLE_ENTITY, "no such partition"),
+        },
+    };
     // A proxied request may create, change or delete: admitted until it
     // is done, like a delivery.
-    let admitted = server.served.admit(
-        partition_of(&envelope.address, server.partitions),
-        Instant::now(),
-    );
+    let admitted = server.served.admit(partition, Instant::now());
     let (true, Ok(_admitted)) = (envelope.node == server.node, admitted) else {
         return problem(
             StatusCode::CONFLICT,

@@ -63,6 +63,11 @@ pub struct HttpEnvelope {
     /// The mailbox address the request is about (its partition's owner
     /// checks that it serves it).
     pub address: String,
+    /// The partition the request is about when no address names it (a
+    /// Mailpit request routed by a message id or a session token's
+    /// prefix); when present the owner checks this one instead.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partition: Option<u16>,
     /// The node the accepting host believes owns it.
     pub node: String,
     /// The client's address, as the accepting host saw it (for the

@@ -105,18 +105,18 @@ pub(crate) fn eventually(limit: Duration, mut condition: impl FnMut() -> bool) -
 }
 
 /// Two hosts with hops: `a` claimed every partition, `b` owns none.
-struct Pair {
+pub(crate) struct Pair {
     nats: NatsServer,
     secret: tempfile::NamedTempFile,
-    data_a: tempfile::TempDir,
+    pub(crate) data_a: tempfile::TempDir,
     data_b: tempfile::TempDir,
     a: Option<Appliance>,
-    b: Appliance,
+    pub(crate) b: Appliance,
     _certs: tempfile::TempDir,
 }
 
 impl Pair {
-    fn start() -> Pair {
+    pub(crate) fn start() -> Pair {
         let nats = NatsServer::start();
         let secret = secret_file();
         let (data_a, data_b) = (
@@ -146,17 +146,17 @@ impl Pair {
         }
     }
 
-    fn a(&self) -> &Appliance {
+    pub(crate) fn a(&self) -> &Appliance {
         self.a.as_ref().expect("a is running")
     }
 
-    fn stop_a(&mut self) {
+    pub(crate) fn stop_a(&mut self) {
         if let Some(a) = self.a.take() {
             a.shutdown();
         }
     }
 
-    fn restart_a(&mut self) {
+    pub(crate) fn restart_a(&mut self) {
         self.stop_a();
         let a = start(
             self.data_a.path(),
@@ -182,7 +182,7 @@ impl Drop for Pair {
     }
 }
 
-fn http() -> reqwest::blocking::Client {
+pub(crate) fn http() -> reqwest::blocking::Client {
     reqwest::blocking::Client::builder()
         .timeout(Duration::from_secs(30))
         .build()
@@ -190,7 +190,7 @@ fn http() -> reqwest::blocking::Client {
 }
 
 /// An anonymous mailbox created through `host`'s API: (address, token).
-fn mailbox_on(host: &Appliance) -> (String, String) {
+pub(crate) fn mailbox_on(host: &Appliance) -> (String, String) {
     let answer = http()
         .post(format!("http://{}/api/v1/mailboxes", host.http_addr))
         .send()

@@ -25,6 +25,7 @@
 pub mod events;
 pub mod handlers;
 pub mod marks;
+pub mod route;
 pub mod search;
 pub mod send;
 pub mod view;
@@ -411,7 +412,15 @@ fn routes() -> Router<AppState> {
 /// problem+json layer is applied to `api`, because Mailpit's errors are
 /// plain text.
 pub fn mount(api: Router, state: AppState) -> Router {
-    api.nest("/mailpit", routes().with_state(state))
+    // Only a host of a cluster pays for the owner check.
+    let routes = match state.cluster {
+        Some(_) => routes().layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            route::to_owner,
+        )),
+        None => routes(),
+    };
+    api.nest("/mailpit", routes.with_state(state))
 }
 
 #[cfg(test)]

@@ -206,6 +206,7 @@ impl Remote {
             path,
             headers: self.headers.clone(),
             address: self.address.clone(),
+            partition: None,
             node: String::new(),
             client: self.client,
         };
