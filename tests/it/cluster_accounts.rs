@@ -17,16 +17,16 @@ use crate::cluster::{eventually, hop_member, secret_file, served, PARTITIONS};
 use crate::support::{test_config, DOMAIN};
 
 /// Two hosts: `a` homes partitions below `PARTITIONS / 2`, `b` the rest.
-struct Split {
-    nats: NatsServer,
-    _secret: tempfile::NamedTempFile,
-    data_a: tempfile::TempDir,
-    data_b: tempfile::TempDir,
-    a: Appliance,
-    b: Appliance,
+pub(crate) struct Split {
+    pub(crate) nats: NatsServer,
+    pub(crate) _secret: tempfile::NamedTempFile,
+    pub(crate) data_a: tempfile::TempDir,
+    pub(crate) data_b: tempfile::TempDir,
+    pub(crate) a: Appliance,
+    pub(crate) b: Appliance,
 }
 
-fn start(data: &std::path::Path, cluster: uncorreo::config::ClusterConfig) -> Appliance {
+pub(crate) fn start(data: &std::path::Path, cluster: uncorreo::config::ClusterConfig) -> Appliance {
     let mut config = test_config(data);
     config.cluster = Some(cluster);
     crate::realtime::no_rate_limits(&mut config);
@@ -41,12 +41,12 @@ fn half() -> usize {
     usize::from(PARTITIONS / 2)
 }
 
-fn owned_by_a(partition: Partition) -> bool {
+pub(crate) fn owned_by_a(partition: Partition) -> bool {
     partition.0 < PARTITIONS / 2
 }
 
 impl Split {
-    fn start() -> Split {
+    pub(crate) fn start() -> Split {
         let nats = NatsServer::start();
         // b's homes are set before a claims the free ones.
         tokio::runtime::Builder::new_current_thread()
@@ -119,7 +119,7 @@ impl Split {
     }
 
     /// A user made on `host`: (id, key).
-    fn user_on(&self, host: &Appliance) -> (u64, String) {
+    pub(crate) fn user_on(&self, host: &Appliance) -> (u64, String) {
         let answer = self.admin(host, json!({ "command": "user-create", "plan": "free" }));
         assert_eq!(answer["status"], "ok", "{answer}");
         let id = answer["result"]["id"].as_u64().expect("id");
@@ -128,14 +128,14 @@ impl Split {
     }
 }
 
-fn http() -> reqwest::blocking::Client {
+pub(crate) fn http() -> reqwest::blocking::Client {
     reqwest::blocking::Client::builder()
         .timeout(Duration::from_secs(30))
         .build()
         .expect("client")
 }
 
-fn call(
+pub(crate) fn call(
     host: &Appliance,
     method: reqwest::Method,
     path: &str,
@@ -156,7 +156,7 @@ fn status(host: &Appliance, method: reqwest::Method, path: &str, key: &str) -> u
 }
 
 /// A local part whose address falls in a partition `wanted` accepts.
-fn local_part(tag: &str, wanted: impl Fn(Partition) -> bool) -> String {
+pub(crate) fn local_part(tag: &str, wanted: impl Fn(Partition) -> bool) -> String {
     let count = PartitionCount::new(PARTITIONS).expect("count");
     (0..10_000)
         .map(|i| format!("{tag}{i}"))
@@ -165,7 +165,7 @@ fn local_part(tag: &str, wanted: impl Fn(Partition) -> bool) -> String {
 }
 
 /// Creates `local@DOMAIN` through `host` with `key`; returns the address.
-fn create_mailbox(host: &Appliance, key: &str, local: &str) -> String {
+pub(crate) fn create_mailbox(host: &Appliance, key: &str, local: &str) -> String {
     let answer = call(
         host,
         reqwest::Method::POST,
