@@ -440,7 +440,9 @@ fn offline_admin_on_a_cluster_host_makes_users_of_the_cluster() {
 }
 
 /// MCP on B with a key minted on B, for mailboxes A owns
-/// (`tests/mcp/cluster_key.py`, the official Python SDK): list, read and
+/// (`tests/mcp/cluster_key.py`, the official Python SDK): list_mailboxes
+/// on B shows the one A keeps (the listing gathered from every host) and
+/// not another user's; list, read and
 /// wait_for_code run on A with the caller's key; another user's mailbox on
 /// A is a tool error byte-identical to a missing one; delete_mailbox
 /// deletes it on A.

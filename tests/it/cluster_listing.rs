@@ -186,7 +186,8 @@ fn a_home_that_stopped_makes_the_listing_503_until_it_returns() {
 
 /// A leaves: every partition moves to B, and A keeps the copies it handed
 /// over (they expire with their mailboxes). A listing through A or B then
-/// shows each mailbox once: a member lists only what it serves.
+/// shows each mailbox once, and the Mailpit API each message once: a
+/// member lists only what it serves.
 #[test]
 fn a_copy_left_by_a_handover_is_not_listed_twice() {
     let nats = uncorreo_cluster::testing::NatsServer::start();
@@ -223,6 +224,9 @@ fn a_copy_left_by_a_handover_is_not_listed_twice() {
         .collect();
     want.sort();
 
+    let (_, end) = crate::cluster::send(a.smtp_addr, &want[0], "moved with its mailbox");
+    assert!(end.expect("data sent").starts_with("250"));
+
     let left = crate::cluster_handover::leave_over_socket(&a, Some("b"));
     assert!(
         matches!(left, uncorreo_api::operator::Answer::Ok { .. }),
@@ -250,6 +254,16 @@ fn a_copy_left_by_a_handover_is_not_listed_twice() {
         );
         listed.sort();
         assert_eq!(listed, want, "each once through {}", host.http_addr);
+        // The Mailpit API's list gathers the same way.
+        let mailpit: Value = http()
+            .get(format!("http://{}/mailpit/api/v1/messages", host.http_addr))
+            .basic_auth("ci", Some(&key))
+            .send()
+            .expect("mailpit")
+            .json()
+            .expect("json");
+        assert_eq!(mailpit["total"], 1, "{mailpit}");
+        assert_eq!(mailpit["messages"].as_array().map(Vec::len), Some(1));
     }
     b.shutdown();
     a.shutdown();
