@@ -118,9 +118,17 @@ pub struct MailboxList {
 #[derive(Debug, Default, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct MailboxQuery {
-    /// Page size, 1 ..= the configured `max_page`; absent: no limit.
+    /// Page size, 1 ..= the configured `max_page` (500 unless changed);
+    /// absent: no limit.
+    #[param(minimum = 1, maximum = 500)]
     pub limit: Option<usize>,
-    /// Only mailboxes after this cursor: a `next_after` of an earlier page.
+    /// Only mailboxes after this cursor: a `next_after` of an earlier page
+    /// (empty: from the start). Opaque: a position in the listing's order,
+    /// so any string of this form is one.
+    #[param(
+        pattern = r"^([A-Za-z0-9_-]{4})*([A-Za-z0-9_-]{2,3})?$",
+        max_length = 1024
+    )]
     pub after: Option<String>,
 }
 
@@ -141,10 +149,10 @@ impl Page {
             )
             .for_field("limit"));
         }
-        let after = match q.after {
+        let after = match q.after.filter(|cursor| !cursor.is_empty()) {
             None => None,
             Some(cursor) => Some(decode_cursor(&cursor).ok_or_else(|| {
-                Problem::new(Kind::InvalidRequest, "after is not a cursor this API gave")
+                Problem::new(Kind::InvalidRequest, "after is not a cursor (base64url)")
                     .for_field("after")
             })?),
         };
@@ -184,21 +192,33 @@ impl Page {
     }
 }
 
+/// The cursor's base64url: no padding, and any trailing bits, so that
+/// every string of the documented form decodes.
+const CURSOR: base64::engine::GeneralPurpose = base64::engine::GeneralPurpose::new(
+    &base64::alphabet::URL_SAFE,
+    base64::engine::GeneralPurposeConfig::new()
+        .with_encode_padding(false)
+        .with_decode_allow_trailing_bits(true)
+        .with_decode_padding_mode(base64::engine::DecodePaddingMode::Indifferent),
+);
+
 fn encode_cursor(created_at: &str, address: &str) -> String {
     use base64::Engine as _;
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("{created_at}\n{address}"))
+    CURSOR.encode(format!("{created_at}\n{address}"))
 }
 
+/// The position a cursor names: (`created_at`, `address`) as listed. A
+/// cursor this API did not give still names a position in that order
+/// (text past no newline is a `created_at` alone, which sorts before
+/// every address of that instant).
 fn decode_cursor(cursor: &str) -> Option<(String, String)> {
     use base64::Engine as _;
     if cursor.len() > 1024 {
         return None;
     }
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(cursor)
-        .ok()?;
-    let text = String::from_utf8(bytes).ok()?;
-    let (created, address) = text.split_once('\n')?;
+    let bytes = CURSOR.decode(cursor).ok()?;
+    let text = String::from_utf8_lossy(&bytes);
+    let (created, address) = text.split_once('\n').unwrap_or((&text, ""));
     Some((created.to_owned(), address.to_owned()))
 }
 
@@ -421,7 +441,7 @@ pub fn random_local_part() -> String {
         (status = 200, description = "Live mailboxes, oldest first", body = MailboxList),
         (status = 400, description = "Malformed query", body = ProblemBody, content_type = "application/problem+json"),
         (status = 401, description = "No credential, or one that matches nothing (unknown or revoked API key, unknown or expired session token, malformed Authorization)", body = ProblemBody, content_type = "application/problem+json"),
-        (status = 422, description = "`limit` out of range, or an `after` this API did not give", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 422, description = "`limit` out of range, or an `after` that is not of the cursor's form", body = ProblemBody, content_type = "application/problem+json"),
         (status = 429, description = "Rate limited", body = ProblemBody, content_type = "application/problem+json"),
         (status = 503, description = "Cluster only: a host that keeps some of the caller's mailboxes did not answer; retry after `Retry-After`", body = ProblemBody, content_type = "application/problem+json"),
     ),

@@ -10,6 +10,7 @@
 //! | a partition this host does not serve now | `409` (the sender answers `451`) |
 //! | a handover copy for a partition this host serves, or an import refused | `409` |
 //! | a handover copy that does not fit on disk | `507` |
+//! | a member-only read of a path not in `MEMBER_READS`, or meant for another node | `422` / `409` |
 //! | not a request this listener knows | `404` / `422` |
 //!
 //! A connection carries requests one after another (HTTP/1.1 keep-alive);
