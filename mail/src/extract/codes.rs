@@ -43,15 +43,74 @@ enum Shape {
     Alphanumeric,
 }
 
-/// A word of a line: byte range and the punctuation around its core.
+/// A word of a line: its byte range. The punctuation around its core is
+/// split off only for the few words a candidate's shape and score read
+/// (splitting every word of every line with a digit was a fifth of the
+/// code scan of a number-heavy body).
 #[derive(Debug, Clone, Copy)]
 struct Word<'a> {
     start: usize,
     end: usize,
     raw: &'a str,
-    core: &'a str,
-    pre: &'a str,
-    post: &'a str,
+}
+
+impl<'a> Word<'a> {
+    /// From the first alphanumeric char to the last (empty if none).
+    fn core(&self) -> &'a str {
+        self.split().1
+    }
+    /// What comes before the core.
+    fn pre(&self) -> &'a str {
+        self.split().0
+    }
+    /// What comes after the core.
+    fn post(&self) -> &'a str {
+        self.split().2
+    }
+
+    fn split(&self) -> (&'a str, &'a str, &'a str) {
+        let raw = self.raw;
+        let bytes = raw.as_bytes();
+        if bytes.first().is_some_and(u8::is_ascii_alphanumeric)
+            && bytes.last().is_some_and(u8::is_ascii_alphanumeric)
+        {
+            // Alphanumeric at both ends (most words): all core.
+            return ("", raw, "");
+        }
+        let (pre_len, core) = if raw.is_ascii() {
+            // The same trim on bytes: for ASCII, `char::is_alphanumeric` is
+            // `u8::is_ascii_alphanumeric`, and decoding chars was a tenth of a
+            // number-heavy body's code scan.
+            let bytes = raw.as_bytes();
+            let pre_len = bytes
+                .iter()
+                .position(u8::is_ascii_alphanumeric)
+                .unwrap_or(bytes.len());
+            let core_len = bytes
+                .get(pre_len..)
+                .unwrap_or_default()
+                .iter()
+                .rposition(u8::is_ascii_alphanumeric)
+                .map_or(0, |last| last + 1);
+            (
+                pre_len,
+                raw.get(pre_len..pre_len + core_len).unwrap_or_default(),
+            )
+        } else {
+            let not_alphanumeric = |c: char| !c.is_alphanumeric();
+            let pre_len = raw.len() - raw.trim_start_matches(not_alphanumeric).len();
+            let core = raw
+                .get(pre_len..)
+                .unwrap_or_default()
+                .trim_end_matches(not_alphanumeric);
+            (pre_len, core)
+        };
+        (
+            raw.get(..pre_len).unwrap_or_default(),
+            core,
+            raw.get(pre_len + core.len()..).unwrap_or_default(),
+        )
+    }
 }
 
 #[cfg(test)]
@@ -73,7 +132,10 @@ fn word_bounds(text: &str, mut found: impl FnMut(usize, usize)) {
     if text.is_ascii() {
         // Most lines: one byte test per byte. The general walk below starts
         // a block scan at every word, which cost several times more on
-        // short words.
+        // short words; a word still going after `SHORT_WORD` bytes (a
+        // token, a base64 run, smtp-source's 79-byte lines) is finished in
+        // blocks.
+        const SHORT_WORD: usize = 16;
         let bytes = text.as_bytes();
         let mut i = 0;
         while i < bytes.len() {
@@ -81,8 +143,13 @@ fn word_bounds(text: &str, mut found: impl FnMut(usize, usize)) {
                 i += 1;
             }
             let start = i;
-            while bytes.get(i).is_some_and(|&b| !word_end(b)) {
+            let short_end = bytes.len().min(start + SHORT_WORD);
+            while i < short_end && bytes.get(i).is_some_and(|&b| !word_end(b)) {
                 i += 1;
+            }
+            if i == short_end {
+                let rest = bytes.get(i..).unwrap_or_default();
+                i += super::first_byte(rest, word_end).unwrap_or(rest.len());
             }
             if start < i {
                 found(start, i);
@@ -137,42 +204,10 @@ fn word_end(b: u8) -> bool {
 }
 
 fn word(text: &str, start: usize, end: usize) -> Word<'_> {
-    let raw = text.get(start..end).unwrap_or_default();
-    let (pre_len, core) = if raw.is_ascii() {
-        // The same trim on bytes: for ASCII, `char::is_alphanumeric` is
-        // `u8::is_ascii_alphanumeric`, and decoding chars was a tenth of a
-        // number-heavy body's code scan.
-        let bytes = raw.as_bytes();
-        let pre_len = bytes
-            .iter()
-            .position(u8::is_ascii_alphanumeric)
-            .unwrap_or(bytes.len());
-        let core_len = bytes
-            .get(pre_len..)
-            .unwrap_or_default()
-            .iter()
-            .rposition(u8::is_ascii_alphanumeric)
-            .map_or(0, |last| last + 1);
-        (
-            pre_len,
-            raw.get(pre_len..pre_len + core_len).unwrap_or_default(),
-        )
-    } else {
-        let not_alphanumeric = |c: char| !c.is_alphanumeric();
-        let pre_len = raw.len() - raw.trim_start_matches(not_alphanumeric).len();
-        let core = raw
-            .get(pre_len..)
-            .unwrap_or_default()
-            .trim_end_matches(not_alphanumeric);
-        (pre_len, core)
-    };
     Word {
         start,
         end,
-        raw,
-        core,
-        pre: raw.get(..pre_len).unwrap_or_default(),
-        post: raw.get(pre_len + core.len()..).unwrap_or_default(),
+        raw: text.get(start..end).unwrap_or_default(),
     }
 }
 
@@ -246,8 +281,9 @@ pub fn candidates(ctx: &Context<'_>, vocabulary: &mut Vocabulary) -> Vec<Candida
                 return out;
             }
             // Every shape has a digit: most words of a line are passed over
-            // here without looking at their shape.
-            if !ws[i].core.bytes().any(|b| b.is_ascii_digit()) {
+            // here without looking at their shape. (A digit is alphanumeric,
+            // so the word's digits are its core's.)
+            if !ws[i].raw.bytes().any(|b| b.is_ascii_digit()) {
                 i += 1;
                 continue;
             }
@@ -260,7 +296,9 @@ pub fn candidates(ctx: &Context<'_>, vocabulary: &mut Vocabulary) -> Vec<Candida
                 }
                 let original = line
                     .text
-                    .get(ws[i].start + ws[i].pre.len()..ws[end - 1].end - ws[end - 1].post.len())
+                    .get(
+                        ws[i].start + ws[i].pre().len()..ws[end - 1].end - ws[end - 1].post().len(),
+                    )
                     .unwrap_or_default()
                     .to_owned();
                 out.push(Candidate {
@@ -278,13 +316,16 @@ pub fn candidates(ctx: &Context<'_>, vocabulary: &mut Vocabulary) -> Vec<Candida
 /// The candidate starting at word `i`: how many words to step over, and the
 /// shape with the end word index if it is one.
 fn candidate_at(text: &str, ws: &[Word<'_>], i: usize) -> (usize, Option<(Shape, usize)>) {
-    let w = ws[i];
-    let plain_digits = |w: &Word<'_>| w.pre.is_empty() && all_digits(w.core) && w.raw.is_ascii();
-    if plain_digits(&w) {
+    let (pre, core, _) = ws[i].split();
+    let plain_digits = |w: &Word<'_>| {
+        let (pre, core, _) = w.split();
+        pre.is_empty() && all_digits(core) && w.raw.is_ascii()
+    };
+    if pre.is_empty() && all_digits(core) && ws[i].raw.is_ascii() {
         // A run of digit groups separated by single spaces.
         let mut j = i + 1;
         while j < ws.len()
-            && ws[j - 1].post.is_empty()
+            && ws[j - 1].post().is_empty()
             && plain_digits(&ws[j])
             && text.get(ws[j - 1].end..ws[j].start) == Some(" ")
         {
@@ -292,24 +333,26 @@ fn candidate_at(text: &str, ws: &[Word<'_>], i: usize) -> (usize, Option<(Shape,
         }
         let run = &ws[i..j];
         if run.len() >= 2 {
-            let total: usize = run.iter().map(|w| w.core.len()).sum();
-            if run.iter().all(|w| w.core.len() == 1) {
+            let total: usize = run.iter().map(|w| w.core().len()).sum();
+            if run.iter().all(|w| w.core().len() == 1) {
                 let ok = (4..=10).contains(&run.len());
                 return (run.len(), ok.then_some((Shape::Spaced, j)));
             }
-            if run.len() == 2 && run.iter().all(|w| w.core.len() >= 2) && (4..=10).contains(&total)
+            if run.len() == 2
+                && run.iter().all(|w| w.core().len() >= 2)
+                && (4..=10).contains(&total)
             {
                 return (2, Some((Shape::Split, j)));
             }
             if run.len() == 2 {
                 // Two groups too long to be one code: each on its own.
-                return (1, shape(w.core).map(|s| (s, i + 1)));
+                return (1, shape(core).map(|s| (s, i + 1)));
             }
             // Three or more groups: a phone number, a card, a meeting ID.
             return (run.len(), None);
         }
     }
-    (1, shape(w.core).map(|s| (s, i + 1)))
+    (1, shape(core).map(|s| (s, i + 1)))
 }
 
 fn normalise(original: &str, shape: Shape) -> String {
@@ -614,6 +657,8 @@ impl Scored<'_, '_> {
         } = *self;
         let standalone = first == 0 && end == ws.len();
         let (w0, wl) = (ws[first], ws[end - 1]);
+        let (w0_pre, w0_core, _) = w0.split();
+        let (_, _, wl_post) = wl.split();
         let mut s: i32 = match shape {
             Shape::Digits(6) => 10,
             Shape::Digits(7 | 8) => 5,
@@ -674,8 +719,7 @@ impl Scored<'_, '_> {
             s -= 15;
         }
         let is_year = matches!(shape, Shape::Digits(4))
-            && w0
-                .core
+            && w0_core
                 .parse::<u32>()
                 .is_ok_and(|y| (1900..=2099).contains(&y));
         if is_year {
@@ -684,36 +728,37 @@ impl Scored<'_, '_> {
                 s -= 40;
             }
         }
-        if ev.currency || has_currency_sign(w0.pre) || has_currency_sign(wl.post) {
+        if ev.currency || has_currency_sign(w0_pre) || has_currency_sign(wl_post) {
             s -= 60;
         }
-        if w0.pre.contains('+') {
+        if w0_pre.contains('+') {
             s -= 60;
         }
-        if w0.pre.contains('#') || w0.pre.contains('№') {
+        if w0_pre.contains('#') || w0_pre.contains('№') {
             s -= 30;
         }
-        if wl.post.contains('%') {
+        if wl_post.contains('%') {
             s -= 60;
         }
-        if w0.pre.contains(['*', '•', '·']) {
+        if w0_pre.contains(['*', '•', '·']) {
             s -= 40;
         }
         if let Some(prev) = first.checked_sub(1).map(|p| ws[p]) {
+            let (prev_pre, prev_core, prev_post) = prev.split();
             // `(555) 010-4477`, `+34 612…`: the group before makes it a phone number.
-            if all_digits(prev.core) && (prev.pre.contains(['(', '+']) || prev.post.contains(')')) {
+            if all_digits(prev_core) && (prev_pre.contains(['(', '+']) || prev_post.contains(')')) {
                 s -= 60;
             }
             // `CA 94107`: a state code before five digits is a zip code.
             if matches!(shape, Shape::Digits(5))
-                && prev.core.len() == 2
-                && prev.core.bytes().all(|c| c.is_ascii_uppercase())
+                && prev_core.len() == 2
+                && prev_core.bytes().all(|c| c.is_ascii_uppercase())
             {
                 s -= 40;
             }
         }
         if shape == Shape::Prefixed {
-            let prefix = w0.core.split('-').next().unwrap_or_default();
+            let prefix = w0_core.split('-').next().unwrap_or_default();
             if matches!(hint(prefix), Hint::Decoy) {
                 s -= 60;
             }
@@ -774,6 +819,26 @@ mod tests {
 
     use proptest::prelude::*;
 
+    /// Word bounds by decoded chars: whitespace and `:` separate.
+    fn words_by_char(text: &str) -> Vec<(usize, usize)> {
+        let mut out = Vec::new();
+        let mut start = None;
+        for (i, c) in text
+            .char_indices()
+            .chain(std::iter::once((text.len(), ' ')))
+        {
+            match (c.is_whitespace() || c == ':', start) {
+                (true, Some(s)) => {
+                    out.push((s, i));
+                    start = None;
+                }
+                (false, None) => start = Some(i),
+                _ => {}
+            }
+        }
+        out
+    }
+
     proptest::proptest! {
         /// Words split on ASCII bytes as splitting on decoded chars does.
         #[test]
@@ -783,23 +848,21 @@ mod tests {
                 0..30,
             ).prop_map(|v: Vec<&str>| v.concat()),
         ) {
-            let by_char: Vec<(usize, usize)> = {
-                let mut out = Vec::new();
-                let mut start = None;
-                for (i, c) in text.char_indices().chain(std::iter::once((text.len(), ' '))) {
-                    match (c.is_whitespace() || c == ':', start) {
-                        (true, Some(s)) => {
-                            out.push((s, i));
-                            start = None;
-                        }
-                        (false, None) => start = Some(i),
-                        _ => {}
-                    }
-                }
-                out
-            };
             let found: Vec<(usize, usize)> = words(&text).iter().map(|w| (w.start, w.end)).collect();
-            proptest::prop_assert_eq!(found, by_char);
+            proptest::prop_assert_eq!(found, words_by_char(&text));
+        }
+
+        /// ASCII lines with words longer than the byte-by-byte stretch
+        /// (finished in blocks) split as char by char too.
+        #[test]
+        fn long_ascii_words_split_as_char_by_char_would(
+            text in proptest::collection::vec(
+                proptest::sample::select(vec!["a", "7", "abcdefghij", "0123456789abcdef", "X", " ", ":", "\t", "\r", "\u{b}", "-", "\u{7f}"]),
+                0..40,
+            ).prop_map(|v: Vec<&str>| v.concat()),
+        ) {
+            let found: Vec<(usize, usize)> = words(&text).iter().map(|w| (w.start, w.end)).collect();
+            proptest::prop_assert_eq!(found, words_by_char(&text));
         }
 
         /// A vector reused from an earlier line holds exactly the words of
@@ -815,7 +878,7 @@ mod tests {
             ),
         ) {
             fn shape<'t>(w: &Word<'t>) -> (usize, usize, &'t str, &'t str, &'t str, &'t str) {
-                (w.start, w.end, w.raw, w.core, w.pre, w.post)
+                (w.start, w.end, w.raw, w.core(), w.pre(), w.post())
             }
             let mut reused = Vec::new();
             for line in &lines {
@@ -833,8 +896,8 @@ mod tests {
             let by_char = raw
                 .trim_start_matches(|c: char| !c.is_alphanumeric())
                 .trim_end_matches(|c: char| !c.is_alphanumeric());
-            proptest::prop_assert_eq!(w.core, by_char);
-            proptest::prop_assert_eq!(format!("{}{}{}", w.pre, w.core, w.post), raw.clone());
+            proptest::prop_assert_eq!(w.core(), by_char);
+            proptest::prop_assert_eq!(format!("{}{}{}", w.pre(), w.core(), w.post()), raw.clone());
         }
 
         /// No lines around score a candidate higher than
