@@ -17,6 +17,7 @@ pub mod auth;
 pub mod campaigns;
 pub mod cluster;
 pub mod faults;
+pub mod gather;
 pub mod inflight;
 pub mod keys;
 pub mod mailboxes;

@@ -3,14 +3,15 @@
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
+use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::IntoResponse;
 use axum::Json;
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 use uncorreo_engine::{Address, AddressError, CreateMailboxError, MailboxInfo, NewMailbox, Owner};
-use utoipa::ToSchema;
+use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -103,8 +104,122 @@ impl From<&MailboxInfo> for MailboxView {
 /// The caller's mailboxes.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct MailboxList {
-    /// Oldest first.
+    /// Oldest first: by `created_at`, then `address`, when paged (`limit`
+    /// or `after`) or gathered from several hosts.
     pub mailboxes: Vec<MailboxView>,
+    /// Only with `limit`, when more mailboxes may follow: pass it as
+    /// `after` for the next page (opaque).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_after: Option<String>,
+}
+
+/// Query of `GET /api/v1/mailboxes`; without either, every live mailbox in
+/// one answer (as before pages existed).
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct MailboxQuery {
+    /// Page size, 1 ..= the configured `max_page` (500 unless changed);
+    /// absent: no limit.
+    #[param(minimum = 1, maximum = 500)]
+    pub limit: Option<usize>,
+    /// Only mailboxes after this cursor: a `next_after` of an earlier page
+    /// (empty: from the start). Opaque: a position in the listing's order,
+    /// so any string of this form is one.
+    #[param(
+        pattern = r"^([A-Za-z0-9_-]{4})*([A-Za-z0-9_-]{2,3})?$",
+        max_length = 1024
+    )]
+    pub after: Option<String>,
+}
+
+/// A page asked of [`MailboxQuery`]: the cursor is (`created_at`,
+/// `address`), both as listed.
+struct Page {
+    limit: Option<usize>,
+    after: Option<(String, String)>,
+}
+
+impl Page {
+    fn new(state: &AppState, q: MailboxQuery) -> Result<Page, Problem> {
+        let max = state.limits().max_page;
+        if q.limit.is_some_and(|l| l == 0 || l > max) {
+            return Err(Problem::new(
+                Kind::InvalidRequest,
+                format!("limit must be between 1 and {max}"),
+            )
+            .for_field("limit"));
+        }
+        let after = match q.after.filter(|cursor| !cursor.is_empty()) {
+            None => None,
+            Some(cursor) => Some(decode_cursor(&cursor).ok_or_else(|| {
+                Problem::new(Kind::InvalidRequest, "after is not a cursor (base64url)")
+                    .for_field("after")
+            })?),
+        };
+        Ok(Page {
+            limit: q.limit,
+            after,
+        })
+    }
+
+    fn paged(&self) -> bool {
+        self.limit.is_some() || self.after.is_some()
+    }
+
+    /// `views` ordered, past the cursor, cut at the limit; `more`: some
+    /// part already had more than it gave.
+    fn apply(&self, mut views: Vec<MailboxView>, more: bool) -> MailboxList {
+        views.sort_by(|a, b| (&a.created_at, &a.address).cmp(&(&b.created_at, &b.address)));
+        if let Some((created, address)) = &self.after {
+            views.retain(|v| (&v.created_at, &v.address) > (created, address));
+        }
+        let Some(limit) = self.limit else {
+            return MailboxList {
+                mailboxes: views,
+                next_after: None,
+            };
+        };
+        let more = more || views.len() > limit;
+        views.truncate(limit);
+        let next_after = views
+            .last()
+            .filter(|_| more)
+            .map(|v| encode_cursor(&v.created_at, &v.address));
+        MailboxList {
+            mailboxes: views,
+            next_after,
+        }
+    }
+}
+
+/// The cursor's base64url: no padding, and any trailing bits, so that
+/// every string of the documented form decodes.
+const CURSOR: base64::engine::GeneralPurpose = base64::engine::GeneralPurpose::new(
+    &base64::alphabet::URL_SAFE,
+    base64::engine::GeneralPurposeConfig::new()
+        .with_encode_padding(false)
+        .with_decode_allow_trailing_bits(true)
+        .with_decode_padding_mode(base64::engine::DecodePaddingMode::Indifferent),
+);
+
+fn encode_cursor(created_at: &str, address: &str) -> String {
+    use base64::Engine as _;
+    CURSOR.encode(format!("{created_at}\n{address}"))
+}
+
+/// The position a cursor names: (`created_at`, `address`) as listed. A
+/// cursor this API did not give still names a position in that order
+/// (text past no newline is a `created_at` alone, which sorts before
+/// every address of that instant).
+fn decode_cursor(cursor: &str) -> Option<(String, String)> {
+    use base64::Engine as _;
+    if cursor.len() > 1024 {
+        return None;
+    }
+    let bytes = CURSOR.decode(cursor).ok()?;
+    let text = String::from_utf8_lossy(&bytes);
+    let (created, address) = text.split_once('\n').unwrap_or((&text, ""));
+    Some((created.to_owned(), address.to_owned()))
 }
 
 /// A JSON number with no fractional part (`5` or `5.0`: JSON Schema's
@@ -321,40 +436,105 @@ pub fn random_local_part() -> String {
         .collect()
 }
 
-/// The caller's live mailboxes (a session token sees its one mailbox).
+/// The caller's live mailboxes (a session token sees its one mailbox). On
+/// a host of a cluster, an API key's mailboxes on every host (SCALE.md,
+/// "Reads"): `503` when a host that keeps some does not answer, never a
+/// partial list.
 #[utoipa::path(
     get,
     path = "/api/v1/mailboxes",
     tag = "mailboxes",
+    params(MailboxQuery),
     responses(
         (status = 200, description = "Live mailboxes, oldest first", body = MailboxList),
+        (status = 400, description = "Malformed query", body = ProblemBody, content_type = "application/problem+json"),
         (status = 401, description = "No credential, or one that matches nothing (unknown or revoked API key, unknown or expired session token, malformed Authorization)", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 422, description = "`limit` out of range, or an `after` that is not of the cursor's form", body = ProblemBody, content_type = "application/problem+json"),
         (status = 429, description = "Rate limited", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 503, description = "Cluster only: a host that keeps some of the caller's mailboxes did not answer; retry after `Retry-After`", body = ProblemBody, content_type = "application/problem+json"),
     ),
     security(("api_key" = []), ("session_token" = [])),
 )]
 pub async fn list_mailboxes(
     State(state): State<AppState>,
     caller: Caller,
+    parts: Parts,
 ) -> Result<Json<MailboxList>, Problem> {
-    list(&state, &caller).map(Json)
+    let Query(q) = Query::<MailboxQuery>::try_from_uri(&parts.uri)?;
+    let page = Page::new(&state, q)?;
+    if let Some(only) = crate::gather::member_only(&parts) {
+        return local_page(&state, &caller, &page, Some(only)).map(Json);
+    }
+    match (&state.cluster, &caller) {
+        (Some(cluster), Caller::User { .. }) => {
+            let path = parts
+                .uri
+                .path_and_query()
+                .map_or("/api/v1/mailboxes", |p| p.as_str());
+            let gathered = crate::gather::gather(&state, cluster, &parts, path).await?;
+            let mine = local_page(&state, &caller, &page, Some(&gathered.local))?;
+            let mut more = mine.next_after.is_some();
+            let mut views = mine.mailboxes;
+            for body in gathered.remote {
+                let part: MailboxList =
+                    serde_json::from_slice(&body).map_err(|_| crate::gather::unavailable())?;
+                more |= part.next_after.is_some();
+                views.extend(part.mailboxes);
+            }
+            Ok(Json(page.apply(views, more)))
+        }
+        // One host: exactly as before pages existed, unless asked for one.
+        _ if !page.paged() => list(&state, &caller).map(Json),
+        _ => local_page(&state, &caller, &page, None).map(Json),
+    }
 }
 
-/// The caller's live mailboxes, oldest first (REST and MCP).
+/// The caller's live mailboxes, oldest first (REST and MCP), on this host.
 pub fn list(state: &AppState, caller: &Caller) -> Result<MailboxList, Problem> {
-    let owner = caller.owner().ok_or_else(|| {
-        Problem::new(
-            Kind::AuthenticationRequired,
-            "send an API key or a mailbox's session token",
-        )
-    })?;
+    let owner = owner_of(caller)?;
     let mailboxes = state
         .engine
         .mailboxes_owned_by(&owner)
         .iter()
         .map(MailboxView::from)
         .collect();
-    Ok(MailboxList { mailboxes })
+    Ok(MailboxList {
+        mailboxes,
+        next_after: None,
+    })
+}
+
+fn owner_of(caller: &Caller) -> Result<Owner, Problem> {
+    caller.owner().ok_or_else(|| {
+        Problem::new(
+            Kind::AuthenticationRequired,
+            "send an API key or a mailbox's session token",
+        )
+    })
+}
+
+/// A page of the caller's mailboxes on this host; with `only`, of the
+/// partitions it covers (one host's part of a listing that spans hosts:
+/// a copy a handover left here is not listed again).
+fn local_page(
+    state: &AppState,
+    caller: &Caller,
+    page: &Page,
+    only: Option<&uncorreo_hop::server::MemberOnly>,
+) -> Result<MailboxList, Problem> {
+    let owner = owner_of(caller)?;
+    let covered = |m: &MailboxInfo| match (only, &state.cluster) {
+        (Some(only), Some(cluster)) => only.covers(cluster.partition(&m.address.to_string())),
+        _ => true,
+    };
+    let views = state
+        .engine
+        .mailboxes_owned_by(&owner)
+        .iter()
+        .filter(|m| covered(m))
+        .map(MailboxView::from)
+        .collect();
+    Ok(page.apply(views, false))
 }
 
 /// One mailbox.

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
+use crate::assign::Assignment;
 use crate::lease::{lease_key, LeaseValue};
 use crate::nats::NatsBucket;
 use crate::partition::Partition;
@@ -43,12 +44,42 @@ pub struct Owner {
     pub hop: String,
 }
 
+/// Every partition's home and every host's hop address, as read at one
+/// moment (a listing that spans hosts asks every home: SCALE.md, "Reads").
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Homes {
+    /// `(partition, home node)` for every partition with a home, by
+    /// partition.
+    pub partitions: Vec<(Partition, String)>,
+    /// `(node, hop address)` of every host that published one, by node.
+    pub hops: Vec<(String, String)>,
+}
+
+impl Homes {
+    /// Each node named as a home, once, by node id.
+    pub fn nodes(&self) -> Vec<&str> {
+        let mut nodes: Vec<&str> = self.partitions.iter().map(|(_, n)| n.as_str()).collect();
+        nodes.sort_unstable();
+        nodes.dedup();
+        nodes
+    }
+
+    /// Where `node`'s hop listens, if it published that.
+    pub fn hop(&self, node: &str) -> Option<&str> {
+        self.hops
+            .iter()
+            .find(|(n, _)| n == node)
+            .map(|(_, hop)| hop.as_str())
+    }
+}
+
 /// Reads owners from the lease and homes buckets, with a short cache.
 #[derive(Debug)]
 pub struct Directory {
     leases: NatsBucket,
     homes: NatsBucket,
     cache: parking_lot::Mutex<HashMap<Partition, (Option<Owner>, Instant)>>,
+    every_home: parking_lot::Mutex<Option<(Homes, Instant)>>,
 }
 
 impl Directory {
@@ -57,6 +88,7 @@ impl Directory {
             leases,
             homes,
             cache: parking_lot::Mutex::new(HashMap::new()),
+            every_home: parking_lot::Mutex::new(None),
         }
     }
 
@@ -102,6 +134,75 @@ impl Directory {
         }
         nodes.sort();
         Ok(nodes)
+    }
+
+    /// Every partition's home and every host's hop address (kept for
+    /// [`CACHE_FOR`]). One ordered read of the last value of each
+    /// `assign.*` key (not one get per partition: `P` is 1,024 by default),
+    /// bounded by `limit`; then the `node.*` records.
+    pub async fn homes(&self, limit: Duration) -> Result<Homes, ReadError> {
+        if let Some((homes, at)) = self.every_home.lock().as_ref() {
+            if at.elapsed() < CACHE_FOR {
+                return Ok(homes.clone());
+            }
+        }
+        let read = async {
+            let keys = self.homes.keys().await?;
+            // An empty bucket has nothing to deliver: the watch would wait
+            // for a first entry until the limit.
+            let partitions = if keys.iter().any(|k| k.starts_with("assign.")) {
+                self.read_assignments().await?
+            } else {
+                Vec::new()
+            };
+            let mut hops = Vec::new();
+            for key in keys.iter().filter(|k| k.starts_with("node.")) {
+                if let Some(value) = self.homes.get(key).await? {
+                    if let Ok(value) = serde_json::from_slice::<NodeValue>(&value.value) {
+                        hops.push((key["node.".len()..].to_owned(), value.hop));
+                    }
+                }
+            }
+            hops.sort();
+            Ok::<_, ReadError>(Homes { partitions, hops })
+        };
+        let homes = tokio::time::timeout(limit, read)
+            .await
+            .map_err(|_| ReadError("the homes bucket did not answer in time".to_owned()))??;
+        *self.every_home.lock() = Some((homes.clone(), Instant::now()));
+        Ok(homes)
+    }
+
+    async fn read_assignments(&self) -> Result<Vec<(Partition, String)>, ReadError> {
+        use futures_util::StreamExt;
+        let mut watch = self
+            .homes
+            .kv()
+            .watch_with_history("assign.>")
+            .await
+            .map_err(|error| ReadError(error.to_string()))?;
+        let mut homes = Vec::new();
+        while let Some(entry) = watch.next().await {
+            let entry = entry.map_err(|error| ReadError(error.to_string()))?;
+            let partition = entry
+                .key
+                .strip_prefix("assign.")
+                .and_then(|p| p.parse::<u16>().ok());
+            if let (Some(partition), async_nats::jetstream::kv::Operation::Put) =
+                (partition, entry.operation)
+            {
+                if let Ok(home) = serde_json::from_slice::<Assignment>(&entry.value) {
+                    homes.push((Partition(partition), home.node));
+                }
+            }
+            // The last entry the watch had pending when it started.
+            if entry.delta == 0 {
+                break;
+            }
+        }
+        homes.sort();
+        homes.dedup_by_key(|(p, _)| *p);
+        Ok(homes)
     }
 
     /// Forgets what was learnt about `partition` (its owner did not answer

@@ -29,7 +29,17 @@ use crate::wire::{
     encode_deliver, rcpt_text, DeliverAnswer, DeliverEnvelope, Refusal, ResolveAnswer,
     ResolveRequest, DELIVER_PATH, RESOLVE_PATH,
 };
-use crate::wire::{frame, unframe, HttpAnswerHead, HttpEnvelope, HTTP_PATH};
+use crate::wire::{
+    frame, unframe, HttpAnswerHead, HttpEnvelope, MemberAnswerHead, MemberEnvelope, HTTP_PATH,
+    MEMBER_PATH,
+};
+use uncorreo_cluster::directory::Homes;
+
+/// How long one member of a listing that spans hosts may take to answer
+/// (at most the hop's timeout): a member that does not answer makes the
+/// whole listing a `503`, so a hung host costs a client this long, not
+/// the hop's 30 s.
+pub const MEMBER_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Where a mailbox is served from, seen from this host.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -400,6 +410,68 @@ impl Cluster {
         if result.is_err() {
             self.directory.forget(partition);
         }
+        result
+    }
+}
+
+impl Cluster {
+    /// This host's node id.
+    pub fn node(&self) -> &str {
+        &self.node
+    }
+
+    /// This host's part of a listing that spans hosts: what it serves now.
+    pub fn member_only(&self) -> crate::server::MemberOnly {
+        crate::server::MemberOnly::now(&self.served, self.partitions)
+    }
+
+    /// The cluster's partition count.
+    pub fn partition_count(&self) -> PartitionCount {
+        self.partitions
+    }
+
+    /// Every partition's home and every host's hop address (for a listing
+    /// that asks every home), or [`OwnerUnavailable`] when NATS does not
+    /// answer within the member timeout.
+    pub async fn homes(&self) -> Result<Homes, OwnerUnavailable> {
+        self.directory
+            .homes(self.member_timeout())
+            .await
+            .map_err(|_| OwnerUnavailable)
+    }
+
+    /// [`MEMBER_TIMEOUT`], at most the hop's own timeout.
+    pub fn member_timeout(&self) -> Duration {
+        MEMBER_TIMEOUT.min(self.timeout)
+    }
+
+    /// Runs a member-only read on `node` (hop at `hop`); its answer head
+    /// (with the partitions it covered) and body, or [`OwnerUnavailable`]
+    /// when it did not answer within [`Cluster::member_timeout`].
+    pub async fn ask_member(
+        &self,
+        node: &str,
+        hop: &str,
+        mut envelope: MemberEnvelope,
+        max_answer: usize,
+    ) -> Result<(MemberAnswerHead, bytes::Bytes), OwnerUnavailable> {
+        envelope.node = node.to_owned();
+        let request = serde_json::to_vec(&envelope).unwrap_or_default();
+        let answer = post_bounded(
+            hop,
+            &self.secret,
+            MEMBER_PATH,
+            request,
+            self.member_timeout(),
+            max_answer.saturating_add(crate::server::ENVELOPE_ROOM),
+            Replay::Idempotent,
+        )
+        .await;
+        let result = match answer {
+            Ok((200, body)) => unframe::<MemberAnswerHead>(body).ok_or(OwnerUnavailable),
+            _ => Err(OwnerUnavailable),
+        };
+        count("member", result.is_ok());
         result
     }
 }

@@ -10,6 +10,7 @@
 //! | a partition this host does not serve now | `409` (the sender answers `451`) |
 //! | a handover copy for a partition this host serves, or an import refused | `409` |
 //! | a handover copy that does not fit on disk | `507` |
+//! | a member-only read of a path not in `MEMBER_READS`, or meant for another node | `422` / `409` |
 //! | not a request this listener knows | `404` / `422` |
 //!
 //! A connection carries requests one after another (HTTP/1.1 keep-alive);
@@ -46,8 +47,9 @@ use uncorreo_engine::{
 use crate::client::unix_now;
 use crate::wire::{
     decode_deliver, frame, unframe, AdoptRequest, CopyHead, DeliverAnswer, HttpAnswerHead,
-    HttpEnvelope, NodeAnswer, Refusal, ResolveAnswer, ResolveRequest, ADOPT_PATH, COPY_PATH,
-    DELIVER_PATH, HTTP_PATH, NODE_PATH, RESOLVE_PATH,
+    HttpEnvelope, MemberAnswerHead, MemberEnvelope, NodeAnswer, Refusal, ResolveAnswer,
+    ResolveRequest, ADOPT_PATH, COPY_PATH, DELIVER_PATH, HTTP_PATH, MEMBER_PATH, MEMBER_READS,
+    NODE_PATH, RESOLVE_PATH,
 };
 
 /// The listener's bounds.
@@ -65,6 +67,43 @@ pub struct HopLimits {
 /// Room for a delivery's envelope (sender, up to a few thousand
 /// recipients, key) on top of the message.
 pub const ENVELOPE_ROOM: usize = 1 << 20;
+
+/// A request extension: this read is one host's part of a listing that
+/// spans hosts, and covers only the partitions in it (those the host
+/// served when the read began). Set only by the hop's member-only route and
+/// by the asking host for its own part, never from a client's request.
+#[derive(Debug, Clone)]
+pub struct MemberOnly {
+    served: Arc<[bool]>,
+}
+
+impl MemberOnly {
+    /// The partitions `served` serves at `now`.
+    pub fn now(served: &Served, partitions: PartitionCount) -> MemberOnly {
+        let now = Instant::now();
+        MemberOnly {
+            served: (0..partitions.get())
+                .map(|p| served.serves(Partition(p), now))
+                .collect(),
+        }
+    }
+
+    /// Whether the read covers `partition`.
+    pub fn covers(&self, partition: Partition) -> bool {
+        self.served
+            .get(usize::from(partition.0))
+            .copied()
+            .unwrap_or(false)
+    }
+
+    /// The partitions covered, in order.
+    pub fn partitions(&self) -> Vec<u16> {
+        (0..self.served.len())
+            .filter(|&p| self.served[p])
+            .filter_map(|p| u16::try_from(p).ok())
+            .collect()
+    }
+}
 
 /// The owner's own public API, called in process for a proxied request.
 pub trait LocalHttp: Send + Sync {
@@ -324,6 +363,7 @@ async fn handle(
         ("POST", RESOLVE_PATH) => Ok(resolve(server, &body)),
         ("POST", DELIVER_PATH) => deliver(server, body).await,
         ("POST", HTTP_PATH) => Ok(proxied(server, body).await),
+        ("POST", MEMBER_PATH) => Ok(member(server, body).await),
         ("POST", COPY_PATH) => Ok(copy(server, body).await),
         ("POST", ADOPT_PATH) => Ok(adopt(server, &body).await),
         ("POST", NODE_PATH) => Ok(answer(
@@ -516,6 +556,66 @@ async fn proxied(server: &HopServer, body: Bytes) -> Response<Full<Bytes>> {
                     .map(|value| (name.as_str().to_owned(), value.to_owned()))
             })
             .collect(),
+    };
+    let mut response = Response::new(Full::new(Bytes::from(frame(&head, answer.body()))));
+    *response.status_mut() = StatusCode::OK;
+    response
+}
+
+/// A member-only read: no partition named, none admitted (it writes
+/// nothing); the read covers what this host serves as it starts, and says
+/// which partitions that was.
+async fn member(server: &HopServer, body: Bytes) -> Response<Full<Bytes>> {
+    let Ok(envelope) = serde_json::from_slice::<MemberEnvelope>(&body) else {
+        return problem(StatusCode::UNPROCESSABLE_ENTITY, "not a member-only read");
+    };
+    if envelope.node != server.node {
+        return problem(StatusCode::CONFLICT, "not the node named");
+    }
+    let path = envelope.path.split('?').next().unwrap_or_default();
+    if !MEMBER_READS.contains(&path) {
+        return problem(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "not a read that spans hosts",
+        );
+    }
+    let Some(local) = server.local_http.get() else {
+        return problem(StatusCode::SERVICE_UNAVAILABLE, "the API is not up yet");
+    };
+    let Ok(uri) = envelope.path.parse() else {
+        return problem(StatusCode::UNPROCESSABLE_ENTITY, "bad path");
+    };
+    let mut request = Request::new(Bytes::new());
+    *request.uri_mut() = uri;
+    for (name, value) in &envelope.headers {
+        if !end_to_end(name) {
+            continue;
+        }
+        if let (Ok(name), Ok(value)) = (
+            hyper::header::HeaderName::from_bytes(name.as_bytes()),
+            hyper::header::HeaderValue::from_str(value),
+        ) {
+            request.headers_mut().append(name, value);
+        }
+    }
+    let only = MemberOnly::now(&server.served, server.partitions);
+    let served = only.partitions();
+    request.extensions_mut().insert(only);
+    let answer = local.call(request, envelope.client).await;
+    let head = MemberAnswerHead {
+        status: answer.status().as_u16(),
+        headers: answer
+            .headers()
+            .iter()
+            .filter(|(name, _)| end_to_end(name.as_str()))
+            .filter_map(|(name, value)| {
+                value
+                    .to_str()
+                    .ok()
+                    .map(|value| (name.as_str().to_owned(), value.to_owned()))
+            })
+            .collect(),
+        served,
     };
     let mut response = Response::new(Full::new(Bytes::from(frame(&head, answer.body()))));
     *response.status_mut() = StatusCode::OK;

@@ -18,6 +18,20 @@ pub const DELIVER_PATH: &str = "/internal/v1/deliver";
 /// credential, which the owner checks.
 pub const HTTP_PATH: &str = "/internal/v1/http";
 
+/// A member-only read for a listing that spans hosts (SCALE.md, "Reads"):
+/// runs one of [`MEMBER_READS`] on this host over the partitions it serves
+/// now, with the caller's credential. It names no mailbox, so no partition
+/// is checked or admitted, and it is never a write.
+pub const MEMBER_PATH: &str = "/internal/v1/member";
+
+/// The only paths a member-only read may run (without the query): the
+/// caller's mailboxes, and the Mailpit API's message list and search.
+pub const MEMBER_READS: &[&str] = &[
+    "/api/v1/mailboxes",
+    "/mailpit/api/v1/messages",
+    "/mailpit/api/v1/search",
+];
+
 /// Copies one chunk of a mailbox of a partition moving here (a handover):
 /// answered once the copy is durable; a repeat writes nothing.
 pub const COPY_PATH: &str = "/internal/v1/handover/copy";
@@ -73,6 +87,32 @@ pub struct HttpEnvelope {
     /// The client's address, as the accepting host saw it (for the
     /// owner's per-client limits).
     pub client: std::net::IpAddr,
+}
+
+/// `POST /internal/v1/member`: always a `GET`, no body.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MemberEnvelope {
+    /// Path and query; the path is one of [`MEMBER_READS`].
+    pub path: String,
+    /// End-to-end request headers (credential included).
+    pub headers: Vec<(String, String)>,
+    /// The node the asking host means.
+    pub node: String,
+    /// The client's address, as the asking host saw it.
+    pub client: std::net::IpAddr,
+}
+
+/// The envelope in front of a member-only read's answer body.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MemberAnswerHead {
+    /// The member's status.
+    pub status: u16,
+    /// End-to-end answer headers.
+    pub headers: Vec<(String, String)>,
+    /// The partitions the answer covers: those the member served when it
+    /// ran the read (the asking host checks that every home partition is
+    /// covered once).
+    pub served: Vec<u16>,
 }
 
 /// The envelope in front of a proxied API answer's body.

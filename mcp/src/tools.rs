@@ -290,8 +290,27 @@ impl Session {
         caller: &Caller,
         context: &RequestContext<RoleServer>,
     ) -> ToolResult {
-        let mut views: Vec<MailboxView> = match caller {
-            Caller::User { .. } => mailboxes::list(self.state(), caller)?.mailboxes,
+        let mut views: Vec<MailboxView> = match (caller, &self.inner.api) {
+            // On a host of a cluster: the REST listing, which gathers the
+            // key's mailboxes from every host (or is `503`).
+            (Caller::User { .. }, Some(api)) if self.state().cluster.is_some() => {
+                let parts = context.extensions.get::<axum::http::request::Parts>();
+                let rest = Rest {
+                    api: api.clone(),
+                    headers: caller_headers(parts),
+                    connect: parts.and_then(|p| p.extensions.get().copied()),
+                };
+                rest.json::<mailboxes::MailboxList>(
+                    Method::GET,
+                    "/api/v1/mailboxes",
+                    None,
+                    None,
+                    self.max_answer(),
+                )
+                .await?
+                .mailboxes
+            }
+            (Caller::User { .. }, _) => mailboxes::list(self.state(), caller)?.mailboxes,
             _ => Vec::new(),
         };
         let remembered: Vec<String> = self.inner.tokens.lock().keys().cloned().collect();

@@ -180,7 +180,7 @@ pub const ALL: &[Metric] = &[
         name: HOP_FORWARDED_TOTAL,
         kind: Kind::Counter,
         unit: None,
-        help: "Requests forwarded to the owner's internal hop, by kind (resolve, deliver) and outcome ([cluster] only).",
+        help: "Requests forwarded to another host's internal hop, by kind (resolve, deliver, http, member) and outcome ([cluster] only).",
     },
     Metric {
         name: HOP_REPLAYED_TOTAL,

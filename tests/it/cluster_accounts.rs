@@ -18,15 +18,15 @@ use crate::support::{test_config, DOMAIN};
 
 /// Two hosts: `a` homes partitions below `PARTITIONS / 2`, `b` the rest.
 pub(crate) struct Split {
-    nats: NatsServer,
-    _secret: tempfile::NamedTempFile,
-    data_a: tempfile::TempDir,
-    data_b: tempfile::TempDir,
+    pub(crate) nats: NatsServer,
+    pub(crate) _secret: tempfile::NamedTempFile,
+    pub(crate) data_a: tempfile::TempDir,
+    pub(crate) data_b: tempfile::TempDir,
     pub(crate) a: Appliance,
     pub(crate) b: Appliance,
 }
 
-fn start(data: &std::path::Path, cluster: uncorreo::config::ClusterConfig) -> Appliance {
+pub(crate) fn start(data: &std::path::Path, cluster: uncorreo::config::ClusterConfig) -> Appliance {
     let mut config = test_config(data);
     config.cluster = Some(cluster);
     crate::realtime::no_rate_limits(&mut config);
@@ -128,14 +128,14 @@ impl Split {
     }
 }
 
-fn http() -> reqwest::blocking::Client {
+pub(crate) fn http() -> reqwest::blocking::Client {
     reqwest::blocking::Client::builder()
         .timeout(Duration::from_secs(30))
         .build()
         .expect("client")
 }
 
-fn call(
+pub(crate) fn call(
     host: &Appliance,
     method: reqwest::Method,
     path: &str,
@@ -440,7 +440,9 @@ fn offline_admin_on_a_cluster_host_makes_users_of_the_cluster() {
 }
 
 /// MCP on B with a key minted on B, for mailboxes A owns
-/// (`tests/mcp/cluster_key.py`, the official Python SDK): list, read and
+/// (`tests/mcp/cluster_key.py`, the official Python SDK): list_mailboxes
+/// on B shows the one A keeps (the listing gathered from every host) and
+/// not another user's; list, read and
 /// wait_for_code run on A with the caller's key; another user's mailbox on
 /// A is a tool error byte-identical to a missing one; delete_mailbox
 /// deletes it on A.

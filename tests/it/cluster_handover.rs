@@ -286,7 +286,10 @@ fn send_sized(smtp: std::net::SocketAddr, to: &str, n: usize, size: usize) -> Ve
 
 /// `uncorreo admin cluster leave` over `appliance`'s operator socket (the
 /// CLI's own call).
-fn leave_over_socket(appliance: &Appliance, to: Option<&str>) -> uncorreo_api::operator::Answer {
+pub(crate) fn leave_over_socket(
+    appliance: &Appliance,
+    to: Option<&str>,
+) -> uncorreo_api::operator::Answer {
     uncorreo_api::operator::call(
         &appliance.admin_socket,
         &uncorreo_api::operator::Envelope {

@@ -7,6 +7,7 @@ mod api;
 mod cluster;
 mod cluster_accounts;
 mod cluster_handover;
+mod cluster_listing;
 mod cluster_mailpit;
 mod cluster_netns;
 mod mailpit;

@@ -1,5 +1,6 @@
 """MCP with an API key on a host that does not own the key's mailbox,
-through the official MCP Python SDK: list_messages, read_message and
+through the official MCP Python SDK: list_mailboxes shows it (gathered
+from every host) and not another user's; list_messages, read_message and
 wait_for_code run on the owner with the caller's key; another user's
 mailbox is a tool error identical to a missing one; delete_mailbox
 deletes it on the owner.
@@ -17,6 +18,10 @@ from client import check, session
 
 async def run(args):
     async with session("http", args.url, api_key=args.api_key) as s:
+        mailboxes = await s.call_tool("list_mailboxes", {})
+        check(not mailboxes.isError, f"list_mailboxes: {mailboxes.content}")
+        addresses = [m["address"] for m in mailboxes.structuredContent["mailboxes"]]
+        check(addresses == [args.address], f"only mine, kept by the owner: {addresses}")
         listed = await s.call_tool("list_messages", {"address": args.address})
         check(not listed.isError, f"list_messages: {listed.content}")
         messages = listed.structuredContent["messages"]

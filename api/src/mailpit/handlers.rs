@@ -12,6 +12,7 @@ use axum::Json;
 use serde::{Deserialize, Serialize};
 use uncorreo_engine::{MessageId, MessageMeta};
 
+use super::across;
 use super::search::Query as SearchQuery;
 use super::{instance_messages, load, resolve_id, view, Instance, Loaded, MailpitError};
 use crate::AppState;
@@ -67,10 +68,19 @@ fn number(v: Option<&str>, default: usize, what: &str) -> Result<usize, MailpitE
     }
 }
 
-fn page_bounds(state: &AppState, q: &PageQuery) -> Result<(usize, usize), MailpitError> {
+fn page_bounds(
+    state: &AppState,
+    q: &PageQuery,
+    reach: &across::Reach,
+) -> Result<(usize, usize), MailpitError> {
     let start = number(q.start.as_deref(), 0, "start")?;
     let limit = number(q.limit.as_deref(), 50, "limit")?;
-    Ok((start, limit.clamp(1, state.limits().max_page)))
+    // A home's part of a gather gives `start + limit` of the asking page.
+    let max = match reach {
+        across::Reach::Member => state.limits().max_scan,
+        _ => state.limits().max_page,
+    };
+    Ok((start, limit.clamp(1, max)))
 }
 
 fn ok_text() -> Response {
@@ -218,13 +228,27 @@ fn summarize(
 /// `GET /api/v1/messages`.
 pub async fn list(
     State(state): State<AppState>,
-    inst: Instance,
+    mut inst: Instance,
     Query(q): Query<PageQuery>,
+    parts: axum::http::request::Parts,
 ) -> Result<Json<MessagesSummary>, MailpitError> {
-    let (start, limit) = page_bounds(&state, &q)?;
+    let reach = across::reach(&state, &mut inst, &parts);
+    let (start, limit) = page_bounds(&state, &q, &reach)?;
+    let others = match reach {
+        across::Reach::Gather => {
+            let path = "/mailpit/api/v1/messages";
+            across::ask(&state, &mut inst, &parts, path, &q, start, limit).await?
+        }
+        _ => Vec::new(),
+    };
     let all = load_all(&state, &inst).await?;
     let every: Vec<usize> = (0..all.len()).collect();
-    Ok(Json(summarize(&all, &every, start, limit)))
+    let (own_start, own_limit) = across::own_page(&reach, start, limit);
+    let own = summarize(&all, &every, own_start, own_limit);
+    Ok(Json(match reach {
+        across::Reach::Gather => across::merge(own, others, start, limit),
+        _ => own,
+    }))
 }
 
 fn matching(all: &[(Loaded, view::Flags)], query: &SearchQuery) -> Vec<usize> {
@@ -246,10 +270,12 @@ fn parse_query(q: &PageQuery) -> Result<SearchQuery, MailpitError> {
 /// `GET /api/v1/search?query=…[&wait=SECONDS]`.
 pub async fn search(
     State(state): State<AppState>,
-    inst: Instance,
+    mut inst: Instance,
     Query(q): Query<PageQuery>,
+    parts: axum::http::request::Parts,
 ) -> Result<Json<MessagesSummary>, MailpitError> {
-    let (start, limit) = page_bounds(&state, &q)?;
+    let reach = across::reach(&state, &mut inst, &parts);
+    let (start, limit) = page_bounds(&state, &q, &reach)?;
     let query = parse_query(&q)?;
     let wait = number(q.wait.as_deref(), 0, "wait")? as u64;
     if wait > MAX_WAIT_SECS {
@@ -258,6 +284,11 @@ pub async fn search(
         )));
     }
     let deadline = tokio::time::Instant::now() + Duration::from_secs(wait);
+    if let across::Reach::Gather = reach {
+        return search_everywhere(&state, inst, &parts, &q, &query, (start, limit), deadline)
+            .await
+            .map(Json);
+    }
     // Subscribe before the first look, so a message committed in between
     // wakes us instead of being missed until the deadline.
     let mut wake =
@@ -276,6 +307,39 @@ pub async fn search(
         tokio::select! {
             _ = w.next(deadline) => {}
             _ = shutdown.cancelled() => {
+                return Err(MailpitError::new(StatusCode::SERVICE_UNAVAILABLE, "server shutting down"));
+            }
+        }
+    }
+}
+
+/// A search gathered from every home, asked again once a second until a
+/// first match or the deadline (the homes' commits are not followed here).
+async fn search_everywhere(
+    state: &AppState,
+    inst: Instance,
+    parts: &axum::http::request::Parts,
+    q: &PageQuery,
+    query: &SearchQuery,
+    (start, limit): (usize, usize),
+    deadline: tokio::time::Instant,
+) -> Result<MessagesSummary, MailpitError> {
+    let path = "/mailpit/api/v1/search";
+    loop {
+        let mut mine = inst.clone();
+        let others = across::ask(state, &mut mine, parts, path, q, start, limit).await?;
+        let all = load_all(state, &mine).await?;
+        let hits = matching(&all, query);
+        let own = summarize(&all, &hits, 0, start.saturating_add(limit));
+        let merged = across::merge(own, others, start, limit);
+        let now = tokio::time::Instant::now();
+        if merged.messages_count > 0 || now >= deadline {
+            return Ok(merged);
+        }
+        let shutdown = state.realtime().shutdown_token();
+        tokio::select! {
+            () = tokio::time::sleep_until(deadline.min(now + Duration::from_secs(1))) => {}
+            () = shutdown.cancelled() => {
                 return Err(MailpitError::new(StatusCode::SERVICE_UNAVAILABLE, "server shutting down"));
             }
         }

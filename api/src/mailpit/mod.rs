@@ -22,6 +22,7 @@
 //! Everything they store goes through [`crate::send`] and so through
 //! `Engine::deliver`.
 
+mod across;
 pub mod events;
 pub mod handlers;
 pub mod marks;

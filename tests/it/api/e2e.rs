@@ -310,3 +310,50 @@ fn a_filtered_page_stops_at_max_scan_and_says_there_is_more() {
     assert_eq!(second["messages"][0]["subject"], "s5");
     assert_eq!(second["has_more"], false);
 }
+
+/// One host: without `limit` or `after` the mailbox listing is every live
+/// mailbox, oldest first, with no `next_after` (as before pages existed);
+/// with `limit`, pages follow `next_after` in (`created_at`, `address`)
+/// order with no gap and no duplicate.
+#[test]
+fn the_mailbox_listing_is_whole_without_a_limit_and_pages_with_one() {
+    let api = Api::start();
+    let key = Auth::Bearer(api.user("free"));
+    for local in ["pagec", "pagea", "pageb"] {
+        api.mailbox(&key, json!({ "local_part": local }));
+    }
+    let whole = api.get("/api/v1/mailboxes", &key).json();
+    assert!(whole.get("next_after").is_none(), "{whole}");
+    let listed: Vec<(String, String)> = whole["mailboxes"]
+        .as_array()
+        .expect("mailboxes")
+        .iter()
+        .map(|m| {
+            (
+                m["created_at"].as_str().expect("created_at").to_owned(),
+                m["address"].as_str().expect("address").to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(listed.len(), 3);
+    let mut ordered = listed.clone();
+    ordered.sort();
+    let mut paged = Vec::new();
+    let mut path = "/api/v1/mailboxes?limit=2".to_owned();
+    for _ in 0..3 {
+        let page = api.get(&path, &key).json();
+        let mailboxes = page["mailboxes"].as_array().expect("mailboxes");
+        assert!(mailboxes.len() <= 2, "{page}");
+        paged.extend(mailboxes.iter().map(|m| {
+            (
+                m["created_at"].as_str().expect("created_at").to_owned(),
+                m["address"].as_str().expect("address").to_owned(),
+            )
+        }));
+        match page["next_after"].as_str() {
+            Some(after) => path = format!("/api/v1/mailboxes?limit=2&after={after}"),
+            None => break,
+        }
+    }
+    assert_eq!(paged, ordered);
+}
