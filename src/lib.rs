@@ -164,6 +164,8 @@ impl Appliance {
         let mut hop_leave = None;
         let mut cluster_events = None;
         let mut cluster_accounts = None;
+        // Wakes the recount of mailboxes across hosts when one ends here.
+        let recount = Arc::new(tokio::sync::Notify::new());
         if let (Some(cluster), Some(mut member)) = (&config.cluster, cluster_member) {
             let bound = cluster::bind(cluster)?;
             let secret = match bound {
@@ -178,6 +180,7 @@ impl Appliance {
             cluster_membership = Some(joined.membership.clone());
             let (accounts, thread) = accounts::start(
                 &cluster.nats_url,
+                &node,
                 std::time::Duration::from_secs(cluster.hop_timeout_secs),
                 engine.clone(),
                 cluster_stop.0.clone(),
@@ -201,12 +204,15 @@ impl Appliance {
                 cluster_events = Some(Arc::clone(&events));
                 // Only here: a single host has no tap and publishes nothing.
                 let announcer = Arc::clone(&events);
+                let ended = Arc::clone(&recount);
                 engine.set_event_tap(Arc::new(move |tapped| match tapped {
                     uncorreo_engine::Tapped::Committed(event) => {
                         announcer.announce(event.address.to_string(), event.id.seq)
                     }
                     uncorreo_engine::Tapped::Closed(address) => {
-                        announcer.announce_gone(address.to_string())
+                        announcer.announce_gone(address.to_string());
+                        // Its owner's count across hosts (`counts`).
+                        ended.notify_one();
                     }
                 }));
                 cluster_route = Some(Arc::new(uncorreo_hop::Cluster::new(
@@ -272,6 +278,15 @@ impl Appliance {
         }
         if let Some(route) = &cluster_route {
             ses.set_cluster(Arc::clone(route));
+        }
+        if cluster_accounts.is_some() {
+            let (state, stop) = (app_state.clone(), cluster_stop.0.clone());
+            let ((), thread) = cluster::start_thread("counts", move |ready| async move {
+                if ready.send(Ok(())).is_ok() {
+                    uncorreo_api::counts::run(state, recount, stop).await;
+                }
+            })?;
+            cluster_threads.push(thread);
         }
         if let Some(server) = &hop_server {
             server.set_local_http(Arc::new(cluster::LocalApi::new(

@@ -119,6 +119,16 @@ impl Cluster {
         partition_of(address, self.partitions)
     }
 
+    /// Whether a mailbox at `address` counts in this host's share of its
+    /// owner's `max_mailboxes` (the cluster's count, `uncorreo_api::counts`):
+    /// its partition is served here, or is being moved away from here. The
+    /// copies a handover left behind are not counted, so a moved mailbox
+    /// counts on one host once both have recounted.
+    pub fn counts_here(&self, address: &str) -> bool {
+        let partition = self.partition(address);
+        self.served.serves(partition, Instant::now()) || self.served.moving(partition)
+    }
+
     /// Where `rcpt` (as written, `box+tag@domain`) is served. A campaign
     /// address is always local: campaigns live on the host that made them.
     pub async fn place(&self, rcpt: &str) -> Placement {
