@@ -21,6 +21,12 @@ pub struct ClusterAccounts {
 }
 
 impl ClusterAccounts {
+    /// Test hook: see `AccountsReplica::hold_watch_for_tests`.
+    #[doc(hidden)]
+    pub fn hold_watch_for_tests(&self, held: bool) {
+        self.replica.hold_watch_for_tests(held);
+    }
+
     /// The user a live key stands for (for SMTP `AUTH`).
     pub fn key_user(&self, hash: &[u8; 32]) -> Option<UserId> {
         let key = self

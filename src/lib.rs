@@ -82,6 +82,7 @@ pub struct Appliance {
     hop_addr: Option<SocketAddr>,
     hop_server: Option<Arc<uncorreo_hop::server::HopServer>>,
     cluster_events: Option<Arc<uncorreo_cluster::events::Events>>,
+    cluster_accounts: Option<Arc<accounts::ClusterAccounts>>,
 }
 
 /// Cancels its token when dropped, so a start that fails after joining the
@@ -304,10 +305,17 @@ impl Appliance {
         )
         .map_err(io("setting up SMTP"))?;
         if let Some(accounts) = &cluster_accounts {
-            let accounts = Arc::clone(accounts);
+            let known = Arc::clone(accounts);
             let _ = smtp_shared
                 .key_user
-                .set(Arc::new(move |hash: &[u8; 32]| accounts.key_user(hash)));
+                .set(Arc::new(move |hash: &[u8; 32]| known.key_user(hash)));
+            let accounts = Arc::clone(accounts);
+            let _ = smtp_shared.key_catch_up.set(Arc::new(move || {
+                let accounts = Arc::clone(&accounts);
+                Box::pin(async move {
+                    uncorreo_api::accounts::Accounts::catch_up(accounts.as_ref()).await
+                })
+            }));
         }
         // One token stops the listeners and ends the real-time streams, so SSE
         // bodies finish and the HTTP server can drain.
@@ -414,7 +422,18 @@ impl Appliance {
             hop_addr,
             hop_server,
             cluster_events,
+            cluster_accounts,
         })
+    }
+
+    /// Test hook: with `[cluster]`, hold this host's accounts watch (it
+    /// applies a change only while a catch-up waits for it), so a test
+    /// sees whether a check catches up. Not for production use.
+    #[doc(hidden)]
+    pub fn hold_accounts_watch_for_tests(&self, held: bool) {
+        if let Some(accounts) = &self.cluster_accounts {
+            accounts.hold_watch_for_tests(held);
+        }
     }
 
     /// With `[cluster] listen`: where the internal hop listens.

@@ -266,6 +266,9 @@ pub struct AccountsReplica {
     replica: RwLock<Replica>,
     applied: watch::Sender<u64>,
     timeout: Duration,
+    /// Test hook (`hold_watch_for_tests`): whether the watch is held, and
+    /// how many catch-ups wait.
+    hold: watch::Sender<(bool, u32)>,
 }
 
 impl std::fmt::Debug for AccountsReplica {
@@ -299,11 +302,13 @@ impl AccountsReplica {
             .state
             .last_sequence;
         let (applied, _) = watch::channel(0);
+        let (hold, _) = watch::channel((false, 0));
         let replica = Arc::new(AccountsReplica {
             bucket,
             replica: RwLock::new(Replica::default()),
             applied,
             timeout,
+            hold,
         });
         let mut watch = replica
             .bucket
@@ -343,6 +348,10 @@ impl AccountsReplica {
             };
             if let Some(mut watch) = watch {
                 while let Some(Ok(entry)) = watch.next().await {
+                    if self.hold.borrow().0 {
+                        let mut hold = self.hold.subscribe();
+                        let _ = hold.wait_for(|(held, waiting)| !held || *waiting > 0).await;
+                    }
                     self.apply(&entry);
                 }
                 tracing::warn!("the accounts watch ended; re-opening it");
@@ -362,6 +371,15 @@ impl AccountsReplica {
             *applied = (*applied).max(entry.revision);
             newer
         });
+    }
+
+    /// Test hook: while `held`, the watch applies a change only while a
+    /// [`Self::catch_up`] waits for it, so a test can tell a check that
+    /// catches up from one that takes the replica as it is (the watch is
+    /// otherwise faster than any client). Not for production use.
+    #[doc(hidden)]
+    pub fn hold_watch_for_tests(&self, held: bool) {
+        self.hold.send_modify(|(h, _)| *h = held);
     }
 
     /// The last bucket revision this replica applied.
@@ -707,6 +725,8 @@ impl AccountsReplica {
     /// in all (it runs before refusing an unknown key, so a flood of
     /// made-up keys while NATS is away costs each request at most that).
     pub async fn catch_up(&self) -> Result<(), AccountsError> {
+        self.hold.send_modify(|(_, waiting)| *waiting += 1);
+        let _waiting = scopeguard_waiting(&self.hold);
         let catch_up = async {
             let last = self
                 .bucket
@@ -735,6 +755,18 @@ impl AccountsReplica {
             .map_err(|_| AccountsError::Unavailable("the replica stopped".into()))?;
         Ok(())
     }
+}
+
+/// Counts a catch-up out of the test hold when it ends, however it ends.
+fn scopeguard_waiting(hold: &watch::Sender<(bool, u32)>) -> impl Drop + '_ {
+    struct Waiting<'a>(&'a watch::Sender<(bool, u32)>);
+    impl Drop for Waiting<'_> {
+        fn drop(&mut self) {
+            self.0
+                .send_modify(|(_, waiting)| *waiting = waiting.saturating_sub(1));
+        }
+    }
+    Waiting(hold)
 }
 
 fn unavailable(error: crate::store::ReadError) -> AccountsError {

@@ -714,3 +714,88 @@ fn concurrent_key_mints_on_a_and_b_never_pass_the_limit() {
     );
     assert_eq!(answer.status(), 403);
 }
+
+/// The answer to JSON-RPC request `id` in an MCP response body (SSE or JSON).
+fn mcp_answer(body: &str, id: u64) -> Value {
+    body.lines()
+        .filter_map(|l| l.strip_prefix("data:"))
+        .map(str::trim)
+        .chain(std::iter::once(body.trim()))
+        .filter_map(|c| serde_json::from_str::<Value>(c).ok())
+        .find(|v| v["id"] == id)
+        .unwrap_or_else(|| panic!("no answer to {id} in {body:?}"))
+}
+
+/// MCP's `list_mailboxes` on `host` with `key`, in a fresh session: the
+/// JSON-RPC answer.
+fn mcp_list_mailboxes(host: &Appliance, key: &str) -> Value {
+    let client = http();
+    let url = format!("http://{}/mcp", host.http_addr);
+    let post = |session: Option<&str>, key: Option<&str>, body: Value| {
+        let mut request = client
+            .post(&url)
+            .header("accept", "application/json, text/event-stream")
+            .json(&body);
+        if let Some(session) = session {
+            request = request.header("mcp-session-id", session);
+        }
+        if let Some(key) = key {
+            request = request.bearer_auth(key);
+        }
+        request.send().expect("POST /mcp")
+    };
+    let init = post(
+        None,
+        None,
+        json!({"jsonrpc": "2.0", "id": 1, "method": "initialize",
+               "params": {"protocolVersion": "2025-06-18", "capabilities": {},
+                          "clientInfo": {"name": "raw", "version": "0"}}}),
+    );
+    let session = init
+        .headers()
+        .get("mcp-session-id")
+        .and_then(|v| v.to_str().ok())
+        .expect("session id")
+        .to_owned();
+    drop(init.text());
+    drop(post(
+        Some(&session),
+        None,
+        json!({"jsonrpc": "2.0", "method": "notifications/initialized"}),
+    ));
+    let body = post(
+        Some(&session),
+        Some(key),
+        json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call",
+               "params": {"name": "list_mailboxes", "arguments": {}}}),
+    )
+    .text()
+    .expect("body");
+    mcp_answer(&body, 2)
+}
+
+/// A key minted on b works at a straight after the mint, for SMTP `AUTH`
+/// and for MCP, as for REST: a's accounts watch is held (it applies a
+/// change only while a catch-up waits), so only a check that catches up
+/// on an unknown key can know it.
+#[test]
+fn a_key_minted_on_b_is_taken_at_once_by_smtp_auth_and_mcp_on_a() {
+    let split = Split::start();
+    let (_, first) = split.user_on(&split.b);
+    split.a.hold_accounts_watch_for_tests(true);
+    let (_, key) = mint(&split.b, &first);
+    assert_eq!(smtp_auth(&split.a, &key), "235");
+    let (_, key) = mint(&split.b, &first);
+    let answer = mcp_list_mailboxes(&split.a, &key);
+    assert!(
+        answer["result"]["isError"] != true
+            && answer["result"]["structuredContent"]["mailboxes"].is_array(),
+        "{answer}"
+    );
+    // An unknown key is still refused, after its catch-up.
+    assert_eq!(
+        smtp_auth(&split.a, "uct_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"),
+        "535"
+    );
+    split.a.hold_accounts_watch_for_tests(false);
+}
