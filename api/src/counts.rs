@@ -20,7 +20,8 @@
 //! earlier mistake of that host. A crash between step 2 and the create
 //! leaves one slot too many until that host's next write for the user:
 //! [`run`] recounts every user at start, whenever a mailbox ends here
-//! (deleted, expired) and every [`RECOUNT_EVERY`]. A host that never comes
+//! (deleted, expired), when the partitions it serves change (a handover)
+//! and every [`RECOUNT_EVERY`]. A host that never comes
 //! back cannot hold slots either: each count carries when its last mailbox
 //! expires, and past that nobody counts it.
 
@@ -109,18 +110,38 @@ pub async fn recount_all(state: &AppState) {
     }
 }
 
-/// Recounts at start, on every `wake` (a mailbox ended here) and every
-/// [`RECOUNT_EVERY`], until `shutdown`. Only in a cluster.
+/// How often the partitions this host counts are looked at: a handover
+/// that moved some here or away is recounted within this.
+const LOOK_EVERY: Duration = Duration::from_secs(1);
+
+/// Recounts at start, on every `wake` (a mailbox ended here), when the
+/// partitions this host serves change (a handover, a lease taken or lost)
+/// and every [`RECOUNT_EVERY`], until `shutdown`. Only in a cluster.
 pub async fn run(state: AppState, wake: Arc<Notify>, shutdown: CancellationToken) {
     if state.accounts.mailbox_counter().is_none() {
         return;
     }
+    let digest = || {
+        state
+            .cluster
+            .as_ref()
+            .map(|c| c.counted_partitions_digest())
+    };
     loop {
+        let counted = digest();
         recount_all(&state).await;
-        tokio::select! {
-            () = shutdown.cancelled() => return,
-            () = wake.notified() => {}
-            () = tokio::time::sleep(RECOUNT_EVERY) => {}
+        let due = tokio::time::Instant::now() + RECOUNT_EVERY;
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = wake.notified() => break,
+                () = tokio::time::sleep_until(due) => break,
+                () = tokio::time::sleep(LOOK_EVERY) => {
+                    if digest() != counted {
+                        break;
+                    }
+                }
+            }
         }
     }
 }

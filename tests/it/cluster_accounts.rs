@@ -799,3 +799,47 @@ fn a_key_minted_on_b_is_taken_at_once_by_smtp_auth_and_mcp_on_a() {
     );
     split.a.hold_accounts_watch_for_tests(false);
 }
+
+/// A handover moves a user's mailboxes' count with them: after A leaves
+/// to B, A counts none of the copies it keeps and B counts them all (each
+/// recounts when the partitions it serves change), so the plan is neither
+/// doubled nor lost.
+#[test]
+fn a_handover_moves_the_mailbox_count_without_counting_twice() {
+    let split = Split::start_with(small_limits);
+    let (user, key) = split.user_on(&split.a);
+    let first = create_mailbox(&split.a, &key, &local_part("movea", owned_by_a));
+    create_mailbox(&split.b, &key, &local_part("moveb", owned_by_a));
+    assert_eq!(count_in_nats(&split, user, "a"), 2);
+    let answer = uncorreo_api::operator::call(
+        &split.a.admin_socket,
+        &uncorreo_api::operator::Envelope {
+            operator: "test".to_owned(),
+            request: uncorreo_api::admin::AdminRequest::ClusterLeave {
+                to: Some("b".to_owned()),
+            },
+        },
+    )
+    .expect("the operator socket answers");
+    assert!(
+        matches!(answer, uncorreo_api::operator::Answer::Ok { .. }),
+        "{answer:?}"
+    );
+    assert!(
+        eventually(Duration::from_secs(30), || count_in_nats(&split, user, "a")
+            == 0
+            && count_in_nats(&split, user, "b") == 2),
+        "a {} b {}",
+        count_in_nats(&split, user, "a"),
+        count_in_nats(&split, user, "b")
+    );
+    assert_mailbox_limit(try_create(&split.a, &key, &local_part("movec", owned_by_a)));
+    assert_mailbox_limit(try_create(
+        &split.b,
+        &key,
+        &local_part("moved", |p| !owned_by_a(p)),
+    ));
+    let path = format!("/api/v1/mailboxes/{first}");
+    assert_eq!(status(&split.a, reqwest::Method::DELETE, &path, &key), 204);
+    create_mailbox(&split.a, &key, &local_part("movee", owned_by_a));
+}
