@@ -510,16 +510,50 @@ impl AccountsReplica {
         // may drop the slot as abandoned once it is older than
         // `pending_for`, and a key written after that would be one too many.
         if max_active.is_some() && slot_taken.elapsed() > self.pending_for() / 2 {
+            self.give_back_key_slot(user, id).await;
             return Err(AccountsError::Unavailable(
                 "the key slot was taken too long ago".to_owned(),
             ));
         }
-        let revision = self
+        let revision = match self
             .bucket
             .create(&format!("key.{id}"), encode(&key)?)
-            .await?;
+            .await
+        {
+            Ok(revision) => revision,
+            Err(e) => {
+                if max_active.is_some() {
+                    self.give_back_key_slot(user, id).await;
+                }
+                return Err(e.into());
+            }
+        };
         self.until_applied(revision).await?;
         Ok(key)
+    }
+
+    /// Drops the slot of a mint whose key was not written, at once rather
+    /// than when it ages out. Best effort: if NATS does not answer, the
+    /// slot ages out (`pending_for`). A key that was written after all (the
+    /// answer was lost) is counted through the replica anyway.
+    async fn give_back_key_slot(&self, user: u64, id: u64) {
+        let name = format!("keyslots.{user}");
+        for _ in 0..CAS_TRIES {
+            let Ok(Some(current)) = self.bucket.get(&name).await else {
+                return;
+            };
+            let Ok(mut slots) = decode::<KeySlots>(&current.value) else {
+                return;
+            };
+            if slots.pending.remove(&id).is_none() {
+                return;
+            }
+            let Ok(value) = encode(&slots) else { return };
+            match self.bucket.update(&name, value, current.revision).await {
+                Err(CasError::Conflict) => continue,
+                Ok(_) | Err(CasError::Unavailable(_)) => return,
+            }
+        }
     }
 
     /// How long a key slot without its key counts before a mint drops it
