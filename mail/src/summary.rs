@@ -55,9 +55,33 @@ impl Summary {
 }
 
 fn summarize_inner(raw: &[u8], parser: &mail_parser::MessageParser) -> Summary {
+    if looks_like_one_plain_part(raw) {
+        if let Some(summary) = plain_text_summary(raw, parser) {
+            return summary;
+        }
+    }
+    parsed_summary(raw, parser)
+}
+
+/// The summary from mail-parser's parse of the whole message.
+fn parsed_summary(raw: &[u8], parser: &mail_parser::MessageParser) -> Summary {
     let Some(msg) = parser.parse(raw) else {
         return Summary::default();
     };
+    let extraction = crate::extract::extract_parsed(&msg);
+    header_summary(
+        &msg,
+        extraction,
+        u16::try_from(msg.attachment_count()).unwrap_or(u16::MAX),
+    )
+}
+
+/// The fields read from the headers, with the body's extraction.
+fn header_summary(
+    msg: &mail_parser::Message<'_>,
+    extraction: crate::extract::Extraction,
+    attachments: u16,
+) -> Summary {
     let from = msg
         .from()
         .and_then(|a| a.first())
@@ -69,16 +93,136 @@ fn summarize_inner(raw: &[u8], parser: &mail_parser::MessageParser) -> Summary {
         })
         .unwrap_or_default();
     let subject = msg.subject().unwrap_or_default();
-    let extraction = crate::extract::extract_parsed(&msg);
     Summary {
         from: clip(from),
         subject: clip(subject.to_owned()),
         date: msg.date().map(|d| d.to_rfc3339()),
-        attachments: u16::try_from(msg.attachment_count()).unwrap_or(u16::MAX),
+        attachments,
         codes: extraction.code_strings(),
         links: extraction.action_links,
         version: crate::extract::VERSION,
     }
+}
+
+/// Charsets whose decoder in mail-parser maps every ASCII byte to itself:
+/// an ASCII body declared in one of them reads as the bytes.
+const ASCII_CHARSETS: [&str; 6] = [
+    "us-ascii",
+    "ascii",
+    "iso-8859-1",
+    "latin1",
+    "windows-1252",
+    "cp1252",
+];
+
+/// A cheap look at the header lines: no `Content-Type` other than
+/// `text/plain`, no base64 or quoted-printable. Only a routing guess, so a
+/// multipart message is not parsed twice; [`plain_text_summary`] checks
+/// the parsed headers before it answers.
+fn looks_like_one_plain_part(raw: &[u8]) -> bool {
+    let mut rest = raw;
+    while let Some(end) = memchr::memchr(b'\n', rest) {
+        let (line, next) = rest.split_at(end + 1);
+        rest = next;
+        let line = line
+            .strip_suffix(b"\r\n")
+            .or(line.strip_suffix(b"\n"))
+            .unwrap_or(line);
+        if line.is_empty() {
+            return true;
+        }
+        let value = |name: &[u8]| {
+            line.get(..name.len())
+                .filter(|head| head.eq_ignore_ascii_case(name))
+                .map(|_| {
+                    line.get(name.len()..)
+                        .unwrap_or_default()
+                        .trim_ascii_start()
+                })
+        };
+        if let Some(v) = value(b"content-type:") {
+            if !v
+                .get(..10)
+                .is_some_and(|t| t.eq_ignore_ascii_case(b"text/plain"))
+            {
+                return false;
+            }
+        } else if let Some(v) = value(b"content-transfer-encoding:") {
+            if matches!(v.first(), Some(b'b' | b'B' | b'q' | b'Q')) {
+                return false;
+            }
+        }
+    }
+    true
+}
+
+/// The summary of a message that is one text/plain part, not encoded, in
+/// UTF-8 (or ASCII declared in an ASCII-compatible charset), without
+/// mail-parser's walk over the body: the body is the bytes after the
+/// header block, exactly the part text mail-parser gives such a message
+/// (its own UTF-8 pass, `from_utf8_lossy`, and its scan for a boundary
+/// that cannot be there were a fifth of a summary). `None` for anything
+/// else; the caller then parses the whole message. A property test checks
+/// the two agree.
+fn plain_text_summary(raw: &[u8], parser: &mail_parser::MessageParser) -> Option<Summary> {
+    use mail_parser::{GetHeader, HeaderName, HeaderValue};
+    let msg = parser.parse_headers(raw)?;
+    let headers = &msg.parts.first()?.headers;
+    let content_type = headers
+        .header_value(&HeaderName::ContentType)
+        .and_then(|v| v.as_content_type());
+    let mut ascii_only = false;
+    if let Some(ct) = content_type {
+        if ct.ctype() != "text" || ct.subtype() != Some("plain") {
+            return None;
+        }
+        if let Some(charset) = ct.attribute("charset") {
+            if ["utf-8", "utf8"]
+                .iter()
+                .any(|c| charset.eq_ignore_ascii_case(c))
+            {
+                // mail-parser has no decoder for UTF-8: `from_utf8_lossy`.
+            } else if ASCII_CHARSETS
+                .iter()
+                .any(|c| charset.eq_ignore_ascii_case(c))
+            {
+                ascii_only = true;
+            } else {
+                return None;
+            }
+        }
+    }
+    match headers.header_value(&HeaderName::ContentTransferEncoding) {
+        Some(HeaderValue::Text(e))
+            if e.eq_ignore_ascii_case("base64") || e.eq_ignore_ascii_case("quoted-printable") =>
+        {
+            return None
+        }
+        _ => {}
+    }
+    if headers
+        .header_value(&HeaderName::ContentDisposition)
+        .is_some()
+    {
+        return None;
+    }
+    // Where mail-parser's header loop ends: past the last field, it skips
+    // whitespace up to a line feed, and the body is what follows. Anything
+    // else there (a line it could not read as a field) is the slow path's.
+    let after = raw.get(headers.last()?.offset_end as usize..)?;
+    let gap = after
+        .iter()
+        .position(|&b| b == b'\n' || !b.is_ascii_whitespace())?;
+    if after.get(gap) != Some(&b'\n') {
+        return None;
+    }
+    let text = std::str::from_utf8(after.get(gap + 1..)?).ok()?;
+    if ascii_only && !text.is_ascii() {
+        return None;
+    }
+    let subject = msg.subject().unwrap_or_default();
+    let extraction = crate::extract::extract(subject, text, "");
+    Some(header_summary(&msg, extraction, 0))
 }
 
 /// mail-parser's default header parsers, except that `Received:` is skipped
@@ -220,6 +364,18 @@ mod tests {
             "Content-Type: text/html\r\n",
             "Content-Transfer-Encoding: quoted-printable\r\n",
             "Content-Disposition: attachment; filename=a.pdf\r\n",
+            "Content-Disposition: inline\r\n",
+            "Content-Type: text/plain; charset=us-ascii\r\n",
+            "Content-Type: TEXT/Plain; charset=\"UTF-8\"\r\n",
+            "Content-Type: text/plain; charset=latin1\r\n",
+            "Content-Type: text/plain; charset=iso-8859-2\r\n",
+            "Content-Type: text/plain; name=a.txt\r\n",
+            "Content-Type:\r\n text/plain\r\n",
+            "Content-Type: multipart/alternative; boundary=z\r\n",
+            "Content-Transfer-Encoding: 7bit\r\n",
+            "Content-Transfer-Encoding: BASE64\r\n",
+            "not a header line\r\n",
+            "X-Junk\r\n",
             " continuation\r\n",
         ])
         .prop_map(str::to_owned)
@@ -234,6 +390,7 @@ mod tests {
             "\r\n",
             "Received: from body-line\r\n",
             "é 12 34 56\r\n",
+            "Verify: https://a.test/verify?n=café\r\n",
         ])
         .prop_map(str::to_owned)
     }
@@ -241,13 +398,18 @@ mod tests {
     use proptest::prelude::*;
 
     proptest! {
-        /// Skipping `Received:` changes no summary: the same fields as
-        /// mail-parser's default parsing of every header.
+        /// Neither skipping `Received:` nor reading a plain body without
+        /// mail-parser changes a summary: the same fields as mail-parser's
+        /// default parse of the whole message, whichever path was taken.
         #[test]
-        fn skipping_received_changes_no_summary(
+        fn the_summary_is_the_default_parse_whichever_path(
             headers in proptest::collection::vec(header(), 0..10),
             nested in proptest::collection::vec(header(), 0..4),
             bodies in proptest::collection::vec(body(), 0..6),
+            bytes in proptest::collection::vec(
+                proptest::sample::select(vec![b'a', b'1', b' ', b'\r', b'\n', b'\t', 0, 0x7f, 0xc3, 0xa9, 0xe9, 0xff]),
+                0..40,
+            ),
             multipart in any::<bool>(),
             end in proptest::sample::select(vec!["\r\n", "", "\n"]),
         ) {
@@ -266,10 +428,79 @@ mod tests {
                 raw.push_str(&bodies.concat());
             }
             raw.push_str(end);
+            let mut raw = raw.into_bytes();
+            raw.extend_from_slice(&bytes);
             let default = mail_parser::MessageParser::default();
             prop_assert_eq!(
-                summarize_inner(raw.as_bytes(), parser()),
-                summarize_inner(raw.as_bytes(), &default)
+                summarize_inner(&raw, parser()),
+                parsed_summary(&raw, &default)
+            );
+        }
+    }
+
+    /// Every ASCII byte, in every charset the plain path reads as ASCII,
+    /// is read as mail-parser reads it; a byte past ASCII sends the message
+    /// to mail-parser.
+    #[test]
+    fn the_plain_path_reads_ascii_as_mail_parser_does() {
+        let ascii: Vec<u8> = (0u8..0x80).collect();
+        for charset in ASCII_CHARSETS.iter().chain(&["utf-8", "UTF8"]) {
+            let utf8 = "Verify: https://a.test/verify?n=caf\u{e9}\r\n".as_bytes();
+            for body in [
+                &ascii[..],
+                b"Your code: 902211\r\n",
+                b"caf\xe9 123456\r\n",
+                utf8,
+            ] {
+                let mut raw =
+                    format!("Subject: s\r\nContent-Type: text/plain; charset={charset}\r\n\r\n")
+                        .into_bytes();
+                raw.extend_from_slice(body);
+                let default = mail_parser::MessageParser::default();
+                assert_eq!(
+                    summarize_inner(&raw, parser()),
+                    parsed_summary(&raw, &default),
+                    "{charset}"
+                );
+                let utf8_declared = charset.eq_ignore_ascii_case("utf-8") || *charset == "UTF8";
+                assert_eq!(
+                    plain_text_summary(&raw, parser()).is_some(),
+                    body.is_ascii() || (utf8_declared && std::str::from_utf8(body).is_ok()),
+                    "{charset}: only ASCII, or UTF-8 declared so, is read without mail-parser"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn the_plain_path_takes_plain_mail_and_nothing_else() {
+        let plain = b"From: a@b.test\r\nSubject: Code 718204\r\n\r\nYour code: 718204\r\n";
+        assert!(looks_like_one_plain_part(plain));
+        assert_eq!(
+            plain_text_summary(plain, parser()),
+            Some(parsed_summary(plain, parser()))
+        );
+        for other in [
+            &b"Content-Type: text/html\r\n\r\n<p>718204</p>"[..],
+            b"Content-Type: multipart/alternative; boundary=b\r\n\r\n--b\r\n\r\nx\r\n--b--",
+            b"Content-Transfer-Encoding: base64\r\n\r\nNzE4MjA0\r\n",
+            b"content-transfer-encoding: Quoted-Printable\r\n\r\n=37=31\r\n",
+        ] {
+            assert!(!looks_like_one_plain_part(other));
+            assert_eq!(plain_text_summary(other, parser()), None);
+        }
+        // A field mail-parser could not read before the blank line, a
+        // disposition, no body at all: mail-parser's.
+        for other in [
+            &b"Subject: a\r\n: no name\r\n\r\nbody 123456"[..],
+            b"Subject: a\r\nContent-Disposition: attachment\r\n\r\nbody",
+            b"Subject: a\r\n",
+            b"Content-Type: text/plain; charset=koi8-r\r\n\r\nbody",
+        ] {
+            assert_eq!(plain_text_summary(other, parser()), None);
+            assert_eq!(
+                summarize_inner(other, parser()),
+                parsed_summary(other, parser())
             );
         }
     }
@@ -285,7 +516,7 @@ mod tests {
         assert!(full.received().is_some());
         assert_eq!(
             summarize_inner(raw, parser()),
-            summarize_inner(raw, &mail_parser::MessageParser::default())
+            parsed_summary(raw, &mail_parser::MessageParser::default())
         );
     }
 
