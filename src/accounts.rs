@@ -7,7 +7,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
-use uncorreo_api::accounts::{Accounts, AccountsError, BoxFuture};
+use uncorreo_api::accounts::{Accounts, AccountsError, BoxFuture, MailboxCounter};
 use uncorreo_cluster::accounts::{self as kv, AccountsReplica, KeyRecord, UserRecord};
 use uncorreo_engine::{ApiKeyId, ApiKeyInfo, Engine, Subscription, UserId, UserInfo};
 
@@ -17,9 +17,16 @@ use crate::StartError;
 pub struct ClusterAccounts {
     replica: Arc<AccountsReplica>,
     engine: Engine,
+    node: String,
 }
 
 impl ClusterAccounts {
+    /// Test hook: see `AccountsReplica::hold_watch_for_tests`.
+    #[doc(hidden)]
+    pub fn hold_watch_for_tests(&self, held: bool) {
+        self.replica.hold_watch_for_tests(held);
+    }
+
     /// The user a live key stands for (for SMTP `AUTH`).
     pub fn key_user(&self, hash: &[u8; 32]) -> Option<UserId> {
         let key = self
@@ -69,6 +76,8 @@ fn error(e: kv::AccountsError) -> AccountsError {
             AccountsError::Unavailable(e.to_string())
         }
         kv::AccountsError::Corrupt(why) => AccountsError::Corrupt(why),
+        // Only a mint with a limit answers this; it maps it with the limit.
+        kv::AccountsError::KeyLimit => AccountsError::KeyLimit(0),
     }
 }
 
@@ -128,14 +137,18 @@ impl Accounts for ClusterAccounts {
         user: UserId,
         hash: [u8; 32],
         prefix: String,
+        max_active: Option<usize>,
     ) -> BoxFuture<'_, Result<ApiKeyInfo, AccountsError>> {
         Box::pin(async move {
             let now = self.engine.now_ms();
             let key = self
                 .replica
-                .create_key(user.0, hash, prefix, now)
+                .create_key(user.0, hash, prefix, now, max_active)
                 .await
-                .map_err(error)?;
+                .map_err(|e| match e {
+                    kv::AccountsError::KeyLimit => AccountsError::KeyLimit(max_active.unwrap_or(0)),
+                    e => error(e),
+                })?;
             key_info(key).ok_or_else(|| AccountsError::Corrupt("a key's hash".to_owned()))
         })
     }
@@ -151,6 +164,9 @@ impl Accounts for ClusterAccounts {
             self.replica.disable_user(user.0, now).await.map_err(error)
         })
     }
+    fn mailbox_counter(&self) -> Option<&dyn MailboxCounter> {
+        Some(self)
+    }
     fn catch_up(&self) -> BoxFuture<'_, ()> {
         Box::pin(async move {
             // Without NATS the replica stays as it is: the key is
@@ -162,10 +178,43 @@ impl Accounts for ClusterAccounts {
     }
 }
 
+impl MailboxCounter for ClusterAccounts {
+    fn set_here(
+        &self,
+        user: UserId,
+        n: u32,
+        until_ms: u64,
+        max: Option<u32>,
+    ) -> BoxFuture<'_, Result<bool, AccountsError>> {
+        Box::pin(async move {
+            let now = self.engine.now_ms();
+            let count = kv::HostCount { n, until_ms };
+            self.replica
+                .set_mailbox_count(user.0, &self.node, count, max, now)
+                .await
+                .map_err(error)
+        })
+    }
+    fn here(&self, user: UserId) -> (u32, u64) {
+        self.replica
+            .mailbox_counts(user.0)
+            .and_then(|c| c.hosts.get(&self.node).copied())
+            .map_or((0, 0), |c| (c.n, c.until_ms))
+    }
+    fn counted_here(&self) -> Vec<UserId> {
+        self.replica
+            .counted_on(&self.node)
+            .into_iter()
+            .map(|(user, _)| UserId(user))
+            .collect()
+    }
+}
+
 /// Reads the whole accounts bucket (a host whose NATS is down does not
 /// start), then follows it on its own thread until `shutdown`.
 pub fn start(
     url: &str,
+    node: &str,
     timeout: Duration,
     engine: Engine,
     shutdown: CancellationToken,
@@ -187,5 +236,13 @@ pub fn start(
             () = replica.follow(follower) => {}
         }
     })?;
-    Ok((Arc::new(ClusterAccounts { replica, engine }), thread))
+    let node = node.to_owned();
+    Ok((
+        Arc::new(ClusterAccounts {
+            replica,
+            engine,
+            node,
+        }),
+        thread,
+    ))
 }

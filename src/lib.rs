@@ -82,6 +82,7 @@ pub struct Appliance {
     hop_addr: Option<SocketAddr>,
     hop_server: Option<Arc<uncorreo_hop::server::HopServer>>,
     cluster_events: Option<Arc<uncorreo_cluster::events::Events>>,
+    cluster_accounts: Option<Arc<accounts::ClusterAccounts>>,
 }
 
 /// Cancels its token when dropped, so a start that fails after joining the
@@ -164,6 +165,8 @@ impl Appliance {
         let mut hop_leave = None;
         let mut cluster_events = None;
         let mut cluster_accounts = None;
+        // Wakes the recount of mailboxes across hosts when one ends here.
+        let recount = Arc::new(tokio::sync::Notify::new());
         if let (Some(cluster), Some(mut member)) = (&config.cluster, cluster_member) {
             let bound = cluster::bind(cluster)?;
             let secret = match bound {
@@ -178,6 +181,7 @@ impl Appliance {
             cluster_membership = Some(joined.membership.clone());
             let (accounts, thread) = accounts::start(
                 &cluster.nats_url,
+                &node,
                 std::time::Duration::from_secs(cluster.hop_timeout_secs),
                 engine.clone(),
                 cluster_stop.0.clone(),
@@ -201,12 +205,15 @@ impl Appliance {
                 cluster_events = Some(Arc::clone(&events));
                 // Only here: a single host has no tap and publishes nothing.
                 let announcer = Arc::clone(&events);
+                let ended = Arc::clone(&recount);
                 engine.set_event_tap(Arc::new(move |tapped| match tapped {
                     uncorreo_engine::Tapped::Committed(event) => {
                         announcer.announce(event.address.to_string(), event.id.seq)
                     }
                     uncorreo_engine::Tapped::Closed(address) => {
-                        announcer.announce_gone(address.to_string())
+                        announcer.announce_gone(address.to_string());
+                        // Its owner's count across hosts (`counts`).
+                        ended.notify_one();
                     }
                 }));
                 cluster_route = Some(Arc::new(uncorreo_hop::Cluster::new(
@@ -273,6 +280,15 @@ impl Appliance {
         if let Some(route) = &cluster_route {
             ses.set_cluster(Arc::clone(route));
         }
+        if cluster_accounts.is_some() {
+            let (state, stop) = (app_state.clone(), cluster_stop.0.clone());
+            let ((), thread) = cluster::start_thread("counts", move |ready| async move {
+                if ready.send(Ok(())).is_ok() {
+                    uncorreo_api::counts::run(state, recount, stop).await;
+                }
+            })?;
+            cluster_threads.push(thread);
+        }
         if let Some(server) = &hop_server {
             server.set_local_http(Arc::new(cluster::LocalApi::new(
                 uncorreo_api::router(app_state.clone()),
@@ -289,10 +305,17 @@ impl Appliance {
         )
         .map_err(io("setting up SMTP"))?;
         if let Some(accounts) = &cluster_accounts {
-            let accounts = Arc::clone(accounts);
+            let known = Arc::clone(accounts);
             let _ = smtp_shared
                 .key_user
-                .set(Arc::new(move |hash: &[u8; 32]| accounts.key_user(hash)));
+                .set(Arc::new(move |hash: &[u8; 32]| known.key_user(hash)));
+            let accounts = Arc::clone(accounts);
+            let _ = smtp_shared.key_catch_up.set(Arc::new(move || {
+                let accounts = Arc::clone(&accounts);
+                Box::pin(async move {
+                    uncorreo_api::accounts::Accounts::catch_up(accounts.as_ref()).await
+                })
+            }));
         }
         // One token stops the listeners and ends the real-time streams, so SSE
         // bodies finish and the HTTP server can drain.
@@ -399,7 +422,18 @@ impl Appliance {
             hop_addr,
             hop_server,
             cluster_events,
+            cluster_accounts,
         })
+    }
+
+    /// Test hook: with `[cluster]`, hold this host's accounts watch (it
+    /// applies a change only while a catch-up waits for it), so a test
+    /// sees whether a check catches up. Not for production use.
+    #[doc(hidden)]
+    pub fn hold_accounts_watch_for_tests(&self, held: bool) {
+        if let Some(accounts) = &self.cluster_accounts {
+            accounts.hold_watch_for_tests(held);
+        }
     }
 
     /// With `[cluster] listen`: where the internal hop listens.

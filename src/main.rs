@@ -397,6 +397,7 @@ fn admin_offline(
         Some(cluster) => {
             let (accounts, thread) = uncorreo::accounts::start(
                 &cluster.nats_url,
+                &cluster.node_id,
                 std::time::Duration::from_secs(cluster.hop_timeout_secs),
                 engine.clone(),
                 stop.clone(),

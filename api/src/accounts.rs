@@ -37,6 +37,9 @@ pub enum AccountsError {
     /// A stored account does not decode.
     #[error("a stored account does not decode: {0}")]
     Corrupt(String),
+    /// The user holds this many live keys, the most allowed.
+    #[error("at most {0} active keys per user")]
+    KeyLimit(usize),
 }
 
 impl From<WriteError> for AccountsError {
@@ -65,6 +68,10 @@ impl From<AccountsError> for Problem {
                 .retry_after(RETRY_AFTER_SECS)
             }
             AccountsError::AlreadyExists => Problem::from(WriteError::AlreadyExists),
+            AccountsError::KeyLimit(max) => Problem::new(
+                Kind::KeyLimit,
+                format!("at most {max} active keys per user; revoke one first"),
+            ),
             AccountsError::Storage(e) => Problem::from(e),
             AccountsError::Corrupt(why) => {
                 tracing::error!(%why, "a stored account does not decode");
@@ -98,12 +105,18 @@ pub trait Accounts: Send + Sync {
         subscription: Subscription,
         replace: bool,
     ) -> BoxFuture<'_, Result<(), AccountsError>>;
-    /// Stores a key (only its hash) for an existing user.
+    /// Stores a key (only its hash) for an existing user. With
+    /// `max_active`, a store shared by several hosts refuses
+    /// ([`AccountsError::KeyLimit`]) when the user holds that many live
+    /// keys, in the same compare-and-set as the mint, so mints racing on
+    /// two hosts cannot both take the last slot. (One host checks before
+    /// it mints, in `keys.rs`.)
     fn create_api_key(
         &self,
         user: UserId,
         hash: [u8; 32],
         prefix: String,
+        max_active: Option<usize>,
     ) -> BoxFuture<'_, Result<ApiKeyInfo, AccountsError>>;
     /// Revokes a key (idempotent).
     fn revoke_api_key(&self, id: ApiKeyId) -> BoxFuture<'_, Result<(), AccountsError>>;
@@ -116,6 +129,34 @@ pub trait Accounts: Send + Sync {
     fn catch_up(&self) -> BoxFuture<'_, ()> {
         Box::pin(std::future::ready(()))
     }
+    /// A cluster's count of each user's mailboxes across hosts
+    /// (`crate::counts`); `None` on one host, whose engine is the count.
+    fn mailbox_counter(&self) -> Option<&dyn MailboxCounter> {
+        None
+    }
+}
+
+/// Each host's count of each user's live mailboxes, in a store every host
+/// shares, so `max_mailboxes` holds across a cluster (SCALE.md,
+/// "Accounts"). A host writes only its own count, always to what its
+/// engine holds; the limit is checked on the sum.
+pub trait MailboxCounter: Send + Sync {
+    /// Sets this host's count of `user`'s live mailboxes to `n`, the last
+    /// of them expiring at `until_ms`. With `max`, only if the sum over
+    /// every host stays at most `max`: `Ok(false)` and nothing written
+    /// otherwise.
+    fn set_here(
+        &self,
+        user: UserId,
+        n: u32,
+        until_ms: u64,
+        max: Option<u32>,
+    ) -> BoxFuture<'_, Result<bool, AccountsError>>;
+    /// This host's count of `user` as the shared store last showed it
+    /// (`(0, 0)` for none): a recount writes only what differs.
+    fn here(&self, user: UserId) -> (u32, u64);
+    /// Users this host has a count for.
+    fn counted_here(&self) -> Vec<UserId>;
 }
 
 /// Accounts in the engine's shard 0: one host.
@@ -164,6 +205,7 @@ impl Accounts for EngineAccounts {
         user: UserId,
         hash: [u8; 32],
         prefix: String,
+        _: Option<usize>,
     ) -> BoxFuture<'_, Result<ApiKeyInfo, AccountsError>> {
         Box::pin(async move { Ok(self.0.create_api_key(user, hash, prefix).await?) })
     }
@@ -215,6 +257,7 @@ impl Accounts for NoAccounts {
         _: UserId,
         _: [u8; 32],
         _: String,
+        _: Option<usize>,
     ) -> BoxFuture<'_, Result<ApiKeyInfo, AccountsError>> {
         Box::pin(std::future::ready(Err(no_accounts())))
     }

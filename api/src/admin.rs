@@ -66,7 +66,9 @@ impl From<AccountsError> for AdminError {
             AccountsError::AlreadyExists => AdminError::Engine(WriteError::AlreadyExists),
             e @ AccountsError::Unavailable(_) => AdminError::Unavailable(e.to_string()),
             AccountsError::Storage(e) => AdminError::Engine(e),
-            e @ AccountsError::Corrupt(_) => AdminError::Invalid(e.to_string()),
+            e @ (AccountsError::Corrupt(_) | AccountsError::KeyLimit(_)) => {
+                AdminError::Invalid(e.to_string())
+            }
         }
     }
 }

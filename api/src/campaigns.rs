@@ -334,20 +334,32 @@ pub async fn create_campaign(
     if let Some(a) = campaign_quota_address(id) {
         reservation.attempting(&a);
     }
+    let expires_at_ms = engine
+        .now_ms()
+        .saturating_add(u64::from(ttl).saturating_mul(60_000));
+    reservation.until(expires_at_ms);
+    crate::counts::claim(
+        &state,
+        user,
+        plan.max_mailboxes,
+        "mailboxes and campaigns together",
+    )
+    .await?;
     let created = engine
         .create_campaign(NewCampaign {
             id,
             owner,
             name: req.name,
-            expires_at_ms: engine
-                .now_ms()
-                .saturating_add(u64::from(ttl).saturating_mul(60_000)),
+            expires_at_ms,
             pattern,
             store: req.store.unwrap_or(Store::Full).into(),
             sent_at_header,
         })
         .await;
     drop(reservation);
+    if created.is_err() {
+        crate::counts::recount(&state, user).await;
+    }
     let info = created.map_err(|e| match e {
         CreateCampaignError::Taken => Problem::new(
             Kind::AddressTaken,
@@ -462,6 +474,9 @@ pub async fn delete_campaign(
 ) -> Result<StatusCode, Problem> {
     let c = authorize_campaign(&state, &caller, &id)?;
     state.engine.delete_campaign(c.id).await?;
+    if let Owner::User(user) = c.owner {
+        crate::counts::recount(&state, user).await;
+    }
     crate::faults::forget(&state, &crate::faults::campaign_target(c.id)).await;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -15,7 +15,7 @@ use utoipa_axum::routes;
 
 use crate::accounts::{Accounts, AccountsError};
 use crate::auth::{new_api_key, Caller};
-use crate::problem::{json_body, Kind, Problem, ProblemBody};
+use crate::problem::{json_body, Problem, ProblemBody};
 use crate::AppState;
 use uncorreo_mail::date::rfc3339_millis as rfc3339;
 
@@ -73,12 +73,26 @@ pub async fn mint(
     accounts: &dyn Accounts,
     user: UserId,
 ) -> Result<(ApiKeyInfo, String), AccountsError> {
+    mint_within(accounts, user, None).await
+}
+
+/// [`mint`], refused ([`AccountsError::KeyLimit`]) when `user` holds
+/// `max_active` live keys: checked in the mint's own compare-and-set when
+/// the accounts are a cluster's.
+pub async fn mint_within(
+    accounts: &dyn Accounts,
+    user: UserId,
+    max_active: Option<usize>,
+) -> Result<(ApiKeyInfo, String), AccountsError> {
     // A collision of 192 random bits does not happen; retrying keeps the
     // code honest about `AlreadyExists` anyway.
     let mut last = AccountsError::AlreadyExists;
     for _ in 0..3 {
         let (secret, prefix) = new_api_key();
-        match accounts.create_api_key(user, secret.hash, prefix).await {
+        match accounts
+            .create_api_key(user, secret.hash, prefix, max_active)
+            .await
+        {
             Ok(info) => return Ok((info, secret.secret)),
             Err(AccountsError::AlreadyExists) => last = AccountsError::AlreadyExists,
             Err(e) => return Err(e),
@@ -121,13 +135,12 @@ pub async fn create_key(
         .iter()
         .filter(|k| k.revoked_at_ms.is_none())
         .count();
+    // The replica's count answers early; across hosts the mint checks again
+    // in its compare-and-set, so racing mints cannot pass together.
     if active >= max {
-        return Err(Problem::new(
-            Kind::KeyLimit,
-            format!("at most {max} active keys per user; revoke one first"),
-        ));
+        return Err(AccountsError::KeyLimit(max).into());
     }
-    let (info, secret) = mint(state.accounts.as_ref(), user).await?;
+    let (info, secret) = mint_within(state.accounts.as_ref(), user, Some(max)).await?;
     Ok((
         StatusCode::CREATED,
         [(header::CACHE_CONTROL, HeaderValue::from_static("no-store"))],

@@ -16,6 +16,7 @@ pub mod admin;
 pub mod auth;
 pub mod campaigns;
 pub mod cluster;
+pub mod counts;
 pub mod faults;
 pub mod gather;
 pub mod inflight;

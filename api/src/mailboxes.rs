@@ -264,6 +264,7 @@ where
         (status = 415, description = "Body is not JSON", body = ProblemBody, content_type = "application/problem+json"),
         (status = 422, description = "`invalid-request` for a bad local part, domain or TTL", body = ProblemBody, content_type = "application/problem+json"),
         (status = 429, description = "Rate limited", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 503, description = "Storage busy; in a cluster, the owner of the new mailbox's partition is down, or a user's mailbox count cannot be checked (NATS unreachable); retry after `Retry-After`", body = ProblemBody, content_type = "application/problem+json"),
     ),
     security((), ("api_key" = []), ("session_token" = [])),
 )]
@@ -350,6 +351,16 @@ pub async fn create(
     let expires_at_ms = engine
         .now_ms()
         .saturating_add(u64::from(ttl).saturating_mul(60_000));
+    reservation.until(expires_at_ms);
+    // In a cluster the plan holds over every host's mailboxes: counted
+    // before the create, given back if it fails (`counts`).
+    let counted_user = match &caller {
+        Caller::User { user, .. } => Some(*user),
+        Caller::Anonymous { .. } | Caller::Session { .. } => None,
+    };
+    if let Some(user) = counted_user {
+        crate::counts::claim(state, user, plan.max_mailboxes, "mailboxes").await?;
+    }
     let attempts = if chosen.is_some() { 1 } else { RANDOM_ATTEMPTS };
     let mut created = Err(CreateMailboxError::AlreadyExists);
     let mut token = None;
@@ -384,7 +395,16 @@ pub async fn create(
             break;
         }
     }
-    let info = created.map_err(Problem::from)?;
+    let info = match created {
+        Ok(info) => info,
+        Err(e) => {
+            drop(reservation);
+            if let Some(user) = counted_user {
+                crate::counts::recount(state, user).await;
+            }
+            return Err(Problem::from(e));
+        }
+    };
     if token.is_some() {
         reservation.record_anonymous(state.quotas(), engine, caller.ip(), info.id);
     } else {
@@ -587,6 +607,10 @@ pub async fn delete_mailbox(
 pub async fn delete(state: &AppState, caller: &Caller, address: &str) -> Result<(), Problem> {
     let mb = authorize_mailbox(state, caller, address)?;
     state.engine.delete_mailbox(mb.id).await?;
+    // The slot is free across the cluster before the delete answers.
+    if let Owner::User(user) = mb.owner {
+        crate::counts::recount(state, user).await;
+    }
     Ok(())
 }
 

@@ -56,10 +56,19 @@ impl QuotaKey {
     }
 }
 
+/// A creation in flight.
+#[derive(Default)]
+struct Pending {
+    /// The address being attempted.
+    attempt: Option<Address>,
+    /// When the mailbox it creates would expire (0 until known).
+    until_ms: u64,
+}
+
 #[derive(Default)]
 struct Inner {
-    /// Creations in flight per key: ticket → the address being attempted.
-    pending: HashMap<QuotaKey, HashMap<u64, Option<Address>>>,
+    /// Creations in flight per key: ticket → what it attempts.
+    pending: HashMap<QuotaKey, HashMap<u64, Pending>>,
     anonymous: HashMap<IpAddr, Vec<MailboxId>>,
     next_ticket: u64,
 }
@@ -137,7 +146,7 @@ impl Quotas {
         let in_flight = inner.pending.get(&key).map_or(0, |tickets| {
             tickets
                 .values()
-                .filter(|attempt| !attempt.as_ref().is_some_and(|a| owned.contains(a)))
+                .filter(|p| !p.attempt.as_ref().is_some_and(|a| owned.contains(a)))
                 .count()
         });
         let used = live.saturating_add(u32::try_from(in_flight).unwrap_or(u32::MAX));
@@ -150,12 +159,51 @@ impl Quotas {
             .pending
             .entry(key.clone())
             .or_default()
-            .insert(ticket, None);
+            .insert(ticket, Pending::default());
         Ok(Reservation {
             inner: Arc::clone(&self.inner),
             key,
             ticket,
         })
+    }
+
+    /// `user`'s live mailboxes and campaigns that `counted` keeps, plus its
+    /// creations in flight (each counted once, as in [`Quotas::reserve`]),
+    /// and when the last of them expires: this host's truth for the
+    /// cluster's count (`crate::counts`). `counted` picks mailboxes only:
+    /// campaigns live on the host that made them and never move.
+    pub fn used(
+        &self,
+        engine: &Engine,
+        user: uncorreo_engine::UserId,
+        counted: impl Fn(&Address) -> bool,
+    ) -> (u32, u64) {
+        let inner = self.inner.lock();
+        let owner = Owner::User(user);
+        let mut until = 0u64;
+        let mut owned = Vec::new();
+        for m in engine.mailboxes_owned_by(&owner) {
+            if counted(&m.address) {
+                until = until.max(m.expires_at_ms);
+                owned.push(m.address);
+            }
+        }
+        for c in engine.campaigns_owned_by(&owner) {
+            if let Some(a) = campaign_quota_address(c.id) {
+                until = until.max(c.expires_at_ms);
+                owned.push(a);
+            }
+        }
+        let key = QuotaKey::owner(&owner);
+        let mut in_flight = 0u32;
+        for p in inner.pending.get(&key).into_iter().flat_map(|t| t.values()) {
+            if !p.attempt.as_ref().is_some_and(|a| owned.contains(a)) {
+                in_flight = in_flight.saturating_add(1);
+                until = until.max(p.until_ms);
+            }
+        }
+        let live = u32::try_from(owned.len()).unwrap_or(u32::MAX);
+        (live.saturating_add(in_flight), until)
     }
 
     /// Forget clients none of whose mailboxes is live when the map is full,
@@ -185,7 +233,20 @@ impl Reservation {
             .get_mut(&self.key)
             .and_then(|tickets| tickets.get_mut(&self.ticket))
         {
-            *attempt = Some(address.clone());
+            attempt.attempt = Some(address.clone());
+        }
+    }
+
+    /// Note when the mailbox this reservation creates would expire, so the
+    /// cluster's count of it ([`Quotas::used`]) can say how long it lasts.
+    pub fn until(&self, until_ms: u64) {
+        let mut inner = self.inner.lock();
+        if let Some(pending) = inner
+            .pending
+            .get_mut(&self.key)
+            .and_then(|tickets| tickets.get_mut(&self.ticket))
+        {
+            pending.until_ms = until_ms;
         }
     }
 

@@ -7,6 +7,11 @@
 //!   compare-and-set, so two hosts never give out the same id. Ids start
 //!   above [`ID_BASE`]: a host's own (single-host) users count from 1 and
 //!   can never be mistaken for a cluster user.
+//! - Two per-user records hold limits across hosts by compare-and-set:
+//!   `mailboxes.<user>`, each host's count of the user's live mailboxes
+//!   ([`MailboxCounts`]), and `keyslots.<user>`, the user's key mints in
+//!   flight ([`KeySlots`]), so `max_mailboxes` and `max_api_keys_per_user`
+//!   hold across the cluster and not per host.
 //! - An API key is stored only as its SHA-256 (hex).
 //! - Reads ([`AccountsReplica::key_by_hash`], …) are the replica's: no
 //!   round trip. While NATS is unreachable they answer from the last
@@ -48,6 +53,49 @@ pub const CATCH_UP_LIMIT: Duration = Duration::from_secs(1);
 
 /// How long apart the watch is re-opened after NATS dropped it.
 const REWATCH_AFTER: Duration = Duration::from_millis(250);
+
+/// One host's count of one user's live mailboxes, in `mailboxes.<user>`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostCount {
+    /// Live mailboxes (and creations in flight) of the user on the host.
+    pub n: u32,
+    /// When the last of them expires (ms since epoch): past it, the count
+    /// is stale and nobody counts it, so a host that never comes back
+    /// cannot hold a user's slots past its mailboxes' own lives.
+    pub until_ms: u64,
+}
+
+/// `mailboxes.<user>`: each host's [`HostCount`], by node id. Each host
+/// writes only its own entry, always to the truth of its own engine; the
+/// limit is checked on the sum, by compare-and-set on the whole record.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MailboxCounts {
+    /// Node id → its count; a host with none has no entry.
+    pub hosts: BTreeMap<String, HostCount>,
+}
+
+impl MailboxCounts {
+    /// The live mailboxes counted on hosts other than `node` at `now_ms`.
+    pub fn others(&self, node: &str, now_ms: u64) -> u32 {
+        self.hosts
+            .iter()
+            .filter(|(host, count)| host.as_str() != node && count.until_ms > now_ms)
+            .fold(0u32, |sum, (_, count)| sum.saturating_add(count.n))
+    }
+}
+
+/// `keyslots.<user>`: key ids whose mint passed the limit and whose
+/// `key.<id>` may not be in every replica yet, with when (ms since epoch).
+/// A mint counts the user's live keys in the replica plus these, and adds
+/// its own by compare-and-set, so two hosts can never both take the last
+/// slot. An entry goes at the next mint once its key is in the replica, or
+/// once it is older than the mint's bound ([`AccountsReplica::pending_for`]):
+/// a mint that crashed after taking its slot gives it back then.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeySlots {
+    /// Key id → when its mint took the slot.
+    pub pending: BTreeMap<u64, u64>,
+}
 
 /// A plan subscription as stored.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -111,6 +159,9 @@ pub enum AccountsError {
     /// A stored value does not decode (written by something else).
     #[error("a stored account value does not decode: {0}")]
     Corrupt(String),
+    /// The user holds as many live keys as the limit allows.
+    #[error("the user holds the most keys allowed")]
+    KeyLimit,
 }
 
 impl From<CasError> for AccountsError {
@@ -139,6 +190,7 @@ struct Replica {
     keys: BTreeMap<u64, KeyRecord>,
     by_hash: HashMap<[u8; 32], u64>,
     by_user: HashMap<u64, BTreeSet<u64>>,
+    mailboxes: HashMap<u64, MailboxCounts>,
 }
 
 impl Replica {
@@ -154,6 +206,19 @@ impl Replica {
                 Some(_) => tracing::error!(key, "an accounts value does not decode; ignored"),
                 None => {
                     self.users.remove(&id);
+                }
+            }
+        } else if let Some(id) = key
+            .strip_prefix("mailboxes.")
+            .and_then(|s| s.parse::<u64>().ok())
+        {
+            match value.map(serde_json::from_slice::<MailboxCounts>) {
+                Some(Ok(counts)) => {
+                    self.mailboxes.insert(id, counts);
+                }
+                Some(Err(_)) => tracing::error!(key, "an accounts value does not decode; ignored"),
+                None => {
+                    self.mailboxes.remove(&id);
                 }
             }
         } else if let Some(id) = key.strip_prefix("key.").and_then(|s| s.parse::<u64>().ok()) {
@@ -201,6 +266,9 @@ pub struct AccountsReplica {
     replica: RwLock<Replica>,
     applied: watch::Sender<u64>,
     timeout: Duration,
+    /// Test hook (`hold_watch_for_tests`): whether the watch is held, and
+    /// how many catch-ups wait.
+    hold: watch::Sender<(bool, u32)>,
 }
 
 impl std::fmt::Debug for AccountsReplica {
@@ -234,11 +302,13 @@ impl AccountsReplica {
             .state
             .last_sequence;
         let (applied, _) = watch::channel(0);
+        let (hold, _) = watch::channel((false, 0));
         let replica = Arc::new(AccountsReplica {
             bucket,
             replica: RwLock::new(Replica::default()),
             applied,
             timeout,
+            hold,
         });
         let mut watch = replica
             .bucket
@@ -278,6 +348,10 @@ impl AccountsReplica {
             };
             if let Some(mut watch) = watch {
                 while let Some(Ok(entry)) = watch.next().await {
+                    if self.hold.borrow().0 {
+                        let mut hold = self.hold.subscribe();
+                        let _ = hold.wait_for(|(held, waiting)| !held || *waiting > 0).await;
+                    }
                     self.apply(&entry);
                 }
                 tracing::warn!("the accounts watch ended; re-opening it");
@@ -297,6 +371,15 @@ impl AccountsReplica {
             *applied = (*applied).max(entry.revision);
             newer
         });
+    }
+
+    /// Test hook: while `held`, the watch applies a change only while a
+    /// [`Self::catch_up`] waits for it, so a test can tell a check that
+    /// catches up from one that takes the replica as it is (the watch is
+    /// otherwise faster than any client). Not for production use.
+    #[doc(hidden)]
+    pub fn hold_watch_for_tests(&self, held: bool) {
+        self.hold.send_modify(|(h, _)| *h = held);
     }
 
     /// The last bucket revision this replica applied.
@@ -389,13 +472,19 @@ impl AccountsReplica {
         .await
     }
 
-    /// Stores a new key of `user` (who must exist).
+    /// Stores a new key of `user` (who must exist). With `max_active`,
+    /// refuses ([`AccountsError::KeyLimit`]) when the user already holds
+    /// that many live keys, counted across the cluster: the replica's live
+    /// keys (caught up with the bucket first) plus the mints other hosts
+    /// have in flight, whose slots are taken by compare-and-set on
+    /// `keyslots.<user>` ([`KeySlots`]) before the key is written.
     pub async fn create_key(
         &self,
         user: u64,
         hash: [u8; 32],
         prefix: String,
         now_ms: u64,
+        max_active: Option<usize>,
     ) -> Result<KeyRecord, AccountsError> {
         if self.user(user).is_none() {
             return Err(AccountsError::NotFound);
@@ -404,6 +493,11 @@ impl AccountsReplica {
             return Err(AccountsError::AlreadyExists);
         }
         let id = self.allocate("next.key").await?;
+        let slot_taken = std::time::Instant::now();
+        if let Some(max) = max_active {
+            self.catch_up().await?;
+            self.take_key_slot(user, id, now_ms, max).await?;
+        }
         let key = KeyRecord {
             id,
             user,
@@ -412,12 +506,172 @@ impl AccountsReplica {
             created_at_ms: now_ms,
             revoked_at_ms: None,
         };
-        let revision = self
+        // Past half the slot's life the key is not written: another host
+        // may drop the slot as abandoned once it is older than
+        // `pending_for`, and a key written after that would be one too many.
+        if max_active.is_some() && slot_taken.elapsed() > self.pending_for() / 2 {
+            self.give_back_key_slot(user, id).await;
+            return Err(AccountsError::Unavailable(
+                "the key slot was taken too long ago".to_owned(),
+            ));
+        }
+        let revision = match self
             .bucket
             .create(&format!("key.{id}"), encode(&key)?)
-            .await?;
+            .await
+        {
+            Ok(revision) => revision,
+            Err(e) => {
+                if max_active.is_some() {
+                    self.give_back_key_slot(user, id).await;
+                }
+                return Err(e.into());
+            }
+        };
         self.until_applied(revision).await?;
         Ok(key)
+    }
+
+    /// Drops the slot of a mint whose key was not written, at once rather
+    /// than when it ages out. Best effort: if NATS does not answer, the
+    /// slot ages out (`pending_for`). A key that was written after all (the
+    /// answer was lost) is counted through the replica anyway.
+    async fn give_back_key_slot(&self, user: u64, id: u64) {
+        let name = format!("keyslots.{user}");
+        for _ in 0..CAS_TRIES {
+            let Ok(Some(current)) = self.bucket.get(&name).await else {
+                return;
+            };
+            let Ok(mut slots) = decode::<KeySlots>(&current.value) else {
+                return;
+            };
+            if slots.pending.remove(&id).is_none() {
+                return;
+            }
+            let Ok(value) = encode(&slots) else { return };
+            match self.bucket.update(&name, value, current.revision).await {
+                Err(CasError::Conflict) => continue,
+                Ok(_) | Err(CasError::Unavailable(_)) => return,
+            }
+        }
+    }
+
+    /// How long a key slot without its key counts before a mint drops it
+    /// (a mint that crashed between the two writes): longer than a mint
+    /// takes, each of its requests being bounded by the request timeout,
+    /// with room for the hosts' clocks to differ.
+    pub fn pending_for(&self) -> Duration {
+        self.timeout.saturating_mul(4).max(Duration::from_secs(60))
+    }
+
+    async fn take_key_slot(
+        &self,
+        user: u64,
+        id: u64,
+        now_ms: u64,
+        max: usize,
+    ) -> Result<(), AccountsError> {
+        let name = format!("keyslots.{user}");
+        let pending_ms = u64::try_from(self.pending_for().as_millis()).unwrap_or(u64::MAX);
+        for _ in 0..CAS_TRIES {
+            let current = self.bucket.get(&name).await.map_err(unavailable)?;
+            let mut slots: KeySlots = match &current {
+                Some(current) => decode(&current.value)?,
+                None => KeySlots::default(),
+            };
+            let live: BTreeSet<u64> = self
+                .keys_of(user)
+                .into_iter()
+                .filter(|k| k.revoked_at_ms.is_none())
+                .map(|k| k.id)
+                .collect();
+            // A slot whose key is in the replica is counted there (or was
+            // revoked); an old one without its key was abandoned.
+            slots.pending.retain(|key, at| {
+                self.key(*key).is_none() && now_ms.saturating_sub(*at) < pending_ms
+            });
+            if live.len() + slots.pending.len() >= max {
+                return Err(AccountsError::KeyLimit);
+            }
+            slots.pending.insert(id, now_ms);
+            let written = match current {
+                Some(current) => {
+                    self.bucket
+                        .update(&name, encode(&slots)?, current.revision)
+                        .await
+                }
+                None => self.bucket.create(&name, encode(&slots)?).await,
+            };
+            match written {
+                Ok(_) => return Ok(()),
+                Err(CasError::Conflict) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(AccountsError::Contended)
+    }
+
+    /// The user's mailbox counts as this replica last saw them.
+    pub fn mailbox_counts(&self, user: u64) -> Option<MailboxCounts> {
+        self.replica.read().mailboxes.get(&user).cloned()
+    }
+
+    /// Users with an entry for `node` in their mailbox counts, and the entry.
+    pub fn counted_on(&self, node: &str) -> Vec<(u64, HostCount)> {
+        let replica = self.replica.read();
+        replica
+            .mailboxes
+            .iter()
+            .filter_map(|(user, counts)| counts.hosts.get(node).map(|c| (*user, *c)))
+            .collect()
+    }
+
+    /// Sets `node`'s entry in `user`'s mailbox counts to `count`, by
+    /// compare-and-set. With `max`, only if the sum over every host with a
+    /// live count stays at most `max` (else `Ok(false)`, nothing written):
+    /// two hosts creating the user's last mailbox at once cannot both pass.
+    pub async fn set_mailbox_count(
+        &self,
+        user: u64,
+        node: &str,
+        count: HostCount,
+        max: Option<u32>,
+        now_ms: u64,
+    ) -> Result<bool, AccountsError> {
+        let name = format!("mailboxes.{user}");
+        for _ in 0..CAS_TRIES {
+            let current = self.bucket.get(&name).await.map_err(unavailable)?;
+            let mut counts: MailboxCounts = match &current {
+                Some(current) => decode(&current.value)?,
+                None => MailboxCounts::default(),
+            };
+            if max.is_some_and(|max| counts.others(node, now_ms).saturating_add(count.n) > max) {
+                return Ok(false);
+            }
+            let old = counts.hosts.get(node).copied();
+            if count.n == 0 {
+                counts.hosts.remove(node);
+            } else {
+                counts.hosts.insert(node.to_owned(), count);
+            }
+            if old == counts.hosts.get(node).copied() {
+                return Ok(true);
+            }
+            let written = match current {
+                Some(current) => {
+                    self.bucket
+                        .update(&name, encode(&counts)?, current.revision)
+                        .await
+                }
+                None => self.bucket.create(&name, encode(&counts)?).await,
+            };
+            match written {
+                Ok(_) => return Ok(true),
+                Err(CasError::Conflict) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(AccountsError::Contended)
     }
 
     /// Revokes a key (idempotent: the first time stays).
@@ -505,6 +759,8 @@ impl AccountsReplica {
     /// in all (it runs before refusing an unknown key, so a flood of
     /// made-up keys while NATS is away costs each request at most that).
     pub async fn catch_up(&self) -> Result<(), AccountsError> {
+        self.hold.send_modify(|(_, waiting)| *waiting += 1);
+        let _waiting = scopeguard_waiting(&self.hold);
         let catch_up = async {
             let last = self
                 .bucket
@@ -533,6 +789,18 @@ impl AccountsReplica {
             .map_err(|_| AccountsError::Unavailable("the replica stopped".into()))?;
         Ok(())
     }
+}
+
+/// Counts a catch-up out of the test hold when it ends, however it ends.
+fn scopeguard_waiting(hold: &watch::Sender<(bool, u32)>) -> impl Drop + '_ {
+    struct Waiting<'a>(&'a watch::Sender<(bool, u32)>);
+    impl Drop for Waiting<'_> {
+        fn drop(&mut self) {
+            self.0
+                .send_modify(|(_, waiting)| *waiting = waiting.saturating_sub(1));
+        }
+    }
+    Waiting(hold)
 }
 
 fn unavailable(error: crate::store::ReadError) -> AccountsError {

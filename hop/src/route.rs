@@ -129,6 +129,28 @@ impl Cluster {
         partition_of(address, self.partitions)
     }
 
+    /// Whether a mailbox at `address` counts in this host's share of its
+    /// owner's `max_mailboxes` (the cluster's count, `uncorreo_api::counts`):
+    /// its partition is served here, or is being moved away from here. The
+    /// copies a handover left behind are not counted, so a moved mailbox
+    /// counts on one host once both have recounted.
+    pub fn counts_here(&self, address: &str) -> bool {
+        let partition = self.partition(address);
+        self.served.serves(partition, Instant::now()) || self.served.moving(partition)
+    }
+
+    /// A digest of the partitions whose mailboxes [`Self::counts_here`]
+    /// counts now: when it changes (a partition moved here or away), the
+    /// counts of this host are recounted. 1,024 atomic loads.
+    pub fn counted_partitions_digest(&self) -> u64 {
+        let now = Instant::now();
+        (0..self.partitions.get())
+            .filter(|&p| self.served.serves(Partition(p), now) || self.served.moving(Partition(p)))
+            .fold(0xcbf2_9ce4_8422_2325u64, |h, p| {
+                (h ^ u64::from(p)).wrapping_mul(0x0100_0000_01b3)
+            })
+    }
+
     /// Where `rcpt` (as written, `box+tag@domain`) is served. A campaign
     /// address is always local: campaigns live on the host that made them.
     pub async fn place(&self, rcpt: &str) -> Placement {

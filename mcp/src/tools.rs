@@ -177,14 +177,17 @@ impl Session {
     }
 
     /// The caller of this request: the HTTP request's credential and client
-    /// address, through the same authentication and rate limits as REST.
-    fn caller(&self, context: &RequestContext<RoleServer>) -> Result<Caller, Failure> {
+    /// address, through the same authentication and rate limits as REST
+    /// (an API key this host does not know yet lets the accounts catch up
+    /// first, so a key minted on another host a moment ago works here).
+    async fn caller(&self, context: &RequestContext<RoleServer>) -> Result<Caller, Failure> {
         let parts = context
             .extensions
             .get::<axum::http::request::Parts>()
             .ok_or_else(|| ErrorData::internal_error("request without HTTP context", None))?;
         let ip = uncorreo_api::auth::client_ip(self.state(), parts);
         let credential = Credential::from_headers(&parts.headers)?;
+        uncorreo_api::auth::catch_up_for(self.state(), &credential).await;
         Ok(Caller::authenticate(self.state(), credential, ip)?)
     }
 
@@ -1183,7 +1186,7 @@ impl ServerHandler for Session {
             .ok_or_else(|| args::invalid("name", format!("there is no tool {name:?}")))?;
         let a = request.arguments;
         let outcome = async {
-            let caller = self.caller(&context)?;
+            let caller = self.caller(&context).await?;
             match name {
                 "create_mailbox" => {
                     self.create_mailbox(&caller, &context, args::parse(&schema, a)?)

@@ -103,6 +103,12 @@ pub struct Shared {
     /// the cluster's accounts replica instead of this host's engine. Set
     /// once at start; unset, keys are the engine's (one host).
     pub key_user: std::sync::OnceLock<KeyUser>,
+    /// With `[cluster]`: waits (bounded) until the accounts replica has
+    /// every change made anywhere before the call, so `AUTH` with a key
+    /// minted on another host a moment ago is not refused here. Run only
+    /// for a key [`Shared::key_user`] does not know, as an `.await` of the
+    /// session (never blocking the core's thread). Unset on one host.
+    pub key_catch_up: std::sync::OnceLock<KeyCatchUp>,
     active: AtomicUsize,
     per_ip: Mutex<HashMap<IpAddr, usize>>,
     ids: AtomicU64,
@@ -112,6 +118,10 @@ pub struct Shared {
 /// The user a live API key (by its SHA-256) stands for, if any: not
 /// revoked, user not disabled.
 pub type KeyUser = Arc<dyn Fn(&[u8; 32]) -> Option<uncorreo_engine::UserId> + Send + Sync>;
+
+/// See [`Shared::key_catch_up`].
+pub type KeyCatchUp =
+    Arc<dyn Fn() -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> + Send + Sync>;
 
 impl Shared {
     /// Build from an open engine and settings, with a budget of bytes in
@@ -176,6 +186,7 @@ impl Shared {
         };
         Ok(Arc::new(Self {
             key_user: std::sync::OnceLock::new(),
+            key_catch_up: std::sync::OnceLock::new(),
             engine,
             max_message_bytes,
             tls,

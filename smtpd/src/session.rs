@@ -591,7 +591,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             }
         };
         let owner = match mode {
-            AuthMode::Keys => match self.owner_of(&credentials) {
+            AuthMode::Keys => match self.owner_of(&credentials).await {
                 Some(owner) => Some(owner),
                 None => {
                     let failures = self
@@ -617,7 +617,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     /// API key (any user name), or a session token with its mailbox's
     /// address as the user name — so checking one costs two lookups, never
     /// a scan of every mailbox.
-    fn owner_of(&self, credentials: &Credentials) -> Option<Owner> {
+    ///
+    /// In a cluster, a key the accounts replica does not know first lets it
+    /// catch up (one NATS round trip, bounded), awaited like any other I/O
+    /// of the session, so a key minted on another host a moment ago works.
+    async fn owner_of(&self, credentials: &Credentials) -> Option<Owner> {
         if credentials.password.is_empty() || credentials.password.len() > auth::MAX_RESPONSE {
             return None;
         }
@@ -627,6 +631,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             if let Some(user) = key_user(&hash) {
                 return Some(Owner::User(user));
             }
+            // A session token is not an accounts key: look for its mailbox
+            // first, and only then ask the cluster about an unknown key.
+            if let Some(owner) = Self::token_owner(engine, credentials, &hash) {
+                return Some(owner);
+            }
+            if let Some(catch_up) = self.shared.key_catch_up.get() {
+                catch_up().await;
+                return key_user(&hash).map(Owner::User);
+            }
+            return None;
         } else if let Some(key) = engine
             .api_key_by_hash(&hash)
             .filter(|k| k.revoked_at_ms.is_none())
@@ -636,10 +650,20 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         {
             return engine.user(key.user).map(|u| Owner::User(u.id));
         }
+        Self::token_owner(engine, credentials, &hash)
+    }
+
+    /// The anonymous owner whose session token is the password, with its
+    /// mailbox's address as the user name.
+    fn token_owner(
+        engine: &uncorreo_engine::Engine,
+        credentials: &Credentials,
+        hash: &[u8; 32],
+    ) -> Option<Owner> {
         let address = Address::parse(&credentials.username).ok()?;
         let mailbox = engine.mailbox(&address)?;
         match mailbox.owner {
-            Owner::Anonymous { token_hash } if bool::from(token_hash.ct_eq(&hash)) => {
+            Owner::Anonymous { token_hash } if bool::from(token_hash.ct_eq(hash)) => {
                 Some(mailbox.owner)
             }
             _ => None,

@@ -26,8 +26,13 @@ pub(crate) struct Split {
     pub(crate) b: Appliance,
 }
 
-pub(crate) fn start(data: &std::path::Path, cluster: uncorreo::config::ClusterConfig) -> Appliance {
+pub(crate) fn start(
+    data: &std::path::Path,
+    cluster: uncorreo::config::ClusterConfig,
+    tweak: fn(&mut uncorreo::Config),
+) -> Appliance {
     let mut config = test_config(data);
+    tweak(&mut config);
     config.cluster = Some(cluster);
     crate::realtime::no_rate_limits(&mut config);
     // SMTP AUTH with API keys, in the clear on loopback (the TLS side of
@@ -47,6 +52,11 @@ pub(crate) fn owned_by_a(partition: Partition) -> bool {
 
 impl Split {
     pub(crate) fn start() -> Split {
+        Split::start_with(|_| {})
+    }
+
+    /// Both hosts with `tweak` applied to their configuration.
+    fn start_with(tweak: fn(&mut uncorreo::Config)) -> Split {
         let nats = NatsServer::start();
         // b's homes are set before a claims the free ones.
         tokio::runtime::Builder::new_current_thread()
@@ -77,8 +87,8 @@ impl Split {
             hop_timeout_secs: 3,
             ..hop_member(&nats, node, secret.path())
         };
-        let a = start(data_a.path(), member("a"));
-        let b = start(data_b.path(), member("b"));
+        let a = start(data_a.path(), member("a"), tweak);
+        let b = start(data_b.path(), member("b"), tweak);
         assert!(
             eventually(Duration::from_secs(30), || served(&a) == half()
                 && served(&b) == half()),
@@ -400,6 +410,17 @@ fn without_nats_keys_are_still_checked_and_account_changes_answer_503() {
         let answer = call(host, reqwest::Method::POST, "/api/v1/keys", &key, None);
         assert_eq!(answer.status(), 503);
         assert!(answer.headers().contains_key("retry-after"));
+        // A user's mailbox is counted across hosts in NATS: not created
+        // without it, whichever host owns the partition.
+        let answer = call(
+            host,
+            reqwest::Method::POST,
+            "/api/v1/mailboxes",
+            &key,
+            Some(json!({ "local_part": local_part("nonats", owned_by_a) })),
+        );
+        assert_eq!(answer.status(), 503);
+        assert!(answer.headers().contains_key("retry-after"));
     }
     let answer = split.admin(
         &split.b,
@@ -483,4 +504,344 @@ fn mcp_with_a_key_on_b_reads_and_deletes_a_mailbox_a_owns_and_hides_another_user
     assert_eq!(status(&split.a, reqwest::Method::GET, &path, &mine), 404);
     let path = format!("/api/v1/mailboxes/{foreign}");
     assert_eq!(status(&split.a, reqwest::Method::GET, &path, &theirs), 200);
+}
+
+/// A `free` plan of two mailboxes and three keys per user, on both hosts.
+fn small_limits(config: &mut uncorreo::Config) {
+    config.plans.0.insert(
+        "free".into(),
+        uncorreo_api::Plan {
+            max_mailboxes: 2,
+            max_messages_per_mailbox: 10,
+            max_ttl_minutes: 60,
+            requests_per_minute: 1_000_000,
+        },
+    );
+    config.limits.max_api_keys_per_user = 3;
+}
+
+/// `POST /api/v1/mailboxes` through `host`: the status and the body.
+fn try_create(host: &Appliance, key: &str, local: &str) -> (u16, String) {
+    let answer = call(
+        host,
+        reqwest::Method::POST,
+        "/api/v1/mailboxes",
+        key,
+        Some(json!({ "local_part": local })),
+    );
+    (answer.status().as_u16(), answer.text().expect("body"))
+}
+
+/// This host's entry in `user`'s mailbox counts, read from NATS itself.
+fn count_in_nats(split: &Split, user: u64, node: &str) -> u32 {
+    crate::support::block_on(async {
+        let bucket = uncorreo_cluster::nats::NatsBucket::open(
+            split.nats.url(),
+            uncorreo_cluster::accounts::ACCOUNTS_BUCKET,
+            None,
+            Duration::from_secs(2),
+        )
+        .await
+        .expect("bucket");
+        use uncorreo_cluster::store::CasBucket;
+        let value = bucket
+            .get(&format!("mailboxes.{user}"))
+            .await
+            .expect("read");
+        value.map_or(0, |v| {
+            let counts: uncorreo_cluster::accounts::MailboxCounts =
+                serde_json::from_slice(&v.value).expect("counts");
+            counts.hosts.get(node).map_or(0, |c| c.n)
+        })
+    })
+}
+
+fn assert_mailbox_limit(answer: (u16, String)) {
+    assert_eq!(answer.0, 403, "{}", answer.1);
+    assert!(answer.1.contains("mailbox-limit"), "{}", answer.1);
+}
+
+/// `max_mailboxes` is the user's across the cluster, not per host: one
+/// mailbox on each host uses a plan of two, wherever the third is asked
+/// for; a delete (on the other host, through the hop) frees the slot at
+/// once, a mailbox the count did not see is counted at the owner's next
+/// recount, and one expiring on its owner frees its slot.
+#[test]
+fn max_mailboxes_holds_across_hosts_and_an_ended_mailbox_frees_its_slot() {
+    let split = Split::start_with(small_limits);
+    let (user, key) = split.user_on(&split.a);
+    let on_a = create_mailbox(&split.a, &key, &local_part("quotaa", owned_by_a));
+    let on_b = create_mailbox(&split.a, &key, &local_part("quotab", |p| !owned_by_a(p)));
+    assert_mailbox_limit(try_create(
+        &split.a,
+        &key,
+        &local_part("quotac", owned_by_a),
+    ));
+    assert_mailbox_limit(try_create(
+        &split.b,
+        &key,
+        &local_part("quotad", |p| !owned_by_a(p)),
+    ));
+    assert_mailbox_limit(try_create(
+        &split.b,
+        &key,
+        &local_part("quotae", owned_by_a),
+    ));
+
+    // Deleted through a on b, its owner: free before the delete answered.
+    let path = format!("/api/v1/mailboxes/{on_b}");
+    assert_eq!(status(&split.a, reqwest::Method::DELETE, &path, &key), 204);
+    let again = create_mailbox(&split.b, &key, &local_part("quotaf", owned_by_a));
+    assert_mailbox_limit(try_create(
+        &split.b,
+        &key,
+        &local_part("quotag", |p| !owned_by_a(p)),
+    ));
+    let path = format!("/api/v1/mailboxes/{again}");
+    assert_eq!(status(&split.b, reqwest::Method::DELETE, &path, &key), 204);
+
+    // A mailbox of the user made on b behind the count's back (as a crash
+    // between the count and the create would leave it, the other way
+    // round), which expires soon.
+    let expiring = local_part("quotah", |p| !owned_by_a(p));
+    let engine = split.b.engine.clone();
+    let expires_at_ms = engine.now_ms() + 1_500;
+    crate::support::block_on(engine.create_mailbox(uncorreo_engine::NewMailbox {
+        address: uncorreo_engine::Address::from_parts(&expiring, DOMAIN).expect("address"),
+        owner: uncorreo_engine::Owner::User(uncorreo_engine::UserId(user)),
+        expires_at_ms,
+        max_messages: 10,
+    }))
+    .expect("created on b");
+    // Any mailbox ending on b wakes its recount.
+    let other = crate::support::block_on(engine.create_mailbox(uncorreo_engine::NewMailbox {
+        address: uncorreo_engine::Address::from_parts("quota-other", DOMAIN).expect("address"),
+        owner: uncorreo_engine::Owner::Anonymous {
+            token_hash: [7; 32],
+        },
+        expires_at_ms: engine.now_ms() + 60_000,
+        max_messages: 10,
+    }))
+    .expect("created on b");
+    crate::support::block_on(engine.delete_mailbox(other.id)).expect("deleted");
+    assert!(
+        eventually(Duration::from_secs(10), || count_in_nats(&split, user, "b")
+            == 1),
+        "b recounts the mailbox it holds"
+    );
+    assert_mailbox_limit(try_create(
+        &split.a,
+        &key,
+        &local_part("quotai", owned_by_a),
+    ));
+
+    // It expires on b, its owner: the slot is free on a.
+    assert!(eventually(Duration::from_secs(10), || engine.now_ms() > expires_at_ms));
+    engine.compact_now().expect("expiry pass");
+    assert!(
+        eventually(Duration::from_secs(10), || count_in_nats(&split, user, "b")
+            == 0),
+        "b recounts after the expiry"
+    );
+    create_mailbox(&split.a, &key, &local_part("quotaj", owned_by_a));
+    assert_mailbox_limit(try_create(
+        &split.b,
+        &key,
+        &local_part("quotak", |p| !owned_by_a(p)),
+    ));
+    assert_eq!(count_in_nats(&split, user, "a"), 2, "{on_a} and quotaj");
+}
+
+/// `max_api_keys_per_user` is exact across hosts: mints racing on a and b
+/// take the free slots and not one more (`403 key-limit`), and a revoked
+/// key's slot is free again.
+#[test]
+fn concurrent_key_mints_on_a_and_b_never_pass_the_limit() {
+    let split = Split::start_with(small_limits);
+    let (_, first) = split.user_on(&split.a);
+    let barrier = std::sync::Barrier::new(8);
+    let answers: Vec<(u16, String)> = std::thread::scope(|scope| {
+        let threads: Vec<_> = (0..8)
+            .map(|i| {
+                let (host, first, barrier) = (
+                    if i % 2 == 0 { &split.a } else { &split.b },
+                    &first,
+                    &barrier,
+                );
+                scope.spawn(move || {
+                    barrier.wait();
+                    let answer = call(host, reqwest::Method::POST, "/api/v1/keys", first, None);
+                    (answer.status().as_u16(), answer.text().expect("body"))
+                })
+            })
+            .collect();
+        threads
+            .into_iter()
+            .map(|t| t.join().expect("thread"))
+            .collect()
+    });
+    let minted: Vec<Value> = answers
+        .iter()
+        .filter(|(code, _)| *code == 201)
+        .map(|(_, body)| serde_json::from_str(body).expect("json"))
+        .collect();
+    assert_eq!(minted.len(), 2, "{answers:?}");
+    for (code, body) in answers.iter().filter(|(code, _)| *code != 201) {
+        assert_eq!(*code, 403, "{body}");
+        assert!(body.contains("key-limit"), "{body}");
+    }
+    for host in [&split.a, &split.b] {
+        let listed: Value = call(host, reqwest::Method::GET, "/api/v1/keys", &first, None)
+            .json()
+            .expect("json");
+        assert_eq!(
+            listed["keys"].as_array().expect("keys").len(),
+            3,
+            "{listed}"
+        );
+    }
+    let id = minted[0]["id"].as_u64().expect("id");
+    let path = format!("/api/v1/keys/{id}");
+    assert_eq!(
+        status(&split.b, reqwest::Method::DELETE, &path, &first),
+        204
+    );
+    mint(&split.a, &first);
+    let answer = call(
+        &split.b,
+        reqwest::Method::POST,
+        "/api/v1/keys",
+        &first,
+        None,
+    );
+    assert_eq!(answer.status(), 403);
+}
+
+/// The answer to JSON-RPC request `id` in an MCP response body (SSE or JSON).
+fn mcp_answer(body: &str, id: u64) -> Value {
+    body.lines()
+        .filter_map(|l| l.strip_prefix("data:"))
+        .map(str::trim)
+        .chain(std::iter::once(body.trim()))
+        .filter_map(|c| serde_json::from_str::<Value>(c).ok())
+        .find(|v| v["id"] == id)
+        .unwrap_or_else(|| panic!("no answer to {id} in {body:?}"))
+}
+
+/// MCP's `list_mailboxes` on `host` with `key`, in a fresh session: the
+/// JSON-RPC answer.
+fn mcp_list_mailboxes(host: &Appliance, key: &str) -> Value {
+    let client = http();
+    let url = format!("http://{}/mcp", host.http_addr);
+    let post = |session: Option<&str>, key: Option<&str>, body: Value| {
+        let mut request = client
+            .post(&url)
+            .header("accept", "application/json, text/event-stream")
+            .json(&body);
+        if let Some(session) = session {
+            request = request.header("mcp-session-id", session);
+        }
+        if let Some(key) = key {
+            request = request.bearer_auth(key);
+        }
+        request.send().expect("POST /mcp")
+    };
+    let init = post(
+        None,
+        None,
+        json!({"jsonrpc": "2.0", "id": 1, "method": "initialize",
+               "params": {"protocolVersion": "2025-06-18", "capabilities": {},
+                          "clientInfo": {"name": "raw", "version": "0"}}}),
+    );
+    let session = init
+        .headers()
+        .get("mcp-session-id")
+        .and_then(|v| v.to_str().ok())
+        .expect("session id")
+        .to_owned();
+    drop(init.text());
+    drop(post(
+        Some(&session),
+        None,
+        json!({"jsonrpc": "2.0", "method": "notifications/initialized"}),
+    ));
+    let body = post(
+        Some(&session),
+        Some(key),
+        json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call",
+               "params": {"name": "list_mailboxes", "arguments": {}}}),
+    )
+    .text()
+    .expect("body");
+    mcp_answer(&body, 2)
+}
+
+/// A key minted on b works at a straight after the mint, for SMTP `AUTH`
+/// and for MCP, as for REST: a's accounts watch is held (it applies a
+/// change only while a catch-up waits), so only a check that catches up
+/// on an unknown key can know it.
+#[test]
+fn a_key_minted_on_b_is_taken_at_once_by_smtp_auth_and_mcp_on_a() {
+    let split = Split::start();
+    let (_, first) = split.user_on(&split.b);
+    split.a.hold_accounts_watch_for_tests(true);
+    let (_, key) = mint(&split.b, &first);
+    assert_eq!(smtp_auth(&split.a, &key), "235");
+    let (_, key) = mint(&split.b, &first);
+    let answer = mcp_list_mailboxes(&split.a, &key);
+    assert!(
+        answer["result"]["isError"] != true
+            && answer["result"]["structuredContent"]["mailboxes"].is_array(),
+        "{answer}"
+    );
+    // An unknown key is still refused, after its catch-up.
+    assert_eq!(
+        smtp_auth(&split.a, "uct_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"),
+        "535"
+    );
+    split.a.hold_accounts_watch_for_tests(false);
+}
+
+/// A handover moves a user's mailboxes' count with them: after A leaves
+/// to B, A counts none of the copies it keeps and B counts them all (each
+/// recounts when the partitions it serves change), so the plan is neither
+/// doubled nor lost.
+#[test]
+fn a_handover_moves_the_mailbox_count_without_counting_twice() {
+    let split = Split::start_with(small_limits);
+    let (user, key) = split.user_on(&split.a);
+    let first = create_mailbox(&split.a, &key, &local_part("movea", owned_by_a));
+    create_mailbox(&split.b, &key, &local_part("moveb", owned_by_a));
+    assert_eq!(count_in_nats(&split, user, "a"), 2);
+    let answer = uncorreo_api::operator::call(
+        &split.a.admin_socket,
+        &uncorreo_api::operator::Envelope {
+            operator: "test".to_owned(),
+            request: uncorreo_api::admin::AdminRequest::ClusterLeave {
+                to: Some("b".to_owned()),
+            },
+        },
+    )
+    .expect("the operator socket answers");
+    assert!(
+        matches!(answer, uncorreo_api::operator::Answer::Ok { .. }),
+        "{answer:?}"
+    );
+    assert!(
+        eventually(Duration::from_secs(30), || count_in_nats(&split, user, "a")
+            == 0
+            && count_in_nats(&split, user, "b") == 2),
+        "a {} b {}",
+        count_in_nats(&split, user, "a"),
+        count_in_nats(&split, user, "b")
+    );
+    assert_mailbox_limit(try_create(&split.a, &key, &local_part("movec", owned_by_a)));
+    assert_mailbox_limit(try_create(
+        &split.b,
+        &key,
+        &local_part("moved", |p| !owned_by_a(p)),
+    ));
+    let path = format!("/api/v1/mailboxes/{first}");
+    assert_eq!(status(&split.a, reqwest::Method::DELETE, &path, &key), 204);
+    create_mailbox(&split.a, &key, &local_part("movee", owned_by_a));
 }

@@ -168,6 +168,7 @@ fn a_home_that_stopped_makes_the_listing_503_until_it_returns() {
             hop_timeout_secs: 3,
             ..hop_member(&nats, "b", secret.path())
         },
+        |_| {},
     );
     assert!(
         eventually(Duration::from_secs(30), || list(&a, &key, "").status()
