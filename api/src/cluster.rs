@@ -177,14 +177,5 @@ fn creation_address(state: &AppState, body: &[u8]) -> Option<(String, bytes::Byt
 /// The headers of a request that travel with it to the owner (the
 /// caller's credential among them).
 pub(crate) fn end_to_end_headers(headers: &axum::http::HeaderMap) -> Vec<(String, String)> {
-    headers
-        .iter()
-        .filter(|(name, _)| uncorreo_hop::server::end_to_end(name.as_str()))
-        .filter_map(|(name, value)| {
-            value
-                .to_str()
-                .ok()
-                .map(|value| (name.as_str().to_owned(), value.to_owned()))
-        })
-        .collect()
+    uncorreo_hop::server::end_to_end_pairs(headers)
 }

@@ -59,17 +59,7 @@ pub async fn gather(
     let local = cluster.member_only();
     let envelope = MemberEnvelope {
         path: path_and_query.to_owned(),
-        headers: parts
-            .headers
-            .iter()
-            .filter(|(name, _)| uncorreo_hop::server::end_to_end(name.as_str()))
-            .filter_map(|(name, value)| {
-                value
-                    .to_str()
-                    .ok()
-                    .map(|value| (name.as_str().to_owned(), value.to_owned()))
-            })
-            .collect(),
+        headers: crate::cluster::end_to_end_headers(&parts.headers),
         node: String::new(),
         client: crate::auth::client_ip(state, parts),
     };

@@ -499,6 +499,37 @@ pub fn end_to_end(name: &str) -> bool {
     )
 }
 
+/// The end-to-end headers of `headers` as text pairs (a value that is not
+/// text is left out): what travels with a request or an answer over the hop.
+pub fn end_to_end_pairs(headers: &hyper::HeaderMap) -> Vec<(String, String)> {
+    headers
+        .iter()
+        .filter(|(name, _)| end_to_end(name.as_str()))
+        .filter_map(|(name, value)| {
+            value
+                .to_str()
+                .ok()
+                .map(|value| (name.as_str().to_owned(), value.to_owned()))
+        })
+        .collect()
+}
+
+/// Append the end-to-end ones of `pairs` to `headers` (a name or value
+/// that is not valid is left out).
+fn append_end_to_end(headers: &mut hyper::HeaderMap, pairs: &[(String, String)]) {
+    for (name, value) in pairs {
+        if !end_to_end(name) {
+            continue;
+        }
+        if let (Ok(name), Ok(value)) = (
+            hyper::header::HeaderName::from_bytes(name.as_bytes()),
+            hyper::header::HeaderValue::from_str(value),
+        ) {
+            headers.append(name, value);
+        }
+    }
+}
+
 async fn proxied(server: &HopServer, body: Bytes) -> Response<Full<Bytes>> {
     let Some((envelope, body)) = unframe::<HttpEnvelope>(body) else {
         return problem(StatusCode::UNPROCESSABLE_ENTITY, "not a proxied request");
@@ -531,31 +562,11 @@ async fn proxied(server: &HopServer, body: Bytes) -> Response<Full<Bytes>> {
         return problem(StatusCode::UNPROCESSABLE_ENTITY, "bad path");
     };
     *request.uri_mut() = uri;
-    for (name, value) in &envelope.headers {
-        if !end_to_end(name) {
-            continue;
-        }
-        if let (Ok(name), Ok(value)) = (
-            hyper::header::HeaderName::from_bytes(name.as_bytes()),
-            hyper::header::HeaderValue::from_str(value),
-        ) {
-            request.headers_mut().append(name, value);
-        }
-    }
+    append_end_to_end(request.headers_mut(), &envelope.headers);
     let answer = local.call(request, envelope.client).await;
     let head = HttpAnswerHead {
         status: answer.status().as_u16(),
-        headers: answer
-            .headers()
-            .iter()
-            .filter(|(name, _)| end_to_end(name.as_str()))
-            .filter_map(|(name, value)| {
-                value
-                    .to_str()
-                    .ok()
-                    .map(|value| (name.as_str().to_owned(), value.to_owned()))
-            })
-            .collect(),
+        headers: end_to_end_pairs(answer.headers()),
     };
     let mut response = Response::new(Full::new(Bytes::from(frame(&head, answer.body()))));
     *response.status_mut() = StatusCode::OK;
@@ -587,34 +598,14 @@ async fn member(server: &HopServer, body: Bytes) -> Response<Full<Bytes>> {
     };
     let mut request = Request::new(Bytes::new());
     *request.uri_mut() = uri;
-    for (name, value) in &envelope.headers {
-        if !end_to_end(name) {
-            continue;
-        }
-        if let (Ok(name), Ok(value)) = (
-            hyper::header::HeaderName::from_bytes(name.as_bytes()),
-            hyper::header::HeaderValue::from_str(value),
-        ) {
-            request.headers_mut().append(name, value);
-        }
-    }
+    append_end_to_end(request.headers_mut(), &envelope.headers);
     let only = MemberOnly::now(&server.served, server.partitions);
     let served = only.partitions();
     request.extensions_mut().insert(only);
     let answer = local.call(request, envelope.client).await;
     let head = MemberAnswerHead {
         status: answer.status().as_u16(),
-        headers: answer
-            .headers()
-            .iter()
-            .filter(|(name, _)| end_to_end(name.as_str()))
-            .filter_map(|(name, value)| {
-                value
-                    .to_str()
-                    .ok()
-                    .map(|value| (name.as_str().to_owned(), value.to_owned()))
-            })
-            .collect(),
+        headers: end_to_end_pairs(answer.headers()),
         served,
     };
     let mut response = Response::new(Full::new(Bytes::from(frame(&head, answer.body()))));
