@@ -166,10 +166,7 @@ fn hand_over(sh: &Shared, summary: MessageSummary, cmds: Vec<(usize, Cmd)>) {
         }
         if let Err(refused) = send::<DeliverError>(sh, shard, cmd) {
             if let (Cmd::Deliver { reply, retry, .. }, e) = *refused {
-                // The dedupe key is let go before the caller hears. The
-                // caller may have given up; nothing more to tell.
-                drop(retry);
-                let _ = reply.send(Err(e));
+                retry::answer_delivery(reply, retry, Err(e));
             }
         }
     }

@@ -201,9 +201,7 @@ impl Cmd {
     pub(crate) fn fail(self, e: BatchFailure) {
         match self {
             Cmd::Deliver { reply, retry, .. } => {
-                // The dedupe key is let go before the caller hears.
-                drop(retry);
-                drop(reply.send(Err(e.into())));
+                crate::retry::answer_delivery(reply, retry, Err(e.into()))
             }
             Cmd::CreateMailbox { reply, .. } => drop(reply.send(Err(e.into()))),
             Cmd::DeleteMailbox { reply, .. }

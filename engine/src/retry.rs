@@ -204,6 +204,20 @@ impl Drop for PendingKey {
     }
 }
 
+/// Answer a delivery with `result`, letting go of `hold` first (the part
+/// of the command that holds a [`PendingKey`], if any): a retry sent the
+/// moment the caller hears must never find the key still pending. Every
+/// answer to a delivery goes through here. (The caller may have given up:
+/// nothing more to tell then.)
+pub(crate) fn answer_delivery<T, H>(
+    reply: crate::cmd::Reply<T, crate::error::DeliverError>,
+    hold: H,
+    result: Result<T, crate::error::DeliverError>,
+) {
+    drop(hold);
+    drop(reply.send(result));
+}
+
 /// What a writer is given with a part of a keyed delivery: the key, and
 /// the dedupe key the part settles, if the delivery has one.
 pub(crate) type PartKey = (DeliveryKey, Option<Arc<PendingKey>>);

@@ -95,12 +95,7 @@ pub(super) enum Ack {
 impl Ack {
     pub(super) fn fail(self, e: BatchFailure) {
         match self {
-            Ack::Deliver(r, _, part) => {
-                // Let go of the dedupe key before the caller hears: a retry
-                // sent the moment it is answered must not find it held.
-                drop(part);
-                drop(r.send(Err(e.into())));
-            }
+            Ack::Deliver(r, _, part) => crate::retry::answer_delivery(r, part, Err(e.into())),
             Ack::Mailbox(r, _) => drop(r.send(Err(e.into()))),
             Ack::Unit(r) => drop(r.send(Err(e.into()))),
             Ack::User(r, _) => drop(r.send(Err(e.into()))),
@@ -111,10 +106,7 @@ impl Ack {
     }
     pub(super) fn ok(self) {
         match self {
-            Ack::Deliver(r, v, part) => {
-                drop(part);
-                drop(r.send(Ok(v)));
-            }
+            Ack::Deliver(r, v, part) => crate::retry::answer_delivery(r, part, Ok(v)),
             Ack::Mailbox(r, v) => drop(r.send(Ok(v))),
             Ack::Unit(r) => drop(r.send(Ok(()))),
             Ack::User(r, v) => drop(r.send(Ok(v))),

@@ -159,8 +159,7 @@ impl Writer {
             .unwrap_or(0);
         if largest > codec::MAX_PAYLOAD {
             let limit = self.shared.config.max_message_bytes;
-            drop(retry);
-            drop(reply.send(Err(DeliverError::TooLarge { limit })));
+            crate::retry::answer_delivery(reply, retry, Err(DeliverError::TooLarge { limit }));
             return;
         }
         let now = self.shared.clock.now_ms();
