@@ -176,12 +176,22 @@ pub(crate) fn local_part(tag: &str, wanted: impl Fn(Partition) -> bool) -> Strin
 
 /// Creates `local@DOMAIN` through `host` with `key`; returns the address.
 pub(crate) fn create_mailbox(host: &Appliance, key: &str, local: &str) -> String {
+    create_mailbox_from(host, key, json!({ "local_part": local }))
+}
+
+/// Creates a mailbox with a random local part through `host` with `key`:
+/// its address.
+pub(crate) fn create_random_mailbox(host: &Appliance, key: &str) -> String {
+    create_mailbox_from(host, key, json!({}))
+}
+
+fn create_mailbox_from(host: &Appliance, key: &str, request: Value) -> String {
     let answer = call(
         host,
         reqwest::Method::POST,
         "/api/v1/mailboxes",
         key,
-        Some(json!({ "local_part": local })),
+        Some(request),
     );
     assert_eq!(answer.status(), 201, "{:?}", answer.text());
     let body: Value = answer.json().expect("json");

@@ -18,7 +18,9 @@ use serde_json::{json, Value};
 use uncorreo::Appliance;
 
 use crate::cluster::{eventually, http, mailbox_on, stored_ids, Pair};
-use crate::cluster_accounts::{create_mailbox, local_part, owned_by_a, Split};
+use crate::cluster_accounts::{
+    create_mailbox, create_random_mailbox, local_part, owned_by_a, Split,
+};
 use crate::support::{code, Raw};
 
 fn basic(password: &str) -> String {
@@ -261,17 +263,7 @@ fn a_mailpit_client_on_b_runs_its_flow_on_a_mailbox_a_owns_with_the_session_toke
 fn an_api_key_on_b_reads_marks_tags_and_deletes_messages_a_owns_by_id() {
     let pair = Pair::start();
     let key = user_key(&pair);
-    let created = http()
-        .post(format!("http://{}/api/v1/mailboxes", pair.b.http_addr))
-        .bearer_auth(&key)
-        .json(&json!({}))
-        .send()
-        .expect("create");
-    assert_eq!(created.status(), 201);
-    let address = created.json::<Value>().expect("json")["address"]
-        .as_str()
-        .expect("address")
-        .to_owned();
+    let address = create_random_mailbox(&pair.b, &key);
     let first = mail(pair.b.smtp_addr, &address, "keyed one");
     let second = mail(pair.b.smtp_addr, &address, "keyed two");
     let b = &pair.b;
@@ -522,17 +514,7 @@ fn the_npm_mailpit_api_client_on_b_runs_its_flow_on_mailboxes_a_keeps() {
     let pair = Pair::start();
     let (address, token) = mailbox_on(&pair.b);
     let key = user_key(&pair);
-    let created = http()
-        .post(format!("http://{}/api/v1/mailboxes", pair.b.http_addr))
-        .bearer_auth(&key)
-        .json(&json!({}))
-        .send()
-        .expect("create");
-    assert_eq!(created.status(), 201);
-    let keyed = created.json::<Value>().expect("json")["address"]
-        .as_str()
-        .expect("address")
-        .to_owned();
+    let keyed = create_random_mailbox(&pair.b, &key);
     let key_message = mail(pair.b.smtp_addr, &keyed, "for the key");
     let out = std::process::Command::new("node")
         .arg("cluster.mjs")
