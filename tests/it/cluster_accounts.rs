@@ -623,15 +623,20 @@ fn max_mailboxes_holds_across_hosts_and_an_ended_mailbox_frees_its_slot() {
         max_messages: 10,
     }))
     .expect("created on b");
-    // Any mailbox ending on b wakes its recount.
-    let other = crate::support::block_on(engine.create_mailbox(uncorreo_engine::NewMailbox {
-        address: uncorreo_engine::Address::from_parts("quota-other", DOMAIN).expect("address"),
-        owner: uncorreo_engine::Owner::Anonymous {
-            token_hash: [7; 32],
-        },
-        expires_at_ms: engine.now_ms() + 60_000,
-        max_messages: 10,
-    }))
+    // Another of the user's mailboxes ending on b (also made behind the
+    // count's back) recounts the user there at once.
+    let other = crate::support::block_on(
+        engine.create_mailbox(uncorreo_engine::NewMailbox {
+            address: uncorreo_engine::Address::from_parts(
+                &local_part("quotao", |p| !owned_by_a(p)),
+                DOMAIN,
+            )
+            .expect("address"),
+            owner: uncorreo_engine::Owner::User(uncorreo_engine::UserId(user)),
+            expires_at_ms: engine.now_ms() + 60_000,
+            max_messages: 10,
+        }),
+    )
     .expect("created on b");
     crate::support::block_on(engine.delete_mailbox(other.id)).expect("deleted");
     assert!(
