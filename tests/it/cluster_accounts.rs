@@ -56,7 +56,7 @@ impl Split {
     }
 
     /// Both hosts with `tweak` applied to their configuration.
-    fn start_with(tweak: fn(&mut uncorreo::Config)) -> Split {
+    pub(crate) fn start_with(tweak: fn(&mut uncorreo::Config)) -> Split {
         let nats = NatsServer::start();
         // b's homes are set before a claims the free ones.
         tokio::runtime::Builder::new_current_thread()
