@@ -9,6 +9,11 @@
 //! `POST /api/v1/mailboxes`, whose address is chosen here (the random local
 //! part too) so the mailbox is created by the owner of its partition. No
 //! live owner: `503` with `Retry-After`.
+//!
+//! A body for another host is read once the owner is known, under this
+//! host's budget of bytes in flight (held until the owner answered; `503`
+//! with `Retry-After` when it cannot take it, `front_end="routed"`); one
+//! for this host streams to its handler as on one host.
 
 use axum::body::Body;
 use axum::extract::{Request, State};
@@ -18,6 +23,7 @@ use axum::response::{IntoResponse, Response};
 use uncorreo_hop::wire::{HttpAnswerHead, HttpEnvelope};
 use uncorreo_hop::Placement;
 
+use crate::inflight::{self, BodyError, FrontEnd};
 use crate::problem::{Kind, Problem};
 use crate::AppState;
 
@@ -44,34 +50,33 @@ pub async fn route_to_owner(
         return next.run(request).await;
     }
     let (mut parts, body) = request.into_parts();
-    let max_message = state.engine.config().max_message_bytes;
-    let limit = if create {
-        state.limits().json_body_bytes
-    } else {
-        max_message.saturating_add(1 << 16)
-    };
-    let Ok(bytes) = axum::body::to_bytes(body, limit).await else {
-        return Problem::new(Kind::PayloadTooLarge, "the request body is too large")
-            .into_response();
-    };
-    let (address, bytes) = match named {
-        Some(address) => (address, bytes),
-        None => match creation_address(&state, &bytes) {
-            Some((address, rewritten)) => {
-                // The body is now JSON whatever it was (an empty body is allowed).
-                parts.headers.insert(
-                    axum::http::header::CONTENT_TYPE,
-                    HeaderValue::from_static("application/json"),
-                );
-                (address, rewritten)
+    // The body of a named route is read only once the owner is known: here
+    // it streams to the handler as on one host, and for another host it is
+    // read under the budget of bytes in flight, as the owner reads it.
+    let (address, body) = match named {
+        Some(address) => (address, Unread(body)),
+        None => {
+            let limit = state.limits().json_body_bytes;
+            let Ok(bytes) = axum::body::to_bytes(body, limit).await else {
+                return too_large();
+            };
+            match creation_address(&state, &bytes) {
+                Some((address, rewritten)) => {
+                    // The body is now JSON whatever it was (an empty body is allowed).
+                    parts.headers.insert(
+                        axum::http::header::CONTENT_TYPE,
+                        HeaderValue::from_static("application/json"),
+                    );
+                    (address, Read(rewritten))
+                }
+                // Not an object: the handler here says what is wrong with it.
+                None => {
+                    return next
+                        .run(Request::from_parts(parts, Body::from(bytes)))
+                        .await
+                }
             }
-            // Not an object: the handler here says what is wrong with it.
-            None => {
-                return next
-                    .run(Request::from_parts(parts, Body::from(bytes)))
-                    .await
-            }
-        },
+        }
     };
     let owner = match cluster.place(&address).await {
         Placement::Local => {
@@ -80,12 +85,25 @@ pub async fn route_to_owner(
             let Ok(_admitted) = cluster.admit(&address) else {
                 return unavailable();
             };
-            return next
-                .run(Request::from_parts(parts, Body::from(bytes)))
-                .await;
+            return next.run(Request::from_parts(parts, body.into())).await;
         }
         Placement::Unavailable => return unavailable(),
         Placement::Remote(owner) => owner,
+    };
+    let max_message = state.engine.config().max_message_bytes;
+    // Held until the owner answered: the bytes live until then.
+    let (bytes, _permit) = match body {
+        Read(bytes) => (bytes, None),
+        Unread(stream) => {
+            let limit = max_message.saturating_add(1 << 16);
+            match inflight::read(state.budget(), &parts.headers, stream, limit).await {
+                Ok((bytes, permit)) => (bytes, Some(permit)),
+                Err(BodyError::OverBudget(_)) => {
+                    return inflight::refused_unread(FrontEnd::Routed).into_response()
+                }
+                Err(BodyError::TooLarge | BodyError::Unreadable) => return too_large(),
+            }
+        }
     };
     let client = crate::auth::client_ip(&state, &parts);
     let envelope = HttpEnvelope {
@@ -105,6 +123,27 @@ pub async fn route_to_owner(
         Ok((head, body)) => owner_answer(head, body),
         Err(_) => unavailable(),
     }
+}
+
+/// A routed request's body: still streaming, or already read (a creation,
+/// whose address comes from it).
+enum RoutedBody {
+    Unread(Body),
+    Read(bytes::Bytes),
+}
+use RoutedBody::{Read, Unread};
+
+impl From<RoutedBody> for Body {
+    fn from(body: RoutedBody) -> Self {
+        match body {
+            Unread(stream) => stream,
+            Read(bytes) => Body::from(bytes),
+        }
+    }
+}
+
+fn too_large() -> Response {
+    Problem::new(Kind::PayloadTooLarge, "the request body is too large").into_response()
 }
 
 /// The owner's answer to a proxied request, as it gave it.

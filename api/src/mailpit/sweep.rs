@@ -150,9 +150,7 @@ pub(super) async fn latest(
         return MailpitError::not_found().into_response();
     };
     match cluster.place_partition(partition).await {
-        Placement::Local => {
-            route::run_here(cluster, partition, named, bytes::Bytes::new(), next).await
-        }
+        Placement::Local => route::run_here(cluster, partition, named, Body::empty(), next).await,
         Placement::Unavailable => route::unavailable(),
         Placement::Remote(owner) => {
             route::proxy(state, cluster, &owner, partition, &named, &[]).await
