@@ -505,6 +505,39 @@ fn the_owner_runs_a_request_named_by_partition_only_if_it_serves_that_partition(
     assert_eq!(status(mine), 200);
     assert_eq!(status(theirs), 409, "a does not serve b's partition");
     assert_eq!(status(crate::cluster::PARTITIONS), 422, "no such partition");
+
+    // A share of IDs named by a partition a serves, with an ID of b's: the
+    // hop admits the partition named, a's Mailpit layer each partition of
+    // the IDs, and refuses the share (`503`) before any of it is written.
+    let id_of = |partition: u16| {
+        let mailbox = (u64::from(partition) << uncorreo_engine::MAILBOX_ID_PREFIX_SHIFT) | 1;
+        format!("{mailbox:x}-1")
+    };
+    let write = |ids: Vec<String>| {
+        let envelope = HttpEnvelope {
+            method: "PUT".to_owned(),
+            path: "/mailpit/api/v1/messages".to_owned(),
+            headers: vec![
+                ("authorization".to_owned(), basic(&key)),
+                ("content-type".to_owned(), "application/json".to_owned()),
+            ],
+            address: String::new(),
+            partition: Some(mine),
+            node: "a".to_owned(),
+            client: "127.0.0.1".parse().expect("ip"),
+        };
+        let body = frame(
+            &envelope,
+            &serde_json::to_vec(&json!({"IDs": ids, "Read": true})).expect("json"),
+        );
+        let signed = secret.sign("POST", HTTP_PATH, crate::cluster::now(), &body);
+        crate::cluster::hop_exchange(hop, HTTP_PATH, Some(&signed), &body)
+    };
+    // a's own (missing) message: its handler's `404`.
+    let answer = write(vec![id_of(mine)]);
+    assert!(answer.contains(r#""status":404"#), "{answer}");
+    let answer = write(vec![id_of(mine), id_of(theirs)]);
+    assert!(answer.contains(r#""status":503"#), "{answer}");
 }
 
 #[test]
