@@ -101,7 +101,7 @@ fn a_mailpit_events_socket_at_b_with_the_token_of_a_mailbox_a_keeps_gets_its_fra
     let pair = Pair::start();
     let (address, token) = mailbox_on(&pair.b);
     let (other, _) = mailbox_on(&pair.b);
-    crate::realtime::rt().block_on(async {
+    let id = crate::realtime::rt().block_on(async {
         let mut ws = events_at(&pair.b, &token).await;
         // Another mailbox's message first: never on this socket.
         mail(pair.a().smtp_addr, &other, "not this instance");
@@ -115,19 +115,20 @@ fn a_mailpit_events_socket_at_b_with_the_token_of_a_mailbox_a_keeps_gets_its_fra
             next_new(&mut ws).await,
             (id.clone(), "sent at b".to_owned(), address.clone())
         );
-        // The owner's summary route answers over the hop only.
-        for host in [&pair.b, pair.a()] {
-            let answer = http()
-                .get(format!(
-                    "http://{}/mailpit/internal/summary/{id}",
-                    host.http_addr
-                ))
-                .header("authorization", basic(&token))
-                .send()
-                .expect("request");
-            assert_eq!(answer.status(), 404);
-        }
+        id
     });
+    // The owner's summary route answers over the hop only.
+    for host in [&pair.b, pair.a()] {
+        let answer = http()
+            .get(format!(
+                "http://{}/mailpit/internal/summary/{id}",
+                host.http_addr
+            ))
+            .header("authorization", basic(&token))
+            .send()
+            .expect("request");
+        assert_eq!(answer.status(), 404);
+    }
     // A token that opens nothing is refused at b as at a.
     let forged = format!("{}x", &token[..token.len() - 1]);
     let answer = http()
