@@ -106,6 +106,10 @@ pub async fn scope(state: &AppState, parts: &mut Parts) -> Result<Scope, Mailpit
             return Err(refused(head.status));
         }
         let list: MailboxList = serde_json::from_slice(&body).map_err(|_| unavailable())?;
+        if list.mailboxes.is_empty() {
+            // As here: a session token that opens no mailbox is not a credential.
+            return Err(refused(401));
+        }
         return Ok(Scope {
             local: None,
             remote: list
