@@ -241,10 +241,11 @@ pub fn bind(
 /// The hop server's bounds from the configuration.
 pub fn limits(engine: &Engine, config: &ClusterConfig) -> HopLimits {
     HopLimits {
-        max_body_bytes: engine
-            .config()
-            .max_message_bytes
-            .saturating_add(ENVELOPE_ROOM),
+        // A Mailpit send's JSON is the largest body that travels.
+        max_body_bytes: uncorreo_api::mailpit::send::max_request_bytes(
+            engine.config().max_message_bytes,
+        )
+        .saturating_add(ENVELOPE_ROOM),
         max_connections: config.hop_max_connections,
         header_timeout: Duration::from_secs(10),
     }

@@ -165,8 +165,9 @@ impl Appliance {
         let mut hop_leave = None;
         let mut cluster_events = None;
         let mut cluster_accounts = None;
-        // Wakes the recount of mailboxes across hosts when one ends here.
-        let recount = Arc::new(tokio::sync::Notify::new());
+        // The owners of mailboxes that ended here, for their counts across
+        // hosts.
+        let recount = Arc::new(uncorreo_api::counts::Ended::default());
         if let (Some(cluster), Some(mut member)) = (&config.cluster, cluster_member) {
             let bound = cluster::bind(cluster)?;
             let secret = match bound {
@@ -210,10 +211,10 @@ impl Appliance {
                     uncorreo_engine::Tapped::Committed(event) => {
                         announcer.announce(event.address.to_string(), event.id.seq)
                     }
-                    uncorreo_engine::Tapped::Closed(address) => {
+                    uncorreo_engine::Tapped::Closed(address, owner) => {
                         announcer.announce_gone(address.to_string());
                         // Its owner's count across hosts (`counts`).
-                        ended.notify_one();
+                        ended.note(owner);
                     }
                 }));
                 cluster_route = Some(Arc::new(uncorreo_hop::Cluster::new(

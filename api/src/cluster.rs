@@ -11,6 +11,11 @@
 //! `GET /api/v1/mailboxes` with a session token whose prefix names another
 //! host's partition (`ust_<p>_…`: its one mailbox lives there). No live
 //! owner: `503` with `Retry-After`.
+//!
+//! A body for another host is read once the owner is known, under this
+//! host's budget of bytes in flight (held until the owner answered; `503`
+//! with `Retry-After` when it cannot take it, `front_end="routed"`); one
+//! for this host streams to its handler as on one host.
 
 use axum::body::Body;
 use axum::extract::{Request, State};
@@ -20,6 +25,7 @@ use axum::response::{IntoResponse, Response};
 use uncorreo_hop::wire::{HttpAnswerHead, HttpEnvelope};
 use uncorreo_hop::Placement;
 
+use crate::inflight::{self, BodyError, FrontEnd};
 use crate::problem::{Kind, Problem};
 use crate::AppState;
 
@@ -49,34 +55,33 @@ pub async fn route_to_owner(
         return next.run(request).await;
     }
     let (mut parts, body) = request.into_parts();
-    let max_message = state.engine.config().max_message_bytes;
-    let limit = if create {
-        state.limits().json_body_bytes
-    } else {
-        max_message.saturating_add(1 << 16)
-    };
-    let Ok(bytes) = axum::body::to_bytes(body, limit).await else {
-        return Problem::new(Kind::PayloadTooLarge, "the request body is too large")
-            .into_response();
-    };
-    let (address, bytes) = match named {
-        Some(address) => (address, bytes),
-        None => match creation_address(&state, &bytes) {
-            Some((address, rewritten)) => {
-                // The body is now JSON whatever it was (an empty body is allowed).
-                parts.headers.insert(
-                    axum::http::header::CONTENT_TYPE,
-                    HeaderValue::from_static("application/json"),
-                );
-                (address, rewritten)
+    // The body of a named route is read only once the owner is known: here
+    // it streams to the handler as on one host, and for another host it is
+    // read under the budget of bytes in flight, as the owner reads it.
+    let (address, body) = match named {
+        Some(address) => (address, Unread(body)),
+        None => {
+            let limit = state.limits().json_body_bytes;
+            let Ok(bytes) = axum::body::to_bytes(body, limit).await else {
+                return too_large();
+            };
+            match creation_address(&state, &bytes) {
+                Some((address, rewritten)) => {
+                    // The body is now JSON whatever it was (an empty body is allowed).
+                    parts.headers.insert(
+                        axum::http::header::CONTENT_TYPE,
+                        HeaderValue::from_static("application/json"),
+                    );
+                    (address, Read(rewritten))
+                }
+                // Not an object: the handler here says what is wrong with it.
+                None => {
+                    return next
+                        .run(Request::from_parts(parts, Body::from(bytes)))
+                        .await
+                }
             }
-            // Not an object: the handler here says what is wrong with it.
-            None => {
-                return next
-                    .run(Request::from_parts(parts, Body::from(bytes)))
-                    .await
-            }
-        },
+        }
     };
     let owner = match cluster.place(&address).await {
         Placement::Local => {
@@ -85,12 +90,25 @@ pub async fn route_to_owner(
             let Ok(_admitted) = cluster.admit(&address) else {
                 return unavailable();
             };
-            return next
-                .run(Request::from_parts(parts, Body::from(bytes)))
-                .await;
+            return next.run(Request::from_parts(parts, body.into())).await;
         }
         Placement::Unavailable => return unavailable(),
         Placement::Remote(owner) => owner,
+    };
+    let max_message = state.engine.config().max_message_bytes;
+    // Held until the owner answered: the bytes live until then.
+    let (bytes, _permit) = match body {
+        Read(bytes) => (bytes, None),
+        Unread(stream) => {
+            let limit = max_message.saturating_add(1 << 16);
+            match inflight::read(state.budget(), &parts.headers, stream, limit).await {
+                Ok((bytes, permit)) => (bytes, Some(permit)),
+                Err(BodyError::OverBudget(_)) => {
+                    return inflight::refused_unread(FrontEnd::Routed).into_response()
+                }
+                Err(BodyError::TooLarge | BodyError::Unreadable) => return too_large(),
+            }
+        }
     };
     let client = crate::auth::client_ip(&state, &parts);
     let envelope = HttpEnvelope {
@@ -127,7 +145,7 @@ fn token_listing(request: &Request) -> Option<u16> {
 }
 
 /// A session token's listing, run by the owner of the partition its
-/// prefix names (elsewhere the token opens nothing: an empty list).
+/// prefix names (no other host knows the token).
 async fn list_on_token_owner(
     state: &AppState,
     cluster: &uncorreo_hop::Cluster,
@@ -166,6 +184,27 @@ async fn list_on_token_owner(
         Ok((head, body)) => owner_answer(head, body),
         Err(_) => unavailable(),
     }
+}
+
+/// A routed request's body: still streaming, or already read (a creation,
+/// whose address comes from it).
+enum RoutedBody {
+    Unread(Body),
+    Read(bytes::Bytes),
+}
+use RoutedBody::{Read, Unread};
+
+impl From<RoutedBody> for Body {
+    fn from(body: RoutedBody) -> Self {
+        match body {
+            Unread(stream) => stream,
+            Read(bytes) => Body::from(bytes),
+        }
+    }
+}
+
+fn too_large() -> Response {
+    Problem::new(Kind::PayloadTooLarge, "the request body is too large").into_response()
 }
 
 /// The owner's answer to a proxied request, as it gave it.

@@ -19,18 +19,21 @@
 //! its campaigns, and its creations in flight), so any write repairs every
 //! earlier mistake of that host. A crash between step 2 and the create
 //! leaves one slot too many until that host's next write for the user:
-//! [`run`] recounts every user at start, whenever a mailbox ends here
-//! (deleted, expired), when the partitions it serves change (a handover)
-//! and every [`RECOUNT_EVERY`]. A host that never comes
+//! [`run`] recounts every user at start, when the partitions it serves
+//! change (a handover) and every [`RECOUNT_EVERY`], and the owner of a
+//! mailbox that ended here (deleted, expired) as soon as it ended
+//! ([`Ended`]: that user only, so an expiry sweep of many mailboxes costs
+//! a recount of their owners, not of every user each time). A host that never comes
 //! back cannot hold slots either: each count carries when its last mailbox
 //! expires, and past that nobody counts it.
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
-use uncorreo_engine::{Address, UserId};
+use uncorreo_engine::{Address, Owner, UserId};
 
 use crate::accounts::MailboxCounter;
 use crate::problem::{Kind, Problem};
@@ -110,17 +113,74 @@ pub async fn recount_all(state: &AppState) {
     }
 }
 
+/// Most users [`Ended`] remembers between two recounts; past it the next
+/// recount is of every user (which mends the same counts).
+pub const MAX_ENDED_USERS: usize = 4096;
+
+/// The users whose mailboxes ended here since the last recount: told by
+/// the engine's tap on a writer or compaction thread (which must not
+/// block: one short lock), drained by [`run`].
+#[derive(Default)]
+pub struct Ended {
+    users: parking_lot::Mutex<EndedUsers>,
+    wake: Notify,
+}
+
+#[derive(Default)]
+struct EndedUsers {
+    users: BTreeSet<UserId>,
+    /// More than [`MAX_ENDED_USERS`] ended: recount everyone.
+    overflowed: bool,
+}
+
+/// What the next recount covers.
+#[derive(Debug, PartialEq, Eq)]
+enum Due {
+    Everyone,
+    These(BTreeSet<UserId>),
+}
+
+impl Ended {
+    /// A mailbox of `owner` ended here. An anonymous mailbox counts for
+    /// nobody's plan.
+    pub fn note(&self, owner: &Owner) {
+        let Owner::User(user) = owner else {
+            return;
+        };
+        {
+            let mut ended = self.users.lock();
+            if ended.users.len() < MAX_ENDED_USERS {
+                ended.users.insert(*user);
+            } else if !ended.users.contains(user) {
+                ended.overflowed = true;
+            }
+        }
+        self.wake.notify_one();
+    }
+
+    fn take(&self) -> Due {
+        let mut ended = self.users.lock();
+        let taken = std::mem::take(&mut *ended);
+        if taken.overflowed {
+            Due::Everyone
+        } else {
+            Due::These(taken.users)
+        }
+    }
+}
+
 /// How often the partitions this host counts are looked at: a handover
 /// that moved some here or away is recounted within this.
 const LOOK_EVERY: Duration = Duration::from_secs(1);
 
-/// Recounts at start, on every `wake` (a mailbox ended here), when the
-/// partitions this host serves change (a handover, a lease taken or lost)
-/// and every [`RECOUNT_EVERY`], until `shutdown`. Only in a cluster.
-pub async fn run(state: AppState, wake: Arc<Notify>, shutdown: CancellationToken) {
-    if state.accounts.mailbox_counter().is_none() {
+/// Recounts every user at start, when the partitions this host serves
+/// change (a handover, a lease taken or lost) and every [`RECOUNT_EVERY`];
+/// and the owners in `ended` whenever a mailbox ends here; until
+/// `shutdown`. Only in a cluster.
+pub async fn run(state: AppState, ended: Arc<Ended>, shutdown: CancellationToken) {
+    let Some(counter) = state.accounts.mailbox_counter() else {
         return;
-    }
+    };
     let digest = || {
         state
             .cluster
@@ -129,12 +189,21 @@ pub async fn run(state: AppState, wake: Arc<Notify>, shutdown: CancellationToken
     };
     loop {
         let counted = digest();
+        // Everyone is recounted now: what ended before is in it.
+        ended.take();
         recount_all(&state).await;
         let due = tokio::time::Instant::now() + RECOUNT_EVERY;
         loop {
             tokio::select! {
                 () = shutdown.cancelled() => return,
-                () = wake.notified() => break,
+                () = ended.wake.notified() => match ended.take() {
+                    Due::Everyone => break,
+                    Due::These(users) => {
+                        for user in users {
+                            write(&state, counter, user).await;
+                        }
+                    }
+                },
                 () = tokio::time::sleep_until(due) => break,
                 () = tokio::time::sleep(LOOK_EVERY) => {
                     if digest() != counted {
@@ -143,5 +212,45 @@ pub async fn run(state: AppState, wake: Arc<Notify>, shutdown: CancellationToken
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn user(id: u64) -> Owner {
+        Owner::User(UserId(id))
+    }
+
+    #[test]
+    fn ended_keeps_each_user_once_and_forgets_on_take() {
+        let ended = Ended::default();
+        ended.note(&user(5));
+        ended.note(&user(3));
+        ended.note(&user(5));
+        ended.note(&Owner::Anonymous {
+            token_hash: [1; 32],
+        });
+        assert_eq!(
+            ended.take(),
+            Due::These([UserId(3), UserId(5)].into_iter().collect())
+        );
+        assert_eq!(ended.take(), Due::These(BTreeSet::new()));
+    }
+
+    #[test]
+    fn past_its_bound_ended_asks_for_everyone_once() {
+        let ended = Ended::default();
+        for id in 0..MAX_ENDED_USERS as u64 {
+            ended.note(&user(id));
+        }
+        ended.note(&user(0));
+        assert!(matches!(ended.take(), Due::These(users) if users.len() == MAX_ENDED_USERS));
+        for id in 0..=MAX_ENDED_USERS as u64 {
+            ended.note(&user(id));
+        }
+        assert_eq!(ended.take(), Due::Everyone);
+        assert_eq!(ended.take(), Due::These(BTreeSet::new()));
     }
 }

@@ -1,6 +1,7 @@
 //! Request bodies read under the process-wide budget of bytes in flight
 //! ([`uncorreo_budget`]), for the ingest routes: HTTP send (native and
-//! Mailpit) and the SES webhook. The size declared by `Content-Length` is
+//! Mailpit), the SES webhook, and with `[cluster]` a request's body on its
+//! way to the host that keeps its mailbox. The size declared by `Content-Length` is
 //! reserved before the first byte is read; without one the reservation grows
 //! while reading. What does not fit is refused with `503` and `Retry-After`
 //! (the client keeps the message and retries) and counted in
@@ -30,6 +31,9 @@ pub enum FrontEnd {
     MailpitSend,
     /// `POST /api/v1/ses/inbound`.
     Ses,
+    /// A request with a body for a mailbox another host keeps, read here
+    /// before it goes to the owner (`[cluster]`).
+    Routed,
 }
 
 impl FrontEnd {
@@ -38,6 +42,7 @@ impl FrontEnd {
             Self::HttpSend => "http_send",
             Self::MailpitSend => "mailpit_send",
             Self::Ses => "ses",
+            Self::Routed => "routed",
         }
     }
 }

@@ -164,7 +164,7 @@ fn expire(shared: &Shared, now: u64) {
                     let tap = shared.event_tap.get();
                     if let Some(address) = address {
                         if let Some(tap) = tap {
-                            tap(crate::state::Tapped::Closed(&address));
+                            tap(crate::state::Tapped::Closed(&address, &m.owner));
                         }
                         let t = crate::tombstone::Tombstone {
                             owner: m.owner.clone(),

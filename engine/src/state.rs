@@ -283,9 +283,9 @@ pub(crate) struct Shared {
 pub enum Tapped<'a> {
     /// A message was committed and published.
     Committed(&'a crate::types::Event),
-    /// The mailbox at this address ended (deleted or expired); its
-    /// subscriptions here were closed.
-    Closed(&'a Address),
+    /// The mailbox at this address, of this owner, ended (deleted or
+    /// expired); its subscriptions here were closed.
+    Closed(&'a Address, &'a crate::types::Owner),
 }
 
 /// See [`Shared::event_tap`]. Runs on a writer (or compaction) thread: it

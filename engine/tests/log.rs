@@ -542,9 +542,9 @@ fn a_session_token_finds_its_live_mailbox_only() {
 
 /// The event tap (cluster mode) hears each commit after it is published,
 /// and each mailbox's end by deletion or by expiry reaped in compaction,
-/// with its address.
+/// with its address and owner.
 #[test]
-fn the_event_tap_hears_commits_and_ends_with_their_addresses() {
+fn the_event_tap_hears_commits_and_ends_with_their_addresses_and_owners() {
     let dir = tempfile::tempdir().unwrap();
     let c = clock();
     let e = open(dir.path(), &c);
@@ -553,12 +553,15 @@ fn the_event_tap_hears_commits_and_ends_with_their_addresses() {
     assert!(e.set_event_tap(Arc::new(move |tapped| {
         log.lock().push(match tapped {
             Tapped::Committed(ev) => format!("{}#{}", ev.address, ev.id.seq),
-            Tapped::Closed(address) => format!("{address} ended"),
+            Tapped::Closed(address, owner) => match owner {
+                Owner::Anonymous { token_hash } => format!("{address} of {} ended", token_hash[0]),
+                Owner::User(user) => format!("{address} of user {} ended", user.0),
+            },
         })
     })));
     assert!(!e.set_event_tap(Arc::new(|_| {})), "set once");
     let deleted = mailbox(&e, "del", 10, 3_600_000);
-    mailbox(&e, "exp", 10, 2000);
+    mailbox_of(&e, "exp", 9, 2000, 10).unwrap();
     deliver(&e, &["del@uncorreo.test"], raw(100, 1));
     deliver(&e, &["del@uncorreo.test"], raw(100, 2));
     block_on(e.delete_mailbox(deleted.id)).unwrap();
@@ -569,8 +572,8 @@ fn the_event_tap_hears_commits_and_ends_with_their_addresses() {
         [
             "del@uncorreo.test#1",
             "del@uncorreo.test#2",
-            "del@uncorreo.test ended",
-            "exp@uncorreo.test ended"
+            "del@uncorreo.test of 7 ended",
+            "exp@uncorreo.test of 9 ended"
         ]
     );
 }

@@ -55,8 +55,8 @@ use crate::wire::{
 /// The listener's bounds.
 #[derive(Debug, Clone, Copy)]
 pub struct HopLimits {
-    /// Largest request body: the engine's message limit plus room for the
-    /// envelope.
+    /// Largest request body: the largest request that travels (a
+    /// message, or a Mailpit send's JSON) plus room for the envelope.
     pub max_body_bytes: usize,
     /// Connections open at once; past it a new one gets `503` and is closed.
     pub max_connections: usize,

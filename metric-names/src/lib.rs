@@ -141,7 +141,7 @@ pub const ADMIN_ACTIONS_TOTAL: &str = "uncorreo_admin_actions_total";
 pub const IN_FLIGHT_BYTES: &str = "uncorreo_in_flight_bytes";
 /// The budget of bytes in flight ([memory] in_flight_bytes).
 pub const IN_FLIGHT_LIMIT_BYTES: &str = "uncorreo_in_flight_limit_bytes";
-/// Bodies refused because the budget of bytes in flight was spent, by front end (smtp, ses, http_send, mailpit_send).
+/// Bodies refused because the budget of bytes in flight was spent, by front end (smtp, ses, http_send, mailpit_send, routed).
 pub const IN_FLIGHT_REFUSED_TOTAL: &str = "uncorreo_in_flight_refused_total";
 
 /// Every metric, in the order `/metrics` describes them.
@@ -462,7 +462,7 @@ pub const ALL: &[Metric] = &[
         name: IN_FLIGHT_REFUSED_TOTAL,
         kind: Kind::Counter,
         unit: None,
-        help: "Bodies refused because the budget of bytes in flight was spent, by front end (smtp, ses, http_send, mailpit_send).",
+        help: "Bodies refused because the budget of bytes in flight was spent, by front end (smtp, ses, http_send, mailpit_send, routed).",
     },
 ];
 

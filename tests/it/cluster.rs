@@ -401,9 +401,12 @@ fn the_hop_bounds_body_size_and_connections() {
     .expect("a joins");
     let hop = a.hop_addr().expect("a has a hop");
 
-    // The body cap is the engine's message limit plus the envelope's room:
-    // a declared length past it is refused before a byte is read.
-    let over = a.engine.config().max_message_bytes + (1 << 20) + 1;
+    // The body cap is the largest request that travels (a Mailpit send's
+    // JSON) plus the envelope's room: a declared length past it is refused
+    // before a byte is read.
+    let largest =
+        uncorreo_api::mailpit::send::max_request_bytes(a.engine.config().max_message_bytes);
+    let over = largest + (1 << 20) + 1;
     let mut stream = TcpStream::connect(hop).expect("connect");
     stream
         .set_read_timeout(Some(Duration::from_secs(30)))

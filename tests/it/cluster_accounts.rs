@@ -56,7 +56,7 @@ impl Split {
     }
 
     /// Both hosts with `tweak` applied to their configuration.
-    fn start_with(tweak: fn(&mut uncorreo::Config)) -> Split {
+    pub(crate) fn start_with(tweak: fn(&mut uncorreo::Config)) -> Split {
         let nats = NatsServer::start();
         // b's homes are set before a claims the free ones.
         tokio::runtime::Builder::new_current_thread()
@@ -623,15 +623,20 @@ fn max_mailboxes_holds_across_hosts_and_an_ended_mailbox_frees_its_slot() {
         max_messages: 10,
     }))
     .expect("created on b");
-    // Any mailbox ending on b wakes its recount.
-    let other = crate::support::block_on(engine.create_mailbox(uncorreo_engine::NewMailbox {
-        address: uncorreo_engine::Address::from_parts("quota-other", DOMAIN).expect("address"),
-        owner: uncorreo_engine::Owner::Anonymous {
-            token_hash: [7; 32],
-        },
-        expires_at_ms: engine.now_ms() + 60_000,
-        max_messages: 10,
-    }))
+    // Another of the user's mailboxes ending on b (also made behind the
+    // count's back) recounts the user there at once.
+    let other = crate::support::block_on(
+        engine.create_mailbox(uncorreo_engine::NewMailbox {
+            address: uncorreo_engine::Address::from_parts(
+                &local_part("quotao", |p| !owned_by_a(p)),
+                DOMAIN,
+            )
+            .expect("address"),
+            owner: uncorreo_engine::Owner::User(uncorreo_engine::UserId(user)),
+            expires_at_ms: engine.now_ms() + 60_000,
+            max_messages: 10,
+        }),
+    )
     .expect("created on b");
     crate::support::block_on(engine.delete_mailbox(other.id)).expect("deleted");
     assert!(
@@ -854,4 +859,93 @@ fn a_handover_moves_the_mailbox_count_without_counting_twice() {
     let path = format!("/api/v1/mailboxes/{first}");
     assert_eq!(status(&split.a, reqwest::Method::DELETE, &path, &key), 204);
     create_mailbox(&split.a, &key, &local_part("movee", owned_by_a));
+}
+
+/// A body for a mailbox another host keeps is read on the accepting host
+/// under that host's budget of bytes in flight, as the owner would read it:
+/// with b's budget held by two SMTP transactions, a send through b to a's
+/// mailbox is `503` with `Retry-After` from b (a's budget is free), and
+/// goes through once they finish; so does a Mailpit send with the session
+/// token of a mailbox a keeps.
+#[test]
+fn a_body_on_its_way_to_the_owner_is_held_under_the_accepting_hosts_budget() {
+    use crate::smtp::budget::{finish, hold_at, message, small_budget, HELD};
+    let split = Split::start_with(small_budget);
+    let (_, key) = split.user_on(&split.b);
+    let address = create_mailbox(&split.b, &key, &local_part("budget", owned_by_a));
+    let path = format!("/api/v1/mailboxes/{address}/messages");
+    let send = || {
+        http()
+            .post(format!("http://{}{path}", split.b.http_addr))
+            .bearer_auth(&key)
+            .header("content-type", "message/rfc822")
+            .body(message("routed", 600_000))
+            .send()
+            .expect("send")
+    };
+    // An anonymous mailbox a keeps: its session token routes a Mailpit send
+    // made at b to a whole.
+    let anonymous = http()
+        .post(format!("http://{}/api/v1/mailboxes", split.b.http_addr))
+        .json(&json!({ "local_part": local_part("token", owned_by_a) }))
+        .send()
+        .expect("create");
+    assert_eq!(anonymous.status(), 201);
+    let anonymous: Value = anonymous.json().expect("json");
+    let token = anonymous["session_token"].as_str().expect("token");
+    let mailpit_send = || {
+        http()
+            .post(format!("http://{}/mailpit/api/v1/send", split.b.http_addr))
+            .basic_auth("ci", Some(token))
+            .json(&json!({
+                "From": { "Email": "app@example.com" },
+                "To": [{ "Email": anonymous["address"] }],
+                "Subject": "routed",
+                "Text": "x".repeat(600_000),
+            }))
+            .send()
+            .expect("mailpit send")
+    };
+    let mut first = hold_at(split.b.smtp_addr, &address, HELD);
+    let mut second = hold_at(split.b.smtp_addr, &address, HELD);
+    for refused in [send(), mailpit_send()] {
+        assert_eq!(refused.status(), 503);
+        let header = |name: &str| {
+            refused
+                .headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        };
+        assert_eq!(header("retry-after").as_deref(), Some("1"));
+        assert_eq!(header("connection").as_deref(), Some("close"));
+    }
+    let metrics = http()
+        .get(format!("http://{}/metrics", split.b.http_addr))
+        .send()
+        .and_then(|r| r.text())
+        .expect("metrics");
+    assert!(
+        metrics.contains("uncorreo_in_flight_refused_total{front_end=\"routed\"} 2"),
+        "{metrics}"
+    );
+
+    assert!(finish(&mut first, &message("first", HELD)).starts_with("250"));
+    assert!(finish(&mut second, &message("second", HELD)).starts_with("250"));
+    assert_eq!(send().status(), 201);
+    assert_eq!(mailpit_send().status(), 200);
+    let listing = call(
+        &split.a,
+        reqwest::Method::GET,
+        &format!("/api/v1/mailboxes/{address}/messages"),
+        &key,
+        None,
+    );
+    let listing: Value = listing.json().expect("json");
+    assert_eq!(
+        listing["messages"].as_array().map(Vec::len),
+        Some(3),
+        "{listing}"
+    );
+    assert_eq!(split.b.budget.in_flight(), 0);
 }

@@ -24,8 +24,12 @@
 //!   here without a hop) runs here, as on one host.
 //!
 //! No live owner, or it did not answer: `503` with `Retry-After`, as plain
-//! text. A routed request's body is bounded by the message limit plus
-//! 64 KiB (the hop carries no more), `413` above.
+//! text. A request for another host is read here only once its owner is
+//! known (a local one streams to its handler as on one host), bounded as a
+//! Mailpit send's body ([`super::send::max_request_bytes`], which the hop
+//! carries; `413` above) and under this host's budget of bytes in flight,
+//! held until the owner answered (`503` with `Retry-After` when it cannot
+//! take it, as the owner's own send would answer).
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -33,7 +37,7 @@ use std::time::Duration;
 use axum::body::Body;
 use axum::extract::{OriginalUri, Request, State};
 use axum::http::request::Parts;
-use axum::http::{header, Method, StatusCode};
+use axum::http::{header, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use uncorreo_engine::{MessageId, MAILBOX_ID_PREFIX_SHIFT, MAX_MAILBOX_ID_PREFIX};
@@ -43,6 +47,7 @@ use uncorreo_hop::{Cluster, Owner, Partition, Placement};
 use super::handlers::MAX_WAIT_SECS;
 use super::MailpitError;
 use crate::cluster::{owner_answer, Proxied};
+use crate::inflight::{self, BodyError, FrontEnd};
 use crate::AppState;
 
 /// The middleware (mounted on the Mailpit routes only with `[cluster] listen`).
@@ -54,11 +59,9 @@ pub async fn to_owner(State(state): State<AppState>, request: Request, next: Nex
         return next.run(request).await;
     }
     let (parts, body) = request.into_parts();
-    let max_body = state
-        .engine
-        .config()
-        .max_message_bytes
-        .saturating_add(1 << 16);
+    // The largest Mailpit body (a send's) travels to its owner, which reads
+    // it under its own limit.
+    let max_body = super::send::max_request_bytes(state.engine.config().max_message_bytes);
     match route_of(&parts) {
         Route::Here => next.run(Request::from_parts(parts, body)).await,
         Route::Partition(index) => {
@@ -67,24 +70,50 @@ pub async fn to_owner(State(state): State<AppState>, request: Request, next: Nex
                 // foreign: it opens nothing here either.
                 return next.run(Request::from_parts(parts, body)).await;
             };
-            let Ok(bytes) = axum::body::to_bytes(body, max_body).await else {
-                return too_large();
-            };
             match cluster.place_partition(partition).await {
-                Placement::Local => run_here(&cluster, partition, parts, bytes, next).await,
+                Placement::Local => run_here(&cluster, partition, parts, body, next).await,
                 Placement::Unavailable => unavailable(),
                 Placement::Remote(owner) => {
+                    // Held until the owner answered: the bytes live until then.
+                    let (bytes, _permit) = match read(&state, &parts, body, max_body).await {
+                        Ok(read) => read,
+                        Err(refused) => return refused,
+                    };
                     proxy(&state, &cluster, &owner, partition, &parts, &bytes).await
                 }
             }
         }
         Route::ByIds => {
-            let Ok(bytes) = axum::body::to_bytes(body, max_body).await else {
-                return too_large();
+            let (bytes, _permit) = match read(&state, &parts, body, max_body).await {
+                Ok(read) => read,
+                Err(refused) => return refused,
             };
             split_by_owner(&state, &cluster, parts, bytes, next).await
         }
     }
+}
+
+/// A routed request's body, read under the budget of bytes in flight as
+/// its owner reads it; the permit pays for the bytes while they live.
+async fn read(
+    state: &AppState,
+    parts: &Parts,
+    body: Body,
+    max: usize,
+) -> Result<(bytes::Bytes, uncorreo_budget::Permit), Response> {
+    inflight::read(state.budget(), &parts.headers, body, max)
+        .await
+        .map_err(|error| match error {
+            BodyError::OverBudget(_) => {
+                let refused = inflight::refused_unread(FrontEnd::Routed);
+                let mut response = MailpitError::from(refused).into_response();
+                response
+                    .headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
+                response
+            }
+            BodyError::TooLarge | BodyError::Unreadable => too_large(),
+        })
 }
 
 /// Where a request runs, from its head alone.
@@ -154,7 +183,7 @@ async fn run_here(
     cluster: &Cluster,
     partition: Partition,
     parts: Parts,
-    bytes: bytes::Bytes,
+    body: Body,
     next: Next,
 ) -> Response {
     let writes = !matches!(parts.method, Method::GET | Method::HEAD);
@@ -166,8 +195,7 @@ async fn run_here(
     } else {
         None
     };
-    next.run(Request::from_parts(parts, Body::from(bytes)))
-        .await
+    next.run(Request::from_parts(parts, body)).await
 }
 
 /// Runs the request on `owner`, which serves `partition`.

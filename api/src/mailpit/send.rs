@@ -125,14 +125,20 @@ fn problem(p: Problem) -> Response {
     resp
 }
 
+/// The largest `POST /api/v1/send` body read, for a message limit of
+/// `max_message_bytes`: JSON escapes and base64 make the request larger
+/// than the message it becomes (by at most 4/3, plus room for the fields).
+pub fn max_request_bytes(max_message_bytes: usize) -> usize {
+    (max_message_bytes.saturating_mul(4) / 3).saturating_add(64 * 1024)
+}
+
 async fn send_inner(
     state: &AppState,
     inst: &Instance,
     headers: &HeaderMap,
     body: Body,
 ) -> Result<String, Response> {
-    // Base64 attachments are 4/3 of the message they become.
-    let max = state.engine.config().max_message_bytes.saturating_mul(4) / 3 + 64 * 1024;
+    let max = max_request_bytes(state.engine.config().max_message_bytes);
     let (bytes, mut permit) = inflight::read(state.budget(), headers, body, max)
         .await
         .map_err(|e| match e {

@@ -34,7 +34,8 @@ struct Published {
     /// Mailboxes gone: their subscriptions end.
     closed: Vec<MailboxId>,
     /// Their addresses, for the event tap (collected only when one is set).
-    closed_addresses: Vec<Address>,
+    /// With a tap only: each ended mailbox's address and owner.
+    closed_addresses: Vec<(Address, crate::types::Owner)>,
 }
 
 impl Writer {
@@ -159,7 +160,9 @@ impl Writer {
                     if let Some(m) = idx.remove_mailbox(id) {
                         mark_mailbox_dead(&self.shared, self.shard, &m);
                         published.closed.push(id);
-                        published.closed_addresses.extend(address);
+                        if let Some(address) = address {
+                            published.closed_addresses.push((address, m.owner.clone()));
+                        }
                     }
                 }
                 Apply::MessageDeleted { mailbox, seq } => {
@@ -223,7 +226,9 @@ impl Writer {
             mark_mailbox_dead(&self.shared, self.shard, &m);
             published.closed.push(m.id);
             if self.shared.event_tap.get().is_some() {
-                published.closed_addresses.push(info.address.clone());
+                published
+                    .closed_addresses
+                    .push((info.address.clone(), m.owner.clone()));
             }
         }
     }
@@ -270,8 +275,8 @@ impl Writer {
             for ev in &published.events {
                 tap(crate::state::Tapped::Committed(ev));
             }
-            for address in &published.closed_addresses {
-                tap(crate::state::Tapped::Closed(address));
+            for (address, owner) in &published.closed_addresses {
+                tap(crate::state::Tapped::Closed(address, owner));
             }
         }
         for id in published.closed {

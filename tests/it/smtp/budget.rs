@@ -49,7 +49,12 @@ pub fn message(tag: &str, len: usize) -> Vec<u8> {
 /// of the budget until [`finish`] (or until it is dropped: the server
 /// releases the reservation when the connection goes).
 pub fn hold(server: &TestServer, rcpt: &str, size: usize) -> Raw {
-    let (mut c, _) = Raw::connect(server.smtp);
+    hold_at(server.smtp, rcpt, size)
+}
+
+/// [`hold`] on the SMTP listener at `smtp`.
+pub fn hold_at(smtp: std::net::SocketAddr, rcpt: &str, size: usize) -> Raw {
+    let (mut c, _) = Raw::connect(smtp);
     assert_eq!(code(&c.cmd("EHLO holder.example")), "250");
     let r = c.cmd(&format!("MAIL FROM:<h@example.com> SIZE={size}"));
     assert_eq!(code(&r), "250", "{r}");
