@@ -94,6 +94,18 @@ fn a_mailpit_events_socket_at_b_with_a_key_gets_frames_for_mailboxes_on_a_and_on
             (id, "b's, seen at a".to_owned(), on_b.clone())
         );
     });
+    // A user whose every mailbox another host keeps: the socket at b
+    // follows them with none of its own.
+    let (_, only_remote) = split.user_on(&split.b);
+    let far = create_mailbox(&split.b, &only_remote, &local_part("far", owned_by_a));
+    runtime.block_on(async {
+        let mut ws = events_at(&split.b, &only_remote).await;
+        let id = mail(split.b.smtp_addr, &far, "only on a");
+        assert_eq!(
+            next_new(&mut ws).await,
+            (id, "only on a".to_owned(), far.clone())
+        );
+    });
 }
 
 #[test]

@@ -118,9 +118,12 @@ pub async fn events(
             "this credential opens more than {MAX_EVENT_MAILBOXES} mailboxes; use a mailbox session token, or /ws/inbox/{{address}} per mailbox"
         )));
     }
+    // No mailbox here: nothing to end the socket from here either.
     let merged = match &scope.local {
-        Some(inst) => Some(Merged::open(&state, inst, MAX_EVENT_MAILBOXES)?),
-        None => None,
+        Some(inst) if !inst.mailboxes.is_empty() => {
+            Some(Merged::open(&state, inst, MAX_EVENT_MAILBOXES)?)
+        }
+        _ => None,
     };
     let followed = follow::Followed::open(&state, &parts, scope.remote).await?;
     let inst = scope.local;
