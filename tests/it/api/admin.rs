@@ -296,6 +296,49 @@ fn answers_invalid_to_a_client_that_sends_no_whole_request_in_time() {
     assert!(j["message"].as_str().unwrap().contains("time limit"), "{j}");
 }
 
+/// The operator socket serves `MAX_CONCURRENT` connections at once: with
+/// that many held open (no request yet), the next waits in the backlog
+/// unanswered, and is served as soon as one of them ends.
+#[test]
+fn serves_at_most_max_concurrent_operator_connections_and_the_next_once_one_ends() {
+    use std::io::{ErrorKind, Read, Write};
+    use std::os::unix::net::UnixStream;
+    let api = Api::start();
+    let socket = api.server.appliance.as_ref().unwrap().admin_socket.clone();
+    let request = b"{\"request\":{\"command\":\"user-list\"}}\n";
+    let answer_of = |s: &mut UnixStream| {
+        let mut answer = String::new();
+        s.read_to_string(&mut answer).expect("answer");
+        serde_json::from_str::<Value>(answer.trim()).expect("json answer")
+    };
+    // Each holder is served (one answered request proves the slot is taken
+    // before the next connects), then holds its slot by sending nothing.
+    let mut holders: Vec<UnixStream> = (0..uncorreo_api::operator::MAX_CONCURRENT)
+        .map(|_| UnixStream::connect(&socket).expect("connect"))
+        .collect();
+    let mut waiting = UnixStream::connect(&socket).expect("connect into the backlog");
+    waiting.write_all(request).expect("write");
+    // A server past its cap would answer at once; this one must not while
+    // every slot is held (the holders' own time limit is far off).
+    waiting
+        .set_read_timeout(Some(std::time::Duration::from_millis(500)))
+        .expect("timeout");
+    let mut byte = [0u8; 1];
+    match waiting.read(&mut byte) {
+        Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+        other => panic!("answered past the cap: {other:?}"),
+    }
+    // One holder sends its request and is answered: its slot frees.
+    let mut first = holders.remove(0);
+    first.write_all(request).expect("write");
+    assert_eq!(answer_of(&mut first)["status"], "ok");
+    waiting
+        .set_read_timeout(Some(std::time::Duration::from_secs(30)))
+        .expect("timeout");
+    assert_eq!(answer_of(&mut waiting)["status"], "ok");
+    drop(holders);
+}
+
 #[test]
 fn refuses_a_user_name_over_the_limit_and_records_nothing() {
     let dir = tempfile::tempdir().unwrap();
