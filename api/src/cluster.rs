@@ -7,8 +7,10 @@
 //! streams (`…/events`, `…/wait` and `/ws/inbox/…`, which run here on the
 //! owner's events: `realtime::remote`), and
 //! `POST /api/v1/mailboxes`, whose address is chosen here (the random local
-//! part too) so the mailbox is created by the owner of its partition. No
-//! live owner: `503` with `Retry-After`.
+//! part too) so the mailbox is created by the owner of its partition, and
+//! `GET /api/v1/mailboxes` with a session token whose prefix names another
+//! host's partition (`ust_<p>_…`: its one mailbox lives there). No live
+//! owner: `503` with `Retry-After`.
 //!
 //! A body for another host is read once the owner is known, under this
 //! host's budget of bytes in flight (held until the owner answered; `503`
@@ -43,6 +45,9 @@ pub async fn route_to_owner(
     };
     if request.extensions().get::<Proxied>().is_some() {
         return next.run(request).await;
+    }
+    if let Some(index) = token_listing(&request) {
+        return list_on_token_owner(&state, &cluster, index, request, next).await;
     }
     let create = request.method() == Method::POST && request.uri().path() == "/api/v1/mailboxes";
     let named = mailbox_in_path(request.uri().path());
@@ -120,6 +125,62 @@ pub async fn route_to_owner(
     };
     let max_answer = max_message.saturating_add(1 << 20);
     match cluster.proxy(&owner, envelope, &bytes, max_answer).await {
+        Ok((head, body)) => owner_answer(head, body),
+        Err(_) => unavailable(),
+    }
+}
+
+/// For `GET /api/v1/mailboxes` with a session token minted in a cluster:
+/// the partition its prefix names, where its one mailbox lives.
+fn token_listing(request: &Request) -> Option<u16> {
+    if request.method() != Method::GET || request.uri().path() != "/api/v1/mailboxes" {
+        return None;
+    }
+    match crate::auth::Credential::from_headers(request.headers()).ok()? {
+        crate::auth::Credential::SessionToken(token) => {
+            crate::auth::session_token_partition(&token)
+        }
+        _ => None,
+    }
+}
+
+/// A session token's listing, run by the owner of the partition its
+/// prefix names (no other host knows the token).
+async fn list_on_token_owner(
+    state: &AppState,
+    cluster: &uncorreo_hop::Cluster,
+    index: u16,
+    request: Request,
+    next: Next,
+) -> Response {
+    // A partition the cluster lacks: forged or foreign, it opens nothing here either.
+    let Some(partition) = cluster.partition_numbered(index) else {
+        return next.run(request).await;
+    };
+    let owner = match cluster.place_partition(partition).await {
+        Placement::Local => return next.run(request).await,
+        Placement::Unavailable => return unavailable(),
+        Placement::Remote(owner) => owner,
+    };
+    let (parts, _) = request.into_parts();
+    let envelope = HttpEnvelope {
+        method: "GET".to_owned(),
+        path: parts
+            .uri
+            .path_and_query()
+            .map_or_else(|| parts.uri.path().to_owned(), |p| p.as_str().to_owned()),
+        headers: end_to_end_headers(&parts.headers),
+        address: String::new(),
+        partition: Some(partition.0),
+        node: String::new(),
+        client: crate::auth::client_ip(state, &parts),
+    };
+    let max_answer = state
+        .engine
+        .config()
+        .max_message_bytes
+        .saturating_add(1 << 20);
+    match cluster.proxy(&owner, envelope, &[], max_answer).await {
         Ok((head, body)) => owner_answer(head, body),
         Err(_) => unavailable(),
     }

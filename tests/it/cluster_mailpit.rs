@@ -26,7 +26,7 @@ use crate::cluster_accounts::{
 };
 use crate::support::{code, Raw};
 
-fn basic(password: &str) -> String {
+pub(crate) fn basic(password: &str) -> String {
     let encoded = base64::engine::general_purpose::STANDARD.encode(format!("ci:{password}"));
     format!("Basic {encoded}")
 }
@@ -74,7 +74,7 @@ fn subjects(listing: &Value) -> Vec<(String, String)> {
 }
 
 /// Sends one message with `subject` at `smtp`; its stored id.
-fn mail(smtp: SocketAddr, rcpt: &str, subject: &str) -> String {
+pub(crate) fn mail(smtp: SocketAddr, rcpt: &str, subject: &str) -> String {
     let (mut c, greeting) = Raw::connect(smtp);
     assert_eq!(code(&greeting), "220");
     assert_eq!(code(&c.cmd("EHLO client.test")), "250");

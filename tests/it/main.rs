@@ -9,6 +9,7 @@ mod cluster_accounts;
 mod cluster_handover;
 mod cluster_listing;
 mod cluster_mailpit;
+mod cluster_mailpit_events;
 mod cluster_netns;
 mod mailpit;
 mod mcp;

@@ -8,12 +8,13 @@ use std::time::Duration;
 
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::State;
+use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use uncorreo_engine::{Event, SubscriptionEnd};
 
-use super::{load, view, Instance, MailpitError};
+use super::{follow, load, view, Instance, MailpitError};
 use crate::AppState;
 
 /// Most mailboxes one events socket follows.
@@ -101,27 +102,61 @@ impl Wake {
     }
 }
 
-/// Upgrade to the events WebSocket.
+/// Upgrade to the events WebSocket. With `[cluster]`, it also follows the
+/// instance's mailboxes other hosts keep ([`super::follow`]).
 pub async fn events(
     State(state): State<AppState>,
-    inst: Instance,
     upgrade: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
+    mut parts: Parts,
 ) -> Result<Response, MailpitError> {
+    // The credential first: a request that is no upgrade learns it is `401`.
+    let scope = follow::scope(&state, &mut parts).await?;
     let upgrade = upgrade.map_err(|r| MailpitError::bad_request(r.body_text()))?;
-    if inst.mailboxes.len() > MAX_EVENT_MAILBOXES {
+    let here = scope.local.as_ref().map_or(0, |inst| inst.mailboxes.len());
+    if here + scope.remote.len() > MAX_EVENT_MAILBOXES {
         return Err(MailpitError::bad_request(format!(
             "this credential opens more than {MAX_EVENT_MAILBOXES} mailboxes; use a mailbox session token, or /ws/inbox/{{address}} per mailbox"
         )));
     }
-    let merged = Merged::open(&state, &inst, MAX_EVENT_MAILBOXES)?;
+    // No mailbox here: nothing to end the socket from here either.
+    let merged = match &scope.local {
+        Some(inst) if !inst.mailboxes.is_empty() => {
+            Some(Merged::open(&state, inst, MAX_EVENT_MAILBOXES)?)
+        }
+        _ => None,
+    };
+    let followed = follow::Followed::open(&state, &parts, scope.remote).await?;
+    let inst = scope.local;
     Ok(upgrade
         .max_message_size(MAX_CLIENT_MESSAGE)
         .max_frame_size(MAX_CLIENT_MESSAGE)
-        .on_upgrade(move |socket| run(socket, merged, state, inst))
+        .on_upgrade(move |socket| run(socket, merged, followed, state, inst))
         .into_response())
 }
 
-async fn run(mut socket: WebSocket, mut merged: Merged, state: AppState, inst: Instance) {
+/// The next local event, never when there is no local mailbox.
+async fn next_local(merged: &mut Option<Merged>) -> Result<Event, SubscriptionEnd> {
+    match merged {
+        Some(m) => m.next().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The next frame of another host's mailbox, never when there is none.
+async fn next_remote(followed: &mut Option<follow::Followed>) -> Result<String, SubscriptionEnd> {
+    match followed {
+        Some(f) => f.next().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn run(
+    mut socket: WebSocket,
+    mut merged: Option<Merged>,
+    mut followed: Option<follow::Followed>,
+    state: AppState,
+    inst: Option<Instance>,
+) {
     let send_timeout = state.realtime().config().send_timeout();
     let shutdown = state.realtime().shutdown_token();
     loop {
@@ -132,18 +167,33 @@ async fn run(mut socket: WebSocket, mut merged: Merged, state: AppState, inst: I
                 None | Some(Err(_)) | Some(Ok(Message::Close(_))) => break,
                 Some(Ok(_)) => {}
             },
-            next = merged.next() => {
+            next = next_local(&mut merged) => {
                 let Ok(event) = next else { break };
-                let Some(frame) = frame(&state, &inst, event).await else { continue };
-                let sent = tokio::time::timeout(send_timeout, socket.send(Message::Text(frame.into()))).await;
-                if !matches!(sent, Ok(Ok(()))) {
+                let Some(inst) = &inst else { continue };
+                let Some(frame) = frame(&state, inst, event).await else { continue };
+                if !send(&mut socket, frame, send_timeout).await {
                     break;
                 }
-                metrics::counter!(uncorreo_metric_names::REALTIME_EVENTS_SENT_TOTAL, "transport" => "mailpit_ws").increment(1);
+            }
+            next = next_remote(&mut followed) => {
+                let Ok(frame) = next else { break };
+                if !send(&mut socket, frame, send_timeout).await {
+                    break;
+                }
             }
         }
     }
     let _ = tokio::time::timeout(send_timeout, socket.send(Message::Close(None))).await;
+}
+
+/// Sends one frame within `send_timeout`; false when the socket is done.
+async fn send(socket: &mut WebSocket, frame: String, send_timeout: Duration) -> bool {
+    let sent = tokio::time::timeout(send_timeout, socket.send(Message::Text(frame.into()))).await;
+    if !matches!(sent, Ok(Ok(()))) {
+        return false;
+    }
+    metrics::counter!(uncorreo_metric_names::REALTIME_EVENTS_SENT_TOTAL, "transport" => "mailpit_ws").increment(1);
+    true
 }
 
 async fn frame(state: &AppState, inst: &Instance, event: Event) -> Option<String> {

@@ -24,6 +24,7 @@
 
 mod across;
 pub mod events;
+pub mod follow;
 pub mod handlers;
 pub mod marks;
 pub mod route;
@@ -407,6 +408,10 @@ fn routes() -> Router<AppState> {
         .route("/api/v1/send", post(send::send))
         .route("/view/{file}", get(h::view))
         .route("/api/events", get(events::events))
+        .route(
+            &format!("{}/{{id}}", follow::SUMMARY_PATH),
+            get(follow::member_summary),
+        )
         .fallback(h::no_route)
 }
 

@@ -9,8 +9,9 @@
 //! - a session token minted in a cluster names its mailbox's partition
 //!   (`ust_<p>_…`, [`crate::auth::session_token_partition`]): the whole
 //!   request (list, search, delete-all, read-all, a message, send, …) runs
-//!   on that partition's owner, in one hop. Only the probes and the
-//!   WebSocket `/api/events` run here (the latter opens no remote mailbox);
+//!   on that partition's owner, in one hop. Only the probes, the
+//!   WebSocket `/api/events` (which follows remote mailboxes itself,
+//!   [`super::follow`]) and the owner's summaries for it run here;
 //! - a message-id route (`/api/v1/message/{id}…`, `/view/{id}.html|txt`)
 //!   runs on the owner of the partition in the id's mailbox bits
 //!   (engine/FORMAT.md), whatever the credential (`latest` is not an id);
@@ -183,7 +184,9 @@ fn route_of(parts: &Parts) -> Route {
     else {
         return Route::Here;
     };
-    let local_only = matches!(path, "/livez" | "/readyz" | "/api/events");
+    // The owner's summaries for an events socket elsewhere come over the hop.
+    let local_only = matches!(path, "/livez" | "/readyz" | "/api/events")
+        || path.starts_with(super::follow::SUMMARY_PATH);
     if let Some(p) = crate::auth::session_token_partition(&password) {
         if !local_only {
             return Route::Partition(p);

@@ -170,6 +170,8 @@ fn watch_refused(error: WatchError) -> Problem {
 #[derive(Deserialize)]
 struct MailboxAddress {
     address: String,
+    #[serde(default)]
+    last_seq: u64,
 }
 
 /// A remote mailbox the owner let the caller see.
@@ -177,9 +179,39 @@ pub struct Authorized {
     remote: Remote,
     /// The canonical address, as the owner names it.
     address: String,
+    /// Its highest sequence when the owner answered.
+    last_seq: u64,
+}
+
+impl Authorized {
+    /// The mailbox's highest sequence when the owner let the caller see
+    /// it: a stream from here has only what is committed afterwards.
+    pub fn last_seq(&self) -> u64 {
+        self.last_seq
+    }
 }
 
 impl Remote {
+    /// `address`, which `owner` keeps, for a caller whose credential the
+    /// owner checks: `headers` (`authorization` or `x-session-token`), sent
+    /// with every read, from `client`. For other streams than this
+    /// module's routes (the Mailpit events socket).
+    pub fn at(
+        cluster: Arc<Cluster>,
+        owner: Owner,
+        address: String,
+        headers: Vec<(String, String)>,
+        client: IpAddr,
+    ) -> Self {
+        Self {
+            cluster,
+            owner,
+            headers,
+            client,
+            address,
+        }
+    }
+
     /// Step 1: the owner's `GET` of the mailbox with the caller's
     /// credential; its answer as it gave it unless that is `200`.
     pub async fn authorize(self, state: &AppState) -> Result<Authorized, Response> {
@@ -193,6 +225,7 @@ impl Remote {
         Ok(Authorized {
             remote: self,
             address: mailbox.address,
+            last_seq: mailbox.last_seq,
         })
     }
 
