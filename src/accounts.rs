@@ -210,8 +210,76 @@ impl MailboxCounter for ClusterAccounts {
     }
 }
 
+/// Copies the users and keys this host made before it joined a cluster
+/// (in its own engine, ids below `ID_BASE`) into the accounts bucket, so
+/// their keys go on opening their mailboxes (SCALE.md, "Accounts"). Users
+/// the replica holds already are skipped, so a restart writes nothing. A
+/// user whose id or key another host's import took first is not imported
+/// and is logged; NATS failing is an error (the host does not start, as
+/// when it cannot read the bucket).
+async fn import_own_accounts(
+    replica: &AccountsReplica,
+    engine: &Engine,
+) -> Result<(), kv::AccountsError> {
+    let users = engine.users();
+    if users.is_empty() {
+        return Ok(());
+    }
+    replica.catch_up().await?;
+    for user in users {
+        let id = user.id;
+        let keys: Vec<KeyRecord> = engine
+            .api_keys_of(id)
+            .into_iter()
+            .map(|k| KeyRecord {
+                id: k.id.0,
+                user: k.user.0,
+                hash: hex::encode(k.hash),
+                prefix: k.prefix,
+                created_at_ms: k.created_at_ms,
+                revoked_at_ms: k.revoked_at_ms,
+            })
+            .collect();
+        let held = replica.user(id.0).is_some_and(|present| {
+            present.created_at_ms == user.created_at_ms
+                && keys.iter().all(|k| replica.key(k.id).is_some())
+        });
+        if held {
+            continue;
+        }
+        let record = UserRecord {
+            id: id.0,
+            name: user.name,
+            created_at_ms: user.created_at_ms,
+            subscriptions: user
+                .subscriptions
+                .into_iter()
+                .map(|s| kv::SubscriptionRecord {
+                    plan: s.plan,
+                    starts_at_ms: s.starts_at_ms,
+                    ends_at_ms: s.ends_at_ms,
+                })
+                .collect(),
+            disabled_at_ms: engine.user_disabled_at(id),
+        };
+        match replica.import_user(record, keys).await? {
+            kv::Imported::Added => {
+                tracing::info!(user = id.0, "a user made before this host joined is now in the cluster's accounts");
+            }
+            kv::Imported::Present => {}
+            kv::Imported::Collides => tracing::error!(
+                user = id.0,
+                "a user made before this host joined has the id (or a key) of another user in the cluster's accounts: not imported, its keys open nothing in cluster mode"
+            ),
+        }
+    }
+    Ok(())
+}
+
 /// Reads the whole accounts bucket (a host whose NATS is down does not
-/// start), then follows it on its own thread until `shutdown`.
+/// start), copies this host's own pre-cluster users into it
+/// ([`import_own_accounts`]), then follows it on its own thread until
+/// `shutdown`.
 pub fn start(
     url: &str,
     node: &str,
@@ -220,6 +288,7 @@ pub fn start(
     shutdown: CancellationToken,
 ) -> Result<(Arc<ClusterAccounts>, JoinHandle<()>), StartError> {
     let url = url.to_owned();
+    let own = engine.clone();
     let (replica, thread) = crate::cluster::start_thread("accounts", move |ready| async move {
         let (replica, follower) = match AccountsReplica::connect(&url, timeout).await {
             Ok(connected) => connected,
@@ -228,12 +297,24 @@ pub fn start(
                 return;
             }
         };
-        if ready.send(Ok(Arc::clone(&replica))).is_err() {
-            return;
-        }
+        // The import writes through the replica, which applies its writes
+        // only while it follows the bucket: the host is ready once done.
+        let import = async {
+            match import_own_accounts(&replica, &own).await {
+                Ok(()) => {
+                    if ready.send(Ok(Arc::clone(&replica))).is_ok() {
+                        std::future::pending::<()>().await;
+                    }
+                }
+                Err(error) => {
+                    let _ = ready.send(Err(StartError::AccountsImport(error)));
+                }
+            }
+        };
         tokio::select! {
             () = shutdown.cancelled() => {}
             () = replica.follow(follower) => {}
+            () = import => {}
         }
     })?;
     let node = node.to_owned();

@@ -45,6 +45,10 @@ pub enum StartError {
     /// `[cluster]` is set and the accounts bucket could not be read.
     #[error("reading the cluster's accounts: {0}")]
     Accounts(#[source] uncorreo_cluster::accounts::AccountsOpenError),
+    /// `[cluster]` is set and this host's own users could not be copied
+    /// into the cluster's accounts (NATS did not confirm a write).
+    #[error("copying this host's users into the cluster's accounts: {0}")]
+    AccountsImport(#[source] uncorreo_cluster::accounts::AccountsError),
     /// `[cluster] listen` is set and NATS could not be reached for events.
     #[error("{0}")]
     Events(#[source] uncorreo_cluster::events::ConnectError),

@@ -140,6 +140,26 @@ pub struct KeyRecord {
     pub revoked_at_ms: Option<u64>,
 }
 
+/// What [`AccountsReplica::import_user`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Imported {
+    /// The user, or some of its keys, were written now.
+    Added,
+    /// Everything was in the bucket already.
+    Present,
+    /// The bucket holds something else under one of its ids, or one of its
+    /// keys' hashes: the rest of this user was not written.
+    Collides,
+}
+
+/// The same user as made on its host: a later change in the cluster (a
+/// plan, a disable) does not make it another user.
+fn same_user(present: &UserRecord, imported: &UserRecord) -> bool {
+    present.id == imported.id
+        && present.name == imported.name
+        && present.created_at_ms == imported.created_at_ms
+}
+
 /// Why an accounts write did not happen.
 #[derive(Debug, thiserror::Error)]
 pub enum AccountsError {
@@ -443,6 +463,75 @@ impl AccountsReplica {
             .await?;
         self.until_applied(revision).await?;
         Ok(user)
+    }
+
+    /// Copies a user this host made before it joined the cluster (its id
+    /// below [`ID_BASE`], from its own engine) and the user's keys into the
+    /// bucket as they are, so its keys open its mailboxes in cluster mode.
+    /// Each record is written by `create`: a user or key already in the
+    /// bucket is never overwritten (an import at an earlier start, or a
+    /// change made in the cluster since, stays). [`Imported::Collides`]
+    /// when the bucket holds a different user or key under one of the ids
+    /// (another host made its own users before it joined too) or a key with
+    /// the same hash: then nothing of this user is written (checked in the
+    /// replica first; a concurrent import of the same id that wins the
+    /// `create` stops the rest). The caller catches up first and skips
+    /// users the replica already holds.
+    pub async fn import_user(
+        &self,
+        user: UserRecord,
+        keys: Vec<KeyRecord>,
+    ) -> Result<Imported, AccountsError> {
+        if user.id >= ID_BASE || keys.iter().any(|k| k.id >= ID_BASE || k.user != user.id) {
+            return Ok(Imported::Collides);
+        }
+        // Everything is checked before anything is written, so a user that
+        // collides leaves nothing of itself behind.
+        let user_present = match self.user(user.id) {
+            Some(present) if same_user(&present, &user) => true,
+            Some(_) => return Ok(Imported::Collides),
+            None => false,
+        };
+        let mut absent = Vec::with_capacity(keys.len());
+        for key in keys {
+            match self.key(key.id) {
+                // Revoked in the cluster since: still the same key.
+                Some(present) if present.user == key.user && present.hash == key.hash => {}
+                Some(_) => return Ok(Imported::Collides),
+                None => {
+                    let taken = decode_hash(&key.hash)
+                        .is_none_or(|hash| self.replica.read().by_hash.contains_key(&hash));
+                    if taken {
+                        return Ok(Imported::Collides);
+                    }
+                    absent.push(key);
+                }
+            }
+        }
+        let mut written = None;
+        let records = (!user_present)
+            .then(|| (format!("user.{}", user.id), encode(&user)))
+            .into_iter()
+            .chain(
+                absent
+                    .iter()
+                    .map(|key| (format!("key.{}", key.id), encode(key))),
+            );
+        for (name, record) in records {
+            // Another host's import may have written the id since the check.
+            match self.bucket.create(&name, record?).await {
+                Ok(revision) => written = Some(revision),
+                Err(CasError::Conflict) => return Ok(Imported::Collides),
+                Err(e) => return Err(e.into()),
+            }
+        }
+        match written {
+            Some(revision) => {
+                self.until_applied(revision).await?;
+                Ok(Imported::Added)
+            }
+            None => Ok(Imported::Present),
+        }
     }
 
     /// Adds a subscription; with `replace`, ends every earlier one at its start.

@@ -25,11 +25,14 @@ pub const HTTP_PATH: &str = "/internal/v1/http";
 pub const MEMBER_PATH: &str = "/internal/v1/member";
 
 /// The only paths a member-only read may run (without the query): the
-/// caller's mailboxes, and the Mailpit API's message list and search.
+/// caller's mailboxes, and the Mailpit API's message list, search, counts
+/// (`info`) and tags.
 pub const MEMBER_READS: &[&str] = &[
     "/api/v1/mailboxes",
     "/mailpit/api/v1/messages",
     "/mailpit/api/v1/search",
+    "/mailpit/api/v1/info",
+    "/mailpit/api/v1/tags",
 ];
 
 /// Copies one chunk of a mailbox of a partition moving here (a handover):

@@ -328,6 +328,20 @@ pub(crate) fn hop_request(
     signature: Option<&str>,
     body: &[u8],
 ) -> u16 {
+    let text = hop_exchange(addr, path, signature, body);
+    text.split(' ')
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or_else(|| panic!("no HTTP status in {text:?}"))
+}
+
+/// A raw HTTP/1.1 request to the hop; the whole answer, as text.
+pub(crate) fn hop_exchange(
+    addr: SocketAddr,
+    path: &str,
+    signature: Option<&str>,
+    body: &[u8],
+) -> String {
     let mut stream = TcpStream::connect(addr).expect("connect");
     stream
         .set_read_timeout(Some(Duration::from_secs(30)))
@@ -342,7 +356,9 @@ pub(crate) fn hop_request(
     head.push_str("\r\n");
     stream.write_all(head.as_bytes()).expect("write");
     stream.write_all(body).expect("write");
-    status_of(&mut stream)
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer);
+    String::from_utf8_lossy(&answer).into_owned()
 }
 
 fn status_of(stream: &mut TcpStream) -> u16 {

@@ -116,26 +116,37 @@ impl Split {
 
     /// An operator command over `host`'s operator socket.
     fn admin(&self, host: &Appliance, request: Value) -> Value {
-        let socket = self.data(host).join("admin.sock");
-        let mut stream = UnixStream::connect(&socket).expect("operator socket");
-        let mut line = serde_json::to_vec(&json!({ "request": request })).expect("json");
-        line.push(b'\n');
-        stream.write_all(&line).expect("write");
-        let mut answer = String::new();
-        BufReader::new(stream)
-            .read_line(&mut answer)
-            .expect("answer");
-        serde_json::from_str(&answer).expect("json answer")
+        operator(&self.data(host), request)
     }
 
     /// A user made on `host`: (id, key).
     pub(crate) fn user_on(&self, host: &Appliance) -> (u64, String) {
-        let answer = self.admin(host, json!({ "command": "user-create", "plan": "free" }));
-        assert_eq!(answer["status"], "ok", "{answer}");
-        let id = answer["result"]["id"].as_u64().expect("id");
-        let key = answer["result"]["key"].as_str().expect("key").to_owned();
-        (id, key)
+        new_user(&self.data(host))
     }
+}
+
+/// An operator command over the operator socket of the host whose data
+/// directory is `data`.
+fn operator(data: &std::path::Path, request: Value) -> Value {
+    let socket = data.join("admin.sock");
+    let mut stream = UnixStream::connect(&socket).expect("operator socket");
+    let mut line = serde_json::to_vec(&json!({ "request": request })).expect("json");
+    line.push(b'\n');
+    stream.write_all(&line).expect("write");
+    let mut answer = String::new();
+    BufReader::new(stream)
+        .read_line(&mut answer)
+        .expect("answer");
+    serde_json::from_str(&answer).expect("json answer")
+}
+
+/// A user made over the operator socket of the host keeping `data`: (id, key).
+fn new_user(data: &std::path::Path) -> (u64, String) {
+    let answer = operator(data, json!({ "command": "user-create", "plan": "free" }));
+    assert_eq!(answer["status"], "ok", "{answer}");
+    let id = answer["result"]["id"].as_u64().expect("id");
+    let key = answer["result"]["key"].as_str().expect("key").to_owned();
+    (id, key)
 }
 
 pub(crate) fn http() -> reqwest::blocking::Client {
@@ -544,9 +555,18 @@ fn try_create(host: &Appliance, key: &str, local: &str) -> (u16, String) {
 
 /// This host's entry in `user`'s mailbox counts, read from NATS itself.
 fn count_in_nats(split: &Split, user: u64, node: &str) -> u32 {
+    accounts_entry(&split.nats, &format!("mailboxes.{user}")).map_or(0, |(_, value)| {
+        let counts: uncorreo_cluster::accounts::MailboxCounts =
+            serde_json::from_slice(&value).expect("counts");
+        counts.hosts.get(node).map_or(0, |c| c.n)
+    })
+}
+
+/// The accounts bucket's entry `key`: its revision and value.
+fn accounts_entry(nats: &NatsServer, key: &str) -> Option<(u64, bytes::Bytes)> {
     crate::support::block_on(async {
         let bucket = uncorreo_cluster::nats::NatsBucket::open(
-            split.nats.url(),
+            nats.url(),
             uncorreo_cluster::accounts::ACCOUNTS_BUCKET,
             None,
             Duration::from_secs(2),
@@ -554,15 +574,8 @@ fn count_in_nats(split: &Split, user: u64, node: &str) -> u32 {
         .await
         .expect("bucket");
         use uncorreo_cluster::store::CasBucket;
-        let value = bucket
-            .get(&format!("mailboxes.{user}"))
-            .await
-            .expect("read");
-        value.map_or(0, |v| {
-            let counts: uncorreo_cluster::accounts::MailboxCounts =
-                serde_json::from_slice(&v.value).expect("counts");
-            counts.hosts.get(node).map_or(0, |c| c.n)
-        })
+        let value = bucket.get(key).await.expect("read");
+        value.map(|v| (v.revision, v.value))
     })
 }
 
@@ -948,4 +961,139 @@ fn a_body_on_its_way_to_the_owner_is_held_under_the_accepting_hosts_budget() {
         "{listing}"
     );
     assert_eq!(split.b.budget.in_flight(), 0);
+}
+
+/// A host that grows into a cluster keeps its users: the users and keys it
+/// made alone are copied into the cluster's accounts when it joins, so a key
+/// opens its mailboxes (kept on that host) through another host. A second
+/// host that also had users of its own numbered them from the same start:
+/// a user of it whose id or a key id is taken is not imported, nor any of
+/// its keys (one would open the first host's user's mailboxes), one whose
+/// ids are free is; and a restart imports nothing twice.
+#[test]
+fn users_made_before_a_host_joined_keep_their_keys_in_the_cluster() {
+    // Users made alone, each with `extra` more keys: (id, key ids, keys)
+    // each, and a mailbox of the first one with a message in it.
+    let alone = |data: &std::path::Path, extra: &[usize]| {
+        let host = Appliance::start(test_config(data)).expect("starts alone");
+        let users: Vec<(u64, Vec<u64>, Vec<String>)> = extra
+            .iter()
+            .map(|&extra| {
+                let (id, key) = new_user(data);
+                let mut keys = vec![key];
+                keys.extend((0..extra).map(|_| {
+                    let answer = operator(data, json!({ "command": "key-create", "user": id }));
+                    assert_eq!(answer["status"], "ok", "{answer}");
+                    answer["result"]["key"].as_str().expect("key").to_owned()
+                }));
+                let listed = operator(data, json!({ "command": "key-list", "user": id }));
+                let key_ids: Vec<u64> = listed["result"]["keys"]
+                    .as_array()
+                    .expect("keys")
+                    .iter()
+                    .map(|k| k["id"].as_u64().expect("key id"))
+                    .collect();
+                (id, key_ids, keys)
+            })
+            .collect();
+        let key = &users[0].2[0];
+        let address = create_random_mailbox(&host, key);
+        let sent = http()
+            .post(format!(
+                "http://{}/api/v1/mailboxes/{address}/messages",
+                host.http_addr
+            ))
+            .bearer_auth(key)
+            .header("content-type", "message/rfc822")
+            .body("From: ci@example.com\r\nSubject: before the cluster\r\n\r\nhello\r\n")
+            .send()
+            .expect("send");
+        assert_eq!(sent.status(), 201);
+        host.shutdown();
+        (users, address)
+    };
+    let (data_a, data_b) = (
+        tempfile::tempdir().expect("tempdir"),
+        tempfile::tempdir().expect("tempdir"),
+    );
+    let (users_a, address) = alone(data_a.path(), &[0, 0]);
+    // b numbers from the same start: its first user takes a's first user's
+    // id and key id (its other keys' ids are free), its others have ids a
+    // did not give out (its first user has more keys).
+    let (users_b, _) = alone(data_b.path(), &[2, 0, 0]);
+    let a_users: Vec<u64> = users_a.iter().map(|u| u.0).collect();
+    let a_keys: Vec<u64> = users_a.iter().flat_map(|u| u.1.clone()).collect();
+    let taken = |(id, key_ids, _): &(u64, Vec<u64>, Vec<String>)| {
+        (
+            a_users.contains(id),
+            key_ids.iter().any(|k| a_keys.contains(k)),
+        )
+    };
+    assert_eq!(
+        users_b.iter().map(taken).collect::<Vec<_>>(),
+        [(true, true), (false, false), (false, false)],
+        "a: {users_a:?}, b: {users_b:?}"
+    );
+    let (id_a, key_a) = (users_a[0].0, users_a[0].2[0].clone());
+
+    let nats = NatsServer::start();
+    let secret = secret_file();
+    let member = |node| hop_member(&nats, node, secret.path());
+    let serving_all = |a: &Appliance| {
+        assert!(
+            eventually(Duration::from_secs(30), || served(a)
+                == usize::from(PARTITIONS)),
+            "a serves {}",
+            served(a)
+        );
+    };
+    let a = start(data_a.path(), member("a"), |_| {});
+    serving_all(&a);
+    let b = start(data_b.path(), member("b"), |_| {});
+    let listed = |host: &Appliance, key: &str| {
+        let answer = call(host, reqwest::Method::GET, "/api/v1/mailboxes", key, None);
+        (answer.status().as_u16(), answer.text().expect("text"))
+    };
+    let (status, body) = listed(&b, &key_a);
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains(&address), "{body}");
+    let messages = call(
+        &b,
+        reqwest::Method::GET,
+        &format!("/api/v1/mailboxes/{address}/messages"),
+        &key_a,
+        None,
+    );
+    assert_eq!(messages.status(), 200);
+    assert!(messages
+        .text()
+        .expect("text")
+        .contains("before the cluster"));
+    // b's user whose ids a's took: not imported, none of its keys opens
+    // anything; its others are in the cluster.
+    for (n, (id, _, keys)) in users_b.iter().enumerate() {
+        let expected = if n == 0 { 401 } else { 200 };
+        for key in keys {
+            assert_eq!(listed(&a, key).0, expected, "b's user {id}");
+            assert_eq!(listed(&b, key).0, expected, "b's user {id}");
+        }
+    }
+    // a's second user came in whole.
+    assert_eq!(listed(&b, &users_a[1].2[0]).0, 200);
+    // New users of the cluster take ids no host numbered alone.
+    let (fresh, _) = new_user(data_b.path());
+    assert!(fresh > uncorreo_cluster::accounts::ID_BASE, "{fresh}");
+
+    // Restarted, a finds its user in the accounts and writes nothing.
+    let entry = accounts_entry(&nats, &format!("user.{id_a}")).expect("imported");
+    let user: Value = serde_json::from_slice(&entry.1).expect("user record");
+    assert_eq!(user["id"], id_a, "{user}");
+    a.shutdown();
+    let a = start(data_a.path(), member("a"), |_| {});
+    assert_eq!(accounts_entry(&nats, &format!("user.{id_a}")), Some(entry));
+    // Until its old leases lapse in NATS, a serves nothing.
+    serving_all(&a);
+    assert_eq!(listed(&a, &key_a).0, 200);
+    assert_eq!(listed(&b, &key_a).0, 200);
+    drop(b);
 }

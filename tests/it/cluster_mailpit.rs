@@ -5,6 +5,9 @@
 //! partition, so the whole request goes to `a` in one hop) and with an API
 //! key (message-id routes go to the owner of the id's partition); with `a`
 //! down, `b` answers `503` with `Retry-After` in Mailpit's plain text.
+//! With one user's mailboxes on both hosts (`Split`), an API key's routes
+//! that mean every message (`info`, `tags`, `latest`, read-all, delete-all,
+//! delete by search) cover both, and are `503` while either is down.
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
@@ -502,6 +505,39 @@ fn the_owner_runs_a_request_named_by_partition_only_if_it_serves_that_partition(
     assert_eq!(status(mine), 200);
     assert_eq!(status(theirs), 409, "a does not serve b's partition");
     assert_eq!(status(crate::cluster::PARTITIONS), 422, "no such partition");
+
+    // A share of IDs named by a partition a serves, with an ID of b's: the
+    // hop admits the partition named, a's Mailpit layer each partition of
+    // the IDs, and refuses the share (`503`) before any of it is written.
+    let id_of = |partition: u16| {
+        let mailbox = (u64::from(partition) << uncorreo_engine::MAILBOX_ID_PREFIX_SHIFT) | 1;
+        format!("{mailbox:x}-1")
+    };
+    let write = |ids: Vec<String>| {
+        let envelope = HttpEnvelope {
+            method: "PUT".to_owned(),
+            path: "/mailpit/api/v1/messages".to_owned(),
+            headers: vec![
+                ("authorization".to_owned(), basic(&key)),
+                ("content-type".to_owned(), "application/json".to_owned()),
+            ],
+            address: String::new(),
+            partition: Some(mine),
+            node: "a".to_owned(),
+            client: "127.0.0.1".parse().expect("ip"),
+        };
+        let body = frame(
+            &envelope,
+            &serde_json::to_vec(&json!({"IDs": ids, "Read": true})).expect("json"),
+        );
+        let signed = secret.sign("POST", HTTP_PATH, crate::cluster::now(), &body);
+        crate::cluster::hop_exchange(hop, HTTP_PATH, Some(&signed), &body)
+    };
+    // a's own (missing) message: its handler's `404`.
+    let answer = write(vec![id_of(mine)]);
+    assert!(answer.contains(r#""status":404"#), "{answer}");
+    let answer = write(vec![id_of(mine), id_of(theirs)]);
+    assert!(answer.contains(r#""status":503"#), "{answer}");
 }
 
 #[test]
@@ -528,6 +564,7 @@ fn the_npm_mailpit_api_client_on_b_runs_its_flow_on_mailboxes_a_keeps() {
         .env("BOX", &address)
         .env("KEY", &key)
         .env("KEY_MESSAGE", &key_message)
+        .env("KEY_BOX", &keyed)
         .output()
         .expect("node runs");
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -535,4 +572,208 @@ fn the_npm_mailpit_api_client_on_b_runs_its_flow_on_mailboxes_a_keeps() {
     assert!(out.status.success(), "flow failed:\n{stdout}\n{stderr}");
     assert!(stdout.contains(" passed, 0 failed"), "{stdout}");
     assert_eq!(pair.b.engine.stats().mailboxes, 0, "b stored nothing");
+}
+
+/// The `Subject`s of an API key's Mailpit listing at `host`, newest first.
+fn listed_subjects(host: &Appliance, key: &str) -> Vec<String> {
+    let listing = json_of(mailpit(host, Method::GET, "/api/v1/messages", key, None));
+    subjects(&listing).into_iter().map(|(_, s)| s).collect()
+}
+
+/// `GET /api/v1/info` of an API key at `host`.
+fn info(host: &Appliance, key: &str) -> Value {
+    json_of(mailpit(host, Method::GET, "/api/v1/info", key, None))
+}
+
+/// One user's mailboxes on both hosts (a homes the lower half of the
+/// partitions, b the upper half): the routes of an API key at b that read
+/// or change every message without naming one cover the messages a keeps.
+#[test]
+fn an_api_keys_routes_for_every_message_at_b_cover_the_mail_a_keeps() {
+    let split = Split::start();
+    let (_, key) = split.user_on(&split.b);
+    let on_a = create_mailbox(&split.b, &key, &local_part("ea", owned_by_a));
+    let on_b = create_mailbox(&split.b, &key, &local_part("eb", |p| !owned_by_a(p)));
+    let keep_a = mail(split.b.smtp_addr, &on_a, "keep one");
+    let drop_b = mail(split.b.smtp_addr, &on_b, "drop two");
+    let drop_a = mail(split.b.smtp_addr, &on_a, "drop three");
+    let b = &split.b;
+    for (ids, tag) in [(vec![&keep_a], "red"), (vec![&drop_b], "blue")] {
+        ok(mailpit(
+            b,
+            Method::PUT,
+            "/api/v1/tags",
+            &key,
+            Some(json!({"IDs": ids, "Tags": [tag]})),
+        ));
+    }
+
+    let counts = info(b, &key);
+    assert_eq!(counts["Messages"], 3, "{counts}");
+    assert_eq!(counts["Unread"], 3, "{counts}");
+    assert_eq!(counts["Tags"], json!({"blue": 1, "red": 1}), "{counts}");
+    let tags = json_of(mailpit(b, Method::GET, "/api/v1/tags", &key, None));
+    assert_eq!(tags, json!(["blue", "red"]));
+
+    // The newest is a's, whichever host answers; opening it marks it read
+    // where a keeps it.
+    for path in ["/api/v1/message/latest/raw", "/view/latest.txt"] {
+        let answer = mailpit(b, Method::GET, path, &key, None);
+        assert_eq!(answer.status(), 200, "{path}");
+        assert!(answer.text().expect("text").contains("body of drop three"));
+    }
+    let latest = json_of(mailpit(
+        b,
+        Method::GET,
+        "/api/v1/message/latest",
+        &key,
+        None,
+    ));
+    assert_eq!(latest["ID"], drop_a.as_str());
+    assert_eq!(info(&split.a, &key)["Unread"], 2);
+
+    // Read-all and unread-all at b mark a's messages too.
+    for (read, unread) in [(true, 0), (false, 3)] {
+        ok(mailpit(
+            b,
+            Method::PUT,
+            "/api/v1/messages",
+            &key,
+            Some(json!({"Read": read})),
+        ));
+        for host in [&split.a, &split.b] {
+            assert_eq!(info(host, &key)["Unread"], unread, "read {read}");
+        }
+    }
+
+    // A delete by search at b deletes the matches a keeps, and only those.
+    ok(mailpit(
+        b,
+        Method::DELETE,
+        "/api/v1/search?query=drop",
+        &key,
+        None,
+    ));
+    assert_eq!(listed_subjects(&split.a, &key), vec!["keep one"]);
+    assert_eq!(
+        mailpit(
+            &split.a,
+            Method::GET,
+            &format!("/api/v1/message/{drop_a}"),
+            &key,
+            None
+        )
+        .status(),
+        404
+    );
+
+    // Delete-all at b empties a too.
+    mail(split.a.smtp_addr, &on_b, "four on b");
+    assert_eq!(listed_subjects(b, &key), vec!["four on b", "keep one"]);
+    ok(mailpit(b, Method::DELETE, "/api/v1/messages", &key, None));
+    for host in [&split.a, &split.b] {
+        assert_eq!(info(host, &key)["Messages"], 0);
+        assert!(listed_subjects(host, &key).is_empty());
+        assert_eq!(
+            mailpit(host, Method::GET, "/api/v1/message/latest", &key, None).status(),
+            404
+        );
+    }
+}
+
+/// With a down, each route of an API key at b that reads or changes every
+/// message answers `503`: never counts, tags or a "latest" without a's
+/// mail, and never a write done on b's share only.
+#[test]
+fn with_a_down_every_route_for_every_message_at_b_is_503_and_writes_nothing() {
+    let split = Split::start();
+    let (_, key) = split.user_on(&split.b);
+    let on_a = create_mailbox(&split.b, &key, &local_part("da", owned_by_a));
+    let on_b = create_mailbox(&split.b, &key, &local_part("db", |p| !owned_by_a(p)));
+    mail(split.b.smtp_addr, &on_a, "on a");
+    let kept = mail(split.b.smtp_addr, &on_b, "on b");
+    let Split {
+        nats: _nats,
+        _secret,
+        data_a: _data_a,
+        data_b: _data_b,
+        a,
+        b,
+    } = split;
+    a.shutdown();
+    for (method, path, body) in [
+        (Method::GET, "/api/v1/info", None),
+        (Method::GET, "/api/v1/tags", None),
+        (Method::GET, "/api/v1/message/latest", None),
+        (Method::GET, "/api/v1/message/latest/raw", None),
+        (Method::PUT, "/api/v1/messages", Some(json!({"Read": true}))),
+        (Method::DELETE, "/api/v1/search?query=on", None),
+        (Method::DELETE, "/api/v1/messages", None),
+    ] {
+        let answer = mailpit(&b, method.clone(), path, &key, body);
+        assert_eq!(answer.status(), 503, "{method} {path}");
+        assert_unavailable(answer);
+    }
+    // b's own message is still there, unread.
+    let raw = mailpit(
+        &b,
+        Method::GET,
+        &format!("/api/v1/message/{kept}/raw"),
+        &key,
+        None,
+    );
+    assert_eq!(raw.status(), 200);
+    let summary = json_of(mailpit(
+        &b,
+        Method::GET,
+        &format!("/api/v1/message/{kept}"),
+        &key,
+        None,
+    ));
+    assert_eq!(summary["Subject"], "on b");
+    b.shutdown();
+}
+
+/// One message per page, and no rate limit in the way.
+fn one_per_page(config: &mut uncorreo::Config) {
+    config.limits.max_page = 1;
+    config.limits.default_page = 1;
+    config.plans.0.insert(
+        "free".into(),
+        uncorreo_api::Plan {
+            max_mailboxes: 4,
+            max_messages_per_mailbox: 200,
+            max_ttl_minutes: 60,
+            requests_per_minute: 1_000_000,
+        },
+    );
+}
+
+/// A delete-all at b that needs more rounds than its bound stops with a
+/// `503` that says so (never a silent partial `ok`), keeps what it did,
+/// and a repeat goes on.
+#[test]
+fn a_delete_all_past_its_rounds_says_so_and_a_repeat_goes_on() {
+    use uncorreo_api::mailpit::sweep::MAX_ROUNDS;
+
+    let split = Split::start_with(one_per_page);
+    let (_, key) = split.user_on(&split.b);
+    let on_a = create_mailbox(&split.b, &key, &local_part("ra", owned_by_a));
+    let more = 3;
+    for n in 0..MAX_ROUNDS + more {
+        mail(split.b.smtp_addr, &on_a, &format!("round {n}"));
+    }
+    let b = &split.b;
+    let answer = mailpit(b, Method::DELETE, "/api/v1/messages", &key, None);
+    assert_eq!(answer.status(), 503);
+    assert_eq!(answer.headers()["retry-after"], "1");
+    let text = answer.text().expect("text");
+    assert!(
+        text.contains(&format!("stopped after {MAX_ROUNDS} rounds")),
+        "{text}"
+    );
+    // Each round deleted its page (one message).
+    assert_eq!(info(b, &key)["Messages"], more);
+    ok(mailpit(b, Method::DELETE, "/api/v1/messages", &key, None));
+    assert_eq!(info(&split.a, &key)["Messages"], 0);
 }

@@ -12,7 +12,7 @@ const env = (name) => {
   return v;
 };
 const BASE = env("MAILPIT_BASE");
-const [TOKEN, BOX, KEY, KEY_MESSAGE] = [env("TOKEN"), env("BOX"), env("KEY"), env("KEY_MESSAGE")];
+const [TOKEN, BOX, KEY, KEY_MESSAGE, KEY_BOX] = ["TOKEN", "BOX", "KEY", "KEY_MESSAGE", "KEY_BOX"].map(env);
 
 const client = (password) => new MailpitClient(BASE, { auth: { username: "ci@example.test", password } });
 const session = client(TOKEN);
@@ -88,6 +88,28 @@ step("an API key's message routes", async () => {
   await keyed.deleteMessages({ IDs: [KEY_MESSAGE] });
   await rejects(keyed.getMessageSummary(KEY_MESSAGE), 404);
   await rejects(keyed.getMessageSummary(first.ID), 404);
+});
+
+step("an API key's info, latest, read-all, delete by search and delete-all at B cover A's mailboxes", async () => {
+  for (const subject of ["key one", "key two", "key three"]) {
+    await smtp.sendMail({ from: "app@example.com", to: KEY_BOX, subject, text: `body of ${subject}` });
+  }
+  let info = await keyed.getInfo();
+  assert.equal(info.Messages, 3);
+  assert.equal(info.Unread, 3);
+  assert.equal((await keyed.getMessageSummary()).Subject, "key three");
+  assert.equal((await keyed.getInfo()).Unread, 2, "opening latest marks it read");
+  await keyed.setReadStatus({ Read: true });
+  assert.equal((await keyed.getInfo()).Unread, 0);
+  await keyed.setReadStatus({ Read: false });
+  assert.equal((await keyed.getInfo()).Unread, 3);
+  await keyed.deleteMessagesBySearch({ query: 'subject:"key two"' });
+  assert.deepEqual((await keyed.listMessages()).messages.map((m) => m.Subject), ["key three", "key one"]);
+  await keyed.deleteMessages();
+  info = await keyed.getInfo();
+  assert.equal(info.Messages, 0);
+  assert.equal((await keyed.listMessages()).total, 0);
+  await rejects(keyed.getMessageSummary(), 404);
 });
 
 step("delete one, then every message of the token's mailbox", async () => {

@@ -7,6 +7,10 @@
 //! host's scan), and this host merges them newest first and cuts the page.
 //! A home that does not answer makes the answer `503`, never a partial
 //! list. A session-token instance is one mailbox and is not gathered.
+//!
+//! `info` and `tags` gather the same way (each home's counts and tags over
+//! what it serves, added up here); the writes and `latest` that name no
+//! message are in [`super::sweep`].
 
 use std::cmp::Reverse;
 use std::str::FromStr;
@@ -68,9 +72,6 @@ pub(super) async fn ask(
     start: usize,
     limit: usize,
 ) -> Result<Vec<MessagesSummary>, MailpitError> {
-    let Some(cluster) = &state.cluster else {
-        return Ok(Vec::new());
-    };
     let mut query = vec![
         ("start", "0".to_owned()),
         ("limit", start.saturating_add(limit).to_string()),
@@ -82,7 +83,22 @@ pub(super) async fn ask(
         query.push(("tz", tz.clone()));
     }
     let query = serde_urlencoded::to_string(&query).unwrap_or_default();
-    let gathered = crate::gather::gather(state, cluster, parts, &format!("{path}?{query}"))
+    ask_json(state, inst, parts, &format!("{path}?{query}")).await
+}
+
+/// Asks every other home for the member-only read `path_and_query` (one of
+/// `uncorreo_hop::wire::MEMBER_READS`), and cuts this host's instance to
+/// what it serves; the other homes' answers, each read as a `T`.
+pub(super) async fn ask_json<T: serde::de::DeserializeOwned>(
+    state: &AppState,
+    inst: &mut Instance,
+    parts: &Parts,
+    path_and_query: &str,
+) -> Result<Vec<T>, MailpitError> {
+    let Some(cluster) = &state.cluster else {
+        return Ok(Vec::new());
+    };
+    let gathered = crate::gather::gather(state, cluster, parts, path_and_query)
         .await
         .map_err(MailpitError::from)?;
     inst.mailboxes.retain(|m| {
@@ -94,10 +110,10 @@ pub(super) async fn ask(
         .remote
         .iter()
         .map(|body| {
-            serde_json::from_slice::<MessagesSummary>(body).map_err(|_| {
+            serde_json::from_slice::<T>(body).map_err(|_| {
                 MailpitError::new(
                     StatusCode::SERVICE_UNAVAILABLE,
-                    "a host answered what is not a message list; retry shortly",
+                    "a host answered what this read does not expect; retry shortly",
                 )
             })
         })

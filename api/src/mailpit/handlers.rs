@@ -122,26 +122,62 @@ async fn json_body<T: serde::de::DeserializeOwned + Default>(
     serde_json::from_slice(&bytes).map_err(|e| MailpitError::bad_request(e.to_string()))
 }
 
-/// `GET /api/v1/info`.
-pub async fn info(State(state): State<AppState>, inst: Instance) -> Result<Response, MailpitError> {
+/// The counts of `GET /api/v1/info`, as one home answers them to the host
+/// that gathers them (the other fields are that host's own).
+#[derive(Debug, Default, Deserialize)]
+struct InfoCounts {
+    #[serde(rename = "Messages")]
+    messages: u64,
+    #[serde(rename = "Unread")]
+    unread: u64,
+    #[serde(rename = "Tags")]
+    tags: BTreeMap<String, u64>,
+}
+
+/// `GET /api/v1/info` (an API key's counts cover every home).
+pub async fn info(
+    State(state): State<AppState>,
+    mut inst: Instance,
+    parts: axum::http::request::Parts,
+) -> Result<Response, MailpitError> {
+    let others: Vec<InfoCounts> = match across::reach(&state, &mut inst, &parts) {
+        across::Reach::Gather => {
+            across::ask_json(&state, &mut inst, &parts, "/mailpit/api/v1/info").await?
+        }
+        _ => Vec::new(),
+    };
     let all = instance_messages(&state, &inst)?;
-    let mut tags: BTreeMap<String, u64> = BTreeMap::new();
-    let mut unread = 0u64;
-    for (meta, address) in all.iter().cloned() {
+    let mut counts = InfoCounts {
+        messages: all.len() as u64,
+        ..InfoCounts::default()
+    };
+    for (meta, address) in all {
         let l = load(&state, meta, address).await?;
         let f = l.marks(&state);
-        unread += u64::from(!f.read);
+        counts.unread += u64::from(!f.read);
         for t in f.tags {
-            *tags.entry(t).or_default() += 1;
+            *counts.tags.entry(t).or_default() += 1;
         }
     }
+    for other in others {
+        counts.messages += other.messages;
+        counts.unread += other.unread;
+        for (tag, n) in other.tags {
+            *counts.tags.entry(tag).or_default() += n;
+        }
+    }
+    let InfoCounts {
+        messages,
+        unread,
+        tags,
+    } = counts;
     let uptime = state.mailpit().started.elapsed().as_secs();
     Ok(Json(serde_json::json!({
         "Version": concat!("uncorreo-", env!("CARGO_PKG_VERSION")),
         "LatestVersion": "",
         "Database": "",
         "DatabaseSize": 0,
-        "Messages": all.len(),
+        "Messages": messages,
         "Unread": unread,
         "Tags": tags,
         "RuntimeStats": {
@@ -575,13 +611,21 @@ pub async fn view(
     })
 }
 
-/// `GET /api/v1/tags`: every tag in the instance, sorted.
+/// `GET /api/v1/tags`: every tag in the instance, sorted (an API key's
+/// cover every home).
 pub async fn tags(
     State(state): State<AppState>,
-    inst: Instance,
+    mut inst: Instance,
+    parts: axum::http::request::Parts,
 ) -> Result<Json<Vec<String>>, MailpitError> {
+    let others: Vec<Vec<String>> = match across::reach(&state, &mut inst, &parts) {
+        across::Reach::Gather => {
+            across::ask_json(&state, &mut inst, &parts, "/mailpit/api/v1/tags").await?
+        }
+        _ => Vec::new(),
+    };
     let all = load_all(&state, &inst).await?;
-    let mut tags = BTreeSet::new();
+    let mut tags: BTreeSet<String> = others.into_iter().flatten().collect();
     for (_, f) in all {
         tags.extend(f.tags);
     }

@@ -30,6 +30,7 @@ pub mod marks;
 pub mod route;
 pub mod search;
 pub mod send;
+pub mod sweep;
 pub mod view;
 
 use std::collections::HashMap;
@@ -418,15 +419,21 @@ fn routes() -> Router<AppState> {
 /// problem+json layer is applied to `api`, because Mailpit's errors are
 /// plain text.
 pub fn mount(api: Router, state: AppState) -> Router {
-    // Only a host of a cluster pays for the owner check.
-    let routes = match state.cluster {
-        Some(_) => routes().layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            route::to_owner,
-        )),
-        None => routes(),
-    };
-    api.nest("/mailpit", routes.with_state(state))
+    let routes = routes().with_state(state.clone());
+    // Only a host of a cluster pays for the owner check. It wraps the whole
+    // Mailpit router, not each route, so a request it rewrites (`latest`
+    // named by its id, a write that names no message sent as one that
+    // does, the reads those need) is routed again by its new path.
+    match state.cluster {
+        Some(_) => api.nest_service(
+            "/mailpit",
+            tower::Layer::layer(
+                &axum::middleware::from_fn_with_state(state, route::to_owner),
+                routes,
+            ),
+        ),
+        None => api.nest("/mailpit", routes),
+    }
 }
 
 #[cfg(test)]

@@ -19,9 +19,13 @@
 //!   with an API key: the IDs are split by owner and each owner gets the
 //!   request with its own IDs (one hop each; this host's share runs here);
 //!   the first answer that is not a success is the answer, otherwise `ok`;
-//! - everything else (an API key's list and search, a token without a
-//!   prefix, a request without usable Basic credentials, which is `401`
-//!   here without a hop) runs here, as on one host.
+//! - with an API key, `latest`, `PUT`/`DELETE /api/v1/messages` without
+//!   `IDs` and `DELETE /api/v1/search` mean messages on every host: they
+//!   become the requests above ([`super::sweep`]);
+//! - everything else (an API key's list, search, `info` and `tags`, which
+//!   gather from every home in their handlers, a token without a prefix, a
+//!   request without usable Basic credentials, which is `401` here without
+//!   a hop) runs here, as on one host.
 //!
 //! No live owner, or it did not answer: `503` with `Retry-After`, as plain
 //! text. A request for another host is read here only once its owner is
@@ -55,14 +59,41 @@ pub async fn to_owner(State(state): State<AppState>, request: Request, next: Nex
     let Some(cluster) = state.cluster.clone() else {
         return next.run(request).await;
     };
-    if request.extensions().get::<Proxied>().is_some() {
+    // A member's part of a gather reads only here.
+    if request
+        .extensions()
+        .get::<uncorreo_hop::server::MemberOnly>()
+        .is_some()
+    {
         return next.run(request).await;
     }
     let (parts, body) = request.into_parts();
     // The largest Mailpit body (a send's) travels to its owner, which reads
     // it under its own limit.
     let max_body = super::send::max_request_bytes(state.engine.config().max_message_bytes);
-    match route_of(&parts) {
+    // Sent here by another host: the routing was done there.
+    if parts.extensions.get::<Proxied>().is_some() {
+        if route_of(&parts) != Route::ByIds {
+            return next.run(Request::from_parts(parts, body)).await;
+        }
+        let (bytes, _permit) = match read(&state, &parts, body, max_body).await {
+            Ok(read) => read,
+            Err(refused) => return refused,
+        };
+        // The hop admitted the one partition it names; the IDs may be of
+        // several this host serves, and each is held here.
+        let mut share: BTreeMap<u16, Vec<String>> = BTreeMap::new();
+        for (text, id) in ids_of(&bytes).map(|(_, ids)| ids).unwrap_or_default() {
+            share.entry(partition_of_id(id)).or_default().push(text);
+        }
+        let share: Vec<(Partition, Vec<String>)> = share
+            .into_iter()
+            .filter_map(|(index, ids)| Some((cluster.partition_numbered(index)?, ids)))
+            .collect();
+        return run_local_share(&cluster, parts, bytes, &share, next).await;
+    }
+    let route = route_of(&parts);
+    match route {
         Route::Here => next.run(Request::from_parts(parts, body)).await,
         Route::Partition(index) => {
             let Some(partition) = cluster.partition_numbered(index) else {
@@ -83,12 +114,22 @@ pub async fn to_owner(State(state): State<AppState>, request: Request, next: Nex
                 }
             }
         }
-        Route::ByIds => {
+        Route::Latest => super::sweep::latest(&state, &cluster, parts, next).await,
+        Route::ByIds | Route::Sweep => {
             let (bytes, _permit) = match read(&state, &parts, body, max_body).await {
                 Ok(read) => read,
                 Err(refused) => return refused,
             };
-            split_by_owner(&state, &cluster, parts, bytes, next).await
+            match super::sweep::plan_of(&parts, &bytes) {
+                Some(plan) => super::sweep::write(&state, &cluster, parts, plan, next).await,
+                None if route == Route::ByIds => {
+                    split_by_owner(&state, &cluster, parts, bytes, next).await
+                }
+                None => {
+                    next.run(Request::from_parts(parts, Body::from(bytes)))
+                        .await
+                }
+            }
         }
     }
 }
@@ -123,8 +164,13 @@ enum Route {
     Here,
     /// On the owner of this partition (whole).
     Partition(u16),
-    /// Split by the partitions of the `IDs` in its body.
+    /// Split by the partitions of the `IDs` in its body, or, without
+    /// `IDs`, every message of the instance ([`super::sweep`]).
     ByIds,
+    /// `latest` of an API key: the newest message on any host.
+    Latest,
+    /// `DELETE /api/v1/search` of an API key: its matches on every host.
+    Sweep,
 }
 
 fn route_of(parts: &Parts) -> Route {
@@ -153,14 +199,23 @@ fn route_of(parts: &Parts) -> Route {
         (&parts.method, path),
         (&Method::PUT | &Method::DELETE, "/api/v1/messages") | (&Method::PUT, "/api/v1/tags")
     );
-    if with_ids && password.starts_with(crate::auth::KEY_PREFIX) {
+    if !password.starts_with(crate::auth::KEY_PREFIX) {
+        return Route::Here;
+    }
+    if with_ids {
         return Route::ByIds;
+    }
+    if parts.method == Method::GET && super::sweep::latest_as(path, "").is_some() {
+        return Route::Latest;
+    }
+    if parts.method == Method::DELETE && path == "/api/v1/search" {
+        return Route::Sweep;
     }
     Route::Here
 }
 
 /// The partition a message id's mailbox bits name.
-fn partition_of_id(id: MessageId) -> u16 {
+pub(super) fn partition_of_id(id: MessageId) -> u16 {
     // At most 10 bits, so the cast keeps everything.
     ((id.mailbox.0 >> MAILBOX_ID_PREFIX_SHIFT) & u64::from(MAX_MAILBOX_ID_PREFIX)) as u16
 }
@@ -179,7 +234,7 @@ fn message_id_in_path(path: &str) -> Option<MessageId> {
 
 /// Runs the request here, admitted for its partition when it may write
 /// (a handover waits for it before copying).
-async fn run_here(
+pub(super) async fn run_here(
     cluster: &Cluster,
     partition: Partition,
     parts: Parts,
@@ -199,7 +254,7 @@ async fn run_here(
 }
 
 /// Runs the request on `owner`, which serves `partition`.
-async fn proxy(
+pub(super) async fn proxy(
     state: &AppState,
     cluster: &Cluster,
     owner: &Owner,
@@ -255,7 +310,7 @@ fn search_wait(parts: &Parts) -> u64 {
 }
 
 /// `IDs` split by owner: each owner gets the request with its own IDs.
-async fn split_by_owner(
+pub(super) async fn split_by_owner(
     state: &AppState,
     cluster: &Cluster,
     parts: Parts,
@@ -371,7 +426,7 @@ fn with_ids(object: &Object, ids: Vec<String>) -> bytes::Bytes {
     bytes::Bytes::from(serde_json::to_vec(&object).unwrap_or_default())
 }
 
-fn ok_text() -> Response {
+pub(super) fn ok_text() -> Response {
     ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], "ok").into_response()
 }
 
@@ -380,7 +435,7 @@ fn too_large() -> Response {
 }
 
 /// No live owner, or it did not answer: Mailpit's shape (plain text).
-fn unavailable() -> Response {
+pub(super) fn unavailable() -> Response {
     let mut error = MailpitError::new(
         StatusCode::SERVICE_UNAVAILABLE,
         "the host that keeps this mailbox is unavailable; retry shortly",
@@ -455,6 +510,31 @@ mod tests {
                 Method::GET,
                 "/api/v1/message/latest".to_owned(),
                 Some("uct_k"),
+                Route::Latest,
+            ),
+            (
+                Method::GET,
+                "/view/latest.txt".to_owned(),
+                Some("uct_k"),
+                Route::Latest,
+            ),
+            // A token's `latest` is its mailbox's, on its owner.
+            (
+                Method::GET,
+                "/api/v1/message/latest".to_owned(),
+                Some(token.as_str()),
+                Route::Partition(517),
+            ),
+            (
+                Method::DELETE,
+                "/api/v1/search?query=x".to_owned(),
+                Some("uct_k"),
+                Route::Sweep,
+            ),
+            (
+                Method::DELETE,
+                "/api/v1/search?query=x".to_owned(),
+                Some(old.as_str()),
                 Route::Here,
             ),
             (
