@@ -52,7 +52,10 @@ pub(crate) fn hop_member(nats: &NatsServer, node: &str, secret: &std::path::Path
     }
 }
 
-fn start(data: &std::path::Path, cluster: ClusterConfig) -> Result<Appliance, StartError> {
+pub(crate) fn start(
+    data: &std::path::Path,
+    cluster: ClusterConfig,
+) -> Result<Appliance, StartError> {
     start_tweaked(data, cluster, |_| {})
 }
 
@@ -60,7 +63,7 @@ fn start(data: &std::path::Path, cluster: ClusterConfig) -> Result<Appliance, St
 /// real-time streams' periodic read (every `ping_interval_secs`) far off,
 /// so a test of events across hosts shows what the notices do, not what
 /// the safety net catches later.
-fn start_tweaked(
+pub(crate) fn start_tweaked(
     data: &std::path::Path,
     cluster: ClusterConfig,
     tweak: impl FnOnce(&mut uncorreo::Config),

@@ -14,7 +14,12 @@ use tokio_tungstenite::tungstenite::Message;
 use uncorreo::Appliance;
 use uncorreo_cluster::partition::Partition;
 
-use crate::cluster::{eventually, hop_member, http, mailbox_on, served, Pair, PARTITIONS};
+use uncorreo_cluster::testing::NatsServer;
+
+use crate::cluster::{
+    eventually, hop_member, http, mailbox_on, secret_file, served, start as start_host,
+    start_tweaked, Pair, PARTITIONS,
+};
 use crate::cluster_accounts::{create_mailbox, local_part, owned_by_a, start, Split};
 use crate::cluster_mailpit::{basic, mail};
 use crate::realtime::{Ws, HANG};
@@ -149,6 +154,68 @@ fn a_mailpit_events_socket_at_b_with_the_token_of_a_mailbox_a_keeps_gets_its_fra
         .send()
         .expect("request");
     assert_eq!(answer.status(), 401);
+}
+
+/// The status of a refused events socket at `host` with `password`.
+async fn events_refused(host: &Appliance, password: &str) -> (u16, Option<String>) {
+    let url = format!("ws://{}/mailpit/api/events", host.http_addr);
+    let mut request = url.into_client_request().expect("request");
+    request
+        .headers_mut()
+        .insert("authorization", basic(password).parse().expect("header"));
+    match tokio_tungstenite::connect_async(request).await {
+        Ok(_) => panic!("the socket opened"),
+        Err(tokio_tungstenite::tungstenite::Error::Http(answer)) => (
+            answer.status().as_u16(),
+            answer
+                .headers()
+                .get("retry-after")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned),
+        ),
+        Err(e) => panic!("{e}"),
+    }
+}
+
+#[test]
+fn a_mailpit_events_socket_at_b_counts_in_bs_remote_waiter_limits() {
+    let nats = NatsServer::start();
+    let secret = secret_file();
+    let (data_a, data_b) = (
+        tempfile::tempdir().expect("tempdir"),
+        tempfile::tempdir().expect("tempdir"),
+    );
+    let a = start_host(data_a.path(), hop_member(&nats, "a", secret.path())).expect("a joins");
+    let b = start_tweaked(data_b.path(), hop_member(&nats, "b", secret.path()), |c| {
+        c.realtime.max_subscribers_per_mailbox = 1;
+    })
+    .expect("b joins");
+    let (address, token) = mailbox_on(&b);
+    let inbox = format!("ws://{}/ws/inbox/{address}?token={token}", b.http_addr);
+    crate::realtime::rt().block_on(async {
+        // The socket holds the mailbox's one place on b ...
+        let held = events_at(&b, &token).await;
+        let (status, _) = crate::realtime::ws_refused(&inbox).await;
+        assert_eq!(status, 429);
+        drop(held);
+        // ... until it closes; then a waiter of ours holds it, and the
+        // socket is refused with when to retry.
+        let mut ours = None;
+        for _ in 0..100 {
+            if let Ok((ws, _)) = tokio_tungstenite::connect_async(&inbox).await {
+                ours = Some(ws);
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(ours.is_some(), "the socket's place was never freed");
+        assert_eq!(
+            events_refused(&b, &token).await,
+            (429, Some("5".to_owned()))
+        );
+    });
+    b.shutdown();
+    a.shutdown();
 }
 
 #[test]
