@@ -41,6 +41,17 @@ pub fn unavailable() -> Problem {
     .retry_after(1)
 }
 
+/// Keeps of `mailboxes` those in the partitions `part` covers (a member's
+/// part of a gather, or this host's own): a copy a handover left here is
+/// read where it lives now, never twice.
+pub fn keep_covered(
+    part: &MemberOnly,
+    cluster: &Cluster,
+    mailboxes: &mut Vec<uncorreo_engine::MailboxInfo>,
+) {
+    mailboxes.retain(|m| part.covers(cluster.partition(&m.address.to_string())));
+}
+
 /// Whether this request is one host's part of a listing that spans hosts
 /// (then it reads only what [`MemberOnly`] covers).
 pub fn member_only(parts: &Parts) -> Option<&MemberOnly> {

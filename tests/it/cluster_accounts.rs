@@ -141,7 +141,7 @@ fn operator(data: &std::path::Path, request: Value) -> Value {
 }
 
 /// A user made over the operator socket of the host keeping `data`: (id, key).
-fn new_user(data: &std::path::Path) -> (u64, String) {
+pub(crate) fn new_user(data: &std::path::Path) -> (u64, String) {
     let answer = operator(data, json!({ "command": "user-create", "plan": "free" }));
     assert_eq!(answer["status"], "ok", "{answer}");
     let id = answer["result"]["id"].as_u64().expect("id");

@@ -9,9 +9,7 @@
 //! that mean every message (`info`, `tags`, `latest`, read-all, delete-all,
 //! delete by search) cover both, and are `503` while either is down.
 
-use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
-use std::os::unix::net::UnixStream;
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -92,19 +90,7 @@ pub(crate) fn mail(smtp: SocketAddr, rcpt: &str, subject: &str) -> String {
 
 /// A user made with `uncorreo admin` on `a`'s operator socket: its key.
 fn user_key(pair: &Pair) -> String {
-    let socket = pair.data_a.path().join("admin.sock");
-    let mut stream = UnixStream::connect(socket).expect("operator socket");
-    let request = json!({ "request": { "command": "user-create", "plan": "free" } });
-    let mut line = serde_json::to_vec(&request).expect("json");
-    line.push(b'\n');
-    stream.write_all(&line).expect("write");
-    let mut answer = String::new();
-    BufReader::new(stream)
-        .read_line(&mut answer)
-        .expect("answer");
-    let answer: Value = serde_json::from_str(&answer).expect("json answer");
-    assert_eq!(answer["status"], "ok", "{answer}");
-    answer["result"]["key"].as_str().expect("key").to_owned()
+    crate::cluster_accounts::new_user(pair.data_a.path()).1
 }
 
 fn assert_unavailable(answer: Response) {

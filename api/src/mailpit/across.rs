@@ -42,8 +42,7 @@ pub(super) fn reach(state: &AppState, inst: &mut Instance, parts: &Parts) -> Rea
         return Reach::Here;
     };
     if let Some(only) = crate::gather::member_only(parts) {
-        inst.mailboxes
-            .retain(|m| only.covers(cluster.partition(&m.address.to_string())));
+        crate::gather::keep_covered(only, cluster, &mut inst.mailboxes);
         return Reach::Member;
     }
     match inst.caller {
@@ -101,11 +100,7 @@ pub(super) async fn ask_json<T: serde::de::DeserializeOwned>(
     let gathered = crate::gather::gather(state, cluster, parts, path_and_query)
         .await
         .map_err(MailpitError::from)?;
-    inst.mailboxes.retain(|m| {
-        gathered
-            .local
-            .covers(cluster.partition(&m.address.to_string()))
-    });
+    crate::gather::keep_covered(&gathered.local, cluster, &mut inst.mailboxes);
     gathered
         .remote
         .iter()

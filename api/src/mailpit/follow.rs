@@ -137,11 +137,7 @@ pub async fn scope(state: &AppState, parts: &mut Parts) -> Result<Scope, Mailpit
         .await
         .map_err(MailpitError::from)?;
     // A copy a handover left here is followed where it lives now.
-    inst.mailboxes.retain(|m| {
-        gathered
-            .local
-            .covers(cluster.partition(&m.address.to_string()))
-    });
+    crate::gather::keep_covered(&gathered.local, &cluster, &mut inst.mailboxes);
     let mut remote = Vec::new();
     for body in gathered.remote {
         let part: MailboxList = serde_json::from_slice(&body).map_err(|_| unavailable())?;
