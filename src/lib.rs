@@ -76,6 +76,8 @@ pub struct Appliance {
     pub engine: Engine,
     /// The budget of bytes in flight shared by every ingest path.
     pub budget: uncorreo_budget::Budget,
+    /// The fault plans in force (set through the API, applied by smtpd).
+    pub faults: Arc<uncorreo_faults::FaultPlans>,
     shutdown: CancellationToken,
     threads: Vec<JoinHandle<()>>,
     cluster_served: Option<Arc<uncorreo_cluster::member::Served>>,
@@ -301,6 +303,7 @@ impl Appliance {
             )));
         }
         // The API sets fault plans, smtpd applies them: one registry.
+        let faults = app_state.faults.clone();
         let smtp_shared = uncorreo_smtpd::Shared::with_cluster(
             engine.clone(),
             config.smtp.clone(),
@@ -418,6 +421,7 @@ impl Appliance {
             admin_socket,
             engine,
             budget,
+            faults,
             shutdown,
             threads,
             cluster_served,

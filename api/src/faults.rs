@@ -58,6 +58,36 @@ pub(crate) fn load(state: &AppState) {
     }
 }
 
+/// A mailbox just made at `address` starts without a fault plan: one left
+/// by an earlier mailbox at the same address (deleted or expired) goes.
+pub(crate) async fn forget_mailbox(state: &AppState, address: &str) {
+    forget(state, &Target::Mailbox(address.to_owned())).await;
+}
+
+/// Whether the campaign or mailbox `target` names is live.
+fn live(state: &AppState, target: &Target) -> bool {
+    match target {
+        Target::Campaign(id) => state.engine.campaign(CampaignId(*id)).is_some(),
+        Target::Mailbox(address) => address
+            .parse()
+            .ok()
+            .and_then(|address| state.engine.mailbox(&address))
+            .is_some(),
+    }
+}
+
+/// With every plan slot taken: forget the plans whose campaign or mailbox
+/// ended (an ended mailbox's plan stays until then, or until a new mailbox
+/// takes its address), so plans of disposable mailboxes never fill the
+/// appliance.
+async fn forget_ended(state: &AppState) {
+    for target in state.faults.targets() {
+        if !live(state, &target) {
+            forget(state, &target).await;
+        }
+    }
+}
+
 /// Remove the plan of `target` (its campaign or mailbox is gone).
 pub(crate) async fn forget(state: &AppState, target: &Target) {
     if state.faults.get(target).is_none() {
@@ -99,6 +129,18 @@ async fn put(
         .map_err(|e| Problem::new(Kind::InvalidRequest, e.0).for_field("rules"))?;
     let text = serde_json::to_string(&plan)
         .map_err(|_| Problem::new(Kind::Internal, "plan not encoded"))?;
+    if state.faults.full_without(&target) {
+        forget_ended(state).await;
+        if state.faults.full_without(&target) {
+            return Err(Problem::new(
+                Kind::Unavailable,
+                format!(
+                    "at most {} fault plans in force; remove one first",
+                    uncorreo_faults::MAX_PLANS
+                ),
+            ));
+        }
+    }
     // Durable first, then in force: a plan the client was told about survives a restart.
     state.engine.put_state(&key(&target), Some(&text)).await?;
     state

@@ -221,6 +221,17 @@ impl FaultPlans {
         Ok(())
     }
 
+    /// Every target with a plan in force.
+    pub fn targets(&self) -> Vec<Target> {
+        self.plans.read().keys().cloned().collect()
+    }
+
+    /// Whether [`MAX_PLANS`] plans are in force and `target` has none of them.
+    pub fn full_without(&self, target: &Target) -> bool {
+        let plans = self.plans.read();
+        plans.len() >= MAX_PLANS && !plans.contains_key(target)
+    }
+
     /// Remove the plan of `target`.
     pub fn remove(&self, target: &Target) {
         self.plans.write().remove(target);

@@ -488,3 +488,61 @@ fn metrics_count_each_live_campaign_by_id_with_fault_refusals_and_drop_it_when_d
         "a deleted campaign's series stayed:\n{text}"
     );
 }
+
+/// A mailbox's fault plan ends with the mailbox: one made again at the same
+/// address takes mail (a plan left behind would refuse it with nothing to
+/// say why), and its plan reads as none.
+#[test]
+fn a_mailbox_made_again_at_an_address_does_not_inherit_the_old_ones_fault_plan() {
+    let api = Api::start();
+    let auth = Auth::Bearer(api.user("free"));
+    let (address, _) = api.mailbox(&auth, json!({"local_part": "faulty"}));
+    let plan = json!({"rules": [{"when": "first", "n": 100, "reply": "451 4.7.1 try later"}]});
+    let faults = format!("/api/v1/mailboxes/{address}/faults");
+    let r = api.call("PUT", &faults, &auth, Some(plan));
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(rcpt_code(api.server.smtp, &address), "451");
+    let r = api.call(
+        "DELETE",
+        &format!("/api/v1/mailboxes/{address}"),
+        &auth,
+        None,
+    );
+    assert_eq!(r.status, 204);
+    let (again, _) = api.mailbox(&auth, json!({"local_part": "faulty"}));
+    assert_eq!(again, address);
+    assert_eq!(rcpt_code(api.server.smtp, &address), "250");
+    let r = api.get(&faults, &auth);
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json()["rules"], json!([]), "{}", r.json());
+}
+
+/// Plans of mailboxes that ended never fill the appliance: with every plan
+/// slot taken by them, a new plan makes them go and is put in force.
+#[test]
+fn plans_of_ended_mailboxes_make_room_for_a_new_one_at_the_cap() {
+    let api = Api::start();
+    let auth = Auth::Bearer(api.user("free"));
+    let (address, _) = api.mailbox(&auth, json!({"local_part": "fresh"}));
+    let faults = &api.server.appliance.as_ref().expect("running").faults;
+    let plan: uncorreo_faults::Plan = serde_json::from_value(
+        json!({"rules": [{"when": "first", "n": 1, "reply": "451 4.7.1 try later"}]}),
+    )
+    .expect("plan");
+    // As left by disposable mailboxes that expired with their plans.
+    for i in 0..uncorreo_faults::MAX_PLANS {
+        let gone = uncorreo_faults::Target::Mailbox(format!("gone{i}@{DOMAIN}"));
+        faults.set(gone, plan.clone()).expect("a slot");
+    }
+    let fresh = uncorreo_faults::Target::Mailbox(address.clone());
+    assert!(faults.full_without(&fresh));
+    let r = api.call(
+        "PUT",
+        &format!("/api/v1/mailboxes/{address}/faults"),
+        &auth,
+        Some(serde_json::to_value(&plan).expect("json")),
+    );
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(faults.targets(), vec![fresh]);
+    assert_eq!(rcpt_code(api.server.smtp, &address), "451");
+}
