@@ -9,9 +9,14 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use uncorreo_api::accounts::{Accounts, AccountsError, BoxFuture, MailboxCounter};
 use uncorreo_cluster::accounts::{self as kv, AccountsReplica, KeyRecord, UserRecord};
+use uncorreo_engine::campaign::CampaignId;
 use uncorreo_engine::{ApiKeyId, ApiKeyInfo, Engine, Subscription, UserId, UserInfo};
 
 use crate::StartError;
+
+/// How many records of this host's ended campaigns a new campaign removes
+/// at most (each one NATS request), so they never pile up in the bucket.
+const ENDED_CAMPAIGNS_PER_CLAIM: usize = 4;
 
 /// Users and keys from the cluster's replica; the engine only for its clock.
 pub struct ClusterAccounts {
@@ -21,6 +26,11 @@ pub struct ClusterAccounts {
 }
 
 impl ClusterAccounts {
+    /// The replica itself, for the routing layer's campaign homes.
+    pub fn replica(&self) -> Arc<AccountsReplica> {
+        Arc::clone(&self.replica)
+    }
+
     /// Test hook: see `AccountsReplica::hold_watch_for_tests`.
     #[doc(hidden)]
     pub fn hold_watch_for_tests(&self, held: bool) {
@@ -166,6 +176,43 @@ impl Accounts for ClusterAccounts {
     }
     fn mailbox_counter(&self) -> Option<&dyn MailboxCounter> {
         Some(self)
+    }
+    fn claim_campaign(
+        &self,
+        id: CampaignId,
+        expires_at_ms: u64,
+    ) -> BoxFuture<'_, Result<bool, AccountsError>> {
+        Box::pin(async move {
+            let home = kv::CampaignHome {
+                node: self.node.clone(),
+                expires_at_ms,
+            };
+            let claimed = self
+                .replica
+                .claim_campaign(id.0, &home)
+                .await
+                .map_err(error)?;
+            // The records of this host's ended campaigns only hold their
+            // ids: a few go with each new one, so they do not pile up.
+            let now = self.engine.now_ms();
+            for ended in self
+                .replica
+                .ended_campaigns_on(&self.node, now, ENDED_CAMPAIGNS_PER_CLAIM)
+            {
+                if let Err(error) = self.replica.forget_campaign(ended).await {
+                    tracing::debug!(%error, "an ended campaign's record stays for now");
+                    break;
+                }
+            }
+            Ok(claimed)
+        })
+    }
+    fn forget_campaign(&self, id: CampaignId) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            if let Err(error) = self.replica.forget_campaign(id.0).await {
+                tracing::warn!(%error, campaign = %id, "a deleted campaign's home record stays");
+            }
+        })
     }
     fn catch_up(&self) -> BoxFuture<'_, ()> {
         Box::pin(async move {

@@ -194,7 +194,7 @@ impl Appliance {
                 cluster_stop.0.clone(),
             )?;
             cluster_threads.push(thread);
-            cluster_accounts = Some(accounts);
+            cluster_accounts = Some(Arc::clone(&accounts));
             if let (Some((listener, _)), Some(secret)) = (bound, secret) {
                 hop_addr = Some(
                     listener
@@ -233,6 +233,7 @@ impl Appliance {
                         partitions,
                         timeout,
                         events: Some(events),
+                        accounts: Some(accounts.replica()),
                     },
                 )));
                 hop_leave = Some(cluster::HopLeave {

@@ -12,6 +12,7 @@
 use std::future::Future;
 use std::pin::Pin;
 
+use uncorreo_engine::campaign::CampaignId;
 use uncorreo_engine::{ApiKeyId, ApiKeyInfo, Engine, Subscription, UserId, UserInfo, WriteError};
 
 use crate::problem::{Kind, Problem};
@@ -133,6 +134,25 @@ pub trait Accounts: Send + Sync {
     /// (`crate::counts`); `None` on one host, whose engine is the count.
     fn mailbox_counter(&self) -> Option<&dyn MailboxCounter> {
         None
+    }
+    /// Records this host as the home of campaign `id` (live until
+    /// `expires_at_ms`), where every host of a cluster sees it, so they
+    /// forward its mail here (SCALE.md, "Campaigns"). `Ok(false)`: another
+    /// campaign holds the id; pick another. On one host there is nothing
+    /// to record: `Ok(true)`.
+    fn claim_campaign(
+        &self,
+        id: CampaignId,
+        expires_at_ms: u64,
+    ) -> BoxFuture<'_, Result<bool, AccountsError>> {
+        let _ = (id, expires_at_ms);
+        Box::pin(std::future::ready(Ok(true)))
+    }
+    /// Removes campaign `id`'s home record, best effort (a record left
+    /// behind only makes its home answer `550` for a gone campaign).
+    fn forget_campaign(&self, id: CampaignId) -> BoxFuture<'_, ()> {
+        let _ = id;
+        Box::pin(std::future::ready(()))
     }
 }
 

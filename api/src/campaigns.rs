@@ -330,21 +330,25 @@ pub async fn create_campaign(
                 ),
             )
         })?;
-    let id = CampaignId::random();
-    if let Some(a) = campaign_quota_address(id) {
-        reservation.attempting(&a);
-    }
     let expires_at_ms = engine
         .now_ms()
         .saturating_add(u64::from(ttl).saturating_mul(60_000));
+    let id = claim_id(&state, expires_at_ms).await?;
+    if let Some(a) = campaign_quota_address(id) {
+        reservation.attempting(&a);
+    }
     reservation.until(expires_at_ms);
-    crate::counts::claim(
+    if let Err(e) = crate::counts::claim(
         &state,
         user,
         plan.max_mailboxes,
         "mailboxes and campaigns together",
     )
-    .await?;
+    .await
+    {
+        state.accounts.forget_campaign(id).await;
+        return Err(e);
+    }
     let created = engine
         .create_campaign(NewCampaign {
             id,
@@ -359,6 +363,7 @@ pub async fn create_campaign(
     drop(reservation);
     if created.is_err() {
         crate::counts::recount(&state, user).await;
+        state.accounts.forget_campaign(id).await;
     }
     let info = created.map_err(|e| match e {
         CreateCampaignError::Taken => Problem::new(
@@ -384,6 +389,29 @@ pub async fn create_campaign(
     }
     let view = CampaignView::new(&info, &engine.config().domains);
     Ok((StatusCode::CREATED, h, Json(view)))
+}
+
+/// How many random ids a creation tries before it gives up (`503`): each
+/// one is taken only with odds of live campaigns in 2^48.
+const ID_TRIES: usize = 4;
+
+/// A fresh campaign id, recorded as this host's in the cluster (so every
+/// host forwards its mail here) before the campaign is made. The record's
+/// `create` decides between two hosts that drew the same id.
+async fn claim_id(state: &AppState, expires_at_ms: u64) -> Result<CampaignId, Problem> {
+    for _ in 0..ID_TRIES {
+        let id = CampaignId::random();
+        if state.engine.campaign(id).is_some() {
+            continue;
+        }
+        if state.accounts.claim_campaign(id, expires_at_ms).await? {
+            return Ok(id);
+        }
+    }
+    Err(
+        Problem::new(Kind::Unavailable, "no free campaign id was found; retry")
+            .retry_after(crate::accounts::RETRY_AFTER_SECS),
+    )
 }
 
 /// The caller's live campaigns.
@@ -474,6 +502,7 @@ pub async fn delete_campaign(
 ) -> Result<StatusCode, Problem> {
     let c = authorize_campaign(&state, &caller, &id)?;
     state.engine.delete_campaign(c.id).await?;
+    state.accounts.forget_campaign(c.id).await;
     if let Owner::User(user) = c.owner {
         crate::counts::recount(&state, user).await;
     }

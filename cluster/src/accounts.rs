@@ -12,6 +12,11 @@
 //!   ([`MailboxCounts`]), and `keyslots.<user>`, the user's key mints in
 //!   flight ([`KeySlots`]), so `max_mailboxes` and `max_api_keys_per_user`
 //!   hold across the cluster and not per host.
+//! - `campaign.<id>` (hex, as in the campaign's domain `c-<id>.…`) names
+//!   the host a load-test campaign lives on ([`CampaignHome`]), so every
+//!   host forwards its mail there from its replica, without a round trip.
+//!   Written by `create` when the campaign is made: the first writer of an
+//!   id wins, so two hosts' random ids can never both stand.
 //! - An API key is stored only as its SHA-256 (hex).
 //! - Reads ([`AccountsReplica::key_by_hash`], …) are the replica's: no
 //!   round trip. While NATS is unreachable they answer from the last
@@ -160,6 +165,21 @@ fn same_user(present: &UserRecord, imported: &UserRecord) -> bool {
         && present.created_at_ms == imported.created_at_ms
 }
 
+/// The value under `campaign.<id>`: the host a campaign lives on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CampaignHome {
+    /// The node id of the host that made the campaign (and keeps it).
+    pub node: String,
+    /// When the campaign ends (ms since the epoch); past it the record
+    /// names nobody.
+    pub expires_at_ms: u64,
+}
+
+/// The store key of a campaign's home record.
+pub fn campaign_key(id: u64) -> String {
+    format!("campaign.{id:x}")
+}
+
 /// Why an accounts write did not happen.
 #[derive(Debug, thiserror::Error)]
 pub enum AccountsError {
@@ -211,6 +231,7 @@ struct Replica {
     by_hash: HashMap<[u8; 32], u64>,
     by_user: HashMap<u64, BTreeSet<u64>>,
     mailboxes: HashMap<u64, MailboxCounts>,
+    campaigns: HashMap<u64, CampaignHome>,
 }
 
 impl Replica {
@@ -239,6 +260,19 @@ impl Replica {
                 Some(Err(_)) => tracing::error!(key, "an accounts value does not decode; ignored"),
                 None => {
                     self.mailboxes.remove(&id);
+                }
+            }
+        } else if let Some(id) = key
+            .strip_prefix("campaign.")
+            .and_then(|s| u64::from_str_radix(s, 16).ok())
+        {
+            match value.map(serde_json::from_slice::<CampaignHome>) {
+                Some(Ok(home)) => {
+                    self.campaigns.insert(id, home);
+                }
+                Some(Err(_)) => tracing::error!(key, "an accounts value does not decode; ignored"),
+                None => {
+                    self.campaigns.remove(&id);
                 }
             }
         } else if let Some(id) = key.strip_prefix("key.").and_then(|s| s.parse::<u64>().ok()) {
@@ -700,6 +734,54 @@ impl AccountsReplica {
         Err(AccountsError::Contended)
     }
 
+    /// The node a live campaign lives on, as this replica last saw it
+    /// (`None`: unknown here, or ended at `now_ms`).
+    pub fn campaign_home(&self, id: u64, now_ms: u64) -> Option<String> {
+        self.replica
+            .read()
+            .campaigns
+            .get(&id)
+            .filter(|home| home.expires_at_ms > now_ms)
+            .map(|home| home.node.clone())
+    }
+
+    /// Records that campaign `id` lives on `home.node`, by `create`:
+    /// `Ok(false)` when the id is taken (another host made a campaign with
+    /// it, or one of its own ended campaigns still holds it): pick another.
+    /// Answers once this host's replica has applied the record.
+    pub async fn claim_campaign(
+        &self,
+        id: u64,
+        home: &CampaignHome,
+    ) -> Result<bool, AccountsError> {
+        match self.bucket.create(&campaign_key(id), encode(home)?).await {
+            Ok(revision) => self.until_applied(revision).await.map(|()| true),
+            Err(CasError::Conflict) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Up to `limit` campaigns recorded on `node` that ended before
+    /// `now_ms`: their records only hold ids, so the home removes them.
+    pub fn ended_campaigns_on(&self, node: &str, now_ms: u64, limit: usize) -> Vec<u64> {
+        self.replica
+            .read()
+            .campaigns
+            .iter()
+            .filter(|(_, home)| home.node == node && home.expires_at_ms <= now_ms)
+            .map(|(id, _)| *id)
+            .take(limit)
+            .collect()
+    }
+
+    /// Removes campaign `id`'s home record (the campaign was deleted).
+    pub async fn forget_campaign(&self, id: u64) -> Result<(), AccountsError> {
+        let deleted = tokio::time::timeout(self.timeout, self.bucket.kv().delete(campaign_key(id)))
+            .await
+            .map_err(|_| AccountsError::Unavailable("deleting timed out".to_owned()))?;
+        deleted.map_err(|e| AccountsError::Unavailable(e.to_string()))
+    }
+
     /// The user's mailbox counts as this replica last saw them.
     pub fn mailbox_counts(&self, user: u64) -> Option<MailboxCounts> {
         self.replica.read().mailboxes.get(&user).cloned()
@@ -929,6 +1011,24 @@ mod tests {
         r.apply("key.8", Some(&key(8, 2, [1; 32])));
         assert_eq!(r.by_hash.get(&[1; 32]), Some(&7));
         assert!(!r.keys.contains_key(&8));
+    }
+
+    #[test]
+    fn a_campaign_record_names_its_home_until_deleted() {
+        let mut r = Replica::default();
+        let home = CampaignHome {
+            node: "a".into(),
+            expires_at_ms: 10,
+        };
+        r.apply(
+            &campaign_key(0xabc),
+            Some(&serde_json::to_vec(&home).unwrap()),
+        );
+        assert_eq!(r.campaigns.get(&0xabc), Some(&home));
+        r.apply("campaign.abc", None);
+        assert!(r.campaigns.is_empty());
+        r.apply("campaign.abd", Some(b"{not json"));
+        assert!(r.campaigns.is_empty());
     }
 
     #[test]

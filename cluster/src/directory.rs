@@ -80,6 +80,7 @@ pub struct Directory {
     homes: NatsBucket,
     cache: parking_lot::Mutex<HashMap<Partition, (Option<Owner>, Instant)>>,
     every_home: parking_lot::Mutex<Option<(Homes, Instant)>>,
+    hops: parking_lot::Mutex<HashMap<String, (Option<String>, Instant)>>,
 }
 
 impl Directory {
@@ -89,6 +90,7 @@ impl Directory {
             homes,
             cache: parking_lot::Mutex::new(HashMap::new()),
             every_home: parking_lot::Mutex::new(None),
+            hops: parking_lot::Mutex::new(HashMap::new()),
         }
     }
 
@@ -115,6 +117,28 @@ impl Directory {
             .lock()
             .insert(partition, (owner.clone(), Instant::now()));
         Ok(owner)
+    }
+
+    /// Where `node`'s internal hop listens, if it published that (kept for
+    /// [`CACHE_FOR`]; one entry per node asked, and nodes are the
+    /// cluster's hosts). A host that stopped keeps its record: ask it
+    /// before relying on it.
+    pub async fn hop_of(&self, node: &str) -> Result<Option<String>, ReadError> {
+        if let Some((hop, at)) = self.hops.lock().get(node) {
+            if at.elapsed() < CACHE_FOR {
+                return Ok(hop.clone());
+            }
+        }
+        let hop = self
+            .homes
+            .get(&node_key(node))
+            .await?
+            .and_then(|value| serde_json::from_slice::<NodeValue>(&value.value).ok())
+            .map(|value| value.hop);
+        self.hops
+            .lock()
+            .insert(node.to_owned(), (hop.clone(), Instant::now()));
+        Ok(hop)
     }
 
     /// Every host that has joined (published its hop address), by node id:

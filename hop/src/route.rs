@@ -14,11 +14,13 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use uncorreo_cluster::accounts::AccountsReplica;
 use uncorreo_cluster::directory::{Directory, Owner};
 use uncorreo_cluster::events::Events;
 use uncorreo_cluster::hop::HopSecret;
 use uncorreo_cluster::member::{Admitted, NotAdmitted, Served};
 use uncorreo_cluster::partition::{partition_of, Partition, PartitionCount};
+use uncorreo_engine::campaign::CampaignId;
 use uncorreo_engine::{
     DeliverError, Delivery, DeliveryOutcome, Engine, MessageId, QuotaHolds, Recipient,
     ResolveError, UserId,
@@ -68,6 +70,7 @@ pub struct Cluster {
     partitions: PartitionCount,
     timeout: Duration,
     events: Option<Arc<Events>>,
+    accounts: Option<Arc<AccountsReplica>>,
 }
 
 /// What [`Cluster::new`] needs.
@@ -88,6 +91,10 @@ pub struct ClusterParts {
     /// Events across hosts (SCALE.md, "Real time"); `None`: waiters for
     /// mailboxes other hosts own are refused.
     pub events: Option<Arc<Events>>,
+    /// The accounts replica, which names each campaign's home
+    /// (`campaign.<id>`); `None`: a campaign's mail is taken only by the
+    /// host that made it.
+    pub accounts: Option<Arc<AccountsReplica>>,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -111,6 +118,7 @@ impl Cluster {
             partitions: parts.partitions,
             timeout: parts.timeout,
             events: parts.events,
+            accounts: parts.accounts,
         }
     }
 
@@ -152,12 +160,46 @@ impl Cluster {
     }
 
     /// Where `rcpt` (as written, `box+tag@domain`) is served. A campaign
-    /// address is always local: campaigns live on the host that made them.
+    /// lives on the host that made it: its address (`…@c-<id>.<domain>`)
+    /// goes to the home its `campaign.<id>` record names, like a mailbox
+    /// to its owner; one no host made is refused here (`550`).
     pub async fn place(&self, rcpt: &str) -> Placement {
         if self.engine.campaign_for(rcpt).is_some() {
             return Placement::Local;
         }
+        if let Some(id) = self.campaign_named(rcpt) {
+            return self.place_campaign(id).await;
+        }
         self.place_partition(self.partition(rcpt)).await
+    }
+
+    fn campaign_named(&self, rcpt: &str) -> Option<CampaignId> {
+        campaign_named(&self.engine, rcpt)
+    }
+
+    /// Where campaign `id`, which this host does not keep, lives: its home
+    /// in the accounts replica (no round trip), reached over the hop. A
+    /// campaign this replica does not know may have been made a moment
+    /// ago elsewhere: it catches up once (at most `CATCH_UP_LIMIT`) before
+    /// the local `550`, as a key check does before its `401`.
+    async fn place_campaign(&self, id: CampaignId) -> Placement {
+        let Some(accounts) = &self.accounts else {
+            return Placement::Local;
+        };
+        let mut home = accounts.campaign_home(id.0, self.engine.now_ms());
+        if home.is_none() {
+            // Without NATS the replica stays as it is.
+            let _ = accounts.catch_up().await;
+            home = accounts.campaign_home(id.0, self.engine.now_ms());
+        }
+        match home {
+            Some(node) if node != self.node => match self.directory.hop_of(&node).await {
+                Ok(Some(hop)) => Placement::Remote(Owner { node, hop }),
+                _ => Placement::Unavailable,
+            },
+            // Ours but gone, or nobody's: the local engine refuses it.
+            _ => Placement::Local,
+        }
     }
 
     /// The partition numbered `index`, if the cluster has it.
@@ -184,7 +226,7 @@ impl Cluster {
     /// refuses (the caller answers `451` / `503`). A campaign address is
     /// not a mailbox and never moves: `None`.
     pub fn admit(&self, address: &str) -> Result<Option<Admitted<'_>>, NotAdmitted> {
-        if self.engine.campaign_for(address).is_some() {
+        if self.engine.campaign_for(address).is_some() || self.campaign_named(address).is_some() {
             return Ok(None);
         }
         self.served
@@ -496,6 +538,17 @@ impl Cluster {
         count("member", result.is_ok());
         result
     }
+}
+
+/// The campaign a campaign address names (`…@c-<id>.<served domain>`),
+/// live or not: such an address is never a mailbox, so it is answered
+/// by the campaign's home, or refused by the host that has it.
+pub(crate) fn campaign_named(engine: &Engine, rcpt: &str) -> Option<CampaignId> {
+    let (_, domain) = rcpt.rsplit_once('@')?;
+    let domain = domain.to_ascii_lowercase();
+    let (hex, served) = domain.strip_prefix("c-")?.split_once('.')?;
+    let id = CampaignId::parse(hex)?;
+    engine.is_local_domain(served).then_some(id)
 }
 
 fn parse_answer(body: &[u8]) -> Option<DeliveryOutcome> {

@@ -242,9 +242,16 @@ impl HopServer {
         self.fail_next_answer.store(true, Ordering::Release);
     }
 
+    /// Whether `address` is answered here: its mailbox's partition, or a
+    /// campaign address, sent here as the campaign's home (campaigns never
+    /// move; one this host does not keep, deleted or never made, is
+    /// refused by its engine: `550`, not a retry).
     fn serves(&self, address: &str) -> bool {
-        self.served
-            .serves(partition_of(address, self.partitions), Instant::now())
+        crate::route::campaign_named(&self.engine, address).is_some()
+            || self.engine.campaign_for(address).is_some()
+            || self
+                .served
+                .serves(partition_of(address, self.partitions), Instant::now())
     }
 }
 
@@ -418,6 +425,11 @@ async fn deliver(server: &HopServer, body: Bytes) -> Result<Response<Full<Bytes>
     let admitted: Result<Vec<_>, _> = envelope
         .rcpts
         .iter()
+        // A campaign address is not a mailbox and never moves.
+        .filter(|r| {
+            server.engine.campaign_for(r).is_none()
+                && crate::route::campaign_named(&server.engine, r).is_none()
+        })
         .map(|r| server.served.admit(partition_of(r, server.partitions), now))
         .collect();
     let (true, Ok(_admitted)) = (envelope.node == server.node, admitted) else {

@@ -563,7 +563,7 @@ fn count_in_nats(split: &Split, user: u64, node: &str) -> u32 {
 }
 
 /// The accounts bucket's entry `key`: its revision and value.
-fn accounts_entry(nats: &NatsServer, key: &str) -> Option<(u64, bytes::Bytes)> {
+pub(crate) fn accounts_entry(nats: &NatsServer, key: &str) -> Option<(u64, bytes::Bytes)> {
     crate::support::block_on(async {
         let bucket = uncorreo_cluster::nats::NatsBucket::open(
             nats.url(),

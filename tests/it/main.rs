@@ -6,6 +6,7 @@
 mod api;
 mod cluster;
 mod cluster_accounts;
+mod cluster_campaigns;
 mod cluster_handover;
 mod cluster_listing;
 mod cluster_mailpit;
