@@ -188,3 +188,43 @@ async fn homes_are_claimed_once_and_moved_by_compare_and_set() {
         })
     );
 }
+
+/// Two hosts drawing the same campaign id: the record's `create` keeps the
+/// first, the second is told to draw again, and both replicas name the
+/// first host as the home until the record is removed (SCALE.md,
+/// "Campaigns").
+#[tokio::test]
+async fn a_campaign_id_is_claimed_once_and_every_replica_sees_its_home() {
+    use uncorreo_cluster::accounts::{AccountsReplica, CampaignHome};
+    let cluster = Cluster::start();
+    let connect = || async {
+        let (replica, follower) =
+            AccountsReplica::connect(cluster.server.url(), Duration::from_secs(2))
+                .await
+                .unwrap_or_else(|error| panic!("{error}"));
+        let following = std::sync::Arc::clone(&replica);
+        tokio::spawn(async move { following.follow(follower).await });
+        replica
+    };
+    let (a, b) = (connect().await, connect().await);
+    let home = |node: &str| CampaignHome {
+        node: node.to_owned(),
+        expires_at_ms: 2_000,
+    };
+    assert!(a.claim_campaign(0xc0ffee, &home("a")).await.expect("claim"));
+    assert!(!b.claim_campaign(0xc0ffee, &home("b")).await.expect("claim"));
+    b.catch_up().await.expect("catch up");
+    for replica in [&a, &b] {
+        assert_eq!(replica.campaign_home(0xc0ffee, 1_000).as_deref(), Some("a"));
+        // Ended: it names nobody, and its home may remove it.
+        assert_eq!(replica.campaign_home(0xc0ffee, 2_000), None);
+    }
+    assert_eq!(a.ended_campaigns_on("a", 2_000, 4), vec![0xc0ffee]);
+    assert!(a.ended_campaigns_on("b", 2_000, 4).is_empty());
+    a.forget_campaign(0xc0ffee).await.expect("forget");
+    b.catch_up().await.expect("catch up");
+    assert_eq!(b.campaign_home(0xc0ffee, 1_000), None);
+    // A removed id can be drawn again.
+    assert!(b.claim_campaign(0xc0ffee, &home("b")).await.expect("claim"));
+    assert_eq!(b.campaign_home(0xc0ffee, 1_000).as_deref(), Some("b"));
+}

@@ -554,8 +554,15 @@ async fn proxied(server: &HopServer, body: Bytes) -> Response<Full<Bytes>> {
         },
     };
     // A proxied request may create, change or delete: admitted until it
-    // is done, like a delivery.
-    let admitted = server.served.admit(partition, Instant::now());
+    // is done, like a delivery. A campaign address (sent here as the
+    // campaign's home) names no mailbox and never moves: the API here
+    // answers it.
+    let campaign = envelope.partition.is_none()
+        && crate::route::campaign_named(&server.engine, &envelope.address).is_some();
+    let admitted = match campaign {
+        true => Ok(None),
+        false => server.served.admit(partition, Instant::now()).map(Some),
+    };
     let (true, Ok(_admitted)) = (envelope.node == server.node, admitted) else {
         return problem(
             StatusCode::CONFLICT,

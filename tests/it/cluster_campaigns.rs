@@ -76,6 +76,11 @@ fn campaign_mail_sent_at_b_reaches_its_home_a_and_waits_while_a_is_down() {
     // B keeps no campaign of its own.
     let (status, _) = get(&split.b, &format!("/api/v1/campaigns/{id}"), &key);
     assert_eq!(status, 404);
+    // A campaign address is no mailbox, on any host.
+    for host in [&split.a, &split.b] {
+        let (status, body) = get(host, &format!("/api/v1/mailboxes/{rcpt}"), &key);
+        assert_eq!(status, 404, "{body}");
+    }
 
     // No host made this one: refused at once, not a retry.
     let made_up = if id == "abcdef" { "abcdf0" } else { "abcdef" };
