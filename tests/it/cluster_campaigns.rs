@@ -44,8 +44,8 @@ fn get(host: &uncorreo::Appliance, path: &str, key: &str) -> (u16, Value) {
 }
 
 /// A campaign made through A's API takes mail sent at B: B forwards it to
-/// A at RCPT and DATA, A stores it in the campaign (its report and
-/// messages show it), B keeps nothing. A made-up campaign id and a deleted
+/// A at RCPT and DATA (and an HTTP send at B runs on A), A stores it in the
+/// campaign (its report and messages show it), B keeps nothing. A made-up campaign id and a deleted
 /// campaign are `550` at B; with A stopped B answers `451` (never a
 /// `250` nor a `550`), and once A is back B forwards to it again.
 #[test]
@@ -63,16 +63,29 @@ fn campaign_mail_sent_at_b_reaches_its_home_a_and_waits_while_a_is_down() {
     let end = end.expect("data");
     assert_eq!(code(&end), "250", "{end}");
 
+    // HTTP send at B, with the campaign owner's key: run on A, its home.
+    let sent = crate::cluster_accounts::http()
+        .post(format!(
+            "http://{}/api/v1/mailboxes/{rcpt}/messages",
+            split.b.http_addr
+        ))
+        .bearer_auth(&key)
+        .header("content-type", "message/rfc822")
+        .body("Subject: over http\r\n\r\nhi\r\n")
+        .send()
+        .expect("send");
+    assert_eq!(sent.status(), 201, "{:?}", sent.text());
+
     let (status, report) = get(&split.a, &format!("/api/v1/campaigns/{id}/report"), &key);
     assert_eq!(status, 200, "{report}");
-    assert_eq!(report["accepted"], 1, "{report}");
+    assert_eq!(report["accepted"], 2, "{report}");
     let (status, page) = get(
         &split.a,
         &format!("/api/v1/campaigns/{id}/messages?recipient={rcpt}"),
         &key,
     );
     assert_eq!(status, 200, "{page}");
-    assert_eq!(page["messages"].as_array().map(Vec::len), Some(1), "{page}");
+    assert_eq!(page["messages"].as_array().map(Vec::len), Some(2), "{page}");
     // B keeps no campaign of its own.
     let (status, _) = get(&split.b, &format!("/api/v1/campaigns/{id}"), &key);
     assert_eq!(status, 404);
@@ -139,7 +152,7 @@ fn campaign_mail_sent_at_b_reaches_its_home_a_and_waits_while_a_is_down() {
         "b forwards to a again once a is back"
     );
     let (_, report) = get(&a, &format!("/api/v1/campaigns/{id}/report"), &key);
-    assert_eq!(report["accepted"], 2, "{report}");
+    assert_eq!(report["accepted"], 3, "{report}");
     b.shutdown();
     a.shutdown();
 }
