@@ -42,6 +42,20 @@ pub(crate) fn start(
     Appliance::start(config).expect("joins")
 }
 
+/// The cluster configuration of `node` in a [`Split`] (also for a host
+/// of one started again after a stop).
+pub(crate) fn split_member(
+    nats: &NatsServer,
+    secret: &std::path::Path,
+    node: &str,
+) -> uncorreo::config::ClusterConfig {
+    uncorreo::config::ClusterConfig {
+        // A short hop timeout also bounds an accounts write without NATS.
+        hop_timeout_secs: 3,
+        ..hop_member(nats, node, secret)
+    }
+}
+
 fn half() -> usize {
     usize::from(PARTITIONS / 2)
 }
@@ -82,11 +96,7 @@ impl Split {
             tempfile::tempdir().expect("tempdir"),
             tempfile::tempdir().expect("tempdir"),
         );
-        // A short hop timeout also bounds an accounts write without NATS.
-        let member = |node| uncorreo::config::ClusterConfig {
-            hop_timeout_secs: 3,
-            ..hop_member(&nats, node, secret.path())
-        };
+        let member = |node| split_member(&nats, secret.path(), node);
         let a = start(data_a.path(), member("a"), tweak);
         let b = start(data_b.path(), member("b"), tweak);
         assert!(

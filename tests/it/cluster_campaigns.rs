@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 
 use uncorreo_cluster::partition::{partition_of, PartitionCount};
 
-use crate::cluster::{eventually, hop_member, send, PARTITIONS};
+use crate::cluster::{eventually, send, PARTITIONS};
 use crate::cluster_accounts::{accounts_entry, call, owned_by_a, start, Split};
 use crate::support::{code, DOMAIN};
 
@@ -138,10 +138,7 @@ fn campaign_mail_sent_at_b_reaches_its_home_a_and_waits_while_a_is_down() {
     // A back with its disk: the campaign takes mail through B again.
     let a = start(
         data_a.path(),
-        uncorreo::config::ClusterConfig {
-            hop_timeout_secs: 3,
-            ..hop_member(&nats, "a", secret.path())
-        },
+        crate::cluster_accounts::split_member(&nats, secret.path(), "a"),
         |_| {},
     );
     assert!(

@@ -164,10 +164,7 @@ fn a_home_that_stopped_makes_the_listing_503_until_it_returns() {
 
     let b = start(
         data_b.path(),
-        uncorreo::config::ClusterConfig {
-            hop_timeout_secs: 3,
-            ..hop_member(&nats, "b", secret.path())
-        },
+        crate::cluster_accounts::split_member(&nats, secret.path(), "b"),
         |_| {},
     );
     assert!(

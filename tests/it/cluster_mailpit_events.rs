@@ -275,10 +275,7 @@ fn a_mailpit_events_socket_outlives_an_owner_that_stops_and_gets_its_mail_when_i
 
     let a = start(
         data_a.path(),
-        uncorreo::config::ClusterConfig {
-            hop_timeout_secs: 3,
-            ..hop_member(&nats, "a", secret.path())
-        },
+        crate::cluster_accounts::split_member(&nats, secret.path(), "a"),
         |_| {},
     );
     assert!(
