@@ -259,8 +259,9 @@ impl MailboxCounter for ClusterAccounts {
 
 /// Copies the users and keys this host made before it joined a cluster
 /// (in its own engine, ids below `ID_BASE`) into the accounts bucket, so
-/// their keys go on opening their mailboxes (SCALE.md, "Accounts"). Users
-/// the replica holds already are skipped, so a restart writes nothing. A
+/// their keys go on opening their mailboxes (SCALE.md, "Accounts"). A user
+/// the replica holds whole already costs no write, so a restart writes
+/// nothing. A
 /// user whose id or key another host's import took first is not imported
 /// and is logged; NATS failing is an error (the host does not start, as
 /// when it cannot read the bucket).
@@ -287,13 +288,6 @@ async fn import_own_accounts(
                 revoked_at_ms: k.revoked_at_ms,
             })
             .collect();
-        let held = replica.user(id.0).is_some_and(|present| {
-            present.created_at_ms == user.created_at_ms
-                && keys.iter().all(|k| replica.key(k.id).is_some())
-        });
-        if held {
-            continue;
-        }
         let record = UserRecord {
             id: id.0,
             name: user.name,

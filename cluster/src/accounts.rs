@@ -509,8 +509,9 @@ impl AccountsReplica {
     /// (another host made its own users before it joined too) or a key with
     /// the same hash: then nothing of this user is written (checked in the
     /// replica first; a concurrent import of the same id that wins the
-    /// `create` stops the rest). The caller catches up first and skips
-    /// users the replica already holds.
+    /// `create` stops the rest). A user whose records the replica holds
+    /// already is [`Imported::Present`] without a write. The caller catches
+    /// up first.
     pub async fn import_user(
         &self,
         user: UserRecord,
