@@ -63,6 +63,10 @@ pub struct MailpitError {
     pub message: String,
     /// Seconds after which a retry may succeed.
     pub retry_after: Option<u64>,
+    /// The request body was left unread: the connection cannot carry
+    /// another request, so the answer says `Connection: close` (as
+    /// [`Problem::body_left_unread`] does for our own API).
+    pub close_connection: bool,
 }
 
 impl MailpitError {
@@ -72,6 +76,7 @@ impl MailpitError {
             status,
             message: message.into(),
             retry_after: None,
+            close_connection: false,
         }
     }
     /// 400, Mailpit's answer to most bad requests.
@@ -106,6 +111,7 @@ impl From<Problem> for MailpitError {
             status,
             message: p.detail,
             retry_after: p.retry_after,
+            close_connection: p.body_left_unread,
         }
     }
 }
@@ -138,6 +144,9 @@ impl IntoResponse for MailpitError {
         h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         if let Some(secs) = self.retry_after {
             h.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        if self.close_connection {
+            h.insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
         if self.status == StatusCode::UNAUTHORIZED {
             h.insert(

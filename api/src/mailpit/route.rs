@@ -41,7 +41,7 @@ use std::time::Duration;
 use axum::body::Body;
 use axum::extract::{OriginalUri, Request, State};
 use axum::http::request::Parts;
-use axum::http::{header, HeaderValue, Method, StatusCode};
+use axum::http::{header, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use uncorreo_engine::{MessageId, MAILBOX_ID_PREFIX_SHIFT, MAX_MAILBOX_ID_PREFIX};
@@ -146,12 +146,7 @@ async fn read(
         .await
         .map_err(|error| match error {
             BodyError::OverBudget(_) => {
-                let refused = inflight::refused_unread(FrontEnd::Routed);
-                let mut response = MailpitError::from(refused).into_response();
-                response
-                    .headers_mut()
-                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
-                response
+                MailpitError::from(inflight::refused_unread(FrontEnd::Routed)).into_response()
             }
             BodyError::TooLarge | BodyError::Unreadable => too_large(),
         })

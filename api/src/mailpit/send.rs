@@ -111,14 +111,13 @@ pub async fn send(
 
 /// A problem in this route's error shape, keeping its `Retry-After`.
 fn problem(p: Problem) -> Response {
-    let close = p.body_left_unread;
     let e = super::MailpitError::from(p);
     let mut resp = error(e.status, e.message);
     if let Some(secs) = e.retry_after {
         resp.headers_mut()
             .insert(header::RETRY_AFTER, HeaderValue::from(secs));
     }
-    if close {
+    if e.close_connection {
         resp.headers_mut()
             .insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
