@@ -60,8 +60,12 @@ pub(crate) fn load(state: &AppState) {
 
 /// A mailbox just made at `address` starts without a fault plan: one left
 /// by an earlier mailbox at the same address (deleted or expired) goes.
-pub(crate) async fn forget_mailbox(state: &AppState, address: &str) {
-    forget(state, &Target::Mailbox(address.to_owned())).await;
+pub(crate) async fn forget_mailbox(state: &AppState, address: &uncorreo_engine::Address) {
+    // Every mailbox creation passes here: the common case costs one read.
+    if state.faults.is_empty() {
+        return;
+    }
+    forget(state, &Target::Mailbox(address.to_string())).await;
 }
 
 /// Whether the campaign or mailbox `target` names is live.

@@ -405,7 +405,7 @@ pub async fn create(
             return Err(Problem::from(e));
         }
     };
-    crate::faults::forget_mailbox(state, &info.address.to_string()).await;
+    crate::faults::forget_mailbox(state, &info.address).await;
     if token.is_some() {
         reservation.record_anonymous(state.quotas(), engine, caller.ip(), info.id);
     } else {
@@ -608,7 +608,7 @@ pub async fn delete_mailbox(
 pub async fn delete(state: &AppState, caller: &Caller, address: &str) -> Result<(), Problem> {
     let mb = authorize_mailbox(state, caller, address)?;
     state.engine.delete_mailbox(mb.id).await?;
-    crate::faults::forget_mailbox(state, &mb.address.to_string()).await;
+    crate::faults::forget_mailbox(state, &mb.address).await;
     // The slot is free across the cluster before the delete answers.
     if let Owner::User(user) = mb.owner {
         crate::counts::recount(state, user).await;
