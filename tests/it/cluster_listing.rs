@@ -34,17 +34,7 @@ fn list(host: &Appliance, key: &str, query: &str) -> reqwest::blocking::Response
 fn addresses(answer: reqwest::blocking::Response) -> (Vec<String>, Option<String>) {
     assert_eq!(answer.status(), 200);
     let body: Value = answer.json().expect("json");
-    let listed = body["mailboxes"]
-        .as_array()
-        .expect("mailboxes")
-        .iter()
-        .map(|m| {
-            (
-                m["created_at"].as_str().expect("created_at").to_owned(),
-                m["address"].as_str().expect("address").to_owned(),
-            )
-        })
-        .collect::<Vec<_>>();
+    let listed = crate::api::created_and_address(&body);
     let mut ordered = listed.clone();
     ordered.sort();
     assert_eq!(listed, ordered, "ordered by (created_at, address)");

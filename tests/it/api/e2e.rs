@@ -324,17 +324,7 @@ fn the_mailbox_listing_is_whole_without_a_limit_and_pages_with_one() {
     }
     let whole = api.get("/api/v1/mailboxes", &key).json();
     assert!(whole.get("next_after").is_none(), "{whole}");
-    let listed: Vec<(String, String)> = whole["mailboxes"]
-        .as_array()
-        .expect("mailboxes")
-        .iter()
-        .map(|m| {
-            (
-                m["created_at"].as_str().expect("created_at").to_owned(),
-                m["address"].as_str().expect("address").to_owned(),
-            )
-        })
-        .collect();
+    let listed = super::created_and_address(&whole);
     assert_eq!(listed.len(), 3);
     let mut ordered = listed.clone();
     ordered.sort();
@@ -342,14 +332,9 @@ fn the_mailbox_listing_is_whole_without_a_limit_and_pages_with_one() {
     let mut path = "/api/v1/mailboxes?limit=2".to_owned();
     for _ in 0..3 {
         let page = api.get(&path, &key).json();
-        let mailboxes = page["mailboxes"].as_array().expect("mailboxes");
+        let mailboxes = super::created_and_address(&page);
         assert!(mailboxes.len() <= 2, "{page}");
-        paged.extend(mailboxes.iter().map(|m| {
-            (
-                m["created_at"].as_str().expect("created_at").to_owned(),
-                m["address"].as_str().expect("address").to_owned(),
-            )
-        }));
+        paged.extend(mailboxes);
         match page["next_after"].as_str() {
             Some(after) => path = format!("/api/v1/mailboxes?limit=2&after={after}"),
             None => break,

@@ -166,6 +166,21 @@ impl Api {
     }
 }
 
+/// A mailbox listing's `(created_at, address)` pairs, in its order.
+pub fn created_and_address(listing: &Value) -> Vec<(String, String)> {
+    listing["mailboxes"]
+        .as_array()
+        .expect("mailboxes")
+        .iter()
+        .map(|m| {
+            (
+                m["created_at"].as_str().expect("created_at").to_owned(),
+                m["address"].as_str().expect("address").to_owned(),
+            )
+        })
+        .collect()
+}
+
 /// Deliver `raw` to `address` through the engine (the one delivery entry point).
 pub fn deliver(server: &TestServer, address: &str, raw: &[u8]) -> uncorreo_engine::MessageId {
     let rcpt = server.engine.resolve(address).unwrap();
